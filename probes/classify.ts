@@ -1,0 +1,89 @@
+import type { FailureClass } from '../wire/result.js';
+
+/**
+ * The one place where errors become evidence. Decided from `err.code` (errno names from
+ * libuv, c-ares and OpenSSL, undici's UND_ERR_* codes) and the phase the probe was in,
+ * never from `err.message`.
+ */
+export type Phase = 'dns' | 'connect' | 'tls' | 'exchange';
+
+const networkUnreachable = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN']);
+const dnsTimeout = new Set(['ETIMEOUT', 'EAI_AGAIN', 'ECONNREFUSED_DNS']);
+const tlsCodePrefixes = ['ERR_TLS_', 'ERR_SSL_', 'CERT_', 'ERR_OSSL_'];
+const tlsCodes = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'HOSTNAME_MISMATCH',
+  'EPROTO',
+]);
+
+/** The error code of an error or of the innermost error in its `cause` chain that has one. */
+export function errorCode(err: unknown): string | undefined {
+  let found: string | undefined;
+  let cur: unknown = err;
+  for (let depth = 0; depth < 5 && cur !== null && typeof cur === 'object'; depth++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === 'string' && code.length > 0) found = code;
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return found;
+}
+
+/** Failure class of a socket-level error code in a phase. */
+export function classifyCode(code: string | undefined, phase: Phase): FailureClass {
+  if (code === undefined) return phase === 'exchange' ? 'protocol_error' : 'tcp_unreachable';
+  if (phase === 'dns') {
+    if (dnsTimeout.has(code)) return 'dns_timeout';
+    return 'dns_error';
+  }
+  if (networkUnreachable.has(code)) return 'tcp_unreachable';
+  if (code === 'ECONNREFUSED') return 'tcp_refused';
+  if (code === 'ETIMEDOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return phase === 'exchange' ? 'protocol_timeout' : 'tcp_timeout';
+  }
+  if (code === 'ENOTFOUND' || code === 'EAI_NONAME' || code === 'EAI_NODATA' || code === 'ENODATA') {
+    return 'dns_error';
+  }
+  if (code === 'EAI_AGAIN') return 'dns_timeout';
+  if (tlsCodes.has(code) || tlsCodePrefixes.some((p) => code.startsWith(p))) {
+    return 'tls_error';
+  }
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED') {
+    // A reset while the TLS handshake runs is the TLS layer refusing us.
+    return phase === 'tls' ? 'tls_error' : 'tcp_reset';
+  }
+  if (code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED') return 'tcp_reset';
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'http_timeout';
+  if (phase === 'tls') return 'tls_error';
+  if (phase === 'exchange') return 'protocol_error';
+  return 'tcp_unreachable';
+}
+
+/** Failure class of an error thrown in a phase. */
+export function classifyError(err: unknown, phase: Phase): FailureClass {
+  return classifyCode(errorCode(err), phase);
+}
+
+/** The failure class of a timer of ours that fired in a phase. */
+export function timeoutClass(phase: Phase, protocol: 'http' | 'other' = 'other'): FailureClass {
+  switch (phase) {
+    case 'dns':
+      return 'dns_timeout';
+    case 'connect':
+      return 'tcp_timeout';
+    case 'tls':
+      return 'tls_error';
+    case 'exchange':
+      return protocol === 'http' ? 'http_timeout' : 'protocol_timeout';
+  }
+}
+
+/** A compact raw error for the result record. */
+export function rawError(err: unknown): { code?: string; message: string } {
+  const code = errorCode(err);
+  const message = err instanceof Error ? err.message : String(err);
+  return code === undefined ? { message: message.slice(0, 1024) } : { code: code.slice(0, 64), message: message.slice(0, 1024) };
+}

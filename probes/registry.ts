@@ -1,0 +1,40 @@
+import { ConfigError } from '../lib/errors.js';
+import { dns } from './dns.js';
+import { http } from './http.js';
+import { icmp } from './icmp.js';
+import { mysql } from './mysql.js';
+import { postgres } from './postgres.js';
+import { redis } from './redis.js';
+import { tcp } from './tcp.js';
+import type { ProbeDefinition } from './types.js';
+
+/**
+ * Every probe kind, one line each. The config schema, CLI choices and metric attribute
+ * values derive from this; probes/registry.test.ts fails for a kind without tests.
+ */
+export const probeRegistry = {
+  icmp,
+  tcp,
+  http,
+  dns,
+  postgres,
+  redis,
+  mysql,
+} as const;
+
+export type ProbeKind = keyof typeof probeRegistry;
+export const probeKinds = Object.keys(probeRegistry) as ProbeKind[];
+
+export function isProbeKind(kind: string): kind is ProbeKind {
+  return Object.prototype.hasOwnProperty.call(probeRegistry, kind);
+}
+
+/** The definition of a kind, or a clear error naming the kinds there are. */
+export function probeDefinition(kind: string): ProbeDefinition<unknown> {
+  if (!isProbeKind(kind)) {
+    throw new ConfigError(`unknown probe kind "${kind}" (expected one of: ${probeKinds.join(', ')})`, {
+      code: 'FL_ERR_UNKNOWN_KIND',
+    });
+  }
+  return probeRegistry[kind] as ProbeDefinition<unknown>;
+}

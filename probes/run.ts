@@ -1,0 +1,75 @@
+import { performance } from 'node:perf_hooks';
+import { FaultlineError } from '../lib/errors.js';
+import type { ProbeResult } from '../wire/result.js';
+import type { ProbeDefinition, ProbeOutcome, Target } from './types.js';
+
+/** Who runs a probe, and when it must be done. */
+export interface RunOptions {
+  readonly agent?: string;
+  readonly seq?: number;
+  readonly timeoutMs: number;
+  /** Aborts the probe early (shutdown). */
+  readonly signal?: AbortSignal;
+}
+
+// A probe gets this long beyond its own timeout before the runner gives up on it: a probe
+// that answers its timeout honestly is always faster, so this catches only bugs.
+const graceMs = 1000;
+
+/**
+ * Runs one probe and builds its result record. A probe that throws (a bug) or overruns its
+ * timeout never escapes: it becomes an `internal_error` result, so one bad probe cannot
+ * take an agent down.
+ */
+export async function runProbe<O>(
+  def: ProbeDefinition<O>,
+  target: Target,
+  options: O,
+  run: RunOptions,
+): Promise<ProbeResult> {
+  const startedAtMs = Date.now();
+  const t0 = performance.now();
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(run.signal?.reason);
+  run.signal?.addEventListener('abort', onAbort, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  let outcome: ProbeOutcome;
+  try {
+    const overrun = new Promise<never>((_, rejectRun) => {
+      timer = setTimeout(
+        () => rejectRun(new FaultlineError('FL_ERR_INTERNAL', `probe did not return within its timeout of ${run.timeoutMs} ms`)),
+        run.timeoutMs + graceMs,
+      );
+    });
+    outcome = await Promise.race([def.run(target, options, { timeoutMs: run.timeoutMs, signal: controller.signal }), overrun]);
+  } catch (err) {
+    outcome = {
+      class: 'internal_error',
+      timings: {},
+      error: { code: err instanceof FaultlineError ? err.code : 'FL_ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) },
+    };
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+    run.signal?.removeEventListener('abort', onAbort);
+  }
+  const totalMs = outcome.timings.totalMs ?? round(performance.now() - t0);
+  const result: ProbeResult = {
+    agent: run.agent ?? '',
+    target: target.name,
+    address: target.address,
+    kind: def.kind,
+    class: outcome.class,
+    seq: run.seq ?? 0,
+    startedAtMs,
+    timings: { ...outcome.timings, totalMs },
+  };
+  if (outcome.error !== undefined) result.error = outcome.error;
+  if (outcome.detail !== undefined) result.detail = outcome.detail;
+  return result;
+}
+
+/** Milliseconds rounded to microseconds: what a timing is worth on the wire. */
+export function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

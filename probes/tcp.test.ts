@@ -1,0 +1,124 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
+import { runProbe } from './run.js';
+import { tcp, tcpOptions } from './tcp.js';
+import { parseTarget } from './target.js';
+
+function listen(handler: (s: Socket) => void): Promise<Server> {
+  return new Promise((resolve) => {
+    const server = createServer(handler);
+    server.listen(0, '127.0.0.1', () => resolve(server));
+  });
+}
+function portOf(server: Server): number {
+  const addr = server.address();
+  if (addr === null || typeof addr === 'string') throw new Error('no port');
+  return addr.port;
+}
+function probe(address: string, options: Record<string, unknown> = {}, timeoutMs = 2000) {
+  return runProbe(tcp, parseTarget(address, tcp.target), tcpOptions.parse(options), { timeoutMs });
+}
+
+describe('tcp probe on loopback', () => {
+  const servers: Server[] = [];
+  const sockets = new Set<Socket>();
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  });
+  async function serve(handler: (s: Socket) => void): Promise<number> {
+    const server = await listen((s) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      handler(s);
+    });
+    servers.push(server);
+    return portOf(server);
+  }
+
+  it('connects to a listening server: ok with a connect time', async () => {
+    const port = await serve(() => undefined);
+    const r = await probe(`127.0.0.1:${port}`);
+    expect(r.class).toBe('ok');
+    expect(r.timings.connectMs).toBeGreaterThanOrEqual(0);
+    expect(r.timings.connectMs).toBeLessThan(100);
+  });
+
+  it('a closed port is tcp_refused', async () => {
+    const port = await serve(() => undefined);
+    await new Promise((r) => servers.pop()!.close(r));
+    const r = await probe(`127.0.0.1:${port}`);
+    expect(r.class).toBe('tcp_refused');
+    expect(r.error?.code).toBe('ECONNREFUSED');
+  });
+
+  it('send/expect: matching answer is ok, wrong answer is protocol_error, silence is protocol_timeout', async () => {
+    const echo = await serve((s) => s.on('data', (d) => s.write(`PONG ${d.toString()}`)));
+    const ok = await probe(`127.0.0.1:${echo}`, { send: 'PING\\r\\n', expect: '^PONG' });
+    expect(ok.class).toBe('ok');
+    expect(ok.timings.firstByteMs).toBeGreaterThanOrEqual(0);
+
+    const wrong = await serve((s) => s.end('HELLO\r\n'));
+    const bad = await probe(`127.0.0.1:${wrong}`, { expect: '^SSH-' });
+    expect(bad.class).toBe('protocol_error');
+
+    const silent = await serve(() => undefined);
+    const hung = await probe(`127.0.0.1:${silent}`, { expect: '^SSH-' }, 300);
+    expect(hung.class).toBe('protocol_timeout');
+    expect(hung.timings.connectMs).toBeDefined();
+  });
+
+  it('a server that accepts and then resets is tcp_reset', async () => {
+    const port = await serve((s) => s.resetAndDestroy());
+    const r = await probe(`127.0.0.1:${port}`, { expect: '.' });
+    expect(r.class).toBe('tcp_reset');
+    expect(r.error?.code).toBe('ECONNRESET');
+  });
+
+  it('ends its connections with a reset: no TIME_WAIT left behind', async () => {
+    let closedByPeer = 0;
+    const port = await serve((s) => s.on('error', () => closedByPeer++));
+    for (let i = 0; i < 20; i++) expect((await probe(`127.0.0.1:${port}`)).class).toBe('ok');
+    const { execFileSync } = await import('node:child_process');
+    const tw = execFileSync('ss', ['-Htn', 'state', 'time-wait', `( dport = :${port} or sport = :${port} )`]).toString();
+    expect(tw.trim()).toBe('');
+  });
+});
+
+describe.runIf(canUseNetns)('tcp probe across a network', () => {
+  let net: TestNet;
+  let server: TestHost;
+  let dead: TestHost;
+  beforeAll(async () => {
+    net = await TestNet.create();
+    server = await net.addHost('srv');
+    dead = await net.addHost('dead');
+    await net.nft(
+      server,
+      `table inet fltest { chain input { type filter hook input priority 0; tcp dport 81 drop; }; }`,
+    );
+    await net.linkDown(dead);
+  });
+  afterAll(async () => {
+    await net?.destroy();
+  });
+
+  it('a port dropped by nftables is tcp_timeout', async () => {
+    const r = await probe(`${server.ip}:81`, {}, 500);
+    expect(r.class).toBe('tcp_timeout');
+    expect(r.timings.totalMs).toBeGreaterThanOrEqual(450);
+  });
+
+  it('a closed port on a live host is tcp_refused', async () => {
+    const r = await probe(`${server.ip}:82`, {}, 2000);
+    expect(r.class).toBe('tcp_refused');
+  });
+
+  it('a host whose link is down is tcp_unreachable', async () => {
+    // ARP gives up after ~3 s and the kernel answers EHOSTUNREACH.
+    const r = await probe(`${dead.ip}:80`, {}, 6000);
+    expect(r.class).toBe('tcp_unreachable');
+    expect(r.error?.code).toBe('EHOSTUNREACH');
+  }, 10_000);
+});

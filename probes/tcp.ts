@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import { exchange, ProbeClock, withConnection } from './socket.js';
+import type { ProbeDefinition } from './types.js';
+
+export const tcpOptions = z
+  .object({
+    /** Bytes to send once connected (a string; `\r\n` escapes are honoured). */
+    send: z.string().max(4096).optional(),
+    /** A regular expression the answer must match; makes the probe wait for an answer. */
+    expect: z
+      .string()
+      .max(1024)
+      .refine((s) => {
+        try {
+          new RegExp(s);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'expected a valid regular expression')
+      .optional(),
+    /** Address family: 4, 6, or 0 for the resolver's first answer. */
+    family: z.union([z.literal(0), z.literal(4), z.literal(6)]).default(0),
+  })
+  .strict();
+export type TcpOptions = z.infer<typeof tcpOptions>;
+
+function unescape(s: string): Buffer {
+  return Buffer.from(s.replace(/\\r/g, '\r').replace(/\\n/g, '\n').replace(/\\t/g, '\t'), 'latin1');
+}
+
+/** TCP connect, optionally with a send/expect exchange. */
+export const tcp: ProbeDefinition<TcpOptions> = {
+  kind: 'tcp',
+  description: 'TCP connect time; refused, timeout, unreachable and reset told apart; optional send/expect',
+  target: { form: 'hostPort' },
+  options: tcpOptions,
+  async run(target, options, ctx) {
+    const clock = new ProbeClock(ctx.timeoutMs);
+    return withConnection(target.host, target.port ?? 0, options.family, clock, ctx.signal, async (socket, ip) => {
+      if (options.send === undefined && options.expect === undefined) {
+        return clock.outcome('ok', { detail: { ip } });
+      }
+      const send = options.send === undefined ? undefined : unescape(options.send);
+      const re = options.expect === undefined ? undefined : new RegExp(options.expect);
+      const answer = await exchange(
+        socket,
+        send,
+        (buf) => {
+          const text = buf.toString('latin1');
+          if (re === undefined) return text;
+          return re.test(text) ? text : undefined;
+        },
+        clock,
+      );
+      return clock.outcome('ok', { detail: { ip, answer: answer.slice(0, 120) } });
+    });
+  },
+};

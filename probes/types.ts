@@ -1,0 +1,64 @@
+import type { z } from 'zod';
+import type { FailureClass, RawError, Timings } from '../wire/result.js';
+
+/** How a kind's target string is written. */
+export type TargetForm =
+  /** A hostname or IP address: icmp, dns (the name to resolve). */
+  | 'host'
+  /** host:port, [v6]:port, or host alone when the kind has a default port. */
+  | 'hostPort'
+  /** An http(s) URL. */
+  | 'url';
+
+/** A validated probe target. Built only by `parseTarget` (probes/target.ts). */
+export interface Target {
+  /** Display name: the component or target name, or the address as typed. */
+  readonly name: string;
+  /** The normalised address: host, host:port or URL. */
+  readonly address: string;
+  /** Hostname or IP literal, without IPv6 brackets. */
+  readonly host: string;
+  /** Port, for `hostPort` and `url` forms. */
+  readonly port?: number;
+  /** Parsed URL, for the `url` form. */
+  readonly url?: URL;
+}
+
+/** What a probe run gets besides its target and options. */
+export interface ProbeContext {
+  /** Hard limit for the whole probe; the probe answers by then with a timeout class. */
+  readonly timeoutMs: number;
+  /** Aborted when the caller gives up (shutdown); probes stop and return promptly. */
+  readonly signal: AbortSignal;
+}
+
+/** What a probe's `run` returns; `runProbe` adds identity, sequence and wall-clock time. */
+export interface ProbeOutcome {
+  readonly class: FailureClass;
+  /** Phase timings; `totalMs` is filled in by `runProbe` when absent. */
+  readonly timings: Partial<Timings>;
+  /** The raw error behind a failure, for humans. */
+  readonly error?: RawError;
+  /** Kind-specific facts (status code, answers, engine, per-packet RTTs…). */
+  readonly detail?: Record<string, unknown>;
+}
+
+/**
+ * One probe kind. Adding a kind is one file exporting one of these plus one line in
+ * probes/registry.ts; the registry test fails until it has tests beside it.
+ */
+export interface ProbeDefinition<O = unknown> {
+  /** Also the YAML `kind:` and `faultline probe <kind>`. */
+  readonly kind: string;
+  /** One line for `--help` and the docs table. */
+  readonly description: string;
+  /** How the target is written, and the default port where there is one. */
+  readonly target: { readonly form: TargetForm; readonly defaultPort?: number };
+  /** This kind's options, defaults inside; unknown keys rejected. */
+  readonly options: z.ZodType<O, unknown>;
+  /**
+   * Runs one probe. Never throws for a target failure: it returns a failure class and the
+   * phase timings reached. Throws only on a programming error.
+   */
+  run(target: Target, options: O, ctx: ProbeContext): Promise<ProbeOutcome>;
+}
