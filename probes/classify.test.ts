@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { classifyCode, classifyError, errorCode, timeoutClass, type Phase } from './classify.js';
+
+describe('classifyCode: the error code and the phase decide the class', () => {
+  const table: ReadonlyArray<[string | undefined, Phase, string]> = [
+    ['ECONNREFUSED', 'connect', 'tcp_refused'],
+    ['ETIMEDOUT', 'connect', 'tcp_timeout'],
+    ['UND_ERR_CONNECT_TIMEOUT', 'connect', 'tcp_timeout'],
+    ['EHOSTUNREACH', 'connect', 'tcp_unreachable'],
+    ['ENETUNREACH', 'connect', 'tcp_unreachable'],
+    ['EHOSTDOWN', 'connect', 'tcp_unreachable'],
+    ['ECONNRESET', 'exchange', 'tcp_reset'],
+    ['EPIPE', 'exchange', 'tcp_reset'],
+    ['ECONNRESET', 'tls', 'tls_error'],
+    ['DEPTH_ZERO_SELF_SIGNED_CERT', 'tls', 'tls_error'],
+    ['CERT_HAS_EXPIRED', 'tls', 'tls_error'],
+    ['ERR_TLS_CERT_ALTNAME_INVALID', 'tls', 'tls_error'],
+    ['ERR_SSL_WRONG_VERSION_NUMBER', 'tls', 'tls_error'],
+    ['UND_ERR_HEADERS_TIMEOUT', 'exchange', 'http_timeout'],
+    ['UND_ERR_BODY_TIMEOUT', 'exchange', 'http_timeout'],
+    ['UND_ERR_SOCKET', 'exchange', 'tcp_reset'],
+    ['ENOTFOUND', 'dns', 'dns_error'],
+    ['ENOTFOUND', 'connect', 'dns_error'],
+    ['EAI_AGAIN', 'dns', 'dns_timeout'],
+    ['ETIMEOUT', 'dns', 'dns_timeout'],
+    ['ESERVFAIL', 'dns', 'dns_error'],
+    ['SOMETHING_ELSE', 'exchange', 'protocol_error'],
+  ];
+  it.each(table)('%s in %s → %s', (code, phase, expected) => {
+    expect(classifyCode(code, phase)).toBe(expected);
+  });
+
+  it('never looks at the message', () => {
+    const lying = Object.assign(new Error('connect ECONNREFUSED 1.2.3.4:5'), { code: 'EHOSTUNREACH' });
+    expect(classifyError(lying, 'connect')).toBe('tcp_unreachable');
+  });
+
+  it('finds the code in the cause chain (undici wraps socket errors)', () => {
+    const inner = Object.assign(new Error('x'), { code: 'ECONNRESET' });
+    const outer = new Error('fetch failed', { cause: inner });
+    expect(errorCode(outer)).toBe('ECONNRESET');
+  });
+
+  it('a timer of ours that fires names the phase it interrupted', () => {
+    expect(timeoutClass('connect')).toBe('tcp_timeout');
+    expect(timeoutClass('dns')).toBe('dns_timeout');
+    expect(timeoutClass('exchange')).toBe('protocol_timeout');
+    expect(timeoutClass('exchange', 'http')).toBe('http_timeout');
+  });
+});

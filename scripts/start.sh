@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The run command: sets up a fresh machine (Debian packages, npm dependencies, build) and
+# runs faultline. With no arguments it runs the main job on embedded defaults; any
+# arguments are passed to the faultline CLI instead (e.g. `npm start -- probe tcp db:5432`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-system-deps.sh
+bash scripts/install-node-deps.sh
+npm run --silent build
+if [[ $# -gt 0 ]]; then
+  exec node dist/cli/main.js "$@"
+fi
+exec node dist/cli/main.js probe icmp 127.0.0.1 --count 3 --interval 200ms
