@@ -3,6 +3,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { exitCodes } from './exit-codes.js';
+import { agentCommand } from './agent.js';
 import { probeCommand } from './probe.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -16,6 +17,7 @@ async function main(argv: string[]): Promise<number> {
       '$0 <command> [options]\n\nSynthetic connectivity probes that tell a network partition from a database or service fault.',
     )
     .command(probeCommand(setCode))
+    .command(agentCommand(setCode))
     .demandCommand(1, 'Name a command: see the list above.')
     .strict()
     .recommendCommands()

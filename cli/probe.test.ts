@@ -33,9 +33,21 @@ describe('faultline probe', () => {
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const closedPort = (closed.address() as { port: number }).port;
     await new Promise((r) => closed.close(r));
-    const r = await runCli(['probe', 'tcp', `127.0.0.1:${closedPort}`, '--json', '-c', '2', '-i', '0']);
+    const r = await runCli([
+      'probe',
+      'tcp',
+      `127.0.0.1:${closedPort}`,
+      '--json',
+      '-c',
+      '2',
+      '-i',
+      '0',
+    ]);
     expect(r.code).toBe(1);
-    const records = r.stdout.trim().split('\n').map((l) => ProbeResultSchema.parse(JSON.parse(l)));
+    const records = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => ProbeResultSchema.parse(JSON.parse(l)));
     expect(records.map((x) => [x.class, x.seq])).toEqual([
       ['tcp_refused', 1],
       ['tcp_refused', 2],
@@ -67,14 +79,17 @@ describe('faultline probe', () => {
   it('--help describes the command and its flags', async () => {
     const r = await runCli(['probe', '--help']);
     expect(r.code).toBe(0);
-    for (const flag of ['--count', '--interval', '--timeout', '--json', '--option']) expect(r.stdout).toContain(flag);
+    for (const flag of ['--count', '--interval', '--timeout', '--json', '--option'])
+      expect(r.stdout).toContain(flag);
     expect(r.stdout).toMatch(/choices: "icmp", "tcp", "http", "dns", "postgres", "redis", "mysql"/);
   });
 });
 
 describe('parseOptionPairs', () => {
   it('parses JSON values, nests dotted keys, keeps plain strings', () => {
-    expect(parseOptionPairs(['count=5', 'headers.Host=example', 'expect=^220', 'tlsVerify=false'])).toEqual({
+    expect(
+      parseOptionPairs(['count=5', 'headers.Host=example', 'expect=^220', 'tlsVerify=false']),
+    ).toEqual({
       count: 5,
       headers: { Host: 'example' },
       expect: '^220',

@@ -21,11 +21,17 @@ interface ProbeArgs {
 function duration(flag: string, value: string, minMs: number): number {
   const ms = parseDurationMs(value);
   if (ms === undefined) {
-    throw new ConfigError(`--${flag}: expected a duration like 500ms, 2s or 1m (actual: ${JSON.stringify(value)})`, {
+    throw new ConfigError(
+      `--${flag}: expected a duration like 500ms, 2s or 1m (actual: ${JSON.stringify(value)})`,
+      {
+        code: 'FL_ERR_USAGE',
+      },
+    );
+  }
+  if (ms < minMs)
+    throw new ConfigError(`--${flag}: must be at least ${minMs} ms (actual: ${ms} ms)`, {
       code: 'FL_ERR_USAGE',
     });
-  }
-  if (ms < minMs) throw new ConfigError(`--${flag}: must be at least ${minMs} ms (actual: ${ms} ms)`, { code: 'FL_ERR_USAGE' });
   return ms;
 }
 
@@ -35,7 +41,9 @@ export function parseOptionPairs(pairs: readonly string[]): Record<string, unkno
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
     if (eq <= 0) {
-      throw new ConfigError(`--option: expected key=value (actual: ${JSON.stringify(pair)})`, { code: 'FL_ERR_USAGE' });
+      throw new ConfigError(`--option: expected key=value (actual: ${JSON.stringify(pair)})`, {
+        code: 'FL_ERR_USAGE',
+      });
     }
     const path = pair.slice(0, eq).split('.');
     const text = pair.slice(eq + 1);
@@ -51,11 +59,16 @@ export function parseOptionPairs(pairs: readonly string[]): Record<string, unkno
         throw new ConfigError(`--option: key "${key}" is not allowed`, { code: 'FL_ERR_USAGE' });
       }
       const next = node[key];
-      node = (typeof next === 'object' && next !== null ? next : (node[key] = {})) as Record<string, unknown>;
+      node = (typeof next === 'object' && next !== null ? next : (node[key] = {})) as Record<
+        string,
+        unknown
+      >;
     }
     const last = path[path.length - 1] ?? '';
     if (last === '' || last === '__proto__' || last === 'constructor' || last === 'prototype') {
-      throw new ConfigError(`--option: key "${pair.slice(0, eq)}" is not allowed`, { code: 'FL_ERR_USAGE' });
+      throw new ConfigError(`--option: key "${pair.slice(0, eq)}" is not allowed`, {
+        code: 'FL_ERR_USAGE',
+      });
     }
     node[last] = value;
   }
@@ -85,20 +98,37 @@ export function formatAttempt(r: ProbeResult, index: number): string {
     .join(' ');
   const facts: string[] = [];
   const d = r.detail ?? {};
-  for (const key of ['engine', 'ip', 'status', 'rcode', 'lossRatio', 'serverVersion', 'authMethod', 'sqlstate']) {
-    if (d[key] !== undefined) facts.push(`${key}=${typeof d[key] === 'object' ? JSON.stringify(d[key]) : String(d[key])}`);
+  for (const key of [
+    'engine',
+    'ip',
+    'status',
+    'rcode',
+    'lossRatio',
+    'serverVersion',
+    'authMethod',
+    'sqlstate',
+  ]) {
+    const v = d[key];
+    if (v !== undefined) facts.push(`${key}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
   }
   const err = r.error === undefined ? '' : `  (${r.error.code ?? 'error'}: ${r.error.message})`;
   return `#${index + 1} ${r.class.padEnd(16)} ${phases}${facts.length > 0 ? '  ' + facts.join(' ') : ''}${err}`;
 }
 
 /** The closing summary: sent/ok/failed, classes, min/avg/max of the main latency. */
-export function formatSummary(kind: string, address: string, results: readonly ProbeResult[]): string {
+export function formatSummary(
+  kind: string,
+  address: string,
+  results: readonly ProbeResult[],
+): string {
   const ok = results.filter((r) => r.class === 'ok');
   const classes = new Map<string, number>();
   for (const r of results) classes.set(r.class, (classes.get(r.class) ?? 0) + 1);
-  const failedPct = results.length === 0 ? 0 : (100 * (results.length - ok.length)) / results.length;
-  const lat = ok.map((r) => r.timings.rttMs ?? r.timings.firstByteMs ?? r.timings.connectMs ?? r.timings.totalMs);
+  const failedPct =
+    results.length === 0 ? 0 : (100 * (results.length - ok.length)) / results.length;
+  const lat = ok.map(
+    (r) => r.timings.rttMs ?? r.timings.firstByteMs ?? r.timings.connectMs ?? r.timings.totalMs,
+  );
   const lines = [
     `--- ${address} ${kind} probe statistics ---`,
     `${results.length} sent, ${ok.length} ok, ${failedPct.toFixed(1)}% failed; ` +
@@ -120,15 +150,30 @@ export function probeCommand(setExit: (code: number) => void): CommandModule<obj
     describe: 'Probe one target once or a few times and say exactly how it answers',
     builder: (y) =>
       y
-        .positional('kind', { type: 'string', choices: probeKinds, describe: 'Probe kind', demandOption: true })
+        .positional('kind', {
+          type: 'string',
+          choices: probeKinds,
+          describe: 'Probe kind',
+          demandOption: true,
+        })
         .positional('target', {
           type: 'string',
           demandOption: true,
           describe: 'host, host:port, [v6]:port or URL, depending on the kind',
         })
         .option('count', { alias: 'c', type: 'number', default: 1, describe: 'Attempts to make' })
-        .option('interval', { alias: 'i', type: 'string', default: '1s', describe: 'Pause between attempts' })
-        .option('timeout', { alias: 't', type: 'string', default: '3s', describe: 'Limit for one attempt' })
+        .option('interval', {
+          alias: 'i',
+          type: 'string',
+          default: '1s',
+          describe: 'Pause between attempts',
+        })
+        .option('timeout', {
+          alias: 't',
+          type: 'string',
+          default: '3s',
+          describe: 'Limit for one attempt',
+        })
         .option('option', {
           alias: 'o',
           type: 'string',
@@ -136,16 +181,26 @@ export function probeCommand(setExit: (code: number) => void): CommandModule<obj
           default: [],
           describe: 'Kind option as key=value (JSON values allowed), repeatable',
         })
-        .option('json', { type: 'boolean', default: false, describe: 'Print the result records, one JSON object per line' })
+        .option('json', {
+          type: 'boolean',
+          default: false,
+          describe: 'Print the result records, one JSON object per line',
+        })
         .example('$0 probe tcp db-1:5432 -c 3', 'connect three times, like ping')
         .example('$0 probe postgres 10.0.0.5', 'is PostgreSQL there and speaking its protocol?')
-        .example('$0 probe http https://api.example/healthz -o validStatusCodes=[200]', 'HTTP with phase timings')
+        .example(
+          '$0 probe http https://api.example/healthz -o validStatusCodes=[200]',
+          'HTTP with phase timings',
+        )
         .example('$0 probe tcp mail:25 -o expect=^220', 'send/expect exchange'),
     handler: async (args) => {
       if (!Number.isInteger(args.count) || args.count < 1 || args.count > 100_000) {
-        throw new ConfigError(`--count: expected a whole number from 1 to 100000 (actual: ${args.count})`, {
-          code: 'FL_ERR_USAGE',
-        });
+        throw new ConfigError(
+          `--count: expected a whole number from 1 to 100000 (actual: ${args.count})`,
+          {
+            code: 'FL_ERR_USAGE',
+          },
+        );
       }
       const timeoutMs = duration('timeout', args.timeout, 1);
       const intervalMs = duration('interval', args.interval, 0);
@@ -153,9 +208,12 @@ export function probeCommand(setExit: (code: number) => void): CommandModule<obj
       const target = parseTarget(args.target, def.target);
       const parsed = def.options.safeParse(parseOptionPairs(args.option));
       if (!parsed.success) {
-        throw new ConfigError(`--option for ${def.kind}: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`, {
-          code: 'FL_ERR_OPTIONS',
-        });
+        throw new ConfigError(
+          `--option for ${def.kind}: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`,
+          {
+            code: 'FL_ERR_OPTIONS',
+          },
+        );
       }
       const options = parsed.data;
       if (!args.json) {
@@ -172,11 +230,17 @@ export function probeCommand(setExit: (code: number) => void): CommandModule<obj
           if (i > 0 && intervalMs > 0) {
             await new Promise<void>((resolve) => {
               const timer = setTimeout(resolve, intervalMs);
-              stop.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+              stop.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), {
+                once: true,
+              });
             });
             if (stop.signal.aborted) break;
           }
-          const r = await runProbe(def, target, options, { timeoutMs, seq: i + 1, signal: stop.signal });
+          const r = await runProbe(def, target, options, {
+            timeoutMs,
+            seq: i + 1,
+            signal: stop.signal,
+          });
           results.push(r);
           process.stdout.write((args.json ? JSON.stringify(r) : formatAttempt(r, i)) + '\n');
         }

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { classifyCode, classifyError, errorCode, timeoutClass, type Phase } from './classify.js';
+import {
+  classifyCode,
+  classifyError,
+  classifyIcmpError,
+  errorCode,
+  timeoutClass,
+  type Phase,
+} from './classify.js';
 
 describe('classifyCode: the error code and the phase decide the class', () => {
   const table: ReadonlyArray<[string | undefined, Phase, string]> = [
@@ -24,6 +31,10 @@ describe('classifyCode: the error code and the phase decide the class', () => {
     ['EAI_AGAIN', 'dns', 'dns_timeout'],
     ['ETIMEOUT', 'dns', 'dns_timeout'],
     ['ESERVFAIL', 'dns', 'dns_error'],
+    // A resolver port answered with ICMP port unreachable: host up, DNS service down.
+    ['ECONNREFUSED', 'dns', 'dns_error'],
+    ['EREFUSED', 'dns', 'dns_error'],
+    ['ENODATA', 'dns', 'dns_error'],
     ['SOMETHING_ELSE', 'exchange', 'protocol_error'],
   ];
   it.each(table)('%s in %s → %s', (code, phase, expected) => {
@@ -31,7 +42,9 @@ describe('classifyCode: the error code and the phase decide the class', () => {
   });
 
   it('never looks at the message', () => {
-    const lying = Object.assign(new Error('connect ECONNREFUSED 1.2.3.4:5'), { code: 'EHOSTUNREACH' });
+    const lying = Object.assign(new Error('connect ECONNREFUSED 1.2.3.4:5'), {
+      code: 'EHOSTUNREACH',
+    });
     expect(classifyError(lying, 'connect')).toBe('tcp_unreachable');
   });
 
@@ -46,5 +59,21 @@ describe('classifyCode: the error code and the phase decide the class', () => {
     expect(timeoutClass('dns')).toBe('dns_timeout');
     expect(timeoutClass('exchange')).toBe('protocol_timeout');
     expect(timeoutClass('exchange', 'http')).toBe('http_timeout');
+  });
+});
+
+describe('classifyIcmpError: the ICMP type decides', () => {
+  const table: ReadonlyArray<[4 | 6, number, string | undefined]> = [
+    [4, 3, 'icmp_unreachable'], // destination unreachable
+    [4, 11, 'icmp_unreachable'], // time exceeded
+    [4, 4, undefined], // source quench
+    [4, 5, undefined], // redirect
+    [4, 12, undefined], // parameter problem
+    [6, 1, 'icmp_unreachable'], // destination unreachable
+    [6, 3, 'icmp_unreachable'], // time exceeded
+    [6, 2, undefined], // packet too big
+  ];
+  it.each(table)('IPv%s type %s → %s', (family, type, expected) => {
+    expect(classifyIcmpError(family, type)).toBe(expected);
   });
 });

@@ -8,7 +8,7 @@ import type { FailureClass } from '../wire/result.js';
 export type Phase = 'dns' | 'connect' | 'tls' | 'exchange';
 
 const networkUnreachable = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN']);
-const dnsTimeout = new Set(['ETIMEOUT', 'EAI_AGAIN', 'ECONNREFUSED_DNS']);
+const dnsTimeout = new Set(['ETIMEOUT', 'EAI_AGAIN']);
 const tlsCodePrefixes = ['ERR_TLS_', 'ERR_SSL_', 'CERT_', 'ERR_OSSL_'];
 const tlsCodes = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT',
@@ -44,7 +44,12 @@ export function classifyCode(code: string | undefined, phase: Phase): FailureCla
   if (code === 'ETIMEDOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
     return phase === 'exchange' ? 'protocol_timeout' : 'tcp_timeout';
   }
-  if (code === 'ENOTFOUND' || code === 'EAI_NONAME' || code === 'EAI_NODATA' || code === 'ENODATA') {
+  if (
+    code === 'ENOTFOUND' ||
+    code === 'EAI_NONAME' ||
+    code === 'EAI_NODATA' ||
+    code === 'ENODATA'
+  ) {
     return 'dns_error';
   }
   if (code === 'EAI_AGAIN') return 'dns_timeout';
@@ -85,5 +90,28 @@ export function timeoutClass(phase: Phase, protocol: 'http' | 'other' = 'other')
 export function rawError(err: unknown): { code?: string; message: string } {
   const code = errorCode(err);
   const message = err instanceof Error ? err.message : String(err);
-  return code === undefined ? { message: message.slice(0, 1024) } : { code: code.slice(0, 64), message: message.slice(0, 1024) };
+  return code === undefined
+    ? { message: message.slice(0, 1024) }
+    : { code: code.slice(0, 64), message: message.slice(0, 1024) };
+}
+
+/**
+ * ICMP errors that come back instead of an echo reply, by address family and ICMP type:
+ * the ones that say the echo cannot reach its target. Other types (source quench, redirect,
+ * parameter problem, packet too big) are no verdict on their own; such a probe times out.
+ */
+const icmpErrorClasses: Readonly<Record<4 | 6, Readonly<Record<number, FailureClass>>>> = {
+  4: {
+    3: 'icmp_unreachable', // destination unreachable (net, host, port, prohibited…)
+    11: 'icmp_unreachable', // time exceeded: a routing loop or a path too long
+  },
+  6: {
+    1: 'icmp_unreachable', // destination unreachable
+    3: 'icmp_unreachable', // time exceeded (hop limit)
+  },
+};
+
+/** Failure class of an ICMP error message (by family and type), or undefined if it decides nothing. */
+export function classifyIcmpError(family: 4 | 6, type: number): FailureClass | undefined {
+  return icmpErrorClasses[family][type];
 }

@@ -23,6 +23,8 @@ describe('probe registry', () => {
   });
 
   it('an unknown kind is a clear error naming the kinds there are', () => {
-    expect(() => probeDefinition('smtp')).toThrow(/unknown probe kind "smtp" \(expected one of: icmp, tcp/);
+    expect(() => probeDefinition('smtp')).toThrow(
+      /unknown probe kind "smtp" \(expected one of: icmp, tcp/,
+    );
   });
 });

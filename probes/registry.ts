@@ -32,9 +32,12 @@ export function isProbeKind(kind: string): kind is ProbeKind {
 /** The definition of a kind, or a clear error naming the kinds there are. */
 export function probeDefinition(kind: string): ProbeDefinition<unknown> {
   if (!isProbeKind(kind)) {
-    throw new ConfigError(`unknown probe kind "${kind}" (expected one of: ${probeKinds.join(', ')})`, {
-      code: 'FL_ERR_UNKNOWN_KIND',
-    });
+    throw new ConfigError(
+      `unknown probe kind "${kind}" (expected one of: ${probeKinds.join(', ')})`,
+      {
+        code: 'FL_ERR_UNKNOWN_KIND',
+      },
+    );
   }
-  return probeRegistry[kind] as ProbeDefinition<unknown>;
+  return probeRegistry[kind];
 }

@@ -37,16 +37,28 @@ export async function runProbe<O>(
   try {
     const overrun = new Promise<never>((_, rejectRun) => {
       timer = setTimeout(
-        () => rejectRun(new FaultlineError('FL_ERR_INTERNAL', `probe did not return within its timeout of ${run.timeoutMs} ms`)),
+        () =>
+          rejectRun(
+            new FaultlineError(
+              'FL_ERR_INTERNAL',
+              `probe did not return within its timeout of ${run.timeoutMs} ms`,
+            ),
+          ),
         run.timeoutMs + graceMs,
       );
     });
-    outcome = await Promise.race([def.run(target, options, { timeoutMs: run.timeoutMs, signal: controller.signal }), overrun]);
+    outcome = await Promise.race([
+      def.run(target, options, { timeoutMs: run.timeoutMs, signal: controller.signal }),
+      overrun,
+    ]);
   } catch (err) {
     outcome = {
       class: 'internal_error',
       timings: {},
-      error: { code: err instanceof FaultlineError ? err.code : 'FL_ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) },
+      error: {
+        code: err instanceof FaultlineError ? err.code : 'FL_ERR_INTERNAL',
+        message: err instanceof Error ? err.message : String(err),
+      },
     };
   } finally {
     clearTimeout(timer);

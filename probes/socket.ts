@@ -77,14 +77,22 @@ function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => ProbeFai
 }
 
 /** Resolves `host` to one address (IP literals pass through untimed). */
-export async function resolveHost(host: string, family: Family, clock: ProbeClock): Promise<string> {
+export async function resolveHost(
+  host: string,
+  family: Family,
+  clock: ProbeClock,
+): Promise<string> {
   if (isIP(host) !== 0) return host;
   const t = clock.now();
   try {
     const res = await withDeadline(
       lookup(host, { family, verbatim: true }),
       clock.remainingMs(),
-      () => new ProbeFailure('dns_timeout', { code: 'FL_DNS_TIMEOUT', message: `resolving ${host} took longer than the timeout` }),
+      () =>
+        new ProbeFailure('dns_timeout', {
+          code: 'FL_DNS_TIMEOUT',
+          message: `resolving ${host} took longer than the timeout`,
+        }),
     );
     clock.mark('dnsMs', t);
     return res.address;
@@ -96,7 +104,12 @@ export async function resolveHost(host: string, family: Family, clock: ProbeCloc
 }
 
 /** Connects to ip:port within the clock's deadline. Fails with tcp_refused/timeout/unreachable. */
-export function connect(ip: string, port: number, clock: ProbeClock, signal: AbortSignal): Promise<Socket> {
+export function connect(
+  ip: string,
+  port: number,
+  clock: ProbeClock,
+  signal: AbortSignal,
+): Promise<Socket> {
   return new Promise<Socket>((resolve, reject) => {
     const t = clock.now();
     const socket = new Socket();
@@ -121,7 +134,12 @@ export function connect(ip: string, port: number, clock: ProbeClock, signal: Abo
       finish(new ProbeFailure(classifyError(err, 'connect'), rawError(err)));
     };
     const onAbort = (): void =>
-      finish(new ProbeFailure(timeoutClass('connect'), { code: 'FL_ABORTED', message: 'probe aborted during connect' }));
+      finish(
+        new ProbeFailure(timeoutClass('connect'), {
+          code: 'FL_ABORTED',
+          message: 'probe aborted during connect',
+        }),
+      );
     const timer = setTimeout(
       () =>
         finish(
@@ -178,30 +196,49 @@ export function exchange<T>(
       try {
         value = done(received);
       } catch (err) {
-        finish(undefined, err instanceof ProbeFailure ? err : new ProbeFailure('protocol_error', rawError(err)));
+        finish(
+          undefined,
+          err instanceof ProbeFailure ? err : new ProbeFailure('protocol_error', rawError(err)),
+        );
         return;
       }
       if (value !== undefined) finish(value);
       else if (received.length >= maxBytes) {
         finish(
           undefined,
-          new ProbeFailure('protocol_error', { code: 'FL_ANSWER_TOO_LONG', message: `no expected answer in the first ${maxBytes} bytes` }, {
-            received: preview(received),
-          }),
+          new ProbeFailure(
+            'protocol_error',
+            {
+              code: 'FL_ANSWER_TOO_LONG',
+              message: `no expected answer in the first ${maxBytes} bytes`,
+            },
+            {
+              received: preview(received),
+            },
+          ),
         );
       }
     };
     const onError = (err: Error): void => {
       // A socket error once connected is the peer (or a middlebox) tearing the connection down.
       const cls = classifyError(err, 'exchange');
-      finish(undefined, new ProbeFailure(cls === 'protocol_error' ? 'tcp_reset' : cls, rawError(err)));
+      finish(
+        undefined,
+        new ProbeFailure(cls === 'protocol_error' ? 'tcp_reset' : cls, rawError(err)),
+      );
     };
     const onEnd = (): void => {
       finish(
         undefined,
         new ProbeFailure(
           'protocol_error',
-          { code: 'FL_PEER_CLOSED', message: received.length === 0 ? 'the peer closed the connection without answering' : 'the peer closed the connection before a complete answer' },
+          {
+            code: 'FL_PEER_CLOSED',
+            message:
+              received.length === 0
+                ? 'the peer closed the connection without answering'
+                : 'the peer closed the connection before a complete answer',
+          },
           { received: preview(received) },
         ),
       );
@@ -212,7 +249,13 @@ export function exchange<T>(
           undefined,
           new ProbeFailure(
             opts.timeoutClass ?? 'protocol_timeout',
-            { code: 'FL_ANSWER_TIMEOUT', message: received.length === 0 ? 'connected, but no answer before the timeout' : 'connected, but the answer was incomplete at the timeout' },
+            {
+              code: 'FL_ANSWER_TIMEOUT',
+              message:
+                received.length === 0
+                  ? 'connected, but no answer before the timeout'
+                  : 'connected, but the answer was incomplete at the timeout',
+            },
             { received: preview(received) },
           ),
         ),
@@ -264,7 +307,10 @@ export async function withConnection(
     return await body(socket, ip);
   } catch (err) {
     if (err instanceof ProbeFailure) {
-      return clock.outcome(err.failureClass, { error: err.raw, ...(err.detail ? { detail: err.detail } : {}) });
+      return clock.outcome(err.failureClass, {
+        error: err.raw,
+        ...(err.detail ? { detail: err.detail } : {}),
+      });
     }
     throw err;
   } finally {

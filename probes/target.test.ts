@@ -57,6 +57,9 @@ describe('parseTarget accepts what operators write', () => {
   });
 
   it('keeps a display name apart from the address', () => {
-    expect(parseTarget('10.0.0.5:5432', { form: 'hostPort' }, 'db-1')).toMatchObject({ name: 'db-1', address: '10.0.0.5:5432' });
+    expect(parseTarget('10.0.0.5:5432', { form: 'hostPort' }, 'db-1')).toMatchObject({
+      name: 'db-1',
+      address: '10.0.0.5:5432',
+    });
   });
 });

@@ -14,11 +14,13 @@ function reject(raw: string, why: string): never {
 /** Checks that apply to every target string before anything parses it. */
 function screen(raw: string): void {
   if (raw.length === 0) reject(raw, 'it is empty');
-  if (raw.length > maxTargetLength) reject(raw.slice(0, 40) + '…', `longer than ${maxTargetLength} characters`);
+  if (raw.length > maxTargetLength)
+    reject(raw.slice(0, 40) + '…', `longer than ${maxTargetLength} characters`);
   if (raw.startsWith('-')) reject(raw, 'it starts with "-" and would be read as a flag');
   // Control characters (incl. newline, NUL, DEL) and whitespace never belong in a target.
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u0020\u007f-\u009f]/.test(raw)) reject(raw, 'it contains whitespace or control characters');
+  if (/[\u0000-\u0020\u007f-\u009f]/.test(raw))
+    reject(raw, 'it contains whitespace or control characters');
 }
 
 /** Whether `host` is an IP literal or a valid DNS hostname. */
@@ -104,16 +106,19 @@ export function parseTarget(
       try {
         url = new URL(raw);
       } catch (cause) {
-        throw new ConfigError(`invalid target ${JSON.stringify(raw)}: not a valid URL (expected http://host[:port]/path)`, {
-          code: 'FL_ERR_TARGET',
-          cause,
-        });
+        throw new ConfigError(
+          `invalid target ${JSON.stringify(raw)}: not a valid URL (expected http://host[:port]/path)`,
+          {
+            code: 'FL_ERR_TARGET',
+            cause,
+          },
+        );
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') {
         reject(raw, `URL scheme "${url.protocol.replace(/:$/, '')}" is not http or https`);
       }
       if (url.username !== '' || url.password !== '') {
-        reject(raw, 'credentials in the URL are not accepted; use the probe\'s header options');
+        reject(raw, "credentials in the URL are not accepted; use the probe's header options");
       }
       const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
       checkHost(raw, host);

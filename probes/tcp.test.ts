@@ -81,7 +81,12 @@ describe('tcp probe on loopback', () => {
     const port = await serve((s) => s.on('error', () => closedByPeer++));
     for (let i = 0; i < 20; i++) expect((await probe(`127.0.0.1:${port}`)).class).toBe('ok');
     const { execFileSync } = await import('node:child_process');
-    const tw = execFileSync('ss', ['-Htn', 'state', 'time-wait', `( dport = :${port} or sport = :${port} )`]).toString();
+    const tw = execFileSync('ss', [
+      '-Htn',
+      'state',
+      'time-wait',
+      `( dport = :${port} or sport = :${port} )`,
+    ]).toString();
     expect(tw.trim()).toBe('');
   });
 });

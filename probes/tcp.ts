@@ -32,28 +32,36 @@ function unescape(s: string): Buffer {
 /** TCP connect, optionally with a send/expect exchange. */
 export const tcp: ProbeDefinition<TcpOptions> = {
   kind: 'tcp',
-  description: 'TCP connect time; refused, timeout, unreachable and reset told apart; optional send/expect',
+  description:
+    'TCP connect time; refused, timeout, unreachable and reset told apart; optional send/expect',
   target: { form: 'hostPort' },
   options: tcpOptions,
   async run(target, options, ctx) {
     const clock = new ProbeClock(ctx.timeoutMs);
-    return withConnection(target.host, target.port ?? 0, options.family, clock, ctx.signal, async (socket, ip) => {
-      if (options.send === undefined && options.expect === undefined) {
-        return clock.outcome('ok', { detail: { ip } });
-      }
-      const send = options.send === undefined ? undefined : unescape(options.send);
-      const re = options.expect === undefined ? undefined : new RegExp(options.expect);
-      const answer = await exchange(
-        socket,
-        send,
-        (buf) => {
-          const text = buf.toString('latin1');
-          if (re === undefined) return text;
-          return re.test(text) ? text : undefined;
-        },
-        clock,
-      );
-      return clock.outcome('ok', { detail: { ip, answer: answer.slice(0, 120) } });
-    });
+    return withConnection(
+      target.host,
+      target.port ?? 0,
+      options.family,
+      clock,
+      ctx.signal,
+      async (socket, ip) => {
+        if (options.send === undefined && options.expect === undefined) {
+          return clock.outcome('ok', { detail: { ip } });
+        }
+        const send = options.send === undefined ? undefined : unescape(options.send);
+        const re = options.expect === undefined ? undefined : new RegExp(options.expect);
+        const answer = await exchange(
+          socket,
+          send,
+          (buf) => {
+            const text = buf.toString('latin1');
+            if (re === undefined) return text;
+            return re.test(text) ? text : undefined;
+          },
+          clock,
+        );
+        return clock.outcome('ok', { detail: { ip, answer: answer.slice(0, 120) } });
+      },
+    );
   },
 };

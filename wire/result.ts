@@ -28,7 +28,9 @@ export const FailureClassSchema = z.enum(failureClasses);
 export type FailureClass = z.infer<typeof FailureClassSchema>;
 
 /** Which layer a failure class is evidence about; localisation reads this. */
-export const failureLayer: Readonly<Record<FailureClass, 'none' | 'dns' | 'network' | 'service' | 'probe'>> = {
+export const failureLayer: Readonly<
+  Record<FailureClass, 'none' | 'dns' | 'network' | 'service' | 'probe'>
+> = {
   ok: 'none',
   dns_error: 'dns',
   dns_timeout: 'dns',

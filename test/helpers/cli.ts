@@ -9,7 +9,10 @@ export const cliPath = `${repoRoot}dist/cli/main.js`;
 export function ensureBuilt(): void {
   const src = `${repoRoot}cli/main.ts`;
   if (existsSync(cliPath) && statSync(cliPath).mtimeMs >= statSync(src).mtimeMs) return;
-  execFileSync('npx', ['--no-install', 'tsc', '-p', 'tsconfig.build.json'], { cwd: repoRoot, stdio: 'inherit' });
+  execFileSync('npx', ['--no-install', 'tsc', '-p', 'tsconfig.build.json'], {
+    cwd: repoRoot,
+    stdio: 'inherit',
+  });
 }
 
 export interface CliRun {
@@ -19,9 +22,15 @@ export interface CliRun {
 }
 
 /** Runs the built `faultline` CLI with arguments (never through a shell). */
-export function runCli(args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
+export function runCli(
+  args: readonly string[],
+  opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliPath, ...args], { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliPath, ...args], {
+      env: opts.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

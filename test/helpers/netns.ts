@@ -115,7 +115,13 @@ export class TestNet {
   async addHost(name: string): Promise<TestHost> {
     const n = this.nextHost++;
     const ns = `${this.prefix}-${name}`;
-    const host: TestHost = { name, ns, ip: this.address(n), ifname: 'eth0', rootIf: `${this.prefix}h${n}` };
+    const host: TestHost = {
+      name,
+      ns,
+      ip: this.address(n),
+      ifname: 'eth0',
+      rootIf: `${this.prefix}h${n}`,
+    };
     this.hosts.push(host);
     const tmpIf = `${this.prefix}t${n}`;
     await sh('ip', ['netns', 'add', ns]);
@@ -137,7 +143,12 @@ export class TestNet {
   }
 
   /** Starts a long-running process inside a host's namespace; ended by `destroy()`. */
-  spawn(host: TestHost, cmd: string, args: readonly string[], opts: SpawnOptions = {}): ChildProcess {
+  spawn(
+    host: TestHost,
+    cmd: string,
+    args: readonly string[],
+    opts: SpawnOptions = {},
+  ): ChildProcess {
     const child = spawn('ip', ['netns', 'exec', host.ns, cmd, ...args], { stdio: 'pipe', ...opts });
     this.procs.add(child);
     child.once('exit', () => this.procs.delete(child));
@@ -147,11 +158,15 @@ export class TestNet {
   /** Applies an nftables ruleset (text) inside a host's namespace. */
   async nft(host: TestHost, ruleset: string): Promise<void> {
     await new Promise<void>((resolve, reject) => {
-      const child = spawn('ip', ['netns', 'exec', host.ns, 'nft', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+      const child = spawn('ip', ['netns', 'exec', host.ns, 'nft', '-f', '-'], {
+        stdio: ['pipe', 'ignore', 'pipe'],
+      });
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       child.on('error', reject);
-      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`nft failed: ${stderr.trim()}`))));
+      child.on('exit', (code) =>
+        code === 0 ? resolve() : reject(new Error(`nft failed: ${stderr.trim()}`)),
+      );
       child.stdin.end(ruleset);
     });
   }

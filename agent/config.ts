@@ -1,0 +1,634 @@
+import { isIP } from 'node:net';
+import { hostname } from 'node:os';
+import { CronTime, validateCronExpression } from 'cron';
+import { z } from 'zod';
+import {
+  addNestedIssues,
+  configErrorMap,
+  loadConfigFile,
+  parseConfigText,
+} from '../lib/config-file.js';
+import type { ConfigIssueParams, ConfigPath } from '../lib/config-file.js';
+import { parseDurationMs } from '../lib/duration.js';
+import { ConfigError } from '../lib/errors.js';
+import { isProbeKind, probeKinds, probeRegistry } from '../probes/registry.js';
+import type { ProbeKind } from '../probes/registry.js';
+import { isValidHost, parseTarget } from '../probes/target.js';
+import type { Target } from '../probes/types.js';
+
+/**
+ * The agent's YAML configuration (`faultline agent --config agent.yaml`): who the agent is,
+ * where it serves /metrics, probe defaults, and the targets it probes. Written in camelCase,
+ * unknown keys refused everywhere; the parsed result is normalised (durations in ms,
+ * addresses parsed, options merged over the kind's defaults and validated) and frozen.
+ */
+
+/** Label names Faultline sets itself on every result and metric. */
+export const reservedLabelNames = [
+  'agent',
+  'target',
+  'kind',
+  'class',
+  'phase',
+  'instance',
+  'job',
+  'le',
+] as const;
+
+/** Where /metrics listens when the config does not say. Loopback: nothing exposed by default. */
+export const defaultMetricsListen = '127.0.0.1:9465';
+
+const minIntervalMs = 100;
+const minTimeoutMs = 10;
+// setTimeout holds at most 2^31-1 ms; a day is far below that and far above any sane interval.
+const maxDurationMs = 86_400_000;
+const defaultTimeoutShare = 0.9;
+const defaultTimeoutFallbackMs = 5_000;
+
+const nameRe = /^[A-Za-z0-9._:-]{1,128}$/;
+const labelNameRe = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+// Same grammar as lib/duration.ts; here only so the JSON Schema can show it.
+const durationRe = /^\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h)?\s*$/;
+
+/** 15000 → "15s", 1500 → "1.5s", 800 → "800ms": durations in messages read as written. */
+export function formatDurationMs(ms: number): string {
+  if (ms >= 3_600_000 && ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms >= 1000) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+const durationHelp =
+  'expected a duration: milliseconds, or a number with ms, s, m or h (e.g. "500ms", "15s", "2m")';
+
+function duration(minMs: number) {
+  return z
+    .union([z.number(), z.string().regex(durationRe, { error: durationHelp })], {
+      error: durationHelp,
+    })
+    .transform((raw, ctx) => {
+      const ms = parseDurationMs(raw);
+      const bad = (message: string): never => {
+        ctx.addIssue({ code: 'custom', message, input: raw });
+        return z.NEVER;
+      };
+      if (ms === undefined) return bad(durationHelp);
+      if (!Number.isInteger(ms)) return bad('expected whole milliseconds');
+      if (ms < minMs) {
+        // `interval: 15` means 15 ms, almost never what was meant.
+        const hint = typeof raw === 'number' ? '; a bare number is milliseconds (write "15s")' : '';
+        return bad(`expected at least ${formatDurationMs(minMs)}${hint}`);
+      }
+      if (ms > maxDurationMs) return bad(`expected at most ${formatDurationMs(maxDurationMs)}`);
+      return ms;
+    });
+}
+
+const nameSchema = z
+  .string()
+  .regex(nameRe, { error: 'expected 1–128 characters from A-Z a-z 0-9 . _ : -' });
+
+const labelName = z
+  .string()
+  .regex(labelNameRe, {
+    error: 'expected a label name: letters, digits and "_", not starting with a digit',
+  })
+  .refine((n) => !n.startsWith('__'), { error: 'label names starting with "__" are reserved' })
+  .refine((n) => !(reservedLabelNames as readonly string[]).includes(n), {
+    error: `reserved label name: Faultline sets ${reservedLabelNames.join(', ')} itself`,
+  });
+
+const labelsSchema = z
+  .record(labelName, z.string())
+  .describe('Topology labels (zone, switch, rack, role…): label name → string value.');
+
+const cronSchema = z
+  .string()
+  .superRefine((expr, ctx) => {
+    const check = validateCronExpression(expr);
+    if (!check.valid) {
+      const why = check.error?.message ?? 'not understood';
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected a cron expression like "*/5 * * * * *" (sec min hour day month weekday): ${why}`,
+        input: expr,
+      });
+    }
+  })
+  .describe(
+    'Cron schedule instead of `interval`, local time; 5 fields, or 6 with seconds first (e.g. "*/5 * * * * *").',
+  );
+
+const listenHelp = 'expected host:port such as "127.0.0.1:9465" ("" or false disables /metrics)';
+
+/**
+ * `127.0.0.1:9465`, `[::1]:9465`, `localhost:0` → the same text normalised (IPv6 in
+ * brackets), or undefined. The host must be an IP or a hostname; port 0 picks a free port.
+ */
+function parseListen(raw: string): string | undefined {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(raw) ?? /^([^:[\]]+):(\d{1,5})$/.exec(raw);
+  if (m === null) return undefined;
+  const host = m[1] ?? '';
+  const port = Number(m[2]);
+  if (!isValidHost(host) || port > 65535) return undefined;
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+const metricsSchema = z
+  .object({
+    listen: z
+      .union([z.string(), z.literal(false)])
+      .transform((raw, ctx) => {
+        if (raw === false || raw === '') return false as const;
+        const listen = parseListen(raw);
+        if (listen === undefined) {
+          ctx.addIssue({ code: 'custom', message: listenHelp, input: raw });
+          return z.NEVER;
+        }
+        return listen;
+      })
+      .prefault(defaultMetricsListen)
+      .describe(
+        'Address of the Prometheus /metrics endpoint, host:port (port 0 picks a free one); "" or false disables it.',
+      ),
+  })
+  .strict()
+  .describe(
+    'The Prometheus pull endpoint. OTLP push is configured by the OTEL_EXPORTER_OTLP_* variables.',
+  );
+
+// Options are validated per kind after the merge (resolveConfig); these slots only accept
+// a mapping. agentJsonSchema() shows the kind's own schema in their place.
+const optionSlots = new Map<z.core.$ZodType, ProbeKind | 'any'>();
+function optionsSlot(kind: ProbeKind | 'any') {
+  const slot = z.record(z.string(), z.unknown());
+  optionSlots.set(slot, kind);
+  return slot;
+}
+
+const defaultsSchema = z
+  .object({
+    interval: duration(minIntervalMs)
+      .prefault('15s')
+      .describe('How often each target is probed: milliseconds, or e.g. "500ms", "15s", "2m".'),
+    timeout: duration(minTimeoutMs)
+      .optional()
+      .describe(
+        'Probe timeout; must be shorter than `interval`. Default: 5s, or 90% of `interval` when that is shorter. A target without its own gets min(this, 90% of its interval).',
+      ),
+    maxInFlight: z
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .default(256)
+      .describe('Most probes running at once; further probes wait for a slot.'),
+    options: z
+      .object(
+        Object.fromEntries(
+          probeKinds.map((kind) => [
+            kind,
+            optionsSlot(kind)
+              .optional()
+              .describe(
+                `Default options for every ${kind} target (${probeRegistry[kind].description}).`,
+              ),
+          ]),
+        ),
+      )
+      .strict()
+      .prefault({})
+      .describe(
+        "Per-kind default options; a target's own `options` are merged over them key by key.",
+      ),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    if (d.timeout !== undefined && d.timeout >= d.interval) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['timeout'],
+        message: `timeout ${formatDurationMs(d.timeout)} must be shorter than the interval ${formatDurationMs(d.interval)}`,
+        input: undefined,
+      });
+    }
+  })
+  .describe('Defaults for every target.');
+
+const targetSchema = z
+  .object({
+    name: nameSchema.describe(
+      'Unique name of the target, used in results and metrics (1–128 of A-Z a-z 0-9 . _ : -).',
+    ),
+    kind: z
+      .enum(probeKinds as [ProbeKind, ...ProbeKind[]], {
+        error: (iss) =>
+          iss.input === undefined
+            ? undefined
+            : `unknown probe kind: expected one of ${probeKinds.join(', ')}`,
+      })
+      .describe('Probe kind.'),
+    address: z
+      .string()
+      .describe(
+        'What to probe, in the form the kind expects: host (icmp, dns), host:port, or an http(s) URL.',
+      ),
+    interval: duration(minIntervalMs)
+      .optional()
+      .describe('How often to probe this target; default `defaults.interval`. Not with `cron`.'),
+    cron: cronSchema.optional(),
+    timeout: duration(minTimeoutMs)
+      .optional()
+      .describe(
+        'Probe timeout; must be shorter than the interval. Default: min(defaults.timeout, 90% of the interval).',
+      ),
+    options: optionsSlot('any')
+      .optional()
+      .describe("This kind's options, merged over `defaults.options.<kind>`."),
+    labels: labelsSchema.prefault({}),
+  })
+  .strict();
+
+const AgentConfigInput = z
+  .object({
+    agent: z
+      .object({
+        name: nameSchema
+          .optional()
+          .describe('Name of this agent in results and metrics; default: the host name.'),
+        labels: labelsSchema.prefault({}),
+      })
+      .strict()
+      .prefault({})
+      .describe('Who this agent is.'),
+    metrics: metricsSchema.prefault({}),
+    defaults: defaultsSchema.prefault({}),
+    targets: z.array(targetSchema).prefault([]).describe('What this agent probes.'),
+  })
+  .strict()
+  .meta({ title: 'Faultline agent configuration' });
+
+/** Options of one kind, after its schema applied defaults. */
+export type ProbeOptions<K extends ProbeKind> = z.output<(typeof probeRegistry)[K]['options']>;
+
+interface ResolvedTargetBase {
+  /** Unique name of the target. */
+  readonly name: string;
+  /** The address as written in the config. */
+  readonly address: string;
+  /** The validated, parsed address (parseTarget). */
+  readonly target: Target;
+  /** Probe period; for a cron target, the shortest gap between two runs. */
+  readonly intervalMs: number;
+  /** Cron expression, when the target runs on a cron schedule instead of every intervalMs. */
+  readonly cron?: string;
+  /** Probe timeout, always shorter than intervalMs. */
+  readonly timeoutMs: number;
+  /** Topology labels of the target. */
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+/** One target, ready to schedule: defaults applied, options merged and parsed by its kind. */
+export type ResolvedTarget = {
+  [K in ProbeKind]: ResolvedTargetBase & {
+    readonly kind: K;
+    /** The kind's options: defaults.options[kind] with the target's own merged over them. */
+    readonly options: ProbeOptions<K>;
+  };
+}[ProbeKind];
+
+/** The parsed agent configuration (deep-frozen when it comes from parse/load). */
+export interface AgentConfig {
+  readonly agent: {
+    /** Agent name: the config's, or the host name. */
+    readonly name: string;
+    /** Topology labels of this agent (the source side of every path). */
+    readonly labels: Readonly<Record<string, string>>;
+  };
+  readonly metrics: {
+    /** Where /metrics listens, `host:port` (IPv6 in brackets), or false when disabled. */
+    readonly listen: string | false;
+  };
+  readonly defaults: {
+    readonly intervalMs: number;
+    readonly timeoutMs: number;
+    /** Most probes running at once. */
+    readonly maxInFlight: number;
+    /** Per-kind default options as written (validated); targets hold the merged result. */
+    readonly options: Readonly<Partial<Record<ProbeKind, Readonly<Record<string, unknown>>>>>;
+  };
+  readonly targets: readonly ResolvedTarget[];
+}
+
+/** What addIssue needs; absent when the config is known to be valid. */
+interface IssueSink {
+  addIssue(issue: z.core.$ZodSuperRefineIssue): void;
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+function asNumber(x: unknown): number | undefined {
+  return typeof x === 'number' && Number.isFinite(x) ? x : undefined;
+}
+
+const cronPeriods = new Map<string, number>();
+
+function values(field: string, size: number): number[] {
+  if (field === '*') return Array.from({ length: size }, (_, i) => i);
+  return field
+    .split(',')
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+function shortestCyclicGap(sorted: readonly number[], size: number): number {
+  let gap = size - (sorted[sorted.length - 1] ?? 0) + (sorted[0] ?? 0);
+  for (let i = 1; i < sorted.length; i++)
+    gap = Math.min(gap, (sorted[i] ?? 0) - (sorted[i - 1] ?? 0));
+  return gap;
+}
+
+/**
+ * A lower bound of the gap between two runs of a cron expression, from its finest field
+ * with more than one value (seconds, then minutes, then hours; else a day). Computed from
+ * the parsed fields because asking the cron library for run times costs milliseconds each.
+ */
+export function cronPeriodMs(expr: string): number {
+  const cached = cronPeriods.get(expr);
+  if (cached !== undefined) return cached;
+  const fields = new CronTime(expr).toJSON();
+  const units: readonly [number, number][] = [
+    [60, 1000],
+    [60, 60_000],
+    [24, 3_600_000],
+  ];
+  let period = 86_400_000;
+  for (let i = 0; i < units.length; i++) {
+    const [size, unitMs] = units[i] ?? [1, 1];
+    const vals = values(fields[i] ?? '*', size);
+    if (vals.some((v) => !Number.isInteger(v))) {
+      period = 1000; // a field form we do not know: assume the finest cron can do
+      break;
+    }
+    if (vals.length > 1) {
+      period = shortestCyclicGap(vals, size) * unitMs;
+      break;
+    }
+  }
+  if (cronPeriods.size > 1000) cronPeriods.clear();
+  cronPeriods.set(expr, period);
+  return period;
+}
+
+/** The issues of a merged options parse that concern keys the target itself wrote. */
+function ownIssues(
+  issues: readonly z.core.$ZodIssue[],
+  own: Record<string, unknown>,
+): z.core.$ZodIssue[] {
+  const out: z.core.$ZodIssue[] = [];
+  for (const iss of issues) {
+    if (iss.code === 'unrecognized_keys' && iss.path.length === 0) {
+      const keys = iss.keys.filter((k) => k in own);
+      if (keys.length > 0) out.push({ ...iss, keys });
+    } else if (iss.path.length > 0 && String(iss.path[0]) in own) {
+      out.push(iss);
+    }
+  }
+  return out;
+}
+
+const nestedParse = { error: configErrorMap, reportInput: true } as const;
+
+/**
+ * Checks everything that spans fields (addresses by kind, schedules against defaults,
+ * merged options, unique names) and builds the resolved config. Runs on partially invalid
+ * input too, so every problem is reported in one go: each check looks only at values that
+ * passed their own schema.
+ */
+function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined): AgentConfig {
+  const report = (path: ConfigPath, message: string, input?: unknown, params?: ConfigIssueParams) =>
+    ctx?.addIssue({ code: 'custom', path: [...path], message, input, params });
+
+  const agent: Record<string, unknown> = isRecord(cfg.agent) ? cfg.agent : {};
+  let agentName = typeof agent.name === 'string' ? agent.name : undefined;
+  if (agentName === undefined) {
+    agentName = hostname();
+    if (!nameRe.test(agentName)) {
+      report(
+        ['agent', 'name'],
+        `the host name ${JSON.stringify(agentName)} is not a valid agent name: set agent.name`,
+      );
+    }
+  }
+
+  const defaults: Record<string, unknown> = isRecord(cfg.defaults) ? cfg.defaults : {};
+  const defaultIntervalMs = asNumber(defaults.interval);
+  // Unwritten, the default timeout shrinks with a short default interval rather than
+  // making `interval: 1s` alone an error about a timeout nobody wrote.
+  const defaultTimeoutMs =
+    defaults.timeout === undefined && defaultIntervalMs !== undefined
+      ? Math.min(defaultTimeoutFallbackMs, Math.floor(defaultIntervalMs * defaultTimeoutShare))
+      : asNumber(defaults.timeout);
+  const rawDefaultOptions: Record<string, unknown> = isRecord(defaults.options)
+    ? defaults.options
+    : {};
+  const defaultOptions: Partial<Record<ProbeKind, Record<string, unknown>>> = {};
+  const badDefaults = new Set<ProbeKind>();
+  for (const kind of probeKinds) {
+    const raw = rawDefaultOptions[kind];
+    if (raw === undefined) continue;
+    if (!isRecord(raw)) {
+      badDefaults.add(kind);
+      continue;
+    }
+    const schema = probeRegistry[kind].options as z.ZodType;
+    const parsed = schema.safeParse(raw, nestedParse);
+    if (parsed.success) defaultOptions[kind] = raw;
+    else {
+      badDefaults.add(kind);
+      if (ctx !== undefined)
+        addNestedIssues(ctx, parsed.error.issues, ['defaults', 'options', kind], schema);
+    }
+  }
+
+  const targets: ResolvedTarget[] = [];
+  const firstByName = new Map<string, number>();
+  const list: unknown[] = Array.isArray(cfg.targets) ? cfg.targets : [];
+  list.forEach((t, i) => {
+    if (!isRecord(t)) return;
+    const at = (...rest: PropertyKey[]): PropertyKey[] => ['targets', i, ...rest];
+    const name = typeof t.name === 'string' ? t.name : '';
+    if (name !== '') {
+      const first = firstByName.get(name);
+      if (first === undefined) firstByName.set(name, i);
+      else {
+        report(at('name'), `duplicate target name ${JSON.stringify(name)}`, undefined, {
+          related: { path: ['targets', first, 'name'], label: 'first used' },
+        });
+      }
+    }
+    const kind = typeof t.kind === 'string' && isProbeKind(t.kind) ? t.kind : undefined;
+
+    let target: Target | undefined;
+    if (kind !== undefined && typeof t.address === 'string') {
+      try {
+        target = parseTarget(t.address, probeRegistry[kind].target, name);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        // parseTarget says `invalid target "x": why`; the line already shows the path and value.
+        const prefix = `invalid target ${JSON.stringify(t.address)}: `;
+        const why = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
+        report(at('address'), why, t.address);
+      }
+    }
+
+    const cron = typeof t.cron === 'string' ? t.cron : undefined;
+    const ownIntervalMs = asNumber(t.interval);
+    if (t.interval !== undefined && t.cron !== undefined) {
+      report(at('cron'), 'cron and interval are mutually exclusive: keep one');
+    }
+    let intervalMs: number | undefined;
+    let intervalText = '';
+    if (cron !== undefined && t.interval === undefined) {
+      try {
+        intervalMs = cronPeriodMs(cron);
+        intervalText = `the cron period ${formatDurationMs(intervalMs)}`;
+      } catch {
+        // Already reported by the cron field's own check.
+      }
+    } else if (ownIntervalMs !== undefined) {
+      intervalMs = ownIntervalMs;
+      intervalText = `the interval ${formatDurationMs(intervalMs)}`;
+    } else if (defaultIntervalMs !== undefined && t.interval === undefined) {
+      intervalMs = defaultIntervalMs;
+      intervalText = `the interval ${formatDurationMs(intervalMs)} (defaults.interval)`;
+    }
+
+    const ownTimeoutMs = asNumber(t.timeout);
+    let timeoutMs: number | undefined;
+    if (ownTimeoutMs !== undefined) {
+      timeoutMs = ownTimeoutMs;
+      if (intervalMs !== undefined && ownTimeoutMs >= intervalMs) {
+        report(
+          at('timeout'),
+          `timeout ${formatDurationMs(ownTimeoutMs)} must be shorter than ${intervalText}`,
+        );
+      }
+    } else if (intervalMs !== undefined && defaultTimeoutMs !== undefined) {
+      timeoutMs = Math.min(defaultTimeoutMs, Math.floor(intervalMs * defaultTimeoutShare));
+    }
+
+    let options: unknown;
+    if (kind !== undefined && (t.options === undefined || isRecord(t.options))) {
+      const own = t.options ?? {};
+      const schema = probeRegistry[kind].options as z.ZodType;
+      // Shallow merge: a target's key replaces the default's whole value (as with labels).
+      const parsed = schema.safeParse({ ...defaultOptions[kind], ...own }, nestedParse);
+      if (parsed.success) options = parsed.data;
+      else if (ctx !== undefined) {
+        // With broken defaults, only what the target itself wrote is news here.
+        const issues = badDefaults.has(kind)
+          ? ownIssues(parsed.error.issues, own)
+          : parsed.error.issues;
+        addNestedIssues(ctx, issues, at('options'), schema);
+      }
+    }
+
+    if (
+      kind === undefined ||
+      target === undefined ||
+      intervalMs === undefined ||
+      timeoutMs === undefined
+    )
+      return;
+    targets.push({
+      name,
+      kind,
+      address: t.address as string,
+      target,
+      intervalMs,
+      ...(cron === undefined ? {} : { cron }),
+      timeoutMs,
+      options,
+      labels: isRecord(t.labels) ? (t.labels as Record<string, string>) : {},
+    } as ResolvedTarget);
+  });
+
+  const metrics: Record<string, unknown> = isRecord(cfg.metrics) ? cfg.metrics : {};
+  return {
+    agent: {
+      name: agentName,
+      labels: isRecord(agent.labels) ? (agent.labels as Record<string, string>) : {},
+    },
+    metrics: {
+      listen: (metrics.listen ?? false) as AgentConfig['metrics']['listen'],
+    },
+    defaults: {
+      intervalMs: defaultIntervalMs ?? 0,
+      timeoutMs: defaultTimeoutMs ?? 0,
+      maxInFlight: asNumber(defaults.maxInFlight) ?? 0,
+      options: defaultOptions,
+    },
+    targets,
+  };
+}
+
+// The refinement resolves the config once (reporting what it finds alongside the
+// structural issues); the transform, which runs only when there were none, reuses it.
+const resolved = new WeakMap<object, AgentConfig>();
+
+/** The agent config schema: YAML input in, AgentConfig out. */
+export const AgentConfigSchema = AgentConfigInput.superRefine(
+  (cfg, ctx) => {
+    resolved.set(cfg, resolveConfig(cfg, ctx));
+  },
+  { when: (payload) => isRecord(payload.value) },
+).transform((cfg): AgentConfig => resolved.get(cfg) ?? resolveConfig(cfg, undefined));
+
+/** Parses agent config text; `fileName` is used in messages. Throws ConfigError. */
+export function parseAgentConfig(text: string, fileName: string): AgentConfig {
+  return parseConfigText(text, fileName, AgentConfigSchema);
+}
+
+/** Reads and parses an agent config file. Throws ConfigError naming file, line and path. */
+export function loadAgentConfig(path: string): AgentConfig {
+  return loadConfigFile(path, AgentConfigSchema);
+}
+
+function kindOptionsJsonSchema(kind: ProbeKind): Record<string, unknown> {
+  const { $schema: _, ...rest } = z.toJSONSchema(probeRegistry[kind].options, {
+    io: 'input',
+    unrepresentable: 'any',
+  }) as Record<string, unknown>;
+  return rest;
+}
+
+/**
+ * JSON Schema (draft 2020-12) of what people write in agent.yaml, for editors and the
+ * configuration reference: each kind's options schema appears under
+ * `defaults.options.<kind>` and, keyed on `kind`, under each target's `options`.
+ * Committed as deploy/schema/agent.schema.json; agent/config.test.ts keeps it current.
+ */
+export function agentJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(AgentConfigSchema, {
+    io: 'input',
+    unrepresentable: 'any',
+    override: ({ zodSchema, jsonSchema }) => {
+      const json = jsonSchema as Record<string, unknown>;
+      const slot = optionSlots.get(zodSchema);
+      if (slot !== undefined && slot !== 'any') {
+        for (const key of Object.keys(json)) if (key !== 'description') delete json[key];
+        Object.assign(json, kindOptionsJsonSchema(slot));
+      }
+      if (zodSchema === targetSchema) {
+        json.not = { required: ['interval', 'cron'] };
+        json.allOf = probeKinds.map((kind) => ({
+          if: { properties: { kind: { const: kind } }, required: ['kind'] },
+          then: { properties: { options: kindOptionsJsonSchema(kind) } },
+        }));
+      }
+    },
+  });
+}

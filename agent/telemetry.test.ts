@@ -1,0 +1,874 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError } from '../lib/errors.js';
+import { OtlpReceiver } from '../test/helpers/otlp-receiver.js';
+import { pollUntil } from '../test/helpers/poll-until.js';
+import type { ProbeResult } from '../wire/result.js';
+import {
+  AgentTelemetry,
+  otlpPushFromEnv,
+  probeDurationBucketsS,
+  prometheusContentType,
+  type TelemetryTarget,
+} from './telemetry.js';
+
+// Every OTEL_* variable is cleared before each test and restored after, so the host's
+// environment cannot turn push on, and a test's settings cannot leak into the next.
+let savedOtelEnv: [string, string | undefined][] = [];
+beforeEach(() => {
+  savedOtelEnv = Object.keys(process.env)
+    .filter((k) => k.startsWith('OTEL_'))
+    .map((k) => [k, process.env[k]]);
+  for (const [k] of savedOtelEnv) delete process.env[k];
+});
+afterEach(() => {
+  for (const k of Object.keys(process.env)) if (k.startsWith('OTEL_')) delete process.env[k];
+  for (const [k, v] of savedOtelEnv) if (v !== undefined) process.env[k] = v;
+});
+
+const opened: AgentTelemetry[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((t) => t.shutdown(1000)));
+});
+function telemetry(): AgentTelemetry {
+  const t = new AgentTelemetry({
+    agentName: 'a1',
+    hostName: 'host-1',
+    agentLabels: { zone: 'a' },
+    serviceVersion: '1.2.3',
+  });
+  opened.push(t);
+  return t;
+}
+
+function result(
+  r: Pick<ProbeResult, 'target' | 'kind' | 'class' | 'timings'> & Partial<ProbeResult>,
+): ProbeResult {
+  return { agent: 'a1', address: `${r.target}.example`, seq: 1, startedAtMs: Date.now(), ...r };
+}
+
+const certValidTo = 'Sep  3 21:33:03 2030 GMT'; // node's X509Certificate.validTo format
+const web: TelemetryTarget = { labels: { zone: 'a' } };
+const db: TelemetryTarget = { labels: { zone: 'b' } };
+const gw: TelemetryTarget = { labels: { zone: 'b' } };
+const webOk = result({
+  target: 'web',
+  kind: 'http',
+  class: 'ok',
+  timings: { dnsMs: 1, connectMs: 2, tlsMs: 4, firstByteMs: 8, totalMs: 20 },
+  detail: { status: 200, certificate: { validTo: certValidTo } },
+});
+const dbTimeout = result({
+  target: 'db',
+  kind: 'tcp',
+  class: 'tcp_timeout',
+  timings: { totalMs: 1000 },
+  error: { code: 'ETIMEDOUT', message: 'connect timed out' },
+});
+const dbOk = result({
+  target: 'db',
+  kind: 'tcp',
+  class: 'ok',
+  timings: { connectMs: 0.5, totalMs: 0.75 },
+});
+const gwLossy = result({
+  target: 'gw',
+  kind: 'icmp',
+  class: 'ok',
+  timings: { rttMs: 1.5, totalMs: 2000 },
+  detail: { lossRatio: 0.25, rttsMs: [1, 1.5, 2] },
+});
+
+function recordThree(t: AgentTelemetry): void {
+  for (const lagMs of [0.2, 3, 30]) t.recordStart(lagMs);
+  t.setInFlight(2);
+  t.recordResult(webOk, web);
+  t.recordResult(dbTimeout, db);
+  t.recordResult(gwLossy, gw);
+}
+
+/** The sample lines of a Prometheus text exposition (no comments). */
+function samples(text: string): string[] {
+  return text.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+}
+/** The value of one exact series (`name{labels}`), or undefined. */
+function valueOf(text: string, series: string): number | undefined {
+  const line = samples(text).find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+const dbLabels = 'agent="a1",target="db",kind="tcp",zone="b"';
+const webLabels = 'agent="a1",target="web",kind="http",zone="a"';
+const gwLabels = 'agent="a1",target="gw",kind="icmp",zone="b"';
+
+describe('Prometheus exposition', () => {
+  it('exposes blackbox-compatible gauges of the last result per path, with agent, target, kind and the target labels', async () => {
+    const t = telemetry();
+    recordThree(t);
+    const lines = samples(await t.renderPrometheus());
+    expect(lines).toContain(`probe_success{${dbLabels}} 0`);
+    expect(lines).toContain(`probe_success{${webLabels}} 1`);
+    expect(lines).toContain(`probe_success{${gwLabels}} 1`);
+    expect(lines).toContain(`probe_duration_seconds{${dbLabels}} 1`);
+    expect(lines).toContain(`probe_duration_seconds{${webLabels}} 0.02`);
+    expect(lines).toContain(`probe_dns_lookup_time_seconds{${webLabels}} 0.001`);
+    expect(lines).toContain(`probe_dns_lookup_time_seconds{${dbLabels}} 0`);
+    expect(lines).toContain(`probe_http_status_code{${webLabels}} 200`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="resolve"} 0.001`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="connect"} 0.002`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="tls"} 0.004`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="processing"} 0.008`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="transfer"} 0.005`);
+    expect(lines).toContain(
+      `probe_ssl_earliest_cert_expiry{${webLabels}} ${Date.UTC(2030, 8, 3, 21, 33, 3) / 1000}`,
+    );
+    expect(lines).toContain(`probe_icmp_duration_seconds{${gwLabels},phase="rtt"} 0.0015`);
+    // HTTP-only and ICMP-only aliases stay on their kinds.
+    expect(lines.filter((l) => l.startsWith('probe_http_status_code{')).length).toBe(1);
+    expect(lines.some((l) => l.startsWith(`probe_icmp_duration_seconds{${dbLabels}`))).toBe(false);
+  });
+
+  it('exposes the OTel metrics under Prometheus names with unit suffixes, _total on counters, no scope labels', async () => {
+    const t = telemetry();
+    recordThree(t);
+    const text = await t.renderPrometheus();
+    const lines = samples(text);
+    expect(lines).toContain(`faultline_probe_success{${dbLabels}} 0`);
+    expect(lines).toContain(`faultline_probe_state{${dbLabels},class="tcp_timeout"} 1`);
+    expect(lines).toContain(`faultline_probe_state{${webLabels},class="ok"} 1`);
+    expect(lines).toContain(`faultline_probe_results_total{${dbLabels},class="tcp_timeout"} 1`);
+    expect(lines).toContain(`faultline_probe_icmp_loss_ratio{${gwLabels}} 0.25`);
+    // Phase histogram: connect took 2 ms, so it is above the 1 ms bucket and inside 2.5 ms.
+    expect(lines).toContain(
+      `faultline_probe_duration_seconds_bucket{${webLabels},phase="connect",le="0.001"} 0`,
+    );
+    expect(lines).toContain(
+      `faultline_probe_duration_seconds_bucket{${webLabels},phase="connect",le="0.0025"} 1`,
+    );
+    expect(lines).toContain(
+      `faultline_probe_duration_seconds_bucket{${webLabels},phase="connect",le="+Inf"} 1`,
+    );
+    expect(lines).toContain(
+      `faultline_probe_duration_seconds_count{${webLabels},phase="connect"} 1`,
+    );
+    expect(lines).toContain(
+      `faultline_probe_duration_seconds_sum{${webLabels},phase="connect"} 0.002`,
+    );
+    expect(lines).toContain(
+      `faultline_probe_duration_seconds_bucket{${webLabels},phase="first_byte",le="0.01"} 1`,
+    );
+    expect(lines).toContain(`faultline_probe_duration_seconds_count{${dbLabels},phase="total"} 1`);
+    expect(
+      lines.some((l) =>
+        l.startsWith(`faultline_probe_duration_seconds_count{${dbLabels},phase="connect"}`),
+      ),
+    ).toBe(false);
+    // Per-reply ICMP round trips: three replies.
+    expect(lines).toContain(`faultline_probe_icmp_rtt_seconds_count{${gwLabels}} 3`);
+    expect(valueOf(text, `faultline_probe_icmp_rtt_seconds_sum{${gwLabels}}`)).toBeCloseTo(
+      0.0045,
+      9,
+    );
+    expect(lines).toContain(`faultline_probe_icmp_rtt_seconds_bucket{${gwLabels},le="0.001"} 1`);
+    // Agent health.
+    expect(lines).toContain('faultline_agent_probes_total{agent="a1",result="started"} 3');
+    expect(lines).toContain('faultline_agent_probes_total{agent="a1",result="completed"} 3');
+    expect(lines).toContain('faultline_agent_probes_in_flight{agent="a1"} 2');
+    expect(lines).toContain('faultline_agent_schedule_lag_seconds_count{agent="a1"} 3');
+    expect(lines).toContain('faultline_agent_schedule_lag_seconds_bucket{agent="a1",le="0.02"} 2');
+    expect(valueOf(text, 'faultline_agent_memory_rss_bytes{agent="a1"}')).toBeGreaterThan(1e6);
+
+    expect(text).toContain('# TYPE probe_success gauge');
+    expect(text).toContain('# TYPE faultline_probe_results_total counter');
+    expect(text).toContain('# TYPE faultline_probe_duration_seconds histogram');
+    expect(text).toContain('# TYPE faultline_agent_probes_total counter');
+    expect(text).not.toContain('otel_scope');
+    expect(text).not.toContain('# UNIT');
+    const targetInfo = lines.find((l) => l.startsWith('target_info{'));
+    expect(targetInfo).toMatch(/service_name="faultline-agent"/);
+    expect(targetInfo).toMatch(/service_version="1\.2\.3"/);
+    expect(targetInfo).toMatch(/host_name="host-1"/);
+    expect(targetInfo).toMatch(/faultline_agent="a1"/);
+    expect(targetInfo).toMatch(/faultline_agent_label_zone="a"/);
+  });
+
+  it('a class change moves the state series: the old class disappears, the results counter keeps both', async () => {
+    const t = telemetry();
+    t.recordResult(dbTimeout, db);
+    expect(samples(await t.renderPrometheus())).toContain(
+      `faultline_probe_state{${dbLabels},class="tcp_timeout"} 1`,
+    );
+    t.recordResult(dbOk, db);
+    const lines = samples(await t.renderPrometheus());
+    expect(lines.filter((l) => l.startsWith(`faultline_probe_state{${dbLabels}`))).toEqual([
+      `faultline_probe_state{${dbLabels},class="ok"} 1`,
+    ]);
+    expect(lines).toContain(`probe_success{${dbLabels}} 1`);
+    expect(lines).toContain(`faultline_probe_results_total{${dbLabels},class="tcp_timeout"} 1`);
+    expect(lines).toContain(`faultline_probe_results_total{${dbLabels},class="ok"} 1`);
+  });
+
+  it('removeTarget drops every series of the target; a late result of the removed target does not revive it', async () => {
+    const t = telemetry();
+    recordThree(t);
+    t.removeTarget('db');
+    let text = await t.renderPrometheus();
+    expect(text).not.toContain('target="db"');
+    expect(text).toContain('target="web"');
+    // The probe that was in flight when the config dropped db answers now: ignored.
+    t.recordResult(dbOk, db);
+    text = await t.renderPrometheus();
+    expect(text).not.toContain('target="db"');
+    // A later config adds db back (a new target object): recorded afresh, counts from zero.
+    t.recordResult(dbOk, { labels: { zone: 'c' } });
+    const lines = samples(await t.renderPrometheus());
+    expect(lines).toContain('probe_success{agent="a1",target="db",kind="tcp",zone="c"} 1');
+    expect(lines).toContain(
+      'faultline_probe_results_total{agent="a1",target="db",kind="tcp",zone="c",class="ok"} 1',
+    );
+  });
+
+  it('removeTarget with a kind drops only that path', async () => {
+    const t = telemetry();
+    t.recordResult(dbTimeout, db);
+    t.recordResult(
+      result({ target: 'db', kind: 'icmp', class: 'ok', timings: { rttMs: 1, totalMs: 1 } }),
+      db,
+    );
+    t.removeTarget('db', 'tcp');
+    const text = await t.renderPrometheus();
+    expect(text).not.toContain('kind="tcp"');
+    expect(samples(text)).toContain('probe_success{agent="a1",target="db",kind="icmp",zone="b"} 1');
+  });
+
+  it('a reloaded config keeps a target (new object, equal labels): its series go on, and removing it later still holds off late results', async () => {
+    const t = telemetry();
+    const before: TelemetryTarget = { labels: { zone: 'b' } };
+    const after: TelemetryTarget = { labels: { zone: 'b' } };
+    t.recordResult(dbTimeout, before);
+    t.recordResult(dbTimeout, after);
+    expect(samples(await t.renderPrometheus())).toContain(
+      `faultline_probe_results_total{${dbLabels},class="tcp_timeout"} 2`,
+    );
+    t.removeTarget('db');
+    t.recordResult(dbOk, after);
+    expect(await t.renderPrometheus()).not.toContain('target="db"');
+  });
+
+  it('removing one kind of a target does not block another kind of the same target object', async () => {
+    const t = telemetry();
+    t.recordResult(dbTimeout, db);
+    t.removeTarget('db', 'tcp');
+    t.recordResult(
+      result({ target: 'db', kind: 'icmp', class: 'ok', timings: { rttMs: 1, totalMs: 1 } }),
+      db,
+    );
+    t.recordResult(dbOk, db);
+    const text = await t.renderPrometheus();
+    expect(text).not.toContain('kind="tcp"');
+    expect(samples(text)).toContain(`probe_success{agent="a1",target="db",kind="icmp",zone="b"} 1`);
+  });
+
+  it('in-flight count can be read from a callback at collection time', async () => {
+    const t = telemetry();
+    let n = 4;
+    t.observeInFlight(() => n);
+    expect(samples(await t.renderPrometheus())).toContain(
+      'faultline_agent_probes_in_flight{agent="a1"} 4',
+    );
+    n = 7;
+    expect(samples(await t.renderPrometheus())).toContain(
+      'faultline_agent_probes_in_flight{agent="a1"} 7',
+    );
+  });
+
+  it('changed labels for a target (config reload) replace its series; equal labels in a new object keep them', async () => {
+    const t = telemetry();
+    t.recordResult(dbTimeout, db);
+    t.recordResult(dbTimeout, { labels: { zone: 'b' } });
+    expect(samples(await t.renderPrometheus())).toContain(
+      `faultline_probe_results_total{${dbLabels},class="tcp_timeout"} 2`,
+    );
+    t.recordResult(dbTimeout, { labels: { zone: 'b', rack: 'r7' } });
+    const lines = samples(await t.renderPrometheus());
+    expect(
+      lines.filter((l) => l.includes(dbLabels) && !l.includes(`${dbLabels},rack="r7"`)),
+    ).toEqual([]);
+    expect(lines).toContain(
+      'faultline_probe_results_total{agent="a1",target="db",kind="tcp",zone="b",rack="r7",class="tcp_timeout"} 1',
+    );
+  });
+
+  it('target labels cannot override the agent’s own attributes', async () => {
+    const t = telemetry();
+    t.recordResult(dbTimeout, { labels: { kind: 'fake', class: 'fake', zone: 'b' } });
+    expect(samples(await t.renderPrometheus())).toContain(`probe_success{${dbLabels}} 0`);
+  });
+
+  it('counts skips per path and internal errors as result="error"', async () => {
+    const t = telemetry();
+    t.recordResult(dbTimeout, db);
+    t.recordSkip('db');
+    t.recordSkip('db');
+    t.recordResult(
+      result({ target: 'web', kind: 'http', class: 'internal_error', timings: { totalMs: 1 } }),
+      web,
+    );
+    const lines = samples(await t.renderPrometheus());
+    expect(lines).toContain(`faultline_probe_skipped_total{${dbLabels}} 2`);
+    expect(lines).toContain('faultline_agent_probes_total{agent="a1",result="skipped"} 2');
+    expect(lines).toContain('faultline_agent_probes_total{agent="a1",result="error"} 1');
+    expect(lines).toContain('faultline_agent_probes_total{agent="a1",result="completed"} 1');
+  });
+
+  it('metricsHandler serves the exposition over HTTP', async () => {
+    const t = telemetry();
+    recordThree(t);
+    const server = createHttpServer((req, res) => t.metricsHandler(req, res));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toBe(prometheusContentType);
+      expect(samples(await res.text())).toContain(`probe_success{${dbLabels}} 0`);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  describe.runIf(existsSync('/usr/bin/promtool'))('promtool', () => {
+    it('accepts the exposition: `promtool check metrics` finds no problem', async () => {
+      const t = telemetry();
+      recordThree(t);
+      const text = await t.renderPrometheus();
+      const out = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+        const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+        let output = '';
+        child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+        child.on('error', reject);
+        child.on('close', (code) => resolve({ code, output }));
+        child.stdin.end(text);
+      });
+      expect(out.output).toBe('');
+      expect(out.code).toBe(0);
+    });
+  });
+});
+
+const blackboxBin = '/usr/bin/prometheus-blackbox-exporter';
+describe.runIf(existsSync(blackboxBin) && process.getuid?.() === 0)(
+  'compatibility with the real blackbox_exporter',
+  () => {
+    let dir: string;
+    let blackbox: ChildProcess | undefined;
+    let blackboxUrl: string;
+    let httpsServer: Server;
+    let httpsPort: number;
+    let certPem: string;
+
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'faultline-bbx-'));
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-days',
+          '2',
+          '-subj',
+          '/CN=localhost',
+          '-keyout',
+          join(dir, 'key.pem'),
+          '-out',
+          join(dir, 'cert.pem'),
+        ],
+        { stdio: 'ignore' },
+      );
+      certPem = readFileSync(join(dir, 'cert.pem'), 'utf8');
+      httpsServer = createHttpsServer(
+        { key: readFileSync(join(dir, 'key.pem')), cert: certPem },
+        (_req, res) => res.end('ok'),
+      );
+      await new Promise<void>((resolve) => httpsServer.listen(0, '127.0.0.1', resolve));
+      httpsPort = (httpsServer.address() as AddressInfo).port;
+      writeFileSync(
+        join(dir, 'blackbox.yml'),
+        [
+          'modules:',
+          '  http: { prober: http, timeout: 2s, http: { tls_config: { insecure_skip_verify: true } } }',
+          '  tcp: { prober: tcp, timeout: 2s }',
+          '  icmp: { prober: icmp, timeout: 2s, icmp: { preferred_ip_protocol: ip4 } }',
+        ].join('\n'),
+      );
+      const port = await freePort();
+      blackboxUrl = `http://127.0.0.1:${port}`;
+      blackbox = spawn(
+        blackboxBin,
+        [`--config.file=${join(dir, 'blackbox.yml')}`, `--web.listen-address=127.0.0.1:${port}`],
+        { stdio: 'ignore' },
+      );
+      await pollUntil(
+        'blackbox_exporter to listen',
+        async () => (await fetch(`${blackboxUrl}/-/healthy`)).ok,
+      );
+    });
+    afterAll(async () => {
+      blackbox?.kill('SIGKILL');
+      httpsServer?.closeAllConnections();
+      await new Promise((resolve) => httpsServer?.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    async function probe(module: string, target: string): Promise<string> {
+      const res = await fetch(
+        `${blackboxUrl}/probe?module=${module}&target=${encodeURIComponent(target)}`,
+      );
+      return res.text();
+    }
+    /** name → TYPE, and name → the `phase` values seen. */
+    function shape(text: string): { types: Map<string, string>; phases: Map<string, Set<string>> } {
+      const types = new Map<string, string>();
+      const phases = new Map<string, Set<string>>();
+      for (const line of text.split('\n')) {
+        const type = /^# TYPE (\S+) (\S+)$/.exec(line);
+        if (type) types.set(type[1]!, type[2]!);
+        const phase = /^(\w+)\{.*phase="(\w+)".*\} /.exec(line);
+        if (phase) {
+          if (!phases.has(phase[1]!)) phases.set(phase[1]!, new Set());
+          phases.get(phase[1]!)!.add(phase[2]!);
+        }
+      }
+      return { types, phases };
+    }
+
+    it('every probe_* alias has the name, type and phase values blackbox_exporter uses', async () => {
+      const bb = shape(
+        (
+          await Promise.all([
+            probe('http', `https://127.0.0.1:${httpsPort}/`),
+            probe('tcp', `127.0.0.1:${httpsPort}`),
+            probe('icmp', '127.0.0.1'),
+          ])
+        ).join('\n'),
+      );
+      expect(bb.types.get('probe_success')).toBe('gauge');
+
+      const t = telemetry();
+      recordThree(t);
+      const ours = shape(await t.renderPrometheus());
+      const aliases = [...ours.types.keys()].filter((n) => n.startsWith('probe_'));
+      expect(aliases.sort()).toEqual([
+        'probe_dns_lookup_time_seconds',
+        'probe_duration_seconds',
+        'probe_http_duration_seconds',
+        'probe_http_status_code',
+        'probe_icmp_duration_seconds',
+        'probe_ssl_earliest_cert_expiry',
+        'probe_success',
+      ]);
+      for (const name of aliases) {
+        expect({ name, type: bb.types.get(name) }).toEqual({ name, type: ours.types.get(name) });
+        for (const phase of ours.phases.get(name) ?? [])
+          expect(bb.phases.get(name), `${name} phase ${phase}`).toContain(phase);
+      }
+    });
+
+    it('probe_ssl_earliest_cert_expiry matches blackbox_exporter for a certificate validTo as node reports it', async () => {
+      const bbText = await probe('http', `https://127.0.0.1:${httpsPort}/`);
+      const bbExpiry = Number(/^probe_ssl_earliest_cert_expiry (\S+)$/m.exec(bbText)?.[1]);
+      expect(bbExpiry).toBeGreaterThan(Date.now() / 1000);
+
+      const t = telemetry();
+      const validTo = new X509Certificate(certPem).validTo;
+      t.recordResult(
+        result({
+          target: 'web',
+          kind: 'http',
+          class: 'ok',
+          timings: { totalMs: 1 },
+          detail: { status: 200, certificate: { validTo } },
+        }),
+        web,
+      );
+      expect(
+        valueOf(await t.renderPrometheus(), `probe_ssl_earliest_cert_expiry{${webLabels}}`),
+      ).toBe(bbExpiry);
+    });
+  },
+);
+
+async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe('OTLP push settings from the environment', () => {
+  const cases: { name: string; env: Record<string, string>; expected?: unknown; error?: RegExp }[] =
+    [
+      {
+        name: 'no endpoint: no push',
+        env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' },
+        expected: undefined,
+      },
+      {
+        name: 'an empty endpoint counts as unset',
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: '' },
+        expected: undefined,
+      },
+      {
+        name: 'general endpoint: /v1/metrics appended, protobuf and spec intervals by default',
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel:4318' },
+        expected: {
+          protocol: 'http/protobuf',
+          url: 'http://otel:4318/v1/metrics',
+          intervalMs: 60_000,
+          timeoutMs: 30_000,
+        },
+      },
+      {
+        name: 'general endpoint with a path and trailing slash',
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otel/prefix/' },
+        expected: {
+          protocol: 'http/protobuf',
+          url: 'https://otel/prefix/v1/metrics',
+          intervalMs: 60_000,
+          timeoutMs: 30_000,
+        },
+      },
+      {
+        name: 'metrics endpoint used as is; metrics protocol wins over the general one',
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: 'http://ignored:4318',
+          OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://otel:4318/custom',
+          OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+          OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'http/json',
+          OTEL_METRIC_EXPORT_INTERVAL: '5000',
+        },
+        expected: {
+          protocol: 'http/json',
+          url: 'http://otel:4318/custom',
+          intervalMs: 5000,
+          timeoutMs: 5000,
+        },
+      },
+      {
+        name: 'grpc is refused, pointing at http/protobuf',
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel:4317',
+          OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+        },
+        error: /^OTEL_EXPORTER_OTLP_PROTOCOL=grpc: .*not supported.*http\/protobuf/,
+      },
+      {
+        name: 'grpc in the metrics protocol names that variable',
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel:4317',
+          OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'grpc',
+        },
+        error: /^OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=grpc/,
+      },
+      {
+        name: 'an unknown protocol',
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel:4318',
+          OTEL_EXPORTER_OTLP_PROTOCOL: 'http/xml',
+        },
+        error: /expected http\/protobuf or http\/json \(actual: "http\/xml"\)/,
+      },
+      {
+        name: 'an endpoint without a scheme',
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'otel:4318' },
+        error: /^OTEL_EXPORTER_OTLP_ENDPOINT: expected an http\(s\) URL \(actual: "otel:4318"\)/,
+      },
+      {
+        name: 'a bad interval',
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel:4318',
+          OTEL_METRIC_EXPORT_INTERVAL: '10s',
+        },
+        error: /^OTEL_METRIC_EXPORT_INTERVAL: expected a positive whole number/,
+      },
+      {
+        name: 'a zero timeout',
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel:4318', OTEL_METRIC_EXPORT_TIMEOUT: '0' },
+        error: /^OTEL_METRIC_EXPORT_TIMEOUT:/,
+      },
+    ];
+  for (const c of cases) {
+    it(c.name, () => {
+      if (c.error !== undefined) {
+        expect(() => otlpPushFromEnv(c.env)).toThrow(ConfigError);
+        expect(() => otlpPushFromEnv(c.env)).toThrow(c.error);
+      } else {
+        expect(otlpPushFromEnv(c.env)).toEqual(c.expected);
+      }
+    });
+  }
+
+  it('the agent refuses to start with OTEL_EXPORTER_OTLP_PROTOCOL=grpc (ConfigError, FL_ERR_CONFIG)', () => {
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = 'http://127.0.0.1:4317';
+    process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'grpc';
+    let caught: unknown;
+    try {
+      telemetry();
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect((caught as ConfigError).code).toBe('FL_ERR_CONFIG');
+    expect((caught as ConfigError).message).toMatch(/gRPC is not supported.*http\/protobuf/);
+  });
+
+  it('without an endpoint there is no push reader', () => {
+    expect(telemetry().otlp).toBeUndefined();
+  });
+});
+
+describe('OTLP push', () => {
+  let receiver: OtlpReceiver | undefined;
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((t) => t.shutdown(1000)));
+    await receiver?.close();
+    receiver = undefined;
+  });
+
+  it('pushes http/protobuf to OTEL_EXPORTER_OTLP_ENDPOINT with the resource (plus OTEL_RESOURCE_ATTRIBUTES), OTel names, units, attributes and headers', async () => {
+    receiver = await OtlpReceiver.start();
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_METRIC_EXPORT_INTERVAL = '100';
+    process.env.OTEL_EXPORTER_OTLP_HEADERS = 'x-faultline-test=yes';
+    process.env.OTEL_RESOURCE_ATTRIBUTES = 'deployment.environment=test,service.name=not-us';
+    const t = telemetry();
+    expect(t.otlp).toMatchObject({
+      protocol: 'http/protobuf',
+      url: `${receiver.url}/v1/metrics`,
+      intervalMs: 100,
+    });
+    recordThree(t);
+    const r = receiver;
+    await pollUntil('probe_success of db pushed', () =>
+      r.latest('probe_success', { target: 'db' }),
+    );
+
+    const exp = r.exports.at(-1)!;
+    expect(r.errors).toEqual([]);
+    expect(exp.path).toBe('/v1/metrics');
+    expect(exp.encoding).toBe('protobuf');
+    expect(exp.headers['content-type']).toBe('application/x-protobuf');
+    expect(exp.headers['x-faultline-test']).toBe('yes');
+    expect(exp.resource).toMatchObject({
+      'service.name': 'faultline-agent',
+      'service.version': '1.2.3',
+      'host.name': 'host-1',
+      'faultline.agent': 'a1',
+      'faultline.agent.label.zone': 'a',
+      'telemetry.sdk.language': 'nodejs',
+      'deployment.environment': 'test',
+    });
+
+    const success = r.latest('probe_success', { target: 'db' })!;
+    expect(success.metric.type).toBe('gauge');
+    expect(success.point).toMatchObject({
+      attributes: { agent: 'a1', target: 'db', kind: 'tcp', zone: 'b' },
+      value: 0,
+    });
+    expect(r.latest('faultline.probe.state', { target: 'db' })!.point).toMatchObject({
+      attributes: { class: 'tcp_timeout' },
+      value: 1,
+    });
+
+    const results = r.latest('faultline.probe.results', { target: 'db' })!;
+    expect(results.metric).toMatchObject({
+      type: 'sum',
+      monotonic: true,
+      temporality: 2,
+      unit: '{result}',
+    });
+    expect(results.point).toMatchObject({
+      attributes: { agent: 'a1', target: 'db', kind: 'tcp', zone: 'b', class: 'tcp_timeout' },
+      value: 1,
+    });
+
+    const connect = r.latest('faultline.probe.duration', { target: 'web', phase: 'connect' })!;
+    expect(connect.metric).toMatchObject({ type: 'histogram', unit: 's', temporality: 2 });
+    expect(connect.point.explicitBounds).toEqual(probeDurationBucketsS);
+    expect(connect.point).toMatchObject({ count: 1, sum: 0.002, min: 0.002, max: 0.002 });
+    const bucketCounts = connect.point.bucketCounts!;
+    expect(bucketCounts[probeDurationBucketsS.indexOf(0.0025)]).toBe(1);
+    expect(bucketCounts.reduce((a, b) => a + b, 0)).toBe(1);
+
+    expect(r.latest('faultline.probe.icmp.loss', { target: 'gw' })!).toMatchObject({
+      metric: { unit: '1' },
+      point: { value: 0.25 },
+    });
+    expect(r.latest('faultline.agent.probes', { result: 'started' })!).toMatchObject({
+      metric: { type: 'sum', monotonic: true },
+      point: { value: 3 },
+    });
+    expect(r.latest('faultline.agent.memory.rss')!.metric.unit).toBe('By');
+    expect(r.latest('faultline.agent.memory.rss')!.point.value).toBeGreaterThan(1e6);
+    // OTLP carries the OTel names; the Prometheus names are the Prometheus side's business.
+    expect(r.points('faultline_probe_duration_seconds')).toEqual([]);
+  });
+
+  it('over OTLP too, a class change replaces the state series instead of leaving the old one at 1', async () => {
+    receiver = await OtlpReceiver.start();
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_METRIC_EXPORT_INTERVAL = '100';
+    const t = telemetry();
+    t.recordResult(dbTimeout, db);
+    const r = receiver;
+    await pollUntil('tcp_timeout state pushed', () =>
+      r.latest('faultline.probe.state', { target: 'db', class: 'tcp_timeout' }),
+    );
+    t.recordResult(dbOk, db);
+    await pollUntil('ok state pushed', () =>
+      r.latest('faultline.probe.state', { target: 'db', class: 'ok' }),
+    );
+    const last = r.exports.at(-1)!;
+    const states = last.metrics
+      .filter((x) => x.name === 'faultline.probe.state')
+      .flatMap((x) => x.points);
+    expect(states.map((p) => p.attributes.class)).toEqual(['ok']);
+  });
+
+  it('pushes http/json to OTEL_EXPORTER_OTLP_METRICS_ENDPOINT as is, gzip-compressed when asked', async () => {
+    receiver = await OtlpReceiver.start();
+    process.env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT = `${receiver.url}/custom/metrics`;
+    process.env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL = 'http/json';
+    process.env.OTEL_EXPORTER_OTLP_COMPRESSION = 'gzip';
+    process.env.OTEL_METRIC_EXPORT_INTERVAL = '100';
+    const t = telemetry();
+    recordThree(t);
+    const r = receiver;
+    const got = await pollUntil('probe_success of db pushed', () =>
+      r.latest('probe_success', { target: 'db' }),
+    );
+    expect(got.point.value).toBe(0);
+    const exp = r.exports.at(-1)!;
+    expect(r.errors).toEqual([]);
+    expect(exp).toMatchObject({
+      path: '/custom/metrics',
+      encoding: 'json',
+      headers: { 'content-encoding': 'gzip' },
+    });
+    expect(exp.resource['service.name']).toBe('faultline-agent');
+    expect(
+      r.latest('faultline.probe.duration', { target: 'web', phase: 'tls' })!.point,
+    ).toMatchObject({ count: 1, sum: 0.004 });
+  });
+
+  it('shutdown flushes: a result recorded just before it reaches the receiver, although the interval is a minute', async () => {
+    receiver = await OtlpReceiver.start();
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_METRIC_EXPORT_INTERVAL = '60000';
+    const t = telemetry();
+    t.recordResult(dbTimeout, db);
+    expect(receiver.exports).toEqual([]);
+    const outcome = await t.shutdown();
+    expect(outcome).toEqual({ ok: true });
+    expect(receiver.latest('faultline.probe.state', { target: 'db' })?.point.attributes.class).toBe(
+      'tcp_timeout',
+    );
+    // A second shutdown is harmless and answers the same.
+    expect(await t.shutdown()).toEqual({ ok: true });
+  });
+
+  it('shutdown is bounded and never throws when the collector does not answer', async () => {
+    receiver = await OtlpReceiver.start({ hang: true });
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_METRIC_EXPORT_INTERVAL = '60000';
+    const t = telemetry();
+    t.recordResult(dbTimeout, db);
+    const t0 = performance.now();
+    const outcome = await t.shutdown(300);
+    const elapsedMs = performance.now() - t0;
+    expect(outcome.ok).toBe(false);
+    expect(outcome.error).toMatch(/within 300 ms|timeout|timed out/i);
+    expect(elapsedMs).toBeLessThan(1500);
+    expect(receiver.exports.length).toBe(1); // it did try
+  });
+
+  it('shutdown reports a failed final export (collector answers 400)', async () => {
+    receiver = await OtlpReceiver.start({ status: 400 });
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_METRIC_EXPORT_INTERVAL = '60000';
+    const t = telemetry();
+    t.recordResult(dbTimeout, db);
+    const outcome = await t.shutdown(3000);
+    expect(outcome.ok).toBe(false);
+    expect(outcome.error).toMatch(/final OTLP export failed/);
+  });
+});
+
+describe('recordResult cost (printed, loosely bounded)', () => {
+  it('100k results over 1,000 targets', async () => {
+    const t = telemetry();
+    const n = 1000;
+    const targets = Array.from({ length: n }, (_, i): TelemetryTarget => ({
+      labels: { zone: `z${i % 4}`, rack: `r${i % 16}` },
+    }));
+    const results = Array.from({ length: n }, (_, i) =>
+      i % 3 === 0
+        ? result({
+            target: `t${i}`,
+            kind: 'http',
+            class: 'ok',
+            timings: { dnsMs: 0.3, connectMs: 0.2, tlsMs: 2, firstByteMs: 3, totalMs: 6 },
+            detail: { status: 200 },
+          })
+        : i % 3 === 1
+          ? result({
+              target: `t${i}`,
+              kind: 'tcp',
+              class: i % 7 === 0 ? 'tcp_timeout' : 'ok',
+              timings: { connectMs: 0.2, totalMs: 0.3 },
+            })
+          : result({
+              target: `t${i}`,
+              kind: 'icmp',
+              class: 'ok',
+              timings: { rttMs: 0.1, totalMs: 1 },
+              detail: { lossRatio: 0, rttsMs: [0.1, 0.1, 0.1] },
+            }),
+    );
+    for (let i = 0; i < n; i++) t.recordResult(results[i]!, targets[i]!); // paths created outside the timing
+    const calls = 100_000;
+    const t0 = performance.now();
+    for (let i = 0; i < calls; i++) {
+      const k = i % n;
+      t.recordStart(0.1);
+      t.recordResult(results[k]!, targets[k]!);
+    }
+    const usPerCall = ((performance.now() - t0) * 1000) / calls;
+    const r0 = performance.now();
+    const text = await t.renderPrometheus();
+    const renderMs = performance.now() - r0;
+    console.log(
+      `recordStart+recordResult: ${usPerCall.toFixed(3)} µs/call over ${n} targets; ` +
+        `/metrics for ${n} paths: ${renderMs.toFixed(0)} ms, ${(text.length / 1e6).toFixed(1)} MB, ${samples(text).length} samples`,
+    );
+    expect(valueOf(text, 'faultline_agent_probes_total{agent="a1",result="completed"}')).toBe(
+      calls + n,
+    );
+    expect(usPerCall).toBeLessThan(50);
+  });
+});

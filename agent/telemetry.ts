@@ -1,0 +1,920 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { hostname } from 'node:os';
+import { ValueType, type Attributes, type HrTime, type Meter } from '@opentelemetry/api';
+import { OTLPMetricExporter as OtlpJsonMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
+import { OTLPMetricExporter as OtlpProtobufMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import {
+  defaultResource,
+  detectResources,
+  envDetector,
+  resourceFromAttributes,
+} from '@opentelemetry/resources';
+import {
+  AggregationTemporality,
+  DataPointType,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+  type CollectionResult,
+  type DataPoint,
+  type Histogram,
+  type MetricData,
+  type MetricDescriptor,
+  type MetricProducer,
+  type PushMetricExporter,
+  type ResourceMetrics,
+} from '@opentelemetry/sdk-metrics';
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { ConfigError } from '../lib/errors.js';
+import { failureClasses, type FailureClass, type ProbeResult } from '../wire/result.js';
+import type { Logger } from './logger.js';
+
+/**
+ * Attribute names the agent puts on path metrics itself, plus the ones Prometheus adds at
+ * scrape time. A target label must not use them (the config schema rejects them); were one
+ * to slip through, the agent's own value wins.
+ */
+export const reservedMetricLabels: readonly string[] = [
+  'agent',
+  'target',
+  'kind',
+  'phase',
+  'class',
+  'result',
+  'le',
+  'job',
+  'instance',
+];
+
+/** Bucket upper bounds (seconds) of the probe phase histograms: 50 µs to 10 s. */
+export const probeDurationBucketsS: readonly number[] = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+  5, 10,
+];
+
+/** Bucket upper bounds (seconds) of the schedule lag histogram; 20 ms is the agent's p99 goal. */
+export const scheduleLagBucketsS: readonly number[] = [
+  0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5,
+];
+
+/** What `/metrics` answers with: the Prometheus text exposition format. */
+export const prometheusContentType = 'text/plain; version=0.0.4; charset=utf-8';
+
+/** OTLP push, as configured by the standard OTEL_* environment variables. */
+export interface OtlpPushSettings {
+  /** `http/protobuf` (default) or `http/json`; gRPC is refused. */
+  readonly protocol: 'http/protobuf' | 'http/json';
+  /** Where metrics are POSTed (what the exporter derives from the endpoint variables). */
+  readonly url: string;
+  /** OTEL_METRIC_EXPORT_INTERVAL (default 60 000). */
+  readonly intervalMs: number;
+  /** OTEL_METRIC_EXPORT_TIMEOUT (default 30 000), never above the interval. */
+  readonly timeoutMs: number;
+}
+
+/**
+ * Reads OTLP push settings from the environment, or undefined when neither
+ * OTEL_EXPORTER_OTLP_METRICS_ENDPOINT nor OTEL_EXPORTER_OTLP_ENDPOINT is set (no push).
+ * Headers, compression, per-request timeout, certificates and temporality preference are
+ * read by the OTLP exporter itself from the same variables. Throws ConfigError for a value
+ * the agent cannot honour, naming the variable.
+ */
+export function otlpPushFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+): OtlpPushSettings | undefined {
+  const read = (name: string): string | undefined => {
+    const v = env[name]?.trim();
+    return v === undefined || v === '' ? undefined : v;
+  };
+  const specific = read('OTEL_EXPORTER_OTLP_METRICS_ENDPOINT');
+  const general = read('OTEL_EXPORTER_OTLP_ENDPOINT');
+  if (specific === undefined && general === undefined) return undefined;
+
+  const protocolVar =
+    read('OTEL_EXPORTER_OTLP_METRICS_PROTOCOL') !== undefined
+      ? 'OTEL_EXPORTER_OTLP_METRICS_PROTOCOL'
+      : 'OTEL_EXPORTER_OTLP_PROTOCOL';
+  const protocol = read(protocolVar) ?? 'http/protobuf';
+  if (protocol === 'grpc') {
+    throw new ConfigError(
+      `${protocolVar}=grpc: OTLP over gRPC is not supported by the faultline agent; set it to http/protobuf (or http/json) and point the endpoint at the collector's OTLP/HTTP port (usually 4318)`,
+    );
+  }
+  if (protocol !== 'http/protobuf' && protocol !== 'http/json') {
+    throw new ConfigError(
+      `${protocolVar}: expected http/protobuf or http/json (actual: "${protocol}")`,
+    );
+  }
+
+  const endpointVar =
+    specific !== undefined ? 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT' : 'OTEL_EXPORTER_OTLP_ENDPOINT';
+  const endpoint = (specific ?? general)!;
+  let url: string;
+  try {
+    const parsed = new URL(endpoint);
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
+      throw new TypeError('not http(s)');
+    // As the exporter does: the signal-specific variable is used as is, the general one gets /v1/metrics.
+    url =
+      specific !== undefined
+        ? parsed.toString()
+        : `${endpoint.endsWith('/') ? endpoint : `${endpoint}/`}v1/metrics`;
+  } catch (err) {
+    throw new ConfigError(`${endpointVar}: expected an http(s) URL (actual: "${endpoint}")`, {
+      cause: err,
+    });
+  }
+
+  const positiveMs = (name: string, fallback: number): number => {
+    const raw = read(name);
+    if (raw === undefined) return fallback;
+    if (!/^\d+$/.test(raw) || Number(raw) <= 0)
+      throw new ConfigError(
+        `${name}: expected a positive whole number of milliseconds (actual: "${raw}")`,
+      );
+    return Number(raw);
+  };
+  const intervalMs = positiveMs('OTEL_METRIC_EXPORT_INTERVAL', 60_000);
+  const timeoutMs = Math.min(positiveMs('OTEL_METRIC_EXPORT_TIMEOUT', 30_000), intervalMs);
+  return { protocol, url, intervalMs, timeoutMs };
+}
+
+/** Who this agent is; all of it lands on the OTel resource. */
+export interface AgentTelemetryOptions {
+  /** `faultline.agent` resource attribute and the `agent` attribute of every series. */
+  readonly agentName: string;
+  /** `host.name`; the OS hostname by default. */
+  readonly hostName?: string;
+  /** The agent's own labels (zone, rack…): resource attributes `faultline.agent.label.<key>`. */
+  readonly agentLabels: Readonly<Record<string, string>>;
+  /** `service.version`. */
+  readonly serviceVersion: string;
+  /** Export failures and recoveries are logged here (once per change, not per export). */
+  readonly logger?: Logger;
+}
+
+/** How `shutdown` went. It never throws. */
+export interface TelemetryShutdown {
+  /** True when everything flushed (including the final OTLP push, if configured). */
+  readonly ok: boolean;
+  readonly error?: string;
+}
+
+/** The part of a configured target telemetry needs: its labels, used as given. */
+export interface TelemetryTarget {
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+// ---------------------------------------------------------------------------------------
+
+const phaseNames = ['dns', 'connect', 'tls', 'first_byte', 'rtt', 'total'] as const;
+const phaseTimings = ['dnsMs', 'connectMs', 'tlsMs', 'firstByteMs', 'rttMs', 'totalMs'] as const;
+const classIndex = Object.fromEntries(failureClasses.map((c, i) => [c, i])) as Record<
+  FailureClass,
+  number
+>;
+const probeResults = ['started', 'completed', 'skipped', 'error'] as const;
+const [STARTED, COMPLETED, SKIPPED, ERROR] = [0, 1, 2, 3] as const;
+
+function descriptor(name: string, unit: string, description: string): MetricDescriptor {
+  return { name, unit, description, valueType: ValueType.DOUBLE };
+}
+
+/** Metrics produced from per-path state (see PathMetricProducer for why not SDK instruments). */
+const m = {
+  duration: descriptor(
+    'faultline.probe.duration',
+    's',
+    'Probe phase durations (phase: dns, connect, tls, first_byte, rtt, total).',
+  ),
+  results: descriptor('faultline.probe.results', '{result}', 'Probe results by failure class.'),
+  skipped: descriptor(
+    'faultline.probe.skipped',
+    '{probe}',
+    'Probes not started because the previous one on this path was still running.',
+  ),
+  success: descriptor(
+    'faultline.probe.success',
+    '',
+    '1 if the last probe on this path passed, else 0.',
+  ),
+  state: descriptor(
+    'faultline.probe.state',
+    '',
+    'Always 1; its class attribute is the failure class of the last probe on this path.',
+  ),
+  icmpRtt: descriptor('faultline.probe.icmp.rtt', 's', 'ICMP echo round-trip times, per reply.'),
+  icmpLoss: descriptor(
+    'faultline.probe.icmp.loss',
+    '1',
+    'ICMP packet loss ratio (0..1) of the last probe.',
+  ),
+  lag: descriptor(
+    'faultline.agent.schedule.lag',
+    's',
+    'How late probes started against their schedule.',
+  ),
+  bbSuccess: descriptor(
+    'probe_success',
+    '',
+    'Displays whether or not the probe was a success (blackbox_exporter compatible).',
+  ),
+  bbDuration: descriptor(
+    'probe_duration_seconds',
+    's',
+    'Returns how long the probe took to complete in seconds (blackbox_exporter compatible).',
+  ),
+  bbDns: descriptor(
+    'probe_dns_lookup_time_seconds',
+    's',
+    'Returns the time taken for probe dns lookup in seconds (blackbox_exporter compatible).',
+  ),
+  bbHttpStatus: descriptor(
+    'probe_http_status_code',
+    '',
+    'Response HTTP status code, 0 without a response (blackbox_exporter compatible).',
+  ),
+  bbHttpDuration: descriptor(
+    'probe_http_duration_seconds',
+    's',
+    'Duration of http request by phase, summed over all redirects (blackbox_exporter compatible).',
+  ),
+  bbCertExpiry: descriptor(
+    'probe_ssl_earliest_cert_expiry',
+    '',
+    'Returns last SSL chain expiry in unixtime (blackbox_exporter compatible).',
+  ),
+  bbIcmpDuration: descriptor(
+    'probe_icmp_duration_seconds',
+    's',
+    'Duration of icmp request by phase (blackbox_exporter compatible).',
+  ),
+};
+
+/** A cumulative explicit-bucket histogram: a few array writes per value, no allocation. */
+class Hist {
+  readonly counts: Float64Array;
+  count = 0;
+  sum = 0;
+  min = Infinity;
+  max = -Infinity;
+
+  constructor(private readonly bounds: readonly number[]) {
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  record(v: number): void {
+    const b = this.bounds;
+    let i = 0;
+    // Bounds are inclusive upper limits, as in OTel and Prometheus.
+    while (i < b.length && v > b[i]!) i++;
+    this.counts[i]! += 1;
+    this.count++;
+    this.sum += v;
+    if (v < this.min) this.min = v;
+    if (v > this.max) this.max = v;
+  }
+
+  value(): Histogram {
+    return {
+      buckets: { boundaries: this.bounds as number[], counts: Array.from(this.counts) },
+      count: this.count,
+      sum: this.sum,
+      min: this.min,
+      max: this.max,
+    };
+  }
+}
+
+/** Everything exported about one (target, kind) path. */
+interface PathState {
+  target: TelemetryTarget;
+  labels: Readonly<Record<string, string>>;
+  readonly base: Attributes;
+  readonly startTime: HrTime;
+  /** Gauges are read from the last result at collection time: nothing to update per result. */
+  last: ProbeResult;
+  readonly classCounts: Float64Array;
+  readonly phases: (Hist | undefined)[];
+  icmpRtt: Hist | undefined;
+  skipped: number;
+  /** Attribute sets derived from `base`, built once per (key, value). */
+  readonly derived: Map<string, Attributes>;
+}
+
+function with1(p: PathState, key: string, value: string): Attributes {
+  const id = `${key}\u0000${value}`;
+  let a = p.derived.get(id);
+  if (a === undefined) {
+    a = { ...p.base, [key]: value };
+    p.derived.set(id, a);
+  }
+  return a;
+}
+
+const pathKey = (target: string, kind: string): string => `${target}\u0000${kind}`;
+
+function sameLabels(
+  a: Readonly<Record<string, string>>,
+  b: Readonly<Record<string, string>>,
+): boolean {
+  const ak = Object.keys(a);
+  if (ak.length !== Object.keys(b).length) return false;
+  for (const k of ak) if (a[k] !== b[k]) return false;
+  return true;
+}
+
+function msToHrTime(ms: number): HrTime {
+  const s = Math.floor(ms / 1000);
+  return [s, Math.round((ms - s * 1000) * 1e6)];
+}
+
+/** Unix seconds of a certificate's `validTo` (a date string, or epoch ms/s), if readable. */
+function certExpiryS(detail: Record<string, unknown> | undefined): number | undefined {
+  const cert = detail?.certificate;
+  if (cert === null || typeof cert !== 'object') return undefined;
+  const validTo = (cert as Record<string, unknown>).validTo;
+  const ms =
+    typeof validTo === 'string'
+      ? Date.parse(validTo)
+      : typeof validTo === 'number'
+        ? validTo > 1e11
+          ? validTo
+          : validTo * 1000
+        : NaN;
+  return Number.isFinite(ms) ? ms / 1000 : undefined;
+}
+
+type ExportResult = Parameters<Parameters<PushMetricExporter['export']>[1]>[0];
+// ExportResultCode.SUCCESS, without importing @opentelemetry/core (not a direct dependency).
+const exportSucceeded = 0 as ExportResult['code'];
+
+/** Passes exports through and tells the owner how each ended (the SDK only logs to `diag`). */
+class ObservedExporter implements PushMetricExporter {
+  constructor(
+    private readonly inner: PushMetricExporter,
+    private readonly onResult: (result: ExportResult) => void,
+  ) {
+    if (inner.selectAggregationTemporality)
+      this.selectAggregationTemporality = inner.selectAggregationTemporality.bind(inner);
+    if (inner.selectAggregation) this.selectAggregation = inner.selectAggregation.bind(inner);
+  }
+  readonly selectAggregationTemporality?: PushMetricExporter['selectAggregationTemporality'];
+  readonly selectAggregation?: PushMetricExporter['selectAggregation'];
+
+  export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
+    this.inner.export(metrics, (result) => {
+      this.onResult(result);
+      resultCallback(result);
+    });
+  }
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush();
+  }
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
+  }
+}
+
+const unitSuffixes: Readonly<Record<string, string>> = {
+  s: 'seconds',
+  ms: 'milliseconds',
+  By: 'bytes',
+};
+
+/**
+ * The Prometheus name of an OTel metric, per the OTel→Prometheus compatibility spec:
+ * unit suffix (`_seconds`, `_bytes`, `_ratio` for unit-1 gauges) unless already there;
+ * `_total` on counters is added by the serializer. exporter-prometheus 0.223 adds no unit
+ * suffix itself, so without this `faultline.probe.duration` would be exposed unitless.
+ */
+export function prometheusName(metric: Pick<MetricData, 'descriptor' | 'dataPointType'>): string {
+  let name = metric.descriptor.name.replace(/[^a-zA-Z0-9_]/g, '_').replace(/_{2,}/g, '_');
+  const unit = metric.descriptor.unit;
+  const suffix =
+    unit === '1' && metric.dataPointType === DataPointType.GAUGE ? 'ratio' : unitSuffixes[unit];
+  if (suffix !== undefined && !name.endsWith(`_${suffix}`)) name += `_${suffix}`;
+  return name;
+}
+
+const escapeLabelValue = (v: string): string =>
+  v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+const escapeHelp = (v: string): string => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+const labelName = (k: string): string => {
+  const n = k.replace(/[^a-zA-Z0-9_]/g, '_');
+  return /^[0-9]/.test(n) ? `_${n}` : n;
+};
+const formatValue = (v: number): string =>
+  v === Infinity ? '+Inf' : v === -Infinity ? '-Inf' : String(v);
+
+/**
+ * Prometheus text format (0.0.4) writer. exporter-prometheus's own serializer is not used:
+ * it adds no unit suffixes, labels every sample with otel_scope_*, and re-escapes every
+ * label of every sample — over a second per scrape at 1,000 paths. Here a label set is
+ * rendered once per attribute object (the per-path ones are long-lived) and reused.
+ */
+class PrometheusText {
+  private readonly labels = new WeakMap<Attributes, string>();
+  private readonly names = new Map<string, string>();
+  private readonly les = new WeakMap<number[], string[]>();
+
+  render(rm: ResourceMetrics): string {
+    const resource = this.labelsOf(rm.resource.attributes);
+    let out = `# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info${resource === '' ? '' : `{${resource}}`} 1\n`;
+    for (const sm of rm.scopeMetrics) for (const md of sm.metrics) out += this.metric(md);
+    return out;
+  }
+
+  private metric(md: MetricData): string {
+    const name = this.name(md);
+    const type =
+      md.dataPointType === DataPointType.HISTOGRAM
+        ? 'histogram'
+        : md.dataPointType === DataPointType.SUM && md.isMonotonic
+          ? 'counter'
+          : md.dataPointType === DataPointType.EXPONENTIAL_HISTOGRAM
+            ? 'untyped'
+            : 'gauge';
+    let out = `# HELP ${name} ${escapeHelp(md.descriptor.description || md.descriptor.name)}\n# TYPE ${name} ${type}\n`;
+    if (md.dataPointType === DataPointType.HISTOGRAM) {
+      for (const dp of md.dataPoints) {
+        const h = dp.value;
+        const labels = this.labelsOf(dp.attributes);
+        const prefix = `${name}_bucket{${labels}${labels === '' ? '' : ','}le="`;
+        const les = this.lesOf(h.buckets.boundaries);
+        let cumulative = 0;
+        for (let i = 0; i < h.buckets.counts.length; i++) {
+          cumulative += h.buckets.counts[i]!;
+          out += `${prefix}${les[i] ?? '+Inf'}"} ${cumulative}\n`;
+        }
+        const braces = labels === '' ? '' : `{${labels}}`;
+        out += `${name}_sum${braces} ${formatValue(h.sum ?? 0)}\n${name}_count${braces} ${h.count}\n`;
+      }
+    } else if (md.dataPointType === DataPointType.SUM || md.dataPointType === DataPointType.GAUGE) {
+      for (const dp of md.dataPoints) {
+        const labels = this.labelsOf(dp.attributes);
+        out += `${name}${labels === '' ? '' : `{${labels}}`} ${formatValue(dp.value)}\n`;
+      }
+    }
+    return out;
+  }
+
+  private name(md: MetricData): string {
+    const monotonic = md.dataPointType === DataPointType.SUM && md.isMonotonic;
+    const key = `${md.descriptor.name}\u0000${md.descriptor.unit}\u0000${md.dataPointType}\u0000${monotonic}`;
+    let name = this.names.get(key);
+    if (name === undefined) {
+      name = prometheusName(md);
+      if (monotonic && !name.endsWith('_total')) name += '_total';
+      this.names.set(key, name);
+    }
+    return name;
+  }
+
+  private lesOf(boundaries: number[]): string[] {
+    let les = this.les.get(boundaries);
+    if (les === undefined) this.les.set(boundaries, (les = boundaries.map(formatValue)));
+    return les;
+  }
+
+  /** `k="v",k2="v2"` (no braces), rendered once per attributes object. */
+  private labelsOf(attributes: Attributes): string {
+    let s = this.labels.get(attributes);
+    if (s === undefined) {
+      const parts: string[] = [];
+      for (const [k, v] of Object.entries(attributes)) {
+        if (v !== undefined)
+          parts.push(
+            `${labelName(k)}="${escapeLabelValue(typeof v === 'string' ? v : JSON.stringify(v))}"`,
+          );
+      }
+      s = parts.join(',');
+      this.labels.set(attributes, s);
+    }
+    return s;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/**
+ * The agent's OpenTelemetry metrics: one MeterProvider with a Prometheus reader (served by
+ * the agent's own HTTP server through `metricsHandler`/`renderPrometheus`) and, when the
+ * OTEL_EXPORTER_OTLP_* environment asks for it, an OTLP/HTTP push reader.
+ *
+ * Per-path metrics are not SDK instruments: a custom MetricProducer builds them from
+ * per-path state at collection time. Two reasons. (1) The SDK keeps reporting an
+ * asynchronous series with its last value after a callback stops observing it, so a class
+ * change or a removed target would leave stale series behind; built here, a series is
+ * exactly what is current. (2) Each SDK `record()` hashes its attribute set (sort +
+ * JSON.stringify, ~3 µs); here a result costs two map lookups and a few array writes.
+ * Agent-level gauges (in-flight, RSS, probe counts) are ordinary observable instruments.
+ */
+export class AgentTelemetry {
+  /** OTLP push settings, or undefined when the environment configures none. */
+  readonly otlp: OtlpPushSettings | undefined;
+  /** For other agent parts that want to add instruments (spool depth, report client…). */
+  readonly meter: Meter;
+
+  private readonly agentName: string;
+  private readonly scope: { readonly name: string; readonly version: string };
+  private readonly logger: Logger | undefined;
+  private readonly provider: MeterProvider;
+  private readonly prometheus: PrometheusExporter;
+  private readonly text = new PrometheusText();
+  private readonly paths = new Map<string, Map<string, PathState>>();
+  /** Targets removed while a probe may still be running: its late result must not revive them. */
+  private readonly removed = new WeakMap<TelemetryTarget, Set<string>>();
+  private readonly probeCounts = new Float64Array(probeResults.length);
+  private readonly probeAttrs: Attributes[];
+  private readonly agentAttrs: Attributes;
+  private readonly scheduleLag = new Hist(scheduleLagBucketsS);
+  private readonly startTime = msToHrTime(Date.now());
+  private inFlight = 0;
+  private inFlightSource: (() => number) | undefined;
+  private exportError: string | undefined;
+  private shutdownPromise: Promise<TelemetryShutdown> | undefined;
+
+  /** Throws ConfigError when the OTEL_* environment asks for something unsupported (gRPC). */
+  constructor(options: AgentTelemetryOptions) {
+    this.agentName = options.agentName;
+    this.scope = { name: 'faultline-agent', version: options.serviceVersion };
+    this.logger = options.logger;
+    this.otlp = otlpPushFromEnv();
+    this.agentAttrs = { agent: options.agentName };
+    this.probeAttrs = probeResults.map((result) => ({ agent: options.agentName, result }));
+
+    const labelAttrs = Object.fromEntries(
+      Object.entries(options.agentLabels).map(([k, v]) => [`faultline.agent.label.${k}`, v]),
+    );
+    // OTEL_RESOURCE_ATTRIBUTES (e.g. deployment.environment) is honoured; our identity wins over it.
+    const resource = defaultResource()
+      .merge(detectResources({ detectors: [envDetector] }))
+      .merge(
+        resourceFromAttributes({
+          [ATTR_SERVICE_NAME]: 'faultline-agent',
+          [ATTR_SERVICE_VERSION]: options.serviceVersion,
+          'host.name': options.hostName ?? hostname(),
+          'faultline.agent': options.agentName,
+          ...labelAttrs,
+        }),
+      );
+
+    const producer: MetricProducer = { collect: async () => this.collectPaths(resource) };
+    this.prometheus = new PrometheusExporter({
+      preventServerStart: true,
+      metricProducers: [producer],
+    });
+    const readers: (PrometheusExporter | PeriodicExportingMetricReader)[] = [this.prometheus];
+    if (this.otlp !== undefined) {
+      // Both exporters read endpoint, headers, timeout, compression and certificates from the environment.
+      const inner =
+        this.otlp.protocol === 'http/json'
+          ? new OtlpJsonMetricExporter()
+          : new OtlpProtobufMetricExporter();
+      const url = this.otlp.url;
+      const exporter = new ObservedExporter(inner, (result) => {
+        if (result.code === exportSucceeded) {
+          if (this.exportError !== undefined)
+            this.logger?.info({ url }, 'OTLP metrics export recovered');
+          this.exportError = undefined;
+        } else {
+          const message = result.error?.message ?? 'export failed';
+          if (this.exportError === undefined)
+            this.logger?.warn({ url, err: message }, 'OTLP metrics export failing');
+          this.exportError = message;
+        }
+      });
+      readers.push(
+        new PeriodicExportingMetricReader({
+          exporter,
+          exportIntervalMillis: this.otlp.intervalMs,
+          exportTimeoutMillis: this.otlp.timeoutMs,
+          metricProducers: [producer],
+        }),
+      );
+    }
+    this.provider = new MeterProvider({ resource, readers });
+    this.meter = this.provider.getMeter(this.scope.name, this.scope.version);
+
+    const probes = this.meter.createObservableCounter('faultline.agent.probes', {
+      unit: '{probe}',
+      description:
+        'Probes by outcome: started, completed, skipped (previous still running), error (the probe itself failed).',
+    });
+    const inFlight = this.meter.createObservableGauge('faultline.agent.probes.in_flight', {
+      unit: '{probe}',
+      description: 'Probes running now.',
+    });
+    const rss = this.meter.createObservableGauge('faultline.agent.memory.rss', {
+      unit: 'By',
+      description: 'Resident set size of the agent process.',
+      valueType: ValueType.INT,
+    });
+    this.meter.addBatchObservableCallback(
+      (observer) => {
+        for (let i = 0; i < probeResults.length; i++)
+          observer.observe(probes, this.probeCounts[i]!, this.probeAttrs[i]);
+        observer.observe(inFlight, this.inFlightSource?.() ?? this.inFlight, this.agentAttrs);
+        observer.observe(rss, process.memoryUsage.rss(), this.agentAttrs);
+      },
+      [probes, inFlight, rss],
+    );
+  }
+
+  /**
+   * Records one probe result (hot path: called for every probe). `target.labels` become
+   * attributes of the path's series; pass the same object each time so it is not re-read.
+   */
+  recordResult(result: ProbeResult, target: TelemetryTarget): void {
+    let p = this.paths.get(result.target)?.get(result.kind);
+    if (p === undefined || p.labels !== target.labels) p = this.openPath(result, target, p);
+    if (p === undefined) return;
+    p.last = result;
+    const ci = classIndex[result.class] ?? classIndex.internal_error;
+    p.classCounts[ci]! += 1;
+    this.probeCounts[result.class === 'internal_error' ? ERROR : COMPLETED]! += 1;
+
+    const t = result.timings;
+    for (let i = 0; i < phaseTimings.length; i++) {
+      const ms = t[phaseTimings[i]!];
+      if (ms === undefined) continue;
+      (p.phases[i] ??= new Hist(probeDurationBucketsS)).record(ms / 1000);
+    }
+    if (result.kind === 'icmp') {
+      const rtts = result.detail?.rttsMs;
+      if (Array.isArray(rtts)) {
+        for (const v of rtts)
+          if (typeof v === 'number' && v >= 0)
+            (p.icmpRtt ??= new Hist(probeDurationBucketsS)).record(v / 1000);
+      } else if (t.rttMs !== undefined) {
+        (p.icmpRtt ??= new Hist(probeDurationBucketsS)).record(t.rttMs / 1000);
+      }
+    }
+  }
+
+  /** A probe started, `lagMs` after its scheduled time. */
+  recordStart(lagMs: number): void {
+    this.probeCounts[STARTED]! += 1;
+    this.scheduleLag.record(lagMs > 0 ? lagMs / 1000 : 0);
+  }
+
+  /** A probe of `targetName` was not started because its previous run had not finished. */
+  recordSkip(targetName: string): void {
+    this.probeCounts[SKIPPED]! += 1;
+    const byKind = this.paths.get(targetName);
+    if (byKind !== undefined) for (const p of byKind.values()) p.skipped++;
+  }
+
+  /** How many probes are running now (reported as faultline.agent.probes.in_flight). */
+  setInFlight(n: number): void {
+    this.inFlight = n;
+  }
+
+  /** Or: where to read the in-flight count from at each collection (replaces `setInFlight`). */
+  observeInFlight(read: () => number): void {
+    this.inFlightSource = read;
+  }
+
+  /**
+   * Stops exporting every series of a target (all its kinds, or one kind). A result of the
+   * same target object that arrives later (a probe still in flight) is ignored; a target
+   * re-added by a later config (a new object) is recorded afresh.
+   */
+  removeTarget(name: string, kind?: string): void {
+    const byKind = this.paths.get(name);
+    if (byKind === undefined) return;
+    for (const [k, p] of byKind) {
+      if (kind !== undefined && k !== kind) continue;
+      let keys = this.removed.get(p.target);
+      if (keys === undefined) this.removed.set(p.target, (keys = new Set()));
+      keys.add(pathKey(name, k));
+      byKind.delete(k);
+    }
+    if (byKind.size === 0) this.paths.delete(name);
+  }
+
+  /** The Prometheus text exposition of every metric (OTel names mapped to Prometheus names). */
+  async renderPrometheus(): Promise<string> {
+    const { resourceMetrics, errors } = await this.prometheus.collect();
+    if (errors.length > 0)
+      this.logger?.debug({ errors: errors.map(String) }, 'metric collection errors');
+    return this.text.render(resourceMetrics);
+  }
+
+  /** A node:http handler answering with `renderPrometheus()`; mount it at GET /metrics. */
+  metricsHandler(_req: IncomingMessage, res: ServerResponse): void {
+    this.renderPrometheus().then(
+      (body) => {
+        res.writeHead(200, { 'content-type': prometheusContentType });
+        res.end(body);
+      },
+      (err: unknown) => {
+        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
+        res.end(`metrics collection failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      },
+    );
+  }
+
+  /**
+   * Pushes what is left (final OTLP export) and shuts the readers down, within `timeoutMs`.
+   * Never throws; a second call returns the first one's outcome.
+   */
+  shutdown(timeoutMs = 5000): Promise<TelemetryShutdown> {
+    this.shutdownPromise ??= this.doShutdown(timeoutMs);
+    return this.shutdownPromise;
+  }
+
+  private async doShutdown(timeoutMs: number): Promise<TelemetryShutdown> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+      timer.unref();
+    });
+    let outcome: TelemetryShutdown;
+    try {
+      const done = await Promise.race([
+        this.provider.shutdown({ timeoutMillis: timeoutMs }).then(() => 'done' as const),
+        timedOut,
+      ]);
+      if (done === 'timeout')
+        outcome = { ok: false, error: `telemetry did not shut down within ${timeoutMs} ms` };
+      else if (this.exportError !== undefined)
+        outcome = { ok: false, error: `final OTLP export failed: ${this.exportError}` };
+      else outcome = { ok: true };
+    } catch (err) {
+      outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!outcome.ok) this.logger?.warn({ err: outcome.error }, 'telemetry shutdown incomplete');
+    return outcome;
+  }
+
+  /** The slow path of recordResult: a new path, or one whose labels object changed. */
+  private openPath(
+    result: ProbeResult,
+    target: TelemetryTarget,
+    old: PathState | undefined,
+  ): PathState | undefined {
+    if (this.removed.get(target)?.has(pathKey(result.target, result.kind)) === true)
+      return undefined;
+    if (old !== undefined && sameLabels(old.labels, target.labels)) {
+      // The same target from a reloaded config: keep its series, follow the new object.
+      old.target = target;
+      old.labels = target.labels;
+      return old;
+    }
+    const base: Attributes = { agent: this.agentName, target: result.target, kind: result.kind };
+    for (const [k, v] of Object.entries(target.labels))
+      if (!(k in base) && !reservedMetricLabels.includes(k)) base[k] = v;
+    const p: PathState = {
+      target,
+      labels: target.labels,
+      base,
+      startTime: msToHrTime(Date.now()),
+      last: result,
+      classCounts: new Float64Array(failureClasses.length),
+      phases: new Array<Hist | undefined>(phaseNames.length).fill(undefined),
+      icmpRtt: undefined,
+      skipped: 0,
+      derived: new Map(),
+    };
+    let byKind = this.paths.get(result.target);
+    if (byKind === undefined)
+      this.paths.set(result.target, (byKind = new Map<string, PathState>()));
+    byKind.set(result.kind, p);
+    return p;
+  }
+
+  /** Builds the per-path metrics (and the schedule lag histogram) for one collection. */
+  private collectPaths(resource: ResourceMetrics['resource']): CollectionResult {
+    const now = msToHrTime(Date.now());
+    const gauges = new Map<MetricDescriptor, DataPoint<number>[]>();
+    const sums = new Map<MetricDescriptor, DataPoint<number>[]>();
+    const hists = new Map<MetricDescriptor, DataPoint<Histogram>[]>();
+    const push = <T>(
+      into: Map<MetricDescriptor, DataPoint<T>[]>,
+      d: MetricDescriptor,
+      point: DataPoint<T>,
+    ): void => {
+      let list = into.get(d);
+      if (list === undefined) into.set(d, (list = []));
+      list.push(point);
+    };
+
+    for (const byKind of this.paths.values()) {
+      for (const p of byKind.values()) {
+        const start = p.startTime;
+        const gauge = (d: MetricDescriptor, value: number, attributes: Attributes = p.base): void =>
+          push(gauges, d, { startTime: start, endTime: now, attributes, value });
+        const r = p.last;
+        const t = r.timings;
+        const ok = r.class === 'ok' ? 1 : 0;
+
+        gauge(m.success, ok);
+        gauge(m.state, 1, with1(p, 'class', r.class));
+        gauge(m.bbSuccess, ok);
+        gauge(m.bbDuration, t.totalMs / 1000);
+        gauge(m.bbDns, (t.dnsMs ?? 0) / 1000);
+        const loss = r.detail?.lossRatio;
+        if (typeof loss === 'number') gauge(m.icmpLoss, loss);
+        const expiry = certExpiryS(r.detail);
+        if (expiry !== undefined) gauge(m.bbCertExpiry, expiry);
+        if (r.kind === 'http') {
+          const status = r.detail?.status;
+          gauge(m.bbHttpStatus, typeof status === 'number' ? status : 0);
+          const [dns, connect, tls, firstByte] = [
+            t.dnsMs ?? 0,
+            t.connectMs ?? 0,
+            t.tlsMs ?? 0,
+            t.firstByteMs ?? 0,
+          ];
+          const transfer =
+            t.firstByteMs === undefined
+              ? 0
+              : Math.max(0, t.totalMs - dns - connect - tls - firstByte);
+          gauge(m.bbHttpDuration, dns / 1000, with1(p, 'phase', 'resolve'));
+          gauge(m.bbHttpDuration, connect / 1000, with1(p, 'phase', 'connect'));
+          gauge(m.bbHttpDuration, tls / 1000, with1(p, 'phase', 'tls'));
+          gauge(m.bbHttpDuration, firstByte / 1000, with1(p, 'phase', 'processing'));
+          gauge(m.bbHttpDuration, transfer / 1000, with1(p, 'phase', 'transfer'));
+        } else if (r.kind === 'icmp') {
+          gauge(m.bbIcmpDuration, (t.dnsMs ?? 0) / 1000, with1(p, 'phase', 'resolve'));
+          gauge(m.bbIcmpDuration, (t.rttMs ?? 0) / 1000, with1(p, 'phase', 'rtt'));
+        }
+
+        for (let i = 0; i < p.classCounts.length; i++) {
+          const n = p.classCounts[i]!;
+          if (n > 0)
+            push(sums, m.results, {
+              startTime: start,
+              endTime: now,
+              attributes: with1(p, 'class', failureClasses[i]!),
+              value: n,
+            });
+        }
+        push(sums, m.skipped, {
+          startTime: start,
+          endTime: now,
+          attributes: p.base,
+          value: p.skipped,
+        });
+        for (let i = 0; i < p.phases.length; i++) {
+          const h = p.phases[i];
+          if (h !== undefined)
+            push(hists, m.duration, {
+              startTime: start,
+              endTime: now,
+              attributes: with1(p, 'phase', phaseNames[i]!),
+              value: h.value(),
+            });
+        }
+        if (p.icmpRtt !== undefined)
+          push(hists, m.icmpRtt, {
+            startTime: start,
+            endTime: now,
+            attributes: p.base,
+            value: p.icmpRtt.value(),
+          });
+      }
+    }
+    if (this.scheduleLag.count > 0)
+      push(hists, m.lag, {
+        startTime: this.startTime,
+        endTime: now,
+        attributes: this.agentAttrs,
+        value: this.scheduleLag.value(),
+      });
+
+    const metrics: MetricData[] = [];
+    const cumulative = AggregationTemporality.CUMULATIVE;
+    for (const [descriptor, dataPoints] of hists)
+      metrics.push({
+        descriptor,
+        aggregationTemporality: cumulative,
+        dataPointType: DataPointType.HISTOGRAM,
+        dataPoints,
+      });
+    for (const [descriptor, dataPoints] of sums) {
+      metrics.push({
+        descriptor,
+        aggregationTemporality: cumulative,
+        dataPointType: DataPointType.SUM,
+        isMonotonic: true,
+        dataPoints,
+      });
+    }
+    for (const [descriptor, dataPoints] of gauges)
+      metrics.push({
+        descriptor,
+        aggregationTemporality: cumulative,
+        dataPointType: DataPointType.GAUGE,
+        dataPoints,
+      });
+    return {
+      resourceMetrics: { resource, scopeMetrics: [{ scope: this.scope, metrics }] },
+      errors: [],
+    };
+  }
+}
