@@ -28,3 +28,35 @@ describe('probe registry', () => {
     );
   });
 });
+
+describe('README probe-kinds table', () => {
+  it('lists every registered kind, as rendered from the registry', async () => {
+    const { probeKindsTable } = await import('./docs.js');
+    const readmePath = `${here}../README.md`;
+    const readme = readFileSync(readmePath, 'utf8');
+    const block = /<!-- probe-kinds:start[^>]*-->\n([\s\S]*?)\n<!-- probe-kinds:end -->/.exec(
+      readme,
+    );
+    // Prettier pads Markdown tables: compare the cells, not the spacing.
+    const cells = (table: string): string[][] =>
+      table
+        .split('\n')
+        .filter((l) => l.startsWith('|') && !/^\|[\s|:-]+\|$/.test(l))
+        .map((l) =>
+          l
+            .split('|')
+            .slice(1, -1)
+            .map((c) => c.trim()),
+        );
+    expect(block, 'README.md has no probe-kinds block').not.toBeNull();
+    if (process.env.FAULTLINE_UPDATE_DOCS === '1') {
+      const { writeFileSync } = await import('node:fs');
+      writeFileSync(readmePath, readme.replace(block![1]!, probeKindsTable()));
+      return;
+    }
+    expect(
+      cells(block![1]!),
+      'regenerate with FAULTLINE_UPDATE_DOCS=1 npx vitest run probes/registry.test.ts',
+    ).toEqual(cells(probeKindsTable()));
+  });
+});
