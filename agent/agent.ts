@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { probeDefinition } from '../probes/registry.js';
+import { probeDefinition, probeKinds, probeRegistry } from '../probes/registry.js';
+import type { ProbeDefinition, ScheduledTarget } from '../probes/types.js';
 import { runProbe } from '../probes/run.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { AgentConfig, ResolvedTarget } from './config.js';
@@ -62,6 +63,7 @@ export class Agent {
     const agent = new Agent(config, log, telemetry);
     agent.telemetry.observeInFlight(() => agent.scheduler.stats().inFlight);
     if (config.metrics.listen !== false) await agent.listen(config.metrics.listen);
+    agent.prepareKinds(config);
     agent.scheduler.setJobs(agent.jobs(config));
     agent.scheduler.start();
     log.info(
@@ -86,6 +88,7 @@ export class Agent {
       }
     }
     this.config = config;
+    this.prepareKinds(config);
     this.scheduler.setJobs(this.jobs(config));
     this.log.info({ targets: config.targets.length }, 'configuration reloaded');
   }
@@ -108,6 +111,9 @@ export class Agent {
     const { unfinished } = await this.scheduler.stop(graceMs);
     if (unfinished > 0)
       this.log.warn({ unfinished }, 'probes still running at shutdown were aborted');
+    await Promise.allSettled(
+      probeKinds.map((kind) => (probeRegistry[kind] as ProbeDefinition<unknown>).close?.()),
+    );
     await this.telemetry.shutdown();
     if (this.server !== undefined) {
       const server = this.server;
@@ -115,6 +121,23 @@ export class Agent {
       server.closeAllConnections();
     }
     this.log.info({ probes: this.scheduler.stats().completed }, 'agent stopped');
+  }
+
+  /** Announces every kind's scheduled targets to kinds that keep long-lived engines. */
+  private prepareKinds(config: AgentConfig): void {
+    for (const kind of probeKinds) {
+      const def = probeRegistry[kind] as ProbeDefinition<unknown>;
+      if (def.prepare === undefined) continue;
+      const targets: ScheduledTarget<unknown>[] = config.targets
+        .filter((t) => t.kind === kind)
+        .map((t) => ({
+          target: t.target,
+          options: t.options,
+          intervalMs: t.intervalMs,
+          timeoutMs: t.timeoutMs,
+        }));
+      def.prepare(targets);
+    }
   }
 
   private jobs(config: AgentConfig): Job[] {
@@ -198,16 +221,15 @@ export class Agent {
           .end(text);
       } else if (path === '/healthz') {
         const s = this.scheduler.stats();
-        res
-          .writeHead(200, { 'content-type': 'application/json' })
-          .end(
-            JSON.stringify({
-              status: 'ok',
-              agent: this.config.agent.name,
-              targets: s.jobs,
-              inFlight: s.inFlight,
-            }),
-          );
+        res.writeHead(200, { 'content-type': 'application/json' }).end(
+          JSON.stringify({
+            status: 'ok',
+            agent: this.config.agent.name,
+            targets: s.jobs,
+            inFlight: s.inFlight,
+            lagP99Ms: s.lagP99Ms,
+          }),
+        );
       } else {
         res
           .writeHead(404, { 'content-type': 'text/plain' })

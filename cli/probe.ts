@@ -246,6 +246,7 @@ export function probeCommand(setExit: (code: number) => void): CommandModule<obj
         }
       } finally {
         process.removeListener('SIGINT', onSigint);
+        await def.close?.();
       }
       if (!args.json) process.stdout.write(formatSummary(def.kind, target.address, results) + '\n');
       setExit(results.every((r) => r.class === 'ok') ? exitCodes.ok : exitCodes.failed);

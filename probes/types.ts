@@ -61,4 +61,22 @@ export interface ProbeDefinition<O = unknown> {
    * phase timings reached. Throws only on a programming error.
    */
   run(target: Target, options: O, ctx: ProbeContext): Promise<ProbeOutcome>;
+  /**
+   * Optional. The agent announces every target of this kind it will probe on schedule (at
+   * start and at each reload, the whole set each time), so a kind can keep long-lived
+   * machinery for them (ICMP: one fping process for all targets) instead of paying a start-up
+   * per probe. `run` must still work for targets never announced (one-shot probes).
+   */
+  prepare?(targets: readonly ScheduledTarget<O>[]): void;
+  /** Optional. Releases what `prepare` or `run` set up (child processes); idempotent. */
+  close?(): Promise<void>;
+}
+
+/** A target the agent probes on a schedule, as announced to `ProbeDefinition.prepare`. */
+export interface ScheduledTarget<O> {
+  readonly target: Target;
+  readonly options: O;
+  /** Time between the starts of two rounds. */
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
 }
