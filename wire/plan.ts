@@ -1,0 +1,42 @@
+import { z } from 'zod';
+
+/**
+ * The probe plan the collector hands each agent (`GET /api/v1/plan?agent=NAME`): a
+ * Pingmesh-style pinglist. The agent caches it on disk and keeps probing with it while the
+ * collector is away.
+ */
+export const PlanTargetSchema = z
+  .object({
+    /** Unique within the plan: `<component>/<kind>[/<service>]`. */
+    name: z.string().min(1).max(256),
+    /** The inventory component this target belongs to. */
+    component: z.string().min(1).max(128),
+    /** The service on the component (absent for host-level probes such as icmp). */
+    service: z.string().max(128).optional(),
+    kind: z.string().min(1).max(32),
+    /** host, host:port or URL, validated by the agent with the kind's target form. */
+    address: z.string().min(1).max(2048),
+    intervalMs: z.number().int().min(100).max(86_400_000),
+    timeoutMs: z.number().int().min(10).max(86_400_000),
+    /** The kind's options; validated by the agent against the kind's schema. */
+    options: z.record(z.string(), z.unknown()),
+    /** Topology labels of the component (zone, rack, switch, role, …). */
+    labels: z.record(z.string(), z.string()),
+  })
+  .strict();
+export type PlanTarget = z.infer<typeof PlanTargetSchema>;
+
+export const PlanSchema = z
+  .object({
+    /** Content hash: an unchanged plan keeps its version. */
+    version: z.string().min(1).max(128),
+    agent: z.string().min(1).max(128),
+    generatedAtMs: z.number().int().nonnegative(),
+    /** How often the agent asks for a new plan. */
+    refreshIntervalMs: z.number().int().min(1000),
+    /** How often the agent sends a report batch (also its heartbeat). */
+    reportIntervalMs: z.number().int().min(100),
+    targets: z.array(PlanTargetSchema).max(100_000),
+  })
+  .strict();
+export type Plan = z.infer<typeof PlanSchema>;

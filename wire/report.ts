@@ -1,0 +1,74 @@
+import { z } from 'zod';
+import { FailureClassSchema, ProbeResultSchema } from './result.js';
+
+/**
+ * What agents send (`POST /api/v1/reports`, bearer token, gzip allowed). A healthy path
+ * costs little on the wire: full results only for state changes and failures, summaries per
+ * period for the rest.
+ */
+
+/** Per path, per period: what happened, without every success in full. */
+export const PathSummarySchema = z
+  .object({
+    /** Plan target name. */
+    target: z.string().min(1).max(512),
+    kind: z.string().min(1).max(32),
+    fromMs: z.number().int().nonnegative(),
+    toMs: z.number().int().nonnegative(),
+    count: z.number().int().nonnegative(),
+    ok: z.number().int().nonnegative(),
+    /** Failures by class. */
+    failures: z.partialRecord(FailureClassSchema, z.number().int().positive()),
+    /** Latency of the successful probes in the period (ms): the kind's main timing. */
+    latencyMs: z
+      .object({
+        min: z.number().nonnegative(),
+        p50: z.number().nonnegative(),
+        p90: z.number().nonnegative(),
+        p99: z.number().nonnegative(),
+        max: z.number().nonnegative(),
+      })
+      .strict()
+      .optional(),
+    /** ICMP: packets lost / sent in the period. */
+    lossRatio: z.number().min(0).max(1).optional(),
+    lastClass: FailureClassSchema,
+    /** Sequence number of the last result in the period. */
+    lastSeq: z.number().int().nonnegative(),
+  })
+  .strict();
+export type PathSummary = z.infer<typeof PathSummarySchema>;
+
+export const ReportBatchSchema = z
+  .object({
+    /** Stable id of the agent (generated once, kept in its state dir). */
+    agentId: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/),
+    agent: z.string().min(1).max(128),
+    labels: z.record(z.string().max(64), z.string().max(256)).optional(),
+    /** Batch sequence number per agentId: 1, 2, 3, … assigned when the batch is spooled. */
+    seq: z.number().int().positive(),
+    /** Batches the agent had to drop (spool bound) right before this one; the collector
+     * accepts the gap in `seq` only when it is declared here. */
+    dropped: z
+      .object({ batches: z.number().int().positive(), results: z.number().int().nonnegative() })
+      .strict()
+      .optional(),
+    createdAtMs: z.number().int().nonnegative(),
+    planVersion: z.string().max(128).optional(),
+    /** State changes and failures, in full, in probe order. */
+    results: z.array(ProbeResultSchema).max(50_000),
+    summaries: z.array(PathSummarySchema).max(50_000),
+  })
+  .strict();
+export type ReportBatch = z.infer<typeof ReportBatchSchema>;
+
+/** The collector's answer to a report. */
+export const ReportAckSchema = z
+  .object({
+    /** Highest seq accepted for this agent, contiguous (the watermark). */
+    acceptedSeq: z.number().int().nonnegative(),
+    /** True when this batch had already been accepted (a retry): nothing changed. */
+    duplicate: z.boolean(),
+  })
+  .strict();
+export type ReportAck = z.infer<typeof ReportAckSchema>;
