@@ -1,0 +1,79 @@
+import type { FailureClass } from '../wire/result.js';
+import type { Plan } from '../wire/plan.js';
+import type { ReportBatch } from '../wire/report.js';
+
+/** The outcome of ingesting one report batch. */
+export type IngestOutcome =
+  /** Stored and applied; `acceptedSeq` is the new watermark. */
+  | { readonly status: 'accepted'; readonly acceptedSeq: number }
+  /** Already accepted earlier (a retry): nothing changed. */
+  | { readonly status: 'duplicate'; readonly acceptedSeq: number }
+  /** `seq` skips ahead of the watermark without declaring dropped batches: refused. */
+  | { readonly status: 'gap'; readonly acceptedSeq: number; readonly expectedSeq: number }
+  /** The agent id is already held by another agent name: refused. */
+  | { readonly status: 'conflict'; readonly acceptedSeq: number; readonly message: string };
+
+/** Health of one path: (agent, plan target). */
+export interface PathState {
+  readonly agent: string;
+  /** Plan target name, `<component>/<kind>[/<service>]`. */
+  readonly target: string;
+  readonly component: string;
+  readonly service?: string;
+  readonly kind: string;
+  /** ok: last result ok and recovered; failing: consecutive failures ≥ the debounce; … */
+  readonly state: 'ok' | 'failing' | 'degraded' | 'unknown';
+  readonly lastClass: FailureClass;
+  readonly consecutiveFailures: number;
+  readonly consecutiveSuccesses: number;
+  /** Share of failed probes in the sliding window. */
+  readonly failureRatio: number;
+  /** ICMP loss in the sliding window, when known. */
+  readonly lossRatio?: number;
+  /** Latency: the path's own baseline and the current window (ms). */
+  readonly latencyMs?: { readonly baseline: number; readonly p50: number; readonly p99: number };
+  /** Failures by class in the sliding window. */
+  readonly failures: Readonly<Partial<Record<FailureClass, number>>>;
+  readonly probes: number;
+  /** When the current state began (epoch ms). */
+  readonly sinceMs: number;
+  /** Timestamp of the newest result or summary for this path (epoch ms). */
+  readonly lastSeenMs: number;
+}
+
+/** Liveness of one agent from its heartbeats (every report batch is one). */
+export interface AgentLiveness {
+  readonly agentId: string;
+  readonly agent: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly state: 'live' | 'silent';
+  readonly lastSeenMs: number;
+  readonly acceptedSeq: number;
+  /** Results the agent declared lost to its spool bound. */
+  readonly droppedResults: number;
+}
+
+/** Filters of `GET /api/v1/paths`. */
+export interface PathFilter {
+  readonly agent?: string;
+  readonly component?: string;
+  readonly kind?: string;
+  readonly state?: PathState['state'];
+}
+
+/**
+ * What the HTTP API needs from the collector. Implemented by collector/collector.ts;
+ * faked in API unit tests.
+ */
+export interface CollectorCore {
+  /** The plan for an agent (it may be unknown to the inventory: then it gets the shared plan). */
+  plan(agent: string, labels: Readonly<Record<string, string>>): Plan;
+  /** Validated batch in; transactional: stored, then applied to the path matrix. */
+  ingest(batch: ReportBatch, receivedAtMs: number): IngestOutcome;
+  paths(filter: PathFilter): PathState[];
+  agents(): AgentLiveness[];
+  /** Whether the collector can take more reports now (backpressure). */
+  overloaded(): boolean;
+  /** For /healthz: store reachable, counts. */
+  health(): { readonly ok: boolean; readonly agents: number; readonly paths: number; readonly detail?: string };
+}
