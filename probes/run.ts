@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { FaultlineError } from '../lib/errors.js';
 import type { ProbeResult } from '../wire/result.js';
@@ -15,6 +16,31 @@ export interface RunOptions {
 // A probe gets this long beyond its own timeout before the runner gives up on it: a probe
 // that answers its timeout honestly is always faster, so this catches only bugs.
 const graceMs = 1000;
+const watchdogPeriodMs = 250;
+
+/** Never aborts: the signal of probes run without one. */
+const neverAborted = new AbortController().signal;
+// Every concurrent probe listens on it; that is no leak.
+setMaxListeners(0, neverAborted);
+
+interface Overrun {
+  readonly deadline: number;
+  readonly fire: () => void;
+}
+
+// One watchdog for every probe in flight instead of a timer per probe: at thousands of
+// probes per second a timer each is measurable, and this guard only ever fires for bugs.
+const inFlight = new Set<Overrun>();
+let watchdog: NodeJS.Timeout | undefined;
+
+function sweep(): void {
+  const now = performance.now();
+  for (const o of inFlight) if (now >= o.deadline) o.fire();
+  if (inFlight.size === 0 && watchdog !== undefined) {
+    clearInterval(watchdog);
+    watchdog = undefined;
+  }
+}
 
 /**
  * Runs one probe and builds its result record. A probe that throws (a bug) or overruns its
@@ -29,26 +55,28 @@ export async function runProbe<O>(
 ): Promise<ProbeResult> {
   const startedAtMs = Date.now();
   const t0 = performance.now();
-  const controller = new AbortController();
-  const onAbort = (): void => controller.abort(run.signal?.reason);
-  run.signal?.addEventListener('abort', onAbort, { once: true });
-  let timer: NodeJS.Timeout | undefined;
+  let guard: Overrun | undefined;
   let outcome: ProbeOutcome;
   try {
     const overrun = new Promise<never>((_, rejectRun) => {
-      timer = setTimeout(
-        () =>
+      guard = {
+        deadline: t0 + run.timeoutMs + graceMs,
+        fire: () =>
           rejectRun(
             new FaultlineError(
               'FL_ERR_INTERNAL',
               `probe did not return within its timeout of ${run.timeoutMs} ms`,
             ),
           ),
-        run.timeoutMs + graceMs,
-      );
+      };
+      inFlight.add(guard);
+      if (watchdog === undefined) {
+        watchdog = setInterval(sweep, watchdogPeriodMs);
+        watchdog.unref();
+      }
     });
     outcome = await Promise.race([
-      def.run(target, options, { timeoutMs: run.timeoutMs, signal: controller.signal }),
+      def.run(target, options, { timeoutMs: run.timeoutMs, signal: run.signal ?? neverAborted }),
       overrun,
     ]);
   } catch (err) {
@@ -61,9 +89,7 @@ export async function runProbe<O>(
       },
     };
   } finally {
-    clearTimeout(timer);
-    controller.abort();
-    run.signal?.removeEventListener('abort', onAbort);
+    if (guard !== undefined) inFlight.delete(guard);
   }
   const totalMs = outcome.timings.totalMs ?? round(performance.now() - t0);
   const result: ProbeResult = {

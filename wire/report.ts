@@ -43,7 +43,10 @@ export const ReportBatchSchema = z
   .object({
     /** Stable id of the agent (generated once, kept in its state dir). */
     agentId: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/),
-    agent: z.string().min(1).max(128),
+    /** Agent name: the same grammar the plan endpoint accepts. */
+    agent: z
+      .string()
+      .regex(/^[A-Za-z0-9._:-]{1,128}$/, 'expected an agent name of letters, digits and . _ : -'),
     labels: z.record(z.string().max(64), z.string().max(256)).optional(),
     /** Batch sequence number per agentId: 1, 2, 3, … assigned when the batch is spooled. */
     seq: z.number().int().positive(),
