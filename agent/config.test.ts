@@ -88,7 +88,7 @@ const invalid: Record<string, string[]> = {
     'invalid-interval-bare-number.yaml:6:15: targets[0].interval: expected at least 100ms; a bare number is milliseconds (write "15s") (actual: 15)',
   ],
   'invalid-labels.yaml': [
-    'invalid-labels.yaml:4:5: agent.labels.kind: reserved label name: Faultline sets agent, target, kind, class, phase, instance, job itself',
+    'invalid-labels.yaml:4:5: agent.labels.kind: reserved label name: Faultline sets agent, target, kind, class, phase, instance, job, le itself',
     'invalid-labels.yaml:5:5: agent.labels["1rack"]: expected a label name: letters, digits and "_", not starting with a digit',
     'invalid-labels.yaml:6:11: agent.labels.rack: expected a string (actual: 12)',
   ],

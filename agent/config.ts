@@ -1,19 +1,29 @@
-import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { CronTime, validateCronExpression } from 'cron';
 import { z } from 'zod';
-import {
-  addNestedIssues,
-  configErrorMap,
-  loadConfigFile,
-  parseConfigText,
-} from '../lib/config-file.js';
+import { loadConfigFile, parseConfigText } from '../lib/config-file.js';
 import type { ConfigIssueParams, ConfigPath } from '../lib/config-file.js';
-import { parseDurationMs } from '../lib/duration.js';
+import {
+  agentNameRe,
+  agentNameSchema,
+  asNumber,
+  checkKindDefaults,
+  checkMergedOptions,
+  durationField,
+  fillOptionsSlot,
+  formatDurationMs,
+  isRecord,
+  kindOptionsJsonSchema,
+  labelsField,
+  optionsSlot,
+  parseListen,
+  perKindOptionsField,
+} from '../lib/config-fields.js';
+import type { IssueSink } from '../lib/config-fields.js';
 import { ConfigError } from '../lib/errors.js';
 import { isProbeKind, probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeKind } from '../probes/registry.js';
-import { isValidHost, parseTarget } from '../probes/target.js';
+import { parseTarget } from '../probes/target.js';
 import type { Target } from '../probes/types.js';
 
 /**
@@ -23,84 +33,18 @@ import type { Target } from '../probes/types.js';
  * addresses parsed, options merged over the kind's defaults and validated) and frozen.
  */
 
-/** Label names Faultline sets itself on every result and metric. */
-export const reservedLabelNames = [
-  'agent',
-  'target',
-  'kind',
-  'class',
-  'phase',
-  'instance',
-  'job',
-  'le',
-] as const;
+// Shared with the collector's config; re-exported where the agent's users look for them.
+export { formatDurationMs, reservedLabelNames } from '../lib/config-fields.js';
 
 /** Where /metrics listens when the config does not say. Loopback: nothing exposed by default. */
 export const defaultMetricsListen = '127.0.0.1:9465';
 
 const minIntervalMs = 100;
 const minTimeoutMs = 10;
-// setTimeout holds at most 2^31-1 ms; a day is far below that and far above any sane interval.
-const maxDurationMs = 86_400_000;
 const defaultTimeoutShare = 0.9;
 const defaultTimeoutFallbackMs = 5_000;
 
-const nameRe = /^[A-Za-z0-9._:-]{1,128}$/;
-const labelNameRe = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
-// Same grammar as lib/duration.ts; here only so the JSON Schema can show it.
-const durationRe = /^\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h)?\s*$/;
-
-/** 15000 → "15s", 1500 → "1.5s", 800 → "800ms": durations in messages read as written. */
-export function formatDurationMs(ms: number): string {
-  if (ms >= 3_600_000 && ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms >= 1000) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}
-
-const durationHelp =
-  'expected a duration: milliseconds, or a number with ms, s, m or h (e.g. "500ms", "15s", "2m")';
-
-function duration(minMs: number) {
-  return z
-    .union([z.number(), z.string().regex(durationRe, { error: durationHelp })], {
-      error: durationHelp,
-    })
-    .transform((raw, ctx) => {
-      const ms = parseDurationMs(raw);
-      const bad = (message: string): never => {
-        ctx.addIssue({ code: 'custom', message, input: raw });
-        return z.NEVER;
-      };
-      if (ms === undefined) return bad(durationHelp);
-      if (!Number.isInteger(ms)) return bad('expected whole milliseconds');
-      if (ms < minMs) {
-        // `interval: 15` means 15 ms, almost never what was meant.
-        const hint = typeof raw === 'number' ? '; a bare number is milliseconds (write "15s")' : '';
-        return bad(`expected at least ${formatDurationMs(minMs)}${hint}`);
-      }
-      if (ms > maxDurationMs) return bad(`expected at most ${formatDurationMs(maxDurationMs)}`);
-      return ms;
-    });
-}
-
-const nameSchema = z
-  .string()
-  .regex(nameRe, { error: 'expected 1–128 characters from A-Z a-z 0-9 . _ : -' });
-
-const labelName = z
-  .string()
-  .regex(labelNameRe, {
-    error: 'expected a label name: letters, digits and "_", not starting with a digit',
-  })
-  .refine((n) => !n.startsWith('__'), { error: 'label names starting with "__" are reserved' })
-  .refine((n) => !(reservedLabelNames as readonly string[]).includes(n), {
-    error: `reserved label name: Faultline sets ${reservedLabelNames.join(', ')} itself`,
-  });
-
-const labelsSchema = z
-  .record(labelName, z.string())
-  .describe('Topology labels (zone, switch, rack, role…): label name → string value.');
+const labelsSchema = labelsField();
 
 const cronSchema = z
   .string()
@@ -120,19 +64,6 @@ const cronSchema = z
   );
 
 const listenHelp = 'expected host:port such as "127.0.0.1:9465" ("" or false disables /metrics)';
-
-/**
- * `127.0.0.1:9465`, `[::1]:9465`, `localhost:0` → the same text normalised (IPv6 in
- * brackets), or undefined. The host must be an IP or a hostname; port 0 picks a free port.
- */
-function parseListen(raw: string): string | undefined {
-  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(raw) ?? /^([^:[\]]+):(\d{1,5})$/.exec(raw);
-  if (m === null) return undefined;
-  const host = m[1] ?? '';
-  const port = Number(m[2]);
-  if (!isValidHost(host) || port > 65535) return undefined;
-  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
-}
 
 const metricsSchema = z
   .object({
@@ -157,21 +88,12 @@ const metricsSchema = z
     'The Prometheus pull endpoint. OTLP push is configured by the OTEL_EXPORTER_OTLP_* variables.',
   );
 
-// Options are validated per kind after the merge (resolveConfig); these slots only accept
-// a mapping. agentJsonSchema() shows the kind's own schema in their place.
-const optionSlots = new Map<z.core.$ZodType, ProbeKind | 'any'>();
-function optionsSlot(kind: ProbeKind | 'any') {
-  const slot = z.record(z.string(), z.unknown());
-  optionSlots.set(slot, kind);
-  return slot;
-}
-
 const defaultsSchema = z
   .object({
-    interval: duration(minIntervalMs)
+    interval: durationField(minIntervalMs)
       .prefault('15s')
       .describe('How often each target is probed: milliseconds, or e.g. "500ms", "15s", "2m".'),
-    timeout: duration(minTimeoutMs)
+    timeout: durationField(minTimeoutMs)
       .optional()
       .describe(
         'Probe timeout; must be shorter than `interval`. Default: 5s, or 90% of `interval` when that is shorter. A target without its own gets min(this, 90% of its interval).',
@@ -183,20 +105,7 @@ const defaultsSchema = z
       .max(100_000)
       .default(256)
       .describe('Most probes running at once; further probes wait for a slot.'),
-    options: z
-      .object(
-        Object.fromEntries(
-          probeKinds.map((kind) => [
-            kind,
-            optionsSlot(kind)
-              .optional()
-              .describe(
-                `Default options for every ${kind} target (${probeRegistry[kind].description}).`,
-              ),
-          ]),
-        ),
-      )
-      .strict()
+    options: perKindOptionsField('target')
       .prefault({})
       .describe(
         "Per-kind default options; a target's own `options` are merged over them key by key.",
@@ -217,7 +126,7 @@ const defaultsSchema = z
 
 const targetSchema = z
   .object({
-    name: nameSchema.describe(
+    name: agentNameSchema.describe(
       'Unique name of the target, used in results and metrics (1–128 of A-Z a-z 0-9 . _ : -).',
     ),
     kind: z
@@ -233,11 +142,11 @@ const targetSchema = z
       .describe(
         'What to probe, in the form the kind expects: host (icmp, dns), host:port, or an http(s) URL.',
       ),
-    interval: duration(minIntervalMs)
+    interval: durationField(minIntervalMs)
       .optional()
       .describe('How often to probe this target; default `defaults.interval`. Not with `cron`.'),
     cron: cronSchema.optional(),
-    timeout: duration(minTimeoutMs)
+    timeout: durationField(minTimeoutMs)
       .optional()
       .describe(
         'Probe timeout; must be shorter than the interval. Default: min(defaults.timeout, 90% of the interval).',
@@ -253,7 +162,7 @@ const AgentConfigInput = z
   .object({
     agent: z
       .object({
-        name: nameSchema
+        name: agentNameSchema
           .optional()
           .describe('Name of this agent in results and metrics; default: the host name.'),
         labels: labelsSchema.prefault({}),
@@ -320,19 +229,6 @@ export interface AgentConfig {
   readonly targets: readonly ResolvedTarget[];
 }
 
-/** What addIssue needs; absent when the config is known to be valid. */
-interface IssueSink {
-  addIssue(issue: z.core.$ZodSuperRefineIssue): void;
-}
-
-function isRecord(x: unknown): x is Record<string, unknown> {
-  return typeof x === 'object' && x !== null && !Array.isArray(x);
-}
-
-function asNumber(x: unknown): number | undefined {
-  return typeof x === 'number' && Number.isFinite(x) ? x : undefined;
-}
-
 const cronPeriods = new Map<string, number>();
 
 function values(field: string, size: number): number[] {
@@ -382,25 +278,6 @@ export function cronPeriodMs(expr: string): number {
   return period;
 }
 
-/** The issues of a merged options parse that concern keys the target itself wrote. */
-function ownIssues(
-  issues: readonly z.core.$ZodIssue[],
-  own: Record<string, unknown>,
-): z.core.$ZodIssue[] {
-  const out: z.core.$ZodIssue[] = [];
-  for (const iss of issues) {
-    if (iss.code === 'unrecognized_keys' && iss.path.length === 0) {
-      const keys = iss.keys.filter((k) => k in own);
-      if (keys.length > 0) out.push({ ...iss, keys });
-    } else if (iss.path.length > 0 && String(iss.path[0]) in own) {
-      out.push(iss);
-    }
-  }
-  return out;
-}
-
-const nestedParse = { error: configErrorMap, reportInput: true } as const;
-
 /**
  * Checks everything that spans fields (addresses by kind, schedules against defaults,
  * merged options, unique names) and builds the resolved config. Runs on partially invalid
@@ -415,7 +292,7 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   let agentName = typeof agent.name === 'string' ? agent.name : undefined;
   if (agentName === undefined) {
     agentName = hostname();
-    if (!nameRe.test(agentName)) {
+    if (!agentNameRe.test(agentName)) {
       report(
         ['agent', 'name'],
         `the host name ${JSON.stringify(agentName)} is not a valid agent name: set agent.name`,
@@ -431,27 +308,7 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
     defaults.timeout === undefined && defaultIntervalMs !== undefined
       ? Math.min(defaultTimeoutFallbackMs, Math.floor(defaultIntervalMs * defaultTimeoutShare))
       : asNumber(defaults.timeout);
-  const rawDefaultOptions: Record<string, unknown> = isRecord(defaults.options)
-    ? defaults.options
-    : {};
-  const defaultOptions: Partial<Record<ProbeKind, Record<string, unknown>>> = {};
-  const badDefaults = new Set<ProbeKind>();
-  for (const kind of probeKinds) {
-    const raw = rawDefaultOptions[kind];
-    if (raw === undefined) continue;
-    if (!isRecord(raw)) {
-      badDefaults.add(kind);
-      continue;
-    }
-    const schema = probeRegistry[kind].options as z.ZodType;
-    const parsed = schema.safeParse(raw, nestedParse);
-    if (parsed.success) defaultOptions[kind] = raw;
-    else {
-      badDefaults.add(kind);
-      if (ctx !== undefined)
-        addNestedIssues(ctx, parsed.error.issues, ['defaults', 'options', kind], schema);
-    }
-  }
+  const kindDefaults = checkKindDefaults(defaults.options, ctx, ['defaults', 'options']);
 
   const targets: ResolvedTarget[] = [];
   const firstByName = new Map<string, number>();
@@ -522,18 +379,7 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
 
     let options: unknown;
     if (kind !== undefined && (t.options === undefined || isRecord(t.options))) {
-      const own = t.options ?? {};
-      const schema = probeRegistry[kind].options as z.ZodType;
-      // Shallow merge: a target's key replaces the default's whole value (as with labels).
-      const parsed = schema.safeParse({ ...defaultOptions[kind], ...own }, nestedParse);
-      if (parsed.success) options = parsed.data;
-      else if (ctx !== undefined) {
-        // With broken defaults, only what the target itself wrote is news here.
-        const issues = badDefaults.has(kind)
-          ? ownIssues(parsed.error.issues, own)
-          : parsed.error.issues;
-        addNestedIssues(ctx, issues, at('options'), schema);
-      }
+      options = checkMergedOptions(kind, kindDefaults, t.options ?? {}, ctx, at('options'))?.parsed;
     }
 
     if (
@@ -569,7 +415,7 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
       intervalMs: defaultIntervalMs ?? 0,
       timeoutMs: defaultTimeoutMs ?? 0,
       maxInFlight: asNumber(defaults.maxInFlight) ?? 0,
-      options: defaultOptions,
+      options: kindDefaults.options,
     },
     targets,
   };
@@ -597,14 +443,6 @@ export function loadAgentConfig(path: string): AgentConfig {
   return loadConfigFile(path, AgentConfigSchema);
 }
 
-function kindOptionsJsonSchema(kind: ProbeKind): Record<string, unknown> {
-  const { $schema: _, ...rest } = z.toJSONSchema(probeRegistry[kind].options, {
-    io: 'input',
-    unrepresentable: 'any',
-  }) as Record<string, unknown>;
-  return rest;
-}
-
 /**
  * JSON Schema (draft 2020-12) of what people write in agent.yaml, for editors and the
  * configuration reference: each kind's options schema appears under
@@ -617,11 +455,7 @@ export function agentJsonSchema(): Record<string, unknown> {
     unrepresentable: 'any',
     override: ({ zodSchema, jsonSchema }) => {
       const json = jsonSchema as Record<string, unknown>;
-      const slot = optionSlots.get(zodSchema);
-      if (slot !== undefined && slot !== 'any') {
-        for (const key of Object.keys(json)) if (key !== 'description') delete json[key];
-        Object.assign(json, kindOptionsJsonSchema(slot));
-      }
+      fillOptionsSlot(zodSchema, json);
       if (zodSchema === targetSchema) {
         json.not = { required: ['interval', 'cron'] };
         json.allOf = probeKinds.map((kind) => ({

@@ -16,7 +16,7 @@ export type IngestOutcome =
 /** Health of one path: (agent, plan target). */
 export interface PathState {
   readonly agent: string;
-  /** Plan target name, `<component>/<kind>[/<service>]`. */
+  /** Plan target name: `<component>/icmp`, `<component>/<service>/tcp`, `<component>/<service>/<kind>`. */
   readonly target: string;
   readonly component: string;
   readonly service?: string;
@@ -75,5 +75,10 @@ export interface CollectorCore {
   /** Whether the collector can take more reports now (backpressure). */
   overloaded(): boolean;
   /** For /healthz: store reachable, counts. */
-  health(): { readonly ok: boolean; readonly agents: number; readonly paths: number; readonly detail?: string };
+  health(): {
+    readonly ok: boolean;
+    readonly agents: number;
+    readonly paths: number;
+    readonly detail?: string;
+  };
 }

@@ -468,20 +468,21 @@ export function parseConfigText<T>(text: string, fileName: string, schema: z.Zod
   fail(issueLines(parsed.error.issues, fileName, positions, schema), parsed.error);
 }
 
+/** "ENOENT (no such file or directory)" for a Node fs error: its code and the reason. */
+export function errnoText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  // "ENOENT: no such file or directory, open 'x'" → "no such file or directory"
+  const reason = /^[A-Z0-9_]+: ([^,]+)/.exec(e.message)?.[1];
+  return `${e.code ?? 'EIO'}${reason === undefined ? '' : ` (${reason})`}`;
+}
+
 /** Reads and validates a YAML config file; see parseConfigText. */
 export function loadConfigFile<T>(path: string, schema: z.ZodType<T>): T {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (cause) {
-    const err = cause as NodeJS.ErrnoException;
-    const code = err.code ?? 'EIO';
-    // "ENOENT: no such file or directory, open 'x'" → "no such file or directory"
-    const reason = /^[A-Z0-9_]+: ([^,]+)/.exec(err.message)?.[1];
-    throw new ConfigError(
-      `${path}: cannot read the config file: ${code}${reason === undefined ? '' : ` (${reason})`}`,
-      { cause },
-    );
+    throw new ConfigError(`${path}: cannot read the config file: ${errnoText(cause)}`, { cause });
   }
   return parseConfigText(text, path, schema);
 }

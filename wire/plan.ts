@@ -7,7 +7,7 @@ import { z } from 'zod';
  */
 export const PlanTargetSchema = z
   .object({
-    /** Unique within the plan: `<component>/<kind>[/<service>]`. */
+    /** Unique within the plan: `<component>/icmp`, `<component>/<service>/tcp`, `<component>/<service>/<kind>`. */
     name: z.string().min(1).max(256),
     /** The inventory component this target belongs to. */
     component: z.string().min(1).max(128),

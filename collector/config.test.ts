@@ -1,0 +1,550 @@
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { format, resolveConfig } from 'prettier';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError } from '../lib/errors.js';
+import { probeKinds } from '../probes/registry.js';
+import { TestPki } from '../test/helpers/tls.js';
+import type { TestCert } from '../test/helpers/tls.js';
+import {
+  collectorJsonSchema,
+  defaultCollectorConfig,
+  knownRoles,
+  loadCollectorConfig,
+  parseCollectorConfig,
+  serviceKinds,
+} from './config.js';
+import type { CollectorConfig, ComponentConfig } from './config.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const fixtures = join(root, 'test/fixtures/collector');
+const exampleFile = join(root, 'deploy/examples/collector.yaml');
+const schemaFile = join(root, 'deploy/schema/collector.schema.json');
+
+const tempDirs: string[] = [];
+afterAll(() => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'faultline-collector-config-'));
+  tempDirs.push(dir);
+  return dir;
+}
+
+function fixture(name: string): CollectorConfig {
+  return parseCollectorConfig(readFileSync(join(fixtures, name), 'utf8'), name);
+}
+
+/** The ConfigError message for a config text, or a failure when it is accepted. */
+function refusal(text: string, file = 'collector.yaml'): string {
+  try {
+    parseCollectorConfig(text, file);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).code).toBe('FL_ERR_CONFIG');
+    return (err as Error).message;
+  }
+  throw new Error('expected the config to be refused');
+}
+
+function component(cfg: CollectorConfig, name: string): ComponentConfig {
+  const c = cfg.inventory.components.find((x) => x.name === name);
+  if (c === undefined) throw new Error(`no component ${name}`);
+  return c;
+}
+
+const token = '0123456789abcdef0123';
+const tokens = `tokens:\n  - { name: fleet, token: ${token} }\n`;
+
+// blackbox_exporter style: every invalid fixture against its exact message.
+const invalid: Record<string, string[]> = {
+  'invalid-all-revoked.yaml': [
+    'invalid-all-revoked.yaml:2:3: tokens: every token is revoked: no agent could report; add one that is not',
+  ],
+  'invalid-bare-number.yaml': [
+    'invalid-bare-number.yaml:5:19: agents.reportInterval: expected at least 100ms; a bare number is milliseconds (write "15s") (actual: 5)',
+    'invalid-bare-number.yaml:7:13: probes.interval: expected a duration: milliseconds, or a number with ms, s, m or h (e.g. "500ms", "15s", "2m") (actual: "1 minute")',
+  ],
+  'invalid-component.yaml': [
+    'invalid-component.yaml:5:13: inventory.components[0].name: expected 1–128 characters from A-Z a-z 0-9 . _ - (actual: "db/1")',
+    'invalid-component.yaml:6:16: inventory.components[0].address: it starts with "-" and would be read as a flag (actual: "-oProxyCommand=reboot")',
+    'invalid-component.yaml:7:13: inventory.components[0].role: expected 1–64 characters from A-Z a-z 0-9 . _ - (actual: "primary database")',
+    'invalid-component.yaml:8:14: inventory.components[0].agent: expected 1–128 characters from A-Z a-z 0-9 . _ : - (actual: "db 1")',
+    'invalid-component.yaml:10:16: inventory.components[1].address: "10.0.2.300" is not a valid hostname or IP address (actual: "10.0.2.300")',
+    'invalid-component.yaml:11:7: inventory.components[2].address: missing required key "address"',
+  ],
+  'invalid-data-dir.yaml': [
+    'invalid-data-dir.yaml:2:10: dataDir: cannot create the data directory: /etc/passwd is not a directory (actual: "/etc/passwd/faultline")',
+  ],
+  'invalid-dns.yaml': [
+    'invalid-dns.yaml:6:12: probes.options.dns.server: the server of a dns service is its component (address and port): leave server out',
+    'invalid-dns.yaml:12:74: inventory.components[0].services[0].options.server: the server of a dns service is its component (address and port): leave server out',
+    'invalid-dns.yaml:13:11: inventory.components[0].services[1]: a dns service needs `query`: the name to resolve through it',
+    'invalid-dns.yaml:14:40: inventory.components[0].services[2].query: it contains whitespace or control characters (actual: "db 1")',
+    'invalid-dns.yaml:18:11: inventory.components[1].services[0]: a dns service is asked by IP address: write the component address as an IP',
+  ],
+  'invalid-duplicate-names.yaml': [
+    'invalid-duplicate-names.yaml:9:11: inventory.components[0].services[1]: duplicate service name "postgres" (the name defaults to the kind: give each a name) (first used at invalid-duplicate-names.yaml:8:11)',
+    'invalid-duplicate-names.yaml:11:19: inventory.components[0].services[3].name: duplicate service name "api" (first used at invalid-duplicate-names.yaml:10:19)',
+    'invalid-duplicate-names.yaml:12:13: inventory.components[1].name: duplicate component name "db-1" (first used at invalid-duplicate-names.yaml:5:13)',
+    'invalid-duplicate-names.yaml:16:14: inventory.components[2].agent: agent "db-1" already runs on component "db-1": one agent per host (first used at invalid-duplicate-names.yaml:5:13)',
+  ],
+  'invalid-durations.yaml': [
+    'invalid-durations.yaml:5:16: agents.silentAfter: silentAfter 8s must be at least twice the report interval 5s',
+    'invalid-durations.yaml:6:16: agents.planRefresh: expected at least 1s (actual: "500ms")',
+    'invalid-durations.yaml:9:12: probes.timeout: timeout 2s must be shorter than the interval 2s',
+  ],
+  'invalid-empty-tokens.yaml': [
+    'invalid-empty-tokens.yaml:1:9: tokens: expected at least one token: agents need one to report',
+  ],
+  'invalid-labels.yaml': [
+    'invalid-labels.yaml:9:9: inventory.components[0].labels.role: reserved label name: Faultline sets agent, target, kind, class, phase, instance, job, le, role, component, service itself',
+    'invalid-labels.yaml:10:9: inventory.components[0].labels.agent: reserved label name: Faultline sets agent, target, kind, class, phase, instance, job, le, role, component, service itself',
+    'invalid-labels.yaml:11:9: inventory.components[0].labels["1rack"]: expected a label name: letters, digits and "_", not starting with a digit',
+    'invalid-labels.yaml:12:15: inventory.components[0].labels.rack: expected a string (actual: 2)',
+  ],
+  'invalid-layers-empty.yaml': [
+    'invalid-layers-empty.yaml:4:11: probes.layers: expected at least one layer (actual: [])',
+  ],
+  'invalid-layers.yaml': [
+    'invalid-layers.yaml:4:18: probes.layers[1]: expected one of: icmp, tcp, protocol (actual: "udp")',
+    'invalid-layers.yaml:4:23: probes.layers[2]: layer "icmp" is listed twice',
+  ],
+  'invalid-limits-small.yaml': [
+    'invalid-limits-small.yaml:4:19: limits.maxReportBytes: expected at least 1KiB (actual: 100)',
+  ],
+  'invalid-limits.yaml': [
+    'invalid-limits.yaml:4:13: diagnosis.debounce: expected at least 1 (actual: 0)',
+    'invalid-limits.yaml:6:19: limits.maxReportBytes: expected a size: bytes, or a number with KB, MB or GB (binary: 1KB = 1024 bytes), e.g. "8MB" (actual: "8XB")',
+    'invalid-limits.yaml:7:23: limits.maxResultsPerBatch: expected at most 50000 (actual: 100000)',
+  ],
+  'invalid-listen-host.yaml': [
+    'invalid-listen-host.yaml:1:9: listen: expected host:port such as "127.0.0.1:7070" (IPv6 in brackets: "[::1]:7070") (actual: "collector host:7070")',
+  ],
+  'invalid-listen.yaml': [
+    'invalid-listen.yaml:1:9: listen: expected host:port such as "127.0.0.1:7070" (IPv6 in brackets: "[::1]:7070") (actual: 7070)',
+  ],
+  'invalid-missing-tokens.yaml': [
+    'invalid-missing-tokens.yaml:2:1: tokens: missing required key "tokens"',
+  ],
+  'invalid-not-mapping.yaml': [
+    'invalid-not-mapping.yaml:2:1: expected a mapping (actual: [{"listen":"127.0.0.1:7070"}])',
+  ],
+  'invalid-options.yaml': [
+    'invalid-options.yaml:6:20: probes.options.tcp.family: expected one of: 0, 4, 6 (actual: 5)',
+    'invalid-options.yaml:7:5: probes.options.postgress: unknown key "postgress" (did you mean "postgres"?)',
+    'invalid-options.yaml:13:58: inventory.components[0].services[0].options.sned: unknown key "sned" (did you mean "send"?)',
+    'invalid-options.yaml:18:31: inventory.components[0].services[1].options.validStatusCodes: expected a list (actual: 200)',
+  ],
+  'invalid-service-fields.yaml': [
+    'invalid-service-fields.yaml:9:39: inventory.components[0].services[0].path: path is for http services only',
+    'invalid-service-fields.yaml:10:36: inventory.components[0].services[1].query: query is for dns services only',
+    'invalid-service-fields.yaml:10:63: inventory.components[0].services[1].path: expected a URL path starting with "/" (e.g. "/healthz") (actual: "healthz")',
+    'invalid-service-fields.yaml:11:39: inventory.components[0].services[2].tls: tls is for http services only',
+    'invalid-service-fields.yaml:12:11: inventory.components[0].services[3]: a tcp service needs a port',
+    'invalid-service-fields.yaml:13:43: inventory.components[0].services[4].port: expected at most 65535 (actual: 70000)',
+  ],
+  'invalid-service-kind.yaml': [
+    'invalid-service-kind.yaml:8:19: inventory.components[0].services[0].kind: icmp is not a service: every component is pinged already (probes.layers) (actual: "icmp")',
+    // Derived from the registry: a new kind shows up here by itself.
+    `invalid-service-kind.yaml:9:19: inventory.components[0].services[1].kind: unknown service kind: expected one of ${serviceKinds.join(', ')} (actual: "smtp")`,
+    'invalid-service-kind.yaml:10:11: inventory.components[0].services[2].kind: missing required key "kind"',
+  ],
+  'invalid-tls.yaml': [
+    'invalid-tls.yaml:3:9: tls.cert: cannot read the certificate file: ENOENT (no such file or directory) (actual: "/nonexistent/faultline/collector.crt")',
+    'invalid-tls.yaml:4:8: tls.key: cannot read the key file: ENOENT (no such file or directory) (actual: "/nonexistent/faultline/collector.key")',
+  ],
+  'invalid-tokens.yaml': [
+    'invalid-tokens.yaml:3:27: tokens[0].token: expected at least 16 characters (has 7; the value is never shown)',
+    'invalid-tokens.yaml:4:28: tokens[1].token: expected only A-Z a-z 0-9 - . _ ~ + / (and "=" at the end); the value is never shown',
+    'invalid-tokens.yaml:5:48: tokens[2].tokenFile: token and tokenFile are mutually exclusive: keep one',
+    'invalid-tokens.yaml:6:5: tokens[3]: expected token or tokenFile: the secret agents send',
+    'invalid-tokens.yaml:7:13: tokens[4].name: duplicate token name "short" (first used at invalid-tokens.yaml:3:13)',
+    'invalid-tokens.yaml:8:26: tokens[5].token: the same secret as another token: give each token its own (first used at invalid-tokens.yaml:7:27)',
+    'invalid-tokens.yaml:9:33: tokens[6].tokenFile: cannot read the token file: ENOENT (no such file or directory) (actual: "/nonexistent/faultline/fleet.token")',
+    'invalid-tokens.yaml:10:28: tokens[7].token: expected a string (the value is never shown)',
+  ],
+  'invalid-unknown-keys.yaml': [
+    'invalid-unknown-keys.yaml:2:1: listn: unknown key "listn" (did you mean "listen"?)',
+    'invalid-unknown-keys.yaml:7:7: inventory.components[0].address: missing required key "address"',
+    'invalid-unknown-keys.yaml:8:7: inventory.components[0].adress: unknown key "adress" (did you mean "address"?)',
+    'invalid-unknown-keys.yaml:10:29: inventory.components[0].services[0].prot: unknown key "prot" (did you mean "port"?)',
+  ],
+};
+
+describe('invalid collector configs', () => {
+  it('every invalid-*.yaml fixture is in the table below', () => {
+    const files = readdirSync(fixtures).filter((f) => f.startsWith('invalid-'));
+    expect(files.sort()).toEqual(Object.keys(invalid).sort());
+  });
+
+  it.each(Object.entries(invalid))('%s', (file, lines) => {
+    expect(refusal(readFileSync(join(fixtures, file), 'utf8'), file).split('\n')).toEqual(lines);
+  });
+
+  it('names the file by the path it was loaded from', () => {
+    const file = join(fixtures, 'invalid-duplicate-names.yaml');
+    expect(() => loadCollectorConfig(file)).toThrow(
+      `${file}:12:13: inventory.components[1].name: duplicate component name "db-1" (first used at ${file}:5:13)`,
+    );
+  });
+
+  it('refuses an unreadable file, naming it and the errno code', () => {
+    const missing = join(fixtures, 'no-such-file.yaml');
+    expect(() => loadCollectorConfig(missing)).toThrow(
+      `${missing}: cannot read the config file: ENOENT (no such file or directory)`,
+    );
+  });
+
+  it.each([
+    { what: 'too short', secret: 'sesame-open-up' },
+    { what: 'with spaces', secret: 'correct horse battery staple' },
+    { what: 'with a quote', secret: 'abcdefghijklmnop"qrstuvwxyz' },
+  ])('never shows a token that is $what', ({ secret }) => {
+    const message = refusal(`tokens:\n  - { name: fleet, token: '${secret}' }\n`);
+    expect(message).toMatch(/^collector\.yaml:2:\d+: tokens\[0\]\.token: expected /);
+    expect(message).toContain('the value is never shown');
+    expect(message).not.toContain(secret);
+  });
+
+  it('never shows the secret of a duplicated token', () => {
+    const message = refusal(
+      `tokens:\n  - { name: a, token: ${token} }\n  - { name: b, token: ${token} }\n`,
+    );
+    expect(message).toBe(
+      'collector.yaml:3:23: tokens[1].token: the same secret as another token: give each token its own (first used at collector.yaml:2:23)',
+    );
+  });
+});
+
+describe('token files', () => {
+  it('reads the secret from tokenFile, without the surrounding whitespace', () => {
+    const file = join(tempDir(), 'fleet.token');
+    writeFileSync(file, `  ${token}\n`);
+    const cfg = parseCollectorConfig(
+      `tokens:\n  - { name: fleet, tokenFile: ${file} }\n`,
+      'c.yaml',
+    );
+    expect(cfg.tokens).toEqual([{ name: 'fleet', token, revoked: false }]);
+  });
+
+  it('refuses a token file holding a short secret, without showing it', () => {
+    const file = join(tempDir(), 'short.token');
+    writeFileSync(file, 'hunter2\n');
+    const message = refusal(`tokens:\n  - { name: fleet, tokenFile: ${file} }\n`);
+    expect(message).toBe(
+      `collector.yaml:2:31: tokens[0].tokenFile: the token in the file: expected at least 16 characters (has 7; the value is never shown) (actual: ${JSON.stringify(file)})`,
+    );
+    expect(message).not.toContain('hunter2');
+  });
+
+  it('refuses a directory as token file', () => {
+    const dir = tempDir();
+    expect(refusal(`tokens:\n  - { name: fleet, tokenFile: ${dir} }\n`)).toBe(
+      `collector.yaml:2:31: tokens[0].tokenFile: cannot read the token file: it is a directory (actual: ${JSON.stringify(dir)})`,
+    );
+  });
+});
+
+describe('valid collector configs', () => {
+  it('fills in every default around a single token', () => {
+    const cfg = fixture('valid-minimal.yaml');
+    expect(cfg).toEqual({
+      listen: '127.0.0.1:7070',
+      dataDir: resolve('faultline-data'),
+      tokens: [{ name: 'fleet', token, revoked: false }],
+      agents: { silentAfterMs: 3000, reportIntervalMs: 1000, planRefreshMs: 30_000 },
+      probes: {
+        intervalMs: 1000,
+        timeoutMs: 800,
+        layers: ['icmp', 'tcp', 'protocol'],
+        mesh: true,
+        options: {},
+      },
+      diagnosis: { debounce: 3 },
+      limits: { maxReportBytes: 8 * 1024 * 1024, maxResultsPerBatch: 50_000 },
+      inventory: { components: [] },
+    } satisfies CollectorConfig);
+    expect(Object.isFrozen(cfg.tokens[0])).toBe(true);
+  });
+
+  it('defaults service names to the kind and ports to the kind’s, and keeps own options apart', () => {
+    const cfg = fixture('valid-services.yaml');
+    const edge = component(cfg, 'edge');
+    expect(edge.services).toEqual([
+      { name: 'http', kind: 'http', port: 443, path: '/status?full=1', tls: true, options: {} },
+      { name: 'admin', kind: 'http', port: 8443, path: '/', tls: true, options: {} },
+      { name: 'dns', kind: 'dns', port: 5353, query: 'edge.internal.example', options: {} },
+    ]);
+    expect(edge).toMatchObject({ role: 'web', labels: { zone: 'c' }, agent: 'edge' });
+    const store = component(cfg, 'store');
+    expect(store.agent).toBe('store-agent');
+    expect(store.services.map((s) => [s.name, s.port])).toEqual([
+      ['mysql', 3306],
+      ['postgres', 5432],
+      ['redis', 6379],
+      ['nats', 4222],
+    ]);
+    // Own options as written; the plan merges them over probes.options.
+    expect(store.services[1]?.options).toEqual({ database: 'app' });
+    expect(cfg.probes.options.postgres).toEqual({ user: 'monitor' });
+    expect(component(cfg, 'plain')).toEqual({
+      name: 'plain',
+      address: '10.0.0.7',
+      role: 'other',
+      labels: {},
+      agent: 'plain',
+      services: [],
+    });
+  });
+
+  it('derives unwritten timings from the written ones', () => {
+    // reportInterval 5s → silent after 15s; interval 10s → timeout capped at 5s.
+    const services = fixture('valid-services.yaml');
+    expect(services.agents.silentAfterMs).toBe(15_000);
+    expect(services.probes).toMatchObject({ intervalMs: 10_000, timeoutMs: 5000 });
+    // interval 500ms → timeout 80% of it.
+    const icmp = fixture('valid-layers-icmp.yaml');
+    expect(icmp.probes).toMatchObject({
+      intervalMs: 500,
+      timeoutMs: 400,
+      layers: ['icmp'],
+      mesh: false,
+    });
+  });
+
+  it.each([
+    { written: '512k', bytes: 512 * 1024 },
+    { written: '1.5MB', bytes: 1.5 * 1024 * 1024 },
+    { written: '1GiB', bytes: 1024 ** 3 },
+    { written: '4096', bytes: 4096 },
+  ])('reads maxReportBytes: $written as $bytes bytes', ({ written, bytes }) => {
+    const cfg = parseCollectorConfig(`${tokens}limits:\n  maxReportBytes: ${written}\n`, 'c.yaml');
+    expect(cfg.limits.maxReportBytes).toBe(bytes);
+  });
+
+  it('accepts a data directory that does not exist yet, and does not create it', () => {
+    const dir = join(tempDir(), 'a', 'b');
+    const cfg = parseCollectorConfig(`dataDir: ${dir}\n${tokens}`, 'c.yaml');
+    expect(cfg.dataDir).toBe(dir);
+    expect(existsSync(dir)).toBe(false);
+  });
+});
+
+describe('tls', () => {
+  let pki: TestPki;
+  let one: TestCert;
+  let other: TestCert;
+  beforeAll(async () => {
+    pki = await TestPki.create();
+    one = await pki.issue({ cn: 'collector', sans: ['IP:127.0.0.1'] });
+    other = await pki.issue({ cn: 'other' });
+  });
+  afterAll(async () => {
+    await pki.destroy();
+  });
+
+  const withTls = (cert: string, key: string): string =>
+    `tls:\n  cert: ${cert}\n  key: ${key}\n${tokens}`;
+
+  it('accepts a readable certificate with its own key', () => {
+    const cfg = parseCollectorConfig(withTls(one.certPath, one.keyPath), 'c.yaml');
+    expect(cfg.tls).toEqual({ cert: one.certPath, key: one.keyPath });
+  });
+
+  it('refuses a key that belongs to another certificate', () => {
+    expect(refusal(withTls(one.certPath, other.keyPath))).toBe(
+      'collector.yaml:2:3: tls: cannot serve with this certificate and key: the key does not belong to the certificate',
+    );
+  });
+
+  it('refuses files that are not what they should be', () => {
+    const lines = refusal(withTls(one.keyPath, one.certPath)).split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(
+      /^collector\.yaml:2:9: tls\.cert: expected a PEM certificate: not usable by TLS \(ERR_OSSL_\w+\) \(actual: ".+"\)$/,
+    );
+    expect(lines[1]).toMatch(
+      /^collector\.yaml:3:8: tls\.key: expected a PEM private key: not usable by TLS \(ERR_OSSL_\w+\) \(actual: ".+"\)$/,
+    );
+  });
+});
+
+describe('the example', () => {
+  // The example keeps its store in /var/lib/faultline, as the packaged service does; where
+  // this test cannot create that (not root), it checks the rest with a temp dir instead.
+  function loadExample(): CollectorConfig {
+    try {
+      accessSync('/var/lib', constants.W_OK);
+      return loadCollectorConfig(exampleFile);
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      const text = readFileSync(exampleFile, 'utf8').replace(
+        /^dataDir: .*$/m,
+        `dataDir: ${tempDir()}`,
+      );
+      return parseCollectorConfig(text, exampleFile);
+    }
+  }
+
+  it('deploy/examples/collector.yaml loads: the founding incident’s system', () => {
+    const cfg = loadExample();
+    const zones = Object.fromEntries(
+      cfg.inventory.components.map((c) => [c.name, `${c.labels.zone}/${c.labels.switch}`]),
+    );
+    expect(zones).toEqual({
+      'app-1': 'a/sw-1',
+      'app-2': 'a/sw-1',
+      'web-1': 'a/sw-1',
+      'dns-1': 'a/sw-1',
+      'db-1': 'b/sw-2',
+      'db-2': 'b/sw-2',
+      'cache-1': 'b/sw-2',
+    });
+    for (const name of ['db-1', 'db-2']) {
+      expect(component(cfg, name)).toMatchObject({
+        role: 'database',
+        services: [{ name: 'postgres', kind: 'postgres', port: 5432 }],
+      });
+    }
+    expect(component(cfg, 'cache-1').services[0]).toMatchObject({ kind: 'redis', port: 6379 });
+    expect(component(cfg, 'web-1').agent).toBe('web-1.internal');
+    expect(cfg.tokens.map((t) => [t.name, t.revoked])).toEqual([
+      ['fleet', false],
+      ['fleet-2023', true],
+    ]);
+    for (const c of cfg.inventory.components) expect(knownRoles).toContain(c.role);
+    expect(cfg.probes).toMatchObject({ intervalMs: 1000, timeoutMs: 800, mesh: true });
+  });
+
+  it('points editors at the committed JSON Schema', () => {
+    expect(readFileSync(exampleFile, 'utf8').split('\n')[0]).toBe(
+      '# yaml-language-server: $schema=../schema/collector.schema.json',
+    );
+  });
+});
+
+describe('defaultCollectorConfig', () => {
+  const secret = 'f'.repeat(32);
+
+  it('has one token and the collector’s own /healthz as its inventory', () => {
+    const dataDir = join(tempDir(), 'data');
+    const cfg = defaultCollectorConfig({ dataDir, listen: '127.0.0.1:7070', token: secret });
+    expect(cfg.tokens).toEqual([{ name: 'default', token: secret, revoked: false }]);
+    expect(cfg.dataDir).toBe(dataDir);
+    expect(cfg.listen).toBe('127.0.0.1:7070');
+    expect(cfg.inventory.components).toEqual([
+      {
+        name: 'localhost',
+        address: '127.0.0.1',
+        role: 'other',
+        labels: {},
+        agent: 'localhost',
+        services: [
+          {
+            name: 'collector',
+            kind: 'http',
+            port: 7070,
+            path: '/healthz',
+            tls: false,
+            options: {},
+          },
+        ],
+      },
+    ]);
+    expect(Object.isFrozen(cfg.inventory.components[0])).toBe(true);
+  });
+
+  it.each([
+    { listen: '0.0.0.0:7071', address: '127.0.0.1', ports: [7071] },
+    { listen: '[::]:7070', address: '::1', ports: [7070] },
+    { listen: '[::1]:7070', address: '::1', ports: [7070] },
+    { listen: 'localhost:7070', address: 'localhost', ports: [7070] },
+    // Port 0: the port is known only once listening, so there is no service to plan.
+    { listen: '127.0.0.1:0', address: '127.0.0.1', ports: [] },
+  ])('listening on $listen probes $address', ({ listen, address, ports }) => {
+    const cfg = defaultCollectorConfig({ dataDir: tempDir(), listen, token: secret });
+    const localhost = component(cfg, 'localhost');
+    expect(localhost.address).toBe(address);
+    expect(localhost.services.map((s) => s.port)).toEqual(ports);
+  });
+
+  it('refuses bad settings with one line each', () => {
+    expect(() =>
+      defaultCollectorConfig({ dataDir: '/etc/passwd/data', listen: 'nowhere', token: 'short' }),
+    ).toThrow(
+      new ConfigError(
+        [
+          'listen: expected host:port such as "127.0.0.1:7070" (IPv6 in brackets: "[::1]:7070")',
+          'dataDir: cannot create the data directory: /etc/passwd is not a directory',
+          'tokens[0].token: expected at least 16 characters (has 5; the value is never shown)',
+        ].join('\n'),
+      ),
+    );
+  });
+});
+
+describe('JSON Schema', () => {
+  it('deploy/schema/collector.schema.json is what collectorJsonSchema() generates', async () => {
+    const generated = collectorJsonSchema();
+    if (process.env.FAULTLINE_UPDATE_SCHEMA === '1') {
+      const options = (await resolveConfig(schemaFile)) ?? {};
+      writeFileSync(
+        schemaFile,
+        await format(JSON.stringify(generated), { ...options, filepath: schemaFile }),
+      );
+    }
+    const committed: unknown = existsSync(schemaFile)
+      ? JSON.parse(readFileSync(schemaFile, 'utf8'))
+      : undefined;
+    expect(
+      committed,
+      'deploy/schema/collector.schema.json is out of date; regenerate it with: ' +
+        'FAULTLINE_UPDATE_SCHEMA=1 npx vitest run collector/config.test.ts',
+    ).toEqual(generated);
+  });
+
+  it("describes the input people write, with every kind's options", () => {
+    interface Obj {
+      properties: Record<string, Obj>;
+      items: Obj;
+      required?: string[];
+      oneOf?: unknown[];
+      allOf?: { if: unknown; then: unknown }[];
+      default?: unknown;
+      examples?: unknown;
+    }
+    const schema = collectorJsonSchema() as unknown as Obj;
+    expect(schema.required).toEqual(['tokens']);
+    expect(schema.properties.listen?.default).toBe('127.0.0.1:7070');
+    expect(Object.keys(schema.properties.probes?.properties.options?.properties ?? {})).toEqual(
+      probeKinds,
+    );
+    expect(schema.properties.tokens?.items.oneOf).toEqual([
+      { required: ['token'] },
+      { required: ['tokenFile'] },
+    ]);
+    const component = schema.properties.inventory?.properties.components?.items;
+    expect(component?.required).toEqual(['name', 'address']);
+    expect(component?.properties.role?.examples).toEqual([...knownRoles]);
+    const service = component?.properties.services?.items;
+    expect(service?.required).toEqual(['kind']);
+    expect(service?.allOf?.map((c) => c.if)).toEqual(
+      serviceKinds.map((kind) => ({ properties: { kind: { const: kind } }, required: ['kind'] })),
+    );
+    expect(JSON.stringify(service?.allOf?.[serviceKinds.indexOf('http')]?.then)).toContain(
+      'validStatusCodes',
+    );
+  });
+});

@@ -1,0 +1,978 @@
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { createSecureContext } from 'node:tls';
+import { z } from 'zod';
+import {
+  configErrorMap,
+  deepFreeze,
+  errnoText,
+  formatConfigPath,
+  loadConfigFile,
+  parseConfigText,
+} from '../lib/config-file.js';
+import type { ConfigIssueParams, ConfigPath } from '../lib/config-file.js';
+import {
+  agentNameSchema,
+  asNumber,
+  byteSizeField,
+  checkKindDefaults,
+  checkMergedOptions,
+  durationField,
+  fillOptionsSlot,
+  formatDurationMs,
+  isRecord,
+  kindOptionsJsonSchema,
+  labelsField,
+  optionsSlot,
+  parseListen,
+  perKindOptionsField,
+  splitListen,
+} from '../lib/config-fields.js';
+import type { IssueSink, KindDefaults } from '../lib/config-fields.js';
+import { ConfigError } from '../lib/errors.js';
+import { probeKinds, probeRegistry } from '../probes/registry.js';
+import type { ProbeKind } from '../probes/registry.js';
+import { parseTarget } from '../probes/target.js';
+import { protocolProbe } from './plan.js';
+
+/**
+ * The collector's YAML configuration (`faultline collector --config collector.yaml`): where
+ * it listens, who may report, where it keeps its store, what the agents are told (report
+ * and plan intervals, probe defaults) and the inventory the plans are made from. Written in
+ * camelCase, unknown keys refused everywhere; the parsed result is normalised (durations in
+ * ms, sizes in bytes, ports defaulted, token files read) and frozen.
+ *
+ * Relative paths (dataDir, tls files, token files) are relative to the working directory.
+ */
+
+/** Where the collector listens when the config does not say. Loopback: nothing exposed. */
+export const defaultCollectorListen = '127.0.0.1:7070';
+/** The data directory when the config does not say. */
+export const defaultDataDir = './faultline-data';
+
+/** Roles the diagnosis knows; `role` accepts any other word too. */
+export const knownRoles = ['database', 'api', 'web', 'cache', 'queue', 'dns', 'other'] as const;
+
+/**
+ * The layers a service is probed at: `icmp` once per component, `tcp` a connect to each
+ * service's port, `protocol` the service's own kind (http, postgres, dns…).
+ */
+export const probeLayers = ['icmp', 'tcp', 'protocol'] as const;
+export type ProbeLayer = (typeof probeLayers)[number];
+
+/** Kinds a service can be: every probe kind with something on a port (not icmp). */
+export type ServiceKind = Exclude<ProbeKind, 'icmp'>;
+export const serviceKinds = probeKinds.filter((k): k is ServiceKind => k !== 'icmp');
+
+/** Label names the plan sets on every target itself (besides the agent's reserved ones). */
+const planLabelNames = ['role', 'component', 'service'] as const;
+
+const minTokenChars = 16;
+const maxTokenChars = 1024;
+// RFC 6750 b64token: what can follow "Bearer " without quoting.
+const tokenRe = /^[A-Za-z0-9\-._~+/]+=*$/;
+const componentNameRe = /^[A-Za-z0-9._-]{1,128}$/;
+const serviceNameRe = /^[A-Za-z0-9._-]{1,64}$/;
+const roleRe = /^[A-Za-z0-9._-]{1,64}$/;
+const httpPathRe = /^\/[^\s#]*$/;
+const minIntervalMs = 100;
+const minTimeoutMs = 10;
+const defaultTimeoutShare = 0.8;
+const defaultTimeoutCapMs = 5_000;
+const minSilentAfterMs = 3_000;
+const silentAfterReports = 3;
+// The wire format caps a batch at this many results.
+const maxResultsPerBatch = 50_000;
+const defaultHttpPort = 80;
+const defaultHttpsPort = 443;
+const defaultDnsPort = 53;
+
+/** One agent token (collector/auth.ts TokenEntry). The secret is never shown in messages. */
+export interface CollectorToken {
+  /** Name for logs and messages. */
+  readonly name: string;
+  /** The secret, from `token` or read from `tokenFile`. */
+  readonly token: string;
+  /** Refused with a message naming it, so its owner knows to rotate. */
+  readonly revoked: boolean;
+}
+
+/** One service on a component, ports defaulted. */
+export interface ServiceConfig {
+  /** Unique within the component; defaults to the kind. */
+  readonly name: string;
+  readonly kind: ServiceKind;
+  /** As written, else the kind's default port (http 80/443, dns 53, postgres 5432…). */
+  readonly port: number;
+  /** http: the request path (default "/"). */
+  readonly path?: string;
+  /** http: https instead of http. */
+  readonly tls?: boolean;
+  /** dns: the name to resolve through this server. */
+  readonly query?: string;
+  /** The service's own options as written (validated merged over `probes.options[kind]`). */
+  readonly options: Readonly<Record<string, unknown>>;
+}
+
+/** One host of the inventory. */
+export interface ComponentConfig {
+  readonly name: string;
+  /** Hostname or IP address. */
+  readonly address: string;
+  /** database, api, web, cache, queue, dns, other — or another word. */
+  readonly role: string;
+  /** Topology labels (zone, switch, rack…). */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The agent running on this host (default: the component's name): it does not probe itself. */
+  readonly agent: string;
+  readonly services: readonly ServiceConfig[];
+}
+
+/** The parsed collector configuration (deep-frozen). Holds secrets: never log it whole. */
+export interface CollectorConfig {
+  /** host:port (IPv6 in brackets); port 0 picks a free port. */
+  readonly listen: string;
+  /** HTTPS instead of HTTP: PEM files, checked readable and matching. */
+  readonly tls?: { readonly cert: string; readonly key: string };
+  /** Absolute path of the store's directory (created at start when missing). */
+  readonly dataDir: string;
+  readonly tokens: readonly CollectorToken[];
+  readonly agents: {
+    /** An agent with no report for this long is silent. */
+    readonly silentAfterMs: number;
+    /** How often agents send a report batch (told in the plan). */
+    readonly reportIntervalMs: number;
+    /** How often agents fetch a new plan (told in the plan). */
+    readonly planRefreshMs: number;
+  };
+  /** Plan defaults. */
+  readonly probes: {
+    readonly intervalMs: number;
+    readonly timeoutMs: number;
+    readonly layers: readonly ProbeLayer[];
+    /** Agents also ping every other known agent's host. */
+    readonly mesh: boolean;
+    /** Per-kind default options as written (validated). */
+    readonly options: Readonly<Partial<Record<ProbeKind, Readonly<Record<string, unknown>>>>>;
+  };
+  readonly diagnosis: {
+    /** Consecutive failures before a path counts as failing. */
+    readonly debounce: number;
+  };
+  readonly limits: {
+    /** Largest report body accepted (bytes, after decompression). */
+    readonly maxReportBytes: number;
+    /** Most results (and most summaries) in one report batch. */
+    readonly maxResultsPerBatch: number;
+  };
+  readonly inventory: { readonly components: readonly ComponentConfig[] };
+}
+
+const listenHelp = 'expected host:port such as "127.0.0.1:7070" (IPv6 in brackets: "[::1]:7070")';
+
+const listenSchema = z
+  .string({ error: listenHelp })
+  .transform((raw, ctx) => {
+    const listen = parseListen(raw);
+    if (listen === undefined) {
+      ctx.addIssue({ code: 'custom', message: listenHelp, input: raw });
+      return z.NEVER;
+    }
+    return listen;
+  })
+  .describe(
+    'Address of the HTTP API, host:port (port 0 picks a free one). Agents on other hosts need an address they can reach: e.g. 0.0.0.0:7070, with tls.',
+  );
+
+const pathSchema = z.string().min(1).max(4096);
+
+// A token's value is checked in resolveConfig, where its messages can leave it out: zod's
+// own issues would print it as the "actual" value. The JSON Schema shows it as a string.
+const secretSlot = z.unknown().meta({
+  type: 'string',
+  minLength: minTokenChars,
+  maxLength: maxTokenChars,
+  pattern: tokenRe.source,
+});
+
+const tokenSchema = z
+  .object({
+    name: agentNameSchema.describe('Name of the token in logs and refusals (never the secret).'),
+    token: secretSlot
+      .optional()
+      .describe(
+        `The secret agents send as "Authorization: Bearer …": ${minTokenChars}–${maxTokenChars} characters from A-Z a-z 0-9 - . _ ~ + / (e.g. \`openssl rand -hex 32\`). Or tokenFile.`,
+      ),
+    tokenFile: pathSchema
+      .optional()
+      .describe('A file holding the secret (surrounding whitespace ignored), instead of `token`.'),
+    revoked: z
+      .boolean()
+      .default(false)
+      .describe('Refuse this token, naming it, so its holder knows to rotate.'),
+  })
+  .strict();
+
+const agentsSchema = z
+  .object({
+    silentAfter: durationField(1000)
+      .optional()
+      .describe(
+        'An agent with no report for this long counts as silent. Default: 3 × reportInterval, at least 3s. At least twice reportInterval, so one late batch is not silence.',
+      ),
+    reportInterval: durationField(minIntervalMs)
+      .prefault('1s')
+      .describe('How often agents send a report batch, which is also their heartbeat.'),
+    planRefresh: durationField(1000)
+      .prefault('30s')
+      .describe('How often agents fetch their plan again (an unchanged plan keeps its version).'),
+  })
+  .strict()
+  .describe('What agents are told about reporting, and when one counts as silent.');
+
+const probesSchema = z
+  .object({
+    interval: durationField(minIntervalMs)
+      .prefault('1s')
+      .describe('How often each planned target is probed.'),
+    timeout: durationField(minTimeoutMs)
+      .optional()
+      .describe(
+        'Probe timeout, shorter than `interval`. Default: 80% of the interval, at most 5s.',
+      ),
+    layers: z
+      .array(
+        z.enum(probeLayers, {
+          error: (iss) =>
+            iss.input === undefined ? undefined : `expected one of: ${probeLayers.join(', ')}`,
+        }),
+      )
+      .min(1, { error: 'expected at least one layer' })
+      .prefault([...probeLayers])
+      .describe(
+        "Layers probed: icmp (each component's host), tcp (a connect to each service's port), protocol (the service's own kind). Comparing layers is how a network fault is told from a service fault.",
+      ),
+    mesh: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Agents also ping every other known agent's host (Pingmesh), so agent hosts outside the inventory are covered too.",
+      ),
+    options: perKindOptionsField('probe')
+      .prefault({})
+      .describe(
+        "Per-kind default options; a service's own `options` are merged over them key by key.",
+      ),
+  })
+  .strict()
+  .describe('Plan defaults: what every agent probes, how often.');
+
+const serviceSchema = z
+  .object({
+    name: z
+      .string()
+      .regex(serviceNameRe, { error: 'expected 1–64 characters from A-Z a-z 0-9 . _ -' })
+      .optional()
+      .describe('Unique within the component; default: the kind.'),
+    kind: z
+      .enum(serviceKinds as [ServiceKind, ...ServiceKind[]], {
+        error: (iss) =>
+          iss.input === undefined
+            ? undefined
+            : iss.input === 'icmp'
+              ? 'icmp is not a service: every component is pinged already (probes.layers)'
+              : `unknown service kind: expected one of ${serviceKinds.join(', ')}`,
+      })
+      .describe('Probe kind of the protocol layer.'),
+    port: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe(
+        "Port; default: the kind's (postgres 5432, redis 6379, mysql 3306, http 80 or 443 with tls, dns 53). Required for tcp.",
+      ),
+    path: z
+      .string()
+      .max(2048)
+      .regex(httpPathRe, { error: 'expected a URL path starting with "/" (e.g. "/healthz")' })
+      .optional()
+      .describe('http: request path, query string allowed; default "/".'),
+    tls: z.boolean().optional().describe('http: use https (default false).'),
+    query: z
+      .string()
+      .optional()
+      .describe('dns (required): the name to resolve through this server.'),
+    options: optionsSlot('any')
+      .optional()
+      .describe("This kind's options, merged over `probes.options.<kind>`."),
+  })
+  .strict();
+
+const componentSchema = z
+  .object({
+    name: z
+      .string()
+      .regex(componentNameRe, { error: 'expected 1–128 characters from A-Z a-z 0-9 . _ -' })
+      .describe('Unique name of the component (host) in plans, paths and diagnoses.'),
+    address: z.string().describe('Hostname or IP address of the host.'),
+    role: z
+      .string()
+      .regex(roleRe, { error: 'expected 1–64 characters from A-Z a-z 0-9 . _ -' })
+      .default('other')
+      .meta({ examples: [...knownRoles] })
+      .describe(`What the host is: ${knownRoles.join(', ')}, or another word.`),
+    labels: labelsField(planLabelNames)
+      .prefault({})
+      .describe(
+        'Topology labels (zone, switch, rack, subnet…): how a partition is named ("everything behind switch sw-2").',
+      ),
+    agent: agentNameSchema
+      .optional()
+      .describe(
+        'Name of the agent running on this host; default: the component name. That agent does not probe its own host.',
+      ),
+    services: z.array(serviceSchema).prefault([]).describe('What listens on this host.'),
+  })
+  .strict();
+
+const CollectorConfigInput = z
+  .object({
+    listen: listenSchema.prefault(defaultCollectorListen),
+    tls: z
+      .object({
+        cert: pathSchema.describe('PEM certificate (chain) file.'),
+        key: pathSchema.describe('PEM private key file of the certificate.'),
+      })
+      .strict()
+      .optional()
+      .describe('Serve HTTPS: both files must be readable and belong together.'),
+    dataDir: pathSchema
+      .prefault(defaultDataDir)
+      .describe('Directory of the embedded store; created at start when missing.'),
+    tokens: z
+      .array(tokenSchema)
+      .describe('Bearer tokens agents may report with; at least one not revoked.'),
+    agents: agentsSchema.prefault({}),
+    probes: probesSchema.prefault({}),
+    diagnosis: z
+      .object({
+        debounce: z
+          .number()
+          .int()
+          .min(1)
+          .max(100)
+          .default(3)
+          .describe('Consecutive failures before a path counts as failing.'),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        maxReportBytes: byteSizeField(1024, 1024 ** 3)
+          .prefault('8MB')
+          .describe('Largest report body accepted, after decompression: bytes, or e.g. "8MB".'),
+        maxResultsPerBatch: z
+          .number()
+          .int()
+          .min(1)
+          .max(maxResultsPerBatch)
+          .default(maxResultsPerBatch)
+          .describe('Most results (and most summaries) in one report batch.'),
+      })
+      .strict()
+      .prefault({})
+      .describe('What one report may hold; larger ones are refused with 413.'),
+    inventory: z
+      .object({
+        components: z.array(componentSchema).prefault([]).describe('The hosts of the system.'),
+      })
+      .strict()
+      .prefault({})
+      .describe('What the system is made of: the plans are made from it.'),
+  })
+  .strict()
+  .meta({ title: 'Faultline collector configuration' });
+
+type Report = (
+  path: ConfigPath,
+  message: string,
+  input?: unknown,
+  params?: ConfigIssueParams,
+) => void;
+
+/** The file's text, or undefined after reporting why it cannot be read. */
+function readTextFile(
+  path: string,
+  what: string,
+  at: ConfigPath,
+  report: Report,
+): string | undefined {
+  try {
+    if (statSync(path).isDirectory()) {
+      report(at, `cannot read the ${what}: it is a directory`, path);
+      return undefined;
+    }
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    report(at, `cannot read the ${what}: ${errnoText(err)}`, path);
+    return undefined;
+  }
+}
+
+/**
+ * Whether the store can live at `dir`: an existing writable directory, or a missing one
+ * whose nearest existing parent is a writable directory (created at start, not here: a
+ * config check changes nothing).
+ */
+function checkDataDir(dir: string, report: Report): void {
+  const at = ['dataDir'];
+  let cur = resolve(dir);
+  for (;;) {
+    let isDir: boolean;
+    try {
+      isDir = statSync(cur).isDirectory();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const parent = dirname(cur);
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && parent !== cur) {
+        cur = parent;
+        continue;
+      }
+      report(at, `cannot use the data directory: ${cur}: ${errnoText(err)}`, dir);
+      return;
+    }
+    if (!isDir) {
+      report(at, `cannot create the data directory: ${cur} is not a directory`, dir);
+      return;
+    }
+    try {
+      accessSync(cur, constants.W_OK | constants.X_OK);
+    } catch (err) {
+      const what = cur === resolve(dir) ? 'use the data directory' : 'create the data directory';
+      report(at, `cannot ${what}: ${cur} is not writable: ${errnoText(err)}`, dir);
+    }
+    return;
+  }
+}
+
+/** What OpenSSL's codes mean for someone holding the files. */
+function tlsReason(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  if (code === 'ERR_OSSL_X509_KEY_VALUES_MISMATCH')
+    return 'the key does not belong to the certificate';
+  const text = typeof code === 'string' ? code : (err as Error).message;
+  return `not usable by TLS (${text})`;
+}
+
+function checkTls(tls: Record<string, unknown>, report: Report): void {
+  const certPath = typeof tls.cert === 'string' ? tls.cert : undefined;
+  const keyPath = typeof tls.key === 'string' ? tls.key : undefined;
+  const cert =
+    certPath === undefined
+      ? undefined
+      : readTextFile(certPath, 'certificate file', ['tls', 'cert'], report);
+  const key =
+    keyPath === undefined ? undefined : readTextFile(keyPath, 'key file', ['tls', 'key'], report);
+  let ok = true;
+  if (cert !== undefined) {
+    try {
+      createSecureContext({ cert });
+    } catch (err) {
+      report(['tls', 'cert'], `expected a PEM certificate: ${tlsReason(err)}`, certPath);
+      ok = false;
+    }
+  }
+  if (key !== undefined) {
+    try {
+      createSecureContext({ key });
+    } catch (err) {
+      report(['tls', 'key'], `expected a PEM private key: ${tlsReason(err)}`, keyPath);
+      ok = false;
+    }
+  }
+  if (ok && cert !== undefined && key !== undefined) {
+    try {
+      createSecureContext({ cert, key });
+    } catch (err) {
+      report(['tls'], `cannot serve with this certificate and key: ${tlsReason(err)}`);
+    }
+  }
+}
+
+/** Why a secret is unusable, without showing it; undefined when it is fine. */
+function tokenProblem(token: string): string | undefined {
+  if (token.length < minTokenChars) {
+    return `expected at least ${minTokenChars} characters (has ${token.length}; the value is never shown)`;
+  }
+  if (token.length > maxTokenChars) return `expected at most ${maxTokenChars} characters`;
+  if (!tokenRe.test(token)) {
+    return 'expected only A-Z a-z 0-9 - . _ ~ + / (and "=" at the end); the value is never shown';
+  }
+  return undefined;
+}
+
+function resolveTokens(list: unknown, report: Report): CollectorToken[] {
+  const tokens: CollectorToken[] = [];
+  if (!Array.isArray(list)) return tokens;
+  if (list.length === 0) {
+    report(['tokens'], 'expected at least one token: agents need one to report');
+    return tokens;
+  }
+  const firstByName = new Map<string, number>();
+  const firstBySecret = new Map<string, { index: number; key: string }>();
+  list.forEach((t: unknown, i) => {
+    if (!isRecord(t)) return;
+    const at = (...rest: PropertyKey[]): PropertyKey[] => ['tokens', i, ...rest];
+    const name = typeof t.name === 'string' ? t.name : undefined;
+    if (name !== undefined) {
+      const first = firstByName.get(name);
+      if (first === undefined) firstByName.set(name, i);
+      else {
+        report(at('name'), `duplicate token name ${JSON.stringify(name)}`, undefined, {
+          related: { path: ['tokens', first, 'name'], label: 'first used' },
+        });
+      }
+    }
+    let secret: string | undefined;
+    let key = 'token';
+    if (t.token !== undefined && t.tokenFile !== undefined) {
+      report(at('tokenFile'), 'token and tokenFile are mutually exclusive: keep one', undefined, {
+        pointAt: 'key',
+      });
+      return;
+    } else if (t.token !== undefined) {
+      if (typeof t.token !== 'string') {
+        report(at('token'), 'expected a string (the value is never shown)');
+        return;
+      }
+      const problem = tokenProblem(t.token);
+      if (problem !== undefined) report(at('token'), problem);
+      else secret = t.token;
+    } else if (typeof t.tokenFile === 'string') {
+      key = 'tokenFile';
+      const text = readTextFile(t.tokenFile, 'token file', at('tokenFile'), report);
+      if (text === undefined) return;
+      const problem = tokenProblem(text.trim());
+      if (problem !== undefined)
+        report(at('tokenFile'), `the token in the file: ${problem}`, t.tokenFile);
+      else secret = text.trim();
+    } else if (t.tokenFile === undefined) {
+      report(at(), 'expected token or tokenFile: the secret agents send');
+      return;
+    }
+    if (secret === undefined || name === undefined) return;
+    const first = firstBySecret.get(secret);
+    if (first === undefined) firstBySecret.set(secret, { index: i, key });
+    else {
+      report(at(key), 'the same secret as another token: give each token its own', undefined, {
+        related: { path: ['tokens', first.index, first.key], label: 'first used' },
+      });
+      return;
+    }
+    tokens.push({ name, token: secret, revoked: t.revoked === true });
+  });
+  if (tokens.length > 0 && tokens.length === list.length && tokens.every((t) => t.revoked)) {
+    report(['tokens'], 'every token is revoked: no agent could report; add one that is not');
+  }
+  return tokens;
+}
+
+function isPort(x: unknown): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= 1 && x <= 65535;
+}
+
+/** The port a service listens on when the config does not say. */
+function defaultPort(kind: ServiceKind, tls: boolean): number | undefined {
+  if (kind === 'http') return tls ? defaultHttpsPort : defaultHttpPort;
+  if (kind === 'dns') return defaultDnsPort;
+  return probeRegistry[kind].target.defaultPort;
+}
+
+/** parseTarget's reason without its `invalid target "x": ` prefix (the line shows the value). */
+function targetProblem(raw: string, form: Parameters<typeof parseTarget>[1]): string | undefined {
+  try {
+    parseTarget(raw, form);
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const prefix = `invalid target ${JSON.stringify(raw)}: `;
+    return err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
+  }
+}
+
+function resolveServices(
+  c: Record<string, unknown>,
+  ci: number,
+  address: string | undefined,
+  kindDefaults: KindDefaults,
+  ctx: IssueSink | undefined,
+  report: Report,
+): ServiceConfig[] {
+  const services: ServiceConfig[] = [];
+  const list: unknown[] = Array.isArray(c.services) ? c.services : [];
+  const firstByName = new Map<string, number>();
+  const servicePath = (si: number, ...rest: PropertyKey[]): PropertyKey[] => [
+    'inventory',
+    'components',
+    ci,
+    'services',
+    si,
+    ...rest,
+  ];
+  list.forEach((s: unknown, si) => {
+    if (!isRecord(s)) return;
+    const at = (...rest: PropertyKey[]): PropertyKey[] => servicePath(si, ...rest);
+    const kind =
+      typeof s.kind === 'string' && (serviceKinds as string[]).includes(s.kind)
+        ? (s.kind as ServiceKind)
+        : undefined;
+    const name = typeof s.name === 'string' ? s.name : kind;
+    if (name !== undefined) {
+      const first = firstByName.get(name);
+      if (first === undefined) firstByName.set(name, si);
+      else {
+        // Point at the names where written, else at the services (the name is the kind).
+        const nameAt = (i: number): PropertyKey[] =>
+          isRecord(list[i]) && list[i].name !== undefined ? servicePath(i, 'name') : servicePath(i);
+        const hint =
+          s.name === undefined ? ' (the name defaults to the kind: give each a name)' : '';
+        report(nameAt(si), `duplicate service name ${JSON.stringify(name)}${hint}`, undefined, {
+          related: { path: nameAt(first), label: 'first used' },
+        });
+      }
+    }
+    if (kind === undefined) return;
+
+    const only = (field: string, forKind: ServiceKind): boolean => {
+      if (s[field] === undefined || kind === forKind) return true;
+      report(at(field), `${field} is for ${forKind} services only`, undefined, { pointAt: 'key' });
+      return false;
+    };
+    let fieldsOk = only('path', 'http');
+    fieldsOk = only('tls', 'http') && fieldsOk;
+    fieldsOk = only('query', 'dns') && fieldsOk;
+
+    const tls = s.tls === true;
+    // A port that failed its own check is already reported: build nothing from it.
+    const port =
+      s.port === undefined ? defaultPort(kind, tls) : isPort(s.port) ? s.port : undefined;
+    if (port === undefined && s.port === undefined) {
+      report(at(), `a ${kind} service needs a port`);
+    }
+    const query = typeof s.query === 'string' ? s.query : undefined;
+    if (kind === 'dns') {
+      if (query === undefined) {
+        // A query of the wrong type is reported by its own check.
+        if (s.query === undefined) {
+          report(at(), 'a dns service needs `query`: the name to resolve through it');
+        }
+        fieldsOk = false;
+      } else {
+        const why = targetProblem(query, probeRegistry.dns.target);
+        if (why !== undefined) {
+          report(at('query'), why, query);
+          fieldsOk = false;
+        }
+      }
+      if (address !== undefined && isIP(address) === 0) {
+        report(at(), 'a dns service is asked by IP address: write the component address as an IP');
+        fieldsOk = false;
+      }
+    }
+
+    const own = s.options === undefined ? {} : isRecord(s.options) ? s.options : undefined;
+    let optionsOk = own !== undefined;
+    if (own !== undefined) {
+      if (kind === 'dns' && own.server !== undefined) {
+        report(
+          at('options', 'server'),
+          'the server of a dns service is its component (address and port): leave server out',
+          undefined,
+          { pointAt: 'key' },
+        );
+        optionsOk = false;
+      } else {
+        optionsOk = checkMergedOptions(kind, kindDefaults, own, ctx, at('options')) !== undefined;
+      }
+    }
+
+    if (!fieldsOk || !optionsOk || port === undefined || address === undefined) return;
+    const service: ServiceConfig = {
+      name: name ?? kind,
+      kind,
+      port,
+      ...(kind === 'http'
+        ? { path: typeof s.path === 'string' ? s.path : '/', tls }
+        : kind === 'dns' && query !== undefined
+          ? { query }
+          : {}),
+      options: own ?? {},
+    };
+    // The address the protocol probe gets, checked as the agent will check it.
+    const probe = protocolProbe(address, service);
+    const why = targetProblem(probe.address, probeRegistry[kind].target);
+    if (why !== undefined) {
+      report(at(kind === 'http' ? 'path' : 'port'), why, probe.address);
+      return;
+    }
+    services.push(service);
+  });
+  return services;
+}
+
+function resolveComponents(
+  list: unknown,
+  kindDefaults: KindDefaults,
+  ctx: IssueSink | undefined,
+  report: Report,
+): ComponentConfig[] {
+  const components: ComponentConfig[] = [];
+  if (!Array.isArray(list)) return components;
+  const firstByName = new Map<string, number>();
+  const firstByAgent = new Map<string, { index: number; component: string; written: boolean }>();
+  list.forEach((c: unknown, ci) => {
+    if (!isRecord(c)) return;
+    const at = (...rest: PropertyKey[]): PropertyKey[] => ['inventory', 'components', ci, ...rest];
+    const name = typeof c.name === 'string' ? c.name : undefined;
+    let duplicate = false;
+    if (name !== undefined) {
+      const first = firstByName.get(name);
+      if (first === undefined) firstByName.set(name, ci);
+      else {
+        duplicate = true;
+        report(at('name'), `duplicate component name ${JSON.stringify(name)}`, undefined, {
+          related: { path: ['inventory', 'components', first, 'name'], label: 'first used' },
+        });
+      }
+    }
+    const agent = typeof c.agent === 'string' ? c.agent : name;
+    // A duplicate name whose agent defaults to it is one problem, already reported.
+    if (agent !== undefined && name !== undefined && !(duplicate && c.agent === undefined)) {
+      const first = firstByAgent.get(agent);
+      const written = c.agent !== undefined;
+      if (first === undefined) firstByAgent.set(agent, { index: ci, component: name, written });
+      else {
+        report(
+          at(written ? 'agent' : 'name'),
+          `agent ${JSON.stringify(agent)} already runs on component ${JSON.stringify(first.component)}: one agent per host`,
+          undefined,
+          {
+            related: {
+              path: ['inventory', 'components', first.index, first.written ? 'agent' : 'name'],
+              label: 'first used',
+            },
+          },
+        );
+      }
+    }
+    let address: string | undefined;
+    if (typeof c.address === 'string') {
+      const why = targetProblem(c.address, { form: 'host' });
+      if (why !== undefined) report(at('address'), why, c.address);
+      else address = c.address;
+    }
+    const services = resolveServices(c, ci, address, kindDefaults, ctx, report);
+    if (name === undefined || agent === undefined || address === undefined) return;
+    components.push({
+      name,
+      address,
+      role: typeof c.role === 'string' ? c.role : 'other',
+      labels: isRecord(c.labels) ? (c.labels as Record<string, string>) : {},
+      agent,
+      services,
+    });
+  });
+  return components;
+}
+
+/**
+ * Checks everything that spans fields or touches the file system (token files, TLS files,
+ * the data directory, durations against each other, unique names, service fields by kind,
+ * options merged over the defaults) and builds the resolved config. Runs on partially
+ * invalid input too, so every problem is reported in one go.
+ */
+function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined): CollectorConfig {
+  const report: Report = (path, message, input, params) =>
+    ctx?.addIssue({ code: 'custom', path: [...path], message, input, params });
+
+  if (isRecord(cfg.tls)) checkTls(cfg.tls, report);
+  const dataDir = typeof cfg.dataDir === 'string' ? cfg.dataDir : defaultDataDir;
+  if (cfg.dataDir === undefined || typeof cfg.dataDir === 'string') checkDataDir(dataDir, report);
+  const tokens = resolveTokens(cfg.tokens, report);
+
+  const agents: Record<string, unknown> = isRecord(cfg.agents) ? cfg.agents : {};
+  const reportIntervalMs = asNumber(agents.reportInterval) ?? 0;
+  const writtenSilentMs = asNumber(agents.silentAfter);
+  if (
+    writtenSilentMs !== undefined &&
+    reportIntervalMs > 0 &&
+    writtenSilentMs < 2 * reportIntervalMs
+  ) {
+    report(
+      ['agents', 'silentAfter'],
+      `silentAfter ${formatDurationMs(writtenSilentMs)} must be at least twice the report interval ${formatDurationMs(reportIntervalMs)}`,
+    );
+  }
+
+  const probes: Record<string, unknown> = isRecord(cfg.probes) ? cfg.probes : {};
+  const intervalMs = asNumber(probes.interval) ?? 0;
+  const writtenTimeoutMs = asNumber(probes.timeout);
+  if (writtenTimeoutMs !== undefined && intervalMs > 0 && writtenTimeoutMs >= intervalMs) {
+    report(
+      ['probes', 'timeout'],
+      `timeout ${formatDurationMs(writtenTimeoutMs)} must be shorter than the interval ${formatDurationMs(intervalMs)}`,
+    );
+  }
+  const layers: ProbeLayer[] = [];
+  if (Array.isArray(probes.layers)) {
+    probes.layers.forEach((layer: unknown, i) => {
+      if (typeof layer !== 'string') return;
+      if (layers.includes(layer as ProbeLayer)) {
+        report(['probes', 'layers', i], `layer ${JSON.stringify(layer)} is listed twice`);
+      } else layers.push(layer as ProbeLayer);
+    });
+  }
+  const kindDefaults = checkKindDefaults(probes.options, ctx, ['probes', 'options']);
+  const dnsDefaults = isRecord(probes.options) ? probes.options.dns : undefined;
+  if (isRecord(dnsDefaults) && dnsDefaults.server !== undefined) {
+    report(
+      ['probes', 'options', 'dns', 'server'],
+      'the server of a dns service is its component (address and port): leave server out',
+      undefined,
+      { pointAt: 'key' },
+    );
+  }
+
+  const inventory: Record<string, unknown> = isRecord(cfg.inventory) ? cfg.inventory : {};
+  const components = resolveComponents(inventory.components, kindDefaults, ctx, report);
+
+  const diagnosis: Record<string, unknown> = isRecord(cfg.diagnosis) ? cfg.diagnosis : {};
+  const limits: Record<string, unknown> = isRecord(cfg.limits) ? cfg.limits : {};
+  return {
+    listen: typeof cfg.listen === 'string' ? cfg.listen : defaultCollectorListen,
+    ...(isRecord(cfg.tls) ? { tls: { cert: String(cfg.tls.cert), key: String(cfg.tls.key) } } : {}),
+    dataDir: resolve(dataDir),
+    tokens,
+    agents: {
+      silentAfterMs:
+        writtenSilentMs ?? Math.max(minSilentAfterMs, silentAfterReports * reportIntervalMs),
+      reportIntervalMs,
+      planRefreshMs: asNumber(agents.planRefresh) ?? 0,
+    },
+    probes: {
+      intervalMs,
+      // Unwritten, the timeout follows the interval rather than making `interval: 500ms`
+      // alone an error about a timeout nobody wrote.
+      timeoutMs:
+        writtenTimeoutMs ??
+        Math.min(defaultTimeoutCapMs, Math.floor(intervalMs * defaultTimeoutShare)),
+      layers,
+      mesh: probes.mesh !== false,
+      options: kindDefaults.options,
+    },
+    diagnosis: { debounce: asNumber(diagnosis.debounce) ?? 0 },
+    limits: {
+      maxReportBytes: asNumber(limits.maxReportBytes) ?? 0,
+      maxResultsPerBatch: asNumber(limits.maxResultsPerBatch) ?? 0,
+    },
+    inventory: { components },
+  };
+}
+
+// The refinement resolves the config once (reporting what it finds alongside the
+// structural issues); the transform, which runs only when there were none, reuses it.
+const resolved = new WeakMap<object, CollectorConfig>();
+
+/** The collector config schema: YAML input in, CollectorConfig out. */
+export const CollectorConfigSchema = CollectorConfigInput.superRefine(
+  (cfg, ctx) => {
+    resolved.set(cfg, resolveConfig(cfg, ctx));
+  },
+  { when: (payload) => isRecord(payload.value) },
+).transform((cfg): CollectorConfig => resolved.get(cfg) ?? resolveConfig(cfg, undefined));
+
+/** Parses collector config text; `fileName` is used in messages. Throws ConfigError. */
+export function parseCollectorConfig(text: string, fileName: string): CollectorConfig {
+  return parseConfigText(text, fileName, CollectorConfigSchema);
+}
+
+/** Reads and parses a collector config file. Throws ConfigError naming file, line and path. */
+export function loadCollectorConfig(path: string): CollectorConfig {
+  return loadConfigFile(path, CollectorConfigSchema);
+}
+
+/** What `defaultCollectorConfig` needs from the command line. */
+export interface DefaultCollectorSettings {
+  /** Store directory. */
+  readonly dataDir: string;
+  /** host:port of the API. */
+  readonly listen: string;
+  /** The one agent token, generated by the caller. */
+  readonly token: string;
+}
+
+/**
+ * The config `faultline collector` runs with when given no file: the defaults, one token
+ * ("default"), and an inventory of one component, "localhost", whose service is the
+ * collector's own /healthz (left out when the port is 0, unknown until it listens).
+ * Throws ConfigError when a setting is invalid.
+ */
+export function defaultCollectorConfig(settings: DefaultCollectorSettings): CollectorConfig {
+  const listen = parseListen(settings.listen);
+  const input: Record<string, unknown> = {
+    listen: settings.listen,
+    dataDir: settings.dataDir,
+    tokens: [{ name: 'default', token: settings.token }],
+  };
+  if (listen !== undefined) {
+    const { host, port } = splitListen(listen);
+    // Probe the collector where it answers: a wildcard listen answers on loopback.
+    const address = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+    input.inventory = {
+      components: [
+        {
+          name: 'localhost',
+          address,
+          role: 'other',
+          services: port === 0 ? [] : [{ name: 'collector', kind: 'http', port, path: '/healthz' }],
+        },
+      ],
+    };
+  }
+  const parsed = CollectorConfigSchema.safeParse(input, { error: configErrorMap });
+  if (parsed.success) return deepFreeze(parsed.data);
+  const lines = parsed.error.issues.map((iss) => {
+    const where = formatConfigPath(iss.path);
+    return where === '' ? iss.message : `${where}: ${iss.message}`;
+  });
+  throw new ConfigError(lines.join('\n'), { cause: parsed.error });
+}
+
+/**
+ * JSON Schema (draft 2020-12) of what people write in collector.yaml, for editors and the
+ * configuration reference: each kind's options schema appears under
+ * `probes.options.<kind>` and, keyed on `kind`, under each service's `options`.
+ * Committed as deploy/schema/collector.schema.json; collector/config.test.ts keeps it current.
+ */
+export function collectorJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(CollectorConfigSchema, {
+    io: 'input',
+    unrepresentable: 'any',
+    override: ({ zodSchema, jsonSchema }) => {
+      const json = jsonSchema as Record<string, unknown>;
+      fillOptionsSlot(zodSchema, json);
+      if (zodSchema === tokenSchema) {
+        json.oneOf = [{ required: ['token'] }, { required: ['tokenFile'] }];
+      }
+      if (zodSchema === serviceSchema) {
+        json.allOf = serviceKinds.map((kind) => ({
+          if: { properties: { kind: { const: kind } }, required: ['kind'] },
+          then: { properties: { options: kindOptionsJsonSchema(kind) } },
+        }));
+      }
+    },
+  });
+}

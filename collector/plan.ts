@@ -1,0 +1,212 @@
+import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
+import { isValidHost } from '../probes/target.js';
+import type { Plan, PlanTarget } from '../wire/plan.js';
+import type { CollectorConfig, ComponentConfig, ServiceConfig } from './config.js';
+
+/**
+ * Plans: what each agent probes (a Pingmesh-style pinglist), made from the inventory. Pure:
+ * the same config, agent and known agents always give the same targets and version.
+ */
+
+/** An agent the collector has heard from (mesh targets are made for these). */
+export interface KnownAgent {
+  readonly name: string;
+  /** Where its host answers (e.g. the address its reports came from); needed for a mesh ping. */
+  readonly address?: string;
+  /** Its topology labels, put on its mesh target. */
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+/** The agent's own role label on a mesh target to an agent host outside the inventory. */
+export const meshRole = 'agent';
+
+const versionChars = 16;
+
+function hostPort(host: string, port: number): string {
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * The address (and the options it implies) of a service's protocol probe on `address`:
+ * host:port for postgres, redis, mysql and tcp; the URL for http; for dns the name to
+ * resolve, asked of the component itself (`server`).
+ */
+export function protocolProbe(
+  address: string,
+  service: Pick<ServiceConfig, 'kind' | 'port' | 'path' | 'tls' | 'query'>,
+): { readonly address: string; readonly options: Readonly<Record<string, unknown>> } {
+  switch (service.kind) {
+    case 'http': {
+      const raw = `${service.tls === true ? 'https' : 'http'}://${hostPort(address, service.port)}${service.path ?? '/'}`;
+      let href = raw;
+      try {
+        href = new URL(raw).href; // the form the agent's parseTarget normalises to
+      } catch {
+        // Left as built: the config check reports it.
+      }
+      return { address: href, options: {} };
+    }
+    case 'dns':
+      return {
+        address: service.query ?? '',
+        options: { server: service.port === 53 ? address : hostPort(address, service.port) },
+      };
+    default:
+      return { address: hostPort(address, service.port), options: {} };
+  }
+}
+
+/** JSON with object keys sorted at every level: equal content, equal text. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (typeof value === 'object' && value !== null) {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** Short content hash of what an agent does with a plan: its targets and intervals. */
+export function planVersion(
+  targets: readonly PlanTarget[],
+  reportIntervalMs: number,
+  refreshIntervalMs: number,
+): string {
+  return createHash('sha256')
+    .update(canonicalJson({ targets, reportIntervalMs, refreshIntervalMs }))
+    .digest('hex')
+    .slice(0, versionChars);
+}
+
+/**
+ * The plan for `agentName`: for every component but the agent's own (the one whose `agent`
+ * is this agent), by `probes.layers`:
+ * - icmp: `<component>/icmp` to its address;
+ * - tcp: `<component>/<service>/tcp`, a plain connect to each service's port;
+ * - protocol: `<component>/<service>/<kind>` (a tcp service's protocol is its tcp target).
+ * Labels are the component's plus `role`; options the kind's defaults with the service's
+ * own merged over them. With `probes.mesh`, every known agent's host that no target pings
+ * yet gets an icmp target too. An agent unknown to the inventory gets every component.
+ *
+ * `nowMs` only sets `generatedAtMs`; the version depends on the content alone.
+ */
+export function planFor(
+  config: CollectorConfig,
+  agentName: string,
+  knownAgents: readonly KnownAgent[] = [],
+  nowMs: number = Date.now(),
+): Plan {
+  const { probes, agents } = config;
+  const layers = new Set(probes.layers);
+  const components = config.inventory.components;
+  const own = components.find((c) => c.agent === agentName);
+  const schedule = { intervalMs: probes.intervalMs, timeoutMs: probes.timeoutMs };
+  const targets: PlanTarget[] = [];
+  const names = new Set<string>();
+  const pinged = new Set<string>();
+  const add = (t: PlanTarget): void => {
+    targets.push(t);
+    names.add(t.name);
+    if (t.kind === 'icmp') pinged.add(t.address);
+  };
+  const ping = (c: ComponentConfig): void =>
+    add({
+      name: `${c.name}/icmp`,
+      component: c.name,
+      kind: 'icmp',
+      address: c.address,
+      ...schedule,
+      options: { ...probes.options.icmp },
+      labels: { ...c.labels, role: c.role },
+    });
+  // The tcp layer is a plain connect; only the address family of the tcp defaults applies.
+  const tcpFamily = probes.options.tcp?.family;
+  const connectOptions = tcpFamily === undefined ? {} : { family: tcpFamily };
+
+  for (const c of components) {
+    if (c === own) continue;
+    const labels = { ...c.labels, role: c.role };
+    if (layers.has('icmp')) ping(c);
+    for (const s of c.services) {
+      const merged = { ...probes.options[s.kind], ...s.options };
+      const service = { component: c.name, service: s.name, ...schedule, labels };
+      if (s.kind === 'tcp') {
+        if (layers.has('tcp') || layers.has('protocol')) {
+          const address = hostPort(c.address, s.port);
+          add({
+            name: `${c.name}/${s.name}/tcp`,
+            kind: 'tcp',
+            address,
+            ...service,
+            options: merged,
+          });
+        }
+        continue;
+      }
+      if (layers.has('tcp')) {
+        const address = hostPort(c.address, s.port);
+        add({
+          name: `${c.name}/${s.name}/tcp`,
+          kind: 'tcp',
+          address,
+          ...service,
+          options: { ...connectOptions },
+        });
+      }
+      if (layers.has('protocol')) {
+        const probe = protocolProbe(c.address, s);
+        add({
+          name: `${c.name}/${s.name}/${s.kind}`,
+          kind: s.kind,
+          address: probe.address,
+          ...service,
+          options: { ...merged, ...probe.options },
+        });
+      }
+    }
+  }
+
+  if (probes.mesh) {
+    const ownAddress = own?.address ?? knownAgents.find((a) => a.name === agentName)?.address;
+    const seen = new Set<string>([agentName]);
+    const sorted = [...knownAgents].sort((a, b) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+    );
+    for (const a of sorted) {
+      if (seen.has(a.name)) continue;
+      seen.add(a.name);
+      const component = components.find((c) => c.agent === a.name);
+      const address = component?.address ?? a.address;
+      if (address === undefined || address === ownAddress || pinged.has(address)) continue;
+      if (component !== undefined) {
+        ping(component);
+        continue;
+      }
+      if (!isValidHost(address) || a.name.length > 128) continue;
+      // An agent named like a component that runs another agent: keep both targets apart.
+      const name = names.has(`${a.name}/icmp`) ? `${a.name}/agent/icmp` : `${a.name}/icmp`;
+      if (names.has(name)) continue;
+      add({
+        name,
+        component: a.name,
+        kind: 'icmp',
+        address,
+        ...schedule,
+        options: { ...probes.options.icmp },
+        labels: { ...a.labels, role: meshRole },
+      });
+    }
+  }
+
+  return {
+    version: planVersion(targets, agents.reportIntervalMs, agents.planRefreshMs),
+    agent: agentName,
+    generatedAtMs: nowMs,
+    refreshIntervalMs: agents.planRefreshMs,
+    reportIntervalMs: agents.reportIntervalMs,
+    targets,
+  };
+}

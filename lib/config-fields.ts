@@ -1,0 +1,322 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { addNestedIssues, configErrorMap } from './config-file.js';
+import type { ConfigPath } from './config-file.js';
+import { parseDurationMs } from './duration.js';
+import { probeKinds, probeRegistry } from '../probes/registry.js';
+import type { ProbeKind } from '../probes/registry.js';
+import { isValidHost } from '../probes/target.js';
+
+/**
+ * Config fields shared by the agent's and the collector's YAML: durations, names, topology
+ * labels, listen addresses, byte sizes, and the per-kind probe options (validated by the
+ * kind's own schema, merged over per-kind defaults).
+ */
+
+/** Label names Faultline sets itself on every result and metric. */
+export const reservedLabelNames = [
+  'agent',
+  'target',
+  'kind',
+  'class',
+  'phase',
+  'instance',
+  'job',
+  'le',
+] as const;
+
+// setTimeout holds at most 2^31-1 ms; a day is far below that and far above any sane interval.
+const maxDurationMs = 86_400_000;
+
+/** Agent names: what `agent.name` and a collector component's `agent` accept. */
+export const agentNameRe = /^[A-Za-z0-9._:-]{1,128}$/;
+const labelNameRe = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+// Same grammar as lib/duration.ts; here only so the JSON Schema can show it.
+const durationRe = /^\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h)?\s*$/;
+
+/** 15000 → "15s", 1500 → "1.5s", 800 → "800ms": durations in messages read as written. */
+export function formatDurationMs(ms: number): string {
+  if (ms >= 3_600_000 && ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms >= 1000) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+const durationHelp =
+  'expected a duration: milliseconds, or a number with ms, s, m or h (e.g. "500ms", "15s", "2m")';
+
+/** A duration field: a number of ms or text like "15s"; parses to whole milliseconds ≥ minMs. */
+export function durationField(minMs: number) {
+  return z
+    .union([z.number(), z.string().regex(durationRe, { error: durationHelp })], {
+      error: durationHelp,
+    })
+    .transform((raw, ctx) => {
+      const ms = parseDurationMs(raw);
+      const bad = (message: string): never => {
+        ctx.addIssue({ code: 'custom', message, input: raw });
+        return z.NEVER;
+      };
+      if (ms === undefined) return bad(durationHelp);
+      if (!Number.isInteger(ms)) return bad('expected whole milliseconds');
+      if (ms < minMs) {
+        // `interval: 15` means 15 ms, almost never what was meant.
+        const hint = typeof raw === 'number' ? '; a bare number is milliseconds (write "15s")' : '';
+        return bad(`expected at least ${formatDurationMs(minMs)}${hint}`);
+      }
+      if (ms > maxDurationMs) return bad(`expected at most ${formatDurationMs(maxDurationMs)}`);
+      return ms;
+    });
+}
+
+/** An agent name (1–128 of A-Z a-z 0-9 . _ : -). */
+export const agentNameSchema = z
+  .string()
+  .regex(agentNameRe, { error: 'expected 1–128 characters from A-Z a-z 0-9 . _ : -' });
+
+/**
+ * Topology labels: label name → string value. Names follow the Prometheus rules and may
+ * not be one Faultline sets itself (`reservedLabelNames`, plus `extraReserved`).
+ */
+export function labelsField(extraReserved: readonly string[] = []) {
+  const reserved: readonly string[] = [...reservedLabelNames, ...extraReserved];
+  const labelName = z
+    .string()
+    .regex(labelNameRe, {
+      error: 'expected a label name: letters, digits and "_", not starting with a digit',
+    })
+    .refine((n) => !n.startsWith('__'), { error: 'label names starting with "__" are reserved' })
+    .refine((n) => !reserved.includes(n), {
+      error: `reserved label name: Faultline sets ${reserved.join(', ')} itself`,
+    });
+  return z
+    .record(labelName, z.string())
+    .describe('Topology labels (zone, switch, rack, role…): label name → string value.');
+}
+
+/**
+ * `127.0.0.1:9465`, `[::1]:9465`, `localhost:0` → the same text normalised (IPv6 in
+ * brackets), or undefined. The host must be an IP or a hostname; port 0 picks a free port.
+ */
+export function parseListen(raw: string): string | undefined {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(raw) ?? /^([^:[\]]+):(\d{1,5})$/.exec(raw);
+  if (m === null) return undefined;
+  const host = m[1] ?? '';
+  const port = Number(m[2]);
+  if (!isValidHost(host) || port > 65535) return undefined;
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Splits a listen address made by parseListen into host (no brackets) and port. */
+export function splitListen(listen: string): { readonly host: string; readonly port: number } {
+  const colon = listen.lastIndexOf(':');
+  const host = listen.slice(0, colon);
+  return {
+    host: host.startsWith('[') ? host.slice(1, -1) : host,
+    port: Number(listen.slice(colon + 1)),
+  };
+}
+
+// Binary units, as nginx and most daemons read them: 8MB is 8 × 1024 × 1024 bytes.
+const byteUnits: Readonly<Record<string, number>> = {
+  '': 1,
+  b: 1,
+  k: 1024,
+  kb: 1024,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1024 ** 3,
+  gib: 1024 ** 3,
+};
+const byteSizeRe = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/;
+
+/** `8MB` → 8388608, `512k` → 524288, 1000 → 1000 (units are binary); undefined if not a size. */
+export function parseByteSize(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
+  const m = byteSizeRe.exec(value);
+  if (m === null) return undefined;
+  const unit = byteUnits[(m[2] ?? '').toLowerCase()];
+  if (unit === undefined) return undefined;
+  return Math.floor(Number(m[1]) * unit);
+}
+
+/** "8MiB", "1.5KiB", "100B": sizes in messages. */
+export function formatByteSize(bytes: number): string {
+  for (const [unit, size] of [
+    ['GiB', 1024 ** 3],
+    ['MiB', 1024 ** 2],
+    ['KiB', 1024],
+  ] as const) {
+    if (bytes >= size) return `${Math.round((bytes / size) * 100) / 100}${unit}`;
+  }
+  return `${bytes}B`;
+}
+
+const byteSizeHelp =
+  'expected a size: bytes, or a number with KB, MB or GB (binary: 1KB = 1024 bytes), e.g. "8MB"';
+
+/** A byte-size field: bytes, or text like "8MB"; parses to whole bytes in [minBytes, maxBytes]. */
+export function byteSizeField(minBytes: number, maxBytes: number) {
+  return z
+    .union([z.number(), z.string().regex(byteSizeRe, { error: byteSizeHelp })], {
+      error: byteSizeHelp,
+    })
+    .transform((raw, ctx) => {
+      const bytes = parseByteSize(raw);
+      const bad = (message: string): never => {
+        ctx.addIssue({ code: 'custom', message, input: raw });
+        return z.NEVER;
+      };
+      if (bytes === undefined || !Number.isInteger(bytes)) return bad(byteSizeHelp);
+      if (bytes < minBytes) return bad(`expected at least ${formatByteSize(minBytes)}`);
+      if (bytes > maxBytes) return bad(`expected at most ${formatByteSize(maxBytes)}`);
+      return bytes;
+    });
+}
+
+export function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+export function asNumber(x: unknown): number | undefined {
+  return typeof x === 'number' && Number.isFinite(x) ? x : undefined;
+}
+
+// Options are validated per kind after the merge with the defaults; these slots only
+// accept a mapping. optionsSlotJsonSchema() shows the kind's own schema in their place.
+const optionSlots = new Map<z.core.$ZodType, ProbeKind | 'any'>();
+
+/** A mapping slot for probe options: a kind's, or 'any' when the kind is in a sibling field. */
+export function optionsSlot(kind: ProbeKind | 'any') {
+  const slot = z.record(z.string(), z.unknown());
+  optionSlots.set(slot, kind);
+  return slot;
+}
+
+/** The JSON Schema of a kind's options (draft 2020-12, input side, no `$schema`). */
+export function kindOptionsJsonSchema(kind: ProbeKind): Record<string, unknown> {
+  const { $schema: _, ...rest } = z.toJSONSchema(probeRegistry[kind].options, {
+    io: 'input',
+    unrepresentable: 'any',
+  }) as Record<string, unknown>;
+  return rest;
+}
+
+/**
+ * For a `z.toJSONSchema` override: replaces a kind's options slot with the kind's schema
+ * (keeping the description); leaves any other schema alone.
+ */
+export function fillOptionsSlot(zodSchema: z.core.$ZodType, json: Record<string, unknown>): void {
+  const slot = optionSlots.get(zodSchema);
+  if (slot === undefined || slot === 'any') return;
+  for (const key of Object.keys(json)) if (key !== 'description') delete json[key];
+  Object.assign(json, kindOptionsJsonSchema(slot));
+}
+
+/** The `options` object of a defaults section: one optional options slot per kind. */
+export function perKindOptionsField(what: string) {
+  return z
+    .object(
+      Object.fromEntries(
+        probeKinds.map((kind) => [
+          kind,
+          optionsSlot(kind)
+            .optional()
+            .describe(
+              `Default options for every ${kind} ${what} (${probeRegistry[kind].description}).`,
+            ),
+        ]),
+      ),
+    )
+    .strict();
+}
+
+/** What addIssue needs; absent when the config is known to be valid. */
+export interface IssueSink {
+  addIssue(issue: z.core.$ZodSuperRefineIssue): void;
+}
+
+/** Parse settings for a nested value, so its messages read like the rest of the file. */
+export const nestedParse = { error: configErrorMap, reportInput: true } as const;
+
+/** Per-kind default options as written, and the kinds whose defaults are invalid. */
+export interface KindDefaults {
+  readonly options: Partial<Record<ProbeKind, Record<string, unknown>>>;
+  readonly bad: ReadonlySet<ProbeKind>;
+}
+
+/**
+ * Validates per-kind default options (`raw[kind]` against the kind's schema), reporting
+ * problems under `prefix`. Valid ones are returned as written, for merging.
+ */
+export function checkKindDefaults(
+  raw: unknown,
+  ctx: IssueSink | undefined,
+  prefix: ConfigPath,
+): KindDefaults {
+  const written: Record<string, unknown> = isRecord(raw) ? raw : {};
+  const options: Partial<Record<ProbeKind, Record<string, unknown>>> = {};
+  const bad = new Set<ProbeKind>();
+  for (const kind of probeKinds) {
+    const value = written[kind];
+    if (value === undefined) continue;
+    if (!isRecord(value)) {
+      bad.add(kind);
+      continue;
+    }
+    const schema = probeRegistry[kind].options as z.ZodType;
+    const parsed = schema.safeParse(value, nestedParse);
+    if (parsed.success) options[kind] = value;
+    else {
+      bad.add(kind);
+      if (ctx !== undefined) addNestedIssues(ctx, parsed.error.issues, [...prefix, kind], schema);
+    }
+  }
+  return { options, bad };
+}
+
+/** The issues of a merged options parse that concern keys the target itself wrote. */
+function ownIssues(
+  issues: readonly z.core.$ZodIssue[],
+  own: Record<string, unknown>,
+): z.core.$ZodIssue[] {
+  const out: z.core.$ZodIssue[] = [];
+  for (const iss of issues) {
+    if (iss.code === 'unrecognized_keys' && iss.path.length === 0) {
+      const keys = iss.keys.filter((k) => k in own);
+      if (keys.length > 0) out.push({ ...iss, keys });
+    } else if (iss.path.length > 0 && String(iss.path[0]) in own) {
+      out.push(iss);
+    }
+  }
+  return out;
+}
+
+/**
+ * Merges `own` options over the kind's defaults (shallow: a key replaces the default's
+ * whole value, as with labels) and parses the result with the kind's schema. Problems are
+ * reported under `prefix`; with broken defaults only what `own` wrote is news there.
+ * Returns the parsed options, or undefined when they are invalid.
+ */
+export function checkMergedOptions(
+  kind: ProbeKind,
+  defaults: KindDefaults,
+  own: Record<string, unknown>,
+  ctx: IssueSink | undefined,
+  prefix: ConfigPath,
+): { readonly merged: Record<string, unknown>; readonly parsed: unknown } | undefined {
+  const schema = probeRegistry[kind].options as z.ZodType;
+  const merged = { ...defaults.options[kind], ...own };
+  const parsed = schema.safeParse(merged, nestedParse);
+  if (parsed.success) return { merged, parsed: parsed.data };
+  if (ctx !== undefined) {
+    const issues = defaults.bad.has(kind)
+      ? ownIssues(parsed.error.issues, own)
+      : parsed.error.issues;
+    addNestedIssues(ctx, issues, prefix, schema);
+  }
+  return undefined;
+}
