@@ -1,0 +1,249 @@
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { pollUntil } from '../test/helpers/poll-until.js';
+import { PathSummarySchema } from '../wire/report.js';
+import type { FailureClass, ProbeResult, Timings } from '../wire/result.js';
+import { mainTiming, Reporter } from './reporter.js';
+import type { ReporterOptions } from './reporter.js';
+import type { BatchDraft } from './spool.js';
+
+const log = pino({ level: 'silent' });
+
+let seq = 0;
+function result(
+  target: string,
+  kind: string,
+  cls: FailureClass,
+  timings: Partial<Timings> = {},
+  detail?: Record<string, unknown>,
+): ProbeResult {
+  seq++;
+  return {
+    agent: 'a1',
+    target,
+    address: '198.18.0.10:1',
+    kind,
+    class: cls,
+    seq,
+    startedAtMs: 1_700_000_000_000 + seq,
+    timings: { totalMs: 5, ...timings },
+    ...(detail === undefined ? {} : { detail }),
+  };
+}
+
+describe('Reporter', () => {
+  let reporter: Reporter | undefined;
+  afterEach(async () => {
+    await reporter?.stop();
+    reporter = undefined;
+  });
+
+  function make(over: Partial<ReporterOptions> = {}): { r: Reporter; batches: BatchDraft[] } {
+    const batches: BatchDraft[] = [];
+    reporter = new Reporter({
+      agent: 'a1',
+      labels: { zone: 'a' },
+      log,
+      sink: {
+        append: async (d) => {
+          batches.push(d);
+          return batches.length;
+        },
+      },
+      earlyFlushMs: false,
+      ...over,
+    });
+    return { r: reporter, batches };
+  }
+
+  function feed(r: Reporter, res: ProbeResult): void {
+    r.observe(res, { name: res.target, kind: res.kind });
+  }
+
+  it('summarises a period: counts, failures by class, latency percentiles of the main timing', async () => {
+    let now = 10_000;
+    const { r, batches } = make({ now: () => now, planVersion: 'v7' });
+    // Shuffled 1..100 ms connect times: the percentiles must not depend on arrival order.
+    const ms = Array.from({ length: 100 }, (_, i) => ((i * 37) % 100) + 1);
+    for (const m of ms) feed(r, result('db/tcp', 'tcp', 'ok', { connectMs: m, totalMs: 500 }));
+    feed(r, result('db/tcp', 'tcp', 'tcp_timeout'));
+    feed(r, result('db/tcp', 'tcp', 'tcp_timeout'));
+    feed(r, result('db/tcp', 'tcp', 'tcp_refused'));
+    now = 11_000;
+    await r.cut();
+
+    expect(batches).toHaveLength(1);
+    const b = batches[0]!;
+    expect(b).toMatchObject({
+      agent: 'a1',
+      labels: { zone: 'a' },
+      createdAtMs: 11_000,
+      planVersion: 'v7',
+    });
+    expect(b.summaries).toHaveLength(1);
+    const s = PathSummarySchema.parse(b.summaries[0]);
+    expect(s).toEqual({
+      target: 'db/tcp',
+      kind: 'tcp',
+      fromMs: 10_000,
+      toMs: 11_000,
+      count: 103,
+      ok: 100,
+      failures: { tcp_timeout: 2, tcp_refused: 1 },
+      latencyMs: { min: 1, p50: 50, p90: 90, p99: 99, max: 100 },
+      lastClass: 'tcp_refused',
+      lastSeq: seq,
+    });
+  });
+
+  it.each([
+    ['icmp', 'rttMs'],
+    ['tcp', 'connectMs'],
+    ['http', 'firstByteMs'],
+    ['postgres', 'firstByteMs'],
+    ['redis', 'firstByteMs'],
+    ['mysql', 'firstByteMs'],
+    ['dns', 'totalMs'],
+  ])('the main timing of %s is %s', (kind, timing) => {
+    expect(mainTiming(kind)).toBe(timing);
+  });
+
+  it('icmp: latency from rttMs, loss over the period weighted by packets sent', async () => {
+    const { r, batches } = make();
+    feed(
+      r,
+      result('db/icmp', 'icmp', 'ok', { rttMs: 2, totalMs: 900 }, { sent: 4, lossRatio: 0.5 }),
+    );
+    feed(r, result('db/icmp', 'icmp', 'ok', { rttMs: 4, totalMs: 900 }, { sent: 4, lossRatio: 0 }));
+    feed(r, result('db/icmp', 'icmp', 'icmp_timeout', {}, { sent: 2, lossRatio: 1 }));
+    await r.cut();
+    const s = batches[0]!.summaries[0]!;
+    expect(s.latencyMs).toMatchObject({ min: 2, max: 4 });
+    expect(s.lossRatio).toBeCloseTo((2 + 0 + 2) / 10);
+  });
+
+  it('sends in full the first result of a path, every failure, and every class change — in order', async () => {
+    const { r, batches } = make();
+    const sequence: FailureClass[] = [
+      'ok',
+      'ok',
+      'ok',
+      'tcp_timeout',
+      'tcp_timeout',
+      'tcp_refused',
+      'ok',
+      'ok',
+    ];
+    const fed = sequence.map((c) => result('db/tcp', 'tcp', c, { connectMs: 1 }));
+    for (const f of fed) feed(r, f);
+    await r.cut();
+    const sent = batches[0]!.results;
+    expect(sent.map((x) => x.class)).toEqual([
+      'ok',
+      'tcp_timeout',
+      'tcp_timeout',
+      'tcp_refused',
+      'ok',
+    ]);
+    // Sent as recorded: original seq and timestamps.
+    expect(sent.map((x) => x.seq)).toEqual(
+      [fed[0], fed[3], fed[4], fed[5], fed[6]].map((x) => x!.seq),
+    );
+    expect(sent[1]!.startedAtMs).toBe(fed[3]!.startedAtMs);
+    // The state is kept across periods: an ok after an ok is not news in the next one.
+    feed(r, result('db/tcp', 'tcp', 'ok', { connectMs: 1 }));
+    await r.cut();
+    expect(batches[1]!.results).toEqual([]);
+    expect(batches[1]!.summaries[0]).toMatchObject({ count: 1, ok: 1, failures: {} });
+  });
+
+  it('an empty period is still a batch (the heartbeat); a silent path has no summary', async () => {
+    const { r, batches } = make({ planVersion: 'v1' });
+    feed(r, result('a/tcp', 'tcp', 'ok'));
+    feed(r, result('b/tcp', 'tcp', 'ok'));
+    await r.cut();
+    feed(r, result('a/tcp', 'tcp', 'ok'));
+    await r.cut();
+    await r.cut();
+    expect(batches.map((b) => b.summaries.map((s) => s.target))).toEqual([
+      ['a/tcp', 'b/tcp'],
+      ['a/tcp'],
+      [],
+    ]);
+    expect(batches[2]).toMatchObject({ results: [], summaries: [], planVersion: 'v1' });
+  });
+
+  it('splits summaries over batches and closes a batch early when results pile up', async () => {
+    const { r, batches } = make({ maxSummariesPerBatch: 2, maxResultsPerBatch: 3 });
+    for (let i = 0; i < 5; i++) feed(r, result(`t${i}/tcp`, 'tcp', 'ok'));
+    // 5 first results (state changes): 3 closed a batch early, 2 wait.
+    expect(batches).toHaveLength(1);
+    expect(batches[0]).toMatchObject({ summaries: [] });
+    expect(batches[0]!.results.map((x) => x.target)).toEqual(['t0/tcp', 't1/tcp', 't2/tcp']);
+    await r.cut();
+    expect(batches.slice(1).map((b) => [b.results.length, b.summaries.length])).toEqual([
+      [2, 2],
+      [0, 2],
+      [0, 1],
+    ]);
+  });
+
+  it('setPlan: the new version goes on the next batches', async () => {
+    const { r, batches } = make({ planVersion: 'v1' });
+    await r.cut();
+    r.setPlan({ version: 'v2', reportIntervalMs: 1000, targets: [] });
+    await r.cut();
+    expect(batches.map((b) => b.planVersion)).toEqual(['v1', 'v2']);
+  });
+
+  it('cuts batches on period boundaries while running (heartbeats)', async () => {
+    const { r, batches } = make({ reportIntervalMs: 100 });
+    r.start();
+    await pollUntil('3 heartbeats', () => batches.length >= 3, { timeoutMs: 3000 });
+    const gaps = batches.slice(1, 3).map((b, i) => b.createdAtMs - batches[i]!.createdAtMs);
+    for (const g of gaps) expect(g).toBeGreaterThanOrEqual(50);
+  });
+
+  it('a failure is sent within earlyFlushMs, not at the end of a long period', async () => {
+    const { r, batches } = make({ reportIntervalMs: 60_000, earlyFlushMs: 30 });
+    r.start();
+    feed(r, result('db/tcp', 'tcp', 'ok'));
+    await pollUntil('the first result (a state change) flushed', () => batches.length === 1, {
+      timeoutMs: 2000,
+    });
+    const t0 = Date.now();
+    feed(r, result('db/tcp', 'tcp', 'ok')); // no news: waits for the period
+    feed(r, result('db/tcp', 'tcp', 'tcp_timeout'));
+    await pollUntil('the failure flushed', () => batches.length === 2, { timeoutMs: 2000 });
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(batches[1]!.results.map((x) => x.class)).toEqual(['tcp_timeout']);
+    expect(batches[1]!.summaries).toEqual([]);
+    // The summary of the period still counts every probe when the period closes.
+    await r.stop();
+    expect(batches[2]!.summaries[0]).toMatchObject({
+      count: 3,
+      ok: 2,
+      failures: { tcp_timeout: 1 },
+    });
+  });
+
+  it('stop closes the open period into the sink; a failing sink is counted, not thrown', async () => {
+    const { r, batches } = make();
+    r.start();
+    feed(r, result('db/tcp', 'tcp', 'ok'));
+    await r.stop();
+    expect(batches).toHaveLength(1);
+    expect(batches[0]!.summaries).toHaveLength(1);
+
+    const bad = new Reporter({
+      agent: 'a1',
+      labels: {},
+      log,
+      earlyFlushMs: false,
+      sink: { append: () => Promise.reject(new Error('ENOSPC')) },
+    });
+    feed(bad, result('db/tcp', 'tcp', 'ok'));
+    await bad.stop();
+    expect(bad.stats()).toMatchObject({ batches: 1, appendFailures: 1 });
+  });
+});

@@ -1,0 +1,345 @@
+import type { Plan } from '../wire/plan.js';
+import type { PathSummary } from '../wire/report.js';
+import type { FailureClass, ProbeResult, Timings } from '../wire/result.js';
+import type { Logger } from './logger.js';
+import type { BatchDraft } from './spool.js';
+
+/** Default period of a report batch when the plan does not say. */
+export const defaultReportIntervalMs = 1000;
+/** Default delay between a failure or state change and the batch that carries it. */
+export const defaultEarlyFlushMs = 100;
+
+/** What the reporter needs from a target: its plan name and kind. */
+export interface ReportedTarget {
+  readonly name: string;
+  readonly kind: string;
+}
+
+/** Options of a {@link Reporter}. */
+export interface ReporterOptions {
+  /** Agent name and labels, stamped on every batch. */
+  readonly agent: string;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Where closed batches go (the Spool). */
+  readonly sink: { append(draft: BatchDraft): Promise<number> };
+  readonly log: Logger;
+  /** Period of a batch; the plan's `reportIntervalMs` replaces it. Default 1 s. */
+  readonly reportIntervalMs?: number;
+  readonly planVersion?: string;
+  /**
+   * A failure or state change is sent within this long in a results-only batch instead of
+   * waiting for the period's end; false sends everything at period boundaries. Default 100 ms.
+   */
+  readonly earlyFlushMs?: number | false;
+  /** A batch closes early when this many full results are waiting. Default 5,000. */
+  readonly maxResultsPerBatch?: number;
+  /** Summaries beyond this are split over several batches. Default 5,000. */
+  readonly maxSummariesPerBatch?: number;
+  /** Wall clock, epoch ms; injectable for tests. */
+  readonly now?: () => number;
+}
+
+/** Counters since start. */
+export interface ReporterStats {
+  readonly batches: number;
+  readonly results: number;
+  readonly summaries: number;
+  /** Batches the spool failed to store (disk full…): their content is lost, and logged. */
+  readonly appendFailures: number;
+}
+
+type TimingName = keyof Timings;
+
+/** The kind's main timing: what "latency" means for it in a summary. */
+export function mainTiming(kind: string): TimingName {
+  switch (kind) {
+    case 'icmp':
+      return 'rttMs';
+    case 'tcp':
+      return 'connectMs';
+    case 'http':
+    case 'postgres':
+    case 'redis':
+    case 'mysql':
+      return 'firstByteMs';
+    default:
+      return 'totalMs';
+  }
+}
+
+/** Per path, the current period's tally, reused from period to period. */
+interface PathTally {
+  readonly target: string;
+  readonly kind: string;
+  readonly timing: TimingName;
+  count: number;
+  ok: number;
+  failures: Partial<Record<FailureClass, number>>;
+  latencies: number[];
+  lossWeight: number;
+  lossSum: number;
+  lastClass: FailureClass;
+  lastSeq: number;
+  /** The class of the previous result, across periods: a different one is a state change. */
+  previous: FailureClass | undefined;
+  active: boolean;
+}
+
+/** Nearest-rank quantile of sorted values. */
+function quantile(sorted: readonly number[], q: number): number {
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[i] ?? 0;
+}
+
+/**
+ * Turns the stream of probe results into report batches: per path and period a summary
+ * (count, ok, failures by class, latency min/p50/p90/p99/max of the kind's main timing,
+ * ICMP loss), plus in full every failure and every result whose class differs from the
+ * path's previous one (the first result of a path included). Summaries count every probe of
+ * the period, the ones sent in full too.
+ *
+ * A batch closes at every period boundary (wall-clock multiples of `reportIntervalMs`),
+ * also when empty: it is the agent's heartbeat. A failure or state change closes a
+ * results-only batch within `earlyFlushMs` so the collector hears of it fast; its path's
+ * summary still closes with the period.
+ */
+export class Reporter {
+  private readonly paths = new Map<string, PathTally>();
+  private active: PathTally[] = [];
+  private results: ProbeResult[] = [];
+  private periodStartMs: number;
+  private reportIntervalMs: number;
+  private planVersion: string | undefined;
+  private readonly earlyFlushMs: number | false;
+  private readonly maxResults: number;
+  private readonly maxSummaries: number;
+  private readonly now: () => number;
+  private periodTimer: NodeJS.Timeout | undefined;
+  private earlyTimer: NodeJS.Timeout | undefined;
+  private lastAppend: Promise<void> = Promise.resolve();
+  private running = false;
+  private counts = { batches: 0, results: 0, summaries: 0, appendFailures: 0 };
+
+  constructor(private readonly options: ReporterOptions) {
+    this.reportIntervalMs = options.reportIntervalMs ?? defaultReportIntervalMs;
+    this.planVersion = options.planVersion;
+    this.earlyFlushMs = options.earlyFlushMs ?? defaultEarlyFlushMs;
+    this.maxResults = options.maxResultsPerBatch ?? 5_000;
+    this.maxSummaries = options.maxSummariesPerBatch ?? 5_000;
+    this.now = options.now ?? Date.now;
+    this.periodStartMs = this.now();
+  }
+
+  /** Counters since construction. */
+  stats(): ReporterStats {
+    return { ...this.counts };
+  }
+
+  /** Starts cutting batches on period boundaries. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.periodStartMs = this.now();
+    this.armPeriod();
+  }
+
+  /**
+   * Takes a new plan: its version goes on the next batches, its report interval applies
+   * from the next boundary, and paths no longer in it are forgotten.
+   */
+  setPlan(
+    plan: Pick<Plan, 'version' | 'reportIntervalMs'> & { targets: readonly { name: string }[] },
+  ): void {
+    this.planVersion = plan.version;
+    const keep = new Set(plan.targets.map((t) => t.name));
+    for (const [name, p] of this.paths) if (!keep.has(name) && !p.active) this.paths.delete(name);
+    if (plan.reportIntervalMs !== this.reportIntervalMs) {
+      this.reportIntervalMs = plan.reportIntervalMs;
+      if (this.running) this.armPeriod();
+    }
+  }
+
+  /** Takes one probe result (hot path: every probe). Shaped for `agent.onResult`. */
+  readonly observe = (result: ProbeResult, target: ReportedTarget): void => {
+    let p = this.paths.get(target.name);
+    if (p === undefined) {
+      p = {
+        target: target.name,
+        kind: result.kind,
+        timing: mainTiming(result.kind),
+        count: 0,
+        ok: 0,
+        failures: {},
+        latencies: [],
+        lossWeight: 0,
+        lossSum: 0,
+        lastClass: result.class,
+        lastSeq: result.seq,
+        previous: undefined,
+        active: false,
+      };
+      this.paths.set(target.name, p);
+    }
+    if (!p.active) {
+      p.active = true;
+      this.active.push(p);
+    }
+    p.count++;
+    const cls = result.class;
+    if (cls === 'ok') {
+      p.ok++;
+      const ms = result.timings[p.timing] ?? result.timings.totalMs;
+      p.latencies.push(ms);
+    } else {
+      p.failures[cls] = (p.failures[cls] ?? 0) + 1;
+    }
+    if (p.kind === 'icmp' && result.detail !== undefined) {
+      const loss = result.detail.lossRatio;
+      if (typeof loss === 'number' && loss >= 0 && loss <= 1) {
+        const sent = result.detail.sent;
+        const weight = typeof sent === 'number' && sent > 0 ? sent : 1;
+        p.lossWeight += weight;
+        p.lossSum += loss * weight;
+      }
+    }
+    p.lastClass = cls;
+    p.lastSeq = result.seq;
+    const changed = p.previous !== cls;
+    p.previous = cls;
+    if (changed || cls !== 'ok') {
+      this.results.push(result);
+      if (this.results.length >= this.maxResults) this.flushResults();
+      else this.armEarly();
+    }
+  };
+
+  /**
+   * Closes the current period now: summaries of every path that reported, the results
+   * waiting, into the sink (an empty batch is a heartbeat). Returns when it is stored.
+   */
+  async cut(): Promise<void> {
+    const toMs = this.now();
+    const summaries: PathSummary[] = [];
+    for (const p of this.active) summaries.push(this.summarise(p, toMs));
+    this.active = [];
+    const results = this.results;
+    this.results = [];
+    this.clearEarly();
+    const fromChunks = Math.max(1, Math.ceil(summaries.length / this.maxSummaries));
+    for (let i = 0; i < fromChunks; i++) {
+      const chunk = summaries.slice(i * this.maxSummaries, (i + 1) * this.maxSummaries);
+      this.emit(i === 0 ? results : [], chunk, toMs);
+    }
+    this.periodStartMs = toMs;
+    await this.lastAppend;
+  }
+
+  /** Stops the timers and closes the current period into the sink (nothing is lost). */
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.periodTimer !== undefined) clearTimeout(this.periodTimer);
+    this.periodTimer = undefined;
+    this.clearEarly();
+    if (this.active.length > 0 || this.results.length > 0) await this.cut();
+    await this.lastAppend;
+  }
+
+  private summarise(p: PathTally, toMs: number): PathSummary {
+    const s: PathSummary = {
+      target: p.target,
+      kind: p.kind,
+      fromMs: this.periodStartMs,
+      toMs,
+      count: p.count,
+      ok: p.ok,
+      failures: p.failures,
+      lastClass: p.lastClass,
+      lastSeq: p.lastSeq,
+    };
+    const lat = p.latencies;
+    if (lat.length > 0) {
+      lat.sort((a, b) => a - b);
+      s.latencyMs = {
+        min: lat[0] ?? 0,
+        p50: quantile(lat, 0.5),
+        p90: quantile(lat, 0.9),
+        p99: quantile(lat, 0.99),
+        max: lat[lat.length - 1] ?? 0,
+      };
+    }
+    if (p.lossWeight > 0) s.lossRatio = Math.min(1, p.lossSum / p.lossWeight);
+    p.count = 0;
+    p.ok = 0;
+    p.failures = {};
+    lat.length = 0;
+    p.lossWeight = 0;
+    p.lossSum = 0;
+    p.active = false;
+    return s;
+  }
+
+  private emit(results: ProbeResult[], summaries: PathSummary[], createdAtMs: number): void {
+    const draft: BatchDraft = {
+      agent: this.options.agent,
+      labels: { ...this.options.labels },
+      createdAtMs,
+      ...(this.planVersion === undefined ? {} : { planVersion: this.planVersion }),
+      results,
+      summaries,
+    };
+    this.counts.batches++;
+    this.counts.results += results.length;
+    this.counts.summaries += summaries.length;
+    // The sink serialises appends, so waiting for the last one waits for all.
+    this.lastAppend = this.options.sink.append(draft).then(
+      () => undefined,
+      (err: unknown) => {
+        this.counts.appendFailures++;
+        this.options.log.error(
+          { err, results: results.length, summaries: summaries.length },
+          'could not spool a report batch; its content is lost',
+        );
+      },
+    );
+  }
+
+  /** A results-only batch now; summaries stay with their period. */
+  private flushResults(): void {
+    this.clearEarly();
+    if (this.results.length === 0) return;
+    const results = this.results;
+    this.results = [];
+    this.emit(results, [], this.now());
+  }
+
+  private armEarly(): void {
+    if (this.earlyFlushMs === false || this.earlyTimer !== undefined || !this.running) return;
+    const untilBoundaryMs = this.reportIntervalMs - (this.now() % this.reportIntervalMs);
+    // The period's own cut comes soon enough.
+    if (untilBoundaryMs <= this.earlyFlushMs) return;
+    this.earlyTimer = setTimeout(() => {
+      this.earlyTimer = undefined;
+      this.flushResults();
+    }, this.earlyFlushMs);
+    this.earlyTimer.unref();
+  }
+
+  private clearEarly(): void {
+    if (this.earlyTimer !== undefined) clearTimeout(this.earlyTimer);
+    this.earlyTimer = undefined;
+  }
+
+  private armPeriod(): void {
+    if (this.periodTimer !== undefined) clearTimeout(this.periodTimer);
+    let delayMs = this.reportIntervalMs - (this.now() % this.reportIntervalMs);
+    // A timer may fire a hair before the boundary; the next one is a full period away.
+    if (delayMs < Math.min(10, this.reportIntervalMs / 10)) delayMs += this.reportIntervalMs;
+    this.periodTimer = setTimeout(() => {
+      this.periodTimer = undefined;
+      if (!this.running) return;
+      this.armPeriod();
+      void this.cut();
+    }, delayMs);
+    this.periodTimer.unref();
+  }
+}

@@ -1,0 +1,735 @@
+import type { AddressInfo } from 'node:net';
+import { Readable, Writable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import { Agent, request } from 'undici';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { TestPki } from '../test/helpers/tls.js';
+import type { Plan } from '../wire/plan.js';
+import type { ReportBatch } from '../wire/report.js';
+import type { ProbeResult } from '../wire/result.js';
+import {
+  buildApi,
+  etagFor,
+  ifNoneMatchHits,
+  jsonDepthExceeds,
+  locateJsonError,
+  parseLabels,
+} from './api.js';
+import type { ApiOptions } from './api.js';
+import type {
+  AgentLiveness,
+  CollectorCore,
+  IngestOutcome,
+  PathFilter,
+  PathState,
+} from './types.js';
+
+const token = 'fleet-token-0123456789abcdef';
+const tokens = [
+  { name: 'fleet', token },
+  { name: 'old', token: 'old-token-0123456789abcdef', revoked: true },
+];
+const auth = { authorization: `Bearer ${token}` };
+const json = { 'content-type': 'application/json' };
+
+/** A collector core in memory: per-agentId watermarks, like the real one, and spies. */
+class FakeCore implements CollectorCore {
+  busy = false;
+  healthy = true;
+  planVersion = 'plan-v1';
+  readonly watermarks = new Map<string, { agent: string; seq: number }>();
+
+  readonly ingest = vi.fn((batch: ReportBatch, _receivedAtMs: number): IngestOutcome => {
+    const w = this.watermarks.get(batch.agentId) ?? { agent: batch.agent, seq: 0 };
+    if (w.agent !== batch.agent) {
+      return {
+        status: 'conflict',
+        acceptedSeq: w.seq,
+        message: `agent id ${batch.agentId} belongs to ${w.agent}`,
+      };
+    }
+    if (batch.seq <= w.seq) return { status: 'duplicate', acceptedSeq: w.seq };
+    if (batch.seq > w.seq + 1 + (batch.dropped?.batches ?? 0)) {
+      return { status: 'gap', acceptedSeq: w.seq, expectedSeq: w.seq + 1 };
+    }
+    this.watermarks.set(batch.agentId, { agent: batch.agent, seq: batch.seq });
+    return { status: 'accepted', acceptedSeq: batch.seq };
+  });
+
+  readonly plan = vi.fn((agent: string, _labels: Readonly<Record<string, string>>): Plan => ({
+    version: this.planVersion,
+    agent,
+    generatedAtMs: 1,
+    refreshIntervalMs: 60_000,
+    reportIntervalMs: 10_000,
+    targets: [],
+  }));
+
+  readonly paths = vi.fn((_filter: PathFilter): PathState[] => [
+    {
+      agent: 'app-1',
+      target: 'db-1/tcp/postgres',
+      component: 'db-1',
+      service: 'postgres',
+      kind: 'tcp',
+      state: 'failing',
+      lastClass: 'tcp_timeout',
+      consecutiveFailures: 3,
+      consecutiveSuccesses: 0,
+      failureRatio: 0.5,
+      failures: { tcp_timeout: 3 },
+      probes: 6,
+      sinceMs: 1,
+      lastSeenMs: 2,
+    },
+  ]);
+
+  readonly agents = vi.fn((): AgentLiveness[] => [
+    {
+      agentId: 'agent-0001',
+      agent: 'app-1',
+      labels: { zone: 'a' },
+      state: 'live',
+      lastSeenMs: 1,
+      acceptedSeq: 4,
+      droppedResults: 0,
+    },
+  ]);
+
+  overloaded(): boolean {
+    return this.busy;
+  }
+
+  health() {
+    return this.healthy
+      ? { ok: true, agents: 1, paths: 1 }
+      : { ok: false, agents: 1, paths: 1, detail: 'store unreachable' };
+  }
+}
+
+function result(over: Partial<ProbeResult> = {}): ProbeResult {
+  return {
+    agent: 'app-1',
+    target: 'db-1/tcp/postgres',
+    address: '198.18.0.2:5432',
+    kind: 'tcp',
+    class: 'tcp_timeout',
+    seq: 7,
+    startedAtMs: 1_700_000_000_000,
+    timings: { totalMs: 1000 },
+    ...over,
+  };
+}
+
+function batch(seq: number, over: Partial<ReportBatch> = {}): ReportBatch {
+  return {
+    agentId: 'agent-0001',
+    agent: 'app-1',
+    seq,
+    createdAtMs: 1_700_000_000_000,
+    results: [result()],
+    summaries: [],
+    ...over,
+  };
+}
+
+/** 100 MB of zeros, gzipped (about 100 KB). */
+const bomb = gzipSync(Buffer.alloc(100 * 1024 * 1024), { level: 9 });
+
+/** Asserts the status and the error body; `message` is a substring or a pattern. */
+function expectError(
+  res: { statusCode: number; body: string },
+  status: number,
+  code: string,
+  message: string | RegExp,
+): void {
+  expect(res.statusCode).toBe(status);
+  const err = errorOf(res.body);
+  expect(err.code).toBe(code);
+  if (typeof message === 'string') expect(err.message).toContain(message);
+  else expect(err.message).toMatch(message);
+}
+
+function errorOf(body: string): { code: string; message: string; [k: string]: unknown } {
+  return (JSON.parse(body) as { error: { code: string; message: string } }).error;
+}
+
+describe('collector API (inject)', () => {
+  let core: FakeCore;
+  let app: FastifyInstance;
+  let extraOpts: Partial<ApiOptions> = {};
+
+  beforeEach(() => {
+    core = new FakeCore();
+    extraOpts = {};
+  });
+  afterEach(async () => {
+    await app.close();
+  });
+  function build(over: Partial<ApiOptions> = {}): FastifyInstance {
+    app = buildApi(core, { tokens, maxReportBytes: 1024 * 1024, ...extraOpts, ...over });
+    return app;
+  }
+  function post(
+    payload: string | Buffer | Readable,
+    headers: Record<string, string> = { ...auth, ...json },
+  ) {
+    return build().inject({ method: 'POST', url: '/api/v1/reports', headers, payload });
+  }
+
+  describe('POST /api/v1/reports: auth', () => {
+    it.each([
+      ['missing', {}, 401, 'FL_ERR_AUTH', /missing bearer token/],
+      ['wrong', { authorization: 'Bearer nope-0123456789' }, 401, 'FL_ERR_AUTH', /unknown token/],
+      ['malformed', { authorization: `Basic ${token}` }, 401, 'FL_ERR_AUTH', /malformed/],
+      [
+        'revoked',
+        { authorization: 'Bearer old-token-0123456789abcdef' },
+        403,
+        'FL_ERR_TOKEN_REVOKED',
+        /^token 'old' is revoked$/,
+      ],
+    ])('%s token: refused and never reaches ingest', async (_what, headers, status, code, re) => {
+      const res = await post(JSON.stringify(batch(1)), { ...json, ...headers });
+      expectError(res, status, code, re);
+      expect(core.ingest).not.toHaveBeenCalled();
+    });
+
+    it('the right token: 200 with the ack, and ingest gets the validated batch', async () => {
+      const res = await post(JSON.stringify(batch(1)));
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toEqual({ acceptedSeq: 1, duplicate: false });
+      expect(core.ingest).toHaveBeenCalledWith(batch(1), expect.any(Number));
+    });
+  });
+
+  describe('POST /api/v1/reports: body', () => {
+    it('gzip body: inflated, validated, accepted', async () => {
+      const res = await post(gzipSync(JSON.stringify(batch(1))), {
+        ...auth,
+        ...json,
+        'content-encoding': 'gzip',
+      });
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toEqual({ acceptedSeq: 1, duplicate: false });
+    });
+
+    it('gzip bomb (1 GB of zeros): 413 after inflating about the limit, not the whole', async () => {
+      // Ten gzip members of 100 MB each: 1 GB inflated from ~1 MB on the wire.
+      const big = Buffer.concat(Array.from({ length: 10 }, () => bomb));
+      let consumed = 0;
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < big.length; i += 1024) chunks.push(big.subarray(i, i + 1024));
+      const source = new Readable({
+        read() {
+          const c = chunks.shift();
+          if (c !== undefined) consumed += c.length;
+          this.push(c ?? null);
+        },
+      });
+      const res = await post(source, { ...auth, ...json, 'content-encoding': 'gzip' });
+      expect(res.statusCode).toBe(413);
+      expect(errorOf(res.body).code).toBe('FL_ERR_TOO_LARGE');
+      // Inflating it all would read all ~1 MB of input; 1 MB of output needs ~1 KB of it,
+      // plus what the stream buffers hold (~100 KB).
+      expect(consumed).toBeLessThan(200 * 1024);
+      expect(core.ingest).not.toHaveBeenCalled();
+    });
+
+    it('corrupt gzip: 400 FL_ERR_BAD_ENCODING', async () => {
+      const res = await post(Buffer.from('not gzip at all'), {
+        ...auth,
+        ...json,
+        'content-encoding': 'gzip',
+      });
+      expectError(res, 400, 'FL_ERR_BAD_ENCODING', 'not valid gzip');
+    });
+
+    it('oversized plain body: 413', async () => {
+      const big = JSON.stringify(
+        batch(1, { results: [result({ error: { message: 'x'.repeat(1000) } })] }),
+      ).padEnd(2 * 1024 * 1024, ' ');
+      const res = await post(big);
+      expectError(res, 413, 'FL_ERR_TOO_LARGE', '1048576 bytes');
+      expect(core.ingest).not.toHaveBeenCalled();
+    });
+
+    it('more results than maxResultsPerBatch: 413 before validation', async () => {
+      extraOpts = { maxResultsPerBatch: 2 };
+      const res = await post(JSON.stringify(batch(1, { results: [result(), result(), result()] })));
+      expect(res.statusCode).toBe(413);
+      expect(errorOf(res.body).message).toMatch(/3 results .* at most 2/);
+    });
+
+    it('malformed JSON: 400 naming line and column', async () => {
+      const res = await post('{\n  "agentId": "agent-0001",\n  "seq": }');
+      expect(res.statusCode).toBe(400);
+      const err = errorOf(res.body);
+      expect(err).toMatchObject({ code: 'FL_ERR_INVALID_JSON', line: 3, column: 10 });
+      expect(err.message).toBe('malformed JSON at line 3, column 10: expected a value, found "}"');
+    });
+
+    it('empty body: 400', async () => {
+      const res = await post('');
+      expect(res.statusCode).toBe(400);
+      expect(errorOf(res.body).code).toBe('FL_ERR_INVALID_JSON');
+    });
+
+    it('deeply nested JSON: 400 before parsing', async () => {
+      const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+      const res = await post(deep);
+      expect(res.statusCode).toBe(400);
+      expect(errorOf(res.body).message).toMatch(/nested deeper than 64/);
+    });
+
+    it('schema violations: 400 naming the paths', async () => {
+      const bad = {
+        ...batch(1),
+        results: [result(), result({ class: 'okk' as never })],
+        extra: true,
+      };
+      const res = await post(JSON.stringify(bad));
+      expect(res.statusCode).toBe(400);
+      const err = errorOf(res.body);
+      expect(err.code).toBe('FL_ERR_INVALID_REPORT');
+      expect(err.message).toContain('results[1].class: expected one of: ok, dns_error');
+      expect(err.message).toContain('(actual: "okk")');
+      expect(err.message).toContain('unknown key "extra"');
+      expect(err.issues).toContainEqual({ path: 'extra', message: 'unknown key "extra"' });
+      expect(core.ingest).not.toHaveBeenCalled();
+    });
+
+    it('a missing field is named as missing', async () => {
+      const { seq: _seq, ...noSeq } = batch(1);
+      const res = await post(JSON.stringify(noSeq));
+      expect(res.statusCode).toBe(400);
+      expect(errorOf(res.body).message).toBe('invalid report batch: seq: missing');
+    });
+
+    it.each([
+      ['text/plain', { 'content-type': 'text/plain' }, /application\/json .*"text\/plain"/],
+      ['no content type', {}, /application\/json/],
+      ['brotli', { ...json, 'content-encoding': 'br' }, /unsupported content-encoding "br"/],
+    ])('%s: 415, nothing ingested', async (_what, headers, re) => {
+      const res = await post(JSON.stringify(batch(1)), { ...auth, ...headers });
+      expectError(res, 415, 'FL_ERR_MEDIA_TYPE', re);
+      expect(core.ingest).not.toHaveBeenCalled();
+    });
+  });
+
+  describe('POST /api/v1/reports: sequence', () => {
+    it('a replayed batch: 200 duplicate, applied once', async () => {
+      build();
+      const send = (b: ReportBatch) =>
+        app.inject({
+          method: 'POST',
+          url: '/api/v1/reports',
+          headers: { ...auth, ...json },
+          payload: JSON.stringify(b),
+        });
+      expect((await send(batch(1))).json()).toEqual({ acceptedSeq: 1, duplicate: false });
+      expect((await send(batch(1))).json()).toEqual({ acceptedSeq: 1, duplicate: true });
+      expect(core.watermarks.get('agent-0001')?.seq).toBe(1);
+    });
+
+    it('out of order: 409 FL_ERR_SEQ_GAP with expectedSeq and acceptedSeq', async () => {
+      const res = await post(JSON.stringify(batch(3)));
+      expect(res.statusCode).toBe(409);
+      expect(errorOf(res.body)).toMatchObject({
+        code: 'FL_ERR_SEQ_GAP',
+        expectedSeq: 1,
+        acceptedSeq: 0,
+      });
+    });
+
+    it('agent id held by another name: 409 FL_ERR_AGENT_CONFLICT with the core message', async () => {
+      core.watermarks.set('agent-0001', { agent: 'app-2', seq: 5 });
+      const res = await post(JSON.stringify(batch(6)));
+      expect(res.statusCode).toBe(409);
+      expect(errorOf(res.body)).toMatchObject({
+        code: 'FL_ERR_AGENT_CONFLICT',
+        message: 'agent id agent-0001 belongs to app-2',
+        acceptedSeq: 5,
+      });
+    });
+
+    it('overloaded: 503 with Retry-After 1–3 s before the body is parsed', async () => {
+      core.busy = true;
+      // Not even JSON: a 400 here would mean the body was parsed first.
+      const res = await post('{{{ not json');
+      expect(res.statusCode).toBe(503);
+      expect(errorOf(res.body).code).toBe('FL_ERR_OVERLOADED');
+      expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(Number(res.headers['retry-after'])).toBeLessThanOrEqual(3);
+      expect(core.ingest).not.toHaveBeenCalled();
+    });
+
+    it('ingest throwing: 500 FL_ERR_INTERNAL without the internal message', async () => {
+      core.ingest.mockImplementationOnce(() => {
+        throw new Error('SQLITE_BUSY: secret path /var/lib/x');
+      });
+      const res = await post(JSON.stringify(batch(1)));
+      expect(res.statusCode).toBe(500);
+      const err = errorOf(res.body);
+      expect(err.code).toBe('FL_ERR_INTERNAL');
+      expect(err.message).not.toContain('SQLITE');
+    });
+  });
+
+  describe('POST /api/v1/reports: hostile input', () => {
+    const hostile: [string, string][] = [
+      [
+        '__proto__ at the top',
+        `{"__proto__":{"polluted":"yes"},${JSON.stringify(batch(1)).slice(1)}`,
+      ],
+      [
+        '__proto__ in detail',
+        JSON.stringify(batch(1)).replace(
+          '"timings"',
+          '"detail":{"__proto__":{"polluted":"yes"}},"timings"',
+        ),
+      ],
+      [
+        'escaped __proto__',
+        `{"\\u005f_proto__":{"polluted":"yes"},${JSON.stringify(batch(1)).slice(1)}`,
+      ],
+      [
+        'constructor.prototype',
+        JSON.stringify(batch(1)).replace(
+          '"timings"',
+          '"detail":{"constructor":{"prototype":{"polluted":"yes"}}},"timings"',
+        ),
+      ],
+    ];
+    it.each(hostile)('%s: 400, nothing ingested, Object.prototype clean', async (_what, text) => {
+      for (const [payload, headers] of [
+        [text, { ...auth, ...json }],
+        [gzipSync(text), { ...auth, ...json, 'content-encoding': 'gzip' }],
+      ] as const) {
+        const res = await post(payload, headers);
+        expectError(res, 400, 'FL_ERR_INVALID_JSON', 'prototype-pollution');
+        await app.close();
+      }
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+      expect(Object.prototype).not.toHaveProperty('polluted');
+      expect(core.ingest).not.toHaveBeenCalled();
+      build(); // afterEach closes it
+    });
+
+    it('control characters are data: accepted as sent, and escaped in the logs', async () => {
+      const lines: string[] = [];
+      const sink = new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          lines.push(chunk.toString());
+          cb();
+        },
+      });
+      extraOpts = { log: pino({ level: 'debug' }, sink) };
+      const name = 'app\u001b[31m\u0000-1';
+      const b = batch(1, {
+        agent: name,
+        results: [result({ error: { message: 'bad\r\nnews\u001b[0m' } })],
+      });
+      const res = await post(JSON.stringify(b));
+      expect(res.statusCode).toBe(200);
+      expect(core.ingest.mock.calls[0]?.[0]).toEqual(b);
+      const log = lines.join('');
+      expect(log).toContain('\\u001b[31m\\u0000-1');
+      expect(log).not.toContain('\u001b');
+      expect(log).not.toContain('\u0000');
+      for (const line of log.trim().split('\n'))
+        expect(() => JSON.parse(line) as unknown).not.toThrow();
+    });
+  });
+
+  describe('GET /api/v1/plan', () => {
+    const get = (url: string, headers: Record<string, string> = auth) =>
+      build().inject({ method: 'GET', url, headers });
+
+    it('needs a token', async () => {
+      const res = await get('/api/v1/plan?agent=app-1', {});
+      expect(res.statusCode).toBe(401);
+      expect(core.plan).not.toHaveBeenCalled();
+    });
+
+    it('answers the plan with its version as ETag; labels parsed for the core', async () => {
+      const res = await get('/api/v1/plan?agent=app-1&labels=zone%3Da,rack=r1');
+      expect(res.statusCode).toBe(200);
+      expect(res.headers.etag).toBe('"plan-v1"');
+      expect(res.json()).toMatchObject({ version: 'plan-v1', agent: 'app-1' });
+      expect(core.plan).toHaveBeenCalledWith('app-1', { zone: 'a', rack: 'r1' });
+    });
+
+    it.each([
+      ['the same version', '"plan-v1"', 304],
+      ['weak form', 'W/"plan-v1"', 304],
+      ['in a list', '"old", "plan-v1"', 304],
+      ['a star', '*', 304],
+      ['another version', '"plan-v0"', 200],
+    ])('If-None-Match %s: %i', async (_what, inm, status) => {
+      const res = await get('/api/v1/plan?agent=app-1', { ...auth, 'if-none-match': inm });
+      expect(res.statusCode).toBe(status);
+      if (status === 304) {
+        expect(res.body).toBe('');
+        expect(res.headers.etag).toBe('"plan-v1"');
+      }
+    });
+
+    it.each([
+      ['no agent', '/api/v1/plan', /agent: missing/],
+      ['a bad agent name', '/api/v1/plan?agent=a%20b', /agent: expected an agent name/],
+      ['an agent twice', '/api/v1/plan?agent=a&agent=b', /agent: expected a string/],
+      [
+        'an unknown parameter',
+        '/api/v1/plan?agent=a&lables=x',
+        /unknown key "lables" \(did you mean "labels"\?\)/,
+      ],
+      [
+        'a label without =',
+        '/api/v1/plan?agent=a&labels=zone',
+        /labels: pair 1 "zone" is not name=value/,
+      ],
+      ['a bad label name', '/api/v1/plan?agent=a&labels=1x=a', /invalid label name "1x"/],
+      [
+        'a reserved label name',
+        '/api/v1/plan?agent=a&labels=__proto__=a',
+        /invalid label name "__proto__"/,
+      ],
+      ['an empty value', '/api/v1/plan?agent=a&labels=zone=', /invalid value for "zone"/],
+      ['a duplicate label', '/api/v1/plan?agent=a&labels=z=a,z=b', /duplicate label "z"/],
+      ['a trailing comma', '/api/v1/plan?agent=a&labels=z=a,', /pair 2 "" is not name=value/],
+    ])('%s: 400', async (_what, url, re) => {
+      const res = await get(url);
+      expectError(res, 400, 'FL_ERR_BAD_REQUEST', re);
+      expect(core.plan).not.toHaveBeenCalled();
+    });
+  });
+
+  describe('read endpoints (open)', () => {
+    const get = (url: string) => build().inject({ method: 'GET', url });
+
+    it('GET /api/v1/paths without a token, filters passed to the core', async () => {
+      const res = await get('/api/v1/paths?agent=app-1&component=db-1&kind=tcp&state=failing');
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toEqual({ paths: core.paths.mock.results[0]?.value as unknown });
+      expect(core.paths).toHaveBeenCalledWith({
+        agent: 'app-1',
+        component: 'db-1',
+        kind: 'tcp',
+        state: 'failing',
+      });
+    });
+
+    it.each([
+      [
+        'an unknown parameter',
+        '/api/v1/paths?stat=ok',
+        /unknown key "stat" \(did you mean "state"\?\)/,
+      ],
+      [
+        'an invalid state',
+        '/api/v1/paths?state=down',
+        /state: expected one of: ok, failing, degraded, unknown/,
+      ],
+      ['a bad kind', '/api/v1/paths?kind=TCP!', /kind: expected a probe kind/],
+      [
+        'a control character',
+        '/api/v1/paths?component=a%07b',
+        /component: expected a component name/,
+      ],
+      ['agents with a parameter', '/api/v1/agents?state=live', /unknown key "state"/],
+    ])('%s: 400', async (_what, url, re) => {
+      const res = await get(url);
+      expectError(res, 400, 'FL_ERR_BAD_REQUEST', re);
+      expect(core.paths).not.toHaveBeenCalled();
+    });
+
+    it('GET /api/v1/agents lists agent liveness', async () => {
+      const res = await get('/api/v1/agents');
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toMatchObject({ agents: [{ agent: 'app-1', state: 'live' }] });
+    });
+
+    it('/healthz: 200 when ok, 503 with the error shape when not', async () => {
+      const ok = await get('/healthz');
+      expect(ok.statusCode).toBe(200);
+      expect(ok.json()).toEqual({ status: 'ok', ok: true, agents: 1, paths: 1 });
+      await app.close();
+      core.healthy = false;
+      const bad = await get('/healthz');
+      expect(bad.statusCode).toBe(503);
+      expect(bad.json()).toMatchObject({
+        status: 'unhealthy',
+        error: { code: 'FL_ERR_UNHEALTHY', message: 'store unreachable' },
+      });
+    });
+
+    it('/metrics: 404 without a handler, the handler text with one', async () => {
+      const absent = await get('/metrics');
+      expect(absent.statusCode).toBe(404);
+      expect(errorOf(absent.body).code).toBe('FL_ERR_NOT_FOUND');
+      await app.close();
+      extraOpts = { metricsHandler: async () => 'faultline_paths 1\n' };
+      const res = await get('/metrics');
+      expect(res.statusCode).toBe(200);
+      expect(res.headers['content-type']).toMatch(/^text\/plain/);
+      expect(res.body).toBe('faultline_paths 1\n');
+    });
+  });
+
+  describe('routing', () => {
+    it('unknown route: 404 in the error shape', async () => {
+      const res = await build().inject({ method: 'GET', url: '/api/v2/nothing?x=1' });
+      expect(res.statusCode).toBe(404);
+      expect(errorOf(res.body)).toEqual({
+        code: 'FL_ERR_NOT_FOUND',
+        message: 'no such endpoint: "/api/v2/nothing"',
+      });
+    });
+
+    it.each([
+      ['GET', '/api/v1/reports', 'POST'],
+      ['DELETE', '/api/v1/paths', 'GET, HEAD'],
+      ['POST', '/api/v1/plan', 'GET, HEAD'],
+    ] as const)('%s %s: 405 with Allow: %s', async (method, url, allow) => {
+      const res = await build().inject({
+        method,
+        url,
+        headers: json,
+        payload: method === 'GET' ? undefined : '{}',
+      });
+      expect(res.statusCode).toBe(405);
+      expect(res.headers.allow).toBe(allow);
+      expect(errorOf(res.body).code).toBe('FL_ERR_METHOD');
+    });
+  });
+});
+
+describe('collector API (real sockets)', () => {
+  const core = new FakeCore();
+  let pki: TestPki;
+  let dispatcher: Agent;
+  const apps: FastifyInstance[] = [];
+
+  beforeAll(async () => {
+    pki = await TestPki.create();
+    dispatcher = new Agent({ connect: { ca: pki.ca.cert } });
+  });
+  afterAll(async () => {
+    await Promise.all(apps.map((a) => a.close()));
+    await dispatcher?.close();
+    await pki?.destroy();
+  });
+  async function serve(opts: Partial<ApiOptions> = {}): Promise<number> {
+    const app = buildApi(core, { tokens, maxReportBytes: 1024 * 1024, ...opts });
+    apps.push(app);
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    return (app.server.address() as AddressInfo).port;
+  }
+  const gzHeaders = { ...auth, ...json, 'content-encoding': 'gzip' };
+
+  it('http: a gzip report is accepted; a gzip bomb is refused with 413', async () => {
+    const port = await serve();
+    const ok = await request(`http://127.0.0.1:${port}/api/v1/reports`, {
+      method: 'POST',
+      headers: gzHeaders,
+      body: gzipSync(JSON.stringify(batch(1, { agentId: 'agent-http-1' }))),
+    });
+    expect(ok.statusCode).toBe(200);
+    expect(await ok.body.json()).toEqual({ acceptedSeq: 1, duplicate: false });
+
+    const boom = await request(`http://127.0.0.1:${port}/api/v1/reports`, {
+      method: 'POST',
+      headers: gzHeaders,
+      body: bomb,
+    });
+    expect(boom.statusCode).toBe(413);
+    expect(((await boom.body.json()) as { error: { code: string } }).error.code).toBe(
+      'FL_ERR_TOO_LARGE',
+    );
+  });
+
+  it('https with a certificate from a test CA: health and a gzip report', async () => {
+    const cert = await pki.issue({ cn: 'localhost', sans: ['IP:127.0.0.1', 'DNS:localhost'] });
+    const port = await serve({ tls: { cert: cert.cert, key: cert.key } });
+    const health = await request(`https://127.0.0.1:${port}/healthz`, { dispatcher });
+    expect(health.statusCode).toBe(200);
+    expect(await health.body.json()).toMatchObject({ status: 'ok' });
+
+    const ok = await request(`https://127.0.0.1:${port}/api/v1/reports`, {
+      method: 'POST',
+      headers: gzHeaders,
+      body: gzipSync(JSON.stringify(batch(1, { agentId: 'agent-https-1' }))),
+      dispatcher,
+    });
+    expect(ok.statusCode).toBe(200);
+    expect(await ok.body.json()).toEqual({ acceptedSeq: 1, duplicate: false });
+
+    // Plain HTTP to the TLS port gets no API answer.
+    await expect(request(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+  });
+});
+
+describe('helpers', () => {
+  it.each([
+    ['{"a":}', 1, 6, 'expected a value, found "}"'],
+    ['{"a":1', 1, 7, 'expected "," or "}", found the end of the body'],
+    ['{"a":1}x', 1, 8, 'expected nothing after the JSON value, found "x"'],
+    ['{a:1}', 1, 2, 'expected a property name in double quotes, found "a"'],
+    ['[1,2,]', 1, 6, 'expected a value, found "]"'],
+    ['[1 2]', 1, 4, 'expected "," or "]", found "2"'],
+    ['{"a" 1}', 1, 6, 'expected ":" after the property name, found "1"'],
+    ['{"a":tru}', 1, 9, 'expected true, found "}"'],
+    ['"ab\u0001"', 1, 4, 'expected an escape instead of a raw control character, found "\\u0001"'],
+    ['"\\x"', 1, 3, 'expected a valid escape after "\\", found "x"'],
+    ['"\\u12g4"', 1, 6, 'expected 4 hex digits after \\u, found "g"'],
+    ['[-]', 1, 3, 'expected a digit, found "]"'],
+    ['[1.]', 1, 4, 'expected a digit, found "]"'],
+    ['[1e]', 1, 4, 'expected a digit, found "]"'],
+    ['"open', 1, 6, 'expected the closing quote of a string, found the end of the body'],
+    ['', 1, 1, 'expected a value, found the end of the body'],
+    ['{\n "a": [\n  1,\n  ?]}', 4, 3, 'expected a value, found "?"'],
+  ])('locateJsonError(%j): line %i, column %i', (text, line, column, message) => {
+    expect(() => JSON.parse(text) as unknown).toThrow();
+    expect(locateJsonError(text)).toMatchObject({ line, column, message });
+  });
+
+  it.each(['{}', '[]', '{"a":[1,-2.5e+3,true,false,null,"x\\n\\u00e9"]}', ' 0 ', '"\\/"'])(
+    'locateJsonError(%j): valid JSON has no error',
+    (text) => {
+      expect(() => JSON.parse(text) as unknown).not.toThrow();
+      expect(locateJsonError(text)).toBeUndefined();
+    },
+  );
+
+  it('locateJsonError survives hostile nesting', () => {
+    const text = `${'['.repeat(1_000_000)}x`;
+    expect(locateJsonError(text)).toMatchObject({ position: 1_000_000 });
+  });
+
+  it('jsonDepthExceeds counts brackets outside strings only', () => {
+    expect(jsonDepthExceeds(Buffer.from('[[[]]]'), 3)).toBe(false);
+    expect(jsonDepthExceeds(Buffer.from('[[[[]]]]'), 3)).toBe(true);
+    expect(jsonDepthExceeds(Buffer.from('["[[[[", "\\"[[[["]'), 3)).toBe(false);
+    expect(jsonDepthExceeds(Buffer.from('[[],[],[],[],[]]'), 2)).toBe(false);
+  });
+
+  it('parseLabels: empty is none; pairs in order', () => {
+    expect(parseLabels('')).toEqual({});
+    expect(parseLabels('zone=eu-1a,rack=r 7,switch=sw-2')).toEqual({
+      zone: 'eu-1a',
+      rack: 'r 7',
+      switch: 'sw-2',
+    });
+    expect(Object.getPrototypeOf(parseLabels('constructor=x'))).toBe(Object.prototype);
+  });
+
+  it('etagFor quotes a plain version and hashes one that cannot be an entity tag', () => {
+    expect(etagFor('abc123')).toBe('"abc123"');
+    expect(etagFor('has "quotes" and spaces')).toMatch(/^"[0-9a-f]{32}"$/);
+    expect(ifNoneMatchHits(undefined, '"a"')).toBe(false);
+    expect(ifNoneMatchHits('"b", W/"a"', '"a"')).toBe(true);
+  });
+});
