@@ -418,7 +418,7 @@ describe('collector API (inject)', () => {
       build(); // afterEach closes it
     });
 
-    it('control characters are data: accepted as sent, and escaped in the logs', async () => {
+    it('control characters: data in results is accepted as sent; an agent name with them is refused; logs stay escaped', async () => {
       const lines: string[] = [];
       const sink = new Writable({
         write(chunk: Buffer, _enc, cb) {
@@ -427,16 +427,18 @@ describe('collector API (inject)', () => {
         },
       });
       extraOpts = { log: pino({ level: 'debug' }, sink) };
-      const name = 'app\u001b[31m\u0000-1';
-      const b = batch(1, {
-        agent: name,
-        results: [result({ error: { message: 'bad\r\nnews\u001b[0m' } })],
-      });
+      const b = batch(1, { results: [result({ error: { message: 'bad\r\nnews\u001b[0m' } })] });
       const res = await post(JSON.stringify(b));
       expect(res.statusCode).toBe(200);
       expect(core.ingest.mock.calls[0]?.[0]).toEqual(b);
+
+      const hostile = batch(2, { agent: 'app\u001b[31m\u0000-1' });
+      const refused = await post(JSON.stringify(hostile));
+      expect(refused.statusCode).toBe(400);
+      expect(refused.json()).toMatchObject({ error: { code: 'FL_ERR_INVALID_REPORT' } });
+      expect((refused.json() as { error: { message: string } }).error.message).toContain('agent');
+      expect(core.ingest).toHaveBeenCalledTimes(1);
       const log = lines.join('');
-      expect(log).toContain('\\u001b[31m\\u0000-1');
       expect(log).not.toContain('\u001b');
       expect(log).not.toContain('\u0000');
       for (const line of log.trim().split('\n'))
