@@ -112,7 +112,7 @@ export class Agent {
     if (unfinished > 0)
       this.log.warn({ unfinished }, 'probes still running at shutdown were aborted');
     await Promise.allSettled(
-      probeKinds.map((kind) => (probeRegistry[kind] as ProbeDefinition<unknown>).close?.()),
+      probeKinds.map(async (kind) => (probeRegistry[kind] as ProbeDefinition<unknown>).close?.()),
     );
     await this.telemetry.shutdown();
     if (this.server !== undefined) {

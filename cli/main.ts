@@ -4,6 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { exitCodes } from './exit-codes.js';
 import { agentCommand } from './agent.js';
+import { collectorCommand } from './collector.js';
 import { probeCommand } from './probe.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -18,6 +19,7 @@ async function main(argv: string[]): Promise<number> {
     )
     .command(probeCommand(setCode))
     .command(agentCommand(setCode))
+    .command(collectorCommand(setCode))
     .demandCommand(1, 'Name a command: see the list above.')
     .strict()
     .recommendCommands()

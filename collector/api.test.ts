@@ -1,3 +1,4 @@
+import { FaultlineError } from '../lib/errors.js';
 import type { AddressInfo } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
@@ -378,6 +379,20 @@ describe('collector API (inject)', () => {
     });
   });
 
+  describe('POST /api/v1/reports: store failure', () => {
+    it('a store failure: 503 FL_ERR_STORE with Retry-After, so the agent keeps the batch and retries', async () => {
+      core.ingest.mockImplementationOnce(() => {
+        throw new FaultlineError('FL_ERR_STORE', 'database or disk is full (SQLITE_FULL)');
+      });
+      const res = await post(JSON.stringify(batch(1)));
+      expect(res.statusCode).toBe(503);
+      const err = errorOf(res.body);
+      expect(err.code).toBe('FL_ERR_STORE');
+      expect(err.message).toContain('SQLITE_FULL');
+      expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(5);
+    });
+  });
+
   describe('POST /api/v1/reports: hostile input', () => {
     const hostile: [string, string][] = [
       [
@@ -436,7 +451,7 @@ describe('collector API (inject)', () => {
       const refused = await post(JSON.stringify(hostile));
       expect(refused.statusCode).toBe(400);
       expect(refused.json()).toMatchObject({ error: { code: 'FL_ERR_INVALID_REPORT' } });
-      expect((refused.json() as { error: { message: string } }).error.message).toContain('agent');
+      expect(refused.json<{ error: { message: string } }>().error.message).toContain('agent');
       expect(core.ingest).toHaveBeenCalledTimes(1);
       const log = lines.join('');
       expect(log).not.toContain('\u001b');

@@ -1,3 +1,4 @@
+import { FaultlineError } from '../lib/errors.js';
 import { createHash, randomInt } from 'node:crypto';
 import type { Server as HttpsServer } from 'node:https';
 import { Transform } from 'node:stream';
@@ -60,6 +61,8 @@ export const apiErrorStatus = {
   FL_ERR_INTERNAL: 500,
   /** Backpressure: retry after the Retry-After delay. */
   FL_ERR_OVERLOADED: 503,
+  /** The store failed (disk full, I/O error); nothing was stored: retry later. */
+  FL_ERR_STORE: 503,
   /** /healthz: the collector is not healthy. */
   FL_ERR_UNHEALTHY: 503,
 } as const;
@@ -787,7 +790,22 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
           );
         }
         const batch = parsed.data;
-        const outcome = core.ingest(batch, Date.now());
+        let outcome;
+        try {
+          outcome = core.ingest(batch, Date.now());
+        } catch (err) {
+          // The store failed (disk full, I/O error): nothing was stored, the agent keeps the
+          // batch spooled and retries; say so instead of a bare 500.
+          if (!(err instanceof FaultlineError && err.code === 'FL_ERR_STORE')) throw err;
+          request.log.error({ err }, 'report not stored');
+          const retryAfterS = randomInt(5, 16);
+          throw new ApiError(
+            'FL_ERR_STORE',
+            `the collector cannot store reports right now (${err.message}); retry in ${retryAfterS} s`,
+            { retryAfterS },
+            { 'retry-after': String(retryAfterS) },
+          );
+        }
         request.log.debug(
           {
             agent: batch.agent,

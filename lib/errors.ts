@@ -9,6 +9,7 @@ export const errorCodes = {
   FL_ERR_USAGE: 'invalid command-line usage',
   FL_ERR_UNKNOWN_KIND: 'unknown probe kind',
   FL_ERR_ENGINE: 'probe engine unavailable',
+  FL_ERR_STORE: 'collector store unavailable',
   FL_ERR_INTERNAL: 'internal error',
 } as const;
 

@@ -1,0 +1,184 @@
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from '../agent/logger.js';
+import type { Plan } from '../wire/plan.js';
+import type { ReportBatch } from '../wire/report.js';
+import { buildApi } from './api.js';
+import type { CollectorConfig } from './config.js';
+import { Ingest } from './ingest.js';
+import { PathMatrix } from './paths.js';
+import { planFor, type KnownAgent } from './plan.js';
+import { Store } from './store.js';
+import type {
+  AgentLiveness,
+  CollectorCore,
+  IngestOutcome,
+  PathFilter,
+  PathState,
+} from './types.js';
+
+/** How often silent agents are looked for, the matrix checkpointed, old rows pruned. */
+const silenceCheckMs = 1_000;
+const checkpointEveryMs = 60_000;
+const pruneEveryMs = 10 * 60_000;
+
+/**
+ * Plan target names are `<component>/icmp`, `<component>/<service>/tcp` and
+ * `<component>/<service>/<kind>` (collector/plan.ts): split them back for the matrix.
+ */
+export function describePlanTargetName(
+  target: string,
+  kind: string,
+): { component: string; service?: string } {
+  const parts = target.split('/');
+  const component = parts[0] ?? target;
+  if (kind === 'icmp' || parts.length < 3) return { component };
+  return { component, service: parts[1] ?? '' };
+}
+
+/**
+ * The collector: store, path matrix, ingest, plans and the HTTP API, started from a
+ * validated config. `start()` listens; `stop()` checkpoints and closes everything.
+ */
+export class Collector implements CollectorCore {
+  readonly store: Store;
+  readonly matrix: PathMatrix;
+  readonly ingestor: Ingest;
+  private api: FastifyInstance | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private lastCheckpointMs = Date.now();
+  private lastPruneMs = 0;
+  private readonly plans = new Map<string, Plan>();
+
+  private constructor(
+    readonly config: CollectorConfig,
+    private readonly log: Logger,
+  ) {
+    this.store = Store.open(config.dataDir);
+    this.matrix = new PathMatrix({
+      debounce: config.diagnosis.debounce,
+      describeTarget: describePlanTargetName,
+    });
+    this.ingestor = new Ingest(this.store, this.matrix);
+  }
+
+  /** Opens the store, rebuilds the path matrix from it and listens. */
+  static async start(config: CollectorConfig, log: Logger): Promise<Collector> {
+    const c = new Collector(config, log);
+    try {
+      c.ingestor.restore();
+      const tls =
+        config.tls === undefined
+          ? undefined
+          : {
+              cert: readFileSync(config.tls.cert, 'utf8'),
+              key: readFileSync(config.tls.key, 'utf8'),
+            };
+      c.api = buildApi(c, {
+        tokens: config.tokens.filter((t) => t.token !== ''),
+        maxReportBytes: config.limits.maxReportBytes,
+        maxResultsPerBatch: config.limits.maxResultsPerBatch,
+        log,
+        ...(tls === undefined ? {} : { tls }),
+      });
+      const colon = config.listen.lastIndexOf(':');
+      const host = config.listen.slice(0, colon).replace(/^\[|\]$/g, '');
+      await c.api.listen({ host, port: Number(config.listen.slice(colon + 1)) });
+    } catch (err) {
+      await c.stop();
+      throw err;
+    }
+    c.timers.push(setInterval(() => c.upkeep(), silenceCheckMs));
+    log.info(
+      { url: c.url(), dataDir: config.dataDir, agents: c.matrix.agents().length },
+      'collector started',
+    );
+    return c;
+  }
+
+  /** Base URL the API answers on. */
+  url(): string {
+    const addr = this.api?.server.address();
+    if (addr === null || addr === undefined || typeof addr === 'string') return '';
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    return `${this.config.tls === undefined ? 'http' : 'https'}://${host}:${addr.port}`;
+  }
+
+  plan(agent: string): Plan {
+    const known: KnownAgent[] = this.matrix
+      .agents()
+      .filter((a) => a.agent !== agent)
+      .map((a) => ({ name: a.agent, labels: a.labels }));
+    const plan = planFor(this.config, agent, known);
+    // Keep the object stable for an unchanged version (ETag/304 on the agent side).
+    const prev = this.plans.get(agent);
+    if (prev !== undefined && prev.version === plan.version) return prev;
+    this.plans.set(agent, plan);
+    return plan;
+  }
+
+  ingest(batch: ReportBatch, receivedAtMs: number): IngestOutcome {
+    return this.ingestor.accept(batch, receivedAtMs);
+  }
+
+  paths(filter: PathFilter): PathState[] {
+    return this.matrix.paths(filter);
+  }
+
+  agents(): AgentLiveness[] {
+    return this.matrix.agents();
+  }
+
+  overloaded(): boolean {
+    return this.ingestor.overloaded();
+  }
+
+  health(): { ok: boolean; agents: number; paths: number; detail?: string } {
+    const ok = this.store.healthy();
+    const load = this.ingestor.load();
+    const out = {
+      ok: ok && load.storeError === undefined,
+      agents: this.matrix.agents().length,
+      paths: this.matrix.paths().length,
+    };
+    if (!out.ok) return { ...out, detail: load.storeError ?? 'the store is not answering' };
+    return out;
+  }
+
+  /** Stops listening, checkpoints the matrix and closes the store. Idempotent. */
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    if (this.api !== undefined) {
+      const api = this.api;
+      this.api = undefined;
+      await api.close();
+    }
+    try {
+      this.ingestor.close();
+    } catch (err) {
+      this.log.warn({ err }, 'could not save the path matrix checkpoint at shutdown');
+    }
+  }
+
+  private upkeep(): void {
+    const now = Date.now();
+    try {
+      for (const a of this.ingestor.markSilent(now, this.config.agents.silentAfterMs)) {
+        this.log.warn({ agent: a.agent, lastSeenMs: a.lastSeenMs }, 'agent silent');
+      }
+      if (now - this.lastCheckpointMs >= checkpointEveryMs) {
+        this.lastCheckpointMs = now;
+        this.ingestor.checkpoint();
+      }
+      if (now - this.lastPruneMs >= pruneEveryMs) {
+        this.lastPruneMs = now;
+        this.ingestor
+          .prune(now)
+          .catch((err: unknown) => this.log.error({ err }, 'pruning old rows failed'));
+      }
+    } catch (err) {
+      this.log.error({ err }, 'collector upkeep failed');
+    }
+  }
+}

@@ -1,0 +1,210 @@
+import { performance } from 'node:perf_hooks';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import type { ReportBatch } from '../wire/report.js';
+import { silentTransition } from './paths.js';
+import type { PathMatrix } from './paths.js';
+import type { Store } from './store.js';
+import type { AgentLiveness, IngestOutcome } from './types.js';
+
+/**
+ * Ingest ties the store and the path matrix together: a batch is stored and applied
+ * atomically, or neither.
+ *
+ * Order: the store's watermark is asked first (a retry, a gap or a conflict touches
+ * nothing but the agent's liveness); then the matrix applies the batch with an undo
+ * journal, which yields the transitions; then the store writes batch, watermark and
+ * transitions in one transaction. If that throws (disk full, I/O error), the matrix is
+ * rolled back, so memory never runs ahead of what a restart would rebuild. Everything is
+ * synchronous, so no other batch interleaves.
+ *
+ * Backpressure: `overloaded()` is true while the share of wall time spent in `accept`
+ * (an EWMA over 1 s windows) is above `maxBusyRatio`, or the EWMA of the time one batch
+ * takes is above `maxBatchMs`; the API answers 503 + Retry-After then.
+ *
+ * Upkeep the owner schedules: `markSilent` (every second or so), `checkpoint` (every
+ * minute and at shutdown: it bounds how much a restart replays), `prune` (every few
+ * minutes).
+ */
+
+/** Ingest tuning; every field has a default. */
+export interface IngestOptions {
+  /** Share of wall time spent ingesting above which the collector is overloaded. */
+  readonly maxBusyRatio: number;
+  /** Mean time per batch (EWMA, ms) above which the collector is overloaded. */
+  readonly maxBatchMs: number;
+  /** How far back a restore replays batches when the checkpoint does not cover them (ms). */
+  readonly maxReplayMs: number;
+  /** Monotonic clock in ms (tests replace it). */
+  readonly clockMs: () => number;
+}
+
+export const defaultIngestOptions: IngestOptions = Object.freeze({
+  maxBusyRatio: 0.8,
+  maxBatchMs: 250,
+  maxReplayMs: 15 * 60_000,
+  clockMs: () => performance.now(),
+});
+
+const loadWindowMs = 1000;
+const ewmaWeight = 0.5;
+const batchEwmaWeight = 0.1;
+
+/** What ingest has been doing, for /healthz and metrics. */
+export interface IngestLoad {
+  /** Share of wall time spent in `accept` (EWMA over 1 s windows). */
+  readonly busyRatio: number;
+  /** Mean time one batch takes (EWMA, ms). */
+  readonly batchMs: number;
+  readonly accepted: number;
+  readonly duplicates: number;
+  readonly refused: number;
+  /** The last store failure, until a batch is stored again (for /healthz). */
+  readonly storeError?: string;
+}
+
+export class Ingest {
+  readonly options: IngestOptions;
+  private readonly store: Store;
+  private readonly matrix: PathMatrix;
+  private windowStartMs: number;
+  private busyInWindowMs = 0;
+  private busyEwma = 0;
+  private batchEwmaMs = 0;
+  private accepted = 0;
+  private duplicates = 0;
+  private refused = 0;
+  private storeError: string | undefined;
+
+  constructor(store: Store, matrix: PathMatrix, options: Partial<IngestOptions> = {}) {
+    this.store = store;
+    this.matrix = matrix;
+    this.options = Object.freeze({ ...defaultIngestOptions, ...options });
+    this.windowStartMs = this.options.clockMs();
+  }
+
+  /**
+   * Stores a validated batch and applies it to the matrix, or neither. Throws a
+   * FaultlineError FL_ERR_STORE when the store fails (nothing changed then).
+   */
+  accept(batch: ReportBatch, receivedAtMs: number): IngestOutcome {
+    const t0 = this.options.clockMs();
+    try {
+      const pre = this.store.verdict(batch);
+      if (pre.status !== 'new') {
+        this.count(pre);
+        // A retry or a refused batch still proves the agent alive; a conflict does not.
+        if (pre.status !== 'conflict') {
+          const t = this.matrix.heartbeat(batch.agentId, receivedAtMs);
+          if (t !== undefined) this.store.addTransitions([t]);
+        }
+        return pre;
+      }
+      const applied = this.matrix.apply(batch, receivedAtMs);
+      let stored;
+      try {
+        stored = this.store.ingest(batch, receivedAtMs, applied.transitions);
+      } catch (err) {
+        applied.rollback();
+        this.storeError = err instanceof Error ? err.message : String(err);
+        throw err;
+      }
+      this.storeError = undefined;
+      if (stored.outcome.status !== 'accepted') {
+        applied.rollback();
+      } else {
+        applied.commit({
+          acceptedSeq: stored.outcome.acceptedSeq,
+          droppedResults: stored.droppedResults,
+        });
+      }
+      this.count(stored.outcome);
+      return stored.outcome;
+    } finally {
+      this.account(this.options.clockMs() - t0);
+    }
+  }
+
+  /** Flips agents not heard from for `silentAfterMs` to silent and records it. */
+  markSilent(nowMs: number, silentAfterMs: number): AgentLiveness[] {
+    const changed = this.matrix.markSilent(nowMs, silentAfterMs);
+    this.store.addTransitions(changed.map(silentTransition));
+    return changed;
+  }
+
+  /** Saves the matrix checkpoint: a restart replays only what came after it. */
+  checkpoint(): void {
+    this.store.saveCheckpoint(this.matrix.checkpoint());
+  }
+
+  /** Rebuilds the matrix from the store (at start-up). */
+  restore(): void {
+    this.matrix.restore(this.store, { maxReplayMs: this.options.maxReplayMs });
+  }
+
+  /**
+   * Prunes everything past retention in steps of `stepRows`, yielding to the event loop
+   * between steps so reports keep flowing. Returns the rows deleted.
+   */
+  async prune(nowMs: number, stepRows = 5000): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const { deletedRows, done } = this.store.prune(nowMs, stepRows);
+      total += deletedRows;
+      if (done) return total;
+      await yieldToLoop();
+    }
+  }
+
+  /** Whether reports should be refused for now (503 + Retry-After). */
+  overloaded(): boolean {
+    this.roll(this.options.clockMs());
+    return this.busyEwma > this.options.maxBusyRatio || this.batchEwmaMs > this.options.maxBatchMs;
+  }
+
+  load(): IngestLoad {
+    this.roll(this.options.clockMs());
+    return {
+      busyRatio: this.busyEwma,
+      batchMs: this.batchEwmaMs,
+      accepted: this.accepted,
+      duplicates: this.duplicates,
+      refused: this.refused,
+      ...(this.storeError !== undefined ? { storeError: this.storeError } : {}),
+    };
+  }
+
+  /** Checkpoints the matrix and closes the store. */
+  close(): void {
+    try {
+      this.checkpoint();
+    } finally {
+      this.store.close();
+    }
+  }
+
+  private count(o: IngestOutcome): void {
+    if (o.status === 'accepted') this.accepted++;
+    else if (o.status === 'duplicate') this.duplicates++;
+    else this.refused++;
+  }
+
+  private account(tookMs: number): void {
+    this.roll(this.options.clockMs());
+    this.busyInWindowMs += tookMs;
+    this.batchEwmaMs += batchEwmaWeight * (tookMs - this.batchEwmaMs);
+  }
+
+  /** Closes the load windows that ended by `nowMs` (idle windows count as 0 busy). */
+  private roll(nowMs: number): void {
+    const elapsed = nowMs - this.windowStartMs;
+    if (elapsed < loadWindowMs) return;
+    const windows = Math.floor(elapsed / loadWindowMs);
+    this.busyEwma += ewmaWeight * (Math.min(1, this.busyInWindowMs / loadWindowMs) - this.busyEwma);
+    // Idle windows after the first decay the load; a long idle spell forgets it.
+    const idle = Math.min(windows - 1, 64);
+    this.busyEwma *= (1 - ewmaWeight) ** idle;
+    if (idle > 0) this.batchEwmaMs *= (1 - batchEwmaWeight) ** idle;
+    this.busyInWindowMs = 0;
+    this.windowStartMs += windows * loadWindowMs;
+  }
+}

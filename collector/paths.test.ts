@@ -1,0 +1,460 @@
+import { describe, expect, it } from 'vitest';
+import { batch, result, summary, t0 } from '../test/helpers/report-batches.js';
+import type { ReportBatch } from '../wire/report.js';
+import { describePlanTarget, PathMatrix } from './paths.js';
+import type { Transition } from './paths.js';
+
+const pg = 'db-1/tcp/postgres';
+const icmp = 'db-1/icmp';
+
+function feed(m: PathMatrix, b: ReportBatch, receivedAtMs = t0 + b.seq * 1000): Transition[] {
+  const applied = m.apply(b, receivedAtMs);
+  applied.commit({ acceptedSeq: b.seq, droppedResults: 0 });
+  return [...applied.transitions];
+}
+
+function states(ts: readonly Transition[]): string[] {
+  return ts.map((t) => `${t.fromState}->${t.toState}`);
+}
+
+function pathOf(m: PathMatrix, target = pg) {
+  const p = m.path('app-1', target);
+  if (p === undefined) throw new Error(`no path ${target}`);
+  return p;
+}
+
+describe('PathMatrix debounce', () => {
+  it('one failure raises nothing; three in a row make the path failing; recovery needs three successes', () => {
+    const m = new PathMatrix();
+    expect(states(feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] })))).toEqual([
+      'unknown->ok',
+    ]);
+
+    const fail = (seq: number, at: number) => result(pg, 'tcp_timeout', seq, at);
+    const one = feed(
+      m,
+      batch(2, {
+        results: [fail(6, t0 + 1000)],
+        summaries: [summary(pg, t0 + 1000, 6, { failures: { tcp_timeout: 1 }, ok: 0 })],
+      }),
+    );
+    expect(one).toEqual([]);
+    expect(pathOf(m)).toMatchObject({
+      state: 'ok',
+      consecutiveFailures: 1,
+      lastClass: 'tcp_timeout',
+    });
+
+    const three = feed(m, batch(3, { results: [fail(7, t0 + 2000), fail(8, t0 + 2500)] }));
+    expect(three).toEqual([
+      {
+        agentId: 'agent-app-1-0001',
+        agent: 'app-1',
+        target: pg,
+        kind: 'tcp',
+        fromClass: 'ok',
+        toClass: 'tcp_timeout',
+        fromState: 'ok',
+        toState: 'failing',
+        // The failure began with the first failed probe, not when the debounce was met.
+        atMs: t0 + 1000,
+        resultSeq: 8,
+        batchSeq: 3,
+      },
+    ]);
+    expect(pathOf(m)).toMatchObject({
+      state: 'failing',
+      sinceMs: t0 + 1000,
+      consecutiveFailures: 3,
+    });
+
+    // The first success comes in full (a state change), the next ones only in summaries.
+    expect(
+      feed(
+        m,
+        batch(4, {
+          results: [result(pg, 'ok', 9, t0 + 3000)],
+          summaries: [summary(pg, t0 + 3000, 9, { ok: 1 })],
+        }),
+      ),
+    ).toEqual([]);
+    expect(feed(m, batch(5, { summaries: [summary(pg, t0 + 4000, 10, { ok: 1 })] }))).toEqual([]);
+    expect(pathOf(m)).toMatchObject({ state: 'failing', consecutiveSuccesses: 2 });
+    const back = feed(m, batch(6, { summaries: [summary(pg, t0 + 5000, 11, { ok: 1 })] }));
+    expect(back).toMatchObject([
+      {
+        fromState: 'failing',
+        toState: 'ok',
+        fromClass: 'tcp_timeout',
+        toClass: 'ok',
+        atMs: t0 + 3000,
+      },
+    ]);
+    expect(pathOf(m)).toMatchObject({ state: 'ok', sinceMs: t0 + 3000, consecutiveSuccesses: 3 });
+  });
+
+  it('a new path that fails from the start is unknown until the debounce, then failing', () => {
+    const m = new PathMatrix({ debounce: 2 });
+    expect(feed(m, batch(1, { results: [result(pg, 'tcp_refused', 1, t0)] }))).toEqual([]);
+    expect(pathOf(m).state).toBe('unknown');
+    expect(
+      states(feed(m, batch(2, { results: [result(pg, 'tcp_refused', 2, t0 + 1000)] }))),
+    ).toEqual(['unknown->failing']);
+  });
+
+  it('a failure class that changes and persists while failing is a transition of its own', () => {
+    const m = new PathMatrix();
+    const rs = (cls: 'tcp_timeout' | 'tcp_refused', from: number) =>
+      [0, 1, 2].map((k) => result(pg, cls, from + k, t0 + (from + k) * 100));
+    feed(m, batch(1, { results: rs('tcp_timeout', 1) }));
+    const ts = feed(m, batch(2, { results: rs('tcp_refused', 4) }));
+    expect(ts).toMatchObject([
+      {
+        fromState: 'failing',
+        toState: 'failing',
+        fromClass: 'tcp_timeout',
+        toClass: 'tcp_refused',
+        atMs: t0 + 400,
+      },
+    ]);
+    // A single probe of another class does not count as a change.
+    expect(feed(m, batch(3, { results: [result(pg, 'tcp_timeout', 7, t0 + 700)] }))).toEqual([]);
+  });
+});
+
+describe('PathMatrix results and summaries together', () => {
+  it('counts the failures of a period once: from the summary, not again from the full results', () => {
+    const m = new PathMatrix();
+    feed(
+      m,
+      batch(1, {
+        results: [result(pg, 'tcp_refused', 3, t0 + 300), result(pg, 'tcp_refused', 4, t0 + 400)],
+        summaries: [
+          summary(pg, t0, 5, { count: 5, ok: 3, failures: { tcp_refused: 2 }, lastClass: 'ok' }),
+        ],
+      }),
+    );
+    const p = pathOf(m);
+    expect(p.probes).toBe(5);
+    expect(p.failures).toEqual({ tcp_refused: 2 });
+    expect(p.failureRatio).toBeCloseTo(0.4);
+    // The period ended with a probe not sent in full: a success after the two failures.
+    expect(p).toMatchObject({ lastClass: 'ok', consecutiveSuccesses: 1, consecutiveFailures: 0 });
+  });
+
+  it('a period without failures adds every probe not already seen in full as a success', () => {
+    const m = new PathMatrix();
+    feed(
+      m,
+      batch(1, {
+        results: [1, 2, 3].map((s) => result(pg, 'tcp_timeout', s, t0 + s * 100)),
+        summaries: [summary(pg, t0, 3, { count: 3, ok: 0, failures: { tcp_timeout: 3 } })],
+      }),
+    );
+    const ts = feed(
+      m,
+      batch(2, {
+        results: [result(pg, 'ok', 4, t0 + 1100)],
+        summaries: [summary(pg, t0 + 1000, 8, { count: 5, ok: 5 })],
+      }),
+    );
+    expect(ts).toMatchObject([{ fromState: 'failing', toState: 'ok', atMs: t0 + 1100 }]);
+    expect(pathOf(m).consecutiveSuccesses).toBe(5);
+  });
+
+  it('a period with failures whose last probe was not sent in full adds one success (a lower bound)', () => {
+    const m = new PathMatrix();
+    feed(
+      m,
+      batch(1, {
+        results: [
+          ...[1, 2, 3].map((s) => result(pg, 'tcp_timeout', s, t0 + s * 100)),
+          result(pg, 'ok', 4, t0 + 400),
+        ],
+        summaries: [
+          summary(pg, t0, 6, { count: 6, ok: 3, failures: { tcp_timeout: 3 }, lastClass: 'ok' }),
+        ],
+      }),
+    );
+    // Unsent successes may sit before the failures: only the last one is certain.
+    expect(pathOf(m)).toMatchObject({ state: 'failing', consecutiveSuccesses: 2 });
+    feed(m, batch(2, { summaries: [summary(pg, t0 + 1000, 11, { ok: 5 })] }));
+    expect(pathOf(m)).toMatchObject({ state: 'ok', consecutiveSuccesses: 7 });
+  });
+
+  it('reads a batch of several periods in sequence order, whatever order it lists them in', () => {
+    const m = new PathMatrix();
+    const ts = feed(
+      m,
+      batch(1, {
+        results: [5, 3, 4].map((s) => result(pg, 'tcp_timeout', s, t0 + s * 100)),
+        summaries: [
+          summary(pg, t0 + 1000, 10, { ok: 5 }),
+          summary(pg, t0, 5, { count: 5, ok: 2, failures: { tcp_timeout: 3 } }),
+        ],
+      }),
+    );
+    expect(states(ts)).toEqual(['unknown->failing', 'failing->ok']);
+    expect(pathOf(m)).toMatchObject({ state: 'ok', probes: 10, consecutiveSuccesses: 5 });
+  });
+});
+
+describe('PathMatrix window', () => {
+  it('sums the periods of the window: probes, failure classes, weighted p50, highest p99, loss', () => {
+    const m = new PathMatrix();
+    feed(
+      m,
+      batch(1, {
+        summaries: [
+          summary(pg, t0, 10, { count: 10, ok: 10, p50: 2, p99: 5 }),
+          summary(pg, t0 + 1000, 20, {
+            count: 10,
+            ok: 8,
+            failures: { tcp_timeout: 2 },
+            p50: 4,
+            p99: 9,
+          }),
+          summary(pg, t0 + 2000, 40, { count: 20, ok: 20, p50: 1, p99: 3 }),
+          summary(icmp, t0, 10, { count: 10, ok: 10, loss: 0.1, kind: 'icmp' }),
+          summary(icmp, t0 + 1000, 40, { count: 30, ok: 30, loss: 0.3, kind: 'icmp' }),
+        ],
+      }),
+    );
+    const p = pathOf(m);
+    expect(p.probes).toBe(40);
+    expect(p.failures).toEqual({ tcp_timeout: 2 });
+    expect(p.failureRatio).toBeCloseTo(2 / 40);
+    expect(p.latencyMs?.p50).toBeCloseTo((2 * 10 + 4 * 8 + 1 * 20) / 38);
+    expect(p.latencyMs?.p99).toBe(9);
+    expect(p.lossRatio).toBeUndefined();
+    expect(pathOf(m, icmp).lossRatio).toBeCloseTo((0.1 * 10 + 0.3 * 30) / 40);
+    expect(pathOf(m, icmp)).toMatchObject({ component: 'db-1', kind: 'icmp' });
+    expect(pathOf(m, icmp).service).toBeUndefined();
+
+    // 40 s later the old periods have left the 30 s window.
+    feed(m, batch(2, { summaries: [summary(pg, t0 + 40_000, 50, { count: 4, ok: 4, p50: 7 })] }));
+    expect(pathOf(m)).toMatchObject({ probes: 4, failures: {}, failureRatio: 0 });
+    expect(pathOf(m).latencyMs?.p50).toBe(7);
+    expect(pathOf(m).lastSeenMs).toBe(t0 + 41_000);
+  });
+
+  it('latency well above the baseline degrades a path; back to normal it recovers', () => {
+    const m = new PathMatrix();
+    let seq = 0;
+    const period = (k: number, p50: number) =>
+      batch(k + 1, { summaries: [summary(pg, t0 + k * 1000, (seq += 5), { ok: 5, p50 })] });
+    const all: Transition[] = [];
+    for (let k = 0; k < 6; k++) all.push(...feed(m, period(k, 1)));
+    expect(states(all)).toEqual(['unknown->ok']);
+    expect(pathOf(m).latencyMs?.baseline).toBeCloseTo(1);
+
+    const slow: Transition[] = [];
+    for (let k = 6; k < 9; k++) slow.push(...feed(m, period(k, 30)));
+    expect(slow).toMatchObject([{ fromState: 'ok', toState: 'degraded' }]);
+    expect(pathOf(m).state).toBe('degraded');
+    // Slow periods do not teach the baseline that slow is normal (the one before the verdict
+    // moved it by its EWMA share only).
+    expect(pathOf(m).latencyMs?.baseline).toBeLessThan(1.1);
+
+    const fast: Transition[] = [];
+    for (let k = 9; k < 45; k++) fast.push(...feed(m, period(k, 1)));
+    expect(states(fast)).toEqual(['degraded->ok']);
+  });
+
+  it('loss or intermittent failures above the threshold degrade a path that is ok', () => {
+    const m = new PathMatrix();
+    let seq = 0;
+    for (let k = 0; k < 6; k++) {
+      feed(
+        m,
+        batch(k + 1, {
+          summaries: [summary(icmp, t0 + k * 1000, (seq += 5), { ok: 5, loss: 0, kind: 'icmp' })],
+        }),
+      );
+    }
+    expect(pathOf(m, icmp).state).toBe('ok');
+    const lossy = (k: number) =>
+      feed(
+        m,
+        batch(k + 1, {
+          summaries: [summary(icmp, t0 + k * 1000, (seq += 5), { ok: 5, loss: 0.5, kind: 'icmp' })],
+        }),
+      );
+    // Window loss: 0.5 × 5 / 35 probes after one lossy period, 5 / 40 after two.
+    expect(lossy(6)).toEqual([]);
+    expect(lossy(7)).toMatchObject([{ fromState: 'ok', toState: 'degraded', kind: 'icmp' }]);
+    expect(pathOf(m, icmp).lossRatio).toBeCloseTo(5 / 40);
+  });
+
+  it('intermittent failures that never reach the debounce degrade the path, never fail it', () => {
+    const m = new PathMatrix();
+    let seq = 0;
+    for (let k = 0; k < 6; k++) {
+      feed(m, batch(k + 1, { summaries: [summary(pg, t0 + k * 1000, (seq += 5), { ok: 5 })] }));
+    }
+    const ts: Transition[] = [];
+    for (let k = 6; k < 16 && pathOf(m).state === 'ok'; k++) {
+      const failed = seq + 2;
+      seq += 5;
+      ts.push(
+        ...feed(
+          m,
+          batch(k + 1, {
+            results: [result(pg, 'tcp_timeout', failed, t0 + k * 1000 + 400)],
+            summaries: [
+              summary(pg, t0 + k * 1000, seq, {
+                ok: 4,
+                failures: { tcp_timeout: 1 },
+                lastClass: 'ok',
+              }),
+            ],
+          }),
+        ),
+      );
+    }
+    expect(states(ts)).toEqual(['ok->degraded']);
+    expect(pathOf(m)).toMatchObject({ state: 'degraded', consecutiveFailures: 0 });
+  });
+
+  it('the failures that made a path fail do not make it degraded once it recovered', () => {
+    const m = new PathMatrix();
+    let seq = 0;
+    for (let k = 0; k < 10; k++) {
+      const s = (seq += 1);
+      feed(
+        m,
+        batch(k + 1, {
+          results: [result(pg, 'tcp_timeout', s, t0 + k * 1000)],
+          summaries: [
+            summary(pg, t0 + k * 1000, s, { count: 1, ok: 0, failures: { tcp_timeout: 1 } }),
+          ],
+        }),
+      );
+    }
+    expect(pathOf(m).state).toBe('failing');
+    const after: Transition[] = [];
+    for (let k = 10; k < 20; k++) {
+      const s = (seq += 2);
+      after.push(
+        ...feed(
+          m,
+          batch(k + 1, { summaries: [summary(pg, t0 + k * 1000, s, { count: 2, ok: 2 })] }),
+        ),
+      );
+    }
+    expect(states(after)).toEqual(['failing->ok']);
+    expect(pathOf(m).state).toBe('ok');
+    expect(pathOf(m).failureRatio).toBeGreaterThan(0.1); // the window still holds them
+  });
+});
+
+describe('PathMatrix agents', () => {
+  it('marks agents silent after the quiet time, and a batch brings them back (a transition)', () => {
+    const m = new PathMatrix();
+    feed(m, batch(1, { summaries: [summary(pg, t0, 1)] }), t0);
+    expect(m.markSilent(t0 + 5000, 10_000)).toEqual([]);
+    const silent = m.markSilent(t0 + 20_000, 10_000);
+    expect(silent).toMatchObject([{ agent: 'app-1', state: 'silent', lastSeenMs: t0 }]);
+    expect(m.markSilent(t0 + 30_000, 10_000)).toEqual([]);
+    expect(m.agents()[0]?.state).toBe('silent');
+    const ts = feed(m, batch(2, { summaries: [summary(pg, t0 + 1000, 2)] }), t0 + 31_000);
+    expect(ts).toMatchObject([{ kind: 'agent', target: '', fromState: 'silent', toState: 'live' }]);
+    expect(m.agents()[0]).toMatchObject({ state: 'live', lastSeenMs: t0 + 31_000, acceptedSeq: 2 });
+  });
+
+  it('a heartbeat (a retried batch) keeps an agent live without touching its paths', () => {
+    const m = new PathMatrix();
+    feed(m, batch(1, { summaries: [summary(pg, t0, 1)] }), t0);
+    m.markSilent(t0 + 20_000, 10_000);
+    const before = m.paths();
+    expect(m.heartbeat('agent-app-1-0001', t0 + 21_000)).toMatchObject({ toState: 'live' });
+    expect(m.heartbeat('agent-app-1-0001', t0 + 22_000)).toBeUndefined();
+    expect(m.paths()).toEqual(before);
+  });
+
+  it('a reinstalled agent (same name, new id) replaces the old one and starts its seq over', () => {
+    const m = new PathMatrix();
+    feed(m, batch(1, { results: [result(pg, 'ok', 500, t0)] }));
+    feed(
+      m,
+      batch(1, {
+        agentId: 'agent-app-1-0002',
+        results: [1, 2, 3].map((s) => result(pg, 'tcp_refused', s, t0 + s)),
+      }),
+    );
+    expect(m.agents().map((a) => a.agentId)).toEqual(['agent-app-1-0002']);
+    expect(pathOf(m).state).toBe('failing');
+  });
+});
+
+describe('PathMatrix apply is two-phase', () => {
+  it('rollback undoes every change: paths, new paths, liveness', () => {
+    const m = new PathMatrix();
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    m.markSilent(t0 + 60_000, 10_000);
+    const paths = m.paths();
+    const agents = m.agents();
+    const applied = m.apply(
+      batch(2, {
+        results: [1, 2, 3].map((s) => result(pg, 'tcp_timeout', 5 + s, t0 + 1000 + s)),
+        summaries: [
+          summary(pg, t0 + 1000, 8, { count: 3, ok: 0, failures: { tcp_timeout: 3 } }),
+          summary(icmp, t0 + 1000, 9, { kind: 'icmp' }),
+        ],
+      }),
+      t0 + 61_000,
+    );
+    expect(states(applied.transitions)).toEqual(['silent->live', 'ok->failing', 'unknown->ok']);
+    expect(m.size).toBe(2);
+    applied.rollback();
+    expect(m.paths()).toEqual(paths);
+    expect(m.agents()).toEqual(agents);
+    expect(m.size).toBe(1);
+  });
+
+  it('a batch from a new agent that is rolled back leaves no agent behind', () => {
+    const m = new PathMatrix();
+    m.apply(batch(1, { summaries: [summary(pg, t0, 1)] }), t0).rollback();
+    expect(m.agents()).toEqual([]);
+    expect(m.paths()).toEqual([]);
+  });
+});
+
+describe('paths and targets', () => {
+  it.each([
+    ['db-1/tcp/postgres', 'tcp', { component: 'db-1', service: 'postgres' }],
+    ['db-1/icmp', 'icmp', { component: 'db-1' }],
+    ['api-2/http/web/v1', 'http', { component: 'api-2', service: 'web/v1' }],
+    ['db-1/tcp/postgres', 'http', { component: 'db-1/tcp/postgres' }],
+    ['plain-target', 'tcp', { component: 'plain-target' }],
+  ])('%s (%s) → %o', (target, kind, want) => {
+    expect(describePlanTarget(target, kind)).toEqual(want);
+  });
+
+  it('filters by agent, component, kind and state', () => {
+    const m = new PathMatrix();
+    feed(
+      m,
+      batch(1, {
+        summaries: [summary(pg, t0, 1), summary(icmp, t0, 2, { kind: 'icmp' })],
+        results: [1, 2, 3].map((s) => result('api-1/http/web', 'http_status', 10 + s, t0 + s)),
+      }),
+    );
+    feed(
+      m,
+      batch(1, { agent: 'app-2', agentId: 'agent-app-2-0001', summaries: [summary(pg, t0, 1)] }),
+    );
+    const targets = (f: Parameters<PathMatrix['paths']>[0]) =>
+      m
+        .paths(f)
+        .map((p) => `${p.agent}:${p.target}`)
+        .sort();
+    expect(targets({ agent: 'app-2' })).toEqual(['app-2:db-1/tcp/postgres']);
+    expect(targets({ component: 'db-1', kind: 'tcp' })).toEqual([
+      'app-1:db-1/tcp/postgres',
+      'app-2:db-1/tcp/postgres',
+    ]);
+    expect(targets({ state: 'failing' })).toEqual(['app-1:api-1/http/web']);
+    expect(targets({ agent: 'nobody' })).toEqual([]);
+  });
+});

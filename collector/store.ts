@@ -1,0 +1,926 @@
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import type { Database as Db, Statement } from 'better-sqlite3';
+import { ConfigError, FaultlineError } from '../lib/errors.js';
+import type { PathSummary, ReportBatch } from '../wire/report.js';
+import type { FailureClass, ProbeResult } from '../wire/result.js';
+import type { MatrixCheckpoint, PathCheckpoint, RestoreSource, Transition } from './paths.js';
+import type { IngestOutcome } from './types.js';
+
+/**
+ * The collector's embedded store: one SQLite file, `<dataDir>/faultline.db`.
+ *
+ * Durability: WAL with `synchronous=NORMAL` by default. A commit has been written to the WAL
+ * (in the OS page cache) when `ingest` returns, so an acknowledged batch survives a crash
+ * or SIGKILL of the collector process; it can be lost to a power cut or kernel crash that
+ * comes before the next WAL checkpoint. `synchronous: 'full'` fsyncs the WAL on every commit
+ * and survives those too, at the price of one fsync per batch.
+ *
+ * The file is opened with an exclusive lock: a second collector on the same data directory
+ * is refused instead of silently splitting the watermarks.
+ *
+ * Tables: agents (identity, watermark, drop counters), batches (one row per accepted batch:
+ * when it came, what it held — retention and replay go by it), results (full records as
+ * received), summaries, transitions (the history timelines read), and the matrix checkpoint.
+ * Results and summaries are append-only rowid tables without a key of their own: a batch's
+ * rows get consecutive ids (one writer, one transaction), and its `batches` row holds where
+ * they start. Inserting then appends to the end of one B-tree instead of touching a page per
+ * agent, about 1.5× cheaper per row than a (agent, seq, idx) key, and pruning deletes id
+ * ranges from the old end.
+ * Schema changes are migrations keyed by `PRAGMA user_version`; add one at the end of
+ * `migrations` (incidents will be the next).
+ */
+
+/** Store tuning; every field has a default. */
+export interface StoreOptions {
+  /** Results, summaries and batch rows older than this (by time received) are pruned. */
+  readonly retentionMs: number;
+  /** Transitions older than this (by when they happened) are pruned. */
+  readonly transitionRetentionMs: number;
+  /** `normal`: survives process crashes; `full`: also power loss, one fsync per batch. */
+  readonly synchronous: 'normal' | 'full';
+  /** How long `open` waits for another process holding the file before giving up. */
+  readonly lockTimeoutMs: number;
+}
+
+export const defaultStoreOptions: StoreOptions = Object.freeze({
+  retentionMs: 7 * 86_400_000,
+  transitionRetentionMs: 30 * 86_400_000,
+  synchronous: 'normal',
+  lockTimeoutMs: 1000,
+});
+
+/** An agent as the store knows it. */
+export interface StoredAgent {
+  readonly agentId: string;
+  readonly agent: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly firstSeenMs: number;
+  /** When its newest accepted batch was received (collector clock). */
+  readonly lastSeenMs: number;
+  readonly acceptedSeq: number;
+  /** Batches missing from the seq series that the agent declared dropped. */
+  readonly droppedBatches: number;
+  /** Results the agent declared dropped with them. */
+  readonly droppedResults: number;
+}
+
+/** One accepted batch, read back (restore replays these). */
+export interface StoredBatch {
+  readonly agentId: string;
+  readonly agent: string;
+  readonly seq: number;
+  readonly receivedAtMs: number;
+  readonly results: ProbeResult[];
+  readonly summaries: PathSummary[];
+}
+
+/** A stored full result with where it came from. */
+export interface StoredResult {
+  readonly agentId: string;
+  readonly batchSeq: number;
+  readonly result: ProbeResult;
+}
+
+/** What `ingest` did, with the agent's counters after it. */
+export interface StoreIngestResult {
+  readonly outcome: IngestOutcome;
+  readonly droppedBatches: number;
+  readonly droppedResults: number;
+}
+
+/** Row shape of `agents` as the hot path reads it. */
+interface AgentRow {
+  agent_key: number;
+  name: string;
+  labels: string;
+  accepted_seq: number;
+  dropped_batches: number;
+  dropped_results: number;
+}
+
+type Verdict =
+  | {
+      readonly status: 'new';
+      readonly row: AgentRow | undefined;
+      readonly missing: number;
+    }
+  | (IngestOutcome & { readonly status: 'duplicate' | 'gap' | 'conflict' });
+
+const migrations: readonly string[] = [
+  // 1: the first schema.
+  `
+  CREATE TABLE agents (
+    agent_key INTEGER PRIMARY KEY,
+    agent_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    accepted_seq INTEGER NOT NULL,
+    dropped_batches INTEGER NOT NULL DEFAULT 0,
+    dropped_results INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE TABLE batches (
+    agent_key INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    results INTEGER NOT NULL,
+    summaries INTEGER NOT NULL,
+    first_result_id INTEGER,
+    first_summary_id INTEGER,
+    PRIMARY KEY (agent_key, seq)
+  ) WITHOUT ROWID;
+  CREATE INDEX batches_received ON batches (received_at_ms);
+  CREATE INDEX batches_agent_received ON batches (agent_key, received_at_ms);
+  CREATE TABLE results (
+    id INTEGER PRIMARY KEY,
+    agent_key INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    class TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    record TEXT NOT NULL
+  );
+  CREATE INDEX results_started ON results (started_at_ms);
+  CREATE TABLE summaries (
+    id INTEGER PRIMARY KEY,
+    agent_key INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    from_ms INTEGER NOT NULL,
+    to_ms INTEGER NOT NULL,
+    json TEXT NOT NULL
+  );
+  CREATE TABLE transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_key INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    from_class TEXT,
+    to_class TEXT,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    result_seq INTEGER,
+    batch_seq INTEGER NOT NULL
+  );
+  CREATE INDEX transitions_at ON transitions (at_ms);
+  CREATE INDEX transitions_agent ON transitions (agent_key, batch_seq);
+  CREATE TABLE checkpoint_agents (
+    agent_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE checkpoint_paths (
+    agent TEXT NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (agent, target)
+  ) WITHOUT ROWID;
+  `,
+];
+
+/** Schema version this code writes. */
+export const storeSchemaVersion = migrations.length;
+
+const meanings: readonly (readonly [RegExp, string, (dir: string) => string])[] = [
+  [
+    /^EROFS$/,
+    'read-only file system',
+    () => 'remount it read-write or point dataDir at a writable directory',
+  ],
+  [
+    /^(EACCES|EPERM)$/,
+    'permission denied',
+    (d) => `give the collector's user write access to ${d} or point dataDir elsewhere`,
+  ],
+  [
+    /^(ENOSPC|EDQUOT|SQLITE_FULL)/,
+    'disk full',
+    (d) => `free space on the file system holding ${d} or point dataDir elsewhere`,
+  ],
+  [
+    /^SQLITE_READONLY/,
+    'the database cannot be written',
+    (d) => `make ${d} and the files in it writable by the collector's user`,
+  ],
+  [
+    /^SQLITE_(BUSY|LOCKED)/,
+    'the store is locked',
+    (d) => `another collector is using ${d}: stop it or give this one its own dataDir`,
+  ],
+  [
+    /^SQLITE_(NOTADB|CORRUPT)/,
+    'not a Faultline store, or damaged',
+    (d) => `move the file out of ${d} (a new store is created) or restore it from a backup`,
+  ],
+  [/^ENOTDIR$/, 'a path component is not a directory', () => 'point dataDir at a directory'],
+  [
+    /^SQLITE_(CANTOPEN|IOERR)/,
+    'the file could not be opened or written',
+    (d) => `check that ${d} exists, is writable and its file system is healthy`,
+  ],
+];
+
+function errCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code !== '' ? code : 'UNKNOWN';
+}
+
+/** `<what>: <code> (<meaning>); <what to do>` — the code is errno or SQLite's. */
+function describeFailure(what: string, err: unknown, dir: string): string {
+  const code = errCode(err);
+  for (const [re, meaning, advice] of meanings) {
+    if (re.test(code)) return `${what}: ${code} (${meaning}); ${advice(dir)}`;
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  return `${what}: ${code} (${msg})`;
+}
+
+/** A store that cannot work (runtime: disk full, I/O error, locked). */
+export function storeError(what: string, err: unknown, dir: string): FaultlineError {
+  if (err instanceof FaultlineError) return err;
+  return new FaultlineError('FL_ERR_STORE', describeFailure(what, err, dir), { cause: err });
+}
+
+const emptyLabels: Readonly<Record<string, string>> = Object.freeze({});
+
+function parseLabels(json: string): Readonly<Record<string, string>> {
+  if (json === '{}') return emptyLabels;
+  return JSON.parse(json) as Record<string, string>;
+}
+
+/** The collector's SQLite store. Synchronous (better-sqlite3): one call at a time. */
+export class Store implements RestoreSource {
+  /** The database file. */
+  readonly file: string;
+  readonly dir: string;
+  readonly options: StoreOptions;
+  private readonly db: Db;
+  private readonly stmt: ReturnType<typeof prepare>;
+  private readonly ingestTx: (
+    batch: ReportBatch,
+    receivedAtMs: number,
+    transitions: readonly Transition[],
+  ) => StoreIngestResult;
+  private closed = false;
+
+  private constructor(db: Db, dir: string, file: string, options: StoreOptions) {
+    this.db = db;
+    this.dir = dir;
+    this.file = file;
+    this.options = options;
+    this.stmt = prepare(db);
+    this.ingestTx = db.transaction(
+      (batch: ReportBatch, receivedAtMs: number, transitions: readonly Transition[]) =>
+        this.ingestLocked(batch, receivedAtMs, transitions),
+    );
+  }
+
+  /**
+   * Opens (creating when missing) `<dataDir>/faultline.db`, migrates it and takes its lock.
+   * Throws a ConfigError with code FL_ERR_STORE naming the path, the errno or SQLite code,
+   * and what to do, when the directory or file cannot be written or is in use.
+   */
+  static open(dataDir: string, options: Partial<StoreOptions> = {}): Store {
+    const opts: StoreOptions = Object.freeze({ ...defaultStoreOptions, ...options });
+    const dir = resolve(dataDir);
+    const file = join(dir, 'faultline.db');
+    const fail = (what: string, err: unknown): ConfigError =>
+      new ConfigError(describeFailure(what, err, dir), { code: 'FL_ERR_STORE', cause: err });
+    try {
+      makeDir(dir);
+    } catch (err) {
+      throw fail(`cannot create the data directory ${dir}`, err);
+    }
+    // SQLite says only SQLITE_CANTOPEN; opening the file ourselves first gets the errno.
+    try {
+      closeSync(openSync(file, 'a'));
+    } catch (err) {
+      throw fail(`cannot open the store ${file} for writing`, err);
+    }
+    let db: Db | undefined;
+    try {
+      db = new Database(file, { timeout: opts.lockTimeoutMs });
+      db.pragma('locking_mode = EXCLUSIVE');
+      const mode = db.pragma('journal_mode = WAL', { simple: true }) as string;
+      if (mode !== 'wal') {
+        throw Object.assign(new Error(`journal_mode is ${mode}`), { code: 'SQLITE_CANTOPEN' });
+      }
+      db.pragma(`synchronous = ${opts.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+      db.pragma('cache_size = -32768');
+      db.pragma('journal_size_limit = 67108864');
+      db.pragma('foreign_keys = OFF');
+      migrate(db, file);
+      // Takes the exclusive lock now (a no-op write), not at the first batch.
+      db.exec('BEGIN EXCLUSIVE; COMMIT');
+      return new Store(db, dir, file, opts);
+    } catch (err) {
+      try {
+        db?.close();
+      } catch {
+        // already failing; the first error is the one to report
+      }
+      if (err instanceof FaultlineError) throw err;
+      throw fail(`cannot open the store ${file}`, err);
+    }
+  }
+
+  /**
+   * What `ingest` would answer now, without writing: the API's quick check before the
+   * path matrix is touched.
+   */
+  verdict(batch: ReportBatch): IngestOutcome | { readonly status: 'new' } {
+    const v = this.guard('read the watermark', () => this.judge(batch));
+    return v.status === 'new' ? { status: 'new' } : v;
+  }
+
+  /**
+   * Stores a validated batch and the transitions it caused, in one transaction: the
+   * watermark decides (duplicate: nothing written; gap or conflict: refused), then the
+   * batch, its results and summaries, the agent's watermark and drop counters, and the
+   * transitions. Returns when committed (see the durability note above).
+   */
+  ingest(
+    batch: ReportBatch,
+    receivedAtMs: number,
+    transitions: readonly Transition[],
+  ): StoreIngestResult {
+    return this.guard('store a report batch', () =>
+      this.ingestTx(batch, receivedAtMs, transitions),
+    );
+  }
+
+  /** Records transitions that came from no batch (agents going silent). */
+  addTransitions(transitions: readonly Transition[]): void {
+    if (transitions.length === 0) return;
+    this.guard('store transitions', () =>
+      this.db.transaction(() => {
+        for (const t of transitions) {
+          const key = this.stmt.agentKey.pluck().get(t.agentId) as number | undefined;
+          if (key !== undefined) this.insertTransition(key, t);
+        }
+      })(),
+    );
+  }
+
+  /** Every agent, oldest `lastSeenMs` first. */
+  agents(): StoredAgent[] {
+    return this.guard('read agents', () =>
+      (this.stmt.agents.all() as AgentListRow[]).map(toStoredAgent),
+    );
+  }
+
+  /**
+   * Transitions that happened at or after `sinceMs`, in the order they were recorded: per
+   * path that is the order they happened, so each one's `fromState` is the previous one's
+   * `toState` (an agent delivering a spool late records old `atMs` late).
+   */
+  transitionsSince(sinceMs: number, limit = 100_000): Transition[] {
+    return this.guard('read transitions', () =>
+      (this.stmt.transitionsSince.all(sinceMs, limit) as TransitionRow[]).map(toTransition),
+    );
+  }
+
+  /** Full results of probes started at or after `sinceMs`, oldest first. */
+  recentResults(sinceMs: number, limit = 100_000): StoredResult[] {
+    return this.guard('read results', () =>
+      (this.stmt.recentResults.all(sinceMs, limit) as ResultRow[]).map((r) => ({
+        agentId: r.agent_id,
+        batchSeq: r.seq,
+        result: JSON.parse(r.record) as ProbeResult,
+      })),
+    );
+  }
+
+  lastPathTransitions(agentId: string, beforeSeq: number): Transition[] {
+    return this.guard('read transitions', () =>
+      (this.stmt.lastPathTransitions.all(agentId, beforeSeq) as TransitionRow[]).map(toTransition),
+    );
+  }
+
+  lastAgentTransition(agentId: string): Transition | undefined {
+    return this.guard('read transitions', () => {
+      const row = this.stmt.lastAgentTransition.get(agentId) as TransitionRow | undefined;
+      return row === undefined ? undefined : toTransition(row);
+    });
+  }
+
+  firstSeqReceivedSince(agentId: string, sinceMs: number): number | undefined {
+    return this.guard('read batches', () => {
+      const seq = this.stmt.firstSeqSince.pluck().get(agentId, sinceMs) as number | null;
+      return seq ?? undefined;
+    });
+  }
+
+  batchReceivedAt(agentId: string, seq: number): number | undefined {
+    return this.guard('read batches', () => {
+      const at = this.stmt.batchReceivedAt.pluck().get(agentId, seq) as number | undefined;
+      return at;
+    });
+  }
+
+  /** Stored batches of an agent from `fromSeq` on, in seq order. */
+  *replay(agentId: string, fromSeq: number): Generator<StoredBatch> {
+    const head = this.guard(
+      'read batches',
+      () => this.stmt.replayHead.all(agentId, fromSeq) as ReplayHeadRow[],
+    );
+    for (const b of head) {
+      yield this.guard('read batches', () => ({
+        agentId,
+        agent: b.name,
+        seq: b.seq,
+        receivedAtMs: b.received_at_ms,
+        results:
+          b.first_result_id === null
+            ? []
+            : (
+                this.stmt.batchResults
+                  .pluck()
+                  .all(b.first_result_id, b.first_result_id + b.results) as string[]
+              ).map((j) => JSON.parse(j) as ProbeResult),
+        summaries:
+          b.first_summary_id === null
+            ? []
+            : (
+                this.stmt.batchSummaries
+                  .pluck()
+                  .all(b.first_summary_id, b.first_summary_id + b.summaries) as string[]
+              ).map((j) => JSON.parse(j) as PathSummary),
+      }));
+    }
+  }
+
+  /** Replaces the matrix checkpoint (path scalars and the watermarks they reflect). */
+  saveCheckpoint(c: MatrixCheckpoint): void {
+    this.guard('write the checkpoint', () =>
+      this.db.transaction(() => {
+        this.stmt.clearCheckpointAgents.run();
+        this.stmt.clearCheckpointPaths.run();
+        for (const a of c.agents) this.stmt.insertCheckpointAgent.run(a.agentId, a.seq);
+        for (const p of c.paths)
+          this.stmt.insertCheckpointPath.run(p.agent, p.target, JSON.stringify(p));
+      })(),
+    );
+  }
+
+  loadCheckpoint(): MatrixCheckpoint | undefined {
+    return this.guard('read the checkpoint', () => {
+      const agents = this.stmt.checkpointAgents.all() as { agent_id: string; seq: number }[];
+      if (agents.length === 0) return undefined;
+      const paths = (this.stmt.checkpointPaths.pluck().all() as string[]).map(
+        (j) => JSON.parse(j) as PathCheckpoint,
+      );
+      return { agents: agents.map((a) => ({ agentId: a.agent_id, seq: a.seq })), paths };
+    });
+  }
+
+  /**
+   * Deletes up to about `maxRows` rows past retention in one short transaction, oldest
+   * first: batches received before `nowMs - retentionMs` with their results and summaries,
+   * transitions older than `transitionRetentionMs`. Call again while `done` is false
+   * (yielding between calls), so ingest never waits behind one long delete.
+   */
+  prune(nowMs: number, maxRows = 5000): { readonly deletedRows: number; readonly done: boolean } {
+    return this.guard('prune old rows', () =>
+      this.db.transaction(() => {
+        let deleted = 0;
+        const old = this.stmt.oldBatches.all(
+          nowMs - this.options.retentionMs,
+          maxRows,
+        ) as BatchRow[];
+        let batchesDone = old.length < maxRows;
+        for (const b of old) {
+          if (deleted >= maxRows) {
+            batchesDone = false;
+            break;
+          }
+          if (b.first_result_id !== null) {
+            deleted += this.stmt.deleteResults.run(
+              b.first_result_id,
+              b.first_result_id + b.results,
+            ).changes;
+          }
+          if (b.first_summary_id !== null) {
+            deleted += this.stmt.deleteSummaries.run(
+              b.first_summary_id,
+              b.first_summary_id + b.summaries,
+            ).changes;
+          }
+          deleted += this.stmt.deleteBatch.run(b.agent_key, b.seq).changes;
+        }
+        const room = Math.max(0, maxRows - deleted);
+        const t = this.stmt.deleteOldTransitions.run(
+          nowMs - this.options.transitionRetentionMs,
+          room,
+        ).changes;
+        deleted += t;
+        return { deletedRows: deleted, done: batchesDone && t < room };
+      })(),
+    );
+  }
+
+  /** Whether the store answers a query (for /healthz; cheap). */
+  healthy(): boolean {
+    if (this.closed) return false;
+    try {
+      this.db.pragma('user_version', { simple: true });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Row counts, for tests and diagnostics: O(rows), not for a health check. */
+  counts(): {
+    readonly agents: number;
+    readonly batches: number;
+    readonly results: number;
+    readonly summaries: number;
+    readonly transitions: number;
+  } {
+    return this.guard('count rows', () => {
+      const n = (table: string): number =>
+        this.db.prepare(`SELECT count(*) FROM ${table}`).pluck().get() as number;
+      return {
+        agents: n('agents'),
+        batches: n('batches'),
+        results: n('results'),
+        summaries: n('summaries'),
+        transitions: n('transitions'),
+      };
+    });
+  }
+
+  /** Closes the database (checkpointing the WAL into the main file). Safe to call twice. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+
+  // ---- internals ----
+
+  private guard<T>(what: string, fn: () => T): T {
+    if (this.closed) {
+      throw new FaultlineError('FL_ERR_STORE', `cannot ${what}: the store ${this.file} is closed`);
+    }
+    try {
+      return fn();
+    } catch (err) {
+      throw storeError(`cannot ${what} in ${this.file}`, err, this.dir);
+    }
+  }
+
+  private judge(batch: ReportBatch): Verdict {
+    const row = this.stmt.agent.get(batch.agentId) as AgentRow | undefined;
+    // An id never seen starts its watermark at its first batch: a new or rebuilt collector
+    // must not refuse agents that have been running (and numbering) for a while.
+    if (row === undefined) return { status: 'new', row, missing: 0 };
+    const acceptedSeq = row.accepted_seq;
+    if (row.name !== batch.agent) {
+      return {
+        status: 'conflict',
+        acceptedSeq,
+        message: `agent id ${batch.agentId} belongs to agent "${row.name}", not "${batch.agent}"`,
+      };
+    }
+    if (batch.seq <= acceptedSeq) return { status: 'duplicate', acceptedSeq };
+    const missing = batch.seq - acceptedSeq - 1;
+    if (missing === 0 || (batch.dropped !== undefined && batch.dropped.batches >= missing)) {
+      return { status: 'new', row, missing };
+    }
+    return { status: 'gap', acceptedSeq, expectedSeq: acceptedSeq + 1 };
+  }
+
+  private ingestLocked(
+    batch: ReportBatch,
+    receivedAtMs: number,
+    transitions: readonly Transition[],
+  ): StoreIngestResult {
+    const v = this.judge(batch);
+    if (v.status !== 'new') {
+      const row = this.stmt.agent.get(batch.agentId) as AgentRow | undefined;
+      return {
+        outcome: v,
+        droppedBatches: row?.dropped_batches ?? 0,
+        droppedResults: row?.dropped_results ?? 0,
+      };
+    }
+    const s = this.stmt;
+    const labels = batch.labels === undefined ? undefined : JSON.stringify(batch.labels);
+    let key: number;
+    let droppedBatches: number;
+    let droppedResults: number;
+    const row = v.row;
+    if (row === undefined) {
+      droppedBatches = batch.dropped?.batches ?? 0;
+      droppedResults = batch.dropped?.results ?? 0;
+      key = Number(
+        s.insertAgent.run(
+          batch.agentId,
+          batch.agent,
+          labels ?? '{}',
+          receivedAtMs,
+          receivedAtMs,
+          batch.seq,
+          droppedBatches,
+          droppedResults,
+        ).lastInsertRowid,
+      );
+    } else {
+      key = row.agent_key;
+      // Declared drops the collector had in fact accepted (lost acks) lost nothing.
+      droppedBatches = row.dropped_batches + v.missing;
+      droppedResults = row.dropped_results + (v.missing > 0 ? (batch.dropped?.results ?? 0) : 0);
+      s.updateAgent.run(
+        receivedAtMs,
+        batch.seq,
+        droppedBatches,
+        droppedResults,
+        labels ?? row.labels,
+        key,
+      );
+    }
+    const results = batch.results;
+    const summaries = batch.summaries;
+    let firstResult: number | bigint | null = null;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!;
+      const id = s.insertResult.run(
+        key,
+        batch.seq,
+        i,
+        r.target,
+        r.kind,
+        r.class,
+        r.startedAtMs,
+        JSON.stringify(r),
+      ).lastInsertRowid;
+      if (i === 0) firstResult = id;
+    }
+    let firstSummary: number | bigint | null = null;
+    for (let i = 0; i < summaries.length; i++) {
+      const x = summaries[i]!;
+      const id = s.insertSummary.run(
+        key,
+        batch.seq,
+        x.target,
+        x.kind,
+        x.fromMs,
+        x.toMs,
+        JSON.stringify(x),
+      ).lastInsertRowid;
+      if (i === 0) firstSummary = id;
+    }
+    s.insertBatch.run(
+      key,
+      batch.seq,
+      receivedAtMs,
+      batch.createdAtMs,
+      results.length,
+      summaries.length,
+      firstResult,
+      firstSummary,
+    );
+    for (const t of transitions) this.insertTransition(key, t);
+    return {
+      outcome: { status: 'accepted', acceptedSeq: batch.seq },
+      droppedBatches,
+      droppedResults,
+    };
+  }
+
+  private insertTransition(key: number, t: Transition): void {
+    this.stmt.insertTransition.run(
+      key,
+      t.agent,
+      t.target,
+      t.kind,
+      t.fromClass,
+      t.toClass,
+      t.fromState,
+      t.toState,
+      t.atMs,
+      t.resultSeq,
+      t.batchSeq,
+    );
+  }
+}
+
+/**
+ * mkdir -p that reports the real errno: Node's recursive mkdir says ENOENT where the
+ * file system said EROFS or EACCES, so each missing level is made on its own.
+ */
+function makeDir(dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; !existsSync(d); d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d);
+    } catch (err) {
+      if (errCode(err) !== 'EEXIST') throw err;
+    }
+  }
+}
+
+function migrate(db: Db, file: string): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > migrations.length) {
+    throw new ConfigError(
+      `cannot open the store ${file}: its schema version ${version} is newer than this collector's (${migrations.length}); run a newer Faultline or point dataDir elsewhere`,
+      { code: 'FL_ERR_STORE' },
+    );
+  }
+  for (let v = version; v < migrations.length; v++) {
+    db.transaction(() => {
+      db.exec(migrations[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}
+
+function prepare(db: Db) {
+  const p = (sql: string): Statement => db.prepare(sql);
+  const agentByIdJoin = 'JOIN agents a ON a.agent_key = t.agent_key';
+  const transitionCols = `a.agent_id, t.agent, t.target, t.kind, t.from_class, t.to_class,
+    t.from_state, t.to_state, t.at_ms, t.result_seq, t.batch_seq`;
+  return {
+    agent: p(
+      `SELECT agent_key, name, labels, accepted_seq, dropped_batches, dropped_results
+       FROM agents WHERE agent_id = ?`,
+    ),
+    agentKey: p('SELECT agent_key FROM agents WHERE agent_id = ?'),
+    insertAgent: p(
+      `INSERT INTO agents (agent_id, name, labels, first_seen_ms, last_seen_ms, accepted_seq,
+         dropped_batches, dropped_results) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    updateAgent: p(
+      `UPDATE agents SET last_seen_ms = max(last_seen_ms, ?), accepted_seq = ?,
+         dropped_batches = ?, dropped_results = ?, labels = ? WHERE agent_key = ?`,
+    ),
+    insertBatch: p(
+      `INSERT INTO batches (agent_key, seq, received_at_ms, created_at_ms, results, summaries,
+         first_result_id, first_summary_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    insertResult: p(
+      `INSERT INTO results (agent_key, seq, idx, target, kind, class, started_at_ms, record)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    insertSummary: p(
+      `INSERT INTO summaries (agent_key, seq, target, kind, from_ms, to_ms, json)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    insertTransition: p(
+      `INSERT INTO transitions (agent_key, agent, target, kind, from_class, to_class,
+         from_state, to_state, at_ms, result_seq, batch_seq)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    agents: p(
+      `SELECT agent_id, name, labels, first_seen_ms, last_seen_ms, accepted_seq,
+         dropped_batches, dropped_results FROM agents ORDER BY last_seen_ms, agent_key`,
+    ),
+    transitionsSince: p(
+      `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}
+       WHERE t.at_ms >= ? ORDER BY t.id LIMIT ?`,
+    ),
+    recentResults: p(
+      `SELECT a.agent_id, r.seq, r.record FROM results r JOIN agents a ON a.agent_key = r.agent_key
+       WHERE r.started_at_ms >= ? ORDER BY r.started_at_ms, r.id LIMIT ?`,
+    ),
+    lastPathTransitions: p(
+      `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}
+       WHERE t.id IN (
+         SELECT max(t2.id) FROM transitions t2 JOIN agents a2 ON a2.agent_key = t2.agent_key
+         WHERE a2.agent_id = ? AND t2.batch_seq < ? AND t2.kind <> 'agent'
+         GROUP BY t2.target)
+       ORDER BY t.id`,
+    ),
+    lastAgentTransition: p(
+      `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}
+       WHERE a.agent_id = ? AND t.kind = 'agent' ORDER BY t.id DESC LIMIT 1`,
+    ),
+    firstSeqSince: p(
+      `SELECT min(b.seq) FROM batches b JOIN agents a ON a.agent_key = b.agent_key
+       WHERE a.agent_id = ? AND b.received_at_ms >= ?`,
+    ),
+    batchReceivedAt: p(
+      `SELECT b.received_at_ms FROM batches b JOIN agents a ON a.agent_key = b.agent_key
+       WHERE a.agent_id = ? AND b.seq = ?`,
+    ),
+    replayHead: p(
+      `SELECT a.name, b.seq, b.received_at_ms, b.results, b.summaries, b.first_result_id,
+         b.first_summary_id
+       FROM batches b JOIN agents a ON a.agent_key = b.agent_key
+       WHERE a.agent_id = ? AND b.seq >= ? ORDER BY b.seq`,
+    ),
+    batchResults: p('SELECT record FROM results WHERE id >= ? AND id < ? ORDER BY id'),
+    batchSummaries: p('SELECT json FROM summaries WHERE id >= ? AND id < ? ORDER BY id'),
+    clearCheckpointAgents: p('DELETE FROM checkpoint_agents'),
+    clearCheckpointPaths: p('DELETE FROM checkpoint_paths'),
+    insertCheckpointAgent: p('INSERT INTO checkpoint_agents (agent_id, seq) VALUES (?, ?)'),
+    insertCheckpointPath: p('INSERT INTO checkpoint_paths (agent, target, state) VALUES (?, ?, ?)'),
+    checkpointAgents: p('SELECT agent_id, seq FROM checkpoint_agents'),
+    checkpointPaths: p('SELECT state FROM checkpoint_paths'),
+    oldBatches: p(
+      `SELECT agent_key, seq, results, summaries, first_result_id, first_summary_id
+       FROM batches WHERE received_at_ms < ? ORDER BY received_at_ms LIMIT ?`,
+    ),
+    deleteResults: p('DELETE FROM results WHERE id >= ? AND id < ?'),
+    deleteSummaries: p('DELETE FROM summaries WHERE id >= ? AND id < ?'),
+    deleteBatch: p('DELETE FROM batches WHERE agent_key = ? AND seq = ?'),
+    deleteOldTransitions: p(
+      `DELETE FROM transitions WHERE id IN (
+         SELECT id FROM transitions WHERE at_ms < ? ORDER BY at_ms LIMIT ?)`,
+    ),
+  };
+}
+
+interface AgentListRow {
+  agent_id: string;
+  name: string;
+  labels: string;
+  first_seen_ms: number;
+  last_seen_ms: number;
+  accepted_seq: number;
+  dropped_batches: number;
+  dropped_results: number;
+}
+
+function toStoredAgent(r: AgentListRow): StoredAgent {
+  return {
+    agentId: r.agent_id,
+    agent: r.name,
+    labels: parseLabels(r.labels),
+    firstSeenMs: r.first_seen_ms,
+    lastSeenMs: r.last_seen_ms,
+    acceptedSeq: r.accepted_seq,
+    droppedBatches: r.dropped_batches,
+    droppedResults: r.dropped_results,
+  };
+}
+
+interface TransitionRow {
+  agent_id: string;
+  agent: string;
+  target: string;
+  kind: string;
+  from_class: string | null;
+  to_class: string | null;
+  from_state: string;
+  to_state: string;
+  at_ms: number;
+  result_seq: number | null;
+  batch_seq: number;
+}
+
+function toTransition(r: TransitionRow): Transition {
+  return {
+    agentId: r.agent_id,
+    agent: r.agent,
+    target: r.target,
+    kind: r.kind,
+    fromClass: r.from_class as FailureClass | null,
+    toClass: r.to_class as FailureClass | null,
+    fromState: r.from_state,
+    toState: r.to_state,
+    atMs: r.at_ms,
+    resultSeq: r.result_seq,
+    batchSeq: r.batch_seq,
+  };
+}
+
+interface ResultRow {
+  agent_id: string;
+  seq: number;
+  record: string;
+}
+
+interface BatchRow {
+  agent_key: number;
+  seq: number;
+  results: number;
+  summaries: number;
+  first_result_id: number | null;
+  first_summary_id: number | null;
+}
+
+interface ReplayHeadRow {
+  name: string;
+  seq: number;
+  received_at_ms: number;
+  results: number;
+  summaries: number;
+  first_result_id: number | null;
+  first_summary_id: number | null;
+}
