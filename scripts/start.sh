@@ -10,4 +10,6 @@ npm run --silent build
 if [[ $# -gt 0 ]]; then
   exec node dist/cli/main.js "$@"
 fi
-exec node dist/cli/main.js probe icmp 127.0.0.1 --count 3 --interval 200ms
+# The main job on embedded defaults: a collector (store in ./faultline-data, a generated
+# agent token printed once, an inventory of this host) and a local agent reporting to it.
+exec node dist/cli/main.js collector --local-agent
