@@ -382,7 +382,7 @@ describe('tls', () => {
 });
 
 describe('the example', () => {
-  // The example keeps its store in /var/lib/faultline, as the packaged service does; where
+  // The example keeps its store in /var/lib/faultline-collector, as the packaged service does; where
   // this test cannot create that (not root), it checks the rest with a temp dir instead.
   function loadExample(): CollectorConfig {
     try {
