@@ -59,8 +59,14 @@ export class Agent {
   }
 
   /** Starts probing and (when configured) the metrics endpoint. */
-  static async start(config: AgentConfig, log: Logger, telemetry?: AgentTelemetry): Promise<Agent> {
-    const agent = new Agent(config, log, telemetry);
+  static async start(
+    config: AgentConfig,
+    log: Logger,
+    opts: { telemetry?: AgentTelemetry; onResult?: ResultListener } = {},
+  ): Promise<Agent> {
+    const agent = new Agent(config, log, opts.telemetry);
+    // Listeners go in before the first probe can finish, so no result is missed.
+    if (opts.onResult !== undefined) agent.onResult(opts.onResult);
     agent.telemetry.observeInFlight(() => agent.scheduler.stats().inFlight);
     if (config.metrics.listen !== false) await agent.listen(config.metrics.listen);
     agent.prepareKinds(config);

@@ -75,9 +75,10 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
       'no plan yet (collector unreachable and none cached): probing nothing until one arrives',
     );
   }
-  const agent = await Agent.start(convert(plan ?? emptyPlan(opts.name)), opts.log);
+  const agent = await Agent.start(convert(plan ?? emptyPlan(opts.name)), opts.log, {
+    onResult: link.observe,
+  });
   running.agent = agent;
-  agent.onResult(link.observe);
   return {
     agent,
     link,
