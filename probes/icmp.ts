@@ -2,10 +2,11 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { classifyIcmpError } from './classify.js';
 import { FpingEngine } from './icmp-fping.js';
+import { FpingLoopEngine } from './icmp-fping-loop.js';
 import { PingEngine } from './icmp-ping.js';
 import { round } from './run.js';
 import { ProbeClock, ProbeFailure, resolveHost } from './socket.js';
-import type { ProbeDefinition, ProbeOutcome } from './types.js';
+import type { ProbeDefinition, ProbeOutcome, ScheduledTarget } from './types.js';
 
 /** The programs an ICMP echo can run on. */
 export const icmpEngineNames = ['fping', 'ping'] as const;
@@ -19,7 +20,10 @@ export const icmpOptions = z
   .object({
     /** Echo requests per probe; the probe is `ok` when at least one is answered. */
     count: z.number().int().min(1).max(100).default(3),
-    /** Milliseconds between two echo requests of one probe. */
+    /**
+     * Milliseconds between two echo requests of one probe. Scheduled targets ignore it: their
+     * `count` packets are spread over the whole interval.
+     */
     intervalMs: z.number().int().min(10).max(10_000).default(200),
     /** ICMP payload bytes (the programs' default, 56, when absent). At least 16 so that ping can time the echo. */
     packetSize: z.number().int().min(16).max(65_000).optional(),
@@ -65,7 +69,10 @@ export interface IcmpError {
 
 /** What an engine saw for one echo run. */
 export interface EchoReport {
-  readonly engine: IcmpEngineName;
+  /** `fping-loop`: a round of a scheduled target, answered by its long-lived fping. */
+  readonly engine: IcmpEngineName | 'fping-loop';
+  /** The address the echoes went to, where the engine chose it (the loop keeps a name's address). */
+  readonly ip?: string;
   /** Per echo request, in send order: round-trip in milliseconds, or null when none came back. */
   readonly rttsMs: readonly (number | null)[];
   /** ICMP errors that came back, in arrival order. */
@@ -88,16 +95,23 @@ export interface IcmpEngine {
 
 /**
  * The engines `icmp` runs on. Swappable fields: a test (or the agent) replaces one, e.g.
- * with an engine whose binary path does not exist, to exercise the fallback.
+ * with an engine whose binary path does not exist, to exercise the fallback. `loop` serves
+ * the targets announced by `prepare`; everything else (one-shot probes, rounds the loop
+ * declines) runs on `fping` or `ping`.
  */
-export const icmpEngines: { fping: IcmpEngine; ping: IcmpEngine } = {
+export const icmpEngines: { fping: IcmpEngine; ping: IcmpEngine; loop: FpingLoopEngine } = {
   fping: new FpingEngine(),
   ping: new PingEngine(),
+  loop: new FpingLoopEngine(),
 };
 
 /** Ends every ICMP child process (agent shutdown, end of a test file). */
 export async function closeIcmpEngines(): Promise<void> {
-  await Promise.all([icmpEngines.fping.close(), icmpEngines.ping.close()]);
+  await Promise.all([
+    icmpEngines.loop.close(),
+    icmpEngines.fping.close(),
+    icmpEngines.ping.close(),
+  ]);
 }
 
 async function pickEngine(choice: IcmpOptions['engine']): Promise<IcmpEngine | undefined> {
@@ -162,7 +176,27 @@ export function outcomeOf(report: EchoReport, ip: string, clock: ProbeClock): Pr
   return clock.outcome('icmp_timeout', { error, detail });
 }
 
-/** ICMP echo: round-trip and loss over a few packets; unreachable told apart from silence. */
+/** The scheduled targets the loop engine serves: all but those pinned to iputils ping. */
+function loopTargets(targets: readonly ScheduledTarget<IcmpOptions>[]) {
+  return targets
+    .filter((t) => t.options.engine !== 'ping')
+    .map((t) => ({
+      name: t.target.name,
+      host: t.target.host,
+      family: t.options.family,
+      count: t.options.count,
+      ...(t.options.packetSize === undefined ? {} : { packetSize: t.options.packetSize }),
+      intervalMs: t.intervalMs,
+      timeoutMs: t.timeoutMs,
+    }));
+}
+
+/**
+ * ICMP echo: round-trip and loss over a few packets; unreachable told apart from silence.
+ * Scheduled targets (`prepare`) are pinged continuously by one long-lived fping, `count`
+ * packets per interval, and a round reports the packets since the previous round; a
+ * one-shot probe sends its own `count` packets `intervalMs` apart.
+ */
 export const icmp: ProbeDefinition<IcmpOptions> = {
   kind: 'icmp',
   description:
@@ -177,6 +211,19 @@ export const icmp: ProbeDefinition<IcmpOptions> = {
     } catch (err) {
       if (err instanceof ProbeFailure) return clock.outcome(err.failureClass, { error: err.raw });
       throw err;
+    }
+    if (options.engine !== 'ping') {
+      const looped = await icmpEngines.loop.round({
+        name: target.name,
+        host: target.host,
+        family: options.family,
+        count: options.count,
+        ...(options.packetSize === undefined ? {} : { packetSize: options.packetSize }),
+        ip,
+        timeoutMs: clock.remainingMs(),
+        signal: ctx.signal,
+      });
+      if (looped !== undefined) return outcomeOf(looped, looped.ip ?? ip, clock);
     }
     const engine = await pickEngine(options.engine);
     if (engine === undefined) {
@@ -199,4 +246,8 @@ export const icmp: ProbeDefinition<IcmpOptions> = {
     });
     return outcomeOf(report, ip, clock);
   },
+  prepare(targets) {
+    icmpEngines.loop.prepare(loopTargets(targets));
+  },
+  close: closeIcmpEngines,
 };
