@@ -329,6 +329,46 @@ describe('Prometheus exposition', () => {
     expect(lines).toContain('faultline_agent_probes_total{agent="a1",result="completed"} 1');
   });
 
+  it('duration histograms: phases for http only; tcp and icmp get phase="total" alone', async () => {
+    const t = telemetry();
+    t.recordResult(dbOk, db); // tcp with a connect timing
+    t.recordResult(gwLossy, gw); // icmp with an rtt timing
+    t.recordResult(webOk, web);
+    const lines = samples(await t.renderPrometheus());
+    const phasesOf = (labels: string): string[] =>
+      lines
+        .filter((l) => l.startsWith(`faultline_probe_duration_seconds_count{${labels},`))
+        .map((l) => /phase="([^"]+)"/.exec(l)?.[1] ?? '?')
+        .sort();
+    expect(phasesOf(dbLabels)).toEqual(['total']);
+    expect(phasesOf(gwLabels)).toEqual(['total']);
+    expect(phasesOf(webLabels)).toEqual(['connect', 'dns', 'first_byte', 'tls', 'total']);
+    // Every duration histogram has the 11 bounds plus +Inf.
+    const buckets = lines.filter((l) =>
+      l.startsWith(`faultline_probe_duration_seconds_bucket{${dbLabels},phase="total",`),
+    );
+    expect(buckets).toHaveLength(probeDurationBucketsS.length + 1);
+    expect(probeDurationBucketsS).toHaveLength(11);
+  });
+
+  it('a large exposition is built in chunks, yielding to the event loop in between', async () => {
+    const t = telemetry();
+    const target: TelemetryTarget = { labels: { zone: 'a' } };
+    for (let i = 0; i < 1000; i++) t.recordResult(result({ ...dbOk, target: `t${i}` }), target);
+    let turns = 0;
+    let counting = true;
+    const count = (): void => {
+      turns++;
+      if (counting) setImmediate(count);
+    };
+    setImmediate(count);
+    const text = await t.renderPrometheus();
+    counting = false;
+    // Probes due meanwhile get the event loop: once per chunk of 50 paths, not once at the end.
+    expect(turns).toBeGreaterThanOrEqual(15);
+    expect(samples(text).filter((l) => l.startsWith('probe_success{'))).toHaveLength(1000);
+  });
+
   it('metricsHandler serves the exposition over HTTP', async () => {
     const t = telemetry();
     recordThree(t);

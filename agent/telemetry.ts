@@ -46,10 +46,13 @@ export const reservedMetricLabels: readonly string[] = [
   'instance',
 ];
 
-/** Bucket upper bounds (seconds) of the probe phase histograms: 50 µs to 10 s. */
+/**
+ * Bucket upper bounds (seconds) of the probe duration histograms: 100 µs to 10 s, in steps
+ * of ×2.5 and ×4. Eleven rather than the sixteen of a 1-2.5-5 ladder: at 1,000 paths each
+ * bucket is another ~2,000 lines in every scrape.
+ */
 export const probeDurationBucketsS: readonly number[] = [
-  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-  5, 10,
+  0.0001, 0.00025, 0.001, 0.0025, 0.01, 0.025, 0.1, 0.25, 1, 2.5, 10,
 ];
 
 /** Bucket upper bounds (seconds) of the schedule lag histogram; 20 ms is the agent's p99 goal. */
@@ -167,8 +170,11 @@ export interface TelemetryTarget {
 
 // ---------------------------------------------------------------------------------------
 
-const phaseNames = ['dns', 'connect', 'tls', 'first_byte', 'rtt', 'total'] as const;
-const phaseTimings = ['dnsMs', 'connectMs', 'tlsMs', 'firstByteMs', 'rttMs', 'totalMs'] as const;
+const phaseNames = ['dns', 'connect', 'tls', 'first_byte', 'total'] as const;
+const phaseTimings = ['dnsMs', 'connectMs', 'tlsMs', 'firstByteMs', 'totalMs'] as const;
+const TOTAL = phaseNames.indexOf('total');
+/** Paths rendered between two yields to the event loop while /metrics is built. */
+const renderChunkPaths = 50;
 const classIndex = Object.fromEntries(failureClasses.map((c, i) => [c, i])) as Record<
   FailureClass,
   number
@@ -185,7 +191,7 @@ const m = {
   duration: descriptor(
     'faultline.probe.duration',
     's',
-    'Probe phase durations (phase: dns, connect, tls, first_byte, rtt, total).',
+    'Probe durations: phase="total" for every kind; http adds dns, connect, tls and first_byte.',
   ),
   results: descriptor('faultline.probe.results', '{result}', 'Probe results by failure class.'),
   skipped: descriptor(
@@ -259,7 +265,7 @@ class Hist {
   min = Infinity;
   max = -Infinity;
 
-  constructor(private readonly bounds: readonly number[]) {
+  constructor(readonly bounds: readonly number[]) {
     this.counts = new Float64Array(bounds.length + 1);
   }
 
@@ -298,16 +304,20 @@ interface PathState {
   readonly phases: (Hist | undefined)[];
   icmpRtt: Hist | undefined;
   skipped: number;
-  /** Attribute sets derived from `base`, built once per (key, value). */
-  readonly derived: Map<string, Attributes>;
+  /** Removed from the telemetry (a collection that started before skips it). */
+  removed: boolean;
+  /** Attribute sets derived from `base`, built once per (key, value): key → value → set. */
+  readonly derived: Map<string, Map<string, Attributes>>;
 }
 
 function with1(p: PathState, key: string, value: string): Attributes {
-  const id = `${key}\u0000${value}`;
-  let a = p.derived.get(id);
+  // Two lookups on the (constant) strings rather than one on a concatenated key: no allocation.
+  let byValue = p.derived.get(key);
+  if (byValue === undefined) p.derived.set(key, (byValue = new Map<string, Attributes>()));
+  let a = byValue.get(value);
   if (a === undefined) {
     a = { ...p.base, [key]: value };
-    p.derived.set(id, a);
+    byValue.set(value, a);
   }
   return a;
 }
@@ -343,6 +353,120 @@ function certExpiryS(detail: Record<string, unknown> | undefined): number | unde
           : validTo * 1000
         : NaN;
   return Number.isFinite(ms) ? ms / 1000 : undefined;
+}
+
+/** Where `visitPath` puts a path's series: OTel data points (OTLP) or Prometheus text. */
+interface SeriesSink {
+  gauge(d: MetricDescriptor, value: number, attributes: Attributes): void;
+  counter(d: MetricDescriptor, value: number, attributes: Attributes): void;
+  histogram(d: MetricDescriptor, h: Hist, attributes: Attributes): void;
+}
+
+/** Every series of one path, from its state: the one definition both exports share. */
+function visitPath(p: PathState, sink: SeriesSink): void {
+  const r = p.last;
+  const t = r.timings;
+  const ok = r.class === 'ok' ? 1 : 0;
+  const base = p.base;
+
+  for (let i = 0; i < p.phases.length; i++) {
+    const h = p.phases[i];
+    if (h !== undefined) sink.histogram(m.duration, h, with1(p, 'phase', phaseNames[i]!));
+  }
+  if (p.icmpRtt !== undefined) sink.histogram(m.icmpRtt, p.icmpRtt, base);
+  for (let i = 0; i < p.classCounts.length; i++) {
+    const n = p.classCounts[i]!;
+    if (n > 0) sink.counter(m.results, n, with1(p, 'class', failureClasses[i]!));
+  }
+  sink.counter(m.skipped, p.skipped, base);
+
+  sink.gauge(m.success, ok, base);
+  sink.gauge(m.state, 1, with1(p, 'class', r.class));
+  sink.gauge(m.bbSuccess, ok, base);
+  sink.gauge(m.bbDuration, t.totalMs / 1000, base);
+  sink.gauge(m.bbDns, (t.dnsMs ?? 0) / 1000, base);
+  const loss = r.detail?.lossRatio;
+  if (typeof loss === 'number') sink.gauge(m.icmpLoss, loss, base);
+  const expiry = certExpiryS(r.detail);
+  if (expiry !== undefined) sink.gauge(m.bbCertExpiry, expiry, base);
+  if (r.kind === 'http') {
+    const status = r.detail?.status;
+    sink.gauge(m.bbHttpStatus, typeof status === 'number' ? status : 0, base);
+    const dns = t.dnsMs ?? 0;
+    const connect = t.connectMs ?? 0;
+    const tls = t.tlsMs ?? 0;
+    const firstByte = t.firstByteMs ?? 0;
+    const transfer =
+      t.firstByteMs === undefined ? 0 : Math.max(0, t.totalMs - dns - connect - tls - firstByte);
+    sink.gauge(m.bbHttpDuration, dns / 1000, with1(p, 'phase', 'resolve'));
+    sink.gauge(m.bbHttpDuration, connect / 1000, with1(p, 'phase', 'connect'));
+    sink.gauge(m.bbHttpDuration, tls / 1000, with1(p, 'phase', 'tls'));
+    sink.gauge(m.bbHttpDuration, firstByte / 1000, with1(p, 'phase', 'processing'));
+    sink.gauge(m.bbHttpDuration, transfer / 1000, with1(p, 'phase', 'transfer'));
+  } else if (r.kind === 'icmp') {
+    sink.gauge(m.bbIcmpDuration, (t.dnsMs ?? 0) / 1000, with1(p, 'phase', 'resolve'));
+    sink.gauge(m.bbIcmpDuration, (t.rttMs ?? 0) / 1000, with1(p, 'phase', 'rtt'));
+  }
+}
+
+/** Collects series as OTel data points, grouped per metric (for the OTLP push). */
+class DataPointSink implements SeriesSink {
+  readonly gauges = new Map<MetricDescriptor, DataPoint<number>[]>();
+  readonly sums = new Map<MetricDescriptor, DataPoint<number>[]>();
+  readonly hists = new Map<MetricDescriptor, DataPoint<Histogram>[]>();
+  /** Start time of the series being visited (the path's, or the agent's). */
+  startTime: HrTime = [0, 0];
+
+  constructor(private readonly endTime: HrTime) {}
+
+  gauge(d: MetricDescriptor, value: number, attributes: Attributes): void {
+    this.push(this.gauges, d, value, attributes);
+  }
+  counter(d: MetricDescriptor, value: number, attributes: Attributes): void {
+    this.push(this.sums, d, value, attributes);
+  }
+  histogram(d: MetricDescriptor, h: Hist, attributes: Attributes): void {
+    this.push(this.hists, d, h.value(), attributes);
+  }
+
+  private push<T>(
+    into: Map<MetricDescriptor, DataPoint<T>[]>,
+    d: MetricDescriptor,
+    value: T,
+    attributes: Attributes,
+  ): void {
+    let list = into.get(d);
+    if (list === undefined) into.set(d, (list = []));
+    list.push({ startTime: this.startTime, endTime: this.endTime, attributes, value });
+  }
+
+  metrics(): MetricData[] {
+    const metrics: MetricData[] = [];
+    const cumulative = AggregationTemporality.CUMULATIVE;
+    for (const [descriptor, dataPoints] of this.hists)
+      metrics.push({
+        descriptor,
+        aggregationTemporality: cumulative,
+        dataPointType: DataPointType.HISTOGRAM,
+        dataPoints,
+      });
+    for (const [descriptor, dataPoints] of this.sums)
+      metrics.push({
+        descriptor,
+        aggregationTemporality: cumulative,
+        dataPointType: DataPointType.SUM,
+        isMonotonic: true,
+        dataPoints,
+      });
+    for (const [descriptor, dataPoints] of this.gauges)
+      metrics.push({
+        descriptor,
+        aggregationTemporality: cumulative,
+        dataPointType: DataPointType.GAUGE,
+        dataPoints,
+      });
+    return metrics;
+  }
 }
 
 type ExportResult = Parameters<Parameters<PushMetricExporter['export']>[1]>[0];
@@ -416,8 +540,9 @@ const formatValue = (v: number): string =>
 class PrometheusText {
   private readonly labels = new WeakMap<Attributes, string>();
   private readonly names = new Map<string, string>();
-  private readonly les = new WeakMap<number[], string[]>();
+  private readonly les = new WeakMap<readonly number[], string[]>();
 
+  /** target_info and the metrics of a collection (the SDK instruments). */
   render(rm: ResourceMetrics): string {
     const resource = this.labelsOf(rm.resource.attributes);
     let out = `# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info${resource === '' ? '' : `{${resource}}`} 1\n`;
@@ -425,42 +550,77 @@ class PrometheusText {
     return out;
   }
 
-  private metric(md: MetricData): string {
+  /** A family's Prometheus name and its `# HELP` and `# TYPE` lines. */
+  family(md: Pick<MetricData, 'descriptor' | 'dataPointType'> & { isMonotonic?: boolean }): {
+    name: string;
+    head: string;
+  } {
     const name = this.name(md);
     const type =
       md.dataPointType === DataPointType.HISTOGRAM
         ? 'histogram'
-        : md.dataPointType === DataPointType.SUM && md.isMonotonic
+        : md.dataPointType === DataPointType.SUM && md.isMonotonic === true
           ? 'counter'
           : md.dataPointType === DataPointType.EXPONENTIAL_HISTOGRAM
             ? 'untyped'
             : 'gauge';
-    let out = `# HELP ${name} ${escapeHelp(md.descriptor.description || md.descriptor.name)}\n# TYPE ${name} ${type}\n`;
+    const head = `# HELP ${name} ${escapeHelp(md.descriptor.description || md.descriptor.name)}\n# TYPE ${name} ${type}\n`;
+    return { name, head };
+  }
+
+  /** One sample line of a gauge or counter. */
+  sample(name: string, attributes: Attributes, value: number): string {
+    const labels = this.labelsOf(attributes);
+    return `${name}${labels === '' ? '' : `{${labels}}`} ${formatValue(value)}\n`;
+  }
+
+  /** The lines of one histogram series from per-bucket (not cumulative) counts. */
+  histogram(
+    name: string,
+    attributes: Attributes,
+    boundaries: readonly number[],
+    counts: ArrayLike<number>,
+    sum: number,
+    count: number,
+  ): string {
+    const labels = this.labelsOf(attributes);
+    const prefix = `${name}_bucket{${labels}${labels === '' ? '' : ','}le="`;
+    const les = this.lesOf(boundaries);
+    let out = '';
+    let cumulative = 0;
+    for (let i = 0; i < counts.length; i++) {
+      cumulative += counts[i]!;
+      out += `${prefix}${les[i] ?? '+Inf'}"} ${cumulative}\n`;
+    }
+    const braces = labels === '' ? '' : `{${labels}}`;
+    return `${out}${name}_sum${braces} ${formatValue(sum)}\n${name}_count${braces} ${count}\n`;
+  }
+
+  private metric(md: MetricData): string {
+    const { name, head } = this.family(md);
+    let out = head;
     if (md.dataPointType === DataPointType.HISTOGRAM) {
       for (const dp of md.dataPoints) {
         const h = dp.value;
-        const labels = this.labelsOf(dp.attributes);
-        const prefix = `${name}_bucket{${labels}${labels === '' ? '' : ','}le="`;
-        const les = this.lesOf(h.buckets.boundaries);
-        let cumulative = 0;
-        for (let i = 0; i < h.buckets.counts.length; i++) {
-          cumulative += h.buckets.counts[i]!;
-          out += `${prefix}${les[i] ?? '+Inf'}"} ${cumulative}\n`;
-        }
-        const braces = labels === '' ? '' : `{${labels}}`;
-        out += `${name}_sum${braces} ${formatValue(h.sum ?? 0)}\n${name}_count${braces} ${h.count}\n`;
+        out += this.histogram(
+          name,
+          dp.attributes,
+          h.buckets.boundaries,
+          h.buckets.counts,
+          h.sum ?? 0,
+          h.count,
+        );
       }
     } else if (md.dataPointType === DataPointType.SUM || md.dataPointType === DataPointType.GAUGE) {
-      for (const dp of md.dataPoints) {
-        const labels = this.labelsOf(dp.attributes);
-        out += `${name}${labels === '' ? '' : `{${labels}}`} ${formatValue(dp.value)}\n`;
-      }
+      for (const dp of md.dataPoints) out += this.sample(name, dp.attributes, dp.value);
     }
     return out;
   }
 
-  private name(md: MetricData): string {
-    const monotonic = md.dataPointType === DataPointType.SUM && md.isMonotonic;
+  private name(
+    md: Pick<MetricData, 'descriptor' | 'dataPointType'> & { isMonotonic?: boolean },
+  ): string {
+    const monotonic = md.dataPointType === DataPointType.SUM && md.isMonotonic === true;
     const key = `${md.descriptor.name}\u0000${md.descriptor.unit}\u0000${md.dataPointType}\u0000${monotonic}`;
     let name = this.names.get(key);
     if (name === undefined) {
@@ -471,7 +631,7 @@ class PrometheusText {
     return name;
   }
 
-  private lesOf(boundaries: number[]): string[] {
+  private lesOf(boundaries: readonly number[]): string[] {
     let les = this.les.get(boundaries);
     if (les === undefined) this.les.set(boundaries, (les = boundaries.map(formatValue)));
     return les;
@@ -494,6 +654,52 @@ class PrometheusText {
     return s;
   }
 }
+
+/**
+ * Collects series as Prometheus text, one buffer per family (the format wants a family's
+ * samples together, while paths are visited one after the other).
+ */
+class TextSink implements SeriesSink {
+  private readonly families = new Map<MetricDescriptor, { name: string; body: string }>();
+  private out = '';
+
+  constructor(private readonly text: PrometheusText) {}
+
+  gauge(d: MetricDescriptor, value: number, attributes: Attributes): void {
+    const f = this.family(d, DataPointType.GAUGE);
+    f.body += this.text.sample(f.name, attributes, value);
+  }
+  counter(d: MetricDescriptor, value: number, attributes: Attributes): void {
+    const f = this.family(d, DataPointType.SUM);
+    f.body += this.text.sample(f.name, attributes, value);
+  }
+  histogram(d: MetricDescriptor, h: Hist, attributes: Attributes): void {
+    const f = this.family(d, DataPointType.HISTOGRAM);
+    f.body += this.text.histogram(f.name, attributes, h.bounds, h.counts, h.sum, h.count);
+  }
+
+  /** Everything collected, family after family. */
+  finish(): string {
+    for (const f of this.families.values()) this.out += f.body;
+    return this.out;
+  }
+
+  private family(d: MetricDescriptor, type: DataPointType): { name: string; body: string } {
+    let f = this.families.get(d);
+    if (f === undefined) {
+      const { name, head } = this.text.family({
+        descriptor: d,
+        dataPointType: type,
+        isMonotonic: true,
+      });
+      f = { name, body: head };
+      this.families.set(d, f);
+    }
+    return f;
+  }
+}
+
+const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 // ---------------------------------------------------------------------------------------
 
@@ -560,11 +766,10 @@ export class AgentTelemetry {
         }),
       );
 
+    // Prometheus gets the per-path series from renderPrometheus (as text, in chunks); OTLP
+    // gets them as data points from this producer.
     const producer: MetricProducer = { collect: async () => this.collectPaths(resource) };
-    this.prometheus = new PrometheusExporter({
-      preventServerStart: true,
-      metricProducers: [producer],
-    });
+    this.prometheus = new PrometheusExporter({ preventServerStart: true });
     const readers: (PrometheusExporter | PeriodicExportingMetricReader)[] = [this.prometheus];
     if (this.otlp !== undefined) {
       // Both exporters read endpoint, headers, timeout, compression and certificates from the environment.
@@ -636,10 +841,16 @@ export class AgentTelemetry {
     this.probeCounts[result.class === 'internal_error' ? ERROR : COMPLETED]! += 1;
 
     const t = result.timings;
-    for (let i = 0; i < phaseTimings.length; i++) {
-      const ms = t[phaseTimings[i]!];
-      if (ms === undefined) continue;
-      (p.phases[i] ??= new Hist(probeDurationBucketsS)).record(ms / 1000);
+    // Phases only for http (as blackbox_exporter does): for the other kinds connect, rtt or
+    // the handshake is nearly all of the total, and every histogram is ~14 lines a scrape.
+    if (result.kind === 'http') {
+      for (let i = 0; i < phaseTimings.length; i++) {
+        const ms = t[phaseTimings[i]!];
+        if (ms === undefined) continue;
+        (p.phases[i] ??= new Hist(probeDurationBucketsS)).record(ms / 1000);
+      }
+    } else {
+      (p.phases[TOTAL] ??= new Hist(probeDurationBucketsS)).record(t.totalMs / 1000);
     }
     if (result.kind === 'icmp') {
       const rtts = result.detail?.rttsMs;
@@ -689,17 +900,33 @@ export class AgentTelemetry {
       let keys = this.removed.get(p.target);
       if (keys === undefined) this.removed.set(p.target, (keys = new Set()));
       keys.add(pathKey(name, k));
+      p.removed = true;
       byKind.delete(k);
     }
     if (byKind.size === 0) this.paths.delete(name);
   }
 
-  /** The Prometheus text exposition of every metric (OTel names mapped to Prometheus names). */
+  /**
+   * The Prometheus text exposition of every metric (OTel names mapped to Prometheus names).
+   * The path series are written straight from the per-path state, a few dozen paths at a
+   * time with a yield to the event loop in between, so that a scrape of thousands of paths
+   * does not hold up the probes due meanwhile.
+   */
   async renderPrometheus(): Promise<string> {
     const { resourceMetrics, errors } = await this.prometheus.collect();
     if (errors.length > 0)
       this.logger?.debug({ errors: errors.map(String) }, 'metric collection errors');
-    return this.text.render(resourceMetrics);
+    const head = this.text.render(resourceMetrics);
+    const sink = new TextSink(this.text);
+    if (this.scheduleLag.count > 0) sink.histogram(m.lag, this.scheduleLag, this.agentAttrs);
+    const paths: PathState[] = [];
+    for (const byKind of this.paths.values()) for (const p of byKind.values()) paths.push(p);
+    for (let i = 0; i < paths.length; i++) {
+      if (i > 0 && i % renderChunkPaths === 0) await yieldToLoop();
+      const p = paths[i]!;
+      if (!p.removed) visitPath(p, sink);
+    }
+    return head + sink.finish();
   }
 
   /** A node:http handler answering with `renderPrometheus()`; mount it at GET /metrics. */
@@ -778,6 +1005,7 @@ export class AgentTelemetry {
       phases: new Array<Hist | undefined>(phaseNames.length).fill(undefined),
       icmpRtt: undefined,
       skipped: 0,
+      removed: false,
       derived: new Map(),
     };
     let byKind = this.paths.get(result.target);
@@ -787,133 +1015,21 @@ export class AgentTelemetry {
     return p;
   }
 
-  /** Builds the per-path metrics (and the schedule lag histogram) for one collection. */
+  /** Builds the per-path metrics (and the schedule lag histogram) for one OTLP collection. */
   private collectPaths(resource: ResourceMetrics['resource']): CollectionResult {
-    const now = msToHrTime(Date.now());
-    const gauges = new Map<MetricDescriptor, DataPoint<number>[]>();
-    const sums = new Map<MetricDescriptor, DataPoint<number>[]>();
-    const hists = new Map<MetricDescriptor, DataPoint<Histogram>[]>();
-    const push = <T>(
-      into: Map<MetricDescriptor, DataPoint<T>[]>,
-      d: MetricDescriptor,
-      point: DataPoint<T>,
-    ): void => {
-      let list = into.get(d);
-      if (list === undefined) into.set(d, (list = []));
-      list.push(point);
-    };
-
+    const sink = new DataPointSink(msToHrTime(Date.now()));
     for (const byKind of this.paths.values()) {
       for (const p of byKind.values()) {
-        const start = p.startTime;
-        const gauge = (d: MetricDescriptor, value: number, attributes: Attributes = p.base): void =>
-          push(gauges, d, { startTime: start, endTime: now, attributes, value });
-        const r = p.last;
-        const t = r.timings;
-        const ok = r.class === 'ok' ? 1 : 0;
-
-        gauge(m.success, ok);
-        gauge(m.state, 1, with1(p, 'class', r.class));
-        gauge(m.bbSuccess, ok);
-        gauge(m.bbDuration, t.totalMs / 1000);
-        gauge(m.bbDns, (t.dnsMs ?? 0) / 1000);
-        const loss = r.detail?.lossRatio;
-        if (typeof loss === 'number') gauge(m.icmpLoss, loss);
-        const expiry = certExpiryS(r.detail);
-        if (expiry !== undefined) gauge(m.bbCertExpiry, expiry);
-        if (r.kind === 'http') {
-          const status = r.detail?.status;
-          gauge(m.bbHttpStatus, typeof status === 'number' ? status : 0);
-          const [dns, connect, tls, firstByte] = [
-            t.dnsMs ?? 0,
-            t.connectMs ?? 0,
-            t.tlsMs ?? 0,
-            t.firstByteMs ?? 0,
-          ];
-          const transfer =
-            t.firstByteMs === undefined
-              ? 0
-              : Math.max(0, t.totalMs - dns - connect - tls - firstByte);
-          gauge(m.bbHttpDuration, dns / 1000, with1(p, 'phase', 'resolve'));
-          gauge(m.bbHttpDuration, connect / 1000, with1(p, 'phase', 'connect'));
-          gauge(m.bbHttpDuration, tls / 1000, with1(p, 'phase', 'tls'));
-          gauge(m.bbHttpDuration, firstByte / 1000, with1(p, 'phase', 'processing'));
-          gauge(m.bbHttpDuration, transfer / 1000, with1(p, 'phase', 'transfer'));
-        } else if (r.kind === 'icmp') {
-          gauge(m.bbIcmpDuration, (t.dnsMs ?? 0) / 1000, with1(p, 'phase', 'resolve'));
-          gauge(m.bbIcmpDuration, (t.rttMs ?? 0) / 1000, with1(p, 'phase', 'rtt'));
-        }
-
-        for (let i = 0; i < p.classCounts.length; i++) {
-          const n = p.classCounts[i]!;
-          if (n > 0)
-            push(sums, m.results, {
-              startTime: start,
-              endTime: now,
-              attributes: with1(p, 'class', failureClasses[i]!),
-              value: n,
-            });
-        }
-        push(sums, m.skipped, {
-          startTime: start,
-          endTime: now,
-          attributes: p.base,
-          value: p.skipped,
-        });
-        for (let i = 0; i < p.phases.length; i++) {
-          const h = p.phases[i];
-          if (h !== undefined)
-            push(hists, m.duration, {
-              startTime: start,
-              endTime: now,
-              attributes: with1(p, 'phase', phaseNames[i]!),
-              value: h.value(),
-            });
-        }
-        if (p.icmpRtt !== undefined)
-          push(hists, m.icmpRtt, {
-            startTime: start,
-            endTime: now,
-            attributes: p.base,
-            value: p.icmpRtt.value(),
-          });
+        sink.startTime = p.startTime;
+        visitPath(p, sink);
       }
     }
-    if (this.scheduleLag.count > 0)
-      push(hists, m.lag, {
-        startTime: this.startTime,
-        endTime: now,
-        attributes: this.agentAttrs,
-        value: this.scheduleLag.value(),
-      });
-
-    const metrics: MetricData[] = [];
-    const cumulative = AggregationTemporality.CUMULATIVE;
-    for (const [descriptor, dataPoints] of hists)
-      metrics.push({
-        descriptor,
-        aggregationTemporality: cumulative,
-        dataPointType: DataPointType.HISTOGRAM,
-        dataPoints,
-      });
-    for (const [descriptor, dataPoints] of sums) {
-      metrics.push({
-        descriptor,
-        aggregationTemporality: cumulative,
-        dataPointType: DataPointType.SUM,
-        isMonotonic: true,
-        dataPoints,
-      });
+    if (this.scheduleLag.count > 0) {
+      sink.startTime = this.startTime;
+      sink.histogram(m.lag, this.scheduleLag, this.agentAttrs);
     }
-    for (const [descriptor, dataPoints] of gauges)
-      metrics.push({
-        descriptor,
-        aggregationTemporality: cumulative,
-        dataPointType: DataPointType.GAUGE,
-        dataPoints,
-      });
     return {
-      resourceMetrics: { resource, scopeMetrics: [{ scope: this.scope, metrics }] },
+      resourceMetrics: { resource, scopeMetrics: [{ scope: this.scope, metrics: sink.metrics() }] },
       errors: [],
     };
   }

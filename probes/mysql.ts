@@ -1,5 +1,4 @@
 import { connect as netConnect, type Socket } from 'node:net';
-import mysql2 from 'mysql2';
 import { z } from 'zod';
 import { classifyError, rawError } from './classify.js';
 import { closeGently, shutDownClient, timedCheck } from './db-check.js';
@@ -233,6 +232,8 @@ async function authenticatedCheck(
   clock: ProbeClock,
   signal: AbortSignal,
 ): Promise<Record<string, unknown>> {
+  // Loaded on first use: an agent that never logs in to a database does not carry the driver.
+  const { default: mysql2 } = await import('mysql2');
   // Our own socket: we know when TCP connected, and can always tear it down.
   const socket = netConnect({ host: ip, port });
   let connected = false;

@@ -1,5 +1,4 @@
 import { Socket } from 'node:net';
-import pg from 'pg';
 import { z } from 'zod';
 import { classifyError, rawError } from './classify.js';
 import { closeGently, shutDownClient, timedCheck } from './db-check.js';
@@ -146,6 +145,8 @@ async function authenticatedCheck(
   clock: ProbeClock,
   signal: AbortSignal,
 ): Promise<Record<string, unknown>> {
+  // Loaded on first use: an agent that never logs in to a database does not carry the driver.
+  const { default: pg } = await import('pg');
   // Our own socket: pg connects it, and we can always tear it down (pg has no destroy()).
   const socket = new Socket();
   let connected = false;

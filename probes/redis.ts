@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { classifyError, rawError } from './classify.js';
 import { shutDownClient, timedCheck } from './db-check.js';
@@ -84,6 +83,8 @@ async function authenticatedCheck(
   clock: ProbeClock,
   signal: AbortSignal,
 ): Promise<Record<string, unknown>> {
+  // Loaded on first use: an agent that never logs in to a database does not carry the driver.
+  const { Redis } = await import('ioredis');
   let connected = false;
   const client = new Redis({
     host: ip,
