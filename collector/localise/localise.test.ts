@@ -1,0 +1,121 @@
+import { describe, expect, it } from 'vitest';
+import { DiagnosisSchema } from '../../wire/diagnosis.js';
+import { ScenarioSchema, buildInput } from '../../test/scenarios/scenario.js';
+import type { PathState } from '../types.js';
+import { localise } from './localise.js';
+
+const topology = ScenarioSchema.parse({
+  name: 'eight hosts, two zones, four switches',
+  components: [
+    ['app-1', 'api', 'a', 'sw-1', 'http', 'http'],
+    ['app-2', 'api', 'a', 'sw-1', 'http', 'http'],
+    ['db-1', 'database', 'a', 'sw-2', 'postgres', 'postgres'],
+    ['db-2', 'database', 'a', 'sw-2', 'postgres', 'postgres'],
+    ['app-3', 'api', 'b', 'sw-3', 'http', 'http'],
+    ['web-1', 'web', 'b', 'sw-3', 'http', 'http'],
+    ['cache-1', 'cache', 'b', 'sw-4', 'redis', 'redis'],
+    ['db-3', 'database', 'b', 'sw-4', 'mysql', 'mysql'],
+  ].map(([name, role, zone, sw, service, kind]) => ({
+    name,
+    role,
+    labels: { zone, switch: sw },
+    services: [{ name: service, kind }],
+  })),
+  collector: { labels: { zone: 'a', switch: 'sw-1' } },
+  expect: { healthy: true },
+});
+
+/** Deterministic Fisher–Yates shuffle. */
+function shuffle<T>(xs: readonly T[], seed: number): T[] {
+  const out = [...xs];
+  let s = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    s = (s * 1_103_515_245 + 12_345) % 2 ** 31;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+describe('localise', () => {
+  it('raises nothing on a healthy matrix with 1–2% noise under the debounce, whatever the seed', () => {
+    for (let seed = 1; seed <= 40; seed++) {
+      const d = localise(buildInput({ ...topology, noise: seed % 2 === 0 ? 0.02 : 0.01, seed }));
+      expect(d, `seed ${seed}`).toMatchObject({ healthy: true, hypotheses: [], ruledOut: [] });
+    }
+  });
+
+  it('gives the same diagnosis whatever the order of paths, agents and inventory', () => {
+    const faulted = [
+      { ...topology, faults: [{ cut: { label: 'zone', value: 'b', reportedAgain: false } }] },
+      { ...topology, faults: [{ sourceFault: 'app-3' }] },
+      { ...topology, faults: [{ serviceDown: { component: 'db-1', service: 'postgres' } }] },
+    ];
+    for (const s of faulted) {
+      const input = buildInput(s);
+      const d = localise(input);
+      expect(d.healthy).toBe(false);
+      for (let seed = 1; seed <= 5; seed++) {
+        const again = localise({
+          ...input,
+          paths: shuffle(input.paths, seed),
+          agents: shuffle(input.agents, seed + 1),
+          inventory: shuffle(input.inventory, seed + 2),
+        });
+        expect(again).toEqual(d);
+      }
+    }
+  });
+
+  it('ignores unknown paths and probe-internal failures: they say nothing about the target', () => {
+    const input = buildInput(topology);
+    const paths = input.paths.map((p, i): PathState =>
+      i % 7 === 0
+        ? { ...p, state: 'unknown', lastClass: 'tcp_timeout' }
+        : i % 11 === 0
+          ? { ...p, state: 'failing', lastClass: 'internal_error', failures: { internal_error: 5 } }
+          : p,
+    );
+    expect(localise({ ...input, paths })).toMatchObject({ healthy: true, hypotheses: [] });
+  });
+
+  it('reads nothing into a silent agent’s stale window', () => {
+    // The db-2 agent went silent with every path failing; its host still answers everyone.
+    const input = buildInput({ ...topology, faults: [{ silentAgent: 'db-2' }] });
+    const paths = input.paths.map((p): PathState =>
+      p.agent === 'db-2' ? { ...p, state: 'failing', lastClass: 'tcp_timeout' } : p,
+    );
+    const d = localise({ ...input, paths });
+    expect(d.hypotheses.map((h) => h.kind)).toEqual(['agent_silent']);
+    expect(d.hypotheses[0]?.components).toEqual(['db-2']);
+  });
+
+  it('produces a document the strict diagnosis schema accepts, and the schema refuses strays', () => {
+    const d = localise(
+      buildInput({
+        ...topology,
+        faults: [{ cut: { label: 'switch', value: 'sw-2', reportedAgain: false } }],
+      }),
+    );
+    expect(DiagnosisSchema.parse(d)).toEqual(d);
+    expect(d.hypotheses[0]?.since).toBeLessThanOrEqual(d.computedAtMs);
+    expect(DiagnosisSchema.safeParse({ ...d, extra: 1 }).success).toBe(false);
+    const wrongKind = { ...d, hypotheses: [{ ...d.hypotheses[0], kind: 'switch_down' }] };
+    expect(DiagnosisSchema.safeParse(wrongKind).success).toBe(false);
+    const tooSure = { ...d, hypotheses: [{ ...d.hypotheses[0], confidence: 1.5 }] };
+    expect(DiagnosisSchema.safeParse(tooSure).success).toBe(false);
+  });
+
+  it('names the collector side as the main group when both sides report equally', () => {
+    // Both sides' agents report; the collector's labels put it in zone b.
+    const s = {
+      ...topology,
+      collector: { labels: { zone: 'b' }, hearsAll: true },
+      faults: [{ cut: { label: 'zone', value: 'b', reportedAgain: true } }],
+    };
+    const d = localise(buildInput(s));
+    expect(d.hypotheses[0]?.kind).toBe('network_partition');
+    expect(d.hypotheses[0]?.cutLabel).toEqual({ key: 'zone', values: ['a'] });
+    expect(d.hypotheses[0]?.components).toEqual(['app-1', 'app-2', 'db-1', 'db-2']);
+  });
+});
