@@ -294,6 +294,7 @@ describe('icmp loop engine on loopback', () => {
     const pid = engine.pidOf(t.target.name) as number;
     process.kill(pid, 'SIGKILL');
     await pollUntil('the crash to be seen', () => engine.stats.crashes === 1, { intervalMs: 5 });
+    expect(engine.stats.lastCrash).toMatch(/^fping exited with SIGKILL/);
     await round(t); // whatever came in before the kill
     const during = await round(t);
     expect(during.class).toBe('ok');

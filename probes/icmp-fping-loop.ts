@@ -112,6 +112,8 @@ export interface FpingLoopStats {
   rounds: number;
   /** Rounds declined (cold, fping down, unknown target): the caller ran them elsewhere. */
   declined: number;
+  /** How the last fping that ended unasked ended, with what it wrote to stderr. */
+  lastCrash?: string;
 }
 
 // fping keeps each packet's sequence number for 10 s in a 16-bit space (seqmap.c): stay well
@@ -674,6 +676,8 @@ export class FpingLoopEngine {
     if (params.packetSize !== undefined) args.push('-b', String(params.packetSize));
     args.push('--', ...ips);
 
+    // Should Node die without its exit hook (SIGKILL), fping's next line meets a FIFO or
+    // pipe nobody reads, and SIGPIPE ends it: a loop never outlives the agent by a period.
     const out = this.useFifo ? FifoLines.open() : undefined;
     let child: ChildProcess;
     try {
@@ -696,7 +700,7 @@ export class FpingLoopEngine {
           group.stderr += line + '\n';
       });
     child.once('error', () => undefined);
-    child.once('close', () => this.onExit(group, child, binary));
+    child.once('close', (code, signal) => this.onExit(group, child, binary, code ?? signal));
   }
 
   private onLine(group: Group, child: ChildProcess, line: string): boolean {
@@ -725,11 +729,17 @@ export class FpingLoopEngine {
 
   // fping ended without being asked to: rounds waiting on it decline (the batching engine
   // answers them), and it restarts with backoff.
-  private onExit(group: Group, child: ChildProcess, binary: string): void {
+  private onExit(
+    group: Group,
+    child: ChildProcess,
+    binary: string,
+    how: number | string | null,
+  ): void {
     if (group.running?.child !== child) return;
     group.running.out?.close();
     group.running = undefined;
     this.stats.crashes++;
+    this.stats.lastCrash = `fping exited with ${how ?? '?'}: ${group.stderr.trim() || 'no output'}`;
     for (const member of group.members.values())
       for (const sub of member.subs) sub.waiter?.(undefined);
     if (this.groups.get(group.id) !== group) return;
