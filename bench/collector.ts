@@ -604,10 +604,7 @@ const categoryRules: readonly (readonly [string, (f: CpuProfileNode['callFrame']
   ['path matrix', (f) => f.url.includes('/collector/paths.js')],
   ['ingest (JS)', (f) => f.url.includes('/collector/ingest.js')],
   ['api: body checks, gunzip glue', (f) => f.url.includes('/collector/api.js')],
-  [
-    'zlib (main-thread glue)',
-    (f) => f.url.includes('node:zlib') || f.url.includes('internal/zlib'),
-  ],
+  ['zlib (gunzip)', (f) => f.url.includes('node:zlib') || f.url.includes('internal/zlib')],
   ['streams', (f) => f.url.includes('node:internal/streams') || f.url.includes('node:stream')],
   [
     'fastify',
@@ -875,7 +872,7 @@ function report(
     );
     out.push('');
     out.push(
-      `Main thread ${fmt((r.collectorMainThreadCpuMs / r.windowMs) * 100, 1)} % of a core, other threads (gunzip in libuv's pool, V8's GC helpers) ${fmt(((r.collectorCpuMs - r.collectorMainThreadCpuMs) / r.windowMs) * 100, 1)} %.`,
+      `Main thread ${fmt((r.collectorMainThreadCpuMs / r.windowMs) * 100, 1)} % of a core, other threads (libuv's pool: gunzip of bodies streamed; V8's GC helpers) ${fmt(((r.collectorCpuMs - r.collectorMainThreadCpuMs) / r.windowMs) * 100, 1)} %.`,
     );
     out.push('');
     out.push('| category | share of main-thread CPU |');
