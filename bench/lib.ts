@@ -1,16 +1,11 @@
-import {
-  execFile,
-  execFileSync,
-  spawn,
-  type ChildProcess,
-  type SpawnOptions,
-} from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
-import { promisify } from 'node:util';
+import { sh } from '../test/helpers/netns.js';
+import { pollUntil } from '../test/helpers/poll-until.js';
 
 /**
  * Measurement and process plumbing for the benchmarks: CPU time of a process tree from
@@ -18,42 +13,8 @@ import { promisify } from 'node:util';
  * and a cleanup list that ends every process and namespace a bench made, also on SIGINT.
  */
 
-const execFileAsync = promisify(execFile);
-
-/** Runs a command, throwing with its stderr when it fails. */
-export async function sh(cmd: string, args: readonly string[]): Promise<string> {
-  try {
-    const { stdout } = await execFileAsync(cmd, args, { maxBuffer: 16 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')} failed: ${e.stderr?.trim() || e.message}`);
-  }
-}
-
-/** Polls `check` until it returns a value other than undefined/false, or throws after `timeoutMs`. */
-export async function pollUntil<T>(
-  what: string,
-  check: () => Promise<T | undefined | false> | T | undefined | false,
-  { timeoutMs = 10_000, intervalMs = 20 }: { timeoutMs?: number; intervalMs?: number } = {},
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() >= deadline) {
-      const detail = last instanceof Error ? last.message : JSON.stringify(last);
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${detail})`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
+// One implementation of each for tests and benches.
+export { pollUntil, sh };
 
 // ---------------------------------------------------------------------------------------
 // CPU, memory, descriptors
