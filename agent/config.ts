@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { CronTime, validateCronExpression } from 'cron';
 import { z } from 'zod';
-import { loadConfigFile, parseConfigText } from '../lib/config-file.js';
+import { loadConfigFile, parseConfigText, resolvingSchema } from '../lib/config-file.js';
 import type { ConfigIssueParams, ConfigPath } from '../lib/config-file.js';
 import {
   agentNameRe,
@@ -421,17 +421,8 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   };
 }
 
-// The refinement resolves the config once (reporting what it finds alongside the
-// structural issues); the transform, which runs only when there were none, reuses it.
-const resolved = new WeakMap<object, AgentConfig>();
-
 /** The agent config schema: YAML input in, AgentConfig out. */
-export const AgentConfigSchema = AgentConfigInput.superRefine(
-  (cfg, ctx) => {
-    resolved.set(cfg, resolveConfig(cfg, ctx));
-  },
-  { when: (payload) => isRecord(payload.value) },
-).transform((cfg): AgentConfig => resolved.get(cfg) ?? resolveConfig(cfg, undefined));
+export const AgentConfigSchema = resolvingSchema(AgentConfigInput, resolveConfig);
 
 /** Parses agent config text; `fileName` is used in messages. Throws ConfigError. */
 export function parseAgentConfig(text: string, fileName: string): AgentConfig {

@@ -10,6 +10,7 @@ import {
   formatConfigPath,
   loadConfigFile,
   parseConfigText,
+  resolvingSchema,
 } from '../lib/config-file.js';
 import type { ConfigIssueParams, ConfigPath } from '../lib/config-file.js';
 import {
@@ -882,17 +883,8 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   };
 }
 
-// The refinement resolves the config once (reporting what it finds alongside the
-// structural issues); the transform, which runs only when there were none, reuses it.
-const resolved = new WeakMap<object, CollectorConfig>();
-
 /** The collector config schema: YAML input in, CollectorConfig out. */
-export const CollectorConfigSchema = CollectorConfigInput.superRefine(
-  (cfg, ctx) => {
-    resolved.set(cfg, resolveConfig(cfg, ctx));
-  },
-  { when: (payload) => isRecord(payload.value) },
-).transform((cfg): CollectorConfig => resolved.get(cfg) ?? resolveConfig(cfg, undefined));
+export const CollectorConfigSchema = resolvingSchema(CollectorConfigInput, resolveConfig);
 
 /** Parses collector config text; `fileName` is used in messages. Throws ConfigError. */
 export function parseCollectorConfig(text: string, fileName: string): CollectorConfig {

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { addNestedIssues, configErrorMap } from './config-file.js';
-import type { ConfigPath } from './config-file.js';
+import type { ConfigPath, IssueSink } from './config-file.js';
 import { parseDurationMs } from './duration.js';
 import { probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeKind } from '../probes/registry.js';
@@ -234,10 +234,7 @@ export function perKindOptionsField(what: string) {
     .strict();
 }
 
-/** What addIssue needs; absent when the config is known to be valid. */
-export interface IssueSink {
-  addIssue(issue: z.core.$ZodSuperRefineIssue): void;
-}
+export type { IssueSink } from './config-file.js';
 
 /** Parse settings for a nested value, so its messages read like the rest of the file. */
 export const nestedParse = { error: configErrorMap, reportInput: true } as const;

@@ -231,8 +231,8 @@ export function knownKeysAt(schema: z.core.$ZodType, path: ConfigPath): string[]
   return s instanceof z.ZodObject ? Object.keys(s.shape) : [];
 }
 
-/** What `ctx.addIssue` accepts in a transform or refinement. */
-interface IssueSink {
+/** What `ctx.addIssue` accepts in a transform or refinement; absent when the config is known valid. */
+export interface IssueSink {
   addIssue(issue: z.core.$ZodSuperRefineIssue): void;
 }
 
@@ -485,4 +485,29 @@ export function loadConfigFile<T>(path: string, schema: z.ZodType<T>): T {
     throw new ConfigError(`${path}: cannot read the config file: ${errnoText(cause)}`, { cause });
   }
   return parseConfigText(text, path, schema);
+}
+
+/**
+ * A config schema whose cross-field resolution runs once: the refinement resolves the
+ * config (reporting what it finds alongside the structural issues), and the transform, which
+ * runs only when there were none, reuses that result.
+ */
+export function resolvingSchema<I extends z.ZodType<Record<string, unknown>>, T>(
+  input: I,
+  resolve: (cfg: z.output<I>, ctx: IssueSink | undefined) => T,
+) {
+  const resolved = new WeakMap<object, T>();
+  return input
+    .superRefine(
+      (cfg, ctx) => {
+        resolved.set(cfg, resolve(cfg, ctx));
+      },
+      {
+        when: (payload) =>
+          typeof payload.value === 'object' &&
+          payload.value !== null &&
+          !Array.isArray(payload.value),
+      },
+    )
+    .transform((cfg): T => resolved.get(cfg) ?? resolve(cfg, undefined));
 }
