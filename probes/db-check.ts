@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { round } from './run.js';
 import { ProbeFailure, type ProbeClock } from './socket.js';
+import type { ProbeOutcome } from './types.js';
 
 /**
  * Plumbing shared by the database probes (postgres, redis, mysql): closing a handshake
@@ -112,4 +113,27 @@ export async function shutDownClient(
     clearTimeout(timer);
     destroy();
   }
+}
+
+/**
+ * The end of every database probe: `ok` with the handshake's facts, or, when a password is
+ * configured, `ok` only once the authenticated check passed — its failure class otherwise,
+ * with the handshake's facts kept beside the check's.
+ */
+export async function finishWithLoginCheck(
+  clock: ProbeClock,
+  detail: Record<string, unknown>,
+  check: (() => Promise<Record<string, unknown>>) | undefined,
+): Promise<ProbeOutcome> {
+  if (check === undefined) return clock.outcome('ok', { detail });
+  try {
+    Object.assign(detail, await check());
+  } catch (err) {
+    if (!(err instanceof ProbeFailure)) throw err;
+    return clock.outcome(err.failureClass, {
+      error: err.raw,
+      detail: { ...detail, ...err.detail },
+    });
+  }
+  return clock.outcome('ok', { detail });
 }

@@ -1,7 +1,7 @@
 import { Socket } from 'node:net';
 import { z } from 'zod';
 import { classifyError, rawError } from './classify.js';
-import { closeGently, shutDownClient, timedCheck } from './db-check.js';
+import { closeGently, finishWithLoginCheck, shutDownClient, timedCheck } from './db-check.js';
 import {
   abortConnection,
   exchange,
@@ -255,20 +255,14 @@ export const postgres: ProbeDefinition<PostgresOptions> = {
             return clock.outcome('protocol_error', { error: { code: sqlstate, message }, detail });
           }
         }
-        if (options.password === undefined) return clock.outcome('ok', { detail });
-        try {
-          Object.assign(
-            detail,
-            await authenticatedCheck(ip, port, options, options.password, clock, ctx.signal),
-          );
-        } catch (err) {
-          if (!(err instanceof ProbeFailure)) throw err;
-          return clock.outcome(err.failureClass, {
-            error: err.raw,
-            detail: { ...detail, ...err.detail },
-          });
-        }
-        return clock.outcome('ok', { detail });
+        const password = options.password;
+        return finishWithLoginCheck(
+          clock,
+          detail,
+          password === undefined
+            ? undefined
+            : () => authenticatedCheck(ip, port, options, password, clock, ctx.signal),
+        );
       },
     );
   },

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { classifyError, rawError } from './classify.js';
-import { shutDownClient, timedCheck } from './db-check.js';
+import { finishWithLoginCheck, shutDownClient, timedCheck } from './db-check.js';
 import { exchange, preview, ProbeClock, ProbeFailure, withConnection } from './socket.js';
 import type { ProbeDefinition } from './types.js';
 
@@ -199,20 +199,14 @@ export const redis: ProbeDefinition<RedisOptions> = {
           }
           if (reply.code === 'NOAUTH') detail.authRequired = true;
         }
-        if (options.password === undefined) return clock.outcome('ok', { detail });
-        try {
-          Object.assign(
-            detail,
-            await authenticatedCheck(ip, port, options, options.password, clock, ctx.signal),
-          );
-        } catch (err) {
-          if (!(err instanceof ProbeFailure)) throw err;
-          return clock.outcome(err.failureClass, {
-            error: err.raw,
-            detail: { ...detail, ...err.detail },
-          });
-        }
-        return clock.outcome('ok', { detail });
+        const password = options.password;
+        return finishWithLoginCheck(
+          clock,
+          detail,
+          password === undefined
+            ? undefined
+            : () => authenticatedCheck(ip, port, options, password, clock, ctx.signal),
+        );
       },
     );
   },
