@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { listenError } from '../lib/listen-error.js';
 import { probeDefinition, probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeDefinition, ScheduledTarget } from '../probes/types.js';
 import { runProbe } from '../probes/run.js';
@@ -206,7 +207,7 @@ export class Agent {
     const port = Number(listen.slice(colon + 1));
     const server = createServer((req, res) => void this.handle(req, res));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err) => reject(listenError(listen, 'metrics.listen', err)));
       server.listen(port, host, () => {
         server.removeListener('error', reject);
         resolve();

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../agent/logger.js';
 import type { Plan } from '../wire/plan.js';
 import type { ReportBatch } from '../wire/report.js';
+import { listenError } from '../lib/listen-error.js';
 import { buildApi } from './api.js';
 import type { CollectorConfig } from './config.js';
 import { Ingest } from './ingest.js';
@@ -83,7 +84,11 @@ export class Collector implements CollectorCore {
       });
       const colon = config.listen.lastIndexOf(':');
       const host = config.listen.slice(0, colon).replace(/^\[|\]$/g, '');
-      await c.api.listen({ host, port: Number(config.listen.slice(colon + 1)) });
+      try {
+        await c.api.listen({ host, port: Number(config.listen.slice(colon + 1)) });
+      } catch (err) {
+        throw listenError(config.listen, 'listen', err);
+      }
     } catch (err) {
       await c.stop();
       throw err;
