@@ -127,6 +127,19 @@ export function connect(
     };
     const onConnect = (): void => {
       clock.mark('connectMs', t);
+      // Rarely (seen when ARP for a dead host fails while the machine is busy) the kernel
+      // ends the handshake with an error that libuv never reads, and Node reports a connect
+      // on a socket that is not connected. No peer address means no connection.
+      if (socket.remoteAddress === undefined) {
+        finish(
+          new ProbeFailure('tcp_unreachable', {
+            code: 'FL_CONNECT_LOST',
+            message:
+              'the handshake failed but its error was lost: the socket is not connected (most likely the host did not answer ARP or an ICMP unreachable came back)',
+          }),
+        );
+        return;
+      }
       finish(undefined);
     };
     const onError = (err: Error): void => {

@@ -93,6 +93,11 @@ export class TestNet {
     this.gateway = this.address(1);
   }
 
+  /** This net's `198.18.x.0/24`. */
+  get subnet(): string {
+    return `${this.address(0)}/24`;
+  }
+
   /** `198.18.x.y` of this net's /24. */
   address(host: number): string {
     return `198.${18 + (this.subnetIndex >> 8)}.${this.subnetIndex & 0xff}.${host}`;
@@ -104,6 +109,10 @@ export class TestNet {
       await sh('ip', ['link', 'add', net.bridge, 'type', 'bridge']);
       await sh('ip', ['addr', 'add', `${net.gateway}/24`, 'dev', net.bridge]);
       await sh('ip', ['link', 'set', net.bridge, 'up']);
+      // A fallback for when the bridge's own route is ignored (a bridge without carrier on a
+      // kernel with ignore_routes_with_linkdown): the net's traffic must never leave through
+      // the machine's default route, where a sandbox's gateway may accept any TCP connection.
+      await sh('ip', ['route', 'add', 'unreachable', net.subnet, 'metric', '4000']);
     } catch (err) {
       await net.destroy();
       throw err;
@@ -200,6 +209,9 @@ export class TestNet {
       await sh('ip', ['link', 'del', host.rootIf]).catch(() => undefined);
     }
     await sh('ip', ['link', 'del', this.bridge]).catch(() => undefined);
+    await sh('ip', ['route', 'del', 'unreachable', this.subnet, 'metric', '4000']).catch(
+      () => undefined,
+    );
     rmSync(`${lockRoot}/${this.subnetIndex}`, { recursive: true, force: true });
   }
 }
