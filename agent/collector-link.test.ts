@@ -193,14 +193,17 @@ class FakeCollector {
 }
 
 let probeSeq = 0;
-function failure(target = 'db-1/tcp/postgres'): ProbeResult {
+function failure(
+  target = 'db-1/tcp/postgres',
+  cls: 'tcp_timeout' | 'tcp_refused' = 'tcp_timeout',
+): ProbeResult {
   probeSeq++;
   return {
     agent: 'app-1',
     target,
     address: '198.18.0.10:5432',
     kind: 'tcp',
-    class: 'tcp_timeout',
+    class: cls,
     seq: probeSeq,
     // Timestamps far from "now": the collector must receive them as recorded.
     startedAtMs: 1_600_000_000_000 + probeSeq * 7,
@@ -289,7 +292,8 @@ describe('CollectorLink against a fake collector', () => {
     );
     const fed: ProbeResult[] = [];
     for (let i = 0; i < 8; i++) {
-      const r = failure();
+      // Alternating classes: each result is a state change, so each one is sent in full.
+      const r = failure(undefined, i % 2 === 0 ? 'tcp_timeout' : 'tcp_refused');
       fed.push(r);
       l.observe(r, { name: r.target, kind: r.kind });
       await new Promise((resolve) => setTimeout(resolve, 60));

@@ -122,17 +122,19 @@ describe('Reporter', () => {
     expect(s.lossRatio).toBeCloseTo((2 + 0 + 2) / 10);
   });
 
-  it('sends in full the first result of a path, every failure, and every class change — in order', async () => {
-    const { r, batches } = make();
+  it('sends in full the first result of a path, every class change and the results confirming it — in order; a failure that persists is only summarised', async () => {
+    const { r, batches } = make({ confirmResults: 1 });
     const sequence: FailureClass[] = [
+      'ok', // first: sent
+      'ok', // confirms it: sent
       'ok',
-      'ok',
-      'ok',
+      'tcp_timeout', // change: sent
+      'tcp_timeout', // confirms it: sent
       'tcp_timeout',
       'tcp_timeout',
-      'tcp_refused',
-      'ok',
-      'ok',
+      'tcp_refused', // change: sent
+      'ok', // change: sent
+      'ok', // confirms it: sent
     ];
     const fed = sequence.map((c) => result('db/tcp', 'tcp', c, { connectMs: 1 }));
     for (const f of fed) feed(r, f);
@@ -140,16 +142,22 @@ describe('Reporter', () => {
     const sent = batches[0]!.results;
     expect(sent.map((x) => x.class)).toEqual([
       'ok',
+      'ok',
       'tcp_timeout',
       'tcp_timeout',
       'tcp_refused',
       'ok',
+      'ok',
     ]);
     // Sent as recorded: original seq and timestamps.
-    expect(sent.map((x) => x.seq)).toEqual(
-      [fed[0], fed[3], fed[4], fed[5], fed[6]].map((x) => x!.seq),
-    );
-    expect(sent[1]!.startedAtMs).toBe(fed[3]!.startedAtMs);
+    expect(sent.map((x) => x.seq)).toEqual([0, 1, 3, 4, 7, 8, 9].map((i) => fed[i]!.seq));
+    expect(sent[2]!.startedAtMs).toBe(fed[3]!.startedAtMs);
+    // The summary still counts every probe, the ones not sent in full too.
+    expect(batches[0]!.summaries[0]).toMatchObject({
+      count: 10,
+      ok: 5,
+      failures: { tcp_timeout: 4, tcp_refused: 1 },
+    });
     // The state is kept across periods: an ok after an ok is not news in the next one.
     feed(r, result('db/tcp', 'tcp', 'ok', { connectMs: 1 }));
     await r.cut();
@@ -205,7 +213,7 @@ describe('Reporter', () => {
   });
 
   it('a failure is sent within earlyFlushMs, not at the end of a long period', async () => {
-    const { r, batches } = make({ reportIntervalMs: 60_000, earlyFlushMs: 30 });
+    const { r, batches } = make({ reportIntervalMs: 60_000, earlyFlushMs: 30, confirmResults: 0 });
     r.start();
     feed(r, result('db/tcp', 'tcp', 'ok'));
     await pollUntil('the first result (a state change) flushed', () => batches.length === 1, {

@@ -8,6 +8,13 @@ import type { BatchDraft } from './spool.js';
 export const defaultReportIntervalMs = 1000;
 /** Default delay between a failure or state change and the batch that carries it. */
 export const defaultEarlyFlushMs = 100;
+/**
+ * Results sent in full after a state change besides the change itself: enough for the
+ * collector's debounce (default 3 consecutive results) to confirm the new state at once
+ * instead of a period later. Beyond them, a path that keeps failing the same way costs a
+ * summary per period like a healthy one.
+ */
+export const defaultConfirmResults = 4;
 
 /** What the reporter needs from a target: its plan name and kind. */
 export interface ReportedTarget {
@@ -31,6 +38,8 @@ export interface ReporterOptions {
    * waiting for the period's end; false sends everything at period boundaries. Default 100 ms.
    */
   readonly earlyFlushMs?: number | false;
+  /** Results sent in full after each state change besides the change. Default 4. */
+  readonly confirmResults?: number;
   /** A batch closes early when this many full results are waiting. Default 5,000. */
   readonly maxResultsPerBatch?: number;
   /** Summaries beyond this are split over several batches. Default 5,000. */
@@ -82,6 +91,8 @@ interface PathTally {
   lastSeq: number;
   /** The class of the previous result, across periods: a different one is a state change. */
   previous: FailureClass | undefined;
+  /** Results still to send in full to confirm the last state change. */
+  confirm: number;
   active: boolean;
 }
 
@@ -94,9 +105,11 @@ function quantile(sorted: readonly number[], q: number): number {
 /**
  * Turns the stream of probe results into report batches: per path and period a summary
  * (count, ok, failures by class, latency min/p50/p90/p99/max of the kind's main timing,
- * ICMP loss), plus in full every failure and every result whose class differs from the
- * path's previous one (the first result of a path included). Summaries count every probe of
- * the period, the ones sent in full too.
+ * ICMP loss), plus in full every result whose class differs from the path's previous one
+ * (the first result of a path included) and the `confirmResults` after it. Summaries count
+ * every probe of the period, the ones sent in full too. A path failing the same way for an
+ * hour thus costs what a healthy one costs, and the collector still hears of every change
+ * and its confirmation at once.
  *
  * A batch closes at every period boundary (wall-clock multiples of `reportIntervalMs`),
  * also when empty: it is the agent's heartbeat. A failure or state change closes a
@@ -112,6 +125,7 @@ export class Reporter {
   private planVersion: string | undefined;
   private readonly earlyFlushMs: number | false;
   private readonly maxResults: number;
+  private readonly confirmResults: number;
   private readonly maxSummaries: number;
   private readonly now: () => number;
   private periodTimer: NodeJS.Timeout | undefined;
@@ -125,6 +139,7 @@ export class Reporter {
     this.planVersion = options.planVersion;
     this.earlyFlushMs = options.earlyFlushMs ?? defaultEarlyFlushMs;
     this.maxResults = options.maxResultsPerBatch ?? 5_000;
+    this.confirmResults = options.confirmResults ?? defaultConfirmResults;
     this.maxSummaries = options.maxSummariesPerBatch ?? 5_000;
     this.now = options.now ?? Date.now;
     this.periodStartMs = this.now();
@@ -176,6 +191,7 @@ export class Reporter {
         lastClass: result.class,
         lastSeq: result.seq,
         previous: undefined,
+        confirm: 0,
         active: false,
       };
       this.paths.set(target.name, p);
@@ -206,7 +222,13 @@ export class Reporter {
     p.lastSeq = result.seq;
     const changed = p.previous !== cls;
     p.previous = cls;
-    if (changed || cls !== 'ok') {
+    let full = changed;
+    if (changed) p.confirm = this.confirmResults;
+    else if (p.confirm > 0) {
+      p.confirm--;
+      full = true;
+    }
+    if (full) {
       this.results.push(result);
       if (this.results.length >= this.maxResults) this.flushResults();
       else this.armEarly();

@@ -16,11 +16,12 @@ import type { AgentLiveness, PathFilter, PathState } from './types.js';
  * - **Results** give the exact class sequence: they alone drive `lastClass`, the consecutive
  *   counts and the debounce. A summary adds to the sequence only what the results could not
  *   say: when its `lastSeq` is newer than the newest full result of the path, the probes
- *   after that result were not sent in full, so (agents send every failure in full) they
- *   were successes. If the period had no failure at all, every one of its probes not already
- *   seen in full was a success (exact); if it had failures, only its last probe is known
- *   (`lastClass`), so one probe of that class is added (a lower bound: recovery may take a
- *   period longer to confirm, it is never confirmed early).
+ *   after that result were not sent in full — agents send every class change in full (and a
+ *   few results confirming it), so those probes repeated the class before them. If the
+ *   period had no failure at all, every one of its probes not already seen in full was a
+ *   success (exact); if it had failures, only its last probe is known (`lastClass`), so one
+ *   probe of that class is added (a lower bound: a state may take a period longer to
+ *   confirm, it is never confirmed early).
  * - Items are taken in sequence order (results by `seq`, summaries by `lastSeq`, a result
  *   before the summary that covers it), so a batch holding several periods is read as if
  *   the probes had arrived one by one.
