@@ -204,13 +204,14 @@ describe('Store retention', () => {
     let deleted = 0;
     for (let done = false; !done; steps++) {
       const r = store.prune(now, 4);
-      expect(r.deletedRows).toBeLessThanOrEqual(4 + 3); // a batch's rows go together
+      expect(r.deletedRows).toBeLessThanOrEqual(4 + 1); // a batch's rows go together
       deleted += r.deletedRows;
       done = r.done;
     }
     expect(steps).toBeGreaterThan(2);
-    // Days 0-2 are older than 7 days (4 rows each); transitions of days 0-1 older than 8.
-    expect(deleted).toBe(3 * 4 + 2);
+    // Days 0-2 are older than 7 days (2 rows each: the batch with its summaries, the
+    // result); transitions of days 0-1 older than 8.
+    expect(deleted).toBe(3 * 2 + 2);
     expect(store.counts()).toEqual({
       agents: 1,
       batches: 7,

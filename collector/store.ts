@@ -22,10 +22,13 @@ import type { IngestOutcome } from './types.js';
  *
  * Tables: agents (identity, watermark, drop counters), batches (one row per accepted batch:
  * when it came, what it held — retention and replay go by it), results (full records as
- * received), summaries, transitions (the history timelines read), and the matrix checkpoint.
- * Results and summaries are append-only rowid tables without a key of their own: a batch's
- * rows get consecutive ids (one writer, one transaction), and its `batches` row holds where
- * they start. Inserting then appends to the end of one B-tree instead of touching a page per
+ * received), transitions (the history timelines read), and the matrix checkpoint. A batch's
+ * summaries are one JSON array in its `batches` row: they are only ever read back whole (a
+ * restart's replay), and one row per summary cost more than everything else ingest does
+ * (2,000 agents × 100 paths is 200,000 rows a second at a 1 s period).
+ * Results are an append-only rowid table without a key of its own: a batch's rows get
+ * consecutive ids (one writer, one transaction), and its `batches` row holds where they
+ * start. Inserting then appends to the end of one B-tree instead of touching a page per
  * agent, about 1.5× cheaper per row than a (agent, seq, idx) key, and pruning deletes id
  * ranges from the old end.
  * Schema changes are migrations keyed by `PRAGMA user_version`; add one at the end of
@@ -130,7 +133,7 @@ const migrations: readonly string[] = [
     results INTEGER NOT NULL,
     summaries INTEGER NOT NULL,
     first_result_id INTEGER,
-    first_summary_id INTEGER,
+    summaries_json TEXT,
     PRIMARY KEY (agent_key, seq)
   ) WITHOUT ROWID;
   CREATE INDEX batches_received ON batches (received_at_ms);
@@ -147,16 +150,6 @@ const migrations: readonly string[] = [
     record TEXT NOT NULL
   );
   CREATE INDEX results_started ON results (started_at_ms);
-  CREATE TABLE summaries (
-    id INTEGER PRIMARY KEY,
-    agent_key INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    target TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    from_ms INTEGER NOT NULL,
-    to_ms INTEGER NOT NULL,
-    json TEXT NOT NULL
-  );
   CREATE TABLE transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     agent_key INTEGER NOT NULL,
@@ -446,14 +439,7 @@ export class Store implements RestoreSource {
                   .pluck()
                   .all(b.first_result_id, b.first_result_id + b.results) as string[]
               ).map((j) => JSON.parse(j) as ProbeResult),
-        summaries:
-          b.first_summary_id === null
-            ? []
-            : (
-                this.stmt.batchSummaries
-                  .pluck()
-                  .all(b.first_summary_id, b.first_summary_id + b.summaries) as string[]
-              ).map((j) => JSON.parse(j) as PathSummary),
+        summaries: b.summaries_json === null ? [] : (JSON.parse(b.summaries_json) as PathSummary[]),
       }));
     }
   }
@@ -484,7 +470,7 @@ export class Store implements RestoreSource {
 
   /**
    * Deletes up to about `maxRows` rows past retention in one short transaction, oldest
-   * first: batches received before `nowMs - retentionMs` with their results and summaries,
+   * first: batches received before `nowMs - retentionMs` (with their summaries) and results,
    * transitions older than `transitionRetentionMs`. Call again while `done` is false
    * (yielding between calls), so ingest never waits behind one long delete.
    */
@@ -506,12 +492,6 @@ export class Store implements RestoreSource {
             deleted += this.stmt.deleteResults.run(
               b.first_result_id,
               b.first_result_id + b.results,
-            ).changes;
-          }
-          if (b.first_summary_id !== null) {
-            deleted += this.stmt.deleteSummaries.run(
-              b.first_summary_id,
-              b.first_summary_id + b.summaries,
             ).changes;
           }
           deleted += this.stmt.deleteBatch.run(b.agent_key, b.seq).changes;
@@ -553,7 +533,10 @@ export class Store implements RestoreSource {
         agents: n('agents'),
         batches: n('batches'),
         results: n('results'),
-        summaries: n('summaries'),
+        summaries: this.db
+          .prepare('SELECT coalesce(sum(summaries), 0) FROM batches')
+          .pluck()
+          .get() as number,
         transitions: n('transitions'),
       };
     });
@@ -666,20 +649,6 @@ export class Store implements RestoreSource {
       ).lastInsertRowid;
       if (i === 0) firstResult = id;
     }
-    let firstSummary: number | bigint | null = null;
-    for (let i = 0; i < summaries.length; i++) {
-      const x = summaries[i]!;
-      const id = s.insertSummary.run(
-        key,
-        batch.seq,
-        x.target,
-        x.kind,
-        x.fromMs,
-        x.toMs,
-        JSON.stringify(x),
-      ).lastInsertRowid;
-      if (i === 0) firstSummary = id;
-    }
     s.insertBatch.run(
       key,
       batch.seq,
@@ -688,7 +657,7 @@ export class Store implements RestoreSource {
       results.length,
       summaries.length,
       firstResult,
-      firstSummary,
+      summaries.length === 0 ? null : JSON.stringify(summaries),
     );
     for (const t of transitions) this.insertTransition(key, t);
     return {
@@ -771,15 +740,11 @@ function prepare(db: Db) {
     ),
     insertBatch: p(
       `INSERT INTO batches (agent_key, seq, received_at_ms, created_at_ms, results, summaries,
-         first_result_id, first_summary_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+         first_result_id, summaries_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     insertResult: p(
       `INSERT INTO results (agent_key, seq, idx, target, kind, class, started_at_ms, record)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    insertSummary: p(
-      `INSERT INTO summaries (agent_key, seq, target, kind, from_ms, to_ms, json)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
     ),
     insertTransition: p(
       `INSERT INTO transitions (agent_key, agent, target, kind, from_class, to_class,
@@ -820,12 +785,11 @@ function prepare(db: Db) {
     ),
     replayHead: p(
       `SELECT a.name, b.seq, b.received_at_ms, b.results, b.summaries, b.first_result_id,
-         b.first_summary_id
+         b.summaries_json
        FROM batches b JOIN agents a ON a.agent_key = b.agent_key
        WHERE a.agent_id = ? AND b.seq >= ? ORDER BY b.seq`,
     ),
     batchResults: p('SELECT record FROM results WHERE id >= ? AND id < ? ORDER BY id'),
-    batchSummaries: p('SELECT json FROM summaries WHERE id >= ? AND id < ? ORDER BY id'),
     clearCheckpointAgents: p('DELETE FROM checkpoint_agents'),
     clearCheckpointPaths: p('DELETE FROM checkpoint_paths'),
     insertCheckpointAgent: p('INSERT INTO checkpoint_agents (agent_id, seq) VALUES (?, ?)'),
@@ -833,11 +797,10 @@ function prepare(db: Db) {
     checkpointAgents: p('SELECT agent_id, seq FROM checkpoint_agents'),
     checkpointPaths: p('SELECT state FROM checkpoint_paths'),
     oldBatches: p(
-      `SELECT agent_key, seq, results, summaries, first_result_id, first_summary_id
+      `SELECT agent_key, seq, results, summaries, first_result_id
        FROM batches WHERE received_at_ms < ? ORDER BY received_at_ms LIMIT ?`,
     ),
     deleteResults: p('DELETE FROM results WHERE id >= ? AND id < ?'),
-    deleteSummaries: p('DELETE FROM summaries WHERE id >= ? AND id < ?'),
     deleteBatch: p('DELETE FROM batches WHERE agent_key = ? AND seq = ?'),
     deleteOldTransitions: p(
       `DELETE FROM transitions WHERE id IN (
@@ -912,7 +875,6 @@ interface BatchRow {
   results: number;
   summaries: number;
   first_result_id: number | null;
-  first_summary_id: number | null;
 }
 
 interface ReplayHeadRow {
@@ -922,5 +884,5 @@ interface ReplayHeadRow {
   results: number;
   summaries: number;
   first_result_id: number | null;
-  first_summary_id: number | null;
+  summaries_json: string | null;
 }
