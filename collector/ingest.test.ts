@@ -301,6 +301,31 @@ describe('Ingest backpressure', () => {
     expect(ingest.load().busyRatio).toBeLessThan(0.1);
   });
 
+  it('is overloaded while the event loop is saturated, even when accept itself is quick', () => {
+    let nowMs = 0;
+    let loopBusyMs = 0;
+    const { ingest } = setup(tempDir(), {
+      clockMs: () => nowMs,
+      loopBusyMs: () => loopBusyMs,
+    });
+    // HTTP, gunzip and parsing keep the loop 95% busy; accept takes no (fake) time at all.
+    let seq = 1;
+    const loaded: boolean[] = [];
+    for (let w = 0; w < 4; w++) {
+      ingest.accept(batch(seq++), t0);
+      nowMs += 1000;
+      loopBusyMs += 950;
+      loaded.push(ingest.overloaded());
+    }
+    // The EWMA needs a few saturated seconds: one busy second is not overload.
+    expect(loaded).toEqual([false, false, true, true]);
+    expect(ingest.load().busyRatio).toBeGreaterThan(0.8);
+    // Idle again: the load decays and reports flow.
+    nowMs += 5000;
+    loopBusyMs += 10;
+    expect(ingest.overloaded()).toBe(false);
+  });
+
   it('is overloaded when single batches take longer than maxBatchMs on average', () => {
     let nowMs = 0;
     const { store, ingest } = setup(tempDir(), { clockMs: () => nowMs, maxBatchMs: 100 });

@@ -17,9 +17,11 @@ import type { AgentLiveness, IngestOutcome } from './types.js';
  * rolled back, so memory never runs ahead of what a restart would rebuild. Everything is
  * synchronous, so no other batch interleaves.
  *
- * Backpressure: `overloaded()` is true while the share of wall time spent in `accept`
- * (an EWMA over 1 s windows) is above `maxBusyRatio`, or the EWMA of the time one batch
- * takes is above `maxBatchMs`; the API answers 503 + Retry-After then.
+ * Backpressure: `overloaded()` is true while the busy share of wall time (an EWMA over 1 s
+ * windows) is above `maxBusyRatio`, or the EWMA of the time one batch takes is above
+ * `maxBatchMs`; the API answers 503 + Retry-After then. Busy is the event loop's busy time
+ * (or the time spent in `accept`, if more): HTTP, gunzip, JSON parsing and validation
+ * happen outside `accept`, and a saturated loop is what makes every request wait.
  *
  * Upkeep the owner schedules: `markSilent` (every second or so), `checkpoint` (every
  * minute and at shutdown: it bounds how much a restart replays), `prune` (every few
@@ -36,6 +38,8 @@ export interface IngestOptions {
   readonly maxReplayMs: number;
   /** Monotonic clock in ms (tests replace it). */
   readonly clockMs: () => number;
+  /** Cumulative busy time of the process's event loop in ms (tests replace it). */
+  readonly loopBusyMs: () => number;
 }
 
 export const defaultIngestOptions: IngestOptions = Object.freeze({
@@ -43,6 +47,7 @@ export const defaultIngestOptions: IngestOptions = Object.freeze({
   maxBatchMs: 250,
   maxReplayMs: 15 * 60_000,
   clockMs: () => performance.now(),
+  loopBusyMs: () => performance.eventLoopUtilization().active,
 });
 
 const loadWindowMs = 1000;
@@ -51,7 +56,7 @@ const batchEwmaWeight = 0.1;
 
 /** What ingest has been doing, for /healthz and metrics. */
 export interface IngestLoad {
-  /** Share of wall time spent in `accept` (EWMA over 1 s windows). */
+  /** Busy share of wall time: event loop or `accept`, whichever is more (EWMA over 1 s windows). */
   readonly busyRatio: number;
   /** Mean time one batch takes (EWMA, ms). */
   readonly batchMs: number;
@@ -67,6 +72,7 @@ export class Ingest {
   private readonly store: Store;
   private readonly matrix: PathMatrix;
   private windowStartMs: number;
+  private loopBusyAtWindowStartMs: number;
   private busyInWindowMs = 0;
   private busyEwma = 0;
   private batchEwmaMs = 0;
@@ -80,6 +86,7 @@ export class Ingest {
     this.matrix = matrix;
     this.options = Object.freeze({ ...defaultIngestOptions, ...options });
     this.windowStartMs = this.options.clockMs();
+    this.loopBusyAtWindowStartMs = this.options.loopBusyMs();
   }
 
   /**
@@ -199,7 +206,13 @@ export class Ingest {
     const elapsed = nowMs - this.windowStartMs;
     if (elapsed < loadWindowMs) return;
     const windows = Math.floor(elapsed / loadWindowMs);
-    this.busyEwma += ewmaWeight * (Math.min(1, this.busyInWindowMs / loadWindowMs) - this.busyEwma);
+    const loopBusyMs = this.options.loopBusyMs();
+    // Spread over the windows that closed: after an idle spell the loop's few busy ms do
+    // not make the first window look busy.
+    const loopBusyInWindowMs = (loopBusyMs - this.loopBusyAtWindowStartMs) / windows;
+    this.loopBusyAtWindowStartMs = loopBusyMs;
+    const busyMs = Math.max(this.busyInWindowMs, loopBusyInWindowMs);
+    this.busyEwma += ewmaWeight * (Math.min(1, busyMs / loadWindowMs) - this.busyEwma);
     // Idle windows after the first decay the load; a long idle spell forgets it.
     const idle = Math.min(windows - 1, 64);
     this.busyEwma *= (1 - ewmaWeight) ** idle;
