@@ -34,6 +34,7 @@ import { createInterface } from 'node:readline';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { gzipSync } from 'node:zlib';
 import { Client } from 'undici';
+import { defaultConfirmResults } from '../agent/reporter.js';
 
 /** What the orchestrator tells one load process. */
 export interface LoadSettings {
@@ -47,7 +48,10 @@ export interface LoadSettings {
   readonly totalAgents: number;
   /** Paths per agent. */
   readonly paths: number;
+  /** Report period: each agent cuts one batch per this. */
   readonly intervalMs: number;
+  /** Probes per path in each report period (probe interval = intervalMs / probesPerReport). */
+  readonly probesPerReport: number;
   /** Share of each agent's paths that fail every probe (0–1). */
   readonly failRatio: number;
   /** gzip level of the bodies (the agent uses zlib's default, 6; inflating either costs the same). */
@@ -193,6 +197,9 @@ const metaFields = 4;
  * probes `s.paths` targets of the plan, spread over it and rotated per agent so agents
  * differ; every (1/failRatio)-th of its paths fails every probe.
  */
+/** Results an agent sends in full after a state change besides the change itself. */
+const confirmedAfter = defaultConfirmResults;
+
 function makeAgentBatches(
   s: LoadSettings,
   targets: readonly PlanTargetLite[],
@@ -224,39 +231,49 @@ function makeAgentBatches(
   for (let r = 0; r < s.rounds; r++) {
     const toMs = baseMs + r * s.intervalMs + phase;
     const fromMs = toMs - s.intervalMs;
-    const startedAtMs = toMs - Math.floor(s.intervalMs / 2);
+    const k = s.probesPerReport;
+    const probeMs = s.intervalMs / k;
     const summaries: string[] = [];
     const results: string[] = [];
-    for (const p of paths) {
-      const seq = ++probeSeq;
+    // Every path's probes of this period: seqs firstSeq … firstSeq + k - 1, per path.
+    const firstSeq = probeSeq + 1;
+    probeSeq += k * paths.length;
+    for (let pi = 0; pi < paths.length; pi++) {
+      const p = paths[pi]!;
+      const seqOf = (i: number): number => firstSeq + i * paths.length + pi;
+      const lastSeq = seqOf(k - 1);
+      // Which of this period's probes go in full: the path's first probe is a state change,
+      // and the agent confirms it with the next `confirmResults` (agent/reporter.ts).
+      const fullUpTo = Math.min(k, Math.max(0, confirmedAfter + 1 - r * k));
       if (p.failing) {
         const f = failures[p.kind] ?? failures.tcp!;
         summaries.push(
-          `${p.head}"fromMs":${fromMs},"toMs":${toMs},"count":1,"ok":0,"failures":{"${f.cls}":1},` +
-            `${p.kind === 'icmp' ? '"lossRatio":1,' : ''}"lastClass":"${f.cls}","lastSeq":${seq}}`,
+          `${p.head}"fromMs":${fromMs},"toMs":${toMs},"count":${k},"ok":0,"failures":{"${f.cls}":${k}},` +
+            `${p.kind === 'icmp' ? '"lossRatio":1,' : ''}"lastClass":"${f.cls}","lastSeq":${lastSeq}}`,
         );
-        results.push(
-          `${p.resultHead}"class":"${f.cls}","seq":${seq},"startedAtMs":${startedAtMs},` +
-            `"timings":{"totalMs":${ms3(f.totalMs * (0.98 + rand() * 0.04))}},` +
-            `"error":{"code":"${f.code}","message":${JSON.stringify(`${f.code} while probing ${p.address}`)}}` +
-            `${f.detail === undefined ? '' : `,"detail":${f.detail}`}}`,
-        );
+        for (let i = 0; i < fullUpTo; i++) {
+          results.push(
+            `${p.resultHead}"class":"${f.cls}","seq":${seqOf(i)},"startedAtMs":${Math.floor(fromMs + i * probeMs)},` +
+              `"timings":{"totalMs":${ms3(f.totalMs * (0.98 + rand() * 0.04))}},` +
+              `"error":{"code":"${f.code}","message":${JSON.stringify(`${f.code} while probing ${p.address}`)}}` +
+              `${f.detail === undefined ? '' : `,"detail":${f.detail}`}}`,
+          );
+        }
         continue;
       }
       const lat = ms3(p.baseMs * (0.8 + rand() * 0.4));
       summaries.push(
-        `${p.head}"fromMs":${fromMs},"toMs":${toMs},"count":1,"ok":1,"failures":{},` +
+        `${p.head}"fromMs":${fromMs},"toMs":${toMs},"count":${k},"ok":${k},"failures":{},` +
           `"latencyMs":{"min":${lat},"p50":${lat},"p90":${lat},"p99":${lat},"max":${lat}},` +
-          `${p.kind === 'icmp' ? '"lossRatio":0,' : ''}"lastClass":"ok","lastSeq":${seq}}`,
+          `${p.kind === 'icmp' ? '"lossRatio":0,' : ''}"lastClass":"ok","lastSeq":${lastSeq}}`,
       );
-      // The first result of a path is a state change: the agent sends it in full.
-      if (r === 0) {
+      for (let i = 0; i < fullUpTo; i++) {
         const timings =
           p.kind === 'icmp'
             ? `{"rttMs":${lat},"totalMs":${ms3(lat + 0.2)}}`
             : `{"connectMs":${lat},"totalMs":${ms3(lat + 0.1)}}`;
         results.push(
-          `${p.resultHead}"class":"ok","seq":${seq},"startedAtMs":${startedAtMs},"timings":${timings}}`,
+          `${p.resultHead}"class":"ok","seq":${seqOf(i)},"startedAtMs":${Math.floor(fromMs + i * probeMs)},"timings":${timings}}`,
         );
       }
     }

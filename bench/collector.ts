@@ -52,7 +52,10 @@ interface Settings {
   warmupS: number;
   agents: number;
   paths: number;
+  /** Probe interval. */
   intervalMs: number;
+  /** Report period: a whole multiple of the probe interval. */
+  reportIntervalMs: number;
   failRatio: number;
   runs: RunName[];
   components: number;
@@ -72,7 +75,9 @@ const usage = `Usage: node dist/bench/collector.js [options]
   --warmup-s N         unmeasured seconds before it (default 10)
   --agents N           simulated agents (default 2000)
   --paths N            paths per agent (default 100)
-  --interval-ms N      report (and probe) interval (default 1000)
+  --interval-ms N      probe interval (default 1000)
+  --report-interval-ms N  report period, a whole multiple of the probe interval
+                       (default: the probe interval)
   --fail-ratio X       share of paths failing in the "failing" run (default 0.1)
   --runs LIST          healthy,failing (default both)
   --components N       inventory components the plan is made from (default 100)
@@ -97,6 +102,7 @@ function settings(): Settings {
       agents: { type: 'string', default: '2000' },
       paths: { type: 'string', default: '100' },
       'interval-ms': { type: 'string', default: '1000' },
+      'report-interval-ms': { type: 'string' },
       'fail-ratio': { type: 'string', default: '0.1' },
       runs: { type: 'string', default: 'healthy,failing' },
       components: { type: 'string', default: '100' },
@@ -136,12 +142,22 @@ function settings(): Settings {
       throw new Error(`--${name}: expected a CPU list such as 0 or 1-3`);
     return v;
   };
+  const intervalMs = Math.floor(num('interval-ms', 100));
+  const reportIntervalMs =
+    values['report-interval-ms'] === undefined
+      ? intervalMs
+      : Math.floor(num('report-interval-ms', intervalMs));
+  if (reportIntervalMs % intervalMs !== 0)
+    throw new Error(
+      `--report-interval-ms: expected a whole multiple of --interval-ms ${intervalMs} (actual: ${reportIntervalMs})`,
+    );
   return {
     durationS: num('duration-s', 1),
     warmupS: num('warmup-s', 0),
     agents: Math.floor(num('agents', 1)),
     paths: Math.floor(num('paths', 1, 50_000)),
-    intervalMs: Math.floor(num('interval-ms', 100)),
+    intervalMs,
+    reportIntervalMs,
     failRatio: num('fail-ratio', 0, 1),
     runs: runs as RunName[],
     components: Math.floor(num('components', 1)),
@@ -195,8 +211,8 @@ function collectorConfig(s: Settings, dataDir: string, port: number, token: stri
     dataDir,
     tokens: [{ name: 'bench', token }],
     agents: {
-      reportInterval: `${s.intervalMs}ms`,
-      silentAfter: `${Math.max(10_000, s.intervalMs * 10)}ms`,
+      reportInterval: `${s.reportIntervalMs}ms`,
+      silentAfter: `${Math.max(10_000, s.reportIntervalMs * 10)}ms`,
     },
     // Mesh off: the simulated agents have no hosts of their own to ping.
     probes: { interval: `${s.intervalMs}ms`, layers: ['icmp', 'tcp', 'protocol'], mesh: false },
@@ -281,15 +297,13 @@ function storeFootprint(dataDir: string): StoreFootprint {
   const db = new Database(file, { readonly: true });
   try {
     const rows: Record<string, number> = {};
-    for (const t of [
-      'agents',
-      'batches',
-      'results',
-      'summaries',
-      'transitions',
-      'checkpoint_paths',
-    ])
+    for (const t of ['agents', 'batches', 'results', 'transitions', 'checkpoint_paths'])
       rows[t] = db.prepare(`SELECT count(*) FROM ${t}`).pluck().get() as number;
+    // Summaries live in their batch's row.
+    rows.summaries = db
+      .prepare('SELECT coalesce(sum(summaries), 0) FROM batches')
+      .pluck()
+      .get() as number;
     const tableBytes: Record<string, number> = {};
     const stat = db
       .prepare(
@@ -433,11 +447,12 @@ async function runOnce(res: Resources, s: Settings, run: RunName): Promise<RunRe
         agents,
         totalAgents: s.agents,
         paths: s.paths,
-        intervalMs: s.intervalMs,
+        intervalMs: s.reportIntervalMs,
+        probesPerReport: s.reportIntervalMs / s.intervalMs,
         failRatio,
         gzipLevel: s.gzipLevel,
         // Enough for the warm-up and the window, with a margin for start-up.
-        rounds: Math.ceil(((s.warmupS + s.durationS) * 1000) / s.intervalMs) + 5,
+        rounds: Math.ceil(((s.warmupS + s.durationS) * 1000) / s.reportIntervalMs) + 5,
       };
       // Unpinned while it makes the batches (worker threads on every CPU, the collector idle),
       // then pinned with all its threads before the run.
@@ -750,8 +765,8 @@ function report(
   out.push('');
   const planTargets = results.find((r) => r.error === undefined)?.planTargets ?? 0;
   out.push(
-    `${int(s.agents)} simulated agents × ${s.paths} paths at ${s.intervalMs} ms (the plan of a ${s.components}-component inventory has ${planTargets} targets; each agent reports ${s.paths} of them): ` +
-      `one gzip'd (level ${s.gzipLevel}) report batch per agent per interval, agents spread evenly over the interval, each on its own keep-alive connection. ` +
+    `${int(s.agents)} simulated agents × ${s.paths} paths probed every ${s.intervalMs} ms (the plan of a ${s.components}-component inventory has ${planTargets} targets; each agent reports ${s.paths} of them): ` +
+      `one gzip'd (level ${s.gzipLevel}) report batch per agent every ${s.reportIntervalMs} ms (a summary per path covering ${s.reportIntervalMs / s.intervalMs} probe${s.reportIntervalMs === s.intervalMs ? '' : 's'}; state changes and their confirmations in full), agents spread evenly over the period, each on its own keep-alive connection. ` +
       `Collector pinned to CPU ${s.collectorCpus} (\`taskset\`, its threads included), ${s.loadProcs} load generator process${s.loadProcs === 1 ? '' : 'es'} to CPU ${s.loadCpus}. ` +
       `Measured for ${s.durationS} s after ${s.warmupS} s of warm-up.${s.profile ? ' **Profiled run (--cpu-prof): figures include the profiler’s overhead.**' : ''}`,
   );
@@ -821,10 +836,10 @@ function report(
   row('DB growth in window (db + wal), MB/min', (r, x) =>
     fmt(mb(x.dbGrowthBytes) / (r.windowMs / 60_000), 1),
   );
-  row('DB after stop: MB · bytes per stored summary', (r) => {
+  row('DB after stop: MB · bytes per stored summary (batches table)', (r) => {
     const f = r.footprint;
     if (f === undefined) return 'n/a';
-    const sumBytes = f.tableBytes.summaries ?? Number.NaN;
+    const sumBytes = f.tableBytes.batches ?? Number.NaN;
     return `${fmt(mb(f.fileBytes), 0)} · ${fmt(sumBytes / (f.rows.summaries ?? Number.NaN), 0)}`;
   });
   row(
