@@ -32,7 +32,7 @@ import type { IngestOutcome } from './types.js';
  * agent, about 1.5× cheaper per row than a (agent, seq, idx) key, and pruning deletes id
  * ranges from the old end.
  * Schema changes are migrations keyed by `PRAGMA user_version`; add one at the end of
- * `migrations` (incidents will be the next).
+ * `migrations`.
  */
 
 /** Store tuning; every field has a default. */
@@ -176,6 +176,27 @@ const migrations: readonly string[] = [
     state TEXT NOT NULL,
     PRIMARY KEY (agent, target)
   ) WITHOUT ROWID;
+  `,
+  // 2: incidents and their timelines.
+  `
+  CREATE TABLE incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    opened_at_ms INTEGER NOT NULL,
+    first_failure_ms INTEGER NOT NULL,
+    closed_at_ms INTEGER,
+    kind TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    components TEXT NOT NULL
+  );
+  CREATE INDEX incidents_open ON incidents (closed_at_ms);
+  CREATE TABLE incident_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    at_ms INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    diagnosis TEXT NOT NULL
+  );
+  CREATE INDEX incident_events_incident ON incident_events (incident_id, id);
   `,
 ];
 
@@ -507,6 +528,78 @@ export class Store implements RestoreSource {
     );
   }
 
+  /**
+   * Opens an incident with its first event, in one transaction; returns its id.
+   * `components` and the event's diagnosis are stored as JSON.
+   */
+  openIncident(i: NewIncident, event: IncidentEventRecord): number {
+    return this.guard('open an incident', () =>
+      this.db.transaction(() => {
+        const id = Number(
+          this.stmt.insertIncident.run(
+            i.openedAtMs,
+            i.firstFailureMs,
+            i.kind,
+            i.summary,
+            JSON.stringify(i.components),
+          ).lastInsertRowid,
+        );
+        this.insertIncidentEvent(id, event);
+        return id;
+      })(),
+    );
+  }
+
+  /** Updates an incident's head (and closes it when `closedAtMs` is set) and adds an event. */
+  updateIncident(id: number, head: IncidentHead, event: IncidentEventRecord): void {
+    this.guard('record an incident event', () =>
+      this.db.transaction(() => {
+        this.stmt.updateIncident.run(
+          head.firstFailureMs,
+          head.kind,
+          head.summary,
+          JSON.stringify(head.components),
+          head.closedAtMs ?? null,
+          id,
+        );
+        this.insertIncidentEvent(id, event);
+      })(),
+    );
+  }
+
+  /** Incidents, newest first; `beforeId` pages back. */
+  incidents(limit = 100, beforeId = Number.MAX_SAFE_INTEGER): StoredIncident[] {
+    return this.guard('read incidents', () =>
+      (this.stmt.incidents.all(beforeId, limit) as IncidentRow[]).map(toStoredIncident),
+    );
+  }
+
+  incident(id: number): StoredIncident | undefined {
+    return this.guard('read an incident', () => {
+      const row = this.stmt.incident.get(id) as IncidentRow | undefined;
+      return row === undefined ? undefined : toStoredIncident(row);
+    });
+  }
+
+  /** The incident still open, if any (at most one is). */
+  openIncidentNow(): StoredIncident | undefined {
+    return this.guard('read incidents', () => {
+      const row = this.stmt.openIncident.get() as IncidentRow | undefined;
+      return row === undefined ? undefined : toStoredIncident(row);
+    });
+  }
+
+  /** An incident's timeline, oldest first. */
+  incidentEvents(id: number): StoredIncidentEvent[] {
+    return this.guard('read incident events', () =>
+      (this.stmt.incidentEvents.all(id) as IncidentEventRow[]).map((r) => ({
+        atMs: r.at_ms,
+        type: r.type,
+        diagnosis: JSON.parse(r.diagnosis) as unknown,
+      })),
+    );
+  }
+
   /** Whether the store answers a query (for /healthz; cheap). */
   healthy(): boolean {
     if (this.closed) return false;
@@ -667,6 +760,10 @@ export class Store implements RestoreSource {
     };
   }
 
+  private insertIncidentEvent(id: number, e: IncidentEventRecord): void {
+    this.stmt.insertIncidentEvent.run(id, e.atMs, e.type, JSON.stringify(e.diagnosis));
+  }
+
   private insertTransition(key: number, t: Transition): void {
     this.stmt.insertTransition.run(
       key,
@@ -802,10 +899,88 @@ function prepare(db: Db) {
     ),
     deleteResults: p('DELETE FROM results WHERE id >= ? AND id < ?'),
     deleteBatch: p('DELETE FROM batches WHERE agent_key = ? AND seq = ?'),
+    insertIncident: p(
+      `INSERT INTO incidents (opened_at_ms, first_failure_ms, kind, summary, components)
+       VALUES (?, ?, ?, ?, ?)`,
+    ),
+    updateIncident: p(
+      `UPDATE incidents SET first_failure_ms = ?, kind = ?, summary = ?, components = ?,
+         closed_at_ms = ? WHERE id = ?`,
+    ),
+    insertIncidentEvent: p(
+      'INSERT INTO incident_events (incident_id, at_ms, type, diagnosis) VALUES (?, ?, ?, ?)',
+    ),
+    incidents: p(`SELECT * FROM incidents WHERE id < ? ORDER BY id DESC LIMIT ?`),
+    incident: p('SELECT * FROM incidents WHERE id = ?'),
+    openIncident: p('SELECT * FROM incidents WHERE closed_at_ms IS NULL ORDER BY id DESC LIMIT 1'),
+    incidentEvents: p(
+      'SELECT at_ms, type, diagnosis FROM incident_events WHERE incident_id = ? ORDER BY id',
+    ),
     deleteOldTransitions: p(
       `DELETE FROM transitions WHERE id IN (
          SELECT id FROM transitions WHERE at_ms < ? ORDER BY at_ms LIMIT ?)`,
     ),
+  };
+}
+
+/** What opens an incident. */
+export interface NewIncident {
+  /** When the diagnosis turned unhealthy (detection). */
+  readonly openedAtMs: number;
+  /** The earliest failure the diagnosis explains. */
+  readonly firstFailureMs: number;
+  /** The leading hypothesis. */
+  readonly kind: string;
+  readonly summary: string;
+  /** Every component the incident's hypotheses named so far, sorted. */
+  readonly components: readonly string[];
+}
+
+/** An incident's head as it changes; `closedAtMs` set closes it. */
+export interface IncidentHead extends Omit<NewIncident, 'openedAtMs'> {
+  readonly closedAtMs?: number;
+}
+
+export interface StoredIncident extends NewIncident {
+  readonly id: number;
+  readonly closedAtMs?: number;
+}
+
+/** One entry of an incident's timeline, with the diagnosis at that moment. */
+export interface IncidentEventRecord {
+  readonly atMs: number;
+  /** `opened`, `leading_changed`, `hypotheses_changed`, `recovered`. */
+  readonly type: string;
+  readonly diagnosis: unknown;
+}
+
+export type StoredIncidentEvent = IncidentEventRecord;
+
+interface IncidentRow {
+  id: number;
+  opened_at_ms: number;
+  first_failure_ms: number;
+  closed_at_ms: number | null;
+  kind: string;
+  summary: string;
+  components: string;
+}
+
+interface IncidentEventRow {
+  at_ms: number;
+  type: string;
+  diagnosis: string;
+}
+
+function toStoredIncident(r: IncidentRow): StoredIncident {
+  return {
+    id: r.id,
+    openedAtMs: r.opened_at_ms,
+    firstFailureMs: r.first_failure_ms,
+    ...(r.closed_at_ms === null ? {} : { closedAtMs: r.closed_at_ms }),
+    kind: r.kind,
+    summary: r.summary,
+    components: JSON.parse(r.components) as string[],
   };
 }
 

@@ -1,0 +1,238 @@
+import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
+import type { IncidentDetail } from './incidents.js';
+import type { Transition } from './paths.js';
+
+/**
+ * The postmortem draft of an incident, in Markdown, in the shape of a classic postmortem:
+ * issue summary (duration, impact), timeline, root cause hint with its evidence, what was
+ * ruled out, and space for what people add (corrective measures, lessons).
+ *
+ * `transitions` are the path and agent state changes recorded between the first failure and
+ * the recovery: they give every agent's own view — also of agents that were cut off and
+ * delivered their spooled results only after the partition healed.
+ */
+
+const maxAgentsListed = 50;
+const maxExamples = 5;
+
+function utc(ms: number): string {
+  return new Date(ms)
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, 'Z');
+}
+
+/** `1 h 2 min`, `3 min 20 s`, `45 s`. */
+export function humanDuration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = s % 60;
+  if (h > 0) return `${h} h ${m} min`;
+  if (m > 0) return sec > 0 ? `${m} min ${sec} s` : `${m} min`;
+  return `${sec} s`;
+}
+
+function isDiagnosis(x: unknown): x is Diagnosis {
+  return (
+    typeof x === 'object' &&
+    x !== null &&
+    Array.isArray((x as Diagnosis).hypotheses) &&
+    Array.isArray((x as Diagnosis).ruledOut)
+  );
+}
+
+function failingPaths(h: Hypothesis): number {
+  let n = 0;
+  for (const [cls, count] of Object.entries(h.evidence.counts)) if (cls !== 'ok') n += count;
+  return n;
+}
+
+function describeHypothesis(h: Hypothesis): string {
+  const cut =
+    h.cutLabel === undefined ? '' : ` (cut at ${h.cutLabel.key}=${h.cutLabel.values.join(', ')})`;
+  return `\`${h.kind}\`${cut}: ${h.summary}`;
+}
+
+function escapeCell(s: string): string {
+  return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+
+export function postmortem(
+  incident: IncidentDetail,
+  transitions: readonly Transition[],
+  nowMs: number,
+  collectorUrl?: string,
+): string {
+  const snapshots = incident.events.filter((e) => isDiagnosis(e.diagnosis));
+  const unhealthy = snapshots.filter((e) => !(e.diagnosis as Diagnosis).healthy);
+  const last = unhealthy.at(-1)?.diagnosis as Diagnosis | undefined;
+  // The peak: the snapshot whose hypotheses explained the most failing paths.
+  let peak: Diagnosis | undefined;
+  let peakPaths = -1;
+  for (const e of unhealthy) {
+    const d = e.diagnosis as Diagnosis;
+    const n = d.hypotheses.reduce((sum, h) => sum + failingPaths(h), 0);
+    if (n > peakPaths) {
+      peak = d;
+      peakPaths = n;
+    }
+  }
+  const endMs = incident.closedAtMs ?? nowMs;
+  const lead = last?.hypotheses[0];
+  const out: string[] = [];
+  out.push(`# Postmortem (draft): incident ${incident.id} — ${incident.summary}`);
+  out.push('');
+  out.push(
+    `*Written by Faultline from the incident record${incident.closedAtMs === undefined ? ' while the incident is still open' : ''}; edit freely.*`,
+  );
+  out.push('');
+  out.push('## Issue summary');
+  out.push('');
+  out.push(
+    `- **Status:** ${incident.closedAtMs === undefined ? 'ongoing' : `resolved at ${utc(incident.closedAtMs)}`}`,
+  );
+  out.push(
+    `- **Duration:** ${humanDuration(endMs - incident.firstFailureMs)} (first failed probe ${utc(incident.firstFailureMs)} → ${incident.closedAtMs === undefined ? 'now' : 'recovery'})`,
+  );
+  out.push(
+    `- **Detected:** ${utc(incident.openedAtMs)}, ${humanDuration(incident.openedAtMs - incident.firstFailureMs)} after the first failed probe`,
+  );
+  out.push(`- **Components involved:** ${incident.components.join(', ') || '—'}`);
+  if (peak !== undefined) {
+    out.push(
+      `- **Impact at the peak:** ${peakPaths} failing path${peakPaths === 1 ? '' : 's'} explained by ${peak.hypotheses.length} hypothes${peak.hypotheses.length === 1 ? 'is' : 'es'}`,
+    );
+  }
+  if (lead !== undefined) out.push(`- **Most likely cause:** ${describeHypothesis(lead)}`);
+  out.push('');
+
+  out.push('## Timeline (UTC)');
+  out.push('');
+  out.push(`- ${utc(incident.firstFailureMs)} — first failed probe the diagnosis explains`);
+  for (const e of incident.events) {
+    const d = isDiagnosis(e.diagnosis) ? e.diagnosis : undefined;
+    const h = d?.hypotheses[0];
+    switch (e.type) {
+      case 'opened':
+        out.push(
+          `- ${utc(e.atMs)} — **detected**${h === undefined ? '' : `: ${describeHypothesis(h)}`}`,
+        );
+        break;
+      case 'leading_changed':
+        out.push(
+          `- ${utc(e.atMs)} — leading hypothesis now${h === undefined ? '' : ` ${describeHypothesis(h)}`}`,
+        );
+        break;
+      case 'hypotheses_changed':
+        out.push(
+          `- ${utc(e.atMs)} — hypotheses now: ${d === undefined ? '?' : d.hypotheses.map((x) => `\`${x.kind}\` ${x.components.join(', ')}`).join('; ')}`,
+        );
+        break;
+      case 'recovered':
+        out.push(`- ${utc(e.atMs)} — **recovered**: every path healthy again`);
+        break;
+      default:
+        out.push(`- ${utc(e.atMs)} — ${e.type}`);
+    }
+  }
+  out.push('');
+
+  out.push('## What each agent saw');
+  out.push('');
+  const byAgent = new Map<string, Transition[]>();
+  for (const t of transitions) {
+    if (t.atMs < incident.firstFailureMs - 60_000 || t.atMs > endMs) continue;
+    const list = byAgent.get(t.agent);
+    if (list === undefined) byAgent.set(t.agent, [t]);
+    else list.push(t);
+  }
+  if (byAgent.size === 0) {
+    out.push('No path changed state in this window.');
+  } else {
+    out.push('| agent | paths that failed | first failure | classes | went silent |');
+    out.push('|---|---:|---|---|---|');
+    const agents = [...byAgent.keys()].sort();
+    for (const agent of agents.slice(0, maxAgentsListed)) {
+      const ts = byAgent.get(agent)!;
+      const failed = new Set<string>();
+      const classes = new Set<string>();
+      let first = Number.POSITIVE_INFINITY;
+      let silent = false;
+      for (const t of ts) {
+        if (t.kind === 'agent') {
+          if (t.toState === 'silent') silent = true;
+          continue;
+        }
+        if (t.toState === 'failing') {
+          failed.add(t.target);
+          if (t.toClass !== null) classes.add(t.toClass);
+          if (t.atMs < first) first = t.atMs;
+        }
+      }
+      out.push(
+        `| ${escapeCell(agent)} | ${failed.size} | ${Number.isFinite(first) ? utc(first) : '—'} | ${[...classes].sort().join(', ') || '—'} | ${silent ? 'yes' : 'no'} |`,
+      );
+    }
+    if (agents.length > maxAgentsListed)
+      out.push(`| … ${agents.length - maxAgentsListed} more agents | | | | |`);
+    out.push('');
+    out.push(
+      'Agents cut off from the collector keep probing and deliver their spooled results when they are back: their rows show their side of the fault.',
+    );
+  }
+  out.push('');
+
+  out.push('## Root cause hint');
+  out.push('');
+  if (lead === undefined) {
+    out.push('No hypothesis was recorded.');
+  } else {
+    out.push(`${describeHypothesis(lead)}`);
+    out.push('');
+    out.push(`- Confidence: ${Math.round(lead.confidence * 100)} %`);
+    if (lead.groups.length > 0)
+      out.push(
+        `- Groups: ${lead.groups.map((g) => `${g.name ?? 'group'} {${g.members.join(', ')}}`).join(' / ')}`,
+      );
+    const counts = Object.entries(lead.evidence.counts)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    if (counts !== '') out.push(`- Evidence: ${counts}`);
+    for (const ex of lead.evidence.examples.slice(0, maxExamples)) out.push(`  - ${ex}`);
+    const others = last?.hypotheses.slice(1) ?? [];
+    if (others.length > 0) {
+      out.push('');
+      out.push('Other hypotheses at the end:');
+      for (const h of others) out.push(`- ${describeHypothesis(h)}`);
+    }
+  }
+  out.push('');
+
+  out.push('## Ruled out');
+  out.push('');
+  const ruledOut = last?.ruledOut ?? [];
+  if (ruledOut.length === 0) out.push('Nothing was ruled out.');
+  for (const r of ruledOut)
+    out.push(
+      `- **${r.component}** — ${r.canBeRuledOut ? 'ruled out' : 'cannot be ruled out'}: ${r.reason}`,
+    );
+  out.push('');
+
+  out.push('## Corrective measures');
+  out.push('');
+  out.push('- [ ] *(what fixes the root cause)*');
+  out.push('- [ ] *(what detects it sooner, or limits its impact next time)*');
+  out.push('');
+  out.push('## Lessons learned');
+  out.push('');
+  out.push('- What went well: *…*');
+  out.push('- What went wrong: *…*');
+  out.push('- Where we got lucky: *…*');
+  if (collectorUrl !== undefined) {
+    out.push('');
+    out.push(`Incident record: ${collectorUrl.replace(/\/$/, '')}/api/v1/incidents/${incident.id}`);
+  }
+  out.push('');
+  return out.join('\n');
+}
