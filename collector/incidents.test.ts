@@ -218,3 +218,45 @@ describe('postmortem', () => {
     expect(humanDuration(3_720_000)).toBe('1 h 2 min');
   });
 });
+
+describe('Store outbox (pending deliveries of sinks)', () => {
+  it('keeps a delivery until delivered or dead, across a restart', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-outbox-'));
+    dirs.push(dir);
+    const first = openStore(dir);
+    const a = first.outboxAdd('am', { alerts: [1] }, t0);
+    const b = first.outboxAdd('am', { alerts: [2] }, t0 + 1);
+    first.outboxAdd('hook', { x: 1 }, t0 + 2);
+    first.outboxRetry(a, t0 + 5000, 'ECONNREFUSED');
+    first.close();
+    stores.splice(stores.indexOf(first), 1);
+
+    const store = openStore(dir);
+    expect(store.outboxPending('am')).toEqual([
+      {
+        id: a,
+        sink: 'am',
+        createdAtMs: t0,
+        attempts: 1,
+        nextAttemptMs: t0 + 5000,
+        payload: { alerts: [1] },
+        lastError: 'ECONNREFUSED',
+      },
+      {
+        id: b,
+        sink: 'am',
+        createdAtMs: t0 + 1,
+        attempts: 0,
+        nextAttemptMs: t0 + 1,
+        payload: { alerts: [2] },
+      },
+    ]);
+    store.outboxDelivered(b);
+    store.outboxDead(a, t0 + 60_000, 'HTTP 400: bad alert');
+    expect(store.outboxPending('am')).toEqual([]);
+    expect(store.deadLetters()).toMatchObject([
+      { id: a, sink: 'am', attempts: 2, deadAtMs: t0 + 60_000, lastError: 'HTTP 400: bad alert' },
+    ]);
+    expect(store.outboxPending('hook')).toHaveLength(1);
+  });
+});

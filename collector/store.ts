@@ -197,6 +197,17 @@ const migrations: readonly string[] = [
     diagnosis TEXT NOT NULL
   );
   CREATE INDEX incident_events_incident ON incident_events (incident_id, id);
+  CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    last_error TEXT,
+    dead_at_ms INTEGER
+  );
+  CREATE INDEX outbox_sink ON outbox (sink, dead_at_ms, id);
   `,
 ];
 
@@ -600,6 +611,49 @@ export class Store implements RestoreSource {
     );
   }
 
+  /**
+   * Queues a delivery for a sink (alerts, webhooks): it stays until delivered or declared
+   * dead, across restarts. Returns its id.
+   */
+  outboxAdd(sink: string, payload: unknown, nowMs: number): number {
+    return this.guard('queue a delivery', () =>
+      Number(this.stmt.outboxAdd.run(sink, nowMs, nowMs, JSON.stringify(payload)).lastInsertRowid),
+    );
+  }
+
+  /** A sink's pending deliveries (not dead), oldest first. */
+  outboxPending(sink: string, limit = 1000): OutboxEntry[] {
+    return this.guard('read pending deliveries', () =>
+      (this.stmt.outboxPending.all(sink, limit) as OutboxRow[]).map(toOutboxEntry),
+    );
+  }
+
+  /** Delivered: forgotten. */
+  outboxDelivered(id: number): void {
+    this.guard('record a delivery', () => this.stmt.outboxDelete.run(id));
+  }
+
+  /** A failed attempt: tried again at `nextAttemptMs`. */
+  outboxRetry(id: number, nextAttemptMs: number, error: string): void {
+    this.guard('record a failed delivery', () =>
+      this.stmt.outboxRetry.run(nextAttemptMs, error.slice(0, 2000), id),
+    );
+  }
+
+  /** Given up on: kept as a dead letter with the reason. */
+  outboxDead(id: number, nowMs: number, error: string): void {
+    this.guard('record a dead letter', () =>
+      this.stmt.outboxDead.run(nowMs, error.slice(0, 2000), id),
+    );
+  }
+
+  /** Dead letters, newest first. */
+  deadLetters(limit = 100): OutboxEntry[] {
+    return this.guard('read dead letters', () =>
+      (this.stmt.deadLetters.all(limit) as OutboxRow[]).map(toOutboxEntry),
+    );
+  }
+
   /** Whether the store answers a query (for /healthz; cheap). */
   healthy(): boolean {
     if (this.closed) return false;
@@ -916,6 +970,22 @@ function prepare(db: Db) {
     incidentEvents: p(
       'SELECT at_ms, type, diagnosis FROM incident_events WHERE incident_id = ? ORDER BY id',
     ),
+    outboxAdd: p(
+      'INSERT INTO outbox (sink, created_at_ms, next_attempt_ms, payload) VALUES (?, ?, ?, ?)',
+    ),
+    outboxPending: p(
+      'SELECT * FROM outbox WHERE sink = ? AND dead_at_ms IS NULL ORDER BY id LIMIT ?',
+    ),
+    outboxDelete: p('DELETE FROM outbox WHERE id = ?'),
+    outboxRetry: p(
+      'UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ? WHERE id = ?',
+    ),
+    outboxDead: p(
+      'UPDATE outbox SET attempts = attempts + 1, dead_at_ms = ?, last_error = ? WHERE id = ?',
+    ),
+    deadLetters: p(
+      'SELECT * FROM outbox WHERE dead_at_ms IS NOT NULL ORDER BY dead_at_ms DESC, id DESC LIMIT ?',
+    ),
     deleteOldTransitions: p(
       `DELETE FROM transitions WHERE id IN (
          SELECT id FROM transitions WHERE at_ms < ? ORDER BY at_ms LIMIT ?)`,
@@ -955,6 +1025,44 @@ export interface IncidentEventRecord {
 }
 
 export type StoredIncidentEvent = IncidentEventRecord;
+
+/** A queued delivery of a sink. */
+export interface OutboxEntry {
+  readonly id: number;
+  readonly sink: string;
+  readonly createdAtMs: number;
+  /** Failed attempts so far. */
+  readonly attempts: number;
+  readonly nextAttemptMs: number;
+  readonly payload: unknown;
+  readonly lastError?: string;
+  /** Set on a dead letter: when it was given up. */
+  readonly deadAtMs?: number;
+}
+
+interface OutboxRow {
+  id: number;
+  sink: string;
+  created_at_ms: number;
+  attempts: number;
+  next_attempt_ms: number;
+  payload: string;
+  last_error: string | null;
+  dead_at_ms: number | null;
+}
+
+function toOutboxEntry(r: OutboxRow): OutboxEntry {
+  return {
+    id: r.id,
+    sink: r.sink,
+    createdAtMs: r.created_at_ms,
+    attempts: r.attempts,
+    nextAttemptMs: r.next_attempt_ms,
+    payload: JSON.parse(r.payload) as unknown,
+    ...(r.last_error === null ? {} : { lastError: r.last_error }),
+    ...(r.dead_at_ms === null ? {} : { deadAtMs: r.dead_at_ms }),
+  };
+}
 
 interface IncidentRow {
   id: number;
