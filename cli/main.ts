@@ -6,6 +6,7 @@ import { exitCodes } from './exit-codes.js';
 import { agentCommand } from './agent.js';
 import { collectorCommand } from './collector.js';
 import { probeCommand } from './probe.js';
+import { statusCommand } from './status.js';
 
 async function main(argv: string[]): Promise<number> {
   let code: number = exitCodes.ok;
@@ -20,6 +21,7 @@ async function main(argv: string[]): Promise<number> {
     .command(probeCommand(setCode))
     .command(agentCommand(setCode))
     .command(collectorCommand(setCode))
+    .command(statusCommand(setCode))
     .demandCommand(1, 'Name a command: see the list above.')
     .strict()
     .recommendCommands()

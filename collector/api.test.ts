@@ -7,6 +7,7 @@ import pino from 'pino';
 import { Agent, request } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { TestPki } from '../test/helpers/tls.js';
+import { DiagnosisSchema, type Diagnosis } from '../wire/diagnosis.js';
 import type { Plan } from '../wire/plan.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { ProbeResult } from '../wire/result.js';
@@ -19,6 +20,7 @@ import {
   parseLabels,
 } from './api.js';
 import type { ApiOptions } from './api.js';
+import { localise } from './localise/localise.js';
 import type {
   AgentLiveness,
   CollectorCore,
@@ -34,6 +36,49 @@ const tokens = [
 ];
 const auth = { authorization: `Bearer ${token}` };
 const json = { 'content-type': 'application/json' };
+
+/** A path of the diagnosis sample: app agents to db-1. */
+function samplePath(agent: string, target: string, kind: string, failing: boolean): PathState {
+  return {
+    agent,
+    target,
+    component: 'db-1',
+    ...(kind === 'icmp' ? {} : { service: 'postgres' }),
+    kind,
+    state: failing ? 'failing' : 'ok',
+    lastClass: failing ? 'tcp_refused' : 'ok',
+    consecutiveFailures: failing ? 3 : 0,
+    consecutiveSuccesses: failing ? 0 : 3,
+    failureRatio: failing ? 1 : 0,
+    failures: failing ? { tcp_refused: 3 } : {},
+    probes: 3,
+    sinceMs: 1_700_000_000_000,
+    lastSeenMs: 1_700_000_003_000,
+  };
+}
+
+/** A real localiser document: postgres on db-1 refusing while the host answers. */
+const sampleDiagnosis: Diagnosis = localise({
+  paths: ['app-1', 'app-2'].flatMap((a) => [
+    samplePath(a, 'db-1/icmp', 'icmp', false),
+    samplePath(a, 'db-1/postgres/tcp', 'tcp', true),
+  ]),
+  agents: ['app-1', 'app-2'].map((a) => ({
+    agentId: `agent-${a}`,
+    agent: a,
+    labels: {},
+    state: 'live' as const,
+    lastSeenMs: 1_700_000_003_000,
+    acceptedSeq: 3,
+    droppedResults: 0,
+  })),
+  inventory: [
+    { name: 'app-1', address: '198.18.0.1', role: 'api', labels: { zone: 'a' } },
+    { name: 'app-2', address: '198.18.0.2', role: 'api', labels: { zone: 'a' } },
+    { name: 'db-1', address: '198.18.0.3', role: 'database', labels: { zone: 'b' } },
+  ],
+  nowMs: 1_700_000_004_000,
+});
 
 /** A collector core in memory: per-agentId watermarks, like the real one, and spies. */
 class FakeCore implements CollectorCore {
@@ -98,6 +143,8 @@ class FakeCore implements CollectorCore {
       droppedResults: 0,
     },
   ]);
+
+  readonly diagnosis = vi.fn((): Diagnosis => sampleDiagnosis);
 
   overloaded(): boolean {
     return this.busy;
@@ -563,6 +610,35 @@ describe('collector API (inject)', () => {
       expect(core.paths).not.toHaveBeenCalled();
     });
 
+    it('GET /api/v1/diagnosis: the core document as is, without a token like /paths; it validates', async () => {
+      expect(sampleDiagnosis.hypotheses[0]?.kind).toBe('service_down');
+      for (const headers of [{}, { authorization: 'Bearer not-a-known-token-0123' }]) {
+        const res = await build().inject({ method: 'GET', url: '/api/v1/diagnosis', headers });
+        await app.close();
+        expect(res.statusCode).toBe(200);
+        expect(res.headers['content-type']).toMatch(/^application\/json/);
+        expect(res.headers['cache-control']).toBe('no-cache');
+        const body: unknown = res.json();
+        expect(DiagnosisSchema.parse(body)).toEqual(sampleDiagnosis);
+      }
+      expect(core.diagnosis).toHaveBeenCalledTimes(2);
+    });
+
+    it('GET /api/v1/diagnosis with a query parameter: 400 naming it, the core not asked', async () => {
+      const res = await get('/api/v1/diagnosis?kind=service_down');
+      expectError(res, 400, 'FL_ERR_BAD_REQUEST', /unknown key "kind"/);
+      expect(core.diagnosis).not.toHaveBeenCalled();
+    });
+
+    it('GET /api/v1/diagnosis when the core throws: 500 FL_ERR_INTERNAL, no internals', async () => {
+      core.diagnosis.mockImplementationOnce(() => {
+        throw new Error('secret internals');
+      });
+      const res = await get('/api/v1/diagnosis');
+      expectError(res, 500, 'FL_ERR_INTERNAL', /collector log has the details/);
+      expect(res.body).not.toContain('secret internals');
+    });
+
     it('GET /api/v1/agents lists agent liveness', async () => {
       const res = await get('/api/v1/agents');
       expect(res.statusCode).toBe(200);
@@ -610,6 +686,7 @@ describe('collector API (inject)', () => {
       ['GET', '/api/v1/reports', 'POST'],
       ['DELETE', '/api/v1/paths', 'GET, HEAD'],
       ['POST', '/api/v1/plan', 'GET, HEAD'],
+      ['POST', '/api/v1/diagnosis', 'GET, HEAD'],
     ] as const)('%s %s: 405 with Allow: %s', async (method, url, allow) => {
       const res = await build().inject({
         method,

@@ -28,7 +28,7 @@ import type { CollectorCore, PathFilter } from './types.js';
 
 /**
  * The collector's HTTP API, versioned under /api/v1. Agent endpoints (reports, plan) need a
- * bearer token; the read endpoints (paths, agents) and /healthz are open: they expose the
+ * bearer token; the read endpoints (paths, agents, diagnosis), /metrics and /healthz are open: they expose the
  * topology and path health, so put the collector behind a network boundary or a proxy that
  * authenticates readers (a read-token list can be added here later). Every error answers
  * `{ error: { code, message, … } }` with a stable `FL_ERR_*` code.
@@ -141,6 +141,8 @@ const PathsQuerySchema = z
   .strict();
 
 const AgentsQuerySchema = z.object({}).strict();
+
+const DiagnosisQuerySchema = z.object({}).strict();
 
 /** One problem of a request, for the `issues` list of an error body. */
 export interface ApiIssue {
@@ -859,6 +861,15 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
   app.get(known('GET', '/api/v1/agents'), async (request) => {
     parseQuery(AgentsQuerySchema, request.query);
     return { agents: core.agents() };
+  });
+
+  // The diagnosis document (wire/diagnosis.ts), kept current by collector/diagnosis.ts: this
+  // only serialises it, so polling it costs no localisation. Errors: FL_ERR_BAD_REQUEST for
+  // any query parameter, FL_ERR_METHOD, FL_ERR_INTERNAL.
+  app.get(known('GET', '/api/v1/diagnosis'), async (request, reply) => {
+    parseQuery(DiagnosisQuerySchema, request.query);
+    void reply.header('cache-control', 'no-cache');
+    return core.diagnosis();
   });
 
   app.get(known('GET', '/healthz'), async (request, reply) => {

@@ -1,13 +1,15 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../agent/logger.js';
+import type { Diagnosis } from '../wire/diagnosis.js';
 import type { Plan } from '../wire/plan.js';
 import type { ReportBatch } from '../wire/report.js';
 import { listenError } from '../lib/listen-error.js';
 import { buildApi } from './api.js';
 import type { CollectorConfig } from './config.js';
+import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
 import { Ingest } from './ingest.js';
-import { PathMatrix } from './paths.js';
+import { PathMatrix, type AppliedBatch } from './paths.js';
 import { planFor, type KnownAgent } from './plan.js';
 import { Store } from './store.js';
 import type {
@@ -38,13 +40,60 @@ export function describePlanTargetName(
 }
 
 /**
- * The collector: store, path matrix, ingest, plans and the HTTP API, started from a
- * validated config. `start()` listens; `stop()` checkpoints and closes everything.
+ * The path matrix, telling the diagnosis what changed: a committed batch that caused
+ * transitions (state, failure class, degradation, an agent back from silence), brought a
+ * new agent, new paths or new labels; a heartbeat that revived a silent agent; agents that
+ * went silent. A rolled-back batch changed nothing. Everything else (window counters) does
+ * not move the diagnosis, so it costs no localisation.
+ */
+export class ObservedPathMatrix extends PathMatrix {
+  /** Called with a reason whenever something the diagnosis reads has changed. */
+  onChange: (reason: string) => void = () => undefined;
+  private readonly labelsSeen = new Map<string, string>();
+
+  override apply(batch: ReportBatch, receivedAtMs: number): AppliedBatch {
+    const sizeBefore = this.size;
+    const applied = super.apply(batch, receivedAtMs);
+    const labels = batch.labels === undefined ? undefined : JSON.stringify(batch.labels);
+    const known = this.labelsSeen.get(batch.agentId);
+    const newAgent = known === undefined;
+    const newLabels = labels !== undefined && known !== labels;
+    const grew = this.size !== sizeBefore;
+    return {
+      transitions: applied.transitions,
+      commit: (agent) => {
+        applied.commit(agent);
+        if (newAgent || newLabels) this.labelsSeen.set(batch.agentId, labels ?? known ?? '{}');
+        if (applied.transitions.length > 0) this.onChange('batch');
+        else if (newAgent || newLabels || grew) this.onChange('agents');
+      },
+      rollback: () => applied.rollback(),
+    };
+  }
+
+  override heartbeat(agentId: string, receivedAtMs: number): ReturnType<PathMatrix['heartbeat']> {
+    const t = super.heartbeat(agentId, receivedAtMs);
+    if (t !== undefined) this.onChange('agent-live');
+    return t;
+  }
+
+  override markSilent(nowMs: number, silentAfterMs: number): ReturnType<PathMatrix['markSilent']> {
+    const changed = super.markSilent(nowMs, silentAfterMs);
+    if (changed.length > 0) this.onChange('agent-silent');
+    return changed;
+  }
+}
+
+/**
+ * The collector: store, path matrix, ingest, diagnosis, plans and the HTTP API, started
+ * from a validated config. `start()` listens; `stop()` checkpoints and closes everything.
  */
 export class Collector implements CollectorCore {
   readonly store: Store;
-  readonly matrix: PathMatrix;
+  readonly matrix: ObservedPathMatrix;
   readonly ingestor: Ingest;
+  /** The current diagnosis; subscribe with `diagnoser.onChange` (alerts, incidents, UI). */
+  readonly diagnoser: DiagnosisEngine;
   private api: FastifyInstance | undefined;
   private timers: NodeJS.Timeout[] = [];
   private lastCheckpointMs = Date.now();
@@ -56,11 +105,19 @@ export class Collector implements CollectorCore {
     private readonly log: Logger,
   ) {
     this.store = Store.open(config.dataDir);
-    this.matrix = new PathMatrix({
+    this.matrix = new ObservedPathMatrix({
       debounce: config.diagnosis.debounce,
       describeTarget: describePlanTargetName,
     });
     this.ingestor = new Ingest(this.store, this.matrix);
+    const inventory = localiseInventory(config.inventory.components);
+    this.diagnoser = new DiagnosisEngine({
+      // The config has no topology labels for the collector itself yet: the localiser then
+      // takes the side with the most reporting agents as the collector's.
+      input: () => ({ paths: this.matrix.paths(), agents: this.matrix.agents(), inventory }),
+      log,
+    });
+    this.matrix.onChange = (reason) => this.diagnoser.invalidate(reason);
   }
 
   /** Opens the store, rebuilds the path matrix from it and listens. */
@@ -68,6 +125,7 @@ export class Collector implements CollectorCore {
     const c = new Collector(config, log);
     try {
       c.ingestor.restore();
+      c.diagnoser.computeNow('start');
       const tls =
         config.tls === undefined
           ? undefined
@@ -80,6 +138,7 @@ export class Collector implements CollectorCore {
         maxReportBytes: config.limits.maxReportBytes,
         maxResultsPerBatch: config.limits.maxResultsPerBatch,
         log,
+        metricsHandler: async () => c.metricsText(),
         ...(tls === undefined ? {} : { tls }),
       });
       const colon = config.listen.lastIndexOf(':');
@@ -134,8 +193,17 @@ export class Collector implements CollectorCore {
     return this.matrix.agents();
   }
 
+  diagnosis(): Diagnosis {
+    return this.diagnoser.current();
+  }
+
   overloaded(): boolean {
     return this.ingestor.overloaded();
+  }
+
+  /** The collector's own metrics (Prometheus text) for GET /metrics. */
+  metricsText(): string {
+    return this.diagnoser.metricsText();
   }
 
   health(): { ok: boolean; agents: number; paths: number; detail?: string } {
@@ -154,6 +222,7 @@ export class Collector implements CollectorCore {
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.diagnoser.close();
     if (this.api !== undefined) {
       const api = this.api;
       this.api = undefined;

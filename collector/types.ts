@@ -1,3 +1,4 @@
+import type { Diagnosis } from '../wire/diagnosis.js';
 import type { FailureClass } from '../wire/result.js';
 import type { Plan } from '../wire/plan.js';
 import type { ReportBatch } from '../wire/report.js';
@@ -72,6 +73,8 @@ export interface CollectorCore {
   ingest(batch: ReportBatch, receivedAtMs: number): IngestOutcome;
   paths(filter: PathFilter): PathState[];
   agents(): AgentLiveness[];
+  /** The current diagnosis document (collector/diagnosis.ts keeps it current). */
+  diagnosis(): Diagnosis;
   /** Whether the collector can take more reports now (backpressure). */
   overloaded(): boolean;
   /** For /healthz: store reachable, counts. */

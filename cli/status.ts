@@ -1,0 +1,333 @@
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { CommandModule } from 'yargs';
+import { defaultCollectorListen, defaultDataDir } from '../collector/config.js';
+import { ConfigError } from '../lib/errors.js';
+import { DiagnosisSchema, type Diagnosis, type Hypothesis } from '../wire/diagnosis.js';
+import { exitCodes } from './exit-codes.js';
+
+interface StatusArgs {
+  collector?: string;
+  token?: string;
+  'data-dir': string;
+  json: boolean;
+  timeout: number;
+}
+
+/** Where `faultline status` asks when not told: the embedded-defaults collector's address. */
+export const defaultStatusUrl = `http://${defaultCollectorListen}`;
+
+/** Examples shown per hypothesis; the document may hold more. */
+const shownExamples = 3;
+
+/** Why asking the collector failed: said to the operator as is, exit code 1. */
+export class StatusError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StatusError';
+  }
+}
+
+function usage(message: string): ConfigError {
+  return new ConfigError(message, { code: 'FL_ERR_USAGE' });
+}
+
+/** `--collector` as a base URL without a trailing slash; a usage error when it is not http(s). */
+export function parseCollectorUrl(text: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw usage(
+      `--collector: expected an http(s) URL such as ${defaultStatusUrl} (actual: ${JSON.stringify(text)})`,
+    );
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw usage(`--collector: expected an http(s) URL (actual scheme: ${url.protocol})`);
+  }
+  return url;
+}
+
+function isLoopback(url: URL): boolean {
+  const h = url.hostname.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * The token to send: `--token`, else FAULTLINE_TOKEN, else — for a collector on this host
+ * only, so a local secret never goes to another host — the embedded-defaults token in
+ * `<data-dir>/agent-token`. Undefined when there is none: the read endpoints are open.
+ */
+export function resolveToken(
+  args: { readonly token?: string; readonly dataDir: string },
+  url: URL,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  if (args.token !== undefined && args.token !== '') return args.token;
+  const fromEnv = env.FAULTLINE_TOKEN;
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  if (!isLoopback(url)) return undefined;
+  try {
+    const token = readFileSync(join(resolve(args.dataDir), 'agent-token'), 'utf8').trim();
+    return token === '' ? undefined : token;
+  } catch {
+    return undefined;
+  }
+}
+
+function errnoOf(err: unknown): string | undefined {
+  for (let e = err, i = 0; e !== undefined && e !== null && i < 5; i++) {
+    if (typeof e === 'object' && 'code' in e && typeof e.code === 'string') return e.code;
+    e = typeof e === 'object' && 'cause' in e ? e.cause : undefined;
+  }
+  return undefined;
+}
+
+/** The API's `{ error: { code, message } }`, when the body is one. */
+function apiError(text: string): { code: string; message: string } | undefined {
+  try {
+    const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
+    const { code, message } = body.error ?? {};
+    if (typeof code === 'string' && typeof message === 'string') return { code, message };
+  } catch {
+    /* not the API's error shape */
+  }
+  return undefined;
+}
+
+/**
+ * GETs `/api/v1/diagnosis` and returns the body text and the parsed JSON. Throws
+ * StatusError saying what went wrong and what to do: unreachable, token refused, not a
+ * Faultline collector, an error answer.
+ */
+export async function fetchDiagnosis(
+  base: URL,
+  token: string | undefined,
+  timeoutMs: number,
+): Promise<{ text: string; body: unknown }> {
+  const url = new URL('api/v1/diagnosis', base.href.endsWith('/') ? base.href : `${base.href}/`);
+  const where = base.href.replace(/\/$/, '');
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      headers: {
+        accept: 'application/json',
+        ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+      },
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (err) {
+    const code = errnoOf(err);
+    const why =
+      code !== undefined
+        ? code
+        : err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')
+          ? `no answer within ${timeoutMs} ms`
+          : err instanceof Error
+            ? err.message
+            : String(err);
+    throw new StatusError(
+      `cannot reach the collector at ${where}: ${why}. Is \`faultline collector\` running there? Pass its address with --collector URL.`,
+      { cause: err },
+    );
+  }
+  const text = await res.text();
+  if (res.status === 401 || res.status === 403) {
+    const e = apiError(text);
+    throw new StatusError(
+      `the collector at ${where} refused the token (${res.status}${e ? ` ${e.code}: ${e.message}` : ''}). ${token === undefined ? 'Pass one with --token or FAULTLINE_TOKEN.' : 'Check --token / FAULTLINE_TOKEN.'}`,
+    );
+  }
+  if (res.status === 404) {
+    throw new StatusError(
+      `${where} has no /api/v1/diagnosis (404): is it a Faultline collector, and new enough to diagnose?`,
+    );
+  }
+  if (res.status !== 200) {
+    const e = apiError(text);
+    throw new StatusError(
+      `the collector at ${where} answered ${res.status}${e ? ` ${e.code}: ${e.message}` : `: ${text.slice(0, 200)}`}`,
+    );
+  }
+  try {
+    return { text, body: JSON.parse(text) as unknown };
+  } catch (err) {
+    throw new StatusError(`the collector at ${where} answered 200 with a body that is not JSON`, {
+      cause: err,
+    });
+  }
+}
+
+/** Formatting options of {@link formatStatus}. */
+export interface FormatOptions {
+  /** "Now" for ages (epoch ms). */
+  readonly nowMs: number;
+  /** IANA time zone for the times shown (default: this host's). */
+  readonly timeZone?: string;
+  /** Shown in the header line. */
+  readonly source?: string;
+}
+
+/** `4 s`, `3 min`, `2 h 5 min`, `3 d 4 h`; `in the future` when the clocks disagree. */
+export function formatAge(ms: number): string {
+  if (ms < 0) return 'in the future (clock skew)';
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return m % 60 === 0 ? `${h} h` : `${h} h ${m % 60} min`;
+  const d = Math.floor(h / 24);
+  return h % 24 === 0 ? `${d} d` : `${d} d ${h % 24} h`;
+}
+
+/** `2026-11-24 01:48:10` in the given (or this host's) time zone. */
+export function formatTime(ms: number, timeZone?: string): string {
+  // sv-SE writes ISO-like dates: YYYY-MM-DD HH:MM:SS.
+  return new Intl.DateTimeFormat('sv-SE', {
+    year: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit',
+    hour12: false,
+    ...(timeZone === undefined ? {} : { timeZone }),
+  }).format(new Date(ms));
+}
+
+function countsLine(counts: Readonly<Record<string, number>>): string {
+  const parts = Object.entries(counts)
+    .sort(([a, x], [b, y]) => y - x || (a < b ? -1 : 1))
+    .map(([cls, n]) => `${cls} ${n}`);
+  return parts.length === 0 ? 'none' : parts.join(', ');
+}
+
+function hypothesisBlock(h: Hypothesis, rank: number, opts: FormatOptions): string[] {
+  const lines = [
+    `${rank}. ${h.kind}  (confidence ${Math.round(h.confidence * 100)}%)`,
+    `   ${h.summary}`,
+    `   since:      ${formatTime(h.since, opts.timeZone)} (${formatAge(opts.nowMs - h.since)} ago)`,
+  ];
+  if (h.components.length > 0) lines.push(`   components: ${h.components.join(', ')}`);
+  for (const [i, g] of h.groups.entries()) {
+    const label = i === 0 ? 'groups:    ' : '           ';
+    lines.push(`   ${label} ${g.name !== undefined ? `${g.name}: ` : ''}${g.members.join(', ')}`);
+  }
+  if (h.cutLabel !== undefined) {
+    lines.push(`   cut at:     ${h.cutLabel.key} = ${h.cutLabel.values.join(', ')}`);
+  }
+  const total = Object.values(h.evidence.counts).reduce((a, b) => a + b, 0);
+  lines.push(`   evidence:   ${total} paths: ${countsLine(h.evidence.counts)}`);
+  for (const ex of h.evidence.examples.slice(0, shownExamples)) lines.push(`     ${ex}`);
+  const more = h.evidence.examples.length - shownExamples;
+  if (more > 0) lines.push(`     … ${more} more example${more === 1 ? '' : 's'} (--json)`);
+  return lines;
+}
+
+/** The terminal view of a diagnosis document. */
+export function formatStatus(d: Diagnosis, opts: FormatOptions): string {
+  const lines: string[] = [];
+  const computed =
+    d.computedAtMs > 0
+      ? `computed ${formatTime(d.computedAtMs, opts.timeZone)} (${formatAge(opts.nowMs - d.computedAtMs)} ago)`
+      : 'not computed yet';
+  lines.push(`Faultline diagnosis${opts.source ? ` from ${opts.source}` : ''}, ${computed}`, '');
+  const n = d.hypotheses.length;
+  const many = `${n} hypothes${n === 1 ? 'is' : 'es'}`;
+  if (n === 0) {
+    lines.push(d.healthy ? 'healthy: no fault found on any path' : 'NOT HEALTHY (no hypothesis)');
+  } else {
+    lines.push(
+      d.healthy ? `healthy, with ${many} worth a look:` : `NOT HEALTHY: ${many}, most likely first`,
+      '',
+    );
+    for (const [i, h] of d.hypotheses.entries()) {
+      lines.push(...hypothesisBlock(h, i + 1, opts), '');
+    }
+    if (lines.at(-1) === '') lines.pop();
+  }
+  const ruledOut = d.ruledOut.filter((r) => r.canBeRuledOut);
+  const notRuledOut = d.ruledOut.filter((r) => !r.canBeRuledOut);
+  if (ruledOut.length > 0) {
+    lines.push('', 'Ruled out:');
+    for (const r of ruledOut) lines.push(`  ✓ ${r.component}: ${r.reason}`);
+  }
+  if (notRuledOut.length > 0) {
+    lines.push('', 'Cannot be ruled out:');
+    for (const r of notRuledOut) lines.push(`  ? ${r.component}: ${r.reason}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** `faultline status`: the collector's diagnosis in the terminal, or its JSON document. */
+export function statusCommand(setExit: (code: number) => void): CommandModule<object, StatusArgs> {
+  return {
+    command: 'status',
+    describe: "Show the collector's diagnosis: what is broken, since when, and what is ruled out",
+    builder: (y) =>
+      y
+        .option('collector', {
+          type: 'string',
+          describe: `Collector base URL (default: FAULTLINE_COLLECTOR, else ${defaultStatusUrl}, where \`faultline collector\` listens on embedded defaults)`,
+        })
+        .option('token', {
+          type: 'string',
+          describe:
+            'Bearer token to send (default: FAULTLINE_TOKEN; for a collector on this host, the agent-token in --data-dir). The read API is open unless a proxy in front asks for one',
+        })
+        .option('data-dir', {
+          type: 'string',
+          default: defaultDataDir,
+          describe: 'Data dir of a collector on embedded defaults, for its agent-token',
+        })
+        .option('json', {
+          type: 'boolean',
+          default: false,
+          describe: 'Print the API document (GET /api/v1/diagnosis) as JSON',
+        })
+        .option('timeout', {
+          type: 'number',
+          default: 5000,
+          describe: 'How long to wait for the collector (ms)',
+        })
+        .example('$0 status', 'Ask the collector on this host (npm start)')
+        .example('$0 status --collector https://collector:7070 --json', 'The document, for jq'),
+    handler: async (args) => {
+      if (!Number.isFinite(args.timeout) || args.timeout < 1) {
+        throw usage(`--timeout: expected milliseconds ≥ 1 (actual: ${String(args.timeout)})`);
+      }
+      const url = parseCollectorUrl(
+        args.collector ?? (process.env.FAULTLINE_COLLECTOR || defaultStatusUrl),
+      );
+      const token = resolveToken({ token: args.token, dataDir: args['data-dir'] }, url);
+      let answer: { text: string; body: unknown };
+      try {
+        answer = await fetchDiagnosis(url, token, args.timeout);
+      } catch (err) {
+        if (!(err instanceof StatusError)) throw err;
+        process.stderr.write(`faultline: ${err.message}\n`);
+        setExit(exitCodes.failed);
+        return;
+      }
+      if (args.json) {
+        process.stdout.write(`${JSON.stringify(answer.body, null, 2)}\n`);
+        setExit(exitCodes.ok);
+        return;
+      }
+      const parsed = DiagnosisSchema.safeParse(answer.body);
+      if (!parsed.success) {
+        const first = parsed.error.issues[0];
+        process.stderr.write(
+          `faultline: the collector's diagnosis document is not one this version reads (${first ? `${first.path.join('.')}: ${first.message}` : 'invalid'}); try --json\n`,
+        );
+        setExit(exitCodes.failed);
+        return;
+      }
+      process.stdout.write(
+        formatStatus(parsed.data, { nowMs: Date.now(), source: url.href.replace(/\/$/, '') }),
+      );
+      setExit(exitCodes.ok);
+    },
+  };
+}

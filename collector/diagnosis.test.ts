@@ -1,0 +1,444 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { sumMetric } from '../test/helpers/collector-process.js';
+import { pollUntil } from '../test/helpers/poll-until.js';
+import { batch, result } from '../test/helpers/report-batches.js';
+import { DiagnosisSchema, faultKinds, type Diagnosis } from '../wire/diagnosis.js';
+import type { ReportBatch } from '../wire/report.js';
+import type { FailureClass } from '../wire/result.js';
+import { Collector } from './collector.js';
+import { parseCollectorConfig } from './config.js';
+import { DiagnosisEngine, emptyDiagnosis, type DiagnosisChange } from './diagnosis.js';
+import type { LocaliseInput } from './localise/localise.js';
+
+const silentLog = pino({ level: 'silent' });
+
+const faulty: Omit<Diagnosis, 'computedAtMs'> = {
+  healthy: false,
+  hypotheses: [
+    {
+      kind: 'service_down',
+      confidence: 0.9,
+      summary: 'postgres on db-1 is down',
+      components: ['db-1'],
+      groups: [],
+      evidence: { counts: { tcp_refused: 2 }, examples: [] },
+      since: 1,
+    },
+  ],
+  ruledOut: [{ component: 'db-2', canBeRuledOut: true, reason: 'db-2 answers' }],
+};
+
+/** An engine on a fake localiser whose answer the test sets; counts and checks its calls. */
+function fakeEngine(opts: { monotonic?: () => number } = {}) {
+  let answer: Omit<Diagnosis, 'computedAtMs'> = { healthy: true, hypotheses: [], ruledOut: [] };
+  let clock = 1_000;
+  let inside = false;
+  const calls: LocaliseInput[] = [];
+  const state = {
+    overlapped: false,
+    throwNext: false,
+    /** Runs inside the localiser (to move a fake clock, invalidate from within…). */
+    during: (): void => undefined,
+  };
+  const engine = new DiagnosisEngine({
+    input: () => ({ paths: [], agents: [], inventory: [] }),
+    localise: (input) => {
+      if (inside) state.overlapped = true;
+      inside = true;
+      try {
+        calls.push(input);
+        state.during();
+        if (state.throwNext) {
+          state.throwNext = false;
+          throw new Error('localiser bug');
+        }
+        return { ...answer, computedAtMs: input.nowMs };
+      } finally {
+        inside = false;
+      }
+    },
+    clockMs: () => (clock += 1_000),
+    ...(opts.monotonic === undefined ? {} : { monotonicMs: opts.monotonic }),
+    log: silentLog,
+  });
+  const changes: DiagnosisChange[] = [];
+  engine.onChange((c) => changes.push(c));
+  return {
+    engine,
+    calls,
+    changes,
+    state,
+    set: (a: Omit<Diagnosis, 'computedAtMs'>) => (answer = a),
+  };
+}
+
+describe('DiagnosisEngine', () => {
+  const engines: DiagnosisEngine[] = [];
+  afterEach(() => {
+    for (const e of engines.splice(0)) e.close();
+  });
+  const make = (opts: Parameters<typeof fakeEngine>[0] = {}) => {
+    const f = fakeEngine(opts);
+    engines.push(f.engine);
+    return f;
+  };
+
+  it('starts with the empty healthy document and computes nothing until asked', async () => {
+    const f = make();
+    expect(f.engine.current()).toEqual(emptyDiagnosis());
+    await f.engine.idle();
+    expect(f.calls).toHaveLength(0);
+  });
+
+  it('coalesces a burst of invalidations into one localisation, on a later turn', async () => {
+    const f = make();
+    for (let i = 0; i < 500; i++) f.engine.invalidate(i % 2 === 0 ? 'batch' : 'agent-silent');
+    // Not synchronously: the batch handler returns first.
+    expect(f.calls).toHaveLength(0);
+    expect(f.engine.stats().pending).toBe(true);
+    await f.engine.idle();
+    expect(f.calls).toHaveLength(1);
+    expect(f.engine.stats()).toMatchObject({ computations: 1, pending: false });
+    // A second burst after it is its own localisation.
+    f.engine.invalidate('batch');
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    expect(f.calls).toHaveLength(2);
+  });
+
+  it('fires the change event once per change, with both documents and the reasons; never on an unchanged recompute', async () => {
+    const f = make();
+    f.set(faulty);
+    f.engine.invalidate('batch');
+    f.engine.invalidate('agent-silent');
+    await f.engine.idle();
+    expect(f.changes).toHaveLength(1);
+    expect(f.changes[0]?.previous).toEqual(emptyDiagnosis());
+    expect(f.changes[0]?.current).toMatchObject(faulty);
+    expect(f.changes[0]?.reasons).toEqual(['agent-silent', 'batch']);
+    const firstAt = f.engine.current().computedAtMs;
+
+    // Same content, a later computedAtMs: the document is refreshed, nobody is called.
+    for (let i = 0; i < 3; i++) {
+      f.engine.invalidate('batch');
+      await f.engine.idle();
+    }
+    expect(f.calls).toHaveLength(4);
+    expect(f.changes).toHaveLength(1);
+    expect(f.engine.current().computedAtMs).toBeGreaterThan(firstAt);
+    expect(f.engine.stats().changes).toBe(1);
+
+    // Recovery is a change again.
+    f.set({ healthy: true, hypotheses: [], ruledOut: [] });
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    expect(f.changes).toHaveLength(2);
+    expect(f.changes[1]?.previous).toMatchObject(faulty);
+    expect(f.changes[1]?.current.healthy).toBe(true);
+  });
+
+  it('never runs two localisations at once: an invalidation from inside schedules exactly one more', async () => {
+    const f = make();
+    let nested = 0;
+    f.state.during = () => {
+      if (nested++ === 0) {
+        f.engine.invalidate('batch');
+        f.engine.invalidate('batch');
+        expect(f.engine.computeNow('manual')).toBeDefined();
+      }
+    };
+    f.set(faulty);
+    // A subscriber invalidating on a change must not recurse either.
+    let fromListener = 0;
+    f.engine.onChange(() => {
+      if (fromListener++ === 0) f.engine.invalidate('listener');
+    });
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    expect(f.state.overlapped).toBe(false);
+    // The first run, one for the invalidations made inside it (the listener's folds into it).
+    expect(f.calls).toHaveLength(2);
+  });
+
+  it('keeps the previous document when the localiser throws, counts it, and recovers on the next change', async () => {
+    const f = make();
+    f.set(faulty);
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    const before = f.engine.current();
+    f.state.throwNext = true;
+    f.set({ healthy: true, hypotheses: [], ruledOut: [] });
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    expect(f.engine.current()).toBe(before);
+    expect(f.engine.stats()).toMatchObject({ computations: 2, failures: 1, changes: 1 });
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    expect(f.engine.current().healthy).toBe(true);
+    expect(f.changes).toHaveLength(2);
+  });
+
+  it('a throwing subscriber neither stops the others nor the engine; unsubscribe works', async () => {
+    const f = make();
+    const seen: boolean[] = [];
+    f.engine.onChange(() => {
+      throw new Error('subscriber bug');
+    });
+    const off = f.engine.onChange((c) => seen.push(c.current.healthy));
+    f.set(faulty);
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    expect(seen).toEqual([false]);
+    off();
+    f.set({ healthy: true, hypotheses: [], ruledOut: [] });
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    expect(seen).toEqual([false]);
+    expect(f.changes).toHaveLength(2);
+  });
+
+  it('after an expensive localisation the next waits one compute time, not more', async () => {
+    let fakeNow = 0;
+    const f = make({ monotonic: () => fakeNow });
+    // Each localisation "takes" 40 ms of the fake monotonic clock.
+    f.state.during = () => {
+      fakeNow += 40;
+    };
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    const t0 = performance.now();
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    const waitedMs = performance.now() - t0;
+    expect(f.calls).toHaveLength(2);
+    expect(waitedMs).toBeGreaterThanOrEqual(35);
+    expect(waitedMs).toBeLessThan(1_000);
+    expect(f.engine.stats().lastComputeSeconds).toBeCloseTo(0.04, 5);
+  });
+
+  it('close() cancels what is scheduled and ignores later invalidations', async () => {
+    const f = make();
+    f.engine.invalidate('batch');
+    f.engine.close();
+    await f.engine.idle();
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    expect(f.calls).toHaveLength(0);
+  });
+
+  it('metricsText: healthy, every kind (0 when absent), ruled out, counters and the compute histogram', async () => {
+    const f = make();
+    const empty = f.engine.metricsText();
+    expect(sumMetric(empty, 'faultline_diagnosis_healthy', {})).toBe(1);
+    for (const kind of faultKinds) {
+      expect(empty).toContain(`faultline_diagnosis_hypotheses{kind="${kind}"} 0\n`);
+    }
+    f.set(faulty);
+    f.engine.invalidate('batch');
+    await f.engine.idle();
+    const text = f.engine.metricsText();
+    expect(sumMetric(text, 'faultline_diagnosis_healthy', {})).toBe(0);
+    expect(sumMetric(text, 'faultline_diagnosis_hypotheses', { kind: 'service_down' })).toBe(1);
+    expect(sumMetric(text, 'faultline_diagnosis_hypotheses', {})).toBe(1);
+    expect(sumMetric(text, 'faultline_diagnosis_ruled_out', { verdict: 'ruled_out' })).toBe(1);
+    expect(sumMetric(text, 'faultline_diagnosis_computations_total', {})).toBe(1);
+    expect(sumMetric(text, 'faultline_diagnosis_changes_total', {})).toBe(1);
+    expect(sumMetric(text, 'faultline_diagnosis_compute_seconds_count', {})).toBe(1);
+    expect(sumMetric(text, 'faultline_diagnosis_compute_seconds_bucket', { le: '+Inf' })).toBe(1);
+    expect(text).toMatch(/^# TYPE faultline_diagnosis_compute_seconds histogram$/m);
+    expect(text).toMatch(/^# TYPE faultline_diagnosis_computations_total counter$/m);
+    // Every sample line belongs to a family declared above it.
+    const families = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
+    for (const line of text.split('\n').filter((l) => l !== '' && !l.startsWith('#'))) {
+      const name = /^[a-z_]+/.exec(line)?.[0] ?? '';
+      expect(
+        [...families].some((fam) => name === fam || name.startsWith(`${fam}_`)),
+        line,
+      ).toBe(true);
+    }
+  });
+});
+
+// ---- the collector, in process, fed real report batches over HTTP ----
+
+const token = 'fleet-token-0123456789abcdef';
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** One period of app-N's probes of db-1: ping answers; postgres's port as `pg`. */
+function period(agent: string, seq: number, pg: FailureClass): ReportBatch {
+  const at = 1_700_000_000_000 + seq * 1000;
+  return batch(seq, {
+    agent,
+    agentId: `agent-${agent}-0001`,
+    labels: { zone: 'a' },
+    results: [
+      { ...result('db-1/icmp', 'ok', seq * 2 - 1, at, 'icmp'), agent },
+      { ...result('db-1/postgres/tcp', pg, seq * 2, at, 'tcp'), agent },
+    ],
+  });
+}
+
+describe('the collector keeps the diagnosis current', () => {
+  let collector: Collector | undefined;
+  afterEach(async () => {
+    await collector?.stop();
+    collector = undefined;
+  });
+
+  async function start(): Promise<Collector> {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-diagnosis-'));
+    dirs.push(dir);
+    const config = parseCollectorConfig(
+      [
+        'listen: 127.0.0.1:0',
+        `dataDir: ${dir}`,
+        'tokens:',
+        `  - { name: fleet, token: ${token} }`,
+        'inventory:',
+        '  components:',
+        '    - { name: app-1, address: 127.0.0.1, role: api, labels: { zone: a } }',
+        '    - { name: app-2, address: 127.0.0.2, role: api, labels: { zone: a } }',
+        '    - name: db-1',
+        '      address: 127.0.0.3',
+        '      role: database',
+        '      labels: { zone: b }',
+        '      services: [{ name: postgres, kind: postgres }]',
+      ].join('\n'),
+      'collector.yaml',
+    );
+    collector = await Collector.start(config, silentLog);
+    return collector;
+  }
+
+  async function post(c: Collector, b: ReportBatch): Promise<void> {
+    const res = await fetch(`${c.url()}/api/v1/reports`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(b),
+      signal: AbortSignal.timeout(5_000),
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+  }
+
+  async function diagnosis(c: Collector): Promise<Diagnosis> {
+    const res = await fetch(`${c.url()}/api/v1/diagnosis`, { signal: AbortSignal.timeout(5_000) });
+    expect(res.status).toBe(200);
+    return DiagnosisSchema.parse(await res.json());
+  }
+
+  it('a fault-causing batch shows in GET /api/v1/diagnosis within milliseconds, with one change event; /metrics follows', async () => {
+    const c = await start();
+    const changes: DiagnosisChange[] = [];
+    c.diagnoser.onChange((ch) => changes.push(ch));
+    let seq = 0;
+    for (; seq < 3; seq++) {
+      for (const a of ['app-1', 'app-2']) await post(c, period(a, seq + 1, 'ok'));
+    }
+    await c.diagnoser.idle();
+    expect((await diagnosis(c)).healthy).toBe(true);
+    const computedHealthy = c.diagnoser.stats().computations;
+
+    // Two refusals per agent: under the debounce (3), nothing changes.
+    for (; seq < 5; seq++) {
+      for (const a of ['app-1', 'app-2']) await post(c, period(a, seq + 1, 'tcp_refused'));
+    }
+    await c.diagnoser.idle();
+    expect(changes).toHaveLength(0);
+    expect(c.diagnoser.stats().computations).toBe(computedHealthy);
+
+    // The third refusal from both agents completes the debounce: service_down.
+    await post(c, period('app-1', 6, 'tcp_refused'));
+    const t0 = performance.now();
+    await post(c, period('app-2', 6, 'tcp_refused'));
+    const d = await pollUntil(
+      'service_down in the diagnosis',
+      async () => {
+        const doc = await diagnosis(c);
+        return doc.hypotheses[0]?.kind === 'service_down' &&
+          doc.hypotheses[0].evidence.counts.tcp_refused === 2
+          ? doc
+          : undefined;
+      },
+      { timeoutMs: 2_000, intervalMs: 2 },
+    );
+    const visibleMs = performance.now() - t0;
+    // Seen on the first reads: no timer stands between a batch and the document.
+    expect(visibleMs).toBeLessThan(250);
+    expect(d.healthy).toBe(false);
+    expect(d.hypotheses[0]?.components).toEqual(['db-1']);
+    await c.diagnoser.idle();
+    const kinds = changes.map((ch) => ch.current.hypotheses[0]?.kind);
+    // app-1's third refusal alone may raise something (one source refused: path_blocked);
+    // app-2's makes it service_down. One event per change, no more.
+    expect(kinds.length).toBeGreaterThanOrEqual(1);
+    expect(kinds.length).toBeLessThanOrEqual(2);
+    expect(kinds.at(-1), JSON.stringify(kinds)).toBe('service_down');
+
+    const metrics = await (await fetch(`${c.url()}/metrics`)).text();
+    expect(sumMetric(metrics, 'faultline_diagnosis_healthy', {})).toBe(0);
+    expect(sumMetric(metrics, 'faultline_diagnosis_hypotheses', { kind: 'service_down' })).toBe(1);
+    expect(sumMetric(metrics, 'faultline_diagnosis_computations_total', {})).toBe(
+      c.diagnoser.stats().computations,
+    );
+
+    // A retry of an old batch changes nothing and costs no localisation.
+    const before = c.diagnoser.stats().computations;
+    await post(c, period('app-1', 6, 'tcp_refused'));
+    await c.diagnoser.idle();
+    expect(c.diagnoser.stats().computations).toBe(before);
+
+    // Recovery: three successes each, and the diagnosis is healthy again.
+    for (seq = 6; seq < 9; seq++) {
+      for (const a of ['app-1', 'app-2']) await post(c, period(a, seq + 1, 'ok'));
+    }
+    await pollUntil('healthy again', async () => (await diagnosis(c)).healthy, {
+      timeoutMs: 2_000,
+      intervalMs: 5,
+    });
+    await c.diagnoser.idle();
+    expect(changes.at(-1)?.current.healthy).toBe(true);
+  });
+
+  it('agents going silent recompute the diagnosis (markSilent), and it starts computed after a restart', async () => {
+    const c = await start();
+    for (let seq = 1; seq <= 3; seq++) {
+      for (const a of ['app-1', 'app-2']) await post(c, period(a, seq, 'tcp_refused'));
+    }
+    await pollUntil(
+      'service_down',
+      async () => (await diagnosis(c)).hypotheses[0]?.kind === 'service_down',
+      { timeoutMs: 2_000, intervalMs: 5 },
+    );
+    const changes: DiagnosisChange[] = [];
+    c.diagnoser.onChange((ch) => changes.push(ch));
+    // Both agents silent: their stale windows say nothing any more.
+    const silenced = c.ingestor.markSilent(Date.now() + 3_600_000, 1_000);
+    expect(silenced).toHaveLength(2);
+    await c.diagnoser.idle();
+    expect(changes).toHaveLength(1);
+    expect(changes[0]?.reasons).toEqual(['agent-silent']);
+    expect(changes[0]?.current.hypotheses.some((h) => h.kind === 'service_down')).toBe(false);
+
+    // A batch from a silent agent brings it back: recomputed again.
+    await post(c, period('app-1', 4, 'tcp_refused'));
+    await c.diagnoser.idle();
+    expect(changes.length).toBeGreaterThanOrEqual(1);
+    expect(c.diagnoser.current().computedAtMs).toBeGreaterThan(
+      changes[0]?.current.computedAtMs ?? 0,
+    );
+
+    // Restart on the same store: the first read is computed, not the empty document.
+    const config = c.config;
+    await c.stop();
+    collector = await Collector.start(config, silentLog);
+    expect(collector.diagnosis().computedAtMs).toBeGreaterThan(0);
+    expect(collector.diagnoser.stats().computations).toBe(1);
+  });
+});

@@ -1,0 +1,354 @@
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { faultKinds, type Diagnosis, type FaultKind } from '../wire/diagnosis.js';
+import type { ComponentConfig } from './config.js';
+import { localise, type LocaliseComponent, type LocaliseInput } from './localise/localise.js';
+
+/**
+ * The collector's current diagnosis: kept in memory, recomputed by the localiser when the
+ * path matrix or agent liveness changed, announced to subscribers when it changed.
+ *
+ * Recomputation is driven by changes, not by a timer: the owner calls `invalidate` when a
+ * batch caused path transitions (state, failure class, degradation), an agent appeared or
+ * changed labels, or agents went silent or came back. Invalidations coalesce: the compute
+ * is scheduled with `setImmediate`, so a burst of batches handled in one event-loop turn
+ * costs one localisation, and never more than one runs at a time (an invalidation during a
+ * compute, e.g. from a listener, schedules exactly one more). When localisation gets
+ * expensive (a big matrix), the next one starts no earlier than one compute time after
+ * the last ended, so at most half the loop goes to localising and ingest keeps up; the
+ * added delay is one compute time, never seconds on a small matrix.
+ *
+ * Subscribers (alerts, incidents, the dashboard) use `onChange`: called once per document
+ * change, ignoring `computedAtMs`; an unchanged recompute calls nobody.
+ */
+
+/** A change of the diagnosis document, as subscribers receive it. */
+export interface DiagnosisChange {
+  /** The document before (on the first computation: the empty healthy document). */
+  readonly previous: Diagnosis;
+  /** The new current document (the one `current()` now returns). */
+  readonly current: Diagnosis;
+  /** What invalidated it since the last computation (`batch`, `agent-silent`, …), deduplicated. */
+  readonly reasons: readonly string[];
+}
+
+/** A subscriber; it must not throw (a throw is logged and the other subscribers still run). */
+export type DiagnosisListener = (change: DiagnosisChange) => void;
+
+/** Counters of the engine, also exposed as the `faultline.diagnosis.*` metrics. */
+export interface DiagnosisStats {
+  /** Localisations run (successful or not). */
+  readonly computations: number;
+  /** Localisations that produced a different document. */
+  readonly changes: number;
+  /** Localisations that threw (the previous document stays current). */
+  readonly failures: number;
+  /** Duration of the last localisation (s). */
+  readonly lastComputeSeconds: number;
+  /** A computation is scheduled or running. */
+  readonly pending: boolean;
+}
+
+/** Options of {@link DiagnosisEngine}; only `input` is required. */
+export interface DiagnosisEngineOptions {
+  /** The localiser's input as it is now, without the clock (the engine adds `nowMs`). */
+  readonly input: () => Omit<LocaliseInput, 'nowMs'>;
+  /** The localiser (default: collector/localise). Tests pass a fake. */
+  readonly localise?: (input: LocaliseInput) => Diagnosis;
+  /** Wall clock in epoch ms (default Date.now): `nowMs` and `computedAtMs`. */
+  readonly clockMs?: () => number;
+  /** Monotonic clock in ms (default performance.now): compute durations. */
+  readonly monotonicMs?: () => number;
+  /** Compute failures and listener throws go here; silent when absent. */
+  readonly log?: Logger;
+}
+
+/** Bucket upper bounds (s) of `faultline_diagnosis_compute_seconds`: 100 µs to 5 s. */
+export const diagnosisComputeBucketsS: readonly number[] = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+];
+
+/** The document before anything was computed: nothing known to be wrong. */
+export function emptyDiagnosis(): Diagnosis {
+  return { healthy: true, hypotheses: [], ruledOut: [], computedAtMs: 0 };
+}
+
+/** The collector inventory as the localiser reads it. */
+export function localiseInventory(components: readonly ComponentConfig[]): LocaliseComponent[] {
+  return components.map((c) => ({
+    name: c.name,
+    address: c.address,
+    role: c.role,
+    labels: c.labels,
+    agent: c.agent,
+  }));
+}
+
+/** The document without `computedAtMs`, for telling a change from a recompute. */
+function contentKey(d: Diagnosis): string {
+  const { computedAtMs: _at, ...rest } = d;
+  return JSON.stringify(rest);
+}
+
+/** Below this a compute is cheap enough to follow the previous one at once. */
+const minSpacingMs = 1;
+
+/**
+ * Keeps the current diagnosis and recomputes it on invalidation. See the file comment for
+ * when it recomputes; `close()` cancels anything scheduled.
+ */
+export class DiagnosisEngine {
+  private readonly opts: DiagnosisEngineOptions;
+  private readonly run: (input: LocaliseInput) => Diagnosis;
+  private readonly clockMs: () => number;
+  private readonly monotonicMs: () => number;
+  private readonly listeners = new Set<DiagnosisListener>();
+  private doc: Diagnosis = emptyDiagnosis();
+  private key = contentKey(this.doc);
+  private reasons = new Set<string>();
+  private scheduled:
+    | { readonly kind: 'immediate'; readonly handle: NodeJS.Immediate }
+    | { readonly kind: 'timeout'; readonly handle: NodeJS.Timeout }
+    | undefined;
+  private running = false;
+  private dirty = false;
+  private closed = false;
+  private lastEndMs = Number.NEGATIVE_INFINITY;
+  private idleWaiters: (() => void)[] = [];
+  private computations = 0;
+  private changes = 0;
+  private failures = 0;
+  private lastComputeSeconds = 0;
+  /** Per-bucket (not cumulative) counts; the last one is +Inf. */
+  private readonly bucketCounts = new Array<number>(diagnosisComputeBucketsS.length + 1).fill(0);
+  private computeSumSeconds = 0;
+
+  constructor(opts: DiagnosisEngineOptions) {
+    this.opts = opts;
+    this.run = opts.localise ?? localise;
+    this.clockMs = opts.clockMs ?? Date.now;
+    this.monotonicMs = opts.monotonicMs ?? (() => performance.now());
+  }
+
+  /** The current document (the empty healthy one until the first computation). */
+  current(): Diagnosis {
+    return this.doc;
+  }
+
+  /**
+   * Subscribes to document changes; returns the unsubscribe function. The listener runs
+   * synchronously after the computation that changed the document, once per change. Read
+   * `current()` when subscribing for the state so far.
+   */
+  onChange(listener: DiagnosisListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Asks for a recomputation because `reason` changed; coalesced with every other
+   * invalidation until the computation runs (on a later event-loop turn).
+   */
+  invalidate(reason: string): void {
+    if (this.closed) return;
+    this.reasons.add(reason);
+    this.dirty = true;
+    if (!this.running) this.schedule();
+  }
+
+  /**
+   * Computes now, synchronously (at start-up, so the first read is not the empty
+   * document). Anything scheduled is folded into it. Returns the current document.
+   */
+  computeNow(reason = 'start'): Diagnosis {
+    if (this.running) {
+      this.invalidate(reason);
+      return this.doc;
+    }
+    this.reasons.add(reason);
+    this.cancelScheduled();
+    this.compute();
+    this.settle();
+    return this.doc;
+  }
+
+  /** Resolves once nothing is scheduled or running (at once when idle). */
+  idle(): Promise<void> {
+    if (!this.pending()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  stats(): DiagnosisStats {
+    return {
+      computations: this.computations,
+      changes: this.changes,
+      failures: this.failures,
+      lastComputeSeconds: this.lastComputeSeconds,
+      pending: this.pending(),
+    };
+  }
+
+  /**
+   * The `faultline.diagnosis.*` family in the Prometheus text format (OTel name → exposed
+   * name): `faultline.diagnosis.healthy` (0/1), `faultline.diagnosis.hypotheses{kind}` (every
+   * kind, 0 when absent), `faultline.diagnosis.ruled_out{verdict}`,
+   * `faultline.diagnosis.computations`, `.changes`, `.failures` (counters, `_total`), and
+   * `faultline.diagnosis.compute` (unit s, histogram → `faultline_diagnosis_compute_seconds`).
+   */
+  metricsText(): string {
+    const d = this.doc;
+    const byKind = new Map<FaultKind, number>(faultKinds.map((k) => [k, 0]));
+    for (const h of d.hypotheses) byKind.set(h.kind, (byKind.get(h.kind) ?? 0) + 1);
+    const ruledOut = d.ruledOut.filter((r) => r.canBeRuledOut).length;
+    const lines: string[] = [];
+    const family = (name: string, type: string, help: string): void => {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    };
+    family(
+      'faultline_diagnosis_healthy',
+      'gauge',
+      '1 when the diagnosis finds nothing wrong, else 0.',
+    );
+    lines.push(`faultline_diagnosis_healthy ${d.healthy ? 1 : 0}`);
+    family(
+      'faultline_diagnosis_hypotheses',
+      'gauge',
+      'Hypotheses in the current diagnosis, by fault kind.',
+    );
+    for (const [kind, n] of byKind)
+      lines.push(`faultline_diagnosis_hypotheses{kind="${kind}"} ${n}`);
+    family(
+      'faultline_diagnosis_ruled_out',
+      'gauge',
+      'Components in the ruled-out list: ruled out with evidence, or that cannot be ruled out.',
+    );
+    lines.push(
+      `faultline_diagnosis_ruled_out{verdict="ruled_out"} ${ruledOut}`,
+      `faultline_diagnosis_ruled_out{verdict="cannot_be_ruled_out"} ${d.ruledOut.length - ruledOut}`,
+    );
+    family(
+      'faultline_diagnosis_computations_total',
+      'counter',
+      'Localisations run since the collector started.',
+    );
+    lines.push(`faultline_diagnosis_computations_total ${this.computations}`);
+    family(
+      'faultline_diagnosis_changes_total',
+      'counter',
+      'Localisations that changed the diagnosis document.',
+    );
+    lines.push(`faultline_diagnosis_changes_total ${this.changes}`);
+    family(
+      'faultline_diagnosis_failures_total',
+      'counter',
+      'Localisations that failed (the previous diagnosis stayed current).',
+    );
+    lines.push(`faultline_diagnosis_failures_total ${this.failures}`);
+    family('faultline_diagnosis_compute_seconds', 'histogram', 'Time one localisation takes.');
+    let cumulative = 0;
+    for (const [i, n] of this.bucketCounts.entries()) {
+      cumulative += n;
+      const le = diagnosisComputeBucketsS[i];
+      lines.push(
+        `faultline_diagnosis_compute_seconds_bucket{le="${le === undefined ? '+Inf' : String(le)}"} ${cumulative}`,
+      );
+    }
+    lines.push(
+      `faultline_diagnosis_compute_seconds_sum ${this.computeSumSeconds}`,
+      `faultline_diagnosis_compute_seconds_count ${this.computations}`,
+    );
+    return lines.join('\n') + '\n';
+  }
+
+  /** Cancels anything scheduled and stops taking invalidations; idle waiters resolve. */
+  close(): void {
+    this.closed = true;
+    this.dirty = false;
+    this.cancelScheduled();
+    this.settle();
+  }
+
+  private pending(): boolean {
+    return this.scheduled !== undefined || this.running;
+  }
+
+  private schedule(): void {
+    if (this.scheduled !== undefined || this.closed) return;
+    // Spacing of one compute time after the last one ended (see the file comment).
+    const waitMs = this.lastEndMs + this.lastComputeSeconds * 1000 - this.monotonicMs();
+    const fire = (): void => {
+      this.scheduled = undefined;
+      if (this.dirty && !this.closed) this.compute();
+      this.settle();
+    };
+    this.scheduled =
+      this.lastComputeSeconds * 1000 >= minSpacingMs && waitMs > 0
+        ? { kind: 'timeout', handle: setTimeout(fire, Math.ceil(waitMs)) }
+        : { kind: 'immediate', handle: setImmediate(fire) };
+  }
+
+  private cancelScheduled(): void {
+    const s = this.scheduled;
+    if (s === undefined) return;
+    if (s.kind === 'timeout') clearTimeout(s.handle);
+    else clearImmediate(s.handle);
+    this.scheduled = undefined;
+  }
+
+  private compute(): void {
+    this.running = true;
+    this.dirty = false;
+    const reasons = [...this.reasons].sort();
+    this.reasons.clear();
+    const t0 = this.monotonicMs();
+    let next: Diagnosis | undefined;
+    try {
+      next = this.run({ ...this.opts.input(), nowMs: this.clockMs() });
+    } catch (err) {
+      this.failures++;
+      this.opts.log?.error({ err, reasons }, 'localisation failed; keeping the previous diagnosis');
+    }
+    const tookMs = Math.max(0, this.monotonicMs() - t0);
+    this.lastEndMs = t0 + tookMs;
+    this.record(tookMs / 1000);
+    try {
+      if (next !== undefined) this.adopt(next, reasons);
+    } finally {
+      this.running = false;
+    }
+    if (this.dirty && !this.closed) this.schedule();
+  }
+
+  private record(seconds: number): void {
+    this.computations++;
+    this.lastComputeSeconds = seconds;
+    this.computeSumSeconds += seconds;
+    let i = diagnosisComputeBucketsS.findIndex((b) => seconds <= b);
+    if (i < 0) i = diagnosisComputeBucketsS.length;
+    this.bucketCounts[i] = (this.bucketCounts[i] ?? 0) + 1;
+  }
+
+  private adopt(next: Diagnosis, reasons: readonly string[]): void {
+    const key = contentKey(next);
+    const previous = this.doc;
+    this.doc = next;
+    if (key === this.key) return;
+    this.key = key;
+    this.changes++;
+    const change: DiagnosisChange = { previous, current: next, reasons };
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(change);
+      } catch (err) {
+        this.opts.log?.error({ err }, 'a diagnosis subscriber threw');
+      }
+    }
+  }
+
+  private settle(): void {
+    if (this.pending() && !this.closed) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+}
