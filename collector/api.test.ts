@@ -20,6 +20,8 @@ import {
   parseLabels,
 } from './api.js';
 import type { ApiOptions } from './api.js';
+import type { IncidentDetail } from './incidents.js';
+import type { StoredIncident } from './store.js';
 import { localise } from './localise/localise.js';
 import type {
   AgentLiveness,
@@ -79,6 +81,15 @@ const sampleDiagnosis: Diagnosis = localise({
   ],
   nowMs: 1_700_000_004_000,
 });
+
+const sampleIncident: StoredIncident = {
+  id: 7,
+  openedAtMs: 1_700_000_004_000,
+  firstFailureMs: 1_700_000_000_000,
+  kind: 'service_down',
+  summary: 'postgres on db-1 refuses connections',
+  components: ['db-1'],
+};
 
 /** A collector core in memory: per-agentId watermarks, like the real one, and spies. */
 class FakeCore implements CollectorCore {
@@ -145,6 +156,18 @@ class FakeCore implements CollectorCore {
   ]);
 
   readonly diagnosis = vi.fn((): Diagnosis => sampleDiagnosis);
+
+  readonly incidents = vi.fn((_limit: number, _beforeId?: number): StoredIncident[] => [
+    sampleIncident,
+  ]);
+
+  readonly incident = vi.fn((id: number): IncidentDetail | undefined =>
+    id === sampleIncident.id ? { ...sampleIncident, events: [] } : undefined,
+  );
+
+  readonly postmortem = vi.fn((id: number): string | undefined =>
+    id === sampleIncident.id ? '# Postmortem (draft): incident 7\n' : undefined,
+  );
 
   overloaded(): boolean {
     return this.busy;
@@ -637,6 +660,58 @@ describe('collector API (inject)', () => {
       const res = await get('/api/v1/diagnosis');
       expectError(res, 500, 'FL_ERR_INTERNAL', /collector log has the details/);
       expect(res.body).not.toContain('secret internals');
+    });
+
+    it('GET /api/v1/incidents lists them (limit and before passed on); one incident; its postmortem as Markdown', async () => {
+      const list = await get('/api/v1/incidents?limit=5&before=9');
+      expect(list.statusCode).toBe(200);
+      expect(list.json()).toEqual({ incidents: [sampleIncident] });
+      expect(core.incidents).toHaveBeenCalledWith(5, 9);
+      await app.close();
+      const one = await get('/api/v1/incidents/7');
+      expect(one.statusCode).toBe(200);
+      expect(one.json()).toEqual({ ...sampleIncident, events: [] });
+      await app.close();
+      const pm = await get('/api/v1/incidents/7/postmortem');
+      expect(pm.statusCode).toBe(200);
+      expect(pm.headers['content-type']).toBe('text/markdown; charset=utf-8');
+      expect(pm.body).toBe('# Postmortem (draft): incident 7\n');
+    });
+
+    it.each([
+      ['an unknown incident', '/api/v1/incidents/8', 404, 'FL_ERR_NOT_FOUND', /no incident 8/],
+      [
+        'its postmortem',
+        '/api/v1/incidents/8/postmortem',
+        404,
+        'FL_ERR_NOT_FOUND',
+        /no incident 8/,
+      ],
+      [
+        'a bad id',
+        '/api/v1/incidents/1%3B%20drop',
+        400,
+        'FL_ERR_BAD_REQUEST',
+        /invalid incident id "1; drop"/,
+      ],
+      ['id zero', '/api/v1/incidents/0', 400, 'FL_ERR_BAD_REQUEST', /expected a positive integer/],
+      [
+        'a bad limit',
+        '/api/v1/incidents?limit=5000',
+        400,
+        'FL_ERR_BAD_REQUEST',
+        /limit: expected a number of incidents from 1 to 1000/,
+      ],
+      [
+        'an unknown parameter',
+        '/api/v1/incidents?status=open',
+        400,
+        'FL_ERR_BAD_REQUEST',
+        /unknown key "status"/,
+      ],
+    ])('incidents, %s: %i', async (_what, url, status, code, re) => {
+      const res = await get(url);
+      expectError(res, status, code, re);
     });
 
     it('GET /api/v1/agents lists agent liveness', async () => {

@@ -144,6 +144,23 @@ const AgentsQuerySchema = z.object({}).strict();
 
 const DiagnosisQuerySchema = z.object({}).strict();
 
+const incidentIdText = z
+  .string()
+  .regex(/^[1-9][0-9]{0,14}$/, { error: 'expected an incident id (a positive integer)' });
+
+const IncidentsQuerySchema = z
+  .object({
+    limit: z
+      .string()
+      .regex(/^[1-9][0-9]{0,3}$/, { error: 'expected a number of incidents from 1 to 1000' })
+      .refine((v) => Number(v) <= 1000, { error: 'expected a number of incidents from 1 to 1000' })
+      .optional(),
+    before: incidentIdText.optional(),
+  })
+  .strict();
+
+const IncidentParamsSchema = z.object({ id: incidentIdText }).strict();
+
 /** One problem of a request, for the `issues` list of an error body. */
 export interface ApiIssue {
   readonly path: string;
@@ -870,6 +887,48 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
     parseQuery(DiagnosisQuerySchema, request.query);
     void reply.header('cache-control', 'no-cache');
     return core.diagnosis();
+  });
+
+  // Incidents (collector/incidents.ts), newest first; `before` pages back.
+  app.get(known('GET', '/api/v1/incidents'), async (request, reply) => {
+    const q = parseQuery(IncidentsQuerySchema, request.query);
+    void reply.header('cache-control', 'no-cache');
+    return {
+      incidents: core.incidents(
+        q.limit === undefined ? 100 : Number(q.limit),
+        q.before === undefined ? undefined : Number(q.before),
+      ),
+    };
+  });
+
+  const incidentId = (params: unknown): number => {
+    const parsed = IncidentParamsSchema.safeParse(params);
+    if (!parsed.success) {
+      const raw = (params as { id?: unknown } | null)?.id;
+      throw new ApiError(
+        'FL_ERR_BAD_REQUEST',
+        `invalid incident id ${JSON.stringify(String(raw).slice(0, 40))}: expected a positive integer`,
+      );
+    }
+    return Number(parsed.data.id);
+  };
+
+  app.get('/api/v1/incidents/:id', async (request, reply) => {
+    parseQuery(DiagnosisQuerySchema, request.query);
+    const id = incidentId(request.params);
+    const detail = core.incident(id);
+    if (detail === undefined) throw new ApiError('FL_ERR_NOT_FOUND', `no incident ${id}`);
+    void reply.header('cache-control', 'no-cache');
+    return detail;
+  });
+
+  app.get('/api/v1/incidents/:id/postmortem', async (request, reply) => {
+    parseQuery(DiagnosisQuerySchema, request.query);
+    const id = incidentId(request.params);
+    const md = core.postmortem(id);
+    if (md === undefined) throw new ApiError('FL_ERR_NOT_FOUND', `no incident ${id}`);
+    void reply.type('text/markdown; charset=utf-8').header('cache-control', 'no-cache');
+    return md;
   });
 
   app.get(known('GET', '/healthz'), async (request, reply) => {

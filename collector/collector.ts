@@ -8,10 +8,12 @@ import { listenError } from '../lib/listen-error.js';
 import { buildApi } from './api.js';
 import type { CollectorConfig } from './config.js';
 import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
+import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
 import { Ingest } from './ingest.js';
+import { postmortem } from './postmortem.js';
 import { PathMatrix, type AppliedBatch } from './paths.js';
 import { planFor, type KnownAgent } from './plan.js';
-import { Store } from './store.js';
+import { Store, type StoredIncident } from './store.js';
 import type {
   AgentLiveness,
   CollectorCore,
@@ -94,10 +96,14 @@ export class Collector implements CollectorCore {
   readonly ingestor: Ingest;
   /** The current diagnosis; subscribe with `diagnoser.onChange` (alerts, incidents, UI). */
   readonly diagnoser: DiagnosisEngine;
+  /** Incidents, kept in step with the diagnosis. */
+  readonly incidentTracker: IncidentTracker;
   private api: FastifyInstance | undefined;
   private timers: NodeJS.Timeout[] = [];
   private lastCheckpointMs = Date.now();
   private lastPruneMs = 0;
+  /** A diagnosis the incident record could not take yet (store failure): retried. */
+  private incidentPending = false;
   private readonly plans = new Map<string, Plan>();
 
   private constructor(
@@ -118,6 +124,23 @@ export class Collector implements CollectorCore {
       log,
     });
     this.matrix.onChange = (reason) => this.diagnoser.invalidate(reason);
+    this.incidentTracker = new IncidentTracker(this.store);
+    this.diagnoser.onChange(({ current }) => this.trackIncident(current));
+  }
+
+  /**
+   * Records a diagnosis in the incident record. A store failure is logged; the tracker is
+   * unchanged then, and the next change (or upkeep's retry) records it.
+   */
+  private trackIncident(d: Diagnosis): void {
+    try {
+      const u = this.incidentTracker.update(d);
+      this.incidentPending = false;
+      if (u !== undefined) this.log.info({ incident: u.incidentId, event: u.type }, 'incident');
+    } catch (err) {
+      this.incidentPending = true;
+      this.log.error({ err }, 'could not record the diagnosis in the incident record');
+    }
   }
 
   /** Opens the store, rebuilds the path matrix from it and listens. */
@@ -126,6 +149,7 @@ export class Collector implements CollectorCore {
     try {
       c.ingestor.restore();
       c.diagnoser.computeNow('start');
+      c.trackIncident(c.diagnoser.current());
       const tls =
         config.tls === undefined
           ? undefined
@@ -197,6 +221,25 @@ export class Collector implements CollectorCore {
     return this.diagnoser.current();
   }
 
+  incidents(limit: number, beforeId?: number): StoredIncident[] {
+    return this.store.incidents(limit, beforeId);
+  }
+
+  incident(id: number): IncidentDetail | undefined {
+    return incidentDetail(this.store, id);
+  }
+
+  postmortem(id: number): string | undefined {
+    const detail = incidentDetail(this.store, id);
+    if (detail === undefined) return undefined;
+    const endMs = detail.closedAtMs ?? Date.now();
+    // Agents' own views: every state change from shortly before the first failure to the end.
+    const transitions = this.store
+      .transitionsSince(detail.firstFailureMs - 60_000)
+      .filter((t) => t.atMs <= endMs);
+    return postmortem(detail, transitions, Date.now(), this.url());
+  }
+
   overloaded(): boolean {
     return this.ingestor.overloaded();
   }
@@ -237,6 +280,7 @@ export class Collector implements CollectorCore {
 
   private upkeep(): void {
     const now = Date.now();
+    if (this.incidentPending) this.trackIncident(this.diagnoser.current());
     try {
       for (const a of this.ingestor.markSilent(now, this.config.agents.silentAfterMs)) {
         this.log.warn({ agent: a.agent, lastSeenMs: a.lastSeenMs }, 'agent silent');

@@ -406,6 +406,54 @@ describe('the collector keeps the diagnosis current', () => {
     expect(changes.at(-1)?.current.healthy).toBe(true);
   });
 
+  it('a fault opens an incident and recovery closes it: GET /api/v1/incidents, one incident, its postmortem', async () => {
+    const c = await start();
+    const getJson = async (path: string): Promise<unknown> => {
+      const res = await fetch(`${c.url()}${path}`, { signal: AbortSignal.timeout(5_000) });
+      expect(res.status, path).toBe(200);
+      return res.json();
+    };
+    let seq = 0;
+    for (; seq < 3; seq++)
+      for (const a of ['app-1', 'app-2']) await post(c, period(a, seq + 1, 'ok'));
+    for (; seq < 6; seq++)
+      for (const a of ['app-1', 'app-2']) await post(c, period(a, seq + 1, 'tcp_refused'));
+    await pollUntil(
+      'an open incident',
+      async () => {
+        const { incidents } = (await getJson('/api/v1/incidents')) as {
+          incidents: { id: number; closedAtMs?: number; kind: string }[];
+        };
+        return incidents.length === 1 && incidents[0]!.kind === 'service_down';
+      },
+      { timeoutMs: 3_000, intervalMs: 10 },
+    );
+    for (; seq < 9; seq++)
+      for (const a of ['app-1', 'app-2']) await post(c, period(a, seq + 1, 'ok'));
+    const closed = await pollUntil(
+      'the incident closed',
+      async () => {
+        const detail = (await getJson('/api/v1/incidents/1')) as {
+          closedAtMs?: number;
+          events: { type: string }[];
+        };
+        return detail.closedAtMs !== undefined ? detail : undefined;
+      },
+      { timeoutMs: 3_000, intervalMs: 10 },
+    );
+    expect(closed.events[0]?.type).toBe('opened');
+    expect(closed.events.at(-1)?.type).toBe('recovered');
+    const res = await fetch(`${c.url()}/api/v1/incidents/1/postmortem`);
+    expect(res.headers.get('content-type')).toMatch(/^text\/markdown/);
+    const md = await res.text();
+    expect(md).toMatch(/^# Postmortem \(draft\): incident 1 — /);
+    expect(md).toContain('- **Status:** resolved at ');
+    expect(md).toContain('`service_down`');
+    // Both agents' own views of the fault.
+    expect(md).toMatch(/\| app-1 \| 1 \| .* \| tcp_refused \| no \|/);
+    expect(md).toMatch(/\| app-2 \| 1 \| .* \| tcp_refused \| no \|/);
+  });
+
   it('agents going silent recompute the diagnosis (markSilent), and it starts computed after a restart', async () => {
     const c = await start();
     for (let seq = 1; seq <= 3; seq++) {

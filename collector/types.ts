@@ -1,3 +1,5 @@
+import type { IncidentDetail } from './incidents.js';
+import type { StoredIncident } from './store.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import type { FailureClass } from '../wire/result.js';
 import type { Plan } from '../wire/plan.js';
@@ -75,6 +77,12 @@ export interface CollectorCore {
   agents(): AgentLiveness[];
   /** The current diagnosis document (collector/diagnosis.ts keeps it current). */
   diagnosis(): Diagnosis;
+  /** Incidents, newest first; `beforeId` pages back. */
+  incidents(limit: number, beforeId?: number): StoredIncident[];
+  /** One incident with its timeline. */
+  incident(id: number): IncidentDetail | undefined;
+  /** The postmortem draft of an incident (Markdown). */
+  postmortem(id: number): string | undefined;
   /** Whether the collector can take more reports now (backpressure). */
   overloaded(): boolean;
   /** For /healthz: store reachable, counts. */
