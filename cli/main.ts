@@ -5,6 +5,7 @@ import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { exitCodes } from './exit-codes.js';
 import { agentCommand } from './agent.js';
 import { collectorCommand } from './collector.js';
+import { incidentsCommand } from './incidents.js';
 import { probeCommand } from './probe.js';
 import { statusCommand } from './status.js';
 
@@ -22,6 +23,7 @@ async function main(argv: string[]): Promise<number> {
     .command(agentCommand(setCode))
     .command(collectorCommand(setCode))
     .command(statusCommand(setCode))
+    .command(incidentsCommand(setCode))
     .demandCommand(1, 'Name a command: see the list above.')
     .strict()
     .recommendCommands()

@@ -305,6 +305,45 @@ describe('faultline status against a real collector process fed real report batc
     expect(metrics).toContain('faultline_diagnosis_hypotheses{kind="service_down"} 1\n');
   });
 
+  it('faultline incidents lists the open incident, shows its timeline and prints its postmortem; bad ids are clear errors', async () => {
+    const c = collector!;
+    // The fault of the test above opened incident 1 (the tests of this file run in order).
+    await pollUntil('incident 1 recorded', async () => {
+      const { incidents } = await c.get<{ incidents: { id: number }[] }>('/api/v1/incidents');
+      return incidents.length === 1;
+    });
+    const [list, one, pm, json, missing, bad, noId] = await Promise.all([
+      runCli(['incidents', '--collector', c.url]),
+      runCli(['incidents', '1', '--collector', c.url]),
+      runCli(['incidents', '1', '--postmortem', '--collector', c.url]),
+      runCli(['incidents', '--json', '--collector', c.url]),
+      runCli(['incidents', '99', '--collector', c.url]),
+      runCli(['incidents', '0', '--collector', c.url]),
+      runCli(['incidents', '--postmortem', '--collector', c.url]),
+    ]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(
+      /^#1 {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}OPEN for \d+ (s|min) {2}service_down: /,
+    );
+    expect(one.code, one.stderr).toBe(0);
+    expect(one.stdout).toContain('Incident #1: ');
+    // app-1's third refusal alone reads as a blocked path; app-2's makes it service_down.
+    expect(one.stdout, one.stdout).toMatch(
+      /Timeline:\n {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}detected: (path_blocked|service_down) — /,
+    );
+    expect(one.stdout).toContain('service_down — postgres on db-1 is down');
+    expect(pm.code, pm.stderr).toBe(0);
+    expect(pm.stdout).toMatch(/^# Postmortem \(draft\): incident 1 — /);
+    expect(pm.stdout).toContain('- **Status:** ongoing');
+    expect(JSON.parse(json.stdout)).toMatchObject({ incidents: [{ id: 1, kind: 'service_down' }] });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('says: no incident 99');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('incident id: expected a positive integer (actual: 0)');
+    expect(noId.code).toBe(2);
+    expect(noId.stderr).toContain('--postmortem needs an incident id');
+  });
+
   it('fetchDiagnosis says what went wrong: unreachable, a refused token, not a collector, not JSON, an error answer', async () => {
     const port = await freePort();
     const ask = (url: string, tok?: string) => fetchDiagnosis(new URL(url), tok, 2_000);

@@ -1,17 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { CommandModule } from 'yargs';
+import type { Argv, CommandModule } from 'yargs';
 import { defaultCollectorListen, defaultDataDir } from '../collector/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { DiagnosisSchema, type Diagnosis, type Hypothesis } from '../wire/diagnosis.js';
 import { exitCodes } from './exit-codes.js';
 
-interface StatusArgs {
-  collector?: string;
-  token?: string;
-  'data-dir': string;
+interface StatusArgs extends CollectorClientArgs {
   json: boolean;
-  timeout: number;
 }
 
 /** Where `faultline status` asks when not told: the embedded-defaults collector's address. */
@@ -96,22 +92,24 @@ function apiError(text: string): { code: string; message: string } | undefined {
 }
 
 /**
- * GETs `/api/v1/diagnosis` and returns the body text and the parsed JSON. Throws
- * StatusError saying what went wrong and what to do: unreachable, token refused, not a
- * Faultline collector, an error answer.
+ * GETs `path` (relative to the collector's base URL, e.g. `api/v1/incidents`) and returns
+ * the body text. Throws StatusError saying what went wrong and what to do: unreachable,
+ * token refused, not found (with the API's own message when it sent one), an error answer.
  */
-export async function fetchDiagnosis(
+export async function fetchCollector(
   base: URL,
+  path: string,
   token: string | undefined,
   timeoutMs: number,
-): Promise<{ text: string; body: unknown }> {
-  const url = new URL('api/v1/diagnosis', base.href.endsWith('/') ? base.href : `${base.href}/`);
+  accept = 'application/json',
+): Promise<string> {
+  const url = new URL(path, base.href.endsWith('/') ? base.href : `${base.href}/`);
   const where = base.href.replace(/\/$/, '');
   let res: Response;
   try {
     res = await fetch(url, {
       headers: {
-        accept: 'application/json',
+        accept,
         ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
       },
       signal: AbortSignal.timeout(timeoutMs),
@@ -139,8 +137,11 @@ export async function fetchDiagnosis(
     );
   }
   if (res.status === 404) {
+    const e = apiError(text);
     throw new StatusError(
-      `${where} has no /api/v1/diagnosis (404): is it a Faultline collector, and new enough to diagnose?`,
+      e !== undefined && e.code === 'FL_ERR_NOT_FOUND' && !e.message.startsWith('no such endpoint')
+        ? `the collector at ${where} says: ${e.message}`
+        : `${where} has no /${path} (404): is it a Faultline collector, and new enough?`,
     );
   }
   if (res.status !== 200) {
@@ -149,13 +150,34 @@ export async function fetchDiagnosis(
       `the collector at ${where} answered ${res.status}${e ? ` ${e.code}: ${e.message}` : `: ${text.slice(0, 200)}`}`,
     );
   }
+  return text;
+}
+
+/** {@link fetchCollector} for a JSON document: the text and the parsed body. */
+export async function fetchCollectorJson(
+  base: URL,
+  path: string,
+  token: string | undefined,
+  timeoutMs: number,
+): Promise<{ text: string; body: unknown }> {
+  const text = await fetchCollector(base, path, token, timeoutMs);
   try {
     return { text, body: JSON.parse(text) as unknown };
   } catch (err) {
-    throw new StatusError(`the collector at ${where} answered 200 with a body that is not JSON`, {
-      cause: err,
-    });
+    throw new StatusError(
+      `the collector at ${base.href.replace(/\/$/, '')} answered 200 with a body that is not JSON`,
+      { cause: err },
+    );
   }
+}
+
+/** GETs `/api/v1/diagnosis`: see {@link fetchCollector}. */
+export function fetchDiagnosis(
+  base: URL,
+  token: string | undefined,
+  timeoutMs: number,
+): Promise<{ text: string; body: unknown }> {
+  return fetchCollectorJson(base, 'api/v1/diagnosis', token, timeoutMs);
 }
 
 /** Formatting options of {@link formatStatus}. */
@@ -260,50 +282,73 @@ export function formatStatus(d: Diagnosis, opts: FormatOptions): string {
   return lines.join('\n') + '\n';
 }
 
+/** The flags every command that asks the collector takes. */
+export interface CollectorClientArgs {
+  collector?: string;
+  token?: string;
+  'data-dir': string;
+  timeout: number;
+}
+
+/** Adds --collector, --token, --data-dir and --timeout. */
+export function withCollectorClientOptions<T>(y: Argv<T>): Argv<T & CollectorClientArgs> {
+  return y
+    .option('collector', {
+      type: 'string',
+      describe: `Collector base URL (default: FAULTLINE_COLLECTOR, else ${defaultStatusUrl}, where \`faultline collector\` listens on embedded defaults)`,
+    })
+    .option('token', {
+      type: 'string',
+      describe:
+        'Bearer token to send (default: FAULTLINE_TOKEN; for a collector on this host, the agent-token in --data-dir). The read API is open unless a proxy in front asks for one',
+    })
+    .option('data-dir', {
+      type: 'string',
+      default: defaultDataDir,
+      describe: 'Data dir of a collector on embedded defaults, for its agent-token',
+    })
+    .option('timeout', {
+      type: 'number',
+      default: 5000,
+      describe: 'How long to wait for the collector (ms)',
+    });
+}
+
+/** The collector to ask and how, from the flags; a usage error names a bad flag. */
+export function collectorClient(args: CollectorClientArgs): {
+  url: URL;
+  token: string | undefined;
+  timeoutMs: number;
+} {
+  if (!Number.isFinite(args.timeout) || args.timeout < 1) {
+    throw usage(`--timeout: expected milliseconds ≥ 1 (actual: ${String(args.timeout)})`);
+  }
+  const url = parseCollectorUrl(
+    args.collector ?? (process.env.FAULTLINE_COLLECTOR || defaultStatusUrl),
+  );
+  const token = resolveToken({ token: args.token, dataDir: args['data-dir'] }, url);
+  return { url, token, timeoutMs: args.timeout };
+}
+
 /** `faultline status`: the collector's diagnosis in the terminal, or its JSON document. */
 export function statusCommand(setExit: (code: number) => void): CommandModule<object, StatusArgs> {
   return {
     command: 'status',
     describe: "Show the collector's diagnosis: what is broken, since when, and what is ruled out",
     builder: (y) =>
-      y
-        .option('collector', {
-          type: 'string',
-          describe: `Collector base URL (default: FAULTLINE_COLLECTOR, else ${defaultStatusUrl}, where \`faultline collector\` listens on embedded defaults)`,
-        })
-        .option('token', {
-          type: 'string',
-          describe:
-            'Bearer token to send (default: FAULTLINE_TOKEN; for a collector on this host, the agent-token in --data-dir). The read API is open unless a proxy in front asks for one',
-        })
-        .option('data-dir', {
-          type: 'string',
-          default: defaultDataDir,
-          describe: 'Data dir of a collector on embedded defaults, for its agent-token',
-        })
+      withCollectorClientOptions(y)
         .option('json', {
           type: 'boolean',
           default: false,
           describe: 'Print the API document (GET /api/v1/diagnosis) as JSON',
         })
-        .option('timeout', {
-          type: 'number',
-          default: 5000,
-          describe: 'How long to wait for the collector (ms)',
-        })
         .example('$0 status', 'Ask the collector on this host (npm start)')
         .example('$0 status --collector https://collector:7070 --json', 'The document, for jq'),
     handler: async (args) => {
-      if (!Number.isFinite(args.timeout) || args.timeout < 1) {
-        throw usage(`--timeout: expected milliseconds ≥ 1 (actual: ${String(args.timeout)})`);
-      }
-      const url = parseCollectorUrl(
-        args.collector ?? (process.env.FAULTLINE_COLLECTOR || defaultStatusUrl),
-      );
-      const token = resolveToken({ token: args.token, dataDir: args['data-dir'] }, url);
+      const { url, token, timeoutMs } = collectorClient(args);
       let answer: { text: string; body: unknown };
       try {
-        answer = await fetchDiagnosis(url, token, args.timeout);
+        answer = await fetchDiagnosis(url, token, timeoutMs);
       } catch (err) {
         if (!(err instanceof StatusError)) throw err;
         process.stderr.write(`faultline: ${err.message}\n`);
