@@ -112,6 +112,9 @@ export function collectorCommand(
         `Faultline collector on ${url}`,
         `  path matrix: ${url}/api/v1/paths`,
         `  agents:      ${url}/api/v1/agents`,
+        `  diagnosis:   ${url}/api/v1/diagnosis  (in the terminal: faultline status)`,
+        `  incidents:   ${url}/api/v1/incidents  (faultline incidents)`,
+        `  metrics:     ${url}/metrics`,
       ];
       if (token?.created === true) {
         lines.push(`  agent token (shown once; kept in ${token.file}): ${token.token}`);
