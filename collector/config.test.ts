@@ -275,6 +275,13 @@ describe('valid collector configs', () => {
       diagnosis: { debounce: 3 },
       limits: { maxReportBytes: 8 * 1024 * 1024, maxResultsPerBatch: 50_000 },
       inventory: { components: [] },
+      alerts: {
+        holdForMs: 0,
+        refireHoldForMs: 30_000,
+        resendEveryMs: 60_000,
+        labels: {},
+        sinks: [],
+      },
     } satisfies CollectorConfig);
     expect(Object.isFrozen(cfg.tokens[0])).toBe(true);
   });
@@ -339,6 +346,141 @@ describe('valid collector configs', () => {
     const cfg = parseCollectorConfig(`dataDir: ${dir}\n${tokens}`, 'c.yaml');
     expect(cfg.dataDir).toBe(dir);
     expect(existsSync(dir)).toBe(false);
+  });
+});
+
+describe('alerts', () => {
+  it('reads every sink type, with defaults, names and secrets from a file', () => {
+    const dir = tempDir();
+    const secretFile = join(dir, 'webhook.secret');
+    writeFileSync(secretFile, '  0123456789abcdef-from-file\n');
+    const cfg = parseCollectorConfig(
+      [
+        tokens.trimEnd(),
+        'alerts:',
+        '  holdFor: 20s',
+        '  resendEvery: 30s',
+        '  externalUrl: https://faultline.example.com',
+        '  runbookUrl: https://wiki.example.com/faultline/{kind}',
+        '  labels: { cluster: prod }',
+        '  sinks:',
+        '    - type: alertmanager',
+        '      urls: [http://am-1:9093, "http://am-2:9093/prefix"]',
+        '    - type: webhook',
+        '      url: https://hooks.example.com/faultline',
+        `      secretFile: ${secretFile}`,
+        '    - type: webhook',
+        '      name: slack',
+        '      url: https://hooks.slack.com/services/T/B/X',
+        '      format: slack',
+        '      timeout: 2s',
+      ].join('\n'),
+      'collector.yaml',
+    );
+    expect(cfg.alerts).toEqual({
+      holdForMs: 20_000,
+      refireHoldForMs: 30_000,
+      resendEveryMs: 30_000,
+      externalUrl: 'https://faultline.example.com',
+      runbookUrl: 'https://wiki.example.com/faultline/{kind}',
+      labels: { cluster: 'prod' },
+      sinks: [
+        {
+          type: 'alertmanager',
+          name: 'alertmanager',
+          urls: ['http://am-1:9093', 'http://am-2:9093/prefix'],
+          timeoutMs: 10_000,
+        },
+        {
+          type: 'webhook',
+          name: 'webhook',
+          url: 'https://hooks.example.com/faultline',
+          secret: '0123456789abcdef-from-file',
+          format: 'json',
+          timeoutMs: 10_000,
+        },
+        {
+          type: 'webhook',
+          name: 'slack',
+          url: 'https://hooks.slack.com/services/T/B/X',
+          format: 'slack',
+          timeoutMs: 2_000,
+        },
+      ],
+    });
+    expect(Object.isFrozen(cfg.alerts.sinks[0])).toBe(true);
+  });
+
+  it('refuses bad values with file:line:col, the path and what was expected', () => {
+    const text = [
+      tokens.trimEnd(),
+      'alerts:',
+      '  holdFor: 1 minute',
+      '  resendEvery: 10',
+      '  runbookUrl: https://wiki/x/{kid}',
+      '  externalUrl: ftp//x',
+      '  labels: { severity: high }',
+      '  sinks:',
+      '    - type: pagerduty',
+      '    - type: alertmanager',
+      '      urls: []',
+      '    - type: alertmanager',
+      '      urls: [nope]',
+      '      tmeout: 1s',
+      '    - type: webhook',
+      '      url: http://x/',
+      '      secret: short',
+      '    - type: webhook',
+      '      name: files',
+      '      url: http://x/',
+      '      secretFile: /nonexistent/faultline/webhook.secret',
+      '    - type: webhook',
+      '      name: both',
+      '      url: http://x/',
+      '      secret: 0123456789abcdef0',
+      '      secretFile: /etc/hostname',
+      '      format: teams',
+      '    - { url: "http://x/" }',
+      '    - type: webhook',
+      '      url: http://y/',
+      '      secret: 0123456789abcdef0',
+      '    - 42',
+    ].join('\n');
+    expect(refusal(text).split('\n')).toEqual([
+      'collector.yaml:4:12: alerts.holdFor: expected a duration: milliseconds, or a number with ms, s, m or h (e.g. "500ms", "15s", "2m") (actual: "1 minute")',
+      'collector.yaml:5:16: alerts.resendEvery: expected at least 1s; a bare number is milliseconds (write "15s") (actual: 10)',
+      'collector.yaml:6:15: alerts.runbookUrl: unknown placeholder {kid}: expected {kind} or {alertname} (actual: "https://wiki/x/{kid}")',
+      'collector.yaml:7:16: alerts.externalUrl: expected an http(s) URL such as "http://127.0.0.1:9093" (actual: "ftp//x")',
+      'collector.yaml:8:13: alerts.labels.severity: reserved label name: Faultline sets agent, target, kind, class, phase, instance, job, le, alertname, component, severity itself',
+      'collector.yaml:10:13: alerts.sinks[0].type: unknown sink type: expected one of: alertmanager, webhook (actual: "pagerduty")',
+      'collector.yaml:12:13: alerts.sinks[1].urls: expected at least one Alertmanager URL (actual: [])',
+      'collector.yaml:14:14: alerts.sinks[2].urls[0]: expected an http(s) URL such as "http://127.0.0.1:9093" (actual: "nope")',
+      'collector.yaml:15:7: alerts.sinks[2].tmeout: unknown key "tmeout" (did you mean "timeout"?)',
+      'collector.yaml:18:15: alerts.sinks[3].secret: expected at least 16 characters (has 5; the value is never shown)',
+      'collector.yaml:22:19: alerts.sinks[4].secretFile: cannot read the secret file: ENOENT (no such file or directory) (actual: "/nonexistent/faultline/webhook.secret")',
+      'collector.yaml:28:15: alerts.sinks[5].format: expected one of: json, slack (actual: "teams")',
+      'collector.yaml:29:7: alerts.sinks[6]: missing required key "type": expected one of: alertmanager, webhook',
+      'collector.yaml:30:7: alerts.sinks[7]: duplicate sink name "webhook" (the name defaults to the type: give each a name) (first used at collector.yaml:16:7)',
+      'collector.yaml:33:7: alerts.sinks[8]: expected a mapping (actual: 42)',
+    ]);
+  });
+
+  it('refuses secret and secretFile together, never showing the secret', () => {
+    const message = refusal(
+      [
+        tokens.trimEnd(),
+        'alerts:',
+        '  sinks:',
+        '    - type: webhook',
+        '      url: http://x/',
+        '      secret: 0123456789abcdef-very-secret',
+        '      secretFile: /etc/hostname',
+      ].join('\n'),
+    );
+    expect(message).toBe(
+      'collector.yaml:8:7: alerts.sinks[0].secretFile: secret and secretFile are mutually exclusive: keep one',
+    );
+    expect(message).not.toContain('very-secret');
   });
 });
 
@@ -426,6 +568,11 @@ describe('the example', () => {
     ]);
     for (const c of cfg.inventory.components) expect(knownRoles).toContain(c.role);
     expect(cfg.probes).toMatchObject({ intervalMs: 1000, timeoutMs: 800, mesh: true });
+    expect(cfg.alerts).toMatchObject({
+      resendEveryMs: 60_000,
+      labels: { cluster: 'prod' },
+      sinks: [{ type: 'alertmanager', name: 'alertmanager' }],
+    });
   });
 
   it('points editors at the committed JSON Schema', () => {

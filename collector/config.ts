@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import {
+  addNestedIssues,
   configErrorMap,
   deepFreeze,
   errnoText,
@@ -25,6 +26,7 @@ import {
   isRecord,
   kindOptionsJsonSchema,
   labelsField,
+  nestedParse,
   optionsSlot,
   parseListen,
   perKindOptionsField,
@@ -36,6 +38,9 @@ import { probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeKind } from '../probes/registry.js';
 import { parseTarget } from '../probes/target.js';
 import { protocolProbe } from './plan.js';
+import { httpUrlField, isHttpUrl } from './sinks/http.js';
+import { sinkDefinition, sinkRegistry, sinkTypes } from './sinks/registry.js';
+import type { SinkConfig, SinkType } from './sinks/registry.js';
 
 /**
  * The collector's YAML configuration (`faultline collector --config collector.yaml`): where
@@ -168,6 +173,24 @@ export interface CollectorConfig {
     readonly maxResultsPerBatch: number;
   };
   readonly inventory: { readonly components: readonly ComponentConfig[] };
+  readonly alerts: AlertsConfig;
+}
+
+/** The `alerts:` section: when alerts fire, what they say, where they go (collector/alerts.ts). */
+export interface AlertsConfig {
+  /** A hypothesis must hold this long before its alert fires. */
+  readonly holdForMs: number;
+  /** Within an hour of its resolve, an alert must hold this long (at least holdFor) to fire again. */
+  readonly refireHoldForMs: number;
+  /** Firing alerts are sent again this often (endsAt = 4 periods ahead). */
+  readonly resendEveryMs: number;
+  /** Base URL people reach the collector at: alerts link back to it. */
+  readonly externalUrl?: string;
+  /** Runbook link template; `{kind}` and `{alertname}` are filled in. */
+  readonly runbookUrl?: string;
+  /** Extra labels on every alert (cluster, env…). */
+  readonly labels: Readonly<Record<string, string>>;
+  readonly sinks: readonly SinkConfig[];
 }
 
 const listenHelp = 'expected host:port such as "127.0.0.1:7070" (IPv6 in brackets: "[::1]:7070")';
@@ -339,6 +362,64 @@ const componentSchema = z
   })
   .strict();
 
+/** Labels the alert engine sets itself. */
+const alertLabelNames = ['alertname', 'component', 'severity'] as const;
+const runbookPlaceholders = ['kind', 'alertname'] as const;
+
+// Each sink entry is checked by its own type's schema in resolveAlerts (so an unknown key
+// gets a "did you mean" from that type's keys); the JSON Schema shows the union instead.
+const sinkSlot = z.record(z.string(), z.unknown());
+const sinkUnion = z.discriminatedUnion(
+  'type',
+  sinkTypes.map((t) => sinkRegistry[t].schema) as unknown as [
+    (typeof sinkRegistry)[SinkType]['schema'],
+    ...(typeof sinkRegistry)[SinkType]['schema'][],
+  ],
+);
+
+const alertsSchema = z
+  .object({
+    holdFor: durationField(0)
+      .prefault('0s')
+      .describe(
+        'A hypothesis must hold this long (beyond the probe debounce) before its alert fires.',
+      ),
+    refireHoldFor: durationField(0)
+      .prefault('30s')
+      .describe(
+        'Within an hour of being resolved, an alert must hold this long (and at least holdFor) to fire again: one bad probe does not re-fire it.',
+      ),
+    resendEvery: durationField(1000)
+      .prefault('1m')
+      .describe(
+        'Firing alerts are sent again this often, with endsAt 4 periods ahead: Alertmanager keeps them while the fault lasts, and lets them lapse if every collector stops.',
+      ),
+    externalUrl: httpUrlField()
+      .optional()
+      .describe(
+        'URL people reach this collector at (e.g. https://faultline.example.com): alerts link back to it.',
+      ),
+    runbookUrl: z
+      .string()
+      .optional()
+      .describe(
+        'Runbook link of every alert (annotation runbook_url); {kind} and {alertname} are filled in, e.g. https://wiki.example.com/faultline/{kind}.',
+      ),
+    labels: labelsField([...alertLabelNames])
+      .prefault({})
+      .describe(
+        'Extra labels on every alert, e.g. {cluster: prod}. Give both collectors of an HA pair the same, so Alertmanager sees one alert.',
+      ),
+    sinks: z
+      .array(sinkSlot)
+      .prefault([])
+      .describe(
+        `Where alerts go; each with type: ${sinkTypes.join(', ')}. A sink that is down never holds up the others.`,
+      ),
+  })
+  .strict()
+  .describe('Alerts with root-cause hints: when they fire and where they are sent.');
+
 const CollectorConfigInput = z
   .object({
     listen: listenSchema.prefault(defaultCollectorListen),
@@ -393,6 +474,7 @@ const CollectorConfigInput = z
       .strict()
       .prefault({})
       .describe('What the system is made of: the plans are made from it.'),
+    alerts: alertsSchema.prefault({}),
   })
   .strict()
   .meta({ title: 'Faultline collector configuration' });
@@ -724,6 +806,86 @@ function resolveServices(
   return services;
 }
 
+function resolveAlerts(raw: unknown, ctx: IssueSink | undefined, report: Report): AlertsConfig {
+  const a: Record<string, unknown> = isRecord(raw) ? raw : {};
+  const at = (...rest: PropertyKey[]): PropertyKey[] => ['alerts', ...rest];
+  let runbookUrl: string | undefined;
+  if (typeof a.runbookUrl === 'string') {
+    const unknown = [...a.runbookUrl.matchAll(/\{([^{}]*)\}/g)]
+      .map((m) => m[1] ?? '')
+      .filter((name) => !(runbookPlaceholders as readonly string[]).includes(name));
+    let filled = a.runbookUrl;
+    for (const p of runbookPlaceholders) filled = filled.replaceAll(`{${p}}`, 'x');
+    if (unknown.length > 0) {
+      report(
+        at('runbookUrl'),
+        `unknown placeholder {${unknown[0]}}: expected ${runbookPlaceholders.map((p) => `{${p}}`).join(' or ')}`,
+        a.runbookUrl,
+      );
+    } else if (!isHttpUrl(filled)) {
+      report(
+        at('runbookUrl'),
+        'expected an http(s) URL such as "https://wiki.example.com/faultline/{kind}"',
+        a.runbookUrl,
+      );
+    } else runbookUrl = a.runbookUrl;
+  }
+
+  const sinks: SinkConfig[] = [];
+  const list: unknown[] = Array.isArray(a.sinks) ? a.sinks : [];
+  const firstByName = new Map<string, number>();
+  list.forEach((entry: unknown, i) => {
+    if (!isRecord(entry)) return;
+    const typeHelp = `expected one of: ${sinkTypes.join(', ')}`;
+    if (entry.type === undefined) {
+      report(at('sinks', i), `missing required key "type": ${typeHelp}`);
+      return;
+    }
+    if (!(sinkTypes as unknown[]).includes(entry.type)) {
+      report(at('sinks', i, 'type'), `unknown sink type: ${typeHelp}`, entry.type);
+      return;
+    }
+    const type = entry.type as SinkType;
+    const definition = sinkDefinition(type);
+    const parsed = definition.schema.safeParse(entry, nestedParse);
+    if (!parsed.success) {
+      if (ctx !== undefined)
+        addNestedIssues(ctx, parsed.error.issues, at('sinks', i), definition.schema);
+      return;
+    }
+    const written = typeof entry.name === 'string';
+    const name = written ? (entry.name as string) : type;
+    const first = firstByName.get(name);
+    if (first !== undefined) {
+      const hint = written ? '' : ' (the name defaults to the type: give each a name)';
+      const nameAt = (j: number): PropertyKey[] => {
+        const e = list[j];
+        return isRecord(e) && e.name !== undefined ? at('sinks', j, 'name') : at('sinks', j);
+      };
+      report(nameAt(i), `duplicate sink name ${JSON.stringify(name)}${hint}`, undefined, {
+        related: { path: nameAt(first), label: 'first used' },
+      });
+      return;
+    }
+    firstByName.set(name, i);
+    const resolved = definition.resolve(parsed.data, name, (path, message, input, params) =>
+      report(at('sinks', i, ...path), message, input, params),
+    );
+    if (resolved !== undefined) sinks.push(resolved as SinkConfig);
+  });
+
+  const labels = isRecord(a.labels) ? (a.labels as Record<string, string>) : {};
+  return {
+    holdForMs: asNumber(a.holdFor) ?? 0,
+    refireHoldForMs: asNumber(a.refireHoldFor) ?? 0,
+    resendEveryMs: asNumber(a.resendEvery) ?? 0,
+    ...(typeof a.externalUrl === 'string' ? { externalUrl: a.externalUrl } : {}),
+    ...(runbookUrl === undefined ? {} : { runbookUrl }),
+    labels,
+    sinks,
+  };
+}
+
 function resolveComponents(
   list: unknown,
   kindDefaults: KindDefaults,
@@ -880,6 +1042,7 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
       maxResultsPerBatch: asNumber(limits.maxResultsPerBatch) ?? 0,
     },
     inventory: { components },
+    alerts: resolveAlerts(cfg.alerts, ctx, report),
   };
 }
 
@@ -956,6 +1119,14 @@ export function collectorJsonSchema(): Record<string, unknown> {
     override: ({ zodSchema, jsonSchema }) => {
       const json = jsonSchema as Record<string, unknown>;
       fillOptionsSlot(zodSchema, json);
+      if (zodSchema === sinkSlot) {
+        for (const key of Object.keys(json)) if (key !== 'description') delete json[key];
+        const { $schema: _, ...union } = z.toJSONSchema(sinkUnion, {
+          io: 'input',
+          unrepresentable: 'any',
+        }) as Record<string, unknown>;
+        Object.assign(json, union);
+      }
       if (zodSchema === tokenSchema) {
         json.oneOf = [{ required: ['token'] }, { required: ['tokenFile'] }];
       }

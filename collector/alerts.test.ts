@@ -1,0 +1,399 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
+import {
+  AlertEngine,
+  alertName,
+  alertSeverity,
+  endsAtResends,
+  flapMemoryMs,
+  labelsFingerprint,
+} from './alerts.js';
+import type { AlertContext } from './alerts.js';
+import type { AlertsConfig } from './config.js';
+import type { AlertBatch, AlertNotice, DeliveryTarget, SendOutcome } from './sinks/types.js';
+
+const tempDirs: string[] = [];
+afterAll(() => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'faultline-alerts-'));
+  tempDirs.push(dir);
+  return dir;
+}
+
+function hypothesis(over: Partial<Hypothesis> = {}): Hypothesis {
+  return {
+    kind: 'network_partition',
+    confidence: 0.9,
+    summary: 'network partition between {app-1} and {db-1, db-2}, all behind switch sw-2',
+    components: ['db-2', 'db-1'],
+    groups: [{ members: ['app-1'] }, { name: 'switch=sw-2', members: ['db-1', 'db-2'] }],
+    cutLabel: { key: 'switch', values: ['sw-2'] },
+    evidence: {
+      counts: { tcp_timeout: 4, icmp_timeout: 2 },
+      examples: ['app-1 → db-1/icmp: icmp_timeout'],
+    },
+    since: 1_000,
+    ...over,
+  };
+}
+
+function diagnosis(...hypotheses: Hypothesis[]): Diagnosis {
+  return {
+    healthy: hypotheses.length === 0,
+    hypotheses,
+    ruledOut: [],
+    computedAtMs: 0,
+  };
+}
+
+const faulty = diagnosis(hypothesis());
+const healthy = diagnosis();
+const ctx: AlertContext = {
+  roles: { 'app-1': 'api', 'db-1': 'database', 'db-2': 'database', 'web-1': 'web', 'x-1': 'other' },
+  totalPaths: 100,
+};
+
+const config: AlertsConfig = {
+  holdForMs: 10_000,
+  refireHoldForMs: 30_000,
+  resendEveryMs: 60_000,
+  labels: {},
+  sinks: [],
+};
+
+/** A target that records what it is given and accepts it. */
+function recorder(mode: 'state' | 'notify'): DeliveryTarget & { got: AlertNotice[][] } {
+  const got: AlertNotice[][] = [];
+  return {
+    name: mode,
+    type: mode,
+    mode,
+    got,
+    encode: (alerts: readonly AlertNotice[], _batch: AlertBatch) => JSON.stringify(alerts),
+    send: async (body: string): Promise<SendOutcome> => {
+      got.push(JSON.parse(body) as AlertNotice[]);
+      return { status: 'success' };
+    },
+  };
+}
+
+const engines: AlertEngine[] = [];
+afterEach(async () => {
+  for (const e of engines.splice(0)) await e.close(100);
+});
+
+function setup(cfg: Partial<AlertsConfig> = {}) {
+  const state = recorder('state');
+  const notify = recorder('notify');
+  const engine = new AlertEngine({
+    config: { ...config, ...cfg },
+    dataDir: tempDir(),
+    targets: [state, notify],
+    tickMs: 0,
+  });
+  engines.push(engine);
+  /** What each target got since the last call, flattened, as `status:severity`. */
+  const drain = async (): Promise<{ state: AlertNotice[]; notify: AlertNotice[] }> => {
+    await engine.idle();
+    return { state: state.got.splice(0).flat(), notify: notify.got.splice(0).flat() };
+  };
+  return { engine, drain };
+}
+
+const statuses = (alerts: readonly AlertNotice[]): string[] =>
+  alerts.map((a) => `${a.status}:${a.labels.severity}`);
+
+describe('labels', () => {
+  it('are the same for the same hypothesis on any collector, and name kind, components, cut and severity', async () => {
+    const { engine } = setup({ holdForMs: 0, labels: { cluster: 'prod' } });
+    engine.update(faulty, 5_000, ctx);
+    const [view] = engine.alerts();
+    expect(view?.labels).toEqual({
+      cluster: 'prod',
+      alertname: 'FaultlineNetworkPartition',
+      kind: 'network_partition',
+      component: 'db-1,db-2',
+      cut_switch: 'sw-2',
+      severity: 'critical',
+    });
+    expect(view?.fingerprint).toBe(labelsFingerprint({ ...view?.labels }));
+    // Key order does not matter; any value does.
+    expect(labelsFingerprint({ b: '1', a: '2' })).toBe(labelsFingerprint({ a: '2', b: '1' }));
+    expect(labelsFingerprint({ a: '1' })).not.toBe(labelsFingerprint({ a: '2' }));
+    expect(alertName('service_unresponsive')).toBe('FaultlineServiceUnresponsive');
+  });
+
+  const severityCases: { what: string; h: Partial<Hypothesis>; severity: string }[] = [
+    { what: 'a database among the components', h: {}, severity: 'critical' },
+    { what: 'an api host, few paths', h: { components: ['app-1'] }, severity: 'warning' },
+    { what: 'a role without weight, few paths', h: { components: ['x-1'] }, severity: 'info' },
+    {
+      what: 'a role without weight, 10% of paths',
+      h: { components: ['x-1'], evidence: { counts: { tcp_timeout: 10, ok: 50 }, examples: [] } },
+      severity: 'warning',
+    },
+    {
+      what: 'any role, half the paths',
+      h: { components: ['x-1'], evidence: { counts: { tcp_timeout: 50 }, examples: [] } },
+      severity: 'critical',
+    },
+    {
+      what: 'a silent agent, even on a database host',
+      h: { kind: 'agent_silent' as const, components: ['db-1'] },
+      severity: 'warning',
+    },
+    { what: 'an unknown component', h: { components: ['nobody'] }, severity: 'info' },
+  ];
+  it.each(severityCases)('severity: $what → $severity', ({ h, severity }) => {
+    expect(alertSeverity(hypothesis(h), ctx)).toBe(severity);
+  });
+
+  it('puts the hint first, and the evidence, ruled-out list, runbook and links in the annotations', async () => {
+    const { engine } = setup({
+      holdForMs: 0,
+      externalUrl: 'https://faultline.example.com/base/',
+      runbookUrl: 'https://wiki.example.com/{alertname}?kind={kind}',
+    });
+    const d: Diagnosis = {
+      ...faulty,
+      ruledOut: [
+        { component: 'db-1', canBeRuledOut: true, reason: 'db-1: postgres answers on its side' },
+        {
+          component: 'app-1',
+          canBeRuledOut: false,
+          reason: 'app-1: cannot be ruled out — no agent',
+        },
+      ],
+    };
+    engine.update(d, 5_000, { ...ctx, incidentOf: () => ({ id: '7' }) });
+    const [view] = engine.alerts();
+    const a = view?.annotations ?? {};
+    expect(a.summary).toBe(
+      'Network partition between {app-1} and {db-1, db-2}, all behind switch sw-2 — ruled out: db-1',
+    );
+    expect(a.description?.split('\n')).toEqual([
+      'Most likely (confidence 90%): network partition between {app-1} and {db-1, db-2}, all behind switch sw-2.',
+      'Since 1970-01-01T00:00:01.000Z.',
+      'Cut: switch sw-2.',
+      'Groups: {app-1}; switch=sw-2 {db-1, db-2}.',
+      'Evidence: 6 failing paths of 100 (6%): tcp_timeout 4, icmp_timeout 2.',
+      '  e.g. app-1 → db-1/icmp: icmp_timeout',
+      'Ruled out:',
+      '  - db-1: postgres answers on its side',
+      'Cannot be ruled out:',
+      '  - app-1: cannot be ruled out — no agent',
+    ]);
+    expect(a.ruled_out).toBe('db-1');
+    expect(a.runbook_url).toBe(
+      'https://wiki.example.com/FaultlineNetworkPartition?kind=network_partition',
+    );
+    expect(a.incident_id).toBe('7');
+  });
+});
+
+describe('flap control (injected clock)', () => {
+  it('fires only once the hypothesis held for holdFor; a gap starts the wait again', async () => {
+    const { engine, drain } = setup();
+    engine.update(faulty, 0, ctx);
+    engine.tick(9_999);
+    expect((await drain()).state).toEqual([]);
+    expect(engine.alerts().map((a) => a.phase)).toEqual(['pending']);
+    // Gone for one diagnosis: the hold starts over.
+    engine.update(healthy, 9_999, ctx);
+    engine.update(faulty, 10_000, ctx);
+    engine.tick(19_999);
+    expect((await drain()).state).toEqual([]);
+    engine.tick(20_000);
+    const got = await drain();
+    expect(statuses(got.state)).toEqual(['firing:critical']);
+    expect(statuses(got.notify)).toEqual(['firing:critical']);
+    expect(got.state[0]?.endsAtMs).toBe(20_000 + endsAtResends * 60_000);
+    // startsAt is when the fault began, the same on every collector.
+    expect(got.state[0]?.startsAtMs).toBe(1_000);
+  });
+
+  it('re-sends a firing alert every resendEvery to Alertmanager only, with endsAt moving ahead', async () => {
+    const { engine, drain } = setup({ holdForMs: 0 });
+    engine.update(faulty, 0, ctx);
+    await drain();
+    engine.tick(59_999);
+    expect((await drain()).state).toEqual([]);
+    engine.tick(60_000);
+    const got = await drain();
+    expect(got.state.map((a) => [a.status, a.endsAtMs])).toEqual([
+      ['firing', 60_000 + endsAtResends * 60_000],
+    ]);
+    expect(got.notify).toEqual([]);
+  });
+
+  it('resolves with endsAt = now when the hypothesis disappears; one bad probe after that does not re-fire it', async () => {
+    const { engine, drain } = setup({ holdForMs: 0 });
+    engine.update(faulty, 0, ctx);
+    await drain();
+    engine.update(healthy, 5_000, ctx);
+    let got = await drain();
+    expect(got.state.map((a) => [a.status, a.endsAtMs])).toEqual([['resolved', 5_000]]);
+    expect(statuses(got.notify)).toEqual(['resolved:critical']);
+    // A single bad probe: back for one diagnosis, gone at the next.
+    engine.update(faulty, 6_000, ctx);
+    engine.update(healthy, 7_000, ctx);
+    expect(await drain()).toEqual({ state: [], notify: [] });
+    // A fault that comes back for good fires again after refireHoldFor.
+    engine.update(faulty, 8_000, ctx);
+    engine.tick(37_999);
+    expect((await drain()).state).toEqual([]);
+    engine.tick(38_000);
+    got = await drain();
+    expect(statuses(got.notify)).toEqual(['firing:critical']);
+    // An hour after the resolve it is a new fault: holdFor (0 here) alone applies.
+    engine.update(healthy, 40_000, ctx);
+    await drain();
+    engine.update(faulty, 40_000 + flapMemoryMs, ctx);
+    expect(statuses((await drain()).notify)).toEqual(['firing:critical']);
+  });
+
+  it('a change of severity resolves the old label set and fires the new one, without a new hold', async () => {
+    const { engine, drain } = setup({ holdForMs: 10_000 });
+    const api = diagnosis(hypothesis({ components: ['app-1'], cutLabel: undefined }));
+    engine.update(api, 0, ctx);
+    engine.tick(10_000);
+    expect(statuses((await drain()).notify)).toEqual(['firing:warning']);
+    const worse = diagnosis(
+      hypothesis({
+        components: ['app-1'],
+        cutLabel: undefined,
+        evidence: { counts: { tcp_timeout: 60 }, examples: [] },
+      }),
+    );
+    engine.update(worse, 11_000, ctx);
+    const got = await drain();
+    expect(statuses(got.notify)).toEqual(['resolved:warning', 'firing:critical']);
+    expect(got.notify[0]?.fingerprint).not.toBe(got.notify[1]?.fingerprint);
+  });
+
+  it('sends a changed text to Alertmanager at once, without a notification', async () => {
+    const { engine, drain } = setup({ holdForMs: 0 });
+    engine.update(faulty, 0, ctx);
+    await drain();
+    const more = diagnosis(
+      hypothesis({ evidence: { counts: { tcp_timeout: 8, icmp_timeout: 4 }, examples: [] } }),
+    );
+    engine.update(more, 1_000, ctx);
+    const got = await drain();
+    expect(got.state).toHaveLength(1);
+    expect(got.state[0]?.annotations.description).toContain('12 failing paths');
+    expect(got.notify).toEqual([]);
+  });
+
+  it('close() resolves nothing: an HA peer keeps the alert, or it lapses at endsAt', async () => {
+    const { engine, drain } = setup({ holdForMs: 0 });
+    engine.update(faulty, 0, ctx);
+    await drain();
+    await engine.close(100);
+    engine.update(healthy, 1_000, ctx);
+    expect(await drain()).toEqual({ state: [], notify: [] });
+  });
+
+  it('counts firing and pending alerts in its metrics', async () => {
+    const { engine } = setup();
+    engine.update(diagnosis(hypothesis(), hypothesis({ components: ['app-1'] })), 0, ctx);
+    engine.tick(10_000);
+    engine.update(
+      diagnosis(
+        hypothesis(),
+        hypothesis({ components: ['app-1'] }),
+        hypothesis({ components: ['web-1'] }),
+      ),
+      10_000,
+      ctx,
+    );
+    await engine.idle();
+    const text = engine.metricsText();
+    expect(text).toContain('faultline_alerts_firing 2\n');
+    expect(text).toContain('faultline_alerts_pending 1\n');
+    expect(text).toContain('# TYPE faultline_alerts_sent_total counter');
+    expect(text).toContain('faultline_alerts_sent_total{sink="state"} 2\n');
+    expect(text).toContain('faultline_alerts_sent_total{sink="notify"} 1\n');
+  });
+});
+
+describe('delivery', () => {
+  it('a refused body (4xx) is dead-lettered at once with the reason; nothing is retried', async () => {
+    const dataDir = tempDir();
+    let calls = 0;
+    const refusing: DeliveryTarget = {
+      name: 'picky',
+      type: 'webhook',
+      mode: 'notify',
+      encode: (alerts) => JSON.stringify({ alerts }),
+      send: async () => {
+        calls++;
+        return { status: 'failure', reason: 'HTTP 400: bad body' };
+      },
+    };
+    const engine = new AlertEngine({
+      config: { ...config, holdForMs: 0 },
+      dataDir,
+      targets: [refusing],
+      tickMs: 0,
+    });
+    engines.push(engine);
+    engine.update(faulty, 0, ctx);
+    await engine.idle();
+    expect(calls).toBe(1);
+    const [line] = readFileSync(join(dataDir, 'alerts-dead-letter.jsonl'), 'utf8')
+      .trim()
+      .split('\n');
+    expect(JSON.parse(line ?? '{}')).toMatchObject({
+      sink: 'picky',
+      reason: 'refused: HTTP 400: bad body',
+      attempts: 1,
+      body: { alerts: [{ status: 'firing' }] },
+    });
+    expect(engine.deliveryStats()[0]).toMatchObject({ failed: 1, retries: 0, deadLetters: 1 });
+  });
+
+  it('while Alertmanager is down, only the newest version of each alert waits; close() dead-letters what is left', async () => {
+    const dataDir = tempDir();
+    const bodies: string[] = [];
+    const down: DeliveryTarget = {
+      name: 'am',
+      type: 'alertmanager',
+      mode: 'state',
+      encode: (alerts) => JSON.stringify(alerts.map((a) => [a.status, a.endsAtMs])),
+      send: async (body, signal) => {
+        bodies.push(body);
+        // Down for good: answers only when the dispatcher stops.
+        await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
+        return { status: 'retryable', reason: 'request failed: ECONNREFUSED' };
+      },
+    };
+    const engine = new AlertEngine({
+      config: { ...config, holdForMs: 0 },
+      dataDir,
+      targets: [down],
+      tickMs: 0,
+    });
+    engines.push(engine);
+    engine.update(faulty, 0, ctx);
+    for (let i = 1; i <= 5; i++) engine.tick(i * 60_000);
+    expect(engine.deliveryStats()[0]?.queued).toBe(2);
+    await engine.close(50);
+    const letters = readFileSync(join(dataDir, 'alerts-dead-letter.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { reason: string; body: unknown });
+    expect(letters.map((l) => l.reason)).toEqual([
+      'collector stopped before delivery; last attempt: request failed: ECONNREFUSED',
+      'collector stopped before delivery',
+    ]);
+    // Five re-sends waited as one: the newest.
+    expect(letters[1]?.body).toEqual([['firing', 5 * 60_000 + endsAtResends * 60_000]]);
+    expect(bodies).toHaveLength(1);
+  });
+});

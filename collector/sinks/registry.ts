@@ -1,0 +1,25 @@
+import { alertmanagerSink } from './alertmanager.js';
+import type { SinkConfigBase, SinkDefinition } from './types.js';
+import { webhookSink } from './webhook.js';
+
+/**
+ * Every alert sink kind, one line each: the config's `alerts.sinks[].type`, its schema, the
+ * docs and the dispatcher all derive from this table. Adding a sink = one file + one line.
+ */
+export const sinkRegistry = {
+  alertmanager: alertmanagerSink,
+  webhook: webhookSink,
+} as const;
+
+export type SinkType = keyof typeof sinkRegistry;
+export const sinkTypes = Object.keys(sinkRegistry) as SinkType[];
+
+/** A resolved `alerts.sinks[]` entry, of any kind. */
+export type SinkConfig = {
+  [K in SinkType]: Parameters<(typeof sinkRegistry)[K]['targets']>[0];
+}[SinkType];
+
+/** The definition of `type`, loosely typed for code that handles every kind alike. */
+export function sinkDefinition(type: SinkType): SinkDefinition<SinkConfigBase> {
+  return sinkRegistry[type];
+}

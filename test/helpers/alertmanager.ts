@@ -1,0 +1,94 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  diesWithParent,
+  freePort,
+  makeServerDir,
+  ManagedServer,
+  type ServerProcess,
+} from './server-process.js';
+
+/** Debian's prometheus-alertmanager. */
+export const alertmanagerBin = '/usr/bin/prometheus-alertmanager';
+
+/** Whether the tests can start an Alertmanager here. */
+export const canRunAlertmanager = existsSync(alertmanagerBin);
+
+/** An alert as `GET /api/v2/alerts` returns it (the fields the tests read). */
+export interface GettableAlert {
+  readonly labels: Record<string, string>;
+  readonly annotations: Record<string, string>;
+  readonly startsAt: string;
+  readonly endsAt: string;
+  readonly generatorURL?: string;
+  readonly fingerprint: string;
+  readonly status: { readonly state: 'active' | 'suppressed' | 'unprocessed' };
+}
+
+/** A throwaway Alertmanager. */
+export interface TestAlertmanager extends ServerProcess {
+  /** Base URL, e.g. http://127.0.0.1:PORT — what an `alertmanager` sink's `urls` takes. */
+  readonly url: string;
+  /** `GET /api/v2/alerts` (active alerts; with `all`, silenced/inhibited/resolved-but-kept too). */
+  alerts(opts?: { readonly all?: boolean }): Promise<GettableAlert[]>;
+}
+
+/**
+ * Starts Debian's Alertmanager on 127.0.0.1 (a free port), clustering off
+ * (`--cluster.listen-address=`), storage in a temp dir, with one route to a receiver that
+ * sends nowhere. Resolves once `/-/ready` answers; end it with `stop()` in afterAll (by PID;
+ * it also dies with the test process).
+ */
+export async function startAlertmanager(): Promise<TestAlertmanager> {
+  const port = await freePort();
+  const dir = makeServerDir('alertmanager');
+  const configFile = join(dir, 'alertmanager.yml');
+  writeFileSync(
+    configFile,
+    [
+      'route:',
+      '  receiver: nowhere',
+      '  group_wait: 1s',
+      '  group_interval: 1s',
+      '  repeat_interval: 1h',
+      'receivers:',
+      '  - name: nowhere',
+      '',
+    ].join('\n'),
+  );
+  const url = `http://127.0.0.1:${port}`;
+  const [command, args] = diesWithParent(alertmanagerBin, [
+    `--config.file=${configFile}`,
+    `--storage.path=${join(dir, 'data')}`,
+    `--web.listen-address=127.0.0.1:${port}`,
+    '--cluster.listen-address=',
+    '--log.level=warn',
+  ]);
+  const server = new ManagedServer('127.0.0.1', port, dir, {
+    name: 'alertmanager',
+    command,
+    args,
+    stopSignal: 'SIGTERM',
+    startTimeoutMs: 20_000,
+    ready: async () => {
+      try {
+        return (await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1000) })).ok;
+      } catch {
+        return false;
+      }
+    },
+  });
+  await server.start();
+  return Object.assign(server, {
+    url,
+    async alerts(opts: { readonly all?: boolean } = {}): Promise<GettableAlert[]> {
+      const query =
+        opts.all === true ? '?active=true&silenced=true&inhibited=true&unprocessed=true' : '';
+      const res = await fetch(`${url}/api/v2/alerts${query}`, {
+        signal: AbortSignal.timeout(5000),
+      });
+      if (!res.ok) throw new Error(`GET /api/v2/alerts: HTTP ${res.status}`);
+      return (await res.json()) as GettableAlert[];
+    },
+  });
+}
