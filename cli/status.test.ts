@@ -9,7 +9,7 @@ import { defaultCollectorListen } from '../collector/config.js';
 import { cliPath, ensureBuilt, runCli } from '../test/helpers/cli.js';
 import { CollectorProcess } from '../test/helpers/collector-process.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
-import { batch, result } from '../test/helpers/report-batches.js';
+import { dbInventoryYaml, dbPeriod } from '../test/helpers/report-batches.js';
 import { diesWithParent, freePort } from '../test/helpers/server-process.js';
 import { DiagnosisSchema, type Diagnosis } from '../wire/diagnosis.js';
 import type { ReportBatch } from '../wire/report.js';
@@ -148,18 +148,8 @@ describe('faultline status: the terminal view', () => {
 const token = 'fleet-token-0123456789abcdef';
 
 /** One period of app-N's probes of db-1: ping answers; postgres's port as `pg`. */
-function period(agent: string, seq: number, pg: FailureClass): ReportBatch {
-  const at = Date.now() - 20_000 + seq * 1000;
-  return batch(seq, {
-    agent,
-    agentId: `agent-${agent}-0001`,
-    labels: { zone: 'a' },
-    results: [
-      { ...result('db-1/icmp', 'ok', seq * 2 - 1, at, 'icmp'), agent },
-      { ...result('db-1/postgres/tcp', pg, seq * 2, at, 'tcp'), agent },
-    ],
-  });
-}
+const period = (agent: string, seq: number, pg: FailureClass): ReportBatch =>
+  dbPeriod(agent, seq, pg, Date.now() - 20_000);
 
 /** A stand-in HTTP server: answers one fixed answer and records the request headers. */
 class StubServer {
@@ -217,15 +207,7 @@ describe('faultline status against a real collector process fed real report batc
         'agents: { reportInterval: 1s, silentAfter: 10m }',
         'tokens:',
         `  - { name: fleet, token: ${token} }`,
-        'inventory:',
-        '  components:',
-        '    - { name: app-1, address: 127.0.0.1, role: api, labels: { zone: a } }',
-        '    - { name: app-2, address: 127.0.0.2, role: api, labels: { zone: a } }',
-        '    - name: db-1',
-        '      address: 127.0.0.3',
-        '      role: database',
-        '      labels: { zone: b }',
-        '      services: [{ name: postgres, kind: postgres }]',
+        ...dbInventoryYaml,
         '',
       ].join('\n'),
     );

@@ -7,6 +7,7 @@ import type { ReportBatch } from '../wire/report.js';
 import { listenError } from '../lib/listen-error.js';
 import { buildApi } from './api.js';
 import type { CollectorConfig } from './config.js';
+import { AlertEngine, type AlertContext } from './alerts.js';
 import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
 import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
 import { Ingest } from './ingest.js';
@@ -98,6 +99,9 @@ export class Collector implements CollectorCore {
   readonly diagnoser: DiagnosisEngine;
   /** Incidents, kept in step with the diagnosis. */
   readonly incidentTracker: IncidentTracker;
+  /** Alerts to Alertmanager and webhooks, kept in step with the diagnosis. */
+  readonly alerting: AlertEngine;
+  private readonly roles: Readonly<Record<string, string>>;
   private api: FastifyInstance | undefined;
   private timers: NodeJS.Timeout[] = [];
   private lastCheckpointMs = Date.now();
@@ -126,6 +130,31 @@ export class Collector implements CollectorCore {
     this.matrix.onChange = (reason) => this.diagnoser.invalidate(reason);
     this.incidentTracker = new IncidentTracker(this.store);
     this.diagnoser.onChange(({ current }) => this.trackIncident(current));
+    this.roles = Object.fromEntries(config.inventory.components.map((c) => [c.name, c.role]));
+    this.alerting = new AlertEngine({
+      config: config.alerts,
+      dataDir: config.dataDir,
+      journal: this.store,
+      log,
+    });
+    // After the incident record: an alert links to the incident it belongs to.
+    this.diagnoser.onChange(({ current }) =>
+      this.alerting.update(current, Date.now(), this.alertContext()),
+    );
+  }
+
+  private alertContext(): AlertContext {
+    const base = (this.config.alerts.externalUrl ?? this.url()).replace(/\/+$/, '');
+    return {
+      roles: this.roles,
+      totalPaths: this.matrix.size,
+      incidentOf: () => {
+        const i = this.incidentTracker.current();
+        return i === undefined
+          ? undefined
+          : { id: String(i.id), url: `${base}/api/v1/incidents/${i.id}` };
+      },
+    };
   }
 
   /**
@@ -150,6 +179,7 @@ export class Collector implements CollectorCore {
       c.ingestor.restore();
       c.diagnoser.computeNow('start');
       c.trackIncident(c.diagnoser.current());
+      c.alerting.update(c.diagnoser.current(), Date.now(), c.alertContext());
       const tls =
         config.tls === undefined
           ? undefined
@@ -246,7 +276,7 @@ export class Collector implements CollectorCore {
 
   /** The collector's own metrics (Prometheus text) for GET /metrics. */
   metricsText(): string {
-    return this.diagnoser.metricsText();
+    return this.diagnoser.metricsText() + this.alerting.metricsText();
   }
 
   health(): { ok: boolean; agents: number; paths: number; detail?: string } {
@@ -271,6 +301,8 @@ export class Collector implements CollectorCore {
       this.api = undefined;
       await api.close();
     }
+    // Before the store closes: pending deliveries are journalled in it.
+    await this.alerting.close();
     try {
       this.ingestor.close();
     } catch (err) {

@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { sumMetric } from '../test/helpers/collector-process.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
-import { batch, result } from '../test/helpers/report-batches.js';
+import { dbInventoryYaml, dbPeriod } from '../test/helpers/report-batches.js';
 import { DiagnosisSchema, faultKinds, type Diagnosis } from '../wire/diagnosis.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { FailureClass } from '../wire/result.js';
@@ -272,18 +272,8 @@ afterAll(() => {
 });
 
 /** One period of app-N's probes of db-1: ping answers; postgres's port as `pg`. */
-function period(agent: string, seq: number, pg: FailureClass): ReportBatch {
-  const at = 1_700_000_000_000 + seq * 1000;
-  return batch(seq, {
-    agent,
-    agentId: `agent-${agent}-0001`,
-    labels: { zone: 'a' },
-    results: [
-      { ...result('db-1/icmp', 'ok', seq * 2 - 1, at, 'icmp'), agent },
-      { ...result('db-1/postgres/tcp', pg, seq * 2, at, 'tcp'), agent },
-    ],
-  });
-}
+const period = (agent: string, seq: number, pg: FailureClass): ReportBatch =>
+  dbPeriod(agent, seq, pg);
 
 describe('the collector keeps the diagnosis current', () => {
   let collector: Collector | undefined;
@@ -301,15 +291,7 @@ describe('the collector keeps the diagnosis current', () => {
         `dataDir: ${dir}`,
         'tokens:',
         `  - { name: fleet, token: ${token} }`,
-        'inventory:',
-        '  components:',
-        '    - { name: app-1, address: 127.0.0.1, role: api, labels: { zone: a } }',
-        '    - { name: app-2, address: 127.0.0.2, role: api, labels: { zone: a } }',
-        '    - name: db-1',
-        '      address: 127.0.0.3',
-        '      role: database',
-        '      labels: { zone: b }',
-        '      services: [{ name: postgres, kind: postgres }]',
+        ...dbInventoryYaml,
       ].join('\n'),
       'collector.yaml',
     );

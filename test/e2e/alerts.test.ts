@@ -5,8 +5,10 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AlertEngine } from '../../collector/alerts.js';
+import { Collector } from '../../collector/collector.js';
 import type { AlertContext } from '../../collector/alerts.js';
 import { parseCollectorConfig } from '../../collector/config.js';
 import type { AlertsConfig } from '../../collector/config.js';
@@ -17,6 +19,8 @@ import type { Diagnosis } from '../../wire/diagnosis.js';
 import { canRunAlertmanager, startAlertmanager } from '../helpers/alertmanager.js';
 import type { GettableAlert, TestAlertmanager } from '../helpers/alertmanager.js';
 import { pollUntil } from '../helpers/poll-until.js';
+import { dbInventoryYaml, dbPeriod } from '../helpers/report-batches.js';
+import type { ReportBatch } from '../../wire/report.js';
 import { freePort } from '../helpers/server-process.js';
 
 /**
@@ -26,6 +30,7 @@ import { freePort } from '../helpers/server-process.js';
  */
 
 const t0 = Date.now();
+const silentLog = pino({ level: 'silent' });
 
 /** The founding incident: switch sw-2 cut off from sw-1; the databases are fine. */
 const partition: Diagnosis = DiagnosisSchema.parse({
@@ -480,3 +485,88 @@ describe.skipIf(!canRunAlertmanager)('alerts into a real Alertmanager', () => {
     });
   });
 });
+
+describe.skipIf(!canRunAlertmanager)(
+  'two collectors fed the same reports alert as one (HA)',
+  () => {
+    const token = 'fleet-token-0123456789abcdef';
+    const collectors: Collector[] = [];
+    afterEach(async () => {
+      for (const c of collectors.splice(0)) await c.stop();
+    });
+
+    async function start(): Promise<Collector> {
+      const config = parseCollectorConfig(
+        [
+          'listen: 127.0.0.1:0',
+          `dataDir: ${tempDir()}`,
+          'tokens:',
+          `  - { name: fleet, token: ${token} }`,
+          'agents: { reportInterval: 1s, silentAfter: 10m }',
+          'alerts:',
+          '  resendEvery: 1s',
+          '  externalUrl: http://faultline.test:7070/',
+          '  labels: { cluster: e2e-ha }',
+          '  sinks:',
+          `    - { type: alertmanager, urls: [${am.url}] }`,
+          ...dbInventoryYaml,
+        ].join('\n'),
+        'collector.yaml',
+      );
+      const c = await Collector.start(config, silentLog);
+      collectors.push(c);
+      return c;
+    }
+
+    async function post(c: Collector, b: ReportBatch): Promise<void> {
+      const res = await fetch(`${c.url()}/api/v1/reports`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(b),
+        signal: AbortSignal.timeout(5_000),
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+    }
+
+    const theirs = async (): Promise<GettableAlert[]> =>
+      (await am.alerts()).filter((a) => a.labels.cluster === 'e2e-ha');
+
+    it('a database refusing connections: ONE alert in Alertmanager with the hint and the incident link; resolved when it heals', async () => {
+      const both = [await start(), await start()];
+      const baseMs = Date.now() - 20_000;
+      const feed = async (from: number, to: number, pg: 'ok' | 'tcp_refused'): Promise<void> => {
+        for (let seq = from; seq <= to; seq++)
+          for (const agent of ['app-1', 'app-2'])
+            for (const c of both) await post(c, dbPeriod(agent, seq, pg, baseMs));
+      };
+      await feed(1, 3, 'ok');
+      await feed(4, 6, 'tcp_refused');
+      const [alert] = await pollUntil(
+        'one service_down alert in Alertmanager',
+        async () => {
+          const list = await theirs();
+          return list.length === 1 && list[0]!.labels.kind === 'service_down' ? list : undefined;
+        },
+        { timeoutMs: 10_000, intervalMs: 100 },
+      );
+      // Both collectors sent it (same labels): Alertmanager holds one.
+      for (const c of both) expect(c.alerting.deliveryStats().every((s) => s.sent >= 1)).toBe(true);
+      expect(alert!.labels).toMatchObject({
+        alertname: 'FaultlineServiceDown',
+        kind: 'service_down',
+        component: 'db-1',
+        severity: 'critical',
+        cluster: 'e2e-ha',
+      });
+      expect(alert!.annotations.summary).toMatch(/^Postgres on db-1 is down: /);
+      expect(alert!.annotations.incident_url).toBe('http://faultline.test:7070/api/v1/incidents/1');
+      expect(await theirs()).toHaveLength(1);
+
+      await feed(7, 9, 'ok');
+      await pollUntil('the alert resolved', async () => (await theirs()).length === 0, {
+        timeoutMs: 10_000,
+        intervalMs: 100,
+      });
+    });
+  },
+);

@@ -15,28 +15,55 @@ export interface TestPrometheus {
   stop(): Promise<void>;
 }
 
+/** What else Prometheus does besides scraping `targets`. */
+export interface PrometheusOptions {
+  /** More `scrape_configs` entries, as YAML list items indented by two spaces. */
+  readonly scrapeConfigs?: string;
+  /** A rule file's YAML (`groups: …`); evaluated every scrape interval. */
+  readonly rules?: string;
+  /** Alertmanager base URLs (http://host:port) the alerts go to. */
+  readonly alertmanagers?: readonly string[];
+}
+
 /**
  * Starts Prometheus scraping `targets` (host:port of /metrics endpoints) every
- * `scrapeIntervalS` seconds and waits until it is ready.
+ * `scrapeIntervalS` seconds — and whatever `options` adds — and waits until it is ready.
  */
 export async function startPrometheus(
   targets: readonly string[],
   scrapeIntervalS = 1,
+  options: PrometheusOptions = {},
 ): Promise<TestPrometheus> {
   const dir = mkdtempSync(join(tmpdir(), 'faultline-prom-'));
   const port = await freePort();
-  writeFileSync(
-    join(dir, 'prometheus.yml'),
-    [
-      'global:',
-      `  scrape_interval: ${scrapeIntervalS}s`,
-      `  scrape_timeout: ${scrapeIntervalS}s`,
-      'scrape_configs:',
+  const lines = [
+    'global:',
+    `  scrape_interval: ${scrapeIntervalS}s`,
+    `  scrape_timeout: ${scrapeIntervalS}s`,
+    `  evaluation_interval: ${scrapeIntervalS}s`,
+    'scrape_configs:',
+  ];
+  if (targets.length > 0) {
+    lines.push(
       '  - job_name: faultline',
       '    static_configs:',
       `      - targets: [${targets.map((t) => JSON.stringify(t)).join(', ')}]`,
-    ].join('\n'),
-  );
+    );
+  }
+  if (options.scrapeConfigs !== undefined) lines.push(options.scrapeConfigs.trimEnd());
+  if (options.rules !== undefined) {
+    writeFileSync(join(dir, 'rules.yml'), options.rules);
+    lines.push('rule_files:', `  - ${JSON.stringify(join(dir, 'rules.yml'))}`);
+  }
+  if (options.alertmanagers !== undefined && options.alertmanagers.length > 0) {
+    lines.push(
+      'alerting:',
+      '  alertmanagers:',
+      '    - static_configs:',
+      `        - targets: [${options.alertmanagers.map((u) => JSON.stringify(new URL(u).host)).join(', ')}]`,
+    );
+  }
+  writeFileSync(join(dir, 'prometheus.yml'), lines.join('\n') + '\n');
   const child: ChildProcess = spawn(
     prometheusBin,
     [

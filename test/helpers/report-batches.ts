@@ -85,3 +85,38 @@ export function batch(
     summaries: parts.summaries ?? [],
   };
 }
+
+/**
+ * One report period of `agent` probing db-1: its ping answers, postgres's port is `pg`.
+ * Fits {@link dbInventoryYaml}; `baseMs` is the timestamp of seq 0.
+ */
+export function dbPeriod(
+  agent: string,
+  seq: number,
+  pg: FailureClass,
+  baseMs = 1_700_000_000_000,
+): ReportBatch {
+  const at = baseMs + seq * 1000;
+  return batch(seq, {
+    agent,
+    agentId: `agent-${agent}-0001`,
+    labels: { zone: 'a' },
+    results: [
+      { ...result('db-1/icmp', 'ok', seq * 2 - 1, at, 'icmp'), agent },
+      { ...result('db-1/postgres/tcp', pg, seq * 2, at, 'tcp'), agent },
+    ],
+  });
+}
+
+/** Collector config lines of the inventory {@link dbPeriod} reports on: app-1, app-2, db-1. */
+export const dbInventoryYaml: readonly string[] = [
+  'inventory:',
+  '  components:',
+  '    - { name: app-1, address: 127.0.0.1, role: api, labels: { zone: a } }',
+  '    - { name: app-2, address: 127.0.0.2, role: api, labels: { zone: a } }',
+  '    - name: db-1',
+  '      address: 127.0.0.3',
+  '      role: database',
+  '      labels: { zone: b }',
+  '      services: [{ name: postgres, kind: postgres }]',
+];
