@@ -71,7 +71,7 @@ function scenario(periods: number): ReportBatch[] {
       seq += 5;
       const slow = k >= 25 && k < 30;
       summaries.push(
-        summary(icmp, from, seq, { count: 5, ok: 5, p50: slow ? 40 : 0.5, loss: 0, kind: 'icmp' }),
+        summary(icmp, from, seq, { count: 5, ok: 5, p50: slow ? 150 : 0.5, loss: 0, kind: 'icmp' }),
       );
       seq += 1;
       summaries.push(summary(web, from, seq, { count: 1, ok: 1, p50: 10 }));

@@ -249,12 +249,12 @@ describe('PathMatrix window', () => {
     expect(pathOf(m).latencyMs?.baseline).toBeCloseTo(1);
 
     const slow: Transition[] = [];
-    for (let k = 6; k < 9; k++) slow.push(...feed(m, period(k, 30)));
+    for (let k = 6; k < 9; k++) slow.push(...feed(m, period(k, 80)));
     expect(slow).toMatchObject([{ fromState: 'ok', toState: 'degraded' }]);
     expect(pathOf(m).state).toBe('degraded');
     // Slow periods do not teach the baseline that slow is normal (the one before the verdict
     // moved it by its EWMA share only).
-    expect(pathOf(m).latencyMs?.baseline).toBeLessThan(1.1);
+    expect(pathOf(m).latencyMs?.baseline).toBeLessThan(1.3);
 
     const fast: Transition[] = [];
     for (let k = 9; k < 45; k++) fast.push(...feed(m, period(k, 1)));

@@ -87,7 +87,7 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   baselineTauMs: 600_000,
   baselineWarmupPeriods: 5,
   degradedLatencyFactor: 3,
-  degradedLatencyMinMs: 5,
+  degradedLatencyMinMs: 20,
   degradedLossRatio: 0.1,
   degradedMinProbes: 5,
 });
