@@ -25,7 +25,9 @@ import type { AgentLiveness, PathState } from '../types.js';
  * 4. Groups: connected components of hosts over reachability. Hosts no reporting agent
  *    reaches ("dark") are clustered by a topology label value no reachable host carries (a
  *    switch, a zone): a cluster of two or more is a partition from the collector's side, a
- *    lone host is `host_unreachable`. Two or more reachable groups that fail across are a
+ *    lone host is `host_unreachable`. When every reachable host carries one value of a label
+ *    (the collector's own switch or zone is the part cut off), the dark hosts outside that
+ *    value are one cluster: one cut explains them, where per-value islands would be several. Two or more reachable groups that fail across are a
  *    partition seen from both sides. The separating label is the one whose values are
  *    disjoint between the groups, fewest values on the cut side first.
  * 5. What the groups do not explain: network failures inside a group are `path_blocked`
@@ -36,6 +38,12 @@ import type { AgentLiveness, PathState } from '../types.js';
  * 6. Ranking by parsimony: more failing paths explained first, then confidence.
  * 7. Ruled out: every database touched by a failing path, ruled out only with its
  *    protocol answering from agents on its own side; otherwise "cannot be ruled out".
+ *
+ * Cost: each agent's paths are summarised once per change (reachability as a bitset over
+ * hosts, its failing and degraded paths, its word on each component for ruling out); a
+ * diagnosis then costs about agents × hosts / 32 word operations plus the failing paths.
+ * `IncrementalLocaliser` keeps the summaries between report batches; `localise()` builds
+ * one from scratch, so the two agree by construction (and by test).
  */
 
 /** One inventory host as localisation needs it. */
@@ -80,39 +88,50 @@ function describePath(p: PathState): string {
   return `${p.agent} → ${p.target}: ${cls}`;
 }
 
-function evidenceOf(paths: readonly PathState[]): Hypothesis['evidence'] {
+/** What a hypothesis quotes of the paths it explains, read in one pass over them. */
+interface Digest {
+  readonly evidence: Hypothesis['evidence'];
+  /** The earliest start of their states (epoch ms), if any. */
+  readonly sinceMs: number | undefined;
+  /** Every one failed at the network layer. */
+  readonly networkOnly: boolean;
+}
+
+const digests = new WeakMap<readonly PathState[], Digest>();
+
+/** A partition can quote 100,000 paths: read them once, however often they are asked about. */
+function digestOf(paths: readonly PathState[]): Digest {
+  const known = digests.get(paths);
+  if (known) return known;
   const counts: Record<string, number> = {};
-  for (const p of paths) {
-    const key = p.state === 'degraded' ? 'degraded' : p.lastClass;
-    counts[key] = (counts[key] ?? 0) + 1;
-  }
+  let since = Number.POSITIVE_INFINITY;
+  let networkOnly = true;
   // The first few in path order, without sorting them all.
   const first: PathState[] = [];
   for (const p of paths) {
+    const key = p.state === 'degraded' ? 'degraded' : p.lastClass;
+    counts[key] = (counts[key] ?? 0) + 1;
+    if (p.sinceMs < since) since = p.sinceMs;
+    if (networkOnly && layerOf(p) !== 'network') networkOnly = false;
     const last = first[maxExamples - 1];
     if (last && byPath(p, last) >= 0) continue;
     first.push(p);
     first.sort(byPath);
     if (first.length > maxExamples) first.pop();
   }
-  const examples = first.map(describePath);
-  return { counts, examples };
-}
-
-function sinceOf(paths: readonly PathState[], fallbackMs: number): number {
-  let since = Number.POSITIVE_INFINITY;
-  for (const p of paths) since = Math.min(since, p.sinceMs);
-  return Math.max(0, Math.round(Number.isFinite(since) ? since : fallbackMs));
+  const digest = {
+    evidence: { counts, examples: first.map(describePath) },
+    sinceMs: Number.isFinite(since) ? since : undefined,
+    networkOnly,
+  };
+  digests.set(paths, digest);
+  return digest;
 }
 
 /** The layer a failing path's class speaks about (a dns probe's dns classes are its service). */
 function layerOf(p: PathState): 'none' | 'dns' | 'network' | 'service' | 'probe' {
   if (p.state !== 'failing') return 'none';
   return failureLayer[p.lastClass];
-}
-
-function isNetworkTimeoutOnly(paths: readonly PathState[]): boolean {
-  return paths.every((p) => layerOf(p) === 'network');
 }
 
 /** Disjoint-set over host names. */
@@ -138,54 +157,485 @@ class Groups {
   }
 }
 
+/** What one agent's paths say, summarised once each time they change. */
+interface AgentView {
+  readonly agent: string;
+  /** Hosts that answered this agent at some layer: a bitset over host ids. */
+  readonly yes: Uint32Array;
+  readonly yesIds: readonly number[];
+  /** Hosts from which only network-layer failures came back. */
+  readonly no: ReadonlySet<number>;
+  /** Failing paths (probe-internal failures left out), in target order. */
+  readonly failing: readonly PathState[];
+  /** Degraded paths, in target order. */
+  readonly degraded: readonly PathState[];
+  /** This agent's paths with a debounced state to one component. */
+  readonly pathsTo: (component: string) => readonly PathState[];
+  /** The paths it was made of. */
+  readonly rows: readonly PathState[];
+  /** Whether any path has a debounced state: the agent takes part in the diagnosis. */
+  readonly counted: boolean;
+  /** What this agent says about each component it fails toward or speaks a protocol to. */
+  readonly toward: ReadonlyMap<string, TowardSummary>;
+}
+
+/** One agent's word on one component, as ruling out needs it. */
+interface TowardSummary {
+  /** Failing paths to it, whatever the layer (probe-internal failures left out). */
+  readonly touching: number;
+  /** Failing paths toward it (names that did not resolve never reached it: left out). */
+  readonly failing: number;
+  /** Of those, failing above the network layer. */
+  readonly aboveNetwork: number;
+  /** Protocol kinds probed (not icmp, not tcp), and whether one of them succeeds. */
+  readonly protoKinds: readonly string[];
+  readonly protoOk: boolean;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] extends readonly (infer E)[] ? E[] : T[K] };
+
+/** A component's rule-out evidence summed over the live agents. */
+class TowardTotals {
+  touching = 0;
+  failing = 0;
+  aboveNetwork = 0;
+  /** Agents (by id) with a protocol path to it, and with one that succeeds. */
+  tried: Uint32Array = new Uint32Array(0);
+  ok: Uint32Array = new Uint32Array(0);
+  readonly kinds = new Map<string, number>();
+}
+
+/** Dense ids for names (hosts, agents), so sets of them can be bitsets. */
+class HostIds {
+  readonly ids = new Map<string, number>();
+  readonly names: string[] = [];
+  private marks = new Int32Array(0);
+  private epoch = 0;
+  /** A fresh set of ids, cheap to make: one mark array shared by turns. */
+  newMarks(): { has: (id: number) => boolean; add: (id: number) => void } {
+    this.epoch += 1;
+    const epoch = this.epoch;
+    return {
+      has: (id) => this.marks[id] === epoch,
+      add: (id) => {
+        if (id >= this.marks.length) {
+          const grown = new Int32Array(Math.max(64, 2 * (id + 1)));
+          grown.set(this.marks);
+          this.marks = grown;
+        }
+        this.marks[id] = epoch;
+      },
+    };
+  }
+  id(name: string): number {
+    let id = this.ids.get(name);
+    if (id === undefined) {
+      id = this.names.length;
+      this.ids.set(name, id);
+      this.names.push(name);
+    }
+    return id;
+  }
+}
+
+const hasBit = (bits: Uint32Array, id: number): boolean =>
+  ((bits[id >>> 5] ?? 0) & (1 << (id & 31))) !== 0;
+
+function setBit(bits: Uint32Array, id: number): void {
+  const w = id >>> 5;
+  if (w < bits.length) bits[w] = (bits[w] ?? 0) | (1 << (id & 31));
+}
+
+/** `bits` with `id` set or cleared, grown when needed. */
+function withBit(bits: Uint32Array, id: number, on: boolean): Uint32Array {
+  const w = id >>> 5;
+  let out = bits;
+  if (w >= bits.length) {
+    if (!on) return bits;
+    out = new Uint32Array(Math.max(w + 1, 2 * bits.length));
+    out.set(bits);
+  }
+  const mask = 1 << (id & 31);
+  out[w] = on ? (out[w] ?? 0) | mask : (out[w] ?? 0) & ~mask;
+  return out;
+}
+
+/** Members of `a` that are also in `b`. */
+function countBoth(a: Uint32Array, b: Uint32Array): number {
+  let n = 0;
+  for (let w = 0; w < Math.min(a.length, b.length); w++) {
+    let x = ((a[w] ?? 0) & (b[w] ?? 0)) >>> 0;
+    while (x !== 0) {
+      x &= x - 1;
+      n += 1;
+    }
+  }
+  return n;
+}
+
+function summarise(agent: string, rows: readonly PathState[], hosts: HostIds): AgentView {
+  const yesIds: number[] = [];
+  const maybeNo: number[] = [];
+  const failing: PathState[] = [];
+  const degraded: PathState[] = [];
+  let counted = false;
+  const toward = new Map<string, Mutable<TowardSummary>>();
+  const seen = hosts.newMarks();
+  const rowHost = new Int32Array(rows.length).fill(-1);
+  for (let i = 0; i < rows.length; i++) {
+    const p = rows[i] as PathState;
+    if (p.state === 'unknown') continue;
+    counted = true;
+    const layer = layerOf(p);
+    const id = hosts.id(p.component);
+    rowHost[i] = id;
+    if (p.state !== 'failing' || layer === 'service') {
+      if (!seen.has(id)) {
+        seen.add(id);
+        yesIds.push(id);
+      }
+    } else if (layer === 'network') maybeNo.push(id);
+    if (p.state === 'failing' && layer !== 'probe') failing.push(p);
+    else if (p.state === 'degraded') degraded.push(p);
+    // Ruling out reads failures toward a component and its protocol answers; ok ICMP and
+    // TCP paths, the bulk of a healthy mesh, say nothing there.
+    const touching = p.state === 'failing' && layer !== 'probe';
+    const towardIt = touching && layer !== 'dns';
+    const proto = p.kind !== 'icmp' && p.kind !== 'tcp';
+    if (touching || proto) {
+      let t = toward.get(p.component);
+      if (!t) {
+        t = { touching: 0, failing: 0, aboveNetwork: 0, protoKinds: [], protoOk: false };
+        toward.set(p.component, t);
+      }
+      if (touching) t.touching += 1;
+      if (towardIt) t.failing += 1;
+      if (towardIt && layer !== 'network') t.aboveNetwork += 1;
+      if (proto && !t.protoKinds.includes(p.kind)) t.protoKinds.push(p.kind);
+      if (proto && p.state !== 'failing') t.protoOk = true;
+    }
+  }
+  const yes = new Uint32Array((hosts.names.length + 31) >>> 5);
+  for (const id of yesIds) setBit(yes, id);
+  const no = new Set(maybeNo.filter((id) => !hasBit(yes, id)));
+  const byTarget = (a: PathState, b: PathState): number => byName(a.target, b.target);
+  failing.sort(byTarget);
+  degraded.sort(byTarget);
+  // Rows by target host, as a counting sort over host ids: typed arrays, no map per agent.
+  const hostCount = hosts.names.length;
+  const start = new Int32Array(hostCount + 1);
+  for (const id of rowHost) if (id >= 0) start[id + 1] = (start[id + 1] ?? 0) + 1;
+  for (let id = 0; id < hostCount; id++) start[id + 1] = (start[id + 1] ?? 0) + (start[id] ?? 0);
+  const order = new Int32Array(start[hostCount] ?? 0);
+  const next = start.slice(0, hostCount);
+  for (let i = 0; i < rowHost.length; i++) {
+    const id = rowHost[i] ?? -1;
+    if (id < 0) continue;
+    order[next[id] ?? 0] = i;
+    next[id] = (next[id] ?? 0) + 1;
+  }
+  return {
+    agent,
+    yes,
+    yesIds,
+    no,
+    failing,
+    degraded,
+    rows,
+    pathsTo: (component) => {
+      const id = hosts.ids.get(component);
+      if (id === undefined || id >= hostCount) return [];
+      const out: PathState[] = [];
+      for (let k = start[id] ?? 0; k < (start[id + 1] ?? 0); k++)
+        out.push(rows[order[k] ?? 0] as PathState);
+      return out;
+    },
+    counted,
+    toward,
+  };
+}
+
+/** Rows `localise()` grouped itself: one agent's, never shared, so kept without a copy. */
+const ownRows = new WeakSet<readonly PathState[]>();
+
+/** How the localiser is set up: the inventory and the collector's place in it. */
+export interface LocaliserOptions {
+  readonly inventory: readonly LocaliseComponent[];
+  /** The collector's own topology labels: says which side of a cut it is on. */
+  readonly collectorLabels?: Readonly<Record<string, string>>;
+  /** Share of reachable hosts an agent must fail to be a source fault (default 0.8). */
+  readonly sourceFaultShare?: number;
+}
+
+/**
+ * The localiser kept warm between report batches: it holds the matrix per agent and
+ * re-reads only the agents whose paths changed, so a diagnosis after one batch costs the
+ * changed agent's paths plus the failing ones, not the whole matrix. `diagnose()` returns
+ * exactly what `localise()` returns for the same paths, agents and inventory.
+ */
+export class IncrementalLocaliser {
+  private readonly hosts = new HostIds();
+  /** Each agent's paths: as given to `replaceAgentPaths`, keyed by target once upserted into. */
+  private readonly pathsByAgent = new Map<string, Map<string, PathState> | readonly PathState[]>();
+  private readonly views = new Map<string, AgentView>();
+  private readonly dirty = new Set<string>();
+  private agents: readonly AgentLiveness[] = [];
+  /** Per host id: live agents it answers, and live agents with any verdict on it. */
+  private reachers: Int32Array = new Int32Array(64);
+  private tried: Int32Array = new Int32Array(64);
+  /** The views the two counts above are made of. */
+  private readonly counted = new Map<string, AgentView>();
+  private readonly agentIds = new HostIds();
+  private readonly towardTotals = new Map<string, TowardTotals>();
+  /** The last diagnosis, and what it was made from beyond the views. */
+  private last: { diagnosis: Diagnosis; agentsKey: string; usesNow: boolean } | undefined;
+
+  constructor(private readonly options: LocaliserOptions) {}
+
+  /** Replaces the agents' liveness (every agent the collector knows). */
+  setAgents(agents: readonly AgentLiveness[]): void {
+    this.agents = agents;
+  }
+
+  /** Inserts or replaces paths, keyed by (agent, target): what one report batch changed. */
+  upsertPaths(paths: readonly PathState[]): void {
+    for (const p of paths) {
+      const held = this.pathsByAgent.get(p.agent);
+      let row: Map<string, PathState>;
+      if (held instanceof Map) row = held;
+      else {
+        row = new Map((held ?? []).map((q) => [q.target, q]));
+        this.pathsByAgent.set(p.agent, row);
+      }
+      row.set(p.target, p);
+      this.dirty.add(p.agent);
+    }
+  }
+
+  /** Replaces every path of one agent (an empty list forgets the agent's paths). */
+  replaceAgentPaths(agent: string, paths: readonly PathState[]): void {
+    if (ownRows.has(paths)) {
+      this.pathsByAgent.set(agent, paths);
+      this.dirty.add(agent);
+      return;
+    }
+    for (const p of paths)
+      if (p.agent !== agent)
+        throw new Error(
+          `replaceAgentPaths(${agent}): path ${p.agent} → ${p.target} is another agent's`,
+        );
+    this.pathsByAgent.set(agent, paths.slice());
+    this.dirty.add(agent);
+  }
+
+  /** The diagnosis of the matrix as it stands. */
+  diagnose(nowMs: number): Diagnosis {
+    let changed = false;
+    for (const agent of this.dirty) {
+      const row = this.pathsByAgent.get(agent);
+      const rows = row instanceof Map ? [...row.values()] : (row ?? []);
+      const old = this.views.get(agent);
+      // Most batches only say again what the last one said: then the view stands.
+      if (old && sameMeaning(old.rows, rows)) continue;
+      changed = true;
+      if (rows.length > 0) this.views.set(agent, summarise(agent, rows, this.hosts));
+      else this.views.delete(agent);
+    }
+    this.dirty.clear();
+    const agentsKey = livenessKey(this.agents);
+    const cached = this.last;
+    if (!changed && cached && cached.agentsKey === agentsKey && !cached.usesNow)
+      return { ...cached.diagnosis, computedAtMs: Math.max(0, Math.round(nowMs)) };
+    const silent = new Set(this.agents.filter((a) => a.state === 'silent').map((a) => a.agent));
+    // An agent with no liveness record but with paths is taken as live: its paths are fresh.
+    const live = new Map<string, AgentView>();
+    for (const [agent, v] of this.views) if (v.counted && !silent.has(agent)) live.set(agent, v);
+    this.recount(live);
+    const out = diagnoseViews({
+      options: this.options,
+      agents: this.agents,
+      live,
+      hosts: this.hosts,
+      reachers: this.reachers,
+      tried: this.tried,
+      agentIds: this.agentIds,
+      towardTotals: this.towardTotals,
+      nowMs,
+    });
+    this.last = { diagnosis: out.diagnosis, agentsKey, usesNow: out.usesNow };
+    return out.diagnosis;
+  }
+
+  /** Brings the per-host counts in line with the live views, touching only what changed. */
+  private recount(live: ReadonlyMap<string, AgentView>): void {
+    const size = this.hosts.names.length;
+    if (size > this.reachers.length) {
+      const grow = (a: Int32Array): Int32Array => {
+        const b = new Int32Array(Math.max(size, 2 * a.length));
+        b.set(a);
+        return b;
+      };
+      this.reachers = grow(this.reachers);
+      this.tried = grow(this.tried);
+    }
+    const apply = (v: AgentView, sign: number): void => {
+      for (const id of v.yesIds) {
+        this.reachers[id] = (this.reachers[id] ?? 0) + sign;
+        this.tried[id] = (this.tried[id] ?? 0) + sign;
+      }
+      for (const id of v.no) this.tried[id] = (this.tried[id] ?? 0) + sign;
+      const agentId = this.agentIds.id(v.agent);
+      for (const [component, t] of v.toward) {
+        let totals = this.towardTotals.get(component);
+        if (!totals) {
+          totals = new TowardTotals();
+          this.towardTotals.set(component, totals);
+        }
+        totals.touching += sign * t.touching;
+        totals.failing += sign * t.failing;
+        totals.aboveNetwork += sign * t.aboveNetwork;
+        if (t.protoKinds.length > 0) {
+          totals.tried = withBit(totals.tried, agentId, sign > 0);
+          totals.ok = withBit(totals.ok, agentId, sign > 0 && t.protoOk);
+        }
+        for (const k of t.protoKinds) {
+          const n = (totals.kinds.get(k) ?? 0) + sign;
+          if (n > 0) totals.kinds.set(k, n);
+          else totals.kinds.delete(k);
+        }
+      }
+    };
+    for (const [agent, v] of this.counted) {
+      if (live.get(agent) === v) continue;
+      apply(v, -1);
+      this.counted.delete(agent);
+    }
+    for (const [agent, v] of live) {
+      if (this.counted.get(agent) === v) continue;
+      apply(v, 1);
+      this.counted.set(agent, v);
+    }
+  }
+}
+
 /**
  * Localises the faults in the path matrix: ranked hypotheses and what is ruled out.
  */
 export function localise(input: LocaliseInput): Diagnosis {
-  const sourceFaultShare = input.sourceFaultShare ?? 0.8;
-  const components = new Map(input.inventory.map((c) => [c.name, c]));
+  const l = new IncrementalLocaliser({
+    inventory: input.inventory,
+    ...(input.collectorLabels ? { collectorLabels: input.collectorLabels } : {}),
+    ...(input.sourceFaultShare === undefined ? {} : { sourceFaultShare: input.sourceFaultShare }),
+  });
+  const byAgent = new Map<string, PathState[]>();
+  // A matrix usually lists an agent's paths together: look its bucket up once per run.
+  let lastAgent: string | undefined;
+  let bucket: PathState[] = [];
+  for (const p of input.paths) {
+    if (p.agent !== lastAgent) {
+      lastAgent = p.agent;
+      bucket = byAgent.get(p.agent) ?? [];
+      ownRows.add(bucket);
+      byAgent.set(p.agent, bucket);
+    }
+    bucket.push(p);
+  }
+  for (const [agent, paths] of byAgent) l.replaceAgentPaths(agent, paths);
+  l.setAgents(input.agents);
+  return l.diagnose(input.nowMs);
+}
+
+interface ViewsInput {
+  readonly options: LocaliserOptions;
+  readonly agents: readonly AgentLiveness[];
+  /** Views of live agents with debounced paths. */
+  readonly live: ReadonlyMap<string, AgentView>;
+  readonly hosts: HostIds;
+  readonly reachers: Int32Array;
+  readonly tried: Int32Array;
+  readonly agentIds: HostIds;
+  readonly towardTotals: ReadonlyMap<string, TowardTotals>;
+  readonly nowMs: number;
+}
+
+/**
+ * Whether two versions of one agent's paths say the same to localisation: the same paths in
+ * the same order, each with the same state, class and start (a batch that only moves
+ * `lastSeenMs` and the windows' counters changes nothing). A different order counts as a
+ * change: that costs a re-read, never a wrong answer.
+ */
+function sameMeaning(a: readonly PathState[], b: readonly PathState[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const p = a[i] as PathState;
+    const q = b[i] as PathState;
+    if (p === q) continue;
+    if (
+      p.target !== q.target ||
+      p.state !== q.state ||
+      p.lastClass !== q.lastClass ||
+      p.sinceMs !== q.sinceMs ||
+      p.component !== q.component ||
+      p.kind !== q.kind ||
+      p.service !== q.service ||
+      p.agent !== q.agent
+    )
+      return false;
+    if (
+      p.state === 'degraded' &&
+      (p.lossRatio !== q.lossRatio || p.failureRatio !== q.failureRatio)
+    )
+      return false;
+  }
+  return true;
+}
+
+/** What of the agents' liveness localisation reads: state, labels, a silent one's last word. */
+function livenessKey(agents: readonly AgentLiveness[]): string {
+  return JSON.stringify(
+    agents.map((a) => [a.agent, a.state, a.labels, a.state === 'silent' ? a.lastSeenMs : 0]),
+  );
+}
+
+function diagnoseViews(input: ViewsInput): { diagnosis: Diagnosis; usesNow: boolean } {
+  let usesNow = false;
+  const { options, hosts, live } = input;
+  const inventory = options.inventory;
+  const sourceFaultShare = options.sourceFaultShare ?? 0.8;
+  const components = new Map(inventory.map((c) => [c.name, c]));
   const hostOfAgent = new Map<string, string>();
-  for (const c of input.inventory) hostOfAgent.set(c.agent ?? c.name, c.name);
+  for (const c of inventory) hostOfAgent.set(c.agent ?? c.name, c.name);
   const host = (agent: string): string => hostOfAgent.get(agent) ?? agent;
-  const labelsOf = (h: string): Readonly<Record<string, string>> => {
-    const c = components.get(h);
-    if (c) return c.labels;
-    return input.agents.find((a) => a.agent === h)?.labels ?? {};
-  };
+  const agentLabels = new Map(input.agents.map((a) => [a.agent, a.labels]));
+  const labelsOf = (h: string): Readonly<Record<string, string>> =>
+    components.get(h)?.labels ?? agentLabels.get(h) ?? {};
   const liveness = new Map(input.agents.map((a) => [a.agent, a]));
-  // An agent with no liveness record but with paths is taken as live: its paths are fresh.
   const isLive = (agent: string): boolean => liveness.get(agent)?.state !== 'silent';
 
-  const paths = input.paths.filter((p) => isLive(p.agent) && p.state !== 'unknown').sort(byPath);
-  const liveAgents = sorted(paths.map((p) => p.agent));
+  const liveAgents = sorted(live.keys());
+  const viewOf = (a: string): AgentView | undefined => live.get(a);
 
   // 2. Reachability per (agent, host).
-  const reach = new Map<string, Map<string, Reach>>();
-  for (const p of paths) {
-    const layer = layerOf(p);
-    const answered = p.state !== 'failing' || layer === 'service';
-    const row = reach.get(p.agent) ?? new Map<string, Reach>();
-    reach.set(p.agent, row);
-    if (answered) row.set(p.component, 'yes');
-    else if (layer === 'network' && row.get(p.component) !== 'yes') row.set(p.component, 'no');
-  }
-  const reachOf = (agent: string, h: string): Reach | undefined => reach.get(agent)?.get(h);
-  const reachers = new Map<string, number>();
-  for (const row of reach.values())
-    for (const [h, r] of row) if (r === 'yes') reachers.set(h, (reachers.get(h) ?? 0) + 1);
-  const reachedBySomeoneElse = (agent: string, h: string): boolean =>
-    (reachers.get(h) ?? 0) - (reachOf(agent, h) === 'yes' ? 1 : 0) > 0;
+  const reachOf = (agent: string, h: string): Reach | undefined => {
+    const v = viewOf(agent);
+    const id = hosts.ids.get(h);
+    if (!v || id === undefined) return undefined;
+    return hasBit(v.yes, id) ? 'yes' : v.no.has(id) ? 'no' : undefined;
+  };
+  const reachersOf = (id: number): number => input.reachers[id] ?? 0;
 
   // 3. Source faults.
-  const failedBy = new Map<string, Set<string>>();
+  const failedBy = new Map<string, Set<number>>();
   for (const a of liveAgents) {
-    const row = reach.get(a) ?? new Map<string, Reach>();
-    const failed = new Set<string>();
-    let judged = 0;
-    for (const [h, r] of row) {
-      if (h === host(a)) continue;
-      if (r === 'yes' || reachedBySomeoneElse(a, h)) judged += 1;
-      if (r === 'no' && reachedBySomeoneElse(a, h)) failed.add(h);
+    const v = viewOf(a);
+    if (!v) continue;
+    const self = hosts.ids.get(host(a));
+    const failed = new Set<number>();
+    let judged = v.yesIds.length - (self !== undefined && hasBit(v.yes, self) ? 1 : 0);
+    for (const id of v.no) {
+      if (id === self || reachersOf(id) <= 0) continue;
+      judged += 1;
+      failed.add(id);
     }
     if (failed.size >= 2 && failed.size >= sourceFaultShare * judged) failedBy.set(a, failed);
   }
@@ -193,8 +643,9 @@ export function localise(input: LocaliseInput): Diagnosis {
   for (const [a, failed] of failedBy) {
     const sharedBySide = liveAgents.some((b) => {
       if (b === a || reachOf(a, host(b)) !== 'yes') return false;
+      // What b fails to reach is few: count the overlap from its side.
       let shared = 0;
-      for (const h of failed) if (reachOf(b, h) === 'no') shared += 1;
+      for (const id of viewOf(b)?.no ?? []) if (failed.has(id)) shared += 1;
       return shared >= sourceFaultShare * failed.size;
     });
     if (!sharedBySide) sourceFaults.add(a);
@@ -203,30 +654,91 @@ export function localise(input: LocaliseInput): Diagnosis {
   const soundSet = new Set(sound);
 
   // 4. Groups over reachability of the sound agents.
-  const groups = new Groups();
+  let reachers = input.reachers;
+  let tried = input.tried;
+  if (sourceFaults.size > 0) {
+    reachers = reachers.slice();
+    tried = tried.slice();
+    for (const a of sourceFaults) {
+      const v = viewOf(a);
+      if (!v) continue;
+      for (const id of v.yesIds) {
+        reachers[id] = (reachers[id] ?? 0) - 1;
+        tried[id] = (tried[id] ?? 0) - 1;
+      }
+      for (const id of v.no) tried[id] = (tried[id] ?? 0) - 1;
+    }
+  }
   const lit = new Set<string>();
   const triedHosts = new Set<string>();
-  for (const a of sound) {
-    for (const [h, r] of reach.get(a) ?? []) {
-      triedHosts.add(h);
-      groups.add(h);
-      groups.add(host(a));
-      if (r === 'yes') {
-        groups.union(host(a), h);
-        lit.add(h);
-        lit.add(host(a));
-      }
-    }
+  for (let id = 0; id < hosts.names.length; id++) {
+    const name = hosts.names[id] ?? '';
+    if ((reachers[id] ?? 0) > 0) lit.add(name);
+    if ((tried[id] ?? 0) > 0) triedHosts.add(name);
+  }
+  const reaching = sound.filter((a) => (viewOf(a)?.yesIds.length ?? 0) > 0);
+  for (const a of reaching) {
+    lit.add(host(a));
+    hosts.id(host(a));
   }
   const dark = sorted([...triedHosts].filter((h) => !lit.has(h)));
 
+  // Connected components of lit hosts: an agent's host joins every host that answers it.
+  const litGroups = new Map<string, string[]>();
+  {
+    const words = (hosts.names.length + 31) >>> 5;
+    const assigned = new Uint8Array(reaching.length);
+    const hostIds = reaching.map((a) => hosts.id(host(a)));
+    const rows = reaching.map((a) => viewOf(a)?.yes ?? new Uint32Array(0));
+    for (let i = 0; i < reaching.length; i++) {
+      if (assigned[i]) continue;
+      const set = new Uint32Array(words);
+      const join = (j: number): void => {
+        assigned[j] = 1;
+        const row = rows[j] ?? new Uint32Array(0);
+        for (let w = 0; w < row.length; w++) set[w] = (set[w] ?? 0) | (row[w] ?? 0);
+        setBit(set, hostIds[j] ?? 0);
+      };
+      join(i);
+      for (let changed = true; changed;) {
+        changed = false;
+        for (let j = i + 1; j < reaching.length; j++) {
+          if (assigned[j]) continue;
+          let meets = hasBit(set, hostIds[j] ?? 0);
+          const row = rows[j] ?? new Uint32Array(0);
+          for (let w = 0; !meets && w < row.length; w++)
+            meets = ((set[w] ?? 0) & (row[w] ?? 0)) !== 0;
+          if (meets) {
+            join(j);
+            changed = true;
+          }
+        }
+      }
+      const members: string[] = [];
+      for (let id = 0; id < hosts.names.length; id++)
+        if (hasBit(set, id)) members.push(hosts.names[id] ?? '');
+      members.sort(byName);
+      litGroups.set(members[0] ?? '', members);
+    }
+  }
+  const litByName = [...litGroups].sort(([x], [y]) => byName(x, y));
+  litGroups.clear();
+  for (const [r, members] of litByName) litGroups.set(r, members);
+
   // Dark hosts cluster by a label value no reachable host carries.
   const litValues = new Set<string>();
-  for (const h of lit) for (const [k, v] of Object.entries(labelsOf(h))) litValues.add(`${k}=${v}`);
+  if (dark.length > 0)
+    for (const h of lit)
+      for (const [k, v] of Object.entries(labelsOf(h))) litValues.add(`${k}=${v}`);
   const darkGroups = new Groups();
+  for (const h of dark) darkGroups.add(h);
+  // The collector's own side cut off from the rest: every reachable host carries one value of
+  // a label (one switch, one zone) and the dark hosts outside it differ among themselves.
+  // One cut around that value explains them all; per-value islands would be several faults.
+  const far = farSide(lit, dark, labelsOf);
+  for (const h of far) darkGroups.union(far[0] ?? h, h);
   const darkByPair = new Map<string, string>();
   for (const h of dark) {
-    darkGroups.add(h);
     for (const [k, v] of Object.entries(labelsOf(h)).sort(([x], [y]) => byName(x, y))) {
       const pair = `${k}=${v}`;
       if (litValues.has(pair)) continue;
@@ -241,25 +753,39 @@ export function localise(input: LocaliseInput): Diagnosis {
     pushTo(darkClusters, r, h);
   }
 
-  const litGroups = new Map<string, string[]>();
-  for (const h of sorted(lit)) {
-    const r = groups.find(h);
-    pushTo(litGroups, r, h);
-  }
   const groupOf = new Map<string, string>();
   for (const [r, members] of litGroups) for (const h of members) groupOf.set(h, `lit:${r}`);
   for (const [r, members] of darkClusters) for (const h of members) groupOf.set(h, `dark:${r}`);
 
   const hypotheses: Hypothesis[] = [];
-  const explained = new Set<PathState>();
-  const failing = paths.filter((p) => p.state === 'failing' && layerOf(p) !== 'probe');
-  const take = (pred: (p: PathState) => boolean): PathState[] => {
-    const out = failing.filter((p) => !explained.has(p) && pred(p));
-    for (const p of out) explained.add(p);
+  const failing: PathState[] = [];
+  for (const a of liveAgents) for (const p of viewOf(a)?.failing ?? []) failing.push(p);
+  /** Paths of live agents to one component, in agent order. */
+  const pathsTo = (component: string, from: readonly string[] = liveAgents): PathState[] => {
+    const out: PathState[] = [];
+    for (const a of from) for (const p of viewOf(a)?.pathsTo(component) ?? []) out.push(p);
     return out;
   };
+  // Failing paths no hypothesis explains yet, in path order. A partition takes most of them
+  // at once; the passes after it only walk what is left.
+  let unexplained = failing;
+  const take = (pred: (p: PathState) => boolean): PathState[] => {
+    const out: PathState[] = [];
+    const keep: PathState[] = [];
+    for (const p of unexplained) (pred(p) ? out : keep).push(p);
+    unexplained = keep;
+    return out;
+  };
+  const explain = (ps: readonly PathState[]): void => {
+    if (ps.length === 0) return;
+    const done = new Set(ps);
+    unexplained = unexplained.filter((p) => !done.has(p));
+  };
   const push = (h: Omit<Hypothesis, 'evidence' | 'since'>, ev: readonly PathState[]): void => {
-    hypotheses.push({ ...h, evidence: evidenceOf(ev), since: sinceOf(ev, input.nowMs) });
+    const d = digestOf(ev);
+    if (d.sinceMs === undefined) usesNow = true;
+    const since = Math.max(0, Math.round(d.sinceMs ?? input.nowMs));
+    hypotheses.push({ ...h, evidence: d.evidence, since });
   };
   const isDatabase = (h: string): boolean => components.get(h)?.role === 'database';
 
@@ -270,11 +796,14 @@ export function localise(input: LocaliseInput): Diagnosis {
       0,
       ...m.map(
         (h) =>
-          Object.entries(input.collectorLabels ?? {}).filter(([k, v]) => labelsOf(h)[k] === v)
+          Object.entries(options.collectorLabels ?? {}).filter(([k, v]) => labelsOf(h)[k] === v)
             .length,
       ),
     );
-  const liveOn = (m: readonly string[]): number => sound.filter((a) => m.includes(host(a))).length;
+  const liveOn = (m: readonly string[]): number => {
+    const inside = new Set(m);
+    return sound.filter((a) => inside.has(host(a))).length;
+  };
   const litList = [...litGroups.values()].sort(
     (x, y) =>
       nearCollector(y) - nearCollector(x) ||
@@ -284,7 +813,7 @@ export function localise(input: LocaliseInput): Diagnosis {
   const main = litList[0] ?? [];
 
   const cutOf = (sides: readonly (readonly string[])[], cutSides: readonly (readonly string[])[]) =>
-    findCut(sides, cutSides, labelsOf, input.inventory);
+    findCut(sides, cutSides, labelsOf, inventory);
 
   const partitionSummary = (
     a: readonly string[],
@@ -298,10 +827,11 @@ export function localise(input: LocaliseInput): Diagnosis {
     const where = cut
       ? `, all behind ${cut.key} ${cut.values.join(', ')}${also ? ` (or ${also}: the evidence cannot tell them apart)` : ''}`
       : '';
-    const how = isNetworkTimeoutOnly(ev)
+    const networkOnly = digestOf(ev).networkOnly;
+    const how = networkOnly
       ? '; every failure is a network-layer timeout — no connection refused, no protocol error'
       : '';
-    const db = b.some(isDatabase) && isNetworkTimeoutOnly(ev);
+    const db = networkOnly && b.some(isDatabase);
     const silent = silentSide ? `; agents behind the cut are silent, as a cut would make them` : '';
     return `network partition between ${list(a)} and ${list(b)}${where}${how}${db ? ', so nothing points at the database' : ''}${silent}`;
   };
@@ -312,13 +842,24 @@ export function localise(input: LocaliseInput): Diagnosis {
     const all = [...litList, ...bigDark];
     // A lone dark host is not a side of this partition: its own hypothesis explains it.
     const inGroups = new Set(all.flat());
+    // Failing paths come grouped by agent: remember the last agent's group.
+    let lastAgent: string | undefined;
+    let lastGroup: string | undefined;
+    const agentGroup = (agent: string): string | undefined => {
+      if (agent !== lastAgent) {
+        lastAgent = agent;
+        const h = host(agent);
+        lastGroup = inGroups.has(h) ? groupOf.get(h) : undefined;
+      }
+      return lastGroup;
+    };
     const ev = take(
       (p) =>
         soundSet.has(p.agent) &&
         layerOf(p) === 'network' &&
-        inGroups.has(host(p.agent)) &&
         inGroups.has(p.component) &&
-        groupOf.get(host(p.agent)) !== groupOf.get(p.component),
+        agentGroup(p.agent) !== undefined &&
+        agentGroup(p.agent) !== groupOf.get(p.component),
     );
     if (ev.length > 0) {
       const cutSide = all.slice(1);
@@ -347,9 +888,7 @@ export function localise(input: LocaliseInput): Diagnosis {
     const own = take((p) => sourceFaults.has(p.agent) && inCluster.has(host(p.agent)));
     for (const a of sourceFaults) if (inCluster.has(host(a))) sourceFaults.delete(a);
     if (ev.length === 0 && own.length === 0) continue;
-    const agentsOn = input.inventory
-      .filter((c) => inCluster.has(c.name))
-      .map((c) => c.agent ?? c.name);
+    const agentsOn = inventory.filter((c) => inCluster.has(c.name)).map((c) => c.agent ?? c.name);
     const silent = agentsOn.length > 0 && agentsOn.every((a) => !isLive(a));
     if (members.length >= 2) {
       const found = cutOf([main, members], [members]);
@@ -404,8 +943,8 @@ export function localise(input: LocaliseInput): Diagnosis {
   // Services on reachable hosts.
   const serviceOf = (p: PathState): string => p.service ?? p.target.split('/')[1] ?? p.kind;
   const services = new Map<string, PathState[]>();
-  for (const p of failing) {
-    if (explained.has(p) || layerOf(p) !== 'service' || !soundSet.has(p.agent)) continue;
+  for (const p of unexplained) {
+    if (layerOf(p) !== 'service' || !soundSet.has(p.agent)) continue;
     const key = `${p.component}\u0000${serviceOf(p)}`;
     pushTo(services, key, p);
   }
@@ -413,10 +952,9 @@ export function localise(input: LocaliseInput): Diagnosis {
   for (const [key, ps] of [...services].sort(([x], [y]) => byName(x, y))) {
     const [component = '', service = ''] = key.split('\u0000');
     const okAny = sorted(
-      paths
+      pathsTo(component, sound)
         .filter(
           (p) =>
-            p.component === component &&
             serviceOf(p) === service &&
             p.kind !== 'icmp' &&
             p.state !== 'failing' &&
@@ -426,13 +964,14 @@ export function localise(input: LocaliseInput): Diagnosis {
     );
     const refused = ps.filter((p) => p.lastClass === 'tcp_refused');
     const sources = sorted(ps.map((p) => p.agent));
-    const okSources = okAny.filter((a) => !sources.includes(a));
-    const fromAll = sources.every((s) => !okSources.includes(s)) && okSources.length === 0;
+    const failingSources = new Set(sources);
+    const okSources = okAny.filter((a) => !failingSources.has(a));
+    const fromAll = okSources.length === 0;
     if (refused.length > 0 && !fromAll) {
       blocked.push(...ps);
       continue;
     }
-    for (const p of ps) explained.add(p);
+    explain(ps);
     if (refused.length > 0) {
       push(
         {
@@ -464,9 +1003,7 @@ export function localise(input: LocaliseInput): Diagnosis {
   // Network failures inside a group (or refusals from some sources only): blocked paths.
   const rest = [
     ...blocked,
-    ...failing.filter(
-      (p) => !explained.has(p) && soundSet.has(p.agent) && layerOf(p) === 'network',
-    ),
+    ...unexplained.filter((p) => soundSet.has(p.agent) && layerOf(p) === 'network'),
   ];
   const byTarget = new Map<string, PathState[]>();
   for (const p of rest) pushTo(byTarget, p.component, p);
@@ -480,10 +1017,11 @@ export function localise(input: LocaliseInput): Diagnosis {
     merged.set(key, m);
   }
   for (const [key, m] of merged) {
-    for (const p of m.ps) explained.add(p);
+    explain(m.ps);
     const sources = key.split(',');
+    const blockedSources = new Set(sources);
     const succeeding = sound.filter(
-      (a) => !sources.includes(a) && m.targets.some((t) => reachOf(a, t) === 'yes'),
+      (a) => !blockedSources.has(a) && m.targets.some((t) => reachOf(a, t) === 'yes'),
     );
     const shared = sharedLabel(sources.map(host), succeeding.map(host), labelsOf);
     const what = [...m.services].sort(byName).join(', ');
@@ -521,7 +1059,7 @@ export function localise(input: LocaliseInput): Diagnosis {
   }
 
   // Degradation, localised greedily to the element most degraded paths share.
-  let degraded = paths.filter((p) => p.state === 'degraded' && soundSet.has(p.agent));
+  let degraded = sound.flatMap((a) => viewOf(a)?.degraded ?? []);
   while (degraded.length > 0) {
     const byElement = new Map<string, PathState[]>();
     for (const p of degraded) {
@@ -575,7 +1113,7 @@ export function localise(input: LocaliseInput): Diagnosis {
       continue;
     }
     const reachedBy = sound.filter((b) => reachOf(b, h) === 'yes');
-    const answering = paths.filter((p) => p.component === h && p.state !== 'failing');
+    const answering = pathsTo(h).filter((p) => p.state !== 'failing');
     push(
       {
         kind: 'agent_silent',
@@ -615,21 +1153,52 @@ export function localise(input: LocaliseInput): Diagnosis {
       byName(x.kind + x.components.join(), y.kind + y.components.join()),
   );
 
-  const ruledOut = ruleOut(
-    hypotheses,
-    paths,
-    failing,
-    components,
-    sound,
-    host,
-    (a, b) => groupOf.get(a) !== undefined && groupOf.get(a) === groupOf.get(b),
-  );
-  return {
+  // Sound agents (as bitsets of agent ids) by the group their host is in: a database's side.
+  const agentsByGroup = new Map<string, Uint32Array>();
+  const soundByHost = new Map<string, string[]>();
+  for (const a of sound) {
+    pushTo(soundByHost, host(a), a);
+    const g = groupOf.get(host(a));
+    if (g === undefined) continue;
+    agentsByGroup.set(
+      g,
+      withBit(agentsByGroup.get(g) ?? new Uint32Array(0), input.agentIds.id(a), true),
+    );
+  }
+  const touched: string[] = [];
+  for (const [name, totals] of input.towardTotals) if (totals.touching > 0) touched.push(name);
+  const ruledOut = ruleOut(hypotheses, touched, components, (name) => {
+    const totals = input.towardTotals.get(name);
+    const g = groupOf.get(name);
+    const side = (g === undefined ? undefined : agentsByGroup.get(g)) ?? new Uint32Array(0);
+    let sideSize = countBoth(side, side);
+    let okOnSide = totals ? countBoth(totals.ok, side) : 0;
+    let triedOnSide = totals ? countBoth(totals.tried, side) : 0;
+    // Agents on the component itself are not its side's witnesses.
+    for (const a of soundByHost.get(name) ?? []) {
+      const id = input.agentIds.id(a);
+      if (!hasBit(side, id)) continue;
+      sideSize -= 1;
+      if (totals && hasBit(totals.ok, id)) okOnSide -= 1;
+      if (totals && hasBit(totals.tried, id)) triedOnSide -= 1;
+    }
+    // The kinds probed by anyone: a database speaks one protocol, whoever asks.
+    return {
+      failing: totals?.failing ?? 0,
+      aboveNetwork: totals?.aboveNetwork ?? 0,
+      sideSize,
+      okOnSide,
+      triedOnSide,
+      kinds: triedOnSide > 0 && totals ? sorted(totals.kinds.keys()) : [],
+    };
+  });
+  const diagnosis = {
     healthy: hypotheses.length === 0,
     hypotheses,
     ruledOut,
     computedAtMs: Math.max(0, Math.round(input.nowMs)),
   };
+  return { diagnosis, usesNow };
 }
 
 const culpritKinds: ReadonlySet<FaultKind> = new Set([
@@ -641,20 +1210,27 @@ const culpritKinds: ReadonlySet<FaultKind> = new Set([
   'unexplained',
 ]);
 
+/** What ruling out needs to know of one component. */
+interface RuleOutEvidence {
+  /** Failing paths toward it from live agents, and how many of them above the network layer. */
+  readonly failing: number;
+  readonly aboveNetwork: number;
+  /** Sound agents on its side of any cut (not on it), those with a protocol path, those succeeding. */
+  readonly sideSize: number;
+  readonly triedOnSide: number;
+  readonly okOnSide: number;
+  /** Protocol kinds probed. */
+  readonly kinds: readonly string[];
+}
+
 function ruleOut(
   hypotheses: readonly Hypothesis[],
-  paths: readonly PathState[],
-  failing: readonly PathState[],
+  failingTo: readonly string[],
   components: ReadonlyMap<string, LocaliseComponent>,
-  sound: readonly string[],
-  host: (agent: string) => string,
-  sameGroup: (a: string, b: string) => boolean,
+  evidence: (component: string) => RuleOutEvidence,
 ): RuledOut[] {
   // Targets of failing paths, and whatever a hypothesis names (a source fault's own host).
-  const touched = new Set<string>();
-  for (const p of failing) touched.add(p.component);
-  const byComponent = new Map<string, PathState[]>();
-  for (const p of paths) pushTo(byComponent, p.component, p);
+  const touched = new Set<string>(failingTo);
   for (const h of hypotheses) for (const c of h.components) touched.add(c);
   const out: RuledOut[] = [];
   for (const name of sorted(touched)) {
@@ -669,29 +1245,21 @@ function ruleOut(
       });
       continue;
     }
-    // Names that did not resolve never reached the host: they say nothing about it.
-    const own = byComponent.get(name) ?? [];
-    const toward = own.filter(
-      (p) => p.state === 'failing' && layerOf(p) !== 'dns' && layerOf(p) !== 'probe',
-    );
-    const networkOnly = toward.every((p) => failureLayer[p.lastClass] === 'network');
-    const side = new Set(sound.filter((a) => host(a) !== name && sameGroup(host(a), name)));
-    const proto = own.filter((p) => side.has(p.agent) && p.kind !== 'icmp' && p.kind !== 'tcp');
-    const okAgents = sorted(proto.filter((p) => p.state !== 'failing').map((p) => p.agent));
-    const triedAgents = sorted(proto.map((p) => p.agent));
-    const kinds = sorted(proto.map((p) => p.kind)).join('/');
-    if (networkOnly && okAgents.length > 0) {
-      const cut = triedAgents.length - okAgents.length;
+    const e = evidence(name);
+    const networkOnly = e.aboveNetwork === 0;
+    const kinds = e.kinds.join('/');
+    if (networkOnly && e.okOnSide > 0) {
+      const cut = e.triedOnSide - e.okOnSide;
       out.push({
         component: name,
         canBeRuledOut: true,
-        reason: `${name}: ${kinds} handshake succeeds from ${okAgents.length}/${triedAgents.length} agents on its side${cut > 0 ? ` (the other ${cut} cannot reach it at the network layer)` : ''}; ${toward.length > 0 ? 'failures toward it are network-layer timeouts, never refused connections or protocol errors' : 'no failure reaches it at the service layer'}`,
+        reason: `${name}: ${kinds} handshake succeeds from ${e.okOnSide}/${e.triedOnSide} agents on its side${cut > 0 ? ` (the other ${cut} cannot reach it at the network layer)` : ''}; ${e.failing > 0 ? 'failures toward it are network-layer timeouts, never refused connections or protocol errors' : 'no failure reaches it at the service layer'}`,
       });
     } else if (networkOnly) {
       out.push({
         component: name,
         canBeRuledOut: false,
-        reason: `${name}: cannot be ruled out — ${side.size === 0 ? 'no reporting agent is on its side of the cut' : 'no agent gets through to its service'}; but every failure toward it is a network-layer timeout, so nothing points at the database either`,
+        reason: `${name}: cannot be ruled out — ${e.sideSize === 0 ? 'no reporting agent is on its side of the cut' : 'no agent gets through to its service'}; but every failure toward it is a network-layer timeout, so nothing points at the database either`,
       });
     } else {
       out.push({
@@ -744,6 +1312,34 @@ function findCut(
     .filter((f) => f.values.length === best.values.length)
     .map((f) => ({ key: f.key, values: f.values }));
   return { cut: { key: best.key, values: best.values }, alternatives };
+}
+
+/**
+ * The dark hosts beyond a cut around the reachable side, when every reachable host carries
+ * one value of a label and at least two dark hosts carry other values of it (the label
+ * leaving out the most dark hosts wins; ties: the key's name). Dark hosts carrying that
+ * value are not part of it: they are faults inside the reachable side.
+ */
+function farSide(
+  lit: ReadonlySet<string>,
+  dark: readonly string[],
+  labelsOf: (h: string) => Readonly<Record<string, string>>,
+): string[] {
+  if (lit.size === 0 || dark.length < 2) return [];
+  const keys = new Set<string>();
+  for (const h of lit) for (const k of Object.keys(labelsOf(h))) keys.add(k);
+  let best: string[] = [];
+  for (const key of sorted(keys)) {
+    const values = new Set<string | undefined>();
+    for (const h of lit) values.add(labelsOf(h)[key]);
+    if (values.size !== 1 || values.has(undefined)) continue;
+    const outside = dark.filter((h) => {
+      const v = labelsOf(h)[key];
+      return v !== undefined && !values.has(v);
+    });
+    if (outside.length > best.length) best = outside;
+  }
+  return best.length >= 2 ? best : [];
 }
 
 /** A label every failing source carries and no succeeding source does. */

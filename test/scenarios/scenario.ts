@@ -150,7 +150,7 @@ const nowMs = 1_800_000_000_000;
 const faultStartMs = nowMs - 60_000;
 
 /** Small deterministic PRNG (mulberry32) so noise is the same every run. */
-function rng(seed: number): () => number {
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
