@@ -5,6 +5,7 @@ import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { exitCodes } from './exit-codes.js';
 import { agentCommand } from './agent.js';
 import { collectorCommand } from './collector.js';
+import { demoCommand } from './demo.js';
 import { incidentsCommand } from './incidents.js';
 import { probeCommand } from './probe.js';
 import { statusCommand } from './status.js';
@@ -24,6 +25,7 @@ async function main(argv: string[]): Promise<number> {
     .command(collectorCommand(setCode))
     .command(statusCommand(setCode))
     .command(incidentsCommand(setCode))
+    .command(demoCommand(setCode))
     .demandCommand(1, 'Name a command: see the list above.')
     .strict()
     .recommendCommands()

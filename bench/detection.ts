@@ -1,0 +1,456 @@
+/**
+ * Detection benchmark (issue 6): fault injected → the right answer, for each injector of the
+ * lab, Faultline side by side with the usual stack watching the same lab — Prometheus
+ * blackbox_exporter probing the same hosts and ports, Debian's Prometheus scraping it every
+ * second with a `probe_success == 0` alert rule, Debian's Alertmanager receiving the alerts.
+ *
+ *   node dist/bench/detection.js [--runs 5] [--faults all|name,name] [--timeout-s 30] [--json FILE]
+ *
+ * Faultline: until GET /api/v1/diagnosis has the expected hypothesis on top (kind and
+ * components). The usual stack: until Alertmanager holds an active ProbeFailed alert for a
+ * probe of the faulty host — which says that a probe fails, not why; the table says how many
+ * alerts it raised for the one fault. Both watch every 100 ms. Needs root (namespaces).
+ */
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { Diagnosis } from '../wire/diagnosis.js';
+import { startAlertmanager, type TestAlertmanager } from '../test/helpers/alertmanager.js';
+import { labDiagnosis, matches, waitDiagnosisHealthy } from '../test/helpers/lab/expect.js';
+import type { ExpectedHypothesis } from '../test/helpers/lab/expect.js';
+import {
+  cutUplink,
+  dropPort,
+  freezeDatabase,
+  hostLinkDown,
+  killAgent,
+  randomLoss,
+  stopPostgres,
+  wrongVlan,
+  type Fault,
+} from '../test/helpers/lab/faults.js';
+import { canRunLab, Lab, type LabSpec } from '../test/helpers/lab/lab.js';
+import { pollUntil } from '../test/helpers/poll-until.js';
+import { startPrometheus, type TestPrometheus } from '../test/helpers/prometheus.js';
+import { diesWithParent, freePort, ManagedServer } from '../test/helpers/server-process.js';
+
+const exporterBin = '/usr/bin/prometheus-blackbox-exporter';
+const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+
+/** The demo's topology: the front with the collector on one switch, the databases on another. */
+const spec: LabSpec = {
+  switches: [
+    { name: 'sw-app', zone: 'front' },
+    { name: 'sw-db', zone: 'data' },
+    { name: 'vlan-99' },
+  ],
+  uplinks: [['sw-app', 'sw-db']],
+  hosts: [
+    { name: 'app-1', switch: 'sw-app', role: 'api', services: [{ kind: 'http', name: 'api' }] },
+    { name: 'app-2', switch: 'sw-app', role: 'api', services: [{ kind: 'http', name: 'api' }] },
+    { name: 'web-1', switch: 'sw-app', role: 'web', services: [{ kind: 'http', name: 'web' }] },
+    { name: 'db-1', switch: 'sw-db', role: 'database', services: [{ kind: 'postgres' }] },
+    { name: 'db-2', switch: 'sw-db', role: 'database', services: [{ kind: 'postgres' }] },
+  ],
+};
+
+interface Case {
+  readonly name: string;
+  readonly fault: (lab: Lab) => Fault;
+  readonly want: ExpectedHypothesis;
+  /** Hosts whose blackbox probes failing is the usual stack's detection; none: it has no probe for it. */
+  readonly usualHosts: readonly string[];
+}
+
+const cases: readonly Case[] = [
+  {
+    name: 'wrong-vlan',
+    fault: (l) => wrongVlan(l, ['db-1', 'db-2'], 'vlan-99'),
+    want: {
+      kind: 'network_partition',
+      groups: [
+        ['app-1', 'app-2', 'web-1'],
+        ['db-1', 'db-2'],
+      ],
+    },
+    usualHosts: ['db-1', 'db-2'],
+  },
+  {
+    name: 'uplink-cut',
+    fault: (l) => cutUplink(l, 'sw-app', 'sw-db'),
+    want: {
+      kind: 'network_partition',
+      groups: [
+        ['app-1', 'app-2', 'web-1'],
+        ['db-1', 'db-2'],
+      ],
+    },
+    usualHosts: ['db-1', 'db-2'],
+  },
+  {
+    name: 'host-link-down',
+    fault: (l) => hostLinkDown(l, 'db-2'),
+    want: { kind: 'host_unreachable', components: ['db-2'] },
+    usualHosts: ['db-2'],
+  },
+  {
+    name: 'postgres-stopped',
+    fault: (l) => stopPostgres(l, 'db-1'),
+    want: { kind: 'service_down', components: ['db-1'] },
+    usualHosts: ['db-1'],
+  },
+  {
+    name: 'postgres-frozen',
+    fault: (l) => freezeDatabase(l, 'db-1', 'postgres'),
+    want: { kind: 'service_unresponsive', components: ['db-1'] },
+    usualHosts: ['db-1'],
+  },
+  {
+    name: 'port-dropped-from-app-1',
+    fault: (l) => dropPort(l, 'db-1', 5432, ['app-1']),
+    want: { kind: 'path_blocked', components: ['db-1'] },
+    usualHosts: [],
+  },
+  {
+    name: 'loss-30pct',
+    fault: (l) => randomLoss(l, 'db-2', 30),
+    want: { kind: 'packet_loss' },
+    usualHosts: ['db-2'],
+  },
+  {
+    name: 'agent-killed',
+    fault: (l) => killAgent(l, 'app-2'),
+    want: { kind: 'agent_silent', components: ['app-2'] },
+    usualHosts: [],
+  },
+];
+
+interface Settings {
+  readonly runs: number;
+  readonly cases: readonly Case[];
+  readonly timeoutMs: number;
+  readonly json?: string;
+}
+
+function settings(): Settings {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '5' },
+      faults: { type: 'string', default: 'all' },
+      'timeout-s': { type: 'string', default: '30' },
+      json: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help === true) {
+    process.stdout.write(
+      `Usage: node dist/bench/detection.js [--runs 5] [--faults all|${cases.map((c) => c.name).join(',')}] [--timeout-s 30] [--json FILE]\n`,
+    );
+    process.exit(0);
+  }
+  const runs = Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1 || runs > 50)
+    throw new Error(`--runs: expected 1–50 (actual: ${values.runs})`);
+  const timeoutS = Number(values['timeout-s']);
+  if (!Number.isFinite(timeoutS) || timeoutS < 5 || timeoutS > 600)
+    throw new Error(`--timeout-s: expected 5–600 (actual: ${values['timeout-s']})`);
+  const names = String(values.faults);
+  const chosen =
+    names === 'all'
+      ? cases
+      : names.split(',').map((n) => {
+          const c = cases.find((x) => x.name === n.trim());
+          if (c === undefined)
+            throw new Error(
+              `--faults: no fault ${JSON.stringify(n)} (known: ${cases.map((x) => x.name).join(', ')})`,
+            );
+          return c;
+        });
+  return {
+    runs,
+    cases: chosen,
+    timeoutMs: timeoutS * 1000,
+    ...(values.json === undefined ? {} : { json: values.json }),
+  };
+}
+
+/** The usual stack: blackbox_exporter + Prometheus (1 s, alert rule) + Alertmanager. */
+interface UsualStack {
+  readonly alertmanager: TestAlertmanager;
+  readonly prometheus: TestPrometheus;
+  readonly exporter: ManagedServer;
+  /** Blackbox probe instance → lab host. */
+  readonly instanceHost: ReadonlyMap<string, string>;
+  stop(): Promise<void>;
+}
+
+async function startUsualStack(lab: Lab, dir: string): Promise<UsualStack> {
+  const alertmanager = await startAlertmanager();
+  const port = await freePort();
+  const configFile = `${dir}/blackbox.yml`;
+  writeFileSync(
+    configFile,
+    [
+      'modules:',
+      '  icmp: { prober: icmp, timeout: 800ms, icmp: { preferred_ip_protocol: ip4 } }',
+      '  tcp: { prober: tcp, timeout: 800ms, tcp: { preferred_ip_protocol: ip4 } }',
+      '  http: { prober: http, timeout: 800ms, http: { preferred_ip_protocol: ip4 } }',
+      '',
+    ].join('\n'),
+  );
+  const [command, args] = diesWithParent(exporterBin, [
+    `--config.file=${configFile}`,
+    `--web.listen-address=127.0.0.1:${port}`,
+  ]);
+  const exporter = new ManagedServer('127.0.0.1', port, dir, {
+    name: 'blackbox_exporter',
+    command,
+    args,
+    stopSignal: 'SIGTERM',
+    startTimeoutMs: 20_000,
+    ready: async () => {
+      try {
+        return (await fetch(`http://127.0.0.1:${port}/-/healthy`)).ok;
+      } catch {
+        return false;
+      }
+    },
+  });
+  await exporter.start();
+  // The same hosts and ports the agents probe: every host, every service port, http apps.
+  const instanceHost = new Map<string, string>();
+  const byModule: Record<'icmp' | 'tcp' | 'http', string[]> = { icmp: [], tcp: [], http: [] };
+  for (const h of lab.hosts) {
+    byModule.icmp.push(h.ip);
+    instanceHost.set(h.ip, h.name);
+    for (const s of h.spec.services ?? []) {
+      const p =
+        s.kind === 'postgres'
+          ? 5432
+          : s.kind === 'redis'
+            ? 6379
+            : s.kind === 'http'
+              ? (s.port ?? 8080)
+              : 0;
+      if (p === 0) continue;
+      byModule.tcp.push(`${h.ip}:${p}`);
+      instanceHost.set(`${h.ip}:${p}`, h.name);
+      if (s.kind === 'http') {
+        const url = `http://${h.ip}:${p}/healthz`;
+        byModule.http.push(url);
+        instanceHost.set(url, h.name);
+      }
+    }
+  }
+  const scrapeConfigs = (['icmp', 'tcp', 'http'] as const)
+    .map((m) =>
+      [
+        `  - job_name: blackbox-${m}`,
+        '    metrics_path: /probe',
+        `    params: { module: [${m}] }`,
+        '    static_configs:',
+        `      - targets: [${byModule[m].map((t) => JSON.stringify(t)).join(', ')}]`,
+        '    relabel_configs:',
+        '      - { source_labels: [__address__], target_label: __param_target }',
+        '      - { source_labels: [__param_target], target_label: instance }',
+        `      - { target_label: __address__, replacement: "127.0.0.1:${port}" }`,
+      ].join('\n'),
+    )
+    .join('\n');
+  // `for: 2s` at a 1 s interval: three failing probes in a row, Faultline's debounce.
+  const rules = [
+    'groups:',
+    '  - name: blackbox',
+    '    rules:',
+    '      - alert: ProbeFailed',
+    '        expr: probe_success == 0',
+    '        for: 2s',
+    '        labels: { severity: critical }',
+    '        annotations: { summary: "probe of {{ $labels.instance }} ({{ $labels.job }}) fails" }',
+    '',
+  ].join('\n');
+  const prometheus = await startPrometheus([], 1, {
+    scrapeConfigs,
+    rules,
+    alertmanagers: [alertmanager.url],
+  });
+  return {
+    alertmanager,
+    prometheus,
+    exporter,
+    instanceHost,
+    async stop() {
+      await prometheus.stop();
+      await exporter.stop();
+      await alertmanager.stop();
+    },
+  };
+}
+
+/** Active ProbeFailed alerts in Alertmanager, by lab host. */
+async function usualAlerts(stack: UsualStack): Promise<{ host: string; instance: string }[]> {
+  const alerts = await stack.alertmanager.alerts();
+  return alerts
+    .filter((a) => a.labels.alertname === 'ProbeFailed' && a.status.state === 'active')
+    .map((a) => ({
+      instance: a.labels.instance ?? '',
+      host: stack.instanceHost.get(a.labels.instance ?? '') ?? '?',
+    }));
+}
+
+interface Run {
+  readonly fault: string;
+  readonly run: number;
+  /** ms, or undefined when not detected within the timeout. */
+  readonly faultlineMs?: number;
+  readonly faultlineAnswer: string;
+  readonly usualMs?: number;
+  /** Distinct ProbeFailed alerts the usual stack raised during the run. */
+  readonly usualAlerts: number;
+}
+
+function answer(d: Diagnosis | undefined): string {
+  const h = d?.hypotheses[0];
+  return h === undefined
+    ? d?.healthy === true
+      ? 'healthy'
+      : '—'
+    : `${h.kind} [${h.components.join(', ')}]`;
+}
+
+async function measure(
+  lab: Lab,
+  stack: UsualStack,
+  c: Case,
+  run: number,
+  timeoutMs: number,
+): Promise<Run> {
+  // Both sides quiet before the injection.
+  await waitDiagnosisHealthy(lab, 90_000, 2000);
+  await pollUntil(
+    'no active alerts in Alertmanager',
+    async () => (await usualAlerts(stack)).length === 0,
+    {
+      timeoutMs: 90_000,
+      intervalMs: 250,
+    },
+  );
+  const fault = c.fault(lab);
+  const startMs = Date.now();
+  await fault.inject();
+  let faultlineMs: number | undefined;
+  let usualMs: number | undefined;
+  let last: Diagnosis | undefined;
+  const raised = new Set<string>();
+  const usualDone = c.usualHosts.length === 0;
+  try {
+    for (let i = 0; i < 100_000 && Date.now() - startMs < timeoutMs; i++) {
+      if (faultlineMs === undefined) {
+        last = await labDiagnosis(lab);
+        if (matches(last.hypotheses[0], c.want)) faultlineMs = Date.now() - startMs;
+      }
+      const alerts = await usualAlerts(stack);
+      for (const a of alerts) raised.add(a.instance);
+      if (usualMs === undefined && alerts.some((a) => c.usualHosts.includes(a.host)))
+        usualMs = Date.now() - startMs;
+      if (faultlineMs !== undefined && (usualDone || usualMs !== undefined)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await fault.heal();
+  }
+  return {
+    fault: c.name,
+    run,
+    ...(faultlineMs === undefined ? {} : { faultlineMs }),
+    faultlineAnswer: answer(last),
+    ...(usualMs === undefined ? {} : { usualMs }),
+    usualAlerts: raised.size,
+  };
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function fmtS(ms: number | undefined): string {
+  return ms === undefined ? '—' : (ms / 1000).toFixed(1);
+}
+
+function table(s: Settings, runs: readonly Run[]): string {
+  const out = [
+    `## Detection time: Faultline vs blackbox_exporter + Prometheus + Alertmanager`,
+    '',
+    `${new Date().toISOString()} · ${s.runs} run(s) per fault · probes every 1 s on both sides; Faultline's debounce 3 probes, the alert rule's \`for: 2s\` (3 scrapes) · timeout ${s.timeoutMs / 1000} s.`,
+    '',
+    '| fault | Faultline median / max, s | its answer | usual stack median / max, s | alerts it raised | Faultline ÷ usual (median) |',
+    '|---|---:|---|---:|---:|---:|',
+  ];
+  for (const c of s.cases) {
+    const rs = runs.filter((r) => r.fault === c.name);
+    const fl = rs.flatMap((r) => (r.faultlineMs === undefined ? [] : [r.faultlineMs]));
+    const us = rs.flatMap((r) => (r.usualMs === undefined ? [] : [r.usualMs]));
+    const flCell =
+      fl.length === 0
+        ? 'not detected'
+        : `${fmtS(median(fl))} / ${fmtS(Math.max(...fl))}${fl.length < rs.length ? ` (${rs.length - fl.length} missed)` : ''}`;
+    const usCell =
+      c.usualHosts.length === 0
+        ? 'no probe can see it'
+        : us.length === 0
+          ? 'never fired'
+          : `${fmtS(median(us))} / ${fmtS(Math.max(...us))}${us.length < rs.length ? ` (${rs.length - us.length} missed)` : ''}`;
+    const answers = [...new Set(rs.map((r) => r.faultlineAnswer))].join('; ');
+    const alerts = rs.length === 0 ? '—' : median(rs.map((r) => r.usualAlerts)).toString();
+    const ratio = fl.length > 0 && us.length > 0 ? (median(fl) / median(us)).toFixed(2) : '—';
+    out.push(`| ${c.name} | ${flCell} | ${answers} | ${usCell} | ${alerts} | ${ratio} |`);
+  }
+  out.push(
+    '',
+    'The usual stack\'s "alerts it raised" are distinct `ProbeFailed` alerts (one per failing probe target) for the one fault: it says what fails, not why; Faultline raises one hypothesis with the cause and what is ruled out. Alertmanager notifies after its `group_wait` on top of the times shown (30 s by default).',
+    '',
+  );
+  return out.join('\n');
+}
+
+async function main(): Promise<void> {
+  const s = settings();
+  if (!canRunLab)
+    throw new Error('the detection benchmark needs root on Linux (network namespaces)');
+  const lab = await Lab.up(spec, {
+    cliPath,
+    probeIntervalMs: 1000,
+    probeTimeoutMs: 800,
+    reportIntervalMs: 1000,
+    silentAfterMs: 3000,
+    debounce: 3,
+  });
+  let stack: UsualStack | undefined;
+  const runs: Run[] = [];
+  try {
+    stack = await startUsualStack(lab, lab.dir);
+    for (let r = 1; r <= s.runs; r++) {
+      for (const c of s.cases) {
+        const run = await measure(lab, stack, c, r, s.timeoutMs);
+        runs.push(run);
+        process.stderr.write(
+          `run ${r} ${c.name}: Faultline ${fmtS(run.faultlineMs)} s (${run.faultlineAnswer}), usual ${fmtS(run.usualMs)} s, ${run.usualAlerts} alert(s)\n`,
+        );
+      }
+    }
+  } finally {
+    await stack?.stop();
+    await lab.down();
+  }
+  process.stdout.write(table(s, runs));
+  if (s.json !== undefined) writeFileSync(s.json, JSON.stringify({ runs }, null, 2));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `bench/detection: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exitCode = 1;
+});

@@ -1,0 +1,73 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { cliPath, ensureBuilt, repoRoot } from '../../helpers/cli.js';
+import { canRunLab } from '../../helpers/lab/lab.js';
+
+/** `faultline demo`, run as an operator would: the built CLI as a child process. */
+
+function runDemo(
+  args: readonly string[],
+  opts: { asUid?: number; timeoutMs: number },
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const node = [process.execPath, cliPath, ...args];
+  const [cmd, ...cmdArgs] =
+    opts.asUid === undefined
+      ? node
+      : ['setpriv', `--reuid=${opts.asUid}`, `--regid=${opts.asUid}`, '--clear-groups', ...node];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd!, cmdArgs, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // SIGINT first: the demo tears its lab down on it.
+    const timer = setTimeout(() => child.kill('SIGINT'), opts.timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe.runIf(canRunLab)('faultline demo', () => {
+  it('refuses to run without root, saying why', async () => {
+    ensureBuilt();
+    const r = await runDemo(['demo'], { asUid: 65534, timeoutMs: 20_000 });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/demo needs root/);
+    expect(r.stdout).toBe('');
+  }, 60_000);
+
+  it('replays the founding incident: healthy, a network partition diagnosed, healed, torn down', async () => {
+    ensureBuilt();
+    const r = await runDemo(['demo', '--hold-ms', '2000'], { timeoutMs: 110_000 });
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    const out = r.stdout;
+    const at = (text: string): number => {
+      const i = out.indexOf(text);
+      expect(i, `"${text}" in:\n${out}`).toBeGreaterThanOrEqual(0);
+      return i;
+    };
+    // In this order, each line timestamped.
+    const order = [
+      at('Lab up. Collector: http://198.'),
+      at('healthy: nothing is wrong'),
+      at('INCIDENT: the switch ports of db-1 and db-2'),
+      at('network_partition (confidence'),
+      at('Diagnosed as a network partition'),
+      at('HEAL:'),
+      at('Healthy again'),
+      at('Done: no namespace'),
+    ];
+    expect(order).toEqual([...order].sort((a, b) => a - b));
+    for (const line of out.trim().split('\n')) {
+      if (!line.startsWith(' ')) expect(line).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3} \+\s*\d+\.\ds\] /);
+    }
+    // Nothing of the lab is left behind.
+    const prefix = /namespaces (fl[0-9a-f]{6})-\*/.exec(out)?.[1];
+    expect(prefix, out).toBeDefined();
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(prefix);
+    expect(execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })).not.toContain(prefix);
+  }, 120_000);
+});
