@@ -687,7 +687,8 @@ export class Lab {
     }
     sweepPrefix(this.prefix, this.subnet);
     this.space.release();
-    rmSync(this.dir, { recursive: true, force: true });
+    // A process of the lab may still be finishing a write: retry a busy or refilled dir.
+    rmSync(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     live.delete(this);
   }
 
