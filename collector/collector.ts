@@ -9,6 +9,7 @@ import { buildApi } from './api.js';
 import type { CollectorConfig } from './config.js';
 import { AlertEngine, type AlertContext } from './alerts.js';
 import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
+import { IncrementalLocaliser } from './localise/localise.js';
 import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
 import { Ingest } from './ingest.js';
 import { postmortem } from './postmortem.js';
@@ -53,6 +54,22 @@ export class ObservedPathMatrix extends PathMatrix {
   /** Called with a reason whenever something the diagnosis reads has changed. */
   onChange: (reason: string) => void = () => undefined;
   private readonly labelsSeen = new Map<string, string>();
+  /** Agents whose paths changed since the localiser last read them; `all` at first. */
+  private dirtyAgents = new Set<string>();
+  private allDirty = true;
+
+  /** The agents whose paths changed since the last call (`all`: read every path again). */
+  takeDirtyAgents(): { readonly all: boolean; readonly agents: readonly string[] } {
+    const taken = { all: this.allDirty, agents: [...this.dirtyAgents] };
+    this.allDirty = false;
+    this.dirtyAgents = new Set();
+    return taken;
+  }
+
+  /** After a failed localisation: read everything again next time. */
+  markAllDirty(): void {
+    this.allDirty = true;
+  }
 
   override apply(batch: ReportBatch, receivedAtMs: number): AppliedBatch {
     const sizeBefore = this.size;
@@ -67,6 +84,15 @@ export class ObservedPathMatrix extends PathMatrix {
       commit: (agent) => {
         applied.commit(agent);
         if (newAgent || newLabels) this.labelsSeen.set(batch.agentId, labels ?? known ?? '{}');
+        // Full results move a path's last class even when its debounced state holds.
+        if (
+          applied.transitions.length > 0 ||
+          batch.results.length > 0 ||
+          newAgent ||
+          newLabels ||
+          grew
+        )
+          this.dirtyAgents.add(batch.agent);
         if (applied.transitions.length > 0) this.onChange('batch');
         else if (newAgent || newLabels || grew) this.onChange('agents');
       },
@@ -121,10 +147,35 @@ export class Collector implements CollectorCore {
     });
     this.ingestor = new Ingest(this.store, this.matrix);
     const inventory = localiseInventory(config.inventory.components);
+    // The config has no topology labels for the collector itself yet: the localiser then
+    // takes the side with the most reporting agents as the collector's.
+    let localiser = new IncrementalLocaliser({ inventory });
     this.diagnoser = new DiagnosisEngine({
-      // The config has no topology labels for the collector itself yet: the localiser then
-      // takes the side with the most reporting agents as the collector's.
-      input: () => ({ paths: this.matrix.paths(), agents: this.matrix.agents(), inventory }),
+      // The incremental localiser reads only the paths of agents whose paths changed.
+      input: () => ({ paths: [], agents: this.matrix.agents(), inventory }),
+      localise: (input) => {
+        const dirty = this.matrix.takeDirtyAgents();
+        try {
+          if (dirty.all) {
+            localiser = new IncrementalLocaliser({ inventory });
+            const byAgent = new Map<string, PathState[]>();
+            for (const p of this.matrix.paths()) {
+              const list = byAgent.get(p.agent);
+              if (list === undefined) byAgent.set(p.agent, [p]);
+              else list.push(p);
+            }
+            for (const [agent, paths] of byAgent) localiser.replaceAgentPaths(agent, paths);
+          } else {
+            for (const agent of dirty.agents)
+              localiser.replaceAgentPaths(agent, this.matrix.paths({ agent }));
+          }
+          localiser.setAgents(input.agents);
+          return localiser.diagnose(input.nowMs);
+        } catch (err) {
+          this.matrix.markAllDirty();
+          throw err;
+        }
+      },
       log,
     });
     this.matrix.onChange = (reason) => this.diagnoser.invalidate(reason);

@@ -11,8 +11,13 @@ import type { ReportBatch } from '../wire/report.js';
 import type { FailureClass } from '../wire/result.js';
 import { Collector } from './collector.js';
 import { parseCollectorConfig } from './config.js';
-import { DiagnosisEngine, emptyDiagnosis, type DiagnosisChange } from './diagnosis.js';
-import type { LocaliseInput } from './localise/localise.js';
+import {
+  DiagnosisEngine,
+  emptyDiagnosis,
+  localiseInventory,
+  type DiagnosisChange,
+} from './diagnosis.js';
+import { localise, type LocaliseInput } from './localise/localise.js';
 
 const silentLog = pino({ level: 'silent' });
 
@@ -434,6 +439,43 @@ describe('the collector keeps the diagnosis current', () => {
     // Both agents' own views of the fault.
     expect(md).toMatch(/\| app-1 \| 1 \| .* \| tcp_refused \| no \|/);
     expect(md).toMatch(/\| app-2 \| 1 \| .* \| tcp_refused \| no \|/);
+  });
+
+  it('the incremental localisation the collector runs equals a full localise() of its matrix at every step', async () => {
+    const c = await start();
+    const inventory = localiseInventory(c.config.inventory.components);
+    const checks: string[] = [];
+    const plan: ['ok' | 'tcp_refused' | 'tcp_timeout', number][] = [
+      ['ok', 3],
+      ['tcp_refused', 3],
+      ['tcp_timeout', 3],
+      ['ok', 3],
+    ];
+    let seq = 0;
+    for (const [cls, n] of plan) {
+      for (let i = 0; i < n; i++) {
+        seq++;
+        // app-2 lags a step behind app-1: states change one agent at a time.
+        await post(c, period('app-1', seq, cls));
+        await c.diagnoser.idle();
+        await post(c, period('app-2', seq, cls));
+        // A recompute now, whatever triggered one: fresh against fresh.
+        c.diagnoser.invalidate('test');
+        await c.diagnoser.idle();
+        const d = c.diagnosis();
+        const full = localise({
+          paths: c.matrix.paths(),
+          agents: c.matrix.agents(),
+          inventory,
+          nowMs: d.computedAtMs,
+        });
+        expect(d, `after ${cls} #${i + 1}`).toEqual(full);
+        checks.push(d.hypotheses[0]?.kind ?? 'healthy');
+      }
+    }
+    // The walk went through faults and back, so the comparison covered real changes.
+    expect(checks).toContain('service_down');
+    expect(checks.at(-1)).toBe('healthy');
   });
 
   it('agents going silent recompute the diagnosis (markSilent), and it starts computed after a restart', async () => {
