@@ -318,7 +318,13 @@ export class Collector implements CollectorCore {
     const transitions = this.store
       .transitionsSince(detail.firstFailureMs - 60_000)
       .filter((t) => t.atMs <= endMs);
-    return postmortem(detail, transitions, Date.now(), this.url());
+    const viewers = new Map<string, string[]>();
+    for (const p of this.matrix.paths()) {
+      const list = viewers.get(p.component);
+      if (list === undefined) viewers.set(p.component, [p.agent]);
+      else if (!list.includes(p.agent)) list.push(p.agent);
+    }
+    return postmortem(detail, transitions, Date.now(), this.url(), viewers);
   }
 
   overloaded(): boolean {

@@ -132,6 +132,11 @@ describe('IncidentTracker', () => {
       tcp_timeout: 8,
       icmp_timeout: 4,
     });
+    // The root cause hint is the leading hypothesis that held longest (the partition led
+    // for 56 s, service_down for the last 30 s), not simply the last one.
+    expect(postmortem(detail, [], t0 + 100_000)).toContain(
+      '## Root cause hint\n\n`network_partition` (cut at switch=sw-2)',
+    );
     // A new fault after recovery is a new incident.
     expect(tracker.update(diagnosis(t0 + 200_000, [serviceDown()]))).toMatchObject({
       incidentId: 2,
@@ -195,7 +200,15 @@ describe('postmortem', () => {
       // Long before the incident: not part of it.
       transition('app-2', 'db-1/icmp', t0 - 3_600_000, 'icmp_timeout'),
     ];
-    const md = postmortem(incidentDetail(store, 1)!, transitions, t0 + 200_000, 'http://c:7800/');
+    // db-2 (db-1's side of the cut) probes db-1; so does app-1, across the cut.
+    const viewers = new Map([['db-1', ['app-1', 'db-2']]]);
+    const md = postmortem(
+      incidentDetail(store, 1)!,
+      transitions,
+      t0 + 200_000,
+      'http://c:7800/',
+      viewers,
+    );
     expect(md).toMatch(/^# Postmortem \(draft\): incident 1 — Network partition/);
     expect(md).toContain('- **Status:** resolved at 2023-11-14 22:15:25Z');
     expect(md).toContain('- **Duration:** 2 min 5 s');
@@ -208,6 +221,19 @@ describe('postmortem', () => {
     expect(md).toContain('| db-1 | 1 | 2023-11-14 22:13:20Z | tcp_timeout | yes |');
     expect(md).not.toContain('| app-2 |');
     expect(md).toContain('- **db-1** — cannot be ruled out:');
+    // The spool of db-2 showed db-1 fine from its own side: ruled out after the fact.
+    expect(md).toContain(
+      'Since the recovery:\n- **db-1** — ruled out in hindsight: db-2, on its side of the cut, reached it without a failure throughout',
+    );
+    // Had db-2 failed toward db-1 too, nothing would be ruled out.
+    const md2 = postmortem(
+      incidentDetail(store, 1)!,
+      [...transitions, transition('db-2', 'db-1/postgres/tcp', t0 + 800, 'tcp_refused')],
+      t0 + 200_000,
+      undefined,
+      viewers,
+    );
+    expect(md2).not.toContain('ruled out in hindsight');
     expect(md).toContain('## Corrective measures');
     expect(md).toContain('Incident record: http://c:7800/api/v1/incidents/1');
   });

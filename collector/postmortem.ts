@@ -1,5 +1,5 @@
 import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
-import type { IncidentDetail } from './incidents.js';
+import { hypothesisKey, type IncidentDetail } from './incidents.js';
 import type { Transition } from './paths.js';
 
 /**
@@ -58,15 +58,39 @@ function escapeCell(s: string): string {
   return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 }
 
+/**
+ * The components each agent probes (component → agent names), from the path matrix: with the
+ * transitions it tells which agents reached a component throughout the incident.
+ */
+export type ComponentViewers = ReadonlyMap<string, readonly string[]>;
+
 export function postmortem(
   incident: IncidentDetail,
   transitions: readonly Transition[],
   nowMs: number,
   collectorUrl?: string,
+  viewers: ComponentViewers = new Map(),
 ): string {
   const snapshots = incident.events.filter((e) => isDiagnosis(e.diagnosis));
   const unhealthy = snapshots.filter((e) => !(e.diagnosis as Diagnosis).healthy);
-  const last = unhealthy.at(-1)?.diagnosis as Diagnosis | undefined;
+  // The root cause hint: the diagnosis whose leading hypothesis held longest — not the last
+  // one, which may be the aftermath (late spooled failures read just before the recovery).
+  const endForHold = incident.closedAtMs ?? nowMs;
+  let last: Diagnosis | undefined;
+  let longestMs = -1;
+  const held = new Map<string, number>();
+  for (const [i, e] of incident.events.entries()) {
+    const d = e.diagnosis;
+    if (!isDiagnosis(d) || d.healthy || d.hypotheses.length === 0) continue;
+    const key = hypothesisKey(d.hypotheses[0]!);
+    const untilMs = incident.events[i + 1]?.atMs ?? endForHold;
+    const total = (held.get(key) ?? 0) + Math.max(0, untilMs - e.atMs);
+    held.set(key, total);
+    if (total > longestMs || (total === longestMs && last !== undefined)) {
+      longestMs = total;
+      last = d;
+    }
+  }
   // The peak: the snapshot whose hypotheses explained the most failing paths.
   let peak: Diagnosis | undefined;
   let peakPaths = -1;
@@ -217,6 +241,28 @@ export function postmortem(
     out.push(
       `- **${r.component}** — ${r.canBeRuledOut ? 'ruled out' : 'cannot be ruled out'}: ${r.reason}`,
     );
+  // What could not be ruled out while the fault lasted, in the light of the reports that
+  // arrived since (agents cut off from the collector deliver their spool after the heal).
+  const hindsight: string[] = [];
+  for (const r of ruledOut) {
+    if (r.canBeRuledOut) continue;
+    const failedToward = new Set(
+      transitions
+        .filter((t) => t.target.startsWith(`${r.component}/`) && t.toState === 'failing')
+        .map((t) => t.agent),
+    );
+    const sameSide = new Set(
+      lead?.groups.find((g) => g.members.includes(r.component))?.members ?? [],
+    );
+    const reached = (viewers.get(r.component) ?? []).filter(
+      (a) => !failedToward.has(a) && sameSide.has(a),
+    );
+    if (reached.length > 0)
+      hindsight.push(
+        `- **${r.component}** — ruled out in hindsight: ${reached.sort().join(', ')}, on its side of the cut, reached it without a failure throughout (their reports arrived after the heal)`,
+      );
+  }
+  if (hindsight.length > 0) out.push('', 'Since the recovery:', ...hindsight);
   out.push('');
 
   out.push('## Corrective measures');

@@ -180,18 +180,31 @@ describe.runIf(canRunLab)('lab: partitions', () => {
     expect(path.sinceMs).toBeGreaterThan(startMs);
     // The incident record (where the collector keeps one): opened during the cut with the
     // partition leading, closed after the heal.
-    const incidents = await fetch(`${l.collectorUrl}/api/v1/incidents`);
-    if (incidents.status === 200) {
-      const list = ((await incidents.json()) as { incidents: IncidentLike[] }).incidents;
-      const mine = list.find((i) => i.openedAtMs >= startMs && i.openedAtMs <= endMs);
-      expect(mine, JSON.stringify(list).slice(0, 2000)).toBeDefined();
-      expect(mine!.closedAtMs).toBeGreaterThan(endMs);
-      const detail = await l.get<{ events: { type: string; diagnosis: Diagnosis }[] }>(
-        `/api/v1/incidents/${mine!.id}`,
-      );
-      const kinds = detail.events.map((e) => e.diagnosis.hypotheses[0]?.kind);
-      expect(kinds).toContain('network_partition');
-    }
+    const { incidents: list } = await l.get<{ incidents: IncidentLike[] }>('/api/v1/incidents');
+    const mine = list.find((i) => i.openedAtMs >= startMs && i.openedAtMs <= endMs);
+    expect(mine, JSON.stringify(list).slice(0, 2000)).toBeDefined();
+    expect(mine!.closedAtMs).toBeGreaterThan(endMs);
+    const detail = await l.get<{ events: { type: string; diagnosis: Diagnosis }[] }>(
+      `/api/v1/incidents/${mine!.id}`,
+    );
+    const kinds = detail.events.map((e) => e.diagnosis.hypotheses[0]?.kind);
+    expect(kinds).toContain('network_partition');
+    // The postmortem: duration about the cut's, the timeline in order, the partition as the
+    // root cause, and the databases ruled out — in hindsight, from their own side's reports.
+    const pm = await fetch(`${l.collectorUrl}/api/v1/incidents/${mine!.id}/postmortem`);
+    const md = await pm.text();
+    expect(pm.status, md).toBe(200);
+    const duration = /- \*\*Duration:\*\* (?:(\d+) min )?(\d+) s/.exec(md);
+    expect(duration, md).not.toBeNull();
+    const durationS = Number(duration![1] ?? 0) * 60 + Number(duration![2]);
+    expect(durationS, md).toBeGreaterThanOrEqual(Math.floor((endMs - startMs) / 1000) - 5);
+    expect(durationS, md).toBeLessThanOrEqual(Math.ceil((endMs - startMs) / 1000) + 15);
+    expect(md.indexOf('— **detected**'), md).toBeGreaterThan(0);
+    expect(md.indexOf('— **recovered**'), md).toBeGreaterThan(md.indexOf('— **detected**'));
+    expect(md, md).toMatch(/## Root cause hint\n\n`network_partition`/);
+    expect(md, md).toMatch(
+      /\*\*db-[12]\*\* — ruled out in hindsight: db-[12], on its side of the cut/,
+    );
     // The store is held exclusively by the running collector: read it after a clean stop.
     await l.collector?.stop();
     const db = new Database(join(l.dir, 'data', 'faultline.db'), {
