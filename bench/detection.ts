@@ -29,30 +29,14 @@ import {
   wrongVlan,
   type Fault,
 } from '../test/helpers/lab/faults.js';
-import { canRunLab, Lab, type LabSpec } from '../test/helpers/lab/lab.js';
+import { canRunLab, Lab } from '../test/helpers/lab/lab.js';
+import { demoLab as spec } from '../cli/demo.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import { startPrometheus, type TestPrometheus } from '../test/helpers/prometheus.js';
 import { diesWithParent, freePort, ManagedServer } from '../test/helpers/server-process.js';
 
 const exporterBin = '/usr/bin/prometheus-blackbox-exporter';
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
-
-/** The demo's topology: the front with the collector on one switch, the databases on another. */
-const spec: LabSpec = {
-  switches: [
-    { name: 'sw-app', zone: 'front' },
-    { name: 'sw-db', zone: 'data' },
-    { name: 'vlan-99' },
-  ],
-  uplinks: [['sw-app', 'sw-db']],
-  hosts: [
-    { name: 'app-1', switch: 'sw-app', role: 'api', services: [{ kind: 'http', name: 'api' }] },
-    { name: 'app-2', switch: 'sw-app', role: 'api', services: [{ kind: 'http', name: 'api' }] },
-    { name: 'web-1', switch: 'sw-app', role: 'web', services: [{ kind: 'http', name: 'web' }] },
-    { name: 'db-1', switch: 'sw-db', role: 'database', services: [{ kind: 'postgres' }] },
-    { name: 'db-2', switch: 'sw-db', role: 'database', services: [{ kind: 'postgres' }] },
-  ],
-};
 
 interface Case {
   readonly name: string;
@@ -77,7 +61,7 @@ const cases: readonly Case[] = [
   },
   {
     name: 'uplink-cut',
-    fault: (l) => cutUplink(l, 'sw-app', 'sw-db'),
+    fault: (l) => cutUplink(l, 'sw-1', 'sw-2'),
     want: {
       kind: 'network_partition',
       groups: [

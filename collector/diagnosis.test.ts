@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { sumMetric } from '../test/helpers/collector-process.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
-import { dbInventoryYaml, dbPeriod } from '../test/helpers/report-batches.js';
+import { dbInventoryYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
 import { DiagnosisSchema, faultKinds, type Diagnosis } from '../wire/diagnosis.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { FailureClass } from '../wire/result.js';
@@ -304,15 +304,7 @@ describe('the collector keeps the diagnosis current', () => {
     return collector;
   }
 
-  async function post(c: Collector, b: ReportBatch): Promise<void> {
-    const res = await fetch(`${c.url()}/api/v1/reports`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(b),
-      signal: AbortSignal.timeout(5_000),
-    });
-    expect(res.status, await res.clone().text()).toBe(200);
-  }
+  const post = (c: Collector, b: ReportBatch): Promise<void> => postReport(c.url(), token, b);
 
   async function diagnosis(c: Collector): Promise<Diagnosis> {
     const res = await fetch(`${c.url()}/api/v1/diagnosis`, { signal: AbortSignal.timeout(5_000) });

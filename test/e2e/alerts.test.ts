@@ -19,7 +19,7 @@ import type { Diagnosis } from '../../wire/diagnosis.js';
 import { canRunAlertmanager, startAlertmanager } from '../helpers/alertmanager.js';
 import type { GettableAlert, TestAlertmanager } from '../helpers/alertmanager.js';
 import { pollUntil } from '../helpers/poll-until.js';
-import { dbInventoryYaml, dbPeriod } from '../helpers/report-batches.js';
+import { dbInventoryYaml, dbPeriod, postReport } from '../helpers/report-batches.js';
 import type { ReportBatch } from '../../wire/report.js';
 import { freePort } from '../helpers/server-process.js';
 
@@ -518,15 +518,7 @@ describe.skipIf(!canRunAlertmanager)(
       return c;
     }
 
-    async function post(c: Collector, b: ReportBatch): Promise<void> {
-      const res = await fetch(`${c.url()}/api/v1/reports`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify(b),
-        signal: AbortSignal.timeout(5_000),
-      });
-      expect(res.status, await res.clone().text()).toBe(200);
-    }
+    const post = (c: Collector, b: ReportBatch): Promise<void> => postReport(c.url(), token, b);
 
     const theirs = async (): Promise<GettableAlert[]> =>
       (await am.alerts()).filter((a) => a.labels.cluster === 'e2e-ha');

@@ -120,3 +120,18 @@ export const dbInventoryYaml: readonly string[] = [
   '      labels: { zone: b }',
   '      services: [{ name: postgres, kind: postgres }]',
 ];
+
+/**
+ * POSTs a batch to a collector's `/api/v1/reports` as an agent would (uncompressed) and
+ * throws with the answer unless it is 200.
+ */
+export async function postReport(baseUrl: string, token: string, b: ReportBatch): Promise<void> {
+  const res = await fetch(`${baseUrl}/api/v1/reports`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(b),
+    signal: AbortSignal.timeout(5_000),
+  });
+  if (res.status !== 200)
+    throw new Error(`POST /api/v1/reports: ${res.status} ${await res.text()}`);
+}

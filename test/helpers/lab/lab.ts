@@ -1,10 +1,9 @@
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import type { TestHost } from '../netns.js';
+import { sh, type TestHost } from '../netns.js';
 import { pollUntil } from '../poll-until.js';
 import { startPostgres, type PostgresServer } from '../postgres.js';
 import { startRedis, type RedisServer } from '../redis.js';
@@ -31,18 +30,8 @@ import { claimAddressSpace, sweepPrefix, type AddressSpace } from './address-spa
  * and is ended by PID in `down()`. Needs root.
  */
 
-const run = promisify(execFile);
-
-/** Runs a command, throwing with its stderr when it fails. */
-export async function labSh(cmd: string, args: readonly string[]): Promise<string> {
-  try {
-    const { stdout } = await run(cmd, args, { maxBuffer: 16 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')} failed: ${e.stderr?.trim() || e.message}`);
-  }
-}
+/** Runs a command, throwing with its stderr when it fails (the test nets' own). */
+export const labSh = sh;
 
 /** Whether this process can build a lab (root on Linux). */
 export const canRunLab = process.platform === 'linux' && process.getuid?.() === 0;
