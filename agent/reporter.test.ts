@@ -122,11 +122,11 @@ describe('Reporter', () => {
     expect(s.lossRatio).toBeCloseTo((2 + 0 + 2) / 10);
   });
 
-  it('sends in full the first result of a path, every class change and the results confirming it — in order; a failure that persists is only summarised', async () => {
+  it('sends in full every class change and the results confirming it — in order; an ok first result and a failure that persists are only summarised', async () => {
     const { r, batches } = make({ confirmResults: 1 });
     const sequence: FailureClass[] = [
-      'ok', // first: sent
-      'ok', // confirms it: sent
+      'ok', // first, ok: no news (the summary says it)
+      'ok',
       'ok',
       'tcp_timeout', // change: sent
       'tcp_timeout', // confirms it: sent
@@ -141,8 +141,6 @@ describe('Reporter', () => {
     await r.cut();
     const sent = batches[0]!.results;
     expect(sent.map((x) => x.class)).toEqual([
-      'ok',
-      'ok',
       'tcp_timeout',
       'tcp_timeout',
       'tcp_refused',
@@ -150,8 +148,8 @@ describe('Reporter', () => {
       'ok',
     ]);
     // Sent as recorded: original seq and timestamps.
-    expect(sent.map((x) => x.seq)).toEqual([0, 1, 3, 4, 7, 8, 9].map((i) => fed[i]!.seq));
-    expect(sent[2]!.startedAtMs).toBe(fed[3]!.startedAtMs);
+    expect(sent.map((x) => x.seq)).toEqual([3, 4, 7, 8, 9].map((i) => fed[i]!.seq));
+    expect(sent[0]!.startedAtMs).toBe(fed[3]!.startedAtMs);
     // The summary still counts every probe, the ones not sent in full too.
     expect(batches[0]!.summaries[0]).toMatchObject({
       count: 10,
@@ -183,8 +181,8 @@ describe('Reporter', () => {
 
   it('splits summaries over batches and closes a batch early when results pile up', async () => {
     const { r, batches } = make({ maxSummariesPerBatch: 2, maxResultsPerBatch: 3 });
-    for (let i = 0; i < 5; i++) feed(r, result(`t${i}/tcp`, 'tcp', 'ok'));
-    // 5 first results (state changes): 3 closed a batch early, 2 wait.
+    for (let i = 0; i < 5; i++) feed(r, result(`t${i}/tcp`, 'tcp', 'tcp_refused'));
+    // 5 first results, failures (state changes): 3 closed a batch early, 2 wait.
     expect(batches).toHaveLength(1);
     expect(batches[0]).toMatchObject({ summaries: [] });
     expect(batches[0]!.results.map((x) => x.target)).toEqual(['t0/tcp', 't1/tcp', 't2/tcp']);
@@ -215,20 +213,17 @@ describe('Reporter', () => {
   it('a failure is sent within earlyFlushMs, not at the end of a long period', async () => {
     const { r, batches } = make({ reportIntervalMs: 60_000, earlyFlushMs: 30, confirmResults: 0 });
     r.start();
-    feed(r, result('db/tcp', 'tcp', 'ok'));
-    await pollUntil('the first result (a state change) flushed', () => batches.length === 1, {
-      timeoutMs: 2000,
-    });
     const t0 = Date.now();
-    feed(r, result('db/tcp', 'tcp', 'ok')); // no news: waits for the period
+    feed(r, result('db/tcp', 'tcp', 'ok')); // a first ok: no news, waits for the period
+    feed(r, result('db/tcp', 'tcp', 'ok'));
     feed(r, result('db/tcp', 'tcp', 'tcp_timeout'));
-    await pollUntil('the failure flushed', () => batches.length === 2, { timeoutMs: 2000 });
+    await pollUntil('the failure flushed', () => batches.length === 1, { timeoutMs: 2000 });
     expect(Date.now() - t0).toBeLessThan(1000);
-    expect(batches[1]!.results.map((x) => x.class)).toEqual(['tcp_timeout']);
-    expect(batches[1]!.summaries).toEqual([]);
+    expect(batches[0]!.results.map((x) => x.class)).toEqual(['tcp_timeout']);
+    expect(batches[0]!.summaries).toEqual([]);
     // The summary of the period still counts every probe when the period closes.
     await r.stop();
-    expect(batches[2]!.summaries[0]).toMatchObject({
+    expect(batches[1]!.summaries[0]).toMatchObject({
       count: 3,
       ok: 2,
       failures: { tcp_timeout: 1 },

@@ -106,7 +106,7 @@ function quantile(sorted: readonly number[], q: number): number {
  * Turns the stream of probe results into report batches: per path and period a summary
  * (count, ok, failures by class, latency min/p50/p90/p99/max of the kind's main timing,
  * ICMP loss), plus in full every result whose class differs from the path's previous one
- * (the first result of a path included) and the `confirmResults` after it. Summaries count
+ * (the first result of a path when it is a failure) and the `confirmResults` after it. Summaries count
  * every probe of the period, the ones sent in full too. A path failing the same way for an
  * hour thus costs what a healthy one costs, and the collector still hears of every change
  * and its confirmation at once.
@@ -220,7 +220,10 @@ export class Reporter {
     }
     p.lastClass = cls;
     p.lastSeq = result.seq;
-    const changed = p.previous !== cls;
+    // A path's first result, when ok, is no news: its summary says so, and one success is
+    // all the collector needs to call a path ok. (A fleet starting up would otherwise send
+    // every path in full at once.)
+    const changed = p.previous !== cls && !(p.previous === undefined && cls === 'ok');
     p.previous = cls;
     let full = changed;
     if (changed) p.confirm = this.confirmResults;

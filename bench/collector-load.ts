@@ -242,8 +242,8 @@ function makeAgentBatches(
       const p = paths[pi]!;
       const seqOf = (i: number): number => firstSeq + i * paths.length + pi;
       const lastSeq = seqOf(k - 1);
-      // Which of this period's probes go in full: the path's first probe is a state change,
-      // and the agent confirms it with the next `confirmResults` (agent/reporter.ts).
+      // Which of a failing path's probes go in full: its first (a change: a failure) and the
+      // `confirmResults` after it (agent/reporter.ts).
       const fullUpTo = Math.min(k, Math.max(0, confirmedAfter + 1 - r * k));
       if (p.failing) {
         const f = failures[p.kind] ?? failures.tcp!;
@@ -267,15 +267,7 @@ function makeAgentBatches(
           `"latencyMs":{"min":${lat},"p50":${lat},"p90":${lat},"p99":${lat},"max":${lat}},` +
           `${p.kind === 'icmp' ? '"lossRatio":0,' : ''}"lastClass":"ok","lastSeq":${lastSeq}}`,
       );
-      for (let i = 0; i < fullUpTo; i++) {
-        const timings =
-          p.kind === 'icmp'
-            ? `{"rttMs":${lat},"totalMs":${ms3(lat + 0.2)}}`
-            : `{"connectMs":${lat},"totalMs":${ms3(lat + 0.1)}}`;
-        results.push(
-          `${p.resultHead}"class":"ok","seq":${seqOf(i)},"startedAtMs":${Math.floor(fromMs + i * probeMs)},"timings":${timings}}`,
-        );
-      }
+      // A healthy path's first result is no news (agent/reporter.ts): nothing goes in full.
     }
     const json =
       `${batchHead}"seq":${r + 1},"createdAtMs":${toMs},` +
