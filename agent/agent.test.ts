@@ -124,6 +124,21 @@ describe('Agent in-process', () => {
     );
   });
 
+  it('sequence numbers keep rising across a restart of the agent', async () => {
+    const first = await Agent.start(config(), memoryLog().log);
+    const before: ProbeResult[] = [];
+    first.onResult((r) => before.push(r));
+    await pollUntil('results', () => before.length >= 4, { timeoutMs: 5000 });
+    await first.stop(1000);
+    agent = await Agent.start(config(), memoryLog().log);
+    const after: ProbeResult[] = [];
+    agent.onResult((r) => after.push(r));
+    await pollUntil('results after the restart', () => after.length >= 1, { timeoutMs: 5000 });
+    // The collector orders a path's results by seq: a restarted agent must not start over.
+    expect(after[0]!.seq).toBeGreaterThan(Math.max(...before.map((r) => r.seq)));
+    expect(Number.isSafeInteger(after[0]!.seq)).toBe(true);
+  });
+
   it('stop() waits for probes in flight', async () => {
     const { log } = memoryLog();
     agent = await Agent.start(config(), log);

@@ -32,7 +32,12 @@ export class Agent {
   private readonly paths = new Map<string, PathState>();
   private readonly listeners: ResultListener[] = [];
   private server: Server | undefined;
-  private seq = 0;
+  /**
+   * Probe sequence numbers rise across restarts too: the collector orders a path's results by
+   * seq, and an agent restarted on its state dir keeps its id. Microseconds of the start
+   * time, then one per probe (fewer than a million probes a second keep it monotonic).
+   */
+  private seq = Date.now() * 1000;
 
   private constructor(
     config: AgentConfig,
