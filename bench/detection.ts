@@ -4,7 +4,8 @@
  * blackbox_exporter probing the same hosts and ports, Debian's Prometheus scraping it every
  * second with a `probe_success == 0` alert rule, Debian's Alertmanager receiving the alerts.
  *
- *   node dist/bench/detection.js [--runs 5] [--faults all|name,name] [--timeout-s 30] [--json FILE]
+ *   node dist/bench/detection.js [--runs 5] [--faults all|name,name] [--timeout-s 30]
+ *       [--usual-scrape-s 1] [--usual-for-s 2] [--json FILE]
  *
  * Faultline: until GET /api/v1/diagnosis has the expected hypothesis on top (kind and
  * components). The usual stack: until Alertmanager holds an active ProbeFailed alert for a
@@ -113,6 +114,9 @@ interface Settings {
   readonly runs: number;
   readonly cases: readonly Case[];
   readonly timeoutMs: number;
+  /** The usual stack's scrape (and rule evaluation) interval and the alert rule's `for`. */
+  readonly usualScrapeS: number;
+  readonly usualForS: number;
   readonly json?: string;
 }
 
@@ -122,6 +126,8 @@ function settings(): Settings {
       runs: { type: 'string', default: '5' },
       faults: { type: 'string', default: 'all' },
       'timeout-s': { type: 'string', default: '30' },
+      'usual-scrape-s': { type: 'string', default: '1' },
+      'usual-for-s': { type: 'string', default: '2' },
       json: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -150,10 +156,18 @@ function settings(): Settings {
             );
           return c;
         });
+  const usualScrapeS = Number(values['usual-scrape-s']);
+  const usualForS = Number(values['usual-for-s']);
+  if (!Number.isInteger(usualScrapeS) || usualScrapeS < 1 || usualScrapeS > 300)
+    throw new Error(`--usual-scrape-s: expected 1–300 (actual: ${values['usual-scrape-s']})`);
+  if (!Number.isInteger(usualForS) || usualForS < 0 || usualForS > 3600)
+    throw new Error(`--usual-for-s: expected 0–3600 (actual: ${values['usual-for-s']})`);
   return {
     runs,
     cases: chosen,
     timeoutMs: timeoutS * 1000,
+    usualScrapeS,
+    usualForS,
     ...(values.json === undefined ? {} : { json: values.json }),
   };
 }
@@ -168,7 +182,7 @@ interface UsualStack {
   stop(): Promise<void>;
 }
 
-async function startUsualStack(lab: Lab, dir: string): Promise<UsualStack> {
+async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<UsualStack> {
   const alertmanager = await startAlertmanager();
   const port = await freePort();
   const configFile = `${dir}/blackbox.yml`;
@@ -241,19 +255,21 @@ async function startUsualStack(lab: Lab, dir: string): Promise<UsualStack> {
       ].join('\n'),
     )
     .join('\n');
-  // `for: 2s` at a 1 s interval: three failing probes in a row, Faultline's debounce.
+  // Default `for: 2s` at a 1 s interval: three failing probes in a row, Faultline's debounce
+  // (the usual production setting is a 15 s scrape and `for: 1m`: --usual-scrape-s 15
+  // --usual-for-s 60, with --timeout-s 120).
   const rules = [
     'groups:',
     '  - name: blackbox',
     '    rules:',
     '      - alert: ProbeFailed',
     '        expr: probe_success == 0',
-    '        for: 2s',
+    `        for: ${s.usualForS}s`,
     '        labels: { severity: critical }',
     '        annotations: { summary: "probe of {{ $labels.instance }} ({{ $labels.job }}) fails" }',
     '',
   ].join('\n');
-  const prometheus = await startPrometheus([], 1, {
+  const prometheus = await startPrometheus([], s.usualScrapeS, {
     scrapeConfigs,
     rules,
     alertmanagers: [alertmanager.url],
@@ -367,7 +383,7 @@ function table(s: Settings, runs: readonly Run[]): string {
   const out = [
     `## Detection time: Faultline vs blackbox_exporter + Prometheus + Alertmanager`,
     '',
-    `${new Date().toISOString()} · ${s.runs} run(s) per fault · probes every 1 s on both sides; Faultline's debounce 3 probes, the alert rule's \`for: 2s\` (3 scrapes) · timeout ${s.timeoutMs / 1000} s.`,
+    `${new Date().toISOString()} · ${s.runs} run(s) per fault · Faultline probes every 1 s (debounce 3 probes); Prometheus scrapes every ${s.usualScrapeS} s, alert rule \`for: ${s.usualForS}s\` · timeout ${s.timeoutMs / 1000} s.`,
     '',
     '| fault | Faultline median / max, s | its answer | usual stack median / max, s | alerts it raised | Faultline ÷ usual (median) |',
     '|---|---:|---|---:|---:|---:|',
@@ -414,7 +430,7 @@ async function main(): Promise<void> {
   let stack: UsualStack | undefined;
   const runs: Run[] = [];
   try {
-    stack = await startUsualStack(lab, lab.dir);
+    stack = await startUsualStack(lab, lab.dir, s);
     for (let r = 1; r <= s.runs; r++) {
       for (const c of s.cases) {
         const run = await measure(lab, stack, c, r, s.timeoutMs);
