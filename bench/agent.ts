@@ -19,6 +19,8 @@ import { stringify } from 'yaml';
 import { TestNet, type TestHost } from '../test/helpers/netns.js';
 import type { FloorTarget, ScrapeReport, ScrapeTarget, ServeListener } from './agent-worker.js';
 import {
+  blackboxConfig,
+  runBench,
   descendants,
   freePort,
   LineReader,
@@ -545,29 +547,6 @@ async function runOurs(
 // ---------------------------------------------------------------------------------------
 // Peer: blackbox_exporter and a client scraping it like Prometheus would
 
-function blackboxConfig(timeoutS: number): string {
-  const t = `${timeoutS}s`;
-  return [
-    'modules:',
-    '  tcp_connect:',
-    '    prober: tcp',
-    `    timeout: ${t}`,
-    '    tcp:',
-    '      preferred_ip_protocol: ip4',
-    '  http_2xx:',
-    '    prober: http',
-    `    timeout: ${t}`,
-    '    http:',
-    '      preferred_ip_protocol: ip4',
-    '  icmp:',
-    '    prober: icmp',
-    `    timeout: ${t}`,
-    '    icmp:',
-    '      preferred_ip_protocol: ip4',
-    '',
-  ].join('\n');
-}
-
 async function runBlackbox(
   res: Resources,
   s: Settings,
@@ -577,7 +556,7 @@ async function runBlackbox(
   // The agent's default timeout: 90% of the interval.
   const timeoutS = Math.round(s.intervalMs * 0.9) / 1000;
   const configFile = join(dir, 'blackbox.yml');
-  writeFileSync(configFile, blackboxConfig(timeoutS));
+  writeFileSync(configFile, blackboxConfig(timeoutS * 1000));
   const scrapeFile = join(dir, 'scrape-targets.json');
   const list: ScrapeTarget[] = targets.map((t) => ({
     module: blackboxModule[t.kind],
@@ -954,12 +933,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(
-      `bench/agent: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
-    process.exit(1);
-  },
-);
+runBench('bench/agent', main);

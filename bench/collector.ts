@@ -29,6 +29,7 @@ import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
 import type { LoadReport, LoadSettings, Quantiles } from './collector-load.js';
 import {
+  runBench,
   clockTicks,
   freePort,
   LineReader,
@@ -943,12 +944,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(
-      `bench/collector: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
-    process.exit(1);
-  },
-);
+runBench('bench/collector', main);

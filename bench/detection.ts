@@ -35,6 +35,7 @@ import { demoLab as spec } from '../cli/demo.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import { startPrometheus, type TestPrometheus } from '../test/helpers/prometheus.js';
 import { diesWithParent, freePort, ManagedServer } from '../test/helpers/server-process.js';
+import { blackboxConfig, runBench } from './lib.js';
 
 const exporterBin = '/usr/bin/prometheus-blackbox-exporter';
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -186,16 +187,7 @@ async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<Usua
   const alertmanager = await startAlertmanager();
   const port = await freePort();
   const configFile = `${dir}/blackbox.yml`;
-  writeFileSync(
-    configFile,
-    [
-      'modules:',
-      '  icmp: { prober: icmp, timeout: 800ms, icmp: { preferred_ip_protocol: ip4 } }',
-      '  tcp: { prober: tcp, timeout: 800ms, tcp: { preferred_ip_protocol: ip4 } }',
-      '  http: { prober: http, timeout: 800ms, http: { preferred_ip_protocol: ip4 } }',
-      '',
-    ].join('\n'),
-  );
+  writeFileSync(configFile, blackboxConfig(800));
   const [command, args] = diesWithParent(exporterBin, [
     `--config.file=${configFile}`,
     `--web.listen-address=127.0.0.1:${port}`,
@@ -217,7 +209,11 @@ async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<Usua
   await exporter.start();
   // The same hosts and ports the agents probe: every host, every service port, http apps.
   const instanceHost = new Map<string, string>();
-  const byModule: Record<'icmp' | 'tcp' | 'http', string[]> = { icmp: [], tcp: [], http: [] };
+  const byModule: Record<'icmp' | 'tcp_connect' | 'http_2xx', string[]> = {
+    icmp: [],
+    tcp_connect: [],
+    http_2xx: [],
+  };
   for (const h of lab.hosts) {
     byModule.icmp.push(h.ip);
     instanceHost.set(h.ip, h.name);
@@ -231,16 +227,16 @@ async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<Usua
               ? (s.port ?? 8080)
               : 0;
       if (p === 0) continue;
-      byModule.tcp.push(`${h.ip}:${p}`);
+      byModule.tcp_connect.push(`${h.ip}:${p}`);
       instanceHost.set(`${h.ip}:${p}`, h.name);
       if (s.kind === 'http') {
         const url = `http://${h.ip}:${p}/healthz`;
-        byModule.http.push(url);
+        byModule.http_2xx.push(url);
         instanceHost.set(url, h.name);
       }
     }
   }
-  const scrapeConfigs = (['icmp', 'tcp', 'http'] as const)
+  const scrapeConfigs = (['icmp', 'tcp_connect', 'http_2xx'] as const)
     .map((m) =>
       [
         `  - job_name: blackbox-${m}`,
@@ -448,9 +444,4 @@ async function main(): Promise<void> {
   if (s.json !== undefined) writeFileSync(s.json, JSON.stringify({ runs }, null, 2));
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(
-    `bench/detection: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  );
-  process.exitCode = 1;
-});
+runBench('bench/detection', main);

@@ -529,3 +529,43 @@ function pairIcmp(text: string): Omit<WireRtt, 'dropped'> {
   }
   return { medianMs: median(rtts), pairs: rtts.length };
 }
+
+/** blackbox_exporter's config for the benches: modules tcp_connect, http_2xx and icmp (IPv4). */
+export function blackboxConfig(timeoutMs: number): string {
+  const t = `${timeoutMs / 1000}s`;
+  return [
+    'modules:',
+    '  tcp_connect:',
+    '    prober: tcp',
+    `    timeout: ${t}`,
+    '    tcp:',
+    '      preferred_ip_protocol: ip4',
+    '  http_2xx:',
+    '    prober: http',
+    `    timeout: ${t}`,
+    '    http:',
+    '      preferred_ip_protocol: ip4',
+    '  icmp:',
+    '    prober: icmp',
+    `    timeout: ${t}`,
+    '    icmp:',
+    '      preferred_ip_protocol: ip4',
+    '',
+  ].join('\n');
+}
+
+/**
+ * Runs a bench's `main` and exits with its code (0 when it returns nothing), or with 1 and
+ * the error's stack on stderr, prefixed by the bench's name.
+ */
+export function runBench(name: string, main: () => Promise<number | void>): void {
+  main().then(
+    (code) => process.exit(code ?? 0),
+    (err: unknown) => {
+      process.stderr.write(
+        `${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      );
+      process.exit(1);
+    },
+  );
+}

@@ -14,6 +14,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
+  blackboxConfig,
+  runBench,
   createVethPair,
   freePort,
   LineReader,
@@ -180,29 +182,6 @@ function targetFor(kind: Kind, path: Path): string {
   if (kind === 'tcp') return `${path.serverIp}:${path.tcpPort}`;
   if (kind === 'http') return `http://${path.serverIp}:${path.httpPort}/`;
   return path.serverIp;
-}
-
-function blackboxConfig(timeoutMs: number): string {
-  const t = `${timeoutMs / 1000}s`;
-  return [
-    'modules:',
-    '  tcp_connect:',
-    '    prober: tcp',
-    `    timeout: ${t}`,
-    '    tcp:',
-    '      preferred_ip_protocol: ip4',
-    '  http_2xx:',
-    '    prober: http',
-    `    timeout: ${t}`,
-    '    http:',
-    '      preferred_ip_protocol: ip4',
-    '  icmp:',
-    '    prober: icmp',
-    `    timeout: ${t}`,
-    '    icmp:',
-    '      preferred_ip_protocol: ip4',
-    '',
-  ].join('\n');
 }
 
 /**
@@ -701,9 +680,4 @@ async function main(): Promise<void> {
     );
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(
-    `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  );
-  process.exit(1);
-});
+runBench('bench/probes', main);
