@@ -23,7 +23,8 @@ export const canUseNetns = process.platform === 'linux' && process.getuid?.() ==
 // Each TestNet takes one /24, locked by a directory so parallel test files never share one.
 const lockRoot = '/tmp/faultline-test-subnets';
 
-function pidAlive(pid: number): boolean {
+/** Whether a process with this PID exists (a lock's owner). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { pidAlive } from '../netns.js';
 
 /**
  * Address space and names for lab runs. A lab takes one /24 of 198.18.0.0/15 (RFC 2544,
@@ -28,15 +29,6 @@ export interface AddressSpace {
   noteDir(dir: string): void;
   /** Gives the subnet back (removes the lock). */
   release(): void;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function quiet(cmd: string, args: readonly string[]): string {
