@@ -30,9 +30,6 @@ import { claimAddressSpace, sweepPrefix, type AddressSpace } from './address-spa
  * and is ended by PID in `down()`. Needs root.
  */
 
-/** Runs a command, throwing with its stderr when it fails (the test nets' own). */
-export const labSh = sh;
-
 /** Whether this process can build a lab (root on Linux). */
 export const canRunLab = process.platform === 'linux' && process.getuid?.() === 0;
 
@@ -279,33 +276,23 @@ export class Lab {
     const p = this.prefix;
     this.spec.switches.forEach((s, i) => this.bridges.set(s.name, `${p}s${i}`));
     for (const [name, br] of this.bridges) {
-      await labSh('ip', ['link', 'add', br, 'type', 'bridge']);
+      await sh('ip', ['link', 'add', br, 'type', 'bridge']);
       // No STP delay: a port forwards at once when plugged (or moved) in.
-      await labSh('ip', [
-        'link',
-        'set',
-        br,
-        'type',
-        'bridge',
-        'forward_delay',
-        '0',
-        'stp_state',
-        '0',
-      ]);
-      await labSh('ip', ['link', 'set', br, 'up']);
+      await sh('ip', ['link', 'set', br, 'type', 'bridge', 'forward_delay', '0', 'stp_state', '0']);
+      await sh('ip', ['link', 'set', br, 'up']);
       if (name === this.collectorSwitch) {
-        await labSh('ip', ['addr', 'add', `${this.gateway}/24`, 'dev', br]);
+        await sh('ip', ['addr', 'add', `${this.gateway}/24`, 'dev', br]);
       }
     }
     // Traffic of the lab's subnet never leaves through the machine's default route.
-    await labSh('ip', ['route', 'add', 'unreachable', this.subnet, 'metric', '4000']);
+    await sh('ip', ['route', 'add', 'unreachable', this.subnet, 'metric', '4000']);
     for (const [i, [a, b]] of (this.spec.uplinks ?? []).entries()) {
       const ends = [`${p}u${i}a`, `${p}u${i}b`] as const;
-      await labSh('ip', ['link', 'add', ends[0], 'type', 'veth', 'peer', 'name', ends[1]]);
-      await labSh('ip', ['link', 'set', ends[0], 'master', this.bridge(a)]);
-      await labSh('ip', ['link', 'set', ends[1], 'master', this.bridge(b)]);
-      await labSh('ip', ['link', 'set', ends[0], 'up']);
-      await labSh('ip', ['link', 'set', ends[1], 'up']);
+      await sh('ip', ['link', 'add', ends[0], 'type', 'veth', 'peer', 'name', ends[1]]);
+      await sh('ip', ['link', 'set', ends[0], 'master', this.bridge(a)]);
+      await sh('ip', ['link', 'set', ends[1], 'master', this.bridge(b)]);
+      await sh('ip', ['link', 'set', ends[0], 'up']);
+      await sh('ip', ['link', 'set', ends[1], 'up']);
       this.uplinkIfs.set(uplinkKey(a, b), ends);
     }
     for (const [i, spec] of this.spec.hosts.entries()) {
@@ -324,15 +311,15 @@ export class Lab {
       };
       this.hostMap.set(spec.name, host);
       const tmpIf = `${p}t${n}`;
-      await labSh('ip', ['netns', 'add', host.ns]);
-      await labSh('ip', ['link', 'add', host.rootIf, 'type', 'veth', 'peer', 'name', tmpIf]);
-      await labSh('ip', ['link', 'set', tmpIf, 'netns', host.ns]);
-      await labSh('ip', ['-n', host.ns, 'link', 'set', tmpIf, 'name', host.ifname]);
-      await labSh('ip', ['-n', host.ns, 'addr', 'add', `${host.ip}/24`, 'dev', host.ifname]);
-      await labSh('ip', ['-n', host.ns, 'link', 'set', host.ifname, 'up']);
-      await labSh('ip', ['-n', host.ns, 'link', 'set', 'lo', 'up']);
-      await labSh('ip', ['link', 'set', host.rootIf, 'master', this.bridge(spec.switch)]);
-      await labSh('ip', ['link', 'set', host.rootIf, 'up']);
+      await sh('ip', ['netns', 'add', host.ns]);
+      await sh('ip', ['link', 'add', host.rootIf, 'type', 'veth', 'peer', 'name', tmpIf]);
+      await sh('ip', ['link', 'set', tmpIf, 'netns', host.ns]);
+      await sh('ip', ['-n', host.ns, 'link', 'set', tmpIf, 'name', host.ifname]);
+      await sh('ip', ['-n', host.ns, 'addr', 'add', `${host.ip}/24`, 'dev', host.ifname]);
+      await sh('ip', ['-n', host.ns, 'link', 'set', host.ifname, 'up']);
+      await sh('ip', ['-n', host.ns, 'link', 'set', 'lo', 'up']);
+      await sh('ip', ['link', 'set', host.rootIf, 'master', this.bridge(spec.switch)]);
+      await sh('ip', ['link', 'set', host.rootIf, 'up']);
     }
   }
 
@@ -367,13 +354,13 @@ export class Lab {
   /** Gives a started server's processes the lab's nice value (its children inherit it). */
   private async renice(pids: readonly number[]): Promise<void> {
     if (this.opts.niceness === 0 || pids.length === 0) return;
-    await labSh('renice', ['-n', String(this.opts.niceness), '-p', ...pids.map(String)]);
+    await sh('renice', ['-n', String(this.opts.niceness), '-p', ...pids.map(String)]);
   }
 
   /** Runs a command inside a host's namespace and returns its stdout. */
   exec(host: LabHost | string, cmd: string, args: readonly string[]): Promise<string> {
     const h = typeof host === 'string' ? this.host(host) : host;
-    return labSh('ip', ['netns', 'exec', h.ns, cmd, ...args]);
+    return sh('ip', ['netns', 'exec', h.ns, cmd, ...args]);
   }
 
   /** Applies an nftables ruleset (text) inside a host's namespace. */
@@ -639,20 +626,20 @@ export class Lab {
 
   /** Plugs a host's switch port into another switch (a port put in the wrong VLAN). */
   async movePort(host: string, toSwitch: string): Promise<void> {
-    await labSh('ip', ['link', 'set', this.host(host).rootIf, 'master', this.bridge(toSwitch)]);
+    await sh('ip', ['link', 'set', this.host(host).rootIf, 'master', this.bridge(toSwitch)]);
   }
 
   /** Takes the cable between two switches down (both ends), or puts it back. */
   async setUplink(a: string, b: string, up: boolean): Promise<void> {
     const ends = this.uplinkIfs.get(uplinkKey(a, b));
     if (ends === undefined) throw new Error(`no uplink between ${a} and ${b}`);
-    for (const end of ends) await labSh('ip', ['link', 'set', end, up ? 'up' : 'down']);
+    for (const end of ends) await sh('ip', ['link', 'set', end, up ? 'up' : 'down']);
   }
 
   /** Takes a host's own interface down, or up again (its subnet route comes back with it). */
   async setHostLink(host: string, up: boolean): Promise<void> {
     const h = this.host(host);
-    await labSh('ip', ['-n', h.ns, 'link', 'set', h.ifname, up ? 'up' : 'down']);
+    await sh('ip', ['-n', h.ns, 'link', 'set', h.ifname, up ? 'up' : 'down']);
   }
 
   // ---- teardown ---------------------------------------------------------------------------
@@ -672,7 +659,7 @@ export class Lab {
     ]);
     await Promise.allSettled([...this.procs].map((p) => p.kill()));
     for (const h of this.hostMap.values()) {
-      await labSh('ip', ['netns', 'del', h.ns]).catch(() => undefined);
+      await sh('ip', ['netns', 'del', h.ns]).catch(() => undefined);
     }
     sweepPrefix(this.prefix, this.subnet);
     this.space.release();
