@@ -34,7 +34,12 @@ import { canRunLab, Lab } from '../test/helpers/lab/lab.js';
 import { demoLab as spec } from '../cli/demo.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import { startPrometheus, type TestPrometheus } from '../test/helpers/prometheus.js';
-import { diesWithParent, freePort, ManagedServer } from '../test/helpers/server-process.js';
+import {
+  diesWithParent,
+  freePort,
+  httpReady,
+  ManagedServer,
+} from '../test/helpers/server-process.js';
 import { blackboxConfig, runBench } from './lib.js';
 
 const exporterBin = '/usr/bin/prometheus-blackbox-exporter';
@@ -198,13 +203,7 @@ async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<Usua
     args,
     stopSignal: 'SIGTERM',
     startTimeoutMs: 20_000,
-    ready: async () => {
-      try {
-        return (await fetch(`http://127.0.0.1:${port}/-/healthy`)).ok;
-      } catch {
-        return false;
-      }
-    },
+    ready: httpReady(`http://127.0.0.1:${port}/-/healthy`),
   });
   await exporter.start();
   // The same hosts and ports the agents probe: every host, every service port, http apps.

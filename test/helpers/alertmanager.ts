@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import {
   diesWithParent,
   freePort,
+  httpReady,
   makeServerDir,
   ManagedServer,
   type ServerProcess,
@@ -70,13 +71,7 @@ export async function startAlertmanager(): Promise<TestAlertmanager> {
     args,
     stopSignal: 'SIGTERM',
     startTimeoutMs: 20_000,
-    ready: async () => {
-      try {
-        return (await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1000) })).ok;
-      } catch {
-        return false;
-      }
-    },
+    ready: httpReady(`${url}/-/ready`),
   });
   await server.start();
   return Object.assign(server, {

@@ -167,6 +167,17 @@ export function inHost(
   return { command: 'ip', args: ['netns', 'exec', host.ns, command, ...args] };
 }
 
+/** A `ready` check for a server with an HTTP health endpoint: true once `url` answers 2xx. */
+export function httpReady(url: string): () => Promise<boolean> {
+  return async () => {
+    try {
+      return (await fetch(url, { signal: AbortSignal.timeout(1000) })).ok;
+    } catch {
+      return false;
+    }
+  };
+}
+
 /**
  * `command args…` made to die with the test process: setpriv sets the parent-death signal
  * (SIGKILL) and execs, so the PID stays the server's. This is the net under a test worker
