@@ -1,14 +1,28 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 export const cliPath = `${repoRoot}dist/cli/main.js`;
 
-/** Builds dist/ once if it is missing or older than the CLI source (tests may run without `npm run build`). */
+/** Newest modification time of the TypeScript the CLI is built from. */
+function newestSourceMs(): number {
+  let newest = 0;
+  for (const dir of ['cli', 'wire', 'lib', 'probes', 'agent', 'collector']) {
+    for (const entry of readdirSync(`${repoRoot}${dir}`, { recursive: true, encoding: 'utf8' })) {
+      if (!entry.endsWith('.ts') || entry.endsWith('.test.ts')) continue;
+      newest = Math.max(newest, statSync(`${repoRoot}${dir}/${entry}`).mtimeMs);
+    }
+  }
+  return newest;
+}
+
+/**
+ * Builds dist/ if it is missing or older than any source the CLI is built from (tests may
+ * run without `npm run build`; a dist older than one changed file runs stale code).
+ */
 export function ensureBuilt(): void {
-  const src = `${repoRoot}cli/main.ts`;
-  if (existsSync(cliPath) && statSync(cliPath).mtimeMs >= statSync(src).mtimeMs) return;
+  if (existsSync(cliPath) && statSync(cliPath).mtimeMs >= newestSourceMs()) return;
   execFileSync('npx', ['--no-install', 'tsc', '-p', 'tsconfig.build.json'], {
     cwd: repoRoot,
     stdio: 'inherit',
