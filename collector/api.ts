@@ -565,6 +565,17 @@ function toApiError(err: unknown, maxReportBytes: number, requestId: string): Ap
   );
 }
 
+/** The 503s of an overloaded collector, one per Retry-After (1–3 s, picked at random). */
+const overloadedErrors: readonly ApiError[] = [1, 2, 3].map(
+  (retryAfterS) =>
+    new ApiError(
+      'FL_ERR_OVERLOADED',
+      `the collector is overloaded: retry in ${retryAfterS} s`,
+      { retryAfterS },
+      { 'retry-after': String(retryAfterS) },
+    ),
+);
+
 function sendError(reply: FastifyReply, err: ApiError): FastifyReply {
   return reply
     .code(err.statusCode)
@@ -753,17 +764,11 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
     );
 
     scope.post(known('POST', '/api/v1/reports'), {
-      onRequest: async (request) => {
+      onRequest: async (request, reply) => {
         requireToken(request);
-        if (core.overloaded()) {
-          const retryAfterS = randomInt(1, 4);
-          throw new ApiError(
-            'FL_ERR_OVERLOADED',
-            `the collector is overloaded: retry in ${retryAfterS} s`,
-            { retryAfterS },
-            { 'retry-after': String(retryAfterS) },
-          );
-        }
+        // Answered here, before the body is read, with an error made once: under overload a
+        // refusal must cost next to nothing.
+        if (core.overloaded()) return sendError(reply, overloadedErrors[randomInt(0, 3)]!);
         const type = mediaType(request.headers['content-type']);
         if (type !== 'application/json') {
           throw new ApiError(

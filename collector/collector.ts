@@ -9,7 +9,8 @@ import { buildApi } from './api.js';
 import type { CollectorConfig } from './config.js';
 import { AlertEngine, type AlertContext } from './alerts.js';
 import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
-import { IncrementalLocaliser } from './localise/localise.js';
+import { IncrementalLocaliser, localise } from './localise/localise.js';
+import { LocaliserThread } from './localise/thread.js';
 import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
 import { Ingest } from './ingest.js';
 import { postmortem } from './postmortem.js';
@@ -43,6 +44,15 @@ export function describePlanTargetName(
   return { component, service: parts[1] ?? '' };
 }
 
+/** How a collector runs, beyond its config. */
+export interface CollectorOptions {
+  /**
+   * The localiser thread's compiled worker (default: the build's, when there is one; from
+   * TypeScript sources there is none and the collector localises on its own thread).
+   */
+  readonly localiserWorker?: URL;
+}
+
 /**
  * The path matrix, telling the diagnosis what changed: a committed batch that caused
  * transitions (state, failure class, degradation, an agent back from silence), brought a
@@ -74,6 +84,7 @@ export class ObservedPathMatrix extends PathMatrix {
   override apply(batch: ReportBatch, receivedAtMs: number): AppliedBatch {
     const sizeBefore = this.size;
     const applied = super.apply(batch, receivedAtMs);
+    const meaningChanged = this.meaningChanged;
     const labels = batch.labels === undefined ? undefined : JSON.stringify(batch.labels);
     const known = this.labelsSeen.get(batch.agentId);
     const newAgent = known === undefined;
@@ -84,14 +95,10 @@ export class ObservedPathMatrix extends PathMatrix {
       commit: (agent) => {
         applied.commit(agent);
         if (newAgent || newLabels) this.labelsSeen.set(batch.agentId, labels ?? known ?? '{}');
-        // Full results move a path's last class even when its debounced state holds.
-        if (
-          applied.transitions.length > 0 ||
-          batch.results.length > 0 ||
-          newAgent ||
-          newLabels ||
-          grew
-        )
+        // Full results can move a path's last class while its debounced state holds; a
+        // batch that only repeats what the paths said (the bulk of a storm's
+        // confirmations) leaves the localiser's copy as it is.
+        if (applied.transitions.length > 0 || meaningChanged || newAgent || newLabels || grew)
           this.dirtyAgents.add(batch.agent);
         if (applied.transitions.length > 0) this.onChange('batch');
         else if (newAgent || newLabels || grew) this.onChange('agents');
@@ -123,6 +130,7 @@ export class Collector implements CollectorCore {
   readonly ingestor: Ingest;
   /** The current diagnosis; subscribe with `diagnoser.onChange` (alerts, incidents, UI). */
   readonly diagnoser: DiagnosisEngine;
+  private readonly localiserThread: LocaliserThread | undefined;
   /** Incidents, kept in step with the diagnosis. */
   readonly incidentTracker: IncidentTracker;
   /** Alerts to Alertmanager and webhooks, kept in step with the diagnosis. */
@@ -131,6 +139,7 @@ export class Collector implements CollectorCore {
   private api: FastifyInstance | undefined;
   private timers: NodeJS.Timeout[] = [];
   private lastCheckpointMs = Date.now();
+  private checkpointing = false;
   private lastPruneMs = 0;
   /** A diagnosis the incident record could not take yet (store failure): retried. */
   private incidentPending = false;
@@ -139,6 +148,7 @@ export class Collector implements CollectorCore {
   private constructor(
     readonly config: CollectorConfig,
     private readonly log: Logger,
+    options: CollectorOptions,
   ) {
     this.store = Store.open(config.dataDir);
     this.matrix = new ObservedPathMatrix({
@@ -150,21 +160,49 @@ export class Collector implements CollectorCore {
     // The config has no topology labels for the collector itself yet: the localiser then
     // takes the side with the most reporting agents as the collector's.
     let localiser = new IncrementalLocaliser({ inventory });
+    // In a build the localiser runs in its own thread (collector/localise/thread.ts), so a
+    // large matrix never holds up ingest; from TypeScript sources (unit tests) on this one.
+    const workerUrl = options.localiserWorker ?? LocaliserThread.builtWorker();
+    const thread =
+      workerUrl === undefined ? undefined : new LocaliserThread({ inventory }, workerUrl);
+    this.localiserThread = thread;
+    let threadPrimed = false;
     this.diagnoser = new DiagnosisEngine({
       // The incremental localiser reads only the paths of agents whose paths changed.
       input: () => ({ paths: [], agents: this.matrix.agents(), inventory }),
+      ...(thread === undefined
+        ? {}
+        : {
+            localiseAsync: async (input) => {
+              const dirty = this.matrix.takeDirtyAgents();
+              const all = dirty.all || !threadPrimed;
+              const changed = all
+                ? [...this.pathsByAgent()]
+                : dirty.agents.map((a) => [a, this.matrix.paths({ agent: a })] as const);
+              try {
+                const d = await thread.diagnose({
+                  all,
+                  changed,
+                  agents: input.agents,
+                  nowMs: input.nowMs,
+                });
+                threadPrimed = true;
+                return d;
+              } catch (err) {
+                this.matrix.markAllDirty();
+                throw err;
+              }
+            },
+          }),
       localise: (input) => {
+        // With the thread, this serves only the computation at start-up: a full one.
+        if (thread !== undefined) return localise({ ...input, paths: this.matrix.paths() });
         const dirty = this.matrix.takeDirtyAgents();
         try {
           if (dirty.all) {
             localiser = new IncrementalLocaliser({ inventory });
-            const byAgent = new Map<string, PathState[]>();
-            for (const p of this.matrix.paths()) {
-              const list = byAgent.get(p.agent);
-              if (list === undefined) byAgent.set(p.agent, [p]);
-              else list.push(p);
-            }
-            for (const [agent, paths] of byAgent) localiser.replaceAgentPaths(agent, paths);
+            for (const [agent, paths] of this.pathsByAgent())
+              localiser.replaceAgentPaths(agent, paths);
           } else {
             for (const agent of dirty.agents)
               localiser.replaceAgentPaths(agent, this.matrix.paths({ agent }));
@@ -192,6 +230,17 @@ export class Collector implements CollectorCore {
     this.diagnoser.onChange(({ current }) =>
       this.alerting.update(current, Date.now(), this.alertContext()),
     );
+  }
+
+  /** Every path of the matrix, grouped by agent. */
+  private pathsByAgent(): Map<string, PathState[]> {
+    const byAgent = new Map<string, PathState[]>();
+    for (const p of this.matrix.paths()) {
+      const list = byAgent.get(p.agent);
+      if (list === undefined) byAgent.set(p.agent, [p]);
+      else list.push(p);
+    }
+    return byAgent;
   }
 
   private alertContext(): AlertContext {
@@ -224,8 +273,12 @@ export class Collector implements CollectorCore {
   }
 
   /** Opens the store, rebuilds the path matrix from it and listens. */
-  static async start(config: CollectorConfig, log: Logger): Promise<Collector> {
-    const c = new Collector(config, log);
+  static async start(
+    config: CollectorConfig,
+    log: Logger,
+    options: CollectorOptions = {},
+  ): Promise<Collector> {
+    const c = new Collector(config, log, options);
     try {
       c.ingestor.restore();
       c.diagnoser.computeNow('start');
@@ -333,7 +386,7 @@ export class Collector implements CollectorCore {
 
   /** The collector's own metrics (Prometheus text) for GET /metrics. */
   metricsText(): string {
-    return this.diagnoser.metricsText() + this.alerting.metricsText();
+    return this.diagnoser.metricsText() + this.ingestor.metricsText() + this.alerting.metricsText();
   }
 
   health(): { ok: boolean; agents: number; paths: number; detail?: string } {
@@ -353,6 +406,7 @@ export class Collector implements CollectorCore {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.diagnoser.close();
+    await this.localiserThread?.close();
     if (this.api !== undefined) {
       const api = this.api;
       this.api = undefined;
@@ -374,9 +428,15 @@ export class Collector implements CollectorCore {
       for (const a of this.ingestor.markSilent(now, this.config.agents.silentAfterMs)) {
         this.log.warn({ agent: a.agent, lastSeenMs: a.lastSeenMs }, 'agent silent');
       }
-      if (now - this.lastCheckpointMs >= checkpointEveryMs) {
+      if (now - this.lastCheckpointMs >= checkpointEveryMs && !this.checkpointing) {
         this.lastCheckpointMs = now;
-        this.ingestor.checkpoint();
+        this.checkpointing = true;
+        this.ingestor
+          .checkpointInSlices()
+          .catch((err: unknown) => this.log.error({ err }, 'could not save the matrix checkpoint'))
+          .finally(() => {
+            this.checkpointing = false;
+          });
       }
       if (now - this.lastPruneMs >= pruneEveryMs) {
         this.lastPruneMs = now;

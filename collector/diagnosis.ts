@@ -14,9 +14,11 @@ import { localise, type LocaliseComponent, type LocaliseInput } from './localise
  * is scheduled with `setImmediate`, so a burst of batches handled in one event-loop turn
  * costs one localisation, and never more than one runs at a time (an invalidation during a
  * compute, e.g. from a listener, schedules exactly one more). When localisation gets
- * expensive (a big matrix), the next one starts no earlier than one compute time after
- * the last ended, so at most half the loop goes to localising and ingest keeps up; the
- * added delay is one compute time, never seconds on a small matrix.
+ * expensive (a big matrix, a storm of changes), the next one starts no earlier than
+ * `computeSpacing` compute times after the last ended, so at most a quarter of the loop goes
+ * to localising and ingest keeps up (a storm of 20k failing paths from 2,000 agents made
+ * localising take half the loop, and the collector refused reports); the added delay is a
+ * few compute times, never seconds on a small matrix.
  *
  * Subscribers (alerts, incidents, the dashboard) use `onChange`: called once per document
  * change, ignoring `computedAtMs`; an unchanged recompute calls nobody.
@@ -55,6 +57,12 @@ export interface DiagnosisEngineOptions {
   readonly input: () => Omit<LocaliseInput, 'nowMs'>;
   /** The localiser (default: collector/localise). Tests pass a fake. */
   readonly localise?: (input: LocaliseInput) => Diagnosis;
+  /**
+   * A localiser that answers later (one in a worker thread): when given, every scheduled
+   * computation uses it and `localise` serves only `computeNow`. While it runs, the event
+   * loop goes on; invalidations meanwhile fold into the one computation after it.
+   */
+  readonly localiseAsync?: (input: LocaliseInput) => Promise<Diagnosis>;
   /** Wall clock in epoch ms (default Date.now): `nowMs` and `computedAtMs`. */
   readonly clockMs?: () => number;
   /** Monotonic clock in ms (default performance.now): compute durations. */
@@ -92,6 +100,8 @@ function contentKey(d: Diagnosis): string {
 
 /** Below this a compute is cheap enough to follow the previous one at once. */
 const minSpacingMs = 1;
+/** Wait after a localisation, in multiples of its duration: localising takes ≤ 1/(1+this) of the loop. */
+const computeSpacing = 3;
 
 /**
  * Keeps the current diagnosis and recomputes it on invalidation. See the file comment for
@@ -274,11 +284,15 @@ export class DiagnosisEngine {
 
   private schedule(): void {
     if (this.scheduled !== undefined || this.closed) return;
-    // Spacing of one compute time after the last one ended (see the file comment).
-    const waitMs = this.lastEndMs + this.lastComputeSeconds * 1000 - this.monotonicMs();
+    // Spacing of a few compute times after the last one ended (see the file comment).
+    const waitMs =
+      this.lastEndMs + computeSpacing * this.lastComputeSeconds * 1000 - this.monotonicMs();
     const fire = (): void => {
       this.scheduled = undefined;
-      if (this.dirty && !this.closed) this.compute();
+      if (this.dirty && !this.closed) {
+        if (this.opts.localiseAsync !== undefined) this.computeAsync(this.opts.localiseAsync);
+        else this.compute();
+      }
       this.settle();
     };
     this.scheduled =
@@ -305,9 +319,44 @@ export class DiagnosisEngine {
     try {
       next = this.run({ ...this.opts.input(), nowMs: this.clockMs() });
     } catch (err) {
-      this.failures++;
-      this.opts.log?.error({ err, reasons }, 'localisation failed; keeping the previous diagnosis');
+      this.failed(err, reasons);
     }
+    this.finish(t0, next, reasons);
+  }
+
+  /** `compute` with a localiser that answers later: the engine is running until it does. */
+  private computeAsync(run: (input: LocaliseInput) => Promise<Diagnosis>): void {
+    this.running = true;
+    this.dirty = false;
+    const reasons = [...this.reasons].sort();
+    this.reasons.clear();
+    const t0 = this.monotonicMs();
+    let answer: Promise<Diagnosis>;
+    try {
+      answer = run({ ...this.opts.input(), nowMs: this.clockMs() });
+    } catch (err) {
+      answer = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    answer.then(
+      (next) => {
+        this.finish(t0, this.closed ? undefined : next, reasons);
+        this.settle();
+      },
+      (err: unknown) => {
+        if (!this.closed) this.failed(err, reasons);
+        this.finish(t0, undefined, reasons);
+        this.settle();
+      },
+    );
+  }
+
+  private failed(err: unknown, reasons: readonly string[]): void {
+    this.failures++;
+    this.opts.log?.error({ err, reasons }, 'localisation failed; keeping the previous diagnosis');
+  }
+
+  /** Records a finished computation, adopts its document, and schedules the next if due. */
+  private finish(t0: number, next: Diagnosis | undefined, reasons: readonly string[]): void {
     const tookMs = Math.max(0, this.monotonicMs() - t0);
     this.lastEndMs = t0 + tookMs;
     this.record(tookMs / 1000);

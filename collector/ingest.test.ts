@@ -232,6 +232,27 @@ describe('Ingest restart', () => {
     }
   });
 
+  it('a checkpoint written an agent at a time while batches keep coming restores the same matrix', async () => {
+    // Both agents' batches in time order, as they arrive.
+    const ordered = [...batches].sort((a, b) => a.seq - b.seq || a.agent.localeCompare(b.agent));
+    const first = setup();
+    feed(first.ingest, ordered.slice(0, 30));
+    // One agent per slice: app-1's part now, app-2's after the batches fed meanwhile.
+    const writing = first.ingest.checkpointInSlices(1);
+    feed(first.ingest, ordered.slice(30, 36));
+    expect(await writing).toBe(2);
+    const ckpt = first.store.loadCheckpoint();
+    expect(ckpt?.agents.map((a) => a.seq).sort()).toEqual([15, 18]);
+    feed(first.ingest, ordered.slice(36));
+    const paths = sorted(first.matrix.paths());
+    first.store.close(); // killed: no checkpoint at the end
+
+    const second = setup(first.dir);
+    second.ingest.restore();
+    expect(sorted(second.matrix.paths())).toEqual(paths);
+    expect(second.matrix.agents()).toEqual(first.matrix.agents());
+  });
+
   it('beyond the replay horizon, state and since come from the stored transitions', () => {
     const first = setup();
     feed(first.ingest, batches.slice(0, 34)); // 17 periods: pg failing since 10, refused since 14
@@ -280,7 +301,8 @@ describe('Ingest restart', () => {
 describe('Ingest backpressure', () => {
   it('is overloaded while ingest takes most of the wall time, and recovers when idle', () => {
     let nowMs = 0;
-    const { store, ingest } = setup(tempDir(), { clockMs: () => nowMs });
+    // A partial refusal picks this report when the refused share is over a half.
+    const { store, ingest } = setup(tempDir(), { clockMs: () => nowMs, random: () => 0.5 });
     const real = store.verdict.bind(store);
     // Each batch "takes" 950 ms of a 1 s window.
     vi.spyOn(store, 'verdict').mockImplementation((b) => {
@@ -307,6 +329,7 @@ describe('Ingest backpressure', () => {
     const { ingest } = setup(tempDir(), {
       clockMs: () => nowMs,
       loopBusyMs: () => loopBusyMs,
+      random: () => 0.5,
     });
     // HTTP, gunzip and parsing keep the loop 95% busy; accept takes no (fake) time at all.
     let seq = 1;
@@ -324,6 +347,38 @@ describe('Ingest backpressure', () => {
     nowMs += 5000;
     loopBusyMs += 10;
     expect(ingest.overloaded()).toBe(false);
+  });
+
+  it('refuses a share of reports that grows with the load: none, some, all', () => {
+    let nowMs = 0;
+    let loopBusyMs = 0;
+    let r = 0;
+    // 100 reports per second, picked evenly over [0, 1).
+    const { ingest } = setup(tempDir(), {
+      clockMs: () => nowMs,
+      loopBusyMs: () => loopBusyMs,
+      random: () => (r++ % 100) / 100,
+    });
+    const refusedAt = (busy: number): number => {
+      // Long enough at this load for the EWMA to settle, then one second of reports.
+      for (let w = 0; w < 20; w++) {
+        nowMs += 1000;
+        loopBusyMs += busy * 1000;
+        ingest.overloaded();
+      }
+      nowMs += 1000;
+      loopBusyMs += busy * 1000;
+      let refused = 0;
+      for (let i = 0; i < 100; i++) if (ingest.overloaded()) refused++;
+      return refused;
+    };
+    expect(refusedAt(0.6)).toBe(0);
+    // Between 0.7 (all taken) and 0.95 (all refused): at 0.825, half.
+    expect(refusedAt(0.825)).toBeGreaterThanOrEqual(45);
+    expect(refusedAt(0.825)).toBeLessThanOrEqual(55);
+    expect(refusedAt(0.99)).toBe(100);
+    expect(refusedAt(0.3)).toBe(0);
+    expect(ingest.metricsText()).toMatch(/^faultline_ingest_overloaded_total [1-9]\d*$/m);
   });
 
   it('is overloaded when single batches take longer than maxBatchMs on average', () => {
@@ -376,12 +431,15 @@ describe('Ingest speed (printed, not asserted)', () => {
     const viewStart = performance.now();
     const n = matrix.paths().length;
     const viewMs = performance.now() - viewStart;
+    const checkpointStart = performance.now();
+    ingest.checkpoint();
+    const checkpointMs = performance.now() - checkpointStart;
 
     console.log(
       `ingest: ${all.length} batches × 100 summaries in ${tookMs.toFixed(0)} ms = ` +
         `${Math.round((rows / tookMs) * 1000)} paths/s stored+applied ` +
         `(${(tookMs / all.length).toFixed(3)} ms/batch; ${Math.round((rows / cpuMs) * 1000)} paths/s of CPU time); matrix alone ${Math.round((rows / matrixMs) * 1000)} paths/s; ` +
-        `paths() of ${n} paths in ${viewMs.toFixed(1)} ms; store ≈ ${Math.round(bytes / rows)} bytes/summary`,
+        `paths() of ${n} paths in ${viewMs.toFixed(1)} ms; checkpoint of them ${checkpointMs.toFixed(1)} ms; store ≈ ${Math.round(bytes / rows)} bytes/summary`,
     );
     expect(store.counts().summaries).toBe(rows);
     expect(n).toBe(agents * 100);

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/promises';
 import type { ReportBatch } from '../wire/report.js';
 import { silentTransition } from './paths.js';
 import type { PathMatrix } from './paths.js';
@@ -17,21 +17,29 @@ import type { AgentLiveness, IngestOutcome } from './types.js';
  * rolled back, so memory never runs ahead of what a restart would rebuild. Everything is
  * synchronous, so no other batch interleaves.
  *
- * Backpressure: `overloaded()` is true while the busy share of wall time (an EWMA over 1 s
- * windows) is above `maxBusyRatio`, or the EWMA of the time one batch takes is above
- * `maxBatchMs`; the API answers 503 + Retry-After then. Busy is the event loop's busy time
- * (or the time spent in `accept`, if more): HTTP, gunzip, JSON parsing and validation
- * happen outside `accept`, and a saturated loop is what makes every request wait.
+ * Backpressure: `overloaded()` says whether to refuse this report (the API answers 503 +
+ * Retry-After). It refuses a share of reports that grows with the busy share of wall time
+ * (an EWMA over 1 s windows): none below `admitAllBelow`, all above `maxBusyRatio`, in
+ * proportion between; and every report while the EWMA of the time one batch takes is above
+ * `maxBatchMs`. Busy is the event loop's busy time (or the time spent in `accept`, if
+ * more): HTTP, gunzip, JSON parsing and validation happen outside `accept`, and a
+ * saturated loop is what makes every request wait. Graded, not on/off: refusing every
+ * report at one threshold made 2,000 agents swing between a saturated collector and an
+ * idle one (retrying together), with a backlog growing all the while.
  *
- * Upkeep the owner schedules: `markSilent` (every second or so), `checkpoint` (every
- * minute and at shutdown: it bounds how much a restart replays), `prune` (every few
- * minutes).
+ * Upkeep the owner schedules: `markSilent` (every second or so), `checkpointInSlices`
+ * (every minute: it bounds how much a restart replays) and `checkpoint` (at shutdown),
+ * `prune` (every few minutes).
  */
 
 /** Ingest tuning; every field has a default. */
 export interface IngestOptions {
-  /** Share of wall time spent ingesting above which the collector is overloaded. */
+  /** Busy share of wall time above which every report is refused. */
   readonly maxBusyRatio: number;
+  /** Busy share below which every report is taken; between the two, a growing share is refused. */
+  readonly admitAllBelow: number;
+  /** Uniform in [0, 1): which reports a partial refusal picks (tests replace it). */
+  readonly random: () => number;
   /** Mean time per batch (EWMA, ms) above which the collector is overloaded. */
   readonly maxBatchMs: number;
   /** How far back a restore replays batches when the checkpoint does not cover them (ms). */
@@ -43,7 +51,9 @@ export interface IngestOptions {
 }
 
 export const defaultIngestOptions: IngestOptions = Object.freeze({
-  maxBusyRatio: 0.8,
+  maxBusyRatio: 0.95,
+  admitAllBelow: 0.7,
+  random: Math.random,
   maxBatchMs: 250,
   maxReplayMs: 15 * 60_000,
   clockMs: () => performance.now(),
@@ -79,6 +89,9 @@ export class Ingest {
   private accepted = 0;
   private duplicates = 0;
   private refused = 0;
+  private overloadRefusals = 0;
+  /** Closed: a checkpoint in slices stops (close writes the whole one). */
+  private closed = false;
   private storeError: string | undefined;
 
   constructor(store: Store, matrix: PathMatrix, options: Partial<IngestOptions> = {}) {
@@ -143,6 +156,34 @@ export class Ingest {
     this.store.saveCheckpoint(this.matrix.checkpoint());
   }
 
+  /**
+   * Saves the checkpoint `agentsPerSlice` agents at a time, one transaction each, pausing
+   * between slices for `pause` times the slice's own duration: the whole matrix at once
+   * (200,000 paths, ~2 s) held up every report that long, and back-to-back slices kept the
+   * loop saturated for as long. So a slice holds reports up for a few milliseconds, and
+   * the checkpoint takes at most 1/(1+pause) of the loop while it runs. Each agent's part
+   * is consistent with its own watermark, so batches taken between slices do no harm.
+   * Resolves with the agents written.
+   */
+  async checkpointInSlices(agentsPerSlice = 5, pause = 9): Promise<number> {
+    const ids = this.matrix.agentIds();
+    let written = 0;
+    for (let i = 0; i < ids.length && !this.closed; i += agentsPerSlice) {
+      const t0 = this.options.clockMs();
+      const slice = [];
+      for (const id of ids.slice(i, i + agentsPerSlice)) {
+        const part = this.matrix.checkpointAgent(id);
+        if (part !== undefined) slice.push(part);
+      }
+      this.store.saveAgentCheckpoints(slice);
+      written += slice.length;
+      const tookMs = this.options.clockMs() - t0;
+      if (pause > 0 && tookMs >= 1) await sleep(Math.min(1000, pause * tookMs));
+      else await yieldToLoop();
+    }
+    return written;
+  }
+
   /** Rebuilds the matrix from the store (at start-up). */
   restore(): void {
     this.matrix.restore(this.store, { maxReplayMs: this.options.maxReplayMs });
@@ -165,7 +206,11 @@ export class Ingest {
   /** Whether reports should be refused for now (503 + Retry-After). */
   overloaded(): boolean {
     this.roll(this.options.clockMs());
-    return this.busyEwma > this.options.maxBusyRatio || this.batchEwmaMs > this.options.maxBatchMs;
+    const o = this.options;
+    const share = (this.busyEwma - o.admitAllBelow) / (o.maxBusyRatio - o.admitAllBelow);
+    const over = this.batchEwmaMs > o.maxBatchMs || (share > 0 && o.random() < share);
+    if (over) this.overloadRefusals++;
+    return over;
   }
 
   load(): IngestLoad {
@@ -180,8 +225,37 @@ export class Ingest {
     };
   }
 
+  /** Ingest's own metrics (Prometheus text): what backpressure decides on, and the outcomes. */
+  metricsText(): string {
+    const l = this.load();
+    return [
+      '# HELP faultline_ingest_busy_ratio Busy share of wall time (event loop or ingest, EWMA over 1 s windows); above the limit reports are refused with 503.',
+      '# TYPE faultline_ingest_busy_ratio gauge',
+      `faultline_ingest_busy_ratio ${l.busyRatio}`,
+      '# HELP faultline_ingest_busy_ratio_limit The busy share above which every report is refused (from faultline_ingest_busy_ratio_admit_all_below on, a growing share is).',
+      '# TYPE faultline_ingest_busy_ratio_limit gauge',
+      `faultline_ingest_busy_ratio_limit ${this.options.maxBusyRatio}`,
+      '# HELP faultline_ingest_busy_ratio_admit_all_below The busy share below which every report is taken.',
+      '# TYPE faultline_ingest_busy_ratio_admit_all_below gauge',
+      `faultline_ingest_busy_ratio_admit_all_below ${this.options.admitAllBelow}`,
+      '# HELP faultline_ingest_batch_seconds Mean time to store and apply one report batch (EWMA).',
+      '# TYPE faultline_ingest_batch_seconds gauge',
+      `faultline_ingest_batch_seconds ${l.batchMs / 1000}`,
+      '# HELP faultline_ingest_batches_total Report batches by outcome.',
+      '# TYPE faultline_ingest_batches_total counter',
+      `faultline_ingest_batches_total{outcome="accepted"} ${l.accepted}`,
+      `faultline_ingest_batches_total{outcome="duplicate"} ${l.duplicates}`,
+      `faultline_ingest_batches_total{outcome="refused"} ${l.refused}`,
+      '# HELP faultline_ingest_overloaded_total Report requests answered 503 because the collector was overloaded.',
+      '# TYPE faultline_ingest_overloaded_total counter',
+      `faultline_ingest_overloaded_total ${this.overloadRefusals}`,
+      '',
+    ].join('\n');
+  }
+
   /** Checkpoints the matrix and closes the store. */
   close(): void {
+    this.closed = true;
     try {
       this.checkpoint();
     } finally {

@@ -146,6 +146,14 @@ export interface MatrixCheckpoint {
   readonly paths: readonly PathCheckpoint[];
 }
 
+/** One agent's part of a checkpoint: its watermark and its paths' scalars at it. */
+export interface AgentCheckpoint {
+  readonly agentId: string;
+  readonly agent: string;
+  readonly seq: number;
+  readonly paths: readonly PathCheckpoint[];
+}
+
 /** What `restore` reads from the store (collector/store.ts implements it). */
 export interface RestoreSource {
   /** Every agent with its watermark, oldest `lastSeenMs` first. */
@@ -436,6 +444,11 @@ export class PathMatrix {
   private transitions: Transition[] = [];
   private batchSeq = 0;
   private emit = true;
+  /**
+   * Whether the batch being applied changed what a path means to the localiser — its
+   * state, last class or state start, or a degraded path's ratios — beyond its counters.
+   */
+  protected meaningChanged = false;
 
   constructor(options: Partial<PathMatrixOptions> = {}) {
     const o = { ...defaultPathMatrixOptions, ...options };
@@ -471,6 +484,7 @@ export class PathMatrix {
     this.transitions = transitions;
     this.batchSeq = batch.seq;
     this.emit = true;
+    this.meaningChanged = false;
     try {
       this.touchAgent(batch.agentId, batch.agent, batch.labels, receivedAtMs, journal);
       this.applyItems(batch.agentId, batch.agent, batch.results, batch.summaries);
@@ -553,6 +567,25 @@ export class PathMatrix {
 
   agents(): AgentLiveness[] {
     return [...this.liveness.values()].map((e) => e.snapshot());
+  }
+
+  /** Ids of the agents held, for a checkpoint taken an agent at a time. */
+  agentIds(): string[] {
+    return [...this.liveness.keys()];
+  }
+
+  /**
+   * One agent's part of the checkpoint: its watermark and the scalars of its paths, which
+   * reflect exactly the batches up to it (undefined when the agent is gone). Consistent on
+   * its own, so a checkpoint can be written a few agents at a time between batches.
+   */
+  checkpointAgent(agentId: string): AgentCheckpoint | undefined {
+    const e = this.liveness.get(agentId);
+    if (e === undefined) return undefined;
+    const paths: PathCheckpoint[] = [];
+    if (this.nameToId.get(e.agent) === agentId)
+      for (const p of this.byAgent.get(e.agent)?.values() ?? []) paths.push(p.toCheckpoint());
+    return { agentId, agent: e.agent, seq: e.acceptedSeq, paths };
   }
 
   /** The path scalars and the watermarks they reflect, for the store's checkpoint. */
@@ -849,6 +882,8 @@ export class PathMatrix {
     }
     p.fullSinceSummary = 0;
     this.judgeDegraded(p, s.toMs, s.lastSeq);
+    // A degraded path's loss and failure ratios move with every summary.
+    if (p.state === 'degraded') this.meaningChanged = true;
     if (p.state === 'ok' && !periodFailed && s.latencyMs !== undefined && s.ok > 0)
       this.learnBaseline(p, s.latencyMs.p50, s.toMs - s.fromMs);
   }
@@ -870,6 +905,7 @@ export class PathMatrix {
       p.consecutiveFailures += n;
       p.consecutiveSuccesses = 0;
     }
+    if (cls !== p.lastClass) this.meaningChanged = true;
     p.lastClass = cls;
     p.lastSeq = seq;
     switch (p.state) {
@@ -916,6 +952,7 @@ export class PathMatrix {
       });
     }
     if (to === 'ok' && (p.state === 'failing' || p.state === 'unknown')) p.healthySinceMs = atMs;
+    this.meaningChanged = true;
     p.state = to;
     p.stateClass = toClass;
     p.sinceMs = atMs;

@@ -5,7 +5,13 @@ import type { Database as Db, Statement } from 'better-sqlite3';
 import { ConfigError, FaultlineError } from '../lib/errors.js';
 import type { PathSummary, ReportBatch } from '../wire/report.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
-import type { MatrixCheckpoint, PathCheckpoint, RestoreSource, Transition } from './paths.js';
+import type {
+  AgentCheckpoint,
+  MatrixCheckpoint,
+  PathCheckpoint,
+  RestoreSource,
+  Transition,
+} from './paths.js';
 import type { IngestOutcome } from './types.js';
 
 /**
@@ -489,6 +495,24 @@ export class Store implements RestoreSource {
     );
   }
 
+  /**
+   * Replaces some agents' parts of the checkpoint, in one transaction: each agent's
+   * watermark and every path of it (paths it no longer has go).
+   */
+  saveAgentCheckpoints(list: readonly AgentCheckpoint[]): void {
+    if (list.length === 0) return;
+    this.guard('write the checkpoint', () =>
+      this.db.transaction(() => {
+        for (const a of list) {
+          this.stmt.deleteCheckpointPathsOf.run(a.agent);
+          this.stmt.upsertCheckpointAgent.run(a.agentId, a.seq);
+          for (const p of a.paths)
+            this.stmt.insertCheckpointPath.run(p.agent, p.target, JSON.stringify(p));
+        }
+      })(),
+    );
+  }
+
   loadCheckpoint(): MatrixCheckpoint | undefined {
     return this.guard('read the checkpoint', () => {
       const agents = this.stmt.checkpointAgents.all() as { agent_id: string; seq: number }[];
@@ -944,6 +968,10 @@ function prepare(db: Db) {
     clearCheckpointAgents: p('DELETE FROM checkpoint_agents'),
     clearCheckpointPaths: p('DELETE FROM checkpoint_paths'),
     insertCheckpointAgent: p('INSERT INTO checkpoint_agents (agent_id, seq) VALUES (?, ?)'),
+    upsertCheckpointAgent: p(
+      'INSERT INTO checkpoint_agents (agent_id, seq) VALUES (?, ?) ON CONFLICT (agent_id) DO UPDATE SET seq = excluded.seq',
+    ),
+    deleteCheckpointPathsOf: p('DELETE FROM checkpoint_paths WHERE agent = ?'),
     insertCheckpointPath: p('INSERT INTO checkpoint_paths (agent, target, state) VALUES (?, ?, ?)'),
     checkpointAgents: p('SELECT agent_id, seq FROM checkpoint_agents'),
     checkpointPaths: p('SELECT state FROM checkpoint_paths'),

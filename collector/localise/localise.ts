@@ -761,25 +761,36 @@ function diagnoseViews(input: ViewsInput): { diagnosis: Diagnosis; usesNow: bool
   const failing: PathState[] = [];
   for (const a of liveAgents) for (const p of viewOf(a)?.failing ?? []) failing.push(p);
   /** Paths of live agents to one component, in agent order. */
-  const pathsTo = (component: string, from: readonly string[] = liveAgents): PathState[] => {
+  const pathsTo = (component: string): PathState[] => {
     const out: PathState[] = [];
-    for (const a of from) for (const p of viewOf(a)?.pathsTo(component) ?? []) out.push(p);
+    for (const a of liveAgents) for (const p of viewOf(a)?.pathsTo(component) ?? []) out.push(p);
     return out;
   };
   // Failing paths no hypothesis explains yet, in path order. A partition takes most of them
   // at once; the passes after it only walk what is left.
+  // `explain` only marks: the list is filtered once, when next read (a matrix with many
+  // small hypotheses would otherwise copy it once per hypothesis).
   let unexplained = failing;
+  let explained: Set<PathState> | undefined;
+  const stillUnexplained = (): PathState[] => {
+    const done = explained;
+    if (done !== undefined) {
+      unexplained = unexplained.filter((p) => !done.has(p));
+      explained = undefined;
+    }
+    return unexplained;
+  };
   const take = (pred: (p: PathState) => boolean): PathState[] => {
     const out: PathState[] = [];
     const keep: PathState[] = [];
-    for (const p of unexplained) (pred(p) ? out : keep).push(p);
+    for (const p of stillUnexplained()) (pred(p) ? out : keep).push(p);
     unexplained = keep;
     return out;
   };
   const explain = (ps: readonly PathState[]): void => {
     if (ps.length === 0) return;
-    const done = new Set(ps);
-    unexplained = unexplained.filter((p) => !done.has(p));
+    explained ??= new Set();
+    for (const p of ps) explained.add(p);
   };
   const push = (h: Omit<Hypothesis, 'evidence' | 'since'>, ev: readonly PathState[]): void => {
     const d = digestOf(ev);
@@ -943,16 +954,25 @@ function diagnoseViews(input: ViewsInput): { diagnosis: Diagnosis; usesNow: bool
   // Services on reachable hosts.
   const serviceOf = (p: PathState): string => p.service ?? p.target.split('/')[1] ?? p.kind;
   const services = new Map<string, PathState[]>();
-  for (const p of unexplained) {
+  for (const p of stillUnexplained()) {
     if (layerOf(p) !== 'service' || !soundSet.has(p.agent)) continue;
     const key = `${p.component}\u0000${serviceOf(p)}`;
     pushTo(services, key, p);
+  }
+  // The sound agents' paths to those components, in agent order: one pass over their rows
+  // instead of one per (component, service).
+  const soundPathsTo = new Map<string, PathState[]>();
+  if (services.size > 0) {
+    for (const key of services.keys()) soundPathsTo.set(key.split('\u0000')[0] ?? '', []);
+    for (const a of sound)
+      for (const p of viewOf(a)?.rows ?? [])
+        if (p.state !== 'unknown') soundPathsTo.get(p.component)?.push(p);
   }
   const blocked: PathState[] = [];
   for (const [key, ps] of [...services].sort(([x], [y]) => byName(x, y))) {
     const [component = '', service = ''] = key.split('\u0000');
     const okAny = sorted(
-      pathsTo(component, sound)
+      (soundPathsTo.get(component) ?? [])
         .filter(
           (p) =>
             serviceOf(p) === service &&
@@ -1003,7 +1023,7 @@ function diagnoseViews(input: ViewsInput): { diagnosis: Diagnosis; usesNow: bool
   // Network failures inside a group (or refusals from some sources only): blocked paths.
   const rest = [
     ...blocked,
-    ...unexplained.filter((p) => soundSet.has(p.agent) && layerOf(p) === 'network'),
+    ...stillUnexplained().filter((p) => soundSet.has(p.agent) && layerOf(p) === 'network'),
   ];
   const byTarget = new Map<string, PathState[]>();
   for (const p of rest) pushTo(byTarget, p.component, p);
