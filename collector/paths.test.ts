@@ -286,6 +286,31 @@ describe('PathMatrix window', () => {
     expect(pathOf(m, icmp).lossRatio).toBeCloseTo(5 / 40);
   });
 
+  it('loss after a long healthy spell degrades the path from the recent slots, in ~3 periods, not ~6', () => {
+    // As in the lab: one ICMP probe (3 echoes) a second, 30 s of healthy history.
+    const m = new PathMatrix();
+    let k = 0;
+    const period = (loss: number) =>
+      feed(
+        m,
+        batch(k + 1, {
+          summaries: [summary(icmp, t0 + k++ * 1000, k, { ok: 1, loss, kind: 'icmp' })],
+        }),
+      );
+    for (let i = 0; i < 40; i++) period(0);
+    // One echo of three lost now and then is noise, in the recent slots too.
+    expect(period(1 / 3)).toEqual([]);
+    for (let i = 0; i < 8; i++) expect(period(0)).toEqual([]);
+    // 30 % loss each way: about half the echoes lost, from now on.
+    const seen: number[] = [];
+    for (let i = 1; i <= 10 && pathOf(m, icmp).state === 'ok'; i++) {
+      if (period(i % 2 === 0 ? 1 / 3 : 2 / 3).length > 0) seen.push(i);
+    }
+    expect(pathOf(m, icmp).state).toBe('degraded');
+    // The whole 30 s window would need 6 such periods (3 / 30 = 10 %).
+    expect(seen[0]).toBeLessThanOrEqual(4);
+  });
+
   it('intermittent failures that never reach the debounce degrade the path, never fail it', () => {
     const m = new PathMatrix();
     let seq = 0;

@@ -73,6 +73,13 @@ export interface PathMatrixOptions {
   readonly degradedLossRatio: number;
   /** Probes the window needs before it can call a path degraded. */
   readonly degradedMinProbes: number;
+  /**
+   * The recent part of the window (ms, whole slots back from the newest): loss or failures
+   * of at least `degradedRecentLossRatio` in it make a path degraded before they have
+   * diluted the whole window's 30 s of healthy history to `degradedLossRatio`.
+   */
+  readonly degradedRecentMs: number;
+  readonly degradedRecentLossRatio: number;
   /** Splits a plan target name into component and service (default: `<component>/<kind>[/<service>]`). */
   readonly describeTarget?: (
     target: string,
@@ -90,6 +97,8 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   degradedLatencyMinMs: 20,
   degradedLossRatio: 0.1,
   degradedMinProbes: 5,
+  degradedRecentMs: 6_000,
+  degradedRecentLossRatio: 0.25,
 });
 
 /**
@@ -412,6 +421,11 @@ class Journal {
 }
 
 const nowhere = { component: '' };
+
+/** Failure ratio or ICMP loss of summed slots, whichever is higher. */
+function lossOf(w: WindowTotals): number {
+  return Math.max((w.count - w.ok) / w.count, w.lossW > 0 ? w.lossSum / w.lossW : 0);
+}
 
 /** The live matrix. Not thread-safe, not async: one batch at a time, synchronously. */
 export class PathMatrix {
@@ -1042,11 +1056,22 @@ export class PathMatrix {
     const o = this.options;
     const t = this.sumWindow(p, p.healthySinceMs, false);
     if (t.count < o.degradedMinProbes) return;
-    const failureRatio = (t.count - t.ok) / t.count;
-    const loss = t.lossW > 0 ? t.lossSum / t.lossW : 0;
-    let bad = Math.max(failureRatio, loss) >= o.degradedLossRatio;
-    if (!bad && t.latW > 0 && p.baselineSamples >= o.baselineWarmupPeriods) {
-      const p50 = t.p50Sum / t.latW;
+    let bad = lossOf(t) >= o.degradedLossRatio;
+    const latW = t.latW;
+    const p50Sum = t.p50Sum;
+    if (!bad && (t.ok < t.count || t.lossSum > 0)) {
+      // Half the echoes lost from now on (30 % loss each way) takes ~6 s to reach 10 % of a
+      // 30 s window of healthy history; the last 6–9 s say it in ~3 s. (Both sums share
+      // `this.totals`: the whole window's latency sums are kept above.)
+      const recentFromMs = Math.max(
+        p.healthySinceMs,
+        p.newestSlot * this.slotMs - o.degradedRecentMs,
+      );
+      const r = this.sumWindow(p, recentFromMs, false);
+      bad = r.count >= o.degradedMinProbes && lossOf(r) >= o.degradedRecentLossRatio;
+    }
+    if (!bad && latW > 0 && p.baselineSamples >= o.baselineWarmupPeriods) {
+      const p50 = p50Sum / latW;
       bad =
         p50 > p.baselineMs * o.degradedLatencyFactor &&
         p50 - p.baselineMs >= o.degradedLatencyMinMs;
