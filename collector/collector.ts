@@ -15,7 +15,7 @@ import { IncidentTracker, incidentDetail, type IncidentDetail } from './incident
 import { Ingest } from './ingest.js';
 import { postmortem } from './postmortem.js';
 import { PathMatrix, type AppliedBatch } from './paths.js';
-import { planFor, type KnownAgent } from './plan.js';
+import { planFor, silentAfterFor, type KnownAgent } from './plan.js';
 import { Store, type StoredIncident } from './store.js';
 import type {
   AgentLiveness,
@@ -425,7 +425,8 @@ export class Collector implements CollectorCore {
     const now = Date.now();
     if (this.incidentPending) this.trackIncident(this.diagnoser.current());
     try {
-      for (const a of this.ingestor.markSilent(now, this.config.agents.silentAfterMs)) {
+      const silentAfterMs = silentAfterFor(this.config.agents, this.matrix.agents().length);
+      for (const a of this.ingestor.markSilent(now, silentAfterMs)) {
         this.log.warn({ agent: a.agent, lastSeenMs: a.lastSeenMs }, 'agent silent');
       }
       if (now - this.lastCheckpointMs >= checkpointEveryMs && !this.checkpointing) {

@@ -257,6 +257,25 @@ describe('token files', () => {
   });
 });
 
+describe('reportInterval auto', () => {
+  it('takes auto or a duration, and says so when given neither', () => {
+    expect(refusal(`${tokens}agents: { reportInterval: soon }\n`)).toBe(
+      'collector.yaml:3:27: agents.reportInterval: expected a duration: milliseconds, or a number with ms, s, m or h (e.g. "500ms", "15s", "2m"), or auto (actual: "soon")',
+    );
+    expect(refusal(`${tokens}agents: { reportInterval: 50ms }\n`)).toBe(
+      'collector.yaml:3:27: agents.reportInterval: expected at least 100ms (actual: "50ms")',
+    );
+  });
+
+  it('a silentAfter written beside auto must cover twice the longest interval auto picks', () => {
+    expect(refusal(`${tokens}agents: { reportInterval: auto, silentAfter: 10s }\n`)).toBe(
+      'collector.yaml:3:46: agents.silentAfter: silentAfter 10s must be at least twice the report interval 10s (the longest auto picks)',
+    );
+    const cfg = parseCollectorConfig(`${tokens}agents: { silentAfter: 20s }\n`, 'collector.yaml');
+    expect(cfg.agents).toMatchObject({ reportIntervalMs: 'auto', silentAfterMs: 20_000 });
+  });
+});
+
 describe('valid collector configs', () => {
   it('fills in every default around a single token', () => {
     const cfg = fixture('valid-minimal.yaml');
@@ -264,7 +283,7 @@ describe('valid collector configs', () => {
       listen: '127.0.0.1:7070',
       dataDir: resolve('faultline-data'),
       tokens: [{ name: 'fleet', token, revoked: false }],
-      agents: { silentAfterMs: 3000, reportIntervalMs: 1000, planRefreshMs: 30_000 },
+      agents: { silentAfterMs: 'auto', reportIntervalMs: 'auto', planRefreshMs: 30_000 },
       probes: {
         intervalMs: 1000,
         timeoutMs: 800,

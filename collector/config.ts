@@ -21,6 +21,7 @@ import {
   checkKindDefaults,
   checkMergedOptions,
   durationField,
+  durationOrAutoField,
   fillOptionsSlot,
   formatDurationMs,
   isRecord,
@@ -37,7 +38,12 @@ import { ConfigError } from '../lib/errors.js';
 import { probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeKind } from '../probes/registry.js';
 import { parseTarget } from '../probes/target.js';
-import { protocolProbe } from './plan.js';
+import {
+  maxAutoReportIntervalMs,
+  minSilentAfterMs,
+  protocolProbe,
+  silentAfterReports,
+} from './plan.js';
 import { httpUrlField, isHttpUrl } from './sinks/http.js';
 import { sinkDefinition, sinkRegistry, sinkTypes } from './sinks/registry.js';
 import type { SinkConfig, SinkType } from './sinks/registry.js';
@@ -86,8 +92,7 @@ const minIntervalMs = 100;
 const minTimeoutMs = 10;
 const defaultTimeoutShare = 0.8;
 const defaultTimeoutCapMs = 5_000;
-const minSilentAfterMs = 3_000;
-const silentAfterReports = 3;
+
 // The wire format caps a batch at this many results.
 const maxResultsPerBatch = 50_000;
 const defaultHttpPort = 80;
@@ -145,10 +150,10 @@ export interface CollectorConfig {
   readonly dataDir: string;
   readonly tokens: readonly CollectorToken[];
   readonly agents: {
-    /** An agent with no report for this long is silent. */
-    readonly silentAfterMs: number;
-    /** How often agents send a report batch (told in the plan). */
-    readonly reportIntervalMs: number;
+    /** An agent with no report for this long is silent; auto: 3 report intervals, at least 3 s. */
+    readonly silentAfterMs: number | 'auto';
+    /** How often agents send a report batch (told in the plan); auto: by fleet size. */
+    readonly reportIntervalMs: number | 'auto';
     /** How often agents fetch a new plan (told in the plan). */
     readonly planRefreshMs: number;
   };
@@ -245,9 +250,11 @@ const agentsSchema = z
       .describe(
         'An agent with no report for this long counts as silent. Default: 3 × reportInterval, at least 3s. At least twice reportInterval, so one late batch is not silence.',
       ),
-    reportInterval: durationField(minIntervalMs)
-      .prefault('1s')
-      .describe('How often agents send a report batch, which is also their heartbeat.'),
+    reportInterval: durationOrAutoField(minIntervalMs)
+      .prefault('auto')
+      .describe(
+        'How often agents send a report batch, which is also their heartbeat (failures and state changes go at once whatever it is). auto: 1s for up to 200 agents, a second more for every 200 beyond, at most 10s, so one collector core keeps up with 2,000 agents.',
+      ),
     planRefresh: durationField(1000)
       .prefault('30s')
       .describe('How often agents fetch their plan again (an unchanged plan keeps its version).'),
@@ -967,16 +974,18 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   const tokens = resolveTokens(cfg.tokens, report);
 
   const agents: Record<string, unknown> = isRecord(cfg.agents) ? cfg.agents : {};
-  const reportIntervalMs = asNumber(agents.reportInterval) ?? 0;
+  const reportIntervalMs =
+    agents.reportInterval === 'auto' ? 'auto' : (asNumber(agents.reportInterval) ?? 0);
   const writtenSilentMs = asNumber(agents.silentAfter);
+  const longestReportMs = reportIntervalMs === 'auto' ? maxAutoReportIntervalMs : reportIntervalMs;
   if (
     writtenSilentMs !== undefined &&
-    reportIntervalMs > 0 &&
-    writtenSilentMs < 2 * reportIntervalMs
+    longestReportMs > 0 &&
+    writtenSilentMs < 2 * longestReportMs
   ) {
     report(
       ['agents', 'silentAfter'],
-      `silentAfter ${formatDurationMs(writtenSilentMs)} must be at least twice the report interval ${formatDurationMs(reportIntervalMs)}`,
+      `silentAfter ${formatDurationMs(writtenSilentMs)} must be at least twice the report interval ${formatDurationMs(longestReportMs)}${reportIntervalMs === 'auto' ? ' (the longest auto picks)' : ''}`,
     );
   }
 
@@ -1021,7 +1030,10 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
     tokens,
     agents: {
       silentAfterMs:
-        writtenSilentMs ?? Math.max(minSilentAfterMs, silentAfterReports * reportIntervalMs),
+        writtenSilentMs ??
+        (reportIntervalMs === 'auto'
+          ? 'auto'
+          : Math.max(minSilentAfterMs, silentAfterReports * reportIntervalMs)),
       reportIntervalMs,
       planRefreshMs: asNumber(agents.planRefresh) ?? 0,
     },

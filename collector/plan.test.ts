@@ -10,7 +10,7 @@ import { PlanSchema } from '../wire/plan.js';
 import type { Plan, PlanTarget } from '../wire/plan.js';
 import { parseCollectorConfig } from './config.js';
 import type { CollectorConfig, ServiceConfig } from './config.js';
-import { planFor, protocolProbe } from './plan.js';
+import { planFor, protocolProbe, silentAfterFor } from './plan.js';
 import type { KnownAgent } from './plan.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -166,8 +166,30 @@ describe('plan version', () => {
     const before = planFor(example, 'app-1').version;
     const slower = config(exampleText.replace('  interval: 1s\n', '  interval: 2s\n'));
     expect(planFor(slower, 'app-1').version).not.toBe(before);
-    const reports = config(exampleText.replace('  reportInterval: 1s', '  reportInterval: 2s'));
+    const reports = config(exampleText.replace('  reportInterval: auto', '  reportInterval: 2s'));
     expect(planFor(reports, 'app-1').version).not.toBe(before);
+  });
+
+  it('reportInterval auto: 1 s for a small fleet, a second more per 200 agents, at most 10 s; silence follows', () => {
+    expect(example.agents).toMatchObject({ reportIntervalMs: 'auto', silentAfterMs: 'auto' });
+    const fleet = (n: number): KnownAgent[] =>
+      Array.from({ length: n }, (_, i) => ({ name: `sim-${i}`, labels: {} }));
+    const intervalWith = (others: number) => planFor(example, 'app-1', fleet(others));
+    expect(intervalWith(0).reportIntervalMs).toBe(1000);
+    expect(intervalWith(199).reportIntervalMs).toBe(1000);
+    expect(intervalWith(200).reportIntervalMs).toBe(2000);
+    expect(intervalWith(1999).reportIntervalMs).toBe(10_000);
+    expect(intervalWith(5000).reportIntervalMs).toBe(10_000);
+    // The agent itself among the known ones is not counted twice.
+    expect(planFor(example, 'sim-0', fleet(200)).reportIntervalMs).toBe(1000);
+    // A new interval is a new plan: running agents pick it up at their next refresh.
+    expect(intervalWith(200).version).not.toBe(intervalWith(0).version);
+    expect(silentAfterFor(example.agents, 1)).toBe(3000);
+    expect(silentAfterFor(example.agents, 2000)).toBe(30_000);
+    const fixed = config(exampleText.replace('  reportInterval: auto', '  reportInterval: 2s'));
+    expect(intervalWith(0).reportIntervalMs).toBe(1000);
+    expect(planFor(fixed, 'app-1', fleet(5000)).reportIntervalMs).toBe(2000);
+    expect(silentAfterFor(fixed.agents, 5000)).toBe(6000);
   });
 
   it("stays when only the agent's own component changes", () => {

@@ -81,6 +81,31 @@ export function planVersion(
     .slice(0, versionChars);
 }
 
+/** `reportInterval: auto`: one more second per this many agents, from 1 s up to the max. */
+const agentsPerAutoSecond = 200;
+export const maxAutoReportIntervalMs = 10_000;
+/** An agent is silent after this many report intervals, and never sooner than the minimum. */
+export const silentAfterReports = 3;
+export const minSilentAfterMs = 3_000;
+
+/**
+ * The report interval agents are told for a fleet of `fleetSize` agents: the configured
+ * one, or with `auto` 1 s up to 200 agents, a second more per 200 beyond, at most 10 s
+ * (2,000 agents then send 200 batches a second, what one collector core takes with room
+ * to spare; bench/collector.ts). Failures and state changes go at once whatever it is.
+ */
+export function reportIntervalFor(agents: CollectorConfig['agents'], fleetSize: number): number {
+  if (agents.reportIntervalMs !== 'auto') return agents.reportIntervalMs;
+  const seconds = Math.ceil(Math.max(1, fleetSize) / agentsPerAutoSecond);
+  return Math.min(maxAutoReportIntervalMs, seconds * 1000);
+}
+
+/** When an agent of a fleet of `fleetSize` counts as silent: configured, or 3 report intervals (≥ 3 s). */
+export function silentAfterFor(agents: CollectorConfig['agents'], fleetSize: number): number {
+  if (agents.silentAfterMs !== 'auto') return agents.silentAfterMs;
+  return Math.max(minSilentAfterMs, silentAfterReports * reportIntervalFor(agents, fleetSize));
+}
+
 /**
  * The plan for `agentName`: for every component but the agent's own (the one whose `agent`
  * is this agent), by `probes.layers`:
@@ -201,12 +226,17 @@ export function planFor(
     }
   }
 
+  // The fleet: every agent the collector knows, this one included.
+  const reportIntervalMs = reportIntervalFor(
+    agents,
+    knownAgents.length + (knownAgents.some((a) => a.name === agentName) ? 0 : 1),
+  );
   return {
-    version: planVersion(targets, agents.reportIntervalMs, agents.planRefreshMs),
+    version: planVersion(targets, reportIntervalMs, agents.planRefreshMs),
     agent: agentName,
     generatedAtMs: nowMs,
     refreshIntervalMs: agents.planRefreshMs,
-    reportIntervalMs: agents.reportIntervalMs,
+    reportIntervalMs,
     targets,
   };
 }

@@ -69,6 +69,29 @@ export function durationField(minMs: number) {
     });
 }
 
+const durationOrAutoHelp = `${durationHelp}, or auto`;
+const durationOrAutoRe = new RegExp(`^\\s*auto\\s*$|${durationRe.source}`);
+
+/**
+ * A duration field that may also be `auto` (the program picks the duration): parses to
+ * whole milliseconds ≥ minMs, or to 'auto'.
+ */
+export function durationOrAutoField(minMs: number) {
+  const duration = durationField(minMs);
+  return z
+    .union([z.number(), z.string().regex(durationOrAutoRe, { error: durationOrAutoHelp })], {
+      error: durationOrAutoHelp,
+    })
+    .transform((raw, ctx): number | 'auto' => {
+      if (typeof raw === 'string' && raw.trim() === 'auto') return 'auto';
+      const parsed = duration.safeParse(raw);
+      if (parsed.success) return parsed.data;
+      for (const issue of parsed.error.issues)
+        ctx.addIssue({ code: 'custom', message: issue.message, input: raw });
+      return z.NEVER;
+    });
+}
+
 /** An agent name (1–128 of A-Z a-z 0-9 . _ : -). */
 export const agentNameSchema = z
   .string()
