@@ -166,6 +166,7 @@ export class Collector implements CollectorCore {
     const thread =
       workerUrl === undefined ? undefined : new LocaliserThread({ inventory }, workerUrl);
     this.localiserThread = thread;
+    thread?.warm();
     let threadPrimed = false;
     this.diagnoser = new DiagnosisEngine({
       // The incremental localiser reads only the paths of agents whose paths changed.

@@ -15,8 +15,8 @@ import { localise, type LocaliseComponent, type LocaliseInput } from './localise
  * costs one localisation, and never more than one runs at a time (an invalidation during a
  * compute, e.g. from a listener, schedules exactly one more). When localisation gets
  * expensive (a big matrix, a storm of changes), the next one starts no earlier than
- * `computeSpacing` compute times after the last ended, so at most a quarter of the loop goes
- * to localising and ingest keeps up (a storm of 20k failing paths from 2,000 agents made
+ * `computeSpacing` compute times after the last ended (one, when the localiser runs in its
+ * own thread), so at most a quarter of the loop goes to localising and ingest keeps up (a storm of 20k failing paths from 2,000 agents made
  * localising take half the loop, and the collector refused reports); the added delay is a
  * few compute times, never seconds on a small matrix.
  *
@@ -284,9 +284,11 @@ export class DiagnosisEngine {
 
   private schedule(): void {
     if (this.scheduled !== undefined || this.closed) return;
-    // Spacing of a few compute times after the last one ended (see the file comment).
-    const waitMs =
-      this.lastEndMs + computeSpacing * this.lastComputeSeconds * 1000 - this.monotonicMs();
+    // Spacing of a few compute times after the last one ended (see the file comment); one
+    // compute time when localising happens off this thread (it only bounds that thread's
+    // share and the requests' upkeep here, and its wall time includes waiting for it).
+    const spacing = this.opts.localiseAsync !== undefined ? 1 : computeSpacing;
+    const waitMs = this.lastEndMs + spacing * this.lastComputeSeconds * 1000 - this.monotonicMs();
     const fire = (): void => {
       this.scheduled = undefined;
       if (this.dirty && !this.closed) {

@@ -57,6 +57,11 @@ export class LocaliserThread {
       : undefined;
   }
 
+  /** Starts the worker now, so the first localisation does not wait for it to load. */
+  warm(): void {
+    this.start();
+  }
+
   /** Sends one request; resolves with the diagnosis, rejects if the worker failed. */
   diagnose(request: Omit<ThreadRequest, 'id'>): Promise<Diagnosis> {
     const worker = this.start();
