@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { Agent as HttpAgent, request } from 'undici';
 import type { Dispatcher } from 'undici';
+import { sleepUnlessAborted } from '../lib/duration.js';
 import { PlanSchema } from '../wire/plan.js';
 import type { Plan } from '../wire/plan.js';
 import { ReportAckSchema } from '../wire/report.js';
@@ -133,19 +134,6 @@ function explain(err: unknown): string {
   const code = errorCode(err);
   const msg = err instanceof Error ? err.message : String(err);
   return code === undefined ? msg : `${code}: ${msg}`;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /**
@@ -290,7 +278,7 @@ export class CollectorLink {
     if (drainMs > 0 && (this.spool?.stats().batches ?? 0) > 0 && this.connected) {
       await Promise.race([
         new Promise<void>((resolve) => this.drained.push(resolve)),
-        sleep(drainMs, this.abort.signal),
+        sleepUnlessAborted(drainMs, this.abort.signal),
       ]);
     }
     this.abort.abort();
@@ -398,7 +386,7 @@ export class CollectorLink {
         delayMs = backoffDelayMs(failures, this.baseMs, refreshMs ?? this.capMs, this.random);
         if (failures > 0 && this.lastPlanAuthFailure) delayMs = this.jittered(this.authRetryMs);
       }
-      await sleep(delayMs, this.abort.signal);
+      await sleepUnlessAborted(delayMs, this.abort.signal);
       if (this.stopped) return;
       try {
         const plan = await this.fetchPlan(this.requestTimeoutMs);
@@ -471,7 +459,7 @@ export class CollectorLink {
         batch = await spool.peek();
       } catch (err) {
         log.error({ err }, 'reading the spool failed');
-        await sleep(this.jittered(this.capMs), this.abort.signal);
+        await sleepUnlessAborted(this.jittered(this.capMs), this.abort.signal);
         continue;
       }
       if (batch === undefined) {
@@ -510,7 +498,7 @@ export class CollectorLink {
               { seq: batch.seq, acceptedSeq: outcome.acceptedSeq },
               'collector answered 200 but did not take the batch; retrying later',
             );
-            await sleep(this.jittered(this.capMs), this.abort.signal);
+            await sleepUnlessAborted(this.jittered(this.capMs), this.abort.signal);
           }
           break;
         }
@@ -530,7 +518,7 @@ export class CollectorLink {
               'collector refuses the sequence and the agent cannot repair it; retrying slowly',
             );
             this.connected = false;
-            await sleep(this.jittered(this.authRetryMs), this.abort.signal);
+            await sleepUnlessAborted(this.jittered(this.authRetryMs), this.abort.signal);
           }
           break;
         }
@@ -541,21 +529,21 @@ export class CollectorLink {
         case 'wait':
           this.counts.retries++;
           this.noteProblem(outcome.why, { seq: batch.seq, retryAfterMs: outcome.delayMs });
-          await sleep(outcome.delayMs, this.abort.signal);
+          await sleepUnlessAborted(outcome.delayMs, this.abort.signal);
           break;
         case 'backoff': {
           this.counts.retries++;
           attempt++;
           const delayMs = backoffDelayMs(attempt, this.baseMs, this.capMs, this.random);
           this.noteProblem(outcome.why, { seq: batch.seq, attempt, delayMs });
-          await sleep(delayMs, this.abort.signal);
+          await sleepUnlessAborted(delayMs, this.abort.signal);
           break;
         }
         case 'slow':
           this.counts.retries++;
           this.connected = false;
           log.error({ seq: batch.seq, reason: outcome.why }, 'reports refused; retrying slowly');
-          await sleep(this.jittered(this.authRetryMs), this.abort.signal);
+          await sleepUnlessAborted(this.jittered(this.authRetryMs), this.abort.signal);
           break;
       }
     }

@@ -13,3 +13,20 @@ export function parseDurationMs(value: string | number): number | undefined {
   const unit = units[m[2] ?? 'ms'] ?? 1;
   return n * unit;
 }
+
+/**
+ * Waits `ms`, or less when `signal` aborts: resolves either way (never rejects), so a loop
+ * that sleeps between retries simply sees its stop flag afterwards.
+ */
+export function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted || ms <= 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

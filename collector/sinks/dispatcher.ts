@@ -1,6 +1,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { sleepUnlessAborted } from '../../lib/duration.js';
 import type { AlertBatch, AlertNotice, DeliveryTarget, SendOutcome } from './types.js';
 
 /**
@@ -377,17 +378,7 @@ export class AlertDispatcher {
 
   /** Waits `ms`, or less when the dispatcher closes. */
   sleep(ms: number): Promise<void> {
-    const signal = this.stopper.signal;
-    if (signal.aborted || ms <= 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return sleepUnlessAborted(ms, this.stopper.signal);
   }
 
   /**
