@@ -1,18 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliPath, ensureBuilt } from '../../helpers/cli.js';
+import { describe, expect, it } from 'vitest';
 import { pollUntil } from '../../helpers/poll-until.js';
 import { breakDns, freezeDatabase, killAgent, stopPostgres } from '../../helpers/lab/faults.js';
-import { detectionReport, faultCycle, labPaths, waitAllHealthy } from '../../helpers/lab/expect.js';
-import { canRunLab, Lab } from '../../helpers/lab/lab.js';
+import { faultCycle, labPaths } from '../../helpers/lab/expect.js';
+import { useLab } from './use-lab.js';
+import { canRunLab, type Lab } from '../../helpers/lab/lab.js';
 import { servicesLab, servicesLabPaths } from './services-lab.js';
 
 /** Faults of a service, not of the network: the diagnosis must say so and name it. */
 describe.runIf(canRunLab)('lab: service faults', () => {
-  let lab: Lab | undefined;
-  const theLab = (): Lab => {
-    if (lab === undefined) throw new Error('lab not up');
-    return lab;
-  };
+  const theLab = useLab(servicesLab, servicesLabPaths, 'database.test.ts');
   /** The failing paths to `component`, once all `count` of `targetSuffix` fail. */
   const failingTo = (l: Lab, component: string, targetSuffix: string, count: number) =>
     pollUntil(
@@ -27,17 +23,6 @@ describe.runIf(canRunLab)('lab: service faults', () => {
       },
       { timeoutMs: 10_000, intervalMs: 200 },
     );
-
-  beforeAll(async () => {
-    ensureBuilt();
-    lab = await Lab.up(servicesLab, { cliPath });
-    await waitAllHealthy(lab, servicesLabPaths, 40_000);
-  }, 90_000);
-
-  afterAll(async () => {
-    console.info(`lab detection times (database.test.ts):\n${detectionReport()}`);
-    await lab?.down();
-  });
 
   it('a DNS server that lost its records is dns_failure on dns-1, the network fine', async () => {
     const l = theLab();

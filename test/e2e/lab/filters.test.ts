@@ -1,35 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliPath, ensureBuilt } from '../../helpers/cli.js';
+import { describe, expect, it } from 'vitest';
 import { pollUntil } from '../../helpers/poll-until.js';
 import { dropPort, dropSource, randomLoss } from '../../helpers/lab/faults.js';
-import {
-  detectionReport,
-  faultCycle,
-  labPaths,
-  pathHealthy,
-  waitAllHealthy,
-} from '../../helpers/lab/expect.js';
-import { canRunLab, Lab } from '../../helpers/lab/lab.js';
+import { faultCycle, labPaths, pathHealthy } from '../../helpers/lab/expect.js';
+import { useLab } from './use-lab.js';
+import { canRunLab } from '../../helpers/lab/lab.js';
 import { servicesLab, servicesLabPaths } from './services-lab.js';
 
 /** Filters and loss on some paths: blocked paths and lossy links, told from outages. */
 describe.runIf(canRunLab)('lab: filters and loss', () => {
-  let lab: Lab | undefined;
-  const theLab = (): Lab => {
-    if (lab === undefined) throw new Error('lab not up');
-    return lab;
-  };
-
-  beforeAll(async () => {
-    ensureBuilt();
-    lab = await Lab.up(servicesLab, { cliPath });
-    await waitAllHealthy(lab, servicesLabPaths, 40_000);
-  }, 90_000);
-
-  afterAll(async () => {
-    console.info(`lab detection times (filters.test.ts):\n${detectionReport()}`);
-    await lab?.down();
-  });
+  const theLab = useLab(servicesLab, servicesLabPaths, 'filters.test.ts');
 
   it('the Redis port dropped for app-1 only is path_blocked; the others still reach it', async () => {
     const l = theLab();

@@ -1,18 +1,12 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Diagnosis, Hypothesis } from '../../../wire/diagnosis.js';
-import { cliPath, ensureBuilt } from '../../helpers/cli.js';
 import { pollUntil } from '../../helpers/poll-until.js';
 import { cutUplink, hostLinkDown, wrongVlan, type Fault } from '../../helpers/lab/faults.js';
-import {
-  detectionReport,
-  faultCycle,
-  labPaths,
-  pathHealthy,
-  waitAllHealthy,
-} from '../../helpers/lab/expect.js';
-import { canRunLab, Lab, type LabSpec } from '../../helpers/lab/lab.js';
+import { faultCycle, labPaths, pathHealthy } from '../../helpers/lab/expect.js';
+import { useLab } from './use-lab.js';
+import { canRunLab, type LabSpec } from '../../helpers/lab/lab.js';
 
 /**
  * The founding incident in the lab: the front (two app hosts and a web host) on switch
@@ -71,23 +65,8 @@ function timed(fault: Fault): Fault & { startMs: number; endMs: number } {
 }
 
 describe.runIf(canRunLab)('lab: partitions', () => {
-  let lab: Lab | undefined;
   let vlan: ReturnType<typeof timed> | undefined;
-  const theLab = (): Lab => {
-    if (lab === undefined) throw new Error('lab not up');
-    return lab;
-  };
-
-  beforeAll(async () => {
-    ensureBuilt();
-    lab = await Lab.up(spec, { cliPath });
-    await waitAllHealthy(lab, pathCount, 40_000);
-  }, 90_000);
-
-  afterAll(async () => {
-    console.info(`lab detection times (partition.test.ts):\n${detectionReport()}`);
-    await lab?.down();
-  });
+  const theLab = useLab(spec, pathCount, 'partition.test.ts');
 
   it('the founding incident: database switch ports in the wrong VLAN is a network partition, the database not blamed', async () => {
     const l = theLab();
