@@ -272,19 +272,38 @@ describe('collector API (inject)', () => {
       const res = await post(JSON.stringify(batch(1)));
       expect(res.statusCode).toBe(200);
       expect(res.json()).toEqual({ acceptedSeq: 1, duplicate: false });
-      expect(core.ingest).toHaveBeenCalledWith(batch(1), expect.any(Number));
+      // With the body as received, which the store keeps for the batch's summaries.
+      expect(core.ingest).toHaveBeenCalledWith(batch(1), expect.any(Number), {
+        bytes: Buffer.from(JSON.stringify(batch(1))),
+        gzip: false,
+      });
     });
   });
 
   describe('POST /api/v1/reports: body', () => {
-    it('gzip body: inflated, validated, accepted', async () => {
-      const res = await post(gzipSync(JSON.stringify(batch(1))), {
+    it('gzip body: inflated, validated, accepted; ingest gets it still compressed', async () => {
+      const gz = gzipSync(JSON.stringify(batch(1)));
+      const res = await post(gz, { ...auth, ...json, 'content-encoding': 'gzip' });
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toEqual({ acceptedSeq: 1, duplicate: false });
+      expect(core.ingest).toHaveBeenCalledWith(batch(1), expect.any(Number), {
+        bytes: gz,
+        gzip: true,
+      });
+    });
+
+    it('gzip body of unknown length (streamed): inflated as it comes, ingest gets the JSON', async () => {
+      const text = JSON.stringify(batch(1));
+      const res = await post(Readable.from([gzipSync(text)]), {
         ...auth,
         ...json,
         'content-encoding': 'gzip',
       });
       expect(res.statusCode).toBe(200);
-      expect(res.json()).toEqual({ acceptedSeq: 1, duplicate: false });
+      expect(core.ingest).toHaveBeenCalledWith(batch(1), expect.any(Number), {
+        bytes: Buffer.from(text),
+        gzip: false,
+      });
     });
 
     it('gzip bomb (1 GB of zeros): 413 after inflating about the limit, not the whole', async () => {

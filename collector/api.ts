@@ -3,7 +3,7 @@ import { createHash, randomInt } from 'node:crypto';
 import type { Server as HttpsServer } from 'node:https';
 import { Transform } from 'node:stream';
 import type { Readable, TransformCallback } from 'node:stream';
-import { createGunzip } from 'node:zlib';
+import { createGunzip, gunzipSync } from 'node:zlib';
 import Fastify, { LogController } from 'fastify';
 import type {
   FastifyBodyParser,
@@ -24,7 +24,14 @@ import { ReportBatchSchema } from '../wire/report.js';
 import type { ReportAck } from '../wire/report.js';
 import { createTokenAuth } from './auth.js';
 import type { TokenAuth, TokenEntry } from './auth.js';
-import type { CollectorCore, PathFilter } from './types.js';
+import type { CollectorCore, PathFilter, ReportBody } from './types.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** A report's body as received (POST /api/v1/reports): what the store keeps. */
+    reportBody: ReportBody | null;
+  }
+}
 
 /**
  * The collector's HTTP API, versioned under /api/v1. Agent endpoints (reports, plan) need a
@@ -470,6 +477,34 @@ function tooLarge(maxBytes: number): ApiError {
   );
 }
 
+const emptyBody = Buffer.alloc(0);
+
+/** The FL_ERR_BAD_ENCODING answer to a body zlib could not inflate. */
+function badGzip(err: NodeJS.ErrnoException): ApiError {
+  return new ApiError(
+    'FL_ERR_BAD_ENCODING',
+    `the body is not valid gzip (${err.code ?? 'error'}: ${err.message})`,
+    {},
+    {},
+    { cause: err },
+  );
+}
+
+/**
+ * Inflates a gzip body read whole, failing with 413 as soon as the output passes
+ * `maxBytes` (zlib stops there), or 400 when it is not gzip. One call into zlib: for the
+ * few kilobytes of a report batch, streaming through three transforms and libuv's thread
+ * pool cost more than the inflating itself.
+ */
+export function inflateWhole(body: Buffer, maxBytes: number): Buffer {
+  try {
+    return gunzipSync(body, { maxOutputLength: maxBytes });
+  } catch (err) {
+    if (errorCodeOf(err) === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(maxBytes);
+    throw badGzip(err as NodeJS.ErrnoException);
+  }
+}
+
 /** A stream with the compressed byte count fastify checks against content-length. */
 type CountedStream = Transform & { receivedEncodedLength: number };
 
@@ -495,17 +530,7 @@ export function inflateLimited(source: Readable, maxBytes: number): CountedStrea
     },
   });
   const gunzip = createGunzip();
-  gunzip.once('error', (err: NodeJS.ErrnoException) => {
-    output.destroy(
-      new ApiError(
-        'FL_ERR_BAD_ENCODING',
-        `the body is not valid gzip (${err.code ?? 'error'}: ${err.message})`,
-        {},
-        {},
-        { cause: err },
-      ),
-    );
-  });
+  gunzip.once('error', (err: NodeJS.ErrnoException) => output.destroy(badGzip(err)));
   source.once('error', (err) => output.destroy(err));
   source.once('close', () => {
     if (!source.readableEnded) output.destroy(new Error('request aborted by the client'));
@@ -724,10 +749,23 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
   const defaultJsonParse: FastifyBodyParser<string> = app.getDefaultJsonParser('error', 'error');
 
   void app.register(async (scope) => {
+    scope.decorateRequest('reportBody', null);
     scope.addContentTypeParser(
       'application/json',
       { parseAs: 'buffer', bodyLimit: maxBytes },
-      (request, body: Buffer, done) => {
+      (request, received: Buffer, done) => {
+        let body = received;
+        if (request.reportBody?.gzip === true) {
+          try {
+            body = inflateWhole(received, maxBytes);
+          } catch (err) {
+            done(err as Error);
+            return;
+          }
+          request.reportBody = { bytes: received, gzip: true };
+        } else {
+          request.reportBody = { bytes: received, gzip: false };
+        }
         if (body.length === 0) {
           done(new ApiError('FL_ERR_INVALID_JSON', 'empty body: expected a JSON report batch'));
           return;
@@ -788,10 +826,16 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
           );
         }
       },
-      preParsing: async (request, _reply, payload) =>
-        contentCoding(request.headers['content-encoding']) === 'gzip'
-          ? inflateLimited(payload, maxBytes)
-          : payload,
+      // A gzip body of known length (what agents send) is read whole and inflated in one
+      // call, and kept compressed for the store; one of unknown length is inflated as it
+      // streams, so a gzip bomb stops being read at the limit.
+      preParsing: async (request, _reply, payload) => {
+        if (contentCoding(request.headers['content-encoding']) !== 'gzip') return payload;
+        const length = request.headers['content-length'];
+        if (length === undefined || length === '') return inflateLimited(payload, maxBytes);
+        request.reportBody = { bytes: emptyBody, gzip: true }; // filled in by the parser
+        return payload;
+      },
       handler: async (request): Promise<ReportAck> => {
         const counts = batchCounts(request.body);
         const cap = opts.maxResultsPerBatch;
@@ -816,7 +860,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
         const batch = parsed.data;
         let outcome;
         try {
-          outcome = core.ingest(batch, Date.now());
+          outcome = core.ingest(batch, Date.now(), request.reportBody ?? undefined);
         } catch (err) {
           // The store failed (disk full, I/O error): nothing was stored, the agent keeps the
           // batch spooled and retries; say so instead of a bare 500.

@@ -23,6 +23,7 @@ import type {
   IngestOutcome,
   PathFilter,
   PathState,
+  ReportBody,
 } from './types.js';
 
 /** How often silent agents are looked for, the matrix checkpointed, old rows pruned. */
@@ -340,8 +341,8 @@ export class Collector implements CollectorCore {
     return plan;
   }
 
-  ingest(batch: ReportBatch, receivedAtMs: number): IngestOutcome {
-    return this.ingestor.accept(batch, receivedAtMs);
+  ingest(batch: ReportBatch, receivedAtMs: number, body?: ReportBody): IngestOutcome {
+    return this.ingestor.accept(batch, receivedAtMs, body);
   }
 
   paths(filter: PathFilter): PathState[] {

@@ -4,7 +4,7 @@ import type { ReportBatch } from '../wire/report.js';
 import { silentTransition } from './paths.js';
 import type { PathMatrix } from './paths.js';
 import type { Store } from './store.js';
-import type { AgentLiveness, IngestOutcome } from './types.js';
+import type { AgentLiveness, IngestOutcome, ReportBody } from './types.js';
 
 /**
  * Ingest ties the store and the path matrix together: a batch is stored and applied
@@ -103,10 +103,11 @@ export class Ingest {
   }
 
   /**
-   * Stores a validated batch and applies it to the matrix, or neither. Throws a
+   * Stores a validated batch and applies it to the matrix, or neither (`body`: the batch as
+   * received, see Store.ingest). Throws a
    * FaultlineError FL_ERR_STORE when the store fails (nothing changed then).
    */
-  accept(batch: ReportBatch, receivedAtMs: number): IngestOutcome {
+  accept(batch: ReportBatch, receivedAtMs: number, body?: ReportBody): IngestOutcome {
     const t0 = this.options.clockMs();
     try {
       const pre = this.store.verdict(batch);
@@ -122,7 +123,7 @@ export class Ingest {
       const applied = this.matrix.apply(batch, receivedAtMs);
       let stored;
       try {
-        stored = this.store.ingest(batch, receivedAtMs, applied.transitions);
+        stored = this.store.ingest(batch, receivedAtMs, applied.transitions, body);
       } catch (err) {
         applied.rollback();
         this.storeError = err instanceof Error ? err.message : String(err);

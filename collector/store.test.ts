@@ -11,6 +11,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import ts from 'typescript';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -153,6 +154,52 @@ describe('Store watermark', () => {
     expect(again.verdict(batch(3))).toEqual({ status: 'new' });
     expect([...again.replay('agent-app-1-0001', 2)]).toMatchObject([
       { seq: 2, agent: 'app-1', receivedAtMs: t0 + 1000, results: [{ seq: 9 }], summaries: [] },
+    ]);
+  });
+
+  it("replays a batch's summaries from its body as received, gzip'd or not, and from a store made before bodies were kept", () => {
+    const dir = tempDir();
+    const summaries = (seq: number) => [
+      summary(pg, t0 + seq * 1000, seq, { count: 10, ok: 9, failures: { tcp_timeout: 1 } }),
+      summary('db-1/icmp', t0 + seq * 1000, seq, { count: 10, ok: 10, loss: 0.1 }),
+    ];
+    const b = (seq: number) => batch(seq, { summaries: summaries(seq) });
+    const first = open(dir);
+    // Seq 1 as a store before schema 3 wrote it (no body): the summaries apart.
+    first.ingest(b(1), t0, []);
+    first.close();
+    const raw = new Database(join(dir, 'faultline.db'));
+    raw.exec('ALTER TABLE batches DROP COLUMN body; ALTER TABLE batches DROP COLUMN body_gzip');
+    raw.pragma('user_version = 2');
+    raw.close();
+    const again = open(dir);
+    const json = Buffer.from(JSON.stringify(b(2)));
+    again.ingest(b(2), t0 + 1000, [], { bytes: json, gzip: false });
+    again.ingest(b(3), t0 + 2000, [], { bytes: gzipSync(JSON.stringify(b(3))), gzip: true });
+    expect([...again.replay('agent-app-1-0001', 1)].map((r) => r.summaries)).toEqual([
+      summaries(1),
+      summaries(2),
+      summaries(3),
+    ]);
+    // The body is kept as it came (a tenth of the JSON when gzip'd), not serialised again.
+    again.close();
+    stores.splice(stores.indexOf(again), 1);
+    const rows = new Database(join(dir, 'faultline.db'), { readonly: true });
+    const stored = rows
+      .prepare('SELECT seq, summaries_json, body, body_gzip FROM batches ORDER BY seq')
+      .all() as {
+      seq: number;
+      summaries_json: string | null;
+      body: Buffer | null;
+      body_gzip: number;
+    }[];
+    rows.close();
+    expect(
+      stored.map((r) => [r.seq, r.summaries_json !== null, r.body?.length, r.body_gzip]),
+    ).toEqual([
+      [1, true, undefined, 0],
+      [2, false, json.length, 0],
+      [3, false, gzipSync(JSON.stringify(b(3))).length, 1],
     ]);
   });
 

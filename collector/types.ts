@@ -64,6 +64,12 @@ export interface PathFilter {
   readonly state?: PathState['state'];
 }
 
+/** A report batch's body as received: the JSON, or its gzip when it came so. */
+export interface ReportBody {
+  readonly bytes: Buffer;
+  readonly gzip: boolean;
+}
+
 /**
  * What the HTTP API needs from the collector. Implemented by collector/collector.ts;
  * faked in API unit tests.
@@ -71,8 +77,12 @@ export interface PathFilter {
 export interface CollectorCore {
   /** The plan for an agent (it may be unknown to the inventory: then it gets the shared plan). */
   plan(agent: string, labels: Readonly<Record<string, string>>): Plan;
-  /** Validated batch in; transactional: stored, then applied to the path matrix. */
-  ingest(batch: ReportBatch, receivedAtMs: number): IngestOutcome;
+  /**
+   * Validated batch in; transactional: stored, then applied to the path matrix. `body`, the
+   * batch as received, is what the store keeps of its summaries (no need to serialise them
+   * again).
+   */
+  ingest(batch: ReportBatch, receivedAtMs: number, body?: ReportBody): IngestOutcome;
   paths(filter: PathFilter): PathState[];
   agents(): AgentLiveness[];
   /** The current diagnosis document (collector/diagnosis.ts keeps it current). */
