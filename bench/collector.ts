@@ -11,6 +11,7 @@
  * See bench/README.md (section "Collector benchmark") for what each figure means.
  */
 import {
+  createWriteStream,
   existsSync,
   mkdtempSync,
   readdirSync,
@@ -74,6 +75,7 @@ interface Settings {
   nodeArgs: string[];
   loadNodeArgs: string[];
   json?: string;
+  collectorLog?: string;
 }
 
 const usage = `Usage: node dist/bench/collector.js [options]
@@ -98,6 +100,8 @@ const usage = `Usage: node dist/bench/collector.js [options]
                        deploy/ runs it with, "--max-semi-space-size=32"; "" for none)
   --load-node-args="ARGS"  extra node flags for the load generators
   --json FILE          also write the raw figures as JSON
+  --collector-log FILE copy the collector's stdout and stderr there (with
+                       --node-args="--trace-gc": its garbage collections)
 
 Needs Linux (/proc, taskset) and a build (npx tsc -p tsconfig.build.json).
 `;
@@ -122,6 +126,7 @@ function settings(): Settings {
       'node-args': { type: 'string', default: deployedNodeArgs },
       'load-node-args': { type: 'string', default: '' },
       json: { type: 'string' },
+      'collector-log': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -181,6 +186,7 @@ function settings(): Settings {
       .split(/\s+/)
       .filter((x) => x !== ''),
     ...(values.json === undefined ? {} : { json: values.json }),
+    ...(values['collector-log'] === undefined ? {} : { collectorLog: values['collector-log'] }),
   };
 }
 
@@ -423,6 +429,12 @@ async function runOnce(res: Resources, s: Settings, run: RunName): Promise<RunRe
     },
   );
   const collectorErr = stderrTail(collector, 8000);
+  if (s.collectorLog !== undefined) {
+    const log = createWriteStream(s.collectorLog);
+    collector.stdout?.on('data', (d: Buffer) => log.write(d));
+    collector.stderr?.on('data', (d: Buffer) => log.write(d));
+    collector.once('close', () => log.end());
+  }
   const loads: ReturnType<Resources['spawn']>[] = [];
   const loadErrs: (() => string)[] = [];
   let stopped = false;
@@ -601,6 +613,15 @@ export interface ProfileBreakdown {
   readonly windowed: boolean;
   readonly categories: readonly { readonly name: string; readonly share: number }[];
   readonly topSelf: readonly { readonly name: string; readonly share: number }[];
+  /**
+   * The longest spells the main thread never went idle (each holds every request that came
+   * meanwhile): when it began (ms into the window), how long, and its commonest frames.
+   */
+  readonly stalls: readonly {
+    readonly atMs: number;
+    readonly ms: number;
+    readonly top: readonly { readonly name: string; readonly share: number }[];
+  }[];
 }
 
 /**
@@ -684,11 +705,16 @@ function profileBreakdown(profDir: string, fromUs: number, toUs: number): Profil
   const cats = new Map<string, number>();
   const self = new Map<string, number>();
   let total = 0;
+  const spells: { from: number; to: number; frames: Map<string, number> }[] = [];
+  let spell: (typeof spells)[number] | undefined;
   for (let i = 0; i < p.samples.length; i++) {
     if (!inWindow(i)) continue;
     const id = p.samples[i]!;
     const cat = category(id);
-    if (cat === 'idle') continue;
+    if (cat === 'idle') {
+      spell = undefined;
+      continue;
+    }
     total++;
     cats.set(cat, (cats.get(cat) ?? 0) + 1);
     const f = byId.get(id)!.callFrame;
@@ -696,13 +722,38 @@ function profileBreakdown(profDir: string, fromUs: number, toUs: number): Profil
       f.url === '' ? '' : ` ${f.url.replace(/^.*\/(node_modules\/)?/, '')}:${f.lineNumber + 1}`;
     const key = `${f.functionName || '(anonymous)'}${where}`;
     self.set(key, (self.get(key) ?? 0) + 1);
+    if (spell === undefined) {
+      spell = { from: times[i - 1] ?? times[i]!, to: times[i]!, frames: new Map() };
+      spells.push(spell);
+    }
+    spell.to = times[i]!;
+    spell.frames.set(key, (spell.frames.get(key) ?? 0) + 1);
   }
-  const sorted = (m: Map<string, number>, k: number) =>
+  const sorted = (m: Map<string, number>, k: number, of = total) =>
     [...m.entries()]
       .sort((a, b) => b[1] - a[1])
       .slice(0, k)
-      .map(([name, n]) => ({ name, share: n / total }));
-  return { samples: total, windowed, categories: sorted(cats, 30), topSelf: sorted(self, 15) };
+      .map(([name, n]) => ({ name, share: n / of }));
+  const windowStart = windowed ? fromUs : p.startTime;
+  const stalls = spells
+    .sort((a, b) => b.to - b.from - (a.to - a.from))
+    .slice(0, 5)
+    .map((x) => ({
+      atMs: (x.from - windowStart) / 1000,
+      ms: (x.to - x.from) / 1000,
+      top: sorted(
+        x.frames,
+        4,
+        [...x.frames.values()].reduce((a, b) => a + b, 0),
+      ),
+    }));
+  return {
+    samples: total,
+    windowed,
+    categories: sorted(cats, 30),
+    topSelf: sorted(self, 15),
+    stalls,
+  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -905,6 +956,13 @@ function report(
     out.push('| top self time | share |');
     out.push('|---|---:|');
     for (const c of p.topSelf) out.push(`| \`${c.name}\` | ${fmt(c.share * 100, 1)} % |`);
+    out.push('');
+    out.push('| longest spells without idle: at, ms · length, ms | commonest frames |');
+    out.push('|---|---|');
+    for (const x of p.stalls)
+      out.push(
+        `| ${fmt(x.atMs, 0)} · **${fmt(x.ms, 0)}** | ${x.top.map((t) => `\`${t.name}\` ${fmt(t.share * 100, 0)} %`).join(', ')} |`,
+      );
   }
   return `${out.join('\n')}\n`;
 }

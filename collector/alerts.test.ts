@@ -194,6 +194,25 @@ describe('labels', () => {
     );
     expect(a.incident_id).toBe('7');
   });
+
+  it('names the five best-ranked other hypotheses and counts the rest', async () => {
+    const { engine } = setup({ holdForMs: 0 });
+    const hs = Array.from({ length: 8 }, (_, i) =>
+      hypothesis({
+        kind: 'service_down',
+        summary: `postgres down on db-${i}`,
+        components: [`db-${i}`],
+        groups: [],
+        cutLabel: undefined,
+        confidence: 0.9 - i / 100,
+      }),
+    );
+    engine.update(diagnosis(...hs), 5_000, ctx);
+    const first = engine.alerts().find((v) => v.labels.component === 'db-0');
+    expect(first?.annotations.description?.split('\n').at(-1)).toBe(
+      'Other hypotheses: service_down (db-1, 89%); service_down (db-2, 88%); service_down (db-3, 87%); service_down (db-4, 86%); service_down (db-5, 85%); and 2 more (GET /api/v1/diagnosis).',
+    );
+  });
 });
 
 describe('flap control (injected clock)', () => {

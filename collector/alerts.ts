@@ -163,6 +163,11 @@ export function labelsFingerprint(labels: Readonly<Record<string, string>>): str
 
 const maxExamples = 5;
 const maxRuledOut = 10;
+/**
+ * Other hypotheses an alert names (the best-ranked): each alert listing every other one made
+ * a diagnosis of a hundred hypotheses a hundred alerts of a hundred lines each.
+ */
+const maxOtherHypotheses = 5;
 
 function percent(x: number): string {
   return `${Math.round(x * 100)}%`;
@@ -183,6 +188,8 @@ interface BuiltAlert {
   readonly startsAtMs: number;
   readonly generatorUrl?: string;
   readonly incident?: IncidentRef;
+  /** What a re-send compares: annotations, link and start, as one string. */
+  readonly content: string;
 }
 
 /** The labels and annotations of one hypothesis (see the file comment and README). */
@@ -245,10 +252,12 @@ export function buildAlert(
   }
   const others = d.hypotheses.filter((x) => x !== h);
   if (others.length > 0) {
+    const shown = others
+      .slice(0, maxOtherHypotheses)
+      .map((x) => `${x.kind} (${x.components.join(', ') || '—'}, ${percent(x.confidence)})`);
+    const more = others.length - shown.length;
     lines.push(
-      `Other hypotheses: ${others
-        .map((x) => `${x.kind} (${x.components.join(', ') || '—'}, ${percent(x.confidence)})`)
-        .join('; ')}.`,
+      `Other hypotheses: ${shown.join('; ')}${more > 0 ? `; and ${more} more (GET /api/v1/diagnosis)` : ''}.`,
     );
   }
   const summary = `${sentence(h.summary)}${
@@ -303,7 +312,7 @@ interface Tracked {
   lastSentMs: number;
 }
 
-function contentOf(b: BuiltAlert): string {
+function contentOf(b: Omit<BuiltAlert, 'content'>): string {
   return JSON.stringify([b.annotations, b.generatorUrl, b.startsAtMs]);
 }
 
@@ -313,7 +322,9 @@ export class AlertEngine {
   private readonly dispatcher: AlertDispatcher;
   private readonly clockMs: () => number;
   private readonly tracked = new Map<string, Tracked>();
-  private last: { diagnosis: Diagnosis; ctx: AlertContext } | undefined;
+  /** The last diagnosis taken, and the alerts built from it (once: ticks reuse them). */
+  private last:
+    { diagnosis: Diagnosis; ctx: AlertContext; built?: Map<string, BuiltAlert> } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -471,7 +482,9 @@ export class AlertEngine {
       const a = buildAlert(h, d, ctx, this.config);
       const key = identityKey(a.labels);
       // Two hypotheses with the same labels are one alert: the better-ranked one speaks.
-      if (!out.has(key)) out.set(key, { key, startsAtMs: h.since, ...a });
+      if (out.has(key)) continue;
+      const b = { key, startsAtMs: h.since, ...a };
+      out.set(key, { ...b, content: contentOf(b) });
     }
     return out;
   }
@@ -492,13 +505,13 @@ export class AlertEngine {
   private evaluate(nowMs: number): void {
     const last = this.last;
     if (last === undefined) return;
-    const built = this.build(last.diagnosis, last.ctx);
+    const built = (last.built ??= this.build(last.diagnosis, last.ctx));
     const alerts: AlertNotice[] = [];
     const changes: AlertNotice[] = [];
     const fire = (t: Tracked, b: BuiltAlert): AlertNotice => {
       const n = this.notice(b, nowMs);
       t.sent = n;
-      t.sentContent = contentOf(b);
+      t.sentContent = b.content;
       t.lastSentMs = nowMs;
       alerts.push(n);
       return n;
@@ -539,10 +552,7 @@ export class AlertEngine {
         // Severity moved: Alertmanager knows alerts by their labels.
         resolve(t);
         changes.push(fire(t, b));
-      } else if (
-        t.sentContent !== contentOf(b) ||
-        nowMs - t.lastSentMs >= this.config.resendEveryMs
-      ) {
+      } else if (t.sentContent !== b.content || nowMs - t.lastSentMs >= this.config.resendEveryMs) {
         fire(t, b);
       }
     }

@@ -425,7 +425,12 @@ export class Collector implements CollectorCore {
 
   private upkeep(): void {
     const now = Date.now();
-    if (this.incidentPending) this.trackIncident(this.diagnoser.current());
+    if (this.incidentPending) {
+      this.trackIncident(this.diagnoser.current());
+      // The alerts link to the incident now recorded.
+      if (!this.incidentPending)
+        this.alerting.update(this.diagnoser.current(), Date.now(), this.alertContext());
+    }
     try {
       const silentAfterMs = silentAfterFor(this.config.agents, this.matrix.agents().length);
       for (const a of this.ingestor.markSilent(now, silentAfterMs)) {

@@ -334,14 +334,15 @@ describe('Ingest backpressure', () => {
     // HTTP, gunzip and parsing keep the loop 95% busy; accept takes no (fake) time at all.
     let seq = 1;
     const loaded: boolean[] = [];
-    for (let w = 0; w < 4; w++) {
+    for (let w = 0; w < 5; w++) {
       ingest.accept(batch(seq++), t0);
       nowMs += 1000;
       loopBusyMs += 950;
       loaded.push(ingest.overloaded());
     }
-    // The EWMA needs a few saturated seconds: one busy second is not overload.
-    expect(loaded).toEqual([false, false, true, true]);
+    // The EWMA needs a few saturated seconds (0.48, 0.71, 0.83, 0.89: past the half-refused
+    // point, 0.875, in the fourth): one busy second is not overload.
+    expect(loaded).toEqual([false, false, false, true, true]);
     expect(ingest.load().busyRatio).toBeGreaterThan(0.8);
     // Idle again: the load decays and reports flow.
     nowMs += 5000;
@@ -373,9 +374,10 @@ describe('Ingest backpressure', () => {
       return refused;
     };
     expect(refusedAt(0.6)).toBe(0);
-    // Between 0.7 (all taken) and 0.95 (all refused): at 0.825, half.
-    expect(refusedAt(0.825)).toBeGreaterThanOrEqual(45);
-    expect(refusedAt(0.825)).toBeLessThanOrEqual(55);
+    expect(refusedAt(0.78)).toBe(0);
+    // Between 0.8 (all taken) and 0.95 (all refused): at 0.875, half.
+    expect(refusedAt(0.875)).toBeGreaterThanOrEqual(45);
+    expect(refusedAt(0.875)).toBeLessThanOrEqual(55);
     expect(refusedAt(0.99)).toBe(100);
     expect(refusedAt(0.3)).toBe(0);
     expect(ingest.metricsText()).toMatch(/^faultline_ingest_overloaded_total [1-9]\d*$/m);
