@@ -20,8 +20,9 @@ import {
   knownKeysAt,
   unknownKeyMessage,
 } from '../lib/config-file.js';
+import { fastCheck } from '../wire/fast-check.js';
 import { ReportBatchSchema } from '../wire/report.js';
-import type { ReportAck } from '../wire/report.js';
+import type { ReportAck, ReportBatch } from '../wire/report.js';
 import { createTokenAuth } from './auth.js';
 import type { TokenAuth, TokenEntry } from './auth.js';
 import type { CollectorCore, PathFilter, ReportBody } from './types.js';
@@ -639,6 +640,22 @@ function batchCounts(body: unknown): { results: number; summaries: number } {
   };
 }
 
+/** Ajv's compiled check of a report batch: zod's verdict at a tenth of its cost. */
+const reportIsValid = fastCheck(ReportBatchSchema);
+
+/** The body as a report batch, or FL_ERR_INVALID_REPORT naming every problem (zod's words). */
+function validReport(body: unknown): ReportBatch {
+  if (reportIsValid(body)) return body;
+  const parsed = ReportBatchSchema.safeParse(body, { error: configErrorMap, reportInput: true });
+  if (parsed.success) return parsed.data;
+  const issues = describeIssues(parsed.error.issues, ReportBatchSchema);
+  throw new ApiError(
+    'FL_ERR_INVALID_REPORT',
+    `invalid report batch: ${summariseIssues(issues, countIssues(parsed.error.issues))}`,
+    { issues },
+  );
+}
+
 /**
  * Builds the API on `core` (not listening: the caller calls `listen`). Throws ConfigError on
  * an invalid token list.
@@ -845,19 +862,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
             `the batch holds ${counts.results} results and ${counts.summaries} summaries; this collector takes at most ${cap} of each per batch: send smaller batches`,
           );
         }
-        const parsed = ReportBatchSchema.safeParse(request.body, {
-          error: configErrorMap,
-          reportInput: true,
-        });
-        if (!parsed.success) {
-          const issues = describeIssues(parsed.error.issues, ReportBatchSchema);
-          throw new ApiError(
-            'FL_ERR_INVALID_REPORT',
-            `invalid report batch: ${summariseIssues(issues, countIssues(parsed.error.issues))}`,
-            { issues },
-          );
-        }
-        const batch = parsed.data;
+        const batch = validReport(request.body);
         let outcome;
         try {
           outcome = core.ingest(batch, Date.now(), request.reportBody ?? undefined);
