@@ -3,10 +3,12 @@
  * ingesting report batches from 2,000 simulated agents × 100 paths at a 1 s interval, once
  * healthy and once with 10 % of the paths failing. Prints Markdown.
  *
- *   node dist/bench/collector.js [--duration-s 60] [--warmup-s 10] [--agents 2000]
- *       [--paths 100] [--interval-ms 1000] [--fail-ratio 0.1] [--runs healthy,failing]
+ *   node dist/bench/collector.js [--duration-s 60] [--warmup-s 40] [--agents 2000]
+ *       [--paths 100] [--interval-ms 1000] [--report-interval-ms auto's: 10000]
+ *       [--fail-ratio 0.1] [--runs healthy,failing]
  *       [--components 100] [--collector-cpus 0] [--load-cpus 1] [--load-procs 1]
  *       [--gzip-level 1] [--profile] [--node-args="…"] [--json FILE]
+ *       [--collector-log FILE]
  *
  * See bench/README.md (section "Collector benchmark") for what each figure means.
  */
@@ -28,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
+import { reportIntervalFor } from '../collector/plan.js';
 import type { LoadReport, LoadSettings, Quantiles } from './collector-load.js';
 import {
   runBench,
@@ -81,12 +84,14 @@ interface Settings {
 const usage = `Usage: node dist/bench/collector.js [options]
 
   --duration-s N       measured window per run (default 60)
-  --warmup-s N         unmeasured seconds before it (default 10)
+  --warmup-s N         unmeasured seconds before it, in which the fleet's start-up
+                       storm drains (default 40)
   --agents N           simulated agents (default 2000)
   --paths N            paths per agent (default 100)
   --interval-ms N      probe interval (default 1000)
   --report-interval-ms N  report period, a whole multiple of the probe interval
-                       (default: the probe interval)
+                       (default: what the collector's reportInterval: auto picks for
+                       --agents: 10000 for 2,000)
   --fail-ratio X       share of paths failing in the "failing" run (default 0.1)
   --runs LIST          healthy,failing (default both)
   --components N       inventory components the plan is made from (default 100)
@@ -110,7 +115,7 @@ function settings(): Settings {
   const { values } = parseArgs({
     options: {
       'duration-s': { type: 'string', default: '60' },
-      'warmup-s': { type: 'string', default: '10' },
+      'warmup-s': { type: 'string', default: '40' },
       agents: { type: 'string', default: '2000' },
       paths: { type: 'string', default: '100' },
       'interval-ms': { type: 'string', default: '1000' },
@@ -156,9 +161,16 @@ function settings(): Settings {
     return v;
   };
   const intervalMs = Math.floor(num('interval-ms', 100));
+  const agents = Math.floor(num('agents', 1));
+  // By default what the collector's `reportInterval: auto` tells a fleet this size.
   const reportIntervalMs =
     values['report-interval-ms'] === undefined
-      ? intervalMs
+      ? Math.ceil(
+          reportIntervalFor(
+            { reportIntervalMs: 'auto', silentAfterMs: 'auto', planRefreshMs: 0 },
+            agents,
+          ) / intervalMs,
+        ) * intervalMs
       : Math.floor(num('report-interval-ms', intervalMs));
   if (reportIntervalMs % intervalMs !== 0)
     throw new Error(
@@ -167,7 +179,7 @@ function settings(): Settings {
   return {
     durationS: num('duration-s', 1),
     warmupS: num('warmup-s', 0),
-    agents: Math.floor(num('agents', 1)),
+    agents,
     paths: Math.floor(num('paths', 1, 50_000)),
     intervalMs,
     reportIntervalMs,
