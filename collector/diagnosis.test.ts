@@ -228,6 +228,39 @@ describe('DiagnosisEngine', () => {
     expect(f.engine.stats().lastComputeSeconds).toBeCloseTo(0.04, 5);
   });
 
+  it('after an off-thread localisation the next waits nine times what it cost this thread', async () => {
+    let fakeNow = 0;
+    let handOverMs = 10;
+    const engine = new DiagnosisEngine({
+      input: () => ({ paths: [], agents: [], inventory: [] }),
+      // The synchronous part (taking the changed paths, posting them) moves the fake clock.
+      localiseAsync: async (input) => {
+        fakeNow += handOverMs;
+        await Promise.resolve();
+        return { ...faulty, computedAtMs: input.nowMs };
+      },
+      monotonicMs: () => fakeNow,
+      log: silentLog,
+    });
+    engines.push(engine);
+    engine.invalidate('batch');
+    await engine.idle();
+    let t0 = performance.now();
+    engine.invalidate('batch');
+    await engine.idle();
+    // 10 ms of this thread per localisation: ≤ 10 % of the loop, so 90 ms between them.
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(85);
+    expect(performance.now() - t0).toBeLessThan(1_000);
+    // A hand-over that costs nothing: the next follows at once.
+    handOverMs = 0;
+    engine.invalidate('batch');
+    await engine.idle();
+    t0 = performance.now();
+    engine.invalidate('batch');
+    await engine.idle();
+    expect(performance.now() - t0).toBeLessThan(50);
+  });
+
   it('close() cancels what is scheduled and ignores later invalidations', async () => {
     const f = make();
     f.engine.invalidate('batch');

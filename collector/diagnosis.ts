@@ -102,6 +102,13 @@ function contentKey(d: Diagnosis): string {
 const minSpacingMs = 1;
 /** Wait after a localisation, in multiples of its duration: localising takes ≤ 1/(1+this) of the loop. */
 const computeSpacing = 3;
+/**
+ * Wait after an off-thread localisation, in multiples of what it cost this thread (handing
+ * the changed paths over, taking the document and its subscribers): that upkeep takes ≤ 10 %
+ * of the loop. A fleet of 2,000 agents joining at once dirtied every agent in turn, and
+ * handing their paths over back to back took a third of the ingest thread.
+ */
+const mainThreadSpacing = 9;
 
 /**
  * Keeps the current diagnosis and recomputes it on invalidation. See the file comment for
@@ -124,6 +131,8 @@ export class DiagnosisEngine {
   private dirty = false;
   private closed = false;
   private lastEndMs = Number.NEGATIVE_INFINITY;
+  /** What the last off-thread localisation cost this thread (ms). */
+  private lastMainThreadMs = 0;
   private idleWaiters: (() => void)[] = [];
   private computations = 0;
   private changes = 0;
@@ -287,8 +296,12 @@ export class DiagnosisEngine {
     // Spacing of a few compute times after the last one ended (see the file comment); one
     // compute time when localising happens off this thread (it only bounds that thread's
     // share and the requests' upkeep here, and its wall time includes waiting for it).
-    const spacing = this.opts.localiseAsync !== undefined ? 1 : computeSpacing;
-    const waitMs = this.lastEndMs + spacing * this.lastComputeSeconds * 1000 - this.monotonicMs();
+    const computeMs = this.lastComputeSeconds * 1000;
+    const gapMs =
+      this.opts.localiseAsync !== undefined
+        ? Math.max(computeMs, mainThreadSpacing * this.lastMainThreadMs)
+        : computeSpacing * computeMs;
+    const waitMs = this.lastEndMs + gapMs - this.monotonicMs();
     const fire = (): void => {
       this.scheduled = undefined;
       if (this.dirty && !this.closed) {
@@ -298,7 +311,7 @@ export class DiagnosisEngine {
       this.settle();
     };
     this.scheduled =
-      this.lastComputeSeconds * 1000 >= minSpacingMs && waitMs > 0
+      gapMs >= minSpacingMs && waitMs > 0
         ? { kind: 'timeout', handle: setTimeout(fire, Math.ceil(waitMs)) }
         : { kind: 'immediate', handle: setImmediate(fire) };
   }
@@ -339,14 +352,15 @@ export class DiagnosisEngine {
     } catch (err) {
       answer = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
+    const handOverMs = this.monotonicMs() - t0;
     answer.then(
       (next) => {
-        this.finish(t0, this.closed ? undefined : next, reasons);
+        this.finish(t0, this.closed ? undefined : next, reasons, handOverMs);
         this.settle();
       },
       (err: unknown) => {
         if (!this.closed) this.failed(err, reasons);
-        this.finish(t0, undefined, reasons);
+        this.finish(t0, undefined, reasons, handOverMs);
         this.settle();
       },
     );
@@ -357,15 +371,26 @@ export class DiagnosisEngine {
     this.opts.log?.error({ err, reasons }, 'localisation failed; keeping the previous diagnosis');
   }
 
-  /** Records a finished computation, adopts its document, and schedules the next if due. */
-  private finish(t0: number, next: Diagnosis | undefined, reasons: readonly string[]): void {
-    const tookMs = Math.max(0, this.monotonicMs() - t0);
+  /**
+   * Records a finished computation, adopts its document, and schedules the next if due.
+   * `handOverMs`: for an off-thread one, what starting it cost this thread.
+   */
+  private finish(
+    t0: number,
+    next: Diagnosis | undefined,
+    reasons: readonly string[],
+    handOverMs?: number,
+  ): void {
+    const end = this.monotonicMs();
+    const tookMs = Math.max(0, end - t0);
     this.lastEndMs = t0 + tookMs;
     this.record(tookMs / 1000);
     try {
       if (next !== undefined) this.adopt(next, reasons);
     } finally {
       this.running = false;
+      if (handOverMs !== undefined)
+        this.lastMainThreadMs = Math.max(0, handOverMs + this.monotonicMs() - end);
     }
     if (this.dirty && !this.closed) this.schedule();
   }
