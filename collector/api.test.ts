@@ -560,12 +560,17 @@ describe('collector API (inject)', () => {
       expect(core.plan).not.toHaveBeenCalled();
     });
 
-    it('answers the plan with its version as ETag; labels parsed for the core', async () => {
-      const res = await get('/api/v1/plan?agent=app-1&labels=zone%3Da,rack=r1');
+    it('answers the plan with its version as ETag; labels and the source address for the core', async () => {
+      const res = await build().inject({
+        method: 'GET',
+        url: '/api/v1/plan?agent=app-1&labels=zone%3Da,rack=r1',
+        headers: auth,
+        remoteAddress: '10.0.4.7',
+      });
       expect(res.statusCode).toBe(200);
       expect(res.headers.etag).toBe('"plan-v1"');
       expect(res.json()).toMatchObject({ version: 'plan-v1', agent: 'app-1' });
-      expect(core.plan).toHaveBeenCalledWith('app-1', { zone: 'a', rack: 'r1' });
+      expect(core.plan).toHaveBeenCalledWith('app-1', { zone: 'a', rack: 'r1' }, '10.0.4.7');
     });
 
     it.each([

@@ -914,7 +914,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
     handler: async (request, reply) => {
       const query = parseQuery(PlanQuerySchema, request.query);
       const labels = parseLabels(query.labels ?? '');
-      const plan = core.plan(query.agent, labels);
+      const plan = core.plan(query.agent, labels, request.ip);
       const etag = etagFor(plan.version);
       void reply.header('etag', etag).header('cache-control', 'no-cache');
       if (ifNoneMatchHits(request.headers['if-none-match'], etag)) {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../agent/logger.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
@@ -43,6 +44,26 @@ export function describePlanTargetName(
   const component = parts[0] ?? target;
   if (kind === 'icmp' || parts.length < 3) return { component };
   return { component, service: parts[1] ?? '' };
+}
+
+/** Addresses no other host reaches this agent's host at: loopback, link-local, unspecified. */
+const unreachableFromOthers = new BlockList();
+unreachableFromOthers.addSubnet('127.0.0.0', 8, 'ipv4');
+unreachableFromOthers.addSubnet('169.254.0.0', 16, 'ipv4');
+unreachableFromOthers.addAddress('0.0.0.0', 'ipv4');
+unreachableFromOthers.addAddress('::1', 'ipv6');
+unreachableFromOthers.addAddress('::', 'ipv6');
+unreachableFromOthers.addSubnet('fe80::', 10, 'ipv6');
+
+/** A request's source address as a host other agents can ping, if it is one. */
+export function meshAddress(ip: string | undefined): string | undefined {
+  if (ip === undefined) return undefined;
+  // An IPv4 client on a dual-stack socket: ::ffff:10.0.0.5.
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
+  const address = mapped ?? ip;
+  const family = isIPv4(address) ? 'ipv4' : isIPv6(address) ? 'ipv6' : undefined;
+  if (family === undefined || unreachableFromOthers.check(address, family)) return undefined;
+  return address;
 }
 
 /** How a collector runs, beyond its config. */
@@ -145,6 +166,8 @@ export class Collector implements CollectorCore {
   /** A diagnosis the incident record could not take yet (store failure): retried. */
   private incidentPending = false;
   private readonly plans = new Map<string, Plan>();
+  /** Each agent's host as its plan requests show it (the mesh pings it there). */
+  private readonly agentAddresses = new Map<string, string>();
 
   private constructor(
     readonly config: CollectorConfig,
@@ -328,12 +351,27 @@ export class Collector implements CollectorCore {
     return `${this.config.tls === undefined ? 'http' : 'https'}://${host}:${addr.port}`;
   }
 
-  plan(agent: string): Plan {
-    const known: KnownAgent[] = this.matrix
-      .agents()
-      .filter((a) => a.agent !== agent)
-      .map((a) => ({ name: a.agent, labels: a.labels }));
-    const plan = planFor(this.config, agent, known);
+  /**
+   * `from`: the address the request came from. An agent's host is pinged by the others (mesh)
+   * at the address its plan requests come from, unless that is loopback or link-local.
+   */
+  plan(agent: string, _labels?: Readonly<Record<string, string>>, from?: string): Plan {
+    const address = meshAddress(from);
+    if (address !== undefined) this.agentAddresses.set(agent, address);
+    const known = new Map<string, KnownAgent>();
+    const add = (name: string, labels?: Readonly<Record<string, string>>): void => {
+      if (known.has(name)) return;
+      const at = this.agentAddresses.get(name);
+      known.set(name, {
+        name,
+        ...(at === undefined ? {} : { address: at }),
+        ...(labels === undefined ? {} : { labels }),
+      });
+    };
+    for (const a of this.matrix.agents()) add(a.agent, a.labels);
+    // Agents that asked for a plan but have not reported yet.
+    for (const name of this.agentAddresses.keys()) add(name);
+    const plan = planFor(this.config, agent, [...known.values()]);
     // Keep the object stable for an unchanged version (ETag/304 on the agent side).
     const prev = this.plans.get(agent);
     if (prev !== undefined && prev.version === plan.version) return prev;

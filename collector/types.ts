@@ -76,7 +76,8 @@ export interface ReportBody {
  */
 export interface CollectorCore {
   /** The plan for an agent (it may be unknown to the inventory: then it gets the shared plan). */
-  plan(agent: string, labels: Readonly<Record<string, string>>): Plan;
+  /** `from`: the address the request came from (the agent's host, for the mesh). */
+  plan(agent: string, labels: Readonly<Record<string, string>>, from?: string): Plan;
   /**
    * Validated batch in; transactional: stored, then applied to the path matrix. `body`, the
    * batch as received, is what the store keeps of its summaries (no need to serialise them

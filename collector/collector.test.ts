@@ -1,0 +1,88 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { dbInventoryYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
+import { Collector, meshAddress } from './collector.js';
+import { parseCollectorConfig } from './config.js';
+
+const token = 'mesh-token-0123456789abcdef';
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('meshAddress: a request source other hosts can ping', () => {
+  it.each([
+    ['10.0.9.9', '10.0.9.9'],
+    ['::ffff:10.0.9.9', '10.0.9.9'],
+    ['2001:db8::7', '2001:db8::7'],
+    ['127.0.0.1', undefined],
+    ['127.3.2.1', undefined],
+    ['::ffff:127.0.0.1', undefined],
+    ['::1', undefined],
+    ['169.254.10.1', undefined],
+    ['fe80::1', undefined],
+    ['0.0.0.0', undefined],
+    ['not-an-ip', undefined],
+    [undefined, undefined],
+  ])('%s → %s', (ip, expected) => {
+    expect(meshAddress(ip)).toBe(expected);
+  });
+});
+
+describe('the collector meshes agents outside the inventory', () => {
+  let collector: Collector | undefined;
+  afterEach(async () => {
+    await collector?.stop();
+    collector = undefined;
+  });
+
+  async function start(): Promise<Collector> {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-collector-'));
+    dirs.push(dir);
+    const config = parseCollectorConfig(
+      [
+        'listen: 127.0.0.1:0',
+        `dataDir: ${dir}`,
+        'tokens:',
+        `  - { name: fleet, token: ${token} }`,
+        'probes:',
+        '  mesh: true',
+        ...dbInventoryYaml,
+      ].join('\n'),
+      'collector.yaml',
+    );
+    collector = await Collector.start(config, pino({ level: 'silent' }));
+    return collector;
+  }
+
+  const meshTargets = (c: Collector, agent: string) =>
+    c
+      .plan(agent, {})
+      .targets.filter((t) => t.labels?.role === 'agent')
+      .map((t) => [t.name, t.address]);
+
+  it("pings each agent's host at the address its plan requests came from", async () => {
+    const c = await start();
+    // Two agents outside the inventory fetch their plans from their hosts; one from loopback.
+    c.plan('bastion', {}, '::ffff:10.0.9.9');
+    c.plan('edge-1', {}, '10.0.8.1');
+    c.plan('local', {}, '127.0.0.1');
+    expect(meshTargets(c, 'app-1')).toEqual([
+      ['bastion/icmp', '10.0.9.9'],
+      ['edge-1/icmp', '10.0.8.1'],
+    ]);
+    // Not its own host; and a reporting agent keeps its labels on the target.
+    await postReport(c.url(), token, { ...dbPeriod('edge-1', 1, 'ok'), labels: { zone: 'c' } });
+    expect(meshTargets(c, 'edge-1')).toEqual([['bastion/icmp', '10.0.9.9']]);
+    const bastion = c.plan('bastion', {}).targets.find((t) => t.name === 'edge-1/icmp');
+    expect(bastion?.labels).toEqual({ zone: 'c', role: 'agent' });
+    // An agent seen at a new address is pinged there from the next plan on.
+    const before = c.plan('app-1', {}).version;
+    c.plan('edge-1', {}, '10.0.8.2');
+    expect(meshTargets(c, 'app-1')).toContainEqual(['edge-1/icmp', '10.0.8.2']);
+    expect(c.plan('app-1', {}).version).not.toBe(before);
+  });
+});
