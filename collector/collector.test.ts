@@ -85,4 +85,19 @@ describe('the collector meshes agents outside the inventory', () => {
     expect(meshTargets(c, 'app-1')).toContainEqual(['edge-1/icmp', '10.0.8.2']);
     expect(c.plan('app-1', {}).version).not.toBe(before);
   });
+
+  it('pings no address that several agents come from (a proxy or a NAT between them)', async () => {
+    const c = await start();
+    c.plan('bastion', {}, '10.0.9.9');
+    c.plan('nat-1', {}, '192.0.2.1');
+    c.plan('nat-2', {}, '192.0.2.1');
+    expect(meshTargets(c, 'app-1')).toEqual([['bastion/icmp', '10.0.9.9']]);
+    // nat-2 moves off the NAT: both are hosts of their own again.
+    c.plan('nat-2', {}, '10.0.7.2');
+    expect(meshTargets(c, 'app-1')).toEqual([
+      ['bastion/icmp', '10.0.9.9'],
+      ['nat-1/icmp', '192.0.2.1'],
+      ['nat-2/icmp', '10.0.7.2'],
+    ]);
+  });
 });

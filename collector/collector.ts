@@ -353,15 +353,20 @@ export class Collector implements CollectorCore {
 
   /**
    * `from`: the address the request came from. An agent's host is pinged by the others (mesh)
-   * at the address its plan requests come from, unless that is loopback or link-local.
+   * at the address its plan requests come from, unless that is loopback or link-local, or
+   * other agents come from it too (a proxy or a NAT in between).
    */
   plan(agent: string, _labels?: Readonly<Record<string, string>>, from?: string): Plan {
     const address = meshAddress(from);
     if (address !== undefined) this.agentAddresses.set(agent, address);
+    // An address several agents come from is a proxy's or a NAT's, not an agent's host.
+    const agentsAt = new Map<string, number>();
+    for (const at of this.agentAddresses.values()) agentsAt.set(at, (agentsAt.get(at) ?? 0) + 1);
     const known = new Map<string, KnownAgent>();
     const add = (name: string, labels?: Readonly<Record<string, string>>): void => {
       if (known.has(name)) return;
-      const at = this.agentAddresses.get(name);
+      const seenAt = this.agentAddresses.get(name);
+      const at = seenAt !== undefined && agentsAt.get(seenAt) === 1 ? seenAt : undefined;
       known.set(name, {
         name,
         ...(at === undefined ? {} : { address: at }),
