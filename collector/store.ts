@@ -1220,8 +1220,10 @@ interface ReplayHeadRow {
   body_gzip: number;
 }
 
-/** A replayed batch's summaries: from its body as received, or as stored apart. */
-function storedSummaries(b: ReplayHeadRow): PathSummary[] {
+/** A stored batch's summaries: from its body as received, or as stored apart. */
+export function storedSummaries(
+  b: Pick<ReplayHeadRow, 'summaries_json' | 'body' | 'body_gzip'>,
+): PathSummary[] {
   if (b.body !== null) {
     // Validated when it was received; the JSON of a strict schema parses to the same value.
     const json = b.body_gzip === 1 ? gunzipSync(b.body) : b.body;

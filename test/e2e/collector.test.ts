@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { storedSummaries } from '../../collector/store.js';
 import type { AgentLiveness, PathState } from '../../collector/types.js';
-import type { PathSummary } from '../../wire/report.js';
 import type { ProbeResult } from '../../wire/result.js';
 import { ensureBuilt } from '../helpers/cli.js';
 import {
@@ -468,15 +468,15 @@ inventory:
           }
         }
 
-        // Summaries against the agent's own counter, per path and class: exactly once.
+        // Summaries against the agent's own counter, per path and class: exactly once. A
+        // batch keeps them in its body as it came (gzip'd from an agent), or apart.
         const summaries = (
           db
             .prepare(
-              'SELECT summaries_json FROM batches WHERE agent_key = ? AND summaries_json IS NOT NULL ORDER BY seq',
+              'SELECT summaries_json, body, body_gzip FROM batches WHERE agent_key = ? ORDER BY seq',
             )
-            .pluck()
-            .all(row.agent_key) as string[]
-        ).flatMap((s) => JSON.parse(s) as PathSummary[]);
+            .all(row.agent_key) as Parameters<typeof storedSummaries>[0][]
+        ).flatMap(storedSummaries);
         const fromSummaries = new Map<string, number>();
         const add = (k: string, n: number): void => {
           fromSummaries.set(k, (fromSummaries.get(k) ?? 0) + n);
@@ -547,13 +547,10 @@ inventory:
       );
       const cutSummaries = (
         db
-          .prepare(
-            'SELECT summaries_json FROM batches WHERE agent_key = ? AND summaries_json IS NOT NULL',
-          )
-          .pluck()
-          .all(aKey) as string[]
+          .prepare('SELECT summaries_json, body, body_gzip FROM batches WHERE agent_key = ?')
+          .all(aKey) as Parameters<typeof storedSummaries>[0][]
       )
-        .flatMap((j) => JSON.parse(j) as PathSummary[])
+        .flatMap(storedSummaries)
         .filter((x) => x.target === 'web/api/tcp' && x.toMs > c.startMs && x.fromMs < c.endMs);
       expect(cutSummaries.some((x) => (x.failures.tcp_timeout ?? 0) > 0)).toBe(true);
       expectNoGap(
