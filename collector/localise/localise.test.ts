@@ -106,6 +106,36 @@ describe('localise', () => {
     expect(DiagnosisSchema.safeParse(tooSure).success).toBe(false);
   });
 
+  it('names at most eight hosts in a summary, and every one in its groups', () => {
+    const apps = Array.from({ length: 12 }, (_, i) => `app-${String(i + 1).padStart(2, '0')}`);
+    const s = ScenarioSchema.parse({
+      name: 'twelve app hosts, two databases behind their own switch',
+      components: [
+        ...apps.map((name) => ({
+          name,
+          role: 'api',
+          labels: { zone: 'a', switch: 'sw-1' },
+          services: [{ name: 'http', kind: 'http' }],
+        })),
+        ...['db-1', 'db-2'].map((name) => ({
+          name,
+          role: 'database',
+          labels: { zone: 'b', switch: 'sw-2' },
+          services: [{ name: 'postgres', kind: 'postgres' }],
+        })),
+      ],
+      collector: { labels: { zone: 'a', switch: 'sw-1' } },
+      faults: [{ cut: { label: 'switch', value: 'sw-2', reportedAgain: false } }],
+      expect: { healthy: false },
+    });
+    const h = localise(buildInput(s)).hypotheses[0];
+    expect(h?.kind).toBe('network_partition');
+    expect(h?.summary).toContain(
+      '{app-01, app-02, app-03, app-04, app-05, app-06, app-07 and 5 more} and {db-1, db-2}',
+    );
+    expect(h?.groups.flatMap((g) => g.members).sort()).toEqual([...apps, 'db-1', 'db-2']);
+  });
+
   it('names the collector side as the main group when both sides report equally', () => {
     // Both sides' agents report; the collector's labels put it in zone b.
     const s = {

@@ -75,7 +75,17 @@ const byName = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 const sorted = (xs: Iterable<string>): string[] => [...new Set(xs)].sort(byName);
 const byPath = (a: PathState, b: PathState): number =>
   byName(a.agent, b.agent) || byName(a.target, b.target);
-const list = (xs: Iterable<string>): string => `{${sorted(xs).join(', ')}}`;
+/**
+ * Names shown in a summary's `{…}` before "and N more": a summary is one sentence for a tired
+ * engineer, and a fault seen by 200 agents named them all. `groups` and `components` keep
+ * every name.
+ */
+const maxListed = 8;
+const list = (xs: Iterable<string>): string => {
+  const all = sorted(xs);
+  if (all.length <= maxListed) return `{${all.join(', ')}}`;
+  return `{${all.slice(0, maxListed - 1).join(', ')} and ${all.length - maxListed + 1} more}`;
+};
 
 function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
   const bucket = map.get(key);
