@@ -1,19 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { batch, result, summary, t0 } from '../test/helpers/report-batches.js';
+import { rng } from '../test/scenarios/scenario.js';
 import { fastCheck } from './fast-check.js';
 import { ReportBatchSchema } from './report.js';
-
-/** A small seeded generator (mulberry32): the same cases on every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function validBatch(seq: number): unknown {
   const b = batch(seq, {
@@ -101,7 +90,7 @@ describe('fastCheck(ReportBatchSchema)', () => {
   });
 
   it('gives zod’s verdict on 6,000 mutated batches (both ways, each verdict well represented)', () => {
-    const random = seeded(20261124);
+    const random = rng(20261124);
     const verdicts = { valid: 0, invalid: 0 };
     const disagreements: string[] = [];
     for (let i = 0; i < 6000; i++) {
