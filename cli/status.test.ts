@@ -9,7 +9,7 @@ import { defaultCollectorListen } from '../collector/config.js';
 import { cliPath, ensureBuilt, runCli } from '../test/helpers/cli.js';
 import { CollectorProcess } from '../test/helpers/collector-process.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
-import { dbInventoryYaml, dbPeriod } from '../test/helpers/report-batches.js';
+import { dbCollectorYaml, dbPeriod } from '../test/helpers/report-batches.js';
 import { diesWithParent, freePort } from '../test/helpers/server-process.js';
 import { DiagnosisSchema, type Diagnosis } from '../wire/diagnosis.js';
 import type { ReportBatch } from '../wire/report.js';
@@ -200,16 +200,13 @@ describe('faultline status against a real collector process fed real report batc
     const config = join(dir, 'collector.yaml');
     writeFileSync(
       config,
-      [
-        `listen: 127.0.0.1:${port}`,
-        `dataDir: ${join(dir, 'data')}`,
+      dbCollectorYaml({
+        listen: `127.0.0.1:${port}`,
+        dataDir: join(dir, 'data'),
+        token,
         // The CLI runs take seconds on a loaded machine: the agents must not go silent.
-        'agents: { reportInterval: 1s, silentAfter: 10m }',
-        'tokens:',
-        `  - { name: fleet, token: ${token} }`,
-        ...dbInventoryYaml,
-        '',
-      ].join('\n'),
+        more: ['agents: { reportInterval: 1s, silentAfter: 10m }'],
+      }),
     );
     collector = await CollectorProcess.start(config, `http://127.0.0.1:${port}`);
   });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { dbInventoryYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
+import { dbCollectorYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
 import { Collector, meshAddress } from './collector.js';
 import { parseCollectorConfig } from './config.js';
 
@@ -43,15 +43,7 @@ describe('the collector meshes agents outside the inventory', () => {
     const dir = mkdtempSync(join(tmpdir(), 'faultline-collector-'));
     dirs.push(dir);
     const config = parseCollectorConfig(
-      [
-        'listen: 127.0.0.1:0',
-        `dataDir: ${dir}`,
-        'tokens:',
-        `  - { name: fleet, token: ${token} }`,
-        'probes:',
-        '  mesh: true',
-        ...dbInventoryYaml,
-      ].join('\n'),
+      dbCollectorYaml({ dataDir: dir, token, more: ['probes:', '  mesh: true'] }),
       'collector.yaml',
     );
     collector = await Collector.start(config, pino({ level: 'silent' }));

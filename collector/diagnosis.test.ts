@@ -6,7 +6,7 @@ import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { sumMetric } from '../test/helpers/collector-process.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
-import { dbInventoryYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
+import { dbCollectorYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
 import { DiagnosisSchema, faultKinds, type Diagnosis } from '../wire/diagnosis.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { FailureClass } from '../wire/result.js';
@@ -329,16 +329,7 @@ describe('the collector keeps the diagnosis current', () => {
   async function start(options: CollectorOptions = {}): Promise<Collector> {
     const dir = mkdtempSync(join(tmpdir(), 'faultline-diagnosis-'));
     dirs.push(dir);
-    const config = parseCollectorConfig(
-      [
-        'listen: 127.0.0.1:0',
-        `dataDir: ${dir}`,
-        'tokens:',
-        `  - { name: fleet, token: ${token} }`,
-        ...dbInventoryYaml,
-      ].join('\n'),
-      'collector.yaml',
-    );
+    const config = parseCollectorConfig(dbCollectorYaml({ dataDir: dir, token }), 'collector.yaml');
     collector = await Collector.start(config, silentLog, options);
     return collector;
   }

@@ -19,7 +19,7 @@ import type { Diagnosis } from '../../wire/diagnosis.js';
 import { canRunAlertmanager, startAlertmanager } from '../helpers/alertmanager.js';
 import type { GettableAlert, TestAlertmanager } from '../helpers/alertmanager.js';
 import { pollUntil } from '../helpers/poll-until.js';
-import { dbInventoryYaml, dbPeriod, postReport } from '../helpers/report-batches.js';
+import { dbCollectorYaml, dbPeriod, postReport } from '../helpers/report-batches.js';
 import type { ReportBatch } from '../../wire/report.js';
 import { freePort } from '../helpers/server-process.js';
 
@@ -497,20 +497,19 @@ describe.skipIf(!canRunAlertmanager)(
 
     async function start(): Promise<Collector> {
       const config = parseCollectorConfig(
-        [
-          'listen: 127.0.0.1:0',
-          `dataDir: ${tempDir()}`,
-          'tokens:',
-          `  - { name: fleet, token: ${token} }`,
-          'agents: { reportInterval: 1s, silentAfter: 10m }',
-          'alerts:',
-          '  resendEvery: 1s',
-          '  externalUrl: http://faultline.test:7070/',
-          '  labels: { cluster: e2e-ha }',
-          '  sinks:',
-          `    - { type: alertmanager, urls: [${am.url}] }`,
-          ...dbInventoryYaml,
-        ].join('\n'),
+        dbCollectorYaml({
+          dataDir: tempDir(),
+          token,
+          more: [
+            'agents: { reportInterval: 1s, silentAfter: 10m }',
+            'alerts:',
+            '  resendEvery: 1s',
+            '  externalUrl: http://faultline.test:7070/',
+            '  labels: { cluster: e2e-ha }',
+            '  sinks:',
+            `    - { type: alertmanager, urls: [${am.url}] }`,
+          ],
+        }),
         'collector.yaml',
       );
       const c = await Collector.start(config, silentLog);

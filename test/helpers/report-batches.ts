@@ -122,6 +122,27 @@ export const dbInventoryYaml: readonly string[] = [
 ];
 
 /**
+ * A collector's YAML on {@link dbInventoryYaml}: one fleet token, the data directory, and
+ * `more` lines (sections of its own) before the inventory.
+ */
+export function dbCollectorYaml(o: {
+  dataDir: string;
+  token: string;
+  listen?: string;
+  more?: readonly string[];
+}): string {
+  return [
+    `listen: ${o.listen ?? '127.0.0.1:0'}`,
+    `dataDir: ${o.dataDir}`,
+    'tokens:',
+    `  - { name: fleet, token: ${o.token} }`,
+    ...(o.more ?? []),
+    ...dbInventoryYaml,
+    '',
+  ].join('\n');
+}
+
+/**
  * POSTs a batch to a collector's `/api/v1/reports` as an agent would (uncompressed) and
  * throws with the answer unless it is 200.
  */
