@@ -478,8 +478,6 @@ function tooLarge(maxBytes: number): ApiError {
   );
 }
 
-const emptyBody = Buffer.alloc(0);
-
 /** The FL_ERR_BAD_ENCODING answer to a body zlib could not inflate. */
 function badGzip(err: NodeJS.ErrnoException): ApiError {
   return new ApiError(
@@ -504,6 +502,20 @@ export function inflateWhole(body: Buffer, maxBytes: number): Buffer {
     if (errorCodeOf(err) === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(maxBytes);
     throw badGzip(err as NodeJS.ErrnoException);
   }
+}
+
+/**
+ * Whether a gzip body is read whole and inflated in one call (then kept compressed for the
+ * store): when its length is known, as agents send it. One of unknown length is inflated as
+ * it streams, so a gzip bomb stops being read at the limit.
+ */
+function inflatesWhole(request: FastifyRequest): boolean {
+  const length = request.headers['content-length'];
+  return (
+    contentCoding(request.headers['content-encoding']) === 'gzip' &&
+    length !== undefined &&
+    length !== ''
+  );
 }
 
 /** A stream with the compressed byte count fastify checks against content-length. */
@@ -772,17 +784,16 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
       { parseAs: 'buffer', bodyLimit: maxBytes },
       (request, received: Buffer, done) => {
         let body = received;
-        if (request.reportBody?.gzip === true) {
+        const gzip = inflatesWhole(request);
+        if (gzip) {
           try {
             body = inflateWhole(received, maxBytes);
           } catch (err) {
             done(err as Error);
             return;
           }
-          request.reportBody = { bytes: received, gzip: true };
-        } else {
-          request.reportBody = { bytes: received, gzip: false };
         }
+        request.reportBody = { bytes: received, gzip };
         if (body.length === 0) {
           done(new ApiError('FL_ERR_INVALID_JSON', 'empty body: expected a JSON report batch'));
           return;
@@ -843,16 +854,10 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
           );
         }
       },
-      // A gzip body of known length (what agents send) is read whole and inflated in one
-      // call, and kept compressed for the store; one of unknown length is inflated as it
-      // streams, so a gzip bomb stops being read at the limit.
-      preParsing: async (request, _reply, payload) => {
-        if (contentCoding(request.headers['content-encoding']) !== 'gzip') return payload;
-        const length = request.headers['content-length'];
-        if (length === undefined || length === '') return inflateLimited(payload, maxBytes);
-        request.reportBody = { bytes: emptyBody, gzip: true }; // filled in by the parser
-        return payload;
-      },
+      preParsing: async (request, _reply, payload) =>
+        contentCoding(request.headers['content-encoding']) === 'gzip' && !inflatesWhole(request)
+          ? inflateLimited(payload, maxBytes)
+          : payload,
       handler: async (request): Promise<ReportAck> => {
         const counts = batchCounts(request.body);
         const cap = opts.maxResultsPerBatch;
