@@ -17,6 +17,7 @@ export const faultKinds = [
   'packet_loss',
   'dns_failure',
   'agent_silent',
+  'mtu_mismatch',
   'unexplained',
 ] as const;
 

@@ -22,6 +22,12 @@ export const failureClasses = [
   'protocol_error',
   /** The probe itself failed (a bug or a missing engine): says nothing about the target. */
   'internal_error',
+  /**
+   * A full-size packet with Don't Fragment set was refused on the way: ICMP "fragmentation
+   * needed" / "packet too big" came back, or the local interface is smaller (EMSGSIZE).
+   * Appended last: stored windows index classes by position.
+   */
+  'mtu_exceeded',
 ] as const;
 
 export const FailureClassSchema = z.enum(failureClasses);
@@ -47,6 +53,7 @@ export const failureLayer: Readonly<
   http_body: 'service',
   protocol_error: 'service',
   internal_error: 'probe',
+  mtu_exceeded: 'network',
 };
 
 /** Phase timings in milliseconds; a phase that did not happen is absent. */

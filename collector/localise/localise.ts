@@ -56,12 +56,27 @@ export interface LocaliseComponent {
   readonly agent?: string;
 }
 
+/**
+ * Where the collector stands in the network it observes: it is inside it, not above it, and
+ * a cut can isolate it (its host, switch or zone) like any other host.
+ */
+export interface Observer {
+  /** The inventory component the collector runs on, when it runs on one. */
+  readonly host?: string;
+  /** Agents on the collector's own host (their reports never cross the network). */
+  readonly agents?: readonly string[];
+  /** The collector's topology labels (default: its host's). */
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
 export interface LocaliseInput {
   readonly paths: readonly PathState[];
   readonly agents: readonly AgentLiveness[];
   readonly inventory: readonly LocaliseComponent[];
   /** The collector's own topology labels: says which side of a cut it is on. */
   readonly collectorLabels?: Readonly<Record<string, string>>;
+  /** Where the collector stands (host, local agents, labels). */
+  readonly observer?: Observer;
   readonly nowMs: number;
   /** Share of reachable hosts an agent must fail to be a source fault (default 0.8). */
   readonly sourceFaultShare?: number;
