@@ -64,6 +64,11 @@ export const HypothesisSchema = z
     components: z.array(z.string().min(1).max(128)),
     groups: z.array(DiagnosisGroupSchema),
     cutLabel: CutLabelSchema.optional(),
+    /**
+     * The collector's own side is the part cut off (its host, switch or zone): `components`
+     * and the first group are that side; nothing is said of the far side, which it cannot see.
+     */
+    collectorCutOff: z.literal(true).optional(),
     evidence: HypothesisEvidenceSchema,
     /** When the fault began: the earliest start of the states it explains (epoch ms). */
     since: z.number().int().nonnegative(),
