@@ -519,6 +519,7 @@ export function buildInput(s: Scenario): LocaliseInput {
       atMs + ((phaseMs + Math.floor(jitter() * 250)) % probeIntervalMs);
     const isSource = (names: readonly string[]): boolean =>
       names.includes(agent) || names.includes(src.name);
+    const agentDns = dnsFail.find((d) => isSource(d.sources));
     for (const dst of s.components) {
       if (dst === src) continue;
       const targets: { target: string; kind: string; service?: string; layer: Layer }[] = [
@@ -541,6 +542,15 @@ export function buildInput(s: Scenario): LocaliseInput {
           });
       }
       const mtu = w.mtuOn(src.name, dst.name);
+      // What cuts every path of this pair, and the filters on it.
+      let pairDownAt = Infinity;
+      for (const f of sourceFault)
+        if (f.name === agent || f.name === src.name) pairDownAt = Math.min(pairDownAt, f.atMs);
+      for (const f of hostDown) if (f.host === dst.name) pairDownAt = Math.min(pairDownAt, f.atMs);
+      for (const c of w.cuts)
+        if (c.inside(src.name) !== c.inside(dst.name)) pairDownAt = Math.min(pairDownAt, c.atMs);
+      const pairBlocks = blocks.filter((b) => b.component === dst.name && isSource(b.sources));
+      const pairOneWays = oneWays.filter((o) => o.to === dst.name && fromHas(o.from, src.name));
       for (const t of targets) {
         const base = {
           agent,
@@ -556,31 +566,17 @@ export function buildInput(s: Scenario): LocaliseInput {
         }
         const echo = t.layer === 'icmp' || t.layer === 'mtu';
         // Network-layer loss: the earliest fault that cuts this path.
-        const netDownAt = [
-          ...sourceFault.filter((f) => f.name === agent || f.name === src.name).map((f) => f.atMs),
-          ...hostDown.filter((f) => f.host === dst.name).map((f) => f.atMs),
-          ...w.cuts.filter((c) => c.inside(src.name) !== c.inside(dst.name)).map((c) => c.atMs),
-          ...blocks
-            .filter(
-              (b) =>
-                isSource(b.sources) &&
-                b.component === dst.name &&
-                (b.service === undefined || (!echo && b.service === t.service)),
-            )
-            .map((b) => b.atMs),
-          ...oneWays
-            .filter(
-              (o) =>
-                !echo &&
-                o.to === dst.name &&
-                fromHas(o.from, src.name) &&
-                (o.service === undefined || o.service === t.service),
-            )
-            .map((o) => o.atMs),
-        ];
+        let downAt = pairDownAt;
+        for (const b of pairBlocks)
+          if (b.service === undefined || (!echo && b.service === t.service))
+            downAt = Math.min(downAt, b.atMs);
+        if (!echo)
+          for (const o of pairOneWays)
+            if (o.service === undefined || o.service === t.service)
+              downAt = Math.min(downAt, o.atMs);
         const isHttp = t.kind === 'http';
         let cause: { cls: FailureClass; atMs: number } | undefined;
-        const dns = echo ? undefined : dnsFail.find((d) => isSource(d.sources));
+        const dns = echo ? undefined : agentDns;
         const refused = echo ? undefined : hit(serviceDown, dst.name, t.service);
         const rejected = echo
           ? undefined
@@ -590,8 +586,8 @@ export function buildInput(s: Scenario): LocaliseInput {
         const hung = t.layer === 'proto' ? hit(hang, dst.name, t.service) : undefined;
         const reset = t.layer === 'proto' ? hit(resets, dst.name, t.service) : undefined;
         const wrong = t.layer === 'proto' ? hit(protocolError, dst.name, t.service) : undefined;
-        if (netDownAt.length > 0)
-          cause = { cls: echo ? 'icmp_timeout' : 'tcp_timeout', atMs: Math.min(...netDownAt) };
+        if (downAt !== Infinity)
+          cause = { cls: echo ? 'icmp_timeout' : 'tcp_timeout', atMs: downAt };
         else if (dns) cause = { cls: 'dns_error', atMs: dns.atMs };
         else if (refused) cause = { cls: 'tcp_refused', atMs: refused.atMs };
         else if (rejected) cause = { cls: 'tcp_refused', atMs: rejected.atMs };
@@ -717,8 +713,12 @@ function okPath(
   sinceMs: number,
   lastSeenMs: number,
 ): PathState {
-  return {
-    ...base,
+  // Written out, not spread: a large mesh builds hundreds of thousands of these.
+  const p: PathState = {
+    agent: base.agent,
+    target: base.target,
+    component: base.component,
+    kind: base.kind,
     state: 'ok',
     lastClass: 'ok',
     consecutiveFailures: 0,
@@ -731,6 +731,7 @@ function okPath(
     sinceMs,
     lastSeenMs,
   };
+  return base.service === undefined ? p : { ...p, service: base.service };
 }
 
 /**
@@ -750,20 +751,29 @@ export function brokenInvariants(w: World, input: LocaliseInput, d: Diagnosis): 
         `(a) the collector's side is cut off, yet ${h.kind} names far-side ${far.join(', ')}: "${h.summary}"`,
       );
   }
+  const mtuOnly = mtuOnlyServiceComponents(w, input);
+  for (const h of d.hypotheses) {
+    if (h.kind !== 'service_down' && h.kind !== 'service_unresponsive') continue;
+    const blamed = h.components.filter((c) => mtuOnly.has(c));
+    if (blamed.length > 0)
+      out.push(`(b) an MTU mismatch reported as ${h.kind} of ${blamed.join(', ')}: "${h.summary}"`);
+  }
+  return out;
+}
+
+/**
+ * Components whose failing service-layer paths (from live agents) all run over pairs an MTU
+ * fault touches: an HTTP timeout there is the MTU's, not the service's.
+ */
+export function mtuOnlyServiceComponents(w: World, input: LocaliseInput): Set<string> {
   const live = new Set(input.agents.filter((a) => a.state === 'live').map((a) => a.agent));
-  const mtuOnly = new Map<string, boolean>();
+  const onlyMtu = new Map<string, boolean>();
   for (const p of input.paths) {
     if (!live.has(p.agent) || p.state !== 'failing' || failureLayer[p.lastClass] !== 'service')
       continue;
     const src = w.hostOfAgent.get(p.agent) ?? p.agent;
     const onMtu = w.mtuOn(src, p.component) !== undefined;
-    mtuOnly.set(p.component, (mtuOnly.get(p.component) ?? true) && onMtu);
+    onlyMtu.set(p.component, (onlyMtu.get(p.component) ?? true) && onMtu);
   }
-  for (const h of d.hypotheses) {
-    if (h.kind !== 'service_down' && h.kind !== 'service_unresponsive') continue;
-    const blamed = h.components.filter((c) => mtuOnly.get(c) === true);
-    if (blamed.length > 0)
-      out.push(`(b) an MTU mismatch reported as ${h.kind} of ${blamed.join(', ')}: "${h.summary}"`);
-  }
-  return out;
+  return new Set([...onlyMtu].filter(([, only]) => only).map(([c]) => c));
 }
