@@ -21,6 +21,7 @@ import { whereCollectorStands } from './observer.js';
 import { LocaliserThread } from './localise/thread.js';
 import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
 import { Ingest } from './ingest.js';
+import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
 import { PathMatrix, type AppliedBatch } from './paths.js';
 import { planFor, silentAfterFor, type KnownAgent } from './plan.js';
@@ -166,6 +167,7 @@ export class Collector implements CollectorCore {
   private readonly localiserThread: LocaliserThread | undefined;
   /** Where the collector stands in the topology (its host, local agents, labels). */
   readonly observer: Observer;
+  private readonly localiserOptions: LocaliserOptions;
   /** Incidents, kept in step with the diagnosis. */
   readonly incidentTracker: IncidentTracker;
   /** Alerts to Alertmanager and webhooks, kept in step with the diagnosis. */
@@ -201,12 +203,12 @@ export class Collector implements CollectorCore {
       ...(options.addresses === undefined ? {} : { addresses: options.addresses }),
     });
     this.observer = observer;
-    const localiserOptions: LocaliserOptions = {
+    const localiserOptions: LocaliserOptions = (this.localiserOptions = {
       inventory,
       observer,
       // Agents see one fault up to a probe interval apart: hosts dark within two are one event.
       eventWindowMs: Math.max(defaultEventWindowMs, 2 * config.probes.intervalMs),
-    };
+    });
     let localiser = new IncrementalLocaliser(localiserOptions);
     // In a build the localiser runs in its own thread (collector/localise/thread.ts), so a
     // large matrix never holds up ingest; from TypeScript sources (unit tests) on this one.
@@ -452,7 +454,25 @@ export class Collector implements CollectorCore {
       if (list === undefined) viewers.set(p.component, [p.agent]);
       else if (!list.includes(p.agent)) list.push(p.agent);
     }
-    return postmortem(detail, transitions, Date.now(), this.url(), viewers);
+    // Agents cut off during the incident have delivered their spooled results since it
+    // closed: the matrix midway through it, localised again, shows what the cut really was.
+    const wentSilent = transitions.some(
+      (t) => t.kind === 'agent' && t.toState === 'silent' && t.atMs >= detail.firstFailureMs,
+    );
+    const hindsight =
+      detail.closedAtMs !== undefined && wentSilent
+        ? {
+            atMs: Math.round((detail.openedAtMs + detail.closedAtMs) / 2),
+            diagnosis: hindsightDiagnosis(
+              this.matrix.paths(),
+              this.matrix.agents(),
+              transitions,
+              Math.round((detail.openedAtMs + detail.closedAtMs) / 2),
+              this.localiserOptions,
+            ),
+          }
+        : undefined;
+    return postmortem(detail, transitions, Date.now(), this.url(), viewers, hindsight);
   }
 
   overloaded(): boolean {
