@@ -37,6 +37,8 @@ export const injectedKinds = [
   /** A collector on no inventory host, its own port cut: every agent falls silent. */
   'collector alone cut',
   'host_unreachable',
+  /** Two hosts of one switch (often all of it) dark minutes apart: two events. */
+  'hosts down apart',
   'service_down',
   'service_unresponsive',
   'path_blocked',
@@ -73,8 +75,11 @@ export interface Truth {
   readonly network: boolean;
   /** For a partition: whether the answer must say the collector's own side is cut off. */
   readonly collectorCutOff?: boolean;
-  /** The cut label the answer must name: `cutLabels[i]` goes with `components[i]`. */
-  readonly cutLabels?: readonly CutLabel[];
+  /**
+   * The cut label the answer must name: one of `cutLabels[i]` with `components[i]` (labels
+   * that hold exactly the same hosts are equivalent: the evidence cannot tell them apart).
+   */
+  readonly cutLabels?: readonly (readonly CutLabel[])[];
   readonly summaryStartsWith?: string;
   readonly summaryIncludes?: readonly string[];
 }
@@ -178,6 +183,20 @@ function coversLabelValue(set: ReadonlySet<string>, components: readonly Compone
   return [...byValue.values()].some((hosts) => hosts.every((h) => set.has(h)));
 }
 
+/** The labels that hold exactly these hosts: `{key, the hosts' values}` no other host carries. */
+function labelsHolding(hosts: readonly Component[], all: readonly Component[]): CutLabel[] {
+  const inside = new Set(hosts.map((c) => c.name));
+  const keys = sortedNames(hosts.flatMap((c) => Object.keys(c.labels)));
+  const out: CutLabel[] = [];
+  for (const key of keys) {
+    if (hosts.some((c) => c.labels[key] === undefined)) continue;
+    const values = sortedNames(hosts.map((c) => c.labels[key] as string));
+    if (all.some((c) => !inside.has(c.name) && values.includes(c.labels[key] ?? ''))) continue;
+    out.push({ key, values });
+  }
+  return out;
+}
+
 /**
  * Generates `count` cases from `seed`: the fault variants in turn, every fourth case with a
  * second fault elsewhere (on the collector's side of any cut, on other hosts), every eighth
@@ -229,16 +248,29 @@ function generateCase(
     if (collector.host !== undefined) used.add(collector.host);
     faults.push(first.fault);
     truths.push(first.truth);
+    if (first.also) {
+      faults.push(first.also.fault);
+      truths.push(first.also.truth);
+    }
     // Hosts on the collector's side of a cut: where a further fault stays visible.
     const visible = first.side ?? ((_c: Component): boolean => true);
-    // Hosts that went dark with no label around them: a host going down beside them must do
-    // so at a clearly different time, or it is the same event.
-    let darkEvents = 'cutSet' in first.fault || 'hostDown' in first.fault ? 1 : 0;
+    // When hosts went dark with no label around them (a host set cut, a host down): a host
+    // going down beside them does so at a clearly different time (≥ 2 min), or it is the same
+    // event.
+    const darkAtMs: number[] = faults
+      .filter((f) => 'cutSet' in f || 'hostDown' in f)
+      .map((f) => f.startOffsetMs ?? 0);
     let failed = false;
-    for (let e = 0; e < extra && !failed; e++) {
+    // Under the collector's own cut, only its side is seen: too few agents there to judge more.
+    const extras =
+      isCollectorCut(variant) && components.filter((c) => visible(c) && hasAgent(c)).length < 4
+        ? 0
+        : extra;
+    for (let e = 0; e < extras && !failed; e++) {
       const others = injectedKinds.filter(
         (k) =>
           (!truths.some((t) => t.variant === k) || k === 'host_unreachable') &&
+          k !== 'hosts down apart' &&
           !isCut(k) &&
           !(isMtu(k) && truths.some((t) => isMtu(t.variant))) &&
           // One silenced vantage point at a time beside a cut keeps the truth well defined.
@@ -262,17 +294,15 @@ function generateCase(
         failed = true;
         break;
       }
-      let startOffsetMs: number;
-      if ('hostDown' in next.fault && darkEvents > 0) {
-        startOffsetMs = -(120_000 * darkEvents + Math.floor(random() * 30_000));
-        darkEvents += 1;
-      } else {
-        if ('hostDown' in next.fault) darkEvents += 1;
-        // The same couple of seconds, or minutes earlier.
-        startOffsetMs =
-          random() < 0.5
-            ? Math.floor(random() * 4_000) - 2_000
-            : -(90_000 + Math.floor(random() * 510_000));
+      // The same couple of seconds, or minutes earlier.
+      let startOffsetMs =
+        random() < 0.5
+          ? Math.floor(random() * 4_000) - 2_000
+          : -(90_000 + Math.floor(random() * 510_000));
+      if ('hostDown' in next.fault) {
+        for (let slot = 1; darkAtMs.some((t) => Math.abs(t - startOffsetMs) < 120_000); slot++)
+          startOffsetMs = -(150_000 * slot + Math.floor(random() * 20_000));
+        darkAtMs.push(startOffsetMs);
       }
       faults.push({ ...next.fault, startOffsetMs });
       // A host that is down stands on neither side of a cut.
@@ -349,6 +379,8 @@ interface Injected {
   readonly side?: (c: Component) => boolean;
   /** Where the collector stands, when the fault decides it. */
   readonly collector?: Collector;
+  /** A second fault of the same shape (two hosts down minutes apart). */
+  readonly also?: { readonly fault: Fault; readonly truth: Truth };
 }
 
 function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined {
@@ -391,8 +423,9 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
           : collector.labels?.[label] === value;
       const near = collectorInside ? inside : outside;
       const far = collectorInside ? outside : inside;
-      // The collector on the smaller side is its own variant ('collector side cut').
-      if (!collector.hearsAll && near.length < far.length) return undefined;
+      // The collector on the smaller side is its own variant ('collector side cut'); sides
+      // of about one size are left out, so hosts going down beside the cut cannot tip it.
+      if (!collector.hearsAll && near.length < far.length + 3) return undefined;
       // Someone must still report from each side the collector hears.
       const heard = collector.hearsAll ? [inside, outside] : [near];
       if (heard.some((side) => side.filter(hasAgent).length < 2)) return undefined;
@@ -426,6 +459,7 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
       if (coversLabelValue(set, components)) return undefined;
       const inside = components.filter((c) => set.has(c.name));
       const outside = components.filter((c) => !set.has(c.name));
+      if (outside.length < inside.length + 3) return undefined;
       const heard = collector.hearsAll ? [inside, outside] : [outside];
       if (heard.some((side) => side.filter(hasAgent).length < 2)) return undefined;
       const busier = collector.hearsAll
@@ -484,7 +518,13 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
         standaloneLabels = { ...(near[0] as Component).labels };
       }
       const far = components.filter((c) => !near.includes(c));
-      if (near.length === 0 || near.length >= far.length || far.filter(hasAgent).length < 2)
+      // An agent on the side shows how far it reaches; with none, nothing tells the side from
+      // the collector's own port ('collector host cut', 'collector alone cut').
+      if (
+        near.filter(hasAgent).length === 0 ||
+        near.length >= far.length ||
+        far.filter(hasAgent).length < 2
+      )
         return undefined;
       // On one of the side's hosts (with an agent when there is one, mostly), or on none.
       const standalone = random() < 0.3;
@@ -510,6 +550,39 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
           labels: random() < 0.7 ? { zone: zoneOf(sw), switch: sw } : {},
           hearsAll: false,
         },
+      };
+    }
+    case 'hosts down apart': {
+      // Two hosts of one switch — often all of it — dark minutes apart: two events, not the switch.
+      const bySwitch = switches.map((sw) => free.filter((c) => c.labels.switch === sw));
+      const whole = bySwitch.filter(
+        (hs) =>
+          hs.length === 2 &&
+          hs.length === all.filter((c) => c.labels.switch === hs[0]?.labels.switch).length,
+      );
+      const some = bySwitch.filter((hs) => hs.length >= 2);
+      const pair =
+        whole.length > 0 && random() < 0.6
+          ? pick(whole)
+          : some.length > 0
+            ? pick(some).slice(0, 2)
+            : [];
+      const [a, b] = pair;
+      if (a === undefined || b === undefined) return undefined;
+      if (agentHosts.filter((c) => c !== a && c !== b && !used.has(c.name)).length < 3)
+        return undefined;
+      take(a.name, b.name);
+      const down = (c: Component): Truth => ({
+        variant,
+        kind: 'host_unreachable',
+        components: [[c.name]],
+        culprits: [c.name],
+        network: false,
+      });
+      return {
+        fault: { hostDown: a.name, startOffsetMs: -(120_000 + Math.floor(random() * 300_000)) },
+        truth: down(a),
+        also: { fault: { hostDown: b.name }, truth: down(b) },
       };
     }
     case 'host_unreachable': {
@@ -768,10 +841,10 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
           kind: 'mtu_mismatch',
           // Between two zones the uplink has no inside: either side names it.
           components: other === undefined ? [names(behind)] : [names(behind), names(rest)],
-          cutLabels: [
-            { key: label, values: [value] },
-            ...(other === undefined ? [] : [{ key: label, values: [other] }]),
-          ],
+          cutLabels:
+            other === undefined
+              ? [labelsHolding(behind, all)]
+              : [labelsHolding(behind, all), labelsHolding(rest, all)],
           culprits: [],
           network: true,
         },
@@ -801,9 +874,12 @@ export function componentsMatch(t: Truth, h: Hypothesis): boolean {
   const cut = h.cutLabel;
   if (
     want !== undefined &&
-    (cut === undefined ||
-      cut.key !== want.key ||
-      [...cut.values].sort().join() !== [...want.values].sort().join())
+    !want.some(
+      (w) =>
+        cut !== undefined &&
+        cut.key === w.key &&
+        [...cut.values].sort().join() === [...w.values].sort().join(),
+    )
   )
     return false;
   if (t.summaryStartsWith !== undefined && !h.summary.startsWith(t.summaryStartsWith)) return false;
@@ -890,7 +966,7 @@ export function describeCase(c: GeneratedCase, d: Diagnosis): string {
     `  faults: ${s.faults.map((f) => JSON.stringify(f)).join('; ')}`,
     ...c.truths.map(
       (t) =>
-        `  expected: ${t.kind} ${t.sources ? `sources [${t.sources.join(', ')}]` : t.components.map((x) => `[${x.join(', ')}]`).join(' or ')}${t.collectorCutOff ? ' collectorCutOff' : ''}${t.cutLabels ? ` (cut label ${t.cutLabels.map((x) => `${x.key}=${x.values.join(',')}`).join(' / ')})` : ''}${t.summaryStartsWith ? ` "${t.summaryStartsWith}…"` : ''}${t.summaryIncludes?.length ? ` "…${t.summaryIncludes.join('…')}…"` : ''}`,
+        `  expected: ${t.kind} ${t.sources ? `sources [${t.sources.join(', ')}]` : t.components.map((x) => `[${x.join(', ')}]`).join(' or ')}${t.collectorCutOff ? ' collectorCutOff' : ''}${t.cutLabels ? ` (cut label ${t.cutLabels.map((xs) => xs.map((x) => `${x.key}=${x.values.join(',')}`).join(' or ')).join(' / ')})` : ''}${t.summaryStartsWith ? ` "${t.summaryStartsWith}…"` : ''}${t.summaryIncludes?.length ? ` "…${t.summaryIncludes.join('…')}…"` : ''}`,
     ),
     ...d.hypotheses.map(
       (h, i) =>
