@@ -256,7 +256,12 @@ export function loadScenarios(): { file: string; scenario: Scenario }[] {
 const nowMs = 1_800_000_000_000;
 /** The scenario's fault time; each fault's `startOffsetMs` moves its own. */
 const faultStartMs = nowMs - 60_000;
-/** Probe interval and report interval the matrix is built with (the collector's defaults, rounded up). */
+/**
+ * The probe interval (the collector's default, 1 s) and the report interval (2 s: twice the
+ * auto interval of a small fleet) the matrix is built with. Failing paths start within one
+ * probe interval of their fault, each agent on its own phase; agents a fault silences were
+ * last heard within one report interval of it.
+ */
 export const probeIntervalMs = 1_000;
 export const reportIntervalMs = 2_000;
 
@@ -312,10 +317,14 @@ export interface World {
   readonly farHosts: ReadonlySet<string>;
   /** The MTU fault on the paths from one host to another, if any. */
   readonly mtuOn: (src: string, dst: string) => MtuFault | undefined;
-  /** When an agent on this host fell silent (last heard), or undefined while it reports. */
+  /**
+   * When the agent on this host fell silent — the start of the earliest fault that silenced
+   * it (host down, agent silent, cut from the collector) — or undefined while it reports.
+   */
   readonly silentAtMs: (host: string) => number | undefined;
 }
 
+/** A scenario's world; throws when a fault or the collector names an unknown host. */
 export function world(s: Scenario): World {
   const byName = new Map(s.components.map((c) => [c.name, c]));
   const known = (what: string, host: string): string => {
