@@ -198,16 +198,18 @@ function labelsHolding(hosts: readonly Component[], all: readonly Component[]): 
 }
 
 /**
- * Generates `count` cases from `seed`: the fault variants in turn, every fourth case with a
- * second fault elsewhere (on the collector's side of any cut, on other hosts), every eighth
- * with a third.
+ * Generates `count` cases from `seed`: the fault variants in turn, a quarter of each shape's
+ * cases with a second fault elsewhere (on the collector's side of any cut, on other hosts),
+ * half of those with a third.
  */
 export function generateCases(count: number, seed: number): GeneratedCase[] {
   const out: GeneratedCase[] = [];
   for (let i = 0; i < count; i++) {
     const random = rng(seed * 100_003 + i);
     const variant = injectedKinds[i % injectedKinds.length] as InjectedKind;
-    const extra = i % 8 === 7 ? 2 : i % 4 === 3 ? 1 : 0;
+    // Counted in rounds over the shapes, so every shape gets its share of company.
+    const round = Math.floor(i / injectedKinds.length) + i;
+    const extra = round % 8 === 7 ? 2 : round % 4 === 3 ? 1 : 0;
     const made = generateCase(random, variant, extra);
     if (made) out.push({ id: `${seed}-${i}`, ...made });
   }
@@ -261,9 +263,10 @@ function generateCase(
       .filter((f) => 'cutSet' in f || 'hostDown' in f)
       .map((f) => f.startOffsetMs ?? 0);
     let failed = false;
-    // Under the collector's own cut, only its side is seen: too few agents there to judge more.
+    // Under the collector's own cut only its side is seen: with under three agents there,
+    // too few vantage points to judge a further fault.
     const extras =
-      isCollectorCut(variant) && components.filter((c) => visible(c) && hasAgent(c)).length < 4
+      isCollectorCut(variant) && components.filter((c) => visible(c) && hasAgent(c)).length < 3
         ? 0
         : extra;
     for (let e = 0; e < extras && !failed; e++) {
@@ -827,7 +830,9 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
       )
         return undefined;
       take(...behind.map((c) => c.name));
-      const other = label === 'zone' ? (value === 'a' ? 'b' : 'a') : undefined;
+      // An uplink has two ends: when the hosts seen on its far end are one element too (the
+      // other zone, the only other switch in sight), the evidence names either.
+      const farEnd = uplink ? labelsHolding(rest, all).filter((l) => l.values.length === 1) : [];
       return {
         fault: {
           mtu: {
@@ -839,12 +844,9 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
         truth: {
           variant,
           kind: 'mtu_mismatch',
-          // Between two zones the uplink has no inside: either side names it.
-          components: other === undefined ? [names(behind)] : [names(behind), names(rest)],
+          components: farEnd.length > 0 ? [names(behind), names(rest)] : [names(behind)],
           cutLabels:
-            other === undefined
-              ? [labelsHolding(behind, all)]
-              : [labelsHolding(behind, all), labelsHolding(rest, all)],
+            farEnd.length > 0 ? [labelsHolding(behind, all), farEnd] : [labelsHolding(behind, all)],
           culprits: [],
           network: true,
         },
