@@ -570,9 +570,11 @@ export class FpingLoopEngine {
 
   private schedule(): void {
     if (this.debounce !== undefined) return;
-    const generation = this.generation;
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
+      // The generation as the window closes: every prepare inside it is served by this
+      // reconcile (one that comes while fping is checked schedules its own; close() none).
+      const generation = this.generation;
       void usableFping(this.binPath).then((binary) => {
         if (binary !== undefined && this.generation === generation) this.reconcile(binary);
       });
