@@ -220,7 +220,7 @@ function unwrapSchema(schema: z.core.$ZodType): z.core.$ZodType {
 /** A union's mapping form (as in `true | false | { size }`), where it has one; else `s`. */
 function mappingForm(s: z.core.$ZodType): z.core.$ZodType {
   if (!(s instanceof z.ZodUnion)) return s;
-  for (const option of s.options as readonly z.core.$ZodType[]) {
+  for (const option of s.options) {
     const form = unwrapSchema(option);
     if (form instanceof z.ZodObject) return form;
   }
