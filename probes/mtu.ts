@@ -64,6 +64,12 @@ function echoPlan(options: MtuOptions): EchoPlan {
  * distinct size and timing), rounds it cannot answer on iputils ping first, which reports
  * the packets the local stack refused and the MTU (fping stays silent about them).
  * `detail.sizeBytes` is the packet size sent.
+ *
+ * After a "fragmentation needed" the sending host's kernel remembers the path MTU for that
+ * destination (net.ipv4.route.mtu_expires, 10 minutes by default) and refuses larger
+ * Don't Fragment packets itself: the probe stays `mtu_exceeded` (EMSGSIZE, `nextHopMtu` the
+ * remembered MTU) that long, also after the router is fixed. A silent drop (a switch port)
+ * teaches the kernel nothing: its probe is `ok` as soon as the port is.
  */
 export const mtu: ProbeDefinition<MtuOptions> = {
   kind: 'mtu',
