@@ -1,3 +1,4 @@
+import { echoKinds } from '../../probes/registry.js';
 import { failureLayer } from '../../wire/result.js';
 import type { AgentLiveness, PathState } from '../types.js';
 
@@ -174,7 +175,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
     // TCP paths, the bulk of a healthy mesh, say nothing there.
     const touching = p.state === 'failing' && layer !== 'probe';
     const towardIt = touching && layer !== 'dns';
-    const proto = p.kind !== 'icmp' && p.kind !== 'tcp';
+    const proto = !echoKinds.has(p.kind) && p.kind !== 'tcp';
     if (touching || proto) {
       let t = toward.get(p.component);
       if (!t) {
