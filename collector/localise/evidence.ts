@@ -284,16 +284,29 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
   // The collector's own side cut off from the rest: every reachable host carries one value of
   // a label (one switch, one zone) and the dark hosts outside it differ among themselves.
   // One cut around that value explains them all; per-value islands would be several faults.
-  const far = farSide(lit, dark, labelsOf);
-  for (const h of far) darkGroups.union(far[0] ?? h, h);
-  const darkByPair = new Map<string, string>();
-  for (const h of dark) {
+  // Every union below is of hosts dark within one event window of each other: hosts that
+  // went dark minutes apart are separate events, whatever they share.
+  const byTime = [...dark].sort(
+    (x, y) => (darkSinceMs.get(x) ?? 0) - (darkSinceMs.get(y) ?? 0) || byName(x, y),
+  );
+  const together = (x: string, y: string): boolean =>
+    Math.abs((darkSinceMs.get(x) ?? 0) - (darkSinceMs.get(y) ?? 0)) <= eventWindowMs;
+  const far = new Set(farSide(lit, dark, labelsOf));
+  let lastFar: string | undefined;
+  for (const h of byTime) {
+    if (!far.has(h)) continue;
+    if (lastFar !== undefined && together(lastFar, h)) darkGroups.union(lastFar, h);
+    lastFar = h;
+  }
+  // Per label value, the latest host seen: a chain of hosts each within a window of the last.
+  const lastByPair = new Map<string, string>();
+  for (const h of byTime) {
     for (const [k, v] of Object.entries(labelsOf(h)).sort(([x], [y]) => byName(x, y))) {
       const pair = `${k}=${v}`;
       if (litValues.has(pair)) continue;
-      const other = darkByPair.get(pair);
-      if (other === undefined) darkByPair.set(pair, h);
-      else darkGroups.union(other, h);
+      const other = lastByPair.get(pair);
+      if (other !== undefined && together(other, h)) darkGroups.union(other, h);
+      lastByPair.set(pair, h);
     }
   }
   // Hosts no label explains, dark within one event window of each other: one event (two
@@ -303,9 +316,7 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     const r = darkGroups.find(h);
     clusterSize.set(r, (clusterSize.get(r) ?? 0) + 1);
   }
-  const lone = dark
-    .filter((h) => clusterSize.get(darkGroups.find(h)) === 1)
-    .sort((x, y) => (darkSinceMs.get(x) ?? 0) - (darkSinceMs.get(y) ?? 0) || byName(x, y));
+  const lone = byTime.filter((h) => clusterSize.get(darkGroups.find(h)) === 1);
   const timeJoined = new Set<string>();
   for (let i = 1; i < lone.length; i++) {
     const prev = lone[i - 1] ?? '';

@@ -1,6 +1,6 @@
 import type { Candidate, Rule } from '../candidate.js';
 import { list } from '../text.js';
-import { layerOf, sorted } from '../views.js';
+import { byName, layerOf, sorted } from '../views.js';
 
 /**
  * The collector's own side cut off (`network_partition` with `collectorCutOff`): the
@@ -92,6 +92,9 @@ export const observerCut: Rule = {
         },
         explains: taken,
         silences: silentBeyond.map((a) => a.agent),
+        examples: [...silentDark]
+          .sort((x, y) => x.lastSeenMs - y.lastSeenMs || byName(x.agent, y.agent))
+          .map((a) => `${a.agent}: silent, last report ${new Date(a.lastSeenMs).toISOString()}`),
         standalone: true,
         first: true,
         prior: 2,
