@@ -34,7 +34,9 @@ export interface AgentView {
   readonly yes: Uint32Array;
   readonly yesIds: readonly number[];
   /** Hosts from which only network-layer failures came back. */
-  readonly no: ReadonlySet<number>;
+  readonly no: readonly number[];
+  /** The same hosts as a bitset over host ids. */
+  readonly noBits: Uint32Array;
   /** Failing paths (probe-internal failures left out), in target order. */
   readonly failing: readonly PathState[];
   /** Degraded paths, in target order. */
@@ -191,7 +193,13 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
   }
   const yes = new Uint32Array((hosts.names.length + 31) >>> 5);
   for (const id of yesIds) setBit(yes, id);
-  const no = new Set(maybeNo.filter((id) => !hasBit(yes, id)));
+  const no: number[] = [];
+  const noBits = new Uint32Array(yes.length);
+  for (const id of maybeNo) {
+    if (hasBit(yes, id) || hasBit(noBits, id)) continue;
+    setBit(noBits, id);
+    no.push(id);
+  }
   const byTarget = (a: PathState, b: PathState): number => byName(a.target, b.target);
   failing.sort(byTarget);
   degraded.sort(byTarget);
@@ -213,6 +221,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
     yes,
     yesIds,
     no,
+    noBits,
     failing,
     degraded,
     mtu,
