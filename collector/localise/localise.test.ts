@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DiagnosisSchema } from '../../wire/diagnosis.js';
-import { ScenarioSchema, buildInput } from '../../test/scenarios/scenario.js';
+import { ScenarioSchema, buildInput, loadScenarios } from '../../test/scenarios/scenario.js';
 import type { PathState } from '../types.js';
 import { localise } from './localise.js';
 
@@ -147,5 +147,19 @@ describe('localise', () => {
     expect(d.hypotheses[0]?.kind).toBe('network_partition');
     expect(d.hypotheses[0]?.cutLabel).toEqual({ key: 'zone', values: ['a'] });
     expect(d.hypotheses[0]?.components).toEqual(['app-1', 'app-2', 'db-1', 'db-2']);
+  });
+
+  it('takes agents silent since before the collector started for a restart, not for its own cut', () => {
+    const found = loadScenarios().find(({ file }) => file.startsWith('53-'));
+    if (!found) throw new Error('case 53 is missing');
+    const input = buildInput(found.scenario);
+    expect(localise(input).hypotheses[0]?.collectorCutOff).toBe(true);
+    // The same silence, but the collector only started after the agents' last reports.
+    const lastSeen = Math.max(...input.agents.map((a) => a.lastSeenMs));
+    const restarted = localise({
+      ...input,
+      observer: { ...input.observer, upSinceMs: lastSeen + 1 },
+    });
+    expect(restarted.hypotheses.some((h) => h.collectorCutOff === true)).toBe(false);
   });
 });

@@ -26,8 +26,12 @@ export const observerCut: Rule = {
     if (agentsBeyond.some((a) => a.state !== 'silent' && ev.viewOf(a.agent) !== undefined))
       return [];
     const silentBeyond = agentsBeyond.filter((a) => a.state === 'silent');
-    // …and not seen answering from the collector's side (that is a silent agent, not a cut).
-    const silentDark = silentBeyond.filter((a) => !ev.lit.has(ev.host(a.agent)));
+    // …and not seen answering from the collector's side (that is a silent agent, not a cut),
+    // and silent since this collector runs (after a restart, agents take a while to report).
+    const upSince = ev.options.observer?.upSinceMs ?? Number.NEGATIVE_INFINITY;
+    const silentDark = silentBeyond.filter(
+      (a) => !ev.lit.has(ev.host(a.agent)) && a.lastSeenMs >= upSince,
+    );
     const far = new Set<string>();
     for (const h of ev.dark) if (!inSide(h)) far.add(h);
     for (const a of silentDark) far.add(ev.host(a.agent));
