@@ -95,7 +95,7 @@ export function flappingLink(lab: Lab, host: string, opts: FlapOptions = {}): Fa
   if (!(downMs >= 100 && upMs >= 100)) throw new Error('flappingLink: down and up ≥ 100 ms');
   let stop: AbortController | undefined;
   let loop: Promise<void> | undefined;
-  let failure: unknown;
+  let failure: Error | undefined;
   return {
     name: `${host} link flapping (${downMs / 1000} s down / ${upMs / 1000} s up)`,
     inject: async () => {
@@ -114,7 +114,8 @@ export function flappingLink(lab: Lab, host: string, opts: FlapOptions = {}): Fa
           await lab.setSwitchPort(host, false);
         }
       })().catch((err: unknown) => {
-        failure = err;
+        failure =
+          err instanceof Error ? err : new Error(`${host} flapping: ${JSON.stringify(err)}`);
       });
     },
     heal: async () => {
