@@ -35,12 +35,16 @@ export interface TestAlertmanager extends ServerProcess {
 }
 
 /**
- * Starts Debian's Alertmanager on 127.0.0.1 (a free port), clustering off
+ * Starts Debian's Alertmanager on 127.0.0.1 (or `opts.host`: an address of this namespace,
+ * such as a lab's management address) on a free port, clustering off
  * (`--cluster.listen-address=`), storage in a temp dir, with one route to a receiver that
  * sends nowhere. Resolves once `/-/ready` answers; end it with `stop()` in afterAll (by PID;
  * it also dies with the test process).
  */
-export async function startAlertmanager(): Promise<TestAlertmanager> {
+export async function startAlertmanager(
+  opts: { readonly host?: string } = {},
+): Promise<TestAlertmanager> {
+  const host = opts.host ?? '127.0.0.1';
   const port = await freePort();
   const dir = makeServerDir('alertmanager');
   const configFile = join(dir, 'alertmanager.yml');
@@ -57,15 +61,15 @@ export async function startAlertmanager(): Promise<TestAlertmanager> {
       '',
     ].join('\n'),
   );
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${host}:${port}`;
   const [command, args] = diesWithParent(alertmanagerBin, [
     `--config.file=${configFile}`,
     `--storage.path=${join(dir, 'data')}`,
-    `--web.listen-address=127.0.0.1:${port}`,
+    `--web.listen-address=${host}:${port}`,
     '--cluster.listen-address=',
     '--log.level=warn',
   ]);
-  const server = new ManagedServer('127.0.0.1', port, dir, {
+  const server = new ManagedServer(host, port, dir, {
     name: 'alertmanager',
     command,
     args,
