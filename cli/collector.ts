@@ -105,7 +105,15 @@ export function collectorCommand(
         return;
       }
       const log = createLogger({ component: 'collector' });
-      const collector = await Collector.start(config, log);
+      const localAgentName =
+        hostname()
+          .replace(/[^A-Za-z0-9._:-]/g, '-')
+          .slice(0, 128) || 'localhost';
+      const collector = await Collector.start(
+        config,
+        log,
+        args['local-agent'] ? { localAgent: localAgentName } : {},
+      );
       const url = collector.url();
       let local: ManagedAgent | undefined;
       const lines = [
@@ -126,10 +134,7 @@ export function collectorCommand(
         local = await startManagedAgent({
           url,
           token: agentToken,
-          name:
-            hostname()
-              .replace(/[^A-Za-z0-9._:-]/g, '-')
-              .slice(0, 128) || 'localhost',
+          name: localAgentName,
           labels: {},
           stateDir: join(config.dataDir, 'local-agent'),
           metricsListen: '127.0.0.1:0',

@@ -128,6 +128,29 @@ describe('labels', () => {
     expect(alertName('service_unresponsive')).toBe('FaultlineServiceUnresponsive');
   });
 
+  it("page the collector's own cut as that, never as the far side", async () => {
+    const { engine } = setup({ holdForMs: 0 });
+    const cut = hypothesis({
+      summary: "the collector's side is cut off: {ctl-1} — its agent ctl-1 reaches nothing",
+      components: ['ctl-1'],
+      groups: [
+        { name: 'collector side', members: ['ctl-1'] },
+        { name: 'far side (unseen)', members: ['db-1', 'db-2'] },
+      ],
+      cutLabel: undefined,
+      collectorCutOff: true,
+      evidence: { counts: { icmp_timeout: 2 }, examples: [] },
+    });
+    engine.update(diagnosis(cut), 5_000, { ...ctx, roles: { ...ctx.roles, 'ctl-1': 'other' } });
+    const [view] = engine.alerts();
+    expect(view?.labels).toMatchObject({
+      alertname: 'FaultlineCollectorCutOff',
+      kind: 'network_partition',
+      component: 'ctl-1',
+      severity: 'critical',
+    });
+  });
+
   const severityCases: { what: string; h: Partial<Hypothesis>; severity: string }[] = [
     { what: 'a database among the components', h: {}, severity: 'critical' },
     { what: 'an api host, few paths', h: { components: ['app-1'] }, severity: 'warning' },

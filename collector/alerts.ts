@@ -119,6 +119,9 @@ export interface AlertMetric {
   readonly value: number;
 }
 
+/** The alert of a hypothesis whose cut-off part is the collector's own side. */
+export const collectorCutOffAlert = 'FaultlineCollectorCutOff';
+
 /** `network_partition` → `FaultlineNetworkPartition`. */
 export function alertName(kind: FaultKind): string {
   return `Faultline${kind
@@ -150,6 +153,8 @@ export function alertSeverity(h: Hypothesis, ctx: AlertContext): Severity {
   if (share >= criticalShare) severity = 'critical';
   else if (share >= warningShare && rank(severity) < rank('warning')) severity = 'warning';
   if (cappedKinds.has(h.kind) && rank(severity) > rank('warning')) severity = 'warning';
+  // A collector that cannot see its fleet is blind to every other fault: that pages.
+  if (h.collectorCutOff === true) severity = 'critical';
   return severity;
 }
 
@@ -206,7 +211,8 @@ export function buildAlert(
   incident?: IncidentRef;
 } {
   const labels: Record<string, string> = { ...config.labels };
-  labels.alertname = alertName(h.kind);
+  // The collector's own cut pages as what it is — "I am cut off" — never as the far side.
+  labels.alertname = h.collectorCutOff === true ? collectorCutOffAlert : alertName(h.kind);
   labels.kind = h.kind;
   if (h.components.length > 0) labels.component = [...h.components].sort().join(',');
   if (h.cutLabel !== undefined) {

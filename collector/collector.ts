@@ -10,10 +10,18 @@ import { buildApi } from './api.js';
 import type { CollectorConfig } from './config.js';
 import { AlertEngine, type AlertContext } from './alerts.js';
 import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
-import { IncrementalLocaliser, localise } from './localise/localise.js';
+import { defaultEventWindowMs } from './localise/evidence.js';
+import {
+  IncrementalLocaliser,
+  localise,
+  type LocaliserOptions,
+  type Observer,
+} from './localise/localise.js';
+import { whereCollectorStands } from './observer.js';
 import { LocaliserThread } from './localise/thread.js';
 import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
 import { Ingest } from './ingest.js';
+import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
 import { PathMatrix, type AppliedBatch } from './paths.js';
 import { planFor, silentAfterFor, type KnownAgent } from './plan.js';
@@ -73,6 +81,10 @@ export interface CollectorOptions {
    * TypeScript sources there is none and the collector localises on its own thread).
    */
   readonly localiserWorker?: URL;
+  /** The agent started beside the collector (`--local-agent`): it shows the collector's side. */
+  readonly localAgent?: string;
+  /** This machine's addresses, to find the collector's own host in the inventory (default: its interfaces'). */
+  readonly addresses?: readonly string[];
 }
 
 /**
@@ -153,6 +165,9 @@ export class Collector implements CollectorCore {
   /** The current diagnosis; subscribe with `diagnoser.onChange` (alerts, incidents, UI). */
   readonly diagnoser: DiagnosisEngine;
   private readonly localiserThread: LocaliserThread | undefined;
+  /** Where the collector stands in the topology (its host, local agents, labels). */
+  readonly observer: Observer;
+  private readonly localiserOptions: LocaliserOptions;
   /** Incidents, kept in step with the diagnosis. */
   readonly incidentTracker: IncidentTracker;
   /** Alerts to Alertmanager and webhooks, kept in step with the diagnosis. */
@@ -181,20 +196,37 @@ export class Collector implements CollectorCore {
     });
     this.ingestor = new Ingest(this.store, this.matrix);
     const inventory = localiseInventory(config.inventory.components);
-    // The config has no topology labels for the collector itself yet: the localiser then
-    // takes the side with the most reporting agents as the collector's.
-    let localiser = new IncrementalLocaliser({ inventory });
+    // Where the collector stands: a cut can isolate its own side, and the diagnosis must say
+    // so rather than blame what it can no longer see.
+    const observer = whereCollectorStands(config.inventory.components, {
+      ...(options.localAgent === undefined ? {} : { localAgent: options.localAgent }),
+      ...(options.addresses === undefined ? {} : { addresses: options.addresses }),
+    });
+    this.observer = observer;
+    const localiserOptions: LocaliserOptions = (this.localiserOptions = {
+      inventory,
+      observer,
+      // Agents see one fault up to a probe interval apart: hosts dark within two are one event.
+      eventWindowMs: Math.max(defaultEventWindowMs, 2 * config.probes.intervalMs),
+    });
+    let localiser = new IncrementalLocaliser(localiserOptions);
     // In a build the localiser runs in its own thread (collector/localise/thread.ts), so a
     // large matrix never holds up ingest; from TypeScript sources (unit tests) on this one.
     const workerUrl = options.localiserWorker ?? LocaliserThread.builtWorker();
     const thread =
-      workerUrl === undefined ? undefined : new LocaliserThread({ inventory }, workerUrl);
+      workerUrl === undefined ? undefined : new LocaliserThread(localiserOptions, workerUrl);
     this.localiserThread = thread;
     thread?.warm();
     let threadPrimed = false;
     this.diagnoser = new DiagnosisEngine({
       // The incremental localiser reads only the paths of agents whose paths changed.
-      input: () => ({ paths: [], agents: this.matrix.agents(), inventory }),
+      input: () => ({
+        paths: [],
+        agents: this.matrix.agents(),
+        inventory,
+        observer,
+        eventWindowMs: localiserOptions.eventWindowMs,
+      }),
       ...(thread === undefined
         ? {}
         : {
@@ -225,7 +257,7 @@ export class Collector implements CollectorCore {
         const dirty = this.matrix.takeDirtyAgents();
         try {
           if (dirty.all) {
-            localiser = new IncrementalLocaliser({ inventory });
+            localiser = new IncrementalLocaliser(localiserOptions);
             for (const [agent, paths] of this.pathsByAgent())
               localiser.replaceAgentPaths(agent, paths);
           } else {
@@ -422,7 +454,25 @@ export class Collector implements CollectorCore {
       if (list === undefined) viewers.set(p.component, [p.agent]);
       else if (!list.includes(p.agent)) list.push(p.agent);
     }
-    return postmortem(detail, transitions, Date.now(), this.url(), viewers);
+    // Agents cut off during the incident have delivered their spooled results since it
+    // closed: the matrix midway through it, localised again, shows what the cut really was.
+    const wentSilent = transitions.some(
+      (t) => t.kind === 'agent' && t.toState === 'silent' && t.atMs >= detail.firstFailureMs,
+    );
+    const hindsight =
+      detail.closedAtMs !== undefined && wentSilent
+        ? {
+            atMs: Math.round((detail.openedAtMs + detail.closedAtMs) / 2),
+            diagnosis: hindsightDiagnosis(
+              this.matrix.paths(),
+              this.matrix.agents(),
+              transitions,
+              Math.round((detail.openedAtMs + detail.closedAtMs) / 2),
+              this.localiserOptions,
+            ),
+          }
+        : undefined;
+    return postmortem(detail, transitions, Date.now(), this.url(), viewers, hindsight);
   }
 
   overloaded(): boolean {

@@ -70,6 +70,7 @@ export function postmortem(
   nowMs: number,
   collectorUrl?: string,
   viewers: ComponentViewers = new Map(),
+  later?: { readonly atMs: number; readonly diagnosis: Diagnosis },
 ): string {
   const snapshots = incident.events.filter((e) => isDiagnosis(e.diagnosis));
   const unhealthy = snapshots.filter((e) => !(e.diagnosis as Diagnosis).healthy);
@@ -232,6 +233,34 @@ export function postmortem(
     }
   }
   out.push('');
+
+  if (later !== undefined) {
+    out.push('## In hindsight: every agent heard');
+    out.push('');
+    out.push(
+      `Agents cut off from the collector delivered their spooled results after the heal. The path matrix as it stood at ${utc(later.atMs)}, rebuilt from every agent's results and localised again:`,
+    );
+    out.push('');
+    const hs = later.diagnosis.hypotheses;
+    if (hs.length === 0) out.push("- no fault shows in the agents' own results at that time");
+    for (const h of hs.slice(0, maxExamples)) {
+      const groups = h.groups
+        .map((g) => `${g.name ?? 'group'} {${g.members.join(', ')}}`)
+        .join(' / ');
+      out.push(`- ${describeHypothesis(h)}${groups === '' ? '' : ` — groups: ${groups}`}`);
+    }
+    if (hs.length > maxExamples) out.push(`- … and ${hs.length - maxExamples} more`);
+    const changed =
+      lead !== undefined &&
+      hs[0] !== undefined &&
+      (hs[0].kind !== lead.kind || hs[0].components.join() !== lead.components.join());
+    if (changed)
+      out.push(
+        '',
+        'This differs from what the collector could say while the fault lasted: it saw only its own side.',
+      );
+    out.push('');
+  }
 
   out.push('## Ruled out');
   out.push('');

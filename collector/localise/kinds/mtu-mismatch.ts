@@ -1,0 +1,230 @@
+import type { CutLabel } from '../../../wire/diagnosis.js';
+import type { FailureClass } from '../../../wire/result.js';
+import type { PathState } from '../../types.js';
+import type { Candidate, Rule } from '../candidate.js';
+import type { Evidence } from '../evidence.js';
+import { list } from '../text.js';
+import { byName, mtuKind, sorted } from '../views.js';
+
+/**
+ * `mtu_mismatch`: small packets pass and full-size ones vanish (or come back "fragmentation
+ * needed") on the paths through one element — a host's switch port or link, a switch's
+ * uplink, a whole switch. Read from the full-size echo (`mtu` probe) on host pairs that
+ * otherwise reach each other; the element is the one whose paths hold the lost echoes and
+ * none of the passing ones, found by scoring every candidate element (lost echoes it
+ * explains − 2 × passing ones it contradicts). The HTTP/protocol timeouts and TLS failures
+ * on those same pairs are the big answers vanishing after the handshake: this explains them,
+ * not a service.
+ */
+export const mtuMismatch: Rule = {
+  name: 'mtu-mismatch',
+  kinds: ['mtu_mismatch'],
+  tier: 'structural',
+  propose: (ev) => {
+    const lost = ev.failing.filter(
+      (p) =>
+        p.kind === mtuKind &&
+        ev.soundSet.has(p.agent) &&
+        ev.reachOf(p.agent, p.component) === 'yes',
+    );
+    if (lost.length === 0) return [];
+    const pairKey = (src: string, dst: string): string => `${src}\u0000${dst}`;
+    const failPairs = new Map<string, Pair>();
+    for (const p of lost) {
+      const src = ev.host(p.agent);
+      failPairs.set(pairKey(src, p.component), { src, dst: p.component });
+    }
+    const passPairs: Pair[] = [];
+    for (const a of ev.sound)
+      for (const p of ev.viewOf(a)?.mtu ?? [])
+        if (p.state !== 'failing') passPairs.push({ src: ev.host(a), dst: p.component });
+
+    const keys = sorted(
+      [...failPairs.values()].flatMap((q) => [
+        ...Object.keys(ev.labelsOf(q.src)),
+        ...Object.keys(ev.labelsOf(q.dst)),
+      ]),
+    );
+    const contradictions = countElements(passPairs, keys, ev);
+    const out: Candidate[] = [];
+    let remaining = [...failPairs.values()];
+    for (let round = 0; round < 3 && remaining.length > 0; round++) {
+      const covered = countElements(remaining, keys, ev);
+      const scored = [...covered]
+        .map(([id, n]) => {
+          const e = parseElement(id);
+          const contra = contradictions.get(id) ?? 0;
+          return { id, e, n, contra, score: n - 2 * contra, behind: hostsBehind(ev, e) };
+        })
+        .filter((x) => x.score > 0)
+        .sort(
+          (x, y) =>
+            y.score - x.score ||
+            x.behind.length - y.behind.length ||
+            elementOrder[x.e.type] - elementOrder[y.e.type] ||
+            byName(x.id, y.id),
+        );
+      const best = scored[0];
+      if (!best) break;
+      const alternatives = scored
+        .slice(1)
+        .filter((x) => x.n === best.n && x.contra === best.contra)
+        .filter((x) => !sameHosts(x.behind, best.behind) || x.e.type !== best.e.type);
+      const inside = remaining.filter((q) => covers(best.e, q, ev));
+      remaining = remaining.filter((q) => !covers(best.e, q, ev));
+      out.push(
+        candidate(
+          ev,
+          best.e,
+          best.behind,
+          inside,
+          alternatives.map((x) => x.e),
+        ),
+      );
+    }
+    // What no element explains: the route between the two hosts.
+    const byPair = new Map<string, Pair[]>();
+    for (const q of remaining) {
+      const [a, b] = [q.src, q.dst].sort(byName);
+      const k = pairKey(a ?? '', b ?? '');
+      byPair.set(k, [...(byPair.get(k) ?? []), q]);
+    }
+    for (const qs of byPair.values()) {
+      const ends = sorted(qs.flatMap((q) => [q.src, q.dst]));
+      out.push(candidate(ev, { type: 'route', hosts: ends }, ends, qs, []));
+    }
+    return out;
+  },
+};
+
+interface Pair {
+  readonly src: string;
+  readonly dst: string;
+}
+
+type Element =
+  | { readonly type: 'port'; readonly host: string }
+  | { readonly type: 'uplink' | 'switch'; readonly key: string; readonly value: string }
+  | { readonly type: 'route'; readonly hosts: readonly string[] };
+
+const elementOrder = { port: 0, uplink: 1, switch: 2, route: 3 } as const;
+
+function parseElement(id: string): Element {
+  const [type = '', a = '', b = ''] = id.split('\u0000');
+  if (type === 'port') return { type: 'port', host: a };
+  return { type: type === 'uplink' ? 'uplink' : 'switch', key: a, value: b };
+}
+
+/** How many of `pairs` each element's paths hold, by element id. */
+function countElements(
+  pairs: readonly Pair[],
+  keys: readonly string[],
+  ev: Evidence,
+): Map<string, number> {
+  const counts = new Map<string, number>();
+  const bump = (id: string): void => {
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+  };
+  for (const q of pairs) {
+    bump(`port\u0000${q.src}`);
+    if (q.dst !== q.src) bump(`port\u0000${q.dst}`);
+    const ls = ev.labelsOf(q.src);
+    const ld = ev.labelsOf(q.dst);
+    for (const k of keys) {
+      const vs = ls[k];
+      const vd = ld[k];
+      if (vs !== undefined) bump(`switch\u0000${k}\u0000${vs}`);
+      if (vd !== undefined && vd !== vs) bump(`switch\u0000${k}\u0000${vd}`);
+      if (vs !== vd) {
+        if (vs !== undefined) bump(`uplink\u0000${k}\u0000${vs}`);
+        if (vd !== undefined) bump(`uplink\u0000${k}\u0000${vd}`);
+      }
+    }
+  }
+  return counts;
+}
+
+function covers(e: Element, q: Pair, ev: Evidence): boolean {
+  switch (e.type) {
+    case 'port':
+      return q.src === e.host || q.dst === e.host;
+    case 'route':
+      return e.hosts.includes(q.src) && e.hosts.includes(q.dst);
+    case 'uplink':
+      return (ev.labelsOf(q.src)[e.key] === e.value) !== (ev.labelsOf(q.dst)[e.key] === e.value);
+    case 'switch':
+      return ev.labelsOf(q.src)[e.key] === e.value || ev.labelsOf(q.dst)[e.key] === e.value;
+  }
+}
+
+function hostsBehind(ev: Evidence, e: Element): string[] {
+  if (e.type === 'port') return [e.host];
+  if (e.type === 'route') return [...e.hosts];
+  return sorted(ev.inventory.filter((c) => c.labels[e.key] === e.value).map((c) => c.name));
+}
+
+const sameHosts = (a: readonly string[], b: readonly string[]): boolean =>
+  a.length === b.length && a.every((h, i) => b[i] === h);
+
+function describe(e: Element): string {
+  switch (e.type) {
+    case 'port':
+      return `${e.host}'s switch port or link`;
+    case 'route':
+      return `the route between ${e.hosts.join(' and ')}`;
+    case 'uplink':
+      return `the uplink of ${e.key} ${e.value}`;
+    case 'switch':
+      return `${e.key} ${e.value} itself (also between its own hosts)`;
+  }
+}
+
+/** Service answers that vanish when full-size segments do: the handshake passed, the answer did not. */
+const bigAnswerLost: ReadonlySet<FailureClass> = new Set([
+  'http_timeout',
+  'protocol_timeout',
+  'tls_error',
+]);
+
+function candidate(
+  ev: Evidence,
+  e: Element,
+  behind: readonly string[],
+  pairs: readonly Pair[],
+  alternatives: readonly Element[],
+): Candidate {
+  const inPairs = new Set(pairs.map((q) => `${q.src}\u0000${q.dst}`));
+  const onPairs = (p: PathState): boolean =>
+    ev.soundSet.has(p.agent) && inPairs.has(`${ev.host(p.agent)}\u0000${p.component}`);
+  const echoes = ev.failing.filter((p) => p.kind === mtuKind && onPairs(p));
+  const answers = ev.failing.filter(
+    (p) => p.kind !== mtuKind && bigAnswerLost.has(p.lastClass) && onPairs(p),
+  );
+  const fragNeeded = echoes.some((p) => p.lastClass === 'mtu_exceeded');
+  const services = sorted(answers.map((p) => `${p.component}/${p.service ?? p.kind}`));
+  const or =
+    alternatives.length > 0
+      ? ` (or ${alternatives.map(describe).join(', or ')}: the evidence cannot tell them apart)`
+      : '';
+  const summary =
+    `full-size packets vanish on the paths through ${describe(e)}${or} — an MTU mismatch: ` +
+    `pings and TCP handshakes pass, but ${echoes.length} full-size echoes with Don't Fragment ` +
+    `${fragNeeded ? 'came back "fragmentation needed" or were lost' : 'were lost'}` +
+    (answers.length > 0
+      ? `; the ${answers.length} timeouts of ${list(services)} on those paths are this, not the service`
+      : '');
+  const cut: CutLabel | undefined =
+    e.type === 'uplink' || e.type === 'switch' ? { key: e.key, values: [e.value] } : undefined;
+  return {
+    hypothesis: {
+      kind: 'mtu_mismatch',
+      confidence: e.type === 'route' ? 0.6 : alternatives.length > 0 ? 0.8 : 0.9,
+      summary,
+      components: sorted(behind),
+      groups: [{ name: describe(e), members: sorted(behind) }],
+      ...(cut ? { cutLabel: cut } : {}),
+    },
+    explains: [...echoes, ...answers],
+    prior: 1,
+  };
+}

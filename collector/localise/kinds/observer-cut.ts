@@ -1,0 +1,114 @@
+import type { PathState } from '../../types.js';
+import type { Candidate, Rule } from '../candidate.js';
+import { list } from '../text.js';
+import { layerOf, sorted } from '../views.js';
+
+/**
+ * The collector's own side cut off (`network_partition` with `collectorCutOff`): the
+ * collector is an observer inside the network, and a cut can isolate its host, switch or
+ * zone. Then its local agent reaches nothing beyond its side and the agents beyond fall
+ * silent together; from where it stands nothing can be said about the far side — so this
+ * explains every failure toward the far side and the silence of its agents, and blames none
+ * of its hosts, services or databases.
+ *
+ * It is the collector's side that is cut off, not the far side, when its side is the smaller
+ * (a host, a switch of a few): on a larger side the far side is the part cut off, and the
+ * partition rule names it as before.
+ */
+export const observerCut: Rule = {
+  name: 'observer-cut',
+  kinds: ['network_partition'],
+  tier: 'structural',
+  propose: (ev) => {
+    const side = new Set(ev.observer.side);
+    const inSide = (h: string): boolean => side.has(h);
+    // The far side must be unseen: every agent beyond the collector's side is silent.
+    const agentsBeyond = ev.agents.filter((a) => !inSide(ev.host(a.agent)));
+    if (agentsBeyond.some((a) => a.state !== 'silent' && ev.viewOf(a.agent) !== undefined))
+      return [];
+    const silentBeyond = agentsBeyond.filter((a) => a.state === 'silent');
+    // …and not seen answering from the collector's side (that is a silent agent, not a cut).
+    const silentDark = silentBeyond.filter((a) => !ev.lit.has(ev.host(a.agent)));
+    const far = new Set<string>();
+    for (const h of ev.dark) if (!inSide(h)) far.add(h);
+    for (const a of silentDark) far.add(ev.host(a.agent));
+    if (far.size === 0) return [];
+    if (side.size >= far.size) return [];
+
+    // The local agent's word: it reaches nothing beyond its side.
+    const local = ev.observer.agents.filter((a) => ev.viewOf(a) !== undefined);
+    const localFails = local.some((a) =>
+      (ev.viewOf(a)?.failing ?? []).some((p) => far.has(p.component) && layerOf(p) === 'network'),
+    );
+    const localReachesFar = local.some((a) => [...far].some((h) => ev.reachOf(a, h) === 'yes'));
+    if (localReachesFar) return [];
+    // The silence's word: the agents beyond fell silent within one event window.
+    const lastSeen = silentDark.map((a) => a.lastSeenMs).sort((x, y) => x - y);
+    const spreadMs = (lastSeen[lastSeen.length - 1] ?? 0) - (lastSeen[0] ?? 0);
+    const together = silentDark.length >= 2 && spreadMs <= ev.eventWindowMs;
+    if (!localFails && !together) return [];
+
+    const paths: PathState[] = [];
+    for (const p of ev.failing) {
+      // Nothing can be said about the far side; the local agent's failures are this cut.
+      if (far.has(p.component) || (local.includes(p.agent) && layerOf(p) === 'network'))
+        paths.push(p);
+    }
+    const farList = sorted(far);
+    const sideList = sorted(side);
+    const found = ev.cutOf([sideList, farList], [sideList]);
+    const cut = sideList.length > 0 ? found.cut : undefined;
+    const within = Math.max(1, Math.ceil(spreadMs / 1000));
+    const n = silentDark.length;
+    const silence =
+      n === 0
+        ? ''
+        : `${n} agent${n === 1 ? '' : 's'} fell silent ${n === 1 ? 'at once' : within <= 1 ? 'in the same second' : `within ${within} s of each other`}`;
+    const localName = local[0];
+    const vantage =
+      localName !== undefined && localFails
+        ? `its agent ${localName} reaches ${sideList.length > 1 ? 'only its own side' : 'nothing'}`
+        : '';
+    const why = [vantage, silence].filter((x) => x !== '').join(' and ');
+    const whose =
+      sideList.length === 0
+        ? 'it hears none of its agents'
+        : `${list(sideList)}${cut ? `, behind ${cut.key} ${cut.values.join(', ')}` : ''}`;
+    const alts =
+      cut && found.alternatives.length > 0
+        ? ` (or ${found.alternatives.map((c) => `${c.key} ${c.values.join(', ')}`).join(' or ')})`
+        : '';
+    const summary = `the collector's side is cut off: ${whose}${alts} — ${why}; nothing can be said about the far side ${list(farList)} until their spooled reports arrive`;
+    return [
+      {
+        hypothesis: {
+          kind: 'network_partition',
+          confidence: localFails && together ? 0.9 : 0.8,
+          summary,
+          components: sideList,
+          groups: [
+            { name: 'collector side', members: sideList },
+            { name: 'far side (unseen)', members: farList },
+          ],
+          ...(cut ? { cutLabel: cut } : {}),
+          collectorCutOff: true,
+        },
+        explains: paths,
+        silences: silentBeyond.map((a) => a.agent),
+        standalone: true,
+        first: true,
+        prior: 2,
+        ...(paths.length === 0 && lastSeen.length > 0 ? { sinceMs: lastSeen[0] } : {}),
+      },
+    ];
+  },
+};
+
+/** The far side of a chosen collector's cut: hosts it can say nothing about. */
+export function unseenHosts(chosen: readonly Candidate[]): ReadonlySet<string> {
+  const out = new Set<string>();
+  for (const c of chosen)
+    if (c.hypothesis.collectorCutOff)
+      for (const h of c.hypothesis.groups[1]?.members ?? []) out.add(h);
+  return out;
+}

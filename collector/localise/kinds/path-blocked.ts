@@ -1,0 +1,62 @@
+import type { PathState } from '../../types.js';
+import type { Rule } from '../candidate.js';
+import { sharedLabel } from '../evidence.js';
+import { list } from '../text.js';
+import { byName, layerOf, pushTo, sorted } from '../views.js';
+import { serviceGroups, serviceOf } from './service-groups.js';
+
+/**
+ * `path_blocked`: some sources fail to a target at TCP/ICMP (or are refused) while others
+ * get through — a filter or route on those paths. Targets failing from the same sources are
+ * one hypothesis.
+ */
+export const pathBlocked: Rule = {
+  name: 'path-blocked',
+  kinds: ['path_blocked'],
+  tier: 'residual',
+  propose: (ev, remaining) => {
+    // Refusals from some sources only, then network failures inside a group.
+    const refusedSome = serviceGroups(ev, remaining)
+      .filter((g) => g.refused > 0 && !g.fromAll)
+      .flatMap((g) => g.paths);
+    const rest = [
+      ...refusedSome,
+      ...remaining.filter((p) => ev.soundSet.has(p.agent) && layerOf(p) === 'network'),
+    ];
+    const byTarget = new Map<string, PathState[]>();
+    for (const p of rest) pushTo(byTarget, p.component, p);
+    const merged = new Map<string, { targets: string[]; services: Set<string>; ps: PathState[] }>();
+    for (const [target, ps] of [...byTarget].sort(([x], [y]) => byName(x, y))) {
+      const key = sorted(ps.map((p) => p.agent)).join(',');
+      const m = merged.get(key) ?? { targets: [], services: new Set<string>(), ps: [] };
+      m.targets.push(target);
+      for (const p of ps) m.services.add(p.kind === 'icmp' ? 'icmp' : serviceOf(p));
+      m.ps.push(...ps);
+      merged.set(key, m);
+    }
+    return [...merged].map(([key, m]) => {
+      const sources = key.split(',');
+      const blockedSources = new Set(sources);
+      const succeeding = ev.sound.filter(
+        (a) => !blockedSources.has(a) && m.targets.some((t) => ev.reachOf(a, t) === 'yes'),
+      );
+      const shared = sharedLabel(
+        sources.map((a) => ev.host(a)),
+        succeeding.map((a) => ev.host(a)),
+        (h) => ev.labelsOf(h),
+      );
+      const what = [...m.services].sort(byName).join(', ');
+      return {
+        hypothesis: {
+          kind: 'path_blocked' as const,
+          confidence: shared ? 0.85 : 0.75,
+          summary: `paths from ${list(sources)}${shared ? ` (all ${shared.key} ${shared.values.join(', ')})` : ''} to ${list(m.targets)} (${what}) are blocked while ${succeeding.length > 0 ? `${succeeding.length} other agents get through` : 'the host answers otherwise'}: a filter or route on those paths`,
+          components: sorted(m.targets),
+          groups: [{ name: 'blocked sources', members: sorted(sources.map((a) => ev.host(a))) }],
+          ...(shared ? { cutLabel: shared } : {}),
+        },
+        explains: m.ps,
+      };
+    });
+  },
+};

@@ -1,0 +1,24 @@
+import type { Rule } from '../candidate.js';
+import { sorted } from '../views.js';
+
+/** `source_fault`: one agent fails to reach what every other agent reaches: its own host. */
+export const sourceFault: Rule = {
+  name: 'source-fault',
+  kinds: ['source_fault'],
+  tier: 'structural',
+  propose: (ev) =>
+    sorted(ev.sourceFaults).map((a) => {
+      const h = ev.host(a);
+      const failedHosts = ev.failedBy.get(a)?.size ?? 0;
+      return {
+        hypothesis: {
+          kind: 'source_fault' as const,
+          confidence: 0.85,
+          summary: `the problem is on ${h} itself: its agent ${a} fails to reach ${failedHosts} hosts that every other agent reaches`,
+          components: [h],
+          groups: [{ name: 'source', members: [h] }],
+        },
+        explains: ev.failing.filter((p) => p.agent === a),
+      };
+    }),
+};
