@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, beforeAll, afterAll, describe, expect, it, vi } from 'vitest';
+import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import { tcp } from '../probes/tcp.js';
 import type { ProbeResult } from '../wire/result.js';
@@ -158,4 +159,64 @@ describe('Agent in-process', () => {
     agent = undefined;
     expect(results.length).toBeGreaterThan(before);
   });
+});
+
+describe.runIf(canUseNetns)('Agent: scheduled mtu targets', () => {
+  let net: TestNet;
+  let host: TestHost;
+  let agent: Agent | undefined;
+  beforeAll(async () => {
+    net = await TestNet.create();
+    host = await net.addHost('mtu');
+  });
+  afterEach(async () => {
+    await agent?.stop(1000);
+    agent = undefined;
+  });
+  afterAll(async () => {
+    await net?.destroy();
+  });
+
+  it('run on the long-lived fping beside icmp, with results and metrics like every kind', async () => {
+    // The bridge, the agent's own interface toward the host, is 1500 bytes: a 9000-byte
+    // packet with Don't Fragment cannot leave.
+    const config = parseAgentConfig(
+      `agent: { name: t }\nmetrics: { listen: "127.0.0.1:0" }\ndefaults: { interval: 300ms, timeout: 250ms }\ntargets:\n` +
+        `  - { name: h-icmp, kind: icmp, address: "${host.ip}", options: { count: 2 } }\n` +
+        `  - { name: h-mtu, kind: mtu, address: "${host.ip}", options: { count: 2 } }\n` +
+        `  - { name: h-jumbo, kind: mtu, address: "${host.ip}", options: { count: 2, size: 9000 } }\n`,
+      'test.yaml',
+    );
+    agent = await Agent.start(config, memoryLog().log);
+    const results: ProbeResult[] = [];
+    agent.onResult((r) => results.push(r));
+    const last = (target: string) => results.filter((r) => r.target === target).at(-1);
+    await pollUntil(
+      'mtu rounds answered by the loop engine, and the jumbo refused',
+      () =>
+        last('h-mtu')?.detail?.engine === 'fping-loop' &&
+        last('h-icmp')?.detail?.engine === 'fping-loop' &&
+        last('h-jumbo')?.class === 'mtu_exceeded',
+      { timeoutMs: 8000, intervalMs: 100 },
+    );
+    expect(last('h-mtu')).toMatchObject({
+      kind: 'mtu',
+      class: 'ok',
+      detail: { sizeBytes: 1500, ip: host.ip },
+    });
+    expect(last('h-jumbo')).toMatchObject({
+      kind: 'mtu',
+      error: { code: 'EMSGSIZE' },
+      detail: { sizeBytes: 9000, nextHopMtu: 1500 },
+    });
+    const metrics = await (await fetch(agent.metricsUrl()!)).text();
+    const mtuLabels = 'agent="t",target="h-mtu",kind="mtu"';
+    expect(metrics).toContain(`probe_success{${mtuLabels}} 1`);
+    expect(metrics).toMatch(
+      new RegExp(`faultline_probe_icmp_rtt_seconds_count\\{${mtuLabels}\\} [1-9]`),
+    );
+    expect(metrics).toContain(
+      'faultline_probe_state{agent="t",target="h-jumbo",kind="mtu",class="mtu_exceeded"} 1',
+    );
+  }, 15_000);
 });

@@ -309,7 +309,7 @@ describe('valid agent configs', () => {
       labels: { zone: 'a', switch: 'sw-1', role: 'api' },
     });
     const kinds = new Set(cfg.targets.map((t) => t.kind));
-    for (const kind of ['icmp', 'tcp', 'http', 'dns', 'postgres', 'redis'])
+    for (const kind of ['icmp', 'mtu', 'tcp', 'http', 'dns', 'postgres', 'redis'])
       expect(kinds).toContain(kind);
     for (const t of cfg.targets) expect(t.timeoutMs).toBeLessThan(t.intervalMs);
     // YAML anchors are followed: db-1's labels are shared by its two targets.
@@ -319,6 +319,11 @@ describe('valid agent configs', () => {
       role: 'database',
     });
     expect(byName(cfg, 'db-2-postgres').target.address).toBe('10.0.2.12:5432');
+    expect(byName(cfg, 'db-1-mtu')).toMatchObject({
+      kind: 'mtu',
+      options: { size: 1500 },
+      labels: { switch: 'sw-2' },
+    });
     expect(byName(cfg, 'reports-health')).toMatchObject({
       cron: '0 */5 * * * *',
       intervalMs: 300_000,

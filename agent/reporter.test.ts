@@ -98,6 +98,7 @@ describe('Reporter', () => {
 
   it.each([
     ['icmp', 'rttMs'],
+    ['mtu', 'rttMs'],
     ['tcp', 'connectMs'],
     ['http', 'firstByteMs'],
     ['postgres', 'firstByteMs'],
@@ -120,6 +121,16 @@ describe('Reporter', () => {
     const s = batches[0]!.summaries[0]!;
     expect(s.latencyMs).toMatchObject({ min: 2, max: 4 });
     expect(s.lossRatio).toBeCloseTo((2 + 0 + 2) / 10);
+  });
+
+  it('mtu: an echo kind too, latency from rttMs and loss weighted by packets sent', async () => {
+    const { r, batches } = make();
+    feed(r, result('db/mtu', 'mtu', 'ok', { rttMs: 3, totalMs: 500 }, { sent: 3, lossRatio: 0 }));
+    feed(r, result('db/mtu', 'mtu', 'icmp_timeout', {}, { sent: 1, lossRatio: 1 }));
+    await r.cut();
+    const s = batches[0]!.summaries[0]!;
+    expect(s.latencyMs).toMatchObject({ min: 3, max: 3 });
+    expect(s.lossRatio).toBeCloseTo(1 / 4);
   });
 
   it('sends in full every class change and the results confirming it — in order; an ok first result and a failure that persists are only summarised', async () => {

@@ -1,3 +1,4 @@
+import { echoKinds } from '../probes/registry.js';
 import type { Plan } from '../wire/plan.js';
 import type { PathSummary } from '../wire/report.js';
 import type { FailureClass, ProbeResult, Timings } from '../wire/result.js';
@@ -61,9 +62,9 @@ type TimingName = keyof Timings;
 
 /** The kind's main timing: what "latency" means for it in a summary. */
 export function mainTiming(kind: string): TimingName {
+  // icmp, mtu: the echo's round trip.
+  if (echoKinds.has(kind)) return 'rttMs';
   switch (kind) {
-    case 'icmp':
-      return 'rttMs';
     case 'tcp':
       return 'connectMs';
     case 'http':
@@ -81,6 +82,8 @@ interface PathTally {
   readonly target: string;
   readonly kind: string;
   readonly timing: TimingName;
+  /** An echo kind's path: its results carry ICMP loss, summarised weighted by packets sent. */
+  readonly echo: boolean;
   count: number;
   ok: number;
   failures: Partial<Record<FailureClass, number>>;
@@ -182,6 +185,7 @@ export class Reporter {
         target: target.name,
         kind: result.kind,
         timing: mainTiming(result.kind),
+        echo: echoKinds.has(result.kind),
         count: 0,
         ok: 0,
         failures: {},
@@ -209,7 +213,7 @@ export class Reporter {
     } else {
       p.failures[cls] = (p.failures[cls] ?? 0) + 1;
     }
-    if (p.kind === 'icmp' && result.detail !== undefined) {
+    if (p.echo && result.detail !== undefined) {
       const loss = result.detail.lossRatio;
       if (typeof loss === 'number' && loss >= 0 && loss <= 1) {
         const sent = result.detail.sent;

@@ -136,6 +136,41 @@ describe('Prometheus exposition', () => {
     expect(lines.some((l) => l.startsWith(`probe_icmp_duration_seconds{${dbLabels}`))).toBe(false);
   });
 
+  it('an mtu path is an ICMP echo too: per-reply RTTs, loss and the blackbox icmp alias; its failure class', async () => {
+    const t = telemetry();
+    const labels = 'agent="a1",target="gw/mtu",kind="mtu",zone="b"';
+    t.recordResult(
+      result({
+        target: 'gw/mtu',
+        kind: 'mtu',
+        class: 'ok',
+        timings: { rttMs: 0.5, totalMs: 400 },
+        detail: { lossRatio: 0, rttsMs: [0.4, 0.6], sizeBytes: 1500 },
+      }),
+      gw,
+    );
+    t.recordResult(
+      result({
+        target: 'gw/mtu',
+        kind: 'mtu',
+        class: 'mtu_exceeded',
+        timings: { totalMs: 3 },
+        error: { code: 'EMSGSIZE', message: 'ping: local error: message too long, mtu=1000' },
+        detail: { lossRatio: 1, rttsMs: [null], sizeBytes: 1500, nextHopMtu: 1000 },
+      }),
+      gw,
+    );
+    const text = await t.renderPrometheus();
+    const lines = samples(text);
+    expect(lines).toContain(`faultline_probe_icmp_rtt_seconds_count{${labels}} 2`);
+    expect(lines).toContain(`faultline_probe_icmp_loss_ratio{${labels}} 1`);
+    expect(lines).toContain(`probe_icmp_duration_seconds{${labels},phase="rtt"} 0`);
+    expect(lines).toContain(`faultline_probe_state{${labels},class="mtu_exceeded"} 1`);
+    expect(lines).toContain(`faultline_probe_results_total{${labels},class="mtu_exceeded"} 1`);
+    expect(lines).toContain(`faultline_probe_results_total{${labels},class="ok"} 1`);
+    expect(lines).toContain(`probe_success{${labels}} 0`);
+  });
+
   it('exposes the OTel metrics under Prometheus names with unit suffixes, _total on counters, no scope labels', async () => {
     const t = telemetry();
     recordThree(t);

@@ -26,6 +26,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { ConfigError } from '../lib/errors.js';
+import { echoKinds } from '../probes/registry.js';
 import { failureClasses, type FailureClass, type ProbeResult } from '../wire/result.js';
 import type { Logger } from './logger.js';
 
@@ -403,7 +404,8 @@ function visitPath(p: PathState, sink: SeriesSink): void {
     sink.gauge(m.bbHttpDuration, tls / 1000, with1(p, 'phase', 'tls'));
     sink.gauge(m.bbHttpDuration, firstByte / 1000, with1(p, 'phase', 'processing'));
     sink.gauge(m.bbHttpDuration, transfer / 1000, with1(p, 'phase', 'transfer'));
-  } else if (r.kind === 'icmp') {
+  } else if (echoKinds.has(r.kind)) {
+    // icmp and mtu alike: blackbox's icmp prober is the one with dont_fragment.
     sink.gauge(m.bbIcmpDuration, (t.dnsMs ?? 0) / 1000, with1(p, 'phase', 'resolve'));
     sink.gauge(m.bbIcmpDuration, (t.rttMs ?? 0) / 1000, with1(p, 'phase', 'rtt'));
   }
@@ -852,7 +854,7 @@ export class AgentTelemetry {
     } else {
       (p.phases[TOTAL] ??= new Hist(probeDurationBucketsS)).record(t.totalMs / 1000);
     }
-    if (result.kind === 'icmp') {
+    if (echoKinds.has(result.kind)) {
       const rtts = result.detail?.rttsMs;
       if (Array.isArray(rtts)) {
         for (const v of rtts)

@@ -28,6 +28,18 @@ describe('faultline probe', () => {
     expect(r.stdout).toMatch(/latency min\/avg\/max = [\d.]+\/[\d.]+\/[\d.]+ ms/);
   });
 
+  it('mtu: the size is an option, the effective options are printed, the size is in each line', async () => {
+    const r = await runCli(['probe', 'mtu', '127.0.0.1', '-o', 'size=9000', '-o', 'count=1']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toBe(
+      'PROBE mtu 127.0.0.1 timeout=3000ms options={"count":1,"intervalMs":200,"engine":"auto","family":0,"size":9000}',
+    );
+    expect(lines[1]).toMatch(/^#1 ok +rtt=[\d.]+ms total=[\d.]+ms .*sizeBytes=9000/);
+    expect(r.stdout).toContain('1 sent, 1 ok, 0.0% failed; ok=1');
+  });
+
   it('--json prints valid result records; exit 1 when a probe fails', async () => {
     const closed = createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
@@ -66,6 +78,8 @@ describe('faultline probe', () => {
     [['probe', 'tcp', 'db:1', '-o', 'nope=1'], /--option for tcp: .*Unrecognized key: "nope"/],
     [['probe', 'tcp', 'db:1', '-o', 'family=5'], /--option for tcp: .*family/],
     [['probe', 'tcp', 'db:1', '-o', 'x'], /--option: expected key=value/],
+    [['probe', 'mtu', 'db', '-o', 'size=20'], /--option for mtu: .*>=68[\s\S]*size/],
+    [['probe', 'mtu', 'db', '-o', 'packetSize=1472'], /--option for mtu: .*Unrecognized key/],
     [['frobnicate'], /Unknown argument: frobnicate/],
     [[], /Name a command/],
   ])('refuses %j with exit 2 and a clear message', async (args, message) => {
@@ -81,7 +95,10 @@ describe('faultline probe', () => {
     expect(r.code).toBe(0);
     for (const flag of ['--count', '--interval', '--timeout', '--json', '--option'])
       expect(r.stdout).toContain(flag);
-    expect(r.stdout).toMatch(/choices: "icmp", "tcp", "http", "dns", "postgres", "redis", "mysql"/);
+    expect(r.stdout).toMatch(
+      /choices: "icmp", "tcp", "http", "dns", "postgres", "redis", "mysql", "mtu"/,
+    );
+    expect(r.stdout).toContain('probe mtu db-1 -o size=9000');
   });
 });
 

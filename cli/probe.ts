@@ -101,6 +101,8 @@ export function formatAttempt(r: ProbeResult, index: number): string {
   for (const key of [
     'engine',
     'ip',
+    'sizeBytes',
+    'nextHopMtu',
     'status',
     'rcode',
     'lossRatio',
@@ -192,7 +194,11 @@ export function probeCommand(setExit: (code: number) => void): CommandModule<obj
           '$0 probe http https://api.example/healthz -o validStatusCodes=[200]',
           'HTTP with phase timings',
         )
-        .example('$0 probe tcp mail:25 -o expect=^220', 'send/expect exchange'),
+        .example('$0 probe tcp mail:25 -o expect=^220', 'send/expect exchange')
+        .example(
+          '$0 probe mtu db-1 -o size=9000',
+          "does a 9000-byte packet with Don't Fragment get there?",
+        ),
     handler: async (args) => {
       if (!Number.isInteger(args.count) || args.count < 1 || args.count > 100_000) {
         throw new ConfigError(

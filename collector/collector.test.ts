@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { dbCollectorYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
-import { Collector, meshAddress } from './collector.js';
+import { Collector, describePlanTargetName, meshAddress } from './collector.js';
 import { parseCollectorConfig } from './config.js';
 
 const token = 'mesh-token-0123456789abcdef';
@@ -32,6 +32,21 @@ describe('meshAddress: a request source other hosts can ping', () => {
   });
 });
 
+describe('describePlanTargetName: plan target names back into component and service', () => {
+  it.each([
+    ['db-1/icmp', 'icmp', { component: 'db-1' }],
+    ['db-1/mtu', 'mtu', { component: 'db-1' }],
+    // A mesh agent named like a component that runs another agent.
+    ['web-1/agent/icmp', 'icmp', { component: 'web-1' }],
+    ['web-1/agent/mtu', 'mtu', { component: 'web-1' }],
+    ['db-1/postgres/tcp', 'tcp', { component: 'db-1', service: 'postgres' }],
+    ['db-1/postgres/postgres', 'postgres', { component: 'db-1', service: 'postgres' }],
+    ['plain-target', 'tcp', { component: 'plain-target' }],
+  ])('%s (%s) → %o', (target, kind, want) => {
+    expect(describePlanTargetName(target, kind)).toEqual(want);
+  });
+});
+
 describe('the collector meshes agents outside the inventory', () => {
   let collector: Collector | undefined;
   afterEach(async () => {
@@ -50,10 +65,10 @@ describe('the collector meshes agents outside the inventory', () => {
     return collector;
   }
 
-  const meshTargets = (c: Collector, agent: string) =>
+  const meshTargets = (c: Collector, agent: string, kind = 'icmp') =>
     c
       .plan(agent, {})
-      .targets.filter((t) => t.labels?.role === 'agent')
+      .targets.filter((t) => t.labels?.role === 'agent' && t.kind === kind)
       .map((t) => [t.name, t.address]);
 
   it("pings each agent's host at the address its plan requests came from", async () => {
@@ -65,6 +80,11 @@ describe('the collector meshes agents outside the inventory', () => {
     expect(meshTargets(c, 'app-1')).toEqual([
       ['bastion/icmp', '10.0.9.9'],
       ['edge-1/icmp', '10.0.8.1'],
+    ]);
+    // Each with its full-size echo beside it (probes.mtu is on by default).
+    expect(meshTargets(c, 'app-1', 'mtu')).toEqual([
+      ['bastion/mtu', '10.0.9.9'],
+      ['edge-1/mtu', '10.0.8.1'],
     ]);
     // Not its own host; and a reporting agent keeps its labels on the target.
     await postReport(c.url(), token, { ...dbPeriod('edge-1', 1, 'ok'), labels: { zone: 'c' } });

@@ -7,7 +7,7 @@ import type { Plan } from '../wire/plan.js';
 import type { ReportBatch } from '../wire/report.js';
 import { listenError } from '../lib/listen-error.js';
 import { buildApi } from './api.js';
-import type { CollectorConfig } from './config.js';
+import { isHostKind, type CollectorConfig } from './config.js';
 import { AlertEngine, type AlertContext } from './alerts.js';
 import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
 import { defaultEventWindowMs } from './localise/evidence.js';
@@ -41,8 +41,10 @@ const checkpointEveryMs = 60_000;
 const pruneEveryMs = 10 * 60_000;
 
 /**
- * Plan target names are `<component>/icmp`, `<component>/<service>/tcp` and
- * `<component>/<service>/<kind>` (collector/plan.ts): split them back for the matrix.
+ * Plan target names are `<component>/icmp`, `<component>/mtu` (and a mesh agent's
+ * `<name>/agent/icmp`, `<name>/agent/mtu`), `<component>/<service>/tcp` and
+ * `<component>/<service>/<kind>` (collector/plan.ts): split them back for the matrix. A
+ * host kind's target (icmp, mtu) is the component's own, with no service.
  */
 export function describePlanTargetName(
   target: string,
@@ -50,7 +52,7 @@ export function describePlanTargetName(
 ): { component: string; service?: string } {
   const parts = target.split('/');
   const component = parts[0] ?? target;
-  if (kind === 'icmp' || parts.length < 3) return { component };
+  if (isHostKind(kind) || parts.length < 3) return { component };
   return { component, service: parts[1] ?? '' };
 }
 

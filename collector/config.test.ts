@@ -138,6 +138,17 @@ const invalid: Record<string, string[]> = {
   'invalid-missing-tokens.yaml': [
     'invalid-missing-tokens.yaml:2:1: tokens: missing required key "tokens"',
   ],
+  'invalid-mtu.yaml': [
+    'invalid-mtu.yaml:5:16: probes.mtu.size: expected at most 65535 (actual: 70000)',
+    'invalid-mtu.yaml:7:12: probes.options.mtu.size: the size of the planned mtu probe is probes.mtu.size: leave size out here',
+    'invalid-mtu.yaml:13:19: inventory.components[0].services[0].kind: mtu is not a service: every pinged component gets a full-size echo already (probes.mtu) (actual: "mtu")',
+  ],
+  'invalid-mtu-form.yaml': [
+    'invalid-mtu-form.yaml:5:8: probes.mtu: expected true, false or a mapping such as { size: 9000 } (actual: "jumbo")',
+  ],
+  'invalid-mtu-ipv6.yaml': [
+    'invalid-mtu-ipv6.yaml:5:16: probes.mtu.size: expected at least 1280: component "db-2" has an IPv6 address (fd00::12), and every IPv6 link carries 1280-byte packets (actual: 1000)',
+  ],
   'invalid-not-mapping.yaml': [
     'invalid-not-mapping.yaml:2:1: expected a mapping (actual: [{"listen":"127.0.0.1:7070"}])',
   ],
@@ -289,6 +300,7 @@ describe('valid collector configs', () => {
         timeoutMs: 800,
         layers: ['icmp', 'tcp', 'protocol'],
         mesh: true,
+        mtu: { size: 1500 },
         options: {},
       },
       diagnosis: { debounce: 3 },
@@ -347,7 +359,37 @@ describe('valid collector configs', () => {
       timeoutMs: 400,
       layers: ['icmp'],
       mesh: false,
+      mtu: false,
     });
+  });
+
+  it('probes.mtu: on at 1500 bytes by default, false turns it off, { size } for jumbo frames', () => {
+    expect(fixture('valid-minimal.yaml').probes.mtu).toEqual({ size: 1500 });
+    expect(parseCollectorConfig(`${tokens}probes:\n  mtu: true\n`, 'c.yaml').probes.mtu).toEqual({
+      size: 1500,
+    });
+    expect(parseCollectorConfig(`${tokens}probes:\n  mtu: {}\n`, 'c.yaml').probes.mtu).toEqual({
+      size: 1500,
+    });
+    const jumbo = fixture('valid-mtu-jumbo.yaml');
+    expect(jumbo.probes.mtu).toEqual({ size: 9000 });
+    // Its other options are per-kind defaults, like every kind's.
+    expect(jumbo.probes.options.mtu).toEqual({ count: 2 });
+    expect(Object.isFrozen(jumbo.probes.mtu)).toBe(true);
+  });
+
+  it('refuses a misspelt probes.mtu key and an IPv6 size below 1280, saying why', () => {
+    expect(refusal(`${tokens}probes:\n  mtu: { sise: 9000 }\n`)).toBe(
+      'collector.yaml:4:10: probes.mtu.sise: unknown key "sise" (did you mean "size"?)',
+    );
+    expect(
+      refusal(`${tokens}probes:\n  mtu: { size: 1000 }\n  options:\n    mtu: { family: 6 }\n`),
+    ).toBe(
+      'collector.yaml:4:16: probes.mtu.size: expected at least 1280: probes.options.mtu.family is 6, and every IPv6 link carries 1280-byte packets (actual: 1000)',
+    );
+    expect(refusal(`${tokens}probes:\n  mtu: { size: 67 }\n`)).toBe(
+      'collector.yaml:4:16: probes.mtu.size: expected at least 68 (actual: 67)',
+    );
   });
 
   it.each([
@@ -586,7 +628,12 @@ describe('the example', () => {
       ['fleet-2023', true],
     ]);
     for (const c of cfg.inventory.components) expect(knownRoles).toContain(c.role);
-    expect(cfg.probes).toMatchObject({ intervalMs: 1000, timeoutMs: 800, mesh: true });
+    expect(cfg.probes).toMatchObject({
+      intervalMs: 1000,
+      timeoutMs: 800,
+      mesh: true,
+      mtu: { size: 1500 },
+    });
     expect(cfg.alerts).toMatchObject({
       resendEveryMs: 60_000,
       labels: { cluster: 'prod' },
@@ -697,6 +744,21 @@ describe('JSON Schema', () => {
     expect(Object.keys(schema.properties.probes?.properties.options?.properties ?? {})).toEqual(
       probeKinds,
     );
+    expect(schema.properties.probes?.properties.mtu).toMatchObject({
+      default: true,
+      anyOf: [
+        { type: 'boolean' },
+        { type: 'object', properties: { size: { default: 1500, minimum: 68, maximum: 65535 } } },
+      ],
+    });
+    // …and not among the mtu defaults, where the config refuses it.
+    const mtuDefaults = schema.properties.probes?.properties.options?.properties.mtu;
+    expect(Object.keys(mtuDefaults?.properties ?? {})).toEqual([
+      'count',
+      'intervalMs',
+      'engine',
+      'family',
+    ]);
     expect(schema.properties.tokens?.items.oneOf).toEqual([
       { required: ['token'] },
       { required: ['tokenFile'] },

@@ -73,9 +73,29 @@ export const knownRoles = ['database', 'api', 'web', 'cache', 'queue', 'dns', 'o
 export const probeLayers = ['icmp', 'tcp', 'protocol'] as const;
 export type ProbeLayer = (typeof probeLayers)[number];
 
-/** Kinds a service can be: every probe kind with something on a port (not icmp). */
-export type ServiceKind = Exclude<ProbeKind, 'icmp'>;
-export const serviceKinds = probeKinds.filter((k): k is ServiceKind => k !== 'icmp');
+/**
+ * Kinds planned once per host, not per service: `<component>/<kind>` (collector/plan.ts):
+ * the small echo (the icmp layer) and the full-size one beside it (`probes.mtu`).
+ */
+export const hostKinds = ['icmp', 'mtu'] as const satisfies readonly ProbeKind[];
+export type HostKind = (typeof hostKinds)[number];
+
+/** Whether targets of `kind` are a host's (no service): icmp, mtu. */
+export function isHostKind(kind: string): kind is HostKind {
+  return (hostKinds as readonly string[]).includes(kind);
+}
+
+/** Kinds a service can be: every probe kind with something on a port (not icmp, not mtu). */
+export type ServiceKind = Exclude<ProbeKind, HostKind>;
+export const serviceKinds = probeKinds.filter((k): k is ServiceKind => !isHostKind(k));
+
+/** The packet size of the planned mtu probe when `probes.mtu` does not say: Ethernet's MTU. */
+export const defaultMtuBytes = 1500;
+/** IPv4's minimum MTU and the largest IP packet: the sizes `probes.mtu.size` takes. */
+const minMtuBytes = 68;
+const maxMtuBytes = 65_535;
+/** Every IPv6 link carries this much: a smaller mtu probe over IPv6 tests nothing. */
+const minIpv6MtuBytes = 1280;
 
 /** Label names the plan sets on every target itself (besides the agent's reserved ones). */
 const planLabelNames = ['role', 'component', 'service'] as const;
@@ -164,6 +184,11 @@ export interface CollectorConfig {
     readonly layers: readonly ProbeLayer[];
     /** Agents also ping every other known agent's host. */
     readonly mesh: boolean;
+    /**
+     * The full-size echo planned beside every icmp target (`<component>/mtu`, kind mtu), with
+     * its IP packet size in bytes; false: none.
+     */
+    readonly mtu: { readonly size: number } | false;
     /** Per-kind default options as written (validated). */
     readonly options: Readonly<Partial<Record<ProbeKind, Readonly<Record<string, unknown>>>>>;
   };
@@ -290,6 +315,30 @@ const probesSchema = z
       .describe(
         "Agents also ping every other known agent's host (Pingmesh), so agent hosts outside the inventory are covered too.",
       ),
+    mtu: z
+      .union(
+        [
+          z.boolean(),
+          z
+            .object({
+              size: z
+                .number()
+                .int()
+                .min(minMtuBytes)
+                .max(maxMtuBytes)
+                .default(defaultMtuBytes)
+                .describe(
+                  `Bytes of each echo as a whole IP packet (headers included): the MTU every path must carry. Default ${defaultMtuBytes}; e.g. 9000 on a jumbo-frame network. At least ${minIpv6MtuBytes} where a component has an IPv6 address.`,
+                ),
+            })
+            .strict(),
+        ],
+        { error: 'expected true, false or a mapping such as { size: 9000 }' },
+      )
+      .default(true)
+      .describe(
+        `A full-size echo with Don't Fragment (kind mtu, target <component>/mtu) beside every icmp target, so a switch port or link with a smaller MTU — small packets pass, full-size ones vanish or come back "fragmentation needed" — is seen as such, not blamed on the service behind it. true (default): ${defaultMtuBytes}-byte packets; { size: 9000 } for jumbo frames; false: none.`,
+      ),
     options: perKindOptionsField('probe')
       .prefault({})
       .describe(
@@ -313,7 +362,9 @@ const serviceSchema = z
             ? undefined
             : iss.input === 'icmp'
               ? 'icmp is not a service: every component is pinged already (probes.layers)'
-              : `unknown service kind: expected one of ${serviceKinds.join(', ')}`,
+              : iss.input === 'mtu'
+                ? 'mtu is not a service: every pinged component gets a full-size echo already (probes.mtu)'
+                : `unknown service kind: expected one of ${serviceKinds.join(', ')}`,
       })
       .describe('Probe kind of the protocol layer.'),
     port: z
@@ -1008,6 +1059,15 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
     });
   }
   const kindDefaults = checkKindDefaults(probes.options, ctx, ['probes', 'options']);
+  const mtuDefaults = isRecord(probes.options) ? probes.options.mtu : undefined;
+  if (isRecord(mtuDefaults) && mtuDefaults.size !== undefined) {
+    report(
+      ['probes', 'options', 'mtu', 'size'],
+      'the size of the planned mtu probe is probes.mtu.size: leave size out here',
+      undefined,
+      { pointAt: 'key' },
+    );
+  }
   const dnsDefaults = isRecord(probes.options) ? probes.options.dns : undefined;
   if (isRecord(dnsDefaults) && dnsDefaults.server !== undefined) {
     report(
@@ -1020,6 +1080,26 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
 
   const inventory: Record<string, unknown> = isRecord(cfg.inventory) ? cfg.inventory : {};
   const components = resolveComponents(inventory.components, kindDefaults, ctx, report);
+  const mtu =
+    probes.mtu === false
+      ? false
+      : { size: isRecord(probes.mtu) ? (asNumber(probes.mtu.size) ?? 0) : defaultMtuBytes };
+  if (mtu !== false && mtu.size >= minMtuBytes && mtu.size < minIpv6MtuBytes) {
+    const ipv6 = components.find((c) => isIP(c.address) === 6);
+    const why =
+      isRecord(mtuDefaults) && mtuDefaults.family === 6
+        ? 'probes.options.mtu.family is 6'
+        : ipv6 === undefined
+          ? undefined
+          : `component ${JSON.stringify(ipv6.name)} has an IPv6 address (${ipv6.address})`;
+    if (why !== undefined) {
+      report(
+        ['probes', 'mtu', 'size'],
+        `expected at least ${minIpv6MtuBytes}: ${why}, and every IPv6 link carries ${minIpv6MtuBytes}-byte packets`,
+        mtu.size,
+      );
+    }
+  }
 
   const diagnosis: Record<string, unknown> = isRecord(cfg.diagnosis) ? cfg.diagnosis : {};
   const limits: Record<string, unknown> = isRecord(cfg.limits) ? cfg.limits : {};
@@ -1046,6 +1126,7 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
         Math.min(defaultTimeoutCapMs, Math.floor(intervalMs * defaultTimeoutShare)),
       layers,
       mesh: probes.mesh !== false,
+      mtu,
       options: kindDefaults.options,
     },
     diagnosis: { debounce: asNumber(diagnosis.debounce) ?? 0 },
@@ -1125,7 +1206,7 @@ export function defaultCollectorConfig(settings: DefaultCollectorSettings): Coll
  * Committed as deploy/schema/collector.schema.json; collector/config.test.ts keeps it current.
  */
 export function collectorJsonSchema(): Record<string, unknown> {
-  return z.toJSONSchema(CollectorConfigSchema, {
+  const schema = z.toJSONSchema(CollectorConfigSchema, {
     io: 'input',
     unrepresentable: 'any',
     override: ({ zodSchema, jsonSchema }) => {
@@ -1149,5 +1230,11 @@ export function collectorJsonSchema(): Record<string, unknown> {
         }));
       }
     },
-  });
+  }) as Record<string, unknown>;
+  // The planned mtu probe's size is probes.mtu.size; its defaults here take the rest.
+  const at = (node: unknown, key: string): unknown =>
+    isRecord(node) && isRecord(node.properties) ? node.properties[key] : undefined;
+  const mtuDefaults = at(at(at(schema, 'probes'), 'options'), 'mtu');
+  if (isRecord(mtuDefaults) && isRecord(mtuDefaults.properties)) delete mtuDefaults.properties.size;
+  return schema;
 }

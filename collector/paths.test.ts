@@ -449,6 +449,7 @@ describe('paths and targets', () => {
   it.each([
     ['db-1/tcp/postgres', 'tcp', { component: 'db-1', service: 'postgres' }],
     ['db-1/icmp', 'icmp', { component: 'db-1' }],
+    ['db-1/mtu', 'mtu', { component: 'db-1' }],
     ['api-2/http/web/v1', 'http', { component: 'api-2', service: 'web/v1' }],
     ['db-1/tcp/postgres', 'http', { component: 'db-1/tcp/postgres' }],
     ['plain-target', 'tcp', { component: 'plain-target' }],

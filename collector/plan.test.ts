@@ -48,7 +48,7 @@ const exampleTargets = (skip: string): string[] =>
     ['cache-1', 'redis', 'redis'],
   ]
     .filter(([c]) => c !== skip)
-    .flatMap(([c, s, k]) => [`${c}/icmp`, `${c}/${s}/tcp`, `${c}/${s}/${k}`]);
+    .flatMap(([c, s, k]) => [`${c}/icmp`, `${c}/mtu`, `${c}/${s}/tcp`, `${c}/${s}/${k}`]);
 
 describe('plans for the example system', () => {
   it('app-1 probes every other component at every layer, and not itself', () => {
@@ -70,6 +70,15 @@ describe('plans for the example system', () => {
         address: '10.0.2.11',
         ...schedule,
         options: { count: 3 },
+        labels: db1,
+      },
+      {
+        name: 'db-1/mtu',
+        component: 'db-1',
+        kind: 'mtu',
+        address: '10.0.2.11',
+        ...schedule,
+        options: { size: 1500 },
         labels: db1,
       },
       {
@@ -274,6 +283,7 @@ describe('protocol targets', () => {
     const plan = planFor(fixture('valid-services.yaml'), 'laptop');
     expect(plan.targets.map((t) => [t.name, t.kind, t.address, t.options] as const)).toEqual([
       ['edge/icmp', 'icmp', '2001:db8::10', {}],
+      ['edge/mtu', 'mtu', '2001:db8::10', { size: 1500 }],
       ['edge/http/tcp', 'tcp', '[2001:db8::10]:443', { family: 4 }],
       ['edge/http/http', 'http', 'https://[2001:db8::10]/status?full=1', {}],
       ['edge/admin/tcp', 'tcp', '[2001:db8::10]:8443', { family: 4 }],
@@ -281,6 +291,7 @@ describe('protocol targets', () => {
       ['edge/dns/tcp', 'tcp', '[2001:db8::10]:5353', { family: 4 }],
       ['edge/dns/dns', 'dns', 'edge.internal.example', { server: '[2001:db8::10]:5353' }],
       ['store/icmp', 'icmp', 'store.internal.example', {}],
+      ['store/mtu', 'mtu', 'store.internal.example', { size: 1500 }],
       ['store/mysql/tcp', 'tcp', 'store.internal.example:3306', { family: 4 }],
       ['store/mysql/mysql', 'mysql', 'store.internal.example:3306', {}],
       ['store/postgres/tcp', 'tcp', 'store.internal.example:5432', { family: 4 }],
@@ -295,6 +306,7 @@ describe('protocol targets', () => {
       // A tcp service's protocol is tcp: one target, with its own options.
       ['store/nats/tcp', 'tcp', 'store.internal.example:4222', { family: 4, expect: '^INFO ' }],
       ['plain/icmp', 'icmp', '10.0.0.7', {}],
+      ['plain/mtu', 'mtu', '10.0.0.7', { size: 1500 }],
     ]);
     expect(target(plan, 'store/postgres/postgres')).toMatchObject({
       intervalMs: 10_000,
@@ -337,8 +349,63 @@ describe('layers', () => {
     const cfg = config(exampleText.replace('layers: [icmp, tcp, protocol]', 'layers: [protocol]'));
     const plan = planFor(cfg, 'app-1');
     expect(names(plan)).toEqual(
-      exampleTargets('app-1').filter((n) => !n.endsWith('/icmp') && !n.endsWith('/tcp')),
+      exampleTargets('app-1').filter(
+        (n) => !n.endsWith('/icmp') && !n.endsWith('/mtu') && !n.endsWith('/tcp'),
+      ),
     );
+  });
+});
+
+describe('the full-size echo (probes.mtu)', () => {
+  it('sits beside every icmp target: same address, schedule and labels, kind mtu, options { size }', () => {
+    const plan = planFor(example, 'app-1');
+    const pings = plan.targets.filter((t) => t.kind === 'icmp');
+    const mtus = plan.targets.filter((t) => t.kind === 'mtu');
+    expect(mtus.map((t) => t.name)).toEqual(pings.map((t) => t.name.replace(/\/icmp$/, '/mtu')));
+    for (const ping of pings) {
+      const { name, kind, options, ...rest } = ping;
+      expect(target(plan, name.replace(/\/icmp$/, '/mtu'))).toEqual({
+        ...rest,
+        name: name.replace(/\/icmp$/, '/mtu'),
+        kind: 'mtu',
+        options: { size: 1500 },
+      });
+      // Right after its icmp target.
+      expect(plan.targets[plan.targets.indexOf(ping) + 1]?.kind).toBe('mtu');
+      expect(kind).toBe('icmp');
+      expect(options).toEqual({ count: 3 });
+    }
+  });
+
+  it('jumbo frames: the configured size, merged over the mtu defaults', () => {
+    const plan = planFor(fixture('valid-mtu-jumbo.yaml'), 'laptop');
+    expect(plan.targets.map((t) => [t.name, t.kind, t.address, t.options] as const)).toEqual([
+      ['db-1/icmp', 'icmp', '10.0.2.11', {}],
+      ['db-1/mtu', 'mtu', '10.0.2.11', { count: 2, size: 9000 }],
+      ['db-2/icmp', 'icmp', 'fd00::12', {}],
+      ['db-2/mtu', 'mtu', 'fd00::12', { count: 2, size: 9000 }],
+    ]);
+    expect(target(plan, 'db-1/mtu').labels).toEqual({ switch: 'sw-2', role: 'other' });
+    for (const t of plan.targets) {
+      const def = probeRegistry[t.kind as keyof typeof probeRegistry];
+      expect((def.options as z.ZodType).safeParse(t.options).success, t.name).toBe(true);
+    }
+  });
+
+  it('off: no mtu target anywhere, and a version of its own', () => {
+    const off = config(exampleText.replace('  mtu: { size: 1500 }', '  mtu: false'));
+    const plan = planFor(off, 'app-1', [{ name: 'bastion', address: '10.0.9.9' }]);
+    expect(plan.targets.some((t) => t.kind === 'mtu')).toBe(false);
+    expect(names(plan)).toEqual([
+      ...exampleTargets('app-1').filter((n) => !n.endsWith('/mtu')),
+      'bastion/icmp',
+    ]);
+    expect(planFor(off, 'app-1').version).not.toBe(planFor(example, 'app-1').version);
+  });
+
+  it('with no icmp target there is none: the layers decide', () => {
+    const cfg = config(exampleText.replace('layers: [icmp, tcp, protocol]', 'layers: [tcp]'));
+    expect(planFor(cfg, 'app-1').targets.some((t) => t.kind === 'mtu')).toBe(false);
   });
 });
 
@@ -368,6 +435,16 @@ describe('mesh', () => {
         options: { count: 3 },
         labels: { zone: 'c', role: 'agent' },
       },
+      {
+        name: 'bastion/mtu',
+        component: 'bastion',
+        kind: 'mtu',
+        address: '10.0.9.9',
+        intervalMs: 1000,
+        timeoutMs: 800,
+        options: { size: 1500 },
+        labels: { zone: 'c', role: 'agent' },
+      },
     ] satisfies PlanTarget[]);
     expect(planFor(example, 'app-1', known).version).not.toBe(planFor(example, 'app-1').version);
   });
@@ -391,6 +468,10 @@ describe('mesh', () => {
       ['bastion/icmp', '10.0.9.9'],
       ['db-2-sidecar/icmp', '10.0.2.12'],
     ]);
+    // Every ping of the mesh has its full-size echo beside it.
+    expect(plan.targets.filter((t) => t.kind === 'mtu').map((t) => [t.name, t.address])).toEqual(
+      icmp.map(([name, address]) => [name!.replace(/\/icmp$/, '/mtu'), address]),
+    );
     expect(target(plan, 'app-2/icmp').labels).toEqual({
       zone: 'a',
       switch: 'sw-1',
@@ -406,6 +487,13 @@ describe('mesh', () => {
     expect(target(plan, 'web-1/agent/icmp')).toMatchObject({
       component: 'web-1',
       address: '10.0.7.1',
+    });
+    expect(target(plan, 'web-1/mtu').address).toBe('10.0.1.21');
+    expect(target(plan, 'web-1/agent/mtu')).toMatchObject({
+      component: 'web-1',
+      kind: 'mtu',
+      address: '10.0.7.1',
+      labels: { role: 'agent' },
     });
   });
 });

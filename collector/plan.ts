@@ -109,12 +109,14 @@ export function silentAfterFor(agents: CollectorConfig['agents'], fleetSize: num
 /**
  * The plan for `agentName`: for every component but the agent's own (the one whose `agent`
  * is this agent), by `probes.layers`:
- * - icmp: `<component>/icmp` to its address;
+ * - icmp: `<component>/icmp` to its address, and (`probes.mtu`, on by default) beside it
+ *   `<component>/mtu`, a full-size echo with Don't Fragment of `probes.mtu.size` bytes;
  * - tcp: `<component>/<service>/tcp`, a plain connect to each service's port;
  * - protocol: `<component>/<service>/<kind>` (a tcp service's protocol is its tcp target).
  * Labels are the component's plus `role`; options the kind's defaults with the service's
  * own merged over them. With `probes.mesh`, every known agent's host that no target pings
- * yet gets an icmp target too. An agent unknown to the inventory gets every component.
+ * yet gets an icmp target too (and its mtu target). An agent unknown to the inventory gets
+ * every component.
  *
  * `nowMs` only sets `generatedAtMs`; the version depends on the content alone.
  */
@@ -137,14 +139,35 @@ export function planFor(
     names.add(t.name);
     if (t.kind === 'icmp') pinged.add(t.address);
   };
-  const ping = (c: ComponentConfig): void =>
+  // A host's small echo, and beside it the full-size one: same address, schedule and labels.
+  const pingHost = (host: {
+    readonly name: string;
+    readonly component: string;
+    readonly address: string;
+    readonly labels: Readonly<Record<string, string>>;
+  }): void => {
+    const { name, ...where } = host;
     add({
-      name: `${c.name}/icmp`,
-      component: c.name,
+      name: `${name}/icmp`,
+      ...where,
       kind: 'icmp',
-      address: c.address,
       ...schedule,
       options: { ...probes.options.icmp },
+    });
+    if (probes.mtu === false) return;
+    add({
+      name: `${name}/mtu`,
+      ...where,
+      kind: 'mtu',
+      ...schedule,
+      options: { ...probes.options.mtu, size: probes.mtu.size },
+    });
+  };
+  const ping = (c: ComponentConfig): void =>
+    pingHost({
+      name: c.name,
+      component: c.name,
+      address: c.address,
       labels: { ...c.labels, role: c.role },
     });
   // The tcp layer is a plain connect; only the address family of the tcp defaults applies.
@@ -212,17 +235,9 @@ export function planFor(
       }
       if (!isValidHost(address) || a.name.length > 128) continue;
       // An agent named like a component that runs another agent: keep both targets apart.
-      const name = names.has(`${a.name}/icmp`) ? `${a.name}/agent/icmp` : `${a.name}/icmp`;
-      if (names.has(name)) continue;
-      add({
-        name,
-        component: a.name,
-        kind: 'icmp',
-        address,
-        ...schedule,
-        options: { ...probes.options.icmp },
-        labels: { ...a.labels, role: meshRole },
-      });
+      const name = names.has(`${a.name}/icmp`) ? `${a.name}/agent` : a.name;
+      if (names.has(`${name}/icmp`)) continue;
+      pingHost({ name, component: a.name, address, labels: { ...a.labels, role: meshRole } });
     }
   }
 

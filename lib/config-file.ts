@@ -217,16 +217,26 @@ function unwrapSchema(schema: z.core.$ZodType): z.core.$ZodType {
   return s;
 }
 
+/** A union's mapping form (as in `true | false | { size }`), where it has one; else `s`. */
+function mappingForm(s: z.core.$ZodType): z.core.$ZodType {
+  if (!(s instanceof z.ZodUnion)) return s;
+  for (const option of s.options) {
+    const form = unwrapSchema(option);
+    if (form instanceof z.ZodObject) return form;
+  }
+  return s;
+}
+
 /** The keys the object schema at `path` inside `schema` accepts, or [] if it is not an object. */
 export function knownKeysAt(schema: z.core.$ZodType, path: ConfigPath): string[] {
-  let s: z.core.$ZodType | undefined = unwrapSchema(schema);
+  let s: z.core.$ZodType | undefined = mappingForm(unwrapSchema(schema));
   for (const seg of path) {
     if (s instanceof z.ZodObject) s = (s.shape as Record<string, z.core.$ZodType>)[String(seg)];
     else if (s instanceof z.ZodArray) s = s.element;
     else if (s instanceof z.ZodRecord) s = s.valueType;
     else return [];
     if (s === undefined) return [];
-    s = unwrapSchema(s);
+    s = mappingForm(unwrapSchema(s));
   }
   return s instanceof z.ZodObject ? Object.keys(s.shape) : [];
 }

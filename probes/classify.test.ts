@@ -3,6 +3,7 @@ import {
   classifyCode,
   classifyError,
   classifyIcmpError,
+  classifySendError,
   errorCode,
   timeoutClass,
   type Phase,
@@ -62,18 +63,35 @@ describe('classifyCode: the error code and the phase decide the class', () => {
   });
 });
 
-describe('classifyIcmpError: the ICMP type decides', () => {
-  const table: ReadonlyArray<[4 | 6, number, string | undefined]> = [
-    [4, 3, 'icmp_unreachable'], // destination unreachable
-    [4, 11, 'icmp_unreachable'], // time exceeded
-    [4, 4, undefined], // source quench
-    [4, 5, undefined], // redirect
-    [4, 12, undefined], // parameter problem
-    [6, 1, 'icmp_unreachable'], // destination unreachable
-    [6, 3, 'icmp_unreachable'], // time exceeded
-    [6, 2, undefined], // packet too big
+describe('classifyIcmpError: the ICMP type (and code) decides', () => {
+  const table: ReadonlyArray<[4 | 6, number, number | undefined, string | undefined]> = [
+    [4, 3, 1, 'icmp_unreachable'], // destination unreachable: host
+    [4, 3, 13, 'icmp_unreachable'], // destination unreachable: administratively prohibited
+    [4, 3, undefined, 'icmp_unreachable'], // destination unreachable, code unknown
+    [4, 3, 4, 'mtu_exceeded'], // fragmentation needed and DF set
+    [4, 11, 0, 'icmp_unreachable'], // time exceeded
+    [4, 11, 4, 'icmp_unreachable'], // code 4 means "fragmentation needed" under type 3 only
+    [4, 4, undefined, undefined], // source quench
+    [4, 5, 1, undefined], // redirect
+    [4, 12, undefined, undefined], // parameter problem
+    [6, 1, 3, 'icmp_unreachable'], // destination unreachable
+    [6, 2, 0, 'mtu_exceeded'], // packet too big
+    [6, 2, undefined, 'mtu_exceeded'], // packet too big (fping prints no code)
+    [6, 3, 0, 'icmp_unreachable'], // time exceeded (hop limit)
+    [6, 4, 0, undefined], // parameter problem
   ];
-  it.each(table)('IPv%s type %s → %s', (family, type, expected) => {
-    expect(classifyIcmpError(family, type)).toBe(expected);
+  it.each(table)('IPv%s type %s code %s → %s', (family, type, code, expected) => {
+    expect(classifyIcmpError(family, type, code)).toBe(expected);
+  });
+});
+
+describe('classifySendError: the errno of a packet our own stack refused', () => {
+  const table: ReadonlyArray<[string, string | undefined]> = [
+    ['EMSGSIZE', 'mtu_exceeded'], // larger than the route's MTU, Don't Fragment set
+    ['ENOBUFS', undefined],
+    ['toString', undefined], // an inherited property is no errno
+  ];
+  it.each(table)('%s → %s', (code, expected) => {
+    expect(classifySendError(code)).toBe(expected);
   });
 });

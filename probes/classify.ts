@@ -96,9 +96,10 @@ export function rawError(err: unknown): { code?: string; message: string } {
 }
 
 /**
- * ICMP errors that come back instead of an echo reply, by address family and ICMP type:
- * the ones that say the echo cannot reach its target. Other types (source quench, redirect,
- * parameter problem, packet too big) are no verdict on their own; such a probe times out.
+ * ICMP errors that come back instead of an echo reply, by address family and ICMP type (and
+ * code, where one code means something else than its type): the ones that say the echo
+ * cannot reach its target. Other types (source quench, redirect, parameter problem) are no
+ * verdict on their own; such a probe times out.
  */
 const icmpErrorClasses: Readonly<Record<4 | 6, Readonly<Record<number, FailureClass>>>> = {
   4: {
@@ -107,11 +108,41 @@ const icmpErrorClasses: Readonly<Record<4 | 6, Readonly<Record<number, FailureCl
   },
   6: {
     1: 'icmp_unreachable', // destination unreachable
+    2: 'mtu_exceeded', // packet too big: a link on the way is smaller than the packet
     3: 'icmp_unreachable', // time exceeded (hop limit)
   },
 };
 
-/** Failure class of an ICMP error message (by family and type), or undefined if it decides nothing. */
-export function classifyIcmpError(family: 4 | 6, type: number): FailureClass | undefined {
+/** ICMP (IPv4) destination unreachable, code 4: fragmentation needed and DF set. */
+const icmp4Unreachable = 3;
+const icmp4NeedFrag = 4;
+
+/**
+ * Failure class of an ICMP error message (by family, type and code), or undefined if it
+ * decides nothing. A "fragmentation needed" (IPv4 type 3 code 4) or "packet too big"
+ * (ICMPv6 type 2) is `mtu_exceeded`: the packet was too big for a link on the way.
+ */
+export function classifyIcmpError(
+  family: 4 | 6,
+  type: number,
+  code?: number,
+): FailureClass | undefined {
+  if (family === 4 && type === icmp4Unreachable && code === icmp4NeedFrag) return 'mtu_exceeded';
   return icmpErrorClasses[family][type];
+}
+
+/**
+ * Errors our own stack gives instead of sending a packet, by errno name. EMSGSIZE: the packet
+ * is larger than the route's MTU (the interface's, or a path MTU the kernel learnt from a
+ * "fragmentation needed") and may not be fragmented.
+ */
+const sendErrorClasses: Readonly<Record<string, FailureClass>> = {
+  EMSGSIZE: 'mtu_exceeded',
+};
+
+/** Failure class of a local send error (by errno name), or undefined if it decides nothing. */
+export function classifySendError(code: string): FailureClass | undefined {
+  return Object.prototype.hasOwnProperty.call(sendErrorClasses, code)
+    ? sendErrorClasses[code]
+    : undefined;
 }

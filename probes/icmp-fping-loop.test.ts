@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ProbeResult } from '../wire/result.js';
@@ -180,6 +180,52 @@ describe('icmp loop engine on loopback', () => {
     icmp.prepare?.(slow);
     await pollUntil('the dropped group to stop', () => engine.pids().length === 1);
     expect((await round(added)).detail?.engine).toBe('fping');
+  });
+
+  it('each source (kind) announces its own set; prepares in one debounce window all take effect', async () => {
+    // The agent announces every kind in one go: the second prepare lands inside the first's
+    // debounce window and must not leave both unserved.
+    engine.prepare(
+      [{ name: 'a/icmp', host: '127.0.8.1', family: 0, count: 1, intervalMs: 400, timeoutMs: 300 }],
+      'icmp',
+    );
+    engine.prepare(
+      [
+        {
+          name: 'a/mtu',
+          host: '127.0.8.1',
+          family: 0,
+          count: 1,
+          sizeBytes: 1500,
+          dontFragment: true,
+          intervalMs: 400,
+          timeoutMs: 300,
+        },
+      ],
+      'mtu',
+    );
+    const icmpPid = await pollUntil('the icmp fping', () => engine.pidOf('a/icmp'), {
+      timeoutMs: 2000,
+      intervalMs: 10,
+    });
+    const mtuPid = await pollUntil('the mtu fping', () => engine.pidOf('a/mtu'), {
+      timeoutMs: 2000,
+      intervalMs: 10,
+    });
+    // Same address, other size and Don't Fragment: another fping.
+    expect(mtuPid).not.toBe(icmpPid);
+    const args = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(args(mtuPid)).toEqual(expect.arrayContaining(['-M', '-b', String(1500 - 28)]));
+    expect(args(icmpPid)).not.toContain('-M');
+    // A new set from one source leaves the other's targets alone.
+    engine.prepare([], 'icmp');
+    await pollUntil('the icmp fping to stop', () => !engine.pids().includes(icmpPid), {
+      timeoutMs: 2000,
+      intervalMs: 10,
+    });
+    expect(engine.pids()).toEqual([mtuPid]);
+    expect(engine.pidOf('a/icmp')).toBeUndefined();
+    expect(engine.pidOf('a/mtu')).toBe(mtuPid);
   });
 
   it('unprepared targets, other options and cold rounds run on the batching engine', async () => {

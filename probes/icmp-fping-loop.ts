@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
+  echoPayloadBytes,
   killAndWait,
   msArg,
   onLines,
@@ -17,7 +18,8 @@ import type { EchoReport, IcmpError } from './icmp.js';
 
 /*
  * The loop engine, for targets the agent probes on a schedule. Each group of targets that
- * share period, per-packet timeout, size and family runs ONE long-lived `fping -l` (loop
+ * share period, per-packet timeout, size, Don't Fragment and family runs ONE long-lived
+ * `fping -l` (loop
  * mode): it pings every target `count` times per probe interval (period = interval / count,
  * continuously, like smokeping) and prints one line per packet. The engine files each line
  * under its target; a round then reports the packets that completed since the target's
@@ -49,6 +51,10 @@ export interface LoopTarget {
   readonly count: number;
   /** ICMP payload bytes; fping's default when absent. */
   readonly packetSize?: number;
+  /** The whole IP packet instead of `packetSize`: the payload follows from the address's family. */
+  readonly sizeBytes?: number;
+  /** Don't Fragment (`-M`): a packet larger than a link on the way is refused, not fragmented. */
+  readonly dontFragment?: boolean;
   /** Time between the starts of two rounds. */
   readonly intervalMs: number;
   /** The round's timeout: no packet waits longer for its reply. */
@@ -62,6 +68,8 @@ export interface LoopRound {
   readonly family: 0 | 4 | 6;
   readonly count: number;
   readonly packetSize?: number;
+  readonly sizeBytes?: number;
+  readonly dontFragment?: boolean;
   /** The address `run` resolved the host to (the host itself for an IP literal). */
   readonly ip: string;
   /** Budget from now: the engine answers or declines by then. */
@@ -139,12 +147,14 @@ interface Params {
   readonly family: 4 | 6;
   readonly periodMs: number;
   readonly packetTimeoutMs: number;
+  /** ICMP payload bytes (from the target's packetSize, or its sizeBytes for this family). */
   readonly packetSize: number | undefined;
+  readonly dontFragment: boolean;
 }
 
 interface Subscription {
   readonly name: string;
-  /** host, family, count and size: a round must match them all. */
+  /** host, family, count, size and Don't Fragment: a round must match them all. */
   readonly spec: string;
   readonly host: string;
   readonly family: 0 | 4 | 6;
@@ -152,6 +162,8 @@ interface Subscription {
   readonly periodMs: number;
   readonly packetTimeoutMs: number;
   readonly packetSize: number | undefined;
+  readonly sizeBytes: number | undefined;
+  readonly dontFragment: boolean;
   ip: string | undefined;
   member: Member | undefined;
   /** Outcomes since the last round, oldest first: RTT in ms, or `lost`. */
@@ -278,12 +290,14 @@ function specOf(t: {
   family: number;
   count: number;
   packetSize?: number | undefined;
+  sizeBytes?: number | undefined;
+  dontFragment?: boolean | undefined;
 }): string {
-  return `${t.host}|${t.family}|${t.count}|${t.packetSize ?? ''}`;
+  return `${t.host}|${t.family}|${t.count}|${t.packetSize ?? ''}|${t.sizeBytes ?? ''}|${t.dontFragment === true ? 'df' : ''}`;
 }
 
 function paramsKeyOf(p: Params): string {
-  return `${p.family}/${p.periodMs}/${p.packetTimeoutMs}/${p.packetSize ?? ''}`;
+  return `${p.family}/${p.periodMs}/${p.packetTimeoutMs}/${p.packetSize ?? ''}/${p.dontFragment ? 'df' : ''}`;
 }
 
 /** Drives one long-lived `fping -l` per group of scheduled targets. */
@@ -298,6 +312,8 @@ export class FpingLoopEngine {
   readonly pollMs: number;
   readonly useFifo: boolean;
   readonly stats: FpingLoopStats = { spawns: 0, crashes: 0, rounds: 0, declined: 0 };
+  /** The targets announced, per source (a probe kind): the loop serves them all. */
+  private readonly announced = new Map<string, readonly LoopTarget[]>();
   private subs = new Map<string, Subscription>();
   private readonly groups = new Map<string, Group>();
   private generation = 0;
@@ -317,15 +333,18 @@ export class FpingLoopEngine {
   }
 
   /**
-   * Announces the whole set of scheduled targets (replacing the previous set). Hostnames are
-   * resolved now; groups whose set changed restart their fping after `debounceMs`, the
-   * others keep running. Does nothing visible when fping is not usable: rounds decline.
+   * Announces the whole set of scheduled targets of one source, e.g. a probe kind (replacing
+   * that source's previous set; other sources' targets stay). Target names are unique across
+   * sources: a name announced twice keeps its first announcement. Hostnames are resolved
+   * now; groups whose set changed restart their fping after `debounceMs`, the others keep
+   * running. Does nothing visible when fping is not usable: rounds decline.
    */
-  prepare(targets: readonly LoopTarget[]): void {
+  prepare(targets: readonly LoopTarget[], source = 'default'): void {
     const generation = ++this.generation;
+    this.announced.set(source, targets);
     const next = new Map<string, Subscription>();
     const lookups: Promise<void>[] = [];
-    for (const t of targets) {
+    for (const t of [...this.announced.values()].flat()) {
       if (t.intervalMs > this.maxIntervalMs || next.has(t.name)) continue;
       const spec = specOf(t);
       const periodMs = Math.max(minPeriodMs, Math.round((t.intervalMs / t.count) * 1000) / 1000);
@@ -348,6 +367,8 @@ export class FpingLoopEngine {
               periodMs,
               packetTimeoutMs,
               packetSize: t.packetSize,
+              sizeBytes: t.sizeBytes,
+              dontFragment: t.dontFragment === true,
               ip: isIP(t.host) !== 0 ? t.host : undefined,
               member: undefined,
               rtts: [],
@@ -476,6 +497,7 @@ export class FpingLoopEngine {
     this.debounce = undefined;
     for (const sub of this.subs.values()) sub.waiter?.(aborted());
     this.subs = new Map();
+    this.announced.clear();
     for (const group of this.groups.values()) this.stop(group);
     this.groups.clear();
     clearTimeout(this.poller);
@@ -548,9 +570,11 @@ export class FpingLoopEngine {
 
   private schedule(): void {
     if (this.debounce !== undefined) return;
-    const generation = this.generation;
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
+      // The generation as the window closes: every prepare inside it is served by this
+      // reconcile (one that comes while fping is checked schedules its own; close() none).
+      const generation = this.generation;
       void usableFping(this.binPath).then((binary) => {
         if (binary !== undefined && this.generation === generation) this.reconcile(binary);
       });
@@ -563,11 +587,14 @@ export class FpingLoopEngine {
     const desired = new Map<string, { params: Params; ips: Map<string, Subscription[]> }>();
     for (const sub of this.subs.values()) {
       if (sub.ip === undefined) continue;
+      const family = isIP(sub.ip) === 6 ? 6 : 4;
       const params: Params = {
-        family: isIP(sub.ip) === 6 ? 6 : 4,
+        family,
         periodMs: sub.periodMs,
         packetTimeoutMs: sub.packetTimeoutMs,
-        packetSize: sub.packetSize,
+        packetSize:
+          sub.sizeBytes === undefined ? sub.packetSize : echoPayloadBytes(sub.sizeBytes, family),
+        dontFragment: sub.dontFragment,
       };
       const key = paramsKeyOf(params);
       let entry = desired.get(key);
@@ -674,6 +701,7 @@ export class FpingLoopEngine {
       params.family === 6 ? '-6' : '-4',
     ];
     if (params.packetSize !== undefined) args.push('-b', String(params.packetSize));
+    if (params.dontFragment) args.push('-M');
     args.push('--', ...ips);
 
     // Should Node die without its exit hook (SIGKILL), fping's next line meets a FIFO or

@@ -12,8 +12,10 @@ import type { EchoReport, EchoRequest, IcmpEngine, IcmpError } from './icmp.js';
  * target on stdout — "ip : [seq], 64 bytes, 0.045 ms (…)" or "ip : [seq], timed out (…)" —
  * flushed as it goes, and one line per ICMP error on stderr — "ICMP Host Unreachable from
  * X for ICMP Echo sent to ip". One fping serves many targets: echo requests that arrive
- * within a short window with the same count, interval and size join one batch, which runs
- * as one child process. Each caller resolves as soon as its own target's lines are in.
+ * within a short window with the same count, interval, size and Don't Fragment join one
+ * batch, which runs as one child process. Each caller resolves as soon as its own target's
+ * lines are in. A packet fping could not send (EMSGSIZE with `-M`) gets no line at all in
+ * count and loop mode: its entry stays null, like a lost one.
  *
  * Why batches and not one long-lived `fping -l` (loop mode): loop mode pings every target
  * every period forever, so a probe run every 10 s with 3 packets would cost ~16× the
@@ -133,6 +135,17 @@ export function fitCount(count: number, intervalMs: number, budgetMs: number): n
   const minWaitMs = Math.min(500, Math.max(0, budgetMs) / 2);
   const fits = Math.floor((budgetMs - minWaitMs) / intervalMs) + 1;
   return Math.max(1, Math.min(count, fits));
+}
+
+/** IPv6's minimum link MTU: every IPv6 path carries packets of this size. */
+export const minIpv6PacketBytes = 1280;
+
+/**
+ * The ICMP payload of an echo whose whole IP packet is `sizeBytes`: less the IPv4 and ICMP
+ * headers (20 + 8), or the IPv6 and ICMPv6 headers (40 + 8).
+ */
+export function echoPayloadBytes(sizeBytes: number, family: 4 | 6): number {
+  return sizeBytes - (family === 6 ? 48 : 28);
 }
 
 /** A number of milliseconds as a command-line argument (at most microseconds). */
@@ -303,12 +316,13 @@ interface Waiter {
   ): void;
 }
 
-/** Echo requests sharing count, interval and size, run by one fping. */
+/** Echo requests sharing count, interval, size and Don't Fragment, run by one fping. */
 interface Batch {
   readonly key: string;
   readonly count: number;
   readonly intervalMs: number;
   readonly packetSize: number | undefined;
+  readonly dontFragment: boolean;
   /** Waiters by target IP (exactly as passed to fping, which prints it back as given). */
   readonly targets: Map<string, Set<Waiter>>;
   cancelStart?: () => void;
@@ -374,7 +388,8 @@ export class FpingEngine implements IcmpEngine {
       req.timeoutMs - this.batchWindowMs - this.startupMs,
     );
     return new Promise<EchoReport>((resolve) => {
-      const key = `${count}/${req.intervalMs}/${req.packetSize ?? ''}`;
+      const dontFragment = req.dontFragment === true;
+      const key = `${count}/${req.intervalMs}/${req.packetSize ?? ''}/${dontFragment ? 'df' : ''}`;
       const now = performance.now();
       const busy = now - this.lastRequestAt < this.batchWindowMs;
       this.lastRequestAt = now;
@@ -385,6 +400,7 @@ export class FpingEngine implements IcmpEngine {
           count,
           intervalMs: req.intervalMs,
           packetSize: req.packetSize,
+          dontFragment,
           targets: new Map(),
           stderr: '',
         };
@@ -480,6 +496,7 @@ export class FpingEngine implements IcmpEngine {
       msArg(spacingMs),
     ];
     if (batch.packetSize !== undefined) args.push('-b', String(batch.packetSize));
+    if (batch.dontFragment) args.push('-M');
     args.push('--', ...ips);
 
     const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -521,7 +538,8 @@ export class FpingEngine implements IcmpEngine {
     for (const w of [...set]) {
       if (parsed.kind === 'icmp') {
         w.errors.push(parsed.error);
-        if (classifyIcmpError(parsed.error.family, parsed.error.type) === undefined) continue;
+        const { family, type, code } = parsed.error;
+        if (classifyIcmpError(family, type, code) === undefined) continue;
         w.lostToErrors++;
         // fping's error line names no sequence number, but each lost echo gets one error:
         // once replies and errors account for every packet, nothing more can come back.

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { classifyIcmpError } from './classify.js';
 import { findExecutable, fitCount, killAndWait, msArg, onLines, trackChild } from './icmp-fping.js';
-import type { EchoReport, EchoRequest, IcmpEngine, IcmpError } from './icmp.js';
+import type { EchoReport, EchoRequest, IcmpEngine, IcmpError, SendError } from './icmp.js';
 
 /*
  * The fallback engine: iputils `ping`, one process per probe (about 2–3 CPU-ms each, where
@@ -10,10 +10,14 @@ import type { EchoReport, EchoRequest, IcmpEngine, IcmpError } from './icmp.js';
  * ICMP errors) and cannot be aborted.
  */
 
-/** One line of iputils ping output that concerns an echo request (icmp_seq counts from 1). */
+/**
+ * One line of iputils ping output that concerns an echo request (icmp_seq counts from 1), or
+ * (on stderr, without a sequence number) a packet the local stack refused to send.
+ */
 export type PingLine =
   | { readonly kind: 'reply'; readonly seq: number; readonly rttMs: number }
-  | { readonly kind: 'icmp'; readonly seq: number; readonly error: IcmpError };
+  | { readonly kind: 'icmp'; readonly seq: number; readonly error: IcmpError }
+  | { readonly kind: 'send'; readonly error: SendError };
 
 type IcmpEntry = readonly [type: number, code: number | undefined, name: string];
 
@@ -75,6 +79,19 @@ const icmp6Types = new Map<string, readonly [type: number, name: string, codes: 
 
 const replyRe = /^\d+ bytes from \S+ icmp_seq=(\d+) .*\btime=([0-9.]+) ms/;
 const errorRe = /^From (\S+?):? icmp_seq=(\d+) (.+)$/;
+// "Frag needed and DF set (mtu = 1400)", "Packet too big: mtu=1280": the next-hop MTU.
+const nextHopMtuRe = /\bmtu ?= ?(\d+)/;
+// iputils' one fixed format for a local EMSGSIZE (receive_error_msg in ping.c and
+// ping6_common.c), after the program's name: "ping: local error: message too long, mtu=1000"
+// (IPv6: "mtu: 1000"). Other local errors print strerror text and are left alone.
+const emsgsizeRe = /^\S*: local error: message too long, mtu(?:=|: )(\d+)$/;
+
+/** The next-hop MTU of a "fragmentation needed" (IPv4 3/4) or "packet too big" (ICMPv6 2). */
+function nextHopMtu(family: 4 | 6, type: number, code: number | undefined, desc: string) {
+  const carriesMtu = family === 4 ? type === 3 && code === 4 : type === 2;
+  const m = carriesMtu ? nextHopMtuRe.exec(desc) : null;
+  return m === null ? {} : { mtu: Number(m[1]) };
+}
 
 function icmpError(family: 4 | 6, desc: string, from: string, text: string): IcmpError | undefined {
   if (family === 4) {
@@ -84,7 +101,15 @@ function icmpError(family: 4 | 6, desc: string, from: string, text: string): Icm
     const entry = icmp4.get(token);
     if (entry === undefined) return undefined;
     const [type, code, name] = entry;
-    return { family, type, ...(code === undefined ? {} : { code }), name, from, text };
+    return {
+      family,
+      type,
+      ...(code === undefined ? {} : { code }),
+      name,
+      from,
+      ...nextHopMtu(family, type, code, desc),
+      text,
+    };
   }
   const colon = desc.indexOf(':');
   const head = colon < 0 ? desc : desc.slice(0, colon);
@@ -98,6 +123,7 @@ function icmpError(family: 4 | 6, desc: string, from: string, text: string): Icm
     ...(index >= 0 ? { code: index } : {}),
     name: index >= 0 ? `${name}_${index}` : name,
     from,
+    ...nextHopMtu(family, type, index >= 0 ? index : undefined, desc),
     text,
   };
 }
@@ -114,6 +140,9 @@ export function parsePingLine(line: string, family: 4 | 6): PingLine | undefined
     const error = icmpError(family, m[3] ?? '', m[1] ?? '', line);
     return error === undefined ? undefined : { kind: 'icmp', seq: Number(m[2]), error };
   }
+  m = emsgsizeRe.exec(line);
+  if (m !== null)
+    return { kind: 'send', error: { code: 'EMSGSIZE', mtu: Number(m[1]), text: line } };
   return undefined;
 }
 
@@ -170,11 +199,13 @@ export class PingEngine implements IcmpEngine {
       msArg(waitMs / 1000),
     ];
     if (req.packetSize !== undefined) args.push('-s', String(req.packetSize));
+    if (req.dontFragment === true) args.push('-M', 'do');
     args.push('--', req.ip);
 
     return new Promise<EchoReport>((resolve) => {
       const rtts = new Array<number | null | undefined>(count).fill(undefined);
       const errors: IcmpError[] = [];
+      const sendErrors: SendError[] = [];
       let settled = 0;
       let stderr = '';
       let done = false;
@@ -201,6 +232,7 @@ export class PingEngine implements IcmpEngine {
           engine: 'ping',
           rttsMs: list.map((r) => r ?? null),
           icmpErrors: errors,
+          ...(sendErrors.length > 0 ? { sendErrors } : {}),
           aborted: how === 'abort',
           ...(failure !== undefined && settled === 0 ? { failure } : {}),
         });
@@ -211,20 +243,26 @@ export class PingEngine implements IcmpEngine {
 
       onLines(child.stdout, (line) => {
         const parsed = parsePingLine(line, req.family);
-        if (parsed === undefined) return;
+        if (parsed === undefined || parsed.kind === 'send') return;
         const i = parsed.seq - 1;
         if (i < 0 || i >= count || rtts[i] !== undefined) return;
         if (parsed.kind === 'icmp') {
           errors.push(parsed.error);
           // A redirect comes with a packet that was forwarded and may still be answered.
-          if (classifyIcmpError(parsed.error.family, parsed.error.type) === undefined) return;
+          const { family, type, code } = parsed.error;
+          if (classifyIcmpError(family, type, code) === undefined) return;
         }
         rtts[i] = parsed.kind === 'reply' ? parsed.rttMs : null;
         settled++;
         if (settled >= count) finish('complete');
       });
       onLines(child.stderr, (line) => {
-        if (stderr.length < 2048) stderr += line + '\n';
+        // A packet refused locally has no sequence number: ping counts it as an error and
+        // ends when every packet is accounted for, so the exit settles it (as lost).
+        const parsed = parsePingLine(line, req.family);
+        if (parsed?.kind === 'send') {
+          if (sendErrors.length < 16) sendErrors.push(parsed.error);
+        } else if (stderr.length < 2048) stderr += line + '\n';
       });
       let spawnError: Error | undefined;
       child.once('error', (err) => (spawnError = err));

@@ -65,6 +65,11 @@ describe('outcomeOf: the class comes from replies and ICMP types', () => {
     from: '10.0.0.1',
     text: 'ICMP Host Unreachable from 10.0.0.1 for ICMP Echo sent to 10.0.0.9',
   };
+  const emsgsize = {
+    code: 'EMSGSIZE',
+    mtu: 1000,
+    text: 'ping: local error: message too long, mtu=1000',
+  };
   const cases: ReadonlyArray<[string, EchoReport, string, string | undefined]> = [
     ['all answered', { ...base, rttsMs: [1, 2, 3] }, 'ok', undefined],
     [
@@ -109,6 +114,50 @@ describe('outcomeOf: the class comes from replies and ICMP types', () => {
       'internal_error',
       'FL_ERR_ENGINE',
     ],
+    [
+      'a router said "fragmentation needed" (type 3 code 4)',
+      {
+        ...base,
+        rttsMs: [null],
+        icmpErrors: [{ ...unreach, code: 4, name: 'ICMP_UNREACH_NEEDFRAG' }],
+      },
+      'mtu_exceeded',
+      'ICMP_UNREACH_NEEDFRAG',
+    ],
+    [
+      'an ICMPv6 "packet too big" (type 2)',
+      {
+        ...base,
+        rttsMs: [null],
+        icmpErrors: [{ ...unreach, family: 6, type: 2, code: 0, name: 'ICMP6_PACKET_TOO_BIG' }],
+      },
+      'mtu_exceeded',
+      'ICMP6_PACKET_TOO_BIG',
+    ],
+    [
+      'our own stack refused to send (EMSGSIZE)',
+      { ...base, rttsMs: [null, null], sendErrors: [emsgsize] },
+      'mtu_exceeded',
+      'EMSGSIZE',
+    ],
+    [
+      'a reply wins over a send error',
+      { ...base, rttsMs: [null, 2], sendErrors: [emsgsize] },
+      'ok',
+      undefined,
+    ],
+    [
+      'an unreachable that came back wins over a send error after it',
+      { ...base, rttsMs: [null, null], icmpErrors: [unreach], sendErrors: [emsgsize] },
+      'icmp_unreachable',
+      'ICMP_UNREACH_HOST',
+    ],
+    [
+      'a send error that decides nothing is a timeout',
+      { ...base, rttsMs: [null], sendErrors: [{ ...emsgsize, code: 'ENOBUFS' }] },
+      'icmp_timeout',
+      'FL_ICMP_TIMEOUT',
+    ],
   ];
   it.each(cases)('%s', (_, report, cls, code) => {
     const out = outcomeOf(report, '10.0.0.9', new ProbeClock(1000));
@@ -131,6 +180,33 @@ describe('outcomeOf: the class comes from replies and ICMP types', () => {
       maxMs: 3,
       ip: '10.0.0.9',
     });
+  });
+
+  it('names the next-hop MTU where an ICMP error or a send error carries one', () => {
+    const needFrag = { ...unreach, code: 4, name: 'ICMP_UNREACH_NEEDFRAG', mtu: 1400 };
+    const fromIcmp = outcomeOf(
+      { ...base, rttsMs: [null], icmpErrors: [needFrag] },
+      '10.0.0.9',
+      new ProbeClock(1000),
+    );
+    expect(fromIcmp.detail).toMatchObject({
+      nextHopMtu: 1400,
+      icmpError: { type: 3, code: 4, name: 'ICMP_UNREACH_NEEDFRAG' },
+    });
+    const fromStack = outcomeOf(
+      { ...base, rttsMs: [null], sendErrors: [emsgsize, emsgsize] },
+      '10.0.0.9',
+      new ProbeClock(1000),
+    );
+    expect(fromStack.error).toEqual({ code: 'EMSGSIZE', message: emsgsize.text });
+    expect(fromStack.detail).toMatchObject({
+      nextHopMtu: 1000,
+      sendErrors: 2,
+      sendError: { code: 'EMSGSIZE', mtu: 1000 },
+    });
+    expect(
+      outcomeOf({ ...base, rttsMs: [1] }, '10.0.0.9', new ProbeClock(1000)).detail,
+    ).not.toHaveProperty('nextHopMtu');
   });
 });
 
@@ -187,8 +263,43 @@ describe('parsePingLine: iputils ping lines', () => {
     expect(flat).toEqual(expected);
   });
 
+  it('reads the next-hop MTU of "fragmentation needed" and "packet too big"', () => {
+    expect(
+      parsePingLine('From 10.0.0.1 icmp_seq=2 Frag needed and DF set (mtu = 1400)', 4),
+    ).toEqual({
+      kind: 'icmp',
+      seq: 2,
+      error: {
+        family: 4,
+        type: 3,
+        code: 4,
+        name: 'ICMP_UNREACH_NEEDFRAG',
+        from: '10.0.0.1',
+        mtu: 1400,
+        text: 'From 10.0.0.1 icmp_seq=2 Frag needed and DF set (mtu = 1400)',
+      },
+    });
+    const v6 = parsePingLine('From fd00::1 icmp_seq=1 Packet too big: mtu=1280', 6);
+    expect(v6).toMatchObject({ kind: 'icmp', seq: 1, error: { family: 6, type: 2, mtu: 1280 } });
+    // Only those two types carry an MTU.
+    const other = parsePingLine('From 10.0.0.1 icmp_seq=1 Destination Host Unreachable', 4);
+    expect(other?.kind === 'icmp' && other.error.mtu).toBe(undefined);
+  });
+
+  it.each([
+    ['ping: local error: message too long, mtu=1000', 4, 1000],
+    ['/usr/bin/ping: local error: message too long, mtu=1000', 4, 1000],
+    ['ping: local error: message too long, mtu: 1280', 6, 1280],
+  ] as const)('a packet the local stack refused: %s', (line, family, mtu) => {
+    expect(parsePingLine(line, family)).toEqual({
+      kind: 'send',
+      error: { code: 'EMSGSIZE', mtu, text: line },
+    });
+  });
+
   it('ignores the banner, statistics and unknown error text', () => {
     for (const line of [
+      'ping: local error: No buffer space available',
       'PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data.',
       '3 packets transmitted, 3 received, 0% packet loss, time 405ms',
       'rtt min/avg/max/mdev = 0.034/0.039/0.043/0.003 ms',

@@ -1,12 +1,18 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { classifyIcmpError } from './classify.js';
-import { FpingEngine } from './icmp-fping.js';
-import { FpingLoopEngine } from './icmp-fping-loop.js';
+import { classifyIcmpError, classifySendError } from './classify.js';
+import { echoPayloadBytes, FpingEngine, minIpv6PacketBytes } from './icmp-fping.js';
+import { FpingLoopEngine, type LoopTarget } from './icmp-fping-loop.js';
 import { PingEngine } from './icmp-ping.js';
 import { round } from './run.js';
 import { ProbeClock, ProbeFailure, resolveHost } from './socket.js';
-import type { ProbeDefinition, ProbeOutcome, ScheduledTarget } from './types.js';
+import type {
+  ProbeContext,
+  ProbeDefinition,
+  ProbeOutcome,
+  ScheduledTarget,
+  Target,
+} from './types.js';
 
 /** The programs an ICMP echo can run on. */
 export const icmpEngineNames = ['fping', 'ping'] as const;
@@ -35,6 +41,26 @@ export const icmpOptions = z
   .strict();
 export type IcmpOptions = z.infer<typeof icmpOptions>;
 
+/**
+ * How an echo probe sends: what the options of the echo kinds (icmp, mtu) come down to.
+ * `runEcho` and `prepareEchoLoop` take it, so both kinds share one engine path.
+ */
+export interface EchoPlan {
+  /** Echo requests per probe; the probe is `ok` when at least one is answered. */
+  readonly count: number;
+  /** Milliseconds between two echo requests of a one-shot probe. */
+  readonly intervalMs: number;
+  readonly engine: IcmpOptions['engine'];
+  /** Address family for a hostname: 4, 6, or 0 for the resolver's first answer. */
+  readonly family: 0 | 4 | 6;
+  /** ICMP payload bytes (the programs' default when absent and `sizeBytes` is too). */
+  readonly packetSize?: number;
+  /** The whole IP packet instead: the payload follows from the family the address has. */
+  readonly sizeBytes?: number;
+  /** Don't Fragment: a packet larger than a link on the way is refused, never fragmented. */
+  readonly dontFragment?: boolean;
+}
+
 /** One echo run asked of an engine. */
 export interface EchoRequest {
   /** The address to probe: always a resolved IP literal, never raw user text. */
@@ -46,6 +72,8 @@ export interface EchoRequest {
   readonly intervalMs: number;
   /** ICMP payload bytes; the program's default when absent. */
   readonly packetSize?: number;
+  /** Set Don't Fragment (IPv4), refuse to fragment (IPv6): for path MTU probes. */
+  readonly dontFragment?: boolean;
   /** Budget from now, in milliseconds: the engine answers by then. */
   readonly timeoutMs: number;
   /** The caller gave up: answer at once with what came back so far. */
@@ -63,6 +91,21 @@ export interface IcmpError {
   readonly name: string;
   /** Who sent it: a router, the target, or our own stack when ARP fails. */
   readonly from: string;
+  /** The next-hop MTU a "fragmentation needed" / "packet too big" carries, where the engine prints it. */
+  readonly mtu?: number;
+  /** The engine's line, for humans. */
+  readonly text: string;
+}
+
+/**
+ * A packet our own stack refused to send. iputils ping reports these (with the MTU the
+ * kernel gave); fping 5.1 prints nothing for them in count and loop mode.
+ */
+export interface SendError {
+  /** The errno name, e.g. EMSGSIZE: larger than the route's MTU, with Don't Fragment set. */
+  readonly code: string;
+  /** The MTU the kernel named: the interface's, or the path MTU it learnt. */
+  readonly mtu?: number;
   /** The engine's line, for humans. */
   readonly text: string;
 }
@@ -77,6 +120,8 @@ export interface EchoReport {
   readonly rttsMs: readonly (number | null)[];
   /** ICMP errors that came back, in arrival order. */
   readonly icmpErrors: readonly IcmpError[];
+  /** Packets our own stack refused to send, where the engine tells (ping does). */
+  readonly sendErrors?: readonly SendError[];
   /** The caller's signal ended the run early. */
   readonly aborted: boolean;
   /** The engine itself failed (not installed, crashed): this says nothing about the target. */
@@ -114,17 +159,25 @@ export async function closeIcmpEngines(): Promise<void> {
   ]);
 }
 
-async function pickEngine(choice: IcmpOptions['engine']): Promise<IcmpEngine | undefined> {
+async function pickEngine(
+  choice: IcmpOptions['engine'],
+  dontFragment: boolean,
+): Promise<IcmpEngine | undefined> {
   if (choice !== 'auto') {
     const engine = icmpEngines[choice];
     return (await engine.available()) ? engine : undefined;
   }
-  if (await icmpEngines.fping.available()) return icmpEngines.fping;
-  if (await icmpEngines.ping.available()) return icmpEngines.ping;
+  // fping prints nothing for a packet its own stack refused to send (EMSGSIZE: the local
+  // interface, or a path MTU learnt from a "fragmentation needed"); ping says so and names
+  // the MTU. So ping goes first for Don't Fragment echoes, fping for the others.
+  const order = dontFragment
+    ? [icmpEngines.ping, icmpEngines.fping]
+    : [icmpEngines.fping, icmpEngines.ping];
+  for (const engine of order) if (await engine.available()) return engine;
   return undefined;
 }
 
-/** The probe's outcome from an engine's report: decided from replies and ICMP types only. */
+/** The probe's outcome from an engine's report: decided from replies, ICMP types and send errnos only. */
 export function outcomeOf(report: EchoReport, ip: string, clock: ProbeClock): ProbeOutcome {
   const replies = report.rttsMs.filter((r): r is number => r !== null);
   const sent = report.rttsMs.length;
@@ -149,6 +202,14 @@ export function outcomeOf(report: EchoReport, ip: string, clock: ProbeClock): Pr
       from: first.from,
     };
   }
+  const sendErrors = report.sendErrors ?? [];
+  const firstSend = sendErrors[0];
+  if (firstSend !== undefined) {
+    detail.sendErrors = sendErrors.length;
+    detail.sendError = { code: firstSend.code, mtu: firstSend.mtu ?? null };
+  }
+  const nextHopMtu = [...report.icmpErrors, ...sendErrors].find((e) => e.mtu !== undefined)?.mtu;
+  if (nextHopMtu !== undefined) detail.nextHopMtu = nextHopMtu;
   if (report.failure !== undefined && received === 0) {
     return clock.outcome('internal_error', {
       error: { code: report.failure.code, message: report.failure.message.slice(0, 1024) },
@@ -159,13 +220,22 @@ export function outcomeOf(report: EchoReport, ip: string, clock: ProbeClock): Pr
     clock.timings.rttMs = round(replies.reduce((a, b) => a + b, 0) / received);
     return clock.outcome('ok', { detail });
   }
-  const decisive = report.icmpErrors.find((e) => classifyIcmpError(e.family, e.type) !== undefined);
-  if (decisive !== undefined) {
-    const cls = classifyIcmpError(decisive.family, decisive.type) ?? 'icmp_unreachable';
-    return clock.outcome(cls, {
-      error: { code: decisive.name, message: decisive.text.slice(0, 1024) },
-      detail,
-    });
+  // What came back from the network first, then what our own stack refused to send.
+  for (const e of report.icmpErrors) {
+    const cls = classifyIcmpError(e.family, e.type, e.code);
+    if (cls !== undefined)
+      return clock.outcome(cls, {
+        error: { code: e.name, message: e.text.slice(0, 1024) },
+        detail,
+      });
+  }
+  for (const e of sendErrors) {
+    const cls = classifySendError(e.code);
+    if (cls !== undefined)
+      return clock.outcome(cls, {
+        error: { code: e.code, message: e.text.slice(0, 1024) },
+        detail,
+      });
   }
   const error = report.aborted
     ? { code: 'FL_ABORTED', message: 'probe aborted before an echo reply came back' }
@@ -176,19 +246,107 @@ export function outcomeOf(report: EchoReport, ip: string, clock: ProbeClock): Pr
   return clock.outcome('icmp_timeout', { error, detail });
 }
 
-/** The scheduled targets the loop engine serves: all but those pinned to iputils ping. */
-function loopTargets(targets: readonly ScheduledTarget<IcmpOptions>[]) {
-  return targets
-    .filter((t) => t.options.engine !== 'ping')
-    .map((t) => ({
+/** An echo plan's sizing and Don't Fragment, as the loop engine and its rounds take them. */
+function loopSizing(plan: EchoPlan): Pick<LoopTarget, 'packetSize' | 'sizeBytes' | 'dontFragment'> {
+  return {
+    ...(plan.sizeBytes !== undefined
+      ? { sizeBytes: plan.sizeBytes }
+      : plan.packetSize !== undefined
+        ? { packetSize: plan.packetSize }
+        : {}),
+    ...(plan.dontFragment === true ? { dontFragment: true } : {}),
+  };
+}
+
+/**
+ * Announces a kind's scheduled targets to the loop engine (as that kind's whole set): all but
+ * those pinned to iputils ping get pinged by a long-lived fping.
+ */
+export function prepareEchoLoop<O>(
+  kind: string,
+  targets: readonly ScheduledTarget<O>[],
+  planOf: (options: O) => EchoPlan,
+): void {
+  const loop: LoopTarget[] = [];
+  for (const t of targets) {
+    const plan = planOf(t.options);
+    if (plan.engine === 'ping') continue;
+    loop.push({
       name: t.target.name,
       host: t.target.host,
-      family: t.options.family,
-      count: t.options.count,
-      ...(t.options.packetSize === undefined ? {} : { packetSize: t.options.packetSize }),
+      family: plan.family,
+      count: plan.count,
+      ...loopSizing(plan),
       intervalMs: t.intervalMs,
       timeoutMs: t.timeoutMs,
-    }));
+    });
+  }
+  icmpEngines.loop.prepare(loop, kind);
+}
+
+/**
+ * Runs one echo probe: a round of the loop engine for a scheduled target, else `count`
+ * echoes on fping or ping. The class is decided from replies, ICMP types and send errors.
+ */
+export async function runEcho(
+  target: Target,
+  plan: EchoPlan,
+  ctx: ProbeContext,
+): Promise<ProbeOutcome> {
+  const clock = new ProbeClock(ctx.timeoutMs);
+  let ip: string;
+  try {
+    ip = await resolveHost(target.host, plan.family, clock);
+  } catch (err) {
+    if (err instanceof ProbeFailure) return clock.outcome(err.failureClass, { error: err.raw });
+    throw err;
+  }
+  const family = isIP(ip) === 6 ? 6 : 4;
+  if (plan.sizeBytes !== undefined && family === 6 && plan.sizeBytes < minIpv6PacketBytes) {
+    return clock.outcome('internal_error', {
+      error: {
+        code: 'FL_ERR_OPTIONS',
+        message: `size ${plan.sizeBytes} is below IPv6's minimum MTU: ${ip} is an IPv6 address, and every IPv6 link carries ${minIpv6PacketBytes}-byte packets; set size to ${minIpv6PacketBytes} or more`,
+      },
+    });
+  }
+  const dontFragment = plan.dontFragment === true;
+  if (plan.engine !== 'ping') {
+    const looped = await icmpEngines.loop.round({
+      name: target.name,
+      host: target.host,
+      family: plan.family,
+      count: plan.count,
+      ...loopSizing(plan),
+      ip,
+      timeoutMs: clock.remainingMs(),
+      signal: ctx.signal,
+    });
+    if (looped !== undefined) return outcomeOf(looped, looped.ip ?? ip, clock);
+  }
+  const engine = await pickEngine(plan.engine, dontFragment);
+  if (engine === undefined) {
+    const wanted = plan.engine === 'auto' ? 'fping or ping' : plan.engine;
+    return clock.outcome('internal_error', {
+      error: {
+        code: 'FL_ERR_ENGINE',
+        message: `no usable ICMP engine: ${wanted} is not installed or cannot open a raw socket`,
+      },
+    });
+  }
+  const packetSize =
+    plan.sizeBytes !== undefined ? echoPayloadBytes(plan.sizeBytes, family) : plan.packetSize;
+  const report = await engine.echo({
+    ip,
+    family,
+    count: plan.count,
+    intervalMs: plan.intervalMs,
+    ...(packetSize === undefined ? {} : { packetSize }),
+    ...(dontFragment ? { dontFragment } : {}),
+    timeoutMs: clock.remainingMs(),
+    signal: ctx.signal,
+  });
+  return outcomeOf(report, ip, clock);
 }
 
 /**
@@ -203,51 +361,10 @@ export const icmp: ProbeDefinition<IcmpOptions> = {
     'ICMP echo round-trip and loss over a few packets; timeout and ICMP unreachable told apart',
   target: { form: 'host' },
   options: icmpOptions,
-  async run(target, options, ctx) {
-    const clock = new ProbeClock(ctx.timeoutMs);
-    let ip: string;
-    try {
-      ip = await resolveHost(target.host, options.family, clock);
-    } catch (err) {
-      if (err instanceof ProbeFailure) return clock.outcome(err.failureClass, { error: err.raw });
-      throw err;
-    }
-    if (options.engine !== 'ping') {
-      const looped = await icmpEngines.loop.round({
-        name: target.name,
-        host: target.host,
-        family: options.family,
-        count: options.count,
-        ...(options.packetSize === undefined ? {} : { packetSize: options.packetSize }),
-        ip,
-        timeoutMs: clock.remainingMs(),
-        signal: ctx.signal,
-      });
-      if (looped !== undefined) return outcomeOf(looped, looped.ip ?? ip, clock);
-    }
-    const engine = await pickEngine(options.engine);
-    if (engine === undefined) {
-      const wanted = options.engine === 'auto' ? 'fping or ping' : options.engine;
-      return clock.outcome('internal_error', {
-        error: {
-          code: 'FL_ERR_ENGINE',
-          message: `no usable ICMP engine: ${wanted} is not installed or cannot open a raw socket`,
-        },
-      });
-    }
-    const report = await engine.echo({
-      ip,
-      family: isIP(ip) === 6 ? 6 : 4,
-      count: options.count,
-      intervalMs: options.intervalMs,
-      ...(options.packetSize === undefined ? {} : { packetSize: options.packetSize }),
-      timeoutMs: clock.remainingMs(),
-      signal: ctx.signal,
-    });
-    return outcomeOf(report, ip, clock);
-  },
+  echo: true,
+  run: (target, options, ctx) => runEcho(target, options, ctx),
   prepare(targets) {
-    icmpEngines.loop.prepare(loopTargets(targets));
+    prepareEchoLoop('icmp', targets, (options) => options);
   },
   close: closeIcmpEngines,
 };

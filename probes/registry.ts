@@ -2,6 +2,7 @@ import { ConfigError } from '../lib/errors.js';
 import { dns } from './dns.js';
 import { http } from './http.js';
 import { icmp } from './icmp.js';
+import { mtu } from './mtu.js';
 import { mysql } from './mysql.js';
 import { postgres } from './postgres.js';
 import { redis } from './redis.js';
@@ -20,10 +21,16 @@ export const probeRegistry = {
   postgres,
   redis,
   mysql,
+  mtu,
 } as const;
 
 export type ProbeKind = keyof typeof probeRegistry;
 export const probeKinds = Object.keys(probeRegistry) as ProbeKind[];
+
+/** Kinds whose results are ICMP echo rounds (`ProbeDefinition.echo`): RTT and loss per packet. */
+export const echoKinds: ReadonlySet<string> = new Set(
+  probeKinds.filter((kind) => (probeRegistry[kind] as ProbeDefinition<unknown>).echo === true),
+);
 
 export function isProbeKind(kind: string): kind is ProbeKind {
   return Object.prototype.hasOwnProperty.call(probeRegistry, kind);

@@ -57,6 +57,13 @@ export interface ProbeDefinition<O = unknown> {
   /** This kind's options, defaults inside; unknown keys rejected. */
   readonly options: z.ZodType<O, unknown>;
   /**
+   * Optional. Results of this kind are ICMP echo rounds: `timings.rttMs` is their latency,
+   * `detail.rttsMs` and `detail.lossRatio` their packets. The agent summarises RTT and loss
+   * and exports the ICMP series (`faultline.probe.icmp.rtt`, blackbox's
+   * `probe_icmp_duration_seconds`) for them.
+   */
+  readonly echo?: boolean;
+  /**
    * Runs one probe. Never throws for a target failure: it returns a failure class and the
    * phase timings reached. Throws only on a programming error.
    */

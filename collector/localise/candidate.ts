@@ -1,6 +1,7 @@
 import type { FaultKind, Hypothesis } from '../../wire/diagnosis.js';
 import type { PathState } from '../types.js';
 import type { Evidence } from './evidence.js';
+import type { Digest } from './text.js';
 
 /**
  * A candidate explanation: one fault that would account for some of the failing paths. Each
@@ -8,8 +9,17 @@ import type { Evidence } from './evidence.js';
  */
 export interface Candidate {
   readonly hypothesis: Omit<Hypothesis, 'evidence' | 'since'>;
-  /** The failing (or degraded) paths it explains. */
-  readonly explains: readonly PathState[];
+  /**
+   * The failing paths it explains, as indices into `Evidence.failing` (a partition explains
+   * 100,000 paths: the search marks them in typed arrays, not sets).
+   */
+  readonly explains: readonly number[];
+  /** The same set as a bitset over the failing paths' indices, when the rule built it so. */
+  readonly bits?: Uint32Array;
+  /** The digest of every path in `explains`, when the rule had it at hand (cheaper merged). */
+  readonly digest?: Digest;
+  /** Degraded paths it explains (they are not failing: outside the search's cover). */
+  readonly degraded?: readonly PathState[];
   /** Paths it quotes beside them that weigh nothing (a silent agent's host still answering). */
   readonly quotes?: readonly PathState[];
   /** Observations that speak against it: paths that pass where it says they would fail. */
@@ -42,7 +52,8 @@ export interface Rule {
   readonly tier: 'structural' | 'residual';
   propose(
     ev: Evidence,
-    remaining: readonly PathState[],
+    /** Indices into `ev.failing` of what is left unexplained (structural rules: all). */
+    remaining: readonly number[],
     chosen: readonly Candidate[],
   ): readonly Candidate[];
 }

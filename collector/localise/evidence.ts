@@ -70,10 +70,21 @@ export interface Evidence {
   readonly groupOf: ReadonlyMap<string, string>;
   /** When each dark host went dark: the earliest start of the failures toward it. */
   readonly darkSinceMs: ReadonlyMap<string, number>;
-  /** Failing paths of live agents (probe-internal failures left out), in agent order. */
+  /**
+   * Failing paths of live agents (probe-internal failures left out), in agent order: each
+   * agent's view's failing paths, one after the other. Read through `path(i)` where possible:
+   * the list itself is only put together when asked for.
+   */
   readonly failing: readonly PathState[];
+  readonly failingCount: number;
+  /** The failing path at index `i`. */
+  path(i: number): PathState;
   /** Paths of live agents to one component, in agent order. */
   pathsTo(component: string): PathState[];
+  /** Where an agent's failing paths start in `failing` (they are its view's, in order). */
+  failingOffset(agent: string): number | undefined;
+  /** Indices of the failing paths that `pred` takes. */
+  pick(pred: (p: PathState) => boolean, among?: readonly number[]): number[];
   readonly observer: ObserverPlace;
   readonly hosts: HostIds;
   readonly agentIds: HostIds;
@@ -166,14 +177,17 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     const v = viewOf(a);
     if (!v) continue;
     const self = hosts.ids.get(host(a));
-    const failed = new Set<number>();
     let judged = v.yesIds.length - (self !== undefined && hasBit(v.yes, self) ? 1 : 0);
+    let failedCount = 0;
     for (const id of v.no) {
       if (id === self || reachersOf(id) <= 0) continue;
       judged += 1;
-      failed.add(id);
+      failedCount += 1;
     }
-    if (failed.size >= 2 && failed.size >= sourceFaultShare * judged) failedBy.set(a, failed);
+    if (failedCount < 2 || failedCount < sourceFaultShare * judged) continue;
+    const failed = new Set<number>();
+    for (const id of v.no) if (id !== self && reachersOf(id) > 0) failed.add(id);
+    failedBy.set(a, failed);
   }
   const sourceFaults = new Set<string>();
   for (const [a, failed] of failedBy) {
@@ -220,14 +234,40 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
   const dark = sorted([...triedHosts].filter((h) => !lit.has(h)));
   const litGroupsByRoot = connectedGroups(reaching, viewOf, host, hosts);
 
-  const failing: PathState[] = [];
-  for (const a of liveAgents) for (const p of viewOf(a)?.failing ?? []) failing.push(p);
+  // The failing paths, as each live agent's slice: a diagnosis of a 100,000-path partition
+  // need not copy them.
+  const offsets = new Map<string, number>();
+  const starts: number[] = [];
+  const slices: (readonly PathState[])[] = [];
+  let failingCount = 0;
+  for (const a of liveAgents) {
+    offsets.set(a, failingCount);
+    const f = viewOf(a)?.failing ?? [];
+    if (f.length === 0) continue;
+    starts.push(failingCount);
+    slices.push(f);
+    failingCount += f.length;
+  }
+  const path = (i: number): PathState => {
+    let lo = 0;
+    let hi = starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if ((starts[mid] ?? 0) <= i) lo = mid;
+      else hi = mid - 1;
+    }
+    const p = slices[lo]?.[i - (starts[lo] ?? 0)];
+    if (p === undefined) throw new Error(`no failing path ${i} of ${failingCount}`);
+    return p;
+  };
+  let failing: PathState[] | undefined;
+  const allFailing = (): PathState[] => (failing ??= slices.flat());
 
   // When each dark host went dark: the earliest failure toward it from a sound agent.
   const darkSinceMs = new Map<string, number>();
   if (dark.length > 0) {
     const darkSet = new Set(dark);
-    for (const p of failing) {
+    for (const p of slices.flat()) {
       if (!darkSet.has(p.component) || !soundSet.has(p.agent) || layerOf(p) !== 'network') continue;
       const known = darkSinceMs.get(p.component);
       if (known === undefined || p.sinceMs < known) darkSinceMs.set(p.component, p.sinceMs);
@@ -368,8 +408,23 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     joinedByTime,
     groupOf,
     darkSinceMs,
-    failing,
+    get failing() {
+      return allFailing();
+    },
+    failingCount,
+    path,
     pathsTo,
+    failingOffset: (a) => offsets.get(a),
+    pick: (pred, among) => {
+      const out: number[] = [];
+      if (among === undefined) {
+        slices.forEach((f, k) => {
+          const start = starts[k] ?? 0;
+          for (let j = 0; j < f.length; j++) if (pred(f[j] as PathState)) out.push(start + j);
+        });
+      } else for (const i of among) if (pred(path(i))) out.push(i);
+      return out;
+    },
     observer: { host: observerHost, agents: localAgents, labels: observerLabels, side },
     hosts,
     agentIds: input.agentIds,

@@ -37,6 +37,32 @@ export interface Digest {
 
 const digests = new WeakMap<readonly PathState[], Digest>();
 
+/**
+ * The digest of several disjoint sets of paths, from their own digests: each agent's share
+ * of a partition is digested once per change of it, and a diagnosis only merges. The parts
+ * must come in agent order (their examples are taken from the first).
+ */
+export function mergeDigests(parts: readonly Digest[]): Digest {
+  const counts: Record<string, number> = {};
+  let since = Number.POSITIVE_INFINITY;
+  let networkOnly = true;
+  const examples: string[] = [];
+  for (const d of parts) {
+    for (const k in d.evidence.counts) counts[k] = (counts[k] ?? 0) + (d.evidence.counts[k] ?? 0);
+    if (d.sinceMs !== undefined && d.sinceMs < since) since = d.sinceMs;
+    networkOnly &&= d.networkOnly;
+    // Parts come in agent order and examples read `agent → target`: the first parts hold
+    // the first examples.
+    if (examples.length < maxExamples) examples.push(...d.evidence.examples);
+  }
+  examples.sort(byName);
+  return {
+    evidence: { counts, examples: examples.slice(0, maxExamples) },
+    sinceMs: Number.isFinite(since) ? since : undefined,
+    networkOnly,
+  };
+}
+
 /** A partition can quote 100,000 paths: read them once, however often they are asked about. */
 export function digestOf(paths: readonly PathState[]): Digest {
   const known = digests.get(paths);

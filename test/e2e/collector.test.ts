@@ -35,8 +35,24 @@ const token = randomBytes(16).toString('hex');
 const agentNames = ['app-a', 'app-b'] as const;
 type AgentName = (typeof agentNames)[number];
 const planTargets: Record<AgentName, string[]> = {
-  'app-a': ['app-b/icmp', 'web/api/tcp', 'web/icmp', 'web/web/http', 'web/web/tcp'],
-  'app-b': ['app-a/icmp', 'web/api/tcp', 'web/icmp', 'web/web/http', 'web/web/tcp'],
+  'app-a': [
+    'app-b/icmp',
+    'app-b/mtu',
+    'web/api/tcp',
+    'web/icmp',
+    'web/mtu',
+    'web/web/http',
+    'web/web/tcp',
+  ],
+  'app-b': [
+    'app-a/icmp',
+    'app-a/mtu',
+    'web/api/tcp',
+    'web/icmp',
+    'web/mtu',
+    'web/web/http',
+    'web/web/tcp',
+  ],
 };
 
 /**
@@ -220,6 +236,10 @@ inventory:
         kind: 'icmp',
       });
       expect(mine.find((p) => p.target === 'web/api/tcp')?.kind).toBe('tcp');
+      // The full-size echo beside the ping is the host's too, with no service.
+      const fullSize = mine.find((p) => p.target === 'web/mtu');
+      expect(fullSize).toMatchObject({ component: 'web', kind: 'mtu', lastClass: 'ok' });
+      expect(fullSize?.service).toBeUndefined();
     }
     // The filters of /paths work on the live matrix.
     const icmp = await paths('?kind=icmp');
@@ -257,9 +277,9 @@ inventory:
       }
       expect(early.length).toBeGreaterThan(0);
       for (const p of early) expect(p.state, `${p.agent} ${p.target} early`).not.toBe('failing');
-      // Same host, other layers and ports: still fine.
+      // Same host, other layers and ports (icmp, mtu, api/tcp from each agent): still fine.
       const others = (await paths('?component=web')).filter((p) => !webPaths.includes(p.target));
-      expect(others).toHaveLength(4);
+      expect(others).toHaveLength(6);
       for (const p of others) {
         expect(healthy(p), `${p.agent} ${p.target}: ${p.state} ${p.lastClass}`).toBe(true);
         expect(p.failures).toEqual({});

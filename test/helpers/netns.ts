@@ -84,6 +84,8 @@ export class TestNet {
   readonly bridge: string;
   readonly gateway: string;
   private readonly hosts: TestHost[] = [];
+  /** Second interfaces of other nets' hosts on this net (`attach`): their namespace is not ours. */
+  private readonly legs: TestHost[] = [];
   private readonly procs = new Set<ChildProcess>();
   private nextHost = 2;
   private destroyed = false;
@@ -147,6 +149,47 @@ export class TestNet {
     return host;
   }
 
+  /**
+   * Plugs a host that already exists (e.g. of another TestNet) into this net as well: a
+   * second interface `ifname` with an address of this net and no route beyond its subnet,
+   * as a router's second leg. Returns the host as seen from this net; `destroy()` removes
+   * the interface, the host's own net removes the namespace.
+   */
+  async attach(host: TestHost, ifname: string): Promise<TestHost> {
+    const n = this.nextHost++;
+    const leg: TestHost = {
+      name: host.name,
+      ns: host.ns,
+      ip: this.address(n),
+      ifname,
+      rootIf: `${this.prefix}h${n}`,
+    };
+    this.legs.push(leg);
+    const tmpIf = `${this.prefix}t${n}`;
+    await sh('ip', ['link', 'add', leg.rootIf, 'type', 'veth', 'peer', 'name', tmpIf]);
+    await sh('ip', ['link', 'set', tmpIf, 'netns', leg.ns]);
+    await sh('ip', ['-n', leg.ns, 'link', 'set', tmpIf, 'name', ifname]);
+    await sh('ip', ['-n', leg.ns, 'addr', 'add', `${leg.ip}/24`, 'dev', ifname]);
+    await sh('ip', ['-n', leg.ns, 'link', 'set', ifname, 'up']);
+    await sh('ip', ['link', 'set', leg.rootIf, 'master', this.bridge]);
+    await sh('ip', ['link', 'set', leg.rootIf, 'up']);
+    return leg;
+  }
+
+  /**
+   * Sets the MTU of a host's bridge port — the switch side of its link, as a misconfigured
+   * switch port: frames larger than `mtu` toward or from the host are dropped. The bridge
+   * keeps its own MTU (Linux would lower it to its smallest port's).
+   */
+  async setPortMtu(host: TestHost, mtu: number): Promise<void> {
+    const bridgeMtu = JSON.parse(await sh('ip', ['-j', 'link', 'show', this.bridge])) as {
+      mtu: number;
+    }[];
+    await sh('ip', ['link', 'set', host.rootIf, 'mtu', String(mtu)]);
+    // Setting it explicitly (even to the old value after the port lowered it) pins it.
+    await sh('ip', ['link', 'set', this.bridge, 'mtu', String(bridgeMtu[0]?.mtu ?? 1500)]);
+  }
+
   /** Runs a command inside a host's namespace and returns its stdout. */
   exec(host: TestHost, cmd: string, args: readonly string[]): Promise<string> {
     return sh('ip', ['netns', 'exec', host.ns, cmd, ...args]);
@@ -205,6 +248,7 @@ export class TestNet {
         }
       }
     }
+    for (const leg of this.legs) await sh('ip', ['link', 'del', leg.rootIf]).catch(() => undefined);
     for (const host of this.hosts) {
       await sh('ip', ['netns', 'del', host.ns]).catch(() => undefined);
       await sh('ip', ['link', 'del', host.rootIf]).catch(() => undefined);

@@ -8,8 +8,9 @@ export const dnsFailure: Rule = {
   kinds: ['dns_failure'],
   tier: 'residual',
   propose: (ev, remaining) => {
-    const fails = remaining.filter((p) => ev.soundSet.has(p.agent) && layerOf(p) === 'dns');
-    if (fails.length === 0) return [];
+    const taken = ev.pick((p) => ev.soundSet.has(p.agent) && layerOf(p) === 'dns', remaining);
+    if (taken.length === 0) return [];
+    const fails = taken.map((i) => ev.path(i));
     const targets = sorted(fails.map((p) => p.component));
     const sources = sorted(fails.map((p) => p.agent));
     const answering = targets.filter((t) => ev.lit.has(t));
@@ -24,7 +25,7 @@ export const dnsFailure: Rule = {
           components: targets,
           groups: [{ name: 'sources', members: sorted(sources.map((a) => ev.host(a))) }],
         },
-        explains: fails,
+        explains: taken,
       },
     ];
   },

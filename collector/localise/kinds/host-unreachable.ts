@@ -14,8 +14,9 @@ export const hostUnreachable: Rule = {
     for (const members of ev.darkClusters) {
       if (members.length !== 1) continue;
       const h = members[0] ?? '';
-      const paths = darkClusterPaths(ev, members);
-      if (paths.length === 0) continue;
+      const taken = darkClusterPaths(ev, members);
+      if (taken.length === 0) continue;
+      const paths = taken.map((i) => ev.path(i));
       const own = paths.filter((p) => ev.host(p.agent) === h);
       const sources = new Set(paths.filter((p) => p.component === h).map((p) => p.agent));
       const agentsOn = ev.inventory.filter((c) => c.name === h).map((c) => c.agent ?? c.name);
@@ -32,7 +33,7 @@ export const hostUnreachable: Rule = {
           components: [h],
           groups: [{ members: [h] }],
         },
-        explains: paths,
+        explains: taken,
         silences: agentsOn.filter((a) => !ev.isLive(a)),
         prior: 1,
       });

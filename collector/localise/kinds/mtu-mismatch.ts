@@ -4,7 +4,7 @@ import type { PathState } from '../../types.js';
 import type { Candidate, Rule } from '../candidate.js';
 import type { Evidence } from '../evidence.js';
 import { list } from '../text.js';
-import { byName, mtuKind, sorted } from '../views.js';
+import { byName, mtuKind, sorted, type AgentView } from '../views.js';
 
 /**
  * `mtu_mismatch`: small packets pass and full-size ones vanish (or come back "fragmentation
@@ -21,12 +21,10 @@ export const mtuMismatch: Rule = {
   kinds: ['mtu_mismatch'],
   tier: 'structural',
   propose: (ev) => {
-    const lost = ev.failing.filter(
-      (p) =>
-        p.kind === mtuKind &&
-        ev.soundSet.has(p.agent) &&
-        ev.reachOf(p.agent, p.component) === 'yes',
-    );
+    const lost: PathState[] = [];
+    for (const a of ev.sound)
+      for (const p of lostEchoes(ev.viewOf(a)))
+        if (ev.reachOf(a, p.component) === 'yes') lost.push(p);
     if (lost.length === 0) return [];
     const pairKey = (src: string, dst: string): string => `${src}\u0000${dst}`;
     const failPairs = new Map<string, Pair>();
@@ -96,6 +94,19 @@ export const mtuMismatch: Rule = {
     return out;
   },
 };
+
+const lostCache = new WeakMap<AgentView, readonly PathState[]>();
+
+/** An agent's failing full-size echoes, read once per change of its view. */
+function lostEchoes(v: AgentView | undefined): readonly PathState[] {
+  if (v === undefined) return [];
+  let lost = lostCache.get(v);
+  if (lost === undefined) {
+    lost = v.failing.filter((p) => p.kind === mtuKind);
+    lostCache.set(v, lost);
+  }
+  return lost;
+}
 
 interface Pair {
   readonly src: string;
@@ -196,10 +207,12 @@ function candidate(
   const inPairs = new Set(pairs.map((q) => `${q.src}\u0000${q.dst}`));
   const onPairs = (p: PathState): boolean =>
     ev.soundSet.has(p.agent) && inPairs.has(`${ev.host(p.agent)}\u0000${p.component}`);
-  const echoes = ev.failing.filter((p) => p.kind === mtuKind && onPairs(p));
-  const answers = ev.failing.filter(
+  const echoIds = ev.pick((p) => p.kind === mtuKind && onPairs(p));
+  const answerIds = ev.pick(
     (p) => p.kind !== mtuKind && bigAnswerLost.has(p.lastClass) && onPairs(p),
   );
+  const echoes = echoIds.map((i) => ev.path(i));
+  const answers = answerIds.map((i) => ev.path(i));
   const fragNeeded = echoes.some((p) => p.lastClass === 'mtu_exceeded');
   const services = sorted(answers.map((p) => `${p.component}/${p.service ?? p.kind}`));
   const or =
@@ -224,7 +237,7 @@ function candidate(
       groups: [{ name: describe(e), members: sorted(behind) }],
       ...(cut ? { cutLabel: cut } : {}),
     },
-    explains: [...echoes, ...answers],
+    explains: [...echoIds, ...answerIds],
     prior: 1,
   };
 }

@@ -1,4 +1,3 @@
-import type { PathState } from '../../types.js';
 import type { Candidate, Rule } from '../candidate.js';
 import { list } from '../text.js';
 import { layerOf, sorted } from '../views.js';
@@ -48,12 +47,10 @@ export const observerCut: Rule = {
     const together = silentDark.length >= 2 && spreadMs <= ev.eventWindowMs;
     if (!localFails && !together) return [];
 
-    const paths: PathState[] = [];
-    for (const p of ev.failing) {
-      // Nothing can be said about the far side; the local agent's failures are this cut.
-      if (far.has(p.component) || (local.includes(p.agent) && layerOf(p) === 'network'))
-        paths.push(p);
-    }
+    // Nothing can be said about the far side; the local agent's failures are this cut.
+    const taken = ev.pick(
+      (p) => far.has(p.component) || (local.includes(p.agent) && layerOf(p) === 'network'),
+    );
     const farList = sorted(far);
     const sideList = sorted(side);
     const found = ev.cutOf([sideList, farList], [sideList]);
@@ -93,12 +90,12 @@ export const observerCut: Rule = {
           ...(cut ? { cutLabel: cut } : {}),
           collectorCutOff: true,
         },
-        explains: paths,
+        explains: taken,
         silences: silentBeyond.map((a) => a.agent),
         standalone: true,
         first: true,
         prior: 2,
-        ...(paths.length === 0 && lastSeen.length > 0 ? { sinceMs: lastSeen[0] } : {}),
+        ...(taken.length === 0 && lastSeen.length > 0 ? { sinceMs: lastSeen[0] } : {}),
       },
     ];
   },

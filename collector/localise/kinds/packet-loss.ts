@@ -44,7 +44,8 @@ export const packetLoss: Rule = {
           components: ends,
           groups: [{ members: ends }],
         },
-        explains: ps,
+        explains: [],
+        degraded: ps,
       });
       const taken = new Set(ps);
       degraded = degraded.filter((p) => !taken.has(p));

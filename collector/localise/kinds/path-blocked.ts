@@ -1,4 +1,3 @@
-import type { PathState } from '../../types.js';
 import type { Rule } from '../candidate.js';
 import { sharedLabel } from '../evidence.js';
 import { list } from '../text.js';
@@ -18,20 +17,21 @@ export const pathBlocked: Rule = {
     // Refusals from some sources only, then network failures inside a group.
     const refusedSome = serviceGroups(ev, remaining)
       .filter((g) => g.refused > 0 && !g.fromAll)
-      .flatMap((g) => g.paths);
+      .flatMap((g) => g.taken);
     const rest = [
       ...refusedSome,
-      ...remaining.filter((p) => ev.soundSet.has(p.agent) && layerOf(p) === 'network'),
+      ...ev.pick((p) => ev.soundSet.has(p.agent) && layerOf(p) === 'network', remaining),
     ];
-    const byTarget = new Map<string, PathState[]>();
-    for (const p of rest) pushTo(byTarget, p.component, p);
-    const merged = new Map<string, { targets: string[]; services: Set<string>; ps: PathState[] }>();
-    for (const [target, ps] of [...byTarget].sort(([x], [y]) => byName(x, y))) {
+    const byTarget = new Map<string, number[]>();
+    for (const i of rest) pushTo(byTarget, ev.path(i).component, i);
+    const merged = new Map<string, { targets: string[]; services: Set<string>; ps: number[] }>();
+    for (const [target, ids] of [...byTarget].sort(([x], [y]) => byName(x, y))) {
+      const ps = ids.map((i) => ev.path(i));
       const key = sorted(ps.map((p) => p.agent)).join(',');
       const m = merged.get(key) ?? { targets: [], services: new Set<string>(), ps: [] };
       m.targets.push(target);
       for (const p of ps) m.services.add(p.kind === 'icmp' ? 'icmp' : serviceOf(p));
-      m.ps.push(...ps);
+      m.ps.push(...ids);
       merged.set(key, m);
     }
     return [...merged].map(([key, m]) => {

@@ -18,6 +18,6 @@ export const serviceDown: Rule = {
           components: [g.component],
           groups: [{ name: 'sources', members: sorted(g.sources.map((a) => ev.host(a))) }],
         },
-        explains: g.paths,
+        explains: g.taken,
       })),
 };

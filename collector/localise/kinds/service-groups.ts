@@ -1,5 +1,6 @@
 import type { PathState } from '../../types.js';
 import type { Evidence } from '../evidence.js';
+import type { AgentView } from '../views.js';
 import { byName, layerOf, pushTo, sorted } from '../views.js';
 
 /** The service a path probes: its service name, else the second part of its target name. */
@@ -10,6 +11,8 @@ export interface ServiceGroup {
   readonly component: string;
   readonly service: string;
   readonly paths: readonly PathState[];
+  /** Their indices in `ev.failing`. */
+  readonly taken: readonly number[];
   /** Sources failing, sorted; sources whose probe of the service passes, sorted. */
   readonly sources: readonly string[];
   readonly okSources: readonly string[];
@@ -18,50 +21,46 @@ export interface ServiceGroup {
   readonly fromAll: boolean;
 }
 
-const soundRowsCache = new WeakMap<Evidence, Map<string, PathState[]>>();
+const okCache = new WeakMap<AgentView, Map<string, ReadonlySet<string>>>();
 
-/** The sound agents' debounced paths to `component`, read once per diagnosis. */
-function soundRowsTo(ev: Evidence, components: readonly string[]): Map<string, PathState[]> {
-  let cache = soundRowsCache.get(ev);
-  if (!cache) {
-    cache = new Map();
-    soundRowsCache.set(ev, cache);
+/**
+ * The services of `component` one agent's probes get through to (any layer but icmp), read
+ * once per change of its view: a diagnosis asks it of every sound agent.
+ */
+function servicesOk(v: AgentView | undefined, component: string): ReadonlySet<string> {
+  if (v === undefined) return new Set();
+  let byComponent = okCache.get(v);
+  if (byComponent === undefined) {
+    byComponent = new Map();
+    okCache.set(v, byComponent);
   }
-  const missing = components.filter((c) => !cache.has(c));
-  if (missing.length > 0) {
-    const fresh = new Map(missing.map((c) => [c, [] as PathState[]]));
-    for (const a of ev.sound)
-      for (const p of ev.viewOf(a)?.rows ?? [])
-        if (p.state !== 'unknown') fresh.get(p.component)?.push(p);
-    for (const [c, ps] of fresh) cache.set(c, ps);
+  let ok = byComponent.get(component);
+  if (ok === undefined) {
+    const set = new Set<string>();
+    for (const p of v.pathsTo(component))
+      if (p.kind !== 'icmp' && p.state !== 'failing' && p.state !== 'unknown')
+        set.add(serviceOf(p));
+    ok = set;
+    byComponent.set(component, ok);
   }
-  return cache;
+  return ok;
 }
 
 /** The service-layer failures among `remaining`, by (component, service), in name order. */
-export function serviceGroups(ev: Evidence, remaining: readonly PathState[]): ServiceGroup[] {
-  const byKey = new Map<string, PathState[]>();
-  for (const p of remaining) {
+export function serviceGroups(ev: Evidence, remaining: readonly number[]): ServiceGroup[] {
+  const byKey = new Map<string, number[]>();
+  for (const i of remaining) {
+    const p = ev.path(i);
     if (layerOf(p) !== 'service' || !ev.soundSet.has(p.agent)) continue;
-    pushTo(byKey, `${p.component}\u0000${serviceOf(p)}`, p);
+    pushTo(byKey, `${p.component}\u0000${serviceOf(p)}`, i);
   }
   if (byKey.size === 0) return [];
-  const rows = soundRowsTo(ev, sorted([...byKey.keys()].map((k) => k.split('\u0000')[0] ?? '')));
   return [...byKey]
     .sort(([x], [y]) => byName(x, y))
-    .map(([key, ps]) => {
+    .map(([key, taken]) => {
+      const ps = taken.map((i) => ev.path(i));
       const [component = '', service = ''] = key.split('\u0000');
-      const okAny = sorted(
-        (rows.get(component) ?? [])
-          .filter(
-            (p) =>
-              serviceOf(p) === service &&
-              p.kind !== 'icmp' &&
-              p.state !== 'failing' &&
-              ev.soundSet.has(p.agent),
-          )
-          .map((p) => p.agent),
-      );
+      const okAny = ev.sound.filter((a) => servicesOk(ev.viewOf(a), component).has(service));
       const sources = sorted(ps.map((p) => p.agent));
       const failingSources = new Set(sources);
       const okSources = okAny.filter((a) => !failingSources.has(a));
@@ -69,6 +68,7 @@ export function serviceGroups(ev: Evidence, remaining: readonly PathState[]): Se
         component,
         service,
         paths: ps,
+        taken,
         sources,
         okSources,
         refused: ps.filter((p) => p.lastClass === 'tcp_refused').length,

@@ -23,7 +23,7 @@ export const serviceUnresponsive: Rule = {
             components: [g.component],
             groups: [{ name: 'sources', members: sorted(g.sources.map((a) => ev.host(a))) }],
           },
-          explains: g.paths,
+          explains: g.taken,
         };
       }),
 };

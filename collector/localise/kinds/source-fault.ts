@@ -1,5 +1,12 @@
 import type { Rule } from '../candidate.js';
+import type { Evidence } from '../evidence.js';
 import { sorted } from '../views.js';
+
+/** An agent's failing paths: its slice of `ev.failing`. */
+function ownFailing(ev: Evidence, agent: string): number[] {
+  const offset = ev.failingOffset(agent) ?? 0;
+  return (ev.viewOf(agent)?.failing ?? []).map((_, i) => offset + i);
+}
 
 /** `source_fault`: one agent fails to reach what every other agent reaches: its own host. */
 export const sourceFault: Rule = {
@@ -18,7 +25,7 @@ export const sourceFault: Rule = {
           components: [h],
           groups: [{ name: 'source', members: [h] }],
         },
-        explains: ev.failing.filter((p) => p.agent === a),
+        explains: ownFailing(ev, a),
       };
     }),
 };

@@ -6,9 +6,10 @@ export const unexplained: Rule = {
   name: 'unexplained',
   kinds: ['unexplained'],
   tier: 'residual',
-  propose: (_ev, remaining) => {
-    const left = remaining.filter((p) => layerOf(p) !== 'none');
-    if (left.length === 0) return [];
+  propose: (ev, remaining) => {
+    const taken = ev.pick((p) => layerOf(p) !== 'none', remaining);
+    if (taken.length === 0) return [];
+    const left = taken.map((i) => ev.path(i));
     return [
       {
         hypothesis: {
@@ -18,7 +19,7 @@ export const unexplained: Rule = {
           components: sorted(left.map((p) => p.component)),
           groups: [],
         },
-        explains: left,
+        explains: taken,
       },
     ];
   },
