@@ -49,9 +49,10 @@ export const demoLab: LabSpec = {
 };
 /**
  * Paths of the demo lab: the five service hosts' agents probe the four others at 3 layers
- * and ping ctl-1 (13 each); ctl-1's agent probes the five at 3 layers.
+ * (icmp, tcp, protocol), ping ctl-1 and send each of the five a full-size echo (mtu): 18
+ * each; ctl-1's agent probes the five at 3 layers and with a full-size echo: 20.
  */
-export const demoLabPaths = 5 * 13 + 5 * 3;
+export const demoLabPaths = 5 * 18 + 5 * 4;
 /** The hosts on the collector's switch and the databases: the founding partition's sides. */
 export const demoFront = ['app-1', 'app-2', 'ctl-1', 'web-1'];
 export const demoData = ['db-1', 'db-2'];

@@ -109,10 +109,10 @@ describe.runIf(canRunLab)('lab: the collector cut off, with its local agent (ctl
         await expectCollectorCutOff(l);
         // The local agent's view: every path to the far side fails at the network layer.
         const mine = await pollUntil(
-          "ctl-1's 15 paths failing",
+          "ctl-1's 20 paths failing",
           async () => {
             const paths = await labPaths(l, '?agent=ctl-1');
-            return paths.length === 15 && paths.every((p) => p.state === 'failing')
+            return paths.length === 20 && paths.every((p) => p.state === 'failing')
               ? paths
               : undefined;
           },
@@ -208,7 +208,7 @@ describe.runIf(canRunLab)('lab: the collector cut off, with its local agent (ctl
 });
 
 describe.runIf(canRunLab)('lab: the collector cut off, alone on its host (no local agent)', () => {
-  const theLab = useLab(noLocalAgent, demoLabPaths - 15, 'observer.test.ts (no local agent)');
+  const theLab = useLab(noLocalAgent, demoLabPaths - 20, 'observer.test.ts (no local agent)');
 
   it("its host's port in the wrong VLAN is still the collector's side cut off, nothing on the far side blamed", async () => {
     const l = theLab();

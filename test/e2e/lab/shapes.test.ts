@@ -119,15 +119,16 @@ describe.runIf(canRunLab)('lab: hosts cut together, a smaller MTU, a flapping li
             l.exec('app-1', 'ping', ['-c', '1', '-W', '1', '-s', '1472', '-M', 'do', web.ip]),
           ).rejects.toThrow();
           expect(await tryHttp(web.ip, 8080, 1500)).toEqual({ connected: true, bytes: 0 });
-          // The agents' view: web-1 answers pings and TCP handshakes, its page times out.
+          // The agents' view: web-1 answers pings and TCP handshakes; its page times out and
+          // its full-size echo is lost (a switch drops it silently: no "fragmentation needed").
           const paths = await pollUntil(
-            'the http paths to web-1 failing',
+            'the http and full-size echo paths to web-1 failing',
             async () => {
               const list = (await labPaths(l, '?component=web-1')).filter(
                 (p) => p.agent !== 'web-1',
               );
-              const http = list.filter((p) => p.kind === 'http');
-              return http.length === 5 && http.every((p) => p.state === 'failing')
+              const big = list.filter((p) => p.kind === 'http' || p.kind === 'mtu');
+              return big.length === 10 && big.every((p) => p.state === 'failing')
                 ? list
                 : undefined;
             },
@@ -135,6 +136,7 @@ describe.runIf(canRunLab)('lab: hosts cut together, a smaller MTU, a flapping li
           );
           for (const p of paths) {
             if (p.kind === 'http') expect(p.lastClass, p.target).toBe('http_timeout');
+            else if (p.kind === 'mtu') expect(p.lastClass, p.target).toBe('icmp_timeout');
             else if (p.kind === 'icmp' || p.kind === 'tcp') {
               expect(pathHealthy(p), `${p.agent} → ${p.target}`).toBe(true);
             }
