@@ -215,9 +215,13 @@ export function dropSource(lab: Lab, host: string, source: string): Fault {
   };
 }
 
-/** Random loss of `percent` % on a host's link, both directions (nftables numgen random). */
+/**
+ * Random loss of `percent` % on a host's link, both directions (nftables numgen random). Only
+ * its lab link: not its loopback, nor the collector host's management link.
+ */
 export function randomLoss(lab: Lab, host: string, percent: number): Fault {
   if (!(percent > 0 && percent < 100)) throw new Error(`loss percent ${percent}: expected 1–99`);
+  const ifname = lab.host(host).ifname;
   const rule = `numgen random mod 100 < ${percent} drop;`;
   return {
     name: `${percent}% loss on ${host}'s link`,
@@ -225,8 +229,8 @@ export function randomLoss(lab: Lab, host: string, percent: number): Fault {
       lab.nft(
         host,
         `table inet flloss {
-           chain input { type filter hook input priority 0; ${rule} }
-           chain output { type filter hook output priority 0; ${rule} }
+           chain input { type filter hook input priority 0; iifname "${ifname}" ${rule} }
+           chain output { type filter hook output priority 0; oifname "${ifname}" ${rule} }
          }`,
       ),
     heal: () => lab.nft(host, 'delete table inet flloss'),
