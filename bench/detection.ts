@@ -3,6 +3,9 @@
  * lab, Faultline side by side with the usual stack watching the same lab — Prometheus
  * blackbox_exporter probing the same hosts and ports, Debian's Prometheus scraping it every
  * second with a `probe_success == 0` alert rule, Debian's Alertmanager receiving the alerts.
+ * The faults and their right answers are `faultline demo`'s (cli/demo.ts), in its lab (the
+ * collector on ctl-1); blackbox also sends every host a full-size ping with Don't Fragment
+ * (module icmp_mtu), the usual stack's best chance at a smaller MTU.
  *
  *   node dist/bench/detection.js [--runs 5] [--faults all|name,name] [--timeout-s 30]
  *       [--usual-scrape-s 1] [--usual-for-s 2] [--json FILE]
@@ -10,7 +13,8 @@
  * Faultline: until GET /api/v1/diagnosis has the expected hypothesis on top (kind and
  * components). The usual stack: until Alertmanager holds an active ProbeFailed alert for a
  * probe of the faulty host — which says that a probe fails, not why; the table says how many
- * alerts it raised for the one fault. Both watch every 100 ms. Needs root (namespaces).
+ * alerts it raised for the one fault, and what Faultline had on top before the right answer (a
+ * wrong first answer pages too). Both watch every 100 ms. Needs root (namespaces).
  */
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -258,6 +262,8 @@ interface Run {
   /** ms, or undefined when not detected within the timeout. */
   readonly faultlineMs?: number;
   readonly faultlineAnswer: string;
+  /** Other answers Faultline had on top before the right one, in order (none: straight to it). */
+  readonly wrongFirst: readonly string[];
   readonly usualMs?: number;
   /** Distinct ProbeFailed alerts the usual stack raised during the run. */
   readonly usualAlerts: number;
@@ -295,6 +301,7 @@ async function measure(
   let faultlineMs: number | undefined;
   let usualMs: number | undefined;
   let last: Diagnosis | undefined;
+  const wrongFirst: string[] = [];
   const raised = new Set<string>();
   const usualDone = c.usualHosts.length === 0;
   try {
@@ -302,6 +309,7 @@ async function measure(
       if (faultlineMs === undefined) {
         last = await labDiagnosis(lab);
         if (matches(last.hypotheses[0], c.want)) faultlineMs = Date.now() - startMs;
+        else if (!last.healthy && wrongFirst.at(-1) !== answer(last)) wrongFirst.push(answer(last));
       }
       const alerts = await usualAlerts(stack);
       for (const a of alerts) raised.add(a.probe);
@@ -318,6 +326,7 @@ async function measure(
     run,
     ...(faultlineMs === undefined ? {} : { faultlineMs }),
     faultlineAnswer: answer(last),
+    wrongFirst,
     ...(usualMs === undefined ? {} : { usualMs }),
     usualAlerts: raised.size,
   };
@@ -339,8 +348,8 @@ function table(s: Settings, runs: readonly Run[]): string {
     '',
     `${new Date().toISOString()} · ${s.runs} run(s) per fault · Faultline probes every 1 s (debounce 3 probes); Prometheus scrapes every ${s.usualScrapeS} s, alert rule \`for: ${s.usualForS}s\` · timeout ${s.timeoutMs / 1000} s.`,
     '',
-    '| fault | Faultline median / max, s | its answer | usual stack median / max, s | alerts it raised | Faultline ÷ usual (median) |',
-    '|---|---:|---|---:|---:|---:|',
+    '| fault | Faultline median / max, s | its answer | on top before it (runs) | usual stack median / max, s | alerts it raised | Faultline ÷ usual (median) |',
+    '|---|---:|---|---|---:|---:|---:|',
   ];
   for (const c of s.cases) {
     const rs = runs.filter((r) => r.fault === c.name);
@@ -357,9 +366,17 @@ function table(s: Settings, runs: readonly Run[]): string {
           ? 'never fired'
           : `${fmtS(median(us))} / ${fmtS(Math.max(...us))}${us.length < rs.length ? ` (${rs.length - us.length} missed)` : ''}`;
     const answers = [...new Set(rs.map((r) => r.faultlineAnswer))].join('; ');
+    // Each wrong answer once, with the number of runs it came up in.
+    const wrong = new Map<string, number>();
+    for (const r of rs)
+      for (const w of new Set(r.wrongFirst)) wrong.set(w, (wrong.get(w) ?? 0) + 1);
+    const before =
+      wrong.size === 0 ? '—' : [...wrong].map(([w, n]) => `${w} (${n}/${rs.length})`).join('; ');
     const alerts = rs.length === 0 ? '—' : median(rs.map((r) => r.usualAlerts)).toString();
     const ratio = fl.length > 0 && us.length > 0 ? (median(fl) / median(us)).toFixed(2) : '—';
-    out.push(`| ${c.name} | ${flCell} | ${answers} | ${usCell} | ${alerts} | ${ratio} |`);
+    out.push(
+      `| ${c.name} | ${flCell} | ${answers} | ${before} | ${usCell} | ${alerts} | ${ratio} |`,
+    );
   }
   out.push(
     '',
@@ -390,7 +407,7 @@ async function main(): Promise<void> {
         const run = await measure(lab, stack, c, r, s.timeoutMs);
         runs.push(run);
         process.stderr.write(
-          `run ${r} ${c.name}: Faultline ${fmtS(run.faultlineMs)} s (${run.faultlineAnswer}), usual ${fmtS(run.usualMs)} s, ${run.usualAlerts} alert(s)\n`,
+          `run ${r} ${c.name}: Faultline ${fmtS(run.faultlineMs)} s (${run.faultlineAnswer}${run.wrongFirst.length > 0 ? `; before it: ${run.wrongFirst.join(' → ')}` : ''}), usual ${fmtS(run.usualMs)} s, ${run.usualAlerts} alert(s)\n`,
         );
       }
     }
