@@ -3,6 +3,9 @@
  * lab, Faultline side by side with the usual stack watching the same lab — Prometheus
  * blackbox_exporter probing the same hosts and ports, Debian's Prometheus scraping it every
  * second with a `probe_success == 0` alert rule, Debian's Alertmanager receiving the alerts.
+ * The faults and their right answers are `faultline demo`'s (cli/demo.ts), in its lab (the
+ * collector on ctl-1); blackbox also sends every host a full-size ping with Don't Fragment
+ * (module icmp_mtu), the usual stack's best chance at a smaller MTU.
  *
  *   node dist/bench/detection.js [--runs 5] [--faults all|name,name] [--timeout-s 30]
  *       [--usual-scrape-s 1] [--usual-for-s 2] [--json FILE]
@@ -10,7 +13,8 @@
  * Faultline: until GET /api/v1/diagnosis has the expected hypothesis on top (kind and
  * components). The usual stack: until Alertmanager holds an active ProbeFailed alert for a
  * probe of the faulty host — which says that a probe fails, not why; the table says how many
- * alerts it raised for the one fault. Both watch every 100 ms. Needs root (namespaces).
+ * alerts it raised for the one fault, and what Faultline had on top before the right answer (a
+ * wrong first answer pages too). Both watch every 100 ms. Needs root (namespaces).
  */
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -19,19 +23,9 @@ import type { Diagnosis } from '../wire/diagnosis.js';
 import { startAlertmanager, type TestAlertmanager } from '../test/helpers/alertmanager.js';
 import { labDiagnosis, matches, waitDiagnosisHealthy } from '../test/helpers/lab/expect.js';
 import type { ExpectedHypothesis } from '../test/helpers/lab/expect.js';
-import {
-  cutUplink,
-  dropPort,
-  freezeDatabase,
-  hostLinkDown,
-  killAgent,
-  randomLoss,
-  stopPostgres,
-  wrongVlan,
-  type Fault,
-} from '../test/helpers/lab/faults.js';
+import type { Fault } from '../test/helpers/lab/faults.js';
 import { canRunLab, Lab } from '../test/helpers/lab/lab.js';
-import { demoLab as spec } from '../cli/demo.js';
+import { demoFaults, demoLab as spec } from '../cli/demo.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import { startPrometheus, type TestPrometheus } from '../test/helpers/prometheus.js';
 import {
@@ -53,67 +47,34 @@ interface Case {
   readonly usualHosts: readonly string[];
 }
 
-/** The two partitions' right answer: the front on one side, the databases on the other. */
-const frontFromDatabases: ExpectedHypothesis = {
-  kind: 'network_partition',
-  groups: [
-    ['app-1', 'app-2', 'web-1'],
-    ['db-1', 'db-2'],
-  ],
+/**
+ * The hosts whose failing blackbox probe counts as the usual stack's detection of each of
+ * `faultline demo`'s faults (the same catalogue, the same right answers); none: no probe of
+ * it can see the fault. For the collector's cut, its host's ping (blackbox sits on sw-1 with
+ * the test process, not behind ctl-1's management link); for the MTU, web-1's full-size
+ * ping with Don't Fragment (module icmp_mtu) or its HTTP page, whichever fails first.
+ */
+const usualHosts: Readonly<Record<string, readonly string[]>> = {
+  'wrong-vlan': ['db-1', 'db-2'],
+  'uplink-cut': ['db-1', 'db-2'],
+  'host-link-down': ['db-2'],
+  'postgres-stopped': ['db-1'],
+  'postgres-frozen': ['db-1'],
+  'port-dropped': [],
+  'loss-30pct': ['db-2'],
+  'agent-killed': [],
+  'collector-cut': ['ctl-1'],
+  'hosts-cut': ['app-1', 'app-2'],
+  mtu: ['web-1'],
+  'flapping-link': ['db-2'],
 };
 
-const cases: readonly Case[] = [
-  {
-    name: 'wrong-vlan',
-    fault: (l) => wrongVlan(l, ['db-1', 'db-2'], 'vlan-99'),
-    want: frontFromDatabases,
-    usualHosts: ['db-1', 'db-2'],
-  },
-  {
-    name: 'uplink-cut',
-    fault: (l) => cutUplink(l, 'sw-1', 'sw-2'),
-    want: frontFromDatabases,
-    usualHosts: ['db-1', 'db-2'],
-  },
-  {
-    name: 'host-link-down',
-    fault: (l) => hostLinkDown(l, 'db-2'),
-    want: { kind: 'host_unreachable', components: ['db-2'] },
-    usualHosts: ['db-2'],
-  },
-  {
-    name: 'postgres-stopped',
-    fault: (l) => stopPostgres(l, 'db-1'),
-    want: { kind: 'service_down', components: ['db-1'] },
-    usualHosts: ['db-1'],
-  },
-  {
-    name: 'postgres-frozen',
-    fault: (l) => freezeDatabase(l, 'db-1', 'postgres'),
-    want: { kind: 'service_unresponsive', components: ['db-1'] },
-    usualHosts: ['db-1'],
-  },
-  {
-    name: 'port-dropped-from-app-1',
-    fault: (l) => dropPort(l, 'db-1', 5432, ['app-1']),
-    want: { kind: 'path_blocked', components: ['db-1'] },
-    usualHosts: [],
-  },
-  {
-    name: 'loss-30pct',
-    fault: (l) => randomLoss(l, 'db-2', 30),
-    // The lossy host alone: a first answer naming it beside the far end of its first lossy
-    // paths ([db-1, db-2]) does not count.
-    want: { kind: 'packet_loss', components: ['db-2'] },
-    usualHosts: ['db-2'],
-  },
-  {
-    name: 'agent-killed',
-    fault: (l) => killAgent(l, 'app-2'),
-    want: { kind: 'agent_silent', components: ['app-2'] },
-    usualHosts: [],
-  },
-];
+const cases: readonly Case[] = demoFaults.map((f) => ({
+  name: f.name,
+  fault: f.fault,
+  want: f.want,
+  usualHosts: usualHosts[f.name] ?? [],
+}));
 
 interface Settings {
   readonly runs: number;
@@ -207,13 +168,15 @@ async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<Usua
   await exporter.start();
   // The same hosts and ports the agents probe: every host, every service port, http apps.
   const instanceHost = new Map<string, string>();
-  const byModule: Record<'icmp' | 'tcp_connect' | 'http_2xx', string[]> = {
+  const byModule: Record<'icmp' | 'icmp_mtu' | 'tcp_connect' | 'http_2xx', string[]> = {
     icmp: [],
+    icmp_mtu: [],
     tcp_connect: [],
     http_2xx: [],
   };
   for (const h of lab.hosts) {
     byModule.icmp.push(h.ip);
+    byModule.icmp_mtu.push(h.ip);
     instanceHost.set(h.ip, h.name);
     for (const s of h.spec.services ?? []) {
       const p =
@@ -234,7 +197,7 @@ async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<Usua
       }
     }
   }
-  const scrapeConfigs = (['icmp', 'tcp_connect', 'http_2xx'] as const)
+  const scrapeConfigs = (['icmp', 'icmp_mtu', 'tcp_connect', 'http_2xx'] as const)
     .map((m) =>
       [
         `  - job_name: blackbox-${m}`,
@@ -282,12 +245,13 @@ async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<Usua
 }
 
 /** Active ProbeFailed alerts in Alertmanager, by lab host. */
-async function usualAlerts(stack: UsualStack): Promise<{ host: string; instance: string }[]> {
+async function usualAlerts(stack: UsualStack): Promise<{ host: string; probe: string }[]> {
   const alerts = await stack.alertmanager.alerts();
   return alerts
     .filter((a) => a.labels.alertname === 'ProbeFailed' && a.status.state === 'active')
     .map((a) => ({
-      instance: a.labels.instance ?? '',
+      // One alert per probe: a host's ping and full-size ping share the instance label.
+      probe: `${a.labels.job ?? ''} ${a.labels.instance ?? ''}`,
       host: stack.instanceHost.get(a.labels.instance ?? '') ?? '?',
     }));
 }
@@ -298,6 +262,8 @@ interface Run {
   /** ms, or undefined when not detected within the timeout. */
   readonly faultlineMs?: number;
   readonly faultlineAnswer: string;
+  /** Other answers Faultline had on top before the right one, in order (none: straight to it). */
+  readonly wrongFirst: readonly string[];
   readonly usualMs?: number;
   /** Distinct ProbeFailed alerts the usual stack raised during the run. */
   readonly usualAlerts: number;
@@ -335,6 +301,7 @@ async function measure(
   let faultlineMs: number | undefined;
   let usualMs: number | undefined;
   let last: Diagnosis | undefined;
+  const wrongFirst: string[] = [];
   const raised = new Set<string>();
   const usualDone = c.usualHosts.length === 0;
   try {
@@ -342,9 +309,10 @@ async function measure(
       if (faultlineMs === undefined) {
         last = await labDiagnosis(lab);
         if (matches(last.hypotheses[0], c.want)) faultlineMs = Date.now() - startMs;
+        else if (!last.healthy && wrongFirst.at(-1) !== answer(last)) wrongFirst.push(answer(last));
       }
       const alerts = await usualAlerts(stack);
-      for (const a of alerts) raised.add(a.instance);
+      for (const a of alerts) raised.add(a.probe);
       if (usualMs === undefined && alerts.some((a) => c.usualHosts.includes(a.host)))
         usualMs = Date.now() - startMs;
       if (faultlineMs !== undefined && (usualDone || usualMs !== undefined)) break;
@@ -358,6 +326,7 @@ async function measure(
     run,
     ...(faultlineMs === undefined ? {} : { faultlineMs }),
     faultlineAnswer: answer(last),
+    wrongFirst,
     ...(usualMs === undefined ? {} : { usualMs }),
     usualAlerts: raised.size,
   };
@@ -379,8 +348,8 @@ function table(s: Settings, runs: readonly Run[]): string {
     '',
     `${new Date().toISOString()} · ${s.runs} run(s) per fault · Faultline probes every 1 s (debounce 3 probes); Prometheus scrapes every ${s.usualScrapeS} s, alert rule \`for: ${s.usualForS}s\` · timeout ${s.timeoutMs / 1000} s.`,
     '',
-    '| fault | Faultline median / max, s | its answer | usual stack median / max, s | alerts it raised | Faultline ÷ usual (median) |',
-    '|---|---:|---|---:|---:|---:|',
+    '| fault | Faultline median / max, s | its answer | on top before it (runs) | usual stack median / max, s | alerts it raised | Faultline ÷ usual (median) |',
+    '|---|---:|---|---|---:|---:|---:|',
   ];
   for (const c of s.cases) {
     const rs = runs.filter((r) => r.fault === c.name);
@@ -397,9 +366,17 @@ function table(s: Settings, runs: readonly Run[]): string {
           ? 'never fired'
           : `${fmtS(median(us))} / ${fmtS(Math.max(...us))}${us.length < rs.length ? ` (${rs.length - us.length} missed)` : ''}`;
     const answers = [...new Set(rs.map((r) => r.faultlineAnswer))].join('; ');
+    // Each wrong answer once, with the number of runs it came up in.
+    const wrong = new Map<string, number>();
+    for (const r of rs)
+      for (const w of new Set(r.wrongFirst)) wrong.set(w, (wrong.get(w) ?? 0) + 1);
+    const before =
+      wrong.size === 0 ? '—' : [...wrong].map(([w, n]) => `${w} (${n}/${rs.length})`).join('; ');
     const alerts = rs.length === 0 ? '—' : median(rs.map((r) => r.usualAlerts)).toString();
     const ratio = fl.length > 0 && us.length > 0 ? (median(fl) / median(us)).toFixed(2) : '—';
-    out.push(`| ${c.name} | ${flCell} | ${answers} | ${usCell} | ${alerts} | ${ratio} |`);
+    out.push(
+      `| ${c.name} | ${flCell} | ${answers} | ${before} | ${usCell} | ${alerts} | ${ratio} |`,
+    );
   }
   out.push(
     '',
@@ -430,7 +407,7 @@ async function main(): Promise<void> {
         const run = await measure(lab, stack, c, r, s.timeoutMs);
         runs.push(run);
         process.stderr.write(
-          `run ${r} ${c.name}: Faultline ${fmtS(run.faultlineMs)} s (${run.faultlineAnswer}), usual ${fmtS(run.usualMs)} s, ${run.usualAlerts} alert(s)\n`,
+          `run ${r} ${c.name}: Faultline ${fmtS(run.faultlineMs)} s (${run.faultlineAnswer}${run.wrongFirst.length > 0 ? `; before it: ${run.wrongFirst.join(' → ')}` : ''}), usual ${fmtS(run.usualMs)} s, ${run.usualAlerts} alert(s)\n`,
         );
       }
     }

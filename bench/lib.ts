@@ -550,6 +550,14 @@ export function blackboxConfig(timeoutMs: number): string {
     `    timeout: ${t}`,
     '    icmp:',
     '      preferred_ip_protocol: ip4',
+    // A full-size echo (1500-byte packet) with Don't Fragment: what sees a smaller MTU.
+    '  icmp_mtu:',
+    '    prober: icmp',
+    `    timeout: ${t}`,
+    '    icmp:',
+    '      preferred_ip_protocol: ip4',
+    '      dont_fragment: true',
+    '      payload_size: 1472',
     '',
   ].join('\n');
 }

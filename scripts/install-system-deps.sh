@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   iproute2 iputils-ping fping nftables dnsmasq-base
   postgresql redis-server mariadb-server
-  openssl tcpdump procps prometheus prometheus-alertmanager systemd
+  openssl tcpdump procps ethtool prometheus prometheus-alertmanager systemd
 )
 if [[ "${FAULTLINE_BENCH_DEPS:-}" == 1 ]]; then
   packages+=(prometheus-blackbox-exporter)

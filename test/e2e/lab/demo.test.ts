@@ -1,6 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { cliPath, ensureBuilt, repoRoot } from '../../helpers/cli.js';
+import { demoFaults } from '../../../cli/demo.js';
 import { canRunLab } from '../../helpers/lab/lab.js';
 
 /** `faultline demo`, run as an operator would: the built CLI as a child process. */
@@ -38,6 +39,42 @@ describe.runIf(canRunLab)('faultline demo', () => {
     expect(r.stderr).toMatch(/demo needs root/);
     expect(r.stdout).toBe('');
   }, 60_000);
+
+  it("--fault takes the catalogue's faults only, and says which", async () => {
+    ensureBuilt();
+    const help = await runDemo(['demo', '--help'], { timeoutMs: 20_000 });
+    expect(help.code).toBe(0);
+    for (const f of demoFaults) expect(help.stdout).toContain(`"${f.name}"`);
+    const bad = await runDemo(['demo', '--fault', 'cosmic-ray'], { timeoutMs: 20_000 });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--fault|Invalid values/);
+    expect(bad.stderr).toContain('collector-cut');
+    expect(bad.stdout).toBe('');
+  }, 60_000);
+
+  it("--fault collector-cut: the collector's own host cut off is diagnosed as such, healed, torn down", async () => {
+    ensureBuilt();
+    const r = await runDemo(['demo', '--fault', 'collector-cut', '--hold-ms', '2000'], {
+      timeoutMs: 110_000,
+    });
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    const out = r.stdout;
+    const at = (text: string): number => {
+      const i = out.indexOf(text);
+      expect(i, `"${text}" in:\n${out}`).toBeGreaterThanOrEqual(0);
+      return i;
+    };
+    const order = [
+      at('Lab up. Collector: http://198.'),
+      at('INCIDENT: the switch port of ctl-1'),
+      at("Diagnosed as the collector's own side cut off"),
+      at('HEAL:'),
+      at('Healthy again'),
+      at('Done: no namespace'),
+    ];
+    expect(order).toEqual([...order].sort((a, b) => a - b));
+    expect(out).not.toContain('Not diagnosed');
+  }, 120_000);
 
   it('replays the founding incident: healthy, a network partition diagnosed, healed, torn down', async () => {
     ensureBuilt();

@@ -6,6 +6,9 @@ import { useLab } from './use-lab.js';
 import { canRunLab } from '../../helpers/lab/lab.js';
 import { servicesLab, servicesLabPaths } from './services-lab.js';
 
+/** The echo probes (the ping and the full-size one): a TCP port filter leaves them alone. */
+const echoKinds = ['icmp', 'mtu'];
+
 /** Filters and loss on some paths: blocked paths and lossy links, told from outages. */
 describe.runIf(canRunLab)('lab: filters and loss', () => {
   const theLab = useLab(servicesLab, servicesLabPaths, 'filters.test.ts');
@@ -22,7 +25,7 @@ describe.runIf(canRunLab)('lab: filters and loss', () => {
             'app-1 → cache-1 redis paths failing',
             async () => {
               const list = await labPaths(l, '?component=cache-1');
-              const mine = list.filter((p) => p.agent === 'app-1' && p.kind !== 'icmp');
+              const mine = list.filter((p) => p.agent === 'app-1' && !echoKinds.includes(p.kind));
               return mine.length === 2 && mine.every((p) => p.state === 'failing')
                 ? list
                 : undefined;
@@ -30,7 +33,8 @@ describe.runIf(canRunLab)('lab: filters and loss', () => {
             { timeoutMs: 10_000, intervalMs: 200 },
           );
           for (const p of paths) {
-            if (p.agent === 'app-1' && p.kind !== 'icmp') expect(p.lastClass).toBe('tcp_timeout');
+            if (p.agent === 'app-1' && !echoKinds.includes(p.kind))
+              expect(p.lastClass).toBe('tcp_timeout');
             else expect(pathHealthy(p), `${p.agent} → ${p.target}`).toBe(true);
           }
         },

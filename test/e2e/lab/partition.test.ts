@@ -31,8 +31,8 @@ const spec: LabSpec = {
 };
 const front = ['app-1', 'app-2', 'web-1'];
 const data = ['db-1', 'db-2'];
-// Every agent probes the 4 other hosts at 3 layers.
-const pathCount = 5 * 4 * 3;
+// Every agent probes the 4 other hosts at 3 layers and with a full-size echo (mtu).
+const pathCount = 5 * 4 * 4;
 const networkClasses = [
   'icmp_timeout',
   'icmp_unreachable',
@@ -84,7 +84,7 @@ describe.runIf(canRunLab)('lab: partitions', () => {
               const paths = (await labPaths(l)).filter(
                 (p) => front.includes(p.agent) && data.includes(p.component),
               );
-              return paths.length === 3 * 2 * 3 && paths.every((p) => p.state === 'failing')
+              return paths.length === 3 * 2 * 4 && paths.every((p) => p.state === 'failing')
                 ? paths
                 : undefined;
             },

@@ -19,5 +19,5 @@ export const servicesLab: LabSpec = {
   ],
 };
 
-/** Every agent probes the 4 other hosts at 3 layers (icmp, tcp, protocol). */
-export const servicesLabPaths = 5 * 4 * 3;
+/** Every agent probes the 4 other hosts at 3 layers (icmp, tcp, protocol) and with a full-size echo (mtu). */
+export const servicesLabPaths = 5 * 4 * 4;

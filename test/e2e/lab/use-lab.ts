@@ -1,18 +1,24 @@
 import { afterAll, beforeAll } from 'vitest';
 import { cliPath, ensureBuilt } from '../../helpers/cli.js';
 import { detectionReport, waitAllHealthy } from '../../helpers/lab/expect.js';
-import { Lab, type LabSpec } from '../../helpers/lab/lab.js';
+import { Lab, type LabOptions, type LabSpec } from '../../helpers/lab/lab.js';
 
 /**
  * Brings `spec` up before the enclosing describe's tests (the CLI built, all `healthyPaths`
  * paths healthy) and down after them, printing the detection times its tests recorded under
- * `file`. Returns the running lab's getter for the tests.
+ * `file`. `opts` are the lab's options besides the CLI. Returns the running lab's getter for
+ * the tests.
  */
-export function useLab(spec: LabSpec, healthyPaths: number, file: string): () => Lab {
+export function useLab(
+  spec: LabSpec,
+  healthyPaths: number,
+  file: string,
+  opts: Omit<LabOptions, 'cliPath'> = {},
+): () => Lab {
   let lab: Lab | undefined;
   beforeAll(async () => {
     ensureBuilt();
-    lab = await Lab.up(spec, { cliPath });
+    lab = await Lab.up(spec, { cliPath, ...opts });
     await waitAllHealthy(lab, healthyPaths, 40_000);
   }, 90_000);
   afterAll(async () => {

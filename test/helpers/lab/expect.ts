@@ -69,6 +69,10 @@ export interface ExpectedHypothesis {
   readonly components?: readonly string[];
   /** Exactly these groups' members (order of groups ignored). */
   readonly groups?: ReadonlyArray<readonly string[]>;
+  /** True: the hypothesis says the collector's own side is cut off; false: it does not. */
+  readonly collectorCutOff?: boolean;
+  /** The summary starts so (case as written). */
+  readonly summaryStartsWith?: string;
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {
@@ -84,6 +88,12 @@ export function matches(h: Hypothesis | undefined, want: ExpectedHypothesis): bo
     const exp = want.groups.map((g) => [...g].sort().join(',')).sort();
     if (got.join('|') !== exp.join('|')) return false;
   }
+  if (want.collectorCutOff !== undefined && (h.collectorCutOff === true) !== want.collectorCutOff) {
+    return false;
+  }
+  if (want.summaryStartsWith !== undefined && !h.summary.startsWith(want.summaryStartsWith)) {
+    return false;
+  }
   return true;
 }
 
@@ -92,7 +102,8 @@ export const describePathState = (p: PathState): string =>
   `${p.agent} → ${p.target}: ${p.state}/${p.lastClass} loss=${p.lossRatio ?? '-'} fail=${p.failureRatio} ` +
   `p50=${p.latencyMs?.p50 ?? '-'} base=${p.latencyMs?.baseline ?? '-'} since=${Date.now() - p.sinceMs}ms ago`;
 
-const describe = (d: Diagnosis | undefined): string =>
+/** The top three hypotheses in one line each: for failure messages. */
+export const diagnosisLine = (d: Diagnosis | undefined): string =>
   d === undefined
     ? 'no diagnosis'
     : d.healthy
@@ -114,26 +125,38 @@ export const detections: Detection[] = [];
 
 /**
  * Injects `fault`, polls the diagnosis until `want` is the top hypothesis (every 100 ms),
- * records the detection time and returns the diagnosis. The fault stays in place.
+ * records the detection time and returns the diagnosis. The fault stays in place. `observe`
+ * sees every diagnosis polled on the way (it may throw: an invariant broken before the
+ * detection fails the test at once).
  */
 export async function injectAndDetect(
   lab: Lab,
   fault: Fault,
   want: ExpectedHypothesis,
   timeoutMs = 20_000,
+  observe?: (d: Diagnosis) => void,
 ): Promise<Detection> {
   const startMs = Date.now();
   await fault.inject();
   let last: Diagnosis | undefined;
+  let broken: Error | undefined;
   const diagnosis = await pollUntil(
     `${fault.name}: ${want.kind} on top`,
     async () => {
       last = await labDiagnosis(lab);
+      try {
+        observe?.(last);
+      } catch (err) {
+        // Stops the polling (which would take a throw for "not yet"), to fail below.
+        broken = err instanceof Error ? err : new Error(String(err));
+        return last;
+      }
       if (matches(last.hypotheses[0], want)) return last;
-      throw new Error(describe(last));
+      throw new Error(diagnosisLine(last));
     },
     { timeoutMs, intervalMs: 100 },
   );
+  if (broken !== undefined) throw broken;
   const detection = { fault: fault.name, detectionMs: Date.now() - startMs, diagnosis };
   detections.push(detection);
   return detection;
@@ -156,7 +179,7 @@ export async function waitDiagnosisHealthy(
       if (!d.healthy) {
         healthySinceMs = undefined;
         const odd = (await labPaths(lab)).filter((p) => p.state !== 'ok').map(describePathState);
-        throw new Error(`${describe(d)}; paths not ok: ${odd.slice(0, 6).join('; ')}`);
+        throw new Error(`${diagnosisLine(d)}; paths not ok: ${odd.slice(0, 6).join('; ')}`);
       }
       healthySinceMs ??= Date.now();
       return Date.now() - healthySinceMs >= stableMs ? d : undefined;
@@ -177,11 +200,30 @@ export async function expectStaysHealthy(lab: Lab, forMs: number): Promise<numbe
     if (!d.healthy) {
       const odd = (await labPaths(lab)).filter((p) => p.state !== 'ok').map(describePathState);
       throw new Error(
-        `diagnosis not healthy while nothing was wrong: ${describe(d)}; paths not ok: ${odd.join('; ')}`,
+        `diagnosis not healthy while nothing was wrong: ${diagnosisLine(d)}; paths not ok: ${odd.join('; ')}`,
       );
     }
     samples++;
     await new Promise((r) => setTimeout(r, 250));
+  }
+  return samples;
+}
+
+/**
+ * Reads the diagnosis every 200 ms for `forMs` and hands each to `check` (which throws to
+ * fail): "stays so for a while", a bounded observation. Returns how many were read.
+ */
+export async function watchDiagnosis(
+  lab: Lab,
+  forMs: number,
+  check: (d: Diagnosis) => void,
+): Promise<number> {
+  const endMs = Date.now() + forMs;
+  let samples = 0;
+  for (let i = 0; i < 10_000 && Date.now() < endMs; i++) {
+    check(await labDiagnosis(lab));
+    samples++;
+    await new Promise((r) => setTimeout(r, 200));
   }
   return samples;
 }
@@ -196,6 +238,12 @@ export interface FaultCycleOptions {
   readonly recoverTimeoutMs?: number;
   /** Runs with the fault still in place, after the detection (extra checks). */
   readonly whileInjected?: (detection: Detection) => Promise<void>;
+  /**
+   * Sees every diagnosis polled from the injection to the detection (see injectAndDetect);
+   * throw to fail. For the time after it, read the diagnosis in `whileInjected`
+   * ({@link watchDiagnosis}).
+   */
+  readonly observe?: (d: Diagnosis) => void;
 }
 
 /**
@@ -212,7 +260,13 @@ export async function faultCycle(
   await expectStaysHealthy(lab, opts.healthyForMs ?? 3000);
   let detection: Detection;
   try {
-    detection = await injectAndDetect(lab, fault, want, opts.detectTimeoutMs ?? 20_000);
+    detection = await injectAndDetect(
+      lab,
+      fault,
+      want,
+      opts.detectTimeoutMs ?? 20_000,
+      opts.observe,
+    );
     await opts.whileInjected?.(detection);
   } finally {
     await fault.heal();

@@ -15,9 +15,10 @@ import { claimAddressSpace, sweepPrefix, type AddressSpace } from './address-spa
  * hosts are network namespaces with one veth into their switch, uplinks are veth pairs
  * joining two bridges; PostgreSQL, Redis, dnsmasq and a small HTTP app run inside the
  * hosts, an agent runs on every host and the collector runs in the root namespace, on the
- * address of its switch (the "management side"). The collector's inventory is derived from
- * the topology: every host a component with its role and `switch`/`zone` labels, and its
- * services.
+ * address of its switch (the "management side") — or, with `collectorHost`, inside a lab
+ * host, on that host's address (see {@link LabSpec.collectorHost}). The collector's inventory
+ * is derived from the topology: every host a component with its role and `switch`/`zone`
+ * labels, and its services.
  *
  * ```ts
  * const lab = await Lab.up(spec, { cliPath });
@@ -37,7 +38,10 @@ export const canRunLab = process.platform === 'linux' && process.getuid?.() === 
 export type LabServiceSpec =
   | { readonly kind: 'postgres'; readonly name?: string }
   | { readonly kind: 'redis'; readonly name?: string }
-  /** The small HTTP app: GET /healthz → 200 "ok". Port default 8080. */
+  /**
+   * The small HTTP app: GET /healthz → 200, "ok" and ~4 KB more (a page is bigger than one
+   * packet: a path that loses full-size frames times out after the handshake). Port default 8080.
+   */
   | { readonly kind: 'http'; readonly name?: string; readonly port?: number }
   /** dnsmasq answering `<host>.lab.internal` for every lab host. */
   | { readonly kind: 'dns'; readonly name?: string };
@@ -60,13 +64,29 @@ export interface LabSwitchSpec {
   readonly zone?: string;
 }
 
-/** A topology. The first switch is where the collector sits unless `collectorSwitch` says. */
+/**
+ * A topology. The test process sits in the root namespace on `.1` of one switch (the first
+ * unless `collectorSwitch` says; the collector host's switch with `collectorHost`); the
+ * collector sits there too unless `collectorHost` puts it on a host.
+ */
 export interface LabSpec {
   readonly switches: readonly LabSwitchSpec[];
   /** Pairs of switches joined by a cable (a veth pair between the bridges). */
   readonly uplinks?: ReadonlyArray<readonly [string, string]>;
   readonly hosts: readonly LabHostSpec[];
+  /** The switch of the root namespace's address (and of the collector, without `collectorHost`). */
   readonly collectorSwitch?: string;
+  /**
+   * Runs the collector inside this host's namespace, listening on the host's address: the
+   * host's agent (if it has one) is then the collector's local agent, and a fault of the
+   * host's port cuts the collector off like any other host. Agents reach it only through the
+   * lab's switches. Beside its switch port, the host gets an out-of-band management link to
+   * the root namespace (`mgmt0`, {@link Lab.managementAddress} at the root end) that carries
+   * only the test process's calls to the collector's API and the collector's alerts to a
+   * receiver listening on `managementAddress` — the way a pager's path is not the
+   * production LAN. Exclusive with `collectorSwitch`.
+   */
+  readonly collectorHost?: string;
 }
 
 /** Timing of the lab's agents and collector; fast defaults for tests. */
@@ -87,6 +107,12 @@ export interface LabOptions {
    * work, scheduling delay would show up as path latency the lab did not inject.
    */
   readonly niceness?: number;
+  /**
+   * More top-level YAML for the collector's config (e.g. an `alerts:` section), made once the
+   * network and services are up and before the collector starts, so a receiver can first be
+   * started on {@link Lab.managementAddress}.
+   */
+  readonly extraCollectorYaml?: (lab: Lab) => Promise<string> | string;
 }
 
 /** A host of the lab: a namespace with one veth into its switch. */
@@ -164,6 +190,8 @@ function dying(cmd: string, args: readonly string[]): string[] {
 }
 
 const labDomain = 'lab.internal';
+/** Size of the HTTP app's health page: a few full-size packets, as a real app's page is. */
+export const httpPageBytes = 4096;
 const live = new Set<Lab>();
 let handlersInstalled = false;
 
@@ -182,15 +210,31 @@ function installHandlers(): void {
   }
 }
 
+/** The collector host's end of the management link, and its address there. */
+const mgmtIfname = 'mgmt0';
+/** Host numbers of the management link's two ends in the lab's /24 (hosts take .10–.249). */
+const mgmtRootHost = 253;
+const mgmtCollectorHost = 254;
+
 /** A running lab. */
 export class Lab {
-  /** The collector's base URL (root namespace, on its switch's address). */
+  /**
+   * The collector's base URL for the test process: on its switch's address in the root
+   * namespace, or (with `collectorHost`) across the management link.
+   */
   collectorUrl = '';
+  /** The collector's base URL for the agents: across the lab's switches. */
+  agentCollectorUrl = '';
   readonly token = randomBytes(16).toString('hex');
   /** Temp dir: collector config and data, agent state dirs. */
   readonly dir: string;
-  /** Where the collector and the test process sit: `.1` on the collector's switch. */
+  /** Where the test process sits: `.1` on the collector's switch (the collector too, unless on a host). */
   readonly gateway: string;
+  /**
+   * The root namespace's address the collector reaches (start an alert receiver on it):
+   * the management link's root end with `collectorHost`, else the gateway.
+   */
+  readonly managementAddress: string;
   readonly collectorConfigFile: string;
   private readonly bridges = new Map<string, string>();
   private readonly uplinkIfs = new Map<string, readonly [string, string]>();
@@ -203,7 +247,8 @@ export class Lab {
   private collectorProc: LabProcess | undefined;
   private collectorPort = 0;
   private downDone: Promise<void> | undefined;
-  private readonly opts: Required<Omit<LabOptions, 'cliPath'>> & { cliPath: string };
+  private readonly opts: Required<Omit<LabOptions, 'cliPath' | 'extraCollectorYaml'>> &
+    Pick<LabOptions, 'cliPath' | 'extraCollectorYaml'>;
 
   private constructor(
     readonly spec: LabSpec,
@@ -223,6 +268,8 @@ export class Lab {
     this.dir = mkdtempSync(join(tmpdir(), 'faultline-lab-'));
     space.noteDir(this.dir);
     this.gateway = space.address(1);
+    this.managementAddress =
+      spec.collectorHost === undefined ? this.gateway : space.address(mgmtRootHost);
     this.collectorConfigFile = join(this.dir, 'collector.yaml');
   }
 
@@ -265,6 +312,11 @@ export class Lab {
     return h;
   }
 
+  /** The host the collector runs on (`collectorHost`), if it runs on one. */
+  get collectorHost(): LabHost | undefined {
+    return this.spec.collectorHost === undefined ? undefined : this.host(this.spec.collectorHost);
+  }
+
   /** The bridge interface of a switch. */
   bridge(switchName: string): string {
     const b = this.bridges.get(switchName);
@@ -279,6 +331,12 @@ export class Lab {
       await sh('ip', ['link', 'add', br, 'type', 'bridge']);
       // No STP delay: a port forwards at once when plugged (or moved) in.
       await sh('ip', ['link', 'set', br, 'type', 'bridge', 'forward_delay', '0', 'stp_state', '0']);
+      // Set, not derived: a bridge whose MTU was never set follows its smallest port, and a
+      // port's MTU lowered (a fault) would shrink the root namespace's own packets with it.
+      // (Setting the MTU it has already is a no-op that leaves it derived: hence two steps.)
+      await sh('ip', ['link', 'set', br, 'mtu', '1499']);
+      await sh('ip', ['link', 'set', br, 'mtu', '1500']);
+      await noOffloads(br);
       await sh('ip', ['link', 'set', br, 'up']);
       if (name === this.collectorSwitch) {
         await sh('ip', ['addr', 'add', `${this.gateway}/24`, 'dev', br]);
@@ -293,6 +351,7 @@ export class Lab {
       await sh('ip', ['link', 'set', ends[1], 'master', this.bridge(b)]);
       await sh('ip', ['link', 'set', ends[0], 'up']);
       await sh('ip', ['link', 'set', ends[1], 'up']);
+      for (const end of ends) await noOffloads(end);
       this.uplinkIfs.set(uplinkKey(a, b), ends);
     }
     for (const [i, spec] of this.spec.hosts.entries()) {
@@ -320,11 +379,68 @@ export class Lab {
       await sh('ip', ['-n', host.ns, 'link', 'set', 'lo', 'up']);
       await sh('ip', ['link', 'set', host.rootIf, 'master', this.bridge(spec.switch)]);
       await sh('ip', ['link', 'set', host.rootIf, 'up']);
+      await noOffloads(host.rootIf);
+      await noOffloads(host.ifname, host.ns);
     }
+    const ctl = this.collectorHost;
+    if (ctl !== undefined) await this.buildManagementLink(ctl);
+  }
+
+  /**
+   * The collector host's out-of-band link to the root namespace (see LabSpec.collectorHost):
+   * a veth with a /32 at each end, so only these two addresses route over it. Inside the
+   * host, a connection to its end on the collector's port is forwarded to the collector on
+   * the host's lab address, and nothing else is accepted from the link.
+   */
+  private async buildManagementLink(host: LabHost): Promise<void> {
+    const rootIf = `${this.prefix}mg`;
+    const tmpIf = `${this.prefix}mt`;
+    const rootAddr = this.managementAddress;
+    const hostAddr = this.space.address(mgmtCollectorHost);
+    await sh('ip', ['link', 'add', rootIf, 'type', 'veth', 'peer', 'name', tmpIf]);
+    await sh('ip', ['link', 'set', tmpIf, 'netns', host.ns]);
+    await sh('ip', ['-n', host.ns, 'link', 'set', tmpIf, 'name', mgmtIfname]);
+    await sh('ip', ['-n', host.ns, 'addr', 'add', `${hostAddr}/32`, 'dev', mgmtIfname]);
+    await sh('ip', ['-n', host.ns, 'link', 'set', mgmtIfname, 'up']);
+    await sh('ip', [
+      '-n',
+      host.ns,
+      'route',
+      'add',
+      `${rootAddr}/32`,
+      'dev',
+      mgmtIfname,
+      'src',
+      hostAddr,
+    ]);
+    await sh('ip', ['addr', 'add', `${rootAddr}/32`, 'dev', rootIf]);
+    await sh('ip', ['link', 'set', rootIf, 'up']);
+    await sh('ip', ['route', 'add', `${hostAddr}/32`, 'dev', rootIf, 'src', rootAddr]);
+  }
+
+  /** Forwards the management link's collector port to the collector; nothing else gets in. */
+  private async guardManagementLink(host: LabHost, port: number): Promise<void> {
+    const hostAddr = this.space.address(mgmtCollectorHost);
+    await this.nft(
+      host,
+      `table ip flmgmt {
+         chain prerouting {
+           type nat hook prerouting priority dstnat; policy accept;
+           iifname "${mgmtIfname}" ip daddr ${hostAddr} tcp dport ${port} dnat to ${host.ip}
+         }
+         chain input {
+           type filter hook input priority filter; policy accept;
+           iifname "${mgmtIfname}" ct state established,related accept
+           iifname "${mgmtIfname}" ip daddr ${host.ip} tcp dport ${port} accept
+           iifname "${mgmtIfname}" drop
+         }
+       }`,
+    );
   }
 
   private get collectorSwitch(): string {
-    return this.spec.collectorSwitch ?? this.spec.switches[0]!.name;
+    const ctl = this.spec.hosts.find((h) => h.name === this.spec.collectorHost);
+    return this.spec.collectorSwitch ?? ctl?.switch ?? this.spec.switches[0]!.name;
   }
 
   /** Starts a process inside a host's namespace (dies with this process); ended by `down()`. */
@@ -413,16 +529,21 @@ export class Lab {
   }
 
   private async startHttpApp(host: LabHost, port: number): Promise<void> {
+    // The page is sent with its headers in one write: every segment of the answer is full-size.
     this.spawnIn(host, `http ${host.name}`, process.execPath, [
       '-e',
-      `require('http').createServer((q, s) => {
+      `const page = 'ok\\n' + '<!-- ${host.name} -->'.padEnd(${httpPageBytes} - 4, '.') + '\\n';
+       require('http').createServer((q, s) => {
          s.statusCode = q.url === '/healthz' || q.url === '/' ? 200 : 404;
-         s.end(s.statusCode === 200 ? 'ok\\n' : 'not found\\n');
+         s.end(s.statusCode === 200 ? page : 'not found\\n');
        }).listen(${port}, ${JSON.stringify(host.ip)});`,
     ]);
     await pollUntil(
       `http app on ${host.name}`,
-      async () => (await fetch(`http://${host.ip}:${port}/healthz`)).ok,
+      async () => {
+        const res = await fetch(`http://${host.ip}:${port}/healthz`);
+        return res.ok && (await res.text()).length === httpPageBytes;
+      },
       { timeoutMs: 10_000, intervalMs: 100 },
     );
   }
@@ -492,7 +613,7 @@ export class Lab {
   collectorYaml(port: number): string {
     const o = this.opts;
     const lines = [
-      `listen: ${this.gateway}:${port}`,
+      `listen: ${this.collectorHost?.ip ?? this.gateway}:${port}`,
       `dataDir: ${join(this.dir, 'data')}`,
       'tokens:',
       `  - { name: lab, token: ${this.token} }`,
@@ -538,19 +659,38 @@ export class Lab {
 
   private async startCollector(): Promise<void> {
     this.collectorPort = await freePort();
-    writeFileSync(this.collectorConfigFile, this.collectorYaml(this.collectorPort));
-    this.collectorUrl = `http://${this.gateway}:${this.collectorPort}`;
+    const extra = (await this.opts.extraCollectorYaml?.(this)) ?? '';
+    writeFileSync(
+      this.collectorConfigFile,
+      this.collectorYaml(this.collectorPort) + (extra === '' ? '' : `${extra.trimEnd()}\n`),
+    );
+    const ctl = this.collectorHost;
+    if (ctl === undefined) {
+      this.collectorUrl = `http://${this.gateway}:${this.collectorPort}`;
+      this.agentCollectorUrl = this.collectorUrl;
+    } else {
+      await this.guardManagementLink(ctl, this.collectorPort);
+      this.collectorUrl = `http://${this.space.address(mgmtCollectorHost)}:${this.collectorPort}`;
+      this.agentCollectorUrl = `http://${ctl.ip}:${this.collectorPort}`;
+    }
     await this.restartCollector();
   }
 
-  /** Starts the collector (again, on the same config and store) and waits for /healthz. */
+  /**
+   * Starts the collector (again, on the same config and store) and waits for /healthz (asked
+   * the way the test process asks: across the management link when it runs on a host). On a
+   * host it runs at the root namespace's priority, not the lab's nice value: where it stands
+   * moves, not how fast it runs.
+   */
   async restartCollector(): Promise<void> {
-    const [cmd, ...args] = dying(process.execPath, [
+    const ctl = this.collectorHost;
+    const argv = dying(process.execPath, [
       this.opts.cliPath,
       'collector',
       '--config',
       this.collectorConfigFile,
     ]);
+    const [cmd, ...args] = ctl === undefined ? argv : ['ip', 'netns', 'exec', ctl.ns, ...argv];
     const child = spawn(cmd!, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, FAULTLINE_LOG_LEVEL: this.opts.logLevel },
@@ -591,7 +731,7 @@ export class Lab {
         this.opts.cliPath,
         'agent',
         '--collector',
-        this.collectorUrl,
+        this.agentCollectorUrl,
         '--token',
         this.token,
         '--name',
@@ -634,6 +774,35 @@ export class Lab {
     const ends = this.uplinkIfs.get(uplinkKey(a, b));
     if (ends === undefined) throw new Error(`no uplink between ${a} and ${b}`);
     for (const end of ends) await sh('ip', ['link', 'set', end, up ? 'up' : 'down']);
+  }
+
+  /**
+   * Takes a host's switch port down or up (the switch side of its cable: the host's own
+   * interface loses its carrier, keeps its address and routes).
+   */
+  async setSwitchPort(host: string, up: boolean): Promise<void> {
+    await sh('ip', ['link', 'set', this.host(host).rootIf, up ? 'up' : 'down']);
+  }
+
+  /** The MTU of a host's switch port (the bridge side of its cable). */
+  async switchPortMtu(host: string): Promise<number> {
+    const out = await sh('ip', ['-j', 'link', 'show', 'dev', this.host(host).rootIf]);
+    const mtu = (JSON.parse(out) as { mtu?: number }[])[0]?.mtu;
+    if (mtu === undefined) throw new Error(`no MTU for ${host}'s switch port in ${out}`);
+    return mtu;
+  }
+
+  /**
+   * Sets the MTU of a host's switch port. Smaller than the host's: frames up to it pass,
+   * bigger ones vanish both ways (the bridge will not send them out of the port, the veth
+   * will not take them in from the host), with no ICMP "fragmentation needed" — a switch,
+   * not a router.
+   */
+  async setSwitchPortMtu(host: string, mtu: number): Promise<void> {
+    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 9000) {
+      throw new Error(`MTU ${mtu}: expected 68–9000`);
+    }
+    await sh('ip', ['link', 'set', this.host(host).rootIf, 'mtu', String(mtu)]);
   }
 
   /** Takes a host's own interface down, or up again (its subnet route comes back with it). */
@@ -700,6 +869,18 @@ export class Lab {
   }
 }
 
+/**
+ * Segmentation and receive offloads off on a lab interface: a real NIC cuts a large send into
+ * MTU-sized frames before they reach the wire, but a veth or bridge passes the one large
+ * "GSO" packet along, and Linux lets such packets past a smaller MTU downstream. With the
+ * offloads on, a switch port's lowered MTU would stop pings and never TCP.
+ */
+async function noOffloads(ifname: string, ns?: string): Promise<void> {
+  const args = ['-K', ifname, 'tso', 'off', 'gso', 'off', 'gro', 'off'];
+  if (ns === undefined) await sh('ethtool', args);
+  else await sh('ip', ['netns', 'exec', ns, 'ethtool', ...args]);
+}
+
 function uplinkKey(a: string, b: string): string {
   return [a, b].sort().join('|');
 }
@@ -725,6 +906,9 @@ function checkSpec(spec: LabSpec): void {
       throw new Error(`lab uplink ${a}–${b}: expected two different declared switches`);
     }
   }
+  if (spec.collectorHost !== undefined && spec.collectorSwitch !== undefined) {
+    throw new Error('collectorHost and collectorSwitch: give one (the host says its switch)');
+  }
   const hosts = new Set<string>();
   if (spec.hosts.length > 240) throw new Error('a lab holds at most 240 hosts');
   for (const h of spec.hosts) {
@@ -735,5 +919,8 @@ function checkSpec(spec: LabSpec): void {
     if (hosts.has(h.name)) throw new Error(`lab host ${h.name} declared twice`);
     if (!switches.has(h.switch)) throw new Error(`lab host ${h.name}: no switch ${h.switch}`);
     hosts.add(h.name);
+  }
+  if (spec.collectorHost !== undefined && !hosts.has(spec.collectorHost)) {
+    throw new Error(`collectorHost ${spec.collectorHost}: no such host`);
   }
 }
