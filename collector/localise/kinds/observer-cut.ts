@@ -116,3 +116,47 @@ export function unseenHosts(chosen: readonly Candidate[]): ReadonlySet<string> {
       for (const h of c.hypothesis.groups[1]?.members ?? []) out.add(h);
   return out;
 }
+
+/**
+ * The collector's own vantage failing (`source_fault` on its host): its local agent fails,
+ * at the network layer, toward hosts that other agents still reach. The collector cannot yet
+ * tell its host's link going down (the other agents' reports will stop next: then its side is
+ * cut off, above) from a filter on its own paths — but either way the fault is on its side.
+ * Naming the targets, as a blocked path would, is exactly the wrong turn: the far side's
+ * hosts and databases are blamed for what the collector's own host cannot reach.
+ */
+export const observerVantage: Rule = {
+  name: 'observer-vantage',
+  kinds: ['source_fault'],
+  tier: 'structural',
+  propose: (ev) => {
+    const out = [];
+    for (const a of ev.observer.agents) {
+      if (!ev.soundSet.has(a)) continue;
+      const self = ev.host(a);
+      const toward = (p: { component: string }): boolean =>
+        p.component !== self && ev.lit.has(p.component);
+      const failing = ev.viewOf(a)?.failing ?? [];
+      // A lost full-size echo alone is the MTU's evidence, not reachability.
+      if (!failing.some((p) => layerOf(p) === 'network' && p.kind !== 'mtu' && toward(p))) continue;
+      const offset = ev.failingOffset(a) ?? 0;
+      const taken: number[] = [];
+      failing.forEach((p, i) => {
+        if (layerOf(p) === 'network' && toward(p)) taken.push(offset + i);
+      });
+      const targets = sorted(failing.filter((p) => toward(p)).map((p) => p.component));
+      out.push({
+        hypothesis: {
+          kind: 'source_fault' as const,
+          confidence: 0.7,
+          summary: `the collector's own host ${self} fails to reach ${list(targets)}, which other agents reach: its port or link, or a filter on its own paths — if the other agents fall silent next, the collector's side is cut off`,
+          components: [self],
+          groups: [{ name: 'source', members: [self] }],
+        },
+        explains: taken,
+        prior: 1,
+      });
+    }
+    return out;
+  },
+};
