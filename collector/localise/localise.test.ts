@@ -162,4 +162,45 @@ describe('localise', () => {
     });
     expect(restarted.hypotheses.some((h) => h.collectorCutOff === true)).toBe(false);
   });
+
+  it('never blames the service for a big answer lost where the full-size echo has only begun to fail', () => {
+    const found = loadScenarios().find(({ file }) => file.startsWith('52-'));
+    if (!found) throw new Error('case 52 is missing');
+    const input = buildInput(found.scenario);
+    const hung = input.paths.filter(
+      (p) => p.component === 'web-1' && p.lastClass === 'http_timeout',
+    );
+    expect(hung.length).toBeGreaterThan(1);
+    // One agent's echo to web-1 lost once, under the debounce: its path still reads ok.
+    const early = hung[0]?.agent;
+    const paths = input.paths.map((p) =>
+      p.agent === early && p.component === 'web-1' && p.kind === 'mtu'
+        ? { ...p, state: 'ok' as const, lastClass: 'icmp_timeout' as const, consecutiveFailures: 1 }
+        : p,
+    );
+    const d = localise({ ...input, paths });
+    expect(d.hypotheses[0]?.kind).toBe('mtu_mismatch');
+    expect(
+      d.hypotheses.filter((h) => h.kind === 'service_down' || h.kind === 'service_unresponsive'),
+    ).toEqual([]);
+    // Only that agent's echo has begun to fail: before the others count, nothing blames the app.
+    const first = localise({
+      ...input,
+      paths: input.paths.map((p) =>
+        p.component === 'web-1' && p.kind === 'mtu'
+          ? {
+              ...p,
+              state: 'ok' as const,
+              lastClass: 'icmp_timeout' as const,
+              consecutiveFailures: 1,
+            }
+          : p,
+      ),
+    });
+    expect(
+      first.hypotheses.filter(
+        (h) => h.kind === 'service_down' || h.kind === 'service_unresponsive',
+      ),
+    ).toEqual([]);
+  });
 });
