@@ -433,11 +433,7 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
       const heard = collector.hearsAll ? [inside, outside] : [near];
       if (heard.some((side) => side.filter(hasAgent).length < 2)) return undefined;
       // A second fault goes where the collector hears enough vantage points to see it.
-      const busier = collector.hearsAll
-        ? inside.filter(hasAgent).length > outside.filter(hasAgent).length
-          ? inside
-          : outside
-        : near;
+      const busier = busierSide(collector.hearsAll, inside, outside, near);
       return {
         fault: { cut: { label, value, reportedAgain: false } },
         truth: {
@@ -465,11 +461,7 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
       if (outside.length < inside.length + 3) return undefined;
       const heard = collector.hearsAll ? [inside, outside] : [outside];
       if (heard.some((side) => side.filter(hasAgent).length < 2)) return undefined;
-      const busier = collector.hearsAll
-        ? inside.filter(hasAgent).length > outside.filter(hasAgent).length
-          ? inside
-          : outside
-        : outside;
+      const busier = busierSide(collector.hearsAll, inside, outside, outside);
       return {
         fault: { cutSet: { hosts: names(inside), collector: false, reportedAgain: false } },
         truth: {
@@ -976,4 +968,15 @@ export function describeCase(c: GeneratedCase, d: Diagnosis): string {
     ),
     ...(d.hypotheses.length === 0 ? ['  actual: (no hypothesis)'] : []),
   ].join('\n');
+}
+
+/** The side a second fault goes to: the one with more agents when both are heard, else the heard one. */
+function busierSide(
+  hearsAll: boolean,
+  inside: readonly Component[],
+  outside: readonly Component[],
+  heard: readonly Component[],
+): readonly Component[] {
+  if (!hearsAll) return heard;
+  return inside.filter(hasAgent).length > outside.filter(hasAgent).length ? inside : outside;
 }
