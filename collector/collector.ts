@@ -204,10 +204,10 @@ export class Collector implements CollectorCore {
       ...(options.localAgent === undefined ? {} : { localAgent: options.localAgent }),
       ...(options.addresses === undefined ? {} : { addresses: options.addresses }),
     });
-    this.observer = observer;
+    this.observer = { ...observer, upSinceMs: Date.now() };
     const localiserOptions: LocaliserOptions = (this.localiserOptions = {
       inventory,
-      observer,
+      observer: this.observer,
       // Agents see one fault up to a probe interval apart: hosts dark within two are one event.
       eventWindowMs: Math.max(defaultEventWindowMs, 2 * config.probes.intervalMs),
     });
@@ -226,7 +226,7 @@ export class Collector implements CollectorCore {
         paths: [],
         agents: this.matrix.agents(),
         inventory,
-        observer,
+        observer: this.observer,
         eventWindowMs: localiserOptions.eventWindowMs,
       }),
       ...(thread === undefined

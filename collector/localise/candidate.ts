@@ -18,6 +18,8 @@ export interface Candidate {
   readonly bits?: Uint32Array;
   /** The digest of every path in `explains`, when the rule had it at hand (cheaper merged). */
   readonly digest?: Digest;
+  /** Example lines to quote when it explains no path (a silent agent's last report). */
+  readonly examples?: readonly string[];
   /** Degraded paths it explains (they are not failing: outside the search's cover). */
   readonly degraded?: readonly PathState[];
   /** Paths it quotes beside them that weigh nothing (a silent agent's host still answering). */

@@ -52,7 +52,7 @@ export interface Evidence {
   reachOf(agent: string, host: string): Reach | undefined;
   /** Source-fault agents, and the hosts each fails to reach. */
   readonly sourceFaults: ReadonlySet<string>;
-  readonly failedBy: ReadonlyMap<string, ReadonlySet<number>>;
+  readonly failedBy: ReadonlyMap<string, readonly number[]>;
   /** Live agents without a source fault, sorted. */
   readonly sound: readonly string[];
   readonly soundSet: ReadonlySet<string>;
@@ -123,6 +123,38 @@ export interface EvidenceInput {
 
 export const defaultEventWindowMs = 10_000;
 
+const inventories = new WeakMap<
+  readonly LocaliseComponent[],
+  { components: Map<string, LocaliseComponent>; hostOfAgent: Map<string, string> }
+>();
+
+/** The inventory by component and by agent, made once per inventory (it changes with the config). */
+function inventoryIndex(inventory: readonly LocaliseComponent[]): {
+  components: Map<string, LocaliseComponent>;
+  hostOfAgent: Map<string, string>;
+} {
+  let index = inventories.get(inventory);
+  if (index === undefined) {
+    const hostOfAgent = new Map<string, string>();
+    for (const c of inventory) hostOfAgent.set(c.agent ?? c.name, c.name);
+    index = { components: new Map(inventory.map((c) => [c.name, c])), hostOfAgent };
+    inventories.set(inventory, index);
+  }
+  return index;
+}
+
+const livenesses = new WeakMap<readonly AgentLiveness[], Map<string, AgentLiveness>>();
+
+/** Agents by name, made once per liveness list. */
+function livenessIndex(agents: readonly AgentLiveness[]): Map<string, AgentLiveness> {
+  let index = livenesses.get(agents);
+  if (index === undefined) {
+    index = new Map(agents.map((a) => [a.agent, a]));
+    livenesses.set(agents, index);
+  }
+  return index;
+}
+
 /** Disjoint-set over host names. */
 class Groups {
   private readonly parent = new Map<string, string>();
@@ -151,14 +183,11 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
   const inventory = options.inventory;
   const sourceFaultShare = options.sourceFaultShare ?? 0.8;
   const eventWindowMs = options.eventWindowMs ?? defaultEventWindowMs;
-  const components = new Map(inventory.map((c) => [c.name, c]));
-  const hostOfAgent = new Map<string, string>();
-  for (const c of inventory) hostOfAgent.set(c.agent ?? c.name, c.name);
+  const { components, hostOfAgent } = inventoryIndex(inventory);
   const host = (agent: string): string => hostOfAgent.get(agent) ?? agent;
-  const agentLabels = new Map(input.agents.map((a) => [a.agent, a.labels]));
+  const liveness = livenessIndex(input.agents);
   const labelsOf = (h: string): Readonly<Record<string, string>> =>
-    components.get(h)?.labels ?? agentLabels.get(h) ?? {};
-  const liveness = new Map(input.agents.map((a) => [a.agent, a]));
+    components.get(h)?.labels ?? liveness.get(h)?.labels ?? {};
   const isLive = (agent: string): boolean => liveness.get(agent)?.state !== 'silent';
 
   const liveAgents = sorted(live.keys());
@@ -167,12 +196,12 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     const v = viewOf(agent);
     const id = hosts.ids.get(h);
     if (!v || id === undefined) return undefined;
-    return hasBit(v.yes, id) ? 'yes' : v.no.has(id) ? 'no' : undefined;
+    return hasBit(v.yes, id) ? 'yes' : hasBit(v.noBits, id) ? 'no' : undefined;
   };
   const reachersOf = (id: number): number => input.reachers[id] ?? 0;
 
   // 3. Source faults.
-  const failedBy = new Map<string, Set<number>>();
+  const failedBy = new Map<string, number[]>();
   for (const a of liveAgents) {
     const v = viewOf(a);
     if (!v) continue;
@@ -185,18 +214,26 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
       failedCount += 1;
     }
     if (failedCount < 2 || failedCount < sourceFaultShare * judged) continue;
-    const failed = new Set<number>();
-    for (const id of v.no) if (id !== self && reachersOf(id) > 0) failed.add(id);
-    failedBy.set(a, failed);
+    failedBy.set(
+      a,
+      v.no.filter((id) => id !== self && reachersOf(id) > 0),
+    );
   }
   const sourceFaults = new Set<string>();
   for (const [a, failed] of failedBy) {
+    const mine = viewOf(a);
+    if (!mine) continue;
+    // The agents a reaches: those whose hosts answer it.
     const sharedBySide = liveAgents.some((b) => {
-      if (b === a || reachOf(a, host(b)) !== 'yes') return false;
+      if (b === a) return false;
+      const hb = hosts.ids.get(host(b));
+      if (hb === undefined || !hasBit(mine.yes, hb)) return false;
       // What b fails to reach is few: count the overlap from its side.
+      const theirs = viewOf(b)?.noBits;
+      if (!theirs) return false;
       let shared = 0;
-      for (const id of viewOf(b)?.no ?? []) if (failed.has(id)) shared += 1;
-      return shared >= sourceFaultShare * failed.size;
+      for (const id of failed) if (hasBit(theirs, id)) shared += 1;
+      return shared >= sourceFaultShare * failed.length;
     });
     if (!sharedBySide) sourceFaults.add(a);
   }
@@ -284,16 +321,29 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
   // The collector's own side cut off from the rest: every reachable host carries one value of
   // a label (one switch, one zone) and the dark hosts outside it differ among themselves.
   // One cut around that value explains them all; per-value islands would be several faults.
-  const far = farSide(lit, dark, labelsOf);
-  for (const h of far) darkGroups.union(far[0] ?? h, h);
-  const darkByPair = new Map<string, string>();
-  for (const h of dark) {
+  // Every union below is of hosts dark within one event window of each other: hosts that
+  // went dark minutes apart are separate events, whatever they share.
+  const byTime = [...dark].sort(
+    (x, y) => (darkSinceMs.get(x) ?? 0) - (darkSinceMs.get(y) ?? 0) || byName(x, y),
+  );
+  const together = (x: string, y: string): boolean =>
+    Math.abs((darkSinceMs.get(x) ?? 0) - (darkSinceMs.get(y) ?? 0)) <= eventWindowMs;
+  const far = new Set(farSide(lit, dark, labelsOf));
+  let lastFar: string | undefined;
+  for (const h of byTime) {
+    if (!far.has(h)) continue;
+    if (lastFar !== undefined && together(lastFar, h)) darkGroups.union(lastFar, h);
+    lastFar = h;
+  }
+  // Per label value, the latest host seen: a chain of hosts each within a window of the last.
+  const lastByPair = new Map<string, string>();
+  for (const h of byTime) {
     for (const [k, v] of Object.entries(labelsOf(h)).sort(([x], [y]) => byName(x, y))) {
       const pair = `${k}=${v}`;
       if (litValues.has(pair)) continue;
-      const other = darkByPair.get(pair);
-      if (other === undefined) darkByPair.set(pair, h);
-      else darkGroups.union(other, h);
+      const other = lastByPair.get(pair);
+      if (other !== undefined && together(other, h)) darkGroups.union(other, h);
+      lastByPair.set(pair, h);
     }
   }
   // Hosts no label explains, dark within one event window of each other: one event (two
@@ -303,9 +353,7 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     const r = darkGroups.find(h);
     clusterSize.set(r, (clusterSize.get(r) ?? 0) + 1);
   }
-  const lone = dark
-    .filter((h) => clusterSize.get(darkGroups.find(h)) === 1)
-    .sort((x, y) => (darkSinceMs.get(x) ?? 0) - (darkSinceMs.get(y) ?? 0) || byName(x, y));
+  const lone = byTime.filter((h) => clusterSize.get(darkGroups.find(h)) === 1);
   const timeJoined = new Set<string>();
   for (let i = 1; i < lone.length; i++) {
     const prev = lone[i - 1] ?? '';

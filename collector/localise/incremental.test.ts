@@ -22,6 +22,7 @@ describe('IncrementalLocaliser', () => {
       const l = new IncrementalLocaliser({
         inventory: healthy.inventory,
         collectorLabels: healthy.collectorLabels ?? {},
+        ...(healthy.observer ? { observer: healthy.observer } : {}),
       });
       for (const a of agentNames)
         l.replaceAgentPaths(

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DiagnosisSchema } from '../../wire/diagnosis.js';
-import { ScenarioSchema, buildInput } from '../../test/scenarios/scenario.js';
+import { ScenarioSchema, buildInput, loadScenarios } from '../../test/scenarios/scenario.js';
 import type { PathState } from '../types.js';
 import { localise } from './localise.js';
 
@@ -147,5 +147,60 @@ describe('localise', () => {
     expect(d.hypotheses[0]?.kind).toBe('network_partition');
     expect(d.hypotheses[0]?.cutLabel).toEqual({ key: 'zone', values: ['a'] });
     expect(d.hypotheses[0]?.components).toEqual(['app-1', 'app-2', 'db-1', 'db-2']);
+  });
+
+  it('takes agents silent since before the collector started for a restart, not for its own cut', () => {
+    const found = loadScenarios().find(({ file }) => file.startsWith('53-'));
+    if (!found) throw new Error('case 53 is missing');
+    const input = buildInput(found.scenario);
+    expect(localise(input).hypotheses[0]?.collectorCutOff).toBe(true);
+    // The same silence, but the collector only started after the agents' last reports.
+    const lastSeen = Math.max(...input.agents.map((a) => a.lastSeenMs));
+    const restarted = localise({
+      ...input,
+      observer: { ...input.observer, upSinceMs: lastSeen + 1 },
+    });
+    expect(restarted.hypotheses.some((h) => h.collectorCutOff === true)).toBe(false);
+  });
+
+  it('never blames the service for a big answer lost where the full-size echo has only begun to fail', () => {
+    const found = loadScenarios().find(({ file }) => file.startsWith('52-'));
+    if (!found) throw new Error('case 52 is missing');
+    const input = buildInput(found.scenario);
+    const hung = input.paths.filter(
+      (p) => p.component === 'web-1' && p.lastClass === 'http_timeout',
+    );
+    expect(hung.length).toBeGreaterThan(1);
+    // One agent's echo to web-1 lost once, under the debounce: its path still reads ok.
+    const early = hung[0]?.agent;
+    const paths = input.paths.map((p) =>
+      p.agent === early && p.component === 'web-1' && p.kind === 'mtu'
+        ? { ...p, state: 'ok' as const, lastClass: 'icmp_timeout' as const, consecutiveFailures: 1 }
+        : p,
+    );
+    const d = localise({ ...input, paths });
+    expect(d.hypotheses[0]?.kind).toBe('mtu_mismatch');
+    expect(
+      d.hypotheses.filter((h) => h.kind === 'service_down' || h.kind === 'service_unresponsive'),
+    ).toEqual([]);
+    // Only that agent's echo has begun to fail: before the others count, nothing blames the app.
+    const first = localise({
+      ...input,
+      paths: input.paths.map((p) =>
+        p.component === 'web-1' && p.kind === 'mtu'
+          ? {
+              ...p,
+              state: 'ok' as const,
+              lastClass: 'icmp_timeout' as const,
+              consecutiveFailures: 1,
+            }
+          : p,
+      ),
+    });
+    expect(
+      first.hypotheses.filter(
+        (h) => h.kind === 'service_down' || h.kind === 'service_unresponsive',
+      ),
+    ).toEqual([]);
   });
 });

@@ -111,11 +111,15 @@ export function rank(
       credited === undefined && c.digest !== undefined
         ? c.digest
         : digestOf(c.quotes ? [...(credited ?? []), ...c.quotes] : (credited ?? []));
+    const evidence =
+      d.evidence.examples.length === 0 && c.examples
+        ? { ...d.evidence, examples: c.examples.slice(0, 5) }
+        : d.evidence;
     const sinceMs = c.sinceMs ?? d.sinceMs;
     if (sinceMs === undefined) usesNow = true;
     const h: Hypothesis = {
       ...c.hypothesis,
-      evidence: d.evidence,
+      evidence,
       since: Math.max(0, Math.round(sinceMs ?? ev.nowMs)),
     };
     return { h, first: c.first === true };

@@ -3,7 +3,7 @@ import { agentSilent } from './kinds/agent-silent.js';
 import { dnsFailure } from './kinds/dns-failure.js';
 import { hostUnreachable } from './kinds/host-unreachable.js';
 import { mtuMismatch } from './kinds/mtu-mismatch.js';
-import { observerCut } from './kinds/observer-cut.js';
+import { observerCut, observerVantage } from './kinds/observer-cut.js';
 import { packetLoss } from './kinds/packet-loss.js';
 import { partition } from './kinds/partition.js';
 import { pathBlocked } from './kinds/path-blocked.js';
@@ -18,6 +18,7 @@ import { unexplained } from './kinds/unexplained.js';
  */
 export const rules: readonly Rule[] = [
   observerCut,
+  observerVantage,
   partition,
   hostUnreachable,
   sourceFault,

@@ -21,6 +21,11 @@ export interface Observer {
   readonly agents?: readonly string[];
   /** The collector's topology labels (default: its host's). */
   readonly labels?: Readonly<Record<string, string>>;
+  /**
+   * When this collector started (epoch ms): agents silent since before it are not yet heard
+   * again after a restart, no evidence that its side is cut off now.
+   */
+  readonly upSinceMs?: number;
 }
 
 /** How the localiser is set up: the inventory and the collector's place in it. */

@@ -1,3 +1,4 @@
+import { echoKinds } from '../../probes/registry.js';
 import { failureLayer } from '../../wire/result.js';
 import type { AgentLiveness, PathState } from '../types.js';
 
@@ -33,7 +34,9 @@ export interface AgentView {
   readonly yes: Uint32Array;
   readonly yesIds: readonly number[];
   /** Hosts from which only network-layer failures came back. */
-  readonly no: ReadonlySet<number>;
+  readonly no: readonly number[];
+  /** The same hosts as a bitset over host ids. */
+  readonly noBits: Uint32Array;
   /** Failing paths (probe-internal failures left out), in target order. */
   readonly failing: readonly PathState[];
   /** Degraded paths, in target order. */
@@ -174,7 +177,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
     // TCP paths, the bulk of a healthy mesh, say nothing there.
     const touching = p.state === 'failing' && layer !== 'probe';
     const towardIt = touching && layer !== 'dns';
-    const proto = p.kind !== 'icmp' && p.kind !== 'tcp';
+    const proto = !echoKinds.has(p.kind) && p.kind !== 'tcp';
     if (touching || proto) {
       let t = toward.get(p.component);
       if (!t) {
@@ -190,7 +193,13 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
   }
   const yes = new Uint32Array((hosts.names.length + 31) >>> 5);
   for (const id of yesIds) setBit(yes, id);
-  const no = new Set(maybeNo.filter((id) => !hasBit(yes, id)));
+  const no: number[] = [];
+  const noBits = new Uint32Array(yes.length);
+  for (const id of maybeNo) {
+    if (hasBit(yes, id) || hasBit(noBits, id)) continue;
+    setBit(noBits, id);
+    no.push(id);
+  }
   const byTarget = (a: PathState, b: PathState): number => byName(a.target, b.target);
   failing.sort(byTarget);
   degraded.sort(byTarget);
@@ -212,6 +221,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
     yes,
     yesIds,
     no,
+    noBits,
     failing,
     degraded,
     mtu,

@@ -9,8 +9,8 @@ export const agentSilent: Rule = {
   propose: (ev, _remaining, chosen) => {
     const explained = new Set(chosen.flatMap((c) => c.silences ?? []));
     const out: Candidate[] = [];
-    for (const a of [...ev.agents].sort((x, y) => byName(x.agent, y.agent))) {
-      if (a.state !== 'silent' || explained.has(a.agent)) continue;
+    const silent = ev.agents.filter((a) => a.state === 'silent' && !explained.has(a.agent));
+    for (const a of silent.sort((x, y) => byName(x.agent, y.agent))) {
       const h = ev.host(a.agent);
       if (!ev.lit.has(h)) {
         if (ev.triedHosts.has(h)) continue; // cut off or down: explained there

@@ -33,9 +33,14 @@ export const mtuMismatch: Rule = {
       failPairs.set(pairKey(src, p.component), { src, dst: p.component });
     }
     const passPairs: Pair[] = [];
+    // Pairs whose full-size echo passes cleanly (not even a loss under the debounce).
+    const clean = new Set<string>();
     for (const a of ev.sound)
-      for (const p of ev.viewOf(a)?.mtu ?? [])
-        if (p.state !== 'failing') passPairs.push({ src: ev.host(a), dst: p.component });
+      for (const p of ev.viewOf(a)?.mtu ?? []) {
+        if (p.state === 'failing') continue;
+        passPairs.push({ src: ev.host(a), dst: p.component });
+        if (!echoLost(p)) clean.add(pairKey(ev.host(a), p.component));
+      }
 
     const keys = sorted(
       [...failPairs.values()].flatMap((q) => [
@@ -77,6 +82,7 @@ export const mtuMismatch: Rule = {
           best.behind,
           inside,
           alternatives.map((x) => x.e),
+          (q) => clean.has(pairKey(q.src, q.dst)),
         ),
       );
     }
@@ -89,7 +95,7 @@ export const mtuMismatch: Rule = {
     }
     for (const qs of byPair.values()) {
       const ends = sorted(qs.flatMap((q) => [q.src, q.dst]));
-      out.push(candidate(ev, { type: 'route', hosts: ends }, ends, qs, []));
+      out.push(candidate(ev, { type: 'route', hosts: ends }, ends, qs, [], () => true));
     }
     return out;
   },
@@ -106,6 +112,11 @@ function lostEchoes(v: AgentView | undefined): readonly PathState[] {
     lostCache.set(v, lost);
   }
   return lost;
+}
+
+/** A full-size echo that failed, counted failing or not yet (a loss under the debounce). */
+export function echoLost(p: PathState): boolean {
+  return p.lastClass === 'icmp_timeout' || p.lastClass === 'mtu_exceeded';
 }
 
 interface Pair {
@@ -191,7 +202,7 @@ function describe(e: Element): string {
 }
 
 /** Service answers that vanish when full-size segments do: the handshake passed, the answer did not. */
-const bigAnswerLost: ReadonlySet<FailureClass> = new Set([
+export const bigAnswerLost: ReadonlySet<FailureClass> = new Set([
   'http_timeout',
   'protocol_timeout',
   'tls_error',
@@ -203,13 +214,21 @@ function candidate(
   behind: readonly string[],
   pairs: readonly Pair[],
   alternatives: readonly Element[],
+  echoPasses: (q: Pair) => boolean,
 ): Candidate {
   const inPairs = new Set(pairs.map((q) => `${q.src}\u0000${q.dst}`));
   const onPairs = (p: PathState): boolean =>
     ev.soundSet.has(p.agent) && inPairs.has(`${ev.host(p.agent)}\u0000${p.component}`);
   const echoIds = ev.pick((p) => p.kind === mtuKind && onPairs(p));
+  // The big answers lost on any path through the element, unless that path's own full-size
+  // echo passes cleanly (its echo may not have failed long enough to count yet).
+  const through = (p: PathState): boolean => {
+    if (!ev.soundSet.has(p.agent)) return false;
+    const q = { src: ev.host(p.agent), dst: p.component };
+    return e.type === 'route' ? onPairs(p) : covers(e, q, ev) && !echoPasses(q);
+  };
   const answerIds = ev.pick(
-    (p) => p.kind !== mtuKind && bigAnswerLost.has(p.lastClass) && onPairs(p),
+    (p) => p.kind !== mtuKind && bigAnswerLost.has(p.lastClass) && through(p),
   );
   const echoes = echoIds.map((i) => ev.path(i));
   const answers = answerIds.map((i) => ev.path(i));

@@ -1,6 +1,6 @@
 import type { Candidate, Rule } from '../candidate.js';
 import { list } from '../text.js';
-import { layerOf, sorted } from '../views.js';
+import { byName, layerOf, sorted } from '../views.js';
 
 /**
  * The collector's own side cut off (`network_partition` with `collectorCutOff`): the
@@ -26,8 +26,12 @@ export const observerCut: Rule = {
     if (agentsBeyond.some((a) => a.state !== 'silent' && ev.viewOf(a.agent) !== undefined))
       return [];
     const silentBeyond = agentsBeyond.filter((a) => a.state === 'silent');
-    // …and not seen answering from the collector's side (that is a silent agent, not a cut).
-    const silentDark = silentBeyond.filter((a) => !ev.lit.has(ev.host(a.agent)));
+    // …and not seen answering from the collector's side (that is a silent agent, not a cut),
+    // and silent since this collector runs (after a restart, agents take a while to report).
+    const upSince = ev.options.observer?.upSinceMs ?? Number.NEGATIVE_INFINITY;
+    const silentDark = silentBeyond.filter(
+      (a) => !ev.lit.has(ev.host(a.agent)) && a.lastSeenMs >= upSince,
+    );
     const far = new Set<string>();
     for (const h of ev.dark) if (!inSide(h)) far.add(h);
     for (const a of silentDark) far.add(ev.host(a.agent));
@@ -92,6 +96,9 @@ export const observerCut: Rule = {
         },
         explains: taken,
         silences: silentBeyond.map((a) => a.agent),
+        examples: [...silentDark]
+          .sort((x, y) => x.lastSeenMs - y.lastSeenMs || byName(x.agent, y.agent))
+          .map((a) => `${a.agent}: silent, last report ${new Date(a.lastSeenMs).toISOString()}`),
         standalone: true,
         first: true,
         prior: 2,
@@ -109,3 +116,47 @@ export function unseenHosts(chosen: readonly Candidate[]): ReadonlySet<string> {
       for (const h of c.hypothesis.groups[1]?.members ?? []) out.add(h);
   return out;
 }
+
+/**
+ * The collector's own vantage failing (`source_fault` on its host): its local agent fails,
+ * at the network layer, toward hosts that other agents still reach. The collector cannot yet
+ * tell its host's link going down (the other agents' reports will stop next: then its side is
+ * cut off, above) from a filter on its own paths — but either way the fault is on its side.
+ * Naming the targets, as a blocked path would, is exactly the wrong turn: the far side's
+ * hosts and databases are blamed for what the collector's own host cannot reach.
+ */
+export const observerVantage: Rule = {
+  name: 'observer-vantage',
+  kinds: ['source_fault'],
+  tier: 'structural',
+  propose: (ev) => {
+    const out = [];
+    for (const a of ev.observer.agents) {
+      if (!ev.soundSet.has(a)) continue;
+      const self = ev.host(a);
+      const toward = (p: { component: string }): boolean =>
+        p.component !== self && ev.lit.has(p.component);
+      const failing = ev.viewOf(a)?.failing ?? [];
+      // A lost full-size echo alone is the MTU's evidence, not reachability.
+      if (!failing.some((p) => layerOf(p) === 'network' && p.kind !== 'mtu' && toward(p))) continue;
+      const offset = ev.failingOffset(a) ?? 0;
+      const taken: number[] = [];
+      failing.forEach((p, i) => {
+        if (layerOf(p) === 'network' && toward(p)) taken.push(offset + i);
+      });
+      const targets = sorted(failing.filter((p) => toward(p)).map((p) => p.component));
+      out.push({
+        hypothesis: {
+          kind: 'source_fault' as const,
+          confidence: 0.7,
+          summary: `the collector's own host ${self} fails to reach ${list(targets)}, which other agents reach: its port or link, or a filter on its own paths — if the other agents fall silent next, the collector's side is cut off`,
+          components: [self],
+          groups: [{ name: 'source', members: [self] }],
+        },
+        explains: taken,
+        prior: 1,
+      });
+    }
+    return out;
+  },
+};

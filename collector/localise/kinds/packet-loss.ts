@@ -1,6 +1,6 @@
 import type { PathState } from '../../types.js';
 import type { Candidate, Rule } from '../candidate.js';
-import { byName, sorted } from '../views.js';
+import { byName, pushTo, sorted } from '../views.js';
 import { unseenHosts } from './observer-cut.js';
 
 /**
@@ -18,16 +18,20 @@ export const packetLoss: Rule = {
       .filter((p) => !unseen.has(p.component));
     const out: Candidate[] = [];
     while (degraded.length > 0) {
+      // An element is a host and its link: the paths to it and the paths from it (a link
+      // that flaps loses both ways).
       const byElement = new Map<string, PathState[]>();
       for (const p of degraded) {
-        byElement.set(`to ${p.component}`, [...(byElement.get(`to ${p.component}`) ?? []), p]);
-        const from = `from ${ev.host(p.agent)}`;
-        byElement.set(from, [...(byElement.get(from) ?? []), p]);
+        pushTo(byElement, p.component, p);
+        const from = ev.host(p.agent);
+        if (from !== p.component) pushTo(byElement, from, p);
       }
-      const [element, ps] = [...byElement].sort(
+      const [name, ps] = [...byElement].sort(
         ([xk, x], [yk, y]) => y.length - x.length || byName(xk, yk),
       )[0] ?? ['', []];
-      const name = element.slice(element.indexOf(' ') + 1);
+      const to = ps.filter((p) => p.component === name).length;
+      const element =
+        to === ps.length ? `to ${name}` : to === 0 ? `from ${name}` : `to and from ${name}`;
       const worst = Math.round(100 * Math.max(...ps.map((p) => p.lossRatio ?? p.failureRatio)));
       const first = ps[0];
       const onePair = ps.every((p) => p.agent === first?.agent && p.component === first.component);

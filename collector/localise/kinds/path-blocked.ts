@@ -1,3 +1,4 @@
+import { echoKinds } from '../../../probes/registry.js';
 import type { Rule } from '../candidate.js';
 import { sharedLabel } from '../evidence.js';
 import { list } from '../text.js';
@@ -30,7 +31,7 @@ export const pathBlocked: Rule = {
       const key = sorted(ps.map((p) => p.agent)).join(',');
       const m = merged.get(key) ?? { targets: [], services: new Set<string>(), ps: [] };
       m.targets.push(target);
-      for (const p of ps) m.services.add(p.kind === 'icmp' ? 'icmp' : serviceOf(p));
+      for (const p of ps) m.services.add(echoKinds.has(p.kind) ? p.kind : serviceOf(p));
       m.ps.push(...ids);
       merged.set(key, m);
     }

@@ -1,3 +1,4 @@
+import { echoKinds } from '../../../probes/registry.js';
 import type { PathState } from '../../types.js';
 import type { Evidence } from '../evidence.js';
 import type { AgentView } from '../views.js';
@@ -38,7 +39,7 @@ function servicesOk(v: AgentView | undefined, component: string): ReadonlySet<st
   if (ok === undefined) {
     const set = new Set<string>();
     for (const p of v.pathsTo(component))
-      if (p.kind !== 'icmp' && p.state !== 'failing' && p.state !== 'unknown')
+      if (!echoKinds.has(p.kind) && p.state !== 'failing' && p.state !== 'unknown')
         set.add(serviceOf(p));
     ok = set;
     byComponent.set(component, ok);

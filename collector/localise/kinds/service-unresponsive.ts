@@ -1,6 +1,23 @@
 import type { Rule } from '../candidate.js';
-import { sorted } from '../views.js';
-import { serviceGroups } from './service-groups.js';
+import { mtuKind, sorted } from '../views.js';
+import type { Evidence } from '../evidence.js';
+import { bigAnswerLost, echoLost } from './mtu-mismatch.js';
+import { serviceGroups, type ServiceGroup } from './service-groups.js';
+
+function withoutEchoLoss(ev: Evidence, g: ServiceGroup): ServiceGroup {
+  const keep = g.paths.map((p) => {
+    if (!bigAnswerLost.has(p.lastClass)) return true;
+    const echo = ev
+      .viewOf(p.agent)
+      ?.pathsTo(p.component)
+      .find((q) => q.kind === mtuKind);
+    return echo === undefined || !echoLost(echo);
+  });
+  if (keep.every(Boolean)) return g;
+  const paths = g.paths.filter((_, i) => keep[i]);
+  const sources = sorted(paths.map((p) => p.agent));
+  return { ...g, paths, taken: g.taken.filter((_, i) => keep[i]), sources };
+}
 
 /** `service_unresponsive`: TCP connects, but the protocol/HTTP answer times out or is wrong. */
 export const serviceUnresponsive: Rule = {
@@ -10,6 +27,10 @@ export const serviceUnresponsive: Rule = {
   propose: (ev, remaining) =>
     serviceGroups(ev, remaining)
       .filter((g) => g.refused === 0)
+      // A big answer lost where the same path's full-size echo is failing too, if only under
+      // the debounce yet, is the network's MTU and not the service: left to what explains it.
+      .map((g) => withoutEchoLoss(ev, g))
+      .filter((g) => g.paths.length > 0)
       .map((g) => {
         const hung = g.paths.some(
           (p) => p.lastClass === 'protocol_timeout' || p.lastClass === 'http_timeout',

@@ -16,7 +16,7 @@ export const sourceFault: Rule = {
   propose: (ev) =>
     sorted(ev.sourceFaults).map((a) => {
       const h = ev.host(a);
-      const failedHosts = ev.failedBy.get(a)?.size ?? 0;
+      const failedHosts = ev.failedBy.get(a)?.length ?? 0;
       return {
         hypothesis: {
           kind: 'source_fault' as const,

@@ -81,14 +81,17 @@ describe.runIf(canRunLab)('lab: the collector cut off, with its local agent (ctl
   let recorder: AlertRecorder | undefined;
   const theLab = useLab(demoLab, demoLabPaths, 'observer.test.ts', {
     // Alertmanager's recording front listens on the management link's root end: the
-    // collector reaches it there also while its switch port is cut off. The alert settings
-    // are the defaults (no holdFor): whatever the diagnosis says, it pages.
+    // collector reaches it there also while its switch port is cut off. No holdFor (the
+    // default): whatever the diagnosis says, it pages.
     extraCollectorYaml: async (lab) => {
       if (!canRunAlertmanager) return '';
       am = await startAlertmanager();
       recorder = await recordAlertsTo(am, lab.managementAddress);
       return [
         'alerts:',
+        // Each test cuts the collector off again within the minute: an alert resolved in the
+        // test before must fire again at once, not after the flap control's 30 s.
+        '  refireHoldFor: 0s',
         `  labels: { lab: ${lab.prefix} }`,
         '  sinks:',
         `    - { type: alertmanager, urls: [${recorder.url}] }`,
