@@ -366,12 +366,18 @@ function table(s: Settings, runs: readonly Run[]): string {
           ? 'never fired'
           : `${fmtS(median(us))} / ${fmtS(Math.max(...us))}${us.length < rs.length ? ` (${rs.length - us.length} missed)` : ''}`;
     const answers = [...new Set(rs.map((r) => r.faultlineAnswer))].join('; ');
-    // Each wrong answer once, with the number of runs it came up in.
+    // Each wrong answer once, with the number of runs it came up in: the three most frequent.
     const wrong = new Map<string, number>();
     for (const r of rs)
       for (const w of new Set(r.wrongFirst)) wrong.set(w, (wrong.get(w) ?? 0) + 1);
+    const ranked = [...wrong].sort(([a, x], [b, y]) => y - x || a.localeCompare(b));
     const before =
-      wrong.size === 0 ? '—' : [...wrong].map(([w, n]) => `${w} (${n}/${rs.length})`).join('; ');
+      ranked.length === 0
+        ? '—'
+        : ranked
+            .slice(0, 3)
+            .map(([w, n]) => `${w} (${n}/${rs.length})`)
+            .join('; ') + (ranked.length > 3 ? `; ${ranked.length - 3} more` : '');
     const alerts = rs.length === 0 ? '—' : median(rs.map((r) => r.usualAlerts)).toString();
     const ratio = fl.length > 0 && us.length > 0 ? (median(fl) / median(us)).toFixed(2) : '—';
     out.push(
