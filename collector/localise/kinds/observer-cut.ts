@@ -1,6 +1,7 @@
 import type { Candidate, Rule } from '../candidate.js';
 import { list } from '../text.js';
-import { byName, layerOf, sorted } from '../views.js';
+import type { PathState } from '../../types.js';
+import { byName, layerOf, mtuKind, sorted } from '../views.js';
 
 /**
  * The collector's own side cut off (`network_partition` with `collectorCutOff`): the
@@ -134,27 +135,39 @@ export const observerVantage: Rule = {
     for (const a of ev.observer.agents) {
       if (!ev.soundSet.has(a)) continue;
       const self = ev.host(a);
-      const toward = (p: { component: string }): boolean =>
-        p.component !== self && ev.lit.has(p.component);
       const failing = ev.viewOf(a)?.failing ?? [];
-      // A lost full-size echo alone is the MTU's evidence, not reachability.
-      if (!failing.some((p) => layerOf(p) === 'network' && p.kind !== 'mtu' && toward(p))) continue;
+      const network = (p: PathState): boolean => layerOf(p) === 'network' && p.component !== self;
+      // Triggered by hosts others still reach (a lost full-size echo alone is the MTU's
+      // evidence, not reachability)…
+      if (!failing.some((p) => network(p) && p.kind !== mtuKind && ev.lit.has(p.component)))
+        continue;
+      // …it explains the local agent's every network failure: the hosts already dark too, as
+      // their agents fall silent one by one while the cut takes hold.
       const offset = ev.failingOffset(a) ?? 0;
       const taken: number[] = [];
       failing.forEach((p, i) => {
-        if (layerOf(p) === 'network' && toward(p)) taken.push(offset + i);
+        if (network(p)) taken.push(offset + i);
       });
-      const targets = sorted(failing.filter((p) => toward(p)).map((p) => p.component));
+      const targets = sorted(failing.filter(network).map((p) => p.component));
+      // Agents beyond that fell silent: what the local agent cannot reach, nor they the collector.
+      const silenced = ev.agents
+        .filter((x) => x.state === 'silent' && ev.reachOf(a, ev.host(x.agent)) === 'no')
+        .map((x) => x.agent);
+      const silent =
+        silenced.length === 0
+          ? ''
+          : ` (${silenced.length} agent${silenced.length === 1 ? '' : 's'} there fell silent already)`;
       out.push({
         hypothesis: {
           kind: 'source_fault' as const,
           confidence: 0.7,
-          summary: `the collector's own host ${self} fails to reach ${list(targets)}, which other agents reach: its port or link, or a filter on its own paths — if the other agents fall silent next, the collector's side is cut off`,
+          summary: `the collector's own host ${self} fails to reach ${list(targets)}, which other agents reach${silent}: its port or link, or a filter on its own paths — if the other agents fall silent next, the collector's side is cut off`,
           components: [self],
           groups: [{ name: 'source', members: [self] }],
         },
         explains: taken,
-        prior: 1,
+        silences: silenced,
+        prior: 3,
       });
     }
     return out;
