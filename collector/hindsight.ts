@@ -35,8 +35,8 @@ export function hindsightDiagnosis(
       else if (after === undefined) after = t;
     }
     const state = (before?.toState ?? after?.fromState ?? p.state) as PathState['state'];
-    const cls = ((before ? before.toClass : after?.fromClass) ??
-      (state === 'ok' ? 'ok' : p.lastClass));
+    const cls =
+      (before ? before.toClass : after?.fromClass) ?? (state === 'ok' ? 'ok' : p.lastClass);
     return {
       ...p,
       state,
