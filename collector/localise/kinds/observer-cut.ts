@@ -137,10 +137,10 @@ export const observerVantage: Rule = {
       const self = ev.host(a);
       const failing = ev.viewOf(a)?.failing ?? [];
       const network = (p: PathState): boolean => layerOf(p) === 'network' && p.component !== self;
-      // Triggered by hosts others still reach (a lost full-size echo alone is the MTU's
-      // evidence, not reachability)…
-      if (!failing.some((p) => network(p) && p.kind !== mtuKind && ev.lit.has(p.component)))
-        continue;
+      // Triggered by hosts others still reach — also by lost full-size echoes alone: the
+      // first of its paths to count as failing when its link goes may be one of those. A real
+      // MTU fault on its port or route shows from the far end too, and that explains more.
+      if (!failing.some((p) => network(p) && ev.lit.has(p.component))) continue;
       // …it explains the local agent's every network failure: the hosts already dark too, as
       // their agents fall silent one by one while the cut takes hold.
       const offset = ev.failingOffset(a) ?? 0;
@@ -149,6 +149,7 @@ export const observerVantage: Rule = {
         if (network(p)) taken.push(offset + i);
       });
       const targets = sorted(failing.filter(network).map((p) => p.component));
+      const bigOnly = failing.filter(network).every((p) => p.kind === mtuKind);
       // Agents beyond that fell silent: what the local agent cannot reach, nor they the collector.
       const silenced = ev.agents
         .filter((x) => x.state === 'silent' && ev.reachOf(a, ev.host(x.agent)) === 'no')
@@ -161,7 +162,7 @@ export const observerVantage: Rule = {
         hypothesis: {
           kind: 'source_fault' as const,
           confidence: 0.7,
-          summary: `the collector's own host ${self} fails to reach ${list(targets)}, which other agents reach${silent}: its port or link, or a filter on its own paths — if the other agents fall silent next, the collector's side is cut off`,
+          summary: `${bigOnly ? `full-size packets from the collector's own host ${self} to ${list(targets)} are lost, while other agents get through` : `the collector's own host ${self} fails to reach ${list(targets)}, which other agents reach`}${silent}: its port or link, or a filter on its own paths — if the other agents fall silent next, the collector's side is cut off`,
           components: [self],
           groups: [{ name: 'source', members: [self] }],
         },
