@@ -18,13 +18,13 @@ import { byName, hasBit, setBit } from './views.js';
  * then confidence; a hypothesis about the collector's own cut comes first, since it
  * qualifies all the others.
  */
-export const maxJoint = 3;
+const maxJoint = 3;
 /** Candidates the joint search considers: C(12, ≤3) = 298 sets. */
 const searchWidth = 12;
-export const extraCausePenalty = 0.5;
+const extraCausePenalty = 0.5;
 const contradictionWeight = 2;
 
-export interface Chosen {
+interface Chosen {
   readonly candidate: Candidate;
   /**
    * The paths it is credited with: those it explains that nothing chosen before did
@@ -139,7 +139,7 @@ export function rank(
 }
 
 /** Paths as a bitset over their indices: a partition's 100,000 paths are 3,125 words. */
-export function toBits(indices: readonly number[], words: number): Uint32Array {
+function toBits(indices: readonly number[], words: number): Uint32Array {
   const b = new Uint32Array(words);
   for (const i of indices) setBit(b, i);
   return b;

@@ -21,7 +21,7 @@ export const list = (xs: Iterable<string>): string => {
   return `{${all.slice(0, maxListed - 1).join(', ')} and ${all.length - maxListed + 1} more}`;
 };
 
-export function describePath(p: PathState): string {
+function describePath(p: PathState): string {
   const cls = p.state === 'degraded' ? 'degraded' : p.lastClass;
   return `${p.agent} → ${p.target}: ${cls}`;
 }

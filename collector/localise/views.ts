@@ -1,4 +1,4 @@
-import { echoKinds } from '../../probes/registry.js';
+import { echoKinds, probeRegistry } from '../../probes/registry.js';
 import { failureLayer } from '../../wire/result.js';
 import type { AgentLiveness, PathState } from '../types.js';
 
@@ -8,7 +8,7 @@ import type { AgentLiveness, PathState } from '../types.js';
  */
 
 /** The probe kind of the full-size (path MTU) echo: its loss says nothing of reachability. */
-export const mtuKind = 'mtu';
+export const mtuKind: string = probeRegistry.mtu.kind;
 
 export type Reach = 'yes' | 'no';
 

@@ -19,7 +19,7 @@ export const partition: Rule = {
 };
 
 /** A partition's one sentence. */
-export function partitionSummary(
+function partitionSummary(
   ev: Evidence,
   a: readonly string[],
   b: readonly string[],
