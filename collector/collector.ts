@@ -23,7 +23,7 @@ import { IncidentTracker, incidentDetail, type IncidentDetail } from './incident
 import { Ingest } from './ingest.js';
 import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
-import { PathMatrix, type AppliedBatch } from './paths.js';
+import { PathMatrix, type AppliedBatch, type Transition } from './paths.js';
 import { planFor, silentAfterFor, type KnownAgent } from './plan.js';
 import { Store, type StoredIncident } from './store.js';
 import type {
@@ -39,6 +39,8 @@ import type {
 const silenceCheckMs = 1_000;
 const checkpointEveryMs = 60_000;
 const pruneEveryMs = 10 * 60_000;
+/** Hindsight diagnoses kept for postmortems read again. */
+const maxHindsights = 16;
 
 /**
  * Plan target names are `<component>/icmp`, `<component>/mtu` (and a mesh agent's
@@ -170,6 +172,10 @@ export class Collector implements CollectorCore {
   /** Where the collector stands in the topology (its host, local agents, labels). */
   readonly observer: Observer;
   private readonly localiserOptions: LocaliserOptions;
+  private readonly hindsights = new Map<
+    number,
+    { key: string; value: { atMs: number; diagnosis: Diagnosis } }
+  >();
   /** Incidents, kept in step with the diagnosis. */
   readonly incidentTracker: IncidentTracker;
   /** Alerts to Alertmanager and webhooks, kept in step with the diagnosis. */
@@ -205,12 +211,13 @@ export class Collector implements CollectorCore {
       ...(options.addresses === undefined ? {} : { addresses: options.addresses }),
     });
     this.observer = { ...observer, upSinceMs: Date.now() };
-    const localiserOptions: LocaliserOptions = (this.localiserOptions = {
+    this.localiserOptions = {
       inventory,
       observer: this.observer,
       // Agents see one fault up to a probe interval apart: hosts dark within two are one event.
       eventWindowMs: Math.max(defaultEventWindowMs, 2 * config.probes.intervalMs),
-    });
+    };
+    const localiserOptions = this.localiserOptions;
     let localiser = new IncrementalLocaliser(localiserOptions);
     // In a build the localiser runs in its own thread (collector/localise/thread.ts), so a
     // large matrix never holds up ingest; from TypeScript sources (unit tests) on this one.
@@ -222,13 +229,7 @@ export class Collector implements CollectorCore {
     let threadPrimed = false;
     this.diagnoser = new DiagnosisEngine({
       // The incremental localiser reads only the paths of agents whose paths changed.
-      input: () => ({
-        paths: [],
-        agents: this.matrix.agents(),
-        inventory,
-        observer: this.observer,
-        eventWindowMs: localiserOptions.eventWindowMs,
-      }),
+      input: () => ({ ...localiserOptions, paths: [], agents: this.matrix.agents() }),
       ...(thread === undefined
         ? {}
         : {
@@ -463,18 +464,39 @@ export class Collector implements CollectorCore {
     );
     const hindsight =
       detail.closedAtMs !== undefined && wentSilent
-        ? {
-            atMs: Math.round((detail.openedAtMs + detail.closedAtMs) / 2),
-            diagnosis: hindsightDiagnosis(
-              this.matrix.paths(),
-              this.matrix.agents(),
-              transitions,
-              Math.round((detail.openedAtMs + detail.closedAtMs) / 2),
-              this.localiserOptions,
-            ),
-          }
+        ? this.hindsightOf(detail.id, (detail.openedAtMs + detail.closedAtMs) / 2, transitions)
         : undefined;
     return postmortem(detail, transitions, Date.now(), this.url(), viewers, hindsight);
+  }
+
+  /**
+   * The diagnosis in hindsight of a closed incident: a full localisation of the whole matrix,
+   * on this thread — so made once per incident and made again only when more of its
+   * transitions arrived (late spooled reports), not on every read of the postmortem.
+   */
+  private hindsightOf(
+    id: number,
+    midMs: number,
+    transitions: readonly Transition[],
+  ): { atMs: number; diagnosis: Diagnosis } {
+    const atMs = Math.round(midMs);
+    const key = `${transitions.length}:${transitions[transitions.length - 1]?.atMs ?? 0}`;
+    const known = this.hindsights.get(id);
+    if (known?.key === key) return known.value;
+    const value = {
+      atMs,
+      diagnosis: hindsightDiagnosis(
+        this.matrix.paths(),
+        this.matrix.agents(),
+        transitions,
+        atMs,
+        this.localiserOptions,
+      ),
+    };
+    // A few recent incidents are read again; older ones are rare.
+    if (this.hindsights.size >= maxHindsights) this.hindsights.clear();
+    this.hindsights.set(id, { key, value });
+    return value;
   }
 
   overloaded(): boolean {
