@@ -216,6 +216,14 @@ export function generateCases(count: number, seed: number): GeneratedCase[] {
   return out;
 }
 
+/** A filter on some paths to `target`: the answer names the target, blames no service. */
+const blockedTruth = (variant: InjectedKind, target: string): Truth => ({
+  variant,
+  kind: 'path_blocked',
+  components: [[target]],
+  culprits: [],
+  network: true,
+});
 const isCollectorCut = (v: InjectedKind): boolean => v.startsWith('collector');
 const isCut = (v: InjectedKind): boolean => v.startsWith('partition') || isCollectorCut(v);
 const isMtu = (v: InjectedKind): boolean => v.startsWith('mtu');
@@ -648,13 +656,7 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
             ...(svc ? { service: svc.name } : {}),
           },
         },
-        truth: {
-          variant,
-          kind: 'path_blocked',
-          components: [[target.name]],
-          culprits: [],
-          network: true,
-        },
+        truth: blockedTruth(variant, target.name),
       };
     }
     case 'one-way filter': {
@@ -693,13 +695,7 @@ function inject(variant: InjectedKind, ctx: InjectContext): Injected | undefined
       take(target.name, ...fromHosts.map((c) => c.name));
       return {
         fault: { oneWay: { from, to: target.name, ...(svc ? { service: svc.name } : {}) } },
-        truth: {
-          variant,
-          kind: 'path_blocked',
-          components: [[target.name]],
-          culprits: [],
-          network: true,
-        },
+        truth: blockedTruth(variant, target.name),
       };
     }
     case 'source_fault': {

@@ -6,6 +6,16 @@ import { canRunLab } from '../../helpers/lab/lab.js';
 
 /** `faultline demo`, run as an operator would: the built CLI as a child process. */
 
+/** Every text is in `out`, in this order. */
+function expectInOrder(out: string, texts: readonly string[]): void {
+  const at = texts.map((text) => {
+    const i = out.indexOf(text);
+    expect(i, `"${text}" in:\n${out}`).toBeGreaterThanOrEqual(0);
+    return i;
+  });
+  expect(at).toEqual([...at].sort((a, b) => a - b));
+}
+
 function runDemo(
   args: readonly string[],
   opts: { asUid?: number; timeoutMs: number },
@@ -59,20 +69,14 @@ describe.runIf(canRunLab)('faultline demo', () => {
     });
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     const out = r.stdout;
-    const at = (text: string): number => {
-      const i = out.indexOf(text);
-      expect(i, `"${text}" in:\n${out}`).toBeGreaterThanOrEqual(0);
-      return i;
-    };
-    const order = [
-      at('Lab up. Collector: http://198.'),
-      at('INCIDENT: the switch port of ctl-1'),
-      at("Diagnosed as the collector's own side cut off"),
-      at('HEAL:'),
-      at('Healthy again'),
-      at('Done: no namespace'),
-    ];
-    expect(order).toEqual([...order].sort((a, b) => a - b));
+    expectInOrder(out, [
+      'Lab up. Collector: http://198.',
+      'INCIDENT: the switch port of ctl-1',
+      "Diagnosed as the collector's own side cut off",
+      'HEAL:',
+      'Healthy again',
+      'Done: no namespace',
+    ]);
     expect(out).not.toContain('Not diagnosed');
   }, 120_000);
 
@@ -81,23 +85,17 @@ describe.runIf(canRunLab)('faultline demo', () => {
     const r = await runDemo(['demo', '--hold-ms', '2000'], { timeoutMs: 110_000 });
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     const out = r.stdout;
-    const at = (text: string): number => {
-      const i = out.indexOf(text);
-      expect(i, `"${text}" in:\n${out}`).toBeGreaterThanOrEqual(0);
-      return i;
-    };
     // In this order, each line timestamped.
-    const order = [
-      at('Lab up. Collector: http://198.'),
-      at('healthy: nothing is wrong'),
-      at('INCIDENT: the switch ports of db-1 and db-2'),
-      at('network_partition (confidence'),
-      at('Diagnosed as a network partition'),
-      at('HEAL:'),
-      at('Healthy again'),
-      at('Done: no namespace'),
-    ];
-    expect(order).toEqual([...order].sort((a, b) => a - b));
+    expectInOrder(out, [
+      'Lab up. Collector: http://198.',
+      'healthy: nothing is wrong',
+      'INCIDENT: the switch ports of db-1 and db-2',
+      'network_partition (confidence',
+      'Diagnosed as a network partition',
+      'HEAL:',
+      'Healthy again',
+      'Done: no namespace',
+    ]);
     for (const line of out.trim().split('\n')) {
       if (!line.startsWith(' ')) expect(line).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3} \+\s*\d+\.\ds\] /);
     }
