@@ -321,31 +321,38 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
   // The collector's own side cut off from the rest: every reachable host carries one value of
   // a label (one switch, one zone) and the dark hosts outside it differ among themselves.
   // One cut around that value explains them all; per-value islands would be several faults.
-  // Every union below is of hosts dark within one event window of each other: hosts that
-  // went dark minutes apart are separate events, whatever they share.
+  // Every union below is of hosts dark within one event window of the first of their run:
+  // hosts that went dark minutes apart are separate events, whatever they share, and a
+  // cascade (one host every few seconds for a minute) is not one event by chaining.
   const byTime = [...dark].sort(
     (x, y) => (darkSinceMs.get(x) ?? 0) - (darkSinceMs.get(y) ?? 0) || byName(x, y),
   );
-  const together = (x: string, y: string): boolean =>
-    Math.abs((darkSinceMs.get(x) ?? 0) - (darkSinceMs.get(y) ?? 0)) <= eventWindowMs;
-  const far = new Set(farSide(lit, dark, labelsOf));
-  let lastFar: string | undefined;
-  for (const h of byTime) {
-    if (!far.has(h)) continue;
-    if (lastFar !== undefined && together(lastFar, h)) darkGroups.union(lastFar, h);
-    lastFar = h;
-  }
-  // Per label value, the latest host seen: a chain of hosts each within a window of the last.
-  const lastByPair = new Map<string, string>();
-  for (const h of byTime) {
-    for (const [k, v] of Object.entries(labelsOf(h)).sort(([x], [y]) => byName(x, y))) {
-      const pair = `${k}=${v}`;
-      if (litValues.has(pair)) continue;
-      const other = lastByPair.get(pair);
-      if (other !== undefined && together(other, h)) darkGroups.union(other, h);
-      lastByPair.set(pair, h);
+  const unionRuns = (inTimeOrder: readonly string[]): string[][] => {
+    const runs: string[][] = [];
+    let run: string[] = [];
+    for (const h of inTimeOrder) {
+      const first = run[0];
+      const t = darkSinceMs.get(h) ?? 0;
+      if (first !== undefined && t - (darkSinceMs.get(first) ?? 0) <= eventWindowMs) {
+        darkGroups.union(first, h);
+        run.push(h);
+      } else {
+        run = [h];
+        runs.push(run);
+      }
     }
-  }
+    return runs;
+  };
+  const far = new Set(farSide(lit, dark, labelsOf));
+  unionRuns(byTime.filter((h) => far.has(h)));
+  // Per label value no lit host carries, its dark hosts.
+  const byPair = new Map<string, string[]>();
+  for (const h of byTime)
+    for (const [k, v] of Object.entries(labelsOf(h))) {
+      const pair = `${k}=${v}`;
+      if (!litValues.has(pair)) pushTo(byPair, pair, h);
+    }
+  for (const hosts of byPair.values()) unionRuns(hosts);
   // Hosts no label explains, dark within one event window of each other: one event (two
   // application hosts moved together into the wrong VLAN), until evidence separates them.
   const clusterSize = new Map<string, number>();
@@ -354,16 +361,7 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     clusterSize.set(r, (clusterSize.get(r) ?? 0) + 1);
   }
   const lone = byTime.filter((h) => clusterSize.get(darkGroups.find(h)) === 1);
-  const timeJoined = new Set<string>();
-  for (let i = 1; i < lone.length; i++) {
-    const prev = lone[i - 1] ?? '';
-    const h = lone[i] ?? '';
-    const gap = (darkSinceMs.get(h) ?? 0) - (darkSinceMs.get(prev) ?? 0);
-    if (gap > eventWindowMs) continue;
-    darkGroups.union(prev, h);
-    timeJoined.add(prev);
-    timeJoined.add(h);
-  }
+  const timeJoined = new Set(unionRuns(lone).flatMap((run) => (run.length > 1 ? run : [])));
   const darkByRoot = new Map<string, string[]>();
   for (const h of dark) pushTo(darkByRoot, darkGroups.find(h), h);
   const darkClusters = [...darkByRoot.values()]
