@@ -213,7 +213,10 @@ describe.runIf(canRunLab)('lab: partitions', () => {
       expect(toFront.length).toBeGreaterThanOrEqual(3);
       for (const r of toFront) expect(networkClasses, r.target).toContain(r.class);
       // …and db-2's PostgreSQL answering throughout: no failure of it from db-1 in the cut.
-      expect(failures.filter((r) => r.target.startsWith('db-2/'))).toEqual([]);
+      // (Results sent in full are failures and the ok ones that confirm a change back: the
+      // ports move one after the other, so a probe in that instant may fail and its ok
+      // confirmations land in the window. An ok row is not a failure.)
+      expect(failures.filter((r) => r.target.startsWith('db-2/') && r.class !== 'ok')).toEqual([]);
     } finally {
       db.close();
     }
