@@ -335,7 +335,7 @@ async function runDemo(fault: DemoFault, keep: boolean, holdMs: number): Promise
 
     if (keep) {
       out(
-        `--keep: the lab stays up. Collector: ${lab.collectorUrl} (diagnosis: ${lab.collectorUrl}/api/v1/diagnosis). Press Ctrl-C to tear it down.`,
+        `--keep: the lab stays up. Collector: ${lab.collectorUrl} (diagnosis: ${lab.collectorUrl}/api/v1/diagnosis; viewer token: ${lab.viewerToken}, e.g. faultline status --collector ${lab.collectorUrl} --token ${lab.viewerToken}). Press Ctrl-C to tear it down.`,
       );
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { defaultCollectorListen, defaultDataDir } from '../collector/config.js';
+import { defaultCollectorListen, defaultDataDir, viewerTokenFile } from '../collector/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { DiagnosisSchema, type Diagnosis, type Hypothesis } from '../wire/diagnosis.js';
 import { exitCodes } from './exit-codes.js';
@@ -49,22 +49,43 @@ function isLoopback(url: URL): boolean {
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }
 
+/** The environment variable `faultline status` and `incidents` take a viewer token from. */
+export const viewerTokenEnv = 'FAULTLINE_VIEWER_TOKEN';
+
 /**
- * The token to send: `--token`, else FAULTLINE_TOKEN, else — for a collector on this host
- * only, so a local secret never goes to another host — the embedded-defaults token in
- * `<data-dir>/agent-token`. Undefined when there is none: the read endpoints are open.
+ * The viewer token to send: `--token`, else the file `--token-file`, else
+ * FAULTLINE_VIEWER_TOKEN, else — for a collector on this host only, so a local secret never
+ * goes to another host — the embedded-defaults viewer token in `<data-dir>/viewer-token`
+ * (`--data-dir`, default ./faultline-data: where `faultline collector` keeps it). Undefined
+ * when there is none: a collector with `readAccess: open` still answers. An agent token is
+ * never sent: the collector refuses it on the read endpoints. Throws a usage error when both
+ * flags are given or the token file cannot be read.
  */
 export function resolveToken(
-  args: { readonly token?: string; readonly dataDir: string },
+  args: { readonly token?: string; readonly tokenFile?: string; readonly dataDir: string },
   url: URL,
   env: NodeJS.ProcessEnv = process.env,
 ): string | undefined {
-  if (args.token !== undefined && args.token !== '') return args.token;
-  const fromEnv = env.FAULTLINE_TOKEN;
+  const flag = args.token !== undefined && args.token !== '' ? args.token : undefined;
+  if (flag !== undefined && args.tokenFile !== undefined) {
+    throw usage('--token and --token-file are mutually exclusive: keep one');
+  }
+  if (flag !== undefined) return flag;
+  if (args.tokenFile !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(args.tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw usage(`--token-file: cannot read ${args.tokenFile}: ${errnoOf(err) ?? String(err)}`);
+    }
+    if (text === '') throw usage(`--token-file: ${args.tokenFile} is empty`);
+    return text;
+  }
+  const fromEnv = env[viewerTokenEnv];
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
   if (!isLoopback(url)) return undefined;
   try {
-    const token = readFileSync(join(resolve(args.dataDir), 'agent-token'), 'utf8').trim();
+    const token = readFileSync(join(resolve(args.dataDir), viewerTokenFile), 'utf8').trim();
     return token === '' ? undefined : token;
   } catch {
     return undefined;
@@ -133,7 +154,7 @@ export async function fetchCollector(
   if (res.status === 401 || res.status === 403) {
     const e = apiError(text);
     throw new StatusError(
-      `the collector at ${where} refused the token (${res.status}${e ? ` ${e.code}: ${e.message}` : ''}). ${token === undefined ? 'Pass one with --token or FAULTLINE_TOKEN.' : 'Check --token / FAULTLINE_TOKEN.'}`,
+      `the collector at ${where} refused the token (${res.status}${e ? ` ${e.code}: ${e.message}` : ''}). ${token === undefined ? `Pass a viewer token with --token, --token-file or ${viewerTokenEnv}.` : `Check --token / --token-file / ${viewerTokenEnv}: it must be a viewer token.`}`,
     );
   }
   if (res.status === 404) {
@@ -286,11 +307,12 @@ export function formatStatus(d: Diagnosis, opts: FormatOptions): string {
 export interface CollectorClientArgs {
   collector?: string;
   token?: string;
+  'token-file'?: string;
   'data-dir': string;
   timeout: number;
 }
 
-/** Adds --collector, --token, --data-dir and --timeout. */
+/** Adds --collector, --token, --token-file, --data-dir and --timeout. */
 export function withCollectorClientOptions<T>(y: Argv<T>): Argv<T & CollectorClientArgs> {
   return y
     .option('collector', {
@@ -299,13 +321,16 @@ export function withCollectorClientOptions<T>(y: Argv<T>): Argv<T & CollectorCli
     })
     .option('token', {
       type: 'string',
-      describe:
-        'Bearer token to send (default: FAULTLINE_TOKEN; for a collector on this host, the agent-token in --data-dir). The read API is open unless a proxy in front asks for one',
+      describe: `Viewer token to send (default: ${viewerTokenEnv}; for a collector on this host, the ${viewerTokenFile} in --data-dir). Agent tokens cannot read`,
+    })
+    .option('token-file', {
+      type: 'string',
+      describe: 'A file holding the viewer token (kept out of ps and shell history)',
     })
     .option('data-dir', {
       type: 'string',
       default: defaultDataDir,
-      describe: 'Data dir of a collector on embedded defaults, for its agent-token',
+      describe: `Data dir of a collector on embedded defaults, for its ${viewerTokenFile}`,
     })
     .option('timeout', {
       type: 'number',
@@ -326,7 +351,10 @@ export function collectorClient(args: CollectorClientArgs): {
   const url = parseCollectorUrl(
     args.collector ?? (process.env.FAULTLINE_COLLECTOR || defaultStatusUrl),
   );
-  const token = resolveToken({ token: args.token, dataDir: args['data-dir'] }, url);
+  const token = resolveToken(
+    { token: args.token, tokenFile: args['token-file'], dataDir: args['data-dir'] },
+    url,
+  );
   return { url, token, timeoutMs: args.timeout };
 }
 

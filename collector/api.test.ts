@@ -37,6 +37,12 @@ const tokens = [
   { name: 'old', token: 'old-token-0123456789abcdef', revoked: true },
 ];
 const auth = { authorization: `Bearer ${token}` };
+const viewerToken = 'viewer-token-0123456789abcdef';
+const viewers = [
+  { name: 'ops', token: viewerToken },
+  { name: 'gone', token: 'gone-viewer-0123456789abcdef', revoked: true },
+];
+const asViewer = { authorization: `Bearer ${viewerToken}` };
 const json = { 'content-type': 'application/json' };
 
 /** A path of the diagnosis sample: app agents to db-1. */
@@ -618,10 +624,13 @@ describe('collector API (inject)', () => {
     });
   });
 
-  describe('read endpoints (open)', () => {
-    const get = (url: string) => build().inject({ method: 'GET', url });
+  describe('read endpoints (as a viewer)', () => {
+    beforeEach(() => {
+      extraOpts = { viewers };
+    });
+    const get = (url: string) => build().inject({ method: 'GET', url, headers: asViewer });
 
-    it('GET /api/v1/paths without a token, filters passed to the core', async () => {
+    it('GET /api/v1/paths with a viewer token, filters passed to the core', async () => {
       const res = await get('/api/v1/paths?agent=app-1&component=db-1&kind=tcp&state=failing');
       expect(res.statusCode).toBe(200);
       expect(res.json()).toEqual({ paths: core.paths.mock.results[0]?.value as unknown });
@@ -657,10 +666,17 @@ describe('collector API (inject)', () => {
       expect(core.paths).not.toHaveBeenCalled();
     });
 
-    it('GET /api/v1/diagnosis: the core document as is, without a token like /paths; it validates', async () => {
+    it('GET /api/v1/diagnosis: the core document as is, to a viewer and (readAccess open) to anyone; it validates', async () => {
       expect(sampleDiagnosis.hypotheses[0]?.kind).toBe('service_down');
-      for (const headers of [{}, { authorization: 'Bearer not-a-known-token-0123' }]) {
-        const res = await build().inject({ method: 'GET', url: '/api/v1/diagnosis', headers });
+      for (const [headers, readAccess] of [
+        [asViewer, 'token'],
+        [{}, 'open'],
+      ] as const) {
+        const res = await build({ readAccess }).inject({
+          method: 'GET',
+          url: '/api/v1/diagnosis',
+          headers,
+        });
         await app.close();
         expect(res.statusCode).toBe(200);
         expect(res.headers['content-type']).toMatch(/^application\/json/);
@@ -738,10 +754,13 @@ describe('collector API (inject)', () => {
       expectError(res, status, code, re);
     });
 
-    it('GET /api/v1/agents lists agent liveness', async () => {
+    it('GET /api/v1/agents lists agent liveness, ids and seqs included for a viewer', async () => {
       const res = await get('/api/v1/agents');
       expect(res.statusCode).toBe(200);
-      expect(res.json()).toMatchObject({ agents: [{ agent: 'app-1', state: 'live' }] });
+      expect(res.json()).toEqual({ agents: core.agents.mock.results[0]?.value as unknown });
+      expect(res.json()).toMatchObject({
+        agents: [{ agent: 'app-1', state: 'live', agentId: expect.any(String) as unknown }],
+      });
     });
 
     it('/healthz: 200 when ok, 503 with the error shape when not', async () => {
@@ -768,6 +787,161 @@ describe('collector API (inject)', () => {
       expect(res.statusCode).toBe(200);
       expect(res.headers['content-type']).toMatch(/^text\/plain/);
       expect(res.body).toBe('faultline_paths 1\n');
+    });
+  });
+
+  describe('read endpoints: who may read', () => {
+    const readUrls = [
+      '/api/v1/paths',
+      '/api/v1/agents',
+      '/api/v1/diagnosis',
+      '/api/v1/incidents',
+      '/api/v1/incidents/7',
+      '/api/v1/incidents/7/postmortem',
+    ];
+    const read = (
+      url: string,
+      headers: Record<string, string>,
+      over: Partial<ApiOptions> = {},
+      method: 'GET' | 'HEAD' = 'GET',
+    ) => build({ viewers, ...over }).inject({ method, url, headers });
+    const coreAsked = (): number =>
+      core.paths.mock.calls.length +
+      core.agents.mock.calls.length +
+      core.diagnosis.mock.calls.length +
+      core.incidents.mock.calls.length +
+      core.incident.mock.calls.length +
+      core.postmortem.mock.calls.length;
+
+    const refusals = [
+      ['no token', {}, 401, 'FL_ERR_AUTH', /missing bearer token/],
+      [
+        'an unknown token',
+        { authorization: 'Bearer nope-0123456789abcdef' },
+        401,
+        'FL_ERR_AUTH',
+        /unknown token/,
+      ],
+      [
+        'a malformed header',
+        { authorization: `Basic ${viewerToken}` },
+        401,
+        'FL_ERR_AUTH',
+        /malformed/,
+      ],
+      [
+        'an agent token',
+        auth,
+        403,
+        'FL_ERR_FORBIDDEN',
+        /agent tokens cannot read; use a viewer token/,
+      ],
+      [
+        'a revoked agent token',
+        { authorization: 'Bearer old-token-0123456789abcdef' },
+        403,
+        'FL_ERR_FORBIDDEN',
+        /agent tokens cannot read/,
+      ],
+      [
+        'a revoked viewer token',
+        { authorization: 'Bearer gone-viewer-0123456789abcdef' },
+        403,
+        'FL_ERR_TOKEN_REVOKED',
+        /token 'gone' is revoked/,
+      ],
+    ] as const;
+
+    for (const url of readUrls) {
+      it.each(refusals)(
+        `${url}, %s: %i %s, the core not asked`,
+        async (_what, headers, status, code, re) => {
+          const res = await read(url, headers);
+          expectError(res, status, code, re);
+          expect(coreAsked()).toBe(0);
+        },
+      );
+
+      it(`${url} with a viewer token: 200`, async () => {
+        const res = await read(url, asViewer);
+        expect(res.statusCode, res.body).toBe(200);
+      });
+    }
+
+    it('HEAD is guarded like GET', async () => {
+      expect((await read('/api/v1/agents', {}, {}, 'HEAD')).statusCode).toBe(401);
+      await app.close();
+      expect((await read('/api/v1/agents', asViewer, {}, 'HEAD')).statusCode).toBe(200);
+    });
+
+    it('a 401 asks for a bearer token (WWW-Authenticate)', async () => {
+      const res = await read('/api/v1/paths', {});
+      expect(res.headers['www-authenticate']).toBe('Bearer realm="faultline"');
+    });
+
+    it('with no viewers configured, reading is refused to everyone (the default is token)', async () => {
+      for (const headers of [{}, auth]) {
+        const res = await build().inject({ method: 'GET', url: '/api/v1/paths', headers });
+        await app.close();
+        expect(res.statusCode).toBeGreaterThanOrEqual(401);
+        expect(res.statusCode).toBeLessThanOrEqual(403);
+      }
+      expect(core.paths).not.toHaveBeenCalled();
+    });
+
+    it('readAccess open: every read endpoint answers without a token', async () => {
+      for (const url of readUrls) {
+        const res = await read(url, {}, { readAccess: 'open' });
+        await app.close();
+        expect(res.statusCode, `${url}: ${res.body}`).toBe(200);
+      }
+    });
+
+    it('readAccess open: /agents without a token leaves out agent ids and sequence numbers', async () => {
+      const anon = await read('/api/v1/agents', {}, { readAccess: 'open' });
+      expect(anon.statusCode).toBe(200);
+      const full = core.agents.mock.results[0]?.value as AgentLiveness[];
+      expect(full[0]?.agentId).toBeDefined();
+      expect(anon.body).not.toContain(full[0]!.agentId);
+      const shown = anon.json<{ agents: Record<string, unknown>[] }>().agents;
+      expect(shown).toHaveLength(full.length);
+      for (const a of shown) {
+        expect(a).not.toHaveProperty('agentId');
+        expect(a).not.toHaveProperty('acceptedSeq');
+        expect(a).toHaveProperty('agent');
+        expect(a).toHaveProperty('state');
+      }
+      await app.close();
+      const viewer = await read('/api/v1/agents', asViewer, { readAccess: 'open' });
+      expect(viewer.json()).toMatchObject({
+        agents: [{ agentId: full[0]!.agentId, acceptedSeq: full[0]!.acceptedSeq }],
+      });
+    });
+
+    it('readAccess open: a token that is sent must still be a viewer token', async () => {
+      for (const [headers, status, code] of [
+        [auth, 403, 'FL_ERR_FORBIDDEN'],
+        [{ authorization: 'Bearer nope-0123456789abcdef' }, 401, 'FL_ERR_AUTH'],
+        [{ authorization: 'Bearer gone-viewer-0123456789abcdef' }, 403, 'FL_ERR_TOKEN_REVOKED'],
+      ] as const) {
+        const res = await read('/api/v1/agents', headers, { readAccess: 'open' });
+        await app.close();
+        expectError(res, status, code, /./);
+      }
+      expect(core.agents).not.toHaveBeenCalled();
+    });
+
+    it('a viewer token cannot report or fetch a plan', async () => {
+      const plan = await read('/api/v1/plan?agent=app-1', asViewer);
+      expectError(plan, 401, 'FL_ERR_AUTH', /unknown token/);
+      expect(core.plan).not.toHaveBeenCalled();
+    });
+
+    it('/healthz and /metrics stay open', async () => {
+      extraOpts = { metricsHandler: async () => 'faultline_paths 1\n' };
+      expect((await read('/healthz', {})).statusCode).toBe(200);
+      await app.close();
+      expect((await read('/metrics', {})).statusCode).toBe(200);
     });
   });
 

@@ -24,7 +24,7 @@ import { fastCheck } from '../wire/fast-check.js';
 import { ReportBatchSchema } from '../wire/report.js';
 import type { ReportAck, ReportBatch } from '../wire/report.js';
 import { createTokenAuth } from './auth.js';
-import type { TokenAuth, TokenEntry } from './auth.js';
+import type { AuthResult, TokenAuth, TokenEntry } from './auth.js';
 import type { CollectorCore, PathFilter, ReportBody } from './types.js';
 
 declare module 'fastify' {
@@ -35,11 +35,12 @@ declare module 'fastify' {
 }
 
 /**
- * The collector's HTTP API, versioned under /api/v1. Agent endpoints (reports, plan) need a
- * bearer token; the read endpoints (paths, agents, diagnosis), /metrics and /healthz are open: they expose the
- * topology and path health, so put the collector behind a network boundary or a proxy that
- * authenticates readers (a read-token list can be added here later). Every error answers
- * `{ error: { code, message, … } }` with a stable `FL_ERR_*` code.
+ * The collector's HTTP API, versioned under /api/v1. Agent endpoints (reports, plan) need an
+ * agent's bearer token; the read endpoints (paths, agents, diagnosis, incidents) need a
+ * viewer token, never an agent's, unless `readAccess: 'open'` — and even then agent ids and
+ * sequence numbers (what a forged report needs) are shown only to a viewer token. /metrics and
+ * /healthz are open and hold neither. Every error answers `{ error: { code, message, … } }`
+ * with a stable `FL_ERR_*` code.
  */
 
 /** The API's error codes and the HTTP status each answers with. Clients branch on the code. */
@@ -48,6 +49,8 @@ export const apiErrorStatus = {
   FL_ERR_AUTH: 401,
   /** A known token that has been revoked. */
   FL_ERR_TOKEN_REVOKED: 403,
+  /** A valid token that may not do this: e.g. an agent token on a read endpoint. */
+  FL_ERR_FORBIDDEN: 403,
   /** Bad query parameters. */
   FL_ERR_BAD_REQUEST: 400,
   /** The body is not JSON (or is hostile JSON: too deep, prototype keys). */
@@ -98,6 +101,14 @@ export class ApiError extends Error {
 export interface ApiOptions {
   /** Agent tokens; a revoked one is refused with 403 naming it. */
   readonly tokens: readonly TokenEntry[];
+  /** Viewer tokens, for the read endpoints; a revoked one is refused with 403 naming it. */
+  readonly viewers?: readonly TokenEntry[];
+  /**
+   * `token` (the default): the read endpoints need a viewer token. `open`: anyone may read,
+   * but /agents leaves out agent ids and sequence numbers unless a viewer token is sent.
+   * Either way a token that is sent must be a viewer's: an agent's is refused with 403.
+   */
+  readonly readAccess?: 'token' | 'open';
   /** Largest report body in bytes, applied to the compressed and to the decompressed body. */
   readonly maxReportBytes: number;
   /** Largest `results` (and `summaries`) array in one batch; the schema's own cap otherwise. */
@@ -674,6 +685,8 @@ function validReport(body: unknown): ReportBatch {
  */
 export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance {
   const auth: TokenAuth = createTokenAuth(opts.tokens);
+  const viewerAuth: TokenAuth = createTokenAuth(opts.viewers ?? []);
+  const readAccess = opts.readAccess ?? 'token';
   const maxBytes = opts.maxReportBytes;
   const warnedRevoked = new Set<string>();
 
@@ -735,33 +748,37 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
   /** Throws unless the request carries an active token; returns the token's name. */
   const requireToken = (request: FastifyRequest): string => {
     const result = auth.check(request.headers.authorization);
+    if (result.status === 'ok') return result.name;
+    throw refusal(result);
+  };
+
+  /** The answer to a request whose token did not pass (agent or viewer list alike). */
+  const refusal = (result: Exclude<AuthResult, { status: 'ok' }>): ApiError => {
     // Connection: close — an unauthenticated client's body is not worth draining.
     const refuse = { connection: 'close', 'www-authenticate': 'Bearer realm="faultline"' };
     switch (result.status) {
-      case 'ok':
-        return result.name;
       case 'missing':
-        throw new ApiError(
+        return new ApiError(
           'FL_ERR_AUTH',
           'missing bearer token: send "Authorization: Bearer <token>"',
           {},
           refuse,
         );
       case 'malformed':
-        throw new ApiError(
+        return new ApiError(
           'FL_ERR_AUTH',
           'malformed Authorization header: expected "Bearer <token>"',
           {},
           refuse,
         );
       case 'unknown':
-        throw new ApiError('FL_ERR_AUTH', 'unknown token', {}, refuse);
+        return new ApiError('FL_ERR_AUTH', 'unknown token', {}, refuse);
       case 'revoked':
         if (!warnedRevoked.has(result.name)) {
           warnedRevoked.add(result.name);
           app.log.warn({ token: result.name }, 'a client still uses a revoked token');
         }
-        throw new ApiError(
+        return new ApiError(
           'FL_ERR_TOKEN_REVOKED',
           `token '${result.name}' is revoked`,
           {},
@@ -771,6 +788,31 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
         );
     }
   };
+
+  /**
+   * Who is reading: 'viewer' with a viewer token, 'anyone' with no token when reading is
+   * open. Throws 401 for a missing (unless open), malformed or unknown token, 403
+   * FL_ERR_FORBIDDEN for an agent's token (a stolen agent token must not map the fleet), 403
+   * FL_ERR_TOKEN_REVOKED for a revoked viewer token. A token that is sent is checked even
+   * when reading is open, so a wrong one is noticed rather than silently read as no token.
+   */
+  const readerOf = (request: FastifyRequest): 'viewer' | 'anyone' => {
+    const header = request.headers.authorization;
+    const result = viewerAuth.check(header);
+    if (result.status === 'ok') return 'viewer';
+    if (result.status === 'missing' && readAccess === 'open') return 'anyone';
+    if (result.status === 'unknown') {
+      const asAgent = auth.check(header).status;
+      if (asAgent === 'ok' || asAgent === 'revoked') {
+        throw new ApiError(
+          'FL_ERR_FORBIDDEN',
+          "agent tokens cannot read; use a viewer token (the collector config's viewers)",
+        );
+      }
+    }
+    throw refusal(result);
+  };
+  const readHook = { onRequest: async (request: FastifyRequest) => void readerOf(request) };
 
   // Only the report route takes a body; its JSON parser lives in its own scope below.
   app.removeAllContentTypeParsers();
@@ -929,27 +971,31 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
     },
   });
 
-  app.get(known('GET', '/api/v1/paths'), async (request) => {
+  app.get(known('GET', '/api/v1/paths'), readHook, async (request) => {
     const filter: PathFilter = parseQuery(PathsQuerySchema, request.query);
     return { paths: core.paths(filter) };
   });
 
   app.get(known('GET', '/api/v1/agents'), async (request) => {
+    const reader = readerOf(request);
     parseQuery(AgentsQuerySchema, request.query);
-    return { agents: core.agents() };
+    const agents = core.agents();
+    // An agent id and its accepted seq are what a forged report needs: viewers only.
+    if (reader === 'viewer') return { agents };
+    return { agents: agents.map(({ agentId: _id, acceptedSeq: _seq, ...rest }) => rest) };
   });
 
   // The diagnosis document (wire/diagnosis.ts), kept current by collector/diagnosis.ts: this
   // only serialises it, so polling it costs no localisation. Errors: FL_ERR_BAD_REQUEST for
   // any query parameter, FL_ERR_METHOD, FL_ERR_INTERNAL.
-  app.get(known('GET', '/api/v1/diagnosis'), async (request, reply) => {
+  app.get(known('GET', '/api/v1/diagnosis'), readHook, async (request, reply) => {
     parseQuery(DiagnosisQuerySchema, request.query);
     void reply.header('cache-control', 'no-cache');
     return core.diagnosis();
   });
 
   // Incidents (collector/incidents.ts), newest first; `before` pages back.
-  app.get(known('GET', '/api/v1/incidents'), async (request, reply) => {
+  app.get(known('GET', '/api/v1/incidents'), readHook, async (request, reply) => {
     const q = parseQuery(IncidentsQuerySchema, request.query);
     void reply.header('cache-control', 'no-cache');
     return {
@@ -972,7 +1018,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
     return Number(parsed.data.id);
   };
 
-  app.get('/api/v1/incidents/:id', async (request, reply) => {
+  app.get('/api/v1/incidents/:id', readHook, async (request, reply) => {
     parseQuery(DiagnosisQuerySchema, request.query);
     const id = incidentId(request.params);
     const detail = core.incident(id);
@@ -981,7 +1027,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
     return detail;
   });
 
-  app.get('/api/v1/incidents/:id/postmortem', async (request, reply) => {
+  app.get('/api/v1/incidents/:id/postmortem', readHook, async (request, reply) => {
     parseQuery(DiagnosisQuerySchema, request.query);
     const id = incidentId(request.params);
     const md = core.postmortem(id);

@@ -353,6 +353,8 @@ export class Collector implements CollectorCore {
             };
       c.api = buildApi(c, {
         tokens: config.tokens.filter((t) => t.token !== ''),
+        viewers: config.viewers,
+        readAccess: config.readAccess,
         maxReportBytes: config.limits.maxReportBytes,
         maxResultsPerBatch: config.limits.maxResultsPerBatch,
         log,
@@ -371,6 +373,12 @@ export class Collector implements CollectorCore {
       throw err;
     }
     c.timers.push(setInterval(() => c.upkeep(), silenceCheckMs));
+    if (config.readAccess === 'token' && !config.viewers.some((v) => !v.revoked)) {
+      log.warn(
+        { readAccess: config.readAccess, viewers: config.viewers.length },
+        'read endpoints refuse everyone: add viewers or readAccess: open',
+      );
+    }
     log.info(
       { url: c.url(), dataDir: config.dataDir, agents: c.matrix.agents().length },
       'collector started',

@@ -186,6 +186,15 @@ const invalid: Record<string, string[]> = {
     'invalid-tokens.yaml:9:33: tokens[6].tokenFile: cannot read the token file: ENOENT (no such file or directory) (actual: "/nonexistent/faultline/fleet.token")',
     'invalid-tokens.yaml:10:28: tokens[7].token: expected a string (the value is never shown)',
   ],
+  'invalid-viewers.yaml': [
+    'invalid-viewers.yaml:5:27: viewers[0].token: expected at least 16 characters (has 7; the value is never shown)',
+    'invalid-viewers.yaml:6:27: viewers[1].token: the same secret as another token: give each token its own (first used at invalid-viewers.yaml:3:27)',
+    'invalid-viewers.yaml:7:5: viewers[2]: expected token or tokenFile: the secret readers send',
+    'invalid-viewers.yaml:8:13: viewers[3].name: duplicate token name "short" (first used at invalid-viewers.yaml:5:13)',
+    'invalid-viewers.yaml:8:31: viewers[3].tokenFile: cannot read the token file: ENOENT (no such file or directory) (actual: "/nonexistent/faultline/viewer.token")',
+    'invalid-viewers.yaml:9:49: viewers[4].role: unknown key "role"',
+    'invalid-viewers.yaml:10:13: readAccess: expected one of: token, open (actual: "public")',
+  ],
   'invalid-unknown-keys.yaml': [
     'invalid-unknown-keys.yaml:2:1: listn: unknown key "listn" (did you mean "listen"?)',
     'invalid-unknown-keys.yaml:7:7: inventory.components[0].address: missing required key "address"',
@@ -268,6 +277,34 @@ describe('token files', () => {
   });
 });
 
+describe('viewers', () => {
+  it('reads viewer tokens like agent tokens (tokenFile too); readAccess defaults to token, open when written', () => {
+    const file = join(tempDir(), 'viewer.token');
+    const viewer = 'viewer-0123456789abcdef';
+    writeFileSync(file, `  ${viewer}\n`);
+    const cfg = parseCollectorConfig(
+      `${tokens}viewers:\n  - { name: ops, tokenFile: ${file} }\n  - { name: old, token: viewer-old-0123456789, revoked: true }\n`,
+      'collector.yaml',
+    );
+    expect(cfg.viewers).toEqual([
+      { name: 'ops', token: viewer, revoked: false },
+      { name: 'old', token: 'viewer-old-0123456789', revoked: true },
+    ]);
+    expect(cfg.readAccess).toBe('token');
+    expect(parseCollectorConfig(`${tokens}readAccess: open\n`, 'collector.yaml').readAccess).toBe(
+      'open',
+    );
+  });
+
+  it('never shows a viewer secret that is also an agent token', () => {
+    const message = refusal(`${tokens}viewers:\n  - { name: ops, token: ${token} }\n`);
+    expect(message).toBe(
+      'collector.yaml:4:25: viewers[0].token: the same secret as another token: give each token its own (first used at collector.yaml:2:27)',
+    );
+    expect(message).not.toContain(token);
+  });
+});
+
 describe('reportInterval auto', () => {
   it('takes auto or a duration, and says so when given neither', () => {
     expect(refusal(`${tokens}agents: { reportInterval: soon }\n`)).toBe(
@@ -294,6 +331,8 @@ describe('valid collector configs', () => {
       listen: '127.0.0.1:7070',
       dataDir: resolve('faultline-data'),
       tokens: [{ name: 'fleet', token, revoked: false }],
+      viewers: [],
+      readAccess: 'token',
       agents: { silentAfterMs: 'auto', reportIntervalMs: 'auto', planRefreshMs: 30_000 },
       probes: {
         intervalMs: 1000,
@@ -650,11 +689,19 @@ describe('the example', () => {
 
 describe('defaultCollectorConfig', () => {
   const secret = 'f'.repeat(32);
+  const viewerSecret = 'v'.repeat(32);
 
   it('has one token and the collector’s own /healthz as its inventory', () => {
     const dataDir = join(tempDir(), 'data');
-    const cfg = defaultCollectorConfig({ dataDir, listen: '127.0.0.1:7070', token: secret });
+    const cfg = defaultCollectorConfig({
+      dataDir,
+      listen: '127.0.0.1:7070',
+      token: secret,
+      viewerToken: viewerSecret,
+    });
     expect(cfg.tokens).toEqual([{ name: 'default', token: secret, revoked: false }]);
+    expect(cfg.viewers).toEqual([{ name: 'default', token: viewerSecret, revoked: false }]);
+    expect(cfg.readAccess).toBe('token');
     expect(cfg.dataDir).toBe(dataDir);
     expect(cfg.listen).toBe('127.0.0.1:7070');
     expect(cfg.inventory.components).toEqual([
@@ -687,7 +734,12 @@ describe('defaultCollectorConfig', () => {
     // Port 0: the port is known only once listening, so there is no service to plan.
     { listen: '127.0.0.1:0', address: '127.0.0.1', ports: [] },
   ])('listening on $listen probes $address', ({ listen, address, ports }) => {
-    const cfg = defaultCollectorConfig({ dataDir: tempDir(), listen, token: secret });
+    const cfg = defaultCollectorConfig({
+      dataDir: tempDir(),
+      listen,
+      token: secret,
+      viewerToken: viewerSecret,
+    });
     const localhost = component(cfg, 'localhost');
     expect(localhost.address).toBe(address);
     expect(localhost.services.map((s) => s.port)).toEqual(ports);
@@ -695,7 +747,12 @@ describe('defaultCollectorConfig', () => {
 
   it('refuses bad settings with one line each', () => {
     expect(() =>
-      defaultCollectorConfig({ dataDir: '/etc/passwd/data', listen: 'nowhere', token: 'short' }),
+      defaultCollectorConfig({
+        dataDir: '/etc/passwd/data',
+        listen: 'nowhere',
+        token: 'short',
+        viewerToken: secret,
+      }),
     ).toThrow(
       new ConfigError(
         [

@@ -62,6 +62,8 @@ import type { SinkConfig, SinkType } from './sinks/registry.js';
 export const defaultCollectorListen = '127.0.0.1:7070';
 /** The data directory when the config does not say. */
 export const defaultDataDir = './faultline-data';
+/** The file in the data dir holding the viewer token of a collector on embedded defaults. */
+export const viewerTokenFile = 'viewer-token';
 
 /** Roles the diagnosis knows; `role` accepts any other word too. */
 export const knownRoles = ['database', 'api', 'web', 'cache', 'queue', 'dns', 'other'] as const;
@@ -129,6 +131,10 @@ export interface CollectorToken {
   readonly revoked: boolean;
 }
 
+/** Who may use the read endpoints (paths, agents, diagnosis, incidents). */
+export const readAccessModes = ['token', 'open'] as const;
+export type ReadAccess = (typeof readAccessModes)[number];
+
 /** One service on a component, ports defaulted. */
 export interface ServiceConfig {
   /** Unique within the component; defaults to the kind. */
@@ -169,6 +175,13 @@ export interface CollectorConfig {
   /** Absolute path of the store's directory (created at start when missing). */
   readonly dataDir: string;
   readonly tokens: readonly CollectorToken[];
+  /** Viewer tokens: the read endpoints take these, never an agent's (same shape as `tokens`). */
+  readonly viewers: readonly CollectorToken[];
+  /**
+   * `token`: the read endpoints need a viewer token; `open`: anyone may read, and what only a
+   * viewer may see (agent ids, sequence numbers) is left out unless one is sent.
+   */
+  readonly readAccess: ReadAccess;
   readonly agents: {
     /** An agent with no report for this long is silent; auto: 3 report intervals, at least 3 s. */
     readonly silentAfterMs: number | 'auto';
@@ -265,6 +278,18 @@ const tokenSchema = z
       .boolean()
       .default(false)
       .describe('Refuse this token, naming it, so its holder knows to rotate.'),
+  })
+  .strict();
+
+// A viewer entry is an agent token's entry with the same grammar, read the same way.
+const viewerSchema = tokenSchema
+  .pick({ name: true, token: true, tokenFile: true, revoked: true })
+  .extend({
+    token: secretSlot
+      .optional()
+      .describe(
+        `The secret readers (faultline status, scripts, dashboards) send as "Authorization: Bearer …" to the read endpoints; same grammar as an agent token. Or tokenFile.`,
+      ),
   })
   .strict();
 
@@ -495,6 +520,18 @@ const CollectorConfigInput = z
     tokens: z
       .array(tokenSchema)
       .describe('Bearer tokens agents may report with; at least one not revoked.'),
+    viewers: z
+      .array(viewerSchema)
+      .default([])
+      .describe(
+        'Bearer tokens the read endpoints (paths, agents, diagnosis, incidents) take; agent tokens are refused there. Each secret differs from every agent token.',
+      ),
+    readAccess: z
+      .enum(readAccessModes)
+      .default('token')
+      .describe(
+        'token: the read endpoints need a viewer token. open: anyone who reaches the collector may read paths, diagnosis and incidents; agent ids and sequence numbers still only with a viewer token.',
+      ),
     agents: agentsSchema.prefault({}),
     probes: probesSchema.prefault({}),
     diagnosis: z
@@ -655,25 +692,50 @@ function tokenProblem(token: string): string | undefined {
   return undefined;
 }
 
-function resolveTokens(list: unknown, report: Report): CollectorToken[] {
+/** Where a secret was first seen: no two entries of `tokens` and `viewers` share one. */
+type SecretsSeen = Map<string, { path: PropertyKey[] }>;
+
+function resolveTokens(list: unknown, report: Report, secrets: SecretsSeen): CollectorToken[] {
+  if (Array.isArray(list) && list.length === 0) {
+    report(['tokens'], 'expected at least one token: agents need one to report');
+    return [];
+  }
+  const tokens = resolveSecretList(list, 'tokens', report, secrets);
+  if (
+    Array.isArray(list) &&
+    tokens.length > 0 &&
+    tokens.length === list.length &&
+    tokens.every((t) => t.revoked)
+  ) {
+    report(['tokens'], 'every token is revoked: no agent could report; add one that is not');
+  }
+  return tokens;
+}
+
+/**
+ * The entries of `tokens` or `viewers`: names unique within the list, each secret from
+ * `token` or `tokenFile`, checked against the token grammar, and unlike every other secret
+ * of either list (an agent token that also read would make the split meaningless).
+ */
+function resolveSecretList(
+  list: unknown,
+  section: 'tokens' | 'viewers',
+  report: Report,
+  secrets: SecretsSeen,
+): CollectorToken[] {
   const tokens: CollectorToken[] = [];
   if (!Array.isArray(list)) return tokens;
-  if (list.length === 0) {
-    report(['tokens'], 'expected at least one token: agents need one to report');
-    return tokens;
-  }
   const firstByName = new Map<string, number>();
-  const firstBySecret = new Map<string, { index: number; key: string }>();
   list.forEach((t: unknown, i) => {
     if (!isRecord(t)) return;
-    const at = (...rest: PropertyKey[]): PropertyKey[] => ['tokens', i, ...rest];
+    const at = (...rest: PropertyKey[]): PropertyKey[] => [section, i, ...rest];
     const name = typeof t.name === 'string' ? t.name : undefined;
     if (name !== undefined) {
       const first = firstByName.get(name);
       if (first === undefined) firstByName.set(name, i);
       else {
         report(at('name'), `duplicate token name ${JSON.stringify(name)}`, undefined, {
-          related: { path: ['tokens', first, 'name'], label: 'first used' },
+          related: { path: [section, first, 'name'], label: 'first used' },
         });
       }
     }
@@ -701,23 +763,23 @@ function resolveTokens(list: unknown, report: Report): CollectorToken[] {
         report(at('tokenFile'), `the token in the file: ${problem}`, t.tokenFile);
       else secret = text.trim();
     } else if (t.tokenFile === undefined) {
-      report(at(), 'expected token or tokenFile: the secret agents send');
+      report(
+        at(),
+        `expected token or tokenFile: the secret ${section === 'tokens' ? 'agents' : 'readers'} send`,
+      );
       return;
     }
     if (secret === undefined || name === undefined) return;
-    const first = firstBySecret.get(secret);
-    if (first === undefined) firstBySecret.set(secret, { index: i, key });
+    const first = secrets.get(secret);
+    if (first === undefined) secrets.set(secret, { path: at(key) });
     else {
       report(at(key), 'the same secret as another token: give each token its own', undefined, {
-        related: { path: ['tokens', first.index, first.key], label: 'first used' },
+        related: { path: first.path, label: 'first used' },
       });
       return;
     }
     tokens.push({ name, token: secret, revoked: t.revoked === true });
   });
-  if (tokens.length > 0 && tokens.length === list.length && tokens.every((t) => t.revoked)) {
-    report(['tokens'], 'every token is revoked: no agent could report; add one that is not');
-  }
   return tokens;
 }
 
@@ -1022,7 +1084,9 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   if (isRecord(cfg.tls)) checkTls(cfg.tls, report);
   const dataDir = typeof cfg.dataDir === 'string' ? cfg.dataDir : defaultDataDir;
   if (cfg.dataDir === undefined || typeof cfg.dataDir === 'string') checkDataDir(dataDir, report);
-  const tokens = resolveTokens(cfg.tokens, report);
+  const secrets: SecretsSeen = new Map();
+  const tokens = resolveTokens(cfg.tokens, report, secrets);
+  const viewers = resolveSecretList(cfg.viewers, 'viewers', report, secrets);
 
   const agents: Record<string, unknown> = isRecord(cfg.agents) ? cfg.agents : {};
   const reportIntervalMs =
@@ -1108,6 +1172,8 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
     ...(isRecord(cfg.tls) ? { tls: { cert: String(cfg.tls.cert), key: String(cfg.tls.key) } } : {}),
     dataDir: resolve(dataDir),
     tokens,
+    viewers,
+    readAccess: cfg.readAccess === 'open' ? 'open' : 'token',
     agents: {
       silentAfterMs:
         writtenSilentMs ??
@@ -1160,11 +1226,13 @@ export interface DefaultCollectorSettings {
   readonly listen: string;
   /** The one agent token, generated by the caller. */
   readonly token: string;
+  /** The one viewer token (`faultline status`, the read endpoints), generated by the caller. */
+  readonly viewerToken: string;
 }
 
 /**
- * The config `faultline collector` runs with when given no file: the defaults, one token
- * ("default"), and an inventory of one component, "localhost", whose service is the
+ * The config `faultline collector` runs with when given no file: the defaults, one agent token
+ * and one viewer token (both "default"), and an inventory of one component, "localhost", whose service is the
  * collector's own /healthz (left out when the port is 0, unknown until it listens).
  * Throws ConfigError when a setting is invalid.
  */
@@ -1174,6 +1242,7 @@ export function defaultCollectorConfig(settings: DefaultCollectorSettings): Coll
     listen: settings.listen,
     dataDir: settings.dataDir,
     tokens: [{ name: 'default', token: settings.token }],
+    viewers: [{ name: 'default', token: settings.viewerToken }],
   };
   if (listen !== undefined) {
     const { host, port } = splitListen(listen);
@@ -1220,7 +1289,7 @@ export function collectorJsonSchema(): Record<string, unknown> {
         }) as Record<string, unknown>;
         Object.assign(json, union);
       }
-      if (zodSchema === tokenSchema) {
+      if (zodSchema === tokenSchema || zodSchema === viewerSchema) {
         json.oneOf = [{ required: ['token'] }, { required: ['tokenFile'] }];
       }
       if (zodSchema === serviceSchema) {

@@ -7,6 +7,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { sumMetric } from '../test/helpers/collector-process.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import { dbCollectorYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
+import { fetchAsViewer } from '../test/helpers/viewer.js';
 import { DiagnosisSchema, faultKinds, type Diagnosis } from '../wire/diagnosis.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { FailureClass } from '../wire/result.js';
@@ -337,7 +338,9 @@ describe('the collector keeps the diagnosis current', () => {
   const post = (c: Collector, b: ReportBatch): Promise<void> => postReport(c.url(), token, b);
 
   async function diagnosis(c: Collector): Promise<Diagnosis> {
-    const res = await fetch(`${c.url()}/api/v1/diagnosis`, { signal: AbortSignal.timeout(5_000) });
+    const res = await fetchAsViewer(`${c.url()}/api/v1/diagnosis`, {
+      signal: AbortSignal.timeout(5_000),
+    });
     expect(res.status).toBe(200);
     return DiagnosisSchema.parse(await res.json());
   }
@@ -418,7 +421,9 @@ describe('the collector keeps the diagnosis current', () => {
   it('a fault opens an incident and recovery closes it: GET /api/v1/incidents, one incident, its postmortem', async () => {
     const c = await start();
     const getJson = async (path: string): Promise<unknown> => {
-      const res = await fetch(`${c.url()}${path}`, { signal: AbortSignal.timeout(5_000) });
+      const res = await fetchAsViewer(`${c.url()}${path}`, {
+        signal: AbortSignal.timeout(5_000),
+      });
       expect(res.status, path).toBe(200);
       return res.json();
     };
@@ -452,7 +457,7 @@ describe('the collector keeps the diagnosis current', () => {
     );
     expect(closed.events[0]?.type).toBe('opened');
     expect(closed.events.at(-1)?.type).toBe('recovered');
-    const res = await fetch(`${c.url()}/api/v1/incidents/1/postmortem`);
+    const res = await fetchAsViewer(`${c.url()}/api/v1/incidents/1/postmortem`);
     expect(res.headers.get('content-type')).toMatch(/^text\/markdown/);
     const md = await res.text();
     expect(md).toMatch(/^# Postmortem \(draft\): incident 1 — /);

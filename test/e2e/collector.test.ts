@@ -20,6 +20,7 @@ import { OtlpReceiver } from '../helpers/otlp-receiver.js';
 import { defaultConfirmResults } from '../../agent/reporter.js';
 import { pollUntil } from '../helpers/poll-until.js';
 import { freePort } from '../helpers/server-process.js';
+import { viewersYaml } from '../helpers/viewer.js';
 
 /**
  * The collector and its agents as separate processes on a namespace network: the
@@ -157,6 +158,7 @@ describe.runIf(canUseNetns)('faultline collector with agents, as processes', () 
 dataDir: ${join(dir, 'data')}
 tokens:
   - { name: fleet, token: ${token} }
+${viewersYaml.join('\n')}
 agents:
   reportInterval: 1s
   silentAfter: 3s

@@ -4,6 +4,7 @@ import { cliPath } from './cli.js';
 import type { TestHost, TestNet } from './netns.js';
 import { pollUntil } from './poll-until.js';
 import { diesWithParent } from './server-process.js';
+import { fetchAsViewer } from './viewer.js';
 
 /**
  * Real `faultline collector` and `faultline agent --collector` processes for end-to-end
@@ -111,9 +112,9 @@ export class CollectorProcess extends CliProcess {
     return CollectorProcess.start(this.configFile, this.url);
   }
 
-  /** GET a JSON document of the API. */
+  /** GET a JSON document of the API, as a viewer (the test config's viewers: see viewer.ts). */
   async get<T>(path: string): Promise<T> {
-    const res = await fetch(`${this.url}${path}`, { signal: AbortSignal.timeout(2000) });
+    const res = await fetchAsViewer(`${this.url}${path}`, { signal: AbortSignal.timeout(2000) });
     if (res.status !== 200) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
     return (await res.json()) as T;
   }

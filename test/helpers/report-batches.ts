@@ -1,5 +1,6 @@
 import type { PathSummary, ReportBatch } from '../../wire/report.js';
 import type { FailureClass, ProbeResult } from '../../wire/result.js';
+import { viewersYaml } from './viewer.js';
 
 /** Builders of report batches for the collector's tests. */
 
@@ -136,6 +137,7 @@ export function dbCollectorYaml(o: {
     `dataDir: ${o.dataDir}`,
     'tokens:',
     `  - { name: fleet, token: ${o.token} }`,
+    ...viewersYaml,
     ...(o.more ?? []),
     ...dbInventoryYaml,
     '',

@@ -170,7 +170,7 @@ describe.runIf(canRunLab)('lab: partitions', () => {
     expect(kinds).toContain('network_partition');
     // The postmortem: duration about the cut's, the timeline in order, the partition as the
     // root cause, and the databases ruled out — in hindsight, from their own side's reports.
-    const pm = await fetch(`${l.collectorUrl}/api/v1/incidents/${mine!.id}/postmortem`);
+    const pm = await l.fetchApi(`/api/v1/incidents/${mine!.id}/postmortem`);
     const md = await pm.text();
     expect(pm.status, md).toBe(200);
     const duration = /- \*\*Duration:\*\* (?:(\d+) min )?(\d+) s/.exec(md);

@@ -23,9 +23,7 @@ export async function labDiagnosis(lab: Lab): Promise<Diagnosis> {
 
 /** Whether the collector serves GET /api/v1/diagnosis (it is being added in parallel). */
 export async function hasDiagnosis(lab: Lab): Promise<boolean> {
-  const res = await fetch(`${lab.collectorUrl}/api/v1/diagnosis`, {
-    signal: AbortSignal.timeout(3000),
-  });
+  const res = await lab.fetchApi('/api/v1/diagnosis');
   return res.status === 200;
 }
 

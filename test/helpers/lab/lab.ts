@@ -226,6 +226,8 @@ export class Lab {
   /** The collector's base URL for the agents: across the lab's switches. */
   agentCollectorUrl = '';
   readonly token = randomBytes(16).toString('hex');
+  /** The viewer token of the lab's collector: the read endpoints (get, fetchApi) send it. */
+  readonly viewerToken = randomBytes(16).toString('hex');
   /** Temp dir: collector config and data, agent state dirs. */
   readonly dir: string;
   /** Where the test process sits: `.1` on the collector's switch (the collector too, unless on a host). */
@@ -617,6 +619,8 @@ export class Lab {
       `dataDir: ${join(this.dir, 'data')}`,
       'tokens:',
       `  - { name: lab, token: ${this.token} }`,
+      'viewers:',
+      `  - { name: lab, token: ${this.viewerToken} }`,
       'agents:',
       `  reportInterval: ${o.reportIntervalMs}ms`,
       `  silentAfter: ${o.silentAfterMs}ms`,
@@ -755,9 +759,17 @@ export class Lab {
     return a;
   }
 
-  /** GET a JSON document of the collector's API. */
+  /** GET `path` of the collector's API with the lab's viewer token. */
+  fetchApi(path: string): Promise<Response> {
+    return fetch(`${this.collectorUrl}${path}`, {
+      headers: { authorization: `Bearer ${this.viewerToken}` },
+      signal: AbortSignal.timeout(3000),
+    });
+  }
+
+  /** GET a JSON document of the collector's API, as a viewer. */
   async get<T>(path: string): Promise<T> {
-    const res = await fetch(`${this.collectorUrl}${path}`, { signal: AbortSignal.timeout(3000) });
+    const res = await this.fetchApi(path);
     if (res.status !== 200) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
     return (await res.json()) as T;
   }
