@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,7 @@ import { CollectorProcess } from '../test/helpers/collector-process.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import { dbCollectorYaml, dbPeriod } from '../test/helpers/report-batches.js';
 import { diesWithParent, freePort } from '../test/helpers/server-process.js';
+import { viewerToken } from '../test/helpers/viewer.js';
 import { DiagnosisSchema, type Diagnosis } from '../wire/diagnosis.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { FailureClass } from '../wire/result.js';
@@ -120,15 +121,24 @@ describe('faultline status: the terminal view', () => {
     expect(() => parseCollectorUrl('collector:7070')).toThrow(/--collector: expected an http/);
   });
 
-  it('token: flag, then FAULTLINE_TOKEN, then the data dir — the last only for a collector on this host', () => {
+  it('viewer token: --token, then --token-file, then FAULTLINE_VIEWER_TOKEN, then the data dir — the last only for a collector on this host', () => {
     const dir = mkdtempSync(join(tmpdir(), 'faultline-status-token-'));
     try {
-      writeFileSync(join(dir, 'agent-token'), 'file-token-0123456789\n');
+      writeFileSync(join(dir, 'viewer-token'), 'file-token-0123456789\n');
+      writeFileSync(join(dir, 'agent-token'), 'agent-token-0123456789\n');
+      const flagFile = join(dir, 'mine.token');
+      writeFileSync(flagFile, '  flag-file-token-0123456789\n');
       const local = new URL('http://127.0.0.1:7070');
-      expect(resolveToken({ token: 'flag', dataDir: dir }, local, { FAULTLINE_TOKEN: 'env' })).toBe(
-        'flag',
+      const env = { FAULTLINE_VIEWER_TOKEN: 'env' };
+      expect(resolveToken({ token: 'flag', dataDir: dir }, local, env)).toBe('flag');
+      expect(resolveToken({ tokenFile: flagFile, dataDir: dir }, local, env)).toBe(
+        'flag-file-token-0123456789',
       );
-      expect(resolveToken({ dataDir: dir }, local, { FAULTLINE_TOKEN: 'env' })).toBe('env');
+      expect(resolveToken({ dataDir: dir }, local, env)).toBe('env');
+      // The agent's variable is not a viewer token: never sent to the read endpoints.
+      expect(resolveToken({ dataDir: dir }, local, { FAULTLINE_TOKEN: 'agent' })).toBe(
+        'file-token-0123456789',
+      );
       expect(resolveToken({ dataDir: dir }, local, {})).toBe('file-token-0123456789');
       expect(resolveToken({ dataDir: dir }, new URL('http://[::1]:7070'), {})).toBe(
         'file-token-0123456789',
@@ -137,6 +147,12 @@ describe('faultline status: the terminal view', () => {
         undefined,
       );
       expect(resolveToken({ dataDir: join(dir, 'none') }, local, {})).toBe(undefined);
+      expect(() =>
+        resolveToken({ token: 'flag', tokenFile: flagFile, dataDir: dir }, local, {}),
+      ).toThrow('--token and --token-file are mutually exclusive: keep one');
+      expect(() =>
+        resolveToken({ tokenFile: join(dir, 'missing.token'), dataDir: dir }, local, {}),
+      ).toThrow(`--token-file: cannot read ${join(dir, 'missing.token')}: ENOENT`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -193,9 +209,15 @@ describe('faultline status against a real collector process fed real report batc
     return s;
   };
 
+  /** The test collector's viewer token, in a file (--token-file) and in the environment. */
+  let viewerFile: string;
+  const asViewer = { env: { ...process.env, FAULTLINE_VIEWER_TOKEN: viewerToken } };
+
   beforeAll(async () => {
     ensureBuilt();
     dir = mkdtempSync(join(tmpdir(), 'faultline-status-'));
+    viewerFile = join(dir, 'viewer.token');
+    writeFileSync(viewerFile, `${viewerToken}\n`, { mode: 0o600 });
     const port = await freePort();
     const config = join(dir, 'collector.yaml');
     writeFileSync(
@@ -261,8 +283,8 @@ describe('faultline status against a real collector process fed real report batc
     expect(doc.hypotheses[0]?.components).toEqual(['db-1']);
 
     const [shown, json] = await Promise.all([
-      runCli(['status', '--collector', c.url]),
-      runCli(['status', '--collector', `${c.url}/`, '--json']),
+      runCli(['status', '--collector', c.url, '--token', viewerToken]),
+      runCli(['status', '--collector', `${c.url}/`, '--json', '--token-file', viewerFile]),
     ]);
     expect(shown.code, shown.stderr).toBe(0);
     expect(shown.stdout).toContain('NOT HEALTHY: 1 hypothesis');
@@ -292,13 +314,13 @@ describe('faultline status against a real collector process fed real report batc
       return incidents.length === 1;
     });
     const [list, one, pm, json, missing, bad, noId] = await Promise.all([
-      runCli(['incidents', '--collector', c.url]),
-      runCli(['incidents', '1', '--collector', c.url]),
-      runCli(['incidents', '1', '--postmortem', '--collector', c.url]),
-      runCli(['incidents', '--json', '--collector', c.url]),
-      runCli(['incidents', '99', '--collector', c.url]),
-      runCli(['incidents', '0', '--collector', c.url]),
-      runCli(['incidents', '--postmortem', '--collector', c.url]),
+      runCli(['incidents', '--collector', c.url], asViewer),
+      runCli(['incidents', '1', '--collector', c.url], asViewer),
+      runCli(['incidents', '1', '--postmortem', '--collector', c.url], asViewer),
+      runCli(['incidents', '--json', '--collector', c.url], asViewer),
+      runCli(['incidents', '99', '--collector', c.url], asViewer),
+      runCli(['incidents', '0', '--collector', c.url], asViewer),
+      runCli(['incidents', '--postmortem', '--collector', c.url], asViewer),
     ]);
     expect(list.code, list.stderr).toBe(0);
     expect(list.stdout).toMatch(
@@ -336,7 +358,7 @@ describe('faultline status against a real collector process fed real report batc
       }),
     );
     await expect(ask(refusing.url)).rejects.toThrow(
-      `the collector at ${refusing.url} refused the token (403 FL_ERR_TOKEN_REVOKED: token 'old' is revoked). Pass one with --token or FAULTLINE_TOKEN.`,
+      `the collector at ${refusing.url} refused the token (403 FL_ERR_TOKEN_REVOKED: token 'old' is revoked). Pass a viewer token with --token, --token-file or FAULTLINE_VIEWER_TOKEN.`,
     );
     const notOne = await stub(404, 'not found');
     await expect(ask(notOne.url)).rejects.toThrow(
@@ -378,7 +400,7 @@ describe('faultline status against a real collector process fed real report batc
 
     expect(refused.code).toBe(1);
     expect(refused.stderr).toBe(
-      `faultline: the collector at ${refusing.url} refused the token (401 FL_ERR_AUTH: unknown token). Check --token / FAULTLINE_TOKEN.\n`,
+      `faultline: the collector at ${refusing.url} refused the token (401 FL_ERR_AUTH: unknown token). Check --token / --token-file / FAULTLINE_VIEWER_TOKEN: it must be a viewer token.\n`,
     );
     expect(refusing.seen.at(-1)?.authorization).toBe('Bearer wrong-token');
 
@@ -386,12 +408,19 @@ describe('faultline status against a real collector process fed real report batc
     expect(oddView.stderr).toContain('not one this version reads (healthy: ');
 
     expect(help.code).toBe(0);
-    for (const flag of ['--collector', '--token', '--json', '--data-dir', '--timeout']) {
+    for (const flag of [
+      '--collector',
+      '--token',
+      '--token-file',
+      '--json',
+      '--data-dir',
+      '--timeout',
+    ]) {
       expect(help.stdout).toContain(flag);
     }
   });
 
-  it('embedded defaults (faultline collector --data-dir D): status works with only --collector; the token in D is what goes to a local collector', async () => {
+  it('embedded defaults (faultline collector --data-dir D): status works with only --collector; the viewer token in D is what goes to a local collector; no token or the agent token is refused', async () => {
     const port = await freePort();
     const data = join(dir, 'embedded');
     const [cmd, args] = diesWithParent(process.execPath, [
@@ -412,18 +441,31 @@ describe('faultline status against a real collector process fed real report batc
       async () => (await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) })).ok,
       { timeoutMs: 15_000, intervalMs: 50 },
     );
-    const r = await runCli(['status', '--collector', url, '--data-dir', data], {
-      env: { ...process.env, FAULTLINE_TOKEN: '' },
-    });
+    const noEnv = { env: { ...process.env, FAULTLINE_VIEWER_TOKEN: '' } };
+    const agentToken = readFileSync(join(data, 'agent-token'), 'utf8').trim();
+    const [r, none, agent] = await Promise.all([
+      runCli(['status', '--collector', url, '--data-dir', data], noEnv),
+      runCli(['status', '--collector', url, '--data-dir', join(dir, 'elsewhere')], noEnv),
+      runCli(['status', '--collector', url, '--token', agentToken], noEnv),
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('healthy: no fault found on any path');
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain('refused the token (401 FL_ERR_AUTH: missing bearer token');
+    expect(agent.code).toBe(1);
+    expect(agent.stderr).toContain(
+      'refused the token (403 FL_ERR_FORBIDDEN: agent tokens cannot read; use a viewer token',
+    );
 
-    // The token the collector wrote is what status sends to a collector on this host.
+    // The viewer token the collector wrote (0600) is what status sends to a collector on
+    // this host.
     const s = await stub(200, '{}');
     const local = new URL(s.url);
     await fetchDiagnosis(local, resolveToken({ dataDir: data }, local, {}), 2_000);
-    const written = readFileSync(join(data, 'agent-token'), 'utf8').trim();
+    const written = readFileSync(join(data, 'viewer-token'), 'utf8').trim();
     expect(written.length).toBeGreaterThanOrEqual(16);
+    expect(written).not.toBe(agentToken);
+    expect(statSync(join(data, 'viewer-token')).mode & 0o777).toBe(0o600);
     expect(s.seen.at(-1)?.authorization).toBe(`Bearer ${written}`);
   });
 });
