@@ -751,14 +751,19 @@ describe('Kubernetes manifest of the collector', () => {
     expect(config.tokens).toEqual([
       { name: 'fleet', token: secret['fleet.token']?.trim(), revoked: false },
     ]);
+    expect(config.viewers).toEqual([
+      { name: 'ops', token: secret['viewer.token']?.trim(), revoked: false },
+    ]);
+    expect(config.readAccess).toBe('token');
     // Every token is a file of the Secret, none written into the ConfigMap.
     const raw = parseYaml(collectorConfigFile().text) as {
       dataDir: string;
       tokens: { tokenFile?: string; token?: string }[];
+      viewers: { tokenFile?: string; token?: string }[];
       probes: { layers: string[] };
       inventory: { components: { address: string }[] };
     };
-    for (const t of raw.tokens) {
+    for (const t of [...raw.tokens, ...raw.viewers]) {
       expect(t.token).toBeUndefined();
       expect(dirname(t.tokenFile ?? '')).toBe(secretMount().mountPath);
       expect(Object.keys(shippedSecret())).toContain(posix.basename(t.tokenFile ?? ''));
