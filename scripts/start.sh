@@ -11,5 +11,6 @@ if [[ $# -gt 0 ]]; then
   exec node dist/cli/main.js "$@"
 fi
 # The main job on embedded defaults: a collector (store in ./faultline-data, a generated
-# agent token printed once, an inventory of this host) and a local agent reporting to it.
+# agent token and viewer token printed once, an inventory of this host) and a local agent
+# reporting to it. `node dist/cli/main.js status` from here reads ./faultline-data/viewer-token.
 exec node dist/cli/main.js collector --local-agent
