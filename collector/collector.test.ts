@@ -113,3 +113,42 @@ describe('the collector meshes agents outside the inventory', () => {
     ]);
   });
 });
+
+describe('read access at start', () => {
+  /** Starts a collector on `more` config lines, returns its warnings, and stops it. */
+  async function warningsAt(more: string[]): Promise<string[]> {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-collector-'));
+    dirs.push(dir);
+    const yaml = dbCollectorYaml({ dataDir: dir, token }).replace(
+      /^viewers:\n( {2}- .*\n)+/m,
+      more.map((l) => `${l}\n`).join(''),
+    );
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino(
+      { level: 'warn' },
+      { write: (s: string) => lines.push(JSON.parse(s) as { level: number; msg: string }) },
+    );
+    const c = await Collector.start(parseCollectorConfig(yaml, 'collector.yaml'), log);
+    await c.stop();
+    return lines.filter((l) => l.level === 40).map((l) => l.msg);
+  }
+
+  const refuseEveryone = 'read endpoints refuse everyone: add viewers or readAccess: open';
+
+  it('warns when no viewer could read and reading needs a token', async () => {
+    expect(await warningsAt([])).toContain(refuseEveryone);
+    expect(
+      await warningsAt([
+        'viewers:',
+        '  - { name: old, token: viewer-old-0123456789, revoked: true }',
+      ]),
+    ).toContain(refuseEveryone);
+  });
+
+  it('says nothing with a viewer, or with readAccess open', async () => {
+    expect(
+      await warningsAt(['viewers:', '  - { name: ops, token: viewer-ops-0123456789 }']),
+    ).not.toContain(refuseEveryone);
+    expect(await warningsAt(['readAccess: open'])).not.toContain(refuseEveryone);
+  });
+});
