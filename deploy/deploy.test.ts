@@ -749,7 +749,7 @@ describe('Kubernetes manifest of the collector', () => {
     expect(config.listen).toBe('0.0.0.0:7070');
     expect(config.dataDir).toBe(staged.at(dataMount().mountPath));
     expect(config.tokens).toEqual([
-      { name: 'fleet', token: secret['fleet.token']?.trim(), revoked: false },
+      { name: 'fleet', token: secret['fleet.token']?.trim(), revoked: false, role: 'agent' },
     ]);
     // Every token is a file of the Secret, none written into the ConfigMap.
     const raw = parseYaml(collectorConfigFile().text) as {
