@@ -124,3 +124,28 @@ describe('the collector meshes agents outside the inventory', () => {
     ]);
   });
 });
+
+describe('fleet tokens', () => {
+  it('warns once at start about a token that may report as any agent, and not about named ones', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-collector-'));
+    dirs.push(dir);
+    const named = `  - { name: web, token: web-token-0123456789abcdef, agents: ["web-*"] }`;
+    const boot = `  - { name: boot, token: boot-token-0123456789abcdef, role: bootstrap }`;
+    type Line = { level: number; msg: string; tokens?: string[] };
+    const lines: Line[] = [];
+    const log = pino(
+      { level: 'warn' },
+      { write: (l: string) => lines.push(JSON.parse(l) as Line) },
+    );
+    const yaml = dbCollectorYaml({ dataDir: dir, token }).replace(
+      /^tokens:\n.*\n/m,
+      (t) => `${t}${named}\n${boot}\n`,
+    );
+    const c = await Collector.start(parseCollectorConfig(yaml, 'collector.yaml'), log);
+    await c.stop();
+    const warned = lines.filter((l) => l.msg.includes('fleet token'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]?.tokens).toEqual(['fleet']);
+    expect(warned[0]?.msg).toContain('role: bootstrap');
+  });
+});
