@@ -20,21 +20,30 @@ import {
   parseLabels,
 } from './api.js';
 import type { ApiOptions } from './api.js';
+import { digestOf, forbiddenReason } from './auth.js';
+import type { Credential, EnrolledCredential } from './auth.js';
 import type { IncidentDetail } from './incidents.js';
 import type { StoredIncident } from './store.js';
 import { localise } from './localise/localise.js';
 import type {
   AgentLiveness,
   CollectorCore,
+  EnrolOutcome,
   IngestOutcome,
   PathFilter,
   PathState,
 } from './types.js';
 
 const token = 'fleet-token-0123456789abcdef';
+const bootstrapToken = 'bootstrap-token-0123456789abcdef';
+const webToken = 'web-token-0123456789abcdef';
+const dbToken = 'db-1-token-0123456789abcdef';
 const tokens = [
   { name: 'fleet', token },
   { name: 'old', token: 'old-token-0123456789abcdef', revoked: true },
+  { name: 'boot', token: bootstrapToken, role: 'bootstrap' as const, agents: ['app-*', 'db-*'] },
+  { name: 'web', token: webToken, agents: ['web-*'] },
+  { name: 'db-1', token: dbToken, agents: ['db-1'] },
 ];
 const auth = { authorization: `Bearer ${token}` };
 const viewerToken = 'viewer-token-0123456789abcdef';
@@ -43,6 +52,8 @@ const viewers = [
   { name: 'gone', token: 'gone-viewer-0123456789abcdef', revoked: true },
 ];
 const asViewer = { authorization: `Bearer ${viewerToken}` };
+/** The fleet token's credential, as ingest is handed it. */
+const fleetCredential = { id: 'fleet', label: 'token "fleet"', role: 'agent' };
 const json = { 'content-type': 'application/json' };
 
 /** A path of the diagnosis sample: app agents to db-1. */
@@ -103,23 +114,59 @@ class FakeCore implements CollectorCore {
   healthy = true;
   planVersion = 'plan-v1';
   readonly watermarks = new Map<string, { agent: string; seq: number }>();
+  /** Enrolled credentials by the hex of their digest. */
+  readonly credentials = new Map<string, EnrolledCredential>();
+  /** What the next enrolment answers instead of enrolling. */
+  enrolAnswer: EnrolOutcome | undefined;
+  /** What the next batch answers instead of the watermark's verdict. */
+  ingestAnswer: IngestOutcome | undefined;
 
-  readonly ingest = vi.fn((batch: ReportBatch, _receivedAtMs: number): IngestOutcome => {
-    const w = this.watermarks.get(batch.agentId) ?? { agent: batch.agent, seq: 0 };
-    if (w.agent !== batch.agent) {
-      return {
-        status: 'conflict',
-        acceptedSeq: w.seq,
-        message: `agent id ${batch.agentId} belongs to ${w.agent}`,
-      };
-    }
-    if (batch.seq <= w.seq) return { status: 'duplicate', acceptedSeq: w.seq };
-    if (batch.seq > w.seq + 1 + (batch.dropped?.batches ?? 0)) {
-      return { status: 'gap', acceptedSeq: w.seq, expectedSeq: w.seq + 1 };
-    }
-    this.watermarks.set(batch.agentId, { agent: batch.agent, seq: batch.seq });
-    return { status: 'accepted', acceptedSeq: batch.seq };
-  });
+  readonly ingest = vi.fn(
+    (
+      batch: ReportBatch,
+      _receivedAtMs: number,
+      _body?: unknown,
+      credential?: Credential,
+    ): IngestOutcome => {
+      if (this.ingestAnswer !== undefined) return this.ingestAnswer;
+      const why =
+        credential === undefined
+          ? undefined
+          : forbiddenReason(credential, batch.agent, batch.agentId);
+      if (why !== undefined) return { status: 'forbidden', acceptedSeq: 0, message: why };
+      const w = this.watermarks.get(batch.agentId) ?? { agent: batch.agent, seq: 0 };
+      if (w.agent !== batch.agent) {
+        return {
+          status: 'conflict',
+          acceptedSeq: w.seq,
+          message: `agent id ${batch.agentId} belongs to ${w.agent}`,
+        };
+      }
+      if (batch.seq <= w.seq) return { status: 'duplicate', acceptedSeq: w.seq };
+      if (batch.seq > w.seq + 1 + (batch.dropped?.batches ?? 0)) {
+        return { status: 'gap', acceptedSeq: w.seq, expectedSeq: w.seq + 1 };
+      }
+      this.watermarks.set(batch.agentId, { agent: batch.agent, seq: batch.seq });
+      return { status: 'accepted', acceptedSeq: batch.seq };
+    },
+  );
+
+  planRefusal(agent: string, credential: Credential): string | undefined {
+    return forbiddenReason(credential, agent);
+  }
+
+  enrolled(digest: Buffer): EnrolledCredential | undefined {
+    return this.credentials.get(digest.toString('hex'));
+  }
+
+  readonly enrol = vi.fn(
+    (e: EnrolledCredential, digest: Buffer, _by: Credential, _nowMs: number): EnrolOutcome => {
+      if (this.enrolAnswer !== undefined) return this.enrolAnswer;
+      for (const [k, c] of this.credentials) if (c.agent === e.agent) this.credentials.delete(k);
+      this.credentials.set(digest.toString('hex'), e);
+      return { status: 'enrolled' };
+    },
+  );
 
   readonly plan = vi.fn((agent: string, _labels: Readonly<Record<string, string>>): Plan => ({
     version: this.planVersion,
@@ -279,10 +326,15 @@ describe('collector API (inject)', () => {
       expect(res.statusCode).toBe(200);
       expect(res.json()).toEqual({ acceptedSeq: 1, duplicate: false });
       // With the body as received, which the store keeps for the batch's summaries.
-      expect(core.ingest).toHaveBeenCalledWith(batch(1), expect.any(Number), {
-        bytes: Buffer.from(JSON.stringify(batch(1))),
-        gzip: false,
-      });
+      expect(core.ingest).toHaveBeenCalledWith(
+        batch(1),
+        expect.any(Number),
+        {
+          bytes: Buffer.from(JSON.stringify(batch(1))),
+          gzip: false,
+        },
+        fleetCredential,
+      );
     });
   });
 
@@ -292,10 +344,15 @@ describe('collector API (inject)', () => {
       const res = await post(gz, { ...auth, ...json, 'content-encoding': 'gzip' });
       expect(res.statusCode).toBe(200);
       expect(res.json()).toEqual({ acceptedSeq: 1, duplicate: false });
-      expect(core.ingest).toHaveBeenCalledWith(batch(1), expect.any(Number), {
-        bytes: gz,
-        gzip: true,
-      });
+      expect(core.ingest).toHaveBeenCalledWith(
+        batch(1),
+        expect.any(Number),
+        {
+          bytes: gz,
+          gzip: true,
+        },
+        fleetCredential,
+      );
     });
 
     it('gzip body of unknown length (streamed): inflated as it comes, ingest gets the JSON', async () => {
@@ -306,10 +363,15 @@ describe('collector API (inject)', () => {
         'content-encoding': 'gzip',
       });
       expect(res.statusCode).toBe(200);
-      expect(core.ingest).toHaveBeenCalledWith(batch(1), expect.any(Number), {
-        bytes: Buffer.from(text),
-        gzip: false,
-      });
+      expect(core.ingest).toHaveBeenCalledWith(
+        batch(1),
+        expect.any(Number),
+        {
+          bytes: Buffer.from(text),
+          gzip: false,
+        },
+        fleetCredential,
+      );
     });
 
     it('gzip bomb (1 GB of zeros): 413 after inflating about the limit, not the whole', async () => {
@@ -942,6 +1004,170 @@ describe('collector API (inject)', () => {
       expect((await read('/healthz', {})).statusCode).toBe(200);
       await app.close();
       expect((await read('/metrics', {})).statusCode).toBe(200);
+    });
+  });
+
+  describe('identity: credentials, enrolment, binding', () => {
+    const bearer = (t: string) => ({ authorization: `Bearer ${t}` });
+    const report = (t: string, b: ReportBatch) =>
+      app.inject({
+        method: 'POST',
+        url: '/api/v1/reports',
+        headers: { ...bearer(t), ...json },
+        payload: JSON.stringify(b),
+      });
+    const enrol = (t: string, body: unknown) =>
+      app.inject({
+        method: 'POST',
+        url: '/api/v1/enrol',
+        headers: { ...bearer(t), ...json },
+        payload: JSON.stringify(body),
+      });
+    const plan = (t: string, agent: string) =>
+      app.inject({ method: 'GET', url: `/api/v1/plan?agent=${agent}`, headers: bearer(t) });
+
+    it('a bootstrap token cannot report or fetch a plan: 403 FL_ERR_ENROL_REQUIRED', async () => {
+      build();
+      expectError(
+        await report(bootstrapToken, batch(1)),
+        403,
+        'FL_ERR_ENROL_REQUIRED',
+        'enrol first: POST /api/v1/enrol',
+      );
+      expectError(await plan(bootstrapToken, 'app-1'), 403, 'FL_ERR_ENROL_REQUIRED', 'bootstrap');
+      expect(core.ingest).not.toHaveBeenCalled();
+      expect(core.plan).not.toHaveBeenCalled();
+    });
+
+    it('enrols: 201 with a fresh secret that then reports and fetches only its own plan', async () => {
+      build();
+      const res = await enrol(bootstrapToken, { agent: 'app-1', agentId: 'agent-0001' });
+      expect(res.statusCode).toBe(201);
+      const body = res.json<{ agent: string; agentId: string; token: string }>();
+      expect(body).toMatchObject({ agent: 'app-1', agentId: 'agent-0001' });
+      expect(body.token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      expect(core.enrol.mock.calls[0]?.[1]).toEqual(digestOf(body.token));
+      expect((await report(body.token, batch(1))).statusCode).toBe(200);
+      expect((await plan(body.token, 'app-1')).statusCode).toBe(200);
+      expectError(await plan(body.token, 'app-2'), 403, 'FL_ERR_FORBIDDEN', '"app-2"');
+      // Its agent id only.
+      expectError(
+        await report(body.token, batch(1, { agentId: 'agent-0002' })),
+        403,
+        'FL_ERR_FORBIDDEN',
+        'agent id agent-0001, not agent-0002',
+      );
+      // Enrolling again revokes the first secret: it is unknown now.
+      const again = (await enrol(bootstrapToken, { agent: 'app-1', agentId: 'agent-0001' })).json<{
+        token: string;
+      }>();
+      expect(again.token).not.toBe(body.token);
+      expectError(await report(body.token, batch(2)), 401, 'FL_ERR_AUTH', 'unknown token');
+      expect((await report(again.token, batch(2))).statusCode).toBe(200);
+    });
+
+    it.each([
+      ['an agent-role token', token, 403, 'FL_ERR_NOT_BOOTSTRAP', 'not a bootstrap token'],
+      ['a name its patterns do not allow', bootstrapToken, 403, 'FL_ERR_FORBIDDEN', '"web-1"'],
+      ['no token', '', 401, 'FL_ERR_AUTH', 'missing bearer token'],
+    ])('enrol with %s: refused', async (_what, t, status, code, message) => {
+      build();
+      const headers = t === '' ? json : { ...bearer(t), ...json };
+      const res = await app.inject({
+        method: 'POST',
+        url: '/api/v1/enrol',
+        headers,
+        payload: JSON.stringify({ agent: 'web-1', agentId: 'agent-0009' }),
+      });
+      expectError(res, status, code, message);
+      expect(core.enrol).not.toHaveBeenCalled();
+    });
+
+    it('enrol: a bad body names the field; a name held by a live agent: 409 saying when it frees', async () => {
+      build();
+      const bad = await enrol(bootstrapToken, { agent: 'app 1', agentId: 'x' });
+      expectError(bad, 400, 'FL_ERR_BAD_REQUEST', 'agentId');
+      expect(bad.json<{ error: { message: string } }>().error.message).toContain('agent');
+      core.enrolAnswer = { status: 'conflict', message: 'bound; free at …', freeAtMs: 42 };
+      const res = await enrol(bootstrapToken, { agent: 'app-1', agentId: 'agent-0003' });
+      expectError(res, 409, 'FL_ERR_AGENT_CONFLICT', 'free at');
+      expect(errorOf(res.body).freeAtMs).toBe(42);
+    });
+
+    it('enrol and plan requests are rate-limited per credential: 429 FL_ERR_RATE + Retry-After', async () => {
+      build({
+        rateLimits: {
+          enrol: { burst: 2, perSecond: 0.1 },
+          planOwn: { burst: 3, perSecond: 0.5 },
+        },
+      });
+      for (const i of [1, 2]) {
+        const res = await enrol(bootstrapToken, { agent: `app-${i}`, agentId: `agent-000${i}` });
+        expect(res.statusCode).toBe(201);
+      }
+      const refused = await enrol(bootstrapToken, { agent: 'app-3', agentId: 'agent-0003' });
+      expectError(refused, 429, 'FL_ERR_RATE', 'too many enrol requests');
+      expect(refused.headers['retry-after']).toBe('10');
+      for (let i = 0; i < 3; i++) expect((await plan(dbToken, 'db-1')).statusCode).toBe(200);
+      const res = await plan(dbToken, 'db-1');
+      expectError(res, 429, 'FL_ERR_RATE', 'token "db-1"');
+      expect(res.headers['retry-after']).toBe('2');
+      // A fleet token has its own (larger) bucket.
+      expect((await plan(token, 'db-1')).statusCode).toBe(200);
+    });
+
+    it('a plan for a name the token may not use: 403 FL_ERR_FORBIDDEN, no plan made', async () => {
+      build();
+      expectError(
+        await plan(webToken, 'db-1'),
+        403,
+        'FL_ERR_FORBIDDEN',
+        'may not act as agent "db-1"',
+      );
+      expect((await plan(webToken, 'web-7')).statusCode).toBe(200);
+      expect(core.plan).toHaveBeenCalledTimes(1);
+    });
+
+    it('a result of another agent in the batch: 400 naming its index, nothing ingested', async () => {
+      build();
+      const b = batch(1, { results: [result(), result({ agent: 'db-1' })] });
+      const res = await report(token, b);
+      expectError(
+        res,
+        400,
+        'FL_ERR_INVALID_REPORT',
+        'results[1].agent "db-1" is not the batch\'s agent "app-1"',
+      );
+      expect(core.ingest).not.toHaveBeenCalled();
+    });
+
+    it.each([
+      [{ status: 'forbidden', acceptedSeq: 0, message: 'bound' }, 403, 'FL_ERR_FORBIDDEN'],
+      [
+        { status: 'implausible', acceptedSeq: 4, message: 'too far' },
+        400,
+        'FL_ERR_SEQ_IMPLAUSIBLE',
+      ],
+      [
+        { status: 'conflict', acceptedSeq: 4, message: 'live', freeAtMs: 9 },
+        409,
+        'FL_ERR_AGENT_CONFLICT',
+      ],
+    ] as const)('ingest answering %o: %i %s with the details', async (answer, status, code) => {
+      build();
+      core.ingestAnswer = answer;
+      const res = await report(token, batch(5));
+      expectError(res, status, code, answer.message);
+      if (answer.status !== 'forbidden') expect(errorOf(res.body).acceptedSeq).toBe(4);
+      if (answer.status === 'conflict') expect(errorOf(res.body).freeAtMs).toBe(9);
+    });
+
+    it('hands ingest the credential that sent the batch', async () => {
+      build();
+      await report(webToken, batch(1, { agent: 'web-1', results: [result({ agent: 'web-1' })] }));
+      expect(core.ingest.mock.calls[0]?.[3]).toMatchObject({ id: 'web', agents: ['web-*'] });
+      const res = await report(webToken, batch(1));
+      expectError(res, 403, 'FL_ERR_FORBIDDEN', 'token "web" may not act as agent "app-1"');
     });
   });
 

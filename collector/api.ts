@@ -1,5 +1,5 @@
 import { FaultlineError } from '../lib/errors.js';
-import { createHash, randomInt } from 'node:crypto';
+import { createHash, randomBytes, randomInt } from 'node:crypto';
 import type { Server as HttpsServer } from 'node:https';
 import { Transform } from 'node:stream';
 import type { Readable, TransformCallback } from 'node:stream';
@@ -23,8 +23,10 @@ import {
 import { fastCheck } from '../wire/fast-check.js';
 import { ReportBatchSchema } from '../wire/report.js';
 import type { ReportAck, ReportBatch } from '../wire/report.js';
-import { createTokenAuth } from './auth.js';
-import type { AuthResult, TokenAuth, TokenEntry } from './auth.js';
+import { createTokenAuth, digestOf, forbiddenReason } from './auth.js';
+import type { AuthResult, Credential, TokenAuth, TokenEntry } from './auth.js';
+import { TokenBuckets } from './rate-limit.js';
+import type { RateLimit } from './rate-limit.js';
 import type { CollectorCore, PathFilter, ReportBody } from './types.js';
 
 declare module 'fastify' {
@@ -49,8 +51,16 @@ export const apiErrorStatus = {
   FL_ERR_AUTH: 401,
   /** A known token that has been revoked. */
   FL_ERR_TOKEN_REVOKED: 403,
-  /** A valid token that may not do this: e.g. an agent token on a read endpoint. */
+  /** The credential may not act as this agent (its names, or the name is bound to another credential). */
   FL_ERR_FORBIDDEN: 403,
+  /** A bootstrap token on reports or plans: enrol first (POST /api/v1/enrol). */
+  FL_ERR_ENROL_REQUIRED: 403,
+  /** POST /api/v1/enrol with a token that reports directly (role agent, or an enrolled one). */
+  FL_ERR_NOT_BOOTSTRAP: 403,
+  /** A seq jump or declared drop larger than any spool (identity.maxSeqGap): nothing changed. */
+  FL_ERR_SEQ_IMPLAUSIBLE: 400,
+  /** Too many plan or enrol requests for this credential: retry after Retry-After. */
+  FL_ERR_RATE: 429,
   /** Bad query parameters. */
   FL_ERR_BAD_REQUEST: 400,
   /** The body is not JSON (or is hostile JSON: too deep, prototype keys). */
@@ -63,7 +73,7 @@ export const apiErrorStatus = {
   FL_ERR_METHOD: 405,
   /** Batch `seq` skips ahead of the watermark without declaring dropped batches. */
   FL_ERR_SEQ_GAP: 409,
-  /** The agent id is held by another agent name. */
+  /** The agent id is held by another agent name, or the name by another live agent id. */
   FL_ERR_AGENT_CONFLICT: 409,
   /** Body (compressed or decompressed) or batch larger than the collector takes. */
   FL_ERR_TOO_LARGE: 413,
@@ -119,7 +129,28 @@ export interface ApiOptions {
   readonly log?: Logger;
   /** Prometheus text for `GET /metrics`; the route answers 404 when absent. */
   readonly metricsHandler?: () => Promise<string>;
+  /** Per-credential limits of plan and enrol requests (defaults: {@link defaultRateLimits}). */
+  readonly rateLimits?: Partial<RateLimits>;
 }
+
+/** Token buckets per credential (429 FL_ERR_RATE + Retry-After beyond them). */
+export interface RateLimits {
+  /** Plan requests of a credential for one agent (an enrolled one, or a token naming one). */
+  readonly planOwn: RateLimit;
+  /** Plan requests of a credential for many agents (a fleet or a group token): a whole fleet restarting at once. */
+  readonly planShared: RateLimit;
+  /** Enrolments per bootstrap token. */
+  readonly enrol: RateLimit;
+}
+
+export const defaultRateLimits: RateLimits = Object.freeze({
+  planOwn: { burst: 20, perSecond: 1 },
+  planShared: { burst: 5000, perSecond: 200 },
+  enrol: { burst: 1000, perSecond: 20 },
+});
+
+/** Largest enrolment body: two names. */
+const maxEnrolBytes = 4096;
 
 /** JSON nested deeper than this is refused before parsing (JSON.stringify recurses). */
 export const maxJsonDepth = 64;
@@ -133,6 +164,13 @@ const maxReturnedIssues = 20;
 const agentNameSchema = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, {
   error: 'expected an agent name: 1–128 letters, digits, ".", "_", ":" or "-"',
 });
+
+const EnrolBodySchema = z
+  .object({
+    agent: ReportBatchSchema.shape.agent,
+    agentId: ReportBatchSchema.shape.agentId,
+  })
+  .strict();
 
 const PlanQuerySchema = z
   .object({
@@ -684,7 +722,21 @@ function validReport(body: unknown): ReportBatch {
  * an invalid token list.
  */
 export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance {
-  const auth: TokenAuth = createTokenAuth(opts.tokens);
+  const auth: TokenAuth = createTokenAuth(opts.tokens, (digest) => core.enrolled(digest));
+  const limits = { ...defaultRateLimits, ...opts.rateLimits };
+  const planOwnBuckets = new TokenBuckets(limits.planOwn);
+  const planSharedBuckets = new TokenBuckets(limits.planShared);
+  const enrolBuckets = new TokenBuckets(limits.enrol);
+  const admit = (buckets: TokenBuckets, c: Credential, what: string): void => {
+    const a = buckets.take(c.id);
+    if (a.ok) return;
+    throw new ApiError(
+      'FL_ERR_RATE',
+      `too many ${what} requests for ${c.label}: retry in ${a.retryAfterS} s`,
+      { retryAfterS: a.retryAfterS },
+      { 'retry-after': String(a.retryAfterS) },
+    );
+  };
   const viewerAuth: TokenAuth = createTokenAuth(opts.viewers ?? []);
   const readAccess = opts.readAccess ?? 'token';
   const maxBytes = opts.maxReportBytes;
@@ -745,10 +797,10 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
     return sendError(reply, new ApiError('FL_ERR_NOT_FOUND', `no such endpoint: ${shown}`));
   });
 
-  /** Throws unless the request carries an active token; returns the token's name. */
-  const requireToken = (request: FastifyRequest): string => {
+  /** Throws unless the request carries an active token; returns its credential. */
+  const requireToken = (request: FastifyRequest): Credential => {
     const result = auth.check(request.headers.authorization);
-    if (result.status === 'ok') return result.name;
+    if (result.status === 'ok') return result.credential;
     throw refusal(result);
   };
 
@@ -814,6 +866,22 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
   };
   const readHook = { onRequest: async (request: FastifyRequest) => void readerOf(request) };
 
+  /** Throws unless the request carries a credential that reports (not a bootstrap token). */
+  const requireAgentToken = (request: FastifyRequest): Credential => {
+    const credential = requireToken(request);
+    if (credential.role === 'bootstrap') {
+      throw new ApiError(
+        'FL_ERR_ENROL_REQUIRED',
+        `${credential.label} is a bootstrap token: enrol first: POST /api/v1/enrol with {"agent", "agentId"}, then report with the token it returns`,
+        {},
+        { connection: 'close' },
+      );
+    }
+    return credential;
+  };
+
+  const credentials = new WeakMap<FastifyRequest, Credential>();
+
   // Only the report route takes a body; its JSON parser lives in its own scope below.
   app.removeAllContentTypeParsers();
 
@@ -873,7 +941,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
 
     scope.post(known('POST', '/api/v1/reports'), {
       onRequest: async (request, reply) => {
-        requireToken(request);
+        credentials.set(request, requireAgentToken(request));
         // Answered here, before the body is read, with an error made once: under overload a
         // refusal must cost next to nothing.
         if (core.overloaded()) return sendError(reply, overloadedErrors[randomInt(0, 3)]!);
@@ -910,9 +978,25 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
           );
         }
         const batch = validReport(request.body);
+        const bad = batch.results.findIndex((r) => r.agent !== batch.agent);
+        if (bad >= 0) {
+          throw new ApiError(
+            'FL_ERR_INVALID_REPORT',
+            `invalid report batch: results[${bad}].agent ${JSON.stringify(batch.results[bad]!.agent)} is not the batch's agent ${JSON.stringify(batch.agent)}: a batch carries only its own agent's results`,
+            {
+              issues: [
+                {
+                  path: `results[${bad}].agent`,
+                  message: `expected the batch's agent ${JSON.stringify(batch.agent)}`,
+                },
+              ],
+            },
+          );
+        }
+        const credential = credentials.get(request);
         let outcome;
         try {
-          outcome = core.ingest(batch, Date.now(), request.reportBody ?? undefined);
+          outcome = core.ingest(batch, Date.now(), request.reportBody ?? undefined, credential);
         } catch (err) {
           // The store failed (disk full, I/O error): nothing was stored, the agent keeps the
           // batch spooled and retries; say so instead of a bare 500.
@@ -948,18 +1032,104 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
           case 'conflict':
             throw new ApiError('FL_ERR_AGENT_CONFLICT', outcome.message, {
               acceptedSeq: outcome.acceptedSeq,
+              ...(outcome.freeAtMs === undefined ? {} : { freeAtMs: outcome.freeAtMs }),
+            });
+          case 'forbidden':
+            throw new ApiError('FL_ERR_FORBIDDEN', outcome.message);
+          case 'implausible':
+            throw new ApiError('FL_ERR_SEQ_IMPLAUSIBLE', outcome.message, {
+              acceptedSeq: outcome.acceptedSeq,
             });
         }
       },
     });
   });
 
+  // Enrolment: a bootstrap token exchanged for a per-agent secret bound to one name and id.
+  void app.register(async (scope) => {
+    scope.addContentTypeParser(
+      'application/json',
+      { parseAs: 'string', bodyLimit: maxEnrolBytes },
+      (request, text: string, done) => {
+        if (text.length === 0) {
+          done(new ApiError('FL_ERR_INVALID_JSON', 'empty body: expected {"agent", "agentId"}'));
+          return;
+        }
+        void defaultJsonParse(request, text, (err, value) => {
+          if (err === null) done(null, value);
+          else {
+            const where = locateJsonError(text);
+            done(
+              new ApiError(
+                'FL_ERR_INVALID_JSON',
+                where === undefined
+                  ? 'the body holds a forbidden key ("__proto__", or "constructor" with "prototype")'
+                  : `malformed JSON at line ${where.line}, column ${where.column}: ${where.message}`,
+              ),
+            );
+          }
+        });
+      },
+    );
+    scope.post(known('POST', '/api/v1/enrol'), {
+      onRequest: async (request) => {
+        const credential = requireToken(request);
+        if (credential.role !== 'bootstrap') {
+          throw new ApiError(
+            'FL_ERR_NOT_BOOTSTRAP',
+            `${credential.label} is not a bootstrap token: it reports directly; use it for reports and plans`,
+          );
+        }
+        admit(enrolBuckets, credential, 'enrol');
+        credentials.set(request, credential);
+      },
+      handler: async (request, reply) => {
+        const credential = credentials.get(request)!;
+        const parsed = EnrolBodySchema.safeParse(request.body, { error: configErrorMap });
+        if (!parsed.success) {
+          const issues = describeIssues(parsed.error.issues, EnrolBodySchema);
+          throw new ApiError(
+            'FL_ERR_BAD_REQUEST',
+            `invalid enrolment: ${summariseIssues(issues, countIssues(parsed.error.issues))}`,
+            { issues },
+          );
+        }
+        const { agent, agentId } = parsed.data;
+        const reason = forbiddenReason(credential, agent);
+        if (reason !== undefined) throw new ApiError('FL_ERR_FORBIDDEN', reason);
+        const secret = randomBytes(32).toString('base64url');
+        const id = randomBytes(8).toString('hex');
+        const outcome = core.enrol(
+          { id, agent, agentId },
+          digestOf(secret),
+          credential,
+          Date.now(),
+        );
+        if (outcome.status === 'conflict') {
+          throw new ApiError('FL_ERR_AGENT_CONFLICT', outcome.message, {
+            ...(outcome.freeAtMs === undefined ? {} : { freeAtMs: outcome.freeAtMs }),
+          });
+        }
+        request.log.info({ agent, agentId, credential: id, by: credential.id }, 'agent enrolled');
+        return reply
+          .code(201)
+          .header('cache-control', 'no-store')
+          .send({ agent, agentId, token: secret });
+      },
+    });
+  });
+
   app.get(known('GET', '/api/v1/plan'), {
     onRequest: async (request) => {
-      requireToken(request);
+      credentials.set(request, requireAgentToken(request));
     },
     handler: async (request, reply) => {
+      const credential = credentials.get(request)!;
       const query = parseQuery(PlanQuerySchema, request.query);
+      const refusal = core.planRefusal(query.agent, credential);
+      if (refusal !== undefined) throw new ApiError('FL_ERR_FORBIDDEN', refusal);
+      const own = credential.agents?.length === 1 && !credential.agents[0]!.includes('*');
+      admit(own ? planOwnBuckets : planSharedBuckets, credential, 'plan');
       const labels = parseLabels(query.labels ?? '');
       const plan = core.plan(query.agent, labels, request.ip);
       const etag = etagFor(plan.version);

@@ -71,12 +71,22 @@ describe('the collector meshes agents outside the inventory', () => {
       .targets.filter((t) => t.labels?.role === 'agent' && t.kind === kind)
       .map((t) => [t.name, t.address]);
 
+  /** Agents outside the inventory report (only agents that reported are in the mesh). */
+  const reported = async (c: Collector, ...names: string[]): Promise<void> => {
+    for (const name of names) await postReport(c.url(), token, dbPeriod(name, 1, 'ok'));
+  };
+
   it("pings each agent's host at the address its plan requests came from", async () => {
     const c = await start();
+    await reported(c, 'bastion', 'local');
     // Two agents outside the inventory fetch their plans from their hosts; one from loopback.
     c.plan('bastion', {}, '::ffff:10.0.9.9');
     c.plan('edge-1', {}, '10.0.8.1');
     c.plan('local', {}, '127.0.0.1');
+    // edge-1 has not reported yet: asking for a plan adds nobody to the mesh (issue 13).
+    expect(meshTargets(c, 'app-1')).toEqual([['bastion/icmp', '10.0.9.9']]);
+    await reported(c, 'edge-1');
+    c.plan('edge-1', {}, '10.0.8.1');
     expect(meshTargets(c, 'app-1')).toEqual([
       ['bastion/icmp', '10.0.9.9'],
       ['edge-1/icmp', '10.0.8.1'],
@@ -87,7 +97,7 @@ describe('the collector meshes agents outside the inventory', () => {
       ['edge-1/mtu', '10.0.8.1'],
     ]);
     // Not its own host; and a reporting agent keeps its labels on the target.
-    await postReport(c.url(), token, { ...dbPeriod('edge-1', 1, 'ok'), labels: { zone: 'c' } });
+    await postReport(c.url(), token, { ...dbPeriod('edge-1', 2, 'ok'), labels: { zone: 'c' } });
     expect(meshTargets(c, 'edge-1')).toEqual([['bastion/icmp', '10.0.9.9']]);
     const bastion = c.plan('bastion', {}).targets.find((t) => t.name === 'edge-1/icmp');
     expect(bastion?.labels).toEqual({ zone: 'c', role: 'agent' });
@@ -100,6 +110,7 @@ describe('the collector meshes agents outside the inventory', () => {
 
   it('pings no address that several agents come from (a proxy or a NAT between them)', async () => {
     const c = await start();
+    await reported(c, 'bastion', 'nat-1', 'nat-2');
     c.plan('bastion', {}, '10.0.9.9');
     c.plan('nat-1', {}, '192.0.2.1');
     c.plan('nat-2', {}, '192.0.2.1');
@@ -150,5 +161,30 @@ describe('read access at start', () => {
       await warningsAt(['viewers:', '  - { name: ops, token: viewer-ops-0123456789 }']),
     ).not.toContain(refuseEveryone);
     expect(await warningsAt(['readAccess: open'])).not.toContain(refuseEveryone);
+  });
+});
+
+describe('fleet tokens', () => {
+  it('warns once at start about a token that may report as any agent, and not about named ones', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-collector-'));
+    dirs.push(dir);
+    const named = `  - { name: web, token: web-token-0123456789abcdef, agents: ["web-*"] }`;
+    const boot = `  - { name: boot, token: boot-token-0123456789abcdef, role: bootstrap }`;
+    type Line = { level: number; msg: string; tokens?: string[] };
+    const lines: Line[] = [];
+    const log = pino(
+      { level: 'warn' },
+      { write: (l: string) => lines.push(JSON.parse(l) as Line) },
+    );
+    const yaml = dbCollectorYaml({ dataDir: dir, token }).replace(
+      /^tokens:\n.*\n/m,
+      (t) => `${t}${named}\n${boot}\n`,
+    );
+    const c = await Collector.start(parseCollectorConfig(yaml, 'collector.yaml'), log);
+    await c.stop();
+    const warned = lines.filter((l) => l.msg.includes('fleet token'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]?.tokens).toEqual(['fleet']);
+    expect(warned[0]?.msg).toContain('role: bootstrap');
   });
 });

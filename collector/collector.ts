@@ -26,9 +26,11 @@ import { postmortem } from './postmortem.js';
 import { PathMatrix, type AppliedBatch, type Transition } from './paths.js';
 import { planFor, silentAfterFor, type KnownAgent } from './plan.js';
 import { Store, type StoredIncident } from './store.js';
+import type { Credential, EnrolledCredential } from './auth.js';
 import type {
   AgentLiveness,
   CollectorCore,
+  EnrolOutcome,
   IngestOutcome,
   PathFilter,
   PathState,
@@ -76,6 +78,13 @@ export function meshAddress(ip: string | undefined): string | undefined {
   const family = isIPv4(address) ? 'ipv4' : isIPv6(address) ? 'ipv6' : undefined;
   if (family === undefined || unreachableFromOthers.check(address, family)) return undefined;
   return address;
+}
+
+/** Active agent-role tokens without `agents`: any holder may report as any unbound name. */
+export function fleetTokenNames(config: CollectorConfig): string[] {
+  return config.tokens
+    .filter((t) => !t.revoked && t.role === 'agent' && t.agents === undefined)
+    .map((t) => t.name);
 }
 
 /** How a collector runs, beyond its config. */
@@ -188,16 +197,27 @@ export class Collector implements CollectorCore {
   private lastPruneMs = 0;
   /** A diagnosis the incident record could not take yet (store failure): retried. */
   private incidentPending = false;
+  /**
+   * Plans and hosts are remembered only for agents that have reported or are in the
+   * inventory: plan requests for made-up names must not grow the collector (issue 13: 3,000
+   * of them grew it by 40 MB).
+   */
   private readonly plans = new Map<string, Plan>();
   /** Each agent's host as its plan requests show it (the mesh pings it there). */
   private readonly agentAddresses = new Map<string, string>();
+  /** The agent names of the inventory. */
+  private readonly inventoryAgents: ReadonlySet<string>;
 
   private constructor(
     readonly config: CollectorConfig,
     private readonly log: Logger,
     options: CollectorOptions,
   ) {
-    this.store = Store.open(config.dataDir);
+    this.store = Store.open(config.dataDir, {
+      releaseAfterMs: config.identity.releaseAfterMs,
+      maxSeqGap: config.identity.maxSeqGap,
+    });
+    this.inventoryAgents = new Set(config.inventory.components.map((c) => c.agent));
     this.matrix = new ObservedPathMatrix({
       debounce: config.diagnosis.debounce,
       describeTarget: describePlanTargetName,
@@ -339,6 +359,13 @@ export class Collector implements CollectorCore {
     options: CollectorOptions = {},
   ): Promise<Collector> {
     const c = new Collector(config, log, options);
+    const fleet = fleetTokenNames(config);
+    if (fleet.length > 0) {
+      log.warn(
+        { tokens: fleet },
+        `fleet token${fleet.length > 1 ? 's' : ''} ${fleet.map((n) => JSON.stringify(n)).join(', ')} without \`agents\`: any holder can report as any agent not yet bound to a per-agent credential; give each token the names it may use, or make it \`role: bootstrap\` so agents enrol for their own`,
+      );
+    }
     try {
       c.ingestor.restore();
       c.diagnoser.computeNow('start');
@@ -400,8 +427,9 @@ export class Collector implements CollectorCore {
    * other agents come from it too (a proxy or a NAT in between).
    */
   plan(agent: string, _labels?: Readonly<Record<string, string>>, from?: string): Plan {
+    const remembered = this.inventoryAgents.has(agent) || this.matrix.hasAgent(agent);
     const address = meshAddress(from);
-    if (address !== undefined) this.agentAddresses.set(agent, address);
+    if (address !== undefined && remembered) this.agentAddresses.set(agent, address);
     // An address several agents come from is a proxy's or a NAT's, not an agent's host.
     const agentsAt = new Map<string, number>();
     for (const at of this.agentAddresses.values()) agentsAt.set(at, (agentsAt.get(at) ?? 0) + 1);
@@ -416,19 +444,44 @@ export class Collector implements CollectorCore {
         ...(labels === undefined ? {} : { labels }),
       });
     };
+    // Only agents that have reported are in the mesh; asking for a plan adds nobody.
     for (const a of this.matrix.agents()) add(a.agent, a.labels);
-    // Agents that asked for a plan but have not reported yet.
-    for (const name of this.agentAddresses.keys()) add(name);
-    const plan = planFor(this.config, agent, [...known.values()]);
+    const plan = planFor(this.config, agent, [...known.values()], Date.now(), this.fleetSize());
     // Keep the object stable for an unchanged version (ETag/304 on the agent side).
     const prev = this.plans.get(agent);
     if (prev !== undefined && prev.version === plan.version) return prev;
-    this.plans.set(agent, plan);
+    if (remembered) this.plans.set(agent, plan);
+    else this.plans.delete(agent);
     return plan;
   }
 
-  ingest(batch: ReportBatch, receivedAtMs: number, body?: ReportBody): IngestOutcome {
-    return this.ingestor.accept(batch, receivedAtMs, body);
+  /**
+   * The fleet `reportInterval: auto` scales with and `silentAfter` follows: the agents that
+   * have reported (one number for both, so a report interval never outgrows silentAfter).
+   */
+  fleetSize(): number {
+    return this.matrix.agentCount;
+  }
+
+  planRefusal(agent: string, credential: Credential): string | undefined {
+    return this.store.refusal(agent, credential);
+  }
+
+  enrolled(digest: Buffer): EnrolledCredential | undefined {
+    return this.store.enrolledByDigest(digest);
+  }
+
+  enrol(e: EnrolledCredential, digest: Buffer, issuedBy: Credential, nowMs: number): EnrolOutcome {
+    return this.store.enrol(e, digest, issuedBy.id, nowMs);
+  }
+
+  ingest(
+    batch: ReportBatch,
+    receivedAtMs: number,
+    body?: ReportBody,
+    credential?: Credential,
+  ): IngestOutcome {
+    return this.ingestor.accept(batch, receivedAtMs, body, credential);
   }
 
   paths(filter: PathFilter): PathState[] {
@@ -557,7 +610,7 @@ export class Collector implements CollectorCore {
         this.alerting.update(this.diagnoser.current(), Date.now(), this.alertContext());
     }
     try {
-      const silentAfterMs = silentAfterFor(this.config.agents, this.matrix.agents().length);
+      const silentAfterMs = silentAfterFor(this.config.agents, this.fleetSize());
       for (const a of this.ingestor.markSilent(now, silentAfterMs)) {
         this.log.warn({ agent: a.agent, lastSeenMs: a.lastSeenMs }, 'agent silent');
       }

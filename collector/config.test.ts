@@ -256,7 +256,7 @@ describe('token files', () => {
       `tokens:\n  - { name: fleet, tokenFile: ${file} }\n`,
       'c.yaml',
     );
-    expect(cfg.tokens).toEqual([{ name: 'fleet', token, revoked: false }]);
+    expect(cfg.tokens).toEqual([{ name: 'fleet', token, revoked: false, role: 'agent' }]);
   });
 
   it('refuses a token file holding a short secret, without showing it', () => {
@@ -324,15 +324,76 @@ describe('reportInterval auto', () => {
   });
 });
 
+describe('identity: token roles, names and the identity block', () => {
+  const other = 'another-token-0123456789';
+  it('parses role, agents and identity, with defaults', () => {
+    const cfg = parseCollectorConfig(
+      [
+        'tokens:',
+        `  - { name: boot, token: ${token}, role: bootstrap, agents: ["web-*", db-1] }`,
+        `  - { name: db-2, token: ${other}, agents: [db-2] }`,
+        'identity: { releaseAfter: 10m, maxSeqGap: 1000 }',
+        '',
+      ].join('\n'),
+      'collector.yaml',
+    );
+    expect(cfg.tokens).toEqual([
+      { name: 'boot', token, revoked: false, role: 'bootstrap', agents: ['web-*', 'db-1'] },
+      { name: 'db-2', token: other, revoked: false, role: 'agent', agents: ['db-2'] },
+    ]);
+    expect(cfg.identity).toEqual({ releaseAfterMs: 600_000, maxSeqGap: 1000 });
+  });
+
+  it.each([
+    [
+      'an unknown role',
+      `  - { name: a, token: ${token}, role: admin }`,
+      'collector.yaml:2:51: tokens[0].role: expected one of: agent, bootstrap (actual: "admin")',
+    ],
+    [
+      'a name pattern with a space',
+      `  - { name: a, token: ${token}, agents: ["web 1"] }`,
+      'collector.yaml:2:54: tokens[0].agents[0]: expected an agent name or pattern: 1–128 characters from A-Z a-z 0-9 . _ : - and * (any run of characters) (actual: "web 1")',
+    ],
+    [
+      'an empty name list',
+      `  - { name: a, token: ${token}, agents: [] }`,
+      'collector.yaml:2:53: tokens[0].agents: expected at least 1 items (actual: [])',
+    ],
+    [
+      'a pattern listed twice',
+      `  - { name: a, token: ${token}, agents: [db-1, db-1] }`,
+      'collector.yaml:2:60: tokens[0].agents[1]: "db-1" is listed twice (first listed at collector.yaml:2:54)',
+    ],
+  ])('refuses %s, naming the path', (_what, line, expected) => {
+    expect(refusal(`tokens:\n${line}\n`)).toBe(expected);
+  });
+
+  it.each([
+    [
+      'identity: { maxSeqGap: 0 }',
+      'collector.yaml:3:24: identity.maxSeqGap: expected at least 1 (actual: 0)',
+    ],
+    [
+      'identity: { releaseAfter: soon }',
+      'collector.yaml:3:27: identity.releaseAfter: expected a duration: milliseconds, or a number with ms, s, m or h (e.g. "500ms", "15s", "2m") (actual: "soon")',
+    ],
+    ['identity: { release: 1h }', 'collector.yaml:3:13: identity.release: unknown key "release"'],
+  ])('identity: refuses %s', (line, expected) => {
+    expect(refusal(`${tokens}${line}\n`)).toMatch(expected.split(' (actual')[0]!);
+  });
+});
+
 describe('valid collector configs', () => {
   it('fills in every default around a single token', () => {
     const cfg = fixture('valid-minimal.yaml');
     expect(cfg).toEqual({
       listen: '127.0.0.1:7070',
       dataDir: resolve('faultline-data'),
-      tokens: [{ name: 'fleet', token, revoked: false }],
+      tokens: [{ name: 'fleet', token, revoked: false, role: 'agent' }],
       viewers: [],
       readAccess: 'token',
+      identity: { releaseAfterMs: 3_600_000, maxSeqGap: 200_000 },
       agents: { silentAfterMs: 'auto', reportIntervalMs: 'auto', planRefreshMs: 30_000 },
       probes: {
         intervalMs: 1000,
@@ -699,7 +760,7 @@ describe('defaultCollectorConfig', () => {
       token: secret,
       viewerToken: viewerSecret,
     });
-    expect(cfg.tokens).toEqual([{ name: 'default', token: secret, revoked: false }]);
+    expect(cfg.tokens).toEqual([{ name: 'default', token: secret, revoked: false, role: 'agent' }]);
     expect(cfg.viewers).toEqual([{ name: 'default', token: viewerSecret, revoked: false }]);
     expect(cfg.readAccess).toBe('token');
     expect(cfg.dataDir).toBe(dataDir);

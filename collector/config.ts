@@ -129,11 +129,27 @@ export interface CollectorToken {
   readonly token: string;
   /** Refused with a message naming it, so its owner knows to rotate. */
   readonly revoked: boolean;
+  /** `agent`: reports and fetches plans; `bootstrap`: may only enrol (POST /api/v1/enrol). */
+  readonly role: TokenRole;
+  /**
+   * The agent names the token may use (`*` the only wildcard); absent: any name (a fleet
+   * token).
+   */
+  readonly agents?: readonly string[];
 }
+
+/** One viewer token: what the read endpoints take (no role, no agent names). */
+export type ViewerToken = Pick<CollectorToken, 'name' | 'token' | 'revoked'>;
 
 /** Who may use the read endpoints (paths, agents, diagnosis, incidents). */
 export const readAccessModes = ['token', 'open'] as const;
 export type ReadAccess = (typeof readAccessModes)[number];
+/** What a token may do: report (`agent`) or only exchange itself for a per-agent one. */
+export const tokenRoles = ['agent', 'bootstrap'] as const;
+export type TokenRole = (typeof tokenRoles)[number];
+
+/** A name pattern of a token's `agents`: an agent name in which `*` matches any run of characters. */
+const agentPatternRe = /^[A-Za-z0-9._:*-]{1,128}$/;
 
 /** One service on a component, ports defaulted. */
 export interface ServiceConfig {
@@ -176,12 +192,19 @@ export interface CollectorConfig {
   readonly dataDir: string;
   readonly tokens: readonly CollectorToken[];
   /** Viewer tokens: the read endpoints take these, never an agent's (same shape as `tokens`). */
-  readonly viewers: readonly CollectorToken[];
+  readonly viewers: readonly ViewerToken[];
   /**
    * `token`: the read endpoints need a viewer token; `open`: anyone may read, and what only a
    * viewer may see (agent ids, sequence numbers) is left out unless one is sent.
    */
   readonly readAccess: ReadAccess;
+  /** How agent names are bound to agent ids and credentials (collector/store.ts). */
+  readonly identity: {
+    /** A name bound to an agent id silent this long may be taken by another id. */
+    readonly releaseAfterMs: number;
+    /** Largest seq jump (or declared dropped batches) a batch may make. */
+    readonly maxSeqGap: number;
+  };
   readonly agents: {
     /** An agent with no report for this long is silent; auto: 3 report intervals, at least 3 s. */
     readonly silentAfterMs: number | 'auto';
@@ -278,6 +301,24 @@ const tokenSchema = z
       .boolean()
       .default(false)
       .describe('Refuse this token, naming it, so its holder knows to rotate.'),
+    role: z
+      .enum(tokenRoles)
+      .default('agent')
+      .describe(
+        'agent: reports and fetches plans with this token. bootstrap: may only enrol (POST /api/v1/enrol), exchanging itself for a per-agent secret bound to one name and agent id.',
+      ),
+    agents: z
+      .array(
+        z.string().regex(agentPatternRe, {
+          error:
+            'expected an agent name or pattern: 1–128 characters from A-Z a-z 0-9 . _ : - and * (any run of characters)',
+        }),
+      )
+      .min(1)
+      .optional()
+      .describe(
+        'The agent names this token may use, e.g. [db-1] or ["web-*"]; `*` is the only wildcard. Absent: any name (a fleet token: any holder can report as any agent not yet bound to a per-agent credential).',
+      ),
   })
   .strict();
 
@@ -292,6 +333,25 @@ const viewerSchema = tokenSchema
       ),
   })
   .strict();
+const identitySchema = z
+  .object({
+    releaseAfter: durationField(1000)
+      .prefault('1h')
+      .describe(
+        'A name bound to an agent id that has sent nothing this long may be taken by another agent id (a reinstalled host); before that, a batch or enrolment under a new id is refused with 409.',
+      ),
+    maxSeqGap: z
+      .number()
+      .int()
+      .min(1)
+      .max(Number.MAX_SAFE_INTEGER)
+      .default(200_000)
+      .describe(
+        'Largest jump of a batch seq past the accepted one (or dropped batches declared) that is taken; larger ones are refused with 400 FL_ERR_SEQ_IMPLAUSIBLE. Default: a full 24 h spool at two batches a second.',
+      ),
+  })
+  .strict()
+  .describe('How agent names are bound to agent ids and credentials.');
 
 const agentsSchema = z
   .object({
@@ -519,7 +579,7 @@ const CollectorConfigInput = z
       .describe('Directory of the embedded store; created at start when missing.'),
     tokens: z
       .array(tokenSchema)
-      .describe('Bearer tokens agents may report with; at least one not revoked.'),
+      .describe('Bearer tokens agents may report or enrol with; at least one not revoked.'),
     viewers: z
       .array(viewerSchema)
       .default([])
@@ -532,6 +592,7 @@ const CollectorConfigInput = z
       .describe(
         'token: the read endpoints need a viewer token. open: anyone who reaches the collector may read paths, diagnosis and incidents; agent ids and sequence numbers still only with a viewer token.',
       ),
+    identity: identitySchema.prefault({}),
     agents: agentsSchema.prefault({}),
     probes: probesSchema.prefault({}),
     diagnosis: z
@@ -778,7 +839,29 @@ function resolveSecretList(
       });
       return;
     }
-    tokens.push({ name, token: secret, revoked: t.revoked === true });
+    const role: TokenRole = t.role === 'bootstrap' ? 'bootstrap' : 'agent';
+    const patterns = Array.isArray(t.agents)
+      ? t.agents.filter((p): p is string => typeof p === 'string')
+      : undefined;
+    if (patterns !== undefined) {
+      const firstAt = new Map<string, number>();
+      patterns.forEach((p, pi) => {
+        const first = firstAt.get(p);
+        if (first === undefined) firstAt.set(p, pi);
+        else {
+          report(at('agents', pi), `${JSON.stringify(p)} is listed twice`, undefined, {
+            related: { path: at('agents', first), label: 'first listed' },
+          });
+        }
+      });
+    }
+    tokens.push({
+      name,
+      token: secret,
+      revoked: t.revoked === true,
+      role,
+      ...(patterns === undefined ? {} : { agents: patterns }),
+    });
   });
   return tokens;
 }
@@ -1166,14 +1249,19 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   }
 
   const diagnosis: Record<string, unknown> = isRecord(cfg.diagnosis) ? cfg.diagnosis : {};
+  const identity: Record<string, unknown> = isRecord(cfg.identity) ? cfg.identity : {};
   const limits: Record<string, unknown> = isRecord(cfg.limits) ? cfg.limits : {};
   return {
     listen: typeof cfg.listen === 'string' ? cfg.listen : defaultCollectorListen,
     ...(isRecord(cfg.tls) ? { tls: { cert: String(cfg.tls.cert), key: String(cfg.tls.key) } } : {}),
     dataDir: resolve(dataDir),
     tokens,
-    viewers,
+    viewers: viewers.map(({ name, token, revoked }) => ({ name, token, revoked })),
     readAccess: cfg.readAccess === 'open' ? 'open' : 'token',
+    identity: {
+      releaseAfterMs: asNumber(identity.releaseAfter) ?? 0,
+      maxSeqGap: asNumber(identity.maxSeqGap) ?? 0,
+    },
     agents: {
       silentAfterMs:
         writtenSilentMs ??

@@ -143,6 +143,36 @@ describe('Ingest exactly once', () => {
     expect(matrix.agents()).toMatchObject([{ agent: 'app-1', lastSeenMs: t0, acceptedSeq: 1 }]);
   });
 
+  it('an impersonation (a live name under a new id) and a poisoned seq change no path and are no heartbeat', () => {
+    const fleet = { id: 'fleet', label: 'token "fleet"', role: 'agent' as const };
+    const { matrix, ingest } = setup();
+    ingest.accept(batch(1, { summaries: [summary(pg, t0, 1, { ok: 1 })] }), t0, undefined, fleet);
+    const paths = matrix.paths();
+    const failing = (b: ReportBatch) => ({
+      ...b,
+      results: [result(pg, 'tcp_timeout', 9, t0 + 1000)],
+      summaries: [summary(pg, t0 + 1000, 9, { count: 5, ok: 0, failures: { tcp_timeout: 5 } })],
+    });
+    const impostor = failing(batch(1, { agentId: 'agent-impostor-01' }));
+    expect(ingest.accept(impostor, t0 + 2000, undefined, fleet).status).toBe('conflict');
+    const poison = failing(
+      batch(Number.MAX_SAFE_INTEGER, {
+        dropped: { batches: Number.MAX_SAFE_INTEGER - 2, results: 0 },
+      }),
+    );
+    expect(ingest.accept(poison, t0 + 3000, undefined, fleet).status).toBe('implausible');
+    expect(matrix.paths()).toEqual(paths);
+    expect(matrix.agents()).toMatchObject([
+      { agentId: 'agent-app-1-0001', lastSeenMs: t0, acceptedSeq: 1 },
+    ]);
+    expect(ingest.load().refused).toBe(2);
+    // The victim's next batch is taken.
+    expect(ingest.accept(batch(2), t0 + 4000, undefined, fleet)).toEqual({
+      status: 'accepted',
+      acceptedSeq: 2,
+    });
+  });
+
   it('when the store fails, the matrix is rolled back and the retry counts once', () => {
     const { store, matrix, ingest } = setup();
     ingest.accept(batch(1, { summaries: [summary(pg, t0, 1, { ok: 1 })] }), t0);

@@ -3,6 +3,7 @@ import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/pr
 import type { ReportBatch } from '../wire/report.js';
 import { silentTransition } from './paths.js';
 import type { PathMatrix } from './paths.js';
+import type { Credential } from './auth.js';
 import type { Store } from './store.js';
 import type { AgentLiveness, IngestOutcome, ReportBody } from './types.js';
 
@@ -109,14 +110,20 @@ export class Ingest {
    * received, see Store.ingest). Throws a
    * FaultlineError FL_ERR_STORE when the store fails (nothing changed then).
    */
-  accept(batch: ReportBatch, receivedAtMs: number, body?: ReportBody): IngestOutcome {
+  accept(
+    batch: ReportBatch,
+    receivedAtMs: number,
+    body?: ReportBody,
+    credential?: Credential,
+  ): IngestOutcome {
     const t0 = this.options.clockMs();
     try {
-      const pre = this.store.verdict(batch);
+      const pre = this.store.verdict(batch, credential, receivedAtMs);
       if (pre.status !== 'new') {
         this.count(pre);
-        // A retry or a refused batch still proves the agent alive; a conflict does not.
-        if (pre.status !== 'conflict') {
+        // A retry or a batch refused for a gap still proves the agent alive; a conflict, a
+        // forbidden or an implausible one (maybe someone else's, with its id) does not.
+        if (pre.status === 'duplicate' || pre.status === 'gap') {
           const t = this.matrix.heartbeat(batch.agentId, receivedAtMs);
           if (t !== undefined) this.store.addTransitions([t]);
         }
@@ -125,7 +132,7 @@ export class Ingest {
       const applied = this.matrix.apply(batch, receivedAtMs);
       let stored;
       try {
-        stored = this.store.ingest(batch, receivedAtMs, applied.transitions, body);
+        stored = this.store.ingest(batch, receivedAtMs, applied.transitions, body, credential);
       } catch (err) {
         applied.rollback();
         this.storeError = err instanceof Error ? err.message : String(err);

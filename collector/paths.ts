@@ -583,6 +583,16 @@ export class PathMatrix {
     return [...this.liveness.values()].map((e) => e.snapshot());
   }
 
+  /** Agents held (one per name: a name that moved to a new id holds only that one). */
+  get agentCount(): number {
+    return this.liveness.size;
+  }
+
+  /** Whether an agent of this name has reported (and is held). */
+  hasAgent(name: string): boolean {
+    return this.nameToId.has(name);
+  }
+
   /** Ids of the agents held, for a checkpoint taken an agent at a time. */
   agentIds(): string[] {
     return [...this.liveness.keys()];

@@ -459,12 +459,14 @@ describe('mesh', () => {
     expect(names(plan)).toEqual(exampleTargets(''));
   });
 
-  it("pings the hosts of the inventory's agents when no layer does", () => {
+  // Issue 13: an agent named like an inventory component (a ghost reporting under a fleet
+  // token) made every plan ping that component although the layers left icmp out. The
+  // layers alone decide how inventory hosts are probed; the mesh adds only hosts outside it.
+  it('never pings an inventory host the layers leave out, whichever agent reported', () => {
     const cfg = config(exampleText.replace('layers: [icmp, tcp, protocol]', 'layers: [protocol]'));
     const plan = planFor(cfg, 'app-1', known);
     const icmp = plan.targets.filter((t) => t.kind === 'icmp').map((t) => [t.name, t.address]);
     expect(icmp).toEqual([
-      ['app-2/icmp', '10.0.1.12'],
       ['bastion/icmp', '10.0.9.9'],
       ['db-2-sidecar/icmp', '10.0.2.12'],
     ]);
@@ -472,12 +474,26 @@ describe('mesh', () => {
     expect(plan.targets.filter((t) => t.kind === 'mtu').map((t) => [t.name, t.address])).toEqual(
       icmp.map(([name, address]) => [name!.replace(/\/icmp$/, '/mtu'), address]),
     );
-    expect(target(plan, 'app-2/icmp').labels).toEqual({
-      zone: 'a',
-      switch: 'sw-1',
-      rack: 'r1',
-      role: 'api',
-    });
+    // A ghost named like a component (db-1 runs the agent db-1) changes no plan.
+    const ghost = [...known, { name: 'db-1', address: '10.0.66.6' }];
+    expect(planFor(cfg, 'app-1', ghost).version).toBe(plan.version);
+    expect(planFor(example, 'app-1', ghost).version).toBe(planFor(example, 'app-1', known).version);
+  });
+
+  it('carries a password only in the protocol target of the service it is for', () => {
+    const cfg = config(
+      exampleText.replace(
+        '- { name: postgres, kind: postgres }',
+        '- { name: postgres, kind: postgres, options: { user: probe, password: s3cret-db-1 } }',
+      ),
+    );
+    const carriers = (agent: string): string[] =>
+      planFor(cfg, agent, known)
+        .targets.filter((t) => JSON.stringify(t.options).includes('s3cret-db-1'))
+        .map((t) => t.name);
+    expect(carriers('app-1')).toEqual(['db-1/postgres/postgres']);
+    // Not to db-1's own agent (it does not probe itself), nor in any tcp or icmp target.
+    expect(carriers('db-1')).toEqual([]);
   });
 
   it('keeps an agent named like a component apart from it', () => {

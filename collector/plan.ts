@@ -114,17 +114,22 @@ export function silentAfterFor(agents: CollectorConfig['agents'], fleetSize: num
  * - tcp: `<component>/<service>/tcp`, a plain connect to each service's port;
  * - protocol: `<component>/<service>/<kind>` (a tcp service's protocol is its tcp target).
  * Labels are the component's plus `role`; options the kind's defaults with the service's
- * own merged over them. With `probes.mesh`, every known agent's host that no target pings
- * yet gets an icmp target too (and its mtu target). An agent unknown to the inventory gets
- * every component.
+ * own merged over them. With `probes.mesh`, every known agent's host outside the inventory
+ * that no target pings yet gets an icmp target too (and its mtu target); an inventory
+ * component is probed by `probes.layers` alone, whichever agent runs on it, so no agent
+ * (nor one named like a component) can add probes the layers leave out. An agent unknown
+ * to the inventory gets every component.
  *
- * `nowMs` only sets `generatedAtMs`; the version depends on the content alone.
+ * `nowMs` only sets `generatedAtMs`; the version depends on the content alone. `fleetSize`
+ * (what `reportInterval: auto` scales with) defaults to the known agents and this one; the
+ * collector passes the one number its `silentAfter` follows too.
  */
 export function planFor(
   config: CollectorConfig,
   agentName: string,
   knownAgents: readonly KnownAgent[] = [],
   nowMs: number = Date.now(),
+  fleetSize?: number,
 ): Plan {
   const { probes, agents } = config;
   const layers = new Set(probes.layers);
@@ -226,13 +231,10 @@ export function planFor(
     for (const a of sorted) {
       if (seen.has(a.name)) continue;
       seen.add(a.name);
-      const component = components.find((c) => c.agent === a.name);
-      const address = component?.address ?? a.address;
+      // An inventory component's agent: its host is probed by the layers, or not at all.
+      if (components.some((c) => c.agent === a.name)) continue;
+      const address = a.address;
       if (address === undefined || address === ownAddress || pinged.has(address)) continue;
-      if (component !== undefined) {
-        ping(component);
-        continue;
-      }
       if (!isValidHost(address) || a.name.length > 128) continue;
       // An agent named like a component that runs another agent: keep both targets apart.
       const name = names.has(`${a.name}/icmp`) ? `${a.name}/agent` : a.name;
@@ -244,7 +246,7 @@ export function planFor(
   // The fleet: every agent the collector knows, this one included.
   const reportIntervalMs = reportIntervalFor(
     agents,
-    knownAgents.length + (knownAgents.some((a) => a.name === agentName) ? 0 : 1),
+    fleetSize ?? knownAgents.length + (knownAgents.some((a) => a.name === agentName) ? 0 : 1),
   );
   return {
     version: planVersion(targets, reportIntervalMs, agents.planRefreshMs),

@@ -19,6 +19,7 @@ import { FaultlineError } from '../lib/errors.js';
 import { repoRoot } from '../test/helpers/cli.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import { batch, result, summary, t0 } from '../test/helpers/report-batches.js';
+import type { Credential } from './auth.js';
 import type { Transition } from './paths.js';
 import { Store, storeSchemaVersion } from './store.js';
 
@@ -362,7 +363,7 @@ describe('Store durability', () => {
 
   /** Compiles store.ts (and what it imports at run time) for a plain node child. */
   function buildChild(dir: string): string {
-    for (const f of ['collector/store.ts', 'lib/errors.ts']) {
+    for (const f of ['collector/store.ts', 'collector/auth.ts', 'lib/errors.ts']) {
       const out = ts.transpileModule(readFileSync(join(repoRoot, f), 'utf8'), {
         compilerOptions: {
           module: ts.ModuleKind.ES2022,
@@ -422,5 +423,147 @@ for (let seq = 1; Date.now() < stopAt; seq++) {
       return b.seq;
     });
     expect(seqs.slice(0, acked)).toEqual(Array.from({ length: acked }, (_, i) => i + 1));
+  });
+});
+
+describe('Store identity: names bound to agent ids and credentials (issue 13)', () => {
+  const minute = 60_000;
+  const fleet: Credential = { id: 'fleet', label: 'token "fleet"', role: 'agent' };
+  const fleet2: Credential = { id: 'fleet-2', label: 'token "fleet-2"', role: 'agent' };
+  const exact: Credential = {
+    id: 'app-1',
+    label: 'token "app-1"',
+    role: 'agent',
+    agents: ['app-1'],
+  };
+  const web: Credential = { id: 'web', label: 'token "web"', role: 'agent', agents: ['web-*'] };
+  const opened = () => open(tempDir(), { maxSeqGap: 100, releaseAfterMs: 10 * minute });
+  const other = (seq: number, over = {}) => batch(seq, { agentId: 'agent-other-0002', ...over });
+
+  it('refuses a seq jump or a declared drop beyond maxSeqGap, changing nothing', () => {
+    const store = opened();
+    store.ingest(batch(1), t0, [], undefined, fleet);
+    const poison = batch(Number.MAX_SAFE_INTEGER, {
+      dropped: { batches: Number.MAX_SAFE_INTEGER - 2, results: 0 },
+    });
+    expect(store.verdict(poison, fleet, t0)).toMatchObject({
+      status: 'implausible',
+      acceptedSeq: 1,
+    });
+    expect(store.ingest(poison, t0, [], undefined, fleet2).outcome).toEqual({
+      status: 'implausible',
+      acceptedSeq: 1,
+      message: `seq ${Number.MAX_SAFE_INTEGER} skipping ${Number.MAX_SAFE_INTEGER - 2} batches past 1 is more than any agent's spool holds (identity.maxSeqGap 100): refused, nothing changed`,
+    });
+    // A jump within the bound but a declared drop beyond it.
+    expect(
+      store.ingest(batch(50, { dropped: { batches: 101, results: 0 } }), t0, [], undefined, fleet)
+        .outcome.status,
+    ).toBe('implausible');
+    // Exactly the bound is taken.
+    expect(store.agents()[0]?.acceptedSeq).toBe(1);
+    expect(
+      store.ingest(batch(102, { dropped: { batches: 100, results: 0 } }), t0, [], undefined, fleet)
+        .outcome,
+    ).toEqual({ status: 'accepted', acceptedSeq: 102 });
+  });
+
+  it('a name bound to a live agent id is refused to a new id (409 with when it frees), then released', () => {
+    const store = opened();
+    store.ingest(batch(1), t0, [], undefined, fleet);
+    expect(store.binding('app-1')).toEqual({
+      agent: 'app-1',
+      agentId: 'agent-app-1-0001',
+      credential: 'fleet',
+      exact: false,
+      lastSeenMs: t0,
+    });
+    store.ingest(batch(2), t0 + minute, [], undefined, fleet);
+    const out = store.ingest(other(1), t0 + 2 * minute, [], undefined, fleet).outcome;
+    expect(out).toMatchObject({ status: 'conflict', freeAtMs: t0 + 11 * minute });
+    expect(out.status === 'conflict' && out.message).toContain(
+      `free for a new agent id at ${new Date(t0 + 11 * minute).toISOString()}`,
+    );
+    expect(store.counts().batches).toBe(2);
+    // Silent for releaseAfter: the name moves.
+    expect(store.ingest(other(1), t0 + 11 * minute, [], undefined, fleet).outcome.status).toBe(
+      'accepted',
+    );
+    expect(store.binding('app-1')?.agentId).toBe('agent-other-0002');
+  });
+
+  it('a credential naming the agent exactly may move it; then no other credential may use it', () => {
+    const store = opened();
+    store.ingest(batch(1), t0, [], undefined, fleet);
+    expect(store.ingest(other(1), t0 + 1, [], undefined, exact).outcome.status).toBe('accepted');
+    expect(store.binding('app-1')).toMatchObject({ credential: 'app-1', exact: true });
+    const refused = store.ingest(other(2), t0 + 2, [], undefined, fleet).outcome;
+    expect(refused).toMatchObject({ status: 'forbidden' });
+    expect(refused.status === 'forbidden' && refused.message).toBe(
+      'agent "app-1" is bound to its own credential; token "fleet" may not report as it',
+    );
+    expect(store.refusal('app-1', fleet)).toMatch(/bound to its own credential/);
+    expect(store.refusal('app-1', exact)).toBeUndefined();
+    // Patterns: a web-* token is refused any other name.
+    expect(
+      store.ingest(batch(1, { agent: 'db-1', agentId: 'agent-db-1-0001' }), t0, [], undefined, web)
+        .outcome,
+    ).toMatchObject({
+      status: 'forbidden',
+      message: 'token "web" may not act as agent "db-1" (it may use: web-*)',
+    });
+  });
+
+  it('enrols: a digest bound to one name and id; again revokes the old; a live other id: conflict', () => {
+    const store = opened();
+    const d1 = Buffer.alloc(32, 1);
+    const d2 = Buffer.alloc(32, 2);
+    const e = { id: 'c1', agent: 'app-1', agentId: 'agent-app-1-0001' };
+    expect(store.enrol(e, d1, 'boot', t0)).toEqual({ status: 'enrolled' });
+    expect(store.enrolledByDigest(d1)).toEqual(e);
+    expect(store.binding('app-1')).toMatchObject({ credential: 'enrolled:c1', exact: true });
+    expect(store.enrol({ ...e, id: 'c2' }, d2, 'boot', t0 + 1)).toEqual({ status: 'enrolled' });
+    expect(store.enrolledByDigest(d1)).toBeUndefined();
+    expect(store.enrolledByDigest(d2)?.id).toBe('c2');
+    const stolen = { id: 'c3', agent: 'app-1', agentId: 'agent-other-0002' };
+    expect(store.enrol(stolen, Buffer.alloc(32, 3), 'boot', t0 + minute)).toMatchObject({
+      status: 'conflict',
+      freeAtMs: t0 + 1 + 10 * minute,
+    });
+    expect(store.enrolledByDigest(d2)?.id).toBe('c2');
+    // Its id under another name: conflict too.
+    store.ingest(batch(1), t0 + 2, [], undefined, {
+      ...exact,
+      id: 'enrolled:c2',
+      agentId: e.agentId,
+    });
+    expect(
+      store.enrol({ ...e, id: 'c4', agent: 'app-9' }, Buffer.alloc(32, 4), 'boot', t0 + 3),
+    ).toMatchObject({
+      status: 'conflict',
+      message: 'agent id agent-app-1-0001 belongs to agent "app-1", not "app-9"',
+    });
+  });
+
+  it('a store from before bindings binds each name to the id it heard from last', () => {
+    const dir = tempDir();
+    // Released at once: the name moves to the second id, as it did before bindings.
+    const first = open(dir, { releaseAfterMs: 0 });
+    first.ingest(batch(1), t0, []);
+    first.ingest(other(1), t0 + 5, []);
+    first.close();
+    const raw = new Database(join(dir, 'faultline.db'));
+    raw.exec('DROP TABLE bindings; DROP TABLE credentials');
+    raw.pragma('user_version = 3');
+    raw.close();
+    const again = open(dir);
+    expect(again.binding('app-1')).toEqual({
+      agent: 'app-1',
+      agentId: 'agent-other-0002',
+      credential: '',
+      exact: false,
+      lastSeenMs: t0 + 5,
+    });
+    expect(again.agents()).toHaveLength(2);
   });
 });

@@ -13,7 +13,9 @@ import type {
   RestoreSource,
   Transition,
 } from './paths.js';
-import type { IngestOutcome, ReportBody } from './types.js';
+import type { Credential, EnrolledCredential } from './auth.js';
+import { credentialNames, forbiddenReason } from './auth.js';
+import type { EnrolOutcome, IngestOutcome, ReportBody } from './types.js';
 
 /**
  * The collector's embedded store: one SQLite file, `<dataDir>/faultline.db`.
@@ -55,6 +57,10 @@ export interface StoreOptions {
   readonly synchronous: 'normal' | 'full';
   /** How long `open` waits for another process holding the file before giving up. */
   readonly lockTimeoutMs: number;
+  /** A name bound to an agent id that sent nothing this long may move to another id. */
+  readonly releaseAfterMs: number;
+  /** Largest seq jump (or declared dropped batches) a batch may make. */
+  readonly maxSeqGap: number;
 }
 
 export const defaultStoreOptions: StoreOptions = Object.freeze({
@@ -62,7 +68,21 @@ export const defaultStoreOptions: StoreOptions = Object.freeze({
   transitionRetentionMs: 30 * 86_400_000,
   synchronous: 'normal',
   lockTimeoutMs: 1000,
+  releaseAfterMs: 3_600_000,
+  maxSeqGap: 200_000,
 });
+
+/** Which agent id and credential an agent name is bound to (the `bindings` table). */
+export interface NameBinding {
+  readonly agent: string;
+  readonly agentId: string;
+  /** Credential id (collector/auth.ts Credential.id); '' for a binding older than credentials. */
+  readonly credential: string;
+  /** Bound by a credential that names the agent exactly: refused to every other credential. */
+  readonly exact: boolean;
+  /** When the bound agent id last sent an accepted batch, or was bound (collector clock). */
+  readonly lastSeenMs: number;
+}
 
 /** An agent as the store knows it. */
 export interface StoredAgent {
@@ -118,8 +138,37 @@ type Verdict =
       readonly status: 'new';
       readonly row: AgentRow | undefined;
       readonly missing: number;
+      /** The name's binding to write with the batch (undefined: it stands as it is). */
+      readonly bind: { readonly credential: string; readonly exact: boolean } | undefined;
     }
-  | (IngestOutcome & { readonly status: 'duplicate' | 'gap' | 'conflict' });
+  | (IngestOutcome & {
+      readonly status: 'duplicate' | 'gap' | 'conflict' | 'forbidden' | 'implausible';
+    });
+
+/** Row shape of `bindings` joined with the bound agent's last batch. */
+interface BindingRow {
+  name: string;
+  agent_id: string;
+  credential: string;
+  exact: number;
+  bound_at_ms: number;
+  last_seen_ms: number | null;
+}
+
+function toBinding(r: BindingRow): NameBinding {
+  return {
+    agent: r.name,
+    agentId: r.agent_id,
+    credential: r.credential,
+    exact: r.exact === 1,
+    lastSeenMs: Math.max(r.bound_at_ms, r.last_seen_ms ?? 0),
+  };
+}
+
+/** A time as people read it in a refusal: ISO 8601, UTC. */
+function isoTime(ms: number): string {
+  return new Date(ms).toISOString();
+}
 
 const migrations: readonly string[] = [
   // 1: the first schema.
@@ -224,6 +273,31 @@ const migrations: readonly string[] = [
   ALTER TABLE batches ADD COLUMN body BLOB;
   ALTER TABLE batches ADD COLUMN body_gzip INTEGER NOT NULL DEFAULT 0;
   `,
+  // 4: each agent name bound to one agent id and the credential that sent it; per-agent
+  // credentials issued by enrolment (SHA-256 digests only). A store from before binds each
+  // name to the id it heard from last, by no known credential ('').
+  `
+  CREATE TABLE IF NOT EXISTS bindings (
+    name TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    exact INTEGER NOT NULL,
+    bound_at_ms INTEGER NOT NULL
+  );
+  INSERT OR IGNORE INTO bindings (name, agent_id, credential, exact, bound_at_ms)
+    SELECT a.name, a.agent_id, '', 0, a.first_seen_ms FROM agents a
+    WHERE a.agent_key = (SELECT b.agent_key FROM agents b WHERE b.name = a.name
+                         ORDER BY b.last_seen_ms DESC, b.agent_key DESC LIMIT 1);
+  CREATE TABLE IF NOT EXISTS credentials (
+    id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    agent TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    issued_by TEXT NOT NULL,
+    issued_at_ms INTEGER NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS credentials_agent ON credentials (agent);
+  `,
 ];
 
 /** Schema version this code writes. */
@@ -309,7 +383,14 @@ export class Store implements RestoreSource {
     receivedAtMs: number,
     transitions: readonly Transition[],
     body: ReportBody | undefined,
+    credential: Credential | undefined,
   ) => StoreIngestResult;
+  private readonly enrolTx: (
+    e: EnrolledCredential,
+    digest: Buffer,
+    issuedBy: string,
+    nowMs: number,
+  ) => EnrolOutcome;
   private closed = false;
 
   private constructor(db: Db, dir: string, file: string, options: StoreOptions) {
@@ -324,7 +405,12 @@ export class Store implements RestoreSource {
         receivedAtMs: number,
         transitions: readonly Transition[],
         body: ReportBody | undefined,
-      ) => this.ingestLocked(batch, receivedAtMs, transitions, body),
+        credential: Credential | undefined,
+      ) => this.ingestLocked(batch, receivedAtMs, transitions, body, credential),
+    );
+    this.enrolTx = db.transaction(
+      (e: EnrolledCredential, digest: Buffer, issuedBy: string, nowMs: number) =>
+        this.enrolLocked(e, digest, issuedBy, nowMs),
     );
   }
 
@@ -381,9 +467,57 @@ export class Store implements RestoreSource {
    * What `ingest` would answer now, without writing: the API's quick check before the
    * path matrix is touched.
    */
-  verdict(batch: ReportBatch): IngestOutcome | { readonly status: 'new' } {
-    const v = this.guard('read the watermark', () => this.judge(batch));
+  verdict(
+    batch: ReportBatch,
+    credential?: Credential,
+    nowMs: number = Date.now(),
+  ): IngestOutcome | { readonly status: 'new' } {
+    const v = this.guard('read the watermark', () => this.judge(batch, credential, nowMs));
     return v.status === 'new' ? { status: 'new' } : v;
+  }
+
+  /** The agent id and credential `agent` is bound to, if any. */
+  binding(agent: string): NameBinding | undefined {
+    return this.guard('read a name binding', () => {
+      const row = this.stmt.binding.get(agent) as BindingRow | undefined;
+      return row === undefined ? undefined : toBinding(row);
+    });
+  }
+
+  /**
+   * Why `credential` may not act as `agent` (a plan request), or undefined: its patterns do
+   * not allow the name, or the name is bound to a credential that names it exactly.
+   */
+  refusal(agent: string, credential: Credential): string | undefined {
+    const reason = forbiddenReason(credential, agent);
+    if (reason !== undefined) return reason;
+    const b = this.binding(agent);
+    if (b !== undefined && b.exact && b.credential !== credential.id) {
+      return `agent ${JSON.stringify(agent)} is bound to its own credential; ${credential.label} may not act as it`;
+    }
+    return undefined;
+  }
+
+  /** The enrolled credential whose secret has this SHA-256 digest. */
+  enrolledByDigest(digest: Buffer): EnrolledCredential | undefined {
+    return this.guard('read enrolled credentials', () => {
+      const row = this.stmt.credentialByDigest.get(digest) as
+        { id: string; agent: string; agent_id: string } | undefined;
+      return row === undefined
+        ? undefined
+        : { id: row.id, agent: row.agent, agentId: row.agent_id };
+    });
+  }
+
+  /**
+   * Records a per-agent credential (`digest`: SHA-256 of its secret) for `e.agent` and
+   * `e.agentId`, issued by the bootstrap token `issuedBy`, and binds the name to it: every
+   * earlier credential of the name is deleted (its secret is then unknown). Refused with
+   * `conflict` when the name is bound to another agent id that sent something within
+   * `releaseAfterMs`, or the agent id belongs to another name.
+   */
+  enrol(e: EnrolledCredential, digest: Buffer, issuedBy: string, nowMs: number): EnrolOutcome {
+    return this.guard('enrol an agent', () => this.enrolTx(e, digest, issuedBy, nowMs));
   }
 
   /**
@@ -399,9 +533,10 @@ export class Store implements RestoreSource {
     receivedAtMs: number,
     transitions: readonly Transition[],
     body?: ReportBody,
+    credential?: Credential,
   ): StoreIngestResult {
     return this.guard('store a report batch', () =>
-      this.ingestTx(batch, receivedAtMs, transitions, body),
+      this.ingestTx(batch, receivedAtMs, transitions, body, credential),
     );
   }
 
@@ -750,25 +885,111 @@ export class Store implements RestoreSource {
     }
   }
 
-  private judge(batch: ReportBatch): Verdict {
+  /**
+   * The verdict on a batch sent with `credential` (undefined: a trusted caller, treated as a
+   * fleet token with no name). In order: the credential must allow the name (and an enrolled
+   * one its agent id); a name bound to a credential that names it exactly is refused to every
+   * other; the agent id must not belong to another name; a name bound to another agent id
+   * moves only for a credential naming it exactly, or once that id has been silent for
+   * `releaseAfterMs`; then the watermark: a duplicate, a seq jump or declared drop beyond
+   * `maxSeqGap` (implausible), a gap, or new.
+   */
+  private judge(batch: ReportBatch, credential: Credential | undefined, nowMs: number): Verdict {
     const row = this.stmt.agent.get(batch.agentId) as AgentRow | undefined;
-    // An id never seen starts its watermark at its first batch: a new or rebuilt collector
-    // must not refuse agents that have been running (and numbering) for a while.
-    if (row === undefined) return { status: 'new', row, missing: 0 };
-    const acceptedSeq = row.accepted_seq;
-    if (row.name !== batch.agent) {
+    const acceptedSeq = row?.accepted_seq ?? 0;
+    const name = JSON.stringify(batch.agent);
+    if (credential !== undefined) {
+      const reason = forbiddenReason(credential, batch.agent, batch.agentId);
+      if (reason !== undefined) return { status: 'forbidden', acceptedSeq, message: reason };
+    }
+    const credentialId = credential?.id ?? '';
+    const exact = credential !== undefined && credentialNames(credential, batch.agent);
+    const bindingRow = this.stmt.binding.get(batch.agent) as BindingRow | undefined;
+    const bound = bindingRow === undefined ? undefined : toBinding(bindingRow);
+    if (bound !== undefined && bound.exact && bound.credential !== credentialId) {
+      return {
+        status: 'forbidden',
+        acceptedSeq,
+        message: `agent ${name} is bound to its own credential; ${credential?.label ?? 'this caller'} may not report as it`,
+      };
+    }
+    if (row !== undefined && row.name !== batch.agent) {
       return {
         status: 'conflict',
         acceptedSeq,
         message: `agent id ${batch.agentId} belongs to agent "${row.name}", not "${batch.agent}"`,
       };
     }
+    if (bound !== undefined && bound.agentId !== batch.agentId && !exact) {
+      const freeAtMs = bound.lastSeenMs + this.options.releaseAfterMs;
+      if (nowMs < freeAtMs) {
+        return {
+          status: 'conflict',
+          acceptedSeq,
+          freeAtMs,
+          message: `agent ${name} is bound to another agent id, live ${Math.max(0, Math.round((nowMs - bound.lastSeenMs) / 1000))} s ago; the name is free for a new agent id at ${isoTime(freeAtMs)} (after ${Math.round(this.options.releaseAfterMs / 1000)} s of silence), or use a credential that names this agent`,
+        };
+      }
+    }
+    const bind =
+      bound === undefined ||
+      bound.agentId !== batch.agentId ||
+      bound.credential !== credentialId ||
+      bound.exact !== exact
+        ? { credential: credentialId, exact }
+        : undefined;
+    const maxGap = this.options.maxSeqGap;
+    const declared = batch.dropped?.batches ?? 0;
+    const implausible = (what: string): Verdict => ({
+      status: 'implausible',
+      acceptedSeq,
+      message: `${what} is more than any agent's spool holds (identity.maxSeqGap ${maxGap}): refused, nothing changed`,
+    });
+    // An id never seen starts its watermark at its first batch: a new or rebuilt collector
+    // must not refuse agents that have been running (and numbering) for a while.
+    if (row === undefined) {
+      if (declared > maxGap) return implausible(`declaring ${declared} dropped batches`);
+      return { status: 'new', row, missing: 0, bind };
+    }
     if (batch.seq <= acceptedSeq) return { status: 'duplicate', acceptedSeq };
     const missing = batch.seq - acceptedSeq - 1;
-    if (missing === 0 || (batch.dropped !== undefined && batch.dropped.batches >= missing)) {
-      return { status: 'new', row, missing };
+    if (missing > maxGap) {
+      return implausible(`seq ${batch.seq} skipping ${missing} batches past ${acceptedSeq}`);
     }
+    if (declared > maxGap) return implausible(`declaring ${declared} dropped batches`);
+    if (missing === 0 || declared >= missing) return { status: 'new', row, missing, bind };
     return { status: 'gap', acceptedSeq, expectedSeq: acceptedSeq + 1 };
+  }
+
+  private enrolLocked(
+    e: EnrolledCredential,
+    digest: Buffer,
+    issuedBy: string,
+    nowMs: number,
+  ): EnrolOutcome {
+    const row = this.stmt.agent.get(e.agentId) as AgentRow | undefined;
+    if (row !== undefined && row.name !== e.agent) {
+      return {
+        status: 'conflict',
+        message: `agent id ${e.agentId} belongs to agent "${row.name}", not "${e.agent}"`,
+      };
+    }
+    const bindingRow = this.stmt.binding.get(e.agent) as BindingRow | undefined;
+    const bound = bindingRow === undefined ? undefined : toBinding(bindingRow);
+    if (bound !== undefined && bound.agentId !== e.agentId) {
+      const freeAtMs = bound.lastSeenMs + this.options.releaseAfterMs;
+      if (nowMs < freeAtMs) {
+        return {
+          status: 'conflict',
+          freeAtMs,
+          message: `agent ${JSON.stringify(e.agent)} is bound to another agent id; the name is free for a new agent id at ${isoTime(freeAtMs)} (after ${Math.round(this.options.releaseAfterMs / 1000)} s of silence)`,
+        };
+      }
+    }
+    this.stmt.deleteCredentials.run(e.agent);
+    this.stmt.insertCredential.run(e.id, digest, e.agent, e.agentId, issuedBy, nowMs);
+    this.stmt.upsertBinding.run(e.agent, e.agentId, `enrolled:${e.id}`, 1, nowMs);
+    return { status: 'enrolled' };
   }
 
   private ingestLocked(
@@ -776,8 +997,9 @@ export class Store implements RestoreSource {
     receivedAtMs: number,
     transitions: readonly Transition[],
     body: ReportBody | undefined,
+    credential: Credential | undefined,
   ): StoreIngestResult {
-    const v = this.judge(batch);
+    const v = this.judge(batch, credential, receivedAtMs);
     if (v.status !== 'new') {
       const row = this.stmt.agent.get(batch.agentId) as AgentRow | undefined;
       return {
@@ -851,6 +1073,15 @@ export class Store implements RestoreSource {
       body?.gzip === true ? 1 : 0,
     );
     for (const t of transitions) this.insertTransition(key, t);
+    if (v.bind !== undefined) {
+      s.upsertBinding.run(
+        batch.agent,
+        batch.agentId,
+        v.bind.credential,
+        v.bind.exact ? 1 : 0,
+        receivedAtMs,
+      );
+    }
     return {
       outcome: { status: 'accepted', acceptedSeq: batch.seq },
       droppedBatches,
@@ -925,6 +1156,21 @@ function prepare(db: Db) {
        FROM agents WHERE agent_id = ?`,
     ),
     agentKey: p('SELECT agent_key FROM agents WHERE agent_id = ?'),
+    binding: p(
+      `SELECT b.name, b.agent_id, b.credential, b.exact, b.bound_at_ms, a.last_seen_ms
+       FROM bindings b LEFT JOIN agents a ON a.agent_id = b.agent_id WHERE b.name = ?`,
+    ),
+    upsertBinding: p(
+      `INSERT INTO bindings (name, agent_id, credential, exact, bound_at_ms) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET agent_id = excluded.agent_id,
+         credential = excluded.credential, exact = excluded.exact, bound_at_ms = excluded.bound_at_ms`,
+    ),
+    credentialByDigest: p('SELECT id, agent, agent_id FROM credentials WHERE digest = ?'),
+    deleteCredentials: p('DELETE FROM credentials WHERE agent = ?'),
+    insertCredential: p(
+      `INSERT INTO credentials (id, digest, agent, agent_id, issued_by, issued_at_ms)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ),
     insertAgent: p(
       `INSERT INTO agents (agent_id, name, labels, first_seen_ms, last_seen_ms, accepted_seq,
          dropped_batches, dropped_results) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,

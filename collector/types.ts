@@ -1,3 +1,4 @@
+import type { Credential, EnrolledCredential } from './auth.js';
 import type { IncidentDetail } from './incidents.js';
 import type { StoredIncident } from './store.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
@@ -13,8 +14,26 @@ export type IngestOutcome =
   | { readonly status: 'duplicate'; readonly acceptedSeq: number }
   /** `seq` skips ahead of the watermark without declaring dropped batches: refused. */
   | { readonly status: 'gap'; readonly acceptedSeq: number; readonly expectedSeq: number }
-  /** The agent id is already held by another agent name: refused. */
-  | { readonly status: 'conflict'; readonly acceptedSeq: number; readonly message: string };
+  /**
+   * The agent id is already held by another agent name, or the name is bound to another
+   * live agent id (`freeAtMs`: when it may move): refused.
+   */
+  | {
+      readonly status: 'conflict';
+      readonly acceptedSeq: number;
+      readonly message: string;
+      readonly freeAtMs?: number;
+    }
+  /** The credential may not report as this agent (name, agent id or binding): refused. */
+  | { readonly status: 'forbidden'; readonly acceptedSeq: number; readonly message: string }
+  /** A seq jump or declared drop larger than any spool: refused, nothing changed. */
+  | { readonly status: 'implausible'; readonly acceptedSeq: number; readonly message: string };
+
+/** The outcome of an enrolment (collector/store.ts `enrol`). */
+export type EnrolOutcome =
+  | { readonly status: 'enrolled' }
+  /** The name is bound to another live agent id, or the id to another name. */
+  | { readonly status: 'conflict'; readonly message: string; readonly freeAtMs?: number };
 
 /** Health of one path: (agent, plan target). */
 export interface PathState {
@@ -79,11 +98,25 @@ export interface CollectorCore {
   /** `from`: the address the request came from (the agent's host, for the mesh). */
   plan(agent: string, labels: Readonly<Record<string, string>>, from?: string): Plan;
   /**
+   * Why `credential` may not fetch the plan of (act as) `agent`, or undefined when it may:
+   * its patterns, or a binding of the name to a credential that names it exactly.
+   */
+  planRefusal(agent: string, credential: Credential): string | undefined;
+  /** The enrolled credential whose secret has this SHA-256 digest. */
+  enrolled(digest: Buffer): EnrolledCredential | undefined;
+  /** Records an enrolled credential (see Store.enrol). */
+  enrol(e: EnrolledCredential, digest: Buffer, issuedBy: Credential, nowMs: number): EnrolOutcome;
+  /**
    * Validated batch in; transactional: stored, then applied to the path matrix. `body`, the
    * batch as received, is what the store keeps of its summaries (no need to serialise them
    * again).
    */
-  ingest(batch: ReportBatch, receivedAtMs: number, body?: ReportBody): IngestOutcome;
+  ingest(
+    batch: ReportBatch,
+    receivedAtMs: number,
+    body?: ReportBody,
+    credential?: Credential,
+  ): IngestOutcome;
   paths(filter: PathFilter): PathState[];
   agents(): AgentLiveness[];
   /** The current diagnosis document (collector/diagnosis.ts keeps it current). */

@@ -749,7 +749,7 @@ describe('Kubernetes manifest of the collector', () => {
     expect(config.listen).toBe('0.0.0.0:7070');
     expect(config.dataDir).toBe(staged.at(dataMount().mountPath));
     expect(config.tokens).toEqual([
-      { name: 'fleet', token: secret['fleet.token']?.trim(), revoked: false },
+      { name: 'fleet', token: secret['fleet.token']?.trim(), revoked: false, role: 'agent' },
     ]);
     expect(config.viewers).toEqual([
       { name: 'ops', token: secret['viewer.token']?.trim(), revoked: false },
