@@ -444,20 +444,56 @@ describe('CollectorLink against a fake collector', () => {
     await pollUntil('delivery goes on after the gap', () => fake.seqs().at(-1)! > healed.seq);
   });
 
-  it("a collector already past this agent's seqs (cloned state dir): the agent skips ahead", async () => {
+  it('an implausible ack (acceptedSeq above every seq spooled, e.g. 2^53−1): counted, batch kept, seq never skipped ahead', async () => {
     const l = link();
     await l.start();
     await pollUntil('a batch accepted', () => fake.accepted.length > 0);
     const agentId = fake.accepted[0]!.agentId;
-    fake.watermark.set(agentId, 1000);
+    // Someone else reported under this id with an absurd seq: the fake now acks that.
+    fake.watermark.set(agentId, Number.MAX_SAFE_INTEGER);
     const r = failure();
     l.observe(r, { name: r.target, kind: r.kind });
-    // The first batch after the jump is taken for a duplicate; the ones after it must not be.
-    await pollUntil('a batch accepted above the watermark', () =>
-      fake.accepted.find((b) => b.seq > 1000),
-    );
-    expect(fake.accepted.find((b) => b.seq > 1000)!.seq).toBe(1001);
+    await pollUntil('implausible acks counted', () => l.stats().implausibleAcks >= 2);
+    const stats = l.stats();
+    // Nothing was acknowledged by the absurd ack, the seq did not jump, nothing rejected.
+    expect(stats.spool!.nextSeq).toBeLessThan(1000);
+    expect(stats.acceptedSeq).toBeLessThan(1000);
+    expect(stats.spool!.batches).toBeGreaterThan(0);
+    expect(stats.rejected).toBe(0);
+    expect(await readdir(join(dir, 'spool', 'rejected'))).toEqual([]);
+    // The real collector is restored (H1 refuses such a seq): the kept batches arrive, in order.
+    fake.watermark.set(agentId, fake.accepted.at(-1)!.seq);
+    await drained(l);
+    expect(delivered(fake)).toContainEqual(r);
+    expectContiguous(fake);
   });
+
+  for (const refusal of [
+    { status: 400, code: 'FL_ERR_SEQ_IMPLAUSIBLE' },
+    { status: 400, code: 'FL_ERR_SEQ_GAP' },
+    { status: 409, code: 'FL_ERR_AGENT_CONFLICT' },
+    { status: 403, code: 'FL_ERR_FORBIDDEN' },
+    { status: 403, code: 'FL_ERR_ENROL_REQUIRED' },
+  ]) {
+    it(`a seq/identity refusal (${refusal.status} ${refusal.code}) never moves the batch to rejected/`, async () => {
+      const l = link();
+      await l.start();
+      await pollUntil('a batch accepted', () => fake.accepted.length > 0);
+      const r = failure();
+      fake.faults.push(
+        { status: refusal.status, body: { error: { code: refusal.code, message: 'refused' } } },
+        { status: refusal.status, body: { error: { code: refusal.code, message: 'refused' } } },
+      );
+      l.observe(r, { name: r.target, kind: r.kind });
+      await pollUntil('both refusals', () => fake.faults.length === 0);
+      await drained(l);
+      expect(delivered(fake)).toContainEqual(r);
+      expect(l.stats().rejected).toBe(0);
+      expect(l.stats().seqRefusals).toBeGreaterThanOrEqual(1);
+      expect(await readdir(join(dir, 'spool', 'rejected'))).toEqual([]);
+      expectContiguous(fake);
+    });
+  }
 
   it('400: the batch is moved to rejected/, declared dropped in the next, never retried', async () => {
     const l = link();
