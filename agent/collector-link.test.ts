@@ -74,6 +74,7 @@ class FakeCollector {
   }[] = [];
   readonly faults: Fault[] = [];
   hanging: ServerResponse[] = [];
+  healthChecks = 0;
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -111,6 +112,11 @@ class FakeCollector {
       res.writeHead(status, { 'content-type': 'application/json', ...headers });
       res.end(JSON.stringify(body));
     };
+    if (req.method === 'GET' && req.url === '/healthz') {
+      this.healthChecks++;
+      reply(200, { status: 'ok' });
+      return;
+    }
     if (req.headers.authorization !== `Bearer ${this.token}`) {
       if (req.url?.startsWith('/api/v1/reports') === true)
         this.posts.push({ seq: -1, status: 401 });
@@ -354,6 +360,32 @@ describe('CollectorLink against a fake collector', () => {
     expectContiguous(fake);
     expect(delivered(fake)).toEqual(fed);
     expect(l.stats().connected).toBe(true);
+  });
+
+  it('after an outage, delivery resumes within a health poll of the collector return, not after the backoff', async () => {
+    // random 0.999: backoff sleeps 250, 500, 1000, 2000, 4000 ms… deterministic; health polls every ≤250 ms.
+    const l = link({
+      backoff: { baseMs: 250, capMs: 30_000 },
+      healthPollMs: 200,
+      random: () => 0.999,
+    });
+    await l.start();
+    await pollUntil('a first heartbeat', () => fake.accepted.length > 0);
+    const port = fake.port;
+    await fake.close();
+    // Down long enough that the next backoff sleep is 4 s.
+    await new Promise((resolve) => setTimeout(resolve, 4_500));
+    expect(l.stats().connected).toBe(false);
+    const before = fake.accepted.length;
+    const upMs = Date.now();
+    await fake.listen(port);
+    await pollUntil('delivery resumed', () => fake.accepted.length > before, { timeoutMs: 10_000 });
+    const resumeMs = Date.now() - upMs;
+    expect(fake.healthChecks).toBeGreaterThan(0);
+    // Without the health poll the pending 4 s backoff would still be running (≥ 3 s left).
+    expect(resumeMs).toBeLessThan(1_000);
+    await drained(l);
+    expectContiguous(fake);
   });
 
   it('after a restart, what was spooled is delivered with its original seq (no gap, no duplicate)', async () => {

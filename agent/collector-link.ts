@@ -146,7 +146,12 @@ export type SendOutcome =
   | { readonly kind: 'gap'; readonly expectedSeq: number }
   | { readonly kind: 'wait'; readonly delayMs: number; readonly why: string }
   | { readonly kind: 'backoff'; readonly why: string; readonly unreachable?: boolean }
-  | { readonly kind: 'slow'; readonly why: string; readonly code?: string; readonly status?: number }
+  | {
+      readonly kind: 'slow';
+      readonly why: string;
+      readonly code?: string;
+      readonly status?: number;
+    }
   | { readonly kind: 'reject'; readonly why: string };
 
 class HttpStatusError extends Error {
@@ -693,7 +698,11 @@ export class CollectorLink {
         if (err.retryAfterMs !== undefined)
           return { kind: 'wait', delayMs: this.jittered(err.retryAfterMs), why: err.message };
         if (err.statusCode !== undefined && err.statusCode < 500)
-          return { kind: 'slow', why: err.message, ...(err.code === undefined ? {} : { code: err.code }) };
+          return {
+            kind: 'slow',
+            why: err.message,
+            ...(err.code === undefined ? {} : { code: err.code }),
+          };
         return { kind: 'backoff', why: err.message };
       }
       return { kind: 'backoff', why: `enrolment: ${explain(err)}`, unreachable: true };
@@ -743,10 +752,7 @@ export class CollectorLink {
     while (!this.stopped) {
       const left = until - Date.now();
       if (left <= 0) return false;
-      const stepMs = Math.min(
-        left,
-        Math.round(this.healthPollMs * (0.75 + this.random() * 0.5)),
-      );
+      const stepMs = Math.min(left, Math.round(this.healthPollMs * (0.75 + this.random() * 0.5)));
       await sleepUnlessAborted(stepMs, this.abort.signal);
       if (this.stopped) return false;
       try {

@@ -51,7 +51,10 @@ function errorBody(text: string): { code?: string; message?: string } {
     const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
     const code = typeof body.error?.code === 'string' ? body.error.code : undefined;
     const message = typeof body.error?.message === 'string' ? body.error.message : undefined;
-    return { ...(code === undefined ? {} : { code }), ...(message === undefined ? {} : { message }) };
+    return {
+      ...(code === undefined ? {} : { code }),
+      ...(message === undefined ? {} : { message }),
+    };
   } catch {
     return {};
   }
@@ -136,7 +139,10 @@ export class Credentials {
         this.mode = 'saved';
         return saved;
       }
-      log.error({ file: this.file }, 'saved credential unreadable; deleting it and enrolling again');
+      log.error(
+        { file: this.file },
+        'saved credential unreadable; deleting it and enrolling again',
+      );
       await rm(this.file, { force: true });
     }
     return this.enrol(signal);

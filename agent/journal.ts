@@ -50,13 +50,13 @@ export class Journal {
     if (this.failed) return;
     try {
       this.fd ??= openSync(join(this.dir, openName), 'a', 0o600);
-      appendFileSync(
-        this.fd,
-        `${JSON.stringify({ t: target.name, k: target.kind, r: result })}\n`,
-      );
+      appendFileSync(this.fd, `${JSON.stringify({ t: target.name, k: target.kind, r: result })}\n`);
     } catch (err) {
       this.failed = true;
-      this.log.error({ err, dir: this.dir }, 'report journal unwritable: a crash may lose the open period');
+      this.log.error(
+        { err, dir: this.dir },
+        'report journal unwritable: a crash may lose the open period',
+      );
     }
   }
 

@@ -31,7 +31,8 @@ export const defaultPlanPolicy: PlanPolicy = {
   allowHttpHeaders: false,
 };
 
-const hostRe = /^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+const hostRe =
+  /^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 
 /** A compiled allow-list: `allows(host)`. */
 export interface TargetAllowList {

@@ -882,24 +882,21 @@ export class AgentTelemetry {
         valueType: ValueType.INT,
       }),
     };
-    this.meter.addBatchObservableCallback(
-      (observer) => {
-        const d = this.deliverySource?.();
-        if (d === undefined) return;
-        const a = this.agentAttrs;
-        observer.observe(delivery.spoolBatches, d.spoolBatches, a);
-        observer.observe(delivery.spoolBytes, d.spoolBytes, a);
-        observer.observe(delivery.lag, d.lagSeconds, a);
-        observer.observe(delivery.ackedSeq, d.acceptedSeq, a);
-        observer.observe(delivery.rejected, d.rejected, a);
-        observer.observe(delivery.dropped, d.dropped, a);
-        observer.observe(delivery.implausible, d.implausibleAcks, a);
-        observer.observe(delivery.refusals, d.seqRefusals, a);
-        for (const state of ['none', 'saved', 'enrolled', 'direct'])
-          observer.observe(delivery.enrol, d.enrolState === state ? 1 : 0, { ...a, state });
-      },
-      Object.values(delivery),
-    );
+    this.meter.addBatchObservableCallback((observer) => {
+      const d = this.deliverySource?.();
+      if (d === undefined) return;
+      const a = this.agentAttrs;
+      observer.observe(delivery.spoolBatches, d.spoolBatches, a);
+      observer.observe(delivery.spoolBytes, d.spoolBytes, a);
+      observer.observe(delivery.lag, d.lagSeconds, a);
+      observer.observe(delivery.ackedSeq, d.acceptedSeq, a);
+      observer.observe(delivery.rejected, d.rejected, a);
+      observer.observe(delivery.dropped, d.dropped, a);
+      observer.observe(delivery.implausible, d.implausibleAcks, a);
+      observer.observe(delivery.refusals, d.seqRefusals, a);
+      for (const state of ['none', 'saved', 'enrolled', 'direct'])
+        observer.observe(delivery.enrol, d.enrolState === state ? 1 : 0, { ...a, state });
+    }, Object.values(delivery));
     this.meter.addBatchObservableCallback(
       (observer) => {
         for (let i = 0; i < probeResults.length; i++)

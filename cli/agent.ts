@@ -94,7 +94,9 @@ function readSecretFile(path: string, what: string): string {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw usage(`${what}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw usage(
+      `${what}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
   }
   const token = text.split('\n')[0]?.trim() ?? '';
   if (token === '') throw usage(`${what}: ${path} is empty (expected the token on its first line)`);
@@ -106,10 +108,14 @@ function readCaFile(path: string, what: string): string {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw usage(`${what}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw usage(
+      `${what}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
   }
   if (!text.includes('-----BEGIN CERTIFICATE-----'))
-    throw usage(`${what}: ${path} holds no PEM certificate (expected "-----BEGIN CERTIFICATE-----")`);
+    throw usage(
+      `${what}: ${path} holds no PEM certificate (expected "-----BEGIN CERTIFICATE-----")`,
+    );
   return text;
 }
 
@@ -136,7 +142,9 @@ async function runWithCollector(c: CollectorSettings): Promise<void> {
     );
   }
   if (c.caFile !== undefined && parsed.protocol !== 'https:') {
-    throw usage(`${c.names.caFile} is given but ${c.names.url} is not https:// (actual: ${parsed.origin})`);
+    throw usage(
+      `${c.names.caFile} is given but ${c.names.url} is not https:// (actual: ${parsed.origin})`,
+    );
   }
   let token = c.token;
   if (c.tokenFile !== undefined) {
@@ -271,7 +279,9 @@ async function runManaged(args: AgentArgs, url: string): Promise<void> {
   const methods = splitList(args['allow-http-methods']).map((m) => m.toUpperCase());
   for (const m of methods) {
     if (m !== 'GET' && m !== 'HEAD' && m !== 'POST')
-      throw usage(`--allow-http-methods: expected GET, HEAD or POST (actual: ${JSON.stringify(m)})`);
+      throw usage(
+        `--allow-http-methods: expected GET, HEAD or POST (actual: ${JSON.stringify(m)})`,
+      );
   }
   const allowTargets =
     args['allow-targets'] === undefined ? undefined : splitList(args['allow-targets']);
