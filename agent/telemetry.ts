@@ -876,7 +876,7 @@ export class AgentTelemetry {
         valueType: ValueType.INT,
       }),
       enrol: this.meter.createObservableGauge('faultline.agent.enrol.state', {
-        unit: '1',
+        unit: '{state}',
         description:
           'Where the credential in use came from: 1 for the current state (none, saved, enrolled, direct).',
         valueType: ValueType.INT,
