@@ -269,26 +269,34 @@ inventory:
     expect(killed.length).toBeGreaterThanOrEqual(open.length);
 
     const b = await startAgent(args, { FAULTLINE_TOKEN: token });
+    // The replayed batch is spooled before anything new: once the spool drains, it was delivered.
+    await pollUntil(
+      'the restarted agent delivered its spool',
+      async () =>
+        (await b.metric('faultline_agent_reports_acked_seq')) > 0 &&
+        (await b.metric('faultline_agent_spool_batches')) === 0,
+      { timeoutMs: 20_000, intervalMs: 100 },
+    );
+    // The store is the collector's own (locked while it runs): stop it, read, start it again.
+    await collector!.stop();
     const db = new Database(join(dir, 'data', 'faultline.db'), { readonly: true });
+    let stored: Set<number>;
     try {
-      const stored = (): Set<number> =>
-        new Set(
-          (
-            db
-              .prepare(
-                `SELECT record FROM results r JOIN agents a ON a.agent_key = r.agent_key WHERE a.name = 'app-kill'`,
-              )
-              .all() as { record: string }[]
-          ).map((row) => (JSON.parse(row.record) as ProbeResult).seq),
-        );
-      await pollUntil(
-        "every failure of the killed period in the collector's store",
-        () => killed.every((r) => stored().has(r.seq)),
-        { timeoutMs: 20_000, intervalMs: 200 },
+      stored = new Set(
+        (
+          db
+            .prepare(
+              `SELECT record FROM results r JOIN agents a ON a.agent_key = r.agent_key WHERE a.name = 'app-kill'`,
+            )
+            .all() as { record: string }[]
+        ).map((row) => (JSON.parse(row.record) as ProbeResult).seq),
       );
     } finally {
       db.close();
     }
+    collector = await collector!.restart();
+    const missing = killed.filter((r) => !stored.has(r.seq)).map((r) => r.seq);
+    expect(missing).toEqual([]);
     expect(await b.metric('faultline_agent_reports_rejected_total')).toBe(0);
   }, 90_000);
 
