@@ -188,7 +188,12 @@ export class Credentials {
     }
     // 401: the collector does not know the token at all; the reports will say the same and
     // be retried slowly until it is fixed (a later FL_ERR_ENROL_REQUIRED enrols again).
-    if ((status === 403 && code === 'FL_ERR_NOT_BOOTSTRAP') || status === 404 || status === 401) {
+    if (
+      (status === 403 && code === 'FL_ERR_NOT_BOOTSTRAP') ||
+      status === 404 ||
+      status === 405 ||
+      status === 401
+    ) {
       this.token = token;
       this.mode = 'direct';
       const why =

@@ -318,6 +318,19 @@ inventory:
       /--collector: http:\/\/192\.0\.2\.10:7070 is plain http.*--require-tls/,
     );
 
+    const configFile = join(tempDir('config'), 'agent.yaml');
+    writeFileSync(
+      configFile,
+      `agent: { name: x }\ncollector: { url: "http://192.0.2.10:7070", requireTls: true, stateDir: ${tempDir('state')} }\n`,
+    );
+    const refusedByConfig = await runCli(['agent', '--config', configFile], {
+      env: { ...process.env, FAULTLINE_TOKEN: token },
+    });
+    expect(refusedByConfig.code).toBe(2);
+    expect(refusedByConfig.stderr).toMatch(
+      /collector\.url: .* is plain http.*collector\.requireTls/,
+    );
+
     const badCa = await runCli(
       [
         'agent',
