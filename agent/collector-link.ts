@@ -382,11 +382,16 @@ export class CollectorLink {
    */
   private async replayJournal(spool: Spool): Promise<void> {
     const { log } = this.options;
-    const { entries, done } = Journal.recover(
-      this.options.stateDir,
-      new Set(spool.createdAtMs()),
-      log,
-    );
+    const recovered = Journal.recover(this.options.stateDir, new Set(spool.createdAtMs()), log);
+    const { done } = recovered;
+    // Results of another name (the state dir reused under a new --name) would be refused.
+    const entries = recovered.entries.filter((e) => e.result.agent === this.options.agent);
+    if (entries.length < recovered.entries.length) {
+      log.warn(
+        { results: recovered.entries.length - entries.length },
+        'journaled results of another agent name not replayed',
+      );
+    }
     if (entries.length === 0) {
       done();
       return;

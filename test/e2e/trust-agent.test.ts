@@ -12,7 +12,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Plan } from '../../wire/plan.js';
 import type { ReportBatch } from '../../wire/report.js';
 import type { ProbeResult } from '../../wire/result.js';
-import { cliPath, ensureBuilt, runCli } from '../helpers/cli.js';
+import { defaultPlanPolicy } from '../../agent/plan-policy.js';
+import { planToAgentConfig } from '../../agent/plan-targets.js';
+import { parseCollectorConfig } from '../../collector/config.js';
+import { planFor } from '../../collector/plan.js';
+import { cliPath, ensureBuilt, repoRoot, runCli } from '../helpers/cli.js';
 import { CollectorProcess, sumMetric } from '../helpers/collector-process.js';
 import { pollUntil } from '../helpers/poll-until.js';
 import { diesWithParent, freePort } from '../helpers/server-process.js';
@@ -535,6 +539,31 @@ function planTarget(
     labels: {},
   };
 }
+
+describe("the agent's default plan policy", () => {
+  it("refuses nothing the real collector plans from the example inventory (every agent's plan)", () => {
+    const text = readFileSync(join(repoRoot, 'deploy/examples/collector.yaml'), 'utf8').replace(
+      /^dataDir: .*$/m,
+      `dataDir: ${tempDir('example')}`,
+    );
+    const config = parseCollectorConfig(text, 'collector.yaml');
+    const names = config.inventory.components.map((c) => c.agent ?? c.name);
+    let targets = 0;
+    for (const name of names) {
+      const plan = planFor(config, name);
+      const { problems } = planToAgentConfig(plan, {
+        name,
+        labels: {},
+        metricsListen: false,
+        maxInFlight: 8,
+        policy: { policy: defaultPlanPolicy },
+      });
+      expect(problems, name).toEqual([]);
+      targets += plan.targets.length;
+    }
+    expect(targets).toBeGreaterThan(20);
+  });
+});
 
 describe('a stand-in collector cannot turn the agent into a weapon', () => {
   const servers: { close(): Promise<void> }[] = [];
