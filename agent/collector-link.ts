@@ -654,8 +654,9 @@ export class CollectorLink {
           } else {
             log.error(
               { seq: batch.seq, expectedSeq: expected, declared: batch.dropped ?? null },
-              'collector refuses the sequence and the agent cannot repair it; retrying slowly',
+              'collector refuses the sequence and the agent cannot repair it; batch kept, retrying slowly',
             );
+            this.counts.seqRefusals++;
             this.connected = false;
             await sleepUnlessAborted(this.jittered(this.authRetryMs), this.abort.signal);
           }

@@ -300,6 +300,9 @@ inventory:
     }
     collector = await collector!.restart();
     const missing = killed.filter((r) => !stored.has(r.seq)).map((r) => r.seq);
+    console.log(
+      `[figure] SIGKILL: ${killed.length} failures only in the killed period, ${killed.length - missing.length} in the collector's store after the restart`,
+    );
     expect(missing).toEqual([]);
     expect(await b.metric('faultline_agent_reports_rejected_total')).toBe(0);
   }, 90_000);
