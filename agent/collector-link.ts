@@ -182,12 +182,23 @@ function explain(err: unknown): string {
  * acknowledges it (at-least-once; the collector's dedup on (agentId, seq) makes it exactly
  * once). Owns the Spool and the Reporter: wire `agent.onResult(link.observe)`.
  *
- * Replies: 200 acks everything up to `acceptedSeq`; 409 with `expectedSeq` (the collector
+ * Replies: 200 acks everything up to `acceptedSeq` — unless `acceptedSeq` is above every
+ * seq this agent spooled: that ack is implausible (someone else reported under its id, or
+ * the answer is not the real collector's), counted, and the batch kept and retried with
+ * backoff; the agent never skips its own seq ahead. 409 with `expectedSeq` (the collector
  * lost state, or a batch went missing) declares the missing batches as dropped in the
  * oldest spooled batch and sends it again — the agent cannot resend what it no longer has,
  * so it says so instead; 429/503 wait for Retry-After (plus up to 10% jitter), else
- * backoff; network errors and other 5xx back off with full jitter; 401/403 retry slowly
- * (the token may be rotated); 400/413 move the batch to `spool/rejected/` and go on.
+ * backoff; network errors and other 5xx back off with full jitter, and while the collector
+ * is unreachable its /healthz is asked every ~`healthPollMs` so delivery resumes as soon as
+ * it is back; 401/403 retry slowly (the token may be rotated; a per-agent credential the
+ * collector forgot is replaced by enrolling again); a refusal of the sequence or the
+ * identity (FL_ERR_SEQ_GAP, FL_ERR_SEQ_IMPLAUSIBLE, FL_ERR_AGENT_CONFLICT,
+ * FL_ERR_FORBIDDEN, FL_ERR_ENROL_REQUIRED) keeps the batch and retries slowly; only a
+ * batch refused as bad (400/413/422 without such a code) moves to `spool/rejected/`.
+ *
+ * The credential comes from {@link Credentials} (enrolment); the open report period is
+ * journaled (see Journal) and replayed at start when a previous run was killed.
  */
 export class CollectorLink {
   private readonly base: string;
