@@ -74,6 +74,7 @@ class FakeCollector {
   }[] = [];
   readonly faults: Fault[] = [];
   hanging: ServerResponse[] = [];
+  healthChecks = 0;
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -111,6 +112,11 @@ class FakeCollector {
       res.writeHead(status, { 'content-type': 'application/json', ...headers });
       res.end(JSON.stringify(body));
     };
+    if (req.method === 'GET' && req.url === '/healthz') {
+      this.healthChecks++;
+      reply(200, { status: 'ok' });
+      return;
+    }
     if (req.headers.authorization !== `Bearer ${this.token}`) {
       if (req.url?.startsWith('/api/v1/reports') === true)
         this.posts.push({ seq: -1, status: 401 });
@@ -356,6 +362,32 @@ describe('CollectorLink against a fake collector', () => {
     expect(l.stats().connected).toBe(true);
   });
 
+  it('after an outage, delivery resumes within a health poll of the collector return, not after the backoff', async () => {
+    // random 0.999: backoff sleeps 250, 500, 1000, 2000, 4000 ms… deterministic; health polls every ≤250 ms.
+    const l = link({
+      backoff: { baseMs: 250, capMs: 30_000 },
+      healthPollMs: 200,
+      random: () => 0.999,
+    });
+    await l.start();
+    await pollUntil('a first heartbeat', () => fake.accepted.length > 0);
+    const port = fake.port;
+    await fake.close();
+    // Down long enough that the next backoff sleep is 4 s.
+    await new Promise((resolve) => setTimeout(resolve, 4_500));
+    expect(l.stats().connected).toBe(false);
+    const before = fake.accepted.length;
+    const upMs = Date.now();
+    await fake.listen(port);
+    await pollUntil('delivery resumed', () => fake.accepted.length > before, { timeoutMs: 10_000 });
+    const resumeMs = Date.now() - upMs;
+    expect(fake.healthChecks).toBeGreaterThan(0);
+    // Without the health poll the pending 4 s backoff would still be running (≥ 3 s left).
+    expect(resumeMs).toBeLessThan(1_000);
+    await drained(l);
+    expectContiguous(fake);
+  });
+
   it('after a restart, what was spooled is delivered with its original seq (no gap, no duplicate)', async () => {
     const first = link();
     await first.start();
@@ -444,20 +476,56 @@ describe('CollectorLink against a fake collector', () => {
     await pollUntil('delivery goes on after the gap', () => fake.seqs().at(-1)! > healed.seq);
   });
 
-  it("a collector already past this agent's seqs (cloned state dir): the agent skips ahead", async () => {
+  it('an implausible ack (acceptedSeq above every seq spooled, e.g. 2^53−1): counted, batch kept, seq never skipped ahead', async () => {
     const l = link();
     await l.start();
     await pollUntil('a batch accepted', () => fake.accepted.length > 0);
     const agentId = fake.accepted[0]!.agentId;
-    fake.watermark.set(agentId, 1000);
+    // Someone else reported under this id with an absurd seq: the fake now acks that.
+    fake.watermark.set(agentId, Number.MAX_SAFE_INTEGER);
     const r = failure();
     l.observe(r, { name: r.target, kind: r.kind });
-    // The first batch after the jump is taken for a duplicate; the ones after it must not be.
-    await pollUntil('a batch accepted above the watermark', () =>
-      fake.accepted.find((b) => b.seq > 1000),
-    );
-    expect(fake.accepted.find((b) => b.seq > 1000)!.seq).toBe(1001);
+    await pollUntil('implausible acks counted', () => l.stats().implausibleAcks >= 2);
+    const stats = l.stats();
+    // Nothing was acknowledged by the absurd ack, the seq did not jump, nothing rejected.
+    expect(stats.spool!.nextSeq).toBeLessThan(1000);
+    expect(stats.acceptedSeq).toBeLessThan(1000);
+    expect(stats.spool!.batches).toBeGreaterThan(0);
+    expect(stats.rejected).toBe(0);
+    expect(await readdir(join(dir, 'spool', 'rejected'))).toEqual([]);
+    // The real collector is restored (H1 refuses such a seq): the kept batches arrive, in order.
+    fake.watermark.set(agentId, fake.accepted.at(-1)!.seq);
+    await drained(l);
+    expect(delivered(fake)).toContainEqual(r);
+    expectContiguous(fake);
   });
+
+  for (const refusal of [
+    { status: 400, code: 'FL_ERR_SEQ_IMPLAUSIBLE' },
+    { status: 400, code: 'FL_ERR_SEQ_GAP' },
+    { status: 409, code: 'FL_ERR_AGENT_CONFLICT' },
+    { status: 403, code: 'FL_ERR_FORBIDDEN' },
+    { status: 403, code: 'FL_ERR_ENROL_REQUIRED' },
+  ]) {
+    it(`a seq/identity refusal (${refusal.status} ${refusal.code}) never moves the batch to rejected/`, async () => {
+      const l = link();
+      await l.start();
+      await pollUntil('a batch accepted', () => fake.accepted.length > 0);
+      const r = failure();
+      fake.faults.push(
+        { status: refusal.status, body: { error: { code: refusal.code, message: 'refused' } } },
+        { status: refusal.status, body: { error: { code: refusal.code, message: 'refused' } } },
+      );
+      l.observe(r, { name: r.target, kind: r.kind });
+      await pollUntil('both refusals', () => fake.faults.length === 0);
+      await drained(l);
+      expect(delivered(fake)).toContainEqual(r);
+      expect(l.stats().rejected).toBe(0);
+      expect(l.stats().seqRefusals).toBeGreaterThanOrEqual(1);
+      expect(await readdir(join(dir, 'spool', 'rejected'))).toEqual([]);
+      expectContiguous(fake);
+    });
+  }
 
   it('400: the batch is moved to rejected/, declared dropped in the next, never retried', async () => {
     const l = link();

@@ -9,6 +9,9 @@ import { PlanSchema } from '../wire/plan.js';
 import type { Plan } from '../wire/plan.js';
 import { ReportAckSchema } from '../wire/report.js';
 import type { ProbeResult } from '../wire/result.js';
+import { Credentials, EnrolError } from './enrol.js';
+import type { EnrolState } from './enrol.js';
+import { Journal } from './journal.js';
 import type { Logger } from './logger.js';
 import { Reporter } from './reporter.js';
 import type { ReporterStats, ReportedTarget } from './reporter.js';
@@ -24,13 +27,33 @@ export const defaultBackoffCapMs = 30_000;
 export const defaultAuthRetryMs = 60_000;
 /** A collector's Retry-After is honoured up to this long. */
 export const maxRetryAfterMs = 600_000;
+/**
+ * While the collector is unreachable, its /healthz is asked this often (±25% jitter): a
+ * request that costs it nothing, so delivery resumes within about this long of its return
+ * instead of after a backoff of up to `capMs`.
+ */
+export const defaultHealthPollMs = 1_000;
+
+/** Refusals that say the sequence or the identity is wrong, never the batch: it is kept. */
+export const seqRefusalCodes: ReadonlySet<string> = new Set([
+  'FL_ERR_SEQ_GAP',
+  'FL_ERR_SEQ_IMPLAUSIBLE',
+  'FL_ERR_AGENT_CONFLICT',
+  'FL_ERR_FORBIDDEN',
+  'FL_ERR_ENROL_REQUIRED',
+]);
 
 /** Options of a {@link CollectorLink}. */
 export interface CollectorLinkOptions {
   /** Base URL of the collector, e.g. `http://collector:7070` (a path prefix is kept). */
   readonly url: string;
-  /** Bearer token of this agent. */
+  /**
+   * The configured token: exchanged for a per-agent credential (`<stateDir>/credential`)
+   * when it is a bootstrap token, else used directly (see Credentials).
+   */
   readonly token: string;
+  /** PEM CA certificates to trust for an https collector instead of the system's. */
+  readonly ca?: string | Buffer;
   /** Agent name and labels: the plan request, and every report batch. */
   readonly agent: string;
   readonly labels: Readonly<Record<string, string>>;
@@ -52,6 +75,10 @@ export interface CollectorLinkOptions {
   readonly startPlanTimeoutMs?: number;
   readonly backoff?: { readonly baseMs?: number; readonly capMs?: number };
   readonly authRetryMs?: number;
+  /** How often /healthz is asked while the collector is unreachable. Default 1 s. */
+  readonly healthPollMs?: number;
+  /** Journal the open report period (SIGKILL-safe). Default true. */
+  readonly journal?: boolean;
   /** Random source in [0, 1) for jitter; injectable for tests. */
   readonly random?: () => number;
 }
@@ -68,6 +95,14 @@ export interface CollectorLinkStats {
   readonly gaps: number;
   /** Batches refused as bad (400/413), moved to spool/rejected/. */
   readonly rejected: number;
+  /** Acks above the highest seq this agent spooled: refused, the batch kept. */
+  readonly implausibleAcks: number;
+  /** Refusals of the sequence or identity (FL_ERR_SEQ_*, conflict, forbidden): batch kept. */
+  readonly seqRefusals: number;
+  /** Where the credential in use came from. */
+  readonly enrolState: EnrolState;
+  /** Results replayed from the journal of a killed run at start. */
+  readonly replayedResults: number;
   /** Failed sends that were retried later (network, 429/503, 5xx, 401/403). */
   readonly retries: number;
   /** Highest seq the collector acknowledged. */
@@ -110,8 +145,13 @@ export type SendOutcome =
   | { readonly kind: 'acked'; readonly acceptedSeq: number; readonly duplicate: boolean }
   | { readonly kind: 'gap'; readonly expectedSeq: number }
   | { readonly kind: 'wait'; readonly delayMs: number; readonly why: string }
-  | { readonly kind: 'backoff'; readonly why: string }
-  | { readonly kind: 'slow'; readonly why: string }
+  | { readonly kind: 'backoff'; readonly why: string; readonly unreachable?: boolean }
+  | {
+      readonly kind: 'slow';
+      readonly why: string;
+      readonly code?: string;
+      readonly status?: number;
+    }
   | { readonly kind: 'reject'; readonly why: string };
 
 class HttpStatusError extends Error {
@@ -142,17 +182,30 @@ function explain(err: unknown): string {
  * acknowledges it (at-least-once; the collector's dedup on (agentId, seq) makes it exactly
  * once). Owns the Spool and the Reporter: wire `agent.onResult(link.observe)`.
  *
- * Replies: 200 acks everything up to `acceptedSeq`; 409 with `expectedSeq` (the collector
+ * Replies: 200 acks everything up to `acceptedSeq` — unless `acceptedSeq` is above every
+ * seq this agent spooled: that ack is implausible (someone else reported under its id, or
+ * the answer is not the real collector's), counted, and the batch kept and retried with
+ * backoff; the agent never skips its own seq ahead. 409 with `expectedSeq` (the collector
  * lost state, or a batch went missing) declares the missing batches as dropped in the
  * oldest spooled batch and sends it again — the agent cannot resend what it no longer has,
  * so it says so instead; 429/503 wait for Retry-After (plus up to 10% jitter), else
- * backoff; network errors and other 5xx back off with full jitter; 401/403 retry slowly
- * (the token may be rotated); 400/413 move the batch to `spool/rejected/` and go on.
+ * backoff; network errors and other 5xx back off with full jitter, and while the collector
+ * is unreachable its /healthz is asked every ~`healthPollMs` so delivery resumes as soon as
+ * it is back; 401/403 retry slowly (the token may be rotated; a per-agent credential the
+ * collector forgot is replaced by enrolling again); a refusal of the sequence or the
+ * identity (FL_ERR_SEQ_GAP, FL_ERR_SEQ_IMPLAUSIBLE, FL_ERR_AGENT_CONFLICT,
+ * FL_ERR_FORBIDDEN, FL_ERR_ENROL_REQUIRED) keeps the batch and retries slowly; only a
+ * batch refused as bad (400/413/422 without such a code) moves to `spool/rejected/`.
+ *
+ * The credential comes from {@link Credentials} (enrolment); the open report period is
+ * journaled (see Journal) and replayed at start when a previous run was killed.
  */
 export class CollectorLink {
   private readonly base: string;
   private readonly http: HttpAgent;
   private readonly reporter: Reporter;
+  private readonly journal: Journal | undefined;
+  private credentials: Credentials | undefined;
   private spool: Spool | undefined;
   private current: Plan | undefined;
   private readonly abort = new AbortController();
@@ -168,8 +221,12 @@ export class CollectorLink {
   private readonly baseMs: number;
   private readonly capMs: number;
   private readonly authRetryMs: number;
+  private readonly healthPollMs: number;
   private readonly random: () => number;
   private counts = {
+    implausibleAcks: 0,
+    seqRefusals: 0,
+    replayedResults: 0,
     posts: 0,
     accepted: 0,
     duplicates: 0,
@@ -183,7 +240,14 @@ export class CollectorLink {
 
   constructor(private readonly options: CollectorLinkOptions) {
     this.base = options.url.replace(/\/+$/, '');
-    this.http = new HttpAgent({ keepAliveTimeout: 30_000, connections: 4 });
+    this.http = new HttpAgent({
+      keepAliveTimeout: 30_000,
+      connections: 4,
+      ...(options.ca === undefined ? {} : { connect: { ca: options.ca } }),
+    });
+    this.healthPollMs = options.healthPollMs ?? defaultHealthPollMs;
+    this.journal =
+      options.journal === false ? undefined : new Journal(options.stateDir, options.log);
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.baseMs = options.backoff?.baseMs ?? defaultBackoffBaseMs;
     this.capMs = options.backoff?.capMs ?? defaultBackoffCapMs;
@@ -194,6 +258,7 @@ export class CollectorLink {
       labels: options.labels,
       log: options.log,
       ...(options.earlyFlushMs === undefined ? {} : { earlyFlushMs: options.earlyFlushMs }),
+      ...(this.journal === undefined ? {} : { journal: this.journal }),
       sink: {
         append: (draft) => {
           if (this.spool === undefined) return Promise.reject(new Error('spool not open'));
@@ -219,6 +284,7 @@ export class CollectorLink {
       ...this.counts,
       planVersion: this.current?.version,
       connected: this.connected,
+      enrolState: this.credentials?.state() ?? 'none',
       spool: this.spool?.stats(),
       reporter: this.reporter.stats(),
     };
@@ -233,6 +299,17 @@ export class CollectorLink {
   async start(): Promise<Plan | undefined> {
     const { log } = this.options;
     this.spool = await Spool.open({ stateDir: this.options.stateDir, log, ...this.options.spool });
+    this.credentials = new Credentials({
+      base: this.base,
+      token: this.options.token,
+      agent: this.options.agent,
+      agentId: this.spool.agentId,
+      stateDir: this.options.stateDir,
+      dispatcher: this.http,
+      log,
+      timeoutMs: this.requestTimeoutMs,
+    });
+    if (this.journal !== undefined) await this.replayJournal(this.spool);
     this.spool.onAppend(() => {
       this.appended = true;
       this.wake?.();
@@ -300,8 +377,60 @@ export class CollectorLink {
     return AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
   }
 
-  private headers(extra: Record<string, string> = {}): Record<string, string> {
-    return { authorization: `Bearer ${this.options.token}`, ...extra };
+  /** The credential to send (enrolling first when needed); throws when there is none yet. */
+  private async token(timeoutMs: number): Promise<string> {
+    return this.credentials!.get(this.signal(timeoutMs));
+  }
+
+  private headers(token: string, extra: Record<string, string> = {}): Record<string, string> {
+    return { authorization: `Bearer ${token}`, ...extra };
+  }
+
+  /**
+   * What a SIGKILLed run journaled but never spooled: replayed into one batch (its failures
+   * in full) before anything new is reported. Summaries of the killed period cover the
+   * results journaled since its last batch; ok results before an early flush are not in them.
+   */
+  private async replayJournal(spool: Spool): Promise<void> {
+    const { log } = this.options;
+    const recovered = Journal.recover(this.options.stateDir, new Set(spool.createdAtMs()), log);
+    const { done } = recovered;
+    // Results of another name (the state dir reused under a new --name) would be refused.
+    const entries = recovered.entries.filter((e) => e.result.agent === this.options.agent);
+    if (entries.length < recovered.entries.length) {
+      log.warn(
+        { results: recovered.entries.length - entries.length },
+        'journaled results of another agent name not replayed',
+      );
+    }
+    if (entries.length === 0) {
+      done();
+      return;
+    }
+    let clockMs = Math.min(...entries.map((e) => e.result.startedAtMs));
+    const endMs = Math.max(
+      ...entries.map((e) => e.result.startedAtMs + Math.ceil(e.result.timings.totalMs)),
+    );
+    const replay = new Reporter({
+      agent: this.options.agent,
+      labels: this.options.labels,
+      log,
+      earlyFlushMs: false,
+      // Every result after a path's first failure goes in full: it is all there is of them.
+      confirmResults: Number.MAX_SAFE_INTEGER,
+      now: () => clockMs,
+      sink: { append: (draft) => spool.append(draft) },
+    });
+    for (const e of entries) replay.observe(e.result, e.target);
+    clockMs = endMs;
+    await replay.cut();
+    if (replay.stats().appendFailures > 0) return; // kept for the next start
+    done();
+    this.counts.replayedResults = entries.length;
+    log.warn(
+      { results: entries.length, failures: entries.filter((e) => e.result.class !== 'ok').length },
+      'the previous run was killed: its open report period replayed from the journal',
+    );
   }
 
   // ---- plan ----------------------------------------------------------------------------
@@ -317,9 +446,10 @@ export class CollectorLink {
       .map(([k, v]) => `${k}=${v}`)
       .join(',');
     const qs = new URLSearchParams({ agent: this.options.agent, labels });
+    const token = await this.token(timeoutMs);
     const res = await request(`${this.base}/api/v1/plan?${qs.toString()}`, {
       method: 'GET',
-      headers: this.headers({
+      headers: this.headers(token, {
         accept: 'application/json',
         'accept-encoding': 'gzip',
         ...conditional,
@@ -330,6 +460,9 @@ export class CollectorLink {
     let raw = Buffer.from(await res.body.arrayBuffer());
     if (res.statusCode === 304 && current !== undefined) return current;
     if (res.statusCode !== 200) {
+      const code = replyCode(raw.toString());
+      if (res.statusCode === 401 || (res.statusCode === 403 && code === 'FL_ERR_ENROL_REQUIRED'))
+        await this.credentials!.refused(token, code);
       throw new HttpStatusError(
         res.statusCode,
         `plan request answered ${res.statusCode}: ${raw.toString().slice(0, 200)}`,
@@ -477,6 +610,31 @@ export class CollectorLink {
               'collector accepting reports again',
             );
           }
+          const highestSpooled = spool.stats().nextSeq - 1;
+          if (outcome.acceptedSeq > highestSpooled) {
+            // Someone else reported under this agent's id (or the collector is not the real
+            // one): believing it would skip this agent's seq past batches it never sent, or
+            // past the largest exact integer. The batch stays; nothing is acknowledged.
+            this.counts.implausibleAcks++;
+            this.connected = false;
+            attempt++;
+            const delayMs = Math.max(
+              this.baseMs,
+              backoffDelayMs(attempt, this.baseMs * 4, this.capMs, this.random),
+            );
+            log.error(
+              {
+                acceptedSeq: outcome.acceptedSeq,
+                highestSpooled,
+                seq: batch.seq,
+                agentId: spool.agentId,
+                delayMs,
+              },
+              'implausible ack: the collector claims seqs this agent never produced; batch kept, retrying (seq not skipped ahead)',
+            );
+            await sleepUnlessAborted(delayMs, this.abort.signal);
+            break;
+          }
           this.connected = true;
           this.lastProblem = undefined;
           attempt = 0;
@@ -484,14 +642,6 @@ export class CollectorLink {
           else this.counts.accepted++;
           this.counts.acceptedSeq = Math.max(this.counts.acceptedSeq, outcome.acceptedSeq);
           await spool.ack(outcome.acceptedSeq);
-          const nextSeq = spool.stats().nextSeq;
-          if (outcome.acceptedSeq >= nextSeq) {
-            log.error(
-              { acceptedSeq: outcome.acceptedSeq, nextSeq, agentId: spool.agentId },
-              'the collector has accepted seqs this agent never produced (state directory cloned?): skipping ahead',
-            );
-            await spool.advanceSeq(outcome.acceptedSeq + 1);
-          }
           if (outcome.acceptedSeq < batch.seq) {
             // A 200 whose watermark stays below the batch: resending at once would spin.
             log.error(
@@ -515,8 +665,9 @@ export class CollectorLink {
           } else {
             log.error(
               { seq: batch.seq, expectedSeq: expected, declared: batch.dropped ?? null },
-              'collector refuses the sequence and the agent cannot repair it; retrying slowly',
+              'collector refuses the sequence and the agent cannot repair it; batch kept, retrying slowly',
             );
+            this.counts.seqRefusals++;
             this.connected = false;
             await sleepUnlessAborted(this.jittered(this.authRetryMs), this.abort.signal);
           }
@@ -536,13 +687,19 @@ export class CollectorLink {
           attempt++;
           const delayMs = backoffDelayMs(attempt, this.baseMs, this.capMs, this.random);
           this.noteProblem(outcome.why, { seq: batch.seq, attempt, delayMs });
-          await sleepUnlessAborted(delayMs, this.abort.signal);
+          if (outcome.unreachable === true && delayMs > this.healthPollMs) {
+            // Unreachable: ask /healthz cheaply and resume the moment it answers.
+            if (await this.untilHealthy(delayMs)) attempt = 0;
+          } else await sleepUnlessAborted(delayMs, this.abort.signal);
           break;
         }
         case 'slow':
           this.counts.retries++;
           this.connected = false;
-          log.error({ seq: batch.seq, reason: outcome.why }, 'reports refused; retrying slowly');
+          log.error(
+            { seq: batch.seq, reason: outcome.why, code: outcome.code ?? null },
+            'reports refused; batch kept, retrying slowly',
+          );
           await sleepUnlessAborted(this.jittered(this.authRetryMs), this.abort.signal);
           break;
       }
@@ -550,6 +707,23 @@ export class CollectorLink {
   }
 
   private async send(batch: SpooledBatch): Promise<SendOutcome> {
+    let token: string;
+    try {
+      token = await this.token(this.requestTimeoutMs);
+    } catch (err) {
+      if (err instanceof EnrolError) {
+        if (err.retryAfterMs !== undefined)
+          return { kind: 'wait', delayMs: this.jittered(err.retryAfterMs), why: err.message };
+        if (err.statusCode !== undefined && err.statusCode < 500)
+          return {
+            kind: 'slow',
+            why: err.message,
+            ...(err.code === undefined ? {} : { code: err.code }),
+          };
+        return { kind: 'backoff', why: err.message };
+      }
+      return { kind: 'backoff', why: `enrolment: ${explain(err)}`, unreachable: true };
+    }
     this.counts.posts++;
     let statusCode: number;
     let headers: Dispatcher.ResponseData['headers'];
@@ -557,7 +731,7 @@ export class CollectorLink {
     try {
       const res = await request(`${this.base}/api/v1/reports`, {
         method: 'POST',
-        headers: this.headers({
+        headers: this.headers(token, {
           'content-type': 'application/json',
           'content-encoding': 'gzip',
           accept: 'application/json',
@@ -570,9 +744,47 @@ export class CollectorLink {
       headers = res.headers;
       text = await res.body.text();
     } catch (err) {
-      return { kind: 'backoff', why: explain(err) };
+      return { kind: 'backoff', why: explain(err), unreachable: true };
     }
-    return classifyReply(statusCode, headers, text, this.random);
+    const outcome = classifyReply(statusCode, headers, text, this.random);
+    if (outcome.kind === 'slow' && outcome.code !== undefined && seqRefusalCodes.has(outcome.code))
+      this.counts.seqRefusals++;
+    if (
+      outcome.kind === 'slow' &&
+      (outcome.status === 401 || outcome.code === 'FL_ERR_ENROL_REQUIRED') &&
+      (await this.credentials!.refused(token, outcome.code))
+    ) {
+      // A per-agent credential the collector forgot: enrol again at once.
+      return { kind: 'backoff', why: outcome.why };
+    }
+    return outcome;
+  }
+
+  /**
+   * Waits up to `delayMs` for the collector to come back, asking its /healthz every
+   * `healthPollMs` (jittered): returns as soon as it answers 200.
+   */
+  private async untilHealthy(delayMs: number): Promise<boolean> {
+    const until = Date.now() + delayMs;
+    while (!this.stopped) {
+      const left = until - Date.now();
+      if (left <= 0) return false;
+      const stepMs = Math.min(left, Math.round(this.healthPollMs * (0.75 + this.random() * 0.5)));
+      await sleepUnlessAborted(stepMs, this.abort.signal);
+      if (this.stopped) return false;
+      try {
+        const res = await request(`${this.base}/healthz`, {
+          method: 'GET',
+          dispatcher: this.http,
+          signal: this.signal(Math.max(250, this.healthPollMs)),
+        });
+        await res.body.dump();
+        if (res.statusCode === 200) return true;
+      } catch {
+        // Still away.
+      }
+    }
+    return false;
   }
 }
 
@@ -584,6 +796,13 @@ function parseJson(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** The collector's FL_ERR_* code of an error answer (`{error: {code}}`), if any. */
+export function replyCode(text: string): string | undefined {
+  const body = parseJson(text) as { error?: { code?: unknown }; code?: unknown } | undefined;
+  const code = body?.error?.code ?? body?.code;
+  return typeof code === 'string' ? code : undefined;
 }
 
 /**
@@ -598,6 +817,12 @@ export function classifyReply(
   random: () => number,
 ): SendOutcome {
   const brief = text.slice(0, 300);
+  const code = replyCode(text);
+  // The sequence or the identity is refused, not the batch: never set it aside for it.
+  if (code !== undefined && seqRefusalCodes.has(code) && status !== 409)
+    return { kind: 'slow', why: `${status} ${code}: ${brief}`, code, status };
+  if (status === 409 && code !== undefined && code !== 'FL_ERR_SEQ_GAP')
+    return { kind: 'slow', why: `409 ${code}: ${brief}`, code, status };
   if (status === 200) {
     const ack = ReportAckSchema.safeParse(parseJson(text));
     if (ack.success)
@@ -625,7 +850,12 @@ export function classifyReply(
     return { kind: 'backoff', why: `collector busy (${status})` };
   }
   if (status === 401 || status === 403)
-    return { kind: 'slow', why: `${status}: token unknown or revoked: ${brief}` };
+    return {
+      kind: 'slow',
+      why: `${status}: token unknown or revoked: ${brief}`,
+      status,
+      ...(code === undefined ? {} : { code }),
+    };
   if (status === 415)
     return { kind: 'slow', why: `415: the collector refuses the encoding: ${brief}` };
   if (status === 400 || status === 413 || status === 422)

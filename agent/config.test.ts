@@ -333,6 +333,63 @@ describe('valid agent configs', () => {
   });
 });
 
+describe('collector: in the agent config', () => {
+  it('takes the collector, credentials, TLS and plan policy, with the policy defaults', () => {
+    const cfg = parseAgentConfig(
+      `agent: { name: app-1 }
+collector:
+  url: https://collector.internal:7070
+  tokenFile: /etc/faultline/token
+  caFile: /etc/faultline/ca.pem
+  requireTls: true
+  stateDir: /var/lib/faultline
+  plan: { allowTargets: [10.0.0.0/8, '*.internal'] }
+`,
+      'agent.yaml',
+    );
+    expect(cfg.collector).toEqual({
+      url: 'https://collector.internal:7070',
+      tokenFile: '/etc/faultline/token',
+      caFile: '/etc/faultline/ca.pem',
+      requireTls: true,
+      stateDir: '/var/lib/faultline',
+      plan: {
+        allowTargets: ['10.0.0.0/8', '*.internal'],
+        allowTcpSend: false,
+        allowHttpMethods: ['GET', 'HEAD'],
+        allowHttpHeaders: false,
+      },
+    });
+    expect(parseAgentConfig('agent: { name: a }\n', 'agent.yaml').collector).toBeUndefined();
+  });
+
+  it.each([
+    [
+      'token and tokenFile both',
+      'collector: { url: http://c:1, stateDir: /s, token: x, tokenFile: /t }',
+      /collector\.tokenFile: give token or tokenFile, not both/,
+    ],
+    ['no stateDir', 'collector: { url: http://c:1 }', /collector\.stateDir/],
+    [
+      'not a URL',
+      'collector: { url: ftp://c, stateDir: /s }',
+      /collector\.url: expected an http\(s\) URL/,
+    ],
+    [
+      'targets beside a collector',
+      'collector: { url: http://c:1, stateDir: /s }\ntargets: [{ name: t, kind: tcp, address: "10.0.0.1:80" }]',
+      /targets: with `collector` the plan says what to probe/,
+    ],
+    [
+      'an unknown method',
+      'collector: { url: http://c:1, stateDir: /s, plan: { allowHttpMethods: [DELETE] } }',
+      /collector\.plan\.allowHttpMethods\[0\]: expected one of: GET, HEAD, POST/,
+    ],
+  ])('refuses %s, naming the path', (_desc, text, message) => {
+    expect(() => parseAgentConfig(`agent: { name: a }\n${text}\n`, 'agent.yaml')).toThrow(message);
+  });
+});
+
 describe('durations', () => {
   it.each([
     { written: '500ms', ms: 500 },

@@ -158,6 +158,68 @@ const targetSchema = z
   })
   .strict();
 
+const collectorSchema = z
+  .object({
+    url: z
+      .string()
+      .regex(/^https?:\/\/[^\s]+$/, 'expected an http(s) URL such as https://collector:7070')
+      .describe(
+        'Collector URL: the agent takes its plan from it and reports to it (then `targets` must be empty).',
+      ),
+    token: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'Bearer token (a bootstrap token is exchanged for a per-agent one at first contact). Prefer `tokenFile` or FAULTLINE_TOKEN.',
+      ),
+    tokenFile: z.string().min(1).optional().describe('File holding the token (first line).'),
+    caFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('PEM CA certificates trusted for an https collector instead of the system ones.'),
+    requireTls: z
+      .boolean()
+      .default(false)
+      .describe('Refuse to start unless the collector URL is https:// (or loopback).'),
+    stateDir: z
+      .string()
+      .min(1)
+      .describe('Where the spool, the cached plan, the credential and the journal live.'),
+    plan: z
+      .object({
+        allowTargets: z
+          .array(z.string().min(1).max(256))
+          .max(10_000)
+          .optional()
+          .describe(
+            'Where plan targets may point: CIDR blocks, addresses, host names (`*.` prefix wildcard). Absent: anywhere.',
+          ),
+        allowTcpSend: z
+          .boolean()
+          .default(false)
+          .describe('Run tcp targets whose plan carries a raw payload (`send`).'),
+        allowHttpMethods: z
+          .array(z.enum(['GET', 'HEAD', 'POST']))
+          .default(['GET', 'HEAD'])
+          .describe('HTTP methods a plan may use.'),
+        allowHttpHeaders: z
+          .boolean()
+          .default(false)
+          .describe('Run http targets whose plan carries custom request headers or a body.'),
+      })
+      .strict()
+      .prefault({})
+      .describe('What a plan from the collector may make this agent do.'),
+  })
+  .strict()
+  .refine((c) => !(c.token !== undefined && c.tokenFile !== undefined), {
+    message: 'give token or tokenFile, not both',
+    path: ['tokenFile'],
+  })
+  .describe('Take the plan from a collector and report to it, instead of `targets`.');
+
 const AgentConfigInput = z
   .object({
     agent: z
@@ -171,6 +233,7 @@ const AgentConfigInput = z
       .prefault({})
       .describe('Who this agent is.'),
     metrics: metricsSchema.prefault({}),
+    collector: collectorSchema.optional(),
     defaults: defaultsSchema.prefault({}),
     targets: z.array(targetSchema).prefault([]).describe('What this agent probes.'),
   })
@@ -227,6 +290,24 @@ export interface AgentConfig {
     readonly options: Readonly<Partial<Record<ProbeKind, Readonly<Record<string, unknown>>>>>;
   };
   readonly targets: readonly ResolvedTarget[];
+  /** Present: the agent takes its plan from this collector and reports to it. */
+  readonly collector?: AgentCollectorConfig;
+}
+
+/** `collector:` of the agent config. */
+export interface AgentCollectorConfig {
+  readonly url: string;
+  readonly token?: string;
+  readonly tokenFile?: string;
+  readonly caFile?: string;
+  readonly requireTls: boolean;
+  readonly stateDir: string;
+  readonly plan: {
+    readonly allowTargets?: readonly string[];
+    readonly allowTcpSend: boolean;
+    readonly allowHttpMethods: readonly ('GET' | 'HEAD' | 'POST')[];
+    readonly allowHttpHeaders: boolean;
+  };
 }
 
 const cronPeriods = new Map<string, number>();
@@ -403,7 +484,17 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   });
 
   const metrics: Record<string, unknown> = isRecord(cfg.metrics) ? cfg.metrics : {};
+  const collector = isRecord(cfg.collector)
+    ? (cfg.collector as unknown as AgentCollectorConfig)
+    : undefined;
+  if (collector !== undefined && list.length > 0) {
+    report(
+      ['targets'],
+      'with `collector` the plan says what to probe: leave `targets` out (or drop `collector`)',
+    );
+  }
   return {
+    ...(collector === undefined ? {} : { collector }),
     agent: {
       name: agentName,
       labels: isRecord(agent.labels) ? (agent.labels as Record<string, string>) : {},

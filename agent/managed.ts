@@ -2,12 +2,20 @@ import type { Plan } from '../wire/plan.js';
 import { Agent, defaultStopGraceMs } from './agent.js';
 import { CollectorLink } from './collector-link.js';
 import type { Logger } from './logger.js';
+import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
+import { compileAllowList, defaultPlanPolicy } from './plan-policy.js';
 import { planToAgentConfig, type PlanAgentBase } from './plan-targets.js';
+import type { DeliveryStats } from './telemetry.js';
 
 /** How an agent that takes its plan from a collector is started. */
 export interface ManagedAgentOptions {
   readonly url: string;
+  /** The configured token (a bootstrap token is exchanged for a per-agent one). */
   readonly token: string;
+  /** PEM CA certificates trusted for an https collector (pins it to a private CA). */
+  readonly ca?: string | Buffer;
+  /** What a plan may make this agent do; absent: the defaults (see PlanPolicy). */
+  readonly policy?: PlanPolicy;
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly stateDir: string;
@@ -36,17 +44,40 @@ function emptyPlan(agent: string): Plan {
   };
 }
 
+/** The link's counters as the agent's delivery metrics. */
+export function deliveryStats(link: CollectorLink, nowMs = Date.now()): DeliveryStats {
+  const s = link.stats();
+  const oldest = s.spool?.oldestCreatedAtMs;
+  return {
+    spoolBatches: s.spool?.batches ?? 0,
+    spoolBytes: s.spool?.bytes ?? 0,
+    lagSeconds: oldest === undefined ? 0 : Math.max(0, nowMs - oldest) / 1000,
+    acceptedSeq: s.acceptedSeq,
+    rejected: s.rejected,
+    dropped: s.spool?.droppedBatches ?? 0,
+    implausibleAcks: s.implausibleAcks,
+    seqRefusals: s.seqRefusals,
+    enrolState: s.enrolState,
+  };
+}
+
 /**
  * `faultline agent --collector URL …`: fetches the plan (or uses the cached one while the
  * collector is away), probes it, and reports every result through the spool; a changed
  * plan reaches the running agent on the next refresh.
  */
 export async function startManagedAgent(opts: ManagedAgentOptions): Promise<ManagedAgent> {
+  const policy = opts.policy ?? defaultPlanPolicy;
+  const allowList: TargetAllowList | undefined =
+    policy.allowTargets === undefined
+      ? undefined
+      : compileAllowList(policy.allowTargets, 'allowTargets');
   const base: PlanAgentBase = {
     name: opts.name,
     labels: opts.labels,
     metricsListen: opts.metricsListen,
     maxInFlight: opts.maxInFlight ?? 256,
+    policy: { policy, ...(allowList === undefined ? {} : { allowList }) },
   };
   const convert = (plan: Plan): ReturnType<typeof planToAgentConfig>['config'] => {
     const { config, problems } = planToAgentConfig(plan, base, opts.log);
@@ -59,6 +90,7 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
   const link = new CollectorLink({
     url: opts.url,
     token: opts.token,
+    ...(opts.ca === undefined ? {} : { ca: opts.ca }),
     agent: opts.name,
     labels: opts.labels,
     stateDir: opts.stateDir,
@@ -79,6 +111,7 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
     onResult: link.observe,
   });
   running.agent = agent;
+  agent.telemetry.observeDelivery(() => deliveryStats(link));
   return {
     agent,
     link,

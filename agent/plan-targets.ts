@@ -7,6 +7,8 @@ import type { Plan, PlanTarget } from '../wire/plan.js';
 import type { AgentConfig, ResolvedTarget } from './config.js';
 import { reservedLabelNames } from './config.js';
 import type { Logger } from './logger.js';
+import { planTargetRefusal } from './plan-policy.js';
+import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 
 /** Who the agent is and how it runs: what a plan does not say. */
 export interface PlanAgentBase {
@@ -18,6 +20,8 @@ export interface PlanAgentBase {
   readonly metricsListen: string | false;
   /** Most probes running at once. */
   readonly maxInFlight: number;
+  /** What the plan may make the agent do (the agent's own config); absent: anything. */
+  readonly policy?: { readonly policy: PlanPolicy; readonly allowList?: TargetAllowList };
 }
 
 /** Something in a plan the agent could not take as written. */
@@ -115,7 +119,7 @@ export function planToAgentConfig(plan: Plan, base: PlanAgentBase, log?: Logger)
     }
     labels.component = t.component;
     if (t.service !== undefined && t.service !== '') labels.service = t.service;
-    targets.push({
+    const resolved = {
       name,
       kind: t.kind,
       address: t.address,
@@ -124,7 +128,15 @@ export function planToAgentConfig(plan: Plan, base: PlanAgentBase, log?: Logger)
       timeoutMs,
       options: parsed.data,
       labels,
-    } as ResolvedTarget);
+    } as ResolvedTarget;
+    if (base.policy !== undefined) {
+      const refusal = planTargetRefusal(resolved, base.policy.policy, base.policy.allowList);
+      if (refusal !== undefined) {
+        problem(name, 'skipped', `refused by the agent's plan policy: ${refusal}`);
+        return;
+      }
+    }
+    targets.push(resolved);
   });
 
   if (log !== undefined) {

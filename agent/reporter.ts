@@ -2,6 +2,7 @@ import { echoKinds } from '../probes/registry.js';
 import type { Plan } from '../wire/plan.js';
 import type { PathSummary } from '../wire/report.js';
 import type { FailureClass, ProbeResult, Timings } from '../wire/result.js';
+import type { Journal } from './journal.js';
 import type { Logger } from './logger.js';
 import type { BatchDraft } from './spool.js';
 
@@ -47,6 +48,11 @@ export interface ReporterOptions {
   readonly maxSummariesPerBatch?: number;
   /** Wall clock, epoch ms; injectable for tests. */
   readonly now?: () => number;
+  /**
+   * Where every observed result is journaled until its batch is in the sink, so a killed
+   * agent's open period is replayed at the next start (see Journal). Optional.
+   */
+  readonly journal?: Journal;
 }
 
 /** Counters since start. */
@@ -179,6 +185,7 @@ export class Reporter {
 
   /** Takes one probe result (hot path: every probe). Shaped for `agent.onResult`. */
   readonly observe = (result: ProbeResult, target: ReportedTarget): void => {
+    this.options.journal?.record(result, target);
     let p = this.paths.get(target.name);
     if (p === undefined) {
       p = {
@@ -271,6 +278,7 @@ export class Reporter {
     this.clearEarly();
     if (this.active.length > 0 || this.results.length > 0) await this.cut();
     await this.lastAppend;
+    this.options.journal?.shutdown();
   }
 
   private summarise(p: PathTally, toMs: number): PathSummary {
@@ -319,9 +327,12 @@ export class Reporter {
     this.counts.batches++;
     this.counts.results += results.length;
     this.counts.summaries += summaries.length;
+    // What the journal holds so far is in this batch (or an earlier one): rotate it now, and
+    // drop it once the sink has the batch.
+    const release = this.options.journal?.close(createdAtMs);
     // The sink serialises appends, so waiting for the last one waits for all.
     this.lastAppend = this.options.sink.append(draft).then(
-      () => undefined,
+      () => release?.(),
       (err: unknown) => {
         this.counts.appendFailures++;
         this.options.log.error(

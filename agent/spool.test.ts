@@ -231,19 +231,6 @@ describe('Spool', () => {
     expect((await spool.peek())?.dropped).toEqual({ batches: 1, results: 0 });
   });
 
-  it('advanceSeq skips ahead durably, never back', async () => {
-    const a = await open();
-    await a.append(draft(1000));
-    await a.ack(1);
-    await a.advanceSeq(500);
-    await a.advanceSeq(10);
-    expect(await a.append(draft(2000))).toBe(500);
-    await a.ack(500);
-    await a.advanceSeq(900);
-    const b = await open();
-    expect(await b.append(draft(3000))).toBe(900);
-  });
-
   it('completes a drop a crash interrupted, and counts an empty batch file as dropped', async () => {
     const a = await open();
     for (let i = 1; i <= 4; i++) await a.append(draft(i * 1000, 1));

@@ -73,6 +73,8 @@ export interface SpoolStats {
   readonly droppedResults: number;
   /** Refused by the collector as bad (400/413) and moved to `rejected/`. */
   readonly rejectedBatches: number;
+  /** createdAtMs of the oldest batch waiting, or undefined when none waits. */
+  readonly oldestCreatedAtMs: number | undefined;
 }
 
 interface Entry {
@@ -202,7 +204,13 @@ export class Spool {
       bytes: this.totalBytes,
       nextSeq: this.nextSeq,
       ...this.counts,
+      oldestCreatedAtMs: this.entries[this.head]?.createdAtMs,
     };
+  }
+
+  /** createdAtMs of every batch waiting (the journal's recovery matches on it). */
+  createdAtMs(): number[] {
+    return this.entries.slice(this.head).map((e) => e.createdAtMs);
   }
 
   /** Calls `listener` after every append; returns the unsubscribe function. */
@@ -355,28 +363,6 @@ export class Spool {
       const d = this.declarations.get(beforeSeq);
       this.declarations.set(beforeSeq, { batches, results: d?.results ?? 0 });
       await this.saveDeclarations();
-    });
-  }
-
-  /**
-   * Makes the next appended batch take at least `seq`. For a collector that has already
-   * accepted seqs this agent never produced (a state directory cloned with a host image):
-   * without it, every new batch would be taken for a duplicate and silently lost.
-   */
-  advanceSeq(seq: number): Promise<void> {
-    return this.serial(async () => {
-      if (seq <= this.nextSeq) return;
-      this.nextSeq = seq;
-      await writeFileAtomic(join(this.dir, 'next-seq'), `${this.nextSeq}\n`);
-      // The collector is past every seq below: nothing before it is missing to it.
-      let changed = false;
-      for (const b of [...this.declarations.keys()]) {
-        if (b < seq) {
-          this.declarations.delete(b);
-          changed = true;
-        }
-      }
-      if (changed) await this.saveDeclarations();
     });
   }
 

@@ -235,6 +235,36 @@ describe('Prometheus exposition', () => {
     expect(targetInfo).toMatch(/faultline_agent_label_zone="a"/);
   });
 
+  it('exposes report delivery (spool depth and bytes, lag, acked seq, rejected, implausible acks, enrol state) when a source is set', async () => {
+    const t = new AgentTelemetry({ agentName: 'app-1', agentLabels: {}, serviceVersion: '0' });
+    t.observeDelivery(() => ({
+      spoolBatches: 3,
+      spoolBytes: 4096,
+      lagSeconds: 12.5,
+      acceptedSeq: 41,
+      rejected: 1,
+      dropped: 2,
+      implausibleAcks: 5,
+      seqRefusals: 6,
+      enrolState: 'enrolled',
+    }));
+    const text = await t.renderPrometheus();
+    await t.shutdown();
+    const want = [
+      'faultline_agent_spool_batches{agent="app-1"} 3',
+      'faultline_agent_spool_size_bytes{agent="app-1"} 4096',
+      'faultline_agent_delivery_lag_seconds{agent="app-1"} 12.5',
+      'faultline_agent_reports_acked_seq{agent="app-1"} 41',
+      'faultline_agent_reports_rejected_total{agent="app-1"} 1',
+      'faultline_agent_reports_dropped_total{agent="app-1"} 2',
+      'faultline_agent_implausible_acks_total{agent="app-1"} 5',
+      'faultline_agent_reports_seq_refusals_total{agent="app-1"} 6',
+      'faultline_agent_enrol_state{agent="app-1",state="enrolled"} 1',
+      'faultline_agent_enrol_state{agent="app-1",state="saved"} 0',
+    ];
+    for (const line of want) expect(text).toContain(line);
+  });
+
   it('a class change moves the state series: the old class disappears, the results counter keeps both', async () => {
     const t = telemetry();
     t.recordResult(dbTimeout, db);

@@ -705,6 +705,20 @@ const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(r
 
 // ---------------------------------------------------------------------------------------
 
+/** Report delivery of an agent with a collector, read at each collection. */
+export interface DeliveryStats {
+  readonly spoolBatches: number;
+  readonly spoolBytes: number;
+  /** Age of the oldest unacknowledged batch, seconds (0 when none waits). */
+  readonly lagSeconds: number;
+  readonly acceptedSeq: number;
+  readonly rejected: number;
+  readonly dropped: number;
+  readonly implausibleAcks: number;
+  readonly seqRefusals: number;
+  readonly enrolState: string;
+}
+
 /**
  * The agent's OpenTelemetry metrics: one MeterProvider with a Prometheus reader (served by
  * the agent's own HTTP server through `metricsHandler`/`renderPrometheus`) and, when the
@@ -740,6 +754,7 @@ export class AgentTelemetry {
   private readonly startTime = msToHrTime(Date.now());
   private inFlight = 0;
   private inFlightSource: (() => number) | undefined;
+  private deliverySource: (() => DeliveryStats) | undefined;
   private exportError: string | undefined;
   private shutdownPromise: Promise<TelemetryShutdown> | undefined;
 
@@ -818,6 +833,70 @@ export class AgentTelemetry {
       description: 'Resident set size of the agent process.',
       valueType: ValueType.INT,
     });
+    const delivery = {
+      spoolBatches: this.meter.createObservableGauge('faultline.agent.spool.batches', {
+        unit: '{batch}',
+        description: 'Report batches in the spool, waiting for the collector.',
+        valueType: ValueType.INT,
+      }),
+      spoolBytes: this.meter.createObservableGauge('faultline.agent.spool.size', {
+        unit: 'By',
+        description: 'Bytes of the spooled report batches on disk (compressed).',
+        valueType: ValueType.INT,
+      }),
+      lag: this.meter.createObservableGauge('faultline.agent.delivery.lag', {
+        unit: 's',
+        description: 'Age of the oldest report batch not yet acknowledged (0 when none waits).',
+      }),
+      ackedSeq: this.meter.createObservableGauge('faultline.agent.reports.acked_seq', {
+        unit: '{seq}',
+        description: 'Highest report batch seq the collector acknowledged.',
+        valueType: ValueType.INT,
+      }),
+      rejected: this.meter.createObservableCounter('faultline.agent.reports.rejected', {
+        unit: '{batch}',
+        description: 'Report batches the collector refused as bad (moved to spool/rejected/).',
+        valueType: ValueType.INT,
+      }),
+      dropped: this.meter.createObservableCounter('faultline.agent.reports.dropped', {
+        unit: '{batch}',
+        description: 'Report batches dropped by the spool bounds (declared to the collector).',
+        valueType: ValueType.INT,
+      }),
+      implausible: this.meter.createObservableCounter('faultline.agent.implausible_acks', {
+        unit: '{ack}',
+        description:
+          'Acks whose acceptedSeq is above every seq this agent spooled: refused, the batch kept.',
+        valueType: ValueType.INT,
+      }),
+      refusals: this.meter.createObservableCounter('faultline.agent.reports.seq_refusals', {
+        unit: '{reply}',
+        description:
+          'Replies refusing the sequence or identity (seq gap/implausible, conflict, forbidden, enrol required): the batch kept.',
+        valueType: ValueType.INT,
+      }),
+      enrol: this.meter.createObservableGauge('faultline.agent.enrol.state', {
+        unit: '{state}',
+        description:
+          'Where the credential in use came from: 1 for the current state (none, saved, enrolled, direct).',
+        valueType: ValueType.INT,
+      }),
+    };
+    this.meter.addBatchObservableCallback((observer) => {
+      const d = this.deliverySource?.();
+      if (d === undefined) return;
+      const a = this.agentAttrs;
+      observer.observe(delivery.spoolBatches, d.spoolBatches, a);
+      observer.observe(delivery.spoolBytes, d.spoolBytes, a);
+      observer.observe(delivery.lag, d.lagSeconds, a);
+      observer.observe(delivery.ackedSeq, d.acceptedSeq, a);
+      observer.observe(delivery.rejected, d.rejected, a);
+      observer.observe(delivery.dropped, d.dropped, a);
+      observer.observe(delivery.implausible, d.implausibleAcks, a);
+      observer.observe(delivery.refusals, d.seqRefusals, a);
+      for (const state of ['none', 'saved', 'enrolled', 'direct'])
+        observer.observe(delivery.enrol, d.enrolState === state ? 1 : 0, { ...a, state });
+    }, Object.values(delivery));
     this.meter.addBatchObservableCallback(
       (observer) => {
         for (let i = 0; i < probeResults.length; i++)
@@ -882,6 +961,11 @@ export class AgentTelemetry {
   /** How many probes are running now (reported as faultline.agent.probes.in_flight). */
   setInFlight(n: number): void {
     this.inFlight = n;
+  }
+
+  /** Where to read the report delivery figures from (an agent with a collector). */
+  observeDelivery(read: () => DeliveryStats): void {
+    this.deliverySource = read;
   }
 
   /** Or: where to read the in-flight count from at each collection (replaces `setInFlight`). */

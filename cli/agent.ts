@@ -1,9 +1,12 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import type { CommandModule } from 'yargs';
 import { Agent, defaultStopGraceMs } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
 import { createLogger, type Logger } from '../agent/logger.js';
 import { startManagedAgent } from '../agent/managed.js';
+import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
 import { parseLabels } from '../collector/api.js';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { exitCodes } from './exit-codes.js';
@@ -13,6 +16,13 @@ interface AgentArgs {
   'check-config': boolean;
   collector?: string;
   token?: string;
+  'token-file'?: string;
+  'ca-file'?: string;
+  'require-tls': boolean;
+  'allow-targets'?: string;
+  'allow-tcp-send': boolean;
+  'allow-http-methods': string;
+  'allow-http-headers': boolean;
   name?: string;
   labels: string;
   'state-dir'?: string;
@@ -46,6 +56,143 @@ export function parseLabelFlag(text: string): Record<string, string> {
   }
 }
 
+/** Whether a URL's host is this machine's loopback (a token sent there stays on the host). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  return h === '::1' || h === '0:0:0:0:0:0:0:1';
+}
+
+/** Everything the managed agent needs, from flags or from `collector:` of a config file. */
+interface CollectorSettings {
+  /** Where each setting came from, for messages: `--ca-file` or `collector.caFile`. */
+  readonly names: {
+    url: string;
+    token: string;
+    tokenFile: string;
+    caFile: string;
+    requireTls: string;
+    allowTargets: string;
+  };
+  readonly url: string;
+  readonly token?: string;
+  /** The token was given on the command line (visible in ps). */
+  readonly tokenOnCommandLine: boolean;
+  readonly tokenFile?: string;
+  readonly caFile?: string;
+  readonly requireTls: boolean;
+  readonly stateDir: string;
+  readonly name: string;
+  readonly labels: Record<string, string>;
+  readonly metrics: string | false;
+  readonly policy: PlanPolicy;
+}
+
+function readSecretFile(path: string, what: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw usage(
+      `${what}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
+  }
+  const token = text.split('\n')[0]?.trim() ?? '';
+  if (token === '') throw usage(`${what}: ${path} is empty (expected the token on its first line)`);
+  return token;
+}
+
+function readCaFile(path: string, what: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw usage(
+      `${what}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
+  }
+  if (!text.includes('-----BEGIN CERTIFICATE-----'))
+    throw usage(
+      `${what}: ${path} holds no PEM certificate (expected "-----BEGIN CERTIFICATE-----")`,
+    );
+  return text;
+}
+
+/**
+ * Checks the collector settings (URL, TLS, credentials, plan policy), warns about what
+ * exposes the token, and starts the managed agent until SIGTERM/SIGINT.
+ */
+async function runWithCollector(c: CollectorSettings): Promise<void> {
+  let parsed: URL;
+  try {
+    parsed = new URL(c.url);
+  } catch {
+    throw usage(
+      `${c.names.url}: expected an http(s) URL such as https://collector:7070 (actual: ${JSON.stringify(c.url)})`,
+    );
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw usage(`${c.names.url}: expected an http(s) URL (actual scheme: ${parsed.protocol})`);
+  }
+  const cleartext = parsed.protocol === 'http:' && !isLoopbackHost(parsed.hostname);
+  if (cleartext && c.requireTls) {
+    throw usage(
+      `${c.names.url}: ${parsed.origin} is plain http to a host other than this one, and ${c.names.requireTls} is set: use https:// (with ${c.names.caFile} for a private CA)`,
+    );
+  }
+  if (c.caFile !== undefined && parsed.protocol !== 'https:') {
+    throw usage(
+      `${c.names.caFile} is given but ${c.names.url} is not https:// (actual: ${parsed.origin})`,
+    );
+  }
+  let token = c.token;
+  if (c.tokenFile !== undefined) {
+    if (token !== undefined) throw usage(`give ${c.names.token} or ${c.names.tokenFile}, not both`);
+    token = readSecretFile(c.tokenFile, c.names.tokenFile);
+  }
+  token ??= process.env.FAULTLINE_TOKEN;
+  if (token === undefined || token === '') {
+    throw usage(
+      `a token is required with a collector: ${c.names.tokenFile} FILE, FAULTLINE_TOKEN, or ${c.names.token}`,
+    );
+  }
+  const ca = c.caFile === undefined ? undefined : readCaFile(c.caFile, c.names.caFile);
+  if (c.policy.allowTargets !== undefined) {
+    try {
+      compileAllowList(c.policy.allowTargets, c.names.allowTargets);
+    } catch (err) {
+      throw usage((err as Error).message);
+    }
+  }
+  const log = createLogger({ agent: c.name });
+  if (c.tokenOnCommandLine) {
+    log.warn(
+      { flag: '--token' },
+      'the token on the command line is visible to every user of this host (ps); prefer --token-file FILE or FAULTLINE_TOKEN',
+    );
+  }
+  if (cleartext) {
+    log.warn(
+      { collector: parsed.origin },
+      `the collector is plain http on another host: the token and every report cross the network in clear; use https:// (${c.names.requireTls} refuses this)`,
+    );
+  }
+  const managed = await startManagedAgent({
+    url: parsed.href.replace(/\/$/, ''),
+    token,
+    ...(ca === undefined ? {} : { ca }),
+    policy: c.policy,
+    name: c.name,
+    labels: c.labels,
+    stateDir: c.stateDir,
+    metricsListen: c.metrics,
+    log,
+  });
+  await untilStopSignal(log);
+  await managed.stop();
+}
+
 async function runConfigured(args: AgentArgs, file: string): Promise<void> {
   const config = loadAgentConfig(file);
   if (args['check-config']) {
@@ -53,6 +200,36 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
     process.stdout.write(
       `${file}: valid — agent ${config.agent.name}, ${config.targets.length} targets, metrics ${metrics}\n`,
     );
+    return;
+  }
+  if (config.collector !== undefined) {
+    const c = config.collector;
+    await runWithCollector({
+      names: {
+        url: 'collector.url',
+        token: 'collector.token',
+        tokenFile: 'collector.tokenFile',
+        caFile: 'collector.caFile',
+        requireTls: 'collector.requireTls',
+        allowTargets: 'collector.plan.allowTargets',
+      },
+      url: c.url,
+      ...(c.token === undefined ? {} : { token: c.token }),
+      tokenOnCommandLine: false,
+      ...(c.tokenFile === undefined ? {} : { tokenFile: c.tokenFile }),
+      ...(c.caFile === undefined ? {} : { caFile: c.caFile }),
+      requireTls: c.requireTls,
+      stateDir: c.stateDir,
+      name: config.agent.name,
+      labels: { ...config.agent.labels },
+      metrics: config.metrics.listen,
+      policy: {
+        ...(c.plan.allowTargets === undefined ? {} : { allowTargets: c.plan.allowTargets }),
+        allowTcpSend: c.plan.allowTcpSend,
+        allowHttpMethods: c.plan.allowHttpMethods,
+        allowHttpHeaders: c.plan.allowHttpHeaders,
+      },
+    });
     return;
   }
   const log = createLogger({ agent: config.agent.name });
@@ -74,22 +251,14 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
   await agent.stop(defaultStopGraceMs);
 }
 
+function splitList(text: string): string[] {
+  return text
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+}
+
 async function runManaged(args: AgentArgs, url: string): Promise<void> {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw usage(
-      `--collector: expected an http(s) URL such as http://collector:7070 (actual: ${JSON.stringify(url)})`,
-    );
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
-    throw usage(`--collector: expected an http(s) URL (actual scheme: ${parsed.protocol})`);
-  }
-  const token = args.token ?? process.env.FAULTLINE_TOKEN;
-  if (token === undefined || token === '') {
-    throw usage('--token (or FAULTLINE_TOKEN) is required with --collector');
-  }
   const name = args.name ?? hostname();
   if (!/^[A-Za-z0-9._:-]{1,128}$/.test(name)) {
     throw usage(
@@ -107,19 +276,42 @@ async function runManaged(args: AgentArgs, url: string): Promise<void> {
       `--metrics: expected host:port or "" to disable (actual: ${JSON.stringify(metrics)})`,
     );
   }
+  const methods = splitList(args['allow-http-methods']).map((m) => m.toUpperCase());
+  for (const m of methods) {
+    if (m !== 'GET' && m !== 'HEAD' && m !== 'POST')
+      throw usage(
+        `--allow-http-methods: expected GET, HEAD or POST (actual: ${JSON.stringify(m)})`,
+      );
+  }
+  const allowTargets =
+    args['allow-targets'] === undefined ? undefined : splitList(args['allow-targets']);
   const labels = parseLabelFlag(args.labels);
-  const log = createLogger({ agent: name });
-  const managed = await startManagedAgent({
-    url: parsed.href.replace(/\/$/, ''),
-    token,
+  await runWithCollector({
+    names: {
+      url: '--collector',
+      token: '--token',
+      tokenFile: '--token-file',
+      caFile: '--ca-file',
+      requireTls: '--require-tls',
+      allowTargets: '--allow-targets',
+    },
+    url,
+    ...(args.token === undefined ? {} : { token: args.token }),
+    tokenOnCommandLine: args.token !== undefined,
+    ...(args['token-file'] === undefined ? {} : { tokenFile: args['token-file'] }),
+    ...(args['ca-file'] === undefined ? {} : { caFile: args['ca-file'] }),
+    requireTls: args['require-tls'],
+    stateDir,
     name,
     labels,
-    stateDir,
-    metricsListen: metrics,
-    log,
+    metrics,
+    policy: {
+      ...(allowTargets === undefined ? {} : { allowTargets }),
+      allowTcpSend: args['allow-tcp-send'],
+      allowHttpMethods: methods.length === 0 ? defaultPlanPolicy.allowHttpMethods : methods,
+      allowHttpHeaders: args['allow-http-headers'],
+    },
   });
-  await untilStopSignal(log);
-  await managed.stop();
 }
 
 /** `faultline agent`: the daemon on every host, from a config file or a collector's plan. */
@@ -146,7 +338,41 @@ export function agentCommand(setExit: (code: number) => void): CommandModule<obj
         })
         .option('token', {
           type: 'string',
-          describe: 'Bearer token for the collector (or FAULTLINE_TOKEN)',
+          describe:
+            'Bearer token for the collector; visible in ps: prefer --token-file or FAULTLINE_TOKEN',
+        })
+        .option('token-file', {
+          type: 'string',
+          describe: 'File holding the token (first line)',
+        })
+        .option('ca-file', {
+          type: 'string',
+          describe: 'PEM CA certificates trusted for an https collector (a private CA pins it)',
+        })
+        .option('require-tls', {
+          type: 'boolean',
+          default: false,
+          describe: 'Refuse to start when --collector is plain http:// to another host',
+        })
+        .option('allow-targets', {
+          type: 'string',
+          describe:
+            'Where plan targets may point: CIDR blocks, addresses, host names (*.example), comma-separated',
+        })
+        .option('allow-tcp-send', {
+          type: 'boolean',
+          default: false,
+          describe: 'Run plan tcp targets that send a raw payload',
+        })
+        .option('allow-http-methods', {
+          type: 'string',
+          default: 'GET,HEAD',
+          describe: 'HTTP methods a plan may use',
+        })
+        .option('allow-http-headers', {
+          type: 'boolean',
+          default: false,
+          describe: 'Run plan http targets with custom headers or a body',
         })
         .option('name', { type: 'string', describe: 'Agent name (default: the host name)' })
         .option('labels', {
