@@ -1,6 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -88,6 +96,7 @@ class Agent {
 }
 
 const token = randomBytes(16).toString('hex');
+const bootstrapToken = randomBytes(16).toString('hex');
 const agents: Agent[] = [];
 const dirs: string[] = [];
 
@@ -140,6 +149,7 @@ describe('agent against a real collector', () => {
 dataDir: ${join(dir, 'data')}
 tokens:
   - { name: fleet, token: ${token} }
+  - { name: enrol, token: ${bootstrapToken}, role: bootstrap, agents: ["app-*"] }
 agents:
   reportInterval: 8s
   silentAfter: 30s
@@ -199,6 +209,60 @@ inventory:
     await pollUntil('the --token warning', () =>
       b.logLines().find((l) => l.level === 40 && String(l.msg).includes('visible to every user')),
     );
+  }, 60_000);
+
+  it('with a bootstrap token the agent enrols, keeps its own credential (0600) and reports with it; nobody else can report as it', async () => {
+    const state = tempDir('state');
+    const a = await startAgent(
+      ['--collector', collector!.url, '--name', 'app-enrol', '--state-dir', state],
+      { FAULTLINE_TOKEN: bootstrapToken },
+    );
+    await pollUntil(
+      'a batch acknowledged',
+      async () => (await a.metric('faultline_agent_reports_acked_seq')) > 0,
+    );
+    expect(await a.metric('faultline_agent_enrol_state', { state: 'enrolled' })).toBe(1);
+    const credentialFile = join(state, 'credential');
+    expect(statSync(credentialFile).mode & 0o777).toBe(0o600);
+    const credential = readFileSync(credentialFile, 'utf8').trim();
+    expect(credential).not.toBe(bootstrapToken);
+    const agentId = readFileSync(join(state, 'agent-id'), 'utf8').trim();
+    const post = (bearer: string, body: unknown) =>
+      fetch(`${collector!.url}/api/v1/reports`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const forged = (id: string, seq: number) => ({
+      agentId: id,
+      agent: 'app-enrol',
+      seq,
+      createdAtMs: Date.now(),
+      results: [],
+      summaries: [],
+    });
+    const acked = await a.metric('faultline_agent_reports_acked_seq');
+    // The bootstrap token cannot report at all; the fleet token cannot use the enrolled name,
+    // neither under the agent's own id nor under a new one.
+    const viaBootstrap = await post(bootstrapToken, forged(agentId, acked + 1));
+    expect(viaBootstrap.status).toBe(403);
+    expect(((await viaBootstrap.json()) as { error: { code: string } }).error.code).toBe(
+      'FL_ERR_ENROL_REQUIRED',
+    );
+    for (const id of [agentId, `forged${randomBytes(6).toString('hex')}`]) {
+      const viaFleet = await post(token, forged(id, acked + 1));
+      expect(viaFleet.status, id).toBe(403);
+      expect(((await viaFleet.json()) as { error: { code: string } }).error.code).toBe(
+        'FL_ERR_FORBIDDEN',
+      );
+    }
+    // The agent itself goes on: its next batches are accepted in order.
+    await pollUntil(
+      'the agent delivering after the attempts',
+      async () => (await a.metric('faultline_agent_reports_acked_seq')) > acked,
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    expect(await a.metric('faultline_agent_reports_seq_refusals_total')).toBe(0);
   }, 60_000);
 
   it('after a collector outage delivery resumes within seconds of its return (was 23.5 s)', async () => {
