@@ -158,7 +158,9 @@ export function collectorCommand(
         `  metrics:     ${url}/metrics`,
       ];
       if (token?.created === true) {
-        lines.push(`  agent token (shown once; kept in ${token.file}): ${token.token}`);
+        lines.push(
+          `  agent token, for enrolling agents (shown once; kept in ${token.file}): ${token.token}`,
+        );
       } else if (token !== undefined) {
         lines.push(`  agent token: in ${token.file}`);
       }
@@ -186,7 +188,7 @@ export function collectorCommand(
         if (metrics !== undefined) lines.push(`  local agent metrics: ${metrics}`);
       }
       lines.push(
-        `Start an agent elsewhere: faultline agent --collector ${url} --token <token> --name <host> --state-dir /var/lib/faultline-agent`,
+        `Start an agent elsewhere: faultline agent --collector ${url} --token-file <file with the agent token> --name <host> --state-dir /var/lib/faultline-agent`,
       );
       process.stdout.write(lines.join('\n') + '\n');
       await untilStopSignal(log);

@@ -760,7 +760,9 @@ describe('defaultCollectorConfig', () => {
       token: secret,
       viewerToken: viewerSecret,
     });
-    expect(cfg.tokens).toEqual([{ name: 'default', token: secret, revoked: false, role: 'agent' }]);
+    expect(cfg.tokens).toEqual([
+      { name: 'default', token: secret, revoked: false, role: 'bootstrap' },
+    ]);
     expect(cfg.viewers).toEqual([{ name: 'default', token: viewerSecret, revoked: false }]);
     expect(cfg.readAccess).toBe('token');
     expect(cfg.dataDir).toBe(dataDir);

@@ -1319,8 +1319,9 @@ export interface DefaultCollectorSettings {
 }
 
 /**
- * The config `faultline collector` runs with when given no file: the defaults, one agent token
- * and one viewer token (both "default"), and an inventory of one component, "localhost", whose service is the
+ * The config `faultline collector` runs with when given no file: the defaults, one bootstrap
+ * token (every agent enrols with it and reports with the credential it gets) and one viewer
+ * token (both "default"), and an inventory of one component, "localhost", whose service is the
  * collector's own /healthz (left out when the port is 0, unknown until it listens).
  * Throws ConfigError when a setting is invalid.
  */
@@ -1329,7 +1330,7 @@ export function defaultCollectorConfig(settings: DefaultCollectorSettings): Coll
   const input: Record<string, unknown> = {
     listen: settings.listen,
     dataDir: settings.dataDir,
-    tokens: [{ name: 'default', token: settings.token }],
+    tokens: [{ name: 'default', token: settings.token, role: 'bootstrap' }],
     viewers: [{ name: 'default', token: settings.viewerToken }],
   };
   if (listen !== undefined) {
