@@ -26,6 +26,12 @@ import type { ReportAck, ReportBatch } from '../wire/report.js';
 import { createTokenAuth } from './auth.js';
 import type { TokenAuth, TokenEntry } from './auth.js';
 import type { CollectorCore, PathFilter, ReportBody } from './types.js';
+import {
+  defaultConnectionLimits,
+  guardConnections,
+  serverTimeoutOptions,
+  type ConnectionLimits,
+} from './connection-guard.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -108,6 +114,8 @@ export interface ApiOptions {
   readonly log?: Logger;
   /** Prometheus text for `GET /metrics`; the route answers 404 when absent. */
   readonly metricsHandler?: () => Promise<string>;
+  /** Connection cap and header/keep-alive timeouts; `defaultConnectionLimits` when absent. */
+  readonly connections?: ConnectionLimits;
 }
 
 /** JSON nested deeper than this is refused before parsing (JSON.stringify recurses). */
@@ -677,9 +685,12 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
   const maxBytes = opts.maxReportBytes;
   const warnedRevoked = new Set<string>();
 
+  const limits = opts.connections ?? defaultConnectionLimits;
+  const timeouts = serverTimeoutOptions(limits);
   const base: FastifyServerOptions = {
     bodyLimit: maxBytes,
     requestTimeout: requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
     logController: new DebugRequestLog(),
     frameworkErrors: (err, request, reply) => {
       sendError(reply, toApiError(err, maxBytes, String(request.id)));
@@ -689,11 +700,17 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
   // The https overload types the instance with https.Server; callers only listen, inject
   // and close, which are the same on both.
   const app = (opts.tls === undefined
-    ? Fastify(base)
+    ? Fastify({ ...base, http: timeouts })
     : Fastify({
         ...(base as unknown as FastifyServerOptions<HttpsServer>),
-        https: { cert: opts.tls.cert, key: opts.tls.key },
+        https: {
+          ...timeouts,
+          handshakeTimeout: limits.headersTimeoutMs,
+          cert: opts.tls.cert,
+          key: opts.tls.key,
+        },
       })) as unknown as FastifyInstance;
+  guardConnections(app.server, limits.maxConnections);
 
   /** Path → methods, for telling 405 from 404. */
   const routes = new Map<string, string[]>();

@@ -304,7 +304,13 @@ describe('valid collector configs', () => {
         options: {},
       },
       diagnosis: { debounce: 3 },
-      limits: { maxReportBytes: 8 * 1024 * 1024, maxResultsPerBatch: 50_000 },
+      limits: {
+        maxReportBytes: 8 * 1024 * 1024,
+        maxResultsPerBatch: 50_000,
+        maxConnections: 1024,
+        headersTimeoutMs: 10_000,
+        keepAliveTimeoutMs: 5_000,
+      },
       inventory: { components: [] },
       alerts: {
         holdForMs: 0,

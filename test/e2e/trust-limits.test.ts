@@ -1,0 +1,225 @@
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { createConnection, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { defaultConnectionLimits } from '../../collector/connection-guard.js';
+import type { ReportBatch } from '../../wire/report.js';
+import { ensureBuilt } from '../helpers/cli.js';
+import { CollectorProcess } from '../helpers/collector-process.js';
+import { pollUntil } from '../helpers/poll-until.js';
+import { result } from '../helpers/report-batches.js';
+import { freePort } from '../helpers/server-process.js';
+
+/**
+ * What one client may hold of a real `faultline collector` process, and what it leaves on
+ * disk: a flood of stalled half-open requests (issue 13: 2,000 were all held, fds 29 →
+ * 2,030), and the modes of the data dir and its files.
+ */
+
+const token = randomBytes(16).toString('hex');
+const floodSize = 2_000;
+// The default cap: the flood is larger than it.
+const { maxConnections } = defaultConnectionLimits;
+const headersTimeoutMs = 3_000;
+
+function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+function mode(path: string): number {
+  return statSync(path).mode & 0o777;
+}
+
+interface Stalled {
+  readonly socket: Socket;
+  /** When the connection was established (the server's clock for it starts then). */
+  openedAtMs: number;
+  closedAtMs?: number;
+}
+
+/** Opens `n` connections that each send half a request line and headers, then stall. */
+async function flood(port: number, n: number): Promise<Stalled[]> {
+  return Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<Stalled>((resolve) => {
+          const socket = createConnection({ host: '127.0.0.1', port });
+          const s: Stalled = { socket, openedAtMs: Number.NaN };
+          socket.on('error', () => {});
+          // Read what the server sends (a 408), so its close reaches us as 'close'.
+          socket.resume();
+          socket.once('close', () => (s.closedAtMs = Date.now()));
+          socket.once('connect', () => {
+            s.openedAtMs = Date.now();
+            socket.write('POST /api/v1/reports HTTP/1.1\r\nHost: collector\r\nContent-Ty');
+            resolve(s);
+          });
+          // A connection the server refused outright also counts as resolved.
+          socket.once('close', () => resolve(s));
+        }),
+    ),
+  );
+}
+
+function batch(seq: number): ReportBatch {
+  return {
+    agentId: 'trust-limits-agent',
+    agent: 'app-1',
+    seq,
+    createdAtMs: Date.now(),
+    results: [result('db-1/postgres/tcp', 'ok', seq, Date.now())],
+    summaries: [],
+  };
+}
+
+describe('collector limits, as a process', () => {
+  let dir: string;
+  let port: number;
+  let collector: CollectorProcess | undefined;
+  let sockets: Stalled[] = [];
+
+  const startCollector = async (extra = ''): Promise<CollectorProcess> => {
+    const config = join(dir, 'collector.yaml');
+    writeFileSync(
+      config,
+      `listen: 127.0.0.1:${port}
+dataDir: ${join(dir, 'data')}
+tokens:
+  - { name: fleet, token: ${token} }
+limits:
+  headersTimeout: ${headersTimeoutMs}ms
+${extra}`,
+    );
+    return CollectorProcess.start(config, `http://127.0.0.1:${port}`);
+  };
+
+  beforeAll(async () => {
+    ensureBuilt();
+    dir = mkdtempSync(join(tmpdir(), 'faultline-trust-limits-'));
+    port = await freePort();
+  }, 120_000);
+
+  afterEach(async () => {
+    for (const s of sockets) s.socket.destroy();
+    sockets = [];
+    await collector?.kill();
+    collector = undefined;
+  });
+
+  afterAll(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('holds at most maxConnections of a stalled flood, answers while it lasts, and closes the stalled after headersTimeout', async () => {
+    collector = await startCollector();
+    const pid = collector.pid ?? 0;
+    const before = fdCount(pid);
+
+    const startedAtMs = Date.now();
+    sockets = await flood(port, floodSize);
+    const floodMs = Date.now() - startedAtMs;
+    const during = fdCount(pid);
+    // Every connection past the cap evicted an older stalled one: the fds stay bounded.
+    expect(during).toBeLessThanOrEqual(before + maxConnections + 8);
+
+    // A whole request still gets in (it evicts the oldest stalled connection).
+    const health = await fetch(`${collector.url}/healthz`, { signal: AbortSignal.timeout(2000) });
+    expect(health.status).toBe(200);
+    const report = await fetch(`${collector.url}/api/v1/reports`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(batch(1)),
+      signal: AbortSignal.timeout(2000),
+    });
+    expect(report.status).toBe(200);
+    const stillOpen = sockets.filter((s) => s.closedAtMs === undefined);
+    // The flood is still being held (up to the cap) while those were answered.
+    expect(stillOpen.length).toBeGreaterThan(maxConnections / 2);
+
+    // The stalled ones are closed once they have had headersTimeout to send their headers.
+    await pollUntil(
+      'every stalled connection closed',
+      () => sockets.every((s) => s.closedAtMs !== undefined),
+      { timeoutMs: headersTimeoutMs + 5_000, intervalMs: 100 },
+    );
+    const lifetimes = stillOpen.map((s) => (s.closedAtMs ?? 0) - s.openedAtMs);
+    const longestMs = Math.max(...lifetimes);
+    expect(Math.min(...lifetimes)).toBeGreaterThanOrEqual(headersTimeoutMs - 100);
+    expect(longestMs).toBeLessThan(headersTimeoutMs + 2_500);
+    const after = await pollUntil(
+      'the fds back near where they started',
+      () => {
+        const n = fdCount(pid);
+        return n <= before + 4 ? n : false;
+      },
+      { timeoutMs: 5_000 },
+    );
+    process.stdout.write(
+      `trust-limits: ${floodSize} stalled connections, maxConnections ${maxConnections}, headersTimeout ${headersTimeoutMs} ms: ` +
+        `fds ${before} → ${during} during → ${after} after; flood opened in ${floodMs} ms; ` +
+        `held ones closed ${Math.min(...lifetimes)}–${longestMs} ms after opening\n`,
+    );
+  }, 60_000);
+
+  it('keeps its data dir 0700 and its files 0600, tightening a dir and db left wider', async () => {
+    const data = join(dir, 'data');
+    rmSync(data, { recursive: true, force: true });
+    collector = await startCollector();
+    const report = await fetch(`${collector.url}/api/v1/reports`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(batch(1)),
+      signal: AbortSignal.timeout(2000),
+    });
+    expect(report.status).toBe(200);
+    const check = (): void => {
+      expect(mode(data).toString(8)).toBe('700');
+      const files = readdirSync(data);
+      expect(files).toEqual(expect.arrayContaining(['faultline.db', 'faultline.db-wal']));
+      for (const f of files) {
+        const p = join(data, f);
+        if (statSync(p).isFile()) expect(`${f} ${mode(p).toString(8)}`).toBe(`${f} 600`);
+      }
+    };
+    check();
+    await collector.stop();
+    collector = undefined;
+
+    // Left wider by an older version or a hand: the collector tightens them at start.
+    chmodSync(data, 0o755);
+    for (const f of readdirSync(data)) chmodSync(join(data, f), 0o644);
+    collector = await startCollector();
+    check();
+    expect(collector.stderr).toMatch(/tightened/);
+  }, 60_000);
+
+  it('warns at start when it listens on a non-loopback address without TLS', async () => {
+    const fresh = join(dir, 'warn');
+    mkdirSync(fresh, { recursive: true });
+    const config = join(fresh, 'collector.yaml');
+    writeFileSync(
+      config,
+      `listen: 0.0.0.0:${port}
+dataDir: ${join(fresh, 'data')}
+tokens:
+  - { name: fleet, token: ${token} }
+`,
+    );
+    collector = await CollectorProcess.start(config, `http://127.0.0.1:${port}`);
+    const warning = collector
+      .logLines()
+      .find((l) => l.level === 40 && /without TLS/.test(String(l.msg)));
+    expect(warning).toBeDefined();
+  }, 60_000);
+});
