@@ -204,6 +204,29 @@ ${extra}`,
     expect(collector.stderr).toMatch(/tightened/);
   }, 60_000);
 
+  it('refuses report labels with control characters, naming the key; nothing is stored', async () => {
+    rmSync(join(dir, 'data'), { recursive: true, force: true });
+    collector = await startCollector();
+    const post = (labels: Record<string, string>, seq: number) =>
+      fetch(`${collector?.url}/api/v1/reports`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ ...batch(seq), labels }),
+        signal: AbortSignal.timeout(2000),
+      });
+    const refused = await post({ zone: 'a\u001b[2J\u001b]0;owned\u0007' }, 1);
+    expect(refused.status).toBe(400);
+    const body = (await refused.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe('FL_ERR_INVALID_REPORT');
+    expect(body.error.message).toMatch(
+      /labels\.zone: label values may not contain control characters/,
+    );
+    // The same seq with clean labels is accepted: the refused batch changed nothing.
+    const ok = await post({ zone: 'a' }, 1);
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toMatchObject({ acceptedSeq: 1, duplicate: false });
+  }, 60_000);
+
   it('warns at start when it listens on a non-loopback address without TLS', async () => {
     const fresh = join(dir, 'warn');
     mkdirSync(fresh, { recursive: true });
