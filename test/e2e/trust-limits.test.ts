@@ -1,24 +1,27 @@
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   mkdirSync,
   mkdtempSync,
+  readFileSync,
   readdirSync,
   rmSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConnectionLimits } from '../../collector/connection-guard.js';
 import type { ReportBatch } from '../../wire/report.js';
-import { ensureBuilt } from '../helpers/cli.js';
+import { cliPath, ensureBuilt } from '../helpers/cli.js';
 import { CollectorProcess } from '../helpers/collector-process.js';
 import { pollUntil } from '../helpers/poll-until.js';
 import { result } from '../helpers/report-batches.js';
-import { freePort } from '../helpers/server-process.js';
+import { diesWithParent, freePort } from '../helpers/server-process.js';
 
 /**
  * What one client may hold of a real `faultline collector` process, and what it leaves on
@@ -170,6 +173,109 @@ ${extra}`,
         `fds ${before} → ${during} during → ${after} after; flood opened in ${floodMs} ms; ` +
         `held ones closed ${Math.min(...lifetimes)}–${longestMs} ms after opening\n`,
     );
+  }, 60_000);
+
+  it('with TLS, closes connections that never finish a handshake after headersTimeout', async () => {
+    const certDir = join(dir, 'tls');
+    mkdirSync(certDir, { recursive: true });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        join(certDir, 'key.pem'),
+        '-out',
+        join(certDir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
+    const config = join(dir, 'collector-tls.yaml');
+    writeFileSync(
+      config,
+      `listen: 127.0.0.1:${port}
+dataDir: ${join(dir, 'data-tls')}
+tls: { cert: ${join(certDir, 'cert.pem')}, key: ${join(certDir, 'key.pem')} }
+tokens:
+  - { name: fleet, token: ${token} }
+limits:
+  headersTimeout: ${headersTimeoutMs}ms
+`,
+    );
+    const healthy = async (): Promise<boolean> =>
+      new Promise((resolve) => {
+        const req = httpsRequest(
+          {
+            host: '127.0.0.1',
+            port,
+            path: '/healthz',
+            ca: readFileSync(join(certDir, 'cert.pem')),
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode === 200);
+          },
+        );
+        req.on('error', () => resolve(false));
+        req.end();
+      });
+    // Dies with this process should the finally below never run.
+    const [cmd, args] = diesWithParent(process.execPath, [
+      cliPath,
+      'collector',
+      '--config',
+      config,
+    ]);
+    const child = spawn(cmd, args, { stdio: 'ignore' });
+    try {
+      await pollUntil('the TLS collector answering', healthy, { timeoutMs: 15_000 });
+      const pid = child.pid ?? 0;
+      const before = fdCount(pid);
+      // Raw TCP, no ClientHello: the handshake never starts.
+      sockets = await Promise.all(
+        Array.from(
+          { length: 200 },
+          () =>
+            new Promise<Stalled>((resolve) => {
+              const socket = createConnection({ host: '127.0.0.1', port });
+              const st: Stalled = { socket, openedAtMs: Number.NaN };
+              socket.on('error', () => {});
+              socket.resume();
+              socket.once('close', () => (st.closedAtMs = Date.now()));
+              socket.once('connect', () => {
+                st.openedAtMs = Date.now();
+                resolve(st);
+              });
+            }),
+        ),
+      );
+      expect(await healthy()).toBe(true);
+      await pollUntil(
+        'every silent TLS connection closed',
+        () => sockets.every((st) => st.closedAtMs !== undefined),
+        { timeoutMs: headersTimeoutMs + 5_000, intervalMs: 100 },
+      );
+      const lifetimes = sockets.map((st) => (st.closedAtMs ?? 0) - st.openedAtMs);
+      expect(Math.min(...lifetimes)).toBeGreaterThanOrEqual(headersTimeoutMs - 100);
+      expect(Math.max(...lifetimes)).toBeLessThan(headersTimeoutMs + 2_500);
+      await pollUntil('the fds back', () => fdCount(pid) <= before + 4, { timeoutMs: 5_000 });
+      process.stdout.write(
+        `trust-limits: 200 silent TLS connections closed ${Math.min(...lifetimes)}–${Math.max(...lifetimes)} ms after opening (headersTimeout ${headersTimeoutMs} ms)\n`,
+      );
+    } finally {
+      child.kill('SIGKILL');
+    }
   }, 60_000);
 
   it('keeps its data dir 0700 and its files 0600, tightening a dir and db left wider', async () => {
