@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConnectionLimits } from '../../collector/connection-guard.js';
 import type { ReportBatch } from '../../wire/report.js';
-import { cliPath, ensureBuilt } from '../helpers/cli.js';
+import { cliPath, ensureBuilt, runCli } from '../helpers/cli.js';
 import { CollectorProcess } from '../helpers/collector-process.js';
 import { pollUntil } from '../helpers/poll-until.js';
 import { result } from '../helpers/report-batches.js';
@@ -331,6 +331,31 @@ limits:
     const ok = await post({ zone: 'a' }, 1);
     expect(ok.status).toBe(200);
     expect(await ok.json()).toMatchObject({ acceptedSeq: 1, duplicate: false });
+  }, 60_000);
+
+  it('refuses plan-query and --labels labels with control characters, naming the key', async () => {
+    collector = await startCollector();
+    const res = await fetch(
+      `${collector.url}/api/v1/plan?agent=app-1&labels=zone=a${encodeURIComponent('\u001b[2J')}`,
+      { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(2000) },
+    );
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(
+      /invalid value for "zone": .*no control characters/,
+    );
+    const cli = await runCli([
+      'agent',
+      '--collector',
+      collector.url,
+      '--token',
+      token,
+      '--state-dir',
+      join(dir, 'agent-state'),
+      '--labels',
+      'zone=a\u0007b',
+    ]);
+    expect(cli.code).toBe(2);
+    expect(cli.stderr).toMatch(/--labels: invalid value for "zone": .*no control characters/);
   }, 60_000);
 
   it('warns at start when it listens on a non-loopback address without TLS', async () => {
