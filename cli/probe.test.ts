@@ -80,6 +80,10 @@ describe('faultline probe', () => {
     [['probe', 'tcp', 'db:1', '-o', 'x'], /--option: expected key=value/],
     [['probe', 'mtu', 'db', '-o', 'size=20'], /--option for mtu: .*>=68[\s\S]*size/],
     [['probe', 'mtu', 'db', '-o', 'packetSize=1472'], /--option for mtu: .*Unrecognized key/],
+    [
+      ['probe', 'tcp', 'db:1', '-o', 'expect=^(?=SSH)'],
+      /--option for tcp: .*expect.*linear time \(RE2\), without lookahead/,
+    ],
     [['frobnicate'], /Unknown argument: frobnicate/],
     [[], /Name a command/],
   ])('refuses %j with exit 2 and a clear message', async (args, message) => {

@@ -28,6 +28,12 @@ import type { AuthResult, Credential, TokenAuth, TokenEntry } from './auth.js';
 import { TokenBuckets } from './rate-limit.js';
 import type { RateLimit } from './rate-limit.js';
 import type { CollectorCore, PathFilter, ReportBody } from './types.js';
+import {
+  defaultConnectionLimits,
+  guardConnections,
+  serverTimeoutOptions,
+  type ConnectionLimits,
+} from './connection-guard.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -131,6 +137,8 @@ export interface ApiOptions {
   readonly metricsHandler?: () => Promise<string>;
   /** Per-credential limits of plan and enrol requests (defaults: {@link defaultRateLimits}). */
   readonly rateLimits?: Partial<RateLimits>;
+  /** Connection cap and header/keep-alive timeouts; `defaultConnectionLimits` when absent. */
+  readonly connections?: ConnectionLimits;
 }
 
 /** Token buckets per credential (429 FL_ERR_RATE + Retry-After beyond them). */
@@ -723,10 +731,10 @@ function validReport(body: unknown): ReportBatch {
  */
 export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance {
   const auth: TokenAuth = createTokenAuth(opts.tokens, (digest) => core.enrolled(digest));
-  const limits = { ...defaultRateLimits, ...opts.rateLimits };
-  const planOwnBuckets = new TokenBuckets(limits.planOwn);
-  const planSharedBuckets = new TokenBuckets(limits.planShared);
-  const enrolBuckets = new TokenBuckets(limits.enrol);
+  const rates = { ...defaultRateLimits, ...opts.rateLimits };
+  const planOwnBuckets = new TokenBuckets(rates.planOwn);
+  const planSharedBuckets = new TokenBuckets(rates.planShared);
+  const enrolBuckets = new TokenBuckets(rates.enrol);
   const admit = (buckets: TokenBuckets, c: Credential, what: string): void => {
     const a = buckets.take(c.id);
     if (a.ok) return;
@@ -742,9 +750,12 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
   const maxBytes = opts.maxReportBytes;
   const warnedRevoked = new Set<string>();
 
+  const limits = opts.connections ?? defaultConnectionLimits;
+  const timeouts = serverTimeoutOptions(limits);
   const base: FastifyServerOptions = {
     bodyLimit: maxBytes,
     requestTimeout: requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
     logController: new DebugRequestLog(),
     frameworkErrors: (err, request, reply) => {
       sendError(reply, toApiError(err, maxBytes, String(request.id)));
@@ -754,11 +765,17 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
   // The https overload types the instance with https.Server; callers only listen, inject
   // and close, which are the same on both.
   const app = (opts.tls === undefined
-    ? Fastify(base)
+    ? Fastify({ ...base, http: timeouts })
     : Fastify({
         ...(base as unknown as FastifyServerOptions<HttpsServer>),
-        https: { cert: opts.tls.cert, key: opts.tls.key },
+        https: {
+          ...timeouts,
+          handshakeTimeout: limits.headersTimeoutMs,
+          cert: opts.tls.cert,
+          key: opts.tls.key,
+        },
       })) as unknown as FastifyInstance;
+  guardConnections(app.server, limits.maxConnections);
 
   /** Path → methods, for telling 405 from 404. */
   const routes = new Map<string, string[]>();

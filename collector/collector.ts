@@ -5,10 +5,12 @@ import type { Logger } from '../agent/logger.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import type { Plan } from '../wire/plan.js';
 import type { ReportBatch } from '../wire/report.js';
+import { tightenModes } from '../lib/file-modes.js';
 import { listenError } from '../lib/listen-error.js';
 import { buildApi } from './api.js';
 import { isHostKind, type CollectorConfig } from './config.js';
 import { AlertEngine, type AlertContext } from './alerts.js';
+import { plainListenWarning } from './connection-guard.js';
 import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
 import { defaultEventWindowMs } from './localise/evidence.js';
 import {
@@ -213,6 +215,10 @@ export class Collector implements CollectorCore {
     private readonly log: Logger,
     options: CollectorOptions,
   ) {
+    // A data dir left wider (an older version made it 0755, its db 0644) is tightened.
+    for (const note of tightenModes(config.dataDir, 'data directory')) {
+      log.warn({ path: note.path, errorCode: note.errorCode }, note.message);
+    }
     this.store = Store.open(config.dataDir, {
       releaseAfterMs: config.identity.releaseAfterMs,
       maxSeqGap: config.identity.maxSeqGap,
@@ -384,6 +390,11 @@ export class Collector implements CollectorCore {
         readAccess: config.readAccess,
         maxReportBytes: config.limits.maxReportBytes,
         maxResultsPerBatch: config.limits.maxResultsPerBatch,
+        connections: {
+          maxConnections: config.limits.maxConnections,
+          headersTimeoutMs: config.limits.headersTimeoutMs,
+          keepAliveTimeoutMs: config.limits.keepAliveTimeoutMs,
+        },
         log,
         metricsHandler: async () => c.metricsText(),
         ...(tls === undefined ? {} : { tls }),
@@ -399,6 +410,8 @@ export class Collector implements CollectorCore {
       await c.stop();
       throw err;
     }
+    const plain = plainListenWarning(config.listen, config.tls !== undefined);
+    if (plain !== undefined) log.warn({ listen: config.listen }, plain);
     c.timers.push(setInterval(() => c.upkeep(), silenceCheckMs));
     if (config.readAccess === 'token' && !config.viewers.some((v) => !v.revoked)) {
       log.warn(

@@ -108,6 +108,13 @@ const invalid: Record<string, string[]> = {
   'invalid-empty-tokens.yaml': [
     'invalid-empty-tokens.yaml:1:9: tokens: expected at least one token: agents need one to report',
   ],
+  'invalid-hostile-options.yaml': [
+    'invalid-hostile-options.yaml:8:15: inventory.components[0].labels.zone: label values may not contain control characters (actual: "b\\u001b[2J")',
+    'invalid-hostile-options.yaml:9:15: inventory.components[0].labels.rack: label values may not contain control characters (actual: "r1\\nlevel=error")',
+    'invalid-hostile-options.yaml:11:64: inventory.components[0].services[0].options.expect: expected a regular expression: invalid or unsupported Perl syntax: `(?=`: regular expressions run in linear time (RE2), without lookahead, lookbehind or backreferences (actual: "^(?=SSH-2)")',
+    'invalid-hostile-options.yaml:12:69: inventory.components[0].services[1].options.expectBody: expected a regular expression: invalid escape sequence: `\\1`: regular expressions run in linear time (RE2), without lookahead, lookbehind or backreferences (actual: "(ok)\\\\1")',
+    'invalid-hostile-options.yaml:18:40: inventory.components[0].services[2].options.expectAnswers[0]: expected an answer, or a regular expression between slashes (/.../): invalid named capture: `(?<!x)10\\.0`: regular expressions run in linear time (RE2), without lookahead, lookbehind or backreferences (actual: "/(?<!x)10\\\\.0/")',
+  ],
   'invalid-labels.yaml': [
     'invalid-labels.yaml:9:9: inventory.components[0].labels.role: reserved label name: Faultline sets agent, target, kind, class, phase, instance, job, le, role, component, service itself',
     'invalid-labels.yaml:10:9: inventory.components[0].labels.agent: reserved label name: Faultline sets agent, target, kind, class, phase, instance, job, le, role, component, service itself',
@@ -404,7 +411,13 @@ describe('valid collector configs', () => {
         options: {},
       },
       diagnosis: { debounce: 3 },
-      limits: { maxReportBytes: 8 * 1024 * 1024, maxResultsPerBatch: 50_000 },
+      limits: {
+        maxReportBytes: 8 * 1024 * 1024,
+        maxResultsPerBatch: 50_000,
+        maxConnections: 1024,
+        headersTimeoutMs: 10_000,
+        keepAliveTimeoutMs: 5_000,
+      },
       inventory: { components: [] },
       alerts: {
         holdForMs: 0,

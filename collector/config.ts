@@ -44,6 +44,7 @@ import {
   protocolProbe,
   silentAfterReports,
 } from './plan.js';
+import { defaultConnectionLimits } from './connection-guard.js';
 import { httpUrlField, isHttpUrl } from './sinks/http.js';
 import { sinkDefinition, sinkRegistry, sinkTypes } from './sinks/registry.js';
 import type { SinkConfig, SinkType } from './sinks/registry.js';
@@ -237,6 +238,12 @@ export interface CollectorConfig {
     readonly maxReportBytes: number;
     /** Most results (and most summaries) in one report batch. */
     readonly maxResultsPerBatch: number;
+    /** Open HTTP connections at most (collector/connection-guard.ts). */
+    readonly maxConnections: number;
+    /** Time a client may take to send a request's headers (and a TLS handshake). */
+    readonly headersTimeoutMs: number;
+    /** An idle keep-alive connection is closed after this long. */
+    readonly keepAliveTimeoutMs: number;
   };
   readonly inventory: { readonly components: readonly ComponentConfig[] };
   readonly alerts: AlertsConfig;
@@ -619,10 +626,30 @@ const CollectorConfigInput = z
           .max(maxResultsPerBatch)
           .default(maxResultsPerBatch)
           .describe('Most results (and most summaries) in one report batch.'),
+        maxConnections: z
+          .number()
+          .int()
+          .min(16)
+          .max(65_536)
+          .default(defaultConnectionLimits.maxConnections)
+          .describe(
+            'Open HTTP connections at most. Past it the oldest connection with no request in progress (stalled before its headers, or idle) is closed to make room.',
+          ),
+        headersTimeout: durationField(100)
+          .refine((ms) => ms <= 60_000, { error: 'expected at most 60s' })
+          .prefault(defaultConnectionLimits.headersTimeoutMs)
+          .describe(
+            "Time a client may take to send a request's headers (and its TLS handshake) before the connection is closed.",
+          ),
+        keepAliveTimeout: durationField(100)
+          .prefault(defaultConnectionLimits.keepAliveTimeoutMs)
+          .describe('An idle keep-alive connection is closed after this long.'),
       })
       .strict()
       .prefault({})
-      .describe('What one report may hold; larger ones are refused with 413.'),
+      .describe(
+        'What one report may hold (larger ones are refused with 413) and what one client may hold of the HTTP server.',
+      ),
     inventory: z
       .object({
         components: z.array(componentSchema).prefault([]).describe('The hosts of the system.'),
@@ -1287,6 +1314,9 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
     limits: {
       maxReportBytes: asNumber(limits.maxReportBytes) ?? 0,
       maxResultsPerBatch: asNumber(limits.maxResultsPerBatch) ?? 0,
+      maxConnections: asNumber(limits.maxConnections) ?? 0,
+      headersTimeoutMs: asNumber(limits.headersTimeout) ?? 0,
+      keepAliveTimeoutMs: asNumber(limits.keepAliveTimeout) ?? 0,
     },
     inventory: { components },
     alerts: resolveAlerts(cfg.alerts, ctx, report),

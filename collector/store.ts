@@ -432,7 +432,9 @@ export class Store implements RestoreSource {
     }
     // SQLite says only SQLITE_CANTOPEN; opening the file ourselves first gets the errno.
     try {
-      closeSync(openSync(file, 'a'));
+      // 0600: the store holds credentials' digests and the fleet's history. SQLite gives
+      // the -wal and -shm files the database file's mode.
+      closeSync(openSync(file, 'a', 0o600));
     } catch (err) {
       throw fail(`cannot open the store ${file} for writing`, err);
     }
@@ -1122,7 +1124,8 @@ function makeDir(dir: string): void {
   }
   for (const d of missing.reverse()) {
     try {
-      mkdirSync(d);
+      // The data dir itself private (0700); parents made on the way as usual.
+      mkdirSync(d, d === dir ? 0o700 : undefined);
     } catch (err) {
       if (errCode(err) !== 'EEXIST') throw err;
     }

@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
@@ -17,11 +17,13 @@ import { hostname, tmpdir } from 'node:os';
 import { dirname, join, normalize, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent as UndiciAgent, fetch as undiciFetch } from 'undici';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { defaultStopGraceMs } from '../agent/agent.js';
 import { defaultMetricsListen, parseAgentConfig } from '../agent/config.js';
 import { defaultCollectorListen, parseCollectorConfig } from '../collector/config.js';
 import { ConfigError } from '../lib/errors.js';
+import { plainListenWarning } from '../collector/connection-guard.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -417,7 +419,7 @@ interface K8sObject {
 }
 
 interface HttpProbe {
-  httpGet: { path: string; port: string | number };
+  httpGet: { path: string; port: string | number; scheme?: 'HTTP' | 'HTTPS' };
 }
 
 interface Container {
@@ -632,7 +634,17 @@ const deployment = (): Workload => cKind('Deployment');
 const cPodSpec = (): PodSpec => deployment().spec.template.spec;
 const cContainer = (): Container => onlyContainer(cPodSpec());
 const cConfigMap = (): K8sObject & { data: Record<string, string> } => cKind('ConfigMap');
-const cSecret = (): K8sObject & { stringData: Record<string, string> } => cKind('Secret');
+type SecretObject = K8sObject & { type?: string; stringData: Record<string, string> };
+const cSecrets = (): SecretObject[] =>
+  collectorManifest.objects.filter((o): o is SecretObject => o.kind === 'Secret');
+const cSecretNamed = (name: string): SecretObject => {
+  const found = cSecrets().find((o) => o.metadata.name === name);
+  if (found === undefined) throw new Error(`no Secret ${name} in ${collectorManifestFile}`);
+  return found;
+};
+/** The agent tokens, and the collector's TLS certificate and key. */
+const tokenSecretName = 'faultline-collector-tokens';
+const tlsSecretName = 'faultline-collector-tls';
 const cService = (): K8sObject & {
   spec: {
     type: string;
@@ -644,7 +656,8 @@ const cClaim = (): K8sObject & {
   spec: { accessModes: string[]; resources: { requests: { storage: string } } };
 } => cKind('PersistentVolumeClaim');
 
-const secretMount = () => mountOf(cPodSpec(), (v) => v.secret !== undefined);
+const secretMount = () => mountOf(cPodSpec(), (v) => v.secret?.secretName === tokenSecretName);
+const tlsMount = () => mountOf(cPodSpec(), (v) => v.secret?.secretName === tlsSecretName);
 const dataMount = () => mountOf(cPodSpec(), (v) => v.persistentVolumeClaim !== undefined);
 
 /** collector.yaml as written in the ConfigMap, and where the pod finds it. */
@@ -668,10 +681,13 @@ interface StagedPod {
 /**
  * The collector pod's volumes laid out in a temporary directory as the kubelet lays them out
  * (ConfigMap files 0644; Secret files root:fsGroup with defaultMode; the claim and emptyDirs
- * setgid fsGroup), the Secret's values replaced by `secret`, and collector.yaml rewritten to
- * point there. `listen` replaces its listen address.
+ * setgid fsGroup), each Secret's values replaced by `secrets[its name]`, and collector.yaml
+ * rewritten to point there. `listen` replaces its listen address.
  */
-function stageCollectorPod(secret: Record<string, string>, listen?: string): StagedPod {
+function stageCollectorPod(
+  secrets: Record<string, Record<string, string>>,
+  listen?: string,
+): StagedPod {
   const base = tempDir();
   chmodSync(base, 0o755);
   const at = (p: string): string => join(base, 'pod', p);
@@ -693,7 +709,7 @@ function stageCollectorPod(secret: Record<string, string>, listen?: string): Sta
     if (volume?.configMap !== undefined) {
       writeFileSync(join(dir, 'collector.yaml'), text, { mode: 0o644 });
     } else if (volume?.secret !== undefined) {
-      for (const [key, value] of Object.entries(secret)) {
+      for (const [key, value] of Object.entries(secrets[volume.secret.secretName] ?? {})) {
         const file = join(dir, key);
         writeFileSync(file, value);
         chownSync(file, 0, fsGroup);
@@ -711,16 +727,60 @@ function stageCollectorPod(secret: Record<string, string>, listen?: string): Sta
   };
 }
 
-/** The Secret as shipped, with its placeholder values. */
-const shippedSecret = (): Record<string, string> => cSecret().stringData;
-/** The Secret with every value replaced by a fresh, valid token. */
-const generatedSecret = (): Record<string, string> =>
-  Object.fromEntries(
-    Object.keys(shippedSecret()).map((k) => [k, `${randomBytes(32).toString('hex')}\n`]),
+/** The token Secret as shipped, with its placeholder values. */
+const shippedSecret = (): Record<string, string> => cSecretNamed(tokenSecretName).stringData;
+/** Every Secret as shipped, by name. */
+const shippedSecrets = (): Record<string, Record<string, string>> =>
+  Object.fromEntries(cSecrets().map((o) => [o.metadata.name, o.stringData]));
+
+let testCert: { cert: string; key: string } | undefined;
+/**
+ * A self-signed certificate for the Service's name and 127.0.0.1 (where the pod run
+ * listens), made once with the openssl CLI, as the manifest's comment says.
+ */
+function collectorCert(): { cert: string; key: string } {
+  if (testCert !== undefined) return testCert;
+  const dir = tempDir();
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=faultline-collector',
+      '-keyout',
+      join(dir, 'tls.key'),
+      '-out',
+      join(dir, 'tls.crt'),
+      '-addext',
+      'subjectAltName=DNS:faultline-collector.faultline.svc,IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
   );
+  testCert = {
+    cert: readFileSync(join(dir, 'tls.crt'), 'utf8'),
+    key: readFileSync(join(dir, 'tls.key'), 'utf8'),
+  };
+  return testCert;
+}
+
+/** Every Secret with its values replaced: fresh tokens, a real certificate and key. */
+const generatedSecrets = (): Record<string, Record<string, string>> => ({
+  [tokenSecretName]: Object.fromEntries(
+    Object.keys(shippedSecret()).map((k) => [k, `${randomBytes(32).toString('hex')}\n`]),
+  ),
+  [tlsSecretName]: { 'tls.crt': collectorCert().cert, 'tls.key': collectorCert().key },
+});
 
 describe('Kubernetes manifest of the collector', () => {
-  it('parses as YAML: the agents’ Namespace, and a ServiceAccount, Secret, ConfigMap, claim, Deployment and Service in it', () => {
+  it('parses as YAML: the agents’ Namespace, and a ServiceAccount, two Secrets (tokens, TLS), ConfigMap, claim, Deployment and Service in it', () => {
     for (const doc of Array.isArray(collectorManifest.docs) ? collectorManifest.docs : []) {
       expect(doc.errors).toEqual([]);
       expect(doc.warnings).toEqual([]);
@@ -730,6 +790,7 @@ describe('Kubernetes manifest of the collector', () => {
       'Deployment',
       'Namespace',
       'PersistentVolumeClaim',
+      'Secret',
       'Secret',
       'Service',
       'ServiceAccount',
@@ -742,8 +803,9 @@ describe('Kubernetes manifest of the collector', () => {
   });
 
   it('the ConfigMap holds a valid collector.yaml whose token comes from the Secret', () => {
-    const secret = generatedSecret();
-    const staged = stageCollectorPod(secret);
+    const secrets = generatedSecrets();
+    const secret = secrets[tokenSecretName] ?? {};
+    const staged = stageCollectorPod(secrets);
     const config = parseCollectorConfig(readFileSync(staged.configFile, 'utf8'), 'collector.yaml');
     // Agents reach it through the Service, from other pods and from the nodes.
     expect(config.listen).toBe('0.0.0.0:7070');
@@ -777,7 +839,7 @@ describe('Kubernetes manifest of the collector', () => {
   });
 
   it('the Secret’s placeholder is refused, so the collector does not start before it is replaced', () => {
-    const staged = stageCollectorPod(shippedSecret());
+    const staged = stageCollectorPod(shippedSecrets());
     let refusal: unknown;
     try {
       parseCollectorConfig(readFileSync(staged.configFile, 'utf8'), 'collector.yaml');
@@ -787,7 +849,34 @@ describe('Kubernetes manifest of the collector', () => {
     expect(refusal).toBeInstanceOf(ConfigError);
     const message = (refusal as Error).message;
     expect(message).toMatch(/tokens\[0\]\.tokenFile: the token in the file: /);
+    expect(message).toMatch(/tls\.cert: expected a PEM certificate/);
+    expect(message).toMatch(/tls\.key: expected a PEM private key/);
     for (const value of Object.values(shippedSecret())) expect(message).not.toContain(value);
+  });
+
+  it('serves TLS with the certificate and key of a kubernetes.io/tls Secret; probes and agents use https', () => {
+    const secrets = generatedSecrets();
+    const staged = stageCollectorPod(secrets);
+    const config = parseCollectorConfig(readFileSync(staged.configFile, 'utf8'), 'collector.yaml');
+    expect(config.tls).toEqual({
+      cert: staged.at(posix.join(tlsMount().mountPath, 'tls.crt')),
+      key: staged.at(posix.join(tlsMount().mountPath, 'tls.key')),
+    });
+    const tlsSecret = cSecretNamed(tlsSecretName);
+    expect(tlsSecret.type).toBe('kubernetes.io/tls');
+    expect(Object.keys(tlsSecret.stringData).sort()).toEqual(['tls.crt', 'tls.key']);
+    expect(tlsMount().readOnly).toBe(true);
+    // Listening beyond loopback, with TLS: the collector has nothing to warn about.
+    expect(plainListenWarning(config.listen, config.tls !== undefined)).toBeUndefined();
+    const c = cContainer();
+    for (const probe of [c.startupProbe, c.livenessProbe, c.readinessProbe])
+      expect(probe?.httpGet.scheme).toBe('HTTPS');
+    // The agents' collector-mode hint: https, and the token and the CA as files.
+    const hint = read(manifestFile);
+    expect(hint).toMatch(/--collector, https:\/\/faultline-collector\.faultline\.svc:7070/);
+    expect(hint).toMatch(/--token-file, \/run\/secrets\/faultline\/fleet\.token/);
+    expect(hint).toMatch(/--ca-file, \/run\/secrets\/faultline-ca\/ca\.crt/);
+    expect(hint).not.toMatch(/--token\b(?!-file)|FAULTLINE_TOKEN|http:\/\/faultline-collector/);
   });
 
   it('one replica, recreated on update: never two writers on the SQLite store', () => {
@@ -832,6 +921,7 @@ describe('Kubernetes manifest of the collector', () => {
     });
     for (const v of spec.volumes) {
       const { name, ...source } = v;
+      if (v.secret !== undefined) expect(v.secret.defaultMode, name).toBe(0o440);
       expect(['configMap', 'secret', 'persistentVolumeClaim', 'emptyDir'], name).toContain(
         Object.keys(source)[0],
       );
@@ -877,7 +967,7 @@ describe('Kubernetes manifest of the collector', () => {
     expect(svcSpec.ports[0]?.port).toBe(port);
     expect([named?.name, port]).toContain(svcSpec.ports[0]?.targetPort);
     // The agents' DaemonSet names this Service in its collector-mode hint.
-    const url = `http://${cService().metadata.name}.${cService().metadata.namespace}.svc:${port}`;
+    const url = `https://${cService().metadata.name}.${cService().metadata.namespace}.svc:${port}`;
     expect(read(manifestFile)).toContain(url);
   });
 });
@@ -941,8 +1031,9 @@ interface PodRun {
 function startCollectorPod(): PodRun {
   const spec = cPodSpec();
   const c = cContainer();
-  const secret = generatedSecret();
-  const staged = stageCollectorPod(secret, '127.0.0.1:0');
+  const secrets = generatedSecrets();
+  const secret = secrets[tokenSecretName] ?? {};
+  const staged = stageCollectorPod(secrets, '127.0.0.1:0');
   const uid = spec.securityContext.runAsUser;
   const gid = spec.securityContext.runAsGroup ?? uid;
   const fromPod: Privileges = {
@@ -1000,7 +1091,7 @@ describe.runIf(cliBuilt)('the collector pod, per the kernel', () => {
       () =>
         proc.exitCode !== null
           ? { exitCode: proc.exitCode }
-          : /^Faultline collector on (http:\/\/\S+)$/m.exec(output.stdout)?.[1],
+          : /^Faultline collector on (https:\/\/\S+)$/m.exec(output.stdout)?.[1],
       { timeoutMs: 20_000 },
     );
     if (typeof started !== 'string')
@@ -1017,6 +1108,10 @@ describe.runIf(cliBuilt)('the collector pod, per the kernel', () => {
       expect(field(caps), caps).toMatch(/^0+$/);
     expect(field('NoNewPrivs')).toBe('1');
 
+    // Over TLS, the certificate checked against the CA agents are given (--ca-file).
+    const dispatcher = new UndiciAgent({ connect: { ca: collectorCert().cert } });
+    const fetch = (u: string, init: { headers?: Record<string, string> } = {}) =>
+      undiciFetch(u, { ...init, dispatcher });
     const health = await fetch(`${url}/healthz`);
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ status: 'ok' });

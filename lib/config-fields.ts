@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { addNestedIssues, configErrorMap } from './config-file.js';
 import type { ConfigPath, IssueSink } from './config-file.js';
 import { parseDurationMs } from './duration.js';
+import { labelValueSchema, maxLabelNameLength } from './labels.js';
 import { probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeKind } from '../probes/registry.js';
 import { isValidHost } from '../probes/target.js';
@@ -105,6 +106,9 @@ export function labelsField(extraReserved: readonly string[] = []) {
   const reserved: readonly string[] = [...reservedLabelNames, ...extraReserved];
   const labelName = z
     .string()
+    .max(maxLabelNameLength, {
+      error: `expected a label name of at most ${maxLabelNameLength} characters`,
+    })
     .regex(labelNameRe, {
       error: 'expected a label name: letters, digits and "_", not starting with a digit',
     })
@@ -113,7 +117,7 @@ export function labelsField(extraReserved: readonly string[] = []) {
       error: `reserved label name: Faultline sets ${reserved.join(', ')} itself`,
     });
   return z
-    .record(labelName, z.string())
+    .record(labelName, labelValueSchema)
     .describe('Topology labels (zone, switch, rack, role…): label name → string value.');
 }
 

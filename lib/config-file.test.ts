@@ -207,6 +207,33 @@ describe('parseConfigText', () => {
     }
     expect(messageOf(lines.join('\n'))).toMatch(/^collector\.yaml:1:1: .*alias/i);
   });
+
+  it.each([
+    [
+      'a 100,000-deep flow sequence',
+      `sinks: ${'['.repeat(100_000)}${']'.repeat(100_000)}\n`,
+      '1:71',
+    ],
+    [
+      'a 100,000-deep flow mapping',
+      `sinks: ${'{a: '.repeat(100_000)}1${'}'.repeat(100_000)}\n`,
+      '1:260',
+    ],
+    [
+      'a 2,000-deep block mapping',
+      `sinks:\n${Array.from({ length: 2000 }, (_, i) => `${' '.repeat(i + 2)}a:`).join('\n')} 1\n`,
+      '65:66',
+    ],
+  ])('refuses %s cleanly, where it gets too deep (no stack overflow)', (_what, text, at) => {
+    expect(messageOf(text)).toBe(
+      `collector.yaml:${at}: nested more than 64 levels deep; a Faultline config needs far fewer`,
+    );
+  });
+
+  it('reads 64 levels', () => {
+    const text = `sinks: ${'['.repeat(63)}${']'.repeat(63)}\n`;
+    expect(messageOf(text)).not.toMatch(/nested/);
+  });
 });
 
 describe('loadConfigFile', () => {

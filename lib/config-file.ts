@@ -1,5 +1,15 @@
 import { readFileSync } from 'node:fs';
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
+import {
+  isAlias,
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  Parser,
+  visit,
+  type CST,
+} from 'yaml';
 import type { Document, Node as YamlNode } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
@@ -444,6 +454,33 @@ export function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** Collections nested deeper than this are refused before the document is composed. */
+export const maxConfigDepth = 64;
+
+/**
+ * Where `text` first nests collections more than `maxConfigDepth` deep, or undefined. The
+ * yaml package's parser keeps its own stack, but composing a document recurses once per
+ * level (a 100,000-deep `[[[…]]]` overflowed the call stack); so the depth is measured on
+ * the concrete syntax tree, without recursion, first.
+ */
+function firstTooDeep(text: string): Located | undefined {
+  const lines = new LineCounter();
+  for (const doc of new Parser(lines.addNewLine).parse(text)) {
+    if (doc.type !== 'document') continue;
+    const stack: [CST.Token | null | undefined, number][] = [[doc.value, 1]];
+    for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+      const [node, depth] = top;
+      if (node === undefined || node === null || !('items' in node)) continue;
+      if (depth > maxConfigDepth) return lines.linePos(node.offset);
+      for (const item of node.items) {
+        if ('key' in item && item.key) stack.push([item.key, depth + 1]);
+        if ('value' in item && item.value) stack.push([item.value, depth + 1]);
+      }
+    }
+  }
+  return undefined;
+}
+
 /**
  * Parses YAML `text` (named `fileName` in messages) and validates it with `schema`.
  * Returns the schema's output, deep-frozen. Throws one ConfigError (FL_ERR_CONFIG) with
@@ -452,6 +489,15 @@ export function deepFreeze<T>(value: T): T {
  */
 export function parseConfigText<T>(text: string, fileName: string, schema: z.ZodType<T>): T {
   const lines = new LineCounter();
+  const tooDeep = firstTooDeep(text);
+  if (tooDeep !== undefined) {
+    fail([
+      {
+        pos: tooDeep,
+        text: `${fileName}:${tooDeep.line}:${tooDeep.col}: nested more than ${maxConfigDepth} levels deep; a Faultline config needs far fewer`,
+      },
+    ]);
+  }
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: false, prettyErrors: false });
   const positions = new Positions(doc, lines);
   const yamlProblems: Positioned[] = [...doc.errors, ...doc.warnings].map((e) => {

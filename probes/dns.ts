@@ -1,6 +1,7 @@
 import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { compileUserRegex, regexProblem, type UserRegex } from '../lib/user-regex.js';
 import { classifyCode, errorCode, rawError } from './classify.js';
 import { ProbeClock } from './socket.js';
 import type { ProbeDefinition } from './types.js';
@@ -53,23 +54,26 @@ export function parseServer(s: string): { ip: string; port: number } | undefined
   return n >= 1 && n <= 65535 ? { ip, port: n } : undefined;
 }
 
-function parseMatcher(s: string): RegExp | string {
+function parseMatcher(s: string): UserRegex | string {
   const m = /^\/(.*)\/$/s.exec(s);
-  return m === null ? s.toLowerCase() : new RegExp(m[1] ?? '');
+  return m === null ? s.toLowerCase() : compileUserRegex(m[1] ?? '');
 }
 
 const answerMatcher = z
   .string()
   .min(1)
   .max(1024)
-  .refine((s) => {
-    try {
-      parseMatcher(s);
-      return true;
-    } catch {
-      return false;
+  .superRefine((s, ctx) => {
+    const m = /^\/(.*)\/$/s.exec(s);
+    const why = m === null ? undefined : regexProblem(m[1] ?? '');
+    if (why !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected an answer, or a regular expression between slashes (/.../): ${why}`,
+        input: s,
+      });
     }
-  }, 'expected an answer, or a regular expression between slashes (/.../)');
+  });
 
 export const dnsOptions = z
   .object({

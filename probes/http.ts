@@ -5,6 +5,7 @@ import { Duplex } from 'node:stream';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { z } from 'zod';
 import { ConfigError } from '../lib/errors.js';
+import { compileUserRegex, userRegexField } from '../lib/user-regex.js';
 import type { Timings } from '../wire/result.js';
 import { classifyError, rawError, timeoutClass } from './classify.js';
 import {
@@ -18,17 +19,7 @@ import {
 import { isValidHost } from './target.js';
 import type { ProbeDefinition } from './types.js';
 
-const regex = z
-  .string()
-  .max(1024)
-  .refine((s) => {
-    try {
-      new RegExp(s);
-      return true;
-    } catch {
-      return false;
-    }
-  }, 'expected a valid regular expression');
+const regex = userRegexField();
 
 const headerName = z
   .string()
@@ -456,13 +447,16 @@ function firstFailedAssertion(res: HopResponse, options: HttpOptions): string | 
   for (const [name, re] of Object.entries(options.expectHeaders)) {
     const value = headerText(res.headers, name);
     if (value === undefined) return `header ${name} is missing`;
-    if (!new RegExp(re).test(value)) return `header ${name} does not match /${re}/`;
+    if (!compileUserRegex(re).test(value)) return `header ${name} does not match /${re}/`;
   }
   const text = res.body.toString('utf8');
-  if (options.expectBody !== undefined && !new RegExp(options.expectBody).test(text)) {
+  if (options.expectBody !== undefined && !compileUserRegex(options.expectBody).test(text)) {
     return `body does not match expectBody /${options.expectBody}/`;
   }
-  if (options.failIfBodyMatches !== undefined && new RegExp(options.failIfBodyMatches).test(text)) {
+  if (
+    options.failIfBodyMatches !== undefined &&
+    compileUserRegex(options.failIfBodyMatches).test(text)
+  ) {
     return `body matches failIfBodyMatches /${options.failIfBodyMatches}/`;
   }
   return undefined;

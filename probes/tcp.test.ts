@@ -69,6 +69,23 @@ describe('tcp probe on loopback', () => {
     expect(hung.timings.connectMs).toBeDefined();
   });
 
+  it('a backtracking-prone expect cannot stall the agent: ^(a+)+$ against 30 a and "!" answers within its timeout', async () => {
+    // JavaScript's backtracking engine takes 2^30 steps (minutes, the event loop blocked);
+    // RE2 semantics take one pass.
+    const port = await serve((s) => s.end(`${'a'.repeat(30)}!`));
+    const t0 = performance.now();
+    const r = await probe(`127.0.0.1:${port}`, { expect: '^(a+)+$' }, 500);
+    expect(performance.now() - t0).toBeLessThan(1500);
+    expect(r.class).not.toBe('ok');
+  });
+
+  it('refuses a regex RE2 cannot run in linear time, naming why', () => {
+    const r = tcpOptions.safeParse({ expect: '^(?=SSH)' });
+    expect(r.success).toBe(false);
+    expect(r.error?.issues[0]?.path).toEqual(['expect']);
+    expect(r.error?.issues[0]?.message).toMatch(/linear time \(RE2\), without lookahead/);
+  });
+
   it('a server that accepts and then resets is tcp_reset', async () => {
     const port = await serve((s) => s.resetAndDestroy());
     const r = await probe(`127.0.0.1:${port}`, { expect: '.' });

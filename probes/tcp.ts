@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { compileUserRegex, userRegexField } from '../lib/user-regex.js';
 import { exchange, ProbeClock, withConnection } from './socket.js';
 import type { ProbeDefinition } from './types.js';
 
@@ -7,18 +8,7 @@ export const tcpOptions = z
     /** Bytes to send once connected (a string; `\r\n` escapes are honoured). */
     send: z.string().max(4096).optional(),
     /** A regular expression the answer must match; makes the probe wait for an answer. */
-    expect: z
-      .string()
-      .max(1024)
-      .refine((s) => {
-        try {
-          new RegExp(s);
-          return true;
-        } catch {
-          return false;
-        }
-      }, 'expected a valid regular expression')
-      .optional(),
+    expect: userRegexField().optional(),
     /** Address family: 4, 6, or 0 for the resolver's first answer. */
     family: z.union([z.literal(0), z.literal(4), z.literal(6)]).default(0),
   })
@@ -49,7 +39,7 @@ export const tcp: ProbeDefinition<TcpOptions> = {
           return clock.outcome('ok', { detail: { ip } });
         }
         const send = options.send === undefined ? undefined : unescape(options.send);
-        const re = options.expect === undefined ? undefined : new RegExp(options.expect);
+        const re = options.expect === undefined ? undefined : compileUserRegex(options.expect);
         const answer = await exchange(
           socket,
           send,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { labelValueSchema, wireLabelNameSchema } from '../lib/labels.js';
 
 /**
  * The probe plan the collector hands each agent (`GET /api/v1/plan?agent=NAME`): a
@@ -21,7 +22,7 @@ export const PlanTargetSchema = z
     /** The kind's options; validated by the agent against the kind's schema. */
     options: z.record(z.string(), z.unknown()),
     /** Topology labels of the component (zone, rack, switch, role, …). */
-    labels: z.record(z.string(), z.string()),
+    labels: z.record(wireLabelNameSchema, labelValueSchema),
   })
   .strict();
 export type PlanTarget = z.infer<typeof PlanTargetSchema>;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { labelValueSchema, wireLabelNameSchema } from '../lib/labels.js';
 import { FailureClassSchema, ProbeResultSchema } from './result.js';
 
 /**
@@ -47,7 +48,7 @@ export const ReportBatchSchema = z
     agent: z
       .string()
       .regex(/^[A-Za-z0-9._:-]{1,128}$/, 'expected an agent name of letters, digits and . _ : -'),
-    labels: z.record(z.string().max(64), z.string().max(256)).optional(),
+    labels: z.record(wireLabelNameSchema, labelValueSchema).optional(),
     /** Batch sequence number per agentId: 1, 2, 3, … assigned when the batch is spooled. */
     seq: z.number().int().positive(),
     /** Batches the agent had to drop (spool bound) right before this one; the collector
