@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -56,6 +56,21 @@ describe('Spool', () => {
   });
   afterEach(async () => {
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('tightens a state dir left wider (0755, a credential 0644) to 0700/0600, warning for each', async () => {
+    await chmod(dir, 0o755);
+    await writeFile(join(dir, 'credential'), 'secret-0123456789abcdef\n', { mode: 0o644 });
+    await chmod(join(dir, 'credential'), 0o644);
+    const warnings: string[] = [];
+    const spy = pino(
+      { level: 'warn' },
+      { write: (l: string) => warnings.push((JSON.parse(l) as { msg: string }).msg) },
+    );
+    await open({ log: spy });
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+    expect((await stat(join(dir, 'credential'))).mode & 0o777).toBe(0o600);
+    expect(warnings.filter((m) => m.startsWith('tightened '))).toHaveLength(2);
   });
 
   it('keeps batches in seq order, stamps agentId and seq, and acks remove them', async () => {

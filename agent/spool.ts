@@ -3,6 +3,7 @@ import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promis
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
+import { tightenModes } from '../lib/file-modes.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { Logger } from './logger.js';
 
@@ -191,6 +192,11 @@ export class Spool {
   static async open(options: SpoolOptions): Promise<Spool> {
     const dir = join(options.stateDir, 'spool');
     await mkdir(join(dir, 'rejected'), { recursive: true, mode: 0o700 });
+    // A state dir left wider (made by hand, or by an older version) holds the agent's
+    // credential and id: it is tightened, with a warning naming each change.
+    for (const note of tightenModes(options.stateDir, 'state directory')) {
+      options.log.warn({ path: note.path, errorCode: note.errorCode }, note.message);
+    }
     const agentId = await loadAgentId(options.stateDir, options.log);
     const spool = new Spool(options, agentId);
     await spool.recover();
