@@ -1,29 +1,44 @@
 /**
- * Detection benchmark (issue 6): fault injected → the right answer, for each injector of the
- * lab, Faultline side by side with the usual stack watching the same lab — Prometheus
- * blackbox_exporter probing the same hosts and ports, Debian's Prometheus scraping it every
- * second with a `probe_success == 0` alert rule, Debian's Alertmanager receiving the alerts.
- * The faults and their right answers are `faultline demo`'s (cli/demo.ts), in its lab (the
+ * Detection benchmark (issues 6 and 14): fault injected → the right answer, for each injector
+ * of the lab, Faultline side by side with the usual stack watching the same lab — Prometheus
+ * blackbox_exporter probing the same hosts and ports, Debian's Prometheus scraping it with a
+ * `probe_success == 0` alert rule, Debian's Alertmanager receiving the alerts — at one or
+ * more settings of scrape interval and `for` (default both the fastest, 1 s / `for: 2s`, and
+ * production, 15 s / `for: 1m`, side by side: one Prometheus each, the same exporter). The
+ * faults and their right answers are `faultline demo`'s (cli/demo.ts), in its lab (the
  * collector on ctl-1); blackbox also sends every host a full-size ping with Don't Fragment
  * (module icmp_mtu), the usual stack's best chance at a smaller MTU.
  *
  *   node dist/bench/detection.js [--runs 5] [--faults all|name,name] [--timeout-s 30]
- *       [--usual-scrape-s 1] [--usual-for-s 2] [--json FILE]
+ *       [--usual 1/2,15/60] [--soak-minutes 10] [--soak-loss 1-2] [--tail-s 3] [--json FILE]
  *
  * Faultline: until GET /api/v1/diagnosis has the expected hypothesis on top (kind and
- * components). The usual stack: until Alertmanager holds an active ProbeFailed alert for a
- * probe of the faulty host — which says that a probe fails, not why; the table says how many
- * alerts it raised for the one fault, and what Faultline had on top before the right answer (a
- * wrong first answer pages too). Both watch every 100 ms. Needs root (namespaces).
+ * components); each other answer on top before it is counted with how long it stayed there.
+ * The lab's collector sends its alerts (defaults: `holdFor: 0s`; `refireHoldFor: 0s` so that
+ * each run pages afresh) to a webhook receiver of the bench and, through a recording front,
+ * to the Alertmanager: every alert that starts firing between the injection and the heal
+ * (plus `--tail-s` after the right answer) for another cause than the right answer is a
+ * wrong page; the first right one gives "first right alert". The usual stack: until
+ * Alertmanager holds an active ProbeFailed alert of that setting for a probe of the faulty
+ * host — which says that a probe fails, not why. Then a healthy soak: `--soak-minutes` of the
+ * same lab with random loss on every host's link (nftables numgen, each direction, 1 % and
+ * 2 % on alternate hosts by default), counting every non-healthy diagnosis on top and every
+ * alert sent (the goal: 0). Everything is polled every 100 ms (the soak: 500 ms). Needs root
+ * (namespaces).
  */
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Diagnosis } from '../wire/diagnosis.js';
-import { startAlertmanager, type TestAlertmanager } from '../test/helpers/alertmanager.js';
+import {
+  recordAlertsTo,
+  startAlertmanager,
+  type AlertRecorder,
+  type TestAlertmanager,
+} from '../test/helpers/alertmanager.js';
 import { labDiagnosis, matches, waitDiagnosisHealthy } from '../test/helpers/lab/expect.js';
 import type { ExpectedHypothesis } from '../test/helpers/lab/expect.js';
-import type { Fault } from '../test/helpers/lab/faults.js';
+import { randomLoss, type Fault } from '../test/helpers/lab/faults.js';
 import { canRunLab, Lab } from '../test/helpers/lab/lab.js';
 import { demoFaults, demoLab as spec } from '../cli/demo.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
@@ -34,6 +49,15 @@ import {
   httpReady,
   ManagedServer,
 } from '../test/helpers/server-process.js';
+import {
+  alertLine,
+  alertMatches,
+  alertmanagerEvents,
+  firings,
+  startWebhookLog,
+  type AlertEvent,
+  type WebhookLog,
+} from './alert-log.js';
 import { blackboxConfig, runBench } from './lib.js';
 
 const exporterBin = '/usr/bin/prometheus-blackbox-exporter';
@@ -76,14 +100,48 @@ const cases: readonly Case[] = demoFaults.map((f) => ({
   usualHosts: usualHosts[f.name] ?? [],
 }));
 
+/** One setting of the usual stack: scrape (and rule evaluation) interval, the rule's `for`. */
+interface UsualSetting {
+  readonly scrapeS: number;
+  readonly forS: number;
+  /** "1s/2s": the `setting` label of its alerts and the table's name for it. */
+  readonly id: string;
+}
+
 interface Settings {
   readonly runs: number;
   readonly cases: readonly Case[];
+  /** Faultline's (and its alerts') deadline per run. */
   readonly timeoutMs: number;
-  /** The usual stack's scrape (and rule evaluation) interval and the alert rule's `for`. */
-  readonly usualScrapeS: number;
-  readonly usualForS: number;
+  /** The usual stack's settings, the first one the fastest (the ratio column's). */
+  readonly usual: readonly UsualSetting[];
+  /** After the right answer, alerts are still watched this long (a late wrong page counts). */
+  readonly tailMs: number;
+  /** 0: no soak. */
+  readonly soakMinutes: number;
+  /** Loss percent of the soak's links, alternately over the hosts. */
+  readonly soakLoss: readonly number[];
   readonly json?: string;
+}
+
+const usage = `Usage: node dist/bench/detection.js [--runs 5] [--faults all|name,name] [--timeout-s 30]
+    [--usual 1/2,15/60] [--soak-minutes 10] [--soak-loss 1-2] [--tail-s 3] [--json FILE]
+  --usual        the usual stack's settings, scrape/for in seconds, comma-separated (one
+                 Prometheus each); --usual-scrape-s S --usual-for-s F is one setting
+  --soak-minutes the healthy soak with random loss after the faults (0: none)
+  --soak-loss    loss % on each host's link, each direction: N, or A-B (A…B over the hosts in turn)
+faults: ${cases.map((c) => c.name).join(', ')}
+`;
+
+function intIn(name: string, raw: string, lo: number, hi: number): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < lo || n > hi)
+    throw new Error(`--${name}: expected an integer ${lo}–${hi} (actual: ${JSON.stringify(raw)})`);
+  return n;
+}
+
+function usualSetting(scrapeS: number, forS: number): UsualSetting {
+  return { scrapeS, forS, id: `${scrapeS}s/${forS}s` };
 }
 
 function settings(): Settings {
@@ -92,64 +150,98 @@ function settings(): Settings {
       runs: { type: 'string', default: '5' },
       faults: { type: 'string', default: 'all' },
       'timeout-s': { type: 'string', default: '30' },
-      'usual-scrape-s': { type: 'string', default: '1' },
-      'usual-for-s': { type: 'string', default: '2' },
+      usual: { type: 'string', default: '1/2,15/60' },
+      'usual-scrape-s': { type: 'string' },
+      'usual-for-s': { type: 'string' },
+      'tail-s': { type: 'string', default: '3' },
+      'soak-minutes': { type: 'string', default: '10' },
+      'soak-loss': { type: 'string', default: '1-2' },
       json: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help === true) {
-    process.stdout.write(
-      `Usage: node dist/bench/detection.js [--runs 5] [--faults all|${cases.map((c) => c.name).join(',')}] [--timeout-s 30] [--json FILE]\n`,
-    );
+    process.stdout.write(usage);
     process.exit(0);
   }
-  const runs = Number(values.runs);
-  if (!Number.isInteger(runs) || runs < 1 || runs > 50)
-    throw new Error(`--runs: expected 1–50 (actual: ${values.runs})`);
-  const timeoutS = Number(values['timeout-s']);
-  if (!Number.isFinite(timeoutS) || timeoutS < 5 || timeoutS > 600)
-    throw new Error(`--timeout-s: expected 5–600 (actual: ${values['timeout-s']})`);
+  const runs = intIn('runs', values.runs, 1, 50);
+  const timeoutS = intIn('timeout-s', values['timeout-s'], 5, 600);
   const names = String(values.faults);
   const chosen =
     names === 'all'
       ? cases
-      : names.split(',').map((n) => {
-          const c = cases.find((x) => x.name === n.trim());
-          if (c === undefined)
-            throw new Error(
-              `--faults: no fault ${JSON.stringify(n)} (known: ${cases.map((x) => x.name).join(', ')})`,
-            );
-          return c;
-        });
-  const usualScrapeS = Number(values['usual-scrape-s']);
-  const usualForS = Number(values['usual-for-s']);
-  if (!Number.isInteger(usualScrapeS) || usualScrapeS < 1 || usualScrapeS > 300)
-    throw new Error(`--usual-scrape-s: expected 1–300 (actual: ${values['usual-scrape-s']})`);
-  if (!Number.isInteger(usualForS) || usualForS < 0 || usualForS > 3600)
-    throw new Error(`--usual-for-s: expected 0–3600 (actual: ${values['usual-for-s']})`);
+      : names === ''
+        ? []
+        : names.split(',').map((n) => {
+            const c = cases.find((x) => x.name === n.trim());
+            if (c === undefined)
+              throw new Error(
+                `--faults: no fault ${JSON.stringify(n)} (known: ${cases.map((x) => x.name).join(', ')})`,
+              );
+            return c;
+          });
+  let usual: UsualSetting[];
+  if (values['usual-scrape-s'] !== undefined || values['usual-for-s'] !== undefined) {
+    usual = [
+      usualSetting(
+        intIn('usual-scrape-s', values['usual-scrape-s'] ?? '1', 1, 300),
+        intIn('usual-for-s', values['usual-for-s'] ?? '2', 0, 3600),
+      ),
+    ];
+  } else {
+    usual = values.usual.split(',').map((item) => {
+      const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(item);
+      if (m === null)
+        throw new Error(`--usual: expected scrape/for in seconds, e.g. 1/2 (actual: ${item})`);
+      return usualSetting(intIn('usual', m[1]!, 1, 300), intIn('usual', m[2]!, 0, 3600));
+    });
+    if (usual.length > 3) throw new Error('--usual: at most 3 settings');
+    if (new Set(usual.map((u) => u.id)).size < usual.length)
+      throw new Error('--usual: a setting twice');
+  }
+  const lossRaw = values['soak-loss'];
+  const lm = /^(\d+)(?:-(\d+))?$/.exec(lossRaw.trim());
+  if (lm === null) throw new Error(`--soak-loss: expected N or A-B (actual: ${lossRaw})`);
+  const lossLo = intIn('soak-loss', lm[1]!, 1, 50);
+  const lossHi = intIn('soak-loss', lm[2] ?? lm[1]!, lossLo, 50);
+  const soakLoss = Array.from({ length: lossHi - lossLo + 1 }, (_, i) => lossLo + i);
   return {
     runs,
     cases: chosen,
     timeoutMs: timeoutS * 1000,
-    usualScrapeS,
-    usualForS,
+    usual,
+    tailMs: intIn('tail-s', values['tail-s'], 0, 60) * 1000,
+    soakMinutes: intIn('soak-minutes', values['soak-minutes'], 0, 240),
+    soakLoss,
     ...(values.json === undefined ? {} : { json: values.json }),
   };
 }
 
-/** The usual stack: blackbox_exporter + Prometheus (1 s, alert rule) + Alertmanager. */
+/**
+ * How long the bench waits for the usual stack at a setting: a probe fails at the next scrape,
+ * the rule sees it at its next evaluation, holds `for`, and one more evaluation fires it.
+ */
+function usualTimeoutMs(s: Settings, u: UsualSetting): number {
+  return Math.max(s.timeoutMs, (3 * u.scrapeS + u.forS + 20) * 1000);
+}
+
+/** The usual stack: blackbox_exporter + one Prometheus (alert rule) per setting + Alertmanager. */
 interface UsualStack {
   readonly alertmanager: TestAlertmanager;
-  readonly prometheus: TestPrometheus;
+  readonly prometheus: readonly TestPrometheus[];
   readonly exporter: ManagedServer;
   /** Blackbox probe instance → lab host. */
   readonly instanceHost: ReadonlyMap<string, string>;
   stop(): Promise<void>;
 }
 
-async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<UsualStack> {
-  const alertmanager = await startAlertmanager();
+/** Starts the exporter and the Prometheus servers; `alertmanager` is shared (not stopped here). */
+async function startUsualStack(
+  lab: Lab,
+  dir: string,
+  s: Settings,
+  alertmanager: TestAlertmanager,
+): Promise<UsualStack> {
   const port = await freePort();
   const configFile = `${dir}/blackbox.yml`;
   writeFileSync(configFile, blackboxConfig(800));
@@ -165,87 +257,96 @@ async function startUsualStack(lab: Lab, dir: string, s: Settings): Promise<Usua
     startTimeoutMs: 20_000,
     ready: httpReady(`http://127.0.0.1:${port}/-/healthy`),
   });
-  await exporter.start();
-  // The same hosts and ports the agents probe: every host, every service port, http apps.
-  const instanceHost = new Map<string, string>();
-  const byModule: Record<'icmp' | 'icmp_mtu' | 'tcp_connect' | 'http_2xx', string[]> = {
-    icmp: [],
-    icmp_mtu: [],
-    tcp_connect: [],
-    http_2xx: [],
+  const prometheus: TestPrometheus[] = [];
+  const stop = async (): Promise<void> => {
+    for (const p of prometheus) await p.stop();
+    await exporter.stop();
   };
-  for (const h of lab.hosts) {
-    byModule.icmp.push(h.ip);
-    byModule.icmp_mtu.push(h.ip);
-    instanceHost.set(h.ip, h.name);
-    for (const s of h.spec.services ?? []) {
-      const p =
-        s.kind === 'postgres'
-          ? 5432
-          : s.kind === 'redis'
-            ? 6379
-            : s.kind === 'http'
-              ? (s.port ?? 8080)
-              : 0;
-      if (p === 0) continue;
-      byModule.tcp_connect.push(`${h.ip}:${p}`);
-      instanceHost.set(`${h.ip}:${p}`, h.name);
-      if (s.kind === 'http') {
-        const url = `http://${h.ip}:${p}/healthz`;
-        byModule.http_2xx.push(url);
-        instanceHost.set(url, h.name);
+  try {
+    await exporter.start();
+    // The same hosts and ports the agents probe: every host, every service port, http apps.
+    const instanceHost = new Map<string, string>();
+    const byModule: Record<'icmp' | 'icmp_mtu' | 'tcp_connect' | 'http_2xx', string[]> = {
+      icmp: [],
+      icmp_mtu: [],
+      tcp_connect: [],
+      http_2xx: [],
+    };
+    for (const h of lab.hosts) {
+      byModule.icmp.push(h.ip);
+      byModule.icmp_mtu.push(h.ip);
+      instanceHost.set(h.ip, h.name);
+      for (const svc of h.spec.services ?? []) {
+        const p =
+          svc.kind === 'postgres'
+            ? 5432
+            : svc.kind === 'redis'
+              ? 6379
+              : svc.kind === 'http'
+                ? (svc.port ?? 8080)
+                : 0;
+        if (p === 0) continue;
+        byModule.tcp_connect.push(`${h.ip}:${p}`);
+        instanceHost.set(`${h.ip}:${p}`, h.name);
+        if (svc.kind === 'http') {
+          const url = `http://${h.ip}:${p}/healthz`;
+          byModule.http_2xx.push(url);
+          instanceHost.set(url, h.name);
+        }
       }
     }
+    const scrapeConfigs = (['icmp', 'icmp_mtu', 'tcp_connect', 'http_2xx'] as const)
+      .map((m) =>
+        [
+          `  - job_name: blackbox-${m}`,
+          '    metrics_path: /probe',
+          `    params: { module: [${m}] }`,
+          '    static_configs:',
+          `      - targets: [${byModule[m].map((t) => JSON.stringify(t)).join(', ')}]`,
+          '    relabel_configs:',
+          '      - { source_labels: [__address__], target_label: __param_target }',
+          '      - { source_labels: [__param_target], target_label: instance }',
+          `      - { target_label: __address__, replacement: "127.0.0.1:${port}" }`,
+        ].join('\n'),
+      )
+      .join('\n');
+    // One Prometheus per setting, its alerts labelled with it. At 1 s and `for: 2s`: three
+    // failing probes in a row, Faultline's debounce; 15 s and `for: 1m` is the usual production.
+    for (const u of s.usual) {
+      const rules = [
+        'groups:',
+        '  - name: blackbox',
+        '    rules:',
+        '      - alert: ProbeFailed',
+        '        expr: probe_success == 0',
+        `        for: ${u.forS}s`,
+        `        labels: { severity: critical, setting: ${JSON.stringify(u.id)} }`,
+        '        annotations: { summary: "probe of {{ $labels.instance }} ({{ $labels.job }}) fails" }',
+        '',
+      ].join('\n');
+      prometheus.push(
+        await startPrometheus([], u.scrapeS, {
+          scrapeConfigs,
+          rules,
+          alertmanagers: [alertmanager.url],
+        }),
+      );
+    }
+    return { alertmanager, prometheus, exporter, instanceHost, stop };
+  } catch (err) {
+    await stop();
+    throw err;
   }
-  const scrapeConfigs = (['icmp', 'icmp_mtu', 'tcp_connect', 'http_2xx'] as const)
-    .map((m) =>
-      [
-        `  - job_name: blackbox-${m}`,
-        '    metrics_path: /probe',
-        `    params: { module: [${m}] }`,
-        '    static_configs:',
-        `      - targets: [${byModule[m].map((t) => JSON.stringify(t)).join(', ')}]`,
-        '    relabel_configs:',
-        '      - { source_labels: [__address__], target_label: __param_target }',
-        '      - { source_labels: [__param_target], target_label: instance }',
-        `      - { target_label: __address__, replacement: "127.0.0.1:${port}" }`,
-      ].join('\n'),
-    )
-    .join('\n');
-  // Default `for: 2s` at a 1 s interval: three failing probes in a row, Faultline's debounce
-  // (the usual production setting is a 15 s scrape and `for: 1m`: --usual-scrape-s 15
-  // --usual-for-s 60, with --timeout-s 120).
-  const rules = [
-    'groups:',
-    '  - name: blackbox',
-    '    rules:',
-    '      - alert: ProbeFailed',
-    '        expr: probe_success == 0',
-    `        for: ${s.usualForS}s`,
-    '        labels: { severity: critical }',
-    '        annotations: { summary: "probe of {{ $labels.instance }} ({{ $labels.job }}) fails" }',
-    '',
-  ].join('\n');
-  const prometheus = await startPrometheus([], s.usualScrapeS, {
-    scrapeConfigs,
-    rules,
-    alertmanagers: [alertmanager.url],
-  });
-  return {
-    alertmanager,
-    prometheus,
-    exporter,
-    instanceHost,
-    async stop() {
-      await prometheus.stop();
-      await exporter.stop();
-      await alertmanager.stop();
-    },
-  };
 }
 
-/** Active ProbeFailed alerts in Alertmanager, by lab host. */
-async function usualAlerts(stack: UsualStack): Promise<{ host: string; probe: string }[]> {
+interface UsualAlert {
+  readonly host: string;
+  readonly probe: string;
+  readonly setting: string;
+}
+
+/** Active ProbeFailed alerts in Alertmanager, by lab host and setting. */
+async function usualAlerts(stack: UsualStack): Promise<UsualAlert[]> {
   const alerts = await stack.alertmanager.alerts();
   return alerts
     .filter((a) => a.labels.alertname === 'ProbeFailed' && a.status.state === 'active')
@@ -253,7 +354,43 @@ async function usualAlerts(stack: UsualStack): Promise<{ host: string; probe: st
       // One alert per probe: a host's ping and full-size ping share the instance label.
       probe: `${a.labels.job ?? ''} ${a.labels.instance ?? ''}`,
       host: stack.instanceHost.get(a.labels.instance ?? '') ?? '?',
+      setting: a.labels.setting ?? '?',
     }));
+}
+
+/** Where the lab's collector sends its alerts, both recorded. */
+interface FaultlineAlerts {
+  readonly webhook: WebhookLog;
+  readonly recorder: AlertRecorder;
+}
+
+/** Alerts that started firing in [fromMs, toMs), per receiver. */
+function firedBetween(
+  fl: FaultlineAlerts,
+  fromMs: number,
+  toMs: number,
+): { webhook: AlertEvent[]; alertmanager: AlertEvent[] } {
+  const within = (es: AlertEvent[]): AlertEvent[] =>
+    es.filter((e) => e.atMs >= fromMs && e.atMs < toMs);
+  return {
+    webhook: within(firings(fl.webhook.events)),
+    alertmanager: within(firings(alertmanagerEvents(fl.recorder.received))),
+  };
+}
+
+/** One answer on top before the right one, and how long it stayed there. */
+interface WrongOnTop {
+  readonly answer: string;
+  readonly ms: number;
+  /** Whether the diagnosis said it was settling the whole time (issue 14's `settling`). */
+  readonly settling: boolean;
+}
+
+interface UsualResult {
+  /** ms, or undefined when it did not fire within its timeout. */
+  readonly ms?: number;
+  /** Distinct ProbeFailed alerts of this setting during the run. */
+  readonly alerts: number;
 }
 
 interface Run {
@@ -263,10 +400,17 @@ interface Run {
   readonly faultlineMs?: number;
   readonly faultlineAnswer: string;
   /** Other answers Faultline had on top before the right one, in order (none: straight to it). */
-  readonly wrongFirst: readonly string[];
-  readonly usualMs?: number;
-  /** Distinct ProbeFailed alerts the usual stack raised during the run. */
-  readonly usualAlerts: number;
+  readonly wrongFirst: readonly WrongOnTop[];
+  /** ms from the injection to the webhook's first alert for the right cause. */
+  readonly rightAlertMs?: number;
+  /** Alerts that started firing for another cause, injection → heal (webhook): `kind [components]`. */
+  readonly wrongAlerts: readonly string[];
+  /** The same through the Alertmanager sink (it keeps only the newest state of an alert). */
+  readonly wrongAlertsAlertmanager: readonly string[];
+  /** Alerts that started firing between the heal and the diagnosis healthy again (webhook). */
+  readonly healAlerts: readonly string[];
+  /** By setting id ("1s/2s"). */
+  readonly usual: Readonly<Record<string, UsualResult>>;
 }
 
 function answer(d: Diagnosis | undefined): string {
@@ -275,60 +419,215 @@ function answer(d: Diagnosis | undefined): string {
     ? d?.healthy === true
       ? 'healthy'
       : '—'
-    : `${h.kind} [${h.components.join(', ')}]`;
+    : `${h.kind} [${h.components.join(', ')}]${h.collectorCutOff === true ? ' (collector cut off)' : ''}`;
+}
+
+/** Issue 14's `settling` flag, when the collector has it. */
+function settlingOf(d: Diagnosis): boolean {
+  return (d as Diagnosis & { readonly settling?: boolean }).settling === true;
+}
+
+/** Both sides quiet: the diagnosis healthy 2 s in a row, no active ProbeFailed alert. */
+async function quiet(lab: Lab, stack: UsualStack): Promise<void> {
+  await waitDiagnosisHealthy(lab, 120_000, 2000);
+  await pollUntil(
+    'no active alerts in Alertmanager',
+    async () => (await usualAlerts(stack)).length === 0,
+    { timeoutMs: 180_000, intervalMs: 250 },
+  );
 }
 
 async function measure(
   lab: Lab,
   stack: UsualStack,
+  fl: FaultlineAlerts,
   c: Case,
   run: number,
-  timeoutMs: number,
+  s: Settings,
 ): Promise<Run> {
-  // Both sides quiet before the injection.
-  await waitDiagnosisHealthy(lab, 90_000, 2000);
-  await pollUntil(
-    'no active alerts in Alertmanager',
-    async () => (await usualAlerts(stack)).length === 0,
-    {
-      timeoutMs: 90_000,
-      intervalMs: 250,
-    },
-  );
+  await quiet(lab, stack);
   const fault = c.fault(lab);
   const startMs = Date.now();
   await fault.inject();
   let faultlineMs: number | undefined;
-  let usualMs: number | undefined;
+  let rightAlertMs: number | undefined;
   let last: Diagnosis | undefined;
-  const wrongFirst: string[] = [];
-  const raised = new Set<string>();
-  const usualDone = c.usualHosts.length === 0;
+  const wrongFirst: WrongOnTop[] = [];
+  let current: { answer: string; fromMs: number; settling: boolean } | undefined;
+  const usualMs = new Map<string, number>();
+  const raised = new Map<string, Set<string>>(s.usual.map((u) => [u.id, new Set<string>()]));
+  const usualDone = (u: UsualSetting, elapsed: number): boolean =>
+    c.usualHosts.length === 0 || usualMs.has(u.id) || elapsed >= usualTimeoutMs(s, u);
+  const deadlineMs = Math.max(s.timeoutMs, ...s.usual.map((u) => usualTimeoutMs(s, u)));
+  let healMs = startMs;
   try {
-    for (let i = 0; i < 100_000 && Date.now() - startMs < timeoutMs; i++) {
-      if (faultlineMs === undefined) {
+    for (let i = 0; i < 100_000; i++) {
+      const now = Date.now();
+      const elapsed = now - startMs;
+      if (elapsed >= deadlineMs) break;
+      if (faultlineMs === undefined && elapsed < s.timeoutMs) {
         last = await labDiagnosis(lab);
-        if (matches(last.hypotheses[0], c.want)) faultlineMs = Date.now() - startMs;
-        else if (!last.healthy && wrongFirst.at(-1) !== answer(last)) wrongFirst.push(answer(last));
+        const seenMs = Date.now() - startMs;
+        const top = answer(last);
+        if (current !== undefined && current.answer !== top) {
+          wrongFirst.push({
+            answer: current.answer,
+            ms: seenMs - current.fromMs,
+            settling: current.settling,
+          });
+          current = undefined;
+        }
+        if (matches(last.hypotheses[0], c.want)) faultlineMs = seenMs;
+        else if (!last.healthy && last.hypotheses.length > 0) {
+          if (current === undefined)
+            current = { answer: top, fromMs: seenMs, settling: settlingOf(last) };
+          else if (!settlingOf(last)) current.settling = false;
+        }
+      }
+      if (rightAlertMs === undefined) {
+        const right = firedBetween(fl, startMs, Number.POSITIVE_INFINITY).webhook.find((e) =>
+          alertMatches(e.labels, c.want),
+        );
+        if (right !== undefined) rightAlertMs = right.atMs - startMs;
       }
       const alerts = await usualAlerts(stack);
-      for (const a of alerts) raised.add(a.probe);
-      if (usualMs === undefined && alerts.some((a) => c.usualHosts.includes(a.host)))
-        usualMs = Date.now() - startMs;
-      if (faultlineMs !== undefined && (usualDone || usualMs !== undefined)) break;
+      for (const a of alerts) {
+        raised.get(a.setting)?.add(a.probe);
+        if (!usualMs.has(a.setting) && c.usualHosts.includes(a.host))
+          usualMs.set(a.setting, Date.now() - startMs);
+      }
+      const after = Date.now() - startMs;
+      const faultlineDone =
+        after >= s.timeoutMs ||
+        (faultlineMs !== undefined &&
+          rightAlertMs !== undefined &&
+          after - faultlineMs >= s.tailMs);
+      if (faultlineDone && s.usual.every((u) => usualDone(u, after))) break;
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {
+    healMs = Date.now();
     await fault.heal();
   }
+  if (current !== undefined)
+    wrongFirst.push({
+      answer: current.answer,
+      ms: healMs - startMs - current.fromMs,
+      settling: current.settling,
+    });
+  const sent = firedBetween(fl, startMs, healMs);
+  const wrong = (es: AlertEvent[]): string[] =>
+    es.filter((e) => !alertMatches(e.labels, c.want)).map((e) => alertLine(e.labels));
+  // The heal, until the diagnosis is healthy again: what it pages on the way back.
+  await waitDiagnosisHealthy(lab, 120_000, 2000);
+  const healed = firedBetween(fl, healMs, Date.now());
   return {
     fault: c.name,
     run,
     ...(faultlineMs === undefined ? {} : { faultlineMs }),
     faultlineAnswer: answer(last),
     wrongFirst,
-    ...(usualMs === undefined ? {} : { usualMs }),
-    usualAlerts: raised.size,
+    ...(rightAlertMs === undefined ? {} : { rightAlertMs }),
+    wrongAlerts: wrong(sent.webhook),
+    wrongAlertsAlertmanager: wrong(sent.alertmanager),
+    healAlerts: healed.webhook.map((e) => alertLine(e.labels)),
+    usual: Object.fromEntries(
+      s.usual.map((u) => [
+        u.id,
+        {
+          ...(usualMs.has(u.id) ? { ms: usualMs.get(u.id)! } : {}),
+          alerts: raised.get(u.id)!.size,
+        },
+      ]),
+    ),
+  };
+}
+
+interface SoakResult {
+  readonly minutes: number;
+  /** Loss % per host's link, each direction. */
+  readonly loss: Readonly<Record<string, number>>;
+  /** Diagnoses polled, and how many were not healthy. */
+  readonly polls: number;
+  readonly unhealthyPolls: number;
+  /** Each time something other than healthy came on top: the answer and how long it stayed. */
+  readonly falseHypotheses: readonly WrongOnTop[];
+  /** Alerts that started firing (webhook, Alertmanager). */
+  readonly alerts: readonly string[];
+  readonly alertsAlertmanager: readonly string[];
+  /** Distinct ProbeFailed alerts of each usual setting. */
+  readonly usual: Readonly<Record<string, number>>;
+}
+
+/** The healthy soak: random loss on every host's link, nothing should be raised. */
+async function soak(
+  lab: Lab,
+  stack: UsualStack,
+  fl: FaultlineAlerts,
+  s: Settings,
+): Promise<SoakResult> {
+  await quiet(lab, stack);
+  const loss: Record<string, number> = {};
+  const faults = lab.hosts.map((h, i) => {
+    const pct = s.soakLoss[i % s.soakLoss.length]!;
+    loss[h.name] = pct;
+    return randomLoss(lab, h.name, pct);
+  });
+  const injected: Fault[] = [];
+  const startMs = Date.now();
+  const endMs = startMs + s.soakMinutes * 60_000;
+  let polls = 0;
+  let unhealthyPolls = 0;
+  const falseHypotheses: WrongOnTop[] = [];
+  let current: { answer: string; fromMs: number; settling: boolean } | undefined;
+  const raised = new Map<string, Set<string>>(s.usual.map((u) => [u.id, new Set<string>()]));
+  let stopMs = startMs;
+  try {
+    for (const f of faults) {
+      await f.inject();
+      injected.push(f);
+    }
+    for (let i = 0; i < 1_000_000 && Date.now() < endMs; i++) {
+      const d = await labDiagnosis(lab);
+      const t = Date.now();
+      polls++;
+      const top = answer(d);
+      if (current !== undefined && current.answer !== top) {
+        falseHypotheses.push({
+          answer: current.answer,
+          ms: t - current.fromMs,
+          settling: current.settling,
+        });
+        current = undefined;
+      }
+      if (!d.healthy) {
+        unhealthyPolls++;
+        if (current === undefined) current = { answer: top, fromMs: t, settling: settlingOf(d) };
+        else if (!settlingOf(d)) current.settling = false;
+      }
+      for (const a of await usualAlerts(stack)) raised.get(a.setting)?.add(a.probe);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    stopMs = Date.now();
+    for (const f of injected.reverse()) await f.heal();
+  }
+  if (current !== undefined)
+    falseHypotheses.push({
+      answer: current.answer,
+      ms: stopMs - current.fromMs,
+      settling: current.settling,
+    });
+  const sent = firedBetween(fl, startMs, stopMs);
+  return {
+    minutes: s.soakMinutes,
+    loss,
+    polls,
+    unhealthyPolls,
+    falseHypotheses,
+    alerts: sent.webhook.map((e) => alertLine(e.labels)),
+    alertsAlertmanager: sent.alertmanager.map((e) => alertLine(e.labels)),
+    usual: Object.fromEntries(s.usual.map((u) => [u.id, raised.get(u.id)!.size])),
   };
 }
 
@@ -342,51 +641,125 @@ function fmtS(ms: number | undefined): string {
   return ms === undefined ? '—' : (ms / 1000).toFixed(1);
 }
 
-function table(s: Settings, runs: readonly Run[]): string {
+/** "median / max" of the runs that have a time, with how many missed it. */
+function medMax(times: readonly (number | undefined)[], missed: string): string {
+  const got = times.flatMap((t) => (t === undefined ? [] : [t]));
+  if (got.length === 0) return missed;
+  const n = times.length - got.length;
+  return `${fmtS(median(got))} / ${fmtS(Math.max(...got))}${n > 0 ? ` (${n} missed)` : ''}`;
+}
+
+/** Each item once with the number of runs it came up in, the three most frequent. */
+function ranked(perRun: readonly (readonly string[])[], of: number): string {
+  const seen = new Map<string, number>();
+  for (const r of perRun) for (const w of new Set(r)) seen.set(w, (seen.get(w) ?? 0) + 1);
+  const order = [...seen].sort(([a, x], [b, y]) => y - x || a.localeCompare(b));
+  return order.length === 0
+    ? ''
+    : order
+        .slice(0, 3)
+        .map(([w, n]) => `${w} (${n}/${of})`)
+        .join('; ') + (order.length > 3 ? `; ${order.length - 3} more` : '');
+}
+
+/** Wrong answers on top: how many in all, the longest, and which. */
+function wrongCell(perRun: readonly (readonly WrongOnTop[])[], of: number): string {
+  const all = perRun.flat();
+  if (all.length === 0) return '0';
+  const settling = all.filter((w) => w.settling).length;
+  const longest = Math.max(...all.map((w) => w.ms));
+  return `${all.length}${settling > 0 ? ` (${settling} settling)` : ''}, longest ${fmtS(longest)} s: ${ranked(
+    perRun.map((r) => r.map((w) => w.answer)),
+    of,
+  )}`;
+}
+
+function table(s: Settings, runs: readonly Run[], soakResult: SoakResult | undefined): string {
+  const usualHead = s.usual
+    .map((u) => `usual ${u.scrapeS} s / \`for: ${u.forS}s\` median / max, s (its alerts)`)
+    .join(' | ');
   const out = [
     `## Detection time: Faultline vs blackbox_exporter + Prometheus + Alertmanager`,
     '',
-    `${new Date().toISOString()} · ${s.runs} run(s) per fault · Faultline probes every 1 s (debounce 3 probes); Prometheus scrapes every ${s.usualScrapeS} s, alert rule \`for: ${s.usualForS}s\` · timeout ${s.timeoutMs / 1000} s.`,
+    `${new Date().toISOString()} · ${s.runs} run(s) per fault · Faultline probes every 1 s (debounce 3 probes), its alerts at the collector's defaults but \`refireHoldFor: 0s\`; the usual stack at ${s.usual.map((u) => `${u.scrapeS} s scrape / \`for: ${u.forS}s\``).join(' and ')} · timeout ${s.timeoutMs / 1000} s${s.usual.map((u) => `, ${u.id} ${usualTimeoutMs(s, u) / 1000} s`).join('')}.`,
     '',
-    '| fault | Faultline median / max, s | its answer | on top before it (runs) | usual stack median / max, s | alerts it raised | Faultline ÷ usual (median) |',
-    '|---|---:|---|---|---:|---:|---:|',
+    `| fault | Faultline median / max, s | its answer | wrong answers on top before it: count, longest (runs) | alerts sent for a wrong cause (runs) | first right alert median / max, s | ${usualHead} | Faultline ÷ usual ${s.usual[0]!.id} (median) |`,
+    `|---|---:|---|---|---|---:|${s.usual.map(() => '---:|').join('')}---:|`,
   ];
   for (const c of s.cases) {
     const rs = runs.filter((r) => r.fault === c.name);
+    if (rs.length === 0) continue;
     const fl = rs.flatMap((r) => (r.faultlineMs === undefined ? [] : [r.faultlineMs]));
-    const us = rs.flatMap((r) => (r.usualMs === undefined ? [] : [r.usualMs]));
-    const flCell =
-      fl.length === 0
-        ? 'not detected'
-        : `${fmtS(median(fl))} / ${fmtS(Math.max(...fl))}${fl.length < rs.length ? ` (${rs.length - fl.length} missed)` : ''}`;
-    const usCell =
-      c.usualHosts.length === 0
-        ? 'no probe can see it'
-        : us.length === 0
-          ? 'never fired'
-          : `${fmtS(median(us))} / ${fmtS(Math.max(...us))}${us.length < rs.length ? ` (${rs.length - us.length} missed)` : ''}`;
     const answers = [...new Set(rs.map((r) => r.faultlineAnswer))].join('; ');
-    // Each wrong answer once, with the number of runs it came up in: the three most frequent.
-    const wrong = new Map<string, number>();
-    for (const r of rs)
-      for (const w of new Set(r.wrongFirst)) wrong.set(w, (wrong.get(w) ?? 0) + 1);
-    const ranked = [...wrong].sort(([a, x], [b, y]) => y - x || a.localeCompare(b));
-    const before =
-      ranked.length === 0
-        ? '—'
-        : ranked
-            .slice(0, 3)
-            .map(([w, n]) => `${w} (${n}/${rs.length})`)
-            .join('; ') + (ranked.length > 3 ? `; ${ranked.length - 3} more` : '');
-    const alerts = rs.length === 0 ? '—' : median(rs.map((r) => r.usualAlerts)).toString();
-    const ratio = fl.length > 0 && us.length > 0 ? (median(fl) / median(us)).toFixed(2) : '—';
+    const nWrong = rs.reduce((n, r) => n + r.wrongAlerts.length, 0);
+    const nWrongAm = rs.reduce((n, r) => n + r.wrongAlertsAlertmanager.length, 0);
+    const nHeal = rs.reduce((n, r) => n + r.healAlerts.length, 0);
+    const wrongAlerts =
+      `${nWrong}${nWrongAm !== nWrong ? ` (Alertmanager ${nWrongAm})` : ''}` +
+      (nWrong > 0
+        ? `: ${ranked(
+            rs.map((r) => r.wrongAlerts),
+            rs.length,
+          )}`
+        : '') +
+      (nHeal > 0
+        ? `; on the heal ${nHeal}: ${ranked(
+            rs.map((r) => r.healAlerts),
+            rs.length,
+          )}`
+        : '');
+    const usualCells = s.usual.map((u) => {
+      if (c.usualHosts.length === 0) return 'no probe can see it';
+      const cell = medMax(
+        rs.map((r) => r.usual[u.id]?.ms),
+        'never fired',
+      );
+      return `${cell} (${median(rs.map((r) => r.usual[u.id]?.alerts ?? 0))})`;
+    });
+    const us0 = rs.flatMap((r) => {
+      const ms = r.usual[s.usual[0]!.id]?.ms;
+      return ms === undefined ? [] : [ms];
+    });
+    const ratio = fl.length > 0 && us0.length > 0 ? (median(fl) / median(us0)).toFixed(2) : '—';
     out.push(
-      `| ${c.name} | ${flCell} | ${answers} | ${before} | ${usCell} | ${alerts} | ${ratio} |`,
+      `| ${c.name} | ${medMax(
+        rs.map((r) => r.faultlineMs),
+        'not detected',
+      )} | ${answers} | ${wrongCell(
+        rs.map((r) => r.wrongFirst),
+        rs.length,
+      )} | ${wrongAlerts} | ${medMax(
+        rs.map((r) => r.rightAlertMs),
+        'none',
+      )} | ${usualCells.join(' | ')} | ${ratio} |`,
+    );
+  }
+  if (soakResult !== undefined) {
+    const k = soakResult;
+    const pcts = [...new Set(Object.values(k.loss))].sort((a, b) => a - b);
+    const fh = k.falseHypotheses;
+    const fhCell =
+      fh.length === 0
+        ? '0'
+        : `${fh.length}, longest ${fmtS(Math.max(...fh.map((w) => w.ms)))} s: ${ranked(
+            fh.map((w) => [w.answer]),
+            fh.length,
+          )}`;
+    const alertsCell =
+      `${k.alerts.length}${k.alertsAlertmanager.length !== k.alerts.length ? ` (Alertmanager ${k.alertsAlertmanager.length})` : ''}` +
+      (k.alerts.length > 0
+        ? `: ${ranked(
+            k.alerts.map((a) => [a]),
+            k.alerts.length,
+          )}`
+        : '');
+    out.push(
+      `| healthy soak, ${k.minutes} min, ${pcts.join('–')} % loss per link | — | ${k.unhealthyPolls === 0 ? 'healthy' : `not healthy in ${k.unhealthyPolls} of ${k.polls} polls`} | ${fhCell} | ${alertsCell} | — | ${s.usual.map((u) => `${k.usual[u.id] ?? 0} alert(s)`).join(' | ')} | — |`,
     );
   }
   out.push(
     '',
-    'The usual stack\'s "alerts it raised" are distinct `ProbeFailed` alerts (one per failing probe target) for the one fault: it says what fails, not why; Faultline raises one hypothesis with the cause and what is ruled out. Alertmanager notifies after its `group_wait` on top of the times shown (30 s by default).',
+    '"Wrong answers on top" are the other answers `GET /api/v1/diagnosis` had on top between the injection and the right answer (a wrong first answer misleads whoever looks), with how many were marked `settling`; "alerts sent for a wrong cause" are the alerts that started firing at the webhook receiver between the injection and the heal whose kind or components are not the right answer (the Alertmanager sink, which keeps only the newest state of each alert, in brackets when it differs), then those the heal raised. The usual stack\'s alerts are distinct `ProbeFailed` alerts (one per failing probe target) for the one fault: it says what fails, not why. Alertmanager notifies after its `group_wait` on top of the times shown (30 s by default). The soak\'s row counts each time something other than healthy came on top and every alert sent: the goal is 0.',
     '',
   );
   return out.join('\n');
@@ -396,33 +769,86 @@ async function main(): Promise<void> {
   const s = settings();
   if (!canRunLab)
     throw new Error('the detection benchmark needs root on Linux (network namespaces)');
-  const lab = await Lab.up(spec, {
-    cliPath,
-    probeIntervalMs: 1000,
-    probeTimeoutMs: 800,
-    reportIntervalMs: 1000,
-    silentAfterMs: 3000,
-    debounce: 3,
-  });
+  // One Alertmanager: the usual stack's Prometheus servers post to it directly, the lab's
+  // collector through a recording front on the management link's root end (reachable also
+  // while ctl-1's switch port is cut off), and to the bench's webhook receiver beside it.
+  let alertmanager: TestAlertmanager | undefined;
+  let faultlineAlerts: FaultlineAlerts | undefined;
+  let lab: Lab | undefined;
   let stack: UsualStack | undefined;
   const runs: Run[] = [];
+  let soakResult: SoakResult | undefined;
   try {
-    stack = await startUsualStack(lab, lab.dir, s);
+    lab = await Lab.up(spec, {
+      cliPath,
+      probeIntervalMs: 1000,
+      probeTimeoutMs: 800,
+      reportIntervalMs: 1000,
+      silentAfterMs: 3000,
+      debounce: 3,
+      extraCollectorYaml: async (l) => {
+        alertmanager = await startAlertmanager();
+        const recorder = await recordAlertsTo(alertmanager, l.managementAddress);
+        const webhook = await startWebhookLog(l.managementAddress);
+        faultlineAlerts = { recorder, webhook };
+        return [
+          'alerts:',
+          // Each run pages afresh: no re-fire hold after the run before resolved the same alert.
+          '  refireHoldFor: 0s',
+          '  sinks:',
+          `    - { type: webhook, name: bench-webhook, url: ${JSON.stringify(webhook.url)} }`,
+          `    - { type: alertmanager, name: bench-alertmanager, urls: [${JSON.stringify(recorder.url)}] }`,
+        ].join('\n');
+      },
+    });
+    if (alertmanager === undefined || faultlineAlerts === undefined)
+      throw new Error('the lab did not ask for its collector config');
+    stack = await startUsualStack(lab, lab.dir, s, alertmanager);
     for (let r = 1; r <= s.runs; r++) {
       for (const c of s.cases) {
-        const run = await measure(lab, stack, c, r, s.timeoutMs);
+        const run = await measure(lab, stack, faultlineAlerts, c, r, s);
         runs.push(run);
         process.stderr.write(
-          `run ${r} ${c.name}: Faultline ${fmtS(run.faultlineMs)} s (${run.faultlineAnswer}${run.wrongFirst.length > 0 ? `; before it: ${run.wrongFirst.join(' → ')}` : ''}), usual ${fmtS(run.usualMs)} s, ${run.usualAlerts} alert(s)\n`,
+          `run ${r} ${c.name}: Faultline ${fmtS(run.faultlineMs)} s (${run.faultlineAnswer}${run.wrongFirst.length > 0 ? `; before it: ${run.wrongFirst.map((w) => `${w.answer} ${fmtS(w.ms)} s`).join(' → ')}` : ''}), first right alert ${fmtS(run.rightAlertMs)} s, ${run.wrongAlerts.length} wrong alert(s)${run.wrongAlerts.length > 0 ? ` (${run.wrongAlerts.join(', ')})` : ''}${run.healAlerts.length > 0 ? `, ${run.healAlerts.length} on the heal (${run.healAlerts.join(', ')})` : ''}; ${s.usual.map((u) => `usual ${u.id} ${fmtS(run.usual[u.id]?.ms)} s, ${run.usual[u.id]?.alerts ?? 0} alert(s)`).join('; ')}\n`,
         );
       }
     }
+    if (s.soakMinutes > 0) {
+      process.stderr.write(`soak: ${s.soakMinutes} min with ${s.soakLoss.join('–')} % loss…\n`);
+      soakResult = await soak(lab, stack, faultlineAlerts, s);
+      process.stderr.write(
+        `soak: ${soakResult.falseHypotheses.length} false hypothesis(es) on top${soakResult.falseHypotheses.length > 0 ? ` (${soakResult.falseHypotheses.map((w) => `${w.answer} ${fmtS(w.ms)} s`).join(', ')})` : ''}, ${soakResult.alerts.length} alert(s) sent; ${s.usual.map((u) => `usual ${u.id} ${soakResult?.usual[u.id] ?? 0}`).join(', ')}\n`,
+      );
+    }
   } finally {
     await stack?.stop();
-    await lab.down();
+    await lab?.down();
+    await faultlineAlerts?.webhook.stop();
+    await faultlineAlerts?.recorder.stop();
+    await alertmanager?.stop();
   }
-  process.stdout.write(table(s, runs));
-  if (s.json !== undefined) writeFileSync(s.json, JSON.stringify({ runs }, null, 2));
+  process.stdout.write(table(s, runs, soakResult));
+  if (s.json !== undefined)
+    writeFileSync(
+      s.json,
+      JSON.stringify(
+        {
+          settings: {
+            runs: s.runs,
+            faults: s.cases.map((c) => c.name),
+            timeoutMs: s.timeoutMs,
+            usual: s.usual,
+            tailMs: s.tailMs,
+            soakMinutes: s.soakMinutes,
+            soakLoss: s.soakLoss,
+          },
+          runs,
+          ...(soakResult === undefined ? {} : { soak: soakResult }),
+        },
+        null,
+        2,
+      ),
+    );
 }
 
 runBench('bench/detection', main);
