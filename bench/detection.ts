@@ -21,8 +21,8 @@
  * wrong page; the first right one gives "first right alert". The usual stack: until
  * Alertmanager holds an active ProbeFailed alert of that setting for a probe of the faulty
  * host — which says that a probe fails, not why. Then a healthy soak: `--soak-minutes` of the
- * same lab with random loss on every host's link (nftables numgen, each direction, 1 % and
- * 2 % on alternate hosts by default), counting every non-healthy diagnosis on top and every
+ * same lab with random loss on every host's link (nftables numgen: each path loses 1–2 % of
+ * its round trips by default), counting every non-healthy diagnosis on top and every
  * alert sent (the goal: 0). Everything is polled every 100 ms (the soak: 500 ms). Needs root
  * (namespaces).
  */
@@ -119,7 +119,7 @@ interface Settings {
   readonly tailMs: number;
   /** 0: no soak. */
   readonly soakMinutes: number;
-  /** Loss percent of the soak's links, alternately over the hosts. */
+  /** Round-trip loss % of the soak's paths, by host in turn (see {@link soak}). */
   readonly soakLoss: readonly number[];
   readonly json?: string;
 }
@@ -129,7 +129,8 @@ const usage = `Usage: node dist/bench/detection.js [--runs 5] [--faults all|name
   --usual        the usual stack's settings, scrape/for in seconds, comma-separated (one
                  Prometheus each); --usual-scrape-s S --usual-for-s F is one setting
   --soak-minutes the healthy soak with random loss after the faults (0: none)
-  --soak-loss    loss % on each host's link, each direction: N, or A-B (A…B over the hosts in turn)
+  --soak-loss    round-trip loss % of the paths: N, or A-B (A…B over the hosts in turn; a
+                 quarter of a host's figure is dropped in each direction of its link)
 faults: ${cases.map((c) => c.name).join(', ')}
 `;
 
@@ -545,7 +546,7 @@ async function measure(
 
 interface SoakResult {
   readonly minutes: number;
-  /** Loss % per host's link, each direction. */
+  /** By host: the round-trip loss % of its paths (a quarter of it dropped each way on its link). */
   readonly loss: Readonly<Record<string, number>>;
   /** Diagnoses polled, and how many were not healthy. */
   readonly polls: number;
@@ -568,10 +569,13 @@ async function soak(
 ): Promise<SoakResult> {
   await quiet(lab, stack);
   const loss: Record<string, number> = {};
+  // A probe's round trip crosses its two hosts' links twice each: a quarter of a host's
+  // figure dropped in each direction of its link makes a path lose about the mean of its two
+  // hosts' figures (1–2 % by default), not four times it.
   const faults = lab.hosts.map((h, i) => {
     const pct = s.soakLoss[i % s.soakLoss.length]!;
     loss[h.name] = pct;
-    return randomLoss(lab, h.name, pct);
+    return randomLoss(lab, h.name, pct / 4);
   });
   const injected: Fault[] = [];
   const startMs = Date.now();
@@ -754,7 +758,7 @@ function table(s: Settings, runs: readonly Run[], soakResult: SoakResult | undef
           )}`
         : '');
     out.push(
-      `| healthy soak, ${k.minutes} min, ${pcts.join('–')} % loss per link | — | ${k.unhealthyPolls === 0 ? 'healthy' : `not healthy in ${k.unhealthyPolls} of ${k.polls} polls`} | ${fhCell} | ${alertsCell} | — | ${s.usual.map((u) => `${k.usual[u.id] ?? 0} alert(s)`).join(' | ')} | — |`,
+      `| healthy soak, ${k.minutes} min, ${pcts.join('–')} % loss per path | — | ${k.unhealthyPolls === 0 ? 'healthy' : `not healthy in ${k.unhealthyPolls} of ${k.polls} polls`} | ${fhCell} | ${alertsCell} | — | ${s.usual.map((u) => `${k.usual[u.id] ?? 0} alert(s)`).join(' | ')} | — |`,
     );
   }
   out.push(

@@ -217,12 +217,18 @@ export function dropSource(lab: Lab, host: string, source: string): Fault {
 
 /**
  * Random loss of `percent` % on a host's link, both directions (nftables numgen random). Only
- * its lab link: not its loopback, nor the collector host's management link.
+ * its lab link: not its loopback, nor the collector host's management link. A fraction of a
+ * percent (down to 0.01) draws from 10,000 instead of 100.
  */
 export function randomLoss(lab: Lab, host: string, percent: number): Fault {
   if (!(percent > 0 && percent < 100)) throw new Error(`loss percent ${percent}: expected 1–99`);
   const ifname = lab.host(host).ifname;
-  const rule = `numgen random mod 100 < ${percent} drop;`;
+  let rule = `numgen random mod 100 < ${percent} drop;`;
+  if (!Number.isInteger(percent)) {
+    const basisPoints = Math.round(percent * 100);
+    if (basisPoints < 1) throw new Error(`loss percent ${percent}: expected at least 0.01`);
+    rule = `numgen random mod 10000 < ${basisPoints} drop;`;
+  }
   return {
     name: `${percent}% loss on ${host}'s link`,
     inject: () =>
