@@ -404,10 +404,18 @@ interface Run {
   readonly wrongFirst: readonly WrongOnTop[];
   /** ms from the injection to the webhook's first alert for the right cause. */
   readonly rightAlertMs?: number;
-  /** Alerts that started firing for another cause, injection → heal (webhook): `kind [components]`. */
+  /**
+   * Alerts that started firing for another cause (webhook: `kind [components]`) from the
+   * injection to `--tail-s` after the right answer on top (or to the timeout): what pages
+   * while the fault arrives, whatever the usual stack's setting.
+   */
   readonly wrongAlerts: readonly string[];
   /** The same through the Alertmanager sink (it keeps only the newest state of an alert). */
   readonly wrongAlertsAlertmanager: readonly string[];
+  /** Alerts for another cause after that while the fault was held (for the usual stack). */
+  readonly wrongAlertsLater: readonly string[];
+  /** How long the fault was held (ms). */
+  readonly heldMs: number;
   /** Alerts that started firing between the heal and the diagnosis healthy again (webhook). */
   readonly healAlerts: readonly string[];
   /** By setting id ("1s/2s"). */
@@ -516,7 +524,9 @@ async function measure(
       ms: healMs - startMs - current.fromMs,
       settling: current.settling,
     });
-  const sent = firedBetween(fl, startMs, healMs);
+  const arrivedMs = Math.min(healMs, startMs + (faultlineMs ?? s.timeoutMs) + s.tailMs);
+  const sent = firedBetween(fl, startMs, arrivedMs);
+  const later = firedBetween(fl, arrivedMs, healMs);
   const wrong = (es: AlertEvent[]): string[] =>
     es.filter((e) => !alertMatches(e.labels, c.want)).map((e) => alertLine(e.labels));
   // The heal, until the diagnosis is healthy again: what it pages on the way back.
@@ -531,6 +541,8 @@ async function measure(
     ...(rightAlertMs === undefined ? {} : { rightAlertMs }),
     wrongAlerts: wrong(sent.webhook),
     wrongAlertsAlertmanager: wrong(sent.alertmanager),
+    wrongAlertsLater: wrong(later.webhook),
+    heldMs: healMs - startMs,
     healAlerts: healed.webhook.map((e) => alertLine(e.labels)),
     usual: Object.fromEntries(
       s.usual.map((u) => [
@@ -687,7 +699,7 @@ function table(s: Settings, runs: readonly Run[], soakResult: SoakResult | undef
     '',
     `${new Date().toISOString()} · ${s.runs} run(s) per fault · Faultline probes every 1 s (debounce 3 probes), its alerts at the collector's defaults but \`refireHoldFor: 0s\`; the usual stack at ${s.usual.map((u) => `${u.scrapeS} s scrape / \`for: ${u.forS}s\``).join(' and ')} · timeout ${s.timeoutMs / 1000} s${s.usual.map((u) => `, ${u.id} ${usualTimeoutMs(s, u) / 1000} s`).join('')}.`,
     '',
-    `| fault | Faultline median / max, s | its answer | wrong answers on top before it: count, longest (runs) | alerts sent for a wrong cause (runs) | first right alert median / max, s | ${usualHead} | Faultline ÷ usual ${s.usual[0]!.id} (median) |`,
+    `| fault | Faultline median / max, s | its answer | wrong answers on top before it: count, longest (runs) | alerts sent for a wrong cause: as it arrives (runs) · later while held · on the heal | first right alert median / max, s | ${usualHead} | Faultline ÷ usual ${s.usual[0]!.id} (median) |`,
     `|---|---:|---|---|---|---:|${s.usual.map(() => '---:|').join('')}---:|`,
   ];
   for (const c of s.cases) {
@@ -697,6 +709,7 @@ function table(s: Settings, runs: readonly Run[], soakResult: SoakResult | undef
     const answers = [...new Set(rs.map((r) => r.faultlineAnswer))].join('; ');
     const nWrong = rs.reduce((n, r) => n + r.wrongAlerts.length, 0);
     const nWrongAm = rs.reduce((n, r) => n + r.wrongAlertsAlertmanager.length, 0);
+    const nLater = rs.reduce((n, r) => n + r.wrongAlertsLater.length, 0);
     const nHeal = rs.reduce((n, r) => n + r.healAlerts.length, 0);
     const wrongAlerts =
       `${nWrong}${nWrongAm !== nWrong ? ` (Alertmanager ${nWrongAm})` : ''}` +
@@ -706,12 +719,7 @@ function table(s: Settings, runs: readonly Run[], soakResult: SoakResult | undef
             rs.length,
           )}`
         : '') +
-      (nHeal > 0
-        ? `; on the heal ${nHeal}: ${ranked(
-            rs.map((r) => r.healAlerts),
-            rs.length,
-          )}`
-        : '');
+      ` · later ${nLater} · on the heal ${nHeal}`;
     const usualCells = s.usual.map((u) => {
       if (c.usualHosts.length === 0) return 'no probe can see it';
       const cell = medMax(
@@ -763,7 +771,7 @@ function table(s: Settings, runs: readonly Run[], soakResult: SoakResult | undef
   }
   out.push(
     '',
-    '"Wrong answers on top" are the other answers `GET /api/v1/diagnosis` had on top between the injection and the right answer (a wrong first answer misleads whoever looks), with how many were marked `settling`; "alerts sent for a wrong cause" are the alerts that started firing at the webhook receiver between the injection and the heal whose kind or components are not the right answer (the Alertmanager sink, which keeps only the newest state of each alert, in brackets when it differs), then those the heal raised. The usual stack\'s alerts are distinct `ProbeFailed` alerts (one per failing probe target) for the one fault: it says what fails, not why. Alertmanager notifies after its `group_wait` on top of the times shown (30 s by default). The soak\'s row counts each time something other than healthy came on top and every alert sent: the goal is 0.',
+    `"Wrong answers on top" are the other answers \`GET /api/v1/diagnosis\` had on top between the injection and the right answer (a wrong first answer misleads whoever looks), with how many were marked \`settling\`. "Alerts sent for a wrong cause" are the alerts that started firing at the webhook receiver whose kind or components are not the right answer: as the fault arrives, from the injection to ${s.tailMs / 1000} s after the right answer on top (the Alertmanager sink, which keeps only the newest state of each alert, in brackets when it differs); later, while the fault was held as long as the slowest usual setting needed; and on the heal, until the diagnosis is healthy again (all of those: the cause is gone). The usual stack's alerts are distinct \`ProbeFailed\` alerts (one per failing probe target) for the one fault: it says what fails, not why. Alertmanager notifies after its \`group_wait\` on top of the times shown (30 s by default). The soak's row counts each time something other than healthy came on top and every alert sent: the goal is 0.`,
     '',
   );
   return out.join('\n');
@@ -813,7 +821,7 @@ async function main(): Promise<void> {
         const run = await measure(lab, stack, faultlineAlerts, c, r, s);
         runs.push(run);
         process.stderr.write(
-          `run ${r} ${c.name}: Faultline ${fmtS(run.faultlineMs)} s (${run.faultlineAnswer}${run.wrongFirst.length > 0 ? `; before it: ${run.wrongFirst.map((w) => `${w.answer} ${fmtS(w.ms)} s`).join(' → ')}` : ''}), first right alert ${fmtS(run.rightAlertMs)} s, ${run.wrongAlerts.length} wrong alert(s)${run.wrongAlerts.length > 0 ? ` (${run.wrongAlerts.join(', ')})` : ''}${run.healAlerts.length > 0 ? `, ${run.healAlerts.length} on the heal (${run.healAlerts.join(', ')})` : ''}; ${s.usual.map((u) => `usual ${u.id} ${fmtS(run.usual[u.id]?.ms)} s, ${run.usual[u.id]?.alerts ?? 0} alert(s)`).join('; ')}\n`,
+          `run ${r} ${c.name}: Faultline ${fmtS(run.faultlineMs)} s (${run.faultlineAnswer}${run.wrongFirst.length > 0 ? `; before it: ${run.wrongFirst.map((w) => `${w.answer} ${fmtS(w.ms)} s`).join(' → ')}` : ''}), first right alert ${fmtS(run.rightAlertMs)} s, ${run.wrongAlerts.length} wrong alert(s)${run.wrongAlerts.length > 0 ? ` (${run.wrongAlerts.join(', ')})` : ''}${run.wrongAlertsLater.length > 0 ? `, ${run.wrongAlertsLater.length} later while held ${fmtS(run.heldMs)} s (${run.wrongAlertsLater.join(', ')})` : ''}${run.healAlerts.length > 0 ? `, ${run.healAlerts.length} on the heal (${run.healAlerts.join(', ')})` : ''}; ${s.usual.map((u) => `usual ${u.id} ${fmtS(run.usual[u.id]?.ms)} s, ${run.usual[u.id]?.alerts ?? 0} alert(s)`).join('; ')}\n`,
         );
       }
     }
