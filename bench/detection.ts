@@ -518,10 +518,11 @@ async function measure(
     healMs = Date.now();
     await fault.heal();
   }
+  // Never found the right answer: the last wrong one counts until the diagnosis was last read.
   if (current !== undefined)
     wrongFirst.push({
       answer: current.answer,
-      ms: healMs - startMs - current.fromMs,
+      ms: Math.min(healMs - startMs, s.timeoutMs) - current.fromMs,
       settling: current.settling,
     });
   const arrivedMs = Math.min(healMs, startMs + (faultlineMs ?? s.timeoutMs) + s.tailMs);
