@@ -24,6 +24,8 @@ interface PathState {
   confirmClass: FailureClass | undefined;
   /** A confirmation burst is running: no second one, and its regular rounds wait. */
   confirming: boolean;
+  /** The target (config object) the state was last used with. */
+  target: ResolvedTarget;
   /** What the adaptive timeout was learnt on: kind, address, options and configured timeout. */
   signature: string;
   adaptive: AdaptiveTimeout;
@@ -221,20 +223,26 @@ export class Agent {
 
   /** The path's state, made (or its adaptive timeout reset when the target changed). */
   private pathState(t: ResolvedTarget): PathState {
-    const signature = JSON.stringify([t.kind, t.address, t.timeoutMs, t.options]);
     let state = this.paths.get(t.name);
+    // The same (frozen) target object as last time: unchanged, nothing to compare.
+    if (state?.target === t) return state;
+    const signature = JSON.stringify([t.kind, t.address, t.timeoutMs, t.options]);
     if (state === undefined) {
       state = {
         lastClass: undefined,
         confirmClass: undefined,
         confirming: false,
+        target: t,
         signature,
         adaptive: new AdaptiveTimeout(),
       };
       this.paths.set(t.name, state);
-    } else if (state.signature !== signature) {
-      state.signature = signature;
-      state.adaptive = new AdaptiveTimeout();
+    } else {
+      state.target = t;
+      if (state.signature !== signature) {
+        state.signature = signature;
+        state.adaptive = new AdaptiveTimeout();
+      }
     }
     return state;
   }

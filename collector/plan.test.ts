@@ -183,12 +183,23 @@ describe('plan version', () => {
     const plan = planFor(example, 'app-1');
     expect(plan.confirm).toEqual({ count: 3, spacingMs: 150 });
     expect(plan.adaptiveTimeout).toBe(true);
-    const withProbes = (extra: string): CollectorConfig =>
-      config(exampleText.replace('  interval: 1s\n', `  interval: 1s\n${extra}`));
-    const burst = planFor(withProbes('  confirm: { count: 5, spacing: 100ms }\n'), 'app-1');
+    const written = (from: string, to: string): CollectorConfig => {
+      expect(exampleText).toContain(from);
+      return config(exampleText.replace(from, to));
+    };
+    const burst = planFor(
+      written(
+        '  confirm: { count: 3, spacing: 150ms }\n',
+        '  confirm: { count: 5, spacing: 100ms }\n',
+      ),
+      'app-1',
+    );
     expect(burst.confirm).toEqual({ count: 5, spacingMs: 100 });
     expect(burst.version).not.toBe(plan.version);
-    const fixed = planFor(withProbes('  adaptiveTimeout: false\n'), 'app-1');
+    const fixed = planFor(
+      written('  adaptiveTimeout: true\n', '  adaptiveTimeout: false\n'),
+      'app-1',
+    );
     expect(fixed.adaptiveTimeout).toBe(false);
     expect(fixed.version).not.toBe(plan.version);
     expect(PlanSchema.parse(burst)).toEqual(burst);
