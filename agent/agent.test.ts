@@ -6,6 +6,7 @@ import { pollUntil } from '../test/helpers/poll-until.js';
 import { tcp } from '../probes/tcp.js';
 import type { ProbeResult } from '../wire/result.js';
 import { Agent } from './agent.js';
+import { ConfirmBudget } from './confirm.js';
 import { parseAgentConfig } from './config.js';
 import { createLogger } from './logger.js';
 
@@ -159,6 +160,191 @@ describe('Agent in-process', () => {
     agent = undefined;
     expect(results.length).toBeGreaterThan(before);
   });
+});
+
+describe('Agent: confirmation bursts and adaptive timeouts', () => {
+  let agent: Agent | undefined;
+  const servers: Server[] = [];
+  afterEach(async () => {
+    vi.restoreAllMocks();
+    await agent?.stop(1000);
+    agent = undefined;
+    await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+  });
+
+  async function listen(port = 0): Promise<{ server: Server; port: number }> {
+    const server = createServer((s) => s.on('error', () => undefined));
+    await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+    servers.push(server);
+    return { server, port: (server.address() as { port: number }).port };
+  }
+
+  function close(server: Server): Promise<unknown> {
+    servers.splice(servers.indexOf(server), 1);
+    return new Promise((r) => server.close(r));
+  }
+
+  function config(targets: string, defaults = ''): ReturnType<typeof parseAgentConfig> {
+    return parseAgentConfig(
+      `agent: { name: t }\nmetrics: { listen: "" }\n` +
+        `defaults: { interval: 1s, timeout: 500ms, confirm: { count: 3, spacing: 50ms }${defaults} }\n` +
+        `targets:\n${targets}`,
+      'test.yaml',
+    );
+  }
+
+  it('a change of class is re-probed at once, the burst marked, in order, its regular round waiting', async () => {
+    const { server, port } = await listen();
+    agent = await Agent.start(
+      config(`  - { name: svc, kind: tcp, address: "127.0.0.1:${port}" }\n`),
+      memoryLog().log,
+    );
+    const results: ProbeResult[] = [];
+    agent.onResult((r) => results.push(r));
+    await pollUntil('an ok round', () => results.some((r) => r.class === 'ok'), {
+      timeoutMs: 5000,
+    });
+    expect(results.every((r) => r.confirm === undefined)).toBe(true);
+    await close(server);
+    const done = await pollUntil(
+      'the burst after the port closed',
+      () => {
+        const i = results.findIndex((r) => r.confirm?.index === 0);
+        return i >= 0 && results.length >= i + 4 ? results.slice(i, i + 4) : undefined;
+      },
+      { timeoutMs: 5000 },
+    );
+    expect(done.map((r) => [r.class, r.confirm])).toEqual([
+      ['tcp_refused', { of: 3, index: 0 }],
+      ['tcp_refused', { of: 3, index: 1 }],
+      ['tcp_refused', { of: 3, index: 2 }],
+      ['tcp_refused', { of: 3, index: 3 }],
+    ]);
+    const seqs = done.map((r) => r.seq);
+    expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+    // 50 ms apart: the burst is over well inside the 1 s interval, not a round later.
+    const spanMs = done[3]!.startedAtMs - done[0]!.startedAtMs;
+    expect(spanMs).toBeGreaterThanOrEqual(90);
+    expect(spanMs).toBeLessThan(900);
+    expect(agent.confirmStats()).toMatchObject({ bursts: 1, probes: 3, skipped: 0 });
+    // The next regular round of the same class is no change: no burst.
+    const mark = results.length;
+    await pollUntil('a regular refused round', () => results.length > mark, { timeoutMs: 5000 });
+    expect(results[mark]).toMatchObject({ class: 'tcp_refused' });
+    expect(results[mark]!.confirm).toBeUndefined();
+    // Recovery is confirmed the same way.
+    await listen(port);
+    await pollUntil(
+      'the recovery burst',
+      () => results.filter((r) => r.class === 'ok' && r.confirm !== undefined).length === 4,
+      { timeoutMs: 5000 },
+    );
+    expect(agent.confirmStats()).toMatchObject({ bursts: 2, probes: 6, skipped: 0 });
+    expect(agent.stats().skipped).toBe(0);
+  }, 15_000);
+
+  it('the budget grants whole bursts only; what it refuses is counted and reported as before', async () => {
+    const { server, port } = await listen();
+    const targets = ['a', 'b', 'c']
+      .map((n) => `  - { name: ${n}, kind: tcp, address: "127.0.0.1:${port}" }\n`)
+      .join('');
+    // Room for one burst of 3, refilled far slower than the test.
+    agent = await Agent.start(config(targets), memoryLog().log, {
+      confirmBudget: new ConfirmBudget(0.001, 3),
+    });
+    const results: ProbeResult[] = [];
+    agent.onResult((r) => results.push(r));
+    await pollUntil('every path ok', () => new Set(results.map((r) => r.target)).size === 3, {
+      timeoutMs: 5000,
+    });
+    await close(server);
+    await pollUntil(
+      'every path refused, one burst done',
+      () =>
+        ['a', 'b', 'c'].every((n) => results.some((r) => r.target === n && r.class !== 'ok')) &&
+        results.filter((r) => r.confirm !== undefined).length === 4,
+      { timeoutMs: 5000 },
+    );
+    expect(agent.confirmStats()).toMatchObject({ bursts: 1, probes: 3, skipped: 2 });
+    const triggers = results.filter((r) => r.class === 'tcp_refused' && r.confirm?.index === 0);
+    expect(triggers).toHaveLength(1);
+    expect(agent.confirmStats().budget).toBeLessThan(1);
+  }, 15_000);
+
+  it('the timeout shrinks towards the path round trip, and adaptiveTimeout: false keeps it', async () => {
+    const { port } = await listen();
+    const target = `  - { name: svc, kind: tcp, address: "127.0.0.1:${port}" }\n`;
+    const at = (defaults: string): ReturnType<typeof parseAgentConfig> =>
+      parseAgentConfig(
+        `agent: { name: t }\nmetrics: { listen: "" }\ndefaults: { ${defaults} }\ntargets:\n${target}`,
+        'test.yaml',
+      );
+    agent = await Agent.start(at('interval: 200ms, timeout: 180ms'), memoryLog().log);
+    // No baseline yet: the configured timeout.
+    expect(agent.effectiveTimeoutMs('svc')).toBe(180);
+    // A loopback connect takes well under a millisecond: after 5 successes, the floor.
+    await pollUntil('the floor', () => agent!.effectiveTimeoutMs('svc') === 100, {
+      timeoutMs: 5000,
+    });
+    agent.reload(at('interval: 200ms, timeout: 180ms, adaptiveTimeout: false'));
+    expect(agent.effectiveTimeoutMs('svc')).toBe(180);
+    agent.reload(at('interval: 200ms, timeout: 180ms'));
+    expect(agent.effectiveTimeoutMs('svc')).toBe(100);
+    // A changed target (here its timeout) starts afresh.
+    agent.reload(at('interval: 200ms, timeout: 150ms'));
+    expect(agent.effectiveTimeoutMs('svc')).toBe(150);
+  }, 15_000);
+
+  it('a timeout caused by the shortened timeout alone is not confirmed: the burst waits the full timeout', async () => {
+    const { port } = await listen();
+    agent = await Agent.start(
+      parseAgentConfig(
+        `agent: { name: t }\nmetrics: { listen: "" }\n` +
+          `defaults: { interval: 400ms, timeout: 280ms, confirm: { count: 3, spacing: 20ms } }\n` +
+          `targets:\n  - { name: svc, kind: tcp, address: "127.0.0.1:${port}" }\n`,
+        'test.yaml',
+      ),
+      memoryLog().log,
+    );
+    const results: ProbeResult[] = [];
+    agent.onResult((r) => results.push(r));
+    await pollUntil('the shortened timeout', () => agent!.effectiveTimeoutMs('svc') === 100, {
+      timeoutMs: 5000,
+    });
+    // The path gets slow but stays healthy: each connect now takes 150 ms, past the
+    // shortened 100 ms and well inside the configured 280 ms.
+    const realRun = tcp.run.bind(tcp);
+    const timeouts: number[] = [];
+    vi.spyOn(tcp, 'run').mockImplementation(async (target, options, ctx) => {
+      timeouts.push(ctx.timeoutMs);
+      await new Promise((r) => setTimeout(r, Math.min(150, ctx.timeoutMs)));
+      if (ctx.timeoutMs < 150)
+        return {
+          class: 'tcp_timeout',
+          timings: { totalMs: ctx.timeoutMs },
+          error: { code: 'ETIMEDOUT', message: 'timeout' },
+        };
+      const outcome = await realRun(target, options, ctx);
+      return { ...outcome, timings: { ...outcome.timings, connectMs: 150, totalMs: 150 } };
+    });
+    const burst = await pollUntil(
+      'the burst after the shortened timeout',
+      () => {
+        const i = results.findIndex((r) => r.confirm?.index === 0);
+        return i >= 0 && results.length >= i + 4 ? results.slice(i, i + 4) : undefined;
+      },
+      { timeoutMs: 5000 },
+    );
+    expect(burst.map((r) => r.class)).toEqual(['tcp_timeout', 'ok', 'ok', 'ok']);
+    expect(timeouts.slice(0, 4)).toEqual([100, 280, 280, 280]);
+    // And the rounds after it are probed in full until the estimate has grown.
+    const mark = results.length;
+    await pollUntil('two more rounds', () => results.length >= mark + 2, { timeoutMs: 5000 });
+    expect(
+      results.slice(mark).map((r) => r.class),
+      JSON.stringify(timeouts),
+    ).toEqual(results.slice(mark).map(() => 'ok'));
+  }, 15_000);
 });
 
 describe.runIf(canUseNetns)('Agent: scheduled mtu targets', () => {

@@ -1,14 +1,16 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { listenError } from '../lib/listen-error.js';
-import { probeDefinition, probeKinds, probeRegistry } from '../probes/registry.js';
+import { echoKinds, probeDefinition, probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeDefinition, ScheduledTarget } from '../probes/types.js';
 import { runProbe } from '../probes/run.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { AgentConfig, ResolvedTarget } from './config.js';
+import { AdaptiveTimeout, ConfirmBudget, isConfirmableChange } from './confirm.js';
 import type { Logger } from './logger.js';
 import { Scheduler, type Job } from './scheduler.js';
-import { AgentTelemetry } from './telemetry.js';
+import { AgentTelemetry, type ConfirmStats } from './telemetry.js';
 
 /** How long SIGTERM waits for probes in flight before aborting them. */
 export const defaultStopGraceMs = 5_000;
@@ -18,6 +20,23 @@ export type ResultListener = (result: ProbeResult, target: ResolvedTarget) => vo
 
 interface PathState {
   lastClass: FailureClass | undefined;
+  /** The last class that says something about the target (internal_error left out). */
+  confirmClass: FailureClass | undefined;
+  /** A confirmation burst is running: no second one, and its regular rounds wait. */
+  confirming: boolean;
+  /** The target (config object) the state was last used with. */
+  target: ResolvedTarget;
+  /** What the adaptive timeout was learnt on: kind, address, options and configured timeout. */
+  signature: string;
+  adaptive: AdaptiveTimeout;
+}
+
+/** Options of {@link Agent.start}. */
+export interface AgentStartOptions {
+  readonly telemetry?: AgentTelemetry;
+  readonly onResult?: ResultListener;
+  /** The per-agent budget of confirmation probes; default 50 a second (ConfirmBudget). */
+  readonly confirmBudget?: ConfirmBudget;
 }
 
 /**
@@ -38,13 +57,17 @@ export class Agent {
    * time, then one per probe (fewer than a million probes a second keep it monotonic).
    */
   private seq = Date.now() * 1000;
+  private readonly budget: ConfirmBudget;
+  private confirmCounts = { bursts: 0, probes: 0, skipped: 0 };
 
   private constructor(
     config: AgentConfig,
     private readonly log: Logger,
     telemetry: AgentTelemetry | undefined,
+    budget: ConfirmBudget | undefined,
   ) {
     this.config = config;
+    this.budget = budget ?? new ConfirmBudget();
     this.telemetry =
       telemetry ??
       new AgentTelemetry({
@@ -57,6 +80,8 @@ export class Agent {
       phaseSeed: config.agent.name,
       onLag: (_id, lagMs) => this.telemetry.recordStart(lagMs),
       onSkip: (id) => {
+        // The round the burst replaces: the path is being probed more often, not less.
+        if (this.paths.get(id)?.confirming === true) return;
         this.telemetry.recordSkip(id);
         this.log.debug({ target: id }, 'probe round skipped: the previous one is still running');
       },
@@ -68,12 +93,13 @@ export class Agent {
   static async start(
     config: AgentConfig,
     log: Logger,
-    opts: { telemetry?: AgentTelemetry; onResult?: ResultListener } = {},
+    opts: AgentStartOptions = {},
   ): Promise<Agent> {
-    const agent = new Agent(config, log, opts.telemetry);
+    const agent = new Agent(config, log, opts.telemetry, opts.confirmBudget);
     // Listeners go in before the first probe can finish, so no result is missed.
     if (opts.onResult !== undefined) agent.onResult(opts.onResult);
     agent.telemetry.observeInFlight(() => agent.scheduler.stats().inFlight);
+    agent.telemetry.observeConfirm(() => agent.confirmStats());
     if (config.metrics.listen !== false) await agent.listen(config.metrics.listen);
     agent.prepareKinds(config);
     agent.scheduler.setJobs(agent.jobs(config));
@@ -111,6 +137,18 @@ export class Agent {
     if (addr === null || addr === undefined) return undefined;
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     return `http://${host}:${addr.port}/metrics`;
+  }
+
+  /** Confirmation burst counters and the budget left. */
+  confirmStats(): ConfirmStats {
+    return { ...this.confirmCounts, budget: this.budget.available() };
+  }
+
+  /** The timeout the next regular probe of `name` gets (adaptive or configured), for tests. */
+  effectiveTimeoutMs(name: string): number | undefined {
+    const t = this.config.targets.find((x) => x.name === name);
+    if (t === undefined) return undefined;
+    return this.timeoutFor(this.pathState(t), t);
   }
 
   /** Scheduler counters, for tests and the health endpoint. */
@@ -159,27 +197,132 @@ export class Agent {
   private job(t: ResolvedTarget): Job {
     const def = probeDefinition(t.kind);
     const base = { id: t.name, timeoutMs: t.timeoutMs };
-    const run = async (signal: AbortSignal): Promise<void> => {
-      const result = await runProbe(def, t.target, t.options, {
+    const probe = (timeoutMs: number, signal: AbortSignal): Promise<ProbeResult> =>
+      runProbe(def, t.target, t.options, {
         agent: this.config.agent.name,
         seq: ++this.seq,
-        timeoutMs: t.timeoutMs,
+        timeoutMs,
         signal,
       });
+    const run = async (signal: AbortSignal): Promise<void> => {
+      const state = this.pathState(t);
+      const timeoutMs = this.timeoutFor(state, t);
+      const result = await probe(timeoutMs, signal);
+      state.adaptive.observe(result, timeoutMs, t.timeoutMs);
+      const burst = this.startBurst(state, result);
       this.record(result, t);
+      // Awaited, so the scheduler's no-overlap rule skips this path's regular rounds while
+      // its burst runs: the burst probes it more often than they would, and a regular
+      // result in the middle would only blur the burst's verdict.
+      if (burst > 0) await this.runBurst(state, t, burst, probe, signal);
     };
     return t.cron !== undefined
       ? { ...base, cron: t.cron, run }
       : { ...base, intervalMs: t.intervalMs, run };
   }
 
+  /** The path's state, made (or its adaptive timeout reset when the target changed). */
+  private pathState(t: ResolvedTarget): PathState {
+    let state = this.paths.get(t.name);
+    // The same (frozen) target object as last time: unchanged, nothing to compare.
+    if (state?.target === t) return state;
+    const signature = JSON.stringify([t.kind, t.address, t.timeoutMs, t.options]);
+    if (state === undefined) {
+      state = {
+        lastClass: undefined,
+        confirmClass: undefined,
+        confirming: false,
+        target: t,
+        signature,
+        adaptive: new AdaptiveTimeout(),
+      };
+      this.paths.set(t.name, state);
+    } else {
+      state.target = t;
+      if (state.signature !== signature) {
+        state.signature = signature;
+        state.adaptive = new AdaptiveTimeout();
+      }
+    }
+    return state;
+  }
+
+  /**
+   * The timeout of a regular probe: the configured one, or with adaptive timeouts on, the
+   * path's own (never above the configured one). Echo kinds (icmp, mtu) keep theirs: their
+   * timeout is the window over which a round's packets are counted, not one answer's wait.
+   */
+  private timeoutFor(state: PathState, t: ResolvedTarget): number {
+    if (!this.config.defaults.adaptiveTimeout || echoKinds.has(t.kind)) return t.timeoutMs;
+    return state.adaptive.timeoutMs(t.timeoutMs);
+  }
+
+  /**
+   * Decides whether `result` starts a confirmation burst; if so marks it as the burst's
+   * trigger and returns the burst's size (0: no burst).
+   */
+  private startBurst(state: PathState, result: ProbeResult): number {
+    const previous = state.confirmClass;
+    if (result.class !== 'internal_error') state.confirmClass = result.class;
+    const { count } = this.config.defaults.confirm;
+    if (count <= 0 || state.confirming || !isConfirmableChange(previous, result.class)) return 0;
+    if (!this.budget.take(count)) {
+      this.confirmCounts.skipped++;
+      this.log.debug(
+        { target: result.target, class: result.class },
+        'change not confirmed at once: the budget of confirmation probes is spent',
+      );
+      return 0;
+    }
+    state.confirming = true;
+    this.confirmCounts.bursts++;
+    result.confirm = { of: count, index: 0 };
+    return count;
+  }
+
+  /**
+   * Re-probes a path `count` times, the starts `spacingMs` apart (the first at once), each
+   * with the configured timeout — never the adaptive one, so a change that only the
+   * shortened timeout caused is not confirmed — and records the results in the order they
+   * started (each carries `confirm`). Overlapping re-probes are fine: a dead path's burst
+   * then takes 2 spacings plus one timeout, not three timeouts.
+   */
+  private async runBurst(
+    state: PathState,
+    t: ResolvedTarget,
+    count: number,
+    probe: (timeoutMs: number, signal: AbortSignal) => Promise<ProbeResult>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { spacingMs } = this.config.defaults.confirm;
+    const started: Promise<ProbeResult>[] = [];
+    try {
+      const t0 = performance.now();
+      for (let i = 1; i <= count && !signal.aborted; i++) {
+        const waitMs = t0 + (i - 1) * spacingMs - performance.now();
+        if (waitMs > 0) await sleep(waitMs, undefined, { signal });
+        this.confirmCounts.probes++;
+        started.push(probe(t.timeoutMs, signal));
+      }
+    } catch {
+      // Aborted by stop(): the re-probes started still finish and are recorded below.
+    }
+    try {
+      for (let i = 0; i < started.length; i++) {
+        const result = await started[i]!;
+        state.adaptive.observe(result, t.timeoutMs, t.timeoutMs);
+        if (result.class !== 'internal_error') state.confirmClass = result.class;
+        result.confirm = { of: count, index: i + 1 };
+        this.record(result, t);
+      }
+    } finally {
+      state.confirming = false;
+    }
+  }
+
   private record(result: ProbeResult, t: ResolvedTarget): void {
     this.telemetry.recordResult(result, t);
-    let state = this.paths.get(t.name);
-    if (state === undefined) {
-      state = { lastClass: undefined };
-      this.paths.set(t.name, state);
-    }
+    const state = this.pathState(t);
     const wasOk = state.lastClass === undefined ? undefined : state.lastClass === 'ok';
     const isOk = result.class === 'ok';
     if (wasOk !== isOk || (!isOk && state.lastClass !== result.class)) {

@@ -210,7 +210,14 @@ describe('valid agent configs', () => {
     expect(cfg).toEqual({
       agent: { name: hostname(), labels: {} },
       metrics: { listen: '127.0.0.1:9465' },
-      defaults: { intervalMs: 15_000, timeoutMs: 5_000, maxInFlight: 256, options: {} },
+      defaults: {
+        intervalMs: 15_000,
+        timeoutMs: 5_000,
+        maxInFlight: 256,
+        options: {},
+        confirm: { count: 3, spacingMs: 150 },
+        adaptiveTimeout: true,
+      },
       targets: [
         {
           name: 'db-1',
@@ -224,6 +231,21 @@ describe('valid agent configs', () => {
         },
       ],
     });
+  });
+
+  it('takes the confirmation burst and adaptive timeouts under defaults', () => {
+    const cfg = parseAgentConfig(
+      'defaults:\n  confirm: { count: 5, spacing: 50ms }\n  adaptiveTimeout: false\n',
+      'agent.yaml',
+    );
+    expect(cfg.defaults.confirm).toEqual({ count: 5, spacingMs: 50 });
+    expect(cfg.defaults.adaptiveTimeout).toBe(false);
+    expect(
+      parseAgentConfig('defaults:\n  confirm: { count: 0 }\n', 'a.yaml').defaults.confirm,
+    ).toEqual({ count: 0, spacingMs: 150 });
+    expect(() =>
+      parseAgentConfig('defaults:\n  confirm: { count: 3, spacing: 5ms }\n', 'agent.yaml'),
+    ).toThrow('agent.yaml:2:33: defaults.confirm.spacing: expected at least 20ms (actual: "5ms")');
   });
 
   it('reads an empty file as an agent with no targets', () => {

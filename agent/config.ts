@@ -4,11 +4,13 @@ import { z } from 'zod';
 import { loadConfigFile, parseConfigText, resolvingSchema } from '../lib/config-file.js';
 import type { ConfigIssueParams, ConfigPath } from '../lib/config-file.js';
 import {
+  adaptiveTimeoutField,
   agentNameRe,
   agentNameSchema,
   asNumber,
   checkKindDefaults,
   checkMergedOptions,
+  confirmField,
   durationField,
   fillOptionsSlot,
   formatDurationMs,
@@ -110,6 +112,12 @@ const defaultsSchema = z
       .describe(
         "Per-kind default options; a target's own `options` are merged over them key by key.",
       ),
+    confirm: confirmField()
+      .prefault({})
+      .describe(
+        'Fast confirmation: when a target changes class the agent re-probes it `count` times, `spacing` apart, and reports the change with its confirmations at once. With a collector, its plan decides.',
+      ),
+    adaptiveTimeout: adaptiveTimeoutField(),
   })
   .strict()
   .superRefine((d, ctx) => {
@@ -288,6 +296,10 @@ export interface AgentConfig {
     readonly maxInFlight: number;
     /** Per-kind default options as written (validated); targets hold the merged result. */
     readonly options: Readonly<Partial<Record<ProbeKind, Readonly<Record<string, unknown>>>>>;
+    /** The confirmation burst after a change of class (count 0: none). */
+    readonly confirm: { readonly count: number; readonly spacingMs: number };
+    /** Per-path timeouts shrink towards the path's round trip (the configured one is the ceiling). */
+    readonly adaptiveTimeout: boolean;
   };
   readonly targets: readonly ResolvedTarget[];
   /** Present: the agent takes its plan from this collector and reports to it. */
@@ -507,6 +519,11 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
       timeoutMs: defaultTimeoutMs ?? 0,
       maxInFlight: asNumber(defaults.maxInFlight) ?? 0,
       options: kindDefaults.options,
+      confirm: {
+        count: isRecord(defaults.confirm) ? (asNumber(defaults.confirm.count) ?? 0) : 0,
+        spacingMs: isRecord(defaults.confirm) ? (asNumber(defaults.confirm.spacing) ?? 0) : 0,
+      },
+      adaptiveTimeout: defaults.adaptiveTimeout !== false,
     },
     targets,
   };

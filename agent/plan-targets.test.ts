@@ -37,6 +37,18 @@ function plan(targets: PlanTarget[]): Plan {
 }
 
 describe('planToAgentConfig', () => {
+  it("takes the plan's confirmation burst and adaptive timeouts, defaults when it says nothing", () => {
+    const older = planToAgentConfig(plan([target()]), base).config;
+    expect(older.defaults.confirm).toEqual({ count: 3, spacingMs: 150 });
+    expect(older.defaults.adaptiveTimeout).toBe(true);
+    const told = planToAgentConfig(
+      { ...plan([target()]), confirm: { count: 0, spacingMs: 100 }, adaptiveTimeout: false },
+      base,
+    ).config;
+    expect(told.defaults.confirm).toEqual({ count: 0, spacingMs: 100 });
+    expect(told.defaults.adaptiveTimeout).toBe(false);
+  });
+
   it('turns plan targets into resolved targets the Agent runs', () => {
     const { config, problems } = planToAgentConfig(
       plan([

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { deepFreeze } from '../lib/config-file.js';
+import { defaultConfirm } from '../lib/config-fields.js';
 import { ConfigError } from '../lib/errors.js';
 import { isProbeKind, probeKinds, probeRegistry } from '../probes/registry.js';
 import { parseTarget } from '../probes/target.js';
@@ -157,6 +158,9 @@ export function planToAgentConfig(plan: Plan, base: PlanAgentBase, log?: Logger)
       timeoutMs: shortest(targets.map((t) => t.timeoutMs)),
       maxInFlight: base.maxInFlight,
       options: {},
+      // An older collector's plan says nothing: the agent's defaults.
+      confirm: plan.confirm ?? { ...defaultConfirm },
+      adaptiveTimeout: plan.adaptiveTimeout ?? true,
     },
     targets,
   };

@@ -243,6 +243,55 @@ describe('Reporter', () => {
     });
   });
 
+  it('a confirmation burst: trigger and burst sent in full, flushed at its start and its end, no countdown of later rounds', async () => {
+    // earlyFlushMs far beyond the test: only the burst's own flushes can send a batch.
+    const { r, batches } = make({ reportIntervalMs: 60_000, earlyFlushMs: 50_000 });
+    r.start();
+    const burst = (cls: FailureClass, index: number): ProbeResult => ({
+      ...result('db/tcp', 'tcp', cls),
+      confirm: { of: 3, index },
+    });
+    feed(r, result('db/tcp', 'tcp', 'ok'));
+    feed(r, result('db/tcp', 'tcp', 'ok'));
+    feed(r, burst('tcp_refused', 0)); // the trigger: at once
+    expect(batches.map((b) => b.results.map((x) => x.confirm?.index))).toEqual([[0]]);
+    feed(r, burst('tcp_refused', 1));
+    feed(r, burst('tcp_refused', 2));
+    expect(batches).toHaveLength(1); // the middle of the burst waits for its end
+    feed(r, burst('tcp_refused', 3));
+    expect(batches.map((b) => b.results.map((x) => x.confirm?.index))).toEqual([[0], [1, 2, 3]]);
+    expect(batches[1]!.results.every((x) => x.class === 'tcp_refused')).toBe(true);
+    // The burst confirmed it: later rounds of the same class are summarised only.
+    feed(r, result('db/tcp', 'tcp', 'tcp_refused'));
+    feed(r, result('db/tcp', 'tcp', 'tcp_refused'));
+    await r.stop();
+    expect(batches[2]!.results).toEqual([]);
+    expect(batches[2]!.summaries[0]).toMatchObject({
+      count: 8,
+      ok: 2,
+      failures: { tcp_refused: 6 },
+    });
+  });
+
+  it('a burst that disagrees with its trigger (one lost probe) falls back on later rounds in full', async () => {
+    const { r, batches } = make({ confirmResults: 2 });
+    const burst = (cls: FailureClass, index: number): ProbeResult => ({
+      ...result('db/icmp', 'icmp', cls),
+      confirm: { of: 2, index },
+    });
+    feed(r, result('db/icmp', 'icmp', 'ok'));
+    feed(r, burst('icmp_timeout', 0));
+    feed(r, burst('ok', 1));
+    feed(r, burst('ok', 2));
+    feed(r, result('db/icmp', 'icmp', 'ok'));
+    feed(r, result('db/icmp', 'icmp', 'ok'));
+    feed(r, result('db/icmp', 'icmp', 'ok'));
+    await r.cut();
+    expect(
+      batches.flatMap((b) => b.results.map((x) => `${x.class}:${x.confirm?.index ?? '-'}`)),
+    ).toEqual(['icmp_timeout:0', 'ok:1', 'ok:2', 'ok:-', 'ok:-']);
+  });
+
   it('stop closes the open period into the sink; a failing sink is counted, not thrown', async () => {
     const { r, batches } = make();
     r.start();

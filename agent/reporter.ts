@@ -102,6 +102,9 @@ interface PathTally {
   previous: FailureClass | undefined;
   /** Results still to send in full to confirm the last state change. */
   confirm: number;
+  /** The confirmation burst under way: its trigger's class, and whether all agreed so far. */
+  burstClass: FailureClass | undefined;
+  burstAgrees: boolean;
   active: boolean;
 }
 
@@ -115,7 +118,9 @@ function quantile(sorted: readonly number[], q: number): number {
  * Turns the stream of probe results into report batches: per path and period a summary
  * (count, ok, failures by class, latency min/p50/p90/p99/max of the kind's main timing,
  * ICMP loss), plus in full every result whose class differs from the path's previous one
- * (the first result of a path when it is a failure) and the `confirmResults` after it. Summaries count
+ * (the first result of a path when it is a failure) and the `confirmResults` after it —
+ * or, when the agent confirmed the change with a burst (results carrying `confirm`), the
+ * burst's results, flushed the moment it starts and the moment it ends. Summaries count
  * every probe of the period, the ones sent in full too. A path failing the same way for an
  * hour thus costs what a healthy one costs, and the collector still hears of every change
  * and its confirmation at once.
@@ -203,6 +208,8 @@ export class Reporter {
         lastSeq: result.seq,
         previous: undefined,
         confirm: 0,
+        burstClass: undefined,
+        burstAgrees: false,
         active: false,
       };
       this.paths.set(target.name, p);
@@ -231,6 +238,10 @@ export class Reporter {
     }
     p.lastClass = cls;
     p.lastSeq = result.seq;
+    if (result.confirm !== undefined) {
+      this.observeBurst(p, result, result.confirm);
+      return;
+    }
     // A path's first result, when ok, is no news: its summary says so, and one success is
     // all the collector needs to call a path ok. (A fleet starting up would otherwise send
     // every path in full at once.)
@@ -248,6 +259,39 @@ export class Reporter {
       else this.armEarly();
     }
   };
+
+  /**
+   * A result of the agent's confirmation burst: sent in full, the trigger and the burst's
+   * last result flushed at once. The burst is the change's confirmation, so it does not
+   * start the `confirmResults` countdown of later rounds — unless it disagreed with its
+   * trigger: the collector then falls back on consecutive rounds, and gets them in full.
+   */
+  private observeBurst(
+    p: PathTally,
+    result: ProbeResult,
+    mark: { of: number; index: number },
+  ): void {
+    const cls = result.class;
+    p.previous = cls;
+    let flush = false;
+    if (mark.index === 0) {
+      p.burstClass = cls;
+      p.burstAgrees = true;
+      p.confirm = 0;
+      flush = true;
+    } else {
+      if (cls !== p.burstClass) p.burstAgrees = false;
+      if (mark.index >= mark.of) {
+        p.confirm = p.burstAgrees ? 0 : this.confirmResults;
+        p.burstClass = undefined;
+        flush = true;
+      }
+    }
+    this.results.push(result);
+    if (this.results.length >= this.maxResults || (flush && this.earlyFlushMs !== false))
+      this.flushResults();
+    else this.armEarly();
+  }
 
   /**
    * Closes the current period now: summaries of every path that reported, the results

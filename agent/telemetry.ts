@@ -719,6 +719,18 @@ export interface DeliveryStats {
   readonly enrolState: string;
 }
 
+/** Confirmation bursts of an agent (issue 14), read at each collection. */
+export interface ConfirmStats {
+  /** Bursts started (each after a change of class on a path). */
+  readonly bursts: number;
+  /** Re-probes run by bursts. */
+  readonly probes: number;
+  /** Changes not confirmed by a burst because the per-agent budget was spent. */
+  readonly skipped: number;
+  /** Re-probes the budget holds now. */
+  readonly budget: number;
+}
+
 /**
  * The agent's OpenTelemetry metrics: one MeterProvider with a Prometheus reader (served by
  * the agent's own HTTP server through `metricsHandler`/`renderPrometheus`) and, when the
@@ -755,6 +767,7 @@ export class AgentTelemetry {
   private inFlight = 0;
   private inFlightSource: (() => number) | undefined;
   private deliverySource: (() => DeliveryStats) | undefined;
+  private confirmSource: (() => ConfirmStats) | undefined;
   private exportError: string | undefined;
   private shutdownPromise: Promise<TelemetryShutdown> | undefined;
 
@@ -897,6 +910,37 @@ export class AgentTelemetry {
       for (const state of ['none', 'saved', 'enrolled', 'direct'])
         observer.observe(delivery.enrol, d.enrolState === state ? 1 : 0, { ...a, state });
     }, Object.values(delivery));
+    const confirm = {
+      bursts: this.meter.createObservableCounter('faultline.agent.confirm.bursts', {
+        unit: '{burst}',
+        description: 'Confirmation bursts started: a path changed class and was re-probed at once.',
+        valueType: ValueType.INT,
+      }),
+      probes: this.meter.createObservableCounter('faultline.agent.confirm.probes', {
+        unit: '{probe}',
+        description: 'Re-probes run by confirmation bursts (beyond the regular schedule).',
+        valueType: ValueType.INT,
+      }),
+      skipped: this.meter.createObservableCounter('faultline.agent.confirm.skipped', {
+        unit: '{burst}',
+        description:
+          "Changes of class not confirmed by a burst because the agent's budget of extra probes was spent; the collector confirms them round by round.",
+        valueType: ValueType.INT,
+      }),
+      budget: this.meter.createObservableGauge('faultline.agent.confirm.budget', {
+        unit: '{probe}',
+        description: 'Re-probes the budget of confirmation bursts holds now.',
+      }),
+    };
+    this.meter.addBatchObservableCallback((observer) => {
+      const c = this.confirmSource?.();
+      if (c === undefined) return;
+      const a = this.agentAttrs;
+      observer.observe(confirm.bursts, c.bursts, a);
+      observer.observe(confirm.probes, c.probes, a);
+      observer.observe(confirm.skipped, c.skipped, a);
+      observer.observe(confirm.budget, c.budget, a);
+    }, Object.values(confirm));
     this.meter.addBatchObservableCallback(
       (observer) => {
         for (let i = 0; i < probeResults.length; i++)
@@ -966,6 +1010,11 @@ export class AgentTelemetry {
   /** Where to read the report delivery figures from (an agent with a collector). */
   observeDelivery(read: () => DeliveryStats): void {
     this.deliverySource = read;
+  }
+
+  /** Where to read the confirmation burst figures from. */
+  observeConfirm(read: () => ConfirmStats): void {
+    this.confirmSource = read;
   }
 
   /** Or: where to read the in-flight count from at each collection (replaces `setInFlight`). */

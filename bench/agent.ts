@@ -5,7 +5,8 @@
  *
  *   node dist/bench/agent.js [--duration-s 60] [--warmup-s 5] [--targets 1000]
  *       [--interval-ms 1000] [--hosts 4] [--scrape-interval-s 15] [--icmp-count 1]
- *       [--sides ours,blackbox] [--json FILE]
+ *       [--sides ours,blackbox] [--failing 0.1] [--flap-ms 2000] [--confirm-count 3]
+ *       [--adaptive-timeout true] [--json FILE]
  *
  * See bench/README.md (section "Agent benchmark") for what each figure means.
  */
@@ -14,6 +15,7 @@ import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { createServer, type Server } from 'node:net';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { TestNet, type TestHost } from '../test/helpers/netns.js';
@@ -59,6 +61,14 @@ interface Settings {
   nodeArgs: string[];
   /** Niceness of the measured processes (0: as this one). */
   nice: number;
+  /** Share of the targets made tcp probes of a port that refuses (or flaps, see flapMs). */
+  failing: number;
+  /** The failing targets' port listens and refuses in turns this long (0: always refuses). */
+  flapMs: number;
+  /** The agent's `defaults.confirm.count` (absent: its default). */
+  confirmCount?: number;
+  /** The agent's `defaults.adaptiveTimeout` (absent: its default). */
+  adaptiveTimeout?: boolean;
   json?: string;
 }
 
@@ -77,6 +87,14 @@ const usage = `Usage: node dist/bench/agent.js [options]
   --node-args="ARGS"     extra node flags for the agent (e.g. --node-args="--cpu-prof")
   --nice=N               run every measured process under \`nice -n N\` (default 0); a
                          negative N keeps a busy machine's other work off the figures
+  --failing R            share of the targets (0..1) made tcp probes of a local port
+                         that refuses: the price of failures and their confirmation
+                         bursts (default 0)
+  --flap-ms N            that port listens and refuses in turns of N ms, so each
+                         failing target changes class (and bursts) every N ms
+                         (default 0: it always refuses)
+  --confirm-count N      the agent's defaults.confirm.count (0: no bursts)
+  --adaptive-timeout B   the agent's defaults.adaptiveTimeout (true or false)
   --json FILE            also write the raw figures as JSON
 
 Needs root (namespaces, raw ICMP), fping, and ${exporterBin}.
@@ -96,6 +114,10 @@ function settings(): Settings {
       kinds: { type: 'string', default: 'icmp,tcp,http' },
       'node-args': { type: 'string', default: '' },
       nice: { type: 'string', default: '0' },
+      failing: { type: 'string', default: '0' },
+      'flap-ms': { type: 'string', default: '0' },
+      'confirm-count': { type: 'string' },
+      'adaptive-timeout': { type: 'string' },
       json: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -136,6 +158,14 @@ function settings(): Settings {
     sides: sides as Side[],
     kinds: chosen as Kind[],
     nice: Math.trunc(num('nice', -20)),
+    failing: Math.min(1, num('failing', 0)),
+    flapMs: Math.floor(num('flap-ms', 0)),
+    ...(values['confirm-count'] === undefined
+      ? {}
+      : { confirmCount: Math.floor(num('confirm-count', 0)) }),
+    ...(values['adaptive-timeout'] === undefined
+      ? {}
+      : { adaptiveTimeout: values['adaptive-timeout'] !== 'false' }),
     nodeArgs: String(values['node-args'])
       .split(/\s+/)
       .filter((x) => x !== ''),
@@ -202,6 +232,35 @@ async function startServers(
       `target servers did not start: ${e instanceof Error ? e.message : String(e)} ${err()}`,
     );
   }
+}
+
+/**
+ * A port on 127.3.0.1 that refuses connections, or (flapMs > 0) listens and refuses in
+ * turns of flapMs: the failing targets of `--failing`. Served by this process, which is
+ * not measured.
+ */
+async function flappingPort(flapMs: number): Promise<number> {
+  const port = await freePort();
+  if (flapMs <= 0) return port;
+  let server: Server | undefined;
+  const open = (): void => {
+    server = createServer((sock) => {
+      sock.on('error', () => undefined);
+      sock.end();
+    });
+    server.on('error', () => undefined);
+    server.listen(port, '127.3.0.1');
+    server.unref(); // it lives as long as the bench and holds nothing up
+  };
+  open();
+  const timer = setInterval(() => {
+    if (server !== undefined) {
+      server.close();
+      server = undefined;
+    } else open();
+  }, flapMs);
+  timer.unref();
+  return port;
 }
 
 /**
@@ -275,6 +334,18 @@ async function targetSide(
             : `http://${ip}:${h.listener.httpPort}/`;
     }
     targets.push({ name: `${kind}-${place}-${j}`, kind, address, place });
+  }
+  if (s.failing > 0) {
+    const port = await flappingPort(s.flapMs);
+    const every = Math.max(1, Math.round(1 / s.failing));
+    for (let i = 0; i < targets.length; i += every) {
+      targets[i] = {
+        name: `tcp-failing-${i}`,
+        kind: 'tcp',
+        address: `127.3.0.1:${port}`,
+        place: 'failing',
+      };
+    }
   }
   return { net, targets };
 }
@@ -416,6 +487,17 @@ interface SideResult {
 
 const mb = (bytes: number): number => bytes / (1024 * 1024);
 
+/** The sum of a metric's samples in Prometheus text (every label set). */
+function sumPlain(text: string, name: string): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (Number.isFinite(v)) sum += v;
+  }
+  return sum;
+}
+
 // ---------------------------------------------------------------------------------------
 // Ours: the real agent process
 
@@ -432,6 +514,8 @@ async function runOurs(
     defaults: {
       interval: `${s.intervalMs}ms`,
       options: { icmp: { count: s.icmpCount } },
+      ...(s.confirmCount === undefined ? {} : { confirm: { count: s.confirmCount } }),
+      ...(s.adaptiveTimeout === undefined ? {} : { adaptiveTimeout: s.adaptiveTimeout }),
     },
     targets: targets.map((t) => ({
       name: t.name,
@@ -504,6 +588,9 @@ async function runOurs(
     sampler.stop();
 
     const windowMs = t1 - t0;
+    const confirmDelta = (what: string): number =>
+      sumPlain(last.text, `faultline_agent_confirm_${what}_total`) -
+      sumPlain(first.text, `faultline_agent_confirm_${what}_total`);
     const failedBy: Record<string, number> = {};
     let failed = 0;
     for (const [cls, n] of Object.entries(c1.classes)) {
@@ -534,6 +621,7 @@ async function runOurs(
       notes: [
         `${scrapes.length} scrapes of /metrics in the window: ${fmt(avgScrapeMb, 2)} MB each, answered in ${fmt(avgScrapeMs, 0)} ms on average`,
         `skipped rounds (previous still running): ${c1.skipped - c0.skipped}`,
+        `confirmation bursts in the window: ${confirmDelta('bursts')}, their re-probes ${confirmDelta('probes')}, changes left unconfirmed by the budget ${confirmDelta('skipped')}`,
       ],
     };
   } catch (e) {

@@ -87,6 +87,11 @@ const invalid: Record<string, string[]> = {
   'invalid-data-dir.yaml': [
     'invalid-data-dir.yaml:2:10: dataDir: cannot create the data directory: /etc/passwd is not a directory (actual: "/etc/passwd/faultline")',
   ],
+  'invalid-confirm.yaml': [
+    'invalid-confirm.yaml:5:21: probes.confirm.count: expected at most 10 (actual: 11)',
+    'invalid-confirm.yaml:5:34: probes.confirm.spacing: expected at most 5s (actual: "10s")',
+    'invalid-confirm.yaml:6:20: probes.adaptiveTimeout: expected true or false (actual: "sometimes")',
+  ],
   'invalid-dns.yaml': [
     'invalid-dns.yaml:6:12: probes.options.dns.server: the server of a dns service is its component (address and port): leave server out',
     'invalid-dns.yaml:12:74: inventory.components[0].services[0].options.server: the server of a dns service is its component (address and port): leave server out',
@@ -409,6 +414,8 @@ describe('valid collector configs', () => {
         mesh: true,
         mtu: { size: 1500 },
         options: {},
+        confirm: { count: 3, spacingMs: 150 },
+        adaptiveTimeout: true,
       },
       diagnosis: { debounce: 3 },
       limits: {

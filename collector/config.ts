@@ -20,6 +20,8 @@ import {
   byteSizeField,
   checkKindDefaults,
   checkMergedOptions,
+  adaptiveTimeoutField,
+  confirmField,
   durationField,
   durationOrAutoField,
   fillOptionsSlot,
@@ -228,6 +230,10 @@ export interface CollectorConfig {
     readonly mtu: { readonly size: number } | false;
     /** Per-kind default options as written (validated). */
     readonly options: Readonly<Partial<Record<ProbeKind, Readonly<Record<string, unknown>>>>>;
+    /** The confirmation burst agents run after a change of class (count 0: none). */
+    readonly confirm: { readonly count: number; readonly spacingMs: number };
+    /** Per-path timeouts shrink towards the path's round trip (the configured one is the ceiling). */
+    readonly adaptiveTimeout: boolean;
   };
   readonly diagnosis: {
     /** Consecutive failures before a path counts as failing. */
@@ -436,6 +442,12 @@ const probesSchema = z
       .describe(
         "Per-kind default options; a service's own `options` are merged over them key by key.",
       ),
+    confirm: confirmField()
+      .prefault({})
+      .describe(
+        'Fast confirmation: when a path changes class the agent re-probes it `count` times, `spacing` apart, and reports the change with its confirmations at once; the collector counts a burst that agrees as confirmed. Told to agents in the plan.',
+      ),
+    adaptiveTimeout: adaptiveTimeoutField(),
   })
   .strict()
   .describe('Plan defaults: what every agent probes, how often.');
@@ -1309,6 +1321,11 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
       mesh: probes.mesh !== false,
       mtu,
       options: kindDefaults.options,
+      confirm: {
+        count: isRecord(probes.confirm) ? (asNumber(probes.confirm.count) ?? 0) : 0,
+        spacingMs: isRecord(probes.confirm) ? (asNumber(probes.confirm.spacing) ?? 0) : 0,
+      },
+      adaptiveTimeout: probes.adaptiveTimeout !== false,
     },
     diagnosis: { debounce: asNumber(diagnosis.debounce) ?? 0 },
     limits: {

@@ -179,6 +179,32 @@ describe('plan version', () => {
     expect(planFor(reports, 'app-1').version).not.toBe(before);
   });
 
+  it('carries the confirmation burst and adaptive timeouts, and changes with them', () => {
+    const plan = planFor(example, 'app-1');
+    expect(plan.confirm).toEqual({ count: 3, spacingMs: 150 });
+    expect(plan.adaptiveTimeout).toBe(true);
+    const written = (from: string, to: string): CollectorConfig => {
+      expect(exampleText).toContain(from);
+      return config(exampleText.replace(from, to));
+    };
+    const burst = planFor(
+      written(
+        '  confirm: { count: 3, spacing: 150ms }\n',
+        '  confirm: { count: 5, spacing: 100ms }\n',
+      ),
+      'app-1',
+    );
+    expect(burst.confirm).toEqual({ count: 5, spacingMs: 100 });
+    expect(burst.version).not.toBe(plan.version);
+    const fixed = planFor(
+      written('  adaptiveTimeout: true\n', '  adaptiveTimeout: false\n'),
+      'app-1',
+    );
+    expect(fixed.adaptiveTimeout).toBe(false);
+    expect(fixed.version).not.toBe(plan.version);
+    expect(PlanSchema.parse(burst)).toEqual(burst);
+  });
+
   it('reportInterval auto: 1 s for a small fleet, a second more per 200 agents, at most 10 s; silence follows', () => {
     expect(example.agents).toMatchObject({ reportIntervalMs: 'auto', silentAfterMs: 'auto' });
     const fleet = (n: number): KnownAgent[] =>

@@ -69,14 +69,18 @@ function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? 'null';
 }
 
-/** Short content hash of what an agent does with a plan: its targets and intervals. */
+/**
+ * Short content hash of what an agent does with a plan: its targets and intervals, and
+ * (when given) how it confirms changes and times probes out.
+ */
 export function planVersion(
   targets: readonly PlanTarget[],
   reportIntervalMs: number,
   refreshIntervalMs: number,
+  probing: Pick<Plan, 'confirm' | 'adaptiveTimeout'> = {},
 ): string {
   return createHash('sha256')
-    .update(canonicalJson({ targets, reportIntervalMs, refreshIntervalMs }))
+    .update(canonicalJson({ targets, reportIntervalMs, refreshIntervalMs, ...probing }))
     .digest('hex')
     .slice(0, versionChars);
 }
@@ -248,12 +252,17 @@ export function planFor(
     agents,
     fleetSize ?? knownAgents.length + (knownAgents.some((a) => a.name === agentName) ? 0 : 1),
   );
+  const probing = {
+    confirm: { count: probes.confirm.count, spacingMs: probes.confirm.spacingMs },
+    adaptiveTimeout: probes.adaptiveTimeout,
+  };
   return {
-    version: planVersion(targets, reportIntervalMs, agents.planRefreshMs),
+    version: planVersion(targets, reportIntervalMs, agents.planRefreshMs, probing),
     agent: agentName,
     generatedAtMs: nowMs,
     refreshIntervalMs: agents.planRefreshMs,
     reportIntervalMs,
     targets,
+    ...probing,
   };
 }

@@ -46,8 +46,11 @@ export function formatDurationMs(ms: number): string {
 const durationHelp =
   'expected a duration: milliseconds, or a number with ms, s, m or h (e.g. "500ms", "15s", "2m")';
 
-/** A duration field: a number of ms or text like "15s"; parses to whole milliseconds ≥ minMs. */
-export function durationField(minMs: number) {
+/**
+ * A duration field: a number of ms or text like "15s"; parses to whole milliseconds in
+ * [minMs, maxMs] (maxMs: a day unless given).
+ */
+export function durationField(minMs: number, maxMs = maxDurationMs) {
   return z
     .union([z.number(), z.string().regex(durationRe, { error: durationHelp })], {
       error: durationHelp,
@@ -65,7 +68,7 @@ export function durationField(minMs: number) {
         const hint = typeof raw === 'number' ? '; a bare number is milliseconds (write "15s")' : '';
         return bad(`expected at least ${formatDurationMs(minMs)}${hint}`);
       }
-      if (ms > maxDurationMs) return bad(`expected at most ${formatDurationMs(maxDurationMs)}`);
+      if (ms > maxMs) return bad(`expected at most ${formatDurationMs(maxMs)}`);
       return ms;
     });
 }
@@ -343,4 +346,43 @@ export function checkMergedOptions(
     addNestedIssues(ctx, issues, prefix, schema);
   }
   return undefined;
+}
+
+/** Confirmation bursts when a plan or config does not say: 3 re-probes 150 ms apart. */
+export const defaultConfirm = { count: 3, spacingMs: 150 } as const;
+/** The bounds of `confirm` (the plan's wire schema holds the same). */
+export const maxConfirmCount = 10;
+export const minConfirmSpacingMs = 20;
+export const maxConfirmSpacingMs = 5000;
+
+/** `confirm:` — the burst of re-probes that confirms a change of class on a path. */
+export function confirmField() {
+  return z
+    .object({
+      count: z
+        .number()
+        .int()
+        .min(0)
+        .max(maxConfirmCount)
+        .default(defaultConfirm.count)
+        .describe(
+          `Re-probes of a path whose result changed class (ok → failure, failure → ok, one failure to another), reported at once with the change; 0 turns bursts off. Default ${defaultConfirm.count}, at most ${maxConfirmCount}.`,
+        ),
+      spacing: durationField(minConfirmSpacingMs, maxConfirmSpacingMs)
+        .prefault(`${defaultConfirm.spacingMs}ms`)
+        .describe(
+          `Between the starts of two re-probes of a burst; each has the path's configured timeout. Default ${defaultConfirm.spacingMs}ms, ${formatDurationMs(minConfirmSpacingMs)} to ${formatDurationMs(maxConfirmSpacingMs)}.`,
+        ),
+    })
+    .strict();
+}
+
+/** `adaptiveTimeout:` — per-path timeouts that shrink towards the path's round trip. */
+export function adaptiveTimeoutField() {
+  return z
+    .boolean()
+    .default(true)
+    .describe(
+      "Each path's timeout shrinks towards its own observed round trip (srtt + 4·rttvar, ×3, at least 100ms, at most the configured timeout), so a dead LAN path is seen in ~100ms instead of the full timeout. Confirmation re-probes always wait the full timeout, so a slow but healthy path is never reported failing for it. false: always the configured timeout.",
+    );
 }

@@ -27,6 +27,17 @@ export const PlanTargetSchema = z
   .strict();
 export type PlanTarget = z.infer<typeof PlanTargetSchema>;
 
+/** `confirm` of a plan: the agent's confirmation burst after a change of class. */
+export const PlanConfirmSchema = z
+  .object({
+    /** Re-probes per burst; 0 turns bursts off. */
+    count: z.number().int().min(0).max(10),
+    /** Between the starts of two re-probes. */
+    spacingMs: z.number().int().min(20).max(5000),
+  })
+  .strict();
+export type PlanConfirm = z.infer<typeof PlanConfirmSchema>;
+
 export const PlanSchema = z
   .object({
     /** Content hash: an unchanged plan keeps its version. */
@@ -38,6 +49,17 @@ export const PlanSchema = z
     /** How often the agent sends a report batch (also its heartbeat). */
     reportIntervalMs: z.number().int().min(100),
     targets: z.array(PlanTargetSchema).max(100_000),
+    /**
+     * Fast confirmation: when a path's result changes class the agent re-probes it `count`
+     * times, `spacingMs` apart, and reports the burst at once. Absent: count 3, 150 ms;
+     * count 0: no bursts.
+     */
+    confirm: PlanConfirmSchema.optional(),
+    /**
+     * Per-path timeouts that shrink towards the path's observed round trip (TCP RTO style,
+     * floor 100 ms, the target's `timeoutMs` as ceiling). Absent: true.
+     */
+    adaptiveTimeout: z.boolean().optional(),
   })
   .strict();
 export type Plan = z.infer<typeof PlanSchema>;

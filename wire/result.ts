@@ -84,6 +84,18 @@ export const RawErrorSchema = z
   .strict();
 export type RawError = z.infer<typeof RawErrorSchema>;
 
+/** Where a result stands in a confirmation burst (see ProbeResult.confirm). */
+export const ConfirmMarkSchema = z
+  .object({
+    /** Re-probes in the burst. */
+    of: z.number().int().min(1).max(10),
+    /** 0: the trigger; 1..of: the re-probes, in the order they started (never above `of`). */
+    index: z.number().int().min(0).max(10),
+  })
+  // No refinement (index <= of): the report schema is checked by Ajv too (wire/fast-check.ts).
+  .strict();
+export type ConfirmMark = z.infer<typeof ConfirmMarkSchema>;
+
 /** One record per probe attempt. */
 export const ProbeResultSchema = z
   .object({
@@ -103,6 +115,11 @@ export const ProbeResultSchema = z
     error: RawErrorSchema.optional(),
     /** Kind-specific facts: ICMP engine and per-packet RTTs, HTTP status, DNS answers… */
     detail: z.record(z.string(), z.unknown()).optional(),
+    /**
+     * On the results of a confirmation burst only: `index` 0 is the result whose class
+     * changed (the trigger), 1..`of` the burst's re-probes.
+     */
+    confirm: ConfirmMarkSchema.optional(),
   })
   .strict();
 export type ProbeResult = z.infer<typeof ProbeResultSchema>;
