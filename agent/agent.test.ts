@@ -243,6 +243,31 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
     expect(agent.stats().skipped).toBe(0);
   }, 15_000);
 
+  it("a service path failing probes the echo paths to its host at once, not at their next round; another host's are left alone", async () => {
+    const { server, port } = await listen();
+    // Echo paths an hour apart: only the check can run them within the test.
+    agent = await Agent.start(
+      config(
+        `  - { name: web-svc, kind: tcp, address: "127.0.0.1:${port}", labels: { component: web } }\n` +
+          `  - { name: web-icmp, kind: icmp, address: 127.0.0.1, interval: 1h, timeout: 500ms, labels: { component: web } }\n` +
+          `  - { name: db-icmp, kind: icmp, address: 127.0.0.2, interval: 1h, timeout: 500ms, labels: { component: db } }\n`,
+      ),
+      memoryLog().log,
+    );
+    const results: ProbeResult[] = [];
+    agent.onResult((r) => results.push(r));
+    await pollUntil('an ok round', () => results.some((r) => r.target === 'web-svc'), {
+      timeoutMs: 5000,
+    });
+    const echoes = (name: string) => results.filter((r) => r.target === name).length;
+    const [webBefore, dbBefore] = [echoes('web-icmp'), echoes('db-icmp')];
+    await close(server);
+    await pollUntil('the echo to web checked', () => echoes('web-icmp') > webBefore, {
+      timeoutMs: 3000,
+    });
+    expect(echoes('db-icmp')).toBe(dbBefore);
+  }, 15_000);
+
   it('the budget grants whole bursts only; what it refuses is counted and reported as before', async () => {
     const { server, port } = await listen();
     const targets = ['a', 'b', 'c']

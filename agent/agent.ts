@@ -24,6 +24,8 @@ interface PathState {
   confirmClass: FailureClass | undefined;
   /** A confirmation burst is running: no second one, and its regular rounds wait. */
   confirming: boolean;
+  /** An echo check out of schedule is running (see Agent.checkEchoes). */
+  checking: boolean;
   /** The target (config object) the state was last used with. */
   target: ResolvedTarget;
   /** What the adaptive timeout was learnt on: kind, address, options and configured timeout. */
@@ -59,6 +61,11 @@ export class Agent {
   private seq = Date.now() * 1000;
   private readonly budget: ConfirmBudget;
   private confirmCounts = { bursts: 0, probes: 0, skipped: 0 };
+  /** Host key → the echo paths to that host, run out of schedule by `checkEchoes`. */
+  private echoChecks = new Map<string, (() => Promise<void>)[]>();
+  /** Echo checks running out of schedule: stop() aborts and awaits them. */
+  private readonly extra = new Set<Promise<void>>();
+  private readonly extraAbort = new AbortController();
 
   private constructor(
     config: AgentConfig,
@@ -159,6 +166,8 @@ export class Agent {
   /** Stops scheduling, lets probes in flight finish (bounded), flushes telemetry. */
   async stop(graceMs = defaultStopGraceMs): Promise<void> {
     const { unfinished } = await this.scheduler.stop(graceMs);
+    this.extraAbort.abort();
+    await Promise.allSettled([...this.extra]);
     if (unfinished > 0)
       this.log.warn({ unfinished }, 'probes still running at shutdown were aborted');
     await Promise.allSettled(
@@ -191,7 +200,36 @@ export class Agent {
   }
 
   private jobs(config: AgentConfig): Job[] {
+    this.echoChecks = new Map();
     return config.targets.map((t) => this.job(t));
+  }
+
+  /**
+   * The host a target probes, for pairing a service path with the echo paths to the same
+   * host: the plan's component when it has one, else the address's host.
+   */
+  private static hostKey(t: ResolvedTarget): string {
+    return t.labels.component ?? t.target.host;
+  }
+
+  /**
+   * A service path to `t`'s host changed to a failure: the echo paths to that host (the
+   * small ping and the full-size one) are probed at once, out of schedule, instead of at
+   * their next round up to an interval later. So the evidence that tells a host, a link or
+   * a switch port from the service arrives with the service's own failure: a switch port
+   * with a smaller MTU fails the full-size echo in the same second as the web page whose
+   * answer it drops, and the diagnosis never says "the web app is hung" first. Bounded by
+   * the confirmation budget (one probe each); an echo path that is running a check or a
+   * burst is left alone. A changed echo result starts its own burst as usual.
+   */
+  private checkEchoes(t: ResolvedTarget): void {
+    for (const check of this.echoChecks.get(Agent.hostKey(t)) ?? []) {
+      const running = check().catch((err: unknown) =>
+        this.log.error({ target: t.name, err }, 'echo check failed'),
+      );
+      this.extra.add(running);
+      void running.finally(() => this.extra.delete(running));
+    }
   }
 
   private job(t: ResolvedTarget): Job {
@@ -204,6 +242,7 @@ export class Agent {
         timeoutMs,
         signal,
       });
+    const isEcho = echoKinds.has(t.kind);
     const run = async (signal: AbortSignal): Promise<void> => {
       const state = this.pathState(t);
       const timeoutMs = this.timeoutFor(state, t);
@@ -211,11 +250,32 @@ export class Agent {
       state.adaptive.observe(result, timeoutMs, t.timeoutMs);
       const burst = this.startBurst(state, result);
       this.record(result, t);
+      if (burst > 0 && !isEcho && result.class !== 'ok') this.checkEchoes(t);
       // Awaited, so the scheduler's no-overlap rule skips this path's regular rounds while
       // its burst runs: the burst probes it more often than they would, and a regular
       // result in the middle would only blur the burst's verdict.
       if (burst > 0) await this.runBurst(state, t, burst, probe, signal);
     };
+    if (isEcho) {
+      const key = Agent.hostKey(t);
+      const checks = this.echoChecks.get(key) ?? [];
+      checks.push(async () => {
+        const state = this.pathState(t);
+        if (state.confirming || state.checking || this.extraAbort.signal.aborted) return;
+        if (!this.budget.take(1)) return;
+        state.checking = true;
+        try {
+          const signal = this.extraAbort.signal;
+          const result = await probe(t.timeoutMs, signal);
+          const burst = this.startBurst(state, result);
+          this.record(result, t);
+          if (burst > 0) await this.runBurst(state, t, burst, probe, signal);
+        } finally {
+          state.checking = false;
+        }
+      });
+      this.echoChecks.set(key, checks);
+    }
     return t.cron !== undefined
       ? { ...base, cron: t.cron, run }
       : { ...base, intervalMs: t.intervalMs, run };
@@ -232,6 +292,7 @@ export class Agent {
         lastClass: undefined,
         confirmClass: undefined,
         confirming: false,
+        checking: false,
         target: t,
         signature,
         adaptive: new AdaptiveTimeout(),
