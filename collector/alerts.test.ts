@@ -61,6 +61,7 @@ const ctx: AlertContext = {
 const config: AlertsConfig = {
   holdForMs: 10_000,
   refireHoldForMs: 30_000,
+  settleMaxMs: 1_000,
   resendEveryMs: 60_000,
   labels: {},
   sinks: [],

@@ -103,6 +103,19 @@ export const ProbeResultSchema = z
     error: RawErrorSchema.optional(),
     /** Kind-specific facts: ICMP engine and per-packet RTTs, HTTP status, DNS answers… */
     detail: z.record(z.string(), z.unknown()).optional(),
+    /**
+     * On the results of a confirmation burst only: `index` 0 is the result whose class
+     * changed (the trigger), 1..`of` the burst's re-probes of the same path. The collector
+     * takes the change at once when every re-probe agrees with the trigger, and cancels it
+     * when one does not. Results outside bursts carry none.
+     */
+    confirm: z
+      .object({
+        of: z.number().int().min(1).max(10),
+        index: z.number().int().min(0).max(10),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type ProbeResult = z.infer<typeof ProbeResultSchema>;
