@@ -39,6 +39,18 @@ describe('Settler', () => {
     expect(s.verdict(blocked, 10_400)).toEqual({ settling: false });
   });
 
+  it("the episode begins at the trigger, not at the burst's confirmation", () => {
+    const s = new Settler({ quietMs: 400, settleMaxMs: 1_000 });
+    s.take([sig('open', 'app-1', 'db-1')], 10_000);
+    s.take([sig('close', 'app-1', 'db-1'), sig('change', 'app-1', 'db-1')], 10_450);
+    expect(s.verdict(blocked, 10_460)).toEqual({
+      settling: true,
+      sinceMs: 10_000,
+      untilMs: 10_850,
+    });
+    expect(s.verdict(blocked, 10_900).settling).toBe(false);
+  });
+
   it('an open burst holds it until it closes or is overdue; a closed one does not', () => {
     const s = new Settler({ quietMs: 400, burstMaxMs: 1_500, settleMaxMs: 5_000 });
     s.take([sig('open', 'app-2', 'db-1')], 10_000);

@@ -56,6 +56,8 @@ interface HostActivity {
   bursts: number;
   /** Latest deadline of those bursts. */
   burstUntilMs: number;
+  /** When a burst about it last ended: activity goes on without a gap to then. */
+  closedMs: number;
 }
 
 interface OpenBurst {
@@ -85,14 +87,14 @@ export class Settler {
   take(signals: readonly SettleSignal[], nowMs: number): void {
     for (const s of signals) {
       if (s.type === 'close') {
-        this.closeBurst(s.key);
+        this.closeBurst(s.key, nowMs);
         continue;
       }
       const hosts = [s.component, this.hostOfAgent(s.agent)];
       if (s.type === 'change') {
         for (const h of hosts) this.host(h, nowMs).changedMs = nowMs;
       } else {
-        this.closeBurst(s.key);
+        this.closeBurst(s.key, nowMs);
         const untilMs = nowMs + this.options.burstMaxMs;
         this.bursts.set(s.key, { hosts, untilMs });
         for (const h of hosts) {
@@ -148,33 +150,43 @@ export class Settler {
   }
 
   private activeUntil(a: HostActivity): number {
-    const quiet = a.changedMs + this.options.quietMs;
+    const quiet = Math.max(a.changedMs + this.options.quietMs, a.closedMs);
     return a.bursts > 0 && a.burstUntilMs > quiet ? a.burstUntilMs : quiet;
   }
 
   private host(name: string, nowMs: number): HostActivity {
     let a = this.hosts.get(name);
     if (a === undefined) {
-      a = { changedMs: Number.NEGATIVE_INFINITY, activeSinceMs: nowMs, bursts: 0, burstUntilMs: 0 };
+      a = {
+        changedMs: Number.NEGATIVE_INFINITY,
+        activeSinceMs: nowMs,
+        bursts: 0,
+        burstUntilMs: 0,
+        closedMs: Number.NEGATIVE_INFINITY,
+      };
       this.hosts.set(name, a);
-    } else if (this.activeUntil(a) <= nowMs) a.activeSinceMs = nowMs;
+    } else if (this.activeUntil(a) < nowMs) a.activeSinceMs = nowMs;
     return a;
   }
 
-  private closeBurst(key: string): void {
+  /** A burst ended at `nowMs` (confirmed, cancelled, replaced) or was found overdue. */
+  private closeBurst(key: string, nowMs: number): void {
     const b = this.bursts.get(key);
     if (b === undefined) return;
     this.bursts.delete(key);
+    const endMs = Math.min(nowMs, b.untilMs);
     for (const h of b.hosts) {
       const a = this.hosts.get(h);
-      if (a !== undefined && a.bursts > 0) a.bursts--;
+      if (a === undefined) continue;
+      if (a.bursts > 0) a.bursts--;
+      if (endMs > a.closedMs) a.closedMs = endMs;
     }
   }
 
   /** Forgets overdue bursts (their results were lost) and hosts long quiet. */
   private sweep(nowMs: number): void {
     this.lastSweepMs = nowMs;
-    for (const [key, b] of this.bursts) if (b.untilMs <= nowMs) this.closeBurst(key);
+    for (const [key, b] of this.bursts) if (b.untilMs <= nowMs) this.closeBurst(key, nowMs);
     for (const [name, a] of this.hosts) {
       if (a.bursts === 0 && this.activeUntil(a) <= nowMs) this.hosts.delete(name);
     }
