@@ -223,7 +223,8 @@ export class DiagnosisEngine {
 
   /**
    * The `faultline.diagnosis.*` family in the Prometheus text format (OTel name → exposed
-   * name): `faultline.diagnosis.healthy` (0/1), `faultline.diagnosis.hypotheses{kind}` (every
+   * name): `faultline.diagnosis.healthy` (0/1), `faultline.diagnosis.settling` (0/1),
+   * `faultline.diagnosis.hypotheses{kind}` (every
    * kind, 0 when absent), `faultline.diagnosis.ruled_out{verdict}`,
    * `faultline.diagnosis.computations`, `.changes`, `.failures` (counters, `_total`), and
    * `faultline.diagnosis.compute` (unit s, histogram → `faultline_diagnosis_compute_seconds`).
@@ -243,6 +244,12 @@ export class DiagnosisEngine {
       '1 when the diagnosis finds nothing wrong, else 0.',
     );
     lines.push(`faultline_diagnosis_healthy ${d.healthy ? 1 : 0}`);
+    family(
+      'faultline_diagnosis_settling',
+      'gauge',
+      '1 while the diagnosis is settling (a fault still arriving; alerts for new hypotheses wait), else 0.',
+    );
+    lines.push(`faultline_diagnosis_settling ${d.settling === true ? 1 : 0}`);
     family(
       'faultline_diagnosis_hypotheses',
       'gauge',

@@ -152,6 +152,7 @@ describe('DiagnosisEngine with a settler', () => {
       settlingSinceMs: 100_000,
       hypotheses: [{ kind: 'path_blocked' }],
     });
+    expect(f.engine.metricsText()).toContain('faultline_diagnosis_settling 1\n');
     // The other agents' confirmations arrive: the cause changes while still settling.
     await vi.advanceTimersByTimeAsync(300);
     f.settler.take([sig('close', 'app-2', 'db-1'), sig('change', 'app-2', 'db-1')], Date.now());
@@ -173,6 +174,7 @@ describe('DiagnosisEngine with a settler', () => {
     expect(f.engine.current().settlingSinceMs).toBeUndefined();
     expect(f.changes.length).toBe(before + 1);
     expect(f.changes.at(-1)?.reasons).toEqual(['settled']);
+    expect(f.engine.metricsText()).toContain('faultline_diagnosis_settling 0\n');
     f.engine.close();
   });
 
