@@ -283,8 +283,17 @@ export function formatStatus(d: Diagnosis, opts: FormatOptions): string {
   } else {
     lines.push(
       d.healthy ? `healthy, with ${many} worth a look:` : `NOT HEALTHY: ${many}, most likely first`,
-      '',
     );
+    if (d.settling === true) {
+      const since =
+        d.settlingSinceMs === undefined
+          ? ''
+          : ` (changes arriving for ${Math.max(0, Math.round(opts.nowMs - d.settlingSinceMs))} ms)`;
+      lines.push(
+        `SETTLING${since}: the fault is still arriving; this answer may change within a second, alerts wait for it`,
+      );
+    }
+    lines.push('');
     for (const [i, h] of d.hypotheses.entries()) {
       lines.push(...hypothesisBlock(h, i + 1, opts), '');
     }

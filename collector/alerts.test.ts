@@ -61,6 +61,7 @@ const ctx: AlertContext = {
 const config: AlertsConfig = {
   holdForMs: 10_000,
   refireHoldForMs: 30_000,
+  settleMaxMs: 1_000,
   resendEveryMs: 60_000,
   labels: {},
   sinks: [],
@@ -437,5 +438,103 @@ describe('delivery', () => {
     // Five re-sends waited as one: the newest.
     expect(letters[1]?.body).toEqual([['firing', 5 * 60_000 + endsAtResends * 60_000]]);
     expect(bodies).toHaveLength(1);
+  });
+});
+
+describe('settling (issue 14)', () => {
+  const blocked = hypothesis({
+    kind: 'path_blocked',
+    summary: 'app-1 cannot reach db-1 at TCP while others can',
+    components: ['db-1'],
+    groups: [{ members: ['app-1'] }],
+    cutLabel: undefined,
+    evidence: { counts: { tcp_refused: 1 }, examples: [] },
+  });
+  delete (blocked as { cutLabel?: unknown }).cutLabel;
+  const down = hypothesis({
+    kind: 'service_down',
+    summary: 'postgres on db-1 refuses connections',
+    components: ['db-1'],
+    groups: [],
+    evidence: { counts: { tcp_refused: 3 }, examples: [] },
+  });
+  delete (down as { cutLabel?: unknown }).cutLabel;
+  const settling = (sinceMs: number, ...hs: Hypothesis[]): Diagnosis => ({
+    ...diagnosis(...hs),
+    settling: true,
+    settlingSinceMs: sinceMs,
+  });
+  const settled = (...hs: Hypothesis[]): Diagnosis => ({ ...diagnosis(...hs), settling: false });
+  const names = (alerts: readonly AlertNotice[]): string[] =>
+    alerts.map((a) => `${a.status}:${a.labels.alertname}`);
+
+  it('the transient cause seen while settling is never sent; the settled one is, at once', async () => {
+    const { engine, drain } = setup({ holdForMs: 0 });
+    engine.update(settling(10_000, blocked), 10_050, ctx);
+    engine.tick(10_300);
+    expect(engine.alerts().map((a) => a.phase)).toEqual(['pending']);
+    engine.update(settling(10_000, down), 10_400, ctx);
+    engine.tick(10_600);
+    expect((await drain()).state).toEqual([]);
+    engine.update(settled(down), 10_800, ctx);
+    const got = await drain();
+    expect(names(got.state)).toEqual(['firing:FaultlineServiceDown']);
+    expect(names(got.notify)).toEqual(['firing:FaultlineServiceDown']);
+    engine.tick(12_000);
+    expect(names((await drain()).notify)).toEqual([]);
+  });
+
+  it('waits at most settleMax from the start of the settling, then fires anyway', async () => {
+    const { engine, drain } = setup({ holdForMs: 0, settleMaxMs: 1_000 });
+    engine.update(settling(10_000, blocked), 10_200, ctx);
+    engine.tick(10_999);
+    expect((await drain()).notify).toEqual([]);
+    engine.tick(11_000);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlinePathBlocked']);
+  });
+
+  it('holdFor still counts from when the hypothesis appeared; settleMax 0 does not wait', async () => {
+    const held = setup({ holdForMs: 2_000 });
+    held.engine.update(settling(10_000, down), 10_000, ctx);
+    held.engine.update(settled(down), 10_500, ctx);
+    held.engine.tick(11_999);
+    expect((await held.drain()).notify).toEqual([]);
+    held.engine.tick(12_000);
+    expect(names((await held.drain()).notify)).toEqual(['firing:FaultlineServiceDown']);
+
+    const eager = setup({ holdForMs: 0, settleMaxMs: 0 });
+    eager.engine.update(settling(10_000, blocked), 10_000, ctx);
+    expect(names((await eager.drain()).notify)).toEqual(['firing:FaultlinePathBlocked']);
+  });
+
+  it('a firing alert is not held by a later settling: its updates and resolve go out', async () => {
+    const { engine, drain } = setup({ holdForMs: 0 });
+    engine.update(settled(down), 10_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlineServiceDown']);
+    engine.update(settling(20_000, { ...down, confidence: 0.5 }), 20_000, ctx);
+    expect(names((await drain()).state)).toEqual(['firing:FaultlineServiceDown']);
+    engine.update(settled(), 21_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['resolved:FaultlineServiceDown']);
+  });
+
+  it('a self-ticking engine fires at the settle bound without another diagnosis', async () => {
+    const state = recorder('state');
+    const engine = new AlertEngine({
+      config: { ...config, holdForMs: 0, settleMaxMs: 300 },
+      dataDir: tempDir(),
+      targets: [state],
+      tickMs: 60_000,
+    });
+    engines.push(engine);
+    const now = Date.now();
+    engine.update(settling(now, blocked), now, ctx);
+    await engine.idle();
+    expect(state.got.flat()).toEqual([]);
+    const deadline = Date.now() + 5_000;
+    while (state.got.length === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(names(state.got.flat())).toEqual(['firing:FaultlinePathBlocked']);
+    expect(Date.now() - now).toBeGreaterThanOrEqual(290);
   });
 });

@@ -15,7 +15,11 @@ import type { AlertBatch, AlertNotice, DeliveryTarget, IncidentRef } from './sin
  *
  * Life of an alert, keyed by its labels without `severity`:
  * - **pending** from the first diagnosis that has the hypothesis; it fires once the
- *   hypothesis has held without a gap for `holdFor` (a gap starts the wait again);
+ *   hypothesis has held without a gap for `holdFor` (a gap starts the wait again) and the
+ *   diagnosis is not `settling` (a fault still arriving may turn out to be another cause:
+ *   the first agents' failures look like a blocked path until the others' arrive). The
+ *   settling wait is bounded: it fires anyway `settleMax` after the earlier of the
+ *   settling's start and its own;
  * - **firing**: sent at once, then again every `resendEvery` with `endsAt` = now +
  *   {@link endsAtResends} × `resendEvery`, so Alertmanager never lets it lapse while the fault
  *   lasts but does if every collector stops; sent again at once when its text changes; a
@@ -332,6 +336,9 @@ export class AlertEngine {
   private last:
     { diagnosis: Diagnosis; ctx: AlertContext; built?: Map<string, BuiltAlert> } | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Self-ticking engines: a tick when a wait for a settling diagnosis runs out. */
+  private readonly selfTicking: boolean;
+  private settleTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(opts: AlertEngineOptions) {
@@ -349,6 +356,7 @@ export class AlertEngine {
       ...(opts.log === undefined ? {} : { log: opts.log }),
     });
     const tickMs = opts.tickMs ?? 1000;
+    this.selfTicking = tickMs > 0;
     if (tickMs > 0) {
       this.timer = setInterval(() => this.tick(), tickMs);
       this.timer.unref();
@@ -479,6 +487,8 @@ export class AlertEngine {
     this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    if (this.settleTimer !== undefined) clearTimeout(this.settleTimer);
+    this.settleTimer = undefined;
     await this.dispatcher.close(drainMs);
   }
 
@@ -508,12 +518,37 @@ export class AlertEngine {
     };
   }
 
+  /**
+   * A self-ticking engine ticks when a settling wait runs out (the diagnosis' own settle
+   * timer usually brings the settled document first).
+   */
+  private wakeForSettle(atMs: number, nowMs: number): void {
+    if (!this.selfTicking || this.closed) return;
+    if (this.settleTimer !== undefined) clearTimeout(this.settleTimer);
+    this.settleTimer = undefined;
+    if (!Number.isFinite(atMs)) return;
+    this.settleTimer = setTimeout(
+      () => {
+        this.settleTimer = undefined;
+        this.tick();
+      },
+      Math.max(1, atMs - nowMs + 1),
+    );
+    this.settleTimer.unref();
+  }
+
   private evaluate(nowMs: number): void {
     const last = this.last;
     if (last === undefined) return;
     const built = (last.built ??= this.build(last.diagnosis, last.ctx));
     const alerts: AlertNotice[] = [];
     const changes: AlertNotice[] = [];
+    const d = last.diagnosis;
+    const settling = d.settling === true && this.config.settleMaxMs > 0;
+    let settleWakeMs = Number.POSITIVE_INFINITY;
+    /** While settling, until when a pending alert since `sinceMs` waits. */
+    const settleUntil = (sinceMs: number): number =>
+      Math.min(d.settlingSinceMs ?? sinceMs, sinceMs) + this.config.settleMaxMs;
     const fire = (t: Tracked, b: BuiltAlert): AlertNotice => {
       const n = this.notice(b, nowMs);
       t.sent = n;
@@ -549,7 +584,9 @@ export class AlertEngine {
       }
       t.current = b;
       if (t.phase === 'pending') {
-        if (nowMs - t.sinceMs >= t.requiredHoldMs) {
+        const waitUntil = settling ? settleUntil(t.sinceMs) : 0;
+        if (nowMs < waitUntil) settleWakeMs = Math.min(settleWakeMs, waitUntil);
+        else if (nowMs - t.sinceMs >= t.requiredHoldMs) {
           t.phase = 'firing';
           t.sinceMs = nowMs;
           changes.push(fire(t, b));
@@ -579,6 +616,7 @@ export class AlertEngine {
       }
       if (t.phase === 'resolved' && nowMs - t.sinceMs >= flapMemoryMs) this.tracked.delete(key);
     }
+    this.wakeForSettle(settleWakeMs, nowMs);
     if (alerts.length === 0) return;
     const batch: AlertBatch = {
       sentAtMs: nowMs,

@@ -25,7 +25,8 @@ import { IncidentTracker, incidentDetail, type IncidentDetail } from './incident
 import { Ingest } from './ingest.js';
 import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
-import { PathMatrix, type AppliedBatch, type Transition } from './paths.js';
+import { PathMatrix, type AppliedBatch, type SettleSignal, type Transition } from './paths.js';
+import { Settler } from './settle.js';
 import { planFor, silentAfterFor, type KnownAgent } from './plan.js';
 import { Store, type StoredIncident } from './store.js';
 import type { Credential, EnrolledCredential } from './auth.js';
@@ -112,6 +113,8 @@ export interface CollectorOptions {
 export class ObservedPathMatrix extends PathMatrix {
   /** Called with a reason whenever something the diagnosis reads has changed. */
   onChange: (reason: string) => void = () => undefined;
+  /** Called with a committed batch's settle signals (path changes, confirmation bursts). */
+  onSignals: (signals: readonly SettleSignal[]) => void = () => undefined;
   private readonly labelsSeen = new Map<string, string>();
   /** Agents whose paths changed since the localiser last read them; `all` at first. */
   private dirtyAgents = new Set<string>();
@@ -141,8 +144,10 @@ export class ObservedPathMatrix extends PathMatrix {
     const grew = this.size !== sizeBefore;
     return {
       transitions: applied.transitions,
+      signals: applied.signals,
       commit: (agent) => {
         applied.commit(agent);
+        if (applied.signals.length > 0) this.onSignals(applied.signals);
         if (newAgent || newLabels) this.labelsSeen.set(batch.agentId, labels ?? known ?? '{}');
         // Full results can move a path's last class while its debounced state holds; a
         // batch that only repeats what the paths said (the bulk of a storm's
@@ -253,7 +258,13 @@ export class Collector implements CollectorCore {
     this.localiserThread = thread;
     thread?.warm();
     let threadPrimed = false;
+    const hostOfAgent = new Map(config.inventory.components.map((c) => [c.agent, c.name]));
+    const settler = new Settler(
+      { settleMaxMs: config.alerts.settleMaxMs },
+      (agent) => hostOfAgent.get(agent) ?? agent,
+    );
     this.diagnoser = new DiagnosisEngine({
+      settler,
       // The incremental localiser reads only the paths of agents whose paths changed.
       input: () => ({ ...localiserOptions, paths: [], agents: this.matrix.agents() }),
       ...(thread === undefined
@@ -303,6 +314,11 @@ export class Collector implements CollectorCore {
       log,
     });
     this.matrix.onChange = (reason) => this.diagnoser.invalidate(reason);
+    this.matrix.onSignals = (signals) => {
+      settler.take(signals, Date.now());
+      // A burst that ended (confirmed or cancelled) can end the settling before its timer.
+      if (this.diagnoser.current().settling === true) this.diagnoser.invalidate('settle');
+    };
     this.incidentTracker = new IncidentTracker(this.store);
     this.diagnoser.onChange(({ current }) => this.trackIncident(current));
     this.roles = Object.fromEntries(config.inventory.components.map((c) => [c.name, c.role]));

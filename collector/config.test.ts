@@ -429,6 +429,7 @@ describe('valid collector configs', () => {
       alerts: {
         holdForMs: 0,
         refireHoldForMs: 30_000,
+        settleMaxMs: 1_000,
         resendEveryMs: 60_000,
         labels: {},
         sinks: [],
@@ -540,6 +541,7 @@ describe('alerts', () => {
         tokens.trimEnd(),
         'alerts:',
         '  holdFor: 20s',
+        '  settleMax: 2s',
         '  resendEvery: 30s',
         '  externalUrl: https://faultline.example.com',
         '  runbookUrl: https://wiki.example.com/faultline/{kind}',
@@ -561,6 +563,7 @@ describe('alerts', () => {
     expect(cfg.alerts).toEqual({
       holdForMs: 20_000,
       refireHoldForMs: 30_000,
+      settleMaxMs: 2_000,
       resendEveryMs: 30_000,
       externalUrl: 'https://faultline.example.com',
       runbookUrl: 'https://wiki.example.com/faultline/{kind}',

@@ -261,6 +261,11 @@ export interface AlertsConfig {
   readonly holdForMs: number;
   /** Within an hour of its resolve, an alert must hold this long (at least holdFor) to fire again. */
   readonly refireHoldForMs: number;
+  /**
+   * Longest a new alert waits for a settling diagnosis (a fault still arriving) before it
+   * fires anyway; also bounds how long the diagnosis calls itself settling. 0: no wait.
+   */
+  readonly settleMaxMs: number;
   /** Firing alerts are sent again this often (endsAt = 4 periods ahead). */
   readonly resendEveryMs: number;
   /** Base URL people reach the collector at: alerts link back to it. */
@@ -550,6 +555,11 @@ const alertsSchema = z
       .prefault('30s')
       .describe(
         'Within an hour of being resolved, an alert must hold this long (and at least holdFor) to fire again: one bad probe does not re-fire it.',
+      ),
+    settleMax: durationField(0)
+      .prefault('1s')
+      .describe(
+        "While a fault is still arriving (paths of its hosts changed in the last moment, or agents' confirmation bursts are due) the diagnosis is settling and no new alert fires; this bounds the wait, from the first change (0: never wait).",
       ),
     resendEvery: durationField(1000)
       .prefault('1m')
@@ -1120,6 +1130,7 @@ function resolveAlerts(raw: unknown, ctx: IssueSink | undefined, report: Report)
   return {
     holdForMs: asNumber(a.holdFor) ?? 0,
     refireHoldForMs: asNumber(a.refireHoldFor) ?? 0,
+    settleMaxMs: asNumber(a.settleMax) ?? 1000,
     resendEveryMs: asNumber(a.resendEvery) ?? 0,
     ...(typeof a.externalUrl === 'string' ? { externalUrl: a.externalUrl } : {}),
     ...(runbookUrl === undefined ? {} : { runbookUrl }),

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { faultKinds, type Diagnosis, type FaultKind } from '../wire/diagnosis.js';
 import type { ComponentConfig } from './config.js';
 import { localise, type LocaliseComponent, type LocaliseInput } from './localise/localise.js';
+import type { Settler } from './settle.js';
 
 /**
  * The collector's current diagnosis: kept in memory, recomputed by the localiser when the
@@ -19,6 +20,12 @@ import { localise, type LocaliseComponent, type LocaliseInput } from './localise
  * own thread), so at most a quarter of the loop goes to localising and ingest keeps up (a storm of 20k failing paths from 2,000 agents made
  * localising take half the loop, and the collector refused reports); the added delay is a
  * few compute times, never seconds on a small matrix.
+ *
+ * Settling (issue 14): with a `settler`, every document says whether the fault is still
+ * arriving (`settling`, `settlingSinceMs`; collector/settle.ts decides, bounded by its
+ * `settleMaxMs`). While a document settles, a timer recomputes it when the settling would
+ * end, so the settled answer is published without waiting for another batch; alerts and
+ * incidents wait for it.
  *
  * Subscribers (alerts, incidents, the dashboard) use `onChange`: called once per document
  * change, ignoring `computedAtMs`; an unchanged recompute calls nobody.
@@ -69,6 +76,11 @@ export interface DiagnosisEngineOptions {
   readonly monotonicMs?: () => number;
   /** Compute failures and listener throws go here; silent when absent. */
   readonly log?: Logger;
+  /**
+   * Decides `settling` on every document (see the file comment). Without one the
+   * documents carry no `settling` (the localiser's as they are).
+   */
+  readonly settler?: Settler;
 }
 
 /** Bucket upper bounds (s) of `faultline_diagnosis_compute_seconds`: 100 µs to 5 s. */
@@ -134,6 +146,8 @@ export class DiagnosisEngine {
   /** What the last off-thread localisation cost this thread (ms). */
   private lastMainThreadMs = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Recomputes when the current document's settling ends. */
+  private settleTimer: NodeJS.Timeout | undefined;
   private computations = 0;
   private changes = 0;
   private failures = 0;
@@ -209,7 +223,8 @@ export class DiagnosisEngine {
 
   /**
    * The `faultline.diagnosis.*` family in the Prometheus text format (OTel name → exposed
-   * name): `faultline.diagnosis.healthy` (0/1), `faultline.diagnosis.hypotheses{kind}` (every
+   * name): `faultline.diagnosis.healthy` (0/1), `faultline.diagnosis.settling` (0/1),
+   * `faultline.diagnosis.hypotheses{kind}` (every
    * kind, 0 when absent), `faultline.diagnosis.ruled_out{verdict}`,
    * `faultline.diagnosis.computations`, `.changes`, `.failures` (counters, `_total`), and
    * `faultline.diagnosis.compute` (unit s, histogram → `faultline_diagnosis_compute_seconds`).
@@ -229,6 +244,12 @@ export class DiagnosisEngine {
       '1 when the diagnosis finds nothing wrong, else 0.',
     );
     lines.push(`faultline_diagnosis_healthy ${d.healthy ? 1 : 0}`);
+    family(
+      'faultline_diagnosis_settling',
+      'gauge',
+      '1 while the diagnosis is settling (a fault still arriving; alerts for new hypotheses wait), else 0.',
+    );
+    lines.push(`faultline_diagnosis_settling ${d.settling === true ? 1 : 0}`);
     family(
       'faultline_diagnosis_hypotheses',
       'gauge',
@@ -284,6 +305,8 @@ export class DiagnosisEngine {
     this.closed = true;
     this.dirty = false;
     this.cancelScheduled();
+    if (this.settleTimer !== undefined) clearTimeout(this.settleTimer);
+    this.settleTimer = undefined;
     this.settle();
   }
 
@@ -404,7 +427,8 @@ export class DiagnosisEngine {
     this.bucketCounts[i] = (this.bucketCounts[i] ?? 0) + 1;
   }
 
-  private adopt(next: Diagnosis, reasons: readonly string[]): void {
+  private adopt(computed: Diagnosis, reasons: readonly string[]): void {
+    const next = this.opts.settler === undefined ? computed : this.withSettling(computed);
     const key = contentKey(next);
     const previous = this.doc;
     this.doc = next;
@@ -419,6 +443,25 @@ export class DiagnosisEngine {
         this.opts.log?.error({ err }, 'a diagnosis subscriber threw');
       }
     }
+  }
+
+  /** The document with its settling, and the timer that recomputes it when that ends. */
+  private withSettling(d: Diagnosis): Diagnosis {
+    const nowMs = this.clockMs();
+    const v = this.opts.settler!.verdict(d, nowMs);
+    if (this.settleTimer !== undefined) clearTimeout(this.settleTimer);
+    this.settleTimer = undefined;
+    if (!v.settling) {
+      const { settlingSinceMs: _since, ...rest } = d;
+      return { ...rest, settling: false };
+    }
+    const waitMs = Math.max(1, Math.ceil((v.untilMs ?? nowMs) - nowMs) + 1);
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = undefined;
+      this.invalidate('settled');
+    }, waitMs);
+    this.settleTimer.unref();
+    return { ...d, settling: true, settlingSinceMs: Math.floor(v.sinceMs ?? nowMs) };
   }
 
   private settle(): void {

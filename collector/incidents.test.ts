@@ -286,3 +286,47 @@ describe('Store outbox (pending deliveries of sinks)', () => {
     expect(store.outboxPending('hook')).toHaveLength(1);
   });
 });
+
+describe('IncidentTracker and a settling diagnosis (issue 14)', () => {
+  it('records nothing while settling: the incident opens with the settled cause, dated from the first failure', () => {
+    const store = openStore();
+    const tracker = new IncidentTracker(store);
+    const first = t0 + 1_000;
+    const blocked: Hypothesis = {
+      ...serviceDown(),
+      kind: 'path_blocked',
+      summary: 'app-1 cannot reach postgres on db-1; others can',
+      since: first,
+    };
+    const settlingDoc = (atMs: number, h: Hypothesis): Diagnosis => ({
+      ...diagnosis(atMs, [h]),
+      settling: true,
+      settlingSinceMs: first,
+    });
+    expect(tracker.update(settlingDoc(first + 500, blocked))).toBeUndefined();
+    expect(tracker.update(settlingDoc(first + 700, { ...serviceDown(), since: first }))).toBe(
+      undefined,
+    );
+    expect(store.incidents()).toEqual([]);
+    expect(
+      tracker.update({
+        ...diagnosis(first + 1_000, [{ ...serviceDown(), since: first }]),
+        settling: false,
+      }),
+    ).toEqual({ incidentId: 1, type: 'opened' });
+    expect(tracker.current()).toMatchObject({
+      kind: 'service_down',
+      firstFailureMs: first,
+      openedAtMs: first + 1_000,
+    });
+    const events = incidentDetail(store, 1)!.events;
+    expect(events.map((e) => e.type)).toEqual(['opened']);
+    // While an incident is open a settling document changes nothing either; recovery is
+    // never settling and closes it.
+    expect(tracker.update(settlingDoc(first + 5_000, blocked))).toBeUndefined();
+    expect(tracker.update({ ...diagnosis(first + 9_000, []), settling: false })).toEqual({
+      incidentId: 1,
+      type: 'recovered',
+    });
+  });
+});

@@ -8,6 +8,13 @@ import type { IncidentHead, Store, StoredIncident, StoredIncidentEvent } from '.
  * with its recovery time. Everything is in the store at once, so a restart continues the open
  * incident instead of opening a second one, and nothing of the timeline is lost.
  *
+ * A settling diagnosis (a fault still arriving, bounded by `alerts.settleMax`) is not
+ * recorded: the settled one follows within that bound and is the one recorded. So an
+ * incident opens with the settled leading hypothesis, and its timeline has no transient
+ * wrong cause for a postmortem to repeat; `firstFailureMs` still comes from the probes (the
+ * first change), so the wait moves no time but `openedAtMs`, which is then when the
+ * collector concluded. A recovery (a healthy document) never settles.
+ *
  * Times: `firstFailureMs` is the earliest `since` of the hypotheses (the first failed probe
  * they explain), `openedAtMs` when the collector concluded (detection), `closedAtMs` when
  * it saw health again (recovery).
@@ -67,6 +74,7 @@ export class IncidentTracker {
    * the next diagnosis tries again.
    */
   update(d: Diagnosis): IncidentUpdate | undefined {
+    if (d.settling === true) return undefined;
     const nowMs = d.computedAtMs;
     const open = this.open;
     if (d.healthy || d.hypotheses.length === 0) {

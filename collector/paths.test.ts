@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { batch, result, summary, t0 } from '../test/helpers/report-batches.js';
 import type { ReportBatch } from '../wire/report.js';
+import type { FailureClass, ProbeResult } from '../wire/result.js';
 import { describePlanTarget, PathMatrix } from './paths.js';
-import type { Transition } from './paths.js';
+import type { MatrixCheckpoint, RestoreSource, Transition } from './paths.js';
+import type { StoredBatch } from './store.js';
 
 const pg = 'db-1/tcp/postgres';
 const icmp = 'db-1/icmp';
@@ -512,5 +514,210 @@ describe('paths and targets', () => {
     ]);
     expect(targets({ state: 'failing' })).toEqual(['app-1:api-1/http/web']);
     expect(targets({ agent: 'nobody' })).toEqual([]);
+  });
+});
+
+describe('PathMatrix confirmation bursts (issue 14)', () => {
+  const confirmed = (
+    cls: FailureClass,
+    seq: number,
+    at: number,
+    index: number,
+    of = 3,
+  ): ProbeResult => ({ ...result(pg, cls, seq, at), confirm: { of, index } });
+  /** A path that is ok after one healthy period (seq 1..5). */
+  function healthy(): PathMatrix {
+    const m = new PathMatrix();
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    return m;
+  }
+  const burst = (cls: FailureClass, from: number, at: number, of = 3): ProbeResult[] =>
+    Array.from({ length: of + 1 }, (_, i) => confirmed(cls, from + i, at + i * 150, i, of));
+
+  it('a trigger whose re-probes all agree makes the path failing at once (of + 1 < debounce), dated from the trigger', () => {
+    const m = new PathMatrix({ debounce: 5 });
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    // The trigger alone (flushed early) changes nothing yet.
+    const [trigger, ...reprobes] = burst('tcp_refused', 6, t0 + 1000, 2);
+    expect(feed(m, batch(2, { results: [trigger!] }))).toEqual([]);
+    expect(pathOf(m).state).toBe('ok');
+    expect(feed(m, batch(3, { results: reprobes.slice(0, 1) }))).toEqual([]);
+    const ts = feed(m, batch(4, { results: reprobes.slice(1) }));
+    expect(ts).toMatchObject([
+      {
+        fromState: 'ok',
+        toState: 'failing',
+        toClass: 'tcp_refused',
+        atMs: t0 + 1000,
+        resultSeq: 8,
+      },
+    ]);
+    expect(pathOf(m)).toMatchObject({ state: 'failing', consecutiveFailures: 3 });
+  });
+
+  it('one re-probe that disagrees cancels it: one lost probe raises nothing, and the plain debounce goes on', () => {
+    const m = healthy();
+    const results = burst('tcp_timeout', 6, t0 + 1000);
+    results[2] = confirmed('ok', 8, t0 + 1300, 2);
+    expect(feed(m, batch(2, { results }))).toEqual([]);
+    expect(pathOf(m)).toMatchObject({ state: 'ok', consecutiveFailures: 1 });
+    // The plain debounce counts on: two more failures make three in a row.
+    expect(
+      states(
+        feed(
+          m,
+          batch(3, {
+            results: [10, 11].map((s) => result(pg, 'tcp_timeout', s, t0 + 2000 + s)),
+          }),
+        ),
+      ),
+    ).toEqual(['ok->failing']);
+  });
+
+  it('a regular probe of another class during the burst cancels it too', () => {
+    const m = healthy();
+    const [trigger, r1, r2, r3] = burst('tcp_timeout', 6, t0 + 1000);
+    expect(
+      feed(m, batch(2, { results: [trigger!, r1!, result(pg, 'ok', 8, t0 + 1200), r2!, r3!] })),
+    ).toEqual([]);
+    expect(pathOf(m).state).toBe('ok');
+  });
+
+  it('re-probes of another failure class do not confirm the trigger', () => {
+    const m = healthy();
+    const results = burst('tcp_timeout', 6, t0 + 1000);
+    results[3] = confirmed('tcp_refused', 9, t0 + 1450, 3);
+    const ts = feed(m, batch(2, { results }));
+    // Four failures in a row still meet the plain debounce (3) at the third, as without bursts.
+    expect(ts).toMatchObject([{ toState: 'failing', toClass: 'tcp_timeout', resultSeq: 8 }]);
+    const m5 = new PathMatrix({ debounce: 5 });
+    feed(m5, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    expect(feed(m5, batch(2, { results }))).toEqual([]);
+  });
+
+  it('recovery is confirmed the same way, and a class change while failing too', () => {
+    const m = new PathMatrix({ debounce: 5 });
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    feed(m, batch(2, { results: burst('tcp_timeout', 6, t0 + 1000) }));
+    expect(pathOf(m).state).toBe('failing');
+    expect(feed(m, batch(3, { results: burst('tcp_refused', 10, t0 + 2000) }))).toMatchObject([
+      {
+        fromState: 'failing',
+        toState: 'failing',
+        fromClass: 'tcp_timeout',
+        toClass: 'tcp_refused',
+      },
+    ]);
+    expect(feed(m, batch(4, { results: burst('ok', 14, t0 + 3000) }))).toMatchObject([
+      { fromState: 'failing', toState: 'ok', atMs: t0 + 3000 },
+    ]);
+  });
+
+  it('without confirm fields nothing changes: four failures under debounce 5 raise nothing', () => {
+    const m = new PathMatrix({ debounce: 5 });
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    const plain = [6, 7, 8, 9].map((s) => result(pg, 'tcp_refused', s, t0 + 1000 + s));
+    expect(feed(m, batch(2, { results: plain }))).toEqual([]);
+  });
+
+  it('re-probes without their trigger (lost, or before it) confirm nothing', () => {
+    const m = new PathMatrix({ debounce: 5 });
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    const [, ...reprobes] = burst('tcp_refused', 6, t0 + 1000);
+    expect(feed(m, batch(2, { results: reprobes }))).toEqual([]);
+  });
+
+  it('says what settling needs: the change, the burst opened and closed', () => {
+    const m = new PathMatrix({ debounce: 5 });
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    const [trigger, ...reprobes] = burst('tcp_refused', 6, t0 + 1000);
+    const a1 = m.apply(batch(2, { results: [trigger!] }), t0 + 1100);
+    a1.commit({ acceptedSeq: 2, droppedResults: 0 });
+    expect(a1.signals.map((s) => s.type)).toEqual(['open', 'change']);
+    expect(a1.signals[0]).toMatchObject({ agent: 'app-1', component: 'db-1' });
+    const a2 = m.apply(batch(3, { results: reprobes }), t0 + 1600);
+    a2.commit({ acceptedSeq: 3, droppedResults: 0 });
+    expect(a2.signals.map((s) => s.type)).toEqual(['close', 'change']);
+    const quiet = m.apply(
+      batch(4, {
+        summaries: [
+          summary(pg, t0 + 2000, 12, {
+            count: 3,
+            ok: 0,
+            failures: { tcp_refused: 3 },
+            lastClass: 'tcp_refused',
+          }),
+        ],
+      }),
+      t0 + 2100,
+    );
+    quiet.commit({ acceptedSeq: 4, droppedResults: 0 });
+    expect(quiet.signals).toEqual([]);
+  });
+
+  it('rollback undoes an opened or completed burst', () => {
+    const m = new PathMatrix({ debounce: 5 });
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    const [trigger, ...reprobes] = burst('tcp_refused', 6, t0 + 1000);
+    m.apply(batch(2, { results: [trigger!] }), t0 + 1100).rollback();
+    // The trigger was undone: its re-probes alone confirm nothing.
+    expect(feed(m, batch(2, { results: reprobes }))).toEqual([]);
+    const m2 = new PathMatrix({ debounce: 5 });
+    feed(m2, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    feed(m2, batch(2, { results: [trigger!, reprobes[0]!] }));
+    const applied = m2.apply(batch(3, { results: reprobes.slice(1) }), t0 + 1600);
+    expect(states(applied.transitions)).toEqual(['ok->failing']);
+    applied.rollback();
+    expect(pathOf(m2).state).toBe('ok');
+    // The open burst is back as it was: the same re-probes complete it again.
+    expect(states(feed(m2, batch(3, { results: reprobes.slice(1) })))).toEqual(['ok->failing']);
+  });
+
+  it('an open burst survives a restart: checkpointed, and completed by the batches after it', () => {
+    const m = new PathMatrix({ debounce: 5 });
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }), t0);
+    const [trigger, ...reprobes] = burst('tcp_refused', 6, t0 + 1000);
+    feed(m, batch(2, { results: [trigger!, reprobes[0]!] }), t0 + 1200);
+    const ckpt = m.checkpoint();
+    expect(ckpt.paths[0]).toMatchObject({ burst: { of: 3, cls: 'tcp_refused', seen: 0b10 } });
+    const later: StoredBatch = {
+      agentId: 'agent-app-1-0001',
+      agent: 'app-1',
+      seq: 3,
+      receivedAtMs: t0 + 1600,
+      results: reprobes.slice(1),
+      summaries: [],
+    };
+    const source = (withCheckpoint: MatrixCheckpoint | undefined): RestoreSource => ({
+      agents: () => [
+        {
+          agentId: 'agent-app-1-0001',
+          agent: 'app-1',
+          labels: {},
+          firstSeenMs: t0,
+          lastSeenMs: t0 + 1600,
+          acceptedSeq: 3,
+          droppedBatches: 0,
+          droppedResults: 0,
+        },
+      ],
+      loadCheckpoint: () => withCheckpoint,
+      lastPathTransitions: () => [],
+      lastAgentTransition: () => undefined,
+      firstSeqReceivedSince: () => 3,
+      batchReceivedAt: (_id, seq) => (seq === 2 ? t0 + 1200 : seq === 3 ? t0 + 1600 : undefined),
+      replay: (_id, from) => (from <= 3 ? [later] : []),
+    });
+    const restored = new PathMatrix({ debounce: 5 });
+    restored.restore(source(ckpt));
+    expect(restored.path('app-1', pg)).toMatchObject({ state: 'failing', sinceMs: t0 + 1000 });
+    // A checkpoint written before bursts existed (no `burst`) falls back to the debounce.
+    const old = {
+      ...ckpt,
+      paths: ckpt.paths.map(({ burst: _b, ...rest }) => rest),
+    };
+    const fallback = new PathMatrix({ debounce: 5 });
+    fallback.restore(source(old));
+    expect(fallback.path('app-1', pg)).toMatchObject({ state: 'ok' });
   });
 });

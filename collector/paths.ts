@@ -27,6 +27,14 @@ import type { AgentLiveness, PathFilter, PathState } from './types.js';
  *   before the summary that covers it), so a batch holding several periods is read as if
  *   the probes had arrived one by one.
  *
+ * Confirmation bursts (results carrying `confirm`, wire/result.ts): the trigger (index 0) opens
+ * a burst on its path; when every re-probe 1..`of` has come back with the trigger's class,
+ * the change is confirmed and the debounce is met at once, even with fewer than `debounce`
+ * results; any result of another class on the path before that (a re-probe or a regular
+ * probe) cancels the burst, and the debounce goes on counting as without bursts. An open
+ * burst is part of the path's checkpoint; one lost in a restart without a checkpoint falls
+ * back to the plain debounce (never an early transition).
+ *
  * States: `unknown` until the first success (→ ok) or `debounce` consecutive failures
  * (→ failing); `failing` after `debounce` consecutive failures; back to `ok` after
  * `debounce` consecutive successes. While failing, a different failure class that persists
@@ -157,6 +165,21 @@ export interface PathCheckpoint {
   readonly newestSlot: number;
   readonly baselineMs: number | null;
   readonly baselineSamples: number;
+  /** The open confirmation burst: its size, the trigger's class and the re-probes seen (bits 1..of). Absent: none. */
+  readonly burst?: { readonly of: number; readonly cls: FailureClass; readonly seen: number };
+}
+
+/**
+ * What a batch tells the settling of the diagnosis (collector/settle.ts): a path that
+ * changed state or class (`change`), a confirmation burst that began (`open`) or ended —
+ * confirmed, cancelled or replaced — (`close`). `key` names the path (agent and target).
+ */
+export interface SettleSignal {
+  readonly type: 'change' | 'open' | 'close';
+  readonly key: string;
+  readonly agent: string;
+  /** The path's target component. */
+  readonly component: string;
 }
 
 /** A checkpoint of the whole matrix: path scalars plus each agent's watermark they reflect. */
@@ -193,6 +216,8 @@ export interface RestoreSource {
 export interface AppliedBatch {
   /** State changes the batch caused, to be stored in the same transaction as the batch. */
   readonly transitions: readonly Transition[];
+  /** Changes and bursts for the diagnosis' settling (empty for most batches). */
+  readonly signals: readonly SettleSignal[];
   /** Keeps the changes; `agent` carries the store's watermark and counters for the agent. */
   commit(agent: { readonly acceptedSeq: number; readonly droppedResults: number }): void;
   /** Undoes every change of `apply` (the store refused or failed). */
@@ -203,6 +228,14 @@ const classIndex: Readonly<Record<string, number>> = Object.fromEntries(
   failureClasses.map((c, i) => [c, i]),
 );
 const classCount = failureClasses.length;
+/** Largest burst the wire allows (`confirm.of`). */
+const maxBurst = 10;
+const noSignals: readonly SettleSignal[] = Object.freeze([]);
+
+/** Bits 1..of: every re-probe of a burst of `of`. */
+function fullBurst(of: number): number {
+  return ((1 << (of + 1)) - 1) & ~1;
+}
 
 // Window slot layout in one Float64Array per path (no object per period).
 const SLOT_IDX = 0; // slot number (time / slotMs), -1 when empty
@@ -255,6 +288,10 @@ class PathRuntime {
   newestSlot = -1;
   baselineMs = Number.NaN;
   baselineSamples = 0;
+  /** Open confirmation burst: its `of` (0: none), the trigger's class, re-probes seen (bit i = index i). */
+  burstOf = 0;
+  burstClass: FailureClass = 'ok';
+  burstSeen = 0;
   /** The apply that last journaled this path (so it is copied once per batch). */
   journalEpoch = 0;
   readonly win: Float64Array;
@@ -300,6 +337,9 @@ class PathRuntime {
     this.newestSlot = o.newestSlot;
     this.baselineMs = o.baselineMs;
     this.baselineSamples = o.baselineSamples;
+    this.burstOf = o.burstOf;
+    this.burstClass = o.burstClass;
+    this.burstSeen = o.burstSeen;
     this.win.set(o.win);
     if (o.winFail === undefined) this.winFail = undefined;
     else {
@@ -336,6 +376,9 @@ class PathRuntime {
       newestSlot: this.newestSlot,
       baselineMs: Number.isNaN(this.baselineMs) ? null : this.baselineMs,
       baselineSamples: this.baselineSamples,
+      ...(this.burstOf > 0
+        ? { burst: { of: this.burstOf, cls: this.burstClass, seen: this.burstSeen } }
+        : {}),
     };
   }
 
@@ -356,6 +399,12 @@ class PathRuntime {
     this.newestSlot = c.newestSlot;
     this.baselineMs = c.baselineMs ?? Number.NaN;
     this.baselineSamples = c.baselineSamples;
+    const b = c.burst;
+    if (b !== undefined && Number.isInteger(b.of) && b.of >= 1 && b.of <= maxBurst) {
+      this.burstOf = b.of;
+      this.burstClass = b.cls;
+      this.burstSeen = b.seen;
+    } else this.burstOf = 0;
   }
 }
 
@@ -466,6 +515,8 @@ export class PathMatrix {
   private journal: Journal | undefined;
   private epoch = 0;
   private transitions: Transition[] = [];
+  /** Settle signals of the open apply; undefined until the first (most batches have none). */
+  private signals: SettleSignal[] | undefined;
   private batchSeq = 0;
   private emit = true;
   /**
@@ -506,22 +557,27 @@ export class PathMatrix {
     this.journal = journal;
     this.epoch++;
     this.transitions = transitions;
+    this.signals = undefined;
     this.batchSeq = batch.seq;
     this.emit = true;
     this.meaningChanged = false;
+    let signals: readonly SettleSignal[] = noSignals;
     try {
       this.touchAgent(batch.agentId, batch.agent, batch.labels, receivedAtMs, journal);
       this.applyItems(batch.agentId, batch.agent, batch.results, batch.summaries);
+      signals = this.signals ?? noSignals;
     } catch (err) {
       this.undo(journal);
       this.release(journal);
       throw err;
     } finally {
       this.transitions = [];
+      this.signals = undefined;
     }
     let open = true;
     return {
       transitions,
+      signals,
       commit: (agent) => {
         if (!open) return;
         open = false;
@@ -895,7 +951,36 @@ export class PathMatrix {
     if (r.startedAtMs > p.lastSeenMs) p.lastSeenMs = r.startedAtMs;
     if (r.seq <= p.lastSeq) return;
     p.fullSinceSummary++;
-    this.observe(p, r.class, 1, r.startedAtMs, r.seq);
+    let confirmed = false;
+    const c = r.confirm;
+    if (c !== undefined && c.index <= c.of) {
+      if (c.index === 0) {
+        // A new trigger replaces a burst still open on the path.
+        if (p.burstOf > 0) this.signal('close', p);
+        p.burstOf = c.of;
+        p.burstClass = r.class;
+        p.burstSeen = 0;
+        this.signal('open', p);
+      } else if (p.burstOf === c.of && r.class === p.burstClass) {
+        p.burstSeen |= 1 << c.index;
+        if (p.burstSeen === fullBurst(c.of)) {
+          confirmed = true;
+          p.burstOf = 0;
+          this.signal('close', p);
+        }
+      }
+    }
+    this.observe(p, r.class, 1, r.startedAtMs, r.seq, confirmed);
+  }
+
+  private signal(type: SettleSignal['type'], p: PathRuntime): void {
+    if (!this.emit) return;
+    (this.signals ??= []).push({
+      type,
+      key: `${p.agent}\u0000${p.target}`,
+      agent: p.agent,
+      component: p.component,
+    });
   }
 
   private takeSummary(p: PathRuntime, s: PathSummary): void {
@@ -922,8 +1007,21 @@ export class PathMatrix {
       this.learnBaseline(p, s.latencyMs.p50, s.toMs - s.fromMs);
   }
 
-  private observe(p: PathRuntime, cls: FailureClass, n: number, atMs: number, seq: number): void {
-    const debounce = this.options.debounce;
+  /** `confirmed`: this result completed a burst that agrees with its trigger (see the file comment). */
+  private observe(
+    p: PathRuntime,
+    cls: FailureClass,
+    n: number,
+    atMs: number,
+    seq: number,
+    confirmed = false,
+  ): void {
+    const debounce = confirmed ? 1 : this.options.debounce;
+    if (p.burstOf > 0 && cls !== p.burstClass) {
+      // One probe that disagrees with the trigger: the change is not confirmed.
+      p.burstOf = 0;
+      this.signal('close', p);
+    }
     if (cls === 'ok') {
       if (p.consecutiveSuccesses === 0) p.runStartMs = atMs;
       p.consecutiveSuccesses += n;
@@ -939,7 +1037,10 @@ export class PathMatrix {
       p.consecutiveFailures += n;
       p.consecutiveSuccesses = 0;
     }
-    if (cls !== p.lastClass) this.meaningChanged = true;
+    if (cls !== p.lastClass) {
+      this.meaningChanged = true;
+      this.signal('change', p);
+    }
     p.lastClass = cls;
     p.lastSeq = seq;
     switch (p.state) {
@@ -987,6 +1088,7 @@ export class PathMatrix {
     }
     if (to === 'ok' && (p.state === 'failing' || p.state === 'unknown')) p.healthySinceMs = atMs;
     this.meaningChanged = true;
+    this.signal('change', p);
     p.state = to;
     p.stateClass = toClass;
     p.sinceMs = atMs;

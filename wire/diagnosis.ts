@@ -93,6 +93,15 @@ export const DiagnosisSchema = z
     /** Best first. */
     hypotheses: z.array(HypothesisSchema),
     ruledOut: z.array(RuledOutSchema),
+    /**
+     * A fault is still arriving: a path of the hosts the hypotheses are about changed state
+     * or class in the last moment, or agents' confirmation bursts about them are due. The
+     * hypotheses may still change; alerts for new ones wait (at most `alerts.settleMax`
+     * from the first change). Absent in documents of older collectors: not settling.
+     */
+    settling: z.boolean().optional(),
+    /** While settling: when the changes still arriving began (epoch ms, collector clock). */
+    settlingSinceMs: z.number().int().nonnegative().optional(),
     computedAtMs: z.number().int().nonnegative(),
   })
   .strict();

@@ -8,7 +8,8 @@ function validBatch(seq: number): unknown {
   const b = batch(seq, {
     labels: { zone: 'a', rack: 'r1' },
     results: [
-      result('db-1/tcp/postgres', 'tcp_timeout', 7, t0),
+      // A burst re-probe (issue 14): its `confirm` is mutated like the rest.
+      { ...result('db-1/tcp/postgres', 'tcp_timeout', 7, t0), confirm: { of: 3, index: 1 } },
       { ...result('db-1/icmp', 'ok', 8, t0, 'icmp'), detail: { engine: 'fping', rttsMs: [1.2] } },
     ],
     summaries: [

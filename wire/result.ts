@@ -117,7 +117,9 @@ export const ProbeResultSchema = z
     detail: z.record(z.string(), z.unknown()).optional(),
     /**
      * On the results of a confirmation burst only: `index` 0 is the result whose class
-     * changed (the trigger), 1..`of` the burst's re-probes.
+     * changed (the trigger), 1..`of` the burst's re-probes of the same path. The collector
+     * takes the change at once when every re-probe agrees with the trigger, and cancels it
+     * when one does not. Results outside bursts carry none.
      */
     confirm: ConfirmMarkSchema.optional(),
   })

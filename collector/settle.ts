@@ -1,0 +1,194 @@
+import type { Diagnosis } from '../wire/diagnosis.js';
+import type { SettleSignal } from './paths.js';
+
+/**
+ * Whether a fault is still arriving, for the diagnosis' `settling` flag (issue 14).
+ *
+ * Agents see one fault up to a probe interval apart, and each confirms its own change with
+ * a burst: for a moment the first agents' failures look like a smaller fault (a filter, a
+ * blocked path) until the others' arrive. The settler remembers, per host (the target
+ * component of a path and the agent's host), when a path there last changed state or class
+ * and which confirmation bursts about it are open. A host is *active* within `quietMs` of a
+ * change, or while a burst about it is open and not overdue (`burstMaxMs` after its
+ * trigger arrived: `of` × spacing + a timeout, at most ~1.5 s).
+ *
+ * The diagnosis is settling while a host its hypotheses name (components and group
+ * members) is active — an *episode* — bounded: never longer than `settleMaxMs` from the
+ * episode's first change. Activity on hosts no hypothesis names does not hold it up, so the
+ * background of single lost probes in a large fleet (each one a trigger and a cancelled
+ * burst) does not keep the diagnosis settling; a healthy diagnosis never settles.
+ *
+ * Cost: a map lookup per signal (signals come only with class changes and bursts); per
+ * diagnosis, a lookup per host its hypotheses name.
+ */
+
+/** Tuning of {@link Settler}; every field has a default. */
+export interface SettlerOptions {
+  /** A host is active this long after a path of it changed state or class (ms). */
+  readonly quietMs: number;
+  /** An open burst is overdue this long after its trigger arrived (ms). */
+  readonly burstMaxMs: number;
+  /** A settling episode lasts at most this long from its first change (ms); 0: never settle. */
+  readonly settleMaxMs: number;
+}
+
+export const defaultSettlerOptions: SettlerOptions = Object.freeze({
+  quietMs: 400,
+  burstMaxMs: 1_500,
+  settleMaxMs: 1_000,
+});
+
+/** The settling of one diagnosis. */
+export interface SettleVerdict {
+  readonly settling: boolean;
+  /** While settling: when the episode began. */
+  readonly sinceMs?: number;
+  /** While settling: when to look again (the episode's activity ends, or its bound). */
+  readonly untilMs?: number;
+}
+
+interface HostActivity {
+  /** Latest change of a path of the host. */
+  changedMs: number;
+  /** Since when the host has been active without a gap. */
+  activeSinceMs: number;
+  /** Open bursts about the host. */
+  bursts: number;
+  /** Latest deadline of those bursts. */
+  burstUntilMs: number;
+  /** When a burst about it last ended: activity goes on without a gap to then. */
+  closedMs: number;
+}
+
+interface OpenBurst {
+  readonly hosts: readonly string[];
+  readonly untilMs: number;
+}
+
+/** See the file comment. Not thread-safe; the clock is passed in. */
+export class Settler {
+  readonly options: SettlerOptions;
+  private readonly hosts = new Map<string, HostActivity>();
+  private readonly bursts = new Map<string, OpenBurst>();
+  private readonly hostOfAgent: (agent: string) => string;
+  private episode: { startMs: number; untilMs: number } | undefined;
+  private lastSweepMs = 0;
+
+  /** `hostOfAgent`: the component an agent runs on (default: the agent's own name). */
+  constructor(
+    options: Partial<SettlerOptions> = {},
+    hostOfAgent: (agent: string) => string = (a) => a,
+  ) {
+    this.options = Object.freeze({ ...defaultSettlerOptions, ...options });
+    this.hostOfAgent = hostOfAgent;
+  }
+
+  /** Takes a committed batch's signals (collector/paths.ts), received at `nowMs`. */
+  take(signals: readonly SettleSignal[], nowMs: number): void {
+    for (const s of signals) {
+      if (s.type === 'close') {
+        this.closeBurst(s.key, nowMs);
+        continue;
+      }
+      const hosts = [s.component, this.hostOfAgent(s.agent)];
+      if (s.type === 'change') {
+        for (const h of hosts) this.host(h, nowMs).changedMs = nowMs;
+      } else {
+        this.closeBurst(s.key, nowMs);
+        const untilMs = nowMs + this.options.burstMaxMs;
+        this.bursts.set(s.key, { hosts, untilMs });
+        for (const h of hosts) {
+          const a = this.host(h, nowMs);
+          a.bursts++;
+          if (untilMs > a.burstUntilMs) a.burstUntilMs = untilMs;
+        }
+      }
+    }
+    if (nowMs - this.lastSweepMs >= this.options.burstMaxMs) this.sweep(nowMs);
+  }
+
+  /** The settling of a diagnosis computed at `nowMs` (a healthy one never settles). */
+  verdict(d: Diagnosis, nowMs: number): SettleVerdict {
+    if (d.healthy || d.hypotheses.length === 0 || this.options.settleMaxMs <= 0) {
+      this.episode = undefined;
+      return { settling: false };
+    }
+    let active = false;
+    let firstMs = Number.POSITIVE_INFINITY;
+    let untilMs = 0;
+    const look = (name: string): void => {
+      const a = this.hosts.get(name);
+      if (a === undefined) return;
+      const end = this.activeUntil(a);
+      if (end <= nowMs) return;
+      active = true;
+      if (a.activeSinceMs < firstMs) firstMs = a.activeSinceMs;
+      if (end > untilMs) untilMs = end;
+    };
+    for (const h of d.hypotheses) {
+      for (const c of h.components) look(c);
+      for (const g of h.groups) for (const m of g.members) look(m);
+    }
+    if (!active) {
+      this.episode = undefined;
+      return { settling: false };
+    }
+    // One episode while activity goes on without a gap, even as it moves from host to host:
+    // the bound counts from its first change, not from each host's.
+    const ep = this.episode;
+    if (ep === undefined || firstMs > ep.untilMs) this.episode = { startMs: firstMs, untilMs };
+    else if (untilMs > ep.untilMs) ep.untilMs = untilMs;
+    const startMs = this.episode!.startMs;
+    const boundMs = startMs + this.options.settleMaxMs;
+    if (nowMs >= boundMs) return { settling: false };
+    return { settling: true, sinceMs: startMs, untilMs: Math.min(untilMs, boundMs) };
+  }
+
+  /** Hosts and bursts held (tests, metrics). */
+  size(): { readonly hosts: number; readonly bursts: number } {
+    return { hosts: this.hosts.size, bursts: this.bursts.size };
+  }
+
+  private activeUntil(a: HostActivity): number {
+    const quiet = Math.max(a.changedMs + this.options.quietMs, a.closedMs);
+    return a.bursts > 0 && a.burstUntilMs > quiet ? a.burstUntilMs : quiet;
+  }
+
+  private host(name: string, nowMs: number): HostActivity {
+    let a = this.hosts.get(name);
+    if (a === undefined) {
+      a = {
+        changedMs: Number.NEGATIVE_INFINITY,
+        activeSinceMs: nowMs,
+        bursts: 0,
+        burstUntilMs: 0,
+        closedMs: Number.NEGATIVE_INFINITY,
+      };
+      this.hosts.set(name, a);
+    } else if (this.activeUntil(a) < nowMs) a.activeSinceMs = nowMs;
+    return a;
+  }
+
+  /** A burst ended at `nowMs` (confirmed, cancelled, replaced) or was found overdue. */
+  private closeBurst(key: string, nowMs: number): void {
+    const b = this.bursts.get(key);
+    if (b === undefined) return;
+    this.bursts.delete(key);
+    const endMs = Math.min(nowMs, b.untilMs);
+    for (const h of b.hosts) {
+      const a = this.hosts.get(h);
+      if (a === undefined) continue;
+      if (a.bursts > 0) a.bursts--;
+      if (endMs > a.closedMs) a.closedMs = endMs;
+    }
+  }
+
+  /** Forgets overdue bursts (their results were lost) and hosts long quiet. */
+  private sweep(nowMs: number): void {
+    this.lastSweepMs = nowMs;
+    for (const [key, b] of this.bursts) if (b.untilMs <= nowMs) this.closeBurst(key, nowMs);
+    for (const [name, a] of this.hosts) {
+      if (a.bursts === 0 && this.activeUntil(a) <= nowMs) this.hosts.delete(name);
+    }
+  }
+}
