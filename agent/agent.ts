@@ -235,12 +235,13 @@ export class Agent {
   private job(t: ResolvedTarget): Job {
     const def = probeDefinition(t.kind);
     const base = { id: t.name, timeoutMs: t.timeoutMs };
-    const probe = (timeoutMs: number, signal: AbortSignal): Promise<ProbeResult> =>
+    const probe = (timeoutMs: number, signal: AbortSignal, now = false): Promise<ProbeResult> =>
       runProbe(def, t.target, t.options, {
         agent: this.config.agent.name,
         seq: ++this.seq,
         timeoutMs,
         signal,
+        ...(now ? { now } : {}),
       });
     const isEcho = echoKinds.has(t.kind);
     const run = async (signal: AbortSignal): Promise<void> => {
@@ -266,7 +267,7 @@ export class Agent {
         state.checking = true;
         try {
           const signal = this.extraAbort.signal;
-          const result = await probe(t.timeoutMs, signal);
+          const result = await probe(t.timeoutMs, signal, true);
           const burst = this.startBurst(state, result);
           this.record(result, t);
           if (burst > 0) await this.runBurst(state, t, burst, probe, signal);
@@ -352,7 +353,7 @@ export class Agent {
     state: PathState,
     t: ResolvedTarget,
     count: number,
-    probe: (timeoutMs: number, signal: AbortSignal) => Promise<ProbeResult>,
+    probe: (timeoutMs: number, signal: AbortSignal, now?: boolean) => Promise<ProbeResult>,
     signal: AbortSignal,
   ): Promise<void> {
     const { spacingMs } = this.config.defaults.confirm;
@@ -363,7 +364,7 @@ export class Agent {
         const waitMs = t0 + (i - 1) * spacingMs - performance.now();
         if (waitMs > 0) await sleep(waitMs, undefined, { signal });
         this.confirmCounts.probes++;
-        started.push(probe(t.timeoutMs, signal));
+        started.push(probe(t.timeoutMs, signal, true));
       }
     } catch {
       // Aborted by stop(): the re-probes started still finish and are recorded below.

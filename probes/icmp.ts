@@ -311,7 +311,8 @@ export async function runEcho(
     });
   }
   const dontFragment = plan.dontFragment === true;
-  if (plan.engine !== 'ping') {
+  // Out of schedule, the loop's next round may be a whole interval away: probe at once.
+  if (plan.engine !== 'ping' && ctx.now !== true) {
     const looped = await icmpEngines.loop.round({
       name: target.name,
       host: target.host,

@@ -11,6 +11,8 @@ export interface RunOptions {
   readonly timeoutMs: number;
   /** Aborts the probe early (shutdown). */
   readonly signal?: AbortSignal;
+  /** See ProbeContext.now. */
+  readonly now?: boolean;
 }
 
 // A probe gets this long beyond its own timeout before the runner gives up on it: a probe
@@ -76,7 +78,11 @@ export async function runProbe<O>(
       }
     });
     outcome = await Promise.race([
-      def.run(target, options, { timeoutMs: run.timeoutMs, signal: run.signal ?? neverAborted }),
+      def.run(target, options, {
+        timeoutMs: run.timeoutMs,
+        signal: run.signal ?? neverAborted,
+        ...(run.now === true ? { now: true } : {}),
+      }),
       overrun,
     ]);
   } catch (err) {

@@ -30,6 +30,12 @@ export interface ProbeContext {
   readonly timeoutMs: number;
   /** Aborted when the caller gives up (shutdown); probes stop and return promptly. */
   readonly signal: AbortSignal;
+  /**
+   * Probe now, out of schedule (a confirmation re-probe, an echo check): a kind whose
+   * scheduled targets ride a long-lived engine's own rounds (icmp, mtu on fping's loop)
+   * sends its packets at once instead of waiting for the engine's next round.
+   */
+  readonly now?: boolean;
 }
 
 /** What a probe's `run` returns; `runProbe` adds identity, sequence and wall-clock time. */
