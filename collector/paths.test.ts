@@ -318,7 +318,9 @@ describe('PathMatrix window', () => {
       feed(m, batch(k + 1, { summaries: [summary(pg, t0 + k * 1000, (seq += 5), { ok: 5 })] }));
     }
     const ts: Transition[] = [];
-    for (let k = 6; k < 16 && pathOf(m).state === 'ok'; k++) {
+    // One probe in five failing is far above background loss, but it takes a few periods
+    // for so few failures to be more than chance would give (collector/loss-significance.ts).
+    for (let k = 6; k < 46 && pathOf(m).state === 'ok'; k++) {
       const failed = seq + 2;
       seq += 5;
       ts.push(
@@ -339,6 +341,34 @@ describe('PathMatrix window', () => {
     }
     expect(states(ts)).toEqual(['ok->degraded']);
     expect(pathOf(m)).toMatchObject({ state: 'degraded', consecutiveFailures: 0 });
+  });
+
+  it('background loss is not degradation: two probes of six failing now and then (1–2 % loss on a busy path) leave a path ok', () => {
+    // One tcp probe a second, as in the lab; a lost SYN now and then fails one.
+    const m = new PathMatrix();
+    let seq = 0;
+    const period = (k: number, failed: boolean) =>
+      feed(
+        m,
+        batch(k + 1, {
+          ...(failed ? { results: [result(pg, 'tcp_timeout', seq + 1, t0 + k * 1000)] } : {}),
+          summaries: [
+            summary(pg, t0 + k * 1000, (seq += 1), {
+              count: 1,
+              ok: failed ? 0 : 1,
+              ...(failed ? { failures: { tcp_timeout: 1 } } : {}),
+              lastClass: failed ? 'tcp_timeout' : 'ok',
+            }),
+          ],
+        }),
+      );
+    const ts: Transition[] = [];
+    for (let k = 0; k < 40; k++) ts.push(...period(k, false));
+    // Two failures three seconds apart: 2 of the last 6 (33 %, above the recent ratio) and,
+    // later, three in the window (10 %) — both what 2 % loss gives a path every few minutes.
+    for (let k = 40; k < 80; k++) ts.push(...period(k, k === 42 || k === 45 || k === 60));
+    expect(states(ts)).toEqual(['unknown->ok']);
+    expect(pathOf(m).state).toBe('ok');
   });
 
   it('the failures that made a path fail do not make it degraded once it recovered', () => {

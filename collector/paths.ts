@@ -1,3 +1,4 @@
+import { lossIsSignificant } from './loss-significance.js';
 import { failureClasses } from '../wire/result.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { PathSummary, ReportBatch } from '../wire/report.js';
@@ -80,6 +81,13 @@ export interface PathMatrixOptions {
    */
   readonly degradedRecentMs: number;
   readonly degradedRecentLossRatio: number;
+  /**
+   * Loss every network has and nobody should be paged for: a loss verdict also needs the
+   * losses to be unlikely (below `degradedLossAlpha`) had each probe been lost with this
+   * chance (collector/loss-significance.ts).
+   */
+  readonly tolerableLossRatio: number;
+  readonly degradedLossAlpha: number;
   /** Splits a plan target name into component and service (default: `<component>/<kind>[/<service>]`). */
   readonly describeTarget?: (
     target: string,
@@ -99,6 +107,8 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   degradedMinProbes: 5,
   degradedRecentMs: 6_000,
   degradedRecentLossRatio: 0.25,
+  tolerableLossRatio: 0.05,
+  degradedLossAlpha: 1e-4,
 });
 
 /**
@@ -1066,7 +1076,7 @@ export class PathMatrix {
     const o = this.options;
     const t = this.sumWindow(p, p.healthySinceMs, false);
     if (t.count < o.degradedMinProbes) return;
-    let bad = lossOf(t) >= o.degradedLossRatio;
+    let bad = lossOf(t) >= o.degradedLossRatio && this.significantLoss(t);
     const latW = t.latW;
     const p50Sum = t.p50Sum;
     if (!bad && (t.ok < t.count || t.lossSum > 0)) {
@@ -1078,7 +1088,10 @@ export class PathMatrix {
         p.newestSlot * this.slotMs - o.degradedRecentMs,
       );
       const r = this.sumWindow(p, recentFromMs, false);
-      bad = r.count >= o.degradedMinProbes && lossOf(r) >= o.degradedRecentLossRatio;
+      bad =
+        r.count >= o.degradedMinProbes &&
+        lossOf(r) >= o.degradedRecentLossRatio &&
+        this.significantLoss(r);
     }
     if (!bad && latW > 0 && p.baselineSamples >= o.baselineWarmupPeriods) {
       const p50 = p50Sum / latW;
@@ -1088,6 +1101,18 @@ export class PathMatrix {
     }
     if (bad && p.state === 'ok') this.transition(p, 'degraded', p.lastClass, atMs, seq);
     else if (!bad && p.state === 'degraded') this.transition(p, 'ok', p.lastClass, atMs, seq);
+  }
+
+  /**
+   * Whether the window's loss is more than background loss would give (see options). Failed
+   * probes are tested against the tolerable share; an ICMP echo loss ratio is taken as it
+   * is (each probe is several echoes, so its ratio is already a larger sample, and the
+   * summaries do not say how many).
+   */
+  private significantLoss(w: WindowTotals): boolean {
+    const o = this.options;
+    if (w.lossW > 0 && w.lossSum / w.lossW >= (w.count - w.ok) / w.count) return true;
+    return lossIsSignificant(w.count - w.ok, w.count, o.tolerableLossRatio, o.degradedLossAlpha);
   }
 
   private learnBaseline(p: PathRuntime, p50Ms: number, periodMs: number): void {
