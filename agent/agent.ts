@@ -26,6 +26,8 @@ interface PathState {
   confirming: boolean;
   /** An echo check out of schedule is running (see Agent.checkEchoes). */
   checking: boolean;
+  /** Seq of the newest result recorded: an older probe finishing later is stale. */
+  newestSeq: number;
   /** The target (config object) the state was last used with. */
   target: ResolvedTarget;
   /** What the adaptive timeout was learnt on: kind, address, options and configured timeout. */
@@ -246,16 +248,9 @@ export class Agent {
     const isEcho = echoKinds.has(t.kind);
     const run = async (signal: AbortSignal): Promise<void> => {
       const state = this.pathState(t);
-      const timeoutMs = this.timeoutFor(state, t);
-      const result = await probe(timeoutMs, signal);
-      state.adaptive.observe(result, timeoutMs, t.timeoutMs);
-      const burst = this.startBurst(state, result);
-      this.record(result, t);
-      if (burst > 0 && !isEcho && result.class !== 'ok') this.checkEchoes(t);
-      // Awaited, so the scheduler's no-overlap rule skips this path's regular rounds while
-      // its burst runs: the burst probes it more often than they would, and a regular
-      // result in the middle would only blur the burst's verdict.
-      if (burst > 0) await this.runBurst(state, t, burst, probe, signal);
+      // An echo check probing the path right now stands for this round.
+      if (state.checking) return;
+      await this.round(state, t, probe, isEcho, signal);
     };
     if (isEcho) {
       const key = Agent.hostKey(t);
@@ -268,6 +263,7 @@ export class Agent {
         try {
           const signal = this.extraAbort.signal;
           const result = await probe(t.timeoutMs, signal, true);
+          if (result.seq < state.newestSeq) return;
           const burst = this.startBurst(state, result);
           this.record(result, t);
           if (burst > 0) await this.runBurst(state, t, burst, probe, signal);
@@ -282,6 +278,30 @@ export class Agent {
       : { ...base, intervalMs: t.intervalMs, run };
   }
 
+  /** One regular round of a path: the probe, then its confirmation burst when it changed. */
+  private async round(
+    state: PathState,
+    t: ResolvedTarget,
+    probe: (timeoutMs: number, signal: AbortSignal, now?: boolean) => Promise<ProbeResult>,
+    isEcho: boolean,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const timeoutMs = this.timeoutFor(state, t);
+    const result = await probe(timeoutMs, signal);
+    // An echo check started after this round (a scheduled echo waits for its engine's next
+    // round, up to an interval) may have answered first: this older result is stale, and
+    // read as the path's newest class it would cancel the change the check found.
+    if (result.seq < state.newestSeq) return;
+    state.adaptive.observe(result, timeoutMs, t.timeoutMs);
+    const burst = this.startBurst(state, result);
+    this.record(result, t);
+    if (burst > 0 && !isEcho && result.class !== 'ok') this.checkEchoes(t);
+    // Awaited, so the scheduler's no-overlap rule skips this path's regular rounds while
+    // its burst runs: the burst probes it more often than they would, and a regular
+    // result in the middle would only blur the burst's verdict.
+    if (burst > 0) await this.runBurst(state, t, burst, probe, signal);
+  }
+
   /** The path's state, made (or its adaptive timeout reset when the target changed). */
   private pathState(t: ResolvedTarget): PathState {
     let state = this.paths.get(t.name);
@@ -294,6 +314,7 @@ export class Agent {
         confirmClass: undefined,
         confirming: false,
         checking: false,
+        newestSeq: 0,
         target: t,
         signature,
         adaptive: new AdaptiveTimeout(),
@@ -385,6 +406,7 @@ export class Agent {
   private record(result: ProbeResult, t: ResolvedTarget): void {
     this.telemetry.recordResult(result, t);
     const state = this.pathState(t);
+    if (result.seq > state.newestSeq) state.newestSeq = result.seq;
     const wasOk = state.lastClass === undefined ? undefined : state.lastClass === 'ok';
     const isOk = result.class === 'ok';
     if (wasOk !== isOk || (!isOk && state.lastClass !== result.class)) {
