@@ -246,6 +246,18 @@ describe('icmp loop engine on loopback', () => {
     expect((await round(t)).detail?.engine).toBe('fping-loop');
   });
 
+  it('a probe out of schedule answers itself and drops what the loop buffered: older packets never follow a newer answer', async () => {
+    const t = scheduled('127.0.3.1', { count: 2 }, 400, 300);
+    icmp.prepare?.([t]);
+    await warm([t], 2);
+    const now = await runProbe(icmp, t.target, t.options, { timeoutMs: 300, now: true });
+    expect(now.detail?.engine).toBe('fping');
+    expect(engine.buffered(t.target.name)).toBe(0);
+    // The next round reports only packets sent after that answer (it waits for one).
+    const next = await round(t, 1000);
+    expect(next.class).toBe('ok');
+  });
+
   it('a round with nothing in yet waits for a packet that is due, and answers an abort at once', async () => {
     engine = new FpingLoopEngine({ maxWaitMs: 300 });
     icmpEngines.loop = engine;

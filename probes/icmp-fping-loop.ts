@@ -473,6 +473,21 @@ export class FpingLoopEngine {
     });
   }
 
+  /**
+   * Forgets what the loop holds for the target: a probe run out of schedule (a confirmation
+   * burst, an echo check) answered newer than the packets buffered for its next round, which
+   * were sent up to an interval ago. Reported after it, they would read as the path's newest
+   * state: the echoes of the last moment before a cut, ok, after the burst saw it fail.
+   */
+  discard(name: string): void {
+    const sub = this.subs.get(name);
+    if (sub === undefined) return;
+    const member = sub.member;
+    if (member !== undefined) this.drain(member.group);
+    sub.rtts = [];
+    sub.errors = [];
+  }
+
   /** Outcomes waiting for the target's next round (tests, debugging). */
   buffered(name: string): number {
     return this.subs.get(name)?.rtts.length ?? 0;

@@ -347,6 +347,8 @@ export async function runEcho(
     timeoutMs: clock.remainingMs(),
     signal: ctx.signal,
   });
+  // What the loop buffered for this path's next round is older than this answer.
+  if (ctx.now === true) icmpEngines.loop.discard(target.name);
   return outcomeOf(report, ip, clock);
 }
 
