@@ -27,7 +27,7 @@ import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
 import { PathMatrix, type AppliedBatch, type SettleSignal, type Transition } from './paths.js';
 import { Settler } from './settle.js';
-import { planFor, silentAfterFor, type KnownAgent } from './plan.js';
+import { lateAfterFor, planFor, silentAfterFor, type KnownAgent } from './plan.js';
 import { Store, type StoredIncident } from './store.js';
 import type { Credential, EnrolledCredential } from './auth.js';
 import type {
@@ -42,6 +42,8 @@ import type {
 
 /** How often silent agents are looked for, the matrix checkpointed, old rows pruned. */
 const silenceCheckMs = 1_000;
+/** Lateness (a report overdue) is looked at this often: it moves the diagnosis within it. */
+const lateCheckMs = 100;
 const checkpointEveryMs = 60_000;
 const pruneEveryMs = 10 * 60_000;
 /** Hindsight diagnoses kept for postmortems read again. */
@@ -135,6 +137,7 @@ export class ObservedPathMatrix extends PathMatrix {
 
   override apply(batch: ReportBatch, receivedAtMs: number): AppliedBatch {
     const sizeBefore = this.size;
+    const wasLate = this.isLate(batch.agent);
     const applied = super.apply(batch, receivedAtMs);
     const meaningChanged = this.meaningChanged;
     const labels = batch.labels === undefined ? undefined : JSON.stringify(batch.labels);
@@ -155,16 +158,24 @@ export class ObservedPathMatrix extends PathMatrix {
         if (applied.transitions.length > 0 || meaningChanged || newAgent || newLabels || grew)
           this.dirtyAgents.add(batch.agent);
         if (applied.transitions.length > 0) this.onChange('batch');
-        else if (newAgent || newLabels || grew) this.onChange('agents');
+        else if (newAgent || newLabels || grew || wasLate) this.onChange('agents');
       },
       rollback: () => applied.rollback(),
     };
   }
 
   override heartbeat(agentId: string, receivedAtMs: number): ReturnType<PathMatrix['heartbeat']> {
+    const wasLate = this.isLate('', agentId);
     const t = super.heartbeat(agentId, receivedAtMs);
     if (t !== undefined) this.onChange('agent-live');
+    else if (wasLate) this.onChange('agents');
     return t;
+  }
+
+  override markLate(nowMs: number, lateAfterMs: number, sinceMs?: number): string[] {
+    const changed = super.markLate(nowMs, lateAfterMs, sinceMs);
+    if (changed.length > 0) this.onChange('agent-late');
+    return changed;
   }
 
   override markSilent(nowMs: number, silentAfterMs: number): ReturnType<PathMatrix['markSilent']> {
@@ -259,9 +270,29 @@ export class Collector implements CollectorCore {
     thread?.warm();
     let threadPrimed = false;
     const hostOfAgent = new Map(config.inventory.components.map((c) => [c.agent, c.name]));
+    const agentsOnHost = new Map<string, string[]>();
+    for (const c of config.inventory.components) {
+      const list = agentsOnHost.get(c.name) ?? [];
+      list.push(c.agent);
+      agentsOnHost.set(c.name, list);
+    }
+    const upSinceMs = this.observer.upSinceMs ?? 0;
     const settler = new Settler(
       { settleMaxMs: config.alerts.settleMaxMs },
       (agent) => hostOfAgent.get(agent) ?? agent,
+      // A host where a fault is arriving whose agent has not reported since: its report (or
+      // its lateness) is what tells a cut from a filter, and it is due by then.
+      (host, sinceMs) => {
+        const lateAfterMs = lateAfterFor(config.agents, this.fleetSize());
+        let untilMs = 0;
+        for (const name of agentsOnHost.get(host) ?? [host]) {
+          const a = this.matrix.agentNamed(name);
+          if (a === undefined || a.state !== 'live' || a.late === true) continue;
+          if (a.lastSeenMs >= sinceMs) continue;
+          untilMs = Math.max(untilMs, Math.max(a.lastSeenMs, upSinceMs) + lateAfterMs);
+        }
+        return untilMs;
+      },
     );
     this.diagnoser = new DiagnosisEngine({
       settler,
@@ -429,6 +460,7 @@ export class Collector implements CollectorCore {
     const plain = plainListenWarning(config.listen, config.tls !== undefined);
     if (plain !== undefined) log.warn({ listen: config.listen }, plain);
     c.timers.push(setInterval(() => c.upkeep(), silenceCheckMs));
+    c.timers.push(setInterval(() => c.checkLate(), lateCheckMs));
     if (config.readAccess === 'token' && !config.viewers.some((v) => !v.revoked)) {
       log.warn(
         { readAccess: config.readAccess, viewers: config.viewers.length },
@@ -628,6 +660,22 @@ export class Collector implements CollectorCore {
     } catch (err) {
       this.log.warn({ err }, 'could not save the path matrix checkpoint at shutdown');
     }
+  }
+
+  private lastLateCheckMs = 0;
+
+  /**
+   * Flags agents whose report is overdue (see `PathMatrix.markLate`). A check that itself
+   * comes late (this process was stalled: batches may be waiting unread) only notes the
+   * time: the stall is ours, not the agents'.
+   */
+  private checkLate(): void {
+    const now = Date.now();
+    const stalled = now - this.lastLateCheckMs > 3 * lateCheckMs;
+    this.lastLateCheckMs = now;
+    if (stalled) return;
+    const lateAfterMs = lateAfterFor(this.config.agents, this.fleetSize());
+    this.matrix.markLate(now, lateAfterMs, this.observer.upSinceMs ?? 0);
   }
 
   private upkeep(): void {

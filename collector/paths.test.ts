@@ -419,6 +419,35 @@ describe('PathMatrix agents', () => {
     expect(m.agents()[0]).toMatchObject({ state: 'live', lastSeenMs: t0 + 31_000, acceptedSeq: 2 });
   });
 
+  it('flags a live agent late when its report is overdue, and clears it when heard or silent', () => {
+    const m = new PathMatrix();
+    feed(m, batch(1, { summaries: [summary(pg, t0, 1)] }), t0);
+    expect(m.markLate(t0 + 900, 1000)).toEqual([]);
+    expect(m.isLate('app-1')).toBe(false);
+    expect(m.markLate(t0 + 1100, 1000)).toEqual(['app-1']);
+    expect(m.agentNamed('app-1')).toMatchObject({ state: 'live', late: true });
+    expect(m.markLate(t0 + 1200, 1000)).toEqual([]);
+    // Counted from the collector's start at the earliest (a restart is not the agent's delay).
+    expect(m.markLate(t0 + 1300, 1000, t0 + 1000)).toEqual(['app-1']);
+    expect(m.isLate('app-1')).toBe(false);
+    m.markLate(t0 + 2500, 1000);
+    feed(m, batch(2, { summaries: [summary(pg, t0 + 1000, 2)] }), t0 + 2600);
+    expect(m.isLate('app-1')).toBe(false);
+    expect(m.agents()[0]?.late).toBeUndefined();
+    m.markLate(t0 + 4000, 1000);
+    expect(m.isLate('app-1')).toBe(true);
+    m.markSilent(t0 + 6000, 3000);
+    expect(m.agentNamed('app-1')).toMatchObject({ state: 'silent' });
+    expect(m.isLate('app-1')).toBe(false);
+    // Silent agents are never late; a heartbeat clears lateness.
+    expect(m.markLate(t0 + 9000, 1000)).toEqual([]);
+    m.heartbeat(m.agents()[0]!.agentId, t0 + 9500);
+    m.markLate(t0 + 11_000, 1000);
+    expect(m.isLate('app-1')).toBe(true);
+    m.heartbeat(m.agents()[0]!.agentId, t0 + 11_100);
+    expect(m.isLate('app-1')).toBe(false);
+  });
+
   it('a heartbeat (a retried batch) keeps an agent live without touching its paths', () => {
     const m = new PathMatrix();
     feed(m, batch(1, { summaries: [summary(pg, t0, 1)] }), t0);

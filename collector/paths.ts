@@ -409,6 +409,9 @@ class PathRuntime {
 }
 
 class AgentEntry implements AgentLiveness {
+  /** Live, but its report is overdue (see {@link PathMatrix.markLate}). */
+  public late = false;
+
   constructor(
     readonly agentId: string,
     readonly agent: string,
@@ -425,6 +428,7 @@ class AgentEntry implements AgentLiveness {
       agent: this.agent,
       labels: this.labels,
       state: this.state,
+      ...(this.late ? { late: true } : {}),
       lastSeenMs: this.lastSeenMs,
       acceptedSeq: this.acceptedSeq,
       droppedResults: this.droppedResults,
@@ -605,6 +609,7 @@ export class PathMatrix {
     const entry = this.liveness.get(agentId);
     if (entry === undefined) return undefined;
     if (receivedAtMs > entry.lastSeenMs) entry.lastSeenMs = receivedAtMs;
+    entry.late = false;
     if (entry.state === 'live') return undefined;
     entry.state = 'live';
     return agentTransition(entry, 'silent', 'live', receivedAtMs);
@@ -616,10 +621,44 @@ export class PathMatrix {
     for (const entry of this.liveness.values()) {
       if (entry.state === 'live' && nowMs - entry.lastSeenMs > silentAfterMs) {
         entry.state = 'silent';
+        entry.late = false;
         changed.push(entry.snapshot());
       }
     }
     return changed;
+  }
+
+  /**
+   * Flags live agents whose report is overdue: not heard for `lateAfterMs` (counted from
+   * `sinceMs` at the earliest, when this collector started), and clears the flag of those
+   * heard again. A late agent is not yet silent — nothing is said about it — but what its
+   * paths last said is older than the fault arriving now, and localisation does not count
+   * its view (collector/localise/evidence.ts): a host whose agent stopped reporting the moment
+   * the others lost it is cut off, not behind a filter that spares its own agent. Returns
+   * the agents whose flag changed.
+   */
+  markLate(nowMs: number, lateAfterMs: number, sinceMs = 0): string[] {
+    const changed: string[] = [];
+    for (const entry of this.liveness.values()) {
+      const late =
+        entry.state === 'live' && nowMs - Math.max(entry.lastSeenMs, sinceMs) > lateAfterMs;
+      if (late !== entry.late) {
+        entry.late = late;
+        changed.push(entry.agent);
+      }
+    }
+    return changed;
+  }
+
+  /** Whether the agent of this name (or with `agentId`) is late (cheap: no snapshot). */
+  isLate(name: string, agentId = this.nameToId.get(name)): boolean {
+    return agentId !== undefined && this.liveness.get(agentId)?.late === true;
+  }
+
+  /** The liveness of the agent of this name, if it has reported. */
+  agentNamed(name: string): AgentLiveness | undefined {
+    const id = this.nameToId.get(name);
+    return id === undefined ? undefined : this.liveness.get(id)?.snapshot();
   }
 
   paths(filter: PathFilter = {}): PathState[] {
@@ -788,8 +827,10 @@ export class PathMatrix {
         entry.acceptedSeq,
         entry.droppedResults,
       );
+      journal.agentBefore.late = entry.late;
       if (labels !== undefined) entry.labels = labels;
       if (receivedAtMs > entry.lastSeenMs) entry.lastSeenMs = receivedAtMs;
+      entry.late = false;
       if (entry.state === 'silent') {
         entry.state = 'live';
         this.transitions.push(

@@ -104,6 +104,17 @@ export function reportIntervalFor(agents: CollectorConfig['agents'], fleetSize: 
   return Math.min(maxAutoReportIntervalMs, seconds * 1000);
 }
 
+/**
+ * When a live agent's report is overdue (`late`): a report interval and a half, at least
+ * 500 ms beyond one — below `silentAfter`. A late agent's last view predates the fault now
+ * arriving, so localisation does not count it; it raises nothing by itself.
+ */
+export function lateAfterFor(agents: CollectorConfig['agents'], fleetSize: number): number {
+  const reportMs = reportIntervalFor(agents, fleetSize);
+  const lateMs = reportMs + Math.max(500, reportMs / 2);
+  return Math.min(lateMs, silentAfterFor(agents, fleetSize));
+}
+
 /** When an agent of a fleet of `fleetSize` counts as silent: configured, or 3 report intervals (≥ 3 s). */
 export function silentAfterFor(agents: CollectorConfig['agents'], fleetSize: number): number {
   if (agents.silentAfterMs !== 'auto') return agents.silentAfterMs;

@@ -51,6 +51,31 @@ describe('Settler', () => {
     expect(s.verdict(blocked, 10_900).settling).toBe(false);
   });
 
+  it("waits for the report of a named host's agent not heard since the fault began there (bounded)", () => {
+    let lastSeenMs = 9_800;
+    const due = (host: string, sinceMs: number): number =>
+      host === 'db-1' && lastSeenMs < sinceMs ? lastSeenMs + 1_000 : 0;
+    const s = new Settler({ quietMs: 200, settleMaxMs: 1_000 }, (a) => a, due);
+    s.take([sig('change', 'app-1', 'db-1')], 10_000);
+    // Quiet after 200 ms, but db-1's agent is due until 10,800: its word tells a cut from a filter.
+    expect(s.verdict(blocked, 10_500)).toEqual({
+      settling: true,
+      sinceMs: 10_000,
+      untilMs: 10_800,
+    });
+    expect(s.verdict(blocked, 10_800).settling).toBe(false);
+    // Heard since: nothing to wait for.
+    const t = new Settler({ quietMs: 200, settleMaxMs: 1_000 }, (a) => a, due);
+    lastSeenMs = 20_100;
+    t.take([sig('change', 'app-1', 'db-1')], 20_000);
+    expect(t.verdict(blocked, 20_300).settling).toBe(false);
+    // A long overdue report waits settleMax at most.
+    const u = new Settler({ quietMs: 200, settleMaxMs: 1_000 }, (a) => a, () => 99_000);
+    u.take([sig('change', 'app-1', 'db-1')], 30_000);
+    expect(u.verdict(blocked, 30_500)).toMatchObject({ settling: true, untilMs: 31_000 });
+    expect(u.verdict(blocked, 31_000).settling).toBe(false);
+  });
+
   it('an open burst holds it until it closes or is overdue; a closed one does not', () => {
     const s = new Settler({ quietMs: 400, burstMaxMs: 1_500, settleMaxMs: 5_000 });
     s.take([sig('open', 'app-2', 'db-1')], 10_000);

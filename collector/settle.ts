@@ -10,7 +10,9 @@ import type { SettleSignal } from './paths.js';
  * component of a path and the agent's host), when a path there last changed state or class
  * and which confirmation bursts about it are open. A host is *active* within `quietMs` of a
  * change, or while a burst about it is open and not overdue (`burstMaxMs` after its
- * trigger arrived: `of` × spacing + a timeout, at most ~1.5 s).
+ * trigger arrived: `of` × spacing + a timeout, at most ~1.5 s), or while its own agent has
+ * not reported since the activity began there and is not yet late: that agent's word (or its
+ * lateness, when the host is cut off) tells a cut from a filter that spares it.
  *
  * The diagnosis is settling while a host its hypotheses name (components and group
  * members) is active — an *episode* — bounded: never longer than `settleMaxMs` from the
@@ -71,16 +73,23 @@ export class Settler {
   private readonly hosts = new Map<string, HostActivity>();
   private readonly bursts = new Map<string, OpenBurst>();
   private readonly hostOfAgent: (agent: string) => string;
+  private readonly agentDue: (host: string, sinceMs: number) => number;
   private episode: { startMs: number; untilMs: number } | undefined;
   private lastSweepMs = 0;
 
-  /** `hostOfAgent`: the component an agent runs on (default: the agent's own name). */
+  /**
+   * `hostOfAgent`: the component an agent runs on (default: the agent's own name).
+   * `agentDue`: until when a report of the host's agent is due, when it has not reported
+   * since `sinceMs` (the host's activity began) and is not yet late; 0 when none is due.
+   */
   constructor(
     options: Partial<SettlerOptions> = {},
     hostOfAgent: (agent: string) => string = (a) => a,
+    agentDue: (host: string, sinceMs: number) => number = () => 0,
   ) {
     this.options = Object.freeze({ ...defaultSettlerOptions, ...options });
     this.hostOfAgent = hostOfAgent;
+    this.agentDue = agentDue;
   }
 
   /** Takes a committed batch's signals (collector/paths.ts), received at `nowMs`. */
@@ -119,7 +128,9 @@ export class Settler {
     const look = (name: string): void => {
       const a = this.hosts.get(name);
       if (a === undefined) return;
-      const end = this.activeUntil(a);
+      // The host's own agent, silent since the fault began arriving there, is due to say
+      // its side (or to be late, which says it too).
+      const end = Math.max(this.activeUntil(a), this.agentDue(name, a.activeSinceMs));
       if (end <= nowMs) return;
       active = true;
       if (a.activeSinceMs < firstMs) firstMs = a.activeSinceMs;

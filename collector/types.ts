@@ -69,6 +69,11 @@ export interface AgentLiveness {
   readonly agent: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly state: 'live' | 'silent';
+  /**
+   * Live, but its report is overdue (not heard for a report interval and a half, at least
+   * 500 ms more than one): what its paths last said predates what is happening now.
+   */
+  readonly late?: boolean;
   readonly lastSeenMs: number;
   readonly acceptedSeq: number;
   /** Results the agent declared lost to its spool bound. */

@@ -188,7 +188,11 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
   const liveness = livenessIndex(input.agents);
   const labelsOf = (h: string): Readonly<Record<string, string>> =>
     components.get(h)?.labels ?? liveness.get(h)?.labels ?? {};
-  const isLive = (agent: string): boolean => liveness.get(agent)?.state !== 'silent';
+  // A late agent (its report overdue) is not silent yet, but its view predates the fault.
+  const isLive = (agent: string): boolean => {
+    const a = liveness.get(agent);
+    return a === undefined || (a.state !== 'silent' && a.late !== true);
+  };
 
   const liveAgents = sorted(live.keys());
   const viewOf = (a: string): AgentView | undefined => live.get(a);

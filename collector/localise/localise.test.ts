@@ -90,6 +90,35 @@ describe('localise', () => {
     expect(d.hypotheses[0]?.components).toEqual(['db-2']);
   });
 
+  it('does not count a late agent’s view: hosts cut off the moment their agents stopped reporting are a partition, not a filter', () => {
+    // sw-2 cut off. Its agents have not reported since (late, not yet silent): what they
+    // last said — every path ok — predates the cut.
+    const input = buildInput({
+      ...topology,
+      faults: [{ cut: { label: 'switch', value: 'sw-2', reportedAgain: false } }],
+    });
+    const behind = new Set(['db-1', 'db-2']);
+    const paths = input.paths.map((p): PathState =>
+      behind.has(p.agent) ? { ...p, state: 'ok', lastClass: 'ok', failures: {} } : p,
+    );
+    const agents = (late: boolean) =>
+      input.agents.map((a) =>
+        behind.has(a.agent) ? { ...a, state: 'live' as const, ...(late ? { late } : {}) } : a,
+      );
+    // Counted, the stale views say the hosts behind reach everyone: a filter one way.
+    expect(localise({ ...input, paths, agents: agents(false) }).hypotheses[0]?.kind).toBe(
+      'path_blocked',
+    );
+    const d = localise({ ...input, paths, agents: agents(true) });
+    expect(d.hypotheses[0]).toMatchObject({
+      kind: 'network_partition',
+      components: ['db-1', 'db-2'],
+      cutLabel: { key: 'switch', values: ['sw-2'] },
+    });
+    expect(d.hypotheses.map((h) => h.kind)).not.toContain('agent_silent');
+    expect(d.hypotheses[0]?.summary).toContain('stopped reporting');
+  });
+
   it('produces a document the strict diagnosis schema accepts, and the schema refuses strays', () => {
     const d = localise(
       buildInput({

@@ -133,7 +133,11 @@ export class IncrementalLocaliser {
     const cached = this.last;
     if (!changed && cached && cached.agentsKey === agentsKey && !cached.usesNow)
       return { ...cached.diagnosis, computedAtMs: Math.max(0, Math.round(nowMs)) };
-    const silent = new Set(this.agents.filter((a) => a.state === 'silent').map((a) => a.agent));
+    // Silent and late agents' views are older than what is happening (a late one's report
+    // is overdue: the fault may have cut it off).
+    const silent = new Set(
+      this.agents.filter((a) => a.state === 'silent' || a.late === true).map((a) => a.agent),
+    );
     // An agent with no liveness record but with paths is taken as live: its paths are fresh.
     const live = new Map<string, AgentView>();
     for (const [agent, v] of this.views) if (v.counted && !silent.has(agent)) live.set(agent, v);

@@ -274,6 +274,12 @@ export function sameMeaning(a: readonly PathState[], b: readonly PathState[]): b
 /** What of the agents' liveness localisation reads: state, labels, a silent one's last word. */
 export function livenessKey(agents: readonly AgentLiveness[]): string {
   return JSON.stringify(
-    agents.map((a) => [a.agent, a.state, a.labels, a.state === 'silent' ? a.lastSeenMs : 0]),
+    agents.map((a) => [
+      a.agent,
+      a.state,
+      a.late === true,
+      a.labels,
+      a.state === 'silent' ? a.lastSeenMs : 0,
+    ]),
   );
 }

@@ -26,7 +26,8 @@ export const observerCut: Rule = {
     const agentsBeyond = ev.agents.filter((a) => !inSide(ev.host(a.agent)));
     if (agentsBeyond.some((a) => a.state !== 'silent' && ev.viewOf(a.agent) !== undefined))
       return [];
-    const silentBeyond = agentsBeyond.filter((a) => a.state === 'silent');
+    // Silent, or late (reports overdue): a cut of the collector's side makes them late first.
+    const silentBeyond = agentsBeyond.filter((a) => !ev.isLive(a.agent));
     // …and not seen answering from the collector's side (that is a silent agent, not a cut),
     // and silent since this collector runs (after a restart, agents take a while to report).
     const upSince = ev.options.observer?.upSinceMs ?? Number.NEGATIVE_INFINITY;
@@ -65,7 +66,7 @@ export const observerCut: Rule = {
     const silence =
       n === 0
         ? ''
-        : `${n} agent${n === 1 ? '' : 's'} fell silent ${n === 1 ? 'at once' : within <= 1 ? 'in the same second' : `within ${within} s of each other`}`;
+        : `${n} agent${n === 1 ? '' : 's'} stopped reporting ${n === 1 ? 'at once' : within <= 1 ? 'in the same second' : `within ${within} s of each other`}`;
     const localName = local[0];
     const vantage =
       localName !== undefined && localFails
@@ -99,7 +100,10 @@ export const observerCut: Rule = {
         silences: silentBeyond.map((a) => a.agent),
         examples: [...silentDark]
           .sort((x, y) => x.lastSeenMs - y.lastSeenMs || byName(x.agent, y.agent))
-          .map((a) => `${a.agent}: silent, last report ${new Date(a.lastSeenMs).toISOString()}`),
+          .map(
+            (a) =>
+              `${a.agent}: ${a.state === 'silent' ? 'silent' : 'late'}, last report ${new Date(a.lastSeenMs).toISOString()}`,
+          ),
         standalone: true,
         first: true,
         prior: 2,
@@ -152,12 +156,12 @@ export const observerVantage: Rule = {
       const bigOnly = failing.filter(network).every((p) => p.kind === mtuKind);
       // Agents beyond that fell silent: what the local agent cannot reach, nor they the collector.
       const silenced = ev.agents
-        .filter((x) => x.state === 'silent' && ev.reachOf(a, ev.host(x.agent)) === 'no')
+        .filter((x) => !ev.isLive(x.agent) && ev.reachOf(a, ev.host(x.agent)) === 'no')
         .map((x) => x.agent);
       const silent =
         silenced.length === 0
           ? ''
-          : ` (${silenced.length} agent${silenced.length === 1 ? '' : 's'} there fell silent already)`;
+          : ` (${silenced.length} agent${silenced.length === 1 ? '' : 's'} there stopped reporting already)`;
       out.push({
         hypothesis: {
           kind: 'source_fault' as const,

@@ -39,7 +39,7 @@ function partitionSummary(
     : '';
   const db = networkOnly && b.some((h) => ev.isDatabase(h));
   const silent = notes.silentSide
-    ? `; agents behind the cut are silent, as a cut would make them`
+    ? `; agents behind the cut stopped reporting, as a cut would make them`
     : '';
   return `network partition between ${list(a)} and ${list(b)}${where}${how}${db ? ', so nothing points at the database' : ''}${silent}`;
 }
