@@ -6,7 +6,7 @@ import { pollUntil } from '../test/helpers/poll-until.js';
 import { tcp } from '../probes/tcp.js';
 import type { ProbeResult } from '../wire/result.js';
 import { Agent } from './agent.js';
-import { ConfirmBudget } from './confirm.js';
+import { adaptiveTcpFloorMs, ConfirmBudget } from './confirm.js';
 import { parseAgentConfig } from './config.js';
 import { createLogger } from './logger.js';
 
@@ -304,20 +304,21 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
         `agent: { name: t }\nmetrics: { listen: "" }\ndefaults: { ${defaults} }\ntargets:\n${target}`,
         'test.yaml',
       );
-    agent = await Agent.start(at('interval: 200ms, timeout: 180ms'), memoryLog().log);
+    agent = await Agent.start(at('interval: 200ms, timeout: 800ms'), memoryLog().log);
     // No baseline yet: the configured timeout.
-    expect(agent.effectiveTimeoutMs('svc')).toBe(180);
-    // A loopback connect takes well under a millisecond: after 5 successes, the floor.
-    await pollUntil('the floor', () => agent!.effectiveTimeoutMs('svc') === 100, {
+    expect(agent.effectiveTimeoutMs('svc')).toBe(800);
+    // A loopback connect takes well under a millisecond: after 5 successes, the floor — for
+    // a probe riding TCP, room for one retransmission (300 ms), not 100 ms.
+    await pollUntil('the floor', () => agent!.effectiveTimeoutMs('svc') === adaptiveTcpFloorMs, {
       timeoutMs: 5000,
     });
-    agent.reload(at('interval: 200ms, timeout: 180ms, adaptiveTimeout: false'));
-    expect(agent.effectiveTimeoutMs('svc')).toBe(180);
-    agent.reload(at('interval: 200ms, timeout: 180ms'));
-    expect(agent.effectiveTimeoutMs('svc')).toBe(100);
+    agent.reload(at('interval: 200ms, timeout: 800ms, adaptiveTimeout: false'));
+    expect(agent.effectiveTimeoutMs('svc')).toBe(800);
+    agent.reload(at('interval: 200ms, timeout: 800ms'));
+    expect(agent.effectiveTimeoutMs('svc')).toBe(adaptiveTcpFloorMs);
     // A changed target (here its timeout) starts afresh.
-    agent.reload(at('interval: 200ms, timeout: 150ms'));
-    expect(agent.effectiveTimeoutMs('svc')).toBe(150);
+    agent.reload(at('interval: 200ms, timeout: 700ms'));
+    expect(agent.effectiveTimeoutMs('svc')).toBe(700);
   }, 15_000);
 
   it('a timeout caused by the shortened timeout alone is not confirmed: the burst waits the full timeout', async () => {
@@ -325,7 +326,7 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
     agent = await Agent.start(
       parseAgentConfig(
         `agent: { name: t }\nmetrics: { listen: "" }\n` +
-          `defaults: { interval: 400ms, timeout: 280ms, confirm: { count: 3, spacing: 20ms } }\n` +
+          `defaults: { interval: 600ms, timeout: 480ms, confirm: { count: 3, spacing: 20ms } }\n` +
           `targets:\n  - { name: svc, kind: tcp, address: "127.0.0.1:${port}" }\n`,
         'test.yaml',
       ),
@@ -333,24 +334,26 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
     );
     const results: ProbeResult[] = [];
     agent.onResult((r) => results.push(r));
-    await pollUntil('the shortened timeout', () => agent!.effectiveTimeoutMs('svc') === 100, {
-      timeoutMs: 5000,
-    });
-    // The path gets slow but stays healthy: each connect now takes 150 ms, past the
-    // shortened 100 ms and well inside the configured 280 ms.
+    await pollUntil(
+      'the shortened timeout',
+      () => agent!.effectiveTimeoutMs('svc') === adaptiveTcpFloorMs,
+      { timeoutMs: 5000 },
+    );
+    // The path gets slow but stays healthy: each connect now takes 350 ms, past the
+    // shortened 300 ms and well inside the configured 480 ms.
     const realRun = tcp.run.bind(tcp);
     const timeouts: number[] = [];
     vi.spyOn(tcp, 'run').mockImplementation(async (target, options, ctx) => {
       timeouts.push(ctx.timeoutMs);
-      await new Promise((r) => setTimeout(r, Math.min(150, ctx.timeoutMs)));
-      if (ctx.timeoutMs < 150)
+      await new Promise((r) => setTimeout(r, Math.min(350, ctx.timeoutMs)));
+      if (ctx.timeoutMs < 350)
         return {
           class: 'tcp_timeout',
           timings: { totalMs: ctx.timeoutMs },
           error: { code: 'ETIMEDOUT', message: 'timeout' },
         };
       const outcome = await realRun(target, options, ctx);
-      return { ...outcome, timings: { ...outcome.timings, connectMs: 150, totalMs: 150 } };
+      return { ...outcome, timings: { ...outcome.timings, connectMs: 350, totalMs: 350 } };
     });
     const burst = await pollUntil(
       'the burst after the shortened timeout',
@@ -361,7 +364,7 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
       { timeoutMs: 5000 },
     );
     expect(burst.map((r) => r.class)).toEqual(['tcp_timeout', 'ok', 'ok', 'ok']);
-    expect(timeouts.slice(0, 4)).toEqual([100, 280, 280, 280]);
+    expect(timeouts.slice(0, 4)).toEqual([adaptiveTcpFloorMs, 480, 480, 480]);
     // And the rounds after it are probed in full until the estimate has grown.
     const mark = results.length;
     await pollUntil('two more rounds', () => results.length >= mark + 2, { timeoutMs: 5000 });

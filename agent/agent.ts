@@ -7,7 +7,12 @@ import type { ProbeDefinition, ScheduledTarget } from '../probes/types.js';
 import { runProbe } from '../probes/run.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { AgentConfig, ResolvedTarget } from './config.js';
-import { AdaptiveTimeout, ConfirmBudget, isConfirmableChange } from './confirm.js';
+import {
+  AdaptiveTimeout,
+  adaptiveTcpFloorMs,
+  ConfirmBudget,
+  isConfirmableChange,
+} from './confirm.js';
 import type { Logger } from './logger.js';
 import { Scheduler, type Job } from './scheduler.js';
 import { AgentTelemetry, type ConfirmStats } from './telemetry.js';
@@ -337,7 +342,8 @@ export class Agent {
    */
   private timeoutFor(state: PathState, t: ResolvedTarget): number {
     if (!this.config.defaults.adaptiveTimeout || echoKinds.has(t.kind)) return t.timeoutMs;
-    return state.adaptive.timeoutMs(t.timeoutMs);
+    const overTcp = probeDefinition(t.kind).transport === 'tcp';
+    return state.adaptive.timeoutMs(t.timeoutMs, overTcp ? adaptiveTcpFloorMs : undefined);
   }
 
   /**

@@ -3,6 +3,7 @@ import type { FailureClass } from '../wire/result.js';
 import {
   AdaptiveTimeout,
   adaptiveFloorMs,
+  adaptiveTcpFloorMs,
   adaptiveMinSamples,
   ConfirmBudget,
   isConfirmableChange,
@@ -68,6 +69,9 @@ describe('AdaptiveTimeout', () => {
     }
     a.observe(ok(0.2), 800, 800);
     expect(a.timeoutMs(800)).toBe(adaptiveFloorMs);
+    // A probe riding TCP keeps room for one retransmission.
+    expect(a.timeoutMs(800, adaptiveTcpFloorMs)).toBe(adaptiveTcpFloorMs);
+    expect(a.timeoutMs(250, adaptiveTcpFloorMs)).toBe(250);
   });
 
   it('is (srtt + 4·rttvar) × 3, between the floor and the configured timeout', () => {

@@ -73,6 +73,14 @@ export class ConfirmBudget {
 
 /** The adaptive timeout never goes below this (a LAN path's 0.2 ms RTT would make it ~1 ms). */
 export const adaptiveFloorMs = 100;
+/**
+ * The floor for probes that ride TCP: Linux's least retransmission timeout (200 ms) and
+ * room for the retransmitted segment's round trip, so one segment lost to background loss
+ * is sent again within the timeout (a lost SYN waits 1 s: that fails under any timeout the
+ * lab or a LAN would configure). A postgres probe exchanges about ten segments: with the
+ * 100 ms floor each one lost failed the probe, so 1 % packet loss failed ~10 % of them.
+ */
+export const adaptiveTcpFloorMs = 300;
 /** RTO = (srtt + 4·rttvar) × this: headroom for a slow moment of a healthy path. */
 export const adaptiveSafetyFactor = 3;
 /** Successes needed before the timeout shrinks at all: a baseline, not one lucky sample. */
@@ -103,11 +111,14 @@ export class AdaptiveTimeout {
   /** A timeout happened under a shortened timeout: full timeouts until the next success. */
   private backedOff = false;
 
-  /** The timeout for the next probe: the configured one until the path has a baseline. */
-  timeoutMs(configuredMs: number): number {
+  /**
+   * The timeout for the next probe: the configured one until the path has a baseline;
+   * never below `floorMs` (100 ms; {@link adaptiveTcpFloorMs} for probes that ride TCP).
+   */
+  timeoutMs(configuredMs: number, floorMs = adaptiveFloorMs): number {
     if (this.samples < adaptiveMinSamples || this.backedOff) return configuredMs;
     const rto = (this.srttMs + 4 * this.rttvarMs) * adaptiveSafetyFactor;
-    return Math.min(configuredMs, Math.max(adaptiveFloorMs, Math.ceil(rto)));
+    return Math.min(configuredMs, Math.max(floorMs, Math.ceil(rto)));
   }
 
   /** Takes a result probed with `usedTimeoutMs` of a path configured with `configuredMs`. */

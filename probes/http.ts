@@ -465,6 +465,7 @@ function firstFailedAssertion(res: HopResponse, options: HttpOptions): string | 
 /** HTTP(S) request with phase timings, status/body/header assertions and certificate facts. */
 export const http: ProbeDefinition<HttpOptions> = {
   kind: 'http',
+  transport: 'tcp',
   description:
     'HTTP(S) request on a fresh connection: dns/connect/tls/first-byte timings, status, body and header checks, certificate expiry',
   target: { form: 'url' },

@@ -305,6 +305,7 @@ async function authenticatedCheck(
  */
 export const mysql: ProbeDefinition<MysqlOptions> = {
   kind: 'mysql',
+  transport: 'tcp',
   description:
     'MySQL/MariaDB greeting and login handshake (alive and serving?), optionally SELECT 1',
   target: { form: 'hostPort', defaultPort: 3306 },

@@ -205,6 +205,7 @@ async function authenticatedCheck(
  */
 export const postgres: ProbeDefinition<PostgresOptions> = {
   kind: 'postgres',
+  transport: 'tcp',
   description: 'PostgreSQL startup handshake (alive and serving?), optionally a login and SELECT 1',
   target: { form: 'hostPort', defaultPort: 5432 },
   options: postgresOptions,

@@ -160,6 +160,7 @@ async function authenticatedCheck(
  */
 export const redis: ProbeDefinition<RedisOptions> = {
   kind: 'redis',
+  transport: 'tcp',
   description: 'Redis PING (alive and serving?), optionally AUTH and PING',
   target: { form: 'hostPort', defaultPort: 6379 },
   options: redisOptions,

@@ -22,6 +22,7 @@ function unescape(s: string): Buffer {
 /** TCP connect, optionally with a send/expect exchange. */
 export const tcp: ProbeDefinition<TcpOptions> = {
   kind: 'tcp',
+  transport: 'tcp',
   description:
     'TCP connect time; refused, timeout, unreachable and reset told apart; optional send/expect',
   target: { form: 'hostPort' },

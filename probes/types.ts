@@ -70,6 +70,13 @@ export interface ProbeDefinition<O = unknown> {
    */
   readonly echo?: boolean;
   /**
+   * Optional. Probes of this kind ride a TCP connection: a segment lost on the way is sent
+   * again by the kernel after its retransmission timeout (at least 200 ms on Linux), so the
+   * agent's adaptive timeout never shrinks below room for one retransmission — a single lost
+   * packet of a healthy path is background loss, not a failed probe.
+   */
+  readonly transport?: 'tcp';
+  /**
    * Runs one probe. Never throws for a target failure: it returns a failure class and the
    * phase timings reached. Throws only on a programming error.
    */
