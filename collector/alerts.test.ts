@@ -239,6 +239,50 @@ describe('labels', () => {
   });
 });
 
+describe('one page per fault', () => {
+  it('a hypothesis naming a component a better-ranked one pages for is listed, not paged; alone, it pages', async () => {
+    const { engine, drain } = setup({ holdForMs: 0 });
+    const partition = hypothesis({
+      kind: 'network_partition',
+      summary: 'network partition between {app-1, web-1} and {db-1, db-2}',
+      components: ['db-1', 'db-2'],
+      groups: [],
+      cutLabel: undefined,
+      confidence: 0.9,
+    });
+    const blocked = hypothesis({
+      kind: 'path_blocked',
+      summary: 'paths from {app-1} to {db-1} are blocked',
+      components: ['db-1'],
+      groups: [],
+      cutLabel: undefined,
+      confidence: 0.6,
+    });
+    const mtu = hypothesis({
+      kind: 'mtu_mismatch',
+      summary: 'full-size packets vanish at web-1',
+      components: ['web-1'],
+      groups: [],
+      cutLabel: undefined,
+      confidence: 0.5,
+    });
+    engine.update(diagnosis(partition, blocked, mtu), 5_000, ctx);
+    const first = await drain();
+    expect(first.notify.map((a) => a.labels.kind)).toEqual(['network_partition', 'mtu_mismatch']);
+    expect(
+      engine.alerts().find((a) => a.labels.kind === 'network_partition')?.annotations.description,
+    ).toContain('Other hypotheses: path_blocked (db-1, 60%)');
+    // The partition heals, the blocked path stays: now it stands alone, and pages.
+    engine.update(diagnosis(blocked, mtu), 6_000, ctx);
+    const second = await drain();
+    expect(statuses(second.notify).sort()).toEqual(['firing:critical', 'resolved:critical']);
+    expect(second.notify.map((a) => a.labels.kind).sort()).toEqual([
+      'network_partition',
+      'path_blocked',
+    ]);
+  });
+});
+
 describe('flap control (injected clock)', () => {
   it('fires only once the hypothesis held for holdFor; a gap starts the wait again', async () => {
     const { engine, drain } = setup();

@@ -494,7 +494,15 @@ export class AlertEngine {
 
   private build(d: Diagnosis, ctx: AlertContext): Map<string, BuiltAlert> {
     const out = new Map<string, BuiltAlert>();
+    // One page per fault: a hypothesis naming a component that a better-ranked one already
+    // pages for is another reading of the same evidence (a pair's MTU loss beside the host's,
+    // a blocked path beside the partition), not a second fault. Its alert would page a
+    // wrong cause; it is listed in the paged alert's "Other hypotheses" instead, and pages
+    // by itself only once it stands alone.
+    const paged = new Set<string>();
     for (const h of d.hypotheses) {
+      if (h.components.some((c) => paged.has(c))) continue;
+      for (const c of h.components) paged.add(c);
       const a = buildAlert(h, d, ctx, this.config);
       const key = identityKey(a.labels);
       // Two hypotheses with the same labels are one alert: the better-ranked one speaks.
