@@ -70,7 +70,11 @@ describe('Settler', () => {
     t.take([sig('change', 'app-1', 'db-1')], 20_000);
     expect(t.verdict(blocked, 20_300).settling).toBe(false);
     // A long overdue report waits settleMax at most.
-    const u = new Settler({ quietMs: 200, settleMaxMs: 1_000 }, (a) => a, () => 99_000);
+    const u = new Settler(
+      { quietMs: 200, settleMaxMs: 1_000 },
+      (a) => a,
+      () => 99_000,
+    );
     u.take([sig('change', 'app-1', 'db-1')], 30_000);
     expect(u.verdict(blocked, 30_500)).toMatchObject({ settling: true, untilMs: 31_000 });
     expect(u.verdict(blocked, 31_000).settling).toBe(false);

@@ -1,0 +1,90 @@
+/**
+ * One fault of `faultline demo`'s catalogue, injected in the detection bench's lab, with the
+ * diagnosis and the agents' liveness printed as they change (every 50 ms), from the
+ * injection to the right answer and on after the heal: what the diagnosis showed, when, and
+ * why (which agents were late or silent). A tool for reading one fault closely.
+ *
+ *   node dist/bench/timeline.js <fault> [--hold-s 8] [--after-s 6]
+ */
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { Diagnosis } from '../wire/diagnosis.js';
+import { canRunLab, Lab } from '../test/helpers/lab/lab.js';
+import { demoFaults, demoLab as spec } from '../cli/demo.js';
+import { waitDiagnosisHealthy } from '../test/helpers/lab/expect.js';
+
+const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+
+interface AgentRow {
+  agent: string;
+  state: string;
+  late?: boolean;
+  lastSeenMs: number;
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      'hold-s': { type: 'string', default: '8' },
+      'after-s': { type: 'string', default: '6' },
+    },
+  });
+  const name = positionals[0];
+  const c = demoFaults.find((f) => f.name === name);
+  if (c === undefined)
+    throw new Error(`fault ${name}: expected one of ${demoFaults.map((f) => f.name).join(', ')}`);
+  if (!canRunLab) throw new Error('needs root (namespaces)');
+  const lab = await Lab.up(spec, {
+    cliPath,
+    probeIntervalMs: 1000,
+    probeTimeoutMs: 800,
+    reportIntervalMs: 1000,
+    silentAfterMs: 3000,
+    debounce: 3,
+  });
+  try {
+    await waitDiagnosisHealthy(lab, 60_000);
+    const fault = c.fault(lab);
+    let last = '';
+    const look = async (t0: number): Promise<void> => {
+      const d = await lab.get<Diagnosis>('/api/v1/diagnosis');
+      const { agents } = await lab.get<{ agents: AgentRow[] }>('/api/v1/agents');
+      const odd = agents
+        .filter((a) => a.state !== 'live' || a.late === true || Date.now() - a.lastSeenMs > 1200)
+        .map(
+          (a) =>
+            `${a.agent}:${a.state === 'live' ? (a.late === true ? 'late' : 'quiet') : a.state}`,
+        );
+      const hyps = d.hypotheses.map((h) => `${h.kind}[${h.components.join(',')}]`);
+      const line = `${d.settling === true ? 'SETTLING ' : ''}${d.healthy ? 'healthy' : hyps.join(' | ')}${odd.length > 0 ? `   agents: ${odd.join(' ')}` : ''}`;
+      if (line !== last) {
+        process.stdout.write(`${((Date.now() - t0) / 1000).toFixed(2).padStart(6)} s  ${line}\n`);
+        last = line;
+      }
+    };
+    const pollFor = async (t0: number, ms: number): Promise<void> => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        await look(t0);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    process.stdout.write(`${c.name}: ${c.incident}\n`);
+    const t0 = Date.now();
+    await fault.inject();
+    await pollFor(t0, Number(values['hold-s']) * 1000);
+    process.stdout.write(`heal: ${c.heal}\n`);
+    const t1 = Date.now();
+    await fault.heal();
+    last = '';
+    await pollFor(t1, Number(values['after-s']) * 1000);
+  } finally {
+    await lab.down();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
