@@ -89,29 +89,25 @@ interface CollectorSettings {
   readonly policy: PlanPolicy;
 }
 
-function readSecretFile(path: string, what: string): string {
-  let text: string;
+/** The text of a file a flag or config key names, or a usage error naming both. */
+function readNamedFile(path: string, what: string): string {
   try {
-    text = readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (err) {
     throw usage(
       `${what}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
     );
   }
-  const token = text.split('\n')[0]?.trim() ?? '';
+}
+
+function readSecretFile(path: string, what: string): string {
+  const token = readNamedFile(path, what).split('\n')[0]?.trim() ?? '';
   if (token === '') throw usage(`${what}: ${path} is empty (expected the token on its first line)`);
   return token;
 }
 
 function readCaFile(path: string, what: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw usage(
-      `${what}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-    );
-  }
+  const text = readNamedFile(path, what);
   if (!text.includes('-----BEGIN CERTIFICATE-----'))
     throw usage(
       `${what}: ${path} holds no PEM certificate (expected "-----BEGIN CERTIFICATE-----")`,

@@ -25,7 +25,7 @@ import { planToAgentConfig } from '../../agent/plan-targets.js';
 import { parseCollectorConfig } from '../../collector/config.js';
 import { planFor } from '../../collector/plan.js';
 import { cliPath, ensureBuilt, repoRoot, runCli } from '../helpers/cli.js';
-import { CollectorProcess, sumMetric } from '../helpers/collector-process.js';
+import { CliProcess, CollectorProcess, sumMetric } from '../helpers/collector-process.js';
 import { pollUntil } from '../helpers/poll-until.js';
 import { diesWithParent, freePort } from '../helpers/server-process.js';
 import { TestPki } from '../helpers/tls.js';
@@ -40,15 +40,12 @@ import { TestPki } from '../helpers/tls.js';
  */
 
 /** A `faultline agent` process on this host, its log kept, signalled by PID only. */
-class Agent {
-  stderr = '';
-  readonly exited: Promise<number | null>;
+class Agent extends CliProcess {
   private constructor(
-    readonly child: ChildProcess,
+    child: ChildProcess,
     readonly metricsPort: number,
   ) {
-    child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    super(child);
   }
 
   static start(args: readonly string[], metricsPort: number, env: NodeJS.ProcessEnv = {}): Agent {
@@ -66,32 +63,11 @@ class Agent {
     return new Agent(child, metricsPort);
   }
 
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  logLines(): Record<string, unknown>[] {
-    return this.stderr
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-  }
-
   async metric(name: string, match: Record<string, string> = {}): Promise<number> {
     const res = await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`, {
       signal: AbortSignal.timeout(2000),
     });
     return sumMetric(await res.text(), name, match);
-  }
-
-  async kill(): Promise<void> {
-    if (this.running && this.child.pid !== undefined) process.kill(this.child.pid, 'SIGKILL');
-    await this.exited;
-  }
-
-  async stop(): Promise<void> {
-    if (this.running && this.child.pid !== undefined) process.kill(this.child.pid, 'SIGTERM');
-    await this.exited;
   }
 }
 

@@ -1,10 +1,9 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   mkdirSync,
   mkdtempSync,
-  readFileSync,
   readdirSync,
   rmSync,
   statSync,
@@ -22,6 +21,7 @@ import { CollectorProcess } from '../helpers/collector-process.js';
 import { pollUntil } from '../helpers/poll-until.js';
 import { result } from '../helpers/report-batches.js';
 import { diesWithParent, freePort } from '../helpers/server-process.js';
+import { TestPki } from '../helpers/tls.js';
 
 /**
  * What one client may hold of a real `faultline collector` process, and what it leaves on
@@ -122,8 +122,10 @@ ${extra}`,
     collector = undefined;
   });
 
-  afterAll(() => {
+  const pkis: TestPki[] = [];
+  afterAll(async () => {
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    for (const p of pkis.splice(0)) await p.destroy();
   });
 
   it('holds at most maxConnections of a stalled flood, answers while it lasts, and closes the stalled after headersTimeout', async () => {
@@ -185,37 +187,15 @@ ${extra}`,
   }, 60_000);
 
   it('with TLS, closes connections that never finish a handshake after headersTimeout', async () => {
-    const certDir = join(dir, 'tls');
-    mkdirSync(certDir, { recursive: true });
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=127.0.0.1',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1',
-        '-keyout',
-        join(certDir, 'key.pem'),
-        '-out',
-        join(certDir, 'cert.pem'),
-      ],
-      { stdio: 'ignore' },
-    );
+    const pki = await TestPki.create();
+    pkis.push(pki);
+    const cert = await pki.issue({ cn: '127.0.0.1', sans: ['IP:127.0.0.1'], selfSigned: true });
     const config = join(dir, 'collector-tls.yaml');
     writeFileSync(
       config,
       `listen: 127.0.0.1:${port}
 dataDir: ${join(dir, 'data-tls')}
-tls: { cert: ${join(certDir, 'cert.pem')}, key: ${join(certDir, 'key.pem')} }
+tls: { cert: ${cert.certPath}, key: ${cert.keyPath} }
 tokens:
   - { name: fleet, token: ${token} }
 limits:
@@ -229,7 +209,7 @@ limits:
             host: '127.0.0.1',
             port,
             path: '/healthz',
-            ca: readFileSync(join(certDir, 'cert.pem')),
+            ca: cert.cert,
           },
           (res) => {
             res.resume();

@@ -19,7 +19,7 @@ import { fetchAsViewer } from './viewer.js';
  */
 
 /** A CLI process with its output kept and its exit awaited. */
-class CliProcess {
+export class CliProcess {
   stdout = '';
   stderr = '';
   readonly exited: Promise<number | null>;
