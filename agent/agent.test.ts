@@ -304,21 +304,43 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
         `agent: { name: t }\nmetrics: { listen: "" }\ndefaults: { ${defaults} }\ntargets:\n${target}`,
         'test.yaml',
       );
-    agent = await Agent.start(at('interval: 200ms, timeout: 800ms'), memoryLog().log);
+    agent = await Agent.start(at('interval: 400ms, timeout: 350ms'), memoryLog().log);
     // No baseline yet: the configured timeout.
-    expect(agent.effectiveTimeoutMs('svc')).toBe(800);
+    expect(agent.effectiveTimeoutMs('svc')).toBe(350);
     // A loopback connect takes well under a millisecond: after 5 successes, the floor — for
     // a probe riding TCP, room for one retransmission (300 ms), not 100 ms.
     await pollUntil('the floor', () => agent!.effectiveTimeoutMs('svc') === adaptiveTcpFloorMs, {
       timeoutMs: 5000,
     });
-    agent.reload(at('interval: 200ms, timeout: 800ms, adaptiveTimeout: false'));
-    expect(agent.effectiveTimeoutMs('svc')).toBe(800);
-    agent.reload(at('interval: 200ms, timeout: 800ms'));
+    agent.reload(at('interval: 400ms, timeout: 350ms, adaptiveTimeout: false'));
+    expect(agent.effectiveTimeoutMs('svc')).toBe(350);
+    agent.reload(at('interval: 400ms, timeout: 350ms'));
     expect(agent.effectiveTimeoutMs('svc')).toBe(adaptiveTcpFloorMs);
     // A changed target (here its timeout) starts afresh.
-    agent.reload(at('interval: 200ms, timeout: 700ms'));
-    expect(agent.effectiveTimeoutMs('svc')).toBe(700);
+    agent.reload(at('interval: 400ms, timeout: 340ms'));
+    expect(agent.effectiveTimeoutMs('svc')).toBe(340);
+  }, 15_000);
+
+  it('an echo keeps its scheduled timeout; its checks and confirmations wait twice its own echo timeout', async () => {
+    agent = await Agent.start(
+      parseAgentConfig(
+        `agent: { name: t }\nmetrics: { listen: "" }\n` +
+          `defaults: { interval: 300ms, timeout: 280ms }\n` +
+          `targets:\n  - { name: lo, kind: icmp, address: 127.0.0.1, options: { count: 3 } }\n`,
+        'test.yaml',
+      ),
+      memoryLog().log,
+    );
+    // No baseline yet: the target's configured timeout (the schedule's, a little under 280 ms).
+    const configured = agent.effectiveTimeoutMs('lo')!;
+    expect(configured).toBeGreaterThan(240);
+    expect(agent.effectiveTimeoutMs('lo', true)).toBe(configured);
+    // Loopback answers in microseconds: 2 × the 100 ms floor, and 2 × 20 ms between the three
+    // packets — below the configured one. Scheduled rounds keep the configured timeout.
+    await pollUntil('the echo baseline', () => agent!.effectiveTimeoutMs('lo', true) === 240, {
+      timeoutMs: 8000,
+    });
+    expect(agent.effectiveTimeoutMs('lo')).toBe(configured);
   }, 15_000);
 
   it('a timeout caused by the shortened timeout alone is not confirmed: the burst waits the full timeout', async () => {

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { listenError } from '../lib/listen-error.js';
 import { echoKinds, probeDefinition, probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeDefinition, ScheduledTarget } from '../probes/types.js';
+import { nowEchoSpacingMs } from '../probes/icmp.js';
 import { runProbe } from '../probes/run.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { AgentConfig, ResolvedTarget } from './config.js';
@@ -158,11 +159,17 @@ export class Agent {
     return { ...this.confirmCounts, budget: this.budget.available() };
   }
 
-  /** The timeout the next regular probe of `name` gets (adaptive or configured), for tests. */
-  effectiveTimeoutMs(name: string): number | undefined {
+  /**
+   * The timeout the next regular probe of `name` gets (adaptive or configured) — or, with
+   * `outOfSchedule`, an echo check or confirmation of it — for tests.
+   */
+  effectiveTimeoutMs(name: string, outOfSchedule = false): number | undefined {
     const t = this.config.targets.find((x) => x.name === name);
     if (t === undefined) return undefined;
-    return this.timeoutFor(this.pathState(t), t);
+    const state = this.pathState(t);
+    return outOfSchedule && echoKinds.has(t.kind)
+      ? this.echoNowTimeoutFor(state, t)
+      : this.timeoutFor(state, t);
   }
 
   /** Scheduler counters, for tests and the health endpoint. */
@@ -267,7 +274,9 @@ export class Agent {
         state.checking = true;
         try {
           const signal = this.extraAbort.signal;
-          const result = await probe(t.timeoutMs, signal, true);
+          const usedMs = this.echoNowTimeoutFor(state, t);
+          const result = await probe(usedMs, signal, true);
+          this.observe(state, t, result, usedMs);
           if (result.seq < state.newestSeq) return;
           const burst = this.startBurst(state, result);
           this.record(result, t);
@@ -297,7 +306,7 @@ export class Agent {
     // round, up to an interval) may have answered first: this older result is stale, and
     // read as the path's newest class it would cancel the change the check found.
     if (result.seq < state.newestSeq) return;
-    state.adaptive.observe(result, timeoutMs, t.timeoutMs);
+    this.observe(state, t, result, timeoutMs);
     const burst = this.startBurst(state, result);
     this.record(result, t);
     if (burst > 0 && !isEcho && result.class !== 'ok') this.checkEchoes(t);
@@ -333,6 +342,40 @@ export class Agent {
       }
     }
     return state;
+  }
+
+  /**
+   * Feeds the path's adaptive timeout: a regular probe's total time, an echo's round trip
+   * (a scheduled echo round answers from packets already in: its total time is no RTT).
+   */
+  private observe(state: PathState, t: ResolvedTarget, result: ProbeResult, usedMs: number): void {
+    if (!echoKinds.has(t.kind)) {
+      state.adaptive.observe(result, usedMs, t.timeoutMs);
+      return;
+    }
+    const rttMs = result.timings.rttMs;
+    if (result.class === 'ok' && rttMs === undefined) return;
+    state.adaptive.observe(
+      { class: result.class, timings: { totalMs: rttMs ?? usedMs } },
+      usedMs,
+      t.timeoutMs,
+    );
+  }
+
+  /**
+   * The timeout of an echo probed out of schedule (an echo check, a confirmation): its
+   * packets leave {@link nowEchoSpacingMs} apart and each waits twice the path's own echo
+   * timeout (the RTO doubled, as TCP's on a retransmission; at least 100 ms) — ~240 ms on a
+   * LAN instead of the configured 800 ms. The configured one until the path has a baseline,
+   * or with adaptive timeouts off.
+   */
+  private echoNowTimeoutFor(state: PathState, t: ResolvedTarget): number {
+    if (!this.config.defaults.adaptiveTimeout) return t.timeoutMs;
+    const estimateMs = state.adaptive.estimateMs();
+    if (estimateMs === undefined) return t.timeoutMs;
+    const count = (t.options as { count?: unknown }).count;
+    const packets = typeof count === 'number' && count > 1 ? count : 1;
+    return Math.min(t.timeoutMs, 2 * estimateMs + (packets - 1) * nowEchoSpacingMs);
   }
 
   /**
@@ -384,6 +427,10 @@ export class Agent {
     signal: AbortSignal,
   ): Promise<void> {
     const { spacingMs } = this.config.defaults.confirm;
+    // Each re-probe waits the configured timeout, so a failure only a shortened timeout
+    // caused is never confirmed — but an echo's: its trigger was a scheduled round that
+    // waited in full, and its re-probes wait twice the path's own echo timeout.
+    const timeoutMs = echoKinds.has(t.kind) ? this.echoNowTimeoutFor(state, t) : t.timeoutMs;
     const started: Promise<ProbeResult>[] = [];
     try {
       const t0 = performance.now();
@@ -391,7 +438,7 @@ export class Agent {
         const waitMs = t0 + (i - 1) * spacingMs - performance.now();
         if (waitMs > 0) await sleep(waitMs, undefined, { signal });
         this.confirmCounts.probes++;
-        started.push(probe(t.timeoutMs, signal, true));
+        started.push(probe(timeoutMs, signal, true));
       }
     } catch {
       // Aborted by stop(): the re-probes started still finish and are recorded below.
@@ -399,7 +446,7 @@ export class Agent {
     try {
       for (let i = 0; i < started.length; i++) {
         const result = await started[i]!;
-        state.adaptive.observe(result, t.timeoutMs, t.timeoutMs);
+        this.observe(state, t, result, timeoutMs);
         if (result.class !== 'internal_error') state.confirmClass = result.class;
         result.confirm = { of: count, index: i + 1 };
         this.record(result, t);

@@ -762,16 +762,21 @@ export class CollectorLink {
 
   /**
    * Waits up to `delayMs` for the collector to come back, asking its /healthz every
-   * `healthPollMs` (jittered): returns as soon as it answers 200.
+   * `healthPollMs` (jittered) — a question every period, its wait included, so that a
+   * request stuck on a cut (its SYN lost) ends where the next one starts: the collector is
+   * heard again within about one period after the heal, not two.
    */
   private async untilHealthy(delayMs: number): Promise<boolean> {
     const until = Date.now() + delayMs;
+    let askedAt = Date.now();
     while (!this.stopped) {
       const left = until - Date.now();
       if (left <= 0) return false;
-      const stepMs = Math.min(left, Math.round(this.healthPollMs * (0.75 + this.random() * 0.5)));
+      const periodMs = Math.round(this.healthPollMs * (0.75 + this.random() * 0.5));
+      const stepMs = Math.min(left, Math.max(0, askedAt + periodMs - Date.now()));
       await sleepUnlessAborted(stepMs, this.abort.signal);
       if (this.stopped) return false;
+      askedAt = Date.now();
       try {
         const res = await request(`${this.base}/healthz`, {
           method: 'GET',

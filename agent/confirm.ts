@@ -1,3 +1,4 @@
+import { tcpRetransmitFloorMs } from '../probes/types.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 
 /**
@@ -74,13 +75,11 @@ export class ConfirmBudget {
 /** The adaptive timeout never goes below this (a LAN path's 0.2 ms RTT would make it ~1 ms). */
 export const adaptiveFloorMs = 100;
 /**
- * The floor for probes that ride TCP: Linux's least retransmission timeout (200 ms) and
- * room for the retransmitted segment's round trip, so one segment lost to background loss
- * is sent again within the timeout (a lost SYN waits 1 s: that fails under any timeout the
- * lab or a LAN would configure). A postgres probe exchanges about ten segments: with the
- * 100 ms floor each one lost failed the probe, so 1 % packet loss failed ~10 % of them.
+ * The floor for probes that ride TCP ({@link tcpRetransmitFloorMs}): a postgres probe
+ * exchanges about ten segments, and with the 100 ms floor each one lost failed the probe, so
+ * 1 % packet loss failed ~10 % of them.
  */
-export const adaptiveTcpFloorMs = 300;
+export const adaptiveTcpFloorMs = tcpRetransmitFloorMs;
 /** RTO = (srtt + 4·rttvar) × this: headroom for a slow moment of a healthy path. */
 export const adaptiveSafetyFactor = 3;
 /** Successes needed before the timeout shrinks at all: a baseline, not one lucky sample. */
@@ -119,6 +118,16 @@ export class AdaptiveTimeout {
     if (this.samples < adaptiveMinSamples || this.backedOff) return configuredMs;
     const rto = (this.srttMs + 4 * this.rttvarMs) * adaptiveSafetyFactor;
     return Math.min(configuredMs, Math.max(floorMs, Math.ceil(rto)));
+  }
+
+  /**
+   * The path's own timeout, `floorMs` at least, whether or not it is backed off; undefined
+   * until the path has a baseline. For probes out of schedule whose timing does not feed
+   * back into the schedule (an echo's confirmation).
+   */
+  estimateMs(floorMs = adaptiveFloorMs): number | undefined {
+    if (this.samples < adaptiveMinSamples) return undefined;
+    return Math.max(floorMs, Math.ceil((this.srttMs + 4 * this.rttvarMs) * adaptiveSafetyFactor));
   }
 
   /** Takes a result probed with `usedTimeoutMs` of a path configured with `configuredMs`. */

@@ -10,8 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import { canRunLab, Lab } from '../test/helpers/lab/lab.js';
-import { demoFaults, demoLab as spec } from '../cli/demo.js';
-import { waitDiagnosisHealthy } from '../test/helpers/lab/expect.js';
+import { demoFaults, demoLabPaths, demoLab as spec } from '../cli/demo.js';
+import { labPaths, waitDiagnosisHealthy } from '../test/helpers/lab/expect.js';
+import { pollUntil } from '../test/helpers/poll-until.js';
 
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
@@ -44,9 +45,16 @@ async function main(): Promise<void> {
     debounce: 3,
   });
   try {
+    // Every agent has reported every path, and the diagnosis is healthy.
+    await pollUntil(
+      `the lab's ${demoLabPaths} paths`,
+      async () => (await labPaths(lab)).length === demoLabPaths,
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
     await waitDiagnosisHealthy(lab, 60_000);
     const fault = c.fault(lab);
     let last = '';
+    const seen = new Set<string>();
     const look = async (t0: number): Promise<void> => {
       const d = await lab.get<Diagnosis>('/api/v1/diagnosis');
       const { agents } = await lab.get<{ agents: AgentRow[] }>('/api/v1/agents');
@@ -58,6 +66,13 @@ async function main(): Promise<void> {
         );
       const hyps = d.hypotheses.map((h) => `${h.kind}[${h.components.join(',')}]`);
       const line = `${d.settling === true ? 'SETTLING ' : ''}${d.healthy ? 'healthy' : hyps.join(' | ')}${odd.length > 0 ? `   agents: ${odd.join(' ')}` : ''}`;
+      for (const h of d.hypotheses) {
+        const key = `${h.kind}[${h.components.join(',')}]`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        if (process.env.TIMELINE_SUMMARIES === '1')
+          process.stdout.write(`          ${key}: ${h.summary} — ${h.evidence.examples.slice(0, 3).join('; ')}\n`);
+      }
       if (line !== last) {
         process.stdout.write(`${((Date.now() - t0) / 1000).toFixed(2).padStart(6)} s  ${line}\n`);
         last = line;

@@ -27,6 +27,7 @@ import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
 import { PathMatrix, type AppliedBatch, type SettleSignal, type Transition } from './paths.js';
 import { Settler } from './settle.js';
+import { tcpRetransmitFloorMs } from '../probes/types.js';
 import { lateAfterFor, planFor, silentAfterFor, type KnownAgent } from './plan.js';
 import { Store, type StoredIncident } from './store.js';
 import type { Credential, EnrolledCredential } from './auth.js';
@@ -278,7 +279,12 @@ export class Collector implements CollectorCore {
     }
     const upSinceMs = this.observer.upSinceMs ?? 0;
     const settler = new Settler(
-      { settleMaxMs: config.alerts.settleMaxMs },
+      {
+        settleMaxMs: config.alerts.settleMaxMs,
+        // Every agent probes a host once per interval; its result is known a timeout later
+        // (the TCP floor of adaptive timeouts, or the timeout itself when shorter).
+        roundMs: config.probes.intervalMs + Math.min(config.probes.timeoutMs, tcpRetransmitFloorMs),
+      },
       (agent) => hostOfAgent.get(agent) ?? agent,
       // A host where a fault is arriving whose agent has not reported since: its report (or
       // its lateness) is what tells a cut from a filter, and it is due by then.

@@ -429,7 +429,7 @@ describe('valid collector configs', () => {
       alerts: {
         holdForMs: 0,
         refireHoldForMs: 30_000,
-        settleMaxMs: 1_000,
+        settleMaxMs: 1_700, // auto: the 1 s probe interval, a 3 × 150 ms burst, 250 ms
         resendEveryMs: 60_000,
         labels: {},
         sinks: [],
@@ -532,6 +532,17 @@ describe('valid collector configs', () => {
 });
 
 describe('alerts', () => {
+  it('settleMax auto follows the probe interval and the confirmation burst, at most 10 s', () => {
+    const settle = (extra: string): number =>
+      parseCollectorConfig(`${tokens}${extra}`, 'collector.yaml').alerts.settleMaxMs;
+    expect(settle('probes: { interval: 2s }\n')).toBe(2_000 + 3 * 150 + 250);
+    expect(
+      settle('probes: { interval: 2s, confirm: { count: 0 } }\nalerts: { settleMax: auto }\n'),
+    ).toBe(2_250);
+    expect(settle('probes: { interval: 30s }\n')).toBe(10_000);
+    expect(settle('alerts: { settleMax: 0s }\n')).toBe(0);
+  });
+
   it('reads every sink type, with defaults, names and secrets from a file', () => {
     const dir = tempDir();
     const secretFile = join(dir, 'webhook.secret');

@@ -264,6 +264,7 @@ export interface AlertsConfig {
   /**
    * Longest a new alert waits for a settling diagnosis (a fault still arriving) before it
    * fires anyway; also bounds how long the diagnosis calls itself settling. 0: no wait.
+   * Default (auto): {@link autoSettleMaxMs}.
    */
   readonly settleMaxMs: number;
   /** Firing alerts are sent again this often (endsAt = 4 periods ahead). */
@@ -556,10 +557,10 @@ const alertsSchema = z
       .describe(
         'Within an hour of being resolved, an alert must hold this long (and at least holdFor) to fire again: one bad probe does not re-fire it.',
       ),
-    settleMax: durationField(0)
-      .prefault('1s')
+    settleMax: durationOrAutoField(0)
+      .prefault('auto')
       .describe(
-        "While a fault is still arriving (paths of its hosts changed in the last moment, or agents' confirmation bursts are due) the diagnosis is settling and no new alert fires; this bounds the wait, from the first change (0: never wait).",
+        "While a fault is still arriving (paths of its hosts changed in the last moment, agents' confirmation bursts or reports are due, or not every agent has probed its hosts since) the diagnosis is settling and no new alert fires; this bounds the wait, from the first change (0: never wait). auto: one probe interval, a confirmation burst and 250 ms (1.7s at the defaults), at most 10s.",
       ),
     resendEvery: durationField(1000)
       .prefault('1m')
@@ -1058,7 +1059,12 @@ function resolveServices(
   return services;
 }
 
-function resolveAlerts(raw: unknown, ctx: IssueSink | undefined, report: Report): AlertsConfig {
+function resolveAlerts(
+  raw: unknown,
+  ctx: IssueSink | undefined,
+  report: Report,
+  autoSettleMaxMs: number,
+): AlertsConfig {
   const a: Record<string, unknown> = isRecord(raw) ? raw : {};
   const at = (...rest: PropertyKey[]): PropertyKey[] => ['alerts', ...rest];
   let runbookUrl: string | undefined;
@@ -1130,7 +1136,7 @@ function resolveAlerts(raw: unknown, ctx: IssueSink | undefined, report: Report)
   return {
     holdForMs: asNumber(a.holdFor) ?? 0,
     refireHoldForMs: asNumber(a.refireHoldFor) ?? 0,
-    settleMaxMs: asNumber(a.settleMax) ?? 1000,
+    settleMaxMs: asNumber(a.settleMax) ?? autoSettleMaxMs,
     resendEveryMs: asNumber(a.resendEvery) ?? 0,
     ...(typeof a.externalUrl === 'string' ? { externalUrl: a.externalUrl } : {}),
     ...(runbookUrl === undefined ? {} : { runbookUrl }),
@@ -1301,6 +1307,10 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   const diagnosis: Record<string, unknown> = isRecord(cfg.diagnosis) ? cfg.diagnosis : {};
   const identity: Record<string, unknown> = isRecord(cfg.identity) ? cfg.identity : {};
   const limits: Record<string, unknown> = isRecord(cfg.limits) ? cfg.limits : {};
+  const confirm = {
+    count: isRecord(probes.confirm) ? (asNumber(probes.confirm.count) ?? 0) : 0,
+    spacingMs: isRecord(probes.confirm) ? (asNumber(probes.confirm.spacing) ?? 0) : 0,
+  };
   return {
     listen: typeof cfg.listen === 'string' ? cfg.listen : defaultCollectorListen,
     ...(isRecord(cfg.tls) ? { tls: { cert: String(cfg.tls.cert), key: String(cfg.tls.key) } } : {}),
@@ -1332,10 +1342,7 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
       mesh: probes.mesh !== false,
       mtu,
       options: kindDefaults.options,
-      confirm: {
-        count: isRecord(probes.confirm) ? (asNumber(probes.confirm.count) ?? 0) : 0,
-        spacingMs: isRecord(probes.confirm) ? (asNumber(probes.confirm.spacing) ?? 0) : 0,
-      },
+      confirm,
       adaptiveTimeout: probes.adaptiveTimeout !== false,
     },
     diagnosis: { debounce: asNumber(diagnosis.debounce) ?? 0 },
@@ -1347,8 +1354,21 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
       keepAliveTimeoutMs: asNumber(limits.keepAliveTimeout) ?? 0,
     },
     inventory: { components },
-    alerts: resolveAlerts(cfg.alerts, ctx, report),
+    alerts: resolveAlerts(cfg.alerts, ctx, report, autoSettleMaxMs(intervalMs, confirm)),
   };
+}
+
+/**
+ * `alerts.settleMax: auto`: the time for every agent to have probed a fault's hosts once
+ * since the first of them saw it (one probe interval), confirmed what it saw (a burst) and
+ * reported it (250 ms) — agents see a fault up to an interval apart, and until then the
+ * first ones' failures look like a smaller fault. At most 10 s.
+ */
+export function autoSettleMaxMs(
+  intervalMs: number,
+  confirm: { readonly count: number; readonly spacingMs: number },
+): number {
+  return Math.min(10_000, intervalMs + confirm.count * confirm.spacingMs + 250);
 }
 
 /** The collector config schema: YAML input in, CollectorConfig out. */

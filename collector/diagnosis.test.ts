@@ -313,9 +313,15 @@ afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
+/**
+ * Results of the last minute: the collector's upkeep prunes rows past their retention, and
+ * a test that waits for a settled diagnosis lives long enough to see it run.
+ */
+const recentBaseMs = Math.floor(Date.now() / 1000) * 1000 - 60_000;
+
 /** One period of app-N's probes of db-1: ping answers; postgres's port as `pg`. */
 const period = (agent: string, seq: number, pg: FailureClass): ReportBatch =>
-  dbPeriod(agent, seq, pg);
+  dbPeriod(agent, seq, pg, recentBaseMs);
 
 /** The compiled localiser worker (`ensureBuilt` makes it). */
 const builtLocaliserWorker = pathToFileURL(join(repoRoot, 'dist/collector/localise/worker.js'));

@@ -145,6 +145,26 @@ describe('IncidentTracker', () => {
     expect(store.incidents().map((i) => i.id)).toEqual([2, 1]);
   });
 
+  it('names as root cause the leader of the most failing path-seconds, not an aftermath that explains no failure', () => {
+    const store = openStore();
+    const tracker = new IncidentTracker(store);
+    const silent: Hypothesis = {
+      kind: 'agent_silent',
+      confidence: 0.9,
+      summary: 'agent db-1 stopped reporting while db-1 still answers 3 other agents',
+      components: ['db-1'],
+      groups: [],
+      evidence: { counts: { ok: 12 }, examples: [] },
+      since: t0 + 6000,
+    };
+    tracker.update(diagnosis(t0 + 1000, [partition()]));
+    // The cut healed after 3 s; the agents behind it stay silent 4 s more, explaining nothing.
+    tracker.update(diagnosis(t0 + 4000, [silent]));
+    tracker.update(diagnosis(t0 + 8000, []));
+    const md = postmortem(incidentDetail(store, 1)!, [], t0 + 9000);
+    expect(md).toContain('## Root cause hint\n\n`network_partition`');
+  });
+
   it('continues the open incident after a restart instead of opening a second one', () => {
     const dir = mkdtempSync(join(tmpdir(), 'faultline-incidents-'));
     dirs.push(dir);

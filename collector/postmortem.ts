@@ -74,8 +74,10 @@ export function postmortem(
 ): string {
   const snapshots = incident.events.filter((e) => isDiagnosis(e.diagnosis));
   const unhealthy = snapshots.filter((e) => !(e.diagnosis as Diagnosis).healthy);
-  // The root cause hint: the diagnosis whose leading hypothesis held longest — not the last
-  // one, which may be the aftermath (late spooled failures read just before the recovery).
+  // The root cause hint: the diagnosis whose leading hypothesis held longest, weighed by the
+  // failing paths it explained (failing path-seconds) — not the last one, which may be the
+  // aftermath (late spooled failures read just before the recovery, agents still silent
+  // from a cut that healed: they explain no failing path).
   const endForHold = incident.closedAtMs ?? nowMs;
   let last: Diagnosis | undefined;
   let longestMs = -1;
@@ -85,7 +87,10 @@ export function postmortem(
     if (!isDiagnosis(d) || d.healthy || d.hypotheses.length === 0) continue;
     const key = hypothesisKey(d.hypotheses[0]!);
     const untilMs = incident.events[i + 1]?.atMs ?? endForHold;
-    const total = (held.get(key) ?? 0) + Math.max(0, untilMs - e.atMs);
+    // A leader that explains no failing path (a silent agent) weighs 1 % of one that
+    // explains one: it is the cause only when nothing failed.
+    const weight = Math.max(0.01, failingPaths(d.hypotheses[0]!));
+    const total = (held.get(key) ?? 0) + Math.max(0, untilMs - e.atMs) * weight;
     held.set(key, total);
     if (total > longestMs || (total === longestMs && last !== undefined)) {
       longestMs = total;

@@ -80,6 +80,20 @@ describe('Settler', () => {
     expect(u.verdict(blocked, 31_000).settling).toBe(false);
   });
 
+  it('holds a host active a whole round after its activity began: every agent probes it once more', () => {
+    const s = new Settler({ quietMs: 400, roundMs: 1_300, settleMaxMs: 2_000 });
+    s.take([sig('change', 'app-1', 'db-1')], 10_000);
+    // Quiet for 400 ms, but the other agents' probes of db-1 are still to come.
+    expect(s.verdict(blocked, 10_900)).toEqual({
+      settling: true,
+      sinceMs: 10_000,
+      untilMs: 11_300,
+    });
+    s.take([sig('change', 'app-2', 'db-1')], 11_100);
+    expect(s.verdict(blocked, 11_400).settling).toBe(true);
+    expect(s.verdict(blocked, 11_500).settling).toBe(false);
+  });
+
   it('an open burst holds it until it closes or is overdue; a closed one does not', () => {
     const s = new Settler({ quietMs: 400, burstMaxMs: 1_500, settleMaxMs: 5_000 });
     s.take([sig('open', 'app-2', 'db-1')], 10_000);

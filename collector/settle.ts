@@ -10,7 +10,9 @@ import type { SettleSignal } from './paths.js';
  * component of a path and the agent's host), when a path there last changed state or class
  * and which confirmation bursts about it are open. A host is *active* within `quietMs` of a
  * change, or while a burst about it is open and not overdue (`burstMaxMs` after its
- * trigger arrived: `of` × spacing + a timeout, at most ~1.5 s), or while its own agent has
+ * trigger arrived: `of` × spacing + a timeout, at most ~1.5 s), until `roundMs` after its
+ * activity began (every agent has probed it once since: agents see a fault up to a probe
+ * interval apart, so the first ones alone may read as a blocked path), or while its own agent has
  * not reported since the activity began there and is not yet late: that agent's word (or its
  * lateness, when the host is cut off) tells a cut from a filter that spares it.
  *
@@ -32,12 +34,19 @@ export interface SettlerOptions {
   readonly burstMaxMs: number;
   /** A settling episode lasts at most this long from its first change (ms); 0: never settle. */
   readonly settleMaxMs: number;
+  /**
+   * A host stays active at least this long after its activity began (ms): until every agent
+   * has probed it once since the first one saw the change, and told (the collector passes
+   * one probe interval and a probe's timeout). 0: no such floor.
+   */
+  readonly roundMs: number;
 }
 
 export const defaultSettlerOptions: SettlerOptions = Object.freeze({
   quietMs: 400,
   burstMaxMs: 1_500,
   settleMaxMs: 1_000,
+  roundMs: 0,
 });
 
 /** The settling of one diagnosis. */
@@ -161,7 +170,11 @@ export class Settler {
   }
 
   private activeUntil(a: HostActivity): number {
-    const quiet = Math.max(a.changedMs + this.options.quietMs, a.closedMs);
+    const quiet = Math.max(
+      a.changedMs + this.options.quietMs,
+      a.closedMs,
+      a.activeSinceMs + this.options.roundMs,
+    );
     return a.bursts > 0 && a.burstUntilMs > quiet ? a.burstUntilMs : quiet;
   }
 

@@ -258,6 +258,9 @@ function loopSizing(plan: EchoPlan): Pick<LoopTarget, 'packetSize' | 'sizeBytes'
   };
 }
 
+/** Milliseconds between the echoes of a probe run out of schedule (`ProbeContext.now`). */
+export const nowEchoSpacingMs = 20;
+
 /**
  * Announces a kind's scheduled targets to the loop engine (as that kind's whole set): all but
  * those pinned to iputils ping get pinged by a long-lived fping.
@@ -341,7 +344,9 @@ export async function runEcho(
     ip,
     family,
     count: plan.count,
-    intervalMs: plan.intervalMs,
+    // Out of schedule (a confirmation, an echo check) the packets ask one question — does
+    // the host answer now — so they leave close together, not spread like a measurement.
+    intervalMs: ctx.now === true ? Math.min(plan.intervalMs, nowEchoSpacingMs) : plan.intervalMs,
     ...(packetSize === undefined ? {} : { packetSize }),
     ...(dontFragment ? { dontFragment } : {}),
     timeoutMs: clock.remainingMs(),

@@ -100,3 +100,11 @@ export interface ScheduledTarget<O> {
   readonly intervalMs: number;
   readonly timeoutMs: number;
 }
+
+/**
+ * Least wait for a probe that rides TCP ({@link ProbeDefinition.transport}): Linux's least
+ * retransmission timeout (200 ms) and room for the resent segment's round trip, so one
+ * segment lost to background loss is sent again within it (a lost SYN waits 1 s: that fails
+ * under any timeout a LAN would configure).
+ */
+export const tcpRetransmitFloorMs = 300;
