@@ -268,6 +268,36 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
     expect(echoes('db-icmp')).toBe(dbBefore);
   }, 15_000);
 
+  it("any path failing probes the agent's other paths to the same host at once, services too", async () => {
+    const { server, port } = await listen();
+    const other = await listen();
+    // The second port an hour apart: only the check can run it within the test.
+    agent = await Agent.start(
+      config(
+        `  - { name: web-svc, kind: tcp, address: "127.0.0.1:${port}", labels: { component: web } }\n` +
+          `  - { name: web-admin, kind: tcp, address: "127.0.0.1:${other.port}", interval: 1h, labels: { component: web } }\n`,
+      ),
+      memoryLog().log,
+    );
+    const results: ProbeResult[] = [];
+    agent.onResult((r) => results.push(r));
+    await pollUntil('an ok round', () => results.some((r) => r.target === 'web-svc'), {
+      timeoutMs: 5000,
+    });
+    const before = results.filter((r) => r.target === 'web-admin').length;
+    await close(server);
+    await pollUntil(
+      'the other port of web checked',
+      () => results.filter((r) => r.target === 'web-admin').length > before,
+      { timeoutMs: 3000 },
+    );
+    // It still answers: a check that comes back ok changes nothing.
+    expect(results.filter((r) => r.target === 'web-admin').every((r) => r.class === 'ok')).toBe(
+      true,
+    );
+    await close(other.server);
+  }, 15_000);
+
   it('the budget grants whole bursts only; what it refuses is counted and reported as before', async () => {
     const { server, port } = await listen();
     const targets = ['a', 'b', 'c']

@@ -30,7 +30,7 @@ interface PathState {
   confirmClass: FailureClass | undefined;
   /** A confirmation burst is running: no second one, and its regular rounds wait. */
   confirming: boolean;
-  /** An echo check out of schedule is running (see Agent.checkEchoes). */
+  /** A check out of schedule is running (see Agent.checkHost). */
   checking: boolean;
   /** Seq of the newest result recorded: an older probe finishing later is stale. */
   newestSeq: number;
@@ -69,8 +69,11 @@ export class Agent {
   private seq = Date.now() * 1000;
   private readonly budget: ConfirmBudget;
   private confirmCounts = { bursts: 0, probes: 0, skipped: 0 };
-  /** Host key → the echo paths to that host, run out of schedule by `checkEchoes`. */
-  private echoChecks = new Map<string, (() => Promise<void>)[]>();
+  /** Host key → the paths to that host, each with its check out of schedule (`checkHost`). */
+  private hostChecks = new Map<
+    string,
+    { readonly name: string; readonly check: () => Promise<void> }[]
+  >();
   /** Echo checks running out of schedule: stop() aborts and awaits them. */
   private readonly extra = new Set<Promise<void>>();
   private readonly extraAbort = new AbortController();
@@ -214,7 +217,7 @@ export class Agent {
   }
 
   private jobs(config: AgentConfig): Job[] {
-    this.echoChecks = new Map();
+    this.hostChecks = new Map();
     return config.targets.map((t) => this.job(t));
   }
 
@@ -227,19 +230,21 @@ export class Agent {
   }
 
   /**
-   * A service path to `t`'s host changed to a failure: the echo paths to that host (the
-   * small ping and the full-size one) are probed at once, out of schedule, instead of at
-   * their next round up to an interval later. So the evidence that tells a host, a link or
-   * a switch port from the service arrives with the service's own failure: a switch port
-   * with a smaller MTU fails the full-size echo in the same second as the web page whose
-   * answer it drops, and the diagnosis never says "the web app is hung" first. Bounded by
-   * the confirmation budget (one probe each); an echo path that is running a check or a
-   * burst is left alone. A changed echo result starts its own burst as usual.
+   * A path to `t`'s host changed to a failure: the agent's other paths to that host (the
+   * small ping, the full-size one, the ports and services) are probed at once, out of
+   * schedule, instead of at their next round up to an interval later. So the agent's whole
+   * view of the host changes together, and the evidence that tells a host, a link or a
+   * switch port from a service arrives with the first failure: a switch port with a smaller
+   * MTU fails the full-size echo in the same second as the web page whose answer it drops,
+   * and a host cut off fails its services with its pings — never for a second "pings lost
+   * while TCP passes". Bounded by the confirmation budget (one probe each); a path that is
+   * running a check or a burst is left alone. A changed result starts its own burst as usual.
    */
-  private checkEchoes(t: ResolvedTarget): void {
-    for (const check of this.echoChecks.get(Agent.hostKey(t)) ?? []) {
+  private checkHost(t: ResolvedTarget): void {
+    for (const { name, check } of this.hostChecks.get(Agent.hostKey(t)) ?? []) {
+      if (name === t.name) continue;
       const running = check().catch((err: unknown) =>
-        this.log.error({ target: t.name, err }, 'echo check failed'),
+        this.log.error({ target: name, err }, 'host check failed'),
       );
       this.extra.add(running);
       void running.finally(() => this.extra.delete(running));
@@ -260,20 +265,25 @@ export class Agent {
     const isEcho = echoKinds.has(t.kind);
     const run = async (signal: AbortSignal): Promise<void> => {
       const state = this.pathState(t);
-      // An echo check probing the path right now stands for this round.
+      // A check probing the path right now stands for this round.
       if (state.checking) return;
-      await this.round(state, t, probe, isEcho, signal);
+      await this.round(state, t, probe, signal);
     };
-    if (isEcho) {
-      const key = Agent.hostKey(t);
-      const checks = this.echoChecks.get(key) ?? [];
-      checks.push(async () => {
+    const key = Agent.hostKey(t);
+    const checks = this.hostChecks.get(key) ?? [];
+    checks.push({
+      name: t.name,
+      check: async () => {
         const state = this.pathState(t);
         if (state.confirming || state.checking || this.extraAbort.signal.aborted) return;
         if (!this.budget.take(1)) return;
         state.checking = true;
         try {
           const signal = this.extraAbort.signal;
+          if (!isEcho) {
+            await this.round(state, t, probe, signal);
+            return;
+          }
           const usedMs = this.echoNowTimeoutFor(state, t);
           const result = await probe(usedMs, signal, true);
           this.observe(state, t, result, usedMs);
@@ -284,9 +294,9 @@ export class Agent {
         } finally {
           state.checking = false;
         }
-      });
-      this.echoChecks.set(key, checks);
-    }
+      },
+    });
+    this.hostChecks.set(key, checks);
     return t.cron !== undefined
       ? { ...base, cron: t.cron, run }
       : { ...base, intervalMs: t.intervalMs, run };
@@ -297,19 +307,18 @@ export class Agent {
     state: PathState,
     t: ResolvedTarget,
     probe: (timeoutMs: number, signal: AbortSignal, now?: boolean) => Promise<ProbeResult>,
-    isEcho: boolean,
     signal: AbortSignal,
   ): Promise<void> {
     const timeoutMs = this.timeoutFor(state, t);
     const result = await probe(timeoutMs, signal);
-    // An echo check started after this round (a scheduled echo waits for its engine's next
-    // round, up to an interval) may have answered first: this older result is stale, and
-    // read as the path's newest class it would cancel the change the check found.
+    // A check started after this round (a scheduled echo waits for its engine's next round,
+    // up to an interval) may have answered first: this older result is stale, and read as
+    // the path's newest class it would cancel the change the check found.
     if (result.seq < state.newestSeq) return;
     this.observe(state, t, result, timeoutMs);
     const burst = this.startBurst(state, result);
     this.record(result, t);
-    if (burst > 0 && !isEcho && result.class !== 'ok') this.checkEchoes(t);
+    if (burst > 0 && result.class !== 'ok') this.checkHost(t);
     // Awaited, so the scheduler's no-overlap rule skips this path's regular rounds while
     // its burst runs: the burst probes it more often than they would, and a regular
     // result in the middle would only blur the burst's verdict.

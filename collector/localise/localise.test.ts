@@ -119,6 +119,25 @@ describe('localise', () => {
     expect(d.hypotheses[0]?.summary).toContain('stopped reporting');
   });
 
+  it('an ok path whose newest probe was lost (its confirmation still out) does not say the host answers', () => {
+    // db-2 is down. Two agents have confirmed it; the others' paths are ok with their newest
+    // probe lost — confirmations on the way, not proof that db-2 answers them.
+    const input = buildInput({ ...topology, faults: [{ hostDown: 'db-2' }] });
+    const confirmed = new Set(['app-1', 'app-2']);
+    const paths = input.paths.map((p): PathState =>
+      p.component === 'db-2' && p.state === 'failing' && !confirmed.has(p.agent)
+        ? { ...p, state: 'ok', failures: {} }
+        : p,
+    );
+    const d = localise({ ...input, paths });
+    expect(d.hypotheses[0]).toMatchObject({ kind: 'host_unreachable', components: ['db-2'] });
+    // Read as answering, the same paths made it a filter the others get through.
+    const asOk = paths.map((p): PathState =>
+      p.component === 'db-2' && p.state === 'ok' ? { ...p, lastClass: 'ok' } : p,
+    );
+    expect(localise({ ...input, paths: asOk }).hypotheses[0]?.kind).toBe('path_blocked');
+  });
+
   it('produces a document the strict diagnosis schema accepts, and the schema refuses strays', () => {
     const d = localise(
       buildInput({

@@ -165,6 +165,12 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
     const layer = layerOf(p);
     const id = hosts.id(p.component);
     rowHost[i] = id;
+    // An ok path whose newest result was lost at the network layer is a change the agent is
+    // confirming (its burst is out): it no longer says the host answers, not yet that it
+    // does not. Read as "gets through", it made the first agents' confirmed failures look
+    // like a filter the others pass while their own were still arriving.
+    const pending = p.state === 'ok' && failureLayer[p.lastClass] === 'network';
+    if (pending) continue;
     if (p.state !== 'failing' || layer === 'service') {
       if (!seen.has(id)) {
         seen.add(id);
