@@ -173,8 +173,13 @@ export class ObservedPathMatrix extends PathMatrix {
     return t;
   }
 
-  override markLate(nowMs: number, lateAfterMs: number, sinceMs?: number): string[] {
-    const changed = super.markLate(nowMs, lateAfterMs, sinceMs);
+  override markLate(
+    nowMs: number,
+    lateAfterMs: number,
+    sinceMs?: number,
+    faultSince?: (agent: string) => number | undefined,
+  ): string[] {
+    const changed = super.markLate(nowMs, lateAfterMs, sinceMs, faultSince);
     if (changed.length > 0) this.onChange('agent-late');
     return changed;
   }
@@ -200,6 +205,10 @@ export class Collector implements CollectorCore {
   /** Where the collector stands in the topology (its host, local agents, labels). */
   readonly observer: Observer;
   private readonly localiserOptions: LocaliserOptions;
+  /** Whether a fault is still arriving, per host (collector/settle.ts). */
+  private readonly settler: Settler;
+  /** The inventory component each agent runs on. */
+  private readonly agentHosts: ReadonlyMap<string, string>;
   private readonly hindsights = new Map<
     number,
     { key: string; value: { atMs: number; diagnosis: Diagnosis } }
@@ -271,6 +280,7 @@ export class Collector implements CollectorCore {
     thread?.warm();
     let threadPrimed = false;
     const hostOfAgent = new Map(config.inventory.components.map((c) => [c.agent, c.name]));
+    this.agentHosts = hostOfAgent;
     const agentsOnHost = new Map<string, string[]>();
     for (const c of config.inventory.components) {
       const list = agentsOnHost.get(c.name) ?? [];
@@ -278,7 +288,7 @@ export class Collector implements CollectorCore {
       agentsOnHost.set(c.name, list);
     }
     const upSinceMs = this.observer.upSinceMs ?? 0;
-    const settler = new Settler(
+    const settler = (this.settler = new Settler(
       {
         settleMaxMs: config.alerts.settleMaxMs,
         // Every agent probes a host once per interval; its result is known a timeout later
@@ -293,13 +303,13 @@ export class Collector implements CollectorCore {
         let untilMs = 0;
         for (const name of agentsOnHost.get(host) ?? [host]) {
           const a = this.matrix.agentNamed(name);
-          if (a === undefined || a.state !== 'live' || a.late === true) continue;
+          if (a === undefined || a.state !== 'live') continue;
           if (a.lastSeenMs >= sinceMs) continue;
           untilMs = Math.max(untilMs, Math.max(a.lastSeenMs, upSinceMs) + lateAfterMs);
         }
         return untilMs;
       },
-    );
+    ));
     this.diagnoser = new DiagnosisEngine({
       settler,
       // The incremental localiser reads only the paths of agents whose paths changed.
@@ -681,7 +691,9 @@ export class Collector implements CollectorCore {
     this.lastLateCheckMs = now;
     if (stalled) return;
     const lateAfterMs = lateAfterFor(this.config.agents, this.fleetSize());
-    this.matrix.markLate(now, lateAfterMs, this.observer.upSinceMs ?? 0);
+    this.matrix.markLate(now, lateAfterMs, this.observer.upSinceMs ?? 0, (agent) =>
+      this.settler.activeSince(this.agentHosts.get(agent) ?? agent, now),
+    );
   }
 
   private upkeep(): void {

@@ -446,6 +446,11 @@ describe('PathMatrix agents', () => {
     expect(m.isLate('app-1')).toBe(true);
     m.heartbeat(m.agents()[0]!.agentId, t0 + 11_100);
     expect(m.isLate('app-1')).toBe(false);
+    // Not overdue, but not heard since a fault began arriving at its host: late too.
+    const faultAt = (ms: number) => (agent: string) => (agent === 'app-1' ? ms : undefined);
+    expect(m.markLate(t0 + 11_300, 1000, 0, faultAt(t0 + 11_200))).toEqual(['app-1']);
+    expect(m.markLate(t0 + 11_400, 1000, 0, faultAt(t0 + 11_000))).toEqual(['app-1']);
+    expect(m.isLate('app-1')).toBe(false);
   });
 
   it('a heartbeat (a retried batch) keeps an agent live without touching its paths', () => {

@@ -629,19 +629,29 @@ export class PathMatrix {
   }
 
   /**
-   * Flags live agents whose report is overdue: not heard for `lateAfterMs` (counted from
-   * `sinceMs` at the earliest, when this collector started), and clears the flag of those
-   * heard again. A late agent is not yet silent — nothing is said about it — but what its
-   * paths last said is older than the fault arriving now, and localisation does not count
-   * its view (collector/localise/evidence.ts): a host whose agent stopped reporting the moment
-   * the others lost it is cut off, not behind a filter that spares its own agent. Returns
-   * the agents whose flag changed.
+   * Flags live agents whose word predates what is happening: not heard for `lateAfterMs`
+   * (counted from `sinceMs` at the earliest, when this collector started) — their report is
+   * overdue — or not heard since `faultSince(agent)`, when a fault began arriving at their
+   * host (another agent's path toward it changed). Clears the flag of those heard again. A
+   * late agent is not silent — nothing is said about it — but localisation does not count
+   * its view (collector/localise/evidence.ts): a host whose agent stopped reporting the
+   * moment the others lost it is cut off, not behind a filter that spares its own agent.
+   * Returns the agents whose flag changed.
    */
-  markLate(nowMs: number, lateAfterMs: number, sinceMs = 0): string[] {
+  markLate(
+    nowMs: number,
+    lateAfterMs: number,
+    sinceMs = 0,
+    faultSince: (agent: string) => number | undefined = () => undefined,
+  ): string[] {
     const changed: string[] = [];
     for (const entry of this.liveness.values()) {
-      const late =
-        entry.state === 'live' && nowMs - Math.max(entry.lastSeenMs, sinceMs) > lateAfterMs;
+      let late = false;
+      if (entry.state === 'live') {
+        const overdue = nowMs - Math.max(entry.lastSeenMs, sinceMs) > lateAfterMs;
+        const fault = overdue ? undefined : faultSince(entry.agent);
+        late = overdue || (fault !== undefined && entry.lastSeenMs < fault);
+      }
       if (late !== entry.late) {
         entry.late = late;
         changed.push(entry.agent);

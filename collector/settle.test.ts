@@ -31,6 +31,9 @@ describe('Settler', () => {
   it('settles for quietMs after a change of a host the hypotheses name', () => {
     const s = new Settler({ quietMs: 400 });
     s.take([sig('change', 'app-1', 'db-1')], 10_000);
+    expect(s.activeSince('db-1', 10_100)).toBe(10_000);
+    expect(s.activeSince('db-1', 10_400)).toBeUndefined();
+    expect(s.activeSince('db-2', 10_100)).toBeUndefined();
     expect(s.verdict(blocked, 10_100)).toEqual({
       settling: true,
       sinceMs: 10_000,

@@ -164,6 +164,12 @@ export class Settler {
     return { settling: true, sinceMs: startMs, untilMs: Math.min(untilMs, boundMs) };
   }
 
+  /** When the host's current activity began, if it is active at `nowMs`. */
+  activeSince(host: string, nowMs: number): number | undefined {
+    const a = this.hosts.get(host);
+    return a !== undefined && this.activeUntil(a) > nowMs ? a.activeSinceMs : undefined;
+  }
+
   /** Hosts and bursts held (tests, metrics). */
   size(): { readonly hosts: number; readonly bursts: number } {
     return { hosts: this.hosts.size, bursts: this.bursts.size };

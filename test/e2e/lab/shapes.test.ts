@@ -114,7 +114,7 @@ describe.runIf(canRunLab)('lab: hosts cut together, a smaller MTU, a flapping li
       }
       const what = `the MTU blamed on the service: ${blame.kind}: ${blame.summary}`;
       if (d.settling !== true) throw new Error(what);
-      // Provisional, but not for longer than alerts wait for it (alerts.settleMax, 1 s).
+      // Provisional, and briefly: less than alerts wait for it (alerts.settleMax, 1.7 s here).
       provisionalSinceMs ??= Date.now();
       if (Date.now() - provisionalSinceMs > 1500) throw new Error(`${what} (settling > 1.5 s)`);
     };
