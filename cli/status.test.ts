@@ -241,8 +241,9 @@ describe('faultline status against a real collector process fed real report batc
         listen: `127.0.0.1:${port}`,
         dataDir: join(dir, 'data'),
         token,
-        // The CLI runs take seconds on a loaded machine: the agents must not go silent.
-        more: ['agents: { reportInterval: 1s, silentAfter: 10m }'],
+        // The CLI runs take seconds on a loaded machine: the agents (the test's posts) must
+        // not go silent, nor late (a report interval and a half without a word).
+        more: ['agents: { reportInterval: 5m, silentAfter: 10m }'],
       }),
     );
     collector = await CollectorProcess.start(config, `http://127.0.0.1:${port}`);

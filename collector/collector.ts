@@ -117,7 +117,7 @@ export class ObservedPathMatrix extends PathMatrix {
   /** Called with a reason whenever something the diagnosis reads has changed. */
   onChange: (reason: string) => void = () => undefined;
   /** Called with a committed batch's settle signals (path changes, confirmation bursts). */
-  onSignals: (signals: readonly SettleSignal[]) => void = () => undefined;
+  onSignals: (signals: readonly SettleSignal[], receivedAtMs: number) => void = () => undefined;
   private readonly labelsSeen = new Map<string, string>();
   /** Agents whose paths changed since the localiser last read them; `all` at first. */
   private dirtyAgents = new Set<string>();
@@ -151,7 +151,7 @@ export class ObservedPathMatrix extends PathMatrix {
       signals: applied.signals,
       commit: (agent) => {
         applied.commit(agent);
-        if (applied.signals.length > 0) this.onSignals(applied.signals);
+        if (applied.signals.length > 0) this.onSignals(applied.signals, receivedAtMs);
         if (newAgent || newLabels) this.labelsSeen.set(batch.agentId, labels ?? known ?? '{}');
         // Full results can move a path's last class while its debounced state holds; a
         // batch that only repeats what the paths said (the bulk of a storm's
@@ -361,8 +361,10 @@ export class Collector implements CollectorCore {
       log,
     });
     this.matrix.onChange = (reason) => this.diagnoser.invalidate(reason);
-    this.matrix.onSignals = (signals) => {
-      settler.take(signals, Date.now());
+    this.matrix.onSignals = (signals, receivedAtMs) => {
+      // Timed by the batch's arrival, as the agents' liveness is: an agent's own batch never
+      // makes a fault at its host newer than the agent's last word.
+      settler.take(signals, Math.min(receivedAtMs, Date.now()));
       // A burst that ended (confirmed or cancelled) can end the settling before its timer.
       if (this.diagnoser.current().settling === true) this.diagnoser.invalidate('settle');
     };

@@ -92,9 +92,27 @@ describe('Settler', () => {
       sinceMs: 10_000,
       untilMs: 11_300,
     });
+    // Another agent's change comes within the round: a round from it, within the episode's
+    // bound (settleMax from the first change).
     s.take([sig('change', 'app-2', 'db-1')], 11_100);
-    expect(s.verdict(blocked, 11_400).settling).toBe(true);
-    expect(s.verdict(blocked, 11_500).settling).toBe(false);
+    expect(s.verdict(blocked, 11_500)).toEqual({
+      settling: true,
+      sinceMs: 10_000,
+      untilMs: 12_000,
+    });
+    expect(s.verdict(blocked, 12_000).settling).toBe(false);
+  });
+
+  it("activity from before the diagnosis was last healthy is not the fault's: the round counts from after it", () => {
+    const s = new Settler({ quietMs: 400, roundMs: 1_300, settleMaxMs: 2_000 });
+    s.take([sig('open', 'app-1', 'db-1')], 10_000);
+    expect(s.verdict(doc(), 10_500).settling).toBe(false);
+    s.take([sig('change', 'app-1', 'db-1')], 10_600);
+    expect(s.verdict(blocked, 10_700)).toEqual({
+      settling: true,
+      sinceMs: 10_500,
+      untilMs: 11_800,
+    });
   });
 
   it('an open burst holds it until it closes or is overdue; a closed one does not', () => {

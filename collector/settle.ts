@@ -84,6 +84,8 @@ export class Settler {
   private readonly hostOfAgent: (agent: string) => string;
   private readonly agentDue: (host: string, sinceMs: number) => number;
   private episode: { startMs: number; untilMs: number } | undefined;
+  /** The last time a diagnosis was healthy: a fault's episode begins after it. */
+  private healthyAtMs = Number.NEGATIVE_INFINITY;
   private lastSweepMs = 0;
 
   /**
@@ -129,6 +131,7 @@ export class Settler {
   verdict(d: Diagnosis, nowMs: number): SettleVerdict {
     if (d.healthy || d.hypotheses.length === 0 || this.options.settleMaxMs <= 0) {
       this.episode = undefined;
+      this.healthyAtMs = nowMs;
       return { settling: false };
     }
     let active = false;
@@ -137,12 +140,22 @@ export class Settler {
     const look = (name: string): void => {
       const a = this.hosts.get(name);
       if (a === undefined) return;
+      // Activity that began while the diagnosis was still healthy (the background of lost
+      // probes, the paths' first states) is not this fault's: it begins after that.
+      const startMs = Math.max(a.activeSinceMs, this.healthyAtMs);
       // The host's own agent, silent since the fault began arriving there, is due to say
-      // its side (or to be late, which says it too).
-      const end = Math.max(this.activeUntil(a), this.agentDue(name, a.activeSinceMs));
+      // its side (or to be late, which says it too); and a whole round after the first
+      // change every agent has probed the host once.
+      const end = Math.max(
+        this.activeUntil(a),
+        this.agentDue(name, a.activeSinceMs),
+        a.changedMs >= startMs || a.closedMs >= startMs || a.bursts > 0
+          ? startMs + this.options.roundMs
+          : 0,
+      );
       if (end <= nowMs) return;
       active = true;
-      if (a.activeSinceMs < firstMs) firstMs = a.activeSinceMs;
+      if (startMs < firstMs) firstMs = startMs;
       if (end > untilMs) untilMs = end;
     };
     for (const h of d.hypotheses) {
@@ -176,11 +189,7 @@ export class Settler {
   }
 
   private activeUntil(a: HostActivity): number {
-    const quiet = Math.max(
-      a.changedMs + this.options.quietMs,
-      a.closedMs,
-      a.activeSinceMs + this.options.roundMs,
-    );
+    const quiet = Math.max(a.changedMs + this.options.quietMs, a.closedMs);
     return a.bursts > 0 && a.burstUntilMs > quiet ? a.burstUntilMs : quiet;
   }
 

@@ -70,8 +70,9 @@ export interface AgentLiveness {
   readonly labels: Readonly<Record<string, string>>;
   readonly state: 'live' | 'silent';
   /**
-   * Live, but its report is overdue (not heard for a report interval and a half, at least
-   * 500 ms more than one): what its paths last said predates what is happening now.
+   * Live, but its word predates what is happening now: its report is overdue (not heard for
+   * a report interval and a half, at least 500 ms more than one), or it has not reported
+   * since a fault began arriving at its host.
    */
   readonly late?: boolean;
   readonly lastSeenMs: number;

@@ -501,7 +501,7 @@ describe.skipIf(!canRunAlertmanager)(
           dataDir: tempDir(),
           token,
           more: [
-            'agents: { reportInterval: 1s, silentAfter: 10m }',
+            'agents: { reportInterval: 5m, silentAfter: 10m }',
             'alerts:',
             '  resendEvery: 1s',
             '  externalUrl: http://faultline.test:7070/',

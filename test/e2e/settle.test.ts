@@ -174,10 +174,13 @@ function collectorYaml(o: {
     'tokens:',
     `  - { name: fleet, token: ${token} }`,
     ...viewersYaml,
-    'agents: { reportInterval: 1s, silentAfter: 10m }',
+    // The agents are the test's posts: never silent, nor late (a report interval and a half).
+    'agents: { reportInterval: 5m, silentAfter: 10m }',
     // Without bursts, five failures in a row: a burst of 1 + 3 confirms in four.
     'diagnosis: { debounce: 5 }',
     'alerts:',
+    // The bound under test, written out (auto would be a probe interval and a burst).
+    '  settleMax: 1s',
     '  resendEvery: 1m',
     '  labels: { cluster: e2e-settle }',
     '  sinks:',
