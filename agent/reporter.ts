@@ -218,24 +218,12 @@ export class Reporter {
       p.active = true;
       this.active.push(p);
     }
-    p.count++;
     const cls = result.class;
-    if (cls === 'ok') {
-      p.ok++;
-      const ms = result.timings[p.timing] ?? result.timings.totalMs;
-      p.latencies.push(ms);
-    } else {
-      p.failures[cls] = (p.failures[cls] ?? 0) + 1;
-    }
-    if (p.echo && result.detail !== undefined) {
-      const loss = result.detail.lossRatio;
-      if (typeof loss === 'number' && loss >= 0 && loss <= 1) {
-        const sent = result.detail.sent;
-        const weight = typeof sent === 'number' && sent > 0 ? sent : 1;
-        p.lossWeight += weight;
-        p.lossSum += loss * weight;
-      }
-    }
+    // A burst's re-probes confirm one sample, the trigger: they go in full, but counted in
+    // the period's summary they would weigh one lost probe (or one slow moment) four times
+    // in the loss, failure and latency figures the collector judges degradation by.
+    const reprobe = result.confirm !== undefined && result.confirm.index > 0;
+    if (!reprobe) this.tally(p, result);
     p.lastClass = cls;
     p.lastSeq = result.seq;
     if (result.confirm !== undefined) {
@@ -323,6 +311,28 @@ export class Reporter {
     if (this.active.length > 0 || this.results.length > 0) await this.cut();
     await this.lastAppend;
     this.options.journal?.shutdown();
+  }
+
+  /** Counts a result into its path's period: classes, latency, echo loss. */
+  private tally(p: PathTally, result: ProbeResult): void {
+    p.count++;
+    const cls = result.class;
+    if (cls === 'ok') {
+      p.ok++;
+      const ms = result.timings[p.timing] ?? result.timings.totalMs;
+      p.latencies.push(ms);
+    } else {
+      p.failures[cls] = (p.failures[cls] ?? 0) + 1;
+    }
+    if (p.echo && result.detail !== undefined) {
+      const loss = result.detail.lossRatio;
+      if (typeof loss === 'number' && loss >= 0 && loss <= 1) {
+        const sent = result.detail.sent;
+        const weight = typeof sent === 'number' && sent > 0 ? sent : 1;
+        p.lossWeight += weight;
+        p.lossSum += loss * weight;
+      }
+    }
   }
 
   private summarise(p: PathTally, toMs: number): PathSummary {
