@@ -508,6 +508,11 @@ inventory:
           if (s.ok > 0) add(`${s.target} ok`, s.ok);
           for (const [cls, n] of Object.entries(s.failures)) add(`${s.target} ${cls}`, n);
         }
+        // A burst's re-probes come only in full (they confirm one sample, and the summaries
+        // leave them out of the ratios): with them, every probe counted exactly once.
+        for (const r of results) {
+          if (r.confirm !== undefined && r.confirm.index > 0) add(`${r.target} ${r.class}`, 1);
+        }
         const fromAgent = new Map<string, number>();
         for (const { point } of receiver!.points('faultline.probe.results')) {
           if (point.attributes.agent !== name) continue;
