@@ -58,7 +58,7 @@ import {
   type AlertEvent,
   type WebhookLog,
 } from './alert-log.js';
-import { blackboxConfig, runBench } from './lib.js';
+import { blackboxConfig, detectionLabTiming, runBench } from './lib.js';
 
 const exporterBin = '/usr/bin/prometheus-blackbox-exporter';
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -794,11 +794,7 @@ async function main(): Promise<void> {
   try {
     lab = await Lab.up(spec, {
       cliPath,
-      probeIntervalMs: 1000,
-      probeTimeoutMs: 800,
-      reportIntervalMs: 1000,
-      silentAfterMs: 3000,
-      debounce: 3,
+      ...detectionLabTiming,
       extraCollectorYaml: async (l) => {
         alertmanager = await startAlertmanager();
         const recorder = await recordAlertsTo(alertmanager, l.managementAddress);

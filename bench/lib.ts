@@ -577,3 +577,16 @@ export function runBench(name: string, main: () => Promise<number | void>): void
     },
   );
 }
+
+/**
+ * The lab timing of the detection bench and the tools beside it: probes every second with an
+ * 800 ms timeout, reports every second, silent after 3 s, a debounce of 3 — the settings the
+ * usual stack is compared at (1 s scrape, `for: 2s`).
+ */
+export const detectionLabTiming = Object.freeze({
+  probeIntervalMs: 1000,
+  probeTimeoutMs: 800,
+  reportIntervalMs: 1000,
+  silentAfterMs: 3000,
+  debounce: 3,
+});

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import { canRunLab, Lab } from '../test/helpers/lab/lab.js';
+import { detectionLabTiming } from './lib.js';
 import { demoFaults, demoLabPaths, demoLab as spec } from '../cli/demo.js';
 import { labPaths, waitDiagnosisHealthy } from '../test/helpers/lab/expect.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
@@ -36,14 +37,7 @@ async function main(): Promise<void> {
   if (c === undefined)
     throw new Error(`fault ${name}: expected one of ${demoFaults.map((f) => f.name).join(', ')}`);
   if (!canRunLab) throw new Error('needs root (namespaces)');
-  const lab = await Lab.up(spec, {
-    cliPath,
-    probeIntervalMs: 1000,
-    probeTimeoutMs: 800,
-    reportIntervalMs: 1000,
-    silentAfterMs: 3000,
-    debounce: 3,
-  });
+  const lab = await Lab.up(spec, { cliPath, ...detectionLabTiming });
   try {
     // Every agent has reported every path, and the diagnosis is healthy.
     await pollUntil(
@@ -71,7 +65,9 @@ async function main(): Promise<void> {
         if (seen.has(key)) continue;
         seen.add(key);
         if (process.env.TIMELINE_SUMMARIES === '1')
-          process.stdout.write(`          ${key}: ${h.summary} — ${h.evidence.examples.slice(0, 3).join('; ')}\n`);
+          process.stdout.write(
+            `          ${key}: ${h.summary} — ${h.evidence.examples.slice(0, 3).join('; ')}\n`,
+          );
       }
       if (line !== last) {
         process.stdout.write(`${((Date.now() - t0) / 1000).toFixed(2).padStart(6)} s  ${line}\n`);
