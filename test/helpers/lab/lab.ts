@@ -469,10 +469,20 @@ export class Lab {
     return n === 0 ? argv : ['nice', '-n', String(n), ...argv];
   }
 
-  /** Gives a started server's processes the lab's nice value (its children inherit it). */
+  /**
+   * Gives a started server's processes the lab's nice value (its children inherit it). A
+   * process that ended between being listed and reniced (PostgreSQL's short-lived start-up
+   * children) is no error; any other refusal is.
+   */
   private async renice(pids: readonly number[]): Promise<void> {
     if (this.opts.niceness === 0 || pids.length === 0) return;
-    await sh('renice', ['-n', String(this.opts.niceness), '-p', ...pids.map(String)]);
+    try {
+      await sh('renice', ['-n', String(this.opts.niceness), '-p', ...pids.map(String)]);
+    } catch (err) {
+      const refusals = (err as Error).message.split('\n').filter((l) => l.includes('renice:'));
+      const onlyGone = refusals.length > 0 && refusals.every((l) => l.includes('No such process'));
+      if (!onlyGone) throw err;
+    }
   }
 
   /** Runs a command inside a host's namespace and returns its stdout. */
