@@ -138,6 +138,24 @@ describe('localise', () => {
     expect(localise({ ...input, paths: asOk }).hypotheses[0]?.kind).toBe('path_blocked');
   });
 
+  it("the collector host's agent alone losing one host is that host's fault arriving, not its own vantage; two hosts are", () => {
+    // The collector runs on app-1, whose agent is the first to see web-1's port lose
+    // full-size frames; the other agents' full-size echoes to web-1 are not due yet.
+    const input = buildInput({ ...topology, collector: { host: 'app-1', hearsAll: false } });
+    const lose = (targets: readonly string[]): PathState[] =>
+      input.paths.map((p) =>
+        p.agent === 'app-1' && targets.includes(p.component) && p.kind === 'mtu'
+          ? { ...p, state: 'failing', lastClass: 'icmp_timeout', failures: { icmp_timeout: 3 } }
+          : p,
+      );
+    const one = localise({ ...input, paths: lose(['web-1']) });
+    expect(one.hypotheses.map((h) => `${h.kind} ${h.components.join(',')}`)).not.toContain(
+      'source_fault app-1',
+    );
+    const two = localise({ ...input, paths: lose(['web-1', 'db-3']) });
+    expect(two.hypotheses[0]).toMatchObject({ kind: 'source_fault', components: ['app-1'] });
+  });
+
   it('produces a document the strict diagnosis schema accepts, and the schema refuses strays', () => {
     const d = localise(
       buildInput({

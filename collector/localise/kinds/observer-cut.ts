@@ -145,6 +145,14 @@ export const observerVantage: Rule = {
       // first of its paths to count as failing when its link goes may be one of those. A real
       // MTU fault on its port or route shows from the far end too, and that explains more.
       if (!failing.some((p) => network(p) && ev.lit.has(p.component))) continue;
+      // …on more than one host (when it probes more than one). The collector's own link
+      // going down loses every host, the second a fraction of a round after the first; one
+      // host lost by the local agent alone is that host's fault, which the other agents see
+      // within the round (a smaller MTU at its port, loss on its link).
+      const view = ev.viewOf(a);
+      const probed = (view?.yesIds.length ?? 0) + (view?.no.length ?? 0);
+      const lost = new Set(failing.filter(network).map((p) => p.component)).size;
+      if (lost < Math.min(2, probed)) continue;
       // …it explains the local agent's every network failure: the hosts already dark too, as
       // their agents fall silent one by one while the cut takes hold.
       const offset = ev.failingOffset(a) ?? 0;
