@@ -19,6 +19,16 @@ export const hostUnreachable: Rule = {
       const paths = taken.map((i) => ev.path(i));
       const own = paths.filter((p) => ev.host(p.agent) === h);
       const sources = new Set(paths.filter((p) => p.component === h).map((p) => p.agent));
+      // The collector's own agents alone losing a far host, while other agents are still to
+      // report: that is the collector's vantage (its side being cut off), not the host.
+      const local = ev.observer.agents;
+      if (
+        own.length === 0 &&
+        sources.size > 0 &&
+        [...sources].every((a) => local.includes(a)) &&
+        ev.sound.some((a) => !local.includes(a) && ev.host(a) !== h)
+      )
+        continue;
       const agentsOn = ev.inventory.filter((c) => c.name === h).map((c) => c.agent ?? c.name);
       const silent = agentsOn.length > 0 && agentsOn.every((a) => !ev.isLive(a));
       const summary =
