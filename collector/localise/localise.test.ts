@@ -156,6 +156,43 @@ describe('localise', () => {
     expect(two.hypotheses[0]).toMatchObject({ kind: 'source_fault', components: ['app-1'] });
   });
 
+  it("a far host lost by the collector host's agent alone is host_unreachable when no other agent probes it, and waits while others are still to report", () => {
+    const input = buildInput({ ...topology, collector: { host: 'app-1', hearsAll: false } });
+    const lost = (p: PathState): PathState =>
+      p.agent === 'app-1' && p.component === 'web-1'
+        ? {
+            ...p,
+            state: 'failing',
+            lastClass: p.kind === 'icmp' || p.kind === 'mtu' ? 'icmp_timeout' : 'tcp_timeout',
+            failures: { tcp_timeout: 3 },
+          }
+        : p;
+    // web-1 is down: its own agent has stopped reporting.
+    const agents = input.agents.map((a) => (a.agent === 'web-1' ? { ...a, late: true } : a));
+    // Only app-1 probes web-1 (the others' paths to it are not in their plans).
+    const alone = input.paths
+      .filter((p) => p.component !== 'web-1' || p.agent === 'app-1')
+      .map(lost);
+    expect(localise({ ...input, agents, paths: alone }).hypotheses[0]).toMatchObject({
+      kind: 'host_unreachable',
+      components: ['web-1'],
+    });
+    // The others probe it too, their newest probe of it lost and its confirmation still out:
+    // not yet a verdict on web-1 from the collector's own vantage alone.
+    const pending = input.paths
+      .map((p) =>
+        p.component === 'web-1' && p.agent !== 'app-1'
+          ? { ...p, state: 'ok' as const, lastClass: 'tcp_timeout' as const, failures: {} }
+          : p,
+      )
+      .map(lost);
+    expect(
+      localise({ ...input, agents, paths: pending }).hypotheses.map(
+        (h) => h.kind + h.components.join(),
+      ),
+    ).not.toContain('host_unreachableweb-1');
+  });
+
   it('produces a document the strict diagnosis schema accepts, and the schema refuses strays', () => {
     const d = localise(
       buildInput({

@@ -19,14 +19,22 @@ export const hostUnreachable: Rule = {
       const paths = taken.map((i) => ev.path(i));
       const own = paths.filter((p) => ev.host(p.agent) === h);
       const sources = new Set(paths.filter((p) => p.component === h).map((p) => p.agent));
-      // The collector's own agents alone losing a far host, while other agents are still to
-      // report: that is the collector's vantage (its side being cut off), not the host.
+      // The collector's own agents alone losing a far host, while other agents that probe it
+      // are still to report (their paths to it neither lost nor answered since): that is the
+      // collector's vantage (its side being cut off), not the host. Where no other agent
+      // probes the host, the local agents' word is all there is, and it stands.
       const local = ev.observer.agents;
       if (
         own.length === 0 &&
         sources.size > 0 &&
         [...sources].every((a) => local.includes(a)) &&
-        ev.sound.some((a) => !local.includes(a) && ev.host(a) !== h)
+        ev.sound.some(
+          (a) =>
+            !local.includes(a) &&
+            !sources.has(a) &&
+            ev.host(a) !== h &&
+            (ev.viewOf(a)?.pathsTo(h).length ?? 0) > 0,
+        )
       )
         continue;
       const agentsOn = ev.inventory.filter((c) => c.name === h).map((c) => c.agent ?? c.name);
