@@ -8,6 +8,7 @@ import {
   pushTo,
   setBit,
   sorted,
+  viewCounts,
   type AgentView,
   type HostIds,
   type Reach,
@@ -188,11 +189,7 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
   const liveness = livenessIndex(input.agents);
   const labelsOf = (h: string): Readonly<Record<string, string>> =>
     components.get(h)?.labels ?? liveness.get(h)?.labels ?? {};
-  // A late agent (its report overdue) is not silent yet, but its view predates the fault.
-  const isLive = (agent: string): boolean => {
-    const a = liveness.get(agent);
-    return a === undefined || (a.state !== 'silent' && a.late !== true);
-  };
+  const isLive = (agent: string): boolean => viewCounts(liveness.get(agent));
 
   const liveAgents = sorted(live.keys());
   const viewOf = (a: string): AgentView | undefined => live.get(a);

@@ -11,6 +11,7 @@ import {
   livenessKey,
   sameMeaning,
   summarise,
+  viewCounts,
   withBit,
   type AgentView,
 } from './views.js';
@@ -133,14 +134,10 @@ export class IncrementalLocaliser {
     const cached = this.last;
     if (!changed && cached && cached.agentsKey === agentsKey && !cached.usesNow)
       return { ...cached.diagnosis, computedAtMs: Math.max(0, Math.round(nowMs)) };
-    // Silent and late agents' views are older than what is happening (a late one's report
-    // is overdue: the fault may have cut it off).
-    const silent = new Set(
-      this.agents.filter((a) => a.state === 'silent' || a.late === true).map((a) => a.agent),
-    );
-    // An agent with no liveness record but with paths is taken as live: its paths are fresh.
+    // Silent and late agents' views are older than what is happening (viewCounts).
+    const stale = new Set(this.agents.filter((a) => !viewCounts(a)).map((a) => a.agent));
     const live = new Map<string, AgentView>();
-    for (const [agent, v] of this.views) if (v.counted && !silent.has(agent)) live.set(agent, v);
+    for (const [agent, v] of this.views) if (v.counted && !stale.has(agent)) live.set(agent, v);
     this.recount(live);
     const out = diagnoseViews({
       options: this.options,

@@ -277,6 +277,15 @@ export function sameMeaning(a: readonly PathState[], b: readonly PathState[]): b
   return true;
 }
 
+/**
+ * Whether an agent's view counts: it is neither silent nor late (a late agent's report is
+ * overdue, or it has not reported since a fault began arriving at its host — its word
+ * predates what is happening). An agent with no liveness record has fresh paths: it counts.
+ */
+export function viewCounts(a: AgentLiveness | undefined): boolean {
+  return a === undefined || (a.state !== 'silent' && a.late !== true);
+}
+
 /** What of the agents' liveness localisation reads: state, labels, a silent one's last word. */
 export function livenessKey(agents: readonly AgentLiveness[]): string {
   return JSON.stringify(
