@@ -262,7 +262,6 @@ export class Agent {
         signal,
         ...(now ? { now } : {}),
       });
-    const isEcho = echoKinds.has(t.kind);
     const run = async (signal: AbortSignal): Promise<void> => {
       const state = this.pathState(t);
       // A check probing the path right now stands for this round.
@@ -279,18 +278,7 @@ export class Agent {
         if (!this.budget.take(1)) return;
         state.checking = true;
         try {
-          const signal = this.extraAbort.signal;
-          if (!isEcho) {
-            await this.round(state, t, probe, signal);
-            return;
-          }
-          const usedMs = this.echoNowTimeoutFor(state, t);
-          const result = await probe(usedMs, signal, true);
-          this.observe(state, t, result, usedMs);
-          if (result.seq < state.newestSeq) return;
-          const burst = this.startBurst(state, result);
-          this.record(result, t);
-          if (burst > 0) await this.runBurst(state, t, burst, probe, signal);
+          await this.round(state, t, probe, this.extraAbort.signal, true);
         } finally {
           state.checking = false;
         }
@@ -302,15 +290,21 @@ export class Agent {
       : { ...base, intervalMs: t.intervalMs, run };
   }
 
-  /** One regular round of a path: the probe, then its confirmation burst when it changed. */
+  /**
+   * One round of a path: the probe, then its confirmation burst when it changed. A round out
+   * of schedule (`check`, see checkHost) probes at once — an echo with its short timeout —
+   * and starts no further checks: the host's other paths are in the same wave.
+   */
   private async round(
     state: PathState,
     t: ResolvedTarget,
     probe: (timeoutMs: number, signal: AbortSignal, now?: boolean) => Promise<ProbeResult>,
     signal: AbortSignal,
+    check = false,
   ): Promise<void> {
-    const timeoutMs = this.timeoutFor(state, t);
-    const result = await probe(timeoutMs, signal);
+    const timeoutMs =
+      check && echoKinds.has(t.kind) ? this.echoNowTimeoutFor(state, t) : this.timeoutFor(state, t);
+    const result = await probe(timeoutMs, signal, check);
     // A check started after this round (a scheduled echo waits for its engine's next round,
     // up to an interval) may have answered first: this older result is stale, and read as
     // the path's newest class it would cancel the change the check found.
@@ -318,7 +312,7 @@ export class Agent {
     this.observe(state, t, result, timeoutMs);
     const burst = this.startBurst(state, result);
     this.record(result, t);
-    if (burst > 0 && result.class !== 'ok') this.checkHost(t);
+    if (burst > 0 && result.class !== 'ok' && !check) this.checkHost(t);
     // Awaited, so the scheduler's no-overlap rule skips this path's regular rounds while
     // its burst runs: the burst probes it more often than they would, and a regular
     // result in the middle would only blur the burst's verdict.
