@@ -540,8 +540,13 @@ describe.skipIf(!canRunAlertmanager)(
         },
         { timeoutMs: 10_000, intervalMs: 100 },
       );
-      // Both collectors sent it (same labels): Alertmanager holds one.
-      for (const c of both) expect(c.alerting.deliveryStats().every((s) => s.sent >= 1)).toBe(true);
+      // Both collectors sent it (same labels): Alertmanager holds one. Each sends when its
+      // own diagnosis settles, so the second may follow the first by a moment.
+      await pollUntil(
+        'both collectors to have sent it',
+        () => both.every((c) => c.alerting.deliveryStats().every((s) => s.sent >= 1)),
+        { timeoutMs: 5_000, intervalMs: 50 },
+      );
       expect(alert!.labels).toMatchObject({
         alertname: 'FaultlineServiceDown',
         kind: 'service_down',
