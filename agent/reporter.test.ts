@@ -121,6 +121,8 @@ describe('Reporter', () => {
     const s = batches[0]!.summaries[0]!;
     expect(s.latencyMs).toMatchObject({ min: 2, max: 4 });
     expect(s.lossRatio).toBeCloseTo((2 + 0 + 2) / 10);
+    // The sample the ratio is of: the collector tests the loss against background loss.
+    expect(s.echoes).toBe(10);
   });
 
   it('mtu: an echo kind too, latency from rttMs and loss weighted by packets sent', async () => {
@@ -131,6 +133,7 @@ describe('Reporter', () => {
     const s = batches[0]!.summaries[0]!;
     expect(s.latencyMs).toMatchObject({ min: 3, max: 3 });
     expect(s.lossRatio).toBeCloseTo(1 / 4);
+    expect(s.echoes).toBe(4);
   });
 
   it('sends in full every class change and the results confirming it — in order; an ok first result and a failure that persists are only summarised', async () => {

@@ -358,7 +358,10 @@ export class Reporter {
         max: lat[lat.length - 1] ?? 0,
       };
     }
-    if (p.lossWeight > 0) s.lossRatio = Math.min(1, p.lossSum / p.lossWeight);
+    if (p.lossWeight > 0) {
+      s.lossRatio = Math.min(1, p.lossSum / p.lossWeight);
+      s.echoes = Math.round(p.lossWeight);
+    }
     p.count = 0;
     p.ok = 0;
     p.failures = {};

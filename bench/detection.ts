@@ -30,6 +30,7 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Diagnosis } from '../wire/diagnosis.js';
+import type { PathState } from '../collector/types.js';
 import {
   recordAlertsTo,
   startAlertmanager,
@@ -385,6 +386,10 @@ interface WrongOnTop {
   readonly ms: number;
   /** Whether the diagnosis said it was settling the whole time (issue 14's `settling`). */
   readonly settling: boolean;
+  /** The soak's: the evidence's example paths when it first came on top. */
+  readonly examples?: readonly string[];
+  /** The soak's: the degraded paths then — what made each one degraded. */
+  readonly degraded?: readonly string[];
 }
 
 interface UsualResult {
@@ -573,6 +578,19 @@ interface SoakResult {
   readonly usual: Readonly<Record<string, number>>;
 }
 
+/** The degraded paths with what their window holds, for the soak's record of a false hypothesis. */
+async function degradedPaths(lab: Lab): Promise<string[]> {
+  const { paths } = await lab.get<{ paths: PathState[] }>('/api/v1/paths?state=degraded');
+  return paths.map((p) => {
+    const loss = p.lossRatio === undefined ? '' : ` loss ${Math.round(p.lossRatio * 100)}%`;
+    const lat =
+      p.latencyMs === undefined
+        ? ''
+        : ` p50 ${p.latencyMs.p50.toFixed(1)} ms (baseline ${p.latencyMs.baseline.toFixed(1)})`;
+    return `${p.agent} → ${p.target}: ${p.probes} probes, failed ${Math.round(p.failureRatio * 100)}% ${JSON.stringify(p.failures)}${loss}${lat}`;
+  });
+}
+
 /** The healthy soak: random loss on every host's link, nothing should be raised. */
 async function soak(
   lab: Lab,
@@ -596,7 +614,15 @@ async function soak(
   let polls = 0;
   let unhealthyPolls = 0;
   const falseHypotheses: WrongOnTop[] = [];
-  let current: { answer: string; fromMs: number; settling: boolean } | undefined;
+  let current:
+    | {
+        answer: string;
+        fromMs: number;
+        settling: boolean;
+        examples: readonly string[];
+        degraded: readonly string[];
+      }
+    | undefined;
   const raised = new Map<string, Set<string>>(s.usual.map((u) => [u.id, new Set<string>()]));
   let stopMs = startMs;
   try {
@@ -614,12 +640,21 @@ async function soak(
           answer: current.answer,
           ms: t - current.fromMs,
           settling: current.settling,
+          examples: current.examples,
+          degraded: current.degraded,
         });
         current = undefined;
       }
       if (!d.healthy) {
         unhealthyPolls++;
-        if (current === undefined) current = { answer: top, fromMs: t, settling: settlingOf(d) };
+        if (current === undefined)
+          current = {
+            answer: top,
+            fromMs: t,
+            settling: settlingOf(d),
+            examples: d?.hypotheses[0]?.evidence.examples ?? [],
+            degraded: await degradedPaths(lab),
+          };
         else if (!settlingOf(d)) current.settling = false;
       }
       for (const a of await usualAlerts(stack)) raised.get(a.setting)?.add(a.probe);
@@ -634,6 +669,8 @@ async function soak(
       answer: current.answer,
       ms: stopMs - current.fromMs,
       settling: current.settling,
+      examples: current.examples,
+      degraded: current.degraded,
     });
   const sent = firedBetween(fl, startMs, stopMs);
   return {

@@ -41,11 +41,12 @@ import type { AgentLiveness, PathFilter, PathState } from './types.js';
  * for `debounce` probes is recorded as a failing→failing transition (e.g. timeouts turning
  * into refusals: the network came back, the service did not). `degraded` is an `ok` path
  * whose window — only the slots that start after it last recovered, so the failures that
- * made it fail do not count as loss — shows loss or failures ≥ `degradedLossRatio`, or a p50 latency
- * above `degradedLatencyFactor` × its baseline and at least `degradedLatencyMinMs` over it.
- * The baseline is a slow EWMA (time constant `baselineTauMs`) of the p50 of periods without
- * any failure while the path is `ok` (not degraded: a slow path must not teach itself that
- * slow is normal); the first `baselineWarmupPeriods` periods form a plain mean and no
+ * made it fail do not count as loss — shows loss or failures ≥ `degradedLossRatio` that
+ * background loss would not give, or half its periods slow: a p50 above
+ * `degradedLatencyFactor` × its baseline and at least `degradedLatencyMinMs` over it (again
+ * more of them than chance gives). The baseline is a slow EWMA (time constant
+ * `baselineTauMs`) of the p50 of periods without any failure, not slow, while the path is
+ * `ok` (not degraded: a slow path must not teach itself that slow is normal); the first `baselineWarmupPeriods` periods form a plain mean and no
  * latency verdict is given before. The verdict is taken after each summary, and not while a
  * run of failures is under way (that run ends failing or in a success: a path going down
  * goes ok → failing, not through degraded).
@@ -59,7 +60,7 @@ import type { AgentLiveness, PathFilter, PathState } from './types.js';
  * Cost: a summary or result is O(1) (a map lookup, a few float updates, the degradation
  * check over `windowSlots` slots); nothing is allocated per item except on a path's first
  * sight and for the failure counts of a slot that has failures. Memory per path is about
- * `windowSlots` × 64 bytes plus the object.
+ * `windowSlots` × 80 bytes plus the object.
  */
 
 /** Tuning of the path matrix; every field has a default (`defaultPathMatrixOptions`). */
@@ -96,6 +97,12 @@ export interface PathMatrixOptions {
    */
   readonly tolerableLossRatio: number;
   readonly degradedLossAlpha: number;
+  /**
+   * Share of periods slow against the baseline that chance gives on a healthy path (each
+   * lost segment of a TCP probe delays it by a retransmission): a latency verdict needs half
+   * the periods slow and more than this share would give (below `degradedLossAlpha`).
+   */
+  readonly tolerableSlowRatio: number;
   /** Splits a plan target name into component and service (default: `<component>/<kind>[/<service>]`). */
   readonly describeTarget?: (
     target: string,
@@ -117,6 +124,7 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   degradedRecentLossRatio: 0.25,
   tolerableLossRatio: 0.05,
   degradedLossAlpha: 1e-4,
+  tolerableSlowRatio: 0.1,
 });
 
 /**
@@ -244,9 +252,11 @@ const SLOT_OK = 2;
 const SLOT_P50_SUM = 3; // Σ p50 × weight
 const SLOT_LAT_W = 4; // Σ weight (successful probes of periods with latency)
 const SLOT_P99_MAX = 5;
-const SLOT_LOSS_SUM = 6; // Σ lossRatio × probes
-const SLOT_LOSS_W = 7;
-const STRIDE = 8;
+const SLOT_LOSS_SUM = 6; // Σ lossRatio × echoes (lost echoes)
+const SLOT_LOSS_W = 7; // echoes sent (probes, from agents that do not say)
+const SLOT_PERIODS = 8; // periods with a latency
+const SLOT_SLOW = 9; // of those, periods slow against the baseline of the time
+const STRIDE = 10;
 
 /** Window totals, filled in place (one shared scratch, nothing allocated per read). */
 interface WindowTotals {
@@ -257,6 +267,8 @@ interface WindowTotals {
   p99Max: number;
   lossSum: number;
   lossW: number;
+  periods: number;
+  slow: number;
   readonly failures: Uint32Array;
 }
 
@@ -510,6 +522,8 @@ export class PathMatrix {
     p99Max: 0,
     lossSum: 0,
     lossW: 0,
+    periods: 0,
+    slow: 0,
     failures: new Uint32Array(classCount),
   };
   // Per-apply context, kept in fields so the inner loops pass no objects around.
@@ -1054,7 +1068,14 @@ export class PathMatrix {
     this.judgeDegraded(p, s.toMs, s.lastSeq);
     // A degraded path's loss and failure ratios move with every summary.
     if (p.state === 'degraded') this.meaningChanged = true;
-    if (p.state === 'ok' && !periodFailed && s.latencyMs !== undefined && s.ok > 0)
+    // A slow period does not teach the baseline either: slow is what it is there to see.
+    if (
+      p.state === 'ok' &&
+      !periodFailed &&
+      s.latencyMs !== undefined &&
+      s.ok > 0 &&
+      !this.slowAgainstBaseline(p, s.latencyMs.p50)
+    )
       this.learnBaseline(p, s.latencyMs.p50, s.toMs - s.fromMs);
   }
 
@@ -1168,9 +1189,11 @@ export class PathMatrix {
       w[base + SLOT_P50_SUM]! += lat.p50 * weight;
       w[base + SLOT_LAT_W]! += weight;
       if (lat.p99 > w[base + SLOT_P99_MAX]!) w[base + SLOT_P99_MAX] = lat.p99;
+      w[base + SLOT_PERIODS]! += 1;
+      if (this.slowAgainstBaseline(p, lat.p50)) w[base + SLOT_SLOW]! += 1;
     }
     if (s.lossRatio !== undefined) {
-      const weight = Math.max(1, s.count);
+      const weight = s.echoes !== undefined && s.echoes > 0 ? s.echoes : Math.max(1, s.count);
       w[base + SLOT_LOSS_SUM]! += s.lossRatio * weight;
       w[base + SLOT_LOSS_W]! += weight;
     }
@@ -1202,7 +1225,7 @@ export class PathMatrix {
   /** Sums the window's slots that start at or after `fromMs` into `this.totals`. */
   private sumWindow(p: PathRuntime, fromMs: number, withFailures: boolean): WindowTotals {
     const t = this.totals;
-    t.count = t.ok = t.p50Sum = t.latW = t.p99Max = t.lossSum = t.lossW = 0;
+    t.count = t.ok = t.p50Sum = t.latW = t.p99Max = t.lossSum = t.lossW = t.periods = t.slow = 0;
     if (withFailures) t.failures.fill(0);
     const w = p.win;
     const oldest = p.newestSlot - this.slots;
@@ -1217,6 +1240,8 @@ export class PathMatrix {
       if (w[base + SLOT_P99_MAX]! > t.p99Max) t.p99Max = w[base + SLOT_P99_MAX]!;
       t.lossSum += w[base + SLOT_LOSS_SUM]!;
       t.lossW += w[base + SLOT_LOSS_W]!;
+      t.periods += w[base + SLOT_PERIODS]!;
+      t.slow += w[base + SLOT_SLOW]!;
       const f = withFailures ? p.winFail?.[slot] : undefined;
       if (f !== undefined) for (let c = 0; c < classCount; c++) t.failures[c]! += f[c]!;
     }
@@ -1230,42 +1255,75 @@ export class PathMatrix {
     const t = this.sumWindow(p, p.healthySinceMs, false);
     if (t.count < o.degradedMinProbes) return;
     let bad = lossOf(t) >= o.degradedLossRatio && this.significantLoss(t);
-    const latW = t.latW;
-    const p50Sum = t.p50Sum;
-    if (!bad && (t.ok < t.count || t.lossSum > 0)) {
+    if (!bad) bad = this.significantlySlow(t.slow, t.periods);
+    if (!bad && (t.ok < t.count || t.lossSum > 0 || t.slow > 0)) {
       // Half the echoes lost from now on (30 % loss each way) takes ~6 s to reach 10 % of a
-      // 30 s window of healthy history; the last 6–9 s say it in ~3 s. (Both sums share
-      // `this.totals`: the whole window's latency sums are kept above.)
-      const recentFromMs = Math.max(
-        p.healthySinceMs,
-        p.newestSlot * this.slotMs - o.degradedRecentMs,
-      );
-      const r = this.sumWindow(p, recentFromMs, false);
-      bad =
-        r.count >= o.degradedMinProbes &&
-        lossOf(r) >= o.degradedRecentLossRatio &&
-        this.significantLoss(r);
-    }
-    if (!bad && latW > 0 && p.baselineSamples >= o.baselineWarmupPeriods) {
-      const p50 = p50Sum / latW;
-      bad =
-        p50 > p.baselineMs * o.degradedLatencyFactor &&
-        p50 - p.baselineMs >= o.degradedLatencyMinMs;
+      // 30 s window of healthy history; the recent slots say it in ~3 s: the newest alone
+      // first, then growing back to `degradedRecentMs`, so the healthy slots before a change
+      // do not dilute it. (The sums share `this.totals`: `t` is not read after this.)
+      const oldestMs = Math.max(p.healthySinceMs, p.newestSlot * this.slotMs - o.degradedRecentMs);
+      for (let back = 0; !bad && back <= this.slots; back++) {
+        const fromMs = Math.max(oldestMs, (p.newestSlot - back) * this.slotMs);
+        const r = this.sumWindow(p, fromMs, false);
+        bad =
+          // The sample: probes, or the echoes they sent.
+          (Math.max(r.count, r.lossW) >= o.degradedMinProbes &&
+            lossOf(r) >= o.degradedRecentLossRatio &&
+            this.significantLoss(r)) ||
+          this.significantlySlow(r.slow, r.periods);
+        if (fromMs <= oldestMs) break;
+      }
     }
     if (bad && p.state === 'ok') this.transition(p, 'degraded', p.lastClass, atMs, seq);
     else if (!bad && p.state === 'degraded') this.transition(p, 'ok', p.lastClass, atMs, seq);
   }
 
   /**
-   * Whether the window's loss is more than background loss would give (see options). Failed
-   * probes are tested against the tolerable share; an ICMP echo loss ratio is taken as it
-   * is (each probe is several echoes, so its ratio is already a larger sample, and the
-   * summaries do not say how many).
+   * Whether the window's loss is more than background loss would give (see options): failed
+   * probes, or lost ICMP echoes (of the echoes sent, as the agent's summaries say; one per
+   * probe from agents that do not), tested against the tolerable share. A ratio alone paged
+   * on healthy paths: 3 echoes of 21 lost is 14 %, and a few of a hundred paths see that.
    */
   private significantLoss(w: WindowTotals): boolean {
     const o = this.options;
-    if (w.lossW > 0 && w.lossSum / w.lossW >= (w.count - w.ok) / w.count) return true;
-    return lossIsSignificant(w.count - w.ok, w.count, o.tolerableLossRatio, o.degradedLossAlpha);
+    const failed = lossIsSignificant(
+      w.count - w.ok,
+      w.count,
+      o.tolerableLossRatio,
+      o.degradedLossAlpha,
+    );
+    return (
+      failed ||
+      (w.lossW > 0 &&
+        lossIsSignificant(w.lossSum, w.lossW, o.tolerableLossRatio, o.degradedLossAlpha))
+    );
+  }
+
+  /**
+   * Whether a period's p50 is well above the path's baseline (`degradedLatencyFactor` times
+   * it and `degradedLatencyMinMs` over it); never before the baseline is trusted.
+   */
+  private slowAgainstBaseline(p: PathRuntime, p50: number): boolean {
+    const o = this.options;
+    if (p.baselineSamples < o.baselineWarmupPeriods || Number.isNaN(p.baselineMs)) return false;
+    return (
+      p50 > p.baselineMs * o.degradedLatencyFactor && p50 - p.baselineMs >= o.degradedLatencyMinMs
+    );
+  }
+
+  /**
+   * Latency verdict: at least half the periods slow, and more of them than chance gives at
+   * `tolerableSlowRatio` (a segment lost on a healthy path delays one probe by the kernel's
+   * retransmission timeout, ≥ 200 ms: a period's p50 of one probe is that probe). A mean of
+   * the periods' p50s paged on two or three such retransmissions in a 30 s window.
+   */
+  private significantlySlow(slow: number, periods: number): boolean {
+    const o = this.options;
+    return (
+      periods > 0 &&
+      2 * slow >= periods &&
+      lossIsSignificant(slow, periods, o.tolerableSlowRatio, o.degradedLossAlpha)
+    );
   }
 
   private learnBaseline(p: PathRuntime, p50Ms: number, periodMs: number): void {

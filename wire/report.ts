@@ -33,6 +33,11 @@ export const PathSummarySchema = z
       .optional(),
     /** ICMP: packets lost / sent in the period. */
     lossRatio: z.number().min(0).max(1).optional(),
+    /**
+     * ICMP: packets sent in the period, the sample `lossRatio` is of (the collector tests the
+     * loss against background loss with it). Absent: one per probe is assumed.
+     */
+    echoes: z.number().int().positive().optional(),
     lastClass: FailureClassSchema,
     /** Sequence number of the last result in the period. */
     lastSeq: z.number().int().nonnegative(),

@@ -37,6 +37,8 @@ export function summary(
     p50?: number;
     p99?: number;
     loss?: number;
+    /** Echoes sent, with `loss`: default 3 per probe (the icmp probe's default count). */
+    echoes?: number;
     lastClass?: FailureClass;
     periodMs?: number;
     kind?: string;
@@ -58,7 +60,7 @@ export function summary(
     ...(ok > 0
       ? { latencyMs: { min: p50, p50, p90: p50, p99: s.p99 ?? p50, max: s.p99 ?? p50 } }
       : {}),
-    ...(s.loss !== undefined ? { lossRatio: s.loss } : {}),
+    ...(s.loss !== undefined ? { lossRatio: s.loss, echoes: s.echoes ?? 3 * count } : {}),
     lastClass: s.lastClass ?? (failed > 0 ? (Object.keys(failures)[0] as FailureClass) : 'ok'),
     lastSeq,
   };
