@@ -38,7 +38,7 @@ import type { AgentLiveness, PathState } from './types.js';
  * `faultline_paths{state,class,kind}` (a few dozen series), every agent in
  * `faultline_agent_paths{agent,state}` (≤ 4 per agent), and only a path that is not ok
  * (failing, degraded, unknown) has its own `faultline_path_state{agent,target,component,
- * service,kind,state,class}` and `faultline_path_failure_ratio{…}`: a fleet in good health
+ * service,kind,state,class}` and `faultline_path_state_since_timestamp_seconds{…}`: a fleet in good health
  * costs nothing per path, a cut costs the paths it cut.
  */
 
@@ -84,10 +84,10 @@ const built = {
     '',
     'Always 1, for each path that is not ok: its debounced state and last failure class.',
   ),
-  pathFailureRatio: descriptor(
-    'faultline.path.failure_ratio',
-    '',
-    'Share of failed probes in the sliding window, for each path that is not ok.',
+  pathSince: descriptor(
+    'faultline.path.state.since_timestamp',
+    's',
+    'For each path that is not ok: when its current state began (unix seconds).',
   ),
   agentPaths: descriptor(
     'faultline.agent.paths',
@@ -255,7 +255,7 @@ export class CollectorTelemetry {
     const counts = new Map<string, { attrs: Attributes; n: number }>();
     const perAgent = new Map<string, Map<PathState['state'], number>>();
     const notOk: [Attributes, number][] = [];
-    const ratios: [Attributes, number][] = [];
+    const since: [Attributes, number][] = [];
     for (const p of paths) {
       const key = `${p.state}\u0000${p.lastClass}\u0000${p.kind}`;
       const c = counts.get(key);
@@ -275,7 +275,7 @@ export class CollectorTelemetry {
         kind: p.kind,
       };
       notOk.push([{ ...attrs, state: p.state, class: p.lastClass }, 1]);
-      ratios.push([attrs, p.failureRatio]);
+      since.push([attrs, p.sinceMs / 1000]);
     }
     gauge(
       built.paths,
@@ -286,7 +286,7 @@ export class CollectorTelemetry {
       for (const state of pathStates) agentPaths.push([{ agent, state }, byState.get(state) ?? 0]);
     gauge(built.agentPaths, agentPaths);
     gauge(built.pathState, notOk);
-    gauge(built.pathFailureRatio, ratios);
+    gauge(built.pathSince, since);
   }
 
   private agentSeries(
