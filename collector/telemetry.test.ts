@@ -8,8 +8,13 @@ import { OtlpReceiver, type ReceivedMetric } from '../test/helpers/otlp-receiver
 import { pollUntil } from '../test/helpers/poll-until.js';
 import { dbCollectorYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
 import type { FailureClass } from '../wire/result.js';
+import { performance } from 'node:perf_hooks';
+import { ConfigError } from '../lib/errors.js';
+import { emptyDiagnosis } from './diagnosis.js';
 import { Collector } from './collector.js';
 import { parseCollectorConfig } from './config.js';
+import { CollectorTelemetry } from './telemetry.js';
+import type { AgentLiveness, PathState } from './types.js';
 
 const token = 'fleet-token-0123456789abcdef';
 const dirs: string[] = [];
@@ -44,7 +49,9 @@ afterEach(async () => {
 const recentBaseMs = Math.floor(Date.now() / 1000) * 1000 - 10_000;
 
 /** A collector in process on the db inventory (app-1, app-2 probing db-1); its JSON logs kept. */
-async function start(): Promise<{ c: Collector; logs: Record<string, unknown>[] }> {
+async function start(
+  more: readonly string[] = [],
+): Promise<{ c: Collector; logs: Record<string, unknown>[] }> {
   const dir = mkdtempSync(join(tmpdir(), 'faultline-telemetry-'));
   dirs.push(dir);
   const logs: Record<string, unknown>[] = [];
@@ -52,7 +59,10 @@ async function start(): Promise<{ c: Collector; logs: Record<string, unknown>[] 
     { level: 'info' },
     { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) },
   );
-  const config = parseCollectorConfig(dbCollectorYaml({ dataDir: dir, token }), 'collector.yaml');
+  const config = parseCollectorConfig(
+    dbCollectorYaml({ dataDir: dir, token, more }),
+    'collector.yaml',
+  );
   collector = await Collector.start(config, log);
   return { c: collector, logs };
 }
@@ -250,5 +260,108 @@ describe("the collector's OTLP push", () => {
     const failing = logs.filter((l) => l.msg === 'OTLP metrics export failing');
     expect(failing).toHaveLength(1);
     expect(failing[0]).toMatchObject({ level: 40, url: `${receiver.url}/v1/metrics` });
+  });
+});
+
+describe('agent liveness on /metrics', () => {
+  it('an agent that stops reporting goes silent: its liveness series moves, its age grows, the counts follow', async () => {
+    const { c } = await start(['agents: { reportInterval: 1s, silentAfter: 2s }']);
+    for (let seq = 1; seq <= 2; seq++)
+      for (const a of ['app-1', 'app-2'])
+        await postReport(c.url(), token, dbPeriod(a, seq, 'ok', Date.now() - 3_000 + seq * 100));
+    // app-1 goes on reporting, app-2 stops.
+    let seq = 3;
+    const text = await pollUntil(
+      'app-2 silent on /metrics',
+      async () => {
+        await postReport(c.url(), token, dbPeriod('app-1', seq++, 'ok', Date.now() - seq * 1000));
+        const t = await scrape(c);
+        return sumMetric(t, 'faultline_agent_liveness', { agent: 'app-2', liveness: 'silent' }) ===
+          1
+          ? t
+          : undefined;
+      },
+      { timeoutMs: 10_000, intervalMs: 200 },
+    );
+    expect(sumMetric(text, 'faultline_agent_liveness', { agent: 'app-2', liveness: 'up' })).toBe(0);
+    expect(
+      sumMetric(text, 'faultline_agent_liveness', { agent: 'app-1', liveness: 'silent' }),
+    ).toBe(0);
+    expect(sumMetric(text, 'faultline_agents', { liveness: 'silent' })).toBe(1);
+    expect(
+      sumMetric(text, 'faultline_agent_last_report_age_seconds', { agent: 'app-2' }),
+    ).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('CollectorTelemetry', () => {
+  it('refuses OTLP over gRPC with a ConfigError naming the variable', () => {
+    const make = (): CollectorTelemetry =>
+      new CollectorTelemetry({
+        serviceVersion: '0.0.0',
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel:4317',
+          OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+        },
+      });
+    expect(make).toThrow(ConfigError);
+    expect(make).toThrow(/^OTEL_EXPORTER_OTLP_PROTOCOL=grpc: .*http\/protobuf/);
+  });
+
+  it('scrape cost at 200k paths, 1% failing (printed, loosely bounded)', async () => {
+    const agents = 2000;
+    const perAgent = 100;
+    const paths: PathState[] = [];
+    const now = Date.now();
+    for (let a = 0; a < agents; a++)
+      for (let t = 0; t < perAgent; t++) {
+        // host-0 is down for everyone: 2,000 failing paths, 1 %.
+        const failing = t === 0;
+        paths.push({
+          agent: `agent-${a}`,
+          target: `host-${t}/svc/tcp`,
+          component: `host-${t}`,
+          service: 'svc',
+          kind: 'tcp',
+          state: failing ? 'failing' : 'ok',
+          lastClass: failing ? 'tcp_timeout' : 'ok',
+          consecutiveFailures: 0,
+          consecutiveSuccesses: 3,
+          failureRatio: 0,
+          failures: {},
+          probes: 10,
+          sinceMs: now,
+          lastSeenMs: now,
+        });
+      }
+    const livenesses: AgentLiveness[] = Array.from({ length: agents }, (_, a) => ({
+      agentId: `id-${a}`,
+      agent: `agent-${a}`,
+      labels: {},
+      state: 'live',
+      lastSeenMs: now,
+      acceptedSeq: 1,
+      droppedResults: 0,
+    }));
+    const t = new CollectorTelemetry({ serviceVersion: '0.0.0', env: {} });
+    t.observe({
+      paths: () => paths,
+      agents: () => livenesses,
+      diagnosis: emptyDiagnosis,
+      alerts: () => [],
+      openIncident: () => undefined,
+    });
+    await t.renderPrometheus(); // warm
+    const t0 = performance.now();
+    const text = await t.renderPrometheus();
+    const ms = performance.now() - t0;
+    const lines = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length;
+    console.log(
+      `collector /metrics at ${paths.length} paths (${agents} agents, ${agents} failing): ${ms.toFixed(0)} ms, ${(text.length / 1e6).toFixed(2)} MB, ${lines} samples`,
+    );
+    expect(sumMetric(text, 'faultline_path_state', {})).toBe(agents);
+    expect(sumMetric(text, 'faultline_paths', {})).toBe(paths.length);
+    expect(ms).toBeLessThan(5_000);
+    await t.shutdown();
   });
 });
