@@ -390,7 +390,7 @@ export class Collector implements CollectorCore {
     this.ingestor.instrument(meter);
     this.alerting.instrument(meter);
     this.telemetry.observe({
-      paths: () => this.matrix.paths(),
+      forEachPath: (visit) => this.matrix.forEachPath(visit),
       agents: () => this.matrix.agents(),
       diagnosis: () => this.diagnoser.current(),
       alerts: () => this.alerting.alerts(),

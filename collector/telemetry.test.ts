@@ -14,7 +14,7 @@ import { emptyDiagnosis } from './diagnosis.js';
 import { Collector } from './collector.js';
 import { parseCollectorConfig } from './config.js';
 import { CollectorTelemetry } from './telemetry.js';
-import type { AgentLiveness, PathState } from './types.js';
+import type { AgentLiveness, PathHead } from './types.js';
 
 const token = 'fleet-token-0123456789abcdef';
 const dirs: string[] = [];
@@ -311,7 +311,7 @@ describe('CollectorTelemetry', () => {
   it('scrape cost at 200k paths, 1% failing (printed, loosely bounded)', async () => {
     const agents = 2000;
     const perAgent = 100;
-    const paths: PathState[] = [];
+    const paths: PathHead[] = [];
     const now = Date.now();
     for (let a = 0; a < agents; a++)
       for (let t = 0; t < perAgent; t++) {
@@ -325,13 +325,7 @@ describe('CollectorTelemetry', () => {
           kind: 'tcp',
           state: failing ? 'failing' : 'ok',
           lastClass: failing ? 'tcp_timeout' : 'ok',
-          consecutiveFailures: 0,
-          consecutiveSuccesses: 3,
-          failureRatio: 0,
-          failures: {},
-          probes: 10,
           sinceMs: now,
-          lastSeenMs: now,
         });
       }
     const livenesses: AgentLiveness[] = Array.from({ length: agents }, (_, a) => ({
@@ -345,7 +339,7 @@ describe('CollectorTelemetry', () => {
     }));
     const t = new CollectorTelemetry({ serviceVersion: '0.0.0', env: {} });
     t.observe({
-      paths: () => paths,
+      forEachPath: (visit) => paths.forEach(visit),
       agents: () => livenesses,
       diagnosis: emptyDiagnosis,
       alerts: () => [],

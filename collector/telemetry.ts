@@ -20,7 +20,7 @@ import type { Diagnosis } from '../wire/diagnosis.js';
 import type { AlertView } from './alerts.js';
 import type { IncidentEventType } from './incidents.js';
 import type { StoredIncident } from './store.js';
-import type { AgentLiveness, PathState } from './types.js';
+import type { AgentLiveness, PathHead, PathState } from './types.js';
 
 /**
  * The collector's own telemetry: one OpenTelemetry MeterProvider (lib/telemetry.ts, as the
@@ -55,7 +55,8 @@ export interface CollectorTelemetryOptions {
 
 /** Where the built series are read from at each collection. */
 export interface CollectorTelemetrySources {
-  readonly paths: () => readonly PathState[];
+  /** Visits every path (PathMatrix.forEachPath). */
+  readonly forEachPath: (visit: (p: PathHead) => void) => void;
   readonly agents: () => readonly AgentLiveness[];
   readonly diagnosis: () => Diagnosis;
   readonly alerts: () => readonly AlertView[];
@@ -229,7 +230,7 @@ export class CollectorTelemetry {
           })),
         });
       };
-      this.pathSeries(s.paths(), gauge);
+      this.pathSeries(s.forEachPath, gauge);
       this.agentSeries(s.agents(), now, gauge);
       this.diagnosisSeries(s.diagnosis(), gauge);
       this.alertSeries(s.alerts(), gauge);
@@ -249,14 +250,14 @@ export class CollectorTelemetry {
   }
 
   private pathSeries(
-    paths: readonly PathState[],
+    forEachPath: (visit: (p: PathHead) => void) => void,
     gauge: (d: MetricDescriptor, points: [Attributes, number][]) => void,
   ): void {
     const counts = new Map<string, { attrs: Attributes; n: number }>();
     const perAgent = new Map<string, Map<PathState['state'], number>>();
     const notOk: [Attributes, number][] = [];
     const since: [Attributes, number][] = [];
-    for (const p of paths) {
+    forEachPath((p) => {
       const key = `${p.state}\u0000${p.lastClass}\u0000${p.kind}`;
       const c = counts.get(key);
       if (c === undefined)
@@ -266,7 +267,7 @@ export class CollectorTelemetry {
       if (byState === undefined)
         perAgent.set(p.agent, (byState = new Map<PathState['state'], number>()));
       byState.set(p.state, (byState.get(p.state) ?? 0) + 1);
-      if (p.state === 'ok') continue;
+      if (p.state === 'ok') return;
       const attrs: Attributes = {
         agent: p.agent,
         target: p.target,
@@ -276,7 +277,7 @@ export class CollectorTelemetry {
       };
       notOk.push([{ ...attrs, state: p.state, class: p.lastClass }, 1]);
       since.push([attrs, p.sinceMs / 1000]);
-    }
+    });
     gauge(
       built.paths,
       [...counts.values()].map((c) => [c.attrs, c.n]),
