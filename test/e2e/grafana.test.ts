@@ -315,6 +315,10 @@ describe.runIf(existsBinary(prometheusBin))('Grafana dashboards and Prometheus r
     }
     expect(empty).toEqual([]);
     expect(ran).toBeGreaterThan(10);
+    // The OTLP panel's data is real pushes: both processes reached the receiver.
+    const services = new Set(receiver!.exports.map((e) => e.resource['service.name']));
+    expect([...services].sort()).toEqual(['faultline-agent', 'faultline-collector']);
+    expect(receiver!.errors).toEqual([]);
     // Annotations are queries too: they must at least be valid PromQL.
     for (const a of doc.annotations?.list ?? [])
       if (a.expr !== undefined) await prom!.query(substitute(a.expr, {}));
