@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../lib/errors.js';
 import { OtlpReceiver } from '../test/helpers/otlp-receiver.js';
+import { createLogger } from './logger.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import type { ProbeResult } from '../wire/result.js';
 import {
@@ -921,6 +922,48 @@ describe('OTLP push', () => {
     const outcome = await t.shutdown(3000);
     expect(outcome.ok).toBe(false);
     expect(outcome.error).toMatch(/final OTLP export failed/);
+  });
+});
+
+describe('a failing OTLP endpoint', () => {
+  let receiver: OtlpReceiver | undefined;
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((t) => t.shutdown(1000)));
+    await receiver?.close();
+    receiver = undefined;
+  });
+
+  it('is counted (faultline_otlp_exports_total{outcome="failure"}) and logged once, not once per export', async () => {
+    receiver = await OtlpReceiver.start({ status: 400 });
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_METRIC_EXPORT_INTERVAL = '100';
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger(
+      { component: 'agent' },
+      { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) },
+    );
+    const t = new AgentTelemetry({
+      agentName: 'a1',
+      agentLabels: {},
+      serviceVersion: '1.2.3',
+      logger,
+    });
+    opened.push(t);
+    t.recordResult(dbTimeout, db);
+    const failures = (text: string): number =>
+      Number(
+        /^faultline_otlp_exports_total\{agent="a1",outcome="failure"\} (\d+)$/m.exec(text)?.[1],
+      );
+    const text = await pollUntil('three failed exports counted', async () => {
+      const body = await t.renderPrometheus();
+      return failures(body) >= 3 ? body : undefined;
+    });
+    expect(text).toMatch(/^# TYPE faultline_otlp_exports_total counter$/m);
+    expect(text).toMatch(/^faultline_otlp_exports_total\{agent="a1",outcome="success"\} 0$/m);
+    const failing = lines.filter((l) => l.msg === 'OTLP metrics export failing');
+    expect(failing).toHaveLength(1);
+    expect(failing[0]).toMatchObject({ level: 40, url: `${receiver.url}/v1/metrics` });
+    expect(String(failing[0]?.err)).not.toBe('');
   });
 });
 

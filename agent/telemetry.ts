@@ -1,34 +1,31 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import { ValueType, type Attributes, type HrTime, type Meter } from '@opentelemetry/api';
-import { OTLPMetricExporter as OtlpJsonMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
-import { OTLPMetricExporter as OtlpProtobufMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
-import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
-import {
-  defaultResource,
-  detectResources,
-  envDetector,
-  resourceFromAttributes,
-} from '@opentelemetry/resources';
 import {
   AggregationTemporality,
   DataPointType,
-  MeterProvider,
-  PeriodicExportingMetricReader,
   type CollectionResult,
   type DataPoint,
   type Histogram,
   type MetricData,
   type MetricDescriptor,
   type MetricProducer,
-  type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
-import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
-import { ConfigError } from '../lib/errors.js';
+import {
+  MetricsPipeline,
+  PrometheusText,
+  otlpPushFromEnv,
+  prometheusContentType,
+  prometheusName,
+  type OtlpPushSettings,
+} from '../lib/telemetry.js';
 import { echoKinds } from '../probes/registry.js';
 import { failureClasses, type FailureClass, type ProbeResult } from '../wire/result.js';
 import type { Logger } from './logger.js';
+
+// Shared with the collector (lib/telemetry.ts); exported here too, where they were first.
+export { otlpPushFromEnv, prometheusContentType, prometheusName, type OtlpPushSettings };
 
 /**
  * Attribute names the agent puts on path metrics itself, plus the ones Prometheus adds at
@@ -60,88 +57,6 @@ export const probeDurationBucketsS: readonly number[] = [
 export const scheduleLagBucketsS: readonly number[] = [
   0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5,
 ];
-
-/** What `/metrics` answers with: the Prometheus text exposition format. */
-export const prometheusContentType = 'text/plain; version=0.0.4; charset=utf-8';
-
-/** OTLP push, as configured by the standard OTEL_* environment variables. */
-export interface OtlpPushSettings {
-  /** `http/protobuf` (default) or `http/json`; gRPC is refused. */
-  readonly protocol: 'http/protobuf' | 'http/json';
-  /** Where metrics are POSTed (what the exporter derives from the endpoint variables). */
-  readonly url: string;
-  /** OTEL_METRIC_EXPORT_INTERVAL (default 60 000). */
-  readonly intervalMs: number;
-  /** OTEL_METRIC_EXPORT_TIMEOUT (default 30 000), never above the interval. */
-  readonly timeoutMs: number;
-}
-
-/**
- * Reads OTLP push settings from the environment, or undefined when neither
- * OTEL_EXPORTER_OTLP_METRICS_ENDPOINT nor OTEL_EXPORTER_OTLP_ENDPOINT is set (no push).
- * Headers, compression, per-request timeout, certificates and temporality preference are
- * read by the OTLP exporter itself from the same variables. Throws ConfigError for a value
- * the agent cannot honour, naming the variable.
- */
-export function otlpPushFromEnv(
-  env: NodeJS.ProcessEnv = process.env,
-): OtlpPushSettings | undefined {
-  const read = (name: string): string | undefined => {
-    const v = env[name]?.trim();
-    return v === undefined || v === '' ? undefined : v;
-  };
-  const specific = read('OTEL_EXPORTER_OTLP_METRICS_ENDPOINT');
-  const general = read('OTEL_EXPORTER_OTLP_ENDPOINT');
-  if (specific === undefined && general === undefined) return undefined;
-
-  const protocolVar =
-    read('OTEL_EXPORTER_OTLP_METRICS_PROTOCOL') !== undefined
-      ? 'OTEL_EXPORTER_OTLP_METRICS_PROTOCOL'
-      : 'OTEL_EXPORTER_OTLP_PROTOCOL';
-  const protocol = read(protocolVar) ?? 'http/protobuf';
-  if (protocol === 'grpc') {
-    throw new ConfigError(
-      `${protocolVar}=grpc: OTLP over gRPC is not supported by the faultline agent; set it to http/protobuf (or http/json) and point the endpoint at the collector's OTLP/HTTP port (usually 4318)`,
-    );
-  }
-  if (protocol !== 'http/protobuf' && protocol !== 'http/json') {
-    throw new ConfigError(
-      `${protocolVar}: expected http/protobuf or http/json (actual: "${protocol}")`,
-    );
-  }
-
-  const endpointVar =
-    specific !== undefined ? 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT' : 'OTEL_EXPORTER_OTLP_ENDPOINT';
-  const endpoint = (specific ?? general)!;
-  let url: string;
-  try {
-    const parsed = new URL(endpoint);
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
-      throw new TypeError('not http(s)');
-    // As the exporter does: the signal-specific variable is used as is, the general one gets /v1/metrics.
-    url =
-      specific !== undefined
-        ? parsed.toString()
-        : `${endpoint.endsWith('/') ? endpoint : `${endpoint}/`}v1/metrics`;
-  } catch (err) {
-    throw new ConfigError(`${endpointVar}: expected an http(s) URL (actual: "${endpoint}")`, {
-      cause: err,
-    });
-  }
-
-  const positiveMs = (name: string, fallback: number): number => {
-    const raw = read(name);
-    if (raw === undefined) return fallback;
-    if (!/^\d+$/.test(raw) || Number(raw) <= 0)
-      throw new ConfigError(
-        `${name}: expected a positive whole number of milliseconds (actual: "${raw}")`,
-      );
-    return Number(raw);
-  };
-  const intervalMs = positiveMs('OTEL_METRIC_EXPORT_INTERVAL', 60_000);
-  const timeoutMs = Math.min(positiveMs('OTEL_METRIC_EXPORT_TIMEOUT', 30_000), intervalMs);
-  return { protocol, url, intervalMs, timeoutMs };
-}
 
 /** Who this agent is; all of it lands on the OTel resource. */
 export interface AgentTelemetryOptions {
@@ -471,192 +386,6 @@ class DataPointSink implements SeriesSink {
   }
 }
 
-type ExportResult = Parameters<Parameters<PushMetricExporter['export']>[1]>[0];
-// ExportResultCode.SUCCESS, without importing @opentelemetry/core (not a direct dependency).
-const exportSucceeded = 0 as ExportResult['code'];
-
-/** Passes exports through and tells the owner how each ended (the SDK only logs to `diag`). */
-class ObservedExporter implements PushMetricExporter {
-  constructor(
-    private readonly inner: PushMetricExporter,
-    private readonly onResult: (result: ExportResult) => void,
-  ) {
-    if (inner.selectAggregationTemporality)
-      this.selectAggregationTemporality = inner.selectAggregationTemporality.bind(inner);
-    if (inner.selectAggregation) this.selectAggregation = inner.selectAggregation.bind(inner);
-  }
-  readonly selectAggregationTemporality?: PushMetricExporter['selectAggregationTemporality'];
-  readonly selectAggregation?: PushMetricExporter['selectAggregation'];
-
-  export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
-    this.inner.export(metrics, (result) => {
-      this.onResult(result);
-      resultCallback(result);
-    });
-  }
-  forceFlush(): Promise<void> {
-    return this.inner.forceFlush();
-  }
-  shutdown(): Promise<void> {
-    return this.inner.shutdown();
-  }
-}
-
-const unitSuffixes: Readonly<Record<string, string>> = {
-  s: 'seconds',
-  ms: 'milliseconds',
-  By: 'bytes',
-};
-
-/**
- * The Prometheus name of an OTel metric, per the OTel→Prometheus compatibility spec:
- * unit suffix (`_seconds`, `_bytes`, `_ratio` for unit-1 gauges) unless already there;
- * `_total` on counters is added by the serializer. exporter-prometheus 0.223 adds no unit
- * suffix itself, so without this `faultline.probe.duration` would be exposed unitless.
- */
-export function prometheusName(metric: Pick<MetricData, 'descriptor' | 'dataPointType'>): string {
-  let name = metric.descriptor.name.replace(/[^a-zA-Z0-9_]/g, '_').replace(/_{2,}/g, '_');
-  const unit = metric.descriptor.unit;
-  const suffix =
-    unit === '1' && metric.dataPointType === DataPointType.GAUGE ? 'ratio' : unitSuffixes[unit];
-  if (suffix !== undefined && !name.endsWith(`_${suffix}`)) name += `_${suffix}`;
-  return name;
-}
-
-const escapeLabelValue = (v: string): string =>
-  v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-const escapeHelp = (v: string): string => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
-const labelName = (k: string): string => {
-  const n = k.replace(/[^a-zA-Z0-9_]/g, '_');
-  return /^[0-9]/.test(n) ? `_${n}` : n;
-};
-const formatValue = (v: number): string =>
-  v === Infinity ? '+Inf' : v === -Infinity ? '-Inf' : String(v);
-
-/**
- * Prometheus text format (0.0.4) writer. exporter-prometheus's own serializer is not used:
- * it adds no unit suffixes, labels every sample with otel_scope_*, and re-escapes every
- * label of every sample — over a second per scrape at 1,000 paths. Here a label set is
- * rendered once per attribute object (the per-path ones are long-lived) and reused.
- */
-class PrometheusText {
-  private readonly labels = new WeakMap<Attributes, string>();
-  private readonly names = new Map<string, string>();
-  private readonly les = new WeakMap<readonly number[], string[]>();
-
-  /** target_info and the metrics of a collection (the SDK instruments). */
-  render(rm: ResourceMetrics): string {
-    const resource = this.labelsOf(rm.resource.attributes);
-    let out = `# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info${resource === '' ? '' : `{${resource}}`} 1\n`;
-    for (const sm of rm.scopeMetrics) for (const md of sm.metrics) out += this.metric(md);
-    return out;
-  }
-
-  /** A family's Prometheus name and its `# HELP` and `# TYPE` lines. */
-  family(md: Pick<MetricData, 'descriptor' | 'dataPointType'> & { isMonotonic?: boolean }): {
-    name: string;
-    head: string;
-  } {
-    const name = this.name(md);
-    const type =
-      md.dataPointType === DataPointType.HISTOGRAM
-        ? 'histogram'
-        : md.dataPointType === DataPointType.SUM && md.isMonotonic === true
-          ? 'counter'
-          : md.dataPointType === DataPointType.EXPONENTIAL_HISTOGRAM
-            ? 'untyped'
-            : 'gauge';
-    const head = `# HELP ${name} ${escapeHelp(md.descriptor.description || md.descriptor.name)}\n# TYPE ${name} ${type}\n`;
-    return { name, head };
-  }
-
-  /** One sample line of a gauge or counter. */
-  sample(name: string, attributes: Attributes, value: number): string {
-    const labels = this.labelsOf(attributes);
-    return `${name}${labels === '' ? '' : `{${labels}}`} ${formatValue(value)}\n`;
-  }
-
-  /** The lines of one histogram series from per-bucket (not cumulative) counts. */
-  histogram(
-    name: string,
-    attributes: Attributes,
-    boundaries: readonly number[],
-    counts: ArrayLike<number>,
-    sum: number,
-    count: number,
-  ): string {
-    const labels = this.labelsOf(attributes);
-    const prefix = `${name}_bucket{${labels}${labels === '' ? '' : ','}le="`;
-    const les = this.lesOf(boundaries);
-    let out = '';
-    let cumulative = 0;
-    for (let i = 0; i < counts.length; i++) {
-      cumulative += counts[i]!;
-      out += `${prefix}${les[i] ?? '+Inf'}"} ${cumulative}\n`;
-    }
-    const braces = labels === '' ? '' : `{${labels}}`;
-    return `${out}${name}_sum${braces} ${formatValue(sum)}\n${name}_count${braces} ${count}\n`;
-  }
-
-  private metric(md: MetricData): string {
-    const { name, head } = this.family(md);
-    let out = head;
-    if (md.dataPointType === DataPointType.HISTOGRAM) {
-      for (const dp of md.dataPoints) {
-        const h = dp.value;
-        out += this.histogram(
-          name,
-          dp.attributes,
-          h.buckets.boundaries,
-          h.buckets.counts,
-          h.sum ?? 0,
-          h.count,
-        );
-      }
-    } else if (md.dataPointType === DataPointType.SUM || md.dataPointType === DataPointType.GAUGE) {
-      for (const dp of md.dataPoints) out += this.sample(name, dp.attributes, dp.value);
-    }
-    return out;
-  }
-
-  private name(
-    md: Pick<MetricData, 'descriptor' | 'dataPointType'> & { isMonotonic?: boolean },
-  ): string {
-    const monotonic = md.dataPointType === DataPointType.SUM && md.isMonotonic === true;
-    const key = `${md.descriptor.name}\u0000${md.descriptor.unit}\u0000${md.dataPointType}\u0000${monotonic}`;
-    let name = this.names.get(key);
-    if (name === undefined) {
-      name = prometheusName(md);
-      if (monotonic && !name.endsWith('_total')) name += '_total';
-      this.names.set(key, name);
-    }
-    return name;
-  }
-
-  private lesOf(boundaries: readonly number[]): string[] {
-    let les = this.les.get(boundaries);
-    if (les === undefined) this.les.set(boundaries, (les = boundaries.map(formatValue)));
-    return les;
-  }
-
-  /** `k="v",k2="v2"` (no braces), rendered once per attributes object. */
-  private labelsOf(attributes: Attributes): string {
-    let s = this.labels.get(attributes);
-    if (s === undefined) {
-      const parts: string[] = [];
-      for (const [k, v] of Object.entries(attributes)) {
-        if (v !== undefined)
-          parts.push(
-            `${labelName(k)}="${escapeLabelValue(typeof v === 'string' ? v : JSON.stringify(v))}"`,
-          );
-      }
-      s = parts.join(',');
-      this.labels.set(attributes, s);
-    }
-    return s;
-  }
-}
-
 /**
  * Collects series as Prometheus text, one buffer per family (the format wants a family's
  * samples together, while paths are visited one after the other).
@@ -753,8 +482,7 @@ export class AgentTelemetry {
   private readonly agentName: string;
   private readonly scope: { readonly name: string; readonly version: string };
   private readonly logger: Logger | undefined;
-  private readonly provider: MeterProvider;
-  private readonly prometheus: PrometheusExporter;
+  private readonly pipeline: MetricsPipeline;
   private readonly text = new PrometheusText();
   private readonly paths = new Map<string, Map<string, PathState>>();
   /** Targets removed while a probe may still be running: its late result must not revive them. */
@@ -768,7 +496,6 @@ export class AgentTelemetry {
   private inFlightSource: (() => number) | undefined;
   private deliverySource: (() => DeliveryStats) | undefined;
   private confirmSource: (() => ConfirmStats) | undefined;
-  private exportError: string | undefined;
   private shutdownPromise: Promise<TelemetryShutdown> | undefined;
 
   /** Throws ConfigError when the OTEL_* environment asks for something unsupported (gRPC). */
@@ -776,61 +503,31 @@ export class AgentTelemetry {
     this.agentName = options.agentName;
     this.scope = { name: 'faultline-agent', version: options.serviceVersion };
     this.logger = options.logger;
-    this.otlp = otlpPushFromEnv();
     this.agentAttrs = { agent: options.agentName };
     this.probeAttrs = probeResults.map((result) => ({ agent: options.agentName, result }));
 
     const labelAttrs = Object.fromEntries(
       Object.entries(options.agentLabels).map(([k, v]) => [`faultline.agent.label.${k}`, v]),
     );
-    // OTEL_RESOURCE_ATTRIBUTES (e.g. deployment.environment) is honoured; our identity wins over it.
-    const resource = defaultResource()
-      .merge(detectResources({ detectors: [envDetector] }))
-      .merge(
-        resourceFromAttributes({
-          [ATTR_SERVICE_NAME]: 'faultline-agent',
-          [ATTR_SERVICE_VERSION]: options.serviceVersion,
-          'host.name': options.hostName ?? hostname(),
-          'faultline.agent': options.agentName,
-          ...labelAttrs,
-        }),
-      );
-
     // Prometheus gets the per-path series from renderPrometheus (as text, in chunks); OTLP
     // gets them as data points from this producer.
-    const producer: MetricProducer = { collect: async () => this.collectPaths(resource) };
-    this.prometheus = new PrometheusExporter({ preventServerStart: true });
-    const readers: (PrometheusExporter | PeriodicExportingMetricReader)[] = [this.prometheus];
-    if (this.otlp !== undefined) {
-      // Both exporters read endpoint, headers, timeout, compression and certificates from the environment.
-      const inner =
-        this.otlp.protocol === 'http/json'
-          ? new OtlpJsonMetricExporter()
-          : new OtlpProtobufMetricExporter();
-      const url = this.otlp.url;
-      const exporter = new ObservedExporter(inner, (result) => {
-        if (result.code === exportSucceeded) {
-          if (this.exportError !== undefined)
-            this.logger?.info({ url }, 'OTLP metrics export recovered');
-          this.exportError = undefined;
-        } else {
-          const message = result.error?.message ?? 'export failed';
-          if (this.exportError === undefined)
-            this.logger?.warn({ url, err: message }, 'OTLP metrics export failing');
-          this.exportError = message;
-        }
-      });
-      readers.push(
-        new PeriodicExportingMetricReader({
-          exporter,
-          exportIntervalMillis: this.otlp.intervalMs,
-          exportTimeoutMillis: this.otlp.timeoutMs,
-          metricProducers: [producer],
-        }),
-      );
-    }
-    this.provider = new MeterProvider({ resource, readers });
-    this.meter = this.provider.getMeter(this.scope.name, this.scope.version);
+    const producer: MetricProducer = {
+      collect: async () => this.collectPaths(this.pipeline.resource),
+    };
+    this.pipeline = new MetricsPipeline({
+      serviceName: 'faultline-agent',
+      serviceVersion: options.serviceVersion,
+      resource: {
+        'host.name': options.hostName ?? hostname(),
+        'faultline.agent': options.agentName,
+        ...labelAttrs,
+      },
+      otlpProducers: [producer],
+      ...(options.logger === undefined ? {} : { logger: options.logger }),
+    });
+    this.otlp = this.pipeline.otlp;
+    this.meter = this.pipeline.meter;
+    this.pipeline.exports?.instrument(this.meter, this.agentAttrs);
 
     const probes = this.meter.createObservableCounter('faultline.agent.probes', {
       unit: '{probe}',
@@ -1048,7 +745,7 @@ export class AgentTelemetry {
    * does not hold up the probes due meanwhile.
    */
   async renderPrometheus(): Promise<string> {
-    const { resourceMetrics, errors } = await this.prometheus.collect();
+    const { resourceMetrics, errors } = await this.pipeline.collectPrometheus();
     if (errors.length > 0)
       this.logger?.debug({ errors: errors.map(String) }, 'metric collection errors');
     const head = this.text.render(resourceMetrics);
@@ -1096,13 +793,16 @@ export class AgentTelemetry {
     let outcome: TelemetryShutdown;
     try {
       const done = await Promise.race([
-        this.provider.shutdown({ timeoutMillis: timeoutMs }).then(() => 'done' as const),
+        this.pipeline.shutdown(timeoutMs).then(() => 'done' as const),
         timedOut,
       ]);
       if (done === 'timeout')
         outcome = { ok: false, error: `telemetry did not shut down within ${timeoutMs} ms` };
-      else if (this.exportError !== undefined)
-        outcome = { ok: false, error: `final OTLP export failed: ${this.exportError}` };
+      else if (this.pipeline.exports?.lastError !== undefined)
+        outcome = {
+          ok: false,
+          error: `final OTLP export failed: ${this.pipeline.exports.lastError}`,
+        };
       else outcome = { ok: true };
     } catch (err) {
       outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };

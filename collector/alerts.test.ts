@@ -14,6 +14,7 @@ import {
 import type { AlertContext } from './alerts.js';
 import type { AlertsConfig } from './config.js';
 import type { AlertBatch, AlertNotice, DeliveryTarget, SendOutcome } from './sinks/types.js';
+import { meterText } from '../test/helpers/meter-text.js';
 
 const tempDirs: string[] = [];
 afterAll(() => {
@@ -400,7 +401,9 @@ describe('flap control (injected clock)', () => {
       ctx,
     );
     await engine.idle();
-    const text = engine.metricsText();
+    const metrics = meterText();
+    engine.instrument(metrics.meter);
+    const text = await metrics.render();
     expect(text).toContain('faultline_alerts_firing 2\n');
     expect(text).toContain('faultline_alerts_pending 1\n');
     expect(text).toContain('# TYPE faultline_alerts_sent_total counter');

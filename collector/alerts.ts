@@ -1,3 +1,4 @@
+import type { Meter, ObservableCounter, ObservableGauge } from '@opentelemetry/api';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -454,24 +455,32 @@ export class AlertEngine {
     return rows;
   }
 
-  /** {@link metrics} in the Prometheus text format, for the collector's /metrics. */
-  metricsText(): string {
-    const lines: string[] = [];
-    let family = '';
+  /**
+   * Adds {@link metrics} to `meter` as instruments: `faultline_alerts_sent_total` is the
+   * counter `faultline.alerts.sent`, `faultline_alerts_firing` the gauge `faultline.alerts.firing`.
+   */
+  instrument(meter: Meter): void {
+    const instruments = new Map<string, ObservableCounter | ObservableGauge>();
     for (const m of this.metrics()) {
-      if (m.name !== family) {
-        family = m.name;
-        lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
-      }
-      const labels = Object.entries(m.labels)
-        .map(
-          ([k, v]) =>
-            `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`,
-        )
-        .join(',');
-      lines.push(`${m.name}${labels === '' ? '' : `{${labels}}`} ${m.value}`);
+      if (instruments.has(m.name)) continue;
+      const name = m.name.replace(/_total$/, '').replace(/^faultline_alerts_/, 'faultline.alerts.');
+      const opts = { unit: '', description: m.help };
+      instruments.set(
+        m.name,
+        m.type === 'counter'
+          ? meter.createObservableCounter(name, opts)
+          : meter.createObservableGauge(name, opts),
+      );
     }
-    return lines.join('\n') + '\n';
+    meter.addBatchObservableCallback(
+      (o) => {
+        for (const m of this.metrics()) {
+          const instrument = instruments.get(m.name);
+          if (instrument !== undefined) o.observe(instrument, m.value, m.labels);
+        }
+      },
+      [...instruments.values()],
+    );
   }
 
   /** Resolves once nothing is queued or in flight (tests). */

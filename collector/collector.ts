@@ -23,6 +23,7 @@ import { whereCollectorStands } from './observer.js';
 import { LocaliserThread } from './localise/thread.js';
 import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
 import { Ingest } from './ingest.js';
+import { CollectorTelemetry } from './telemetry.js';
 import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
 import { PathMatrix, type AppliedBatch, type SettleSignal, type Transition } from './paths.js';
@@ -217,6 +218,8 @@ export class Collector implements CollectorCore {
   readonly incidentTracker: IncidentTracker;
   /** Alerts to Alertmanager and webhooks, kept in step with the diagnosis. */
   readonly alerting: AlertEngine;
+  /** The collector's own metrics: /metrics and the OTLP push. */
+  readonly telemetry: CollectorTelemetry;
   private readonly roles: Readonly<Record<string, string>>;
   private api: FastifyInstance | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -245,6 +248,11 @@ export class Collector implements CollectorCore {
     for (const note of tightenModes(config.dataDir, 'data directory')) {
       log.warn({ path: note.path, errorCode: note.errorCode }, note.message);
     }
+    // Before the store opens: a bad OTEL_* environment (gRPC) stops the start with nothing to close.
+    this.telemetry = new CollectorTelemetry({
+      serviceVersion: process.env.npm_package_version ?? '0.1.0',
+      logger: log,
+    });
     this.store = Store.open(config.dataDir, {
       releaseAfterMs: config.identity.releaseAfterMs,
       maxSeqGap: config.identity.maxSeqGap,
@@ -377,6 +385,17 @@ export class Collector implements CollectorCore {
       journal: this.store,
       log,
     });
+    const meter = this.telemetry.meter;
+    this.diagnoser.instrument(meter);
+    this.ingestor.instrument(meter);
+    this.alerting.instrument(meter);
+    this.telemetry.observe({
+      forEachPath: (visit) => this.matrix.forEachPath(visit),
+      agents: () => this.matrix.agents(),
+      diagnosis: () => this.diagnoser.current(),
+      alerts: () => this.alerting.alerts(),
+      openIncident: () => this.incidentTracker.current(),
+    });
     // After the incident record: an alert links to the incident it belongs to.
     this.diagnoser.onChange(({ current }) =>
       this.alerting.update(current, Date.now(), this.alertContext()),
@@ -416,7 +435,10 @@ export class Collector implements CollectorCore {
     try {
       const u = this.incidentTracker.update(d);
       this.incidentPending = false;
-      if (u !== undefined) this.log.info({ incident: u.incidentId, event: u.type }, 'incident');
+      if (u !== undefined) {
+        this.telemetry.recordIncidentEvent(u.type);
+        this.log.info({ incident: u.incidentId, event: u.type }, 'incident');
+      }
     } catch (err) {
       this.incidentPending = true;
       this.log.error({ err }, 'could not record the diagnosis in the incident record');
@@ -643,9 +665,9 @@ export class Collector implements CollectorCore {
     return this.ingestor.overloaded();
   }
 
-  /** The collector's own metrics (Prometheus text) for GET /metrics. */
-  metricsText(): string {
-    return this.diagnoser.metricsText() + this.ingestor.metricsText() + this.alerting.metricsText();
+  /** The collector's own metrics (Prometheus text) for GET /metrics (collector/telemetry.ts). */
+  metricsText(): Promise<string> {
+    return this.telemetry.renderPrometheus();
   }
 
   health(): { ok: boolean; agents: number; paths: number; detail?: string } {
@@ -673,6 +695,9 @@ export class Collector implements CollectorCore {
     }
     // Before the store closes: pending deliveries are journalled in it.
     await this.alerting.close();
+    // The final OTLP push, while the matrix is still there to read.
+    const pushed = await this.telemetry.shutdown();
+    if (!pushed.ok) this.log.warn({ err: pushed.error }, 'telemetry shutdown incomplete');
     try {
       this.ingestor.close();
     } catch (err) {

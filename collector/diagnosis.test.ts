@@ -21,6 +21,7 @@ import {
   type DiagnosisChange,
 } from './diagnosis.js';
 import { localise, type LocaliseInput } from './localise/localise.js';
+import { meterText } from '../test/helpers/meter-text.js';
 
 const silentLog = pino({ level: 'silent' });
 
@@ -272,9 +273,11 @@ describe('DiagnosisEngine', () => {
     expect(f.calls).toHaveLength(0);
   });
 
-  it('metricsText: healthy, every kind (0 when absent), ruled out, counters and the compute histogram', async () => {
+  it('metrics: healthy, every kind (0 when absent), ruled out, counters and the compute histogram', async () => {
     const f = make();
-    const empty = f.engine.metricsText();
+    const metrics = meterText();
+    f.engine.instrument(metrics.meter);
+    const empty = await metrics.render();
     expect(sumMetric(empty, 'faultline_diagnosis_healthy', {})).toBe(1);
     for (const kind of faultKinds) {
       expect(empty).toContain(`faultline_diagnosis_hypotheses{kind="${kind}"} 0\n`);
@@ -282,7 +285,7 @@ describe('DiagnosisEngine', () => {
     f.set(faulty);
     f.engine.invalidate('batch');
     await f.engine.idle();
-    const text = f.engine.metricsText();
+    const text = await metrics.render();
     expect(sumMetric(text, 'faultline_diagnosis_healthy', {})).toBe(0);
     expect(sumMetric(text, 'faultline_diagnosis_hypotheses', { kind: 'service_down' })).toBe(1);
     expect(sumMetric(text, 'faultline_diagnosis_hypotheses', {})).toBe(1);

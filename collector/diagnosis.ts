@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import type { Histogram, Meter, ObservableCounter, ObservableGauge } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { faultKinds, type Diagnosis, type FaultKind } from '../wire/diagnosis.js';
 import type { ComponentConfig } from './config.js';
@@ -152,9 +153,8 @@ export class DiagnosisEngine {
   private changes = 0;
   private failures = 0;
   private lastComputeSeconds = 0;
-  /** Per-bucket (not cumulative) counts; the last one is +Inf. */
-  private readonly bucketCounts = new Array<number>(diagnosisComputeBucketsS.length + 1).fill(0);
-  private computeSumSeconds = 0;
+  /** Set by `instrument`: every localisation's duration from then on. */
+  private computeHistogram: Histogram | undefined;
 
   constructor(opts: DiagnosisEngineOptions) {
     this.opts = opts;
@@ -222,82 +222,67 @@ export class DiagnosisEngine {
   }
 
   /**
-   * The `faultline.diagnosis.*` family in the Prometheus text format (OTel name → exposed
-   * name): `faultline.diagnosis.healthy` (0/1), `faultline.diagnosis.settling` (0/1),
-   * `faultline.diagnosis.hypotheses{kind}` (every
-   * kind, 0 when absent), `faultline.diagnosis.ruled_out{verdict}`,
-   * `faultline.diagnosis.computations`, `.changes`, `.failures` (counters, `_total`), and
-   * `faultline.diagnosis.compute` (unit s, histogram → `faultline_diagnosis_compute_seconds`).
+   * Adds the `faultline.diagnosis.*` instruments to `meter` (exposed to Prometheus as
+   * `faultline_diagnosis_*`): `healthy` (0/1), `settling` (0/1), `hypotheses{kind}` (every
+   * kind, 0 when absent), `ruled_out{verdict}`, the counters `computations`, `changes`,
+   * `failures`, and the `compute` histogram (unit s → `faultline_diagnosis_compute_seconds`)
+   * of the localisations from now on. Per hypothesis and component: collector/telemetry.ts.
    */
-  metricsText(): string {
-    const d = this.doc;
-    const byKind = new Map<FaultKind, number>(faultKinds.map((k) => [k, 0]));
-    for (const h of d.hypotheses) byKind.set(h.kind, (byKind.get(h.kind) ?? 0) + 1);
-    const ruledOut = d.ruledOut.filter((r) => r.canBeRuledOut).length;
-    const lines: string[] = [];
-    const family = (name: string, type: string, help: string): void => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  instrument(meter: Meter): void {
+    this.computeHistogram = meter.createHistogram('faultline.diagnosis.compute', {
+      unit: 's',
+      description: 'Time one localisation takes.',
+      advice: { explicitBucketBoundaries: [...diagnosisComputeBucketsS] },
+    });
+    const gauge = (name: string, description: string): ObservableGauge =>
+      meter.createObservableGauge(name, { unit: '', description });
+    const counter = (name: string, description: string): ObservableCounter =>
+      meter.createObservableCounter(name, { unit: '', description });
+    const i = {
+      healthy: gauge(
+        'faultline.diagnosis.healthy',
+        '1 when the diagnosis finds nothing wrong, else 0.',
+      ),
+      settling: gauge(
+        'faultline.diagnosis.settling',
+        '1 while the diagnosis is settling (a fault still arriving; alerts for new hypotheses wait), else 0.',
+      ),
+      hypotheses: gauge(
+        'faultline.diagnosis.hypotheses',
+        'Hypotheses in the current diagnosis, by fault kind.',
+      ),
+      ruledOut: gauge(
+        'faultline.diagnosis.ruled_out',
+        'Components in the ruled-out list: ruled out with evidence, or that cannot be ruled out.',
+      ),
+      computations: counter(
+        'faultline.diagnosis.computations',
+        'Localisations run since the collector started.',
+      ),
+      changes: counter(
+        'faultline.diagnosis.changes',
+        'Localisations that changed the diagnosis document.',
+      ),
+      failures: counter(
+        'faultline.diagnosis.failures',
+        'Localisations that failed (the previous diagnosis stayed current).',
+      ),
     };
-    family(
-      'faultline_diagnosis_healthy',
-      'gauge',
-      '1 when the diagnosis finds nothing wrong, else 0.',
-    );
-    lines.push(`faultline_diagnosis_healthy ${d.healthy ? 1 : 0}`);
-    family(
-      'faultline_diagnosis_settling',
-      'gauge',
-      '1 while the diagnosis is settling (a fault still arriving; alerts for new hypotheses wait), else 0.',
-    );
-    lines.push(`faultline_diagnosis_settling ${d.settling === true ? 1 : 0}`);
-    family(
-      'faultline_diagnosis_hypotheses',
-      'gauge',
-      'Hypotheses in the current diagnosis, by fault kind.',
-    );
-    for (const [kind, n] of byKind)
-      lines.push(`faultline_diagnosis_hypotheses{kind="${kind}"} ${n}`);
-    family(
-      'faultline_diagnosis_ruled_out',
-      'gauge',
-      'Components in the ruled-out list: ruled out with evidence, or that cannot be ruled out.',
-    );
-    lines.push(
-      `faultline_diagnosis_ruled_out{verdict="ruled_out"} ${ruledOut}`,
-      `faultline_diagnosis_ruled_out{verdict="cannot_be_ruled_out"} ${d.ruledOut.length - ruledOut}`,
-    );
-    family(
-      'faultline_diagnosis_computations_total',
-      'counter',
-      'Localisations run since the collector started.',
-    );
-    lines.push(`faultline_diagnosis_computations_total ${this.computations}`);
-    family(
-      'faultline_diagnosis_changes_total',
-      'counter',
-      'Localisations that changed the diagnosis document.',
-    );
-    lines.push(`faultline_diagnosis_changes_total ${this.changes}`);
-    family(
-      'faultline_diagnosis_failures_total',
-      'counter',
-      'Localisations that failed (the previous diagnosis stayed current).',
-    );
-    lines.push(`faultline_diagnosis_failures_total ${this.failures}`);
-    family('faultline_diagnosis_compute_seconds', 'histogram', 'Time one localisation takes.');
-    let cumulative = 0;
-    for (const [i, n] of this.bucketCounts.entries()) {
-      cumulative += n;
-      const le = diagnosisComputeBucketsS[i];
-      lines.push(
-        `faultline_diagnosis_compute_seconds_bucket{le="${le === undefined ? '+Inf' : String(le)}"} ${cumulative}`,
-      );
-    }
-    lines.push(
-      `faultline_diagnosis_compute_seconds_sum ${this.computeSumSeconds}`,
-      `faultline_diagnosis_compute_seconds_count ${this.computations}`,
-    );
-    return lines.join('\n') + '\n';
+    const kindAttrs = new Map(faultKinds.map((kind) => [kind, { kind }]));
+    meter.addBatchObservableCallback((o) => {
+      const d = this.doc;
+      const byKind = new Map<FaultKind, number>(faultKinds.map((k) => [k, 0]));
+      for (const h of d.hypotheses) byKind.set(h.kind, (byKind.get(h.kind) ?? 0) + 1);
+      const ruledOut = d.ruledOut.filter((r) => r.canBeRuledOut).length;
+      o.observe(i.healthy, d.healthy ? 1 : 0);
+      o.observe(i.settling, d.settling === true ? 1 : 0);
+      for (const [kind, n] of byKind) o.observe(i.hypotheses, n, kindAttrs.get(kind));
+      o.observe(i.ruledOut, ruledOut, { verdict: 'ruled_out' });
+      o.observe(i.ruledOut, d.ruledOut.length - ruledOut, { verdict: 'cannot_be_ruled_out' });
+      o.observe(i.computations, this.computations);
+      o.observe(i.changes, this.changes);
+      o.observe(i.failures, this.failures);
+    }, Object.values(i));
   }
 
   /** Cancels anything scheduled and stops taking invalidations; idle waiters resolve. */
@@ -421,10 +406,7 @@ export class DiagnosisEngine {
   private record(seconds: number): void {
     this.computations++;
     this.lastComputeSeconds = seconds;
-    this.computeSumSeconds += seconds;
-    let i = diagnosisComputeBucketsS.findIndex((b) => seconds <= b);
-    if (i < 0) i = diagnosisComputeBucketsS.length;
-    this.bucketCounts[i] = (this.bucketCounts[i] ?? 0) + 1;
+    this.computeHistogram?.record(seconds);
   }
 
   private adopt(computed: Diagnosis, reasons: readonly string[]): void {

@@ -1,3 +1,4 @@
+import type { Meter } from '@opentelemetry/api';
 import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/promises';
 import type { ReportBatch } from '../wire/report.js';
@@ -235,32 +236,53 @@ export class Ingest {
     };
   }
 
-  /** Ingest's own metrics (Prometheus text): what backpressure decides on, and the outcomes. */
-  metricsText(): string {
-    const l = this.load();
-    return [
-      '# HELP faultline_ingest_busy_ratio Busy share of wall time (event loop or ingest, EWMA over 1 s windows); above the limit reports are refused with 503.',
-      '# TYPE faultline_ingest_busy_ratio gauge',
-      `faultline_ingest_busy_ratio ${l.busyRatio}`,
-      '# HELP faultline_ingest_busy_ratio_limit The busy share above which every report is refused (from faultline_ingest_busy_ratio_admit_all_below on, a growing share is).',
-      '# TYPE faultline_ingest_busy_ratio_limit gauge',
-      `faultline_ingest_busy_ratio_limit ${this.options.maxBusyRatio}`,
-      '# HELP faultline_ingest_busy_ratio_admit_all_below The busy share below which every report is taken.',
-      '# TYPE faultline_ingest_busy_ratio_admit_all_below gauge',
-      `faultline_ingest_busy_ratio_admit_all_below ${this.options.admitAllBelow}`,
-      '# HELP faultline_ingest_batch_seconds Mean time to store and apply one report batch (EWMA).',
-      '# TYPE faultline_ingest_batch_seconds gauge',
-      `faultline_ingest_batch_seconds ${l.batchMs / 1000}`,
-      '# HELP faultline_ingest_batches_total Report batches by outcome.',
-      '# TYPE faultline_ingest_batches_total counter',
-      `faultline_ingest_batches_total{outcome="accepted"} ${l.accepted}`,
-      `faultline_ingest_batches_total{outcome="duplicate"} ${l.duplicates}`,
-      `faultline_ingest_batches_total{outcome="refused"} ${l.refused}`,
-      '# HELP faultline_ingest_overloaded_total Report requests answered 503 because the collector was overloaded.',
-      '# TYPE faultline_ingest_overloaded_total counter',
-      `faultline_ingest_overloaded_total ${this.overloadRefusals}`,
-      '',
-    ].join('\n');
+  /**
+   * Adds ingest's instruments to `meter`: what backpressure decides on (exposed as
+   * `faultline_ingest_busy_ratio`, `_busy_ratio_limit`, `_busy_ratio_admit_all_below`,
+   * `faultline_ingest_batch_seconds`) and the outcomes (`faultline_ingest_batches_total{outcome}`,
+   * `faultline_ingest_overloaded_total`).
+   */
+  instrument(meter: Meter): void {
+    const i = {
+      busy: meter.createObservableGauge('faultline.ingest.busy_ratio', {
+        unit: '1',
+        description:
+          'Busy share of wall time (event loop or ingest, EWMA over 1 s windows); above the limit reports are refused with 503.',
+      }),
+      // Unit-less rather than 1: a unit-1 gauge gets `_ratio` appended in Prometheus.
+      limit: meter.createObservableGauge('faultline.ingest.busy_ratio_limit', {
+        unit: '',
+        description:
+          'The busy share above which every report is refused (from faultline_ingest_busy_ratio_admit_all_below on, a growing share is).',
+      }),
+      admitAll: meter.createObservableGauge('faultline.ingest.busy_ratio_admit_all_below', {
+        unit: '',
+        description: 'The busy share below which every report is taken.',
+      }),
+      batch: meter.createObservableGauge('faultline.ingest.batch', {
+        unit: 's',
+        description: 'Mean time to store and apply one report batch (EWMA).',
+      }),
+      batches: meter.createObservableCounter('faultline.ingest.batches', {
+        unit: '',
+        description: 'Report batches by outcome.',
+      }),
+      overloaded: meter.createObservableCounter('faultline.ingest.overloaded', {
+        unit: '',
+        description: 'Report requests answered 503 because the collector was overloaded.',
+      }),
+    };
+    meter.addBatchObservableCallback((o) => {
+      const l = this.load();
+      o.observe(i.busy, l.busyRatio);
+      o.observe(i.limit, this.options.maxBusyRatio);
+      o.observe(i.admitAll, this.options.admitAllBelow);
+      o.observe(i.batch, l.batchMs / 1000);
+      o.observe(i.batches, l.accepted, { outcome: 'accepted' });
+      o.observe(i.batches, l.duplicates, { outcome: 'duplicate' });
+      o.observe(i.batches, l.refused, { outcome: 'refused' });
+      o.observe(i.overloaded, this.overloadRefusals);
+    }, Object.values(i));
   }
 
   /** Checkpoints the matrix and closes the store. */

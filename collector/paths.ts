@@ -3,7 +3,7 @@ import { failureClasses } from '../wire/result.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { PathSummary, ReportBatch } from '../wire/report.js';
 import type { StoredAgent, StoredBatch } from './store.js';
-import type { AgentLiveness, PathFilter, PathState } from './types.js';
+import type { AgentLiveness, PathFilter, PathHead, PathState } from './types.js';
 
 /**
  * The live path matrix: per (agent, plan target) a debounced state, a sliding window of the
@@ -700,6 +700,15 @@ export class PathMatrix {
       if (m !== undefined) pick(m);
     } else for (const m of this.byAgent.values()) pick(m);
     return out;
+  }
+
+  /**
+   * Visits every path's identity and debounced state, without the window figures `paths()`
+   * computes for each: what metrics read at every scrape, cheap at 200k paths. `visit` must
+   * not keep the object it is given (it is the matrix's own, and changes).
+   */
+  forEachPath(visit: (p: PathHead) => void): void {
+    for (const m of this.byAgent.values()) for (const p of m.values()) visit(p);
   }
 
   /** One path, or undefined. */

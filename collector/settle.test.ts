@@ -3,6 +3,7 @@ import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
 import { DiagnosisEngine, type DiagnosisChange } from './diagnosis.js';
 import type { SettleSignal } from './paths.js';
 import { Settler } from './settle.js';
+import { meterText } from '../test/helpers/meter-text.js';
 
 function hypothesis(kind: Hypothesis['kind'], components: string[]): Hypothesis {
   return {
@@ -216,7 +217,9 @@ describe('DiagnosisEngine with a settler', () => {
       settlingSinceMs: 100_000,
       hypotheses: [{ kind: 'path_blocked' }],
     });
-    expect(f.engine.metricsText()).toContain('faultline_diagnosis_settling 1\n');
+    const metrics = meterText();
+    f.engine.instrument(metrics.meter);
+    expect(await metrics.render()).toContain('faultline_diagnosis_settling 1\n');
     // The other agents' confirmations arrive: the cause changes while still settling.
     await vi.advanceTimersByTimeAsync(300);
     f.settler.take([sig('close', 'app-2', 'db-1'), sig('change', 'app-2', 'db-1')], Date.now());
@@ -238,7 +241,7 @@ describe('DiagnosisEngine with a settler', () => {
     expect(f.engine.current().settlingSinceMs).toBeUndefined();
     expect(f.changes.length).toBe(before + 1);
     expect(f.changes.at(-1)?.reasons).toEqual(['settled']);
-    expect(f.engine.metricsText()).toContain('faultline_diagnosis_settling 0\n');
+    expect(await metrics.render()).toContain('faultline_diagnosis_settling 0\n');
     f.engine.close();
   });
 

@@ -63,6 +63,19 @@ export interface PathState {
   readonly lastSeenMs: number;
 }
 
+/** A path's identity and debounced state: the part of {@link PathState} metrics read. */
+export interface PathHead {
+  readonly agent: string;
+  readonly target: string;
+  readonly component: string;
+  readonly service: string | undefined;
+  readonly kind: string;
+  readonly state: PathState['state'];
+  readonly lastClass: FailureClass;
+  /** When the current state began (epoch ms). */
+  readonly sinceMs: number;
+}
+
 /** Liveness of one agent from its heartbeats (every report batch is one). */
 export interface AgentLiveness {
   readonly agentId: string;

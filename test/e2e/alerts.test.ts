@@ -22,6 +22,7 @@ import { pollUntil } from '../helpers/poll-until.js';
 import { dbCollectorYaml, dbPeriod, postReport } from '../helpers/report-batches.js';
 import type { ReportBatch } from '../../wire/report.js';
 import { freePort } from '../helpers/server-process.js';
+import { meterText } from '../helpers/meter-text.js';
 
 /**
  * The alert engine against a real Alertmanager (Debian's) and real local webhook receivers:
@@ -409,7 +410,9 @@ describe.skipIf(!canRunAlertmanager)('alerts into a real Alertmanager', () => {
       expect(hung.received).toHaveLength(3);
       expect(stat('down')).toMatchObject({ sent: 0, failed: 3, retries: 2, deadLetters: 1 });
       expect(stat('alertmanager')).toMatchObject({ failed: 0, deadLetters: 0 });
-      const text = e.metricsText();
+      const metrics = meterText();
+      e.instrument(metrics.meter);
+      const text = await metrics.render();
       expect(text).toContain('faultline_alerts_dead_letters_total{sink="down"} 1');
       expect(text).toContain('faultline_alerts_failed_total{sink="hung"} 3');
       expect(text).toContain('faultline_alerts_firing 1');
