@@ -112,6 +112,19 @@ describe('http probe on loopback', () => {
     });
   });
 
+  it('contentLength is the declared Content-Length, -1 for a chunked body (as blackbox_exporter reports it)', async () => {
+    const port = await serve((req, res) => {
+      if (req.url === '/chunked') {
+        res.write('a');
+        res.end('b');
+      } else res.end('hello');
+    });
+    const fixed = await probe(`http://127.0.0.1:${port}/`);
+    expect(fixed.detail).toMatchObject({ contentLength: 5, bodyBytes: 5 });
+    const chunked = await probe(`http://127.0.0.1:${port}/chunked`);
+    expect(chunked.detail).toMatchObject({ contentLength: -1, bodyBytes: 2 });
+  });
+
   it('sends the method, path, headers and body it is given', async () => {
     let seen: { method?: string; url?: string; auth?: string; body: string } = { body: '' };
     const port = await serve((req, res) => {

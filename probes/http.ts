@@ -487,6 +487,10 @@ export const http: ProbeDefinition<HttpOptions> = {
         detail.status = res.status;
         detail.httpVersion = res.httpVersion;
         detail.bodyBytes = res.body.length;
+        // As the server declared it (-1 when it did not: chunked, or read to the close).
+        const length = headerText(res.headers, 'content-length');
+        detail.contentLength =
+          length !== undefined && /^\d{1,15}$/.test(length) ? Number(length) : -1;
         if (res.truncated) detail.truncated = true;
         const location = headerText(res.headers, 'location');
         if (redirectStatuses.has(res.status) && location !== undefined) {
