@@ -92,6 +92,7 @@ export class Agent {
         agentName: config.agent.name,
         agentLabels: config.agent.labels,
         serviceVersion: process.env.npm_package_version ?? '0.1.0',
+        probeInstance: config.metrics.probeInstance,
       });
     this.scheduler = new Scheduler({
       maxInFlight: config.defaults.maxInFlight,
