@@ -184,8 +184,24 @@ describe('Prometheus exposition', () => {
       }),
       plain,
     );
+    const banner: TelemetryTarget = { labels: {} };
+    const bannerLabels = 'agent="a1",target="banner",kind="tcp",address="banner.example"';
+    t.recordResult(
+      result({
+        target: 'banner',
+        kind: 'tcp',
+        class: 'protocol_error',
+        timings: { totalMs: 3 },
+        error: { code: 'FL_PEER_CLOSED', message: 'closed' },
+        detail: { ip: '10.0.0.3', received: 'hello.' },
+      }),
+      banner,
+    );
     const lines = samples(await t.renderPrometheus());
     for (const line of [
+      `probe_failed_due_to_regex{${bannerLabels}} 1`,
+      `probe_failed_due_to_regex{${dbBb}} 0`,
+      `probe_dns_query_succeeded{${dnsLabels}} 1`,
       `probe_http_ssl{${webBb}} 1`,
       `probe_http_version{${webBb}} 1.1`,
       `probe_http_content_length{${webBb}} 2`,

@@ -302,6 +302,11 @@ const m = {
     '',
     'Always 1; its version label is the TLS version used (blackbox_exporter compatible).',
   ),
+  bbDnsQuerySucceeded: descriptor(
+    'probe_dns_query_succeeded',
+    '',
+    'Displays whether or not the query was executed successfully (blackbox_exporter compatible).',
+  ),
   bbDnsAnswerRrs: descriptor(
     'probe_dns_answer_rrs',
     '',
@@ -522,7 +527,13 @@ function visitPath(p: PathState, sink: SeriesSink): void {
     sink.gauge(m.bbIcmpDuration, (t.dnsMs ?? 0) / 1000, bbWith1(p, 'phase', 'resolve'));
     sink.gauge(m.bbIcmpDuration, (t.rttMs ?? 0) / 1000, bbWith1(p, 'phase', 'rtt'));
   } else if (r.kind === 'dns') {
+    // Any response, NXDOMAIN and SERVFAIL included, is a query that succeeded.
+    sink.gauge(m.bbDnsQuerySucceeded, typeof d?.rcode === 'string' ? 1 : 0, bb);
     sink.gauge(m.bbDnsAnswerRrs, Array.isArray(d?.answers) ? d.answers.length : 0, bb);
+  } else if (r.kind === 'tcp') {
+    // An answer came and `expect` never matched it (blackbox: query_response's expect).
+    const unmatched = r.class === 'protocol_error' && typeof d?.received === 'string';
+    sink.gauge(m.bbFailedDueToRegex, unmatched && d.received !== '' ? 1 : 0, bb);
   }
 }
 
