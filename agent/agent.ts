@@ -145,6 +145,7 @@ export class Agent {
       }
     }
     this.config = config;
+    this.telemetry.setProbeInstance(config.metrics.probeInstance);
     this.prepareKinds(config);
     this.scheduler.setJobs(this.jobs(config));
     this.log.info({ targets: config.targets.length }, 'configuration reloaded');

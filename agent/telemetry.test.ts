@@ -249,6 +249,11 @@ describe('Prometheus exposition', () => {
     );
     expect(lines.filter((l) => l.includes('db.example'))).toEqual([]);
     expect(lines.filter((l) => l.startsWith('faultline_') && l.includes('instance='))).toEqual([]);
+    // A reload back to "scrape": the instance label goes, the address stays.
+    t.setProbeInstance('scrape');
+    const after = samples(await t.renderPrometheus());
+    expect(after).toContain(`probe_success{${webBb}} 1`);
+    expect(after.filter((l) => l.includes('instance='))).toEqual([]);
   });
 
   it('an mtu path is an ICMP echo too: per-reply RTTs, loss and the blackbox icmp alias; its failure class', async () => {

@@ -877,7 +877,7 @@ export class AgentTelemetry {
   readonly meter: Meter;
 
   private readonly agentName: string;
-  private readonly probeInstance: ProbeInstance;
+  private probeInstance: ProbeInstance;
   private readonly scope: { readonly name: string; readonly version: string };
   private readonly logger: Logger | undefined;
   private readonly provider: MeterProvider;
@@ -1119,6 +1119,18 @@ export class AgentTelemetry {
             (p.icmpRtt ??= new Hist(probeDurationBucketsS)).record(v / 1000);
       } else if (t.rttMs !== undefined) {
         (p.icmpRtt ??= new Hist(probeDurationBucketsS)).record(t.rttMs / 1000);
+      }
+    }
+  }
+
+  /** Changes the `instance` of the probe_* series (a reloaded config); series follow at once. */
+  setProbeInstance(mode: ProbeInstance): void {
+    if (mode === this.probeInstance) return;
+    this.probeInstance = mode;
+    for (const byKind of this.paths.values()) {
+      for (const p of byKind.values()) {
+        p.bb = bbAttributes(p.base, p.address, mode);
+        p.bbDerived = new Map();
       }
     }
   }
