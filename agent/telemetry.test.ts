@@ -166,6 +166,18 @@ describe('Prometheus exposition', () => {
       }),
       db,
     );
+    // The system's resolver, a bare IPv6 address, and no answer at all.
+    const dns6Labels = 'agent="a1",target="ns6",kind="dns",zone="b",address="ns6.example"';
+    t.recordResult(
+      result({
+        target: 'ns6',
+        kind: 'dns',
+        class: 'dns_timeout',
+        timings: { dnsMs: 900, totalMs: 900 },
+        detail: { servers: ['2001:db8::53'] },
+      }),
+      db,
+    );
     const plain: TelemetryTarget = { labels: {} };
     const plainLabels = 'agent="a1",target="plain",kind="http",address="plain.example"';
     t.recordResult(
@@ -220,6 +232,9 @@ describe('Prometheus exposition', () => {
       `probe_ip_protocol{${gwBb}} 0`,
       `probe_dns_answer_rrs{${dnsLabels}} 2`,
       `probe_ip_protocol{${dnsLabels}} 4`,
+      `probe_ip_protocol{${dns6Labels}} 6`,
+      `probe_dns_query_succeeded{${dns6Labels}} 0`,
+      `probe_dns_answer_rrs{${dns6Labels}} 0`,
     ])
       expect(lines).toContain(line);
     // No TLS, no TLS version; one series per path.

@@ -412,10 +412,11 @@ function resultIp(r: ProbeResult): unknown {
   if (r.kind !== 'dns') return d.ip;
   const server = Array.isArray(d.servers) ? (d.servers[0] as unknown) : undefined;
   if (typeof server !== 'string') return undefined;
-  // c-ares lists "ip", "ip:port" or "[v6]:port".
+  // c-ares lists "ip" (v4 or v6), "v4:port" or "[v6]:port".
+  if (isIP(server) !== 0) return server;
   return server.startsWith('[')
     ? server.slice(1, server.indexOf(']'))
-    : server.split(/:(?=\d+$)/)[0];
+    : server.slice(0, server.lastIndexOf(':'));
 }
 
 /** node's TLS protocol name (`TLSv1.3`) as Go's, which blackbox_exporter reports (`TLS 1.3`). */
