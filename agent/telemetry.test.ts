@@ -243,6 +243,21 @@ describe('Prometheus exposition', () => {
     expect(lines.filter((l) => l.startsWith('faultline_') && l.includes('address='))).toEqual([]);
   });
 
+  it('probe_ssl_earliest_cert_expiry is the chain’s earliest expiry when an intermediate expires first', async () => {
+    const t = telemetry();
+    const chainValidTo = '2029-01-02T03:04:05.000Z';
+    t.recordResult(
+      {
+        ...webOk,
+        detail: { ...webOk.detail, certificate: { validTo: certValidTo, chainValidTo } },
+      },
+      web,
+    );
+    expect(valueOf(await t.renderPrometheus(), `probe_ssl_earliest_cert_expiry{${webBb}}`)).toBe(
+      Date.parse(chainValidTo) / 1000,
+    );
+  });
+
   it('probeInstance "address": the probe_* series carry instance = the target address, the faultline_* series none', async () => {
     const t = new AgentTelemetry({
       agentName: 'a1',

@@ -445,19 +445,28 @@ function msToHrTime(ms: number): HrTime {
   return [s, Math.round((ms - s * 1000) * 1e6)];
 }
 
-/** Unix seconds of a certificate's `validTo` (a date string, or epoch ms/s), if readable. */
+/** Epoch ms of a date string, or of epoch ms/s; NaN when unreadable. */
+function epochMs(v: unknown): number {
+  return typeof v === 'string'
+    ? Date.parse(v)
+    : typeof v === 'number'
+      ? v > 1e11
+        ? v
+        : v * 1000
+      : NaN;
+}
+
+/**
+ * Unix seconds of the certificate's earliest expiry: its chain's (`chainValidTo`) when
+ * earlier than the leaf's `validTo`, as blackbox_exporter reads it; undefined if unreadable.
+ */
 function certExpiryS(detail: Record<string, unknown> | undefined): number | undefined {
   const cert = detail?.certificate;
   if (cert === null || typeof cert !== 'object') return undefined;
-  const validTo = (cert as Record<string, unknown>).validTo;
-  const ms =
-    typeof validTo === 'string'
-      ? Date.parse(validTo)
-      : typeof validTo === 'number'
-        ? validTo > 1e11
-          ? validTo
-          : validTo * 1000
-        : NaN;
+  const c = cert as Record<string, unknown>;
+  const leaf = epochMs(c.validTo);
+  const chain = epochMs(c.chainValidTo);
+  const ms = Number.isFinite(chain) && !(chain >= leaf) ? chain : leaf;
   return Number.isFinite(ms) ? ms / 1000 : undefined;
 }
 

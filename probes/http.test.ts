@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -346,6 +347,25 @@ describe('https probe on loopback', () => {
     });
     expect(cert(r.detail).daysUntilExpiry).toBeGreaterThanOrEqual(29);
     expect(Date.parse(cert(r.detail).validTo as string)).toBeGreaterThan(Date.now());
+  });
+
+  it('chainValidTo: the earliest expiry of the certificates the server sent, not of the local CA', async () => {
+    // The test CA expires in 2 days, the leaf in 30.
+    const leafOnly = await serveTls({ cn: 'localhost', sans: localhost });
+    const trusted = await probe(`https://localhost:${leafOnly}/`, { caFile: pki.ca.certPath });
+    expect(trusted.class).toBe('ok');
+    expect(cert(trusted.detail).chainValidTo).toBe(cert(trusted.detail).validTo);
+
+    const c = await pki.issue({ cn: 'localhost', sans: localhost });
+    const server = createHttpsServer({ key: c.key, cert: c.cert + pki.ca.cert }, (_req, res) =>
+      res.end('secure'),
+    );
+    const withCa = portOf(await listen(track(server)));
+    const r = await probe(`https://localhost:${withCa}/`, { caFile: pki.ca.certPath });
+    expect(r.class).toBe('ok');
+    const caExpiry = new X509Certificate(pki.ca.cert).validTo;
+    expect(cert(r.detail).chainValidTo).toBe(new Date(caExpiry).toISOString());
+    expect(Date.parse(cert(r.detail).validTo as string)).toBeGreaterThan(Date.parse(caExpiry));
   });
 
   it('a self-signed certificate is tls_error; ok with tlsVerify false, certificate still reported', async () => {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import {
   createServer as createHttpServer,
@@ -61,7 +62,7 @@ const notExported = [
   'probe_dns_authority_rrs',
   // Per-phase DNS timings (resolve, connect, request): the dns probe times the query as one.
   'probe_dns_duration_seconds',
-  // The agent reports the leaf certificate; a chain's last expiry and its info are not read.
+  // The verified chain's expiry and details (probe_ssl_earliest_cert_expiry covers what was sent).
   'probe_ssl_last_chain_expiry_timestamp_seconds',
   'probe_ssl_last_chain_info',
   // A hash of the resolved address and the decompressed body length: not read by dashboards.
@@ -84,6 +85,7 @@ describe.runIf(canUseNetns)(
     let dir: string;
     let http: Server;
     let https: Server;
+    let httpsChain: Server;
     let tcp: ReturnType<typeof createNetServer>;
     let tcpHello: ReturnType<typeof createNetServer>;
     let prom: TestPrometheus | undefined;
@@ -110,6 +112,8 @@ describe.runIf(canUseNetns)(
       });
       pki = await TestPki.create();
       const cert = await pki.issue({ cn: 'localhost', sans: ['IP:127.0.0.1'], selfSigned: true });
+      // Signed by the test CA, which expires first (2 days against 30) and is sent along.
+      const chained = await pki.issue({ cn: 'localhost', sans: ['IP:127.0.0.1'] });
 
       const handler = (req: IncomingMessage, res: ServerResponse): void => {
         if (req.url === '/redirect') res.writeHead(302, { location: '/' }).end();
@@ -119,15 +123,20 @@ describe.runIf(canUseNetns)(
       };
       http = createHttpServer(handler);
       https = createHttpsServer({ key: cert.key, cert: cert.cert }, handler);
+      httpsChain = createHttpsServer(
+        { key: chained.key, cert: chained.cert + pki.ca.cert },
+        handler,
+      );
       tcp = createNetServer((s) => s.on('error', () => undefined).end());
       tcpHello = createNetServer((s) => s.on('error', () => undefined).end('hello\n'));
       const listen = (s: Server | ReturnType<typeof createNetServer>): Promise<number> =>
         new Promise((resolve) =>
           s.listen(0, '127.0.0.1', () => resolve((s.address() as AddressInfo).port)),
         );
-      const [httpPort, httpsPort, tcpPort, helloPort, closedPort] = await Promise.all([
+      const [httpPort, httpsPort, chainPort, tcpPort, helloPort, closedPort] = await Promise.all([
         listen(http),
         listen(https),
+        listen(httpsChain),
         listen(tcp),
         listen(tcpHello),
         freePort(),
@@ -154,6 +163,12 @@ describe.runIf(canUseNetns)(
           name: 'web-https',
           kind: 'http',
           address: `https://127.0.0.1:${httpsPort}/`,
+          options: '{ tlsVerify: false }',
+        },
+        {
+          name: 'web-chain',
+          kind: 'http',
+          address: `https://127.0.0.1:${chainPort}/`,
           options: '{ tlsVerify: false }',
         },
         { name: 'db-tcp', kind: 'tcp', address: `127.0.0.1:${tcpPort}` },
@@ -288,9 +303,8 @@ describe.runIf(canUseNetns)(
           }
         }),
       );
-      for (const s of [http, https, tcp, tcpHello]) s?.close();
-      http?.closeAllConnections();
-      https?.closeAllConnections();
+      for (const s of [http, https, httpsChain, tcp, tcpHello]) s?.close();
+      for (const s of [http, https, httpsChain]) s?.closeAllConnections();
       await dns?.stop();
       await net?.destroy();
       await pki?.destroy();
@@ -419,6 +433,13 @@ describe.runIf(canUseNetns)(
       expect(regex?.value[1]).toBe('1');
       const [status] = await one('probe_http_status_code{job="faultline",target="web-404"}');
       expect(status?.value[1]).toBe('404');
+      // The chain's CA expires before its leaf: the earliest expiry is the CA's.
+      const [chainExpiry] = await one(
+        'probe_ssl_earliest_cert_expiry{job="faultline",target="web-chain"}',
+      );
+      expect(Number(chainExpiry?.value[1])).toBe(
+        Date.parse(new X509Certificate(pki.ca.cert).validTo) / 1000,
+      );
       const [answers] = await one('probe_dns_answer_rrs{job="faultline",target="ns-dns"}');
       expect(answers?.value[1]).toBe('2');
       const [unmatched] = await one(
