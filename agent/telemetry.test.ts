@@ -196,6 +196,26 @@ describe('Prometheus exposition', () => {
       }),
       plain,
     );
+    // The certificate refused: no response, so no SSL response (blackbox alike), but its
+    // expiry stays visible (blackbox has none: an expired certificate would go unseen).
+    const refused: TelemetryTarget = { labels: {} };
+    const refusedLabels = 'agent="a1",target="refused",kind="http",address="refused.example"';
+    t.recordResult(
+      result({
+        target: 'refused',
+        kind: 'http',
+        class: 'tls_error',
+        timings: { totalMs: 3 },
+        error: { code: 'CERT_HAS_EXPIRED', message: 'expired' },
+        detail: {
+          ip: '10.0.0.4',
+          redirects: 0,
+          tlsVersion: 'TLSv1.3',
+          certificate: { validTo: certValidTo },
+        },
+      }),
+      refused,
+    );
     const banner: TelemetryTarget = { labels: {} };
     const bannerLabels = 'agent="a1",target="banner",kind="tcp",address="banner.example"';
     t.recordResult(
@@ -212,6 +232,11 @@ describe('Prometheus exposition', () => {
     const lines = samples(await t.renderPrometheus());
     for (const line of [
       `probe_failed_due_to_regex{${bannerLabels}} 1`,
+      `probe_http_ssl{${refusedLabels}} 0`,
+      `probe_http_status_code{${refusedLabels}} 0`,
+      `probe_http_version{${refusedLabels}} 0`,
+      `probe_http_content_length{${refusedLabels}} 0`,
+      `probe_ssl_earliest_cert_expiry{${refusedLabels}} ${Date.UTC(2030, 8, 3, 21, 33, 3) / 1000}`,
       `probe_failed_due_to_regex{${dbBb}} 0`,
       `probe_dns_query_succeeded{${dnsLabels}} 1`,
       `probe_http_ssl{${webBb}} 1`,

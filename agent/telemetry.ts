@@ -513,7 +513,8 @@ function visitPath(p: PathState, sink: SeriesSink): void {
     sink.gauge(m.bbHttpStatus, answered ? status : 0, bb);
     const version = typeof d?.httpVersion === 'string' ? Number(d.httpVersion) : NaN;
     sink.gauge(m.bbHttpVersion, Number.isFinite(version) ? version : 0, bb);
-    const tlsVersion = d?.tlsVersion;
+    // As blackbox_exporter: TLS of a response, not of a handshake whose certificate was refused.
+    const tlsVersion = answered ? d?.tlsVersion : undefined;
     sink.gauge(m.bbHttpSsl, typeof tlsVersion === 'string' ? 1 : 0, bb);
     if (typeof tlsVersion === 'string')
       sink.gauge(m.bbTlsVersion, 1, bbWith1(p, 'version', tlsVersionName(tlsVersion)));
