@@ -477,7 +477,7 @@ describe.runIf(canUseNetns)('Agent: scheduled mtu targets', () => {
     });
     const metrics = await (await fetch(agent.metricsUrl()!)).text();
     const mtuLabels = 'agent="t",target="h-mtu",kind="mtu"';
-    expect(metrics).toContain(`probe_success{${mtuLabels}} 1`);
+    expect(metrics).toContain(`probe_success{${mtuLabels},address="${host.ip}"} 1`);
     expect(metrics).toMatch(
       new RegExp(`faultline_probe_icmp_rtt_seconds_count\\{${mtuLabels}\\} [1-9]`),
     );

@@ -92,6 +92,7 @@ export class Agent {
         agentName: config.agent.name,
         agentLabels: config.agent.labels,
         serviceVersion: process.env.npm_package_version ?? '0.1.0',
+        probeInstance: config.metrics.probeInstance,
       });
     this.scheduler = new Scheduler({
       maxInFlight: config.defaults.maxInFlight,
@@ -144,6 +145,7 @@ export class Agent {
       }
     }
     this.config = config;
+    this.telemetry.setProbeInstance(config.metrics.probeInstance);
     this.prepareKinds(config);
     this.scheduler.setJobs(this.jobs(config));
     this.log.info({ targets: config.targets.length }, 'configuration reloaded');

@@ -101,6 +101,9 @@ const invalid: Record<string, string[]> = {
   'invalid-metrics-listen.yaml': [
     'invalid-metrics-listen.yaml:2:11: metrics.listen: expected a string or false (actual: 9465)',
   ],
+  'invalid-metrics-probe-instance.yaml': [
+    'invalid-metrics-probe-instance.yaml:3:18: metrics.probeInstance: expected one of: scrape, address (actual: "target")',
+  ],
   'invalid-missing-kind.yaml': [
     'invalid-missing-kind.yaml:3:5: targets[0].kind: missing required key "kind"',
   ],
@@ -209,7 +212,7 @@ describe('valid agent configs', () => {
     const cfg = fixture('valid-minimal.yaml');
     expect(cfg).toEqual({
       agent: { name: hostname(), labels: {} },
-      metrics: { listen: '127.0.0.1:9465' },
+      metrics: { listen: '127.0.0.1:9465', probeInstance: 'scrape' },
       defaults: {
         intervalMs: 15_000,
         timeoutMs: 5_000,
@@ -318,6 +321,14 @@ describe('valid agent configs', () => {
     { file: 'valid-metrics-ipv6.yaml', listen: '[::1]:0' },
   ])('metrics.listen in $file → $listen', ({ file, listen }) => {
     expect(fixture(file).metrics.listen).toBe(listen);
+  });
+
+  it('metrics.probeInstance: "scrape" unless the config asks for the target address', () => {
+    expect(fixture('valid-minimal.yaml').metrics.probeInstance).toBe('scrape');
+    expect(fixture('valid-metrics-probe-instance.yaml').metrics).toEqual({
+      listen: '127.0.0.1:9465',
+      probeInstance: 'address',
+    });
   });
 
   it('disables /metrics with an empty listen address too', () => {

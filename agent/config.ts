@@ -27,6 +27,7 @@ import { isProbeKind, probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeKind } from '../probes/registry.js';
 import { parseTarget } from '../probes/target.js';
 import type { Target } from '../probes/types.js';
+import { probeInstanceModes, type ProbeInstance } from './telemetry.js';
 
 /**
  * The agent's YAML configuration (`faultline agent --config agent.yaml`): who the agent is,
@@ -83,6 +84,12 @@ const metricsSchema = z
       .prefault(defaultMetricsListen)
       .describe(
         'Address of the Prometheus /metrics endpoint, host:port (port 0 picks a free one); "" or false disables it.',
+      ),
+    probeInstance: z
+      .enum(probeInstanceModes)
+      .default('scrape')
+      .describe(
+        'The `instance` label of the blackbox-compatible probe_* series: "scrape" (default) leaves it to Prometheus (the agent\'s scrape address); "address" sets it to the target\'s address or URL, as a blackbox_exporter job relabels it — scrape the agent with `honor_labels: true` so Prometheus keeps it.',
       ),
   })
   .strict()
@@ -288,6 +295,8 @@ export interface AgentConfig {
   readonly metrics: {
     /** Where /metrics listens, `host:port` (IPv6 in brackets), or false when disabled. */
     readonly listen: string | false;
+    /** The `instance` of the probe_* series: Prometheus' (scrape) or the target's address. */
+    readonly probeInstance: ProbeInstance;
   };
   readonly defaults: {
     readonly intervalMs: number;
@@ -513,6 +522,7 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
     },
     metrics: {
       listen: (metrics.listen ?? false) as AgentConfig['metrics']['listen'],
+      probeInstance: (metrics.probeInstance ?? 'scrape') as ProbeInstance,
     },
     defaults: {
       intervalMs: defaultIntervalMs ?? 0,

@@ -5,7 +5,7 @@ import type { Logger } from './logger.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 import { compileAllowList, defaultPlanPolicy } from './plan-policy.js';
 import { planToAgentConfig, type PlanAgentBase } from './plan-targets.js';
-import type { DeliveryStats } from './telemetry.js';
+import type { DeliveryStats, ProbeInstance } from './telemetry.js';
 
 /** How an agent that takes its plan from a collector is started. */
 export interface ManagedAgentOptions {
@@ -21,6 +21,8 @@ export interface ManagedAgentOptions {
   readonly stateDir: string;
   /** Prometheus /metrics of the agent itself, or false. */
   readonly metricsListen: string | false;
+  /** The `instance` of the probe_* series (default: scrape). */
+  readonly probeInstance?: ProbeInstance;
   readonly maxInFlight?: number;
   readonly log: Logger;
 }
@@ -76,6 +78,7 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
     name: opts.name,
     labels: opts.labels,
     metricsListen: opts.metricsListen,
+    ...(opts.probeInstance === undefined ? {} : { metricsProbeInstance: opts.probeInstance }),
     maxInFlight: opts.maxInFlight ?? 256,
     policy: { policy, ...(allowList === undefined ? {} : { allowList }) },
   };

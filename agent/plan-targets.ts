@@ -10,6 +10,7 @@ import { reservedLabelNames } from './config.js';
 import type { Logger } from './logger.js';
 import { planTargetRefusal } from './plan-policy.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
+import type { ProbeInstance } from './telemetry.js';
 
 /** Who the agent is and how it runs: what a plan does not say. */
 export interface PlanAgentBase {
@@ -19,6 +20,8 @@ export interface PlanAgentBase {
   readonly labels: Readonly<Record<string, string>>;
   /** Where /metrics listens (`host:port`), or false. */
   readonly metricsListen: string | false;
+  /** The `instance` of the probe_* series (default: scrape). */
+  readonly metricsProbeInstance?: ProbeInstance;
   /** Most probes running at once. */
   readonly maxInFlight: number;
   /** What the plan may make the agent do (the agent's own config); absent: anything. */
@@ -151,7 +154,7 @@ export function planToAgentConfig(plan: Plan, base: PlanAgentBase, log?: Logger)
 
   const config: AgentConfig = {
     agent: { name: base.name, labels: { ...base.labels } },
-    metrics: { listen: base.metricsListen },
+    metrics: { listen: base.metricsListen, probeInstance: base.metricsProbeInstance ?? 'scrape' },
     defaults: {
       // Plan targets carry their own schedule; these only describe the config as a whole.
       intervalMs: shortest(targets.map((t) => t.intervalMs)),

@@ -65,7 +65,15 @@ const webOk = result({
   kind: 'http',
   class: 'ok',
   timings: { dnsMs: 1, connectMs: 2, tlsMs: 4, firstByteMs: 8, totalMs: 20 },
-  detail: { status: 200, certificate: { validTo: certValidTo } },
+  detail: {
+    status: 200,
+    httpVersion: '1.1',
+    contentLength: 2,
+    redirects: 1,
+    ip: '2001:db8::7',
+    tlsVersion: 'TLSv1.3',
+    certificate: { validTo: certValidTo },
+  },
 });
 const dbTimeout = result({
   target: 'db',
@@ -109,32 +117,199 @@ function valueOf(text: string, series: string): number | undefined {
 const dbLabels = 'agent="a1",target="db",kind="tcp",zone="b"';
 const webLabels = 'agent="a1",target="web",kind="http",zone="a"';
 const gwLabels = 'agent="a1",target="gw",kind="icmp",zone="b"';
+// The blackbox-compatible probe_* series carry the target's address too.
+const dbBb = `${dbLabels},address="db.example"`;
+const webBb = `${webLabels},address="web.example"`;
+const gwBb = `${gwLabels},address="gw.example"`;
 
 describe('Prometheus exposition', () => {
   it('exposes blackbox-compatible gauges of the last result per path, with agent, target, kind and the target labels', async () => {
     const t = telemetry();
     recordThree(t);
     const lines = samples(await t.renderPrometheus());
-    expect(lines).toContain(`probe_success{${dbLabels}} 0`);
-    expect(lines).toContain(`probe_success{${webLabels}} 1`);
-    expect(lines).toContain(`probe_success{${gwLabels}} 1`);
-    expect(lines).toContain(`probe_duration_seconds{${dbLabels}} 1`);
-    expect(lines).toContain(`probe_duration_seconds{${webLabels}} 0.02`);
-    expect(lines).toContain(`probe_dns_lookup_time_seconds{${webLabels}} 0.001`);
-    expect(lines).toContain(`probe_dns_lookup_time_seconds{${dbLabels}} 0`);
-    expect(lines).toContain(`probe_http_status_code{${webLabels}} 200`);
-    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="resolve"} 0.001`);
-    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="connect"} 0.002`);
-    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="tls"} 0.004`);
-    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="processing"} 0.008`);
-    expect(lines).toContain(`probe_http_duration_seconds{${webLabels},phase="transfer"} 0.005`);
+    expect(lines).toContain(`probe_success{${dbBb}} 0`);
+    expect(lines).toContain(`probe_success{${webBb}} 1`);
+    expect(lines).toContain(`probe_success{${gwBb}} 1`);
+    expect(lines).toContain(`probe_duration_seconds{${dbBb}} 1`);
+    expect(lines).toContain(`probe_duration_seconds{${webBb}} 0.02`);
+    expect(lines).toContain(`probe_dns_lookup_time_seconds{${webBb}} 0.001`);
+    expect(lines).toContain(`probe_dns_lookup_time_seconds{${dbBb}} 0`);
+    expect(lines).toContain(`probe_http_status_code{${webBb}} 200`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webBb},phase="resolve"} 0.001`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webBb},phase="connect"} 0.002`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webBb},phase="tls"} 0.004`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webBb},phase="processing"} 0.008`);
+    expect(lines).toContain(`probe_http_duration_seconds{${webBb},phase="transfer"} 0.005`);
     expect(lines).toContain(
-      `probe_ssl_earliest_cert_expiry{${webLabels}} ${Date.UTC(2030, 8, 3, 21, 33, 3) / 1000}`,
+      `probe_ssl_earliest_cert_expiry{${webBb}} ${Date.UTC(2030, 8, 3, 21, 33, 3) / 1000}`,
     );
-    expect(lines).toContain(`probe_icmp_duration_seconds{${gwLabels},phase="rtt"} 0.0015`);
+    expect(lines).toContain(`probe_icmp_duration_seconds{${gwBb},phase="rtt"} 0.0015`);
     // HTTP-only and ICMP-only aliases stay on their kinds.
     expect(lines.filter((l) => l.startsWith('probe_http_status_code{')).length).toBe(1);
-    expect(lines.some((l) => l.startsWith(`probe_icmp_duration_seconds{${dbLabels}`))).toBe(false);
+    expect(lines.some((l) => l.startsWith(`probe_icmp_duration_seconds{${dbBb}`))).toBe(false);
+  });
+
+  it('the other blackbox_exporter series of the last result: ssl, http version, content length, redirects, regex failure, ip protocol, TLS version, DNS answers', async () => {
+    const t = telemetry();
+    recordThree(t);
+    const dnsLabels = 'agent="a1",target="ns",kind="dns",zone="b",address="ns.example"';
+    t.recordResult(
+      result({
+        target: 'ns',
+        kind: 'dns',
+        class: 'ok',
+        timings: { dnsMs: 2, totalMs: 2 },
+        detail: {
+          servers: ['10.0.0.53:5353'],
+          rcode: 'NOERROR',
+          answers: ['10.0.0.1', '10.0.0.2'],
+        },
+      }),
+      db,
+    );
+    // The system's resolver, a bare IPv6 address, and no answer at all.
+    const dns6Labels = 'agent="a1",target="ns6",kind="dns",zone="b",address="ns6.example"';
+    t.recordResult(
+      result({
+        target: 'ns6',
+        kind: 'dns',
+        class: 'dns_timeout',
+        timings: { dnsMs: 900, totalMs: 900 },
+        detail: { servers: ['2001:db8::53'] },
+      }),
+      db,
+    );
+    const plain: TelemetryTarget = { labels: {} };
+    const plainLabels = 'agent="a1",target="plain",kind="http",address="plain.example"';
+    t.recordResult(
+      result({
+        target: 'plain',
+        kind: 'http',
+        class: 'http_body',
+        timings: { totalMs: 3 },
+        detail: {
+          status: 200,
+          httpVersion: '1.0',
+          contentLength: -1,
+          redirects: 0,
+          ip: '10.0.0.9',
+        },
+      }),
+      plain,
+    );
+    // The certificate refused: no response, so no SSL response (blackbox alike), but its
+    // expiry stays visible (blackbox has none: an expired certificate would go unseen).
+    const refused: TelemetryTarget = { labels: {} };
+    const refusedLabels = 'agent="a1",target="refused",kind="http",address="refused.example"';
+    t.recordResult(
+      result({
+        target: 'refused',
+        kind: 'http',
+        class: 'tls_error',
+        timings: { totalMs: 3 },
+        error: { code: 'CERT_HAS_EXPIRED', message: 'expired' },
+        detail: {
+          ip: '10.0.0.4',
+          redirects: 0,
+          tlsVersion: 'TLSv1.3',
+          certificate: { validTo: certValidTo },
+        },
+      }),
+      refused,
+    );
+    const banner: TelemetryTarget = { labels: {} };
+    const bannerLabels = 'agent="a1",target="banner",kind="tcp",address="banner.example"';
+    t.recordResult(
+      result({
+        target: 'banner',
+        kind: 'tcp',
+        class: 'protocol_error',
+        timings: { totalMs: 3 },
+        error: { code: 'FL_PEER_CLOSED', message: 'closed' },
+        detail: { ip: '10.0.0.3', received: 'hello.' },
+      }),
+      banner,
+    );
+    const lines = samples(await t.renderPrometheus());
+    for (const line of [
+      `probe_failed_due_to_regex{${bannerLabels}} 1`,
+      `probe_http_ssl{${refusedLabels}} 0`,
+      `probe_http_status_code{${refusedLabels}} 0`,
+      `probe_http_version{${refusedLabels}} 0`,
+      `probe_http_content_length{${refusedLabels}} 0`,
+      `probe_ssl_earliest_cert_expiry{${refusedLabels}} ${Date.UTC(2030, 8, 3, 21, 33, 3) / 1000}`,
+      `probe_failed_due_to_regex{${dbBb}} 0`,
+      `probe_dns_query_succeeded{${dnsLabels}} 1`,
+      `probe_http_ssl{${webBb}} 1`,
+      `probe_http_version{${webBb}} 1.1`,
+      `probe_http_content_length{${webBb}} 2`,
+      `probe_http_redirects{${webBb}} 1`,
+      `probe_failed_due_to_regex{${webBb}} 0`,
+      `probe_ip_protocol{${webBb}} 6`,
+      `probe_tls_version_info{${webBb},version="TLS 1.3"} 1`,
+      `probe_http_ssl{${plainLabels}} 0`,
+      `probe_http_version{${plainLabels}} 1`,
+      `probe_http_content_length{${plainLabels}} -1`,
+      `probe_failed_due_to_regex{${plainLabels}} 1`,
+      `probe_success{${plainLabels}} 0`,
+      `probe_ip_protocol{${plainLabels}} 4`,
+      // db timed out before anything was resolved; gw's result names no address.
+      `probe_ip_protocol{${dbBb}} 0`,
+      `probe_ip_protocol{${gwBb}} 0`,
+      `probe_dns_answer_rrs{${dnsLabels}} 2`,
+      `probe_ip_protocol{${dnsLabels}} 4`,
+      `probe_ip_protocol{${dns6Labels}} 6`,
+      `probe_dns_query_succeeded{${dns6Labels}} 0`,
+      `probe_dns_answer_rrs{${dns6Labels}} 0`,
+    ])
+      expect(lines).toContain(line);
+    // No TLS, no TLS version; one series per path.
+    expect(lines.filter((l) => l.startsWith('probe_tls_version_info{'))).toHaveLength(1);
+    // The faultline_* series do not carry the address (it would weigh on every bucket).
+    expect(lines.filter((l) => l.startsWith('faultline_') && l.includes('address='))).toEqual([]);
+  });
+
+  it('probe_ssl_earliest_cert_expiry is the chain’s earliest expiry when an intermediate expires first', async () => {
+    const t = telemetry();
+    const chainValidTo = '2029-01-02T03:04:05.000Z';
+    t.recordResult(
+      {
+        ...webOk,
+        detail: { ...webOk.detail, certificate: { validTo: certValidTo, chainValidTo } },
+      },
+      web,
+    );
+    expect(valueOf(await t.renderPrometheus(), `probe_ssl_earliest_cert_expiry{${webBb}}`)).toBe(
+      Date.parse(chainValidTo) / 1000,
+    );
+  });
+
+  it('probeInstance "address": the probe_* series carry instance = the target address, the faultline_* series none', async () => {
+    const t = new AgentTelemetry({
+      agentName: 'a1',
+      agentLabels: {},
+      serviceVersion: '1.2.3',
+      probeInstance: 'address',
+    });
+    opened.push(t);
+    recordThree(t);
+    // A reloaded config moves db to another address: its probe_* series follow.
+    t.recordResult({ ...dbOk, address: '10.9.9.9:5432' }, db);
+    const lines = samples(await t.renderPrometheus());
+    expect(lines).toContain(`probe_success{${webBb},instance="web.example"} 1`);
+    expect(lines).toContain(
+      `probe_http_duration_seconds{${webBb},instance="web.example",phase="tls"} 0.004`,
+    );
+    expect(lines).toContain(
+      `probe_success{${dbLabels},address="10.9.9.9:5432",instance="10.9.9.9:5432"} 1`,
+    );
+    expect(lines.filter((l) => l.includes('db.example'))).toEqual([]);
+    expect(lines.filter((l) => l.startsWith('faultline_') && l.includes('instance='))).toEqual([]);
+    // A reload back to "scrape": the instance label goes, the address stays.
+    t.setProbeInstance('scrape');
+    const after = samples(await t.renderPrometheus());
+    expect(after).toContain(`probe_success{${webBb}} 1`);
+    expect(after.filter((l) => l.includes('instance='))).toEqual([]);
   });
 
   it('an mtu path is an ICMP echo too: per-reply RTTs, loss and the blackbox icmp alias; its failure class', async () => {
@@ -165,11 +340,13 @@ describe('Prometheus exposition', () => {
     const lines = samples(text);
     expect(lines).toContain(`faultline_probe_icmp_rtt_seconds_count{${labels}} 2`);
     expect(lines).toContain(`faultline_probe_icmp_loss_ratio{${labels}} 1`);
-    expect(lines).toContain(`probe_icmp_duration_seconds{${labels},phase="rtt"} 0`);
+    expect(lines).toContain(
+      `probe_icmp_duration_seconds{${labels},address="gw/mtu.example",phase="rtt"} 0`,
+    );
     expect(lines).toContain(`faultline_probe_state{${labels},class="mtu_exceeded"} 1`);
     expect(lines).toContain(`faultline_probe_results_total{${labels},class="mtu_exceeded"} 1`);
     expect(lines).toContain(`faultline_probe_results_total{${labels},class="ok"} 1`);
-    expect(lines).toContain(`probe_success{${labels}} 0`);
+    expect(lines).toContain(`probe_success{${labels},address="gw/mtu.example"} 0`);
   });
 
   it('exposes the OTel metrics under Prometheus names with unit suffixes, _total on counters, no scope labels', async () => {
@@ -277,7 +454,7 @@ describe('Prometheus exposition', () => {
     expect(lines.filter((l) => l.startsWith(`faultline_probe_state{${dbLabels}`))).toEqual([
       `faultline_probe_state{${dbLabels},class="ok"} 1`,
     ]);
-    expect(lines).toContain(`probe_success{${dbLabels}} 1`);
+    expect(lines).toContain(`probe_success{${dbBb}} 1`);
     expect(lines).toContain(`faultline_probe_results_total{${dbLabels},class="tcp_timeout"} 1`);
     expect(lines).toContain(`faultline_probe_results_total{${dbLabels},class="ok"} 1`);
   });
@@ -296,7 +473,9 @@ describe('Prometheus exposition', () => {
     // A later config adds db back (a new target object): recorded afresh, counts from zero.
     t.recordResult(dbOk, { labels: { zone: 'c' } });
     const lines = samples(await t.renderPrometheus());
-    expect(lines).toContain('probe_success{agent="a1",target="db",kind="tcp",zone="c"} 1');
+    expect(lines).toContain(
+      'probe_success{agent="a1",target="db",kind="tcp",zone="c",address="db.example"} 1',
+    );
     expect(lines).toContain(
       'faultline_probe_results_total{agent="a1",target="db",kind="tcp",zone="c",class="ok"} 1',
     );
@@ -312,7 +491,9 @@ describe('Prometheus exposition', () => {
     t.removeTarget('db', 'tcp');
     const text = await t.renderPrometheus();
     expect(text).not.toContain('kind="tcp"');
-    expect(samples(text)).toContain('probe_success{agent="a1",target="db",kind="icmp",zone="b"} 1');
+    expect(samples(text)).toContain(
+      'probe_success{agent="a1",target="db",kind="icmp",zone="b",address="db.example"} 1',
+    );
   });
 
   it('a reloaded config keeps a target (new object, equal labels): its series go on, and removing it later still holds off late results', async () => {
@@ -340,7 +521,9 @@ describe('Prometheus exposition', () => {
     t.recordResult(dbOk, db);
     const text = await t.renderPrometheus();
     expect(text).not.toContain('kind="tcp"');
-    expect(samples(text)).toContain(`probe_success{agent="a1",target="db",kind="icmp",zone="b"} 1`);
+    expect(samples(text)).toContain(
+      `probe_success{agent="a1",target="db",kind="icmp",zone="b",address="db.example"} 1`,
+    );
   });
 
   it('in-flight count can be read from a callback at collection time', async () => {
@@ -376,7 +559,7 @@ describe('Prometheus exposition', () => {
   it('target labels cannot override the agent’s own attributes', async () => {
     const t = telemetry();
     t.recordResult(dbTimeout, { labels: { kind: 'fake', class: 'fake', zone: 'b' } });
-    expect(samples(await t.renderPrometheus())).toContain(`probe_success{${dbLabels}} 0`);
+    expect(samples(await t.renderPrometheus())).toContain(`probe_success{${dbBb}} 0`);
   });
 
   it('counts skips per path and internal errors as result="error"', async () => {
@@ -444,7 +627,7 @@ describe('Prometheus exposition', () => {
       const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`);
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toBe(prometheusContentType);
-      expect(samples(await res.text())).toContain(`probe_success{${dbLabels}} 0`);
+      expect(samples(await res.text())).toContain(`probe_success{${dbBb}} 0`);
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -581,11 +764,18 @@ describe.runIf(existsSync(blackboxBin) && process.getuid?.() === 0)(
       expect(aliases.sort()).toEqual([
         'probe_dns_lookup_time_seconds',
         'probe_duration_seconds',
+        'probe_failed_due_to_regex',
+        'probe_http_content_length',
         'probe_http_duration_seconds',
+        'probe_http_redirects',
+        'probe_http_ssl',
         'probe_http_status_code',
+        'probe_http_version',
         'probe_icmp_duration_seconds',
+        'probe_ip_protocol',
         'probe_ssl_earliest_cert_expiry',
         'probe_success',
+        'probe_tls_version_info',
       ]);
       for (const name of aliases) {
         expect({ name, type: bb.types.get(name) }).toEqual({ name, type: ours.types.get(name) });
@@ -611,9 +801,9 @@ describe.runIf(existsSync(blackboxBin) && process.getuid?.() === 0)(
         }),
         web,
       );
-      expect(
-        valueOf(await t.renderPrometheus(), `probe_ssl_earliest_cert_expiry{${webLabels}}`),
-      ).toBe(bbExpiry);
+      expect(valueOf(await t.renderPrometheus(), `probe_ssl_earliest_cert_expiry{${webBb}}`)).toBe(
+        bbExpiry,
+      );
     });
   },
 );

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { ValueType, type Attributes, type HrTime, type Meter } from '@opentelemetry/api';
 import {
@@ -70,7 +71,17 @@ export interface AgentTelemetryOptions {
   readonly serviceVersion: string;
   /** Export failures and recoveries are logged here (once per change, not per export). */
   readonly logger?: Logger;
+  /**
+   * What `instance` the blackbox-compatible `probe_*` series carry: `scrape` (default) none
+   * of their own, so Prometheus sets the agent's scrape address; `address` the target's
+   * address or URL, as a blackbox_exporter job relabels it (scrape with `honor_labels: true`).
+   */
+  readonly probeInstance?: ProbeInstance;
 }
+
+/** See `AgentTelemetryOptions.probeInstance`. */
+export const probeInstanceModes = ['scrape', 'address'] as const;
+export type ProbeInstance = (typeof probeInstanceModes)[number];
 
 /** How `shutdown` went. It never throws. */
 export interface TelemetryShutdown {
@@ -171,6 +182,51 @@ const m = {
     's',
     'Duration of icmp request by phase (blackbox_exporter compatible).',
   ),
+  bbIpProtocol: descriptor(
+    'probe_ip_protocol',
+    '',
+    'Specifies whether probe ip protocol is IP4 or IP6, 0 when not resolved (blackbox_exporter compatible).',
+  ),
+  bbHttpSsl: descriptor(
+    'probe_http_ssl',
+    '',
+    'Indicates if SSL was used for the final redirect (blackbox_exporter compatible).',
+  ),
+  bbHttpVersion: descriptor(
+    'probe_http_version',
+    '',
+    'Returns the version of HTTP of the probe response, 0 without one (blackbox_exporter compatible).',
+  ),
+  bbHttpContentLength: descriptor(
+    'probe_http_content_length',
+    '',
+    'Length of http content response, -1 when not given (blackbox_exporter compatible).',
+  ),
+  bbHttpRedirects: descriptor(
+    'probe_http_redirects',
+    '',
+    'The number of redirects (blackbox_exporter compatible).',
+  ),
+  bbFailedDueToRegex: descriptor(
+    'probe_failed_due_to_regex',
+    '',
+    'Indicates if probe failed due to regex (blackbox_exporter compatible).',
+  ),
+  bbTlsVersion: descriptor(
+    'probe_tls_version_info',
+    '',
+    'Always 1; its version label is the TLS version used (blackbox_exporter compatible).',
+  ),
+  bbDnsQuerySucceeded: descriptor(
+    'probe_dns_query_succeeded',
+    '',
+    'Displays whether or not the query was executed successfully (blackbox_exporter compatible).',
+  ),
+  bbDnsAnswerRrs: descriptor(
+    'probe_dns_answer_rrs',
+    '',
+    'Returns number of entries in the answer resource record list (blackbox_exporter compatible).',
+  ),
 };
 
 /** A cumulative explicit-bucket histogram: a few array writes per value, no allocation. */
@@ -213,6 +269,10 @@ interface PathState {
   target: TelemetryTarget;
   labels: Readonly<Record<string, string>>;
   readonly base: Attributes;
+  /** The target's address or URL, as the last result gave it. */
+  address: string;
+  /** `base` plus `address` (and `instance` when it is the target): the `probe_*` series' labels. */
+  bb: Attributes;
   readonly startTime: HrTime;
   /** Gauges are read from the last result at collection time: nothing to update per result. */
   last: ProbeResult;
@@ -224,19 +284,64 @@ interface PathState {
   removed: boolean;
   /** Attribute sets derived from `base`, built once per (key, value): key → value → set. */
   readonly derived: Map<string, Map<string, Attributes>>;
+  /** The same, derived from `bb`. */
+  bbDerived: Map<string, Map<string, Attributes>>;
 }
 
-function with1(p: PathState, key: string, value: string): Attributes {
+function derive(
+  cache: Map<string, Map<string, Attributes>>,
+  from: Attributes,
+  key: string,
+  value: string,
+): Attributes {
   // Two lookups on the (constant) strings rather than one on a concatenated key: no allocation.
-  let byValue = p.derived.get(key);
-  if (byValue === undefined) p.derived.set(key, (byValue = new Map<string, Attributes>()));
+  let byValue = cache.get(key);
+  if (byValue === undefined) cache.set(key, (byValue = new Map<string, Attributes>()));
   let a = byValue.get(value);
   if (a === undefined) {
-    a = { ...p.base, [key]: value };
+    a = { ...from, [key]: value };
     byValue.set(value, a);
   }
   return a;
 }
+
+const with1 = (p: PathState, key: string, value: string): Attributes =>
+  derive(p.derived, p.base, key, value);
+const bbWith1 = (p: PathState, key: string, value: string): Attributes =>
+  derive(p.bbDerived, p.bb, key, value);
+
+/** The `probe_*` series' labels: the path's, the target's address, and maybe `instance`. */
+function bbAttributes(base: Attributes, address: string, instance: ProbeInstance): Attributes {
+  return instance === 'address' ? { ...base, address, instance: address } : { ...base, address };
+}
+
+/** 4 or 6 for an IP address, 0 for anything else (not resolved). */
+function ipProtocol(ip: unknown): number {
+  return typeof ip === 'string' ? isIP(ip) : 0;
+}
+
+/** The IP a result reached: `detail.ip`, or for dns the resolver's (first) address. */
+function resultIp(r: ProbeResult): unknown {
+  const d = r.detail;
+  if (d === undefined) return undefined;
+  if (r.kind !== 'dns') return d.ip;
+  const server = Array.isArray(d.servers) ? (d.servers[0] as unknown) : undefined;
+  if (typeof server !== 'string') return undefined;
+  // c-ares lists "ip" (v4 or v6), "v4:port" or "[v6]:port".
+  if (isIP(server) !== 0) return server;
+  return server.startsWith('[')
+    ? server.slice(1, server.indexOf(']'))
+    : server.slice(0, server.lastIndexOf(':'));
+}
+
+/** node's TLS protocol name (`TLSv1.3`) as Go's, which blackbox_exporter reports (`TLS 1.3`). */
+function tlsVersionName(protocol: string): string {
+  const m = /^TLSv(\d)(?:\.(\d))?$/.exec(protocol);
+  return m === null ? protocol : `TLS ${m[1]}.${m[2] ?? '0'}`;
+}
+
+/** Kinds blackbox_exporter has a prober for: they get its per-prober series. */
+const blackboxKinds: ReadonlySet<string> = new Set(['http', 'tcp', 'icmp', 'mtu', 'dns']);
 
 const pathKey = (target: string, kind: string): string => `${target}\u0000${kind}`;
 
@@ -255,19 +360,28 @@ function msToHrTime(ms: number): HrTime {
   return [s, Math.round((ms - s * 1000) * 1e6)];
 }
 
-/** Unix seconds of a certificate's `validTo` (a date string, or epoch ms/s), if readable. */
+/** Epoch ms of a date string, or of epoch ms/s; NaN when unreadable. */
+function epochMs(v: unknown): number {
+  return typeof v === 'string'
+    ? Date.parse(v)
+    : typeof v === 'number'
+      ? v > 1e11
+        ? v
+        : v * 1000
+      : NaN;
+}
+
+/**
+ * Unix seconds of the certificate's earliest expiry: its chain's (`chainValidTo`) when
+ * earlier than the leaf's `validTo`, as blackbox_exporter reads it; undefined if unreadable.
+ */
 function certExpiryS(detail: Record<string, unknown> | undefined): number | undefined {
   const cert = detail?.certificate;
   if (cert === null || typeof cert !== 'object') return undefined;
-  const validTo = (cert as Record<string, unknown>).validTo;
-  const ms =
-    typeof validTo === 'string'
-      ? Date.parse(validTo)
-      : typeof validTo === 'number'
-        ? validTo > 1e11
-          ? validTo
-          : validTo * 1000
-        : NaN;
+  const c = cert as Record<string, unknown>;
+  const leaf = epochMs(c.validTo);
+  const chain = epochMs(c.chainValidTo);
+  const ms = Number.isFinite(chain) && !(chain >= leaf) ? chain : leaf;
   return Number.isFinite(ms) ? ms / 1000 : undefined;
 }
 
@@ -298,31 +412,54 @@ function visitPath(p: PathState, sink: SeriesSink): void {
 
   sink.gauge(m.success, ok, base);
   sink.gauge(m.state, 1, with1(p, 'class', r.class));
-  sink.gauge(m.bbSuccess, ok, base);
-  sink.gauge(m.bbDuration, t.totalMs / 1000, base);
-  sink.gauge(m.bbDns, (t.dnsMs ?? 0) / 1000, base);
-  const loss = r.detail?.lossRatio;
+  const bb = p.bb;
+  const d = r.detail;
+  sink.gauge(m.bbSuccess, ok, bb);
+  sink.gauge(m.bbDuration, t.totalMs / 1000, bb);
+  sink.gauge(m.bbDns, (t.dnsMs ?? 0) / 1000, bb);
+  if (blackboxKinds.has(r.kind)) sink.gauge(m.bbIpProtocol, ipProtocol(resultIp(r)), bb);
+  const loss = d?.lossRatio;
   if (typeof loss === 'number') sink.gauge(m.icmpLoss, loss, base);
-  const expiry = certExpiryS(r.detail);
-  if (expiry !== undefined) sink.gauge(m.bbCertExpiry, expiry, base);
+  const expiry = certExpiryS(d);
+  if (expiry !== undefined) sink.gauge(m.bbCertExpiry, expiry, bb);
   if (r.kind === 'http') {
-    const status = r.detail?.status;
-    sink.gauge(m.bbHttpStatus, typeof status === 'number' ? status : 0, base);
+    const status = d?.status;
+    const answered = typeof status === 'number';
+    sink.gauge(m.bbHttpStatus, answered ? status : 0, bb);
+    const version = typeof d?.httpVersion === 'string' ? Number(d.httpVersion) : NaN;
+    sink.gauge(m.bbHttpVersion, Number.isFinite(version) ? version : 0, bb);
+    // As blackbox_exporter: TLS of a response, not of a handshake whose certificate was refused.
+    const tlsVersion = answered ? d?.tlsVersion : undefined;
+    sink.gauge(m.bbHttpSsl, typeof tlsVersion === 'string' ? 1 : 0, bb);
+    if (typeof tlsVersion === 'string')
+      sink.gauge(m.bbTlsVersion, 1, bbWith1(p, 'version', tlsVersionName(tlsVersion)));
+    const length = d?.contentLength;
+    sink.gauge(m.bbHttpContentLength, typeof length === 'number' ? length : answered ? -1 : 0, bb);
+    sink.gauge(m.bbHttpRedirects, typeof d?.redirects === 'number' ? d.redirects : 0, bb);
+    sink.gauge(m.bbFailedDueToRegex, r.class === 'http_body' ? 1 : 0, bb);
     const dns = t.dnsMs ?? 0;
     const connect = t.connectMs ?? 0;
     const tls = t.tlsMs ?? 0;
     const firstByte = t.firstByteMs ?? 0;
     const transfer =
       t.firstByteMs === undefined ? 0 : Math.max(0, t.totalMs - dns - connect - tls - firstByte);
-    sink.gauge(m.bbHttpDuration, dns / 1000, with1(p, 'phase', 'resolve'));
-    sink.gauge(m.bbHttpDuration, connect / 1000, with1(p, 'phase', 'connect'));
-    sink.gauge(m.bbHttpDuration, tls / 1000, with1(p, 'phase', 'tls'));
-    sink.gauge(m.bbHttpDuration, firstByte / 1000, with1(p, 'phase', 'processing'));
-    sink.gauge(m.bbHttpDuration, transfer / 1000, with1(p, 'phase', 'transfer'));
+    sink.gauge(m.bbHttpDuration, dns / 1000, bbWith1(p, 'phase', 'resolve'));
+    sink.gauge(m.bbHttpDuration, connect / 1000, bbWith1(p, 'phase', 'connect'));
+    sink.gauge(m.bbHttpDuration, tls / 1000, bbWith1(p, 'phase', 'tls'));
+    sink.gauge(m.bbHttpDuration, firstByte / 1000, bbWith1(p, 'phase', 'processing'));
+    sink.gauge(m.bbHttpDuration, transfer / 1000, bbWith1(p, 'phase', 'transfer'));
   } else if (echoKinds.has(r.kind)) {
     // icmp and mtu alike: blackbox's icmp prober is the one with dont_fragment.
-    sink.gauge(m.bbIcmpDuration, (t.dnsMs ?? 0) / 1000, with1(p, 'phase', 'resolve'));
-    sink.gauge(m.bbIcmpDuration, (t.rttMs ?? 0) / 1000, with1(p, 'phase', 'rtt'));
+    sink.gauge(m.bbIcmpDuration, (t.dnsMs ?? 0) / 1000, bbWith1(p, 'phase', 'resolve'));
+    sink.gauge(m.bbIcmpDuration, (t.rttMs ?? 0) / 1000, bbWith1(p, 'phase', 'rtt'));
+  } else if (r.kind === 'dns') {
+    // Any response, NXDOMAIN and SERVFAIL included, is a query that succeeded.
+    sink.gauge(m.bbDnsQuerySucceeded, typeof d?.rcode === 'string' ? 1 : 0, bb);
+    sink.gauge(m.bbDnsAnswerRrs, Array.isArray(d?.answers) ? d.answers.length : 0, bb);
+  } else if (r.kind === 'tcp') {
+    // An answer came and `expect` never matched it (blackbox: query_response's expect).
+    const unmatched = r.class === 'protocol_error' && typeof d?.received === 'string';
+    sink.gauge(m.bbFailedDueToRegex, unmatched && d.received !== '' ? 1 : 0, bb);
   }
 }
 
@@ -480,6 +617,7 @@ export class AgentTelemetry {
   readonly meter: Meter;
 
   private readonly agentName: string;
+  private probeInstance: ProbeInstance;
   private readonly scope: { readonly name: string; readonly version: string };
   private readonly logger: Logger | undefined;
   private readonly pipeline: MetricsPipeline;
@@ -501,6 +639,7 @@ export class AgentTelemetry {
   /** Throws ConfigError when the OTEL_* environment asks for something unsupported (gRPC). */
   constructor(options: AgentTelemetryOptions) {
     this.agentName = options.agentName;
+    this.probeInstance = options.probeInstance ?? 'scrape';
     this.scope = { name: 'faultline-agent', version: options.serviceVersion };
     this.logger = options.logger;
     this.agentAttrs = { agent: options.agentName };
@@ -657,6 +796,12 @@ export class AgentTelemetry {
     let p = this.paths.get(result.target)?.get(result.kind);
     if (p === undefined || p.labels !== target.labels) p = this.openPath(result, target, p);
     if (p === undefined) return;
+    if (p.address !== result.address) {
+      // The same target name and labels at a new address (a reloaded config).
+      p.address = result.address;
+      p.bb = bbAttributes(p.base, result.address, this.probeInstance);
+      p.bbDerived = new Map();
+    }
     p.last = result;
     const ci = classIndex[result.class] ?? classIndex.internal_error;
     p.classCounts[ci]! += 1;
@@ -682,6 +827,18 @@ export class AgentTelemetry {
             (p.icmpRtt ??= new Hist(probeDurationBucketsS)).record(v / 1000);
       } else if (t.rttMs !== undefined) {
         (p.icmpRtt ??= new Hist(probeDurationBucketsS)).record(t.rttMs / 1000);
+      }
+    }
+  }
+
+  /** Changes the `instance` of the probe_* series (a reloaded config); series follow at once. */
+  setProbeInstance(mode: ProbeInstance): void {
+    if (mode === this.probeInstance) return;
+    this.probeInstance = mode;
+    for (const byKind of this.paths.values()) {
+      for (const p of byKind.values()) {
+        p.bb = bbAttributes(p.base, p.address, mode);
+        p.bbDerived = new Map();
       }
     }
   }
@@ -834,6 +991,8 @@ export class AgentTelemetry {
       target,
       labels: target.labels,
       base,
+      address: result.address,
+      bb: bbAttributes(base, result.address, this.probeInstance),
       startTime: msToHrTime(Date.now()),
       last: result,
       classCounts: new Float64Array(failureClasses.length),
@@ -842,6 +1001,7 @@ export class AgentTelemetry {
       skipped: 0,
       removed: false,
       derived: new Map(),
+      bbDerived: new Map(),
     };
     let byKind = this.paths.get(result.target);
     if (byKind === undefined)

@@ -7,6 +7,7 @@ import { loadAgentConfig } from '../agent/config.js';
 import { createLogger, type Logger } from '../agent/logger.js';
 import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
+import type { ProbeInstance } from '../agent/telemetry.js';
 import { parseLabels } from '../collector/api.js';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { exitCodes } from './exit-codes.js';
@@ -86,6 +87,8 @@ interface CollectorSettings {
   readonly name: string;
   readonly labels: Record<string, string>;
   readonly metrics: string | false;
+  /** The config file's `metrics.probeInstance` (flags: the default). */
+  readonly probeInstance?: ProbeInstance;
   readonly policy: PlanPolicy;
 }
 
@@ -183,6 +186,7 @@ async function runWithCollector(c: CollectorSettings): Promise<void> {
     labels: c.labels,
     stateDir: c.stateDir,
     metricsListen: c.metrics,
+    ...(c.probeInstance === undefined ? {} : { probeInstance: c.probeInstance }),
     log,
   });
   await untilStopSignal(log);
@@ -219,6 +223,7 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
       name: config.agent.name,
       labels: { ...config.agent.labels },
       metrics: config.metrics.listen,
+      probeInstance: config.metrics.probeInstance,
       policy: {
         ...(c.plan.allowTargets === undefined ? {} : { allowTargets: c.plan.allowTargets }),
         allowTcpSend: c.plan.allowTcpSend,

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -110,6 +111,19 @@ describe('http probe on loopback', () => {
       redirects: 0,
       bodyBytes: 5,
     });
+  });
+
+  it('contentLength is the declared Content-Length, -1 for a chunked body (as blackbox_exporter reports it)', async () => {
+    const port = await serve((req, res) => {
+      if (req.url === '/chunked') {
+        res.write('a');
+        res.end('b');
+      } else res.end('hello');
+    });
+    const fixed = await probe(`http://127.0.0.1:${port}/`);
+    expect(fixed.detail).toMatchObject({ contentLength: 5, bodyBytes: 5 });
+    const chunked = await probe(`http://127.0.0.1:${port}/chunked`);
+    expect(chunked.detail).toMatchObject({ contentLength: -1, bodyBytes: 2 });
   });
 
   it('sends the method, path, headers and body it is given', async () => {
@@ -333,6 +347,25 @@ describe('https probe on loopback', () => {
     });
     expect(cert(r.detail).daysUntilExpiry).toBeGreaterThanOrEqual(29);
     expect(Date.parse(cert(r.detail).validTo as string)).toBeGreaterThan(Date.now());
+  });
+
+  it('chainValidTo: the earliest expiry of the certificates the server sent, not of the local CA', async () => {
+    // The test CA expires in 2 days, the leaf in 30.
+    const leafOnly = await serveTls({ cn: 'localhost', sans: localhost });
+    const trusted = await probe(`https://localhost:${leafOnly}/`, { caFile: pki.ca.certPath });
+    expect(trusted.class).toBe('ok');
+    expect(cert(trusted.detail).chainValidTo).toBe(cert(trusted.detail).validTo);
+
+    const c = await pki.issue({ cn: 'localhost', sans: localhost });
+    const server = createHttpsServer({ key: c.key, cert: c.cert + pki.ca.cert }, (_req, res) =>
+      res.end('secure'),
+    );
+    const withCa = portOf(await listen(track(server)));
+    const r = await probe(`https://localhost:${withCa}/`, { caFile: pki.ca.certPath });
+    expect(r.class).toBe('ok');
+    const caExpiry = new X509Certificate(pki.ca.cert).validTo;
+    expect(cert(r.detail).chainValidTo).toBe(new Date(caExpiry).toISOString());
+    expect(Date.parse(cert(r.detail).validTo as string)).toBeGreaterThan(Date.parse(caExpiry));
   });
 
   it('a self-signed certificate is tls_error; ok with tlsVerify false, certificate still reported', async () => {

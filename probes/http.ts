@@ -1,3 +1,4 @@
+import type { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
@@ -153,6 +154,25 @@ interface HopSettings {
   readonly detail: Record<string, unknown>;
 }
 
+/**
+ * The earliest expiry among the certificates the server sent (leaf and intermediates, as
+ * blackbox_exporter reads them), or undefined when none is readable. X509Certificate's
+ * issuer links follow only the chain the peer sent, never the local trust store.
+ */
+function earliestExpiry(sock: TLSSocket): Date | undefined {
+  let earliest: Date | undefined;
+  let cert: X509Certificate | undefined = sock.getPeerX509Certificate();
+  // A self-signed certificate is its own issuer; 16 hops is far beyond any real chain.
+  for (let hops = 0; cert !== undefined && hops < 16; hops++) {
+    const validTo = new Date(cert.validTo);
+    if (!Number.isNaN(validTo.getTime()) && (earliest === undefined || validTo < earliest))
+      earliest = validTo;
+    const issuer: X509Certificate | undefined = cert.issuerCertificate;
+    cert = issuer?.fingerprint256 === cert.fingerprint256 ? undefined : issuer;
+  }
+  return earliest;
+}
+
 function certificateFacts(sock: TLSSocket): Record<string, unknown> | undefined {
   const cert = sock.getPeerCertificate();
   if (cert === null || typeof cert !== 'object' || cert.valid_to === undefined) return undefined;
@@ -170,6 +190,9 @@ function certificateFacts(sock: TLSSocket): Record<string, unknown> | undefined 
     fingerprint256: cert.fingerprint256,
   };
   if (cert.subjectaltname !== undefined) facts.subjectAltName = cert.subjectaltname;
+  // An intermediate can expire before the leaf: blackbox_exporter's earliest expiry is the chain's.
+  const chainValidTo = earliestExpiry(sock);
+  if (chainValidTo !== undefined) facts.chainValidTo = chainValidTo.toISOString();
   return facts;
 }
 
@@ -487,6 +510,10 @@ export const http: ProbeDefinition<HttpOptions> = {
         detail.status = res.status;
         detail.httpVersion = res.httpVersion;
         detail.bodyBytes = res.body.length;
+        // As the server declared it (-1 when it did not: chunked, or read to the close).
+        const length = headerText(res.headers, 'content-length');
+        detail.contentLength =
+          length !== undefined && /^\d{1,15}$/.test(length) ? Number(length) : -1;
         if (res.truncated) detail.truncated = true;
         const location = headerText(res.headers, 'location');
         if (redirectStatuses.has(res.status) && location !== undefined) {

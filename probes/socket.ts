@@ -314,15 +314,18 @@ export async function withConnection(
   body: (socket: Socket, ip: string) => Promise<ProbeOutcome>,
 ): Promise<ProbeOutcome> {
   let socket: Socket | undefined;
+  let ip: string | undefined;
   try {
-    const ip = await resolveHost(host, family, clock);
+    ip = await resolveHost(host, family, clock);
     socket = await connect(ip, port, clock, signal);
     return await body(socket, ip);
   } catch (err) {
     if (err instanceof ProbeFailure) {
+      // The address tried stays on a failure (which host of a name failed; its IP version).
+      const detail = ip === undefined ? err.detail : { ip, ...err.detail };
       return clock.outcome(err.failureClass, {
         error: err.raw,
-        ...(err.detail ? { detail: err.detail } : {}),
+        ...(detail ? { detail } : {}),
       });
     }
     throw err;

@@ -51,6 +51,8 @@ describe('tcp probe on loopback', () => {
     const r = await probe(`127.0.0.1:${port}`);
     expect(r.class).toBe('tcp_refused');
     expect(r.error?.code).toBe('ECONNREFUSED');
+    // The address it tried stays on the failure (probe_ip_protocol reads it).
+    expect(r.detail).toEqual({ ip: '127.0.0.1' });
   });
 
   it('send/expect: matching answer is ok, wrong answer is protocol_error, silence is protocol_timeout', async () => {

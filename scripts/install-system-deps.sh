@@ -7,10 +7,8 @@ packages=(
   iproute2 iputils-ping fping nftables dnsmasq-base
   postgresql redis-server mariadb-server
   openssl tcpdump procps ethtool prometheus prometheus-alertmanager systemd
+  prometheus-blackbox-exporter
 )
-if [[ "${FAULTLINE_BENCH_DEPS:-}" == 1 ]]; then
-  packages+=(prometheus-blackbox-exporter)
-fi
 
 missing=()
 for p in "${packages[@]}"; do
