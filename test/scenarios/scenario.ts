@@ -98,6 +98,11 @@ const FaultSchema = z.union([
         component: z.string().optional(),
         source: z.string().optional(),
         lossRatio: z.number().default(0.2),
+        /**
+         * Sources whose TCP paths to `component` lost enough SYNs in a row to be failing
+         * (tcp_timeout) while their echoes get through with the loss: degraded.
+         */
+        failingFrom: z.array(z.string()).optional(),
       })
       .strict(),
   }),
@@ -481,6 +486,7 @@ export function buildInput(s: Scenario): LocaliseInput {
     component?: string;
     source?: string;
     lossRatio: number;
+    failingFrom?: string[];
     atMs: number;
   }[];
   const dnsFail = has('dnsFail') as { sources: string[]; atMs: number }[];
@@ -636,6 +642,20 @@ export function buildInput(s: Scenario): LocaliseInput {
             (d.component !== undefined && d.component === dst.name) ||
             (d.source !== undefined && (d.source === agent || d.source === src.name)),
         );
+        if (loss && !echo && (loss.failingFrom ?? []).includes(src.name)) {
+          // Three SYNs lost in a row: failing for the debounce, successes around it.
+          paths.push({
+            ...okPath(base, faultStartMs - 600_000, nowMs - 1_000),
+            state: 'failing',
+            lastClass: 'tcp_timeout',
+            consecutiveFailures: 3,
+            consecutiveSuccesses: 0,
+            failureRatio: 0.5,
+            failures: { tcp_timeout: 5 },
+            sinceMs: startAfter(loss.atMs),
+          });
+          continue;
+        }
         if (loss) {
           paths.push({
             ...okPath(base, faultStartMs - 600_000, nowMs - 1_000),

@@ -1,20 +1,64 @@
+import { echoKinds } from '../../../probes/registry.js';
 import type { PathState } from '../../types.js';
 import type { Candidate, Rule } from '../candidate.js';
-import { byName, pushTo, sorted } from '../views.js';
+import type { Evidence } from '../evidence.js';
+import { byName, layerOf, pushTo, sorted } from '../views.js';
 import { unseenHosts } from './observer-cut.js';
+
+/** An unordered pair of hosts, as {@link lossyPairs} keys it. */
+export function hostPair(a: string, b: string): string {
+  return a < b ? `${a}\u0000${b}` : `${b}\u0000${a}`;
+}
+
+/**
+ * Host pairs whose echoes get through with loss: an echo path between them (either way) is
+ * degraded and lost some of its echoes. A TCP path between the same two hosts that failed a
+ * few probes in a row is that loss (a lost SYN costs a probe), not a filter — a filter passes
+ * the echoes whole or drops them all.
+ */
+export function lossyPairs(ev: Evidence): Set<string> {
+  const out = new Set<string>();
+  for (const a of ev.sound) {
+    for (const p of ev.viewOf(a)?.degraded ?? []) {
+      if (echoKinds.has(p.kind) && (p.lossRatio ?? 0) > 0)
+        out.add(hostPair(ev.host(a), p.component));
+    }
+  }
+  return out;
+}
+
+/** Failing paths among `among` that lost their probes between a {@link lossyPairs} pair. */
+export function lossyFailing(
+  ev: Evidence,
+  among: readonly number[],
+  pairs: ReadonlySet<string> = lossyPairs(ev),
+): number[] {
+  if (pairs.size === 0) return [];
+  return ev.pick(
+    (p) =>
+      ev.soundSet.has(p.agent) &&
+      layerOf(p) === 'network' &&
+      pairs.has(hostPair(ev.host(p.agent), p.component)),
+    among,
+  );
+}
 
 /**
  * `packet_loss`: paths succeed, but with loss or latency well above their baseline —
- * localised greedily to the element most degraded paths share (a target, or a source).
+ * localised greedily to the element most degraded paths share (a target, or a source). The
+ * failing paths between hosts whose echoes show the loss ({@link lossyFailing}) are its too.
  */
 export const packetLoss: Rule = {
   name: 'packet-loss',
   kinds: ['packet_loss'],
   tier: 'residual',
-  propose: (ev, _remaining, chosen) => {
+  propose: (ev, remaining, chosen) => {
     const unseen = unseenHosts(chosen);
+    const failing = new Map<PathState, number>();
+    for (const i of lossyFailing(ev, remaining)) failing.set(ev.path(i), i);
     let degraded = ev.sound
       .flatMap((a) => ev.viewOf(a)?.degraded ?? [])
+      .concat([...failing.keys()])
       .filter((p) => !unseen.has(p.component));
     const out: Candidate[] = [];
     while (degraded.length > 0) {
@@ -48,8 +92,11 @@ export const packetLoss: Rule = {
           components: ends,
           groups: [{ members: ends }],
         },
-        explains: [],
-        degraded: ps,
+        explains: ps.flatMap((p) => {
+          const i = failing.get(p);
+          return i === undefined ? [] : [i];
+        }),
+        degraded: ps.filter((p) => !failing.has(p)),
       });
       const taken = new Set(ps);
       degraded = degraded.filter((p) => !taken.has(p));

@@ -3,6 +3,7 @@ import type { Rule } from '../candidate.js';
 import { sharedLabel } from '../evidence.js';
 import { list } from '../text.js';
 import { byName, layerOf, pushTo, sorted } from '../views.js';
+import { lossyFailing } from './packet-loss.js';
 import { serviceGroups, serviceOf } from './service-groups.js';
 
 /**
@@ -19,9 +20,15 @@ export const pathBlocked: Rule = {
     const refusedSome = serviceGroups(ev, remaining)
       .filter((g) => g.refused > 0 && !g.fromAll)
       .flatMap((g) => g.taken);
+    // Network failures between hosts whose echoes get through with loss are that loss
+    // (packet_loss takes them), not a filter.
+    const lossy = new Set(lossyFailing(ev, remaining));
     const rest = [
       ...refusedSome,
-      ...ev.pick((p) => ev.soundSet.has(p.agent) && layerOf(p) === 'network', remaining),
+      ...ev.pick(
+        (p) => ev.soundSet.has(p.agent) && layerOf(p) === 'network',
+        remaining.filter((i) => !lossy.has(i)),
+      ),
     ];
     const byTarget = new Map<string, number[]>();
     for (const i of rest) pushTo(byTarget, ev.path(i).component, i);
