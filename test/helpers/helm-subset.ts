@@ -261,7 +261,7 @@ const functions: Record<string, (this: Renderer, ...args: Value[]) => Value> = {
     let i = 0;
     return str(format).replace(/%[sdv%]/g, (m) => (m === '%%' ? '%' : str(args[i++])));
   },
-  toString: (v) => str(v),
+  toString: (v: Value) => str(v),
   b64enc: (v) => Buffer.from(str(v)).toString('base64'),
   hasKey: (m, k) => typeof m === 'object' && m !== null && Object.hasOwn(m, str(k)),
 };
@@ -319,7 +319,7 @@ class Renderer {
           out += this.nodes(b.body, n.t === 'with' && b.cond !== undefined ? v : dot, inner);
           break;
         }
-      } else {
+      } else if (n.t === 'range') {
         const v = this.pipeline(n.pipe, dot, scope);
         const entries: [Value, Value][] = Array.isArray(v)
           ? v.map((x, i) => [i, x])
@@ -440,10 +440,7 @@ export function renderChart(chartDir: string, opts: RenderOptions): string {
   const defines = new Map<string, Node[]>();
   const parsed = templates.map(
     (rel) =>
-      [
-        rel,
-        parse(tokenize(readFileSync(join(chartDir, rel), 'utf8'), rel), rel, defines),
-      ] as const,
+      [rel, parse(tokenize(readFileSync(join(chartDir, rel), 'utf8'), rel), rel, defines)] as const,
   );
   const root = {
     Values: values,
