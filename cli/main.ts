@@ -9,6 +9,7 @@ import { chooseCompletionShell, completionCommand, completionDescribe } from './
 import { demoCommand } from './demo.js';
 import { incidentsCommand } from './incidents.js';
 import { probeCommand } from './probe.js';
+import { schemaCommand } from './schema.js';
 import { statusCommand } from './status.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -28,6 +29,7 @@ async function main(argv: string[]): Promise<number> {
     .command(statusCommand(setCode))
     .command(incidentsCommand(setCode))
     .command(demoCommand(setCode))
+    .command(schemaCommand(setCode))
     // Also answers the scripts' --get-yargs-completions.
     .completion(completionCommand, completionDescribe)
     .demandCommand(1, 'Name a command: see the list above.')
