@@ -66,13 +66,21 @@ function render(opts: Partial<RenderOptions> & { chart?: string } = {}): K8sObje
   if (hasHelm) {
     const valuesFile = join(mkdtempSync(join(tmpdir(), 'faultline-helm-')), 'values.yaml');
     tempDirs.push(posix.dirname(valuesFile));
-    writeFileSync(valuesFile, stringifyYaml(o.values ?? {}));
+    // YAML 1.1, as helm reads it: "yes" stays a string.
+    writeFileSync(valuesFile, stringifyYaml(o.values ?? {}, { version: '1.1' }));
     const out = execFileSync(
       'helm',
       ['template', o.releaseName, dir, '--namespace', o.namespace, '-f', valuesFile],
       { encoding: 'utf8' },
     );
-    expect(parseManifests(out, 'helm template')).toEqual(objects);
+    // Helm orders objects by kind (install order); compare them by identity.
+    const byId = (l: K8sObject[]) =>
+      [...l].sort((a, b) => {
+        const ka = `${a.kind}/${a.metadata.namespace ?? ''}/${a.metadata.name}`;
+        const kb = `${b.kind}/${b.metadata.namespace ?? ''}/${b.metadata.name}`;
+        return ka < kb ? -1 : ka > kb ? 1 : 0;
+      });
+    expect(byId(parseManifests(out, 'helm template'))).toEqual(byId(objects));
   }
   return objects;
 }

@@ -215,7 +215,10 @@ function str(v: Value): string {
 /** sigs.k8s.io/yaml's output as Helm's toYaml gives it: keys sorted, no trailing newline. */
 function toYaml(v: Value): string {
   if (v === undefined || v === null) return 'null';
-  return stringifyYaml(v, { sortMapEntries: true, lineWidth: 0 }).replace(/\n$/, '');
+  return stringifyYaml(v, { sortMapEntries: true, lineWidth: 0, indentSeq: false }).replace(
+    /\n$/,
+    '',
+  );
 }
 
 const indentLines = (n: number, s: string): string =>
