@@ -57,7 +57,7 @@ describe('faultline completion', () => {
       '--collector',
       '--color',
     ]);
-  });
+  }, 90_000);
 
   it('zsh: a #compdef script, by name or from $SHELL; another shell is a usage error', async () => {
     const [named, fromShell, fromBash, fish] = await Promise.all([
@@ -79,5 +79,5 @@ describe('faultline completion', () => {
       writeFileSync(file, named.stdout);
       expect(spawnSync('zsh', ['-n', file]).status).toBe(0);
     }
-  });
+  }, 60_000);
 });
