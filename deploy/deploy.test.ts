@@ -26,6 +26,8 @@ import { ConfigError } from '../lib/errors.js';
 import { plainListenWarning } from '../collector/connection-guard.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import {
+  agentMemoryLimit,
+  agentMemoryRequest,
   expectAgentPod,
   expectEnvInOrder,
   expectHeapBelowLimit,
@@ -183,6 +185,10 @@ describe('systemd unit', () => {
     expect(svc('SystemCallFilter')).toBe('@system-service');
     expect(svc('SystemCallErrorNumber')).toBe('EPERM');
     expect(svc('MemoryMax')).toMatch(/^\d+M$/);
+    // What bench:agent measured, as the Kubernetes limit; pressure only above the peak.
+    expect(unitMiB(svc('MemoryMax'))).toBe(Number.parseInt(agentMemoryLimit, 10));
+    expect(unitMiB(svc('MemoryHigh'))).toBeGreaterThan(Number.parseInt(agentMemoryRequest, 10));
+    expect(unitMiB(svc('MemoryHigh'))).toBeLessThan(unitMiB(svc('MemoryMax')));
     // V8's JIT needs W+X pages; a user namespace's CAP_NET_RAW opens no raw socket on the host.
     expect(service.has('MemoryDenyWriteExecute')).toBe(false);
     expect(service.has('PrivateUsers')).toBe(false);
