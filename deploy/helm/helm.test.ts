@@ -312,6 +312,20 @@ describe('Helm chart', () => {
     }
   });
 
+  it('collector.config leaves the chart’s keys alone: a clear error otherwise', () => {
+    for (const key of ['listen', 'tls', 'dataDir', 'tokens', 'viewers']) {
+      expect(() =>
+        renderChart(chartDir, {
+          releaseName: 'faultline',
+          namespace: 'faultline',
+          values: { ...withTokens, collector: { config: { [key]: 'x' } } },
+        }),
+      ).toThrow(
+        "collector.config: listen, tls, dataDir, tokens and viewers are the chart's (collector.port, tls.*, tokens.*); leave them out",
+      );
+    }
+  });
+
   it('tls.enabled false: plain HTTP everywhere, and no CA asked for', () => {
     const objects = render({ values: { ...withTokens, tls: { enabled: false } } });
     const { config } = loadCollectorConfig(objects, false);

@@ -63,6 +63,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* collector.yaml: the keys the chart owns, then collector.config. */}}
 {{- define "faultline.collectorConfig" -}}
+{{- with .Values.collector.config }}
+{{- if or (hasKey . "listen") (hasKey . "tls") (hasKey . "dataDir") (hasKey . "tokens") (hasKey . "viewers") }}
+{{- fail "collector.config: listen, tls, dataDir, tokens and viewers are the chart's (collector.port, tls.*, tokens.*); leave them out" }}
+{{- end }}
+{{- end }}
 # Written by the chart: listen, tls, dataDir, tokens and viewers here; the rest from the
 # value collector.config.
 listen: 0.0.0.0:{{ .Values.collector.port }}
