@@ -22,7 +22,7 @@ function memoryLog(): {
     },
   });
   return {
-    log: createLogger({ agent: 't' }, sink),
+    log: createLogger('agent', { agent: 't' }, sink),
     lines: () =>
       chunks
         .join('')

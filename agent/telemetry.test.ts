@@ -1129,7 +1129,8 @@ describe('a failing OTLP endpoint', () => {
     process.env.OTEL_METRIC_EXPORT_INTERVAL = '100';
     const lines: Record<string, unknown>[] = [];
     const logger = createLogger(
-      { component: 'agent' },
+      'agent',
+      {},
       { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) },
     );
     const t = new AgentTelemetry({

@@ -164,7 +164,7 @@ async function runWithCollector(c: CollectorSettings): Promise<void> {
       throw usage((err as Error).message);
     }
   }
-  const log = createLogger({ agent: c.name });
+  const log = createLogger('agent', { agent: c.name });
   if (c.tokenOnCommandLine) {
     log.warn(
       { flag: '--token' },
@@ -233,7 +233,7 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
     });
     return;
   }
-  const log = createLogger({ agent: config.agent.name });
+  const log = createLogger('agent', { agent: config.agent.name });
   const agent = await Agent.start(config, log);
   const onHup = (): void => {
     try {

@@ -137,7 +137,7 @@ export function collectorCommand(
         setExit(exitCodes.ok);
         return;
       }
-      const log = createLogger({ component: 'collector' });
+      const log = createLogger('collector');
       const localAgentName =
         hostname()
           .replace(/[^A-Za-z0-9._:-]/g, '-')
@@ -182,7 +182,7 @@ export function collectorCommand(
           labels: {},
           stateDir: join(config.dataDir, 'local-agent'),
           metricsListen: '127.0.0.1:0',
-          log: log.child({ component: 'agent' }),
+          log: createLogger('agent', { agent: localAgentName }),
         });
         const metrics = local.agent.metricsUrl();
         if (metrics !== undefined) lines.push(`  local agent metrics: ${metrics}`);

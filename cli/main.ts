@@ -5,9 +5,11 @@ import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { exitCodes } from './exit-codes.js';
 import { agentCommand } from './agent.js';
 import { collectorCommand } from './collector.js';
+import { chooseCompletionShell, completionCommand, completionDescribe } from './completion.js';
 import { demoCommand } from './demo.js';
 import { incidentsCommand } from './incidents.js';
 import { probeCommand } from './probe.js';
+import { schemaCommand } from './schema.js';
 import { statusCommand } from './status.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -15,6 +17,7 @@ async function main(argv: string[]): Promise<number> {
   const setCode = (c: number): void => {
     code = c;
   };
+  chooseCompletionShell(argv, process.env);
   await yargs(argv)
     .scriptName('faultline')
     .usage(
@@ -26,6 +29,9 @@ async function main(argv: string[]): Promise<number> {
     .command(statusCommand(setCode))
     .command(incidentsCommand(setCode))
     .command(demoCommand(setCode))
+    .command(schemaCommand(setCode))
+    // Also answers the scripts' --get-yargs-completions.
+    .completion(completionCommand, completionDescribe)
     .demandCommand(1, 'Name a command: see the list above.')
     .strict()
     .recommendCommands()

@@ -313,8 +313,11 @@ describe('faultline status against a real collector process fed real report batc
       runCli(['status', '--collector', c.url, '--token', viewerToken]),
       runCli(['status', '--collector', `${c.url}/`, '--json', '--token-file', viewerFile]),
     ]);
-    expect(shown.code, shown.stderr).toBe(0);
+    // Not healthy: exit 1, so a script can gate on it (0 healthy, 3 no answer).
+    expect(shown.code, shown.stderr).toBe(1);
     expect(shown.stdout).toContain('NOT HEALTHY: 1 hypothesis');
+    // Not a terminal (a pipe): no colour.
+    expect(shown.stdout).not.toContain('\u001b[');
     expect(shown.stdout).toContain('1. service_down  (confidence ');
     expect(shown.stdout).toContain(doc.hypotheses[0]?.summary);
     expect(shown.stdout).toMatch(
@@ -325,7 +328,7 @@ describe('faultline status against a real collector process fed real report batc
     expect(shown.stdout).toContain('     app-1 → db-1/postgres/tcp: tcp_refused');
     expect(shown.stdout).toMatch(/Cannot be ruled out:\n {2}\? db-1: /);
 
-    expect(json.code, json.stderr).toBe(0);
+    expect(json.code, json.stderr).toBe(1);
     expect(DiagnosisSchema.parse(JSON.parse(json.stdout))).toEqual(settled);
 
     const metrics = await (await fetch(`${c.url}/metrics`)).text();
@@ -405,7 +408,7 @@ describe('faultline status against a real collector process fed real report batc
     expect(notJson.seen.at(-1)?.path).toBe('/faultline/api/v1/diagnosis');
   });
 
-  it('the CLI: exit 1 with the message when unreachable, refused or the answer is odd; --help names every option', async () => {
+  it('the CLI: exit 3 with the message when unreachable, refused or the answer is odd; --help names every option', async () => {
     const port = await freePort();
     const refusing = await stub(
       401,
@@ -419,22 +422,23 @@ describe('faultline status against a real collector process fed real report batc
       runCli(['status', '--collector', odd.url]),
       runCli(['status', '--help']),
     ]);
-    expect(unreachable.code).toBe(1);
+    expect(unreachable.code).toBe(3);
     expect(unreachable.stderr).toBe(
       `faultline: cannot reach the collector at http://127.0.0.1:${port}: ECONNREFUSED. Is \`faultline collector\` running there? Pass its address with --collector URL.\n`,
     );
     expect(unreachable.stdout).toBe('');
 
-    expect(refused.code).toBe(1);
+    expect(refused.code).toBe(3);
     expect(refused.stderr).toBe(
       `faultline: the collector at ${refusing.url} refused the token (401 FL_ERR_AUTH: unknown token). Check --token / --token-file / FAULTLINE_VIEWER_TOKEN: it must be a viewer token.\n`,
     );
     expect(refusing.seen.at(-1)?.authorization).toBe('Bearer wrong-token');
 
-    expect(oddView.code).toBe(1);
+    expect(oddView.code).toBe(3);
     expect(oddView.stderr).toContain('not one this version reads (healthy: ');
 
     expect(help.code).toBe(0);
+    expect(help.stdout).toContain('Exit status: 0 healthy, 1 not healthy');
     for (const flag of [
       '--collector',
       '--token',
@@ -442,10 +446,87 @@ describe('faultline status against a real collector process fed real report batc
       '--json',
       '--data-dir',
       '--timeout',
+      '--color',
     ]) {
       expect(help.stdout).toContain(flag);
     }
   });
+
+  it('exit status gates a script: 0 healthy (hypotheses worth a look too), 1 not healthy or settling, 2 bad usage, 3 no diagnosis — with --json as without', async () => {
+    const healthy = await stub(
+      200,
+      JSON.stringify({ healthy: true, hypotheses: [], ruledOut: [], computedAtMs: t }),
+    );
+    const lookedAt = await stub(
+      200,
+      JSON.stringify({ ...partition, healthy: true, hypotheses: partition.hypotheses.slice(1) }),
+    );
+    const unhealthy = await stub(200, JSON.stringify(partition));
+    const settling = await stub(
+      200,
+      JSON.stringify({ ...partition, settling: true, settlingSinceMs: t - 100 }),
+    );
+    const notADiagnosis = await stub(200, JSON.stringify({ status: 'ok' }));
+    const runs = await Promise.all(
+      [healthy.url, lookedAt.url, unhealthy.url, settling.url, notADiagnosis.url].flatMap((u) => [
+        runCli(['status', '--collector', u, '--token', 'x'], { timeoutMs: 60_000 }),
+        runCli(['status', '--collector', u, '--token', 'x', '--json'], { timeoutMs: 60_000 }),
+      ]),
+    );
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 0, 0, 1, 1, 1, 1, 3, 3]);
+    // --json still prints the document it judged.
+    expect(JSON.parse(runs[9]?.stdout ?? '')).toEqual({ status: 'ok' });
+    const usage = await runCli(['status', '--collector', 'collector:7070']);
+    expect(usage.code).toBe(2);
+  }, 90_000);
+
+  it('colour: on a terminal, not with NO_COLOR or --no-color or in a pipe; --color forces it', async () => {
+    const unhealthy = await stub(200, JSON.stringify(partition));
+    const healthy = await stub(
+      200,
+      JSON.stringify({ healthy: true, hypotheses: [], ruledOut: [], computedAtMs: t }),
+    );
+    const q = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
+    /** The CLI on a pseudo-terminal (util-linux script(1)): what a person sees. */
+    const onTty = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+      new Promise<{ code: number | null; out: string }>((resolve, reject) => {
+        const cmd = [process.execPath, cliPath, ...args].map(q).join(' ');
+        const child = spawn('script', ['-qefc', cmd, '/dev/null'], {
+          env: { ...process.env, NO_COLOR: '', FORCE_COLOR: '', TERM: 'xterm', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        child.on('error', reject);
+        child.on('close', (code) => resolve({ code, out }));
+      });
+    const base = ['status', '--token', 'x', '--collector'];
+    const [tty, ttyHealthy, noColorEnv, noColorFlag, forced, pipe] = await Promise.all([
+      onTty([...base, unhealthy.url]),
+      onTty([...base, healthy.url]),
+      onTty([...base, unhealthy.url], { NO_COLOR: '1' }),
+      onTty([...base, unhealthy.url, '--no-color']),
+      runCli([...base, unhealthy.url, '--color'], { env: { ...process.env, NO_COLOR: '1' } }),
+      runCli([...base, unhealthy.url], {
+        env: { ...process.env, NO_COLOR: '', FORCE_COLOR: '' },
+      }),
+    ]);
+    const red =
+      '\u001b[1m\u001b[31mNOT HEALTHY: 2 hypotheses, most likely first\u001b[39m\u001b[22m';
+    expect(tty.code).toBe(1);
+    expect(tty.out).toContain(red);
+    expect(tty.out).toContain('\u001b[1m1. network_partition\u001b[22m  (confidence 92%)');
+    expect(tty.out).toContain('\u001b[32m✓\u001b[39m db-1: ');
+    expect(ttyHealthy.code).toBe(0);
+    expect(ttyHealthy.out).toContain('\u001b[32mhealthy: no fault found on any path\u001b[39m');
+    for (const plain of [noColorEnv, noColorFlag]) {
+      expect(plain.out).toContain('NOT HEALTHY: 2 hypotheses');
+      expect(plain.out).not.toContain('\u001b[');
+    }
+    expect(forced.stdout).toContain(red);
+    expect(pipe.stdout).toContain('NOT HEALTHY: 2 hypotheses');
+    expect(pipe.stdout).not.toContain('\u001b[');
+  }, 60_000);
 
   it('embedded defaults (faultline collector --data-dir D): status works with only --collector; the viewer token in D is what goes to a local collector; no token or the agent token is refused', async () => {
     const port = await freePort();
@@ -477,9 +558,9 @@ describe('faultline status against a real collector process fed real report batc
     ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('healthy: no fault found on any path');
-    expect(none.code).toBe(1);
+    expect(none.code).toBe(3);
     expect(none.stderr).toContain('refused the token (401 FL_ERR_AUTH: missing bearer token');
-    expect(agent.code).toBe(1);
+    expect(agent.code).toBe(3);
     expect(agent.stderr).toContain(
       'refused the token (403 FL_ERR_FORBIDDEN: agent tokens cannot read; use a viewer token',
     );

@@ -4,11 +4,25 @@ import type { Argv, CommandModule } from 'yargs';
 import { defaultCollectorListen, defaultDataDir, viewerTokenFile } from '../collector/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { DiagnosisSchema, type Diagnosis, type Hypothesis } from '../wire/diagnosis.js';
+import { noPaint, paint, useColor, withColorOption, type Paint } from './color.js';
 import { exitCodes } from './exit-codes.js';
 
 interface StatusArgs extends CollectorClientArgs {
   json: boolean;
+  color: boolean | undefined;
 }
+
+/**
+ * What `faultline status` exits with, so a script can gate on it: 0 healthy, 1 not healthy
+ * (settling included), 2 bad usage, 3 no diagnosis to judge (the collector unreachable, the
+ * token refused, an answer this version cannot read). With --json as without.
+ */
+export const statusExitCodes = {
+  healthy: exitCodes.ok,
+  unhealthy: exitCodes.failed,
+  usage: exitCodes.usage,
+  unavailable: exitCodes.unavailable,
+} as const;
 
 /** Where `faultline status` asks when not told: the embedded-defaults collector's address. */
 export const defaultStatusUrl = `http://${defaultCollectorListen}`;
@@ -16,7 +30,7 @@ export const defaultStatusUrl = `http://${defaultCollectorListen}`;
 /** Examples shown per hypothesis; the document may hold more. */
 const shownExamples = 3;
 
-/** Why asking the collector failed: said to the operator as is, exit code 1. */
+/** Why asking the collector failed: said to the operator as is (`status` exits 3, `incidents` 1). */
 export class StatusError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -209,6 +223,8 @@ export interface FormatOptions {
   readonly timeZone?: string;
   /** Shown in the header line. */
   readonly source?: string;
+  /** Colours the verdict, the hypotheses' kinds and the ruled-out marks (default: none). */
+  readonly paint?: Paint;
 }
 
 /** `4 s`, `3 min`, `2 h 5 min`, `3 d 4 h`; `in the future` when the clocks disagree. */
@@ -247,8 +263,9 @@ function countsLine(counts: Readonly<Record<string, number>>): string {
 }
 
 function hypothesisBlock(h: Hypothesis, rank: number, opts: FormatOptions): string[] {
+  const p = opts.paint ?? noPaint;
   const lines = [
-    `${rank}. ${h.kind}  (confidence ${Math.round(h.confidence * 100)}%)`,
+    `${p(`${rank}. ${h.kind}`, 'bold')}  (confidence ${Math.round(h.confidence * 100)}%)`,
     `   ${h.summary}`,
     `   since:      ${formatTime(h.since, opts.timeZone)} (${formatAge(opts.nowMs - h.since)} ago)`,
   ];
@@ -270,6 +287,7 @@ function hypothesisBlock(h: Hypothesis, rank: number, opts: FormatOptions): stri
 
 /** The terminal view of a diagnosis document. */
 export function formatStatus(d: Diagnosis, opts: FormatOptions): string {
+  const p = opts.paint ?? noPaint;
   const lines: string[] = [];
   const computed =
     d.computedAtMs > 0
@@ -279,10 +297,16 @@ export function formatStatus(d: Diagnosis, opts: FormatOptions): string {
   const n = d.hypotheses.length;
   const many = `${n} hypothes${n === 1 ? 'is' : 'es'}`;
   if (n === 0) {
-    lines.push(d.healthy ? 'healthy: no fault found on any path' : 'NOT HEALTHY (no hypothesis)');
+    lines.push(
+      d.healthy
+        ? p('healthy: no fault found on any path', 'green')
+        : p('NOT HEALTHY (no hypothesis)', 'red', 'bold'),
+    );
   } else {
     lines.push(
-      d.healthy ? `healthy, with ${many} worth a look:` : `NOT HEALTHY: ${many}, most likely first`,
+      d.healthy
+        ? p(`healthy, with ${many} worth a look:`, 'green')
+        : p(`NOT HEALTHY: ${many}, most likely first`, 'red', 'bold'),
     );
     if (d.settling === true) {
       const since =
@@ -290,7 +314,10 @@ export function formatStatus(d: Diagnosis, opts: FormatOptions): string {
           ? ''
           : ` (changes arriving for ${Math.max(0, Math.round(opts.nowMs - d.settlingSinceMs))} ms)`;
       lines.push(
-        `SETTLING${since}: the fault is still arriving; this answer may change within a second, alerts wait for it`,
+        p(
+          `SETTLING${since}: the fault is still arriving; this answer may change within a second, alerts wait for it`,
+          'yellow',
+        ),
       );
     }
     lines.push('');
@@ -303,11 +330,11 @@ export function formatStatus(d: Diagnosis, opts: FormatOptions): string {
   const notRuledOut = d.ruledOut.filter((r) => !r.canBeRuledOut);
   if (ruledOut.length > 0) {
     lines.push('', 'Ruled out:');
-    for (const r of ruledOut) lines.push(`  ✓ ${r.component}: ${r.reason}`);
+    for (const r of ruledOut) lines.push(`  ${p('✓', 'green')} ${r.component}: ${r.reason}`);
   }
   if (notRuledOut.length > 0) {
     lines.push('', 'Cannot be ruled out:');
-    for (const r of notRuledOut) lines.push(`  ? ${r.component}: ${r.reason}`);
+    for (const r of notRuledOut) lines.push(`  ${p('?', 'yellow')} ${r.component}: ${r.reason}`);
   }
   return lines.join('\n') + '\n';
 }
@@ -373,14 +400,21 @@ export function statusCommand(setExit: (code: number) => void): CommandModule<ob
     command: 'status',
     describe: "Show the collector's diagnosis: what is broken, since when, and what is ruled out",
     builder: (y) =>
-      withCollectorClientOptions(y)
+      withColorOption(withCollectorClientOptions(y))
         .option('json', {
           type: 'boolean',
           default: false,
           describe: 'Print the API document (GET /api/v1/diagnosis) as JSON',
         })
         .example('$0 status', 'Ask the collector on this host (npm start)')
-        .example('$0 status --collector https://collector:7070 --json', 'The document, for jq'),
+        .example('$0 status --collector https://collector:7070 --json', 'The document, for jq')
+        .example(
+          '$0 status || page-someone',
+          'Exit 0 healthy, 1 not healthy, 2 bad usage, 3 no answer',
+        )
+        .epilogue(
+          'Exit status: 0 healthy, 1 not healthy (settling included), 2 bad usage, 3 no diagnosis to judge (collector unreachable, token refused, an answer this version cannot read).',
+        ),
     handler: async (args) => {
       const { url, token, timeoutMs } = collectorClient(args);
       let answer: { text: string; body: unknown };
@@ -389,12 +423,19 @@ export function statusCommand(setExit: (code: number) => void): CommandModule<ob
       } catch (err) {
         if (!(err instanceof StatusError)) throw err;
         process.stderr.write(`faultline: ${err.message}\n`);
-        setExit(exitCodes.failed);
+        setExit(statusExitCodes.unavailable);
         return;
       }
       if (args.json) {
         process.stdout.write(`${JSON.stringify(answer.body, null, 2)}\n`);
-        setExit(exitCodes.ok);
+        const healthy = (answer.body as { healthy?: unknown } | null)?.healthy;
+        setExit(
+          healthy === true
+            ? statusExitCodes.healthy
+            : healthy === false
+              ? statusExitCodes.unhealthy
+              : statusExitCodes.unavailable,
+        );
         return;
       }
       const parsed = DiagnosisSchema.safeParse(answer.body);
@@ -403,13 +444,17 @@ export function statusCommand(setExit: (code: number) => void): CommandModule<ob
         process.stderr.write(
           `faultline: the collector's diagnosis document is not one this version reads (${first ? `${first.path.join('.')}: ${first.message}` : 'invalid'}); try --json\n`,
         );
-        setExit(exitCodes.failed);
+        setExit(statusExitCodes.unavailable);
         return;
       }
       process.stdout.write(
-        formatStatus(parsed.data, { nowMs: Date.now(), source: url.href.replace(/\/$/, '') }),
+        formatStatus(parsed.data, {
+          nowMs: Date.now(),
+          source: url.href.replace(/\/$/, ''),
+          paint: useColor(args.color, process.stdout) ? paint : noPaint,
+        }),
       );
-      setExit(exitCodes.ok);
+      setExit(parsed.data.healthy ? statusExitCodes.healthy : statusExitCodes.unhealthy);
     },
   };
 }

@@ -777,7 +777,7 @@ describe('the example', () => {
 
   it('points editors at the committed JSON Schema', () => {
     expect(readFileSync(exampleFile, 'utf8').split('\n')[0]).toBe(
-      '# yaml-language-server: $schema=../schema/collector.schema.json',
+      '# yaml-language-server: $schema=collector.schema.json',
     );
   });
 });

@@ -25,6 +25,20 @@ import { defaultCollectorListen, parseCollectorConfig } from '../collector/confi
 import { ConfigError } from '../lib/errors.js';
 import { plainListenWarning } from '../collector/connection-guard.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
+import {
+  agentMemoryLimit,
+  agentMemoryRequest,
+  expectAgentPod,
+  expectEnvInOrder,
+  expectHeapBelowLimit,
+  expectRestrictedPod,
+  onlyContainer,
+  type Container,
+  type K8sObject,
+  type PodSpec,
+  type Volume,
+  type Workload,
+} from './k8s-checks.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const read = (path: string): string => readFileSync(join(root, path), 'utf8');
@@ -33,8 +47,8 @@ const unitFile = 'deploy/systemd/faultline-agent.service';
 const collectorUnitFile = 'deploy/systemd/faultline-collector.service';
 const dockerfile = 'deploy/docker/Dockerfile';
 const dockerignore = 'deploy/docker/Dockerfile.dockerignore';
-const manifestFile = 'deploy/kubernetes/agent-daemonset.yaml';
-const collectorManifestFile = 'deploy/kubernetes/collector.yaml';
+const manifestFile = 'deploy/kubernetes/agent/agent-daemonset.yaml';
+const collectorManifestFile = 'deploy/kubernetes/collector/collector.yaml';
 
 const pkg = JSON.parse(read('package.json')) as { version: string; bin: Record<string, string> };
 const binPath = pkg.bin.faultline ?? '';
@@ -171,6 +185,10 @@ describe('systemd unit', () => {
     expect(svc('SystemCallFilter')).toBe('@system-service');
     expect(svc('SystemCallErrorNumber')).toBe('EPERM');
     expect(svc('MemoryMax')).toMatch(/^\d+M$/);
+    // What bench:agent measured, as the Kubernetes limit; pressure only above the peak.
+    expect(unitMiB(svc('MemoryMax'))).toBe(Number.parseInt(agentMemoryLimit, 10));
+    expect(unitMiB(svc('MemoryHigh'))).toBeGreaterThan(Number.parseInt(agentMemoryRequest, 10));
+    expect(unitMiB(svc('MemoryHigh'))).toBeLessThan(unitMiB(svc('MemoryMax')));
     // V8's JIT needs W+X pages; a user namespace's CAP_NET_RAW opens no raw socket on the host.
     expect(service.has('MemoryDenyWriteExecute')).toBe(false);
     expect(service.has('PrivateUsers')).toBe(false);
@@ -411,76 +429,6 @@ describe.runIf(canDropPrivileges && onPath('fping') && onPath('ping'))(
 
 // --- Kubernetes ---------------------------------------------------------------------------
 
-interface K8sObject {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
-  [key: string]: unknown;
-}
-
-interface HttpProbe {
-  httpGet: { path: string; port: string | number; scheme?: 'HTTP' | 'HTTPS' };
-}
-
-interface Container {
-  image: string;
-  args?: unknown;
-  command?: unknown;
-  env: { name: string; value?: string; valueFrom?: unknown }[];
-  ports: { name: string; containerPort: number }[];
-  securityContext: {
-    runAsNonRoot?: boolean;
-    allowPrivilegeEscalation: boolean;
-    privileged: boolean;
-    readOnlyRootFilesystem: boolean;
-    capabilities: { drop: string[]; add: string[] };
-  };
-  resources: { requests: Record<string, string>; limits: Record<string, string> };
-  startupProbe?: HttpProbe;
-  livenessProbe: HttpProbe;
-  readinessProbe: HttpProbe;
-  volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[];
-}
-
-interface Volume {
-  name: string;
-  configMap?: { name: string };
-  secret?: { secretName: string; defaultMode?: number };
-  persistentVolumeClaim?: { claimName: string };
-  emptyDir?: { sizeLimit?: string };
-}
-
-interface PodSpec {
-  serviceAccountName: string;
-  automountServiceAccountToken: boolean;
-  hostNetwork?: boolean;
-  hostPID?: boolean;
-  hostIPC?: boolean;
-  dnsPolicy?: string;
-  terminationGracePeriodSeconds: number;
-  securityContext: {
-    runAsNonRoot: boolean;
-    runAsUser: number;
-    runAsGroup?: number;
-    fsGroup?: number;
-    seccompProfile?: { type: string };
-  };
-  containers: Container[];
-  volumes: Volume[];
-}
-
-interface Workload extends K8sObject {
-  spec: {
-    replicas?: number;
-    strategy?: { type: string };
-    selector: { matchLabels: Record<string, string> };
-    template: {
-      metadata: { labels: Record<string, string>; annotations?: Record<string, string> };
-      spec: PodSpec;
-    };
-  };
-}
-
 interface Manifest {
   file: string;
   docs: ReturnType<typeof parseAllDocuments>;
@@ -500,12 +448,6 @@ function kindIn<T extends K8sObject>(m: Manifest, kind: string): T {
   const found = m.objects.filter((o) => o.kind === kind);
   if (found.length !== 1) throw new Error(`expected one ${kind} in ${m.file}`);
   return found[0] as T;
-}
-
-function onlyContainer(spec: PodSpec): Container {
-  const [c, ...more] = spec.containers;
-  if (c === undefined || more.length > 0) throw new Error('expected one container');
-  return c;
 }
 
 /** The mount of the volume that `pick` selects. */
@@ -579,20 +521,8 @@ describe('Kubernetes manifest', () => {
     expect(container().image).toMatch(new RegExp(`:${pkg.version.replaceAll('.', '\\.')}$`));
   });
 
-  it('runs non-root with a read-only root, NET_RAW only, and a 128Mi memory limit', () => {
-    expect(podSpec().securityContext.runAsNonRoot).toBe(true);
-    expect(podSpec().securityContext.runAsUser).toBeGreaterThan(0);
-    const c = container();
-    expect(c.securityContext).toMatchObject({
-      privileged: false,
-      readOnlyRootFilesystem: true,
-      allowPrivilegeEscalation: true, // fping's file capability (see the capabilities tests)
-      capabilities: { drop: ['ALL'], add: ['NET_RAW'] },
-    });
-    expect(c.resources.limits.memory).toBe('128Mi');
-    expect(c.resources.requests.memory).toBeDefined();
-    expect(c.resources.requests.cpu).toBeDefined();
-    expect(c.volumeMounts.every((m) => m.readOnly === true)).toBe(true);
+  it('runs non-root with a read-only root, NET_RAW only, and the memory limit bench:agent measured', () => {
+    expectAgentPod(podSpec());
   });
 
   it('probes /healthz and advertises /metrics on the port the agent listens on', () => {
@@ -614,14 +544,7 @@ describe('Kubernetes manifest', () => {
   });
 
   it('defines every env var before another one refers to it with $(VAR)', () => {
-    // Kubernetes expands $(VAR) only from variables listed earlier; later ones stay literal.
-    const seen = new Set<string>();
-    for (const e of container().env) {
-      for (const m of (e.value ?? '').matchAll(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g))
-        expect(seen, `${e.name} uses $(${m[1]})`).toContain(m[1]);
-      seen.add(e.name);
-    }
-    expect(seen).toContain('OTEL_RESOURCE_ATTRIBUTES');
+    expectEnvInOrder(container(), ['OTEL_RESOURCE_ATTRIBUTES']);
   });
 });
 
@@ -902,53 +825,12 @@ describe('Kubernetes manifest of the collector', () => {
   });
 
   it('meets the "restricted" Pod Security Standard: non-root, no capability, read-only root', () => {
-    const spec = cPodSpec();
-    expect(spec.hostNetwork ?? false).toBe(false);
-    expect(spec.hostPID ?? false).toBe(false);
-    expect(spec.hostIPC ?? false).toBe(false);
-    expect(spec.securityContext).toMatchObject({
-      runAsNonRoot: true,
-      seccompProfile: { type: 'RuntimeDefault' },
-    });
-    expect(spec.securityContext.runAsUser).toBeGreaterThan(0);
-    const c = cContainer();
-    expect(c.securityContext).toEqual({
-      allowPrivilegeEscalation: false,
-      privileged: false,
-      readOnlyRootFilesystem: true,
-      runAsNonRoot: true,
-      capabilities: { drop: ['ALL'] },
-    });
-    for (const v of spec.volumes) {
-      const { name, ...source } = v;
-      if (v.secret !== undefined) expect(v.secret.defaultMode, name).toBe(0o440);
-      expect(['configMap', 'secret', 'persistentVolumeClaim', 'emptyDir'], name).toContain(
-        Object.keys(source)[0],
-      );
-    }
     // Writable: the store's volume and /tmp (SQLite's temporary files), nothing else.
-    expect(c.volumeMounts.filter((m) => m.readOnly !== true).map((m) => m.mountPath)).toEqual([
-      dataMount().mountPath,
-      '/tmp',
-    ]);
-    // The token files are root:<fsGroup> 0440: the collector reads them through its group.
-    expect(spec.securityContext.fsGroup).toBe(spec.securityContext.runAsGroup);
-    expect(spec.volumes.find((v) => v.secret !== undefined)?.secret?.defaultMode).toBe(0o440);
+    expectRestrictedPod(cPodSpec(), [dataMount().mountPath, '/tmp']);
   });
 
   it('caps the V8 heap below the memory limit', () => {
-    const c = cContainer();
-    const heapMiB = Number(
-      /--max-old-space-size=(\d+)\b/.exec(
-        c.env.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '',
-      )?.[1],
-    );
-    const limit = /^(\d+)(Mi|Gi)$/.exec(c.resources.limits.memory ?? '');
-    const limitMiB = Number(limit?.[1]) * (limit?.[2] === 'Gi' ? 1024 : 1);
-    expect(heapMiB).toBeGreaterThan(0);
-    expect(heapMiB).toBeLessThan(limitMiB);
-    expect(c.resources.requests.memory).toBeDefined();
-    expect(c.resources.requests.cpu).toBeDefined();
+    expectHeapBelowLimit(cContainer());
   });
 
   it('probes /healthz on the port it listens on, which the Service exposes', () => {
@@ -970,6 +852,71 @@ describe('Kubernetes manifest of the collector', () => {
     const url = `https://${cService().metadata.name}.${cService().metadata.namespace}.svc:${port}`;
     expect(read(manifestFile)).toContain(url);
   });
+});
+
+// --- Kubernetes: the two kustomizations -----------------------------------------------------
+
+const kustomizations = [dirname(manifestFile), dirname(collectorManifestFile)];
+const objectId = (o: K8sObject): string =>
+  `${o.apiVersion}/${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+
+/** The objects of a kustomization's resources, as its manifests hold them. */
+function kustomizationObjects(dir: string): K8sObject[] {
+  const k = parseYaml(read(`${dir}/kustomization.yaml`)) as { kind: string; resources: string[] };
+  expect(k.kind).toBe('Kustomization');
+  return k.resources.flatMap((r) => loadManifest(`${dir}/${r}`, { version: '1.1' }).objects);
+}
+
+describe('Kubernetes kustomizations', () => {
+  it('one per part, each listing every manifest beside it', () => {
+    for (const dir of kustomizations) {
+      const k = parseYaml(read(`${dir}/kustomization.yaml`)) as { resources: string[] };
+      const beside = readdirSync(join(root, dir)).filter(
+        (f) => f.endsWith('.yaml') && f !== 'kustomization.yaml',
+      );
+      expect(k.resources.sort(), dir).toEqual(beside.sort());
+    }
+    expect(kustomizations.map((d) => kustomizationObjects(d)).flat()).toContainEqual(daemonSet());
+    expect(kustomizationObjects(dirname(collectorManifestFile))).toContainEqual(deployment());
+  });
+
+  it('apply together, in either order: an object both define is the same object', () => {
+    const byId = new Map<string, { dir: string; object: K8sObject }>();
+    let shared = 0;
+    for (const dir of kustomizations) {
+      for (const o of kustomizationObjects(dir)) {
+        const seen = byId.get(objectId(o));
+        if (seen !== undefined) {
+          shared++;
+          expect(o, `${objectId(o)} in ${dir} and ${seen.dir}`).toEqual(seen.object);
+        } else byId.set(objectId(o), { dir, object: o });
+      }
+    }
+    // The Namespace, and nothing else: one part's apply never rewrites the other's objects.
+    expect(shared).toBe(1);
+    // Every namespaced object lands in that one namespace.
+    const ns = [...byId.values()].filter((e) => e.object.kind === 'Namespace');
+    expect(ns).toHaveLength(1);
+    for (const { object } of byId.values())
+      if (object.kind !== 'Namespace')
+        expect(object.metadata.namespace).toBe(ns[0]?.object.metadata.name);
+  });
+
+  it.runIf(onPath('kubectl'))(
+    'kubectl kustomize builds each to the objects of its manifests',
+    () => {
+      for (const dir of kustomizations) {
+        const built = parseAllDocuments(
+          execFileSync('kubectl', ['kustomize', join(root, dir)], { encoding: 'utf8' }),
+          { version: '1.1' },
+        );
+        const objects = (Array.isArray(built) ? built : []).map((d) => d.toJS() as K8sObject);
+        const sort = (l: K8sObject[]) =>
+          [...l].sort((a, b) => (objectId(a) < objectId(b) ? -1 : 1));
+        expect(sort(objects), dir).toEqual(sort(kustomizationObjects(dir)));
+      }
+    },
+  );
 });
 
 // --- the collector pod, as the kernel runs it -------------------------------------------------
