@@ -67,6 +67,8 @@ class FakeCollector {
   /** Batches accepted, in the order they were applied. */
   readonly accepted: ReportBatch[] = [];
   readonly posts: { seq: number; status: number }[] = [];
+  /** The `faultline-backlog` header of each batch that reached the handler, by seq. */
+  readonly backlogs = new Map<number, string | undefined>();
   readonly planRequests: {
     url: string;
     authorization: string | undefined;
@@ -154,6 +156,8 @@ class FakeCollector {
       return;
     }
     const batch = parsed.data;
+    const backlog = req.headers['faultline-backlog'];
+    this.backlogs.set(batch.seq, typeof backlog === 'string' ? backlog : undefined);
     const fault = this.faults.shift();
     if (fault === 'destroy') {
       this.posts.push({ seq: batch.seq, status: 0 });
@@ -346,6 +350,7 @@ describe('CollectorLink against a fake collector', () => {
     await pollUntil('a first heartbeat', () => fake.accepted.length > 0);
     const port = fake.port;
     await fake.close();
+    const sentBefore = Math.max(0, ...fake.backlogs.keys());
     const fed: ProbeResult[] = [];
     for (let i = 0; i < 5; i++) {
       const r = failure();
@@ -360,6 +365,16 @@ describe('CollectorLink against a fake collector', () => {
     expectContiguous(fake);
     expect(delivered(fake)).toEqual(fed);
     expect(l.stats().connected).toBe(true);
+    // Each replayed batch said how many were spooled behind it, down to 0 for the last: the
+    // collector does not count the view of an agent that is catching up.
+    // (A batch spooled during the replay adds one to what the ones before it said.)
+    const replayed = [...fake.backlogs.keys()]
+      .filter((q) => q > sentBefore)
+      .sort((a, b) => a - b)
+      .map((q) => Number(fake.backlogs.get(q)));
+    expect(replayed[0]).toBeGreaterThanOrEqual(4);
+    expect(replayed.slice(0, 5)).toEqual([0, 1, 2, 3, 4].map((i) => replayed[0]! - i));
+    expect(replayed.at(-1)).toBe(0);
   });
 
   it('after an outage, delivery resumes within a health poll of the collector return, not after the backoff', async () => {

@@ -706,6 +706,11 @@ export class CollectorLink {
     }
   }
 
+  /** Batches spooled after `seq`. */
+  private backlogAfter(seq: number): number {
+    return Math.max(0, (this.spool?.stats().nextSeq ?? seq + 1) - 1 - seq);
+  }
+
   private async send(batch: SpooledBatch): Promise<SendOutcome> {
     let token: string;
     try {
@@ -735,6 +740,9 @@ export class CollectorLink {
           'content-type': 'application/json',
           'content-encoding': 'gzip',
           accept: 'application/json',
+          // Batches spooled behind this one: while it replays a backlog, the collector does
+          // not count this agent's (past) view in the diagnosis.
+          'faultline-backlog': String(this.backlogAfter(batch.seq)),
         }),
         body: batch.body,
         dispatcher: this.http,

@@ -127,6 +127,7 @@ class FakeCore implements CollectorCore {
       _receivedAtMs: number,
       _body?: unknown,
       credential?: Credential,
+      _backlog?: number,
     ): IngestOutcome => {
       if (this.ingestAnswer !== undefined) return this.ingestAnswer;
       const why =
@@ -334,6 +335,7 @@ describe('collector API (inject)', () => {
           gzip: false,
         },
         fleetCredential,
+        0, // no faultline-backlog header: nothing spooled behind it
       );
     });
   });
@@ -352,6 +354,7 @@ describe('collector API (inject)', () => {
           gzip: true,
         },
         fleetCredential,
+        0, // no faultline-backlog header: nothing spooled behind it
       );
     });
 
@@ -371,6 +374,7 @@ describe('collector API (inject)', () => {
           gzip: false,
         },
         fleetCredential,
+        0, // no faultline-backlog header: nothing spooled behind it
       );
     });
 
@@ -475,6 +479,31 @@ describe('collector API (inject)', () => {
       expectError(res, 415, 'FL_ERR_MEDIA_TYPE', re);
       expect(core.ingest).not.toHaveBeenCalled();
     });
+  });
+
+  describe('POST /api/v1/reports: faultline-backlog', () => {
+    it('passes the batches spooled behind this one to the core', async () => {
+      const res = await post(JSON.stringify(batch(1)), {
+        ...auth,
+        ...json,
+        'faultline-backlog': '7',
+      });
+      expect(res.statusCode).toBe(200);
+      expect(vi.mocked(core.ingest).mock.calls[0]?.[4]).toBe(7);
+    });
+
+    it.each([['-1'], ['1.5'], ['many'], ['9999999999']])(
+      'a malformed one (%s): 400 naming the header, nothing ingested',
+      async (value) => {
+        const res = await post(JSON.stringify(batch(1)), {
+          ...auth,
+          ...json,
+          'faultline-backlog': value,
+        });
+        expectError(res, 400, 'FL_ERR_BAD_REQUEST', /faultline-backlog: expected .*whole number/);
+        expect(core.ingest).not.toHaveBeenCalled();
+      },
+    );
   });
 
   describe('POST /api/v1/reports: sequence', () => {

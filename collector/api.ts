@@ -614,6 +614,24 @@ export function inflateLimited(source: Readable, maxBytes: number): CountedStrea
   return output;
 }
 
+/**
+ * The `faultline-backlog` header of a report: how many batches the agent has spooled behind
+ * this one (0 when absent). An agent replaying a backlog is late until it has caught up.
+ */
+function backlogOf(request: FastifyRequest): number {
+  const raw = request.headers['faultline-backlog'];
+  if (raw === undefined) return 0;
+  if (typeof raw !== 'string' || !/^[0-9]{1,9}$/.test(raw)) {
+    throw new ApiError(
+      'FL_ERR_BAD_REQUEST',
+      `faultline-backlog: expected the number of batches spooled behind this one, a whole number (actual: ${JSON.stringify(String(raw).slice(0, 100))})`,
+      {},
+      { connection: 'close' },
+    );
+  }
+  return Number(raw);
+}
+
 function mediaType(header: string | undefined): string {
   return (header ?? '').split(';', 1)[0]?.trim().toLowerCase() ?? '';
 }
@@ -971,6 +989,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
             { connection: 'close' },
           );
         }
+        backlogOf(request);
         const coding = contentCoding(request.headers['content-encoding']);
         if (coding !== 'identity' && coding !== 'gzip') {
           throw new ApiError(
@@ -1013,7 +1032,13 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
         const credential = credentials.get(request);
         let outcome;
         try {
-          outcome = core.ingest(batch, Date.now(), request.reportBody ?? undefined, credential);
+          outcome = core.ingest(
+            batch,
+            Date.now(),
+            request.reportBody ?? undefined,
+            credential,
+            backlogOf(request),
+          );
         } catch (err) {
           // The store failed (disk full, I/O error): nothing was stored, the agent keeps the
           // batch spooled and retries; say so instead of a bare 500.

@@ -581,8 +581,9 @@ export class Collector implements CollectorCore {
     receivedAtMs: number,
     body?: ReportBody,
     credential?: Credential,
+    backlog?: number,
   ): IngestOutcome {
-    return this.ingestor.accept(batch, receivedAtMs, body, credential);
+    return this.ingestor.accept(batch, receivedAtMs, body, credential, backlog);
   }
 
   paths(filter: PathFilter): PathState[] {

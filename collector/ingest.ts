@@ -108,7 +108,8 @@ export class Ingest {
 
   /**
    * Stores a validated batch and applies it to the matrix, or neither (`body`: the batch as
-   * received, see Store.ingest). Throws a
+   * received, see Store.ingest; `backlog`: batches the agent spooled behind it, see
+   * PathMatrix.apply). Throws a
    * FaultlineError FL_ERR_STORE when the store fails (nothing changed then).
    */
   accept(
@@ -116,6 +117,7 @@ export class Ingest {
     receivedAtMs: number,
     body?: ReportBody,
     credential?: Credential,
+    backlog = 0,
   ): IngestOutcome {
     const t0 = this.options.clockMs();
     try {
@@ -130,7 +132,7 @@ export class Ingest {
         }
         return pre;
       }
-      const applied = this.matrix.apply(batch, receivedAtMs);
+      const applied = this.matrix.apply(batch, receivedAtMs, backlog);
       let stored;
       try {
         stored = this.store.ingest(batch, receivedAtMs, applied.transitions, body, credential);

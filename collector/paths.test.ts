@@ -517,6 +517,31 @@ describe('PathMatrix agents', () => {
     expect(m.isLate('app-1')).toBe(false);
   });
 
+  it('an agent replaying a backlog is late until it has caught up', () => {
+    // Back from a cut, an agent uploads what it spooled: "I reach nobody", of a minute ago.
+    const m = new PathMatrix();
+    const ack = (acceptedSeq: number) => ({ acceptedSeq, droppedResults: 0 });
+    m.apply(batch(1, { summaries: [summary(pg, t0, 1)] }), t0 + 200, 2).commit(ack(1));
+    expect(m.isLate('app-1')).toBe(true);
+    expect(m.agentNamed('app-1')).toMatchObject({ state: 'live', late: true });
+    // Neither overdue nor behind a fault, but still behind: late.
+    expect(m.markLate(t0 + 300, 1000)).toEqual([]);
+    expect(m.isLate('app-1')).toBe(true);
+    m.apply(batch(2, { summaries: [summary(pg, t0 + 1000, 2)] }), t0 + 300, 1).commit(ack(2));
+    expect(m.isLate('app-1')).toBe(true);
+    // A retry of it keeps it behind.
+    m.heartbeat(m.agents()[0]!.agentId, t0 + 350);
+    expect(m.isLate('app-1')).toBe(true);
+    m.apply(batch(3, { summaries: [summary(pg, t0 + 2000, 3)] }), t0 + 400, 0).commit(ack(3));
+    expect(m.isLate('app-1')).toBe(false);
+    expect(m.markLate(t0 + 500, 1000)).toEqual([]);
+    // A rolled-back batch leaves the flag as it was.
+    const applied = m.apply(batch(4, { summaries: [summary(pg, t0 + 3000, 4)] }), t0 + 600, 5);
+    expect(m.isLate('app-1')).toBe(true);
+    applied.rollback();
+    expect(m.isLate('app-1')).toBe(false);
+  });
+
   it('a heartbeat (a retried batch) keeps an agent live without touching its paths', () => {
     const m = new PathMatrix();
     feed(m, batch(1, { summaries: [summary(pg, t0, 1)] }), t0);

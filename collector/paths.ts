@@ -423,6 +423,8 @@ class PathRuntime {
 class AgentEntry implements AgentLiveness {
   /** Live, but its report is overdue (see {@link PathMatrix.markLate}). */
   public late = false;
+  /** Its last batch came from a backlog: it is replaying what it spooled while cut off. */
+  public behind = false;
 
   constructor(
     readonly agentId: string,
@@ -564,8 +566,12 @@ export class PathMatrix {
   /**
    * Applies a batch the store has not yet committed. The returned handle must be committed
    * (after the store's transaction succeeded) or rolled back (it failed or refused).
+   * `backlog`: the batches the agent has spooled behind this one (its `faultline-backlog`
+   * header). An agent replaying what it spooled while cut off is late until it has caught
+   * up: its view is of a moment that has passed (a host back from a cut uploads its "I
+   * reach nobody" of a minute ago), and localisation does not count it.
    */
-  apply(batch: ReportBatch, receivedAtMs: number): AppliedBatch {
+  apply(batch: ReportBatch, receivedAtMs: number, backlog = 0): AppliedBatch {
     if (this.journal !== undefined) {
       throw new Error('PathMatrix.apply: the previous batch was neither committed nor rolled back');
     }
@@ -581,7 +587,7 @@ export class PathMatrix {
     this.meaningChanged = false;
     let signals: readonly SettleSignal[] = noSignals;
     try {
-      this.touchAgent(batch.agentId, batch.agent, batch.labels, receivedAtMs, journal);
+      this.touchAgent(batch.agentId, batch.agent, batch.labels, receivedAtMs, journal, backlog);
       this.applyItems(batch.agentId, batch.agent, batch.results, batch.summaries);
       signals = this.signals ?? noSignals;
     } catch (err) {
@@ -623,7 +629,7 @@ export class PathMatrix {
     const entry = this.liveness.get(agentId);
     if (entry === undefined) return undefined;
     if (receivedAtMs > entry.lastSeenMs) entry.lastSeenMs = receivedAtMs;
-    entry.late = false;
+    entry.late = entry.behind;
     if (entry.state === 'live') return undefined;
     entry.state = 'live';
     return agentTransition(entry, 'silent', 'live', receivedAtMs);
@@ -635,7 +641,7 @@ export class PathMatrix {
     for (const entry of this.liveness.values()) {
       if (entry.state === 'live' && nowMs - entry.lastSeenMs > silentAfterMs) {
         entry.state = 'silent';
-        entry.late = false;
+        entry.late = entry.behind = false;
         changed.push(entry.snapshot());
       }
     }
@@ -646,7 +652,8 @@ export class PathMatrix {
    * Flags live agents whose word predates what is happening: not heard for `lateAfterMs`
    * (counted from `sinceMs` at the earliest, when this collector started) — their report is
    * overdue — or not heard since `faultSince(agent)`, when a fault began arriving at their
-   * host (another agent's path toward it changed). Clears the flag of those heard again. A
+   * host (another agent's path toward it changed), or still replaying a backlog (see
+   * `apply`). Clears the flag of those heard again and caught up. A
    * late agent is not silent — nothing is said about it — but localisation does not count
    * its view (collector/localise/evidence.ts): a host whose agent stopped reporting the
    * moment the others lost it is cut off, not behind a filter that spares its own agent.
@@ -663,8 +670,8 @@ export class PathMatrix {
       let late = false;
       if (entry.state === 'live') {
         const overdue = nowMs - Math.max(entry.lastSeenMs, sinceMs) > lateAfterMs;
-        const fault = overdue ? undefined : faultSince(entry.agent);
-        late = overdue || (fault !== undefined && entry.lastSeenMs < fault);
+        const fault = overdue || entry.behind ? undefined : faultSince(entry.agent);
+        late = overdue || entry.behind || (fault !== undefined && entry.lastSeenMs < fault);
       }
       if (late !== entry.late) {
         entry.late = late;
@@ -844,10 +851,12 @@ export class PathMatrix {
     labels: Readonly<Record<string, string>> | undefined,
     receivedAtMs: number,
     journal: Journal,
+    backlog: number,
   ): void {
     let entry = this.liveness.get(agentId);
     if (entry === undefined) {
       entry = new AgentEntry(agentId, agent, labels ?? {}, 'live', receivedAtMs, 0, 0);
+      entry.behind = entry.late = backlog > 0;
       this.liveness.set(agentId, entry);
       journal.agentCreated = true;
     } else {
@@ -861,9 +870,11 @@ export class PathMatrix {
         entry.droppedResults,
       );
       journal.agentBefore.late = entry.late;
+      journal.agentBefore.behind = entry.behind;
       if (labels !== undefined) entry.labels = labels;
       if (receivedAtMs > entry.lastSeenMs) entry.lastSeenMs = receivedAtMs;
-      entry.late = false;
+      entry.behind = backlog > 0;
+      entry.late = entry.behind;
       if (entry.state === 'silent') {
         entry.state = 'live';
         this.transitions.push(

@@ -128,13 +128,14 @@ export interface CollectorCore {
   /**
    * Validated batch in; transactional: stored, then applied to the path matrix. `body`, the
    * batch as received, is what the store keeps of its summaries (no need to serialise them
-   * again).
+   * again). `backlog`: the batches the agent spooled behind this one (PathMatrix.apply).
    */
   ingest(
     batch: ReportBatch,
     receivedAtMs: number,
     body?: ReportBody,
     credential?: Credential,
+    backlog?: number,
   ): IngestOutcome;
   paths(filter: PathFilter): PathState[];
   agents(): AgentLiveness[];

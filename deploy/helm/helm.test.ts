@@ -87,6 +87,18 @@ function render(opts: Partial<RenderOptions> & { chart?: string } = {}): K8sObje
 
 const ofKind = <T extends K8sObject>(objects: K8sObject[], kind: string): T[] =>
   objects.filter((o): o is T => o.kind === kind);
+/** The collector's ConfigMap (the others are the Grafana dashboards of files/dashboards). */
+function collectorConfigMap(objects: K8sObject[]): ConfigMapObject {
+  return one<ConfigMapObject>(
+    objects.filter(
+      (o) =>
+        o.kind !== 'ConfigMap' ||
+        (o as Partial<ConfigMapObject>).data?.['collector.yaml'] !== undefined,
+    ),
+    'ConfigMap',
+  );
+}
+
 function one<T extends K8sObject>(objects: K8sObject[], kind: string): T {
   const found = ofKind<T>(objects, kind);
   expect(
@@ -120,7 +132,7 @@ function loadCollectorConfig(objects: K8sObject[], tls = true) {
   const sts = one<Workload>(objects, 'StatefulSet');
   const pod = podOf(sts);
   const c = onlyContainer(pod);
-  const cm = one<ConfigMapObject>(objects, 'ConfigMap');
+  const cm = collectorConfigMap(objects);
   const secret = one<SecretObject>(objects, 'Secret');
   const stage = mkdtempSync(join(tmpdir(), 'faultline-helm-pod-'));
   tempDirs.push(stage);
@@ -155,7 +167,19 @@ function loadCollectorConfig(objects: K8sObject[], tls = true) {
 describe('Helm chart', () => {
   it('renders the collector, the agents and their Service, ServiceAccounts and token Secret', () => {
     const objects = render();
-    expect(objects.map((o) => o.kind).sort()).toEqual([
+    const dashboards = ofKind<ConfigMapObject>(objects, 'ConfigMap').filter(
+      (c) => c.metadata.labels?.grafana_dashboard !== undefined,
+    );
+    // One per dashboard of files/dashboards (deploy/grafana's), and the rest:
+    expect(dashboards.length).toBe(
+      readdirSync(join(chartDir, 'files', 'dashboards')).filter((f) => f.endsWith('.json')).length,
+    );
+    expect(
+      objects
+        .filter((o) => !dashboards.includes(o as ConfigMapObject))
+        .map((o) => o.kind)
+        .sort(),
+    ).toEqual([
       'ConfigMap',
       'DaemonSet',
       'Secret',
@@ -217,7 +241,7 @@ describe('Helm chart', () => {
     expect(config.viewers).toEqual([{ name: 'ops', token: viewer, revoked: false }]);
     expect(config.inventory.components.map((x) => x.name)).toContain('kube-apiserver');
     expect(config.dataDir.startsWith(stage)).toBe(true);
-    const cm = one<ConfigMapObject>(objects, 'ConfigMap');
+    const cm = collectorConfigMap(objects);
     const raw = parseYaml(cm.data['collector.yaml'] ?? '') as {
       tls: { cert: string; key: string };
       tokens: { token?: string }[];
