@@ -377,6 +377,88 @@ describe('PathMatrix window', () => {
     expect(seen[0]).toBeLessThanOrEqual(4);
   });
 
+  describe('flap damping', () => {
+    /** One probe a second from `atS`: `pattern` is a string of o (ok) and x (timeout). */
+    function run(m: PathMatrix, pattern: string, atS: number, seq0: number): Transition[] {
+      const out: Transition[] = [];
+      [...pattern].forEach((c, i) => {
+        const seq = seq0 + i;
+        out.push(
+          ...feed(
+            m,
+            batch(seq, {
+              results: [result(pg, c === 'o' ? 'ok' : 'tcp_timeout', seq, t0 + (atS + i) * 1000)],
+            }),
+          ),
+        );
+      });
+      return out;
+    }
+
+    it('a path that falls again within seconds of coming back is flapping: degraded, not failing', () => {
+      const m = new PathMatrix();
+      // Down 3 s, up 3 s, again and again: the first fall is failing; the ones after it,
+      // while the path keeps falling, are loss (degraded with the failure class).
+      const ts = run(m, 'oooooo' + 'xxxooo'.repeat(4), 0, 1);
+      expect(states(ts).slice(0, 4)).toEqual([
+        'unknown->ok',
+        'ok->failing',
+        'failing->ok',
+        'ok->degraded',
+      ]);
+      expect(states(ts).filter((x) => x.endsWith('->failing'))).toEqual(['ok->failing']);
+      expect(ts.find((t) => t.toState === 'degraded')?.toClass).toBe('tcp_timeout');
+      expect(m.path('app-1', pg)?.state).toBe('degraded');
+    });
+
+    it('a fall that outlasts flapMaxSuppressMs is failing: the link stopped flapping down', () => {
+      const m = new PathMatrix();
+      const ts = run(m, 'oooooo' + 'xxxooo' + 'x'.repeat(14), 0, 1);
+      expect(states(ts).slice(-2)).toEqual(['ok->degraded', 'degraded->failing']);
+      const failing = ts.at(-1)!;
+      // Failing since the fall began, 10 s of suppression later.
+      expect(failing.atMs).toBe(t0 + 12_000);
+      expect(m.path('app-1', pg)?.state).toBe('failing');
+    });
+
+    it('a fall long after the last one is failing at once', () => {
+      const m = new PathMatrix();
+      run(m, 'oooooo' + 'xxxooo', 0, 1);
+      // Two minutes later the penalty has decayed to a quarter.
+      const ts = run(m, 'oooxxx', 120, 100);
+      expect(states(ts)).toEqual(['ok->failing']);
+    });
+
+    it('the penalty survives a checkpoint', () => {
+      const m = new PathMatrix();
+      run(m, 'oooooo' + 'xxxooo', 0, 1);
+      const c = m.checkpoint();
+      expect(c.paths[0]?.flap?.penalty).toBe(1);
+      const n = new PathMatrix();
+      n.restore({
+        agents: () => [
+          {
+            agentId: batch(1).agentId,
+            agent: 'app-1',
+            labels: {},
+            firstSeenMs: t0,
+            lastSeenMs: t0 + 12_000,
+            acceptedSeq: 12,
+            droppedBatches: 0,
+            droppedResults: 0,
+          },
+        ],
+        loadCheckpoint: () => c,
+        lastPathTransitions: () => [],
+        lastAgentTransition: () => undefined,
+        firstSeqReceivedSince: () => 13,
+        batchReceivedAt: () => t0 + 12_000,
+        replay: () => [],
+      });
+      expect(states(run(n, 'xxx', 13, 13))).toEqual(['ok->degraded']);
+    });
+  });
+
   it('intermittent failures that never reach the debounce degrade the path, never fail it', () => {
     const m = new PathMatrix();
     let seq = 0;

@@ -103,6 +103,18 @@ export interface PathMatrixOptions {
    * the periods slow and more than this share would give (below `degradedLossAlpha`).
    */
   readonly tolerableSlowRatio: number;
+  /**
+   * Flap damping, as routers damp a flapping route: each fall to failing adds 1 to a path's
+   * penalty, which halves every `flapHalfLifeMs`. A path that falls again while its penalty
+   * is at least `flapSuppressAt` (it fell within the last few seconds: 0.9 is one fall ~9 s
+   * ago) is flapping: it shows as `degraded` with its failure class — loss, which
+   * packet_loss localises to the element the flapping paths share — rather than pulling the
+   * diagnosis between a cut and health every few seconds. A fall that lasts
+   * `flapMaxSuppressMs` is failing all the same: the link that stopped flapping down.
+   */
+  readonly flapHalfLifeMs: number;
+  readonly flapSuppressAt: number;
+  readonly flapMaxSuppressMs: number;
   /** Splits a plan target name into component and service (default: `<component>/<kind>[/<service>]`). */
   readonly describeTarget?: (
     target: string,
@@ -125,6 +137,9 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   tolerableLossRatio: 0.05,
   degradedLossAlpha: 1e-4,
   tolerableSlowRatio: 0.1,
+  flapHalfLifeMs: 60_000,
+  flapSuppressAt: 0.9,
+  flapMaxSuppressMs: 10_000,
 });
 
 /**
@@ -175,6 +190,8 @@ export interface PathCheckpoint {
   readonly baselineSamples: number;
   /** The open confirmation burst: its size, the trigger's class and the re-probes seen (bits 1..of). Absent: none. */
   readonly burst?: { readonly of: number; readonly cls: FailureClass; readonly seen: number };
+  /** Flap damping's penalty and when it was last updated (absent: none). */
+  readonly flap?: { readonly penalty: number; readonly atMs: number };
 }
 
 /**
@@ -304,6 +321,9 @@ class PathRuntime {
   burstOf = 0;
   burstClass: FailureClass = 'ok';
   burstSeen = 0;
+  /** Flap damping: falls to failing, decayed with `flapHalfLifeMs` since `flapAtMs`. */
+  flapPenalty = 0;
+  flapAtMs = 0;
   /** The apply that last journaled this path (so it is copied once per batch). */
   journalEpoch = 0;
   readonly win: Float64Array;
@@ -352,6 +372,8 @@ class PathRuntime {
     this.burstOf = o.burstOf;
     this.burstClass = o.burstClass;
     this.burstSeen = o.burstSeen;
+    this.flapPenalty = o.flapPenalty;
+    this.flapAtMs = o.flapAtMs;
     this.win.set(o.win);
     if (o.winFail === undefined) this.winFail = undefined;
     else {
@@ -391,6 +413,7 @@ class PathRuntime {
       ...(this.burstOf > 0
         ? { burst: { of: this.burstOf, cls: this.burstClass, seen: this.burstSeen } }
         : {}),
+      ...(this.flapPenalty > 0 ? { flap: { penalty: this.flapPenalty, atMs: this.flapAtMs } } : {}),
     };
   }
 
@@ -417,6 +440,11 @@ class PathRuntime {
       this.burstClass = b.cls;
       this.burstSeen = b.seen;
     } else this.burstOf = 0;
+    const f = c.flap;
+    if (f !== undefined && Number.isFinite(f.penalty) && f.penalty > 0) {
+      this.flapPenalty = f.penalty;
+      this.flapAtMs = f.atMs;
+    } else this.flapPenalty = this.flapAtMs = 0;
   }
 }
 
@@ -1099,6 +1127,39 @@ export class PathMatrix {
       this.learnBaseline(p, s.latencyMs.p50, s.toMs - s.fromMs);
   }
 
+  /**
+   * A path that is ok or degraded has failed `debounce` times in a row: failing — or, while
+   * it flaps (see `flapHalfLifeMs`), degraded until the fall outlasts `flapMaxSuppressMs`.
+   */
+  private fall(
+    p: PathRuntime,
+    cls: FailureClass,
+    n: number,
+    atMs: number,
+    seq: number,
+    debounce: number,
+  ): void {
+    const o = this.options;
+    const newFall = p.consecutiveFailures - n < debounce;
+    const penalty =
+      p.flapPenalty > 0
+        ? p.flapPenalty * 2 ** (-Math.max(0, atMs - p.flapAtMs) / o.flapHalfLifeMs)
+        : 0;
+    if (newFall) {
+      p.flapPenalty = penalty + 1;
+      p.flapAtMs = Math.max(atMs, p.flapAtMs);
+    }
+    const flapping = newFall
+      ? penalty >= o.flapSuppressAt
+      : p.state === 'degraded' && p.stateClass !== 'ok';
+    if (flapping && atMs - p.runStartMs < o.flapMaxSuppressMs) {
+      if (p.state === 'ok' || p.stateClass !== cls)
+        this.transition(p, 'degraded', cls, p.runStartMs, seq);
+      return;
+    }
+    this.transition(p, 'failing', cls, p.runStartMs, seq);
+  }
+
   /** `confirmed`: this result completed a burst that agrees with its trigger (see the file comment). */
   private observe(
     p: PathRuntime,
@@ -1144,7 +1205,7 @@ export class PathMatrix {
       case 'ok':
       case 'degraded':
         if (cls !== 'ok' && p.consecutiveFailures >= debounce)
-          this.transition(p, 'failing', cls, p.runStartMs, seq);
+          this.fall(p, cls, n, atMs, seq, debounce);
         break;
       case 'failing':
         if (cls === 'ok') {

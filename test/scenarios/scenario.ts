@@ -643,15 +643,18 @@ export function buildInput(s: Scenario): LocaliseInput {
             (d.source !== undefined && (d.source === agent || d.source === src.name)),
         );
         if (loss && !echo && (loss.failingFrom ?? []).includes(src.name)) {
-          // Three SYNs lost in a row: failing for the debounce, successes around it.
+          // Three SYNs lost in a row (the answers, past the handshake): failing for the
+          // debounce, successes around it.
+          const lost: FailureClass =
+            t.layer !== 'proto' ? 'tcp_timeout' : isHttp ? 'http_timeout' : 'protocol_timeout';
           paths.push({
             ...okPath(base, faultStartMs - 600_000, nowMs - 1_000),
             state: 'failing',
-            lastClass: 'tcp_timeout',
+            lastClass: lost,
             consecutiveFailures: 3,
             consecutiveSuccesses: 0,
             failureRatio: 0.5,
-            failures: { tcp_timeout: 5 },
+            failures: { [lost]: 5 },
             sinceMs: startAfter(loss.atMs),
           });
           continue;

@@ -27,7 +27,11 @@ export function lossyPairs(ev: Evidence): Set<string> {
   return out;
 }
 
-/** Failing paths among `among` that lost their probes between a {@link lossyPairs} pair. */
+/**
+ * Failing paths among `among` that lost their probes between a {@link lossyPairs} pair: a
+ * network failure, or a service's answer that timed out (its segments lost on the way) —
+ * not a refusal or an error, which the service said itself.
+ */
 export function lossyFailing(
   ev: Evidence,
   among: readonly number[],
@@ -37,10 +41,20 @@ export function lossyFailing(
   return ev.pick(
     (p) =>
       ev.soundSet.has(p.agent) &&
-      layerOf(p) === 'network' &&
+      (layerOf(p) === 'network' ||
+        p.lastClass === 'http_timeout' ||
+        p.lastClass === 'protocol_timeout') &&
       pairs.has(hostPair(ev.host(p.agent), p.component)),
     among,
   );
+}
+
+/** `among` without its {@link lossyFailing} paths: what the rules before packet_loss may take. */
+export function withoutLossy(ev: Evidence, among: readonly number[]): readonly number[] {
+  const lossy = lossyFailing(ev, among);
+  if (lossy.length === 0) return among;
+  const out = new Set(lossy);
+  return among.filter((i) => !out.has(i));
 }
 
 /**

@@ -3,7 +3,7 @@ import type { Rule } from '../candidate.js';
 import { sharedLabel } from '../evidence.js';
 import { list } from '../text.js';
 import { byName, layerOf, pushTo, sorted } from '../views.js';
-import { lossyFailing } from './packet-loss.js';
+import { withoutLossy } from './packet-loss.js';
 import { serviceGroups, serviceOf } from './service-groups.js';
 
 /**
@@ -22,12 +22,11 @@ export const pathBlocked: Rule = {
       .flatMap((g) => g.taken);
     // Network failures between hosts whose echoes get through with loss are that loss
     // (packet_loss takes them), not a filter.
-    const lossy = new Set(lossyFailing(ev, remaining));
     const rest = [
       ...refusedSome,
       ...ev.pick(
         (p) => ev.soundSet.has(p.agent) && layerOf(p) === 'network',
-        remaining.filter((i) => !lossy.has(i)),
+        withoutLossy(ev, remaining),
       ),
     ];
     const byTarget = new Map<string, number[]>();

@@ -2,6 +2,7 @@ import type { Rule } from '../candidate.js';
 import { mtuKind, sorted } from '../views.js';
 import type { Evidence } from '../evidence.js';
 import { bigAnswerLost, echoLost } from './mtu-mismatch.js';
+import { withoutLossy } from './packet-loss.js';
 import { serviceGroups, type ServiceGroup } from './service-groups.js';
 
 function withoutEchoLoss(ev: Evidence, g: ServiceGroup): ServiceGroup {
@@ -25,7 +26,8 @@ export const serviceUnresponsive: Rule = {
   kinds: ['service_unresponsive'],
   tier: 'residual',
   propose: (ev, remaining) =>
-    serviceGroups(ev, remaining)
+    // Answers that time out between hosts whose echoes show loss are that loss (packet_loss).
+    serviceGroups(ev, withoutLossy(ev, remaining))
       .filter((g) => g.refused === 0)
       // A big answer lost where the same path's full-size echo is failing too, if only under
       // the debounce yet, is the network's MTU and not the service: left to what explains it.
