@@ -340,6 +340,8 @@ export class AlertEngine {
   /** Self-ticking engines: a tick when a wait for a settling diagnosis runs out. */
   private readonly selfTicking: boolean;
   private settleTimer: NodeJS.Timeout | undefined;
+  /** When a firing alert last resolved (the heal's tail is measured from it). */
+  private lastFaultEndMs = Number.NEGATIVE_INFINITY;
   private closed = false;
 
   constructor(opts: AlertEngineOptions) {
@@ -566,6 +568,9 @@ export class AlertEngine {
     /** While settling, until when a pending alert since `sinceMs` waits. */
     const settleUntil = (sinceMs: number): number =>
       Math.min(d.settlingSinceMs ?? sinceMs, sinceMs) + this.config.settleMaxMs;
+    // A firing alert that resolves now: what appears with its end is its tail (see below).
+    for (const [key, t] of this.tracked)
+      if (t.phase === 'firing' && !built.has(key)) this.lastFaultEndMs = nowMs;
     const fire = (t: Tracked, b: BuiltAlert): AlertNotice => {
       const n = this.notice(b, nowMs);
       t.sent = n;
@@ -602,8 +607,17 @@ export class AlertEngine {
       t.current = b;
       if (t.phase === 'pending') {
         const waitUntil = settling ? settleUntil(t.sinceMs) : 0;
+        // The heal's tail: a hypothesis about paths that were failing before a fault's alert
+        // resolved — the fault's own paths recovering unevenly, read as another cause for a
+        // moment — holds `healTailHold` first; a fault that outlasts the heal still pages.
+        const tail = b.startsAtMs < this.lastFaultEndMs;
+        const hold = tail
+          ? Math.max(t.requiredHoldMs, this.config.healTailHoldMs)
+          : t.requiredHoldMs;
         if (nowMs < waitUntil) settleWakeMs = Math.min(settleWakeMs, waitUntil);
-        else if (nowMs - t.sinceMs >= t.requiredHoldMs) {
+        else if (nowMs - t.sinceMs < hold) {
+          if (tail) settleWakeMs = Math.min(settleWakeMs, t.sinceMs + hold);
+        } else {
           t.phase = 'firing';
           t.sinceMs = nowMs;
           changes.push(fire(t, b));

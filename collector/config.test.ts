@@ -430,6 +430,7 @@ describe('valid collector configs', () => {
         holdForMs: 0,
         refireHoldForMs: 30_000,
         settleMaxMs: 1_700, // auto: the 1 s probe interval, a 3 × 150 ms burst, 250 ms
+        healTailHoldMs: 5_000,
         resendEveryMs: 60_000,
         labels: {},
         sinks: [],
@@ -575,6 +576,7 @@ describe('alerts', () => {
       holdForMs: 20_000,
       refireHoldForMs: 30_000,
       settleMaxMs: 2_000,
+      healTailHoldMs: 5_000,
       resendEveryMs: 30_000,
       externalUrl: 'https://faultline.example.com',
       runbookUrl: 'https://wiki.example.com/faultline/{kind}',

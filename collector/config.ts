@@ -267,6 +267,11 @@ export interface AlertsConfig {
    * Default (auto): {@link autoSettleMaxMs}.
    */
   readonly settleMaxMs: number;
+  /**
+   * After a firing alert resolves, a new one whose hypothesis began before that (its paths
+   * were failing already: the heal's tail, recovering unevenly) must hold this long to fire.
+   */
+  readonly healTailHoldMs: number;
   /** Firing alerts are sent again this often (endsAt = 4 periods ahead). */
   readonly resendEveryMs: number;
   /** Base URL people reach the collector at: alerts link back to it. */
@@ -561,6 +566,11 @@ const alertsSchema = z
       .prefault('auto')
       .describe(
         "While a fault is still arriving (paths of its hosts changed in the last moment, agents' confirmation bursts or reports are due, or not every agent has probed its hosts since) the diagnosis is settling and no new alert fires; this bounds the wait, from the first change (0: never wait). auto: one probe interval, a confirmation burst and 250 ms (1.7s at the defaults), at most 10s.",
+      ),
+    healTailHold: durationField(0)
+      .prefault('5s')
+      .describe(
+        "After a firing alert resolves, a new alert whose hypothesis began before that — paths failing since the fault that just healed, recovering unevenly: the heal's tail — must hold this long to fire (0: no extra hold). A fault that outlasts the heal still pages, this much later.",
       ),
     resendEvery: durationField(1000)
       .prefault('1m')
@@ -1137,6 +1147,7 @@ function resolveAlerts(
     holdForMs: asNumber(a.holdFor) ?? 0,
     refireHoldForMs: asNumber(a.refireHoldFor) ?? 0,
     settleMaxMs: asNumber(a.settleMax) ?? autoSettleMaxMs,
+    healTailHoldMs: asNumber(a.healTailHold) ?? 5000,
     resendEveryMs: asNumber(a.resendEvery) ?? 0,
     ...(typeof a.externalUrl === 'string' ? { externalUrl: a.externalUrl } : {}),
     ...(runbookUrl === undefined ? {} : { runbookUrl }),

@@ -105,9 +105,9 @@ export interface PathMatrixOptions {
   readonly tolerableSlowRatio: number;
   /**
    * Flap damping, as routers damp a flapping route: each fall to failing adds 1 to a path's
-   * penalty, which halves every `flapHalfLifeMs`. A path that falls again while its penalty
-   * is at least `flapSuppressAt` (it fell within the last few seconds: 0.9 is one fall ~9 s
-   * ago) is flapping: it shows as `degraded` with its failure class — loss, which
+   * penalty (at most 3), which halves every `flapHalfLifeMs`. A path that falls again while
+   * its penalty is at least `flapSuppressAt` (0.9: one fall ~5 s ago, or several in the last
+   * minute) is flapping: it shows as `degraded` with its failure class — loss, which
    * packet_loss localises to the element the flapping paths share — rather than pulling the
    * diagnosis between a cut and health every few seconds. A fall that lasts
    * `flapMaxSuppressMs` is failing all the same: the link that stopped flapping down.
@@ -137,9 +137,9 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   tolerableLossRatio: 0.05,
   degradedLossAlpha: 1e-4,
   tolerableSlowRatio: 0.1,
-  flapHalfLifeMs: 60_000,
+  flapHalfLifeMs: 30_000,
   flapSuppressAt: 0.9,
-  flapMaxSuppressMs: 10_000,
+  flapMaxSuppressMs: 5_000,
 });
 
 /**
@@ -1146,7 +1146,8 @@ export class PathMatrix {
         ? p.flapPenalty * 2 ** (-Math.max(0, atMs - p.flapAtMs) / o.flapHalfLifeMs)
         : 0;
     if (newFall) {
-      p.flapPenalty = penalty + 1;
+      // At most 3: a path that flapped for an hour is not suppressed for hours after.
+      p.flapPenalty = Math.min(3, penalty + 1);
       p.flapAtMs = Math.max(atMs, p.flapAtMs);
     }
     const flapping = newFall

@@ -106,6 +106,10 @@ export const packetLoss: Rule = {
           components: ends,
           groups: [{ members: ends }],
         },
+        // Its agent's reports cross the same lossy link: its silence is this loss.
+        silences: ev.agents
+          .filter((a) => a.state === 'silent' && ends.includes(ev.host(a.agent)))
+          .map((a) => a.agent),
         explains: ps.flatMap((p) => {
           const i = failing.get(p);
           return i === undefined ? [] : [i];
