@@ -7,7 +7,8 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { isolateOtelEnv } from '../test/helpers/otel-env.js';
 import { ConfigError } from '../lib/errors.js';
 import { OtlpReceiver } from '../test/helpers/otlp-receiver.js';
 import { createLogger } from './logger.js';
@@ -21,19 +22,7 @@ import {
   type TelemetryTarget,
 } from './telemetry.js';
 
-// Every OTEL_* variable is cleared before each test and restored after, so the host's
-// environment cannot turn push on, and a test's settings cannot leak into the next.
-let savedOtelEnv: [string, string | undefined][] = [];
-beforeEach(() => {
-  savedOtelEnv = Object.keys(process.env)
-    .filter((k) => k.startsWith('OTEL_'))
-    .map((k) => [k, process.env[k]]);
-  for (const [k] of savedOtelEnv) delete process.env[k];
-});
-afterEach(() => {
-  for (const k of Object.keys(process.env)) if (k.startsWith('OTEL_')) delete process.env[k];
-  for (const [k, v] of savedOtelEnv) if (v !== undefined) process.env[k] = v;
-});
+isolateOtelEnv();
 
 const opened: AgentTelemetry[] = [];
 afterEach(async () => {

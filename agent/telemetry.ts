@@ -14,6 +14,7 @@ import {
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import {
+  descriptor,
   MetricsPipeline,
   PrometheusText,
   otlpPushFromEnv,
@@ -108,10 +109,6 @@ const classIndex = Object.fromEntries(failureClasses.map((c, i) => [c, i])) as R
 >;
 const probeResults = ['started', 'completed', 'skipped', 'error'] as const;
 const [STARTED, COMPLETED, SKIPPED, ERROR] = [0, 1, 2, 3] as const;
-
-function descriptor(name: string, unit: string, description: string): MetricDescriptor {
-  return { name, unit, description, valueType: ValueType.DOUBLE };
-}
 
 /** Metrics produced from per-path state (see PathMetricProducer for why not SDK instruments). */
 const m = {

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { isolateOtelEnv } from '../test/helpers/otel-env.js';
 import { sumMetric } from '../test/helpers/collector-process.js';
 import { OtlpReceiver, type ReceivedMetric } from '../test/helpers/otlp-receiver.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
@@ -22,19 +23,7 @@ afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-// Every OTEL_* variable is cleared before each test and restored after: the host's
-// environment must not turn push on, nor a test's settings leak into the next.
-let savedOtelEnv: [string, string | undefined][] = [];
-beforeEach(() => {
-  savedOtelEnv = Object.keys(process.env)
-    .filter((k) => k.startsWith('OTEL_'))
-    .map((k) => [k, process.env[k]]);
-  for (const [k] of savedOtelEnv) delete process.env[k];
-});
-afterEach(() => {
-  for (const k of Object.keys(process.env)) if (k.startsWith('OTEL_')) delete process.env[k];
-  for (const [k, v] of savedOtelEnv) if (v !== undefined) process.env[k] = v;
-});
+isolateOtelEnv();
 
 let collector: Collector | undefined;
 let receiver: OtlpReceiver | undefined;

@@ -1,11 +1,5 @@
 import { hostname } from 'node:os';
-import {
-  ValueType,
-  type Attributes,
-  type Counter,
-  type HrTime,
-  type Meter,
-} from '@opentelemetry/api';
+import { type Attributes, type Counter, type HrTime, type Meter } from '@opentelemetry/api';
 import {
   AggregationTemporality,
   DataPointType,
@@ -15,7 +9,12 @@ import {
   type MetricDescriptor,
   type MetricProducer,
 } from '@opentelemetry/sdk-metrics';
-import { MetricsPipeline, PrometheusText, type TelemetryLogger } from '../lib/telemetry.js';
+import {
+  descriptor,
+  MetricsPipeline,
+  PrometheusText,
+  type TelemetryLogger,
+} from '../lib/telemetry.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import type { AlertView } from './alerts.js';
 import type { IncidentEventType } from './incidents.js';
@@ -68,10 +67,6 @@ export interface CollectorTelemetrySources {
 const pathStates: readonly PathState['state'][] = ['ok', 'failing', 'degraded', 'unknown'];
 /** An agent is up (live and on time), late (live, its report overdue) or silent. */
 export const agentLivenessValues = ['up', 'late', 'silent'] as const;
-
-function descriptor(name: string, unit: string, description: string): MetricDescriptor {
-  return { name, unit, description, valueType: ValueType.DOUBLE };
-}
 
 /** Series built from the collector's state at collection time (see the file comment). */
 const built = {

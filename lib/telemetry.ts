@@ -1,4 +1,4 @@
-import type { Attributes, Meter } from '@opentelemetry/api';
+import { ValueType, type Attributes, type Meter } from '@opentelemetry/api';
 import { OTLPMetricExporter as OtlpJsonMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPMetricExporter as OtlpProtobufMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
@@ -13,6 +13,7 @@ import {
   MeterProvider,
   PeriodicExportingMetricReader,
   type MetricData,
+  type MetricDescriptor,
   type MetricProducer,
   type PushMetricExporter,
   type ResourceMetrics,
@@ -28,6 +29,11 @@ import { ConfigError } from './errors.js';
  */
 
 /** What `/metrics` answers with: the Prometheus text exposition format. */
+/** A metric produced from state at collection time (not an SDK instrument): a double. */
+export function descriptor(name: string, unit: string, description: string): MetricDescriptor {
+  return { name, unit, description, valueType: ValueType.DOUBLE };
+}
+
 export const prometheusContentType = 'text/plain; version=0.0.4; charset=utf-8';
 
 /** OTLP push, as configured by the standard OTEL_* environment variables. */
