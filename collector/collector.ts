@@ -22,6 +22,10 @@ import {
 import { whereCollectorStands } from './observer.js';
 import { LocaliserThread } from './localise/thread.js';
 import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
+import { findAlertIncident } from './alert-link.js';
+import { registerDashboard, type DashboardSource } from './dashboard.js';
+import { EventHub } from './events.js';
+import { buildMatrix } from './matrix-view.js';
 import { Ingest } from './ingest.js';
 import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
@@ -116,6 +120,8 @@ export interface CollectorOptions {
 export class ObservedPathMatrix extends PathMatrix {
   /** Called with a reason whenever something the diagnosis reads has changed. */
   onChange: (reason: string) => void = () => undefined;
+  /** Called with a committed batch's state changes (the dashboard's live feed). */
+  onTransitions: (transitions: readonly Transition[]) => void = () => undefined;
   /** Called with a committed batch's settle signals (path changes, confirmation bursts). */
   onSignals: (signals: readonly SettleSignal[], receivedAtMs: number) => void = () => undefined;
   private readonly labelsSeen = new Map<string, string>();
@@ -152,6 +158,7 @@ export class ObservedPathMatrix extends PathMatrix {
       commit: (agent) => {
         applied.commit(agent);
         if (applied.signals.length > 0) this.onSignals(applied.signals, receivedAtMs);
+        if (applied.transitions.length > 0) this.onTransitions(applied.transitions);
         if (newAgent || newLabels) this.labelsSeen.set(batch.agentId, labels ?? known ?? '{}');
         // Full results can move a path's last class while its debounced state holds; a
         // batch that only repeats what the paths said (the bulk of a storm's
@@ -215,6 +222,8 @@ export class Collector implements CollectorCore {
   >();
   /** Incidents, kept in step with the diagnosis. */
   readonly incidentTracker: IncidentTracker;
+  /** The dashboard's live feed (collector/events.ts). */
+  readonly events = new EventHub();
   /** Alerts to Alertmanager and webhooks, kept in step with the diagnosis. */
   readonly alerting: AlertEngine;
   private readonly roles: Readonly<Record<string, string>>;
@@ -360,7 +369,12 @@ export class Collector implements CollectorCore {
       },
       log,
     });
-    this.matrix.onChange = (reason) => this.diagnoser.invalidate(reason);
+    this.matrix.onChange = (reason) => {
+      this.diagnoser.invalidate(reason);
+      if (reason === 'agents') this.events.structureChanged();
+      if (reason !== 'batch') this.events.agentsChanged();
+    };
+    this.matrix.onTransitions = (transitions) => this.events.transitions(transitions);
     this.matrix.onSignals = (signals, receivedAtMs) => {
       // Timed by the batch's arrival, as the agents' liveness is: an agent's own batch never
       // makes a fault at its host newer than the agent's last word.
@@ -369,6 +383,7 @@ export class Collector implements CollectorCore {
       if (this.diagnoser.current().settling === true) this.diagnoser.invalidate('settle');
     };
     this.incidentTracker = new IncidentTracker(this.store);
+    this.diagnoser.onChange(({ current }) => this.events.diagnosis(current));
     this.diagnoser.onChange(({ current }) => this.trackIncident(current));
     this.roles = Object.fromEntries(config.inventory.components.map((c) => [c.name, c.role]));
     this.alerting = new AlertEngine({
@@ -416,7 +431,10 @@ export class Collector implements CollectorCore {
     try {
       const u = this.incidentTracker.update(d);
       this.incidentPending = false;
-      if (u !== undefined) this.log.info({ incident: u.incidentId, event: u.type }, 'incident');
+      if (u !== undefined) {
+        this.log.info({ incident: u.incidentId, event: u.type }, 'incident');
+        this.events.incident(u);
+      }
     } catch (err) {
       this.incidentPending = true;
       this.log.error({ err }, 'could not record the diagnosis in the incident record');
@@ -462,6 +480,7 @@ export class Collector implements CollectorCore {
         },
         log,
         metricsHandler: async () => c.metricsText(),
+        routes: (app, ctx) => registerDashboard(app, c.dashboardSource(), ctx),
         ...(tls === undefined ? {} : { tls }),
       });
       const colon = config.listen.lastIndexOf(':');
@@ -643,6 +662,30 @@ export class Collector implements CollectorCore {
     return this.ingestor.overloaded();
   }
 
+  /** What the dashboard's routes read (collector/dashboard.ts). */
+  dashboardSource(): DashboardSource {
+    return {
+      events: this.events,
+      matrix: () =>
+        buildMatrix({
+          paths: this.matrix.paths(),
+          agents: this.matrix.agents(),
+          components: this.config.inventory.components,
+          nowMs: Date.now(),
+        }),
+      alertIncident: (fingerprint) =>
+        findAlertIncident(
+          fingerprint,
+          {
+            incidents: (limit) => this.store.incidents(limit),
+            incidentEvents: (id) => this.store.incidentEvents(id),
+          },
+          this.config.alerts,
+        ),
+      pathHistory: (agent, target, limit) => this.store.pathTransitions(agent, target, limit),
+    };
+  }
+
   /** The collector's own metrics (Prometheus text) for GET /metrics. */
   metricsText(): string {
     return this.diagnoser.metricsText() + this.ingestor.metricsText() + this.alerting.metricsText();
@@ -665,6 +708,7 @@ export class Collector implements CollectorCore {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.diagnoser.close();
+    this.events.close();
     await this.localiserThread?.close();
     if (this.api !== undefined) {
       const api = this.api;

@@ -7,6 +7,7 @@ packages=(
   iproute2 iputils-ping fping nftables dnsmasq-base
   postgresql redis-server mariadb-server
   openssl tcpdump procps ethtool prometheus prometheus-alertmanager systemd
+  chromium
 )
 if [[ "${FAULTLINE_BENCH_DEPS:-}" == 1 ]]; then
   packages+=(prometheus-blackbox-exporter)
