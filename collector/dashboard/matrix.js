@@ -150,6 +150,35 @@ function draw(canvas, m, layout, cw, ch) {
   ctx.putImageData(img, 0, 0);
 }
 
+/** Repaints only the cells a live change touched (`cells`: agent, target index pairs). */
+function paint(canvas, m, layout, cw, ch, cells) {
+  if (layout.rowPos === undefined) {
+    layout.rowPos = new Int32Array(m.agents.length).fill(-1);
+    layout.colPos = new Int32Array(m.targets.length).fill(-1);
+    layout.rows.forEach((i, r) => (layout.rowPos[i] = r));
+    layout.cols.forEach((j, c) => (layout.colPos[j] = c));
+    layout.rowEdges = new Set(layout.rowGroups.map((g) => g.start).filter((x) => x > 0));
+    layout.colEdges = new Set(layout.colGroups.map((g) => g.start).filter((x) => x > 0));
+  }
+  const ctx = canvas.getContext('2d');
+  const T = m.targets.length;
+  for (let k = 0; k < cells.length; k += 2) {
+    const i = cells[k];
+    const j = cells[k + 1];
+    const r = layout.rowPos[i];
+    const c = layout.colPos[j];
+    if (r < 0 || c < 0) continue;
+    const meaning = cellMeaning(m, m.cells[i * T + j]);
+    ctx.fillStyle = rgb(
+      meaning === undefined ? [246, 248, 250] : cellColour(meaning.state, meaning.cls),
+    );
+    ctx.fillRect(c * cw, r * ch, cw, ch);
+    ctx.fillStyle = 'rgb(36,41,47)';
+    if (layout.rowEdges.has(r)) ctx.fillRect(c * cw, r * ch, cw, 1);
+    if (layout.colEdges.has(c)) ctx.fillRect(c * cw, r * ch, 1, ch);
+  }
+}
+
 function PathDetail({ m, agent, target, pinned }) {
   const [detail, setDetail] = useState(undefined);
   const [history, setHistory] = useState(undefined);
@@ -241,7 +270,7 @@ function PathDetail({ m, agent, target, pinned }) {
 }
 
 export function MatrixView() {
-  const { matrix: m, matrixVersion } = useStore();
+  const { matrix: m, matrixVersion, lastChanges } = useStore();
   const [groupBy, setGroupBy] = useState(undefined);
   const [label, setLabel] = useState('');
   const [kind, setKind] = useState('');
@@ -288,8 +317,19 @@ export function MatrixView() {
     () => (layout === undefined ? { failing: 0, blocks: [] } : blocks(m, layout)),
     [layout, matrixVersion],
   );
+  const drawn = useRef({ layout: undefined, version: -1, cw: 0, ch: 0 });
   useEffect(() => {
-    if (canvas.current !== null && layout !== undefined) draw(canvas.current, m, layout, cw, ch);
+    if (canvas.current === null || layout === undefined) return;
+    const last = drawn.current;
+    const incremental =
+      last.layout === layout &&
+      last.cw === cw &&
+      last.ch === ch &&
+      last.version === matrixVersion - 1 &&
+      lastChanges?.version === matrixVersion;
+    if (incremental) paint(canvas.current, m, layout, cw, ch, lastChanges.cells);
+    else draw(canvas.current, m, layout, cw, ch);
+    drawn.current = { layout, version: matrixVersion, cw, ch };
   }, [layout, matrixVersion, cw, ch]);
 
   if (m === undefined) return html`<p class="loading">Reading the matrix…</p>`;

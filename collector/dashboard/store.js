@@ -81,13 +81,19 @@ function applyChanges(changes) {
     return;
   }
   let unknown = false;
+  const changed = [];
   for (const [agent, target, cell] of changes) {
     const r = m.row.get(agent);
     const c = m.col.get(target);
     if (r === undefined || c === undefined) unknown = true;
-    else m.cells[r * m.targets.length + c] = cell;
+    else {
+      m.cells[r * m.targets.length + c] = cell;
+      changed.push(r, c);
+    }
   }
-  update({ matrixVersion: state.matrixVersion + 1 });
+  const matrixVersion = state.matrixVersion + 1;
+  // The cells this version changed: the canvas repaints only those.
+  update({ matrixVersion, lastChanges: { version: matrixVersion, cells: changed } });
   // A path of an agent or target this snapshot does not have: read the matrix again.
   if (unknown) scheduleMatrix();
 }
