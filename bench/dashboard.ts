@@ -240,16 +240,71 @@ class Churn {
   }
 }
 
+/** The part of the page's `document` that {@link loadPage} reads. */
+interface PageDocument {
+  querySelector(selector: string): { getAttribute(name: string): string | null } | null;
+}
+
 async function loadPage(page: Page, url: string, agents: number): Promise<number> {
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(m.text());
+  });
   const t0 = performance.now();
   await page.goto(`${url}/#/matrix`);
-  // A string: this runs in the page, whose DOM types the project does not compile against.
-  await page.waitForFunction(
-    `Number(document.querySelector('.matrix')?.getAttribute('data-rows') ?? 0) >= ${agents}`,
-    undefined,
-    { timeout: 60_000, polling: 'raf' },
+  // Runs in the page (the project compiles without DOM types, hence the narrow shape).
+  await page
+    .waitForFunction(
+      (n: number) => {
+        const doc = (globalThis as unknown as { document: PageDocument }).document;
+        return Number(doc.querySelector('.matrix')?.getAttribute('data-rows') ?? 0) >= n;
+      },
+      agents,
+      { timeout: 60_000, polling: 'raf' },
+    )
+    .catch(async (err: unknown) => {
+      const shell = await page
+        .locator('.shell')
+        .getAttribute('data-view')
+        .catch(() => null);
+      const connection = await page
+        .locator('[data-connection]')
+        .getAttribute('data-connection')
+        .catch(() => null);
+      const rows = await page
+        .locator('.matrix')
+        .getAttribute('data-rows')
+        .catch(() => null);
+      throw new Error(
+        `the matrix was not drawn with ${agents} rows (view ${shell}, connection ${connection}, rows ${rows}; page errors: ${problems.join(' | ') || 'none'})`,
+        { cause: err },
+      );
+    });
+  const took = performance.now() - t0;
+  // Where the time went: the page's own resource timings (to stderr, beside the table).
+  const timings = await page.evaluate(() =>
+    (
+      globalThis as unknown as {
+        performance: {
+          getEntriesByType(
+            t: string,
+          ): { name: string; startTime: number; responseEnd: number; transferSize: number }[];
+        };
+      }
+    ).performance
+      .getEntriesByType('resource')
+      .filter(
+        (e) =>
+          e.responseEnd - e.startTime > 20 || e.name.includes('/api/') || e.name.endsWith('app.js'),
+      )
+      .map(
+        (e) =>
+          `${e.name.replace(/^https?:\/\/[^/]+\//, '')} ${e.startTime.toFixed(0)}→${e.responseEnd.toFixed(0)} ms`,
+      ),
   );
-  return performance.now() - t0;
+  process.stderr.write(`  page load ${took.toFixed(0)} ms: ${timings.join(', ')}\n`);
+  return took;
 }
 
 async function main(): Promise<number> {

@@ -666,13 +666,15 @@ export class Collector implements CollectorCore {
   dashboardSource(): DashboardSource {
     return {
       events: this.events,
-      matrix: () =>
-        buildMatrix({
+      matrix: () => ({
+        ...buildMatrix({
           paths: this.matrix.paths(),
           agents: this.matrix.agents(),
           components: this.config.inventory.components,
           nowMs: Date.now(),
         }),
+        feed: { bootId: this.events.bootId, seq: this.events.seq },
+      }),
       alertIncident: (fingerprint) =>
         findAlertIncident(
           fingerprint,

@@ -53,9 +53,20 @@ export class EventHub {
   private matrixDue = false;
   private agentsDue = false;
   private timer: NodeJS.Timeout | undefined;
+  private clock = 0;
+
+  /**
+   * A logical clock: moves on with every subscription and every event sent. A snapshot read
+   * at `seq` ≥ a stream's `hello.seq` was taken after the stream subscribed, so every change
+   * it lacks comes on the stream; an older one may have missed some.
+   */
+  get seq(): number {
+    return this.clock;
+  }
 
   /** Calls `fn` with every event from now on; returns the unsubscribe. */
   subscribe(fn: (e: FeedEvent) => void): () => void {
+    this.clock++;
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
   }
@@ -135,6 +146,7 @@ export class EventHub {
   }
 
   private emit(e: FeedEvent): void {
+    this.clock++;
     for (const fn of this.listeners) fn(e);
   }
 }
@@ -175,6 +187,8 @@ export function streamTo(hub: EventHub, res: ServerResponse): () => void {
   keepAlive.unref();
   res.on('close', end);
   res.on('error', end);
-  write(`retry: 2000\n${sseFrame('hello', { bootId: hub.bootId, atMs: Date.now() })}`);
+  write(
+    `retry: 2000\n${sseFrame('hello', { bootId: hub.bootId, seq: hub.seq, atMs: Date.now() })}`,
+  );
   return end;
 }

@@ -77,6 +77,11 @@ export interface MatrixDocument {
   /** agents.length × targets.length bytes, row by row (an agent per row), base64. */
   readonly cells: string;
   readonly computedAtMs: number;
+  /**
+   * The live feed's boot id and `EventHub.seq` (collector/events.ts) when this was computed: a page whose
+   * stream said `hello` at a seq at most this (same boot) misses no change of it.
+   */
+  readonly feed?: { readonly bootId: string; readonly seq: number };
 }
 
 /** What {@link buildMatrix} reads. */

@@ -1,5 +1,5 @@
 // Agents: liveness, lateness, last report, labels, results lost to the spool bound.
-import { useState } from './vendor/preact-hooks.mjs';
+import { useEffect, useState } from './vendor/preact-hooks.mjs';
 import { ago, clock, html, useStore } from './common.js';
 
 const pageSize = 300;
@@ -8,6 +8,12 @@ export function AgentsView() {
   const { agents } = useStore();
   const [filter, setFilter] = useState('');
   const [limit, setLimit] = useState(pageSize);
+  // "3 s ago" moves on between refreshes of the list.
+  const [, setTick] = useState(0);
+  useEffect(() => {
+    const t = setInterval(() => setTick((n) => n + 1), 5000);
+    return () => clearInterval(t);
+  }, []);
   if (agents === undefined) return html`<p class="loading">Reading agents…</p>`;
   const rank = (a) => (a.state === 'silent' ? 0 : a.late ? 1 : 2);
   const shown = agents
@@ -25,8 +31,7 @@ export function AgentsView() {
     data-late=${late}
   >
     <p>
-      ${agents.length} agents: ${agents.length - silent - late} live, ${late} late, ${silent}
-      silent.
+      ${`${agents.length} agents: ${agents.length - silent - late} live, ${late} late, ${silent} silent. `}
       <input
         placeholder="filter by name or label"
         value=${filter}

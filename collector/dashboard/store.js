@@ -53,6 +53,19 @@ export function cellMeaning(matrix, cell) {
   return { state: matrix.states[v >> 5] ?? 'unknown', cls: matrix.classes[v & 31] ?? 'ok' };
 }
 
+/** The current stream's `hello`: its boot id and the feed's seq when it subscribed. */
+let hello;
+
+/** Whether a matrix was computed after the current stream subscribed (it misses nothing). */
+function fresh(matrix) {
+  return (
+    matrix !== undefined &&
+    hello !== undefined &&
+    matrix.feed?.bootId === hello.bootId &&
+    matrix.feed.seq >= hello.seq
+  );
+}
+
 let matrixLoading = false;
 let bufferedChanges = [];
 let matrixTimer;
@@ -69,6 +82,9 @@ async function loadMatrix() {
     matrixLoading = false;
     update({ matrix, matrixVersion: state.matrixVersion + 1 });
     if (late.length > 0) applyChanges(late);
+    // Read before the stream subscribed (at page load both start at once): it may lack a
+    // change that came in between, so read it again. Not yet subscribed: `hello` decides.
+    if (hello !== undefined && !fresh(matrix)) scheduleMatrix();
   } finally {
     matrixLoading = false;
   }
@@ -102,7 +118,9 @@ function scheduleMatrix() {
   if (matrixTimer !== undefined) return;
   matrixTimer = setTimeout(() => {
     matrixTimer = undefined;
-    loadMatrix().catch(showError);
+    // One read at a time: the one on its way is checked for freshness when it lands.
+    if (matrixLoading) scheduleMatrix();
+    else loadMatrix().catch(showError);
   }, 300);
 }
 
@@ -129,23 +147,22 @@ function showError(err) {
   } else update({ error: err.message });
 }
 
-async function loadAll() {
-  const [diagnosis, agents] = await Promise.all([get('api/v1/diagnosis'), get('api/v1/agents')]);
-  update({ diagnosis, agents: agents.agents });
-  await Promise.all([loadMatrix(), loadIncidents()]);
-}
-
 function onEvent(type, data) {
   state.lastEventMs = Date.now();
   switch (type) {
     case 'hello':
-      if (data.bootId !== state.bootId) {
-        update({ bootId: data.bootId });
-        return loadAll()
-          .then(() => update({ connection: 'live', error: '' }))
-          .catch(showError);
-      }
-      return update({ connection: 'live' });
+      hello = data;
+      update({ bootId: data.bootId });
+      // The small snapshots are read again now; the matrix only if the one in hand (or on
+      // its way, see loadMatrix) is older than this stream.
+      if (!matrixLoading && !fresh(state.matrix)) loadMatrix().catch(showError);
+      return Promise.all([
+        get('api/v1/diagnosis').then((diagnosis) => update({ diagnosis })),
+        get('api/v1/agents').then((a) => update({ agents: a.agents })),
+        loadIncidents(),
+      ])
+        .then(() => update({ connection: 'live', error: '' }))
+        .catch(showError);
     case 'diagnosis':
       return update({ diagnosis: data });
     case 'paths':
@@ -183,9 +200,12 @@ export async function run() {
   for (;;) {
     controller = new AbortController();
     try {
-      // A stream that opens starts with `hello`; the snapshots are read then.
-      update({ bootId: '' });
-      await follow('api/v1/events', onEvent, controller.signal);
+      // A stream that opens starts with `hello`; the snapshots are read then. The matrix,
+      // the big one, is asked for at once beside the stream at page load.
+      hello = undefined;
+      const stream = follow('api/v1/events', onEvent, controller.signal);
+      if (state.matrix === undefined && !matrixLoading) loadMatrix().catch(showError);
+      await stream;
       backoffMs = 500;
     } catch (err) {
       if (err instanceof AuthNeeded) {
