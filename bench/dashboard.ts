@@ -170,6 +170,8 @@ class Churn {
   private readonly seqs: number[];
   sent = 0;
   failed = 0;
+  /** A few distinct refusals, for the table. */
+  readonly errors = new Set<string>();
 
   constructor(
     private readonly url: string,
@@ -227,13 +229,17 @@ class Churn {
             },
             body: JSON.stringify(batch),
           });
-          await res.arrayBuffer();
+          const text = await res.text();
           if (res.ok) {
             this.sent++;
             this.seqs[a]!++;
-          } else this.failed++;
-        } catch {
+          } else {
+            this.failed++;
+            if (this.errors.size < 3) this.errors.add(`${res.status} ${text.slice(0, 160)}`);
+          }
+        } catch (err) {
           this.failed++;
+          if (this.errors.size < 3) this.errors.add(String(err));
         }
       }),
     );
@@ -435,7 +441,7 @@ async function main(): Promise<number> {
               `| beside it: Chromium ${t} process(es) | ${((ms / wallMs) * 100).toFixed(1)} % of a core | | |`,
           ),
         `| matrix redraws in the window (live changes applied) | ${versionAfter - versionBefore} | | |`,
-        `| churn batches posted in the window | ${churn.sent - sentBefore} (failed overall: ${churn.failed}) | | |`,
+        `| churn batches accepted in the window | ${churn.sent - sentBefore} (refused overall: ${churn.failed}${churn.errors.size > 0 ? `, e.g. ${[...churn.errors].join('; ').replaceAll('|', '/')}` : ''}) | | |`,
         `| failing paths shown at the end | ${failingNow} | | |`,
         '',
       ];

@@ -140,9 +140,12 @@ function IncidentDetail({ id }) {
     <h2>Incident ${detail.id}: ${detail.kind}</h2>
     <p class="summary">${detail.summary}</p>
     <p class="muted">
-      first failure ${clock(detail.firstFailureMs)} · detected ${clock(detail.openedAtMs)} ·
-      ${detail.closedAtMs === undefined ? html`<b>open</b>` : `recovered ${clock(detail.closedAtMs)}`}
-      · ${detail.components.join(', ')}
+      ${[
+        `first failure ${clock(detail.firstFailureMs)}`,
+        `detected ${clock(detail.openedAtMs)}`,
+        detail.closedAtMs === undefined ? 'open' : `recovered ${clock(detail.closedAtMs)}`,
+        detail.components.join(', '),
+      ].join(' · ')}
     </p>
     <h3>Timeline</h3>
     <${Timeline} detail=${detail} />
@@ -150,8 +153,8 @@ function IncidentDetail({ id }) {
       ${leading.map(
         (e) =>
           html`<li>
-            ${clock(e.atMs)}: ${e.type === 'opened' ? 'opened as' : 'leading now'}
-            <b>${e.diagnosis.hypotheses[0]?.kind}</b> — ${e.diagnosis.hypotheses[0]?.summary}
+            ${`${clock(e.atMs)}: ${e.type === 'opened' ? 'opened as' : 'leading now'} `}
+            <b>${e.diagnosis.hypotheses[0]?.kind}</b>${` — ${e.diagnosis.hypotheses[0]?.summary}`}
           </li>`,
       )}
     </ul>

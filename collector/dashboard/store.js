@@ -124,7 +124,7 @@ function scheduleMatrix() {
   }, 300);
 }
 
-/** The agents list is read again at most every 2 s, however often liveness changes. */
+/** The agents list is read again at most every 5 s, however often liveness changes. */
 function scheduleAgents() {
   if (agentsTimer !== undefined) return;
   agentsTimer = setTimeout(() => {
@@ -132,7 +132,7 @@ function scheduleAgents() {
     get('api/v1/agents')
       .then((a) => update({ agents: a.agents }))
       .catch(showError);
-  }, 2000);
+  }, 5000);
 }
 
 async function loadIncidents() {

@@ -103,8 +103,8 @@ export function TopologyView() {
       Hosts grouped by <b>${key}</b>${outerKey ? html` within <b>${outerKey}</b>` : ''}.
       ${
         cutNames.length > 0
-          ? html`<span class="cut">Cut: ${key}=${cutNames.join(', ')}</span>`
-          : 'No cut.'
+          ? html` <span class="cut">Cut: ${key}=${cutNames.join(', ')}</span>`
+          : ' No cut.'
       }
       ${collectorCutOff && html` <span class="cut">The collector's own side is cut off.</span>`}
     </p>
