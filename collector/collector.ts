@@ -668,7 +668,7 @@ export class Collector implements CollectorCore {
       events: this.events,
       matrix: () => ({
         ...buildMatrix({
-          paths: this.matrix.paths(),
+          paths: this.matrix.pathCells(),
           agents: this.matrix.agents(),
           components: this.config.inventory.components,
           nowMs: Date.now(),

@@ -1,6 +1,7 @@
 import { failureClasses } from '../wire/result.js';
 import type { FailureClass } from '../wire/result.js';
-import type { AgentLiveness, PathState } from './types.js';
+import type { PathCell } from './paths.js';
+import type { AgentLiveness } from './types.js';
 
 /**
  * The path matrix in the compact shape the dashboard draws (`GET /api/v1/matrix`): agents
@@ -86,7 +87,7 @@ export interface MatrixDocument {
 
 /** What {@link buildMatrix} reads. */
 export interface MatrixInput {
-  readonly paths: readonly PathState[];
+  readonly paths: readonly PathCell[];
   readonly agents: readonly AgentLiveness[];
   /** Inventory components: name, agent, labels. */
   readonly components: readonly {

@@ -260,6 +260,12 @@ interface WindowTotals {
   readonly failures: Uint32Array;
 }
 
+/** A path's identity and debounced state (see {@link PathMatrix.pathCells}). */
+export type PathCell = Pick<
+  PathState,
+  'agent' | 'target' | 'component' | 'service' | 'kind' | 'state' | 'lastClass'
+>;
+
 class PathRuntime {
   agentId: string;
   readonly agent: string;
@@ -685,6 +691,17 @@ export class PathMatrix {
       const m = this.byAgent.get(filter.agent);
       if (m !== undefined) pick(m);
     } else for (const m of this.byAgent.values()) pick(m);
+    return out;
+  }
+
+  /**
+   * Every path's identity and debounced state, without the window statistics `paths()`
+   * computes for each (the dashboard's matrix of 200k paths needs only these). The objects
+   * are live: read them at once, keep nothing.
+   */
+  pathCells(): PathCell[] {
+    const out: PathCell[] = [];
+    for (const m of this.byAgent.values()) for (const p of m.values()) out.push(p);
     return out;
   }
 
