@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Diagnosis } from '../../../wire/diagnosis.js';
@@ -32,7 +33,16 @@ const spec: LabSpec = {
   ],
 };
 const pathCount = 5 * 4 * 4;
-const shots = join(import.meta.dirname, '../../../docs/screenshots');
+/**
+ * Where the screenshots go: docs/screenshots/ when asked
+ * (`FAULTLINE_SCREENSHOTS_DIR=docs/screenshots npx vitest run test/e2e/lab/dashboard.test.ts`),
+ * else a temp dir removed afterwards — a test run leaves the committed images alone.
+ */
+const shotsWanted = process.env.FAULTLINE_SCREENSHOTS_DIR;
+const shots =
+  shotsWanted === undefined
+    ? mkdtempSync(join(tmpdir(), 'faultline-dashboard-shots-'))
+    : resolve(shotsWanted);
 
 /** An alert as the webhook sink posts it (the fields read here). */
 interface PostedAlert {
@@ -90,6 +100,7 @@ describe.runIf(canRunLab && canRunBrowser)('lab: the dashboard in Chromium', () 
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   }, 60_000);
   afterAll(async () => {
+    if (shotsWanted === undefined) rmSync(shots, { recursive: true, force: true });
     await browser?.close();
     await new Promise((resolve) =>
       receiver === undefined ? resolve(undefined) : receiver.close(resolve),
