@@ -5,8 +5,8 @@
 import { groupKey, html, useStore } from './common.js';
 
 const hostR = 9;
-const hostGap = 30;
-const perRow = 6;
+const hostGap = 46;
+const perRow = 5;
 
 function statusOf(host, ctx) {
   const agent = ctx.agents.get(host.agent);
