@@ -350,6 +350,8 @@ export function MatrixView() {
     data-cols=${layout.cols.length}
     data-failing=${stats.failing}
     data-group-by=${by ?? ''}
+    data-cell-width=${cw}
+    data-cell-height=${ch}
     data-blocks=${JSON.stringify(stats.blocks)}
     data-version=${matrixVersion}
   >

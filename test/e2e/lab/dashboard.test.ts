@@ -181,6 +181,32 @@ describe.runIf(canRunLab && canRunBrowser)('lab: the dashboard in Chromium', () 
       expect(shown - diagnosed).toBeLessThanOrEqual(2000);
       await page.screenshot({ path: join(shots, 'matrix-cut.png') });
 
+      // Hover: the path under the pointer (app-1, the first row; a sw-db target, the last
+      // column); click: its history, which holds the change to failing.
+      const cw = Number(await attr('.matrix', 'data-cell-width'));
+      const ch = Number(await attr('.matrix', 'data-cell-height'));
+      const cols = Number(await attr('.matrix', 'data-cols'));
+      const at = { x: (cols - 1) * cw + cw / 2, y: ch / 2 };
+      await page.locator('.matrix canvas').hover({ position: at });
+      await page.locator('.path-detail[data-agent="app-1"] dl').waitFor({ timeout: 5_000 });
+      expect(await attr('.path-detail', 'data-target')).toMatch(/^db-/);
+      expect(await page.locator('.path-detail').textContent()).toMatch(/probes, \d+% failed/);
+      await page.locator('.matrix canvas').click({ position: at });
+      await page.locator('.path-detail table.history tr').first().waitFor({ timeout: 5_000 });
+      expect(await page.locator('.path-detail table.history').textContent()).toMatch(
+        /ok → failing/,
+      );
+      await page.locator('.matrix canvas').click({ position: at });
+
+      // Filters: failing paths only leaves the rows and columns of the block.
+      await page.selectOption('.matrix select[name=state]', 'failing');
+      await pollUntil(
+        'the state filter applied',
+        async () => (await attr('.matrix', 'data-rows')) === '3',
+        { timeoutMs: 5_000 },
+      );
+      await page.selectOption('.matrix select[name=state]', 'all');
+
       await page.goto(`${l.collectorUrl}/#/topology`);
       await pollUntil(
         'the cut switch marked',
