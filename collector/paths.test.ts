@@ -5,6 +5,7 @@ import type { FailureClass, ProbeResult } from '../wire/result.js';
 import { describePlanTarget, PathMatrix } from './paths.js';
 import type { MatrixCheckpoint, RestoreSource, Transition } from './paths.js';
 import type { StoredBatch } from './store.js';
+import type { PathState } from './types.js';
 
 const pg = 'db-1/tcp/postgres';
 const icmp = 'db-1/icmp';
@@ -753,5 +754,32 @@ describe('PathMatrix confirmation bursts (issue 14)', () => {
     const fallback = new PathMatrix({ debounce: 5 });
     fallback.restore(source(old));
     expect(fallback.path('app-1', pg)).toMatchObject({ state: 'ok' });
+  });
+});
+
+describe('PathMatrix.pathCells', () => {
+  it("every path's identity and debounced state, as paths() says them", () => {
+    const m = new PathMatrix();
+    feed(
+      m,
+      batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 }), summary(icmp, t0, 5, { ok: 5 })] }),
+    );
+    const fail = (seq: number, at: number) => result(pg, 'tcp_timeout', seq, at);
+    feed(m, batch(2, { results: [fail(6, t0 + 1000), fail(7, t0 + 1500), fail(8, t0 + 2000)] }));
+    const pick = ({ agent, target, component, service, kind, state, lastClass }: PathState) => ({
+      agent,
+      target,
+      component,
+      service,
+      kind,
+      state,
+      lastClass,
+    });
+    const cells = m.pathCells().map((c) => pick(c as PathState));
+    expect(cells).toEqual(m.paths().map(pick));
+    expect(cells.find((c) => c.target === pg)).toMatchObject({
+      state: 'failing',
+      lastClass: 'tcp_timeout',
+    });
   });
 });
