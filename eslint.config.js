@@ -29,4 +29,44 @@ export default tseslint.config(
     files: ['eslint.config.js'],
     ...tseslint.configs.disableTypeChecked,
   },
+  {
+    files: ['scripts/**/*.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: { URL: 'readonly', process: 'readonly', console: 'readonly' },
+    },
+  },
+  {
+    // The dashboard: plain ES modules that run in the browser (no build step).
+    files: ['collector/dashboard/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        [
+          'AbortController',
+          'HashChangeEvent',
+          'TextDecoderStream',
+          'URL',
+          'URLSearchParams',
+          'addEventListener',
+          'atob',
+          'clearInterval',
+          'clearTimeout',
+          'devicePixelRatio',
+          'dispatchEvent',
+          'document',
+          'fetch',
+          'history',
+          'localStorage',
+          'location',
+          'removeEventListener',
+          'setInterval',
+          'setTimeout',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
 );

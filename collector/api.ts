@@ -139,6 +139,19 @@ export interface ApiOptions {
   readonly rateLimits?: Partial<RateLimits>;
   /** Connection cap and header/keep-alive timeouts; `defaultConnectionLimits` when absent. */
   readonly connections?: ConnectionLimits;
+  /**
+   * More routes (the dashboard's, collector/dashboard.ts), given the read check and the 405
+   * bookkeeping so they answer like these.
+   */
+  readonly routes?: (app: FastifyInstance, ctx: ExtraRouteContext) => void;
+}
+
+/** What {@link ApiOptions.routes} is lent. */
+export interface ExtraRouteContext {
+  /** The read endpoints' hook: a viewer token, or none when reading is open. */
+  readonly readHook: { onRequest: (request: FastifyRequest) => Promise<void> };
+  /** Records a route's path and method (for 405 answers); returns the path. */
+  readonly known: (method: 'GET' | 'POST', url: string) => string;
 }
 
 /** Token buckets per credential (429 FL_ERR_RATE + Retry-After beyond them). */
@@ -287,7 +300,7 @@ function countIssues(issues: readonly z.core.$ZodIssue[]): number {
   return issues.reduce((n, i) => n + (i.code === 'unrecognized_keys' ? i.keys.length : 1), 0);
 }
 
-function parseQuery<T>(schema: z.ZodType<T>, query: unknown): T {
+export function parseQuery<T>(schema: z.ZodType<T>, query: unknown): T {
   const parsed = schema.safeParse(query ?? {}, { error: configErrorMap, reportInput: true });
   if (parsed.success) return parsed.data;
   const issues = describeIssues(parsed.error.issues, schema);
@@ -1267,6 +1280,8 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
       },
     };
   });
+
+  opts.routes?.(app, { readHook, known });
 
   const metrics = opts.metricsHandler;
   if (metrics !== undefined) {

@@ -22,6 +22,10 @@ import {
 import { whereCollectorStands } from './observer.js';
 import { LocaliserThread } from './localise/thread.js';
 import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
+import { findAlertIncident } from './alert-link.js';
+import { registerDashboard, type DashboardSource } from './dashboard.js';
+import { EventHub } from './events.js';
+import { buildMatrix } from './matrix-view.js';
 import { Ingest } from './ingest.js';
 import { CollectorTelemetry } from './telemetry.js';
 import { hindsightDiagnosis } from './hindsight.js';
@@ -38,6 +42,7 @@ import type {
   EnrolOutcome,
   IngestOutcome,
   PathFilter,
+  PathHead,
   PathState,
   ReportBody,
 } from './types.js';
@@ -117,6 +122,8 @@ export interface CollectorOptions {
 export class ObservedPathMatrix extends PathMatrix {
   /** Called with a reason whenever something the diagnosis reads has changed. */
   onChange: (reason: string) => void = () => undefined;
+  /** Called with a committed batch's state changes (the dashboard's live feed). */
+  onTransitions: (transitions: readonly Transition[]) => void = () => undefined;
   /** Called with a committed batch's settle signals (path changes, confirmation bursts). */
   onSignals: (signals: readonly SettleSignal[], receivedAtMs: number) => void = () => undefined;
   private readonly labelsSeen = new Map<string, string>();
@@ -153,6 +160,7 @@ export class ObservedPathMatrix extends PathMatrix {
       commit: (agent) => {
         applied.commit(agent);
         if (applied.signals.length > 0) this.onSignals(applied.signals, receivedAtMs);
+        if (applied.transitions.length > 0) this.onTransitions(applied.transitions);
         if (newAgent || newLabels) this.labelsSeen.set(batch.agentId, labels ?? known ?? '{}');
         // Full results can move a path's last class while its debounced state holds; a
         // batch that only repeats what the paths said (the bulk of a storm's
@@ -216,6 +224,8 @@ export class Collector implements CollectorCore {
   >();
   /** Incidents, kept in step with the diagnosis. */
   readonly incidentTracker: IncidentTracker;
+  /** The dashboard's live feed (collector/events.ts). */
+  readonly events = new EventHub();
   /** Alerts to Alertmanager and webhooks, kept in step with the diagnosis. */
   readonly alerting: AlertEngine;
   /** The collector's own metrics: /metrics and the OTLP push. */
@@ -368,7 +378,12 @@ export class Collector implements CollectorCore {
       },
       log,
     });
-    this.matrix.onChange = (reason) => this.diagnoser.invalidate(reason);
+    this.matrix.onChange = (reason) => {
+      this.diagnoser.invalidate(reason);
+      if (reason === 'agents') this.events.structureChanged();
+      if (reason !== 'batch') this.events.agentsChanged();
+    };
+    this.matrix.onTransitions = (transitions) => this.events.transitions(transitions);
     this.matrix.onSignals = (signals, receivedAtMs) => {
       // Timed by the batch's arrival, as the agents' liveness is: an agent's own batch never
       // makes a fault at its host newer than the agent's last word.
@@ -377,6 +392,7 @@ export class Collector implements CollectorCore {
       if (this.diagnoser.current().settling === true) this.diagnoser.invalidate('settle');
     };
     this.incidentTracker = new IncidentTracker(this.store);
+    this.diagnoser.onChange(({ current }) => this.events.diagnosis(current));
     this.diagnoser.onChange(({ current }) => this.trackIncident(current));
     this.roles = Object.fromEntries(config.inventory.components.map((c) => [c.name, c.role]));
     this.alerting = new AlertEngine({
@@ -438,6 +454,7 @@ export class Collector implements CollectorCore {
       if (u !== undefined) {
         this.telemetry.recordIncidentEvent(u.type);
         this.log.info({ incident: u.incidentId, event: u.type }, 'incident');
+        this.events.incident(u);
       }
     } catch (err) {
       this.incidentPending = true;
@@ -484,6 +501,7 @@ export class Collector implements CollectorCore {
         },
         log,
         metricsHandler: async () => c.metricsText(),
+        routes: (app, ctx) => registerDashboard(app, c.dashboardSource(), ctx),
         ...(tls === undefined ? {} : { tls }),
       });
       const colon = config.listen.lastIndexOf(':');
@@ -666,6 +684,39 @@ export class Collector implements CollectorCore {
     return this.ingestor.overloaded();
   }
 
+  /** What the dashboard's routes read (collector/dashboard.ts). */
+  /** Every path's identity and state (read at once: the objects are the matrix's own). */
+  private pathHeads(): PathHead[] {
+    const out: PathHead[] = [];
+    this.matrix.forEachPath((p) => out.push(p));
+    return out;
+  }
+
+  dashboardSource(): DashboardSource {
+    return {
+      events: this.events,
+      matrix: () => ({
+        ...buildMatrix({
+          paths: this.pathHeads(),
+          agents: this.matrix.agents(),
+          components: this.config.inventory.components,
+          nowMs: Date.now(),
+        }),
+        feed: { bootId: this.events.bootId, seq: this.events.seq },
+      }),
+      alertIncident: (fingerprint) =>
+        findAlertIncident(
+          fingerprint,
+          {
+            incidents: (limit) => this.store.incidents(limit),
+            incidentEvents: (id) => this.store.incidentEvents(id),
+          },
+          this.config.alerts,
+        ),
+      pathHistory: (agent, target, limit) => this.store.pathTransitions(agent, target, limit),
+    };
+  }
+
   /** The collector's own metrics (Prometheus text) for GET /metrics (collector/telemetry.ts). */
   metricsText(): Promise<string> {
     return this.telemetry.renderPrometheus();
@@ -688,6 +739,7 @@ export class Collector implements CollectorCore {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.diagnoser.close();
+    this.events.close();
     await this.localiserThread?.close();
     if (this.api !== undefined) {
       const api = this.api;

@@ -424,6 +424,13 @@ describe('PathMatrix window', () => {
       expect(m.path('app-1', pg)?.state).toBe('failing');
     });
 
+    it('falls more than flapStableMs apart are separate faults, each failing at once', () => {
+      const m = new PathMatrix();
+      const ts = run(m, 'oooooo' + ('xxx' + 'o'.repeat(9)).repeat(4), 0, 1);
+      expect(states(ts).filter((x) => x.endsWith('->failing'))).toHaveLength(4);
+      expect(states(ts).filter((x) => x.includes('degraded'))).toEqual([]);
+    });
+
     it('a fall long after the last one is failing at once', () => {
       const m = new PathMatrix();
       run(m, 'oooooo' + 'xxxooo', 0, 1);
@@ -927,5 +934,33 @@ describe('PathMatrix confirmation bursts (issue 14)', () => {
     const fallback = new PathMatrix({ debounce: 5 });
     fallback.restore(source(old));
     expect(fallback.path('app-1', pg)).toMatchObject({ state: 'ok' });
+  });
+});
+
+describe('PathMatrix.forEachPath', () => {
+  it("every path's identity and debounced state, as paths() says them", () => {
+    const m = new PathMatrix();
+    feed(
+      m,
+      batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 }), summary(icmp, t0, 5, { ok: 5 })] }),
+    );
+    const fail = (seq: number, at: number) => result(pg, 'tcp_timeout', seq, at);
+    feed(m, batch(2, { results: [fail(6, t0 + 1000), fail(7, t0 + 1500), fail(8, t0 + 2000)] }));
+    const pick = ({ agent, target, component, service, kind, state, lastClass }: PathState) => ({
+      agent,
+      target,
+      component,
+      service,
+      kind,
+      state,
+      lastClass,
+    });
+    const cells: ReturnType<typeof pick>[] = [];
+    m.forEachPath((c) => cells.push(pick(c as PathState)));
+    expect(cells).toEqual(m.paths().map(pick));
+    expect(cells.find((c) => c.target === pg)).toMatchObject({
+      state: 'failing',
+      lastClass: 'tcp_timeout',
+    });
   });
 });

@@ -114,6 +114,8 @@ export interface PathMatrixOptions {
    */
   readonly flapHalfLifeMs: number;
   readonly flapSuppressAt: number;
+  /** Falls further apart than this are separate faults, whatever the penalty says. */
+  readonly flapStableMs: number;
   readonly flapMaxSuppressMs: number;
   /** Splits a plan target name into component and service (default: `<component>/<kind>[/<service>]`). */
   readonly describeTarget?: (
@@ -139,6 +141,7 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   tolerableSlowRatio: 0.1,
   flapHalfLifeMs: 30_000,
   flapSuppressAt: 0.9,
+  flapStableMs: 10_000,
   flapMaxSuppressMs: 5_000,
 });
 
@@ -1141,9 +1144,12 @@ export class PathMatrix {
   ): void {
     const o = this.options;
     const newFall = p.consecutiveFailures - n < debounce;
+    // A path that stayed up `flapStableMs` since its last fall is not flapping: a new fall is
+    // a new fault, seen at once.
+    const sinceLastMs = Math.max(0, atMs - p.flapAtMs);
     const penalty =
-      p.flapPenalty > 0
-        ? p.flapPenalty * 2 ** (-Math.max(0, atMs - p.flapAtMs) / o.flapHalfLifeMs)
+      p.flapPenalty > 0 && sinceLastMs < o.flapStableMs
+        ? p.flapPenalty * 2 ** (-sinceLastMs / o.flapHalfLifeMs)
         : 0;
     if (newFall) {
       // At most 3: a path that flapped for an hour is not suppressed for hours after.

@@ -590,6 +590,13 @@ export class Store implements RestoreSource {
     );
   }
 
+  /** The newest state changes of one path (agent name, plan target), newest first. */
+  pathTransitions(agent: string, target: string, limit = 200): Transition[] {
+    return this.guard('read transitions', () =>
+      (this.stmt.pathTransitions.all(agent, target, limit) as TransitionRow[]).map(toTransition),
+    );
+  }
+
   lastAgentTransition(agentId: string): Transition | undefined {
     return this.guard('read transitions', () => {
       const row = this.stmt.lastAgentTransition.get(agentId) as TransitionRow | undefined;
@@ -1214,6 +1221,11 @@ function prepare(db: Db) {
          WHERE a2.agent_id = ? AND t2.batch_seq < ? AND t2.kind <> 'agent'
          GROUP BY t2.target)
        ORDER BY t.id`,
+    ),
+    pathTransitions: p(
+      `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}
+       WHERE t.agent_key IN (SELECT agent_key FROM agents WHERE name = ?) AND t.target = ?
+       ORDER BY t.id DESC LIMIT ?`,
     ),
     lastAgentTransition: p(
       `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}

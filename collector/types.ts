@@ -68,7 +68,7 @@ export interface PathHead {
   readonly agent: string;
   readonly target: string;
   readonly component: string;
-  readonly service: string | undefined;
+  readonly service?: string | undefined;
   readonly kind: string;
   readonly state: PathState['state'];
   readonly lastClass: FailureClass;

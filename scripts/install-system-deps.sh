@@ -8,6 +8,7 @@ packages=(
   postgresql redis-server mariadb-server
   openssl tcpdump procps ethtool prometheus prometheus-alertmanager systemd
   prometheus-blackbox-exporter
+  chromium
 )
 
 missing=()

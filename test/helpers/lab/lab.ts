@@ -248,6 +248,10 @@ export class Lab {
   private readonly dns = new Map<string, LabProcess>();
   private collectorProc: LabProcess | undefined;
   private collectorPort = 0;
+  /** The collector's port: known from the moment `extraCollectorYaml` is called. */
+  get apiPort(): number {
+    return this.collectorPort;
+  }
   private downDone: Promise<void> | undefined;
   private readonly opts: Required<Omit<LabOptions, 'cliPath' | 'extraCollectorYaml'>> &
     Pick<LabOptions, 'cliPath' | 'extraCollectorYaml'>;
