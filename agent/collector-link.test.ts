@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { faultlineVersion } from '../lib/version.js';
 import { pollUntil } from '../test/helpers/poll-until.js';
 import type { Plan } from '../wire/plan.js';
 import { ReportBatchSchema } from '../wire/report.js';
@@ -69,6 +70,8 @@ class FakeCollector {
   readonly posts: { seq: number; status: number }[] = [];
   /** The `faultline-backlog` header of each batch that reached the handler, by seq. */
   readonly backlogs = new Map<number, string | undefined>();
+  /** The `user-agent` of every request, by method and path. */
+  readonly userAgents = new Map<string, string | undefined>();
   readonly planRequests: {
     url: string;
     authorization: string | undefined;
@@ -110,6 +113,7 @@ class FakeCollector {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
+    this.userAgents.set(`${req.method} ${req.url?.split('?')[0]}`, req.headers['user-agent']);
     const reply = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
       res.writeHead(status, { 'content-type': 'application/json', ...headers });
       res.end(JSON.stringify(body));
@@ -375,6 +379,13 @@ describe('CollectorLink against a fake collector', () => {
     expect(replayed[0]).toBeGreaterThanOrEqual(4);
     expect(replayed.slice(0, 5)).toEqual([0, 1, 2, 3, 4].map((i) => replayed[0]! - i));
     expect(replayed.at(-1)).toBe(0);
+    // Every request says the agent's version (the collector's Agents view shows it).
+    const ua = `faultline-agent/${faultlineVersion}`;
+    expect(Object.fromEntries(fake.userAgents)).toEqual({
+      'POST /api/v1/enrol': ua,
+      'GET /api/v1/plan': ua,
+      'POST /api/v1/reports': ua,
+    });
   });
 
   it('after an outage, delivery resumes within a health poll of the collector return, not after the backoff', async () => {
@@ -397,6 +408,7 @@ describe('CollectorLink against a fake collector', () => {
     await pollUntil('delivery resumed', () => fake.accepted.length > before, { timeoutMs: 10_000 });
     const resumeMs = Date.now() - upMs;
     expect(fake.healthChecks).toBeGreaterThan(0);
+    expect(fake.userAgents.get('GET /healthz')).toBe(`faultline-agent/${faultlineVersion}`);
     // Without the health poll the pending 4 s backoff would still be running (≥ 3 s left).
     expect(resumeMs).toBeLessThan(1_000);
     await drained(l);

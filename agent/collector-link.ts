@@ -5,9 +5,10 @@ import { gunzip } from 'node:zlib';
 import { Agent as HttpAgent, request } from 'undici';
 import type { Dispatcher } from 'undici';
 import { sleepUnlessAborted } from '../lib/duration.js';
+import { faultlineVersion } from '../lib/version.js';
 import { PlanSchema } from '../wire/plan.js';
 import type { Plan } from '../wire/plan.js';
-import { ReportAckSchema } from '../wire/report.js';
+import { ReportAckSchema, agentUserAgent } from '../wire/report.js';
 import type { ProbeResult } from '../wire/result.js';
 import { Credentials, EnrolError } from './enrol.js';
 import type { EnrolState } from './enrol.js';
@@ -17,6 +18,9 @@ import { Reporter } from './reporter.js';
 import type { ReporterStats, ReportedTarget } from './reporter.js';
 import { Spool, writeFileAtomic } from './spool.js';
 import type { SpooledBatch, SpoolStats } from './spool.js';
+
+/** Every request says which agent version sends it (the collector's Agents view shows it). */
+const userAgent = agentUserAgent(faultlineVersion);
 
 const gunzipAsync = promisify(gunzip);
 
@@ -383,7 +387,7 @@ export class CollectorLink {
   }
 
   private headers(token: string, extra: Record<string, string> = {}): Record<string, string> {
-    return { authorization: `Bearer ${token}`, ...extra };
+    return { authorization: `Bearer ${token}`, 'user-agent': userAgent, ...extra };
   }
 
   /**
@@ -788,6 +792,7 @@ export class CollectorLink {
       try {
         const res = await request(`${this.base}/healthz`, {
           method: 'GET',
+          headers: { 'user-agent': userAgent },
           dispatcher: this.http,
           signal: this.signal(Math.max(250, this.healthPollMs)),
         });

@@ -2,6 +2,8 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import type { Dispatcher } from 'undici';
+import { faultlineVersion } from '../lib/version.js';
+import { agentUserAgent } from '../wire/report.js';
 import type { Logger } from './logger.js';
 import { writeFileAtomic } from './spool.js';
 
@@ -155,6 +157,7 @@ export class Credentials {
       method: 'POST',
       headers: {
         authorization: `Bearer ${token}`,
+        'user-agent': agentUserAgent(faultlineVersion),
         'content-type': 'application/json',
         accept: 'application/json',
       },

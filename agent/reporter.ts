@@ -1,4 +1,4 @@
-import { echoKinds } from '../probes/registry.js';
+import { echoKinds, mainTiming } from '../probes/registry.js';
 import type { Plan } from '../wire/plan.js';
 import type { PathSummary } from '../wire/report.js';
 import type { FailureClass, ProbeResult, Timings } from '../wire/result.js';
@@ -66,22 +66,7 @@ export interface ReporterStats {
 
 type TimingName = keyof Timings;
 
-/** The kind's main timing: what "latency" means for it in a summary. */
-export function mainTiming(kind: string): TimingName {
-  // icmp, mtu: the echo's round trip.
-  if (echoKinds.has(kind)) return 'rttMs';
-  switch (kind) {
-    case 'tcp':
-      return 'connectMs';
-    case 'http':
-    case 'postgres':
-    case 'redis':
-    case 'mysql':
-      return 'firstByteMs';
-    default:
-      return 'totalMs';
-  }
-}
+export { mainTiming };
 
 /** Per path, the current period's tally, reused from period to period. */
 interface PathTally {

@@ -81,6 +81,7 @@ function mesh(hostCount: number, fault: { cutSwitch?: string; downDb?: string })
     lastSeenMs: nowMs - 1_000,
     acceptedSeq: 10,
     droppedResults: 0,
+    spoolBacklog: 0,
   }));
   const byAgent = new Map<string, PathState[]>();
   for (const src of inventory) byAgent.set(src.name, agentPaths(inventory, src, fault));

@@ -90,6 +90,7 @@ const sampleDiagnosis: Diagnosis = localise({
     lastSeenMs: 1_700_000_003_000,
     acceptedSeq: 3,
     droppedResults: 0,
+    spoolBacklog: 0,
   })),
   inventory: [
     { name: 'app-1', address: '198.18.0.1', role: 'api', labels: { zone: 'a' } },
@@ -128,6 +129,7 @@ class FakeCore implements CollectorCore {
       _body?: unknown,
       credential?: Credential,
       _backlog?: number,
+      _version?: string,
     ): IngestOutcome => {
       if (this.ingestAnswer !== undefined) return this.ingestAnswer;
       const why =
@@ -206,6 +208,7 @@ class FakeCore implements CollectorCore {
       lastSeenMs: 1,
       acceptedSeq: 4,
       droppedResults: 0,
+      spoolBacklog: 0,
     },
   ]);
 
@@ -336,6 +339,7 @@ describe('collector API (inject)', () => {
         },
         fleetCredential,
         0, // no faultline-backlog header: nothing spooled behind it
+        undefined, // no user-agent: the agent's version is unknown
       );
     });
   });
@@ -355,6 +359,7 @@ describe('collector API (inject)', () => {
         },
         fleetCredential,
         0, // no faultline-backlog header: nothing spooled behind it
+        undefined, // no user-agent: the agent's version is unknown
       );
     });
 
@@ -375,6 +380,7 @@ describe('collector API (inject)', () => {
         },
         fleetCredential,
         0, // no faultline-backlog header: nothing spooled behind it
+        undefined, // no user-agent: the agent's version is unknown
       );
     });
 
@@ -504,6 +510,25 @@ describe('collector API (inject)', () => {
         expect(core.ingest).not.toHaveBeenCalled();
       },
     );
+  });
+
+  describe("POST /api/v1/reports: the agent's version (user-agent)", () => {
+    it.each([
+      ['faultline-agent/1.4.2', '1.4.2'],
+      ['faultline-agent/2.0.0-rc.1+build.7 (linux)', '2.0.0-rc.1+build.7'],
+      [undefined, undefined],
+      ['curl/8.5.0', undefined],
+      ['faultline-agent/', undefined],
+      ['faultline-agent/<script>', undefined],
+    ])('user-agent %s: accepted, the core gets version %s', async (ua, version) => {
+      const res = await post(JSON.stringify(batch(1)), {
+        ...auth,
+        ...json,
+        ...(ua === undefined ? {} : { 'user-agent': ua }),
+      });
+      expect(res.statusCode).toBe(200);
+      expect(vi.mocked(core.ingest).mock.calls[0]?.[5]).toBe(version);
+    });
   });
 
   describe('POST /api/v1/reports: sequence', () => {
@@ -852,6 +877,25 @@ describe('collector API (inject)', () => {
       expect(res.json()).toMatchObject({
         agents: [{ agent: 'app-1', state: 'live', agentId: expect.any(String) as unknown }],
       });
+    });
+
+    it("GET /api/v1/agents: each agent's version and spool backlog as the core has them", async () => {
+      core.agents.mockReturnValueOnce([
+        {
+          agentId: 'agent-0001',
+          agent: 'app-1',
+          labels: {},
+          state: 'live',
+          lastSeenMs: 1,
+          acceptedSeq: 4,
+          droppedResults: 0,
+          spoolBacklog: 12,
+          version: '1.4.2',
+        },
+      ]);
+      const res = await get('/api/v1/agents');
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toMatchObject({ agents: [{ spoolBacklog: 12, version: '1.4.2' }] });
     });
 
     it('/healthz: 200 when ok, 503 with the error shape when not', async () => {

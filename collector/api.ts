@@ -21,7 +21,7 @@ import {
   unknownKeyMessage,
 } from '../lib/config-file.js';
 import { fastCheck } from '../wire/fast-check.js';
-import { ReportBatchSchema } from '../wire/report.js';
+import { ReportBatchSchema, agentVersionOf } from '../wire/report.js';
 import type { ReportAck, ReportBatch } from '../wire/report.js';
 import { createTokenAuth, digestOf, forbiddenReason } from './auth.js';
 import type { AuthResult, Credential, TokenAuth, TokenEntry } from './auth.js';
@@ -1051,6 +1051,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
             request.reportBody ?? undefined,
             credential,
             backlogOf(request),
+            agentVersionOf(request.headers['user-agent']),
           );
         } catch (err) {
           // The store failed (disk full, I/O error): nothing was stored, the agent keeps the

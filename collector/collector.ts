@@ -144,10 +144,15 @@ export class ObservedPathMatrix extends PathMatrix {
     this.allDirty = true;
   }
 
-  override apply(batch: ReportBatch, receivedAtMs: number): AppliedBatch {
+  override apply(
+    batch: ReportBatch,
+    receivedAtMs: number,
+    backlog = 0,
+    version?: string,
+  ): AppliedBatch {
     const sizeBefore = this.size;
     const wasLate = this.isLate(batch.agent);
-    const applied = super.apply(batch, receivedAtMs);
+    const applied = super.apply(batch, receivedAtMs, backlog, version);
     const meaningChanged = this.meaningChanged;
     const labels = batch.labels === undefined ? undefined : JSON.stringify(batch.labels);
     const known = this.labelsSeen.get(batch.agentId);
@@ -600,8 +605,9 @@ export class Collector implements CollectorCore {
     body?: ReportBody,
     credential?: Credential,
     backlog?: number,
+    version?: string,
   ): IngestOutcome {
-    return this.ingestor.accept(batch, receivedAtMs, body, credential, backlog);
+    return this.ingestor.accept(batch, receivedAtMs, body, credential, backlog, version);
   }
 
   paths(filter: PathFilter): PathState[] {
@@ -714,6 +720,7 @@ export class Collector implements CollectorCore {
           this.config.alerts,
         ),
       pathHistory: (agent, target, limit) => this.store.pathTransitions(agent, target, limit),
+      pathResults: (agent, target, limit) => this.store.pathResults(agent, target, limit),
     };
   }
 

@@ -11,6 +11,7 @@ import { registerDashboard, type DashboardSource } from './dashboard.js';
 import { EventHub, flushMs, maxPathChanges, type FeedEvent } from './events.js';
 import { buildMatrix, decodeCell, matrixCell, type MatrixDocument } from './matrix-view.js';
 import type { Transition } from './paths.js';
+import type { ProbeResult } from '../wire/result.js';
 import type { StoredIncident, StoredIncidentEvent } from './store.js';
 import type { AgentLiveness, CollectorCore, PathState } from './types.js';
 
@@ -51,6 +52,7 @@ function agent(name: string, labels: Record<string, string> = {}): AgentLiveness
     lastSeenMs: 2_000,
     acceptedSeq: 1,
     droppedResults: 0,
+    spoolBacklog: 0,
   };
 }
 
@@ -236,6 +238,36 @@ describe('dashboard routes (through buildApi)', () => {
     },
   ];
   const calls: unknown[][] = [];
+  const resultCalls: [string, string, number][] = [];
+  const probeResult = (
+    seq: number,
+    cls: ProbeResult['class'],
+    timings: ProbeResult['timings'],
+    error?: ProbeResult['error'],
+  ): ProbeResult => ({
+    agent: 'app-1',
+    target: 'db-1/postgres/tcp',
+    address: '198.18.1.1:5432',
+    kind: 'tcp',
+    class: cls,
+    seq,
+    startedAtMs: 1_000 + seq,
+    timings,
+    ...(error === undefined ? {} : { error }),
+  });
+  const stored: ProbeResult[] = Array.from({ length: 120 }, (_, i) =>
+    i === 0
+      ? probeResult(200, 'ok', { connectMs: 1.5, totalMs: 1.6 })
+      : probeResult(
+          200 - i,
+          'tcp_timeout',
+          { totalMs: 3000 },
+          {
+            code: 'ETIMEDOUT',
+            message: 'connect ETIMEDOUT 198.18.1.1:5432',
+          },
+        ),
+  );
   const source: DashboardSource = {
     events: hub,
     matrix: () =>
@@ -252,6 +284,10 @@ describe('dashboard routes (through buildApi)', () => {
     pathHistory: (...args) => {
       calls.push(args);
       return history;
+    },
+    pathResults: (...args) => {
+      resultCalls.push(args);
+      return stored.slice(0, args[2]);
     },
   };
   function build(over: Partial<ApiOptions> = {}): FastifyInstance {
@@ -378,6 +414,67 @@ describe('dashboard routes (through buildApi)', () => {
     });
     expect(bad.statusCode).toBe(400);
     expect(bad.json<ErrorBody>().error.message).toMatch(/target/);
+  });
+
+  it("GET /api/v1/paths/results: viewers only, validated, the path's newest stored results", async () => {
+    const api = build();
+    const url = '/api/v1/paths/results?agent=app-1&target=db-1%2Fpostgres%2Ftcp';
+    expect((await api.inject({ method: 'GET', url })).statusCode).toBe(401);
+    const agentRes = await api.inject({
+      method: 'GET',
+      url,
+      headers: { authorization: `Bearer ${agentToken}` },
+    });
+    expect(agentRes.statusCode).toBe(403);
+    expect(agentRes.json<ErrorBody>().error.message).toMatch(/agent tokens cannot read/);
+    expect(resultCalls).toEqual([]);
+
+    const res = await api.inject({ method: 'GET', url, headers: asViewer });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['cache-control']).toBe('no-cache');
+    // 10 by default, newest first, each with its class, start, main timing and error.
+    expect(resultCalls.at(-1)).toEqual(['app-1', 'db-1/postgres/tcp', 10]);
+    const body = res.json<{ agent: string; target: string; results: object[] }>();
+    expect(body).toMatchObject({ agent: 'app-1', target: 'db-1/postgres/tcp' });
+    expect(body.results).toHaveLength(10);
+    expect(body.results[0]).toEqual({
+      startedAtMs: 1_200,
+      class: 'ok',
+      timing: 'connectMs',
+      ms: 1.5,
+      totalMs: 1.6,
+    });
+    expect(body.results[1]).toEqual({
+      startedAtMs: 1_199,
+      class: 'tcp_timeout',
+      timing: 'connectMs',
+      totalMs: 3000,
+      error: { code: 'ETIMEDOUT', message: 'connect ETIMEDOUT 198.18.1.1:5432' },
+    });
+    const hundred = await api.inject({ method: 'GET', url: `${url}&limit=100`, headers: asViewer });
+    expect(hundred.json<{ results: object[] }>().results).toHaveLength(100);
+
+    for (const [query, field, why] of [
+      ['&limit=101', 'limit', /expected a number from 1 to 100/],
+      ['&limit=0', 'limit', /expected a number from 1 to 100/],
+      ['&limit=ten', 'limit', /expected a number from 1 to 100/],
+      ['&extra=1', 'extra', /extra/],
+    ] as const) {
+      const bad = await api.inject({ method: 'GET', url: `${url}${query}`, headers: asViewer });
+      expect(bad.statusCode, query).toBe(400);
+      expect(bad.json<ErrorBody>().error.code).toBe('FL_ERR_BAD_REQUEST');
+      expect(bad.json<ErrorBody>().error.message, query).toMatch(field);
+      expect(bad.json<ErrorBody>().error.message, query).toMatch(why);
+    }
+    for (const query of ['agent=app-1', 'target=db-1%2Ficmp', 'agent=a%20b&target=x']) {
+      const bad = await api.inject({
+        method: 'GET',
+        url: `/api/v1/paths/results?${query}`,
+        headers: asViewer,
+      });
+      expect(bad.statusCode, query).toBe(400);
+    }
+    expect(resultCalls).toHaveLength(2);
   });
 
   it('GET /api/v1/events streams hello, then changes; closing the server ends the stream', async () => {

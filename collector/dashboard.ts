@@ -12,6 +12,8 @@ import { streamTo } from './events.js';
 import type { EventHub } from './events.js';
 import type { MatrixDocument } from './matrix-view.js';
 import type { Transition } from './paths.js';
+import { mainTiming } from '../probes/registry.js';
+import type { FailureClass, ProbeResult } from '../wire/result.js';
 
 /**
  * The web dashboard at `/`: a Preact + htm app of plain ES modules (collector/dashboard/,
@@ -21,7 +23,8 @@ import type { Transition } from './paths.js';
  * (or none, with `readAccess: open`), like any other reader's.
  *
  * Routes added here (besides the files): `GET /api/v1/matrix` (the compact matrix),
- * `GET /api/v1/paths/history` (one path's state changes), `GET /api/v1/alerts/:fingerprint`
+ * `GET /api/v1/paths/history` (one path's state changes), `GET /api/v1/paths/results` (its
+ * newest stored results: failures and state changes), `GET /api/v1/alerts/:fingerprint`
  * (an alert link's incident) and `GET /api/v1/events` (the live feed, collector/events.ts).
  */
 
@@ -35,6 +38,35 @@ export interface DashboardSource {
   alertIncident(fingerprint: string): AlertLink | undefined;
   /** The newest state changes of one path, newest first. */
   pathHistory(agent: string, target: string, limit: number): Transition[];
+  /**
+   * The newest stored results of one path, newest first: only failures and state changes
+   * are stored in full (successes arrive summarised), so these are the last stored ones.
+   */
+  pathResults(agent: string, target: string, limit: number): ProbeResult[];
+}
+
+/** One stored result as the hover shows it. */
+export interface PathResultView {
+  readonly startedAtMs: number;
+  readonly class: FailureClass;
+  /** The kind's main timing (probes/registry.ts `mainTiming`) and its value, when measured. */
+  readonly timing: string;
+  readonly ms?: number;
+  readonly totalMs: number;
+  readonly error?: { readonly code?: string; readonly message: string };
+}
+
+function resultView(r: ProbeResult): PathResultView {
+  const timing = mainTiming(r.kind);
+  const ms = r.timings[timing];
+  return {
+    startedAtMs: r.startedAtMs,
+    class: r.class,
+    timing,
+    ...(ms === undefined ? {} : { ms }),
+    totalMs: r.timings.totalMs,
+    ...(r.error === undefined ? {} : { error: r.error }),
+  };
 }
 
 /** The app's files: collector/dashboard/ (from sources) or dist/collector/dashboard/. */
@@ -112,15 +144,27 @@ const fingerprintText = z
   .regex(/^[0-9a-f]{16}$/, { error: 'expected an alert fingerprint (16 hex digits)' });
 const AlertParamsSchema = z.object({ fingerprint: fingerprintText }).strict();
 const EmptyQuerySchema = z.object({}).strict();
+const agentText = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, { error: 'expected an agent name' });
+const targetText = z
+  .string()
+  .regex(/^\P{Cc}{1,300}$/u, { error: 'expected a plan target (1–300 characters)' });
 const HistoryQuerySchema = z
   .object({
-    agent: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, { error: 'expected an agent name' }),
-    target: z
-      .string()
-      .regex(/^\P{Cc}{1,300}$/u, { error: 'expected a plan target (1–300 characters)' }),
+    agent: agentText,
+    target: targetText,
     limit: z
       .string()
       .regex(/^[1-9][0-9]{0,2}$/, { error: 'expected a number from 1 to 999' })
+      .optional(),
+  })
+  .strict();
+const ResultsQuerySchema = z
+  .object({
+    agent: agentText,
+    target: targetText,
+    limit: z
+      .string()
+      .regex(/^(?:[1-9][0-9]?|100)$/, { error: 'expected a number from 1 to 100' })
       .optional(),
   })
   .strict();
@@ -185,6 +229,18 @@ export function registerDashboard(
       transitions: source
         .pathHistory(q.agent, q.target, q.limit === undefined ? 200 : Number(q.limit))
         .map(({ agentId: _id, ...t }) => t),
+    };
+  });
+
+  app.get(ctx.known('GET', '/api/v1/paths/results'), ctx.readHook, async (request, reply) => {
+    const q = parseQuery(ResultsQuerySchema, request.query);
+    void reply.header('cache-control', 'no-cache');
+    return {
+      agent: q.agent,
+      target: q.target,
+      results: source
+        .pathResults(q.agent, q.target, q.limit === undefined ? 10 : Number(q.limit))
+        .map(resultView),
     };
   });
 

@@ -41,6 +41,7 @@ const agents: AgentLiveness[] = hosts.map((a) => ({
   lastSeenMs: healed + 10_000,
   acceptedSeq: 10,
   droppedResults: 0,
+  spoolBacklog: 0,
 }));
 
 /** ctl-1's port in the wrong VLAN: every path to or from it failed, the rest did not. */

@@ -108,8 +108,8 @@ export class Ingest {
 
   /**
    * Stores a validated batch and applies it to the matrix, or neither (`body`: the batch as
-   * received, see Store.ingest; `backlog`: batches the agent spooled behind it, see
-   * PathMatrix.apply). Throws a
+   * received, see Store.ingest; `backlog`: batches the agent spooled behind it, and
+   * `version`: the agent's, see PathMatrix.apply). Throws a
    * FaultlineError FL_ERR_STORE when the store fails (nothing changed then).
    */
   accept(
@@ -118,6 +118,7 @@ export class Ingest {
     body?: ReportBody,
     credential?: Credential,
     backlog = 0,
+    version?: string,
   ): IngestOutcome {
     const t0 = this.options.clockMs();
     try {
@@ -132,7 +133,7 @@ export class Ingest {
         }
         return pre;
       }
-      const applied = this.matrix.apply(batch, receivedAtMs, backlog);
+      const applied = this.matrix.apply(batch, receivedAtMs, backlog, version);
       let stored;
       try {
         stored = this.store.ingest(batch, receivedAtMs, applied.transitions, body, credential);

@@ -634,6 +634,34 @@ describe('PathMatrix agents', () => {
     expect(m.isLate('app-1')).toBe(false);
   });
 
+  it("keeps each agent's last spool backlog and version, and a rollback puts them back", () => {
+    const m = new PathMatrix();
+    const ack = (acceptedSeq: number) => ({ acceptedSeq, droppedResults: 0 });
+    // New agents: backlog 0 and no version unless they say.
+    m.apply(batch(1), t0, 0).commit(ack(1));
+    expect(m.agentNamed('app-1')).toMatchObject({ spoolBacklog: 0 });
+    expect(m.agentNamed('app-1')).not.toHaveProperty('version');
+    m.apply(batch(2), t0 + 100, 4, '1.2.3').commit(ack(2));
+    expect(m.agentNamed('app-1')).toMatchObject({ spoolBacklog: 4, version: '1.2.3' });
+    expect(m.agents()[0]).toMatchObject({ spoolBacklog: 4, version: '1.2.3' });
+    // Rolled back: the backlog and version of the last committed batch.
+    const applied = m.apply(batch(3), t0 + 200, 9, '2.0.0-rc.1');
+    expect(m.agentNamed('app-1')).toMatchObject({ spoolBacklog: 9, version: '2.0.0-rc.1' });
+    applied.rollback();
+    expect(m.agentNamed('app-1')).toMatchObject({ spoolBacklog: 4, version: '1.2.3' });
+    // Caught up, upgraded.
+    m.apply(batch(3), t0 + 300, 0, '1.3.0').commit(ack(3));
+    expect(m.agentNamed('app-1')).toMatchObject({ spoolBacklog: 0, version: '1.3.0' });
+    // A batch that did not say its version (another client): unknown, not the old one.
+    m.apply(batch(4), t0 + 400, 0).commit(ack(4));
+    expect(m.agentNamed('app-1')).not.toHaveProperty('version');
+    // A first batch from a new agent, rolled back: the agent is gone again.
+    const other = m.apply(batch(1, { agent: 'app-2', agentId: 'agent-0002' }), t0, 3, '1.0.0');
+    expect(m.agentNamed('app-2')).toMatchObject({ spoolBacklog: 3, version: '1.0.0' });
+    other.rollback();
+    expect(m.agentNamed('app-2')).toBeUndefined();
+  });
+
   it('a heartbeat (a retried batch) keeps an agent live without touching its paths', () => {
     const m = new PathMatrix();
     feed(m, batch(1, { summaries: [summary(pg, t0, 1)] }), t0);

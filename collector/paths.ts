@@ -456,6 +456,10 @@ class AgentEntry implements AgentLiveness {
   public late = false;
   /** Its last batch came from a backlog: it is replaying what it spooled while cut off. */
   public behind = false;
+  /** Batches spooled behind its last batch (its `faultline-backlog`). */
+  public spoolBacklog = 0;
+  /** From the `user-agent` of its last batch; in memory only. */
+  public version: string | undefined;
 
   constructor(
     readonly agentId: string,
@@ -477,7 +481,27 @@ class AgentEntry implements AgentLiveness {
       lastSeenMs: this.lastSeenMs,
       acceptedSeq: this.acceptedSeq,
       droppedResults: this.droppedResults,
+      spoolBacklog: this.spoolBacklog,
+      ...(this.version === undefined ? {} : { version: this.version }),
     };
+  }
+
+  /** A copy, for the journal (a rolled-back batch puts it back). */
+  copy(): AgentEntry {
+    const c = new AgentEntry(
+      this.agentId,
+      this.agent,
+      this.labels,
+      this.state,
+      this.lastSeenMs,
+      this.acceptedSeq,
+      this.droppedResults,
+    );
+    c.late = this.late;
+    c.behind = this.behind;
+    c.spoolBacklog = this.spoolBacklog;
+    c.version = this.version;
+    return c;
   }
 }
 
@@ -600,9 +624,10 @@ export class PathMatrix {
    * `backlog`: the batches the agent has spooled behind this one (its `faultline-backlog`
    * header). An agent replaying what it spooled while cut off is late until it has caught
    * up: its view is of a moment that has passed (a host back from a cut uploads its "I
-   * reach nobody" of a minute ago), and localisation does not count it.
+   * reach nobody" of a minute ago), and localisation does not count it. `version`: the
+   * agent's, from the `user-agent` of this batch (undefined when it did not say).
    */
-  apply(batch: ReportBatch, receivedAtMs: number, backlog = 0): AppliedBatch {
+  apply(batch: ReportBatch, receivedAtMs: number, backlog = 0, version?: string): AppliedBatch {
     if (this.journal !== undefined) {
       throw new Error('PathMatrix.apply: the previous batch was neither committed nor rolled back');
     }
@@ -618,7 +643,7 @@ export class PathMatrix {
     this.meaningChanged = false;
     let signals: readonly SettleSignal[] = noSignals;
     try {
-      this.touchAgent(batch.agentId, batch.agent, batch.labels, receivedAtMs, journal, backlog);
+      this.touchAgent(batch, receivedAtMs, journal, backlog, version);
       this.applyItems(batch.agentId, batch.agent, batch.results, batch.summaries);
       signals = this.signals ?? noSignals;
     } catch (err) {
@@ -877,13 +902,13 @@ export class PathMatrix {
   // ---- internals ----
 
   private touchAgent(
-    agentId: string,
-    agent: string,
-    labels: Readonly<Record<string, string>> | undefined,
+    batch: ReportBatch,
     receivedAtMs: number,
     journal: Journal,
     backlog: number,
+    version: string | undefined,
   ): void {
+    const { agentId, agent, labels } = batch;
     let entry = this.liveness.get(agentId);
     if (entry === undefined) {
       entry = new AgentEntry(agentId, agent, labels ?? {}, 'live', receivedAtMs, 0, 0);
@@ -891,17 +916,7 @@ export class PathMatrix {
       this.liveness.set(agentId, entry);
       journal.agentCreated = true;
     } else {
-      journal.agentBefore = new AgentEntry(
-        entry.agentId,
-        entry.agent,
-        entry.labels,
-        entry.state,
-        entry.lastSeenMs,
-        entry.acceptedSeq,
-        entry.droppedResults,
-      );
-      journal.agentBefore.late = entry.late;
-      journal.agentBefore.behind = entry.behind;
+      journal.agentBefore = entry.copy();
       if (labels !== undefined) entry.labels = labels;
       if (receivedAtMs > entry.lastSeenMs) entry.lastSeenMs = receivedAtMs;
       entry.behind = backlog > 0;
@@ -913,6 +928,8 @@ export class PathMatrix {
         );
       }
     }
+    entry.spoolBacklog = backlog;
+    entry.version = version;
     const holder = this.nameToId.get(agent);
     journal.holderBefore = holder;
     if (holder !== agentId) {

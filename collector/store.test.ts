@@ -233,6 +233,60 @@ describe('Store watermark', () => {
   });
 });
 
+describe("Store: one path's newest results (the dashboard's hover)", () => {
+  it('newest first, of that agent and target only, at most the limit; read through its index', () => {
+    const dir = tempDir();
+    const store = open(dir);
+    const other = 'db-2/tcp/postgres';
+    store.ingest(
+      batch(1, {
+        results: [
+          result(pg, 'tcp_timeout', 1, t0),
+          result(other, 'tcp_refused', 2, t0 + 10),
+          result(pg, 'tcp_refused', 3, t0 + 20),
+        ],
+      }),
+      t0,
+      [],
+    );
+    store.ingest(batch(2, { results: [result(pg, 'ok', 4, t0 + 1000)] }), t0 + 1000, []);
+    store.ingest(
+      batch(1, {
+        agent: 'app-2',
+        agentId: 'agent-app-2-0001',
+        results: [{ ...result(pg, 'dns_error', 5, t0), agent: 'app-2' }],
+      }),
+      t0,
+      [],
+    );
+    expect(store.pathResults('app-1', pg).map((r) => [r.seq, r.class])).toEqual([
+      [4, 'ok'],
+      [3, 'tcp_refused'],
+      [1, 'tcp_timeout'],
+    ]);
+    expect(store.pathResults('app-1', pg, 2).map((r) => r.seq)).toEqual([4, 3]);
+    expect(store.pathResults('app-1', other).map((r) => r.seq)).toEqual([2]);
+    expect(store.pathResults('app-2', pg).map((r) => r.seq)).toEqual([5]);
+    expect(store.pathResults('app-3', pg)).toEqual([]);
+    // A path's newest results are found through results_path, not a scan of every result.
+    stores.splice(stores.indexOf(store), 1);
+    store.close();
+    const raw = new Database(join(dir, 'faultline.db'), { readonly: true });
+    try {
+      const plan = raw
+        .prepare(
+          `EXPLAIN QUERY PLAN SELECT r.record FROM results r
+           WHERE r.agent_key = 1 AND r.target = ? ORDER BY r.id DESC LIMIT 10`,
+        )
+        .all(pg) as { detail: string }[];
+      expect(plan.map((p) => p.detail).join('; ')).toMatch(/USING INDEX results_path/);
+      expect(plan.map((p) => p.detail).join('; ')).not.toMatch(/TEMP B-TREE/);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
 describe('Store retention', () => {
   it('prunes batches, results and summaries past retention, and old transitions, in small steps', () => {
     const store = open(tempDir(), { retentionMs: 7 * day, transitionRetentionMs: 8 * day });

@@ -298,6 +298,10 @@ const migrations: readonly string[] = [
   );
   CREATE INDEX IF NOT EXISTS credentials_agent ON credentials (agent);
   `,
+  // 5: one path's newest full results (the dashboard's hover) without a scan of them all.
+  `
+  CREATE INDEX IF NOT EXISTS results_path ON results (agent_key, target, id);
+  `,
 ];
 
 /** Schema version this code writes. */
@@ -587,6 +591,19 @@ export class Store implements RestoreSource {
   lastPathTransitions(agentId: string, beforeSeq: number): Transition[] {
     return this.guard('read transitions', () =>
       (this.stmt.lastPathTransitions.all(agentId, beforeSeq) as TransitionRow[]).map(toTransition),
+    );
+  }
+
+  /**
+   * The newest full results of one path (agent name, plan target), newest first: failures
+   * and state changes (successes arrive as summaries). Of the agent id that reported last
+   * under the name.
+   */
+  pathResults(agent: string, target: string, limit = 10): ProbeResult[] {
+    return this.guard('read results', () =>
+      (this.stmt.pathResults.pluck().all(agent, target, limit) as string[]).map(
+        (r) => JSON.parse(r) as ProbeResult,
+      ),
     );
   }
 
@@ -1209,6 +1226,13 @@ function prepare(db: Db) {
     transitionsSince: p(
       `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}
        WHERE t.at_ms >= ? ORDER BY t.id LIMIT ?`,
+    ),
+    pathResults: p(
+      `SELECT r.record FROM results r
+       WHERE r.agent_key = (SELECT agent_key FROM agents WHERE name = ?
+                            ORDER BY last_seen_ms DESC, agent_key DESC LIMIT 1)
+         AND r.target = ?
+       ORDER BY r.id DESC LIMIT ?`,
     ),
     recentResults: p(
       `SELECT a.agent_id, r.seq, r.record FROM results r JOIN agents a ON a.agent_key = r.agent_key

@@ -325,6 +325,7 @@ describe('CollectorTelemetry', () => {
       lastSeenMs: now,
       acceptedSeq: 1,
       droppedResults: 0,
+      spoolBacklog: 0,
     }));
     const t = new CollectorTelemetry({ serviceVersion: '0.0.0', env: {} });
     t.observe({

@@ -92,6 +92,16 @@ export interface AgentLiveness {
   readonly acceptedSeq: number;
   /** Results the agent declared lost to its spool bound. */
   readonly droppedResults: number;
+  /**
+   * Batches the agent had spooled behind its last report (its `faultline-backlog` header):
+   * 0 when it is caught up. In memory: 0 after a collector restart until it reports again.
+   */
+  readonly spoolBacklog: number;
+  /**
+   * The agent's version, from the `user-agent` of its last report (`faultline-agent/<v>`);
+   * absent when unknown (another client, an older agent, or none since a collector restart).
+   */
+  readonly version?: string;
 }
 
 /** Filters of `GET /api/v1/paths`. */
@@ -128,7 +138,8 @@ export interface CollectorCore {
   /**
    * Validated batch in; transactional: stored, then applied to the path matrix. `body`, the
    * batch as received, is what the store keeps of its summaries (no need to serialise them
-   * again). `backlog`: the batches the agent spooled behind this one (PathMatrix.apply).
+   * again). `backlog`: the batches the agent spooled behind this one (PathMatrix.apply);
+   * `version`: the agent's, from its `user-agent` (undefined when unknown).
    */
   ingest(
     batch: ReportBatch,
@@ -136,6 +147,7 @@ export interface CollectorCore {
     body?: ReportBody,
     credential?: Credential,
     backlog?: number,
+    version?: string,
   ): IngestOutcome;
   paths(filter: PathFilter): PathState[];
   agents(): AgentLiveness[];

@@ -8,6 +8,7 @@ import { postgres } from './postgres.js';
 import { redis } from './redis.js';
 import { tcp } from './tcp.js';
 import type { ProbeDefinition } from './types.js';
+import type { Timings } from '../wire/result.js';
 
 /**
  * Every probe kind, one line each. The config schema, CLI choices and metric attribute
@@ -31,6 +32,23 @@ export const probeKinds = Object.keys(probeRegistry) as ProbeKind[];
 export const echoKinds: ReadonlySet<string> = new Set(
   probeKinds.filter((kind) => (probeRegistry[kind] as ProbeDefinition<unknown>).echo === true),
 );
+
+/** The kind's main timing: what "latency" means for it (a summary's, a result's). */
+export function mainTiming(kind: string): keyof Timings {
+  // icmp, mtu: the echo's round trip.
+  if (echoKinds.has(kind)) return 'rttMs';
+  switch (kind) {
+    case 'tcp':
+      return 'connectMs';
+    case 'http':
+    case 'postgres':
+    case 'redis':
+    case 'mysql':
+      return 'firstByteMs';
+    default:
+      return 'totalMs';
+  }
+}
 
 export function isProbeKind(kind: string): kind is ProbeKind {
   return Object.prototype.hasOwnProperty.call(probeRegistry, kind);

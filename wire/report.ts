@@ -81,3 +81,22 @@ export const ReportAckSchema = z
   })
   .strict();
 export type ReportAck = z.infer<typeof ReportAckSchema>;
+
+/** The `user-agent` prefix of every agent request: `faultline-agent/<version>`. */
+export const agentUserAgentPrefix = 'faultline-agent/';
+
+/** The `user-agent` an agent of this version sends. */
+export function agentUserAgent(version: string): string {
+  return `${agentUserAgentPrefix}${version}`;
+}
+
+/**
+ * The agent's version from a request's `user-agent`, or undefined when it is absent or not
+ * an agent's (a proxy's, curl's, an older agent's): lenient, never an error. A version is
+ * 1–64 characters of `[0-9A-Za-z.+-]` (semver and its pre-release and build parts).
+ */
+export function agentVersionOf(userAgent: string | undefined): string | undefined {
+  if (userAgent === undefined || !userAgent.startsWith(agentUserAgentPrefix)) return undefined;
+  const m = /^([0-9A-Za-z.+-]{1,64})(?:\s|$)/.exec(userAgent.slice(agentUserAgentPrefix.length));
+  return m === null ? undefined : m[1];
+}

@@ -1,4 +1,5 @@
-// Agents: liveness, lateness, last report, labels, results lost to the spool bound.
+// Agents: liveness, lateness, last report, version, spool backlog, labels, results lost to the
+// spool bound.
 import { useEffect, useState } from './vendor/preact-hooks.mjs';
 import { ago, clock, html, useStore } from './common.js';
 
@@ -44,6 +45,10 @@ export function AgentsView() {
           <th>agent</th>
           <th>state</th>
           <th>last report</th>
+          <th>version</th>
+          <th title="batches spooled behind its last report: 0 when it is caught up">
+            spool backlog
+          </th>
           <th>labels</th>
           <th>results lost</th>
           <th>accepted seq</th>
@@ -59,6 +64,19 @@ export function AgentsView() {
               <td>${a.agent}</td>
               <td>${a.state}${a.late ? ' (late)' : ''}</td>
               <td title=${clock(a.lastSeenMs)}>${ago(a.lastSeenMs, now)}</td>
+              <td
+                class="version"
+                title=${
+                  a.version === undefined
+                    ? 'its last report did not say (an older agent, or none since the collector started)'
+                    : ''
+                }
+              >
+                ${a.version ?? 'unknown'}
+              </td>
+              <td class=${a.spoolBacklog > 0 ? 'backlog behind' : 'backlog'}>
+                ${a.spoolBacklog ?? 0}
+              </td>
               <td>
                 ${Object.entries(a.labels).map(([k, v]) => html`<span class="label">${k}=${v}</span>`)}
               </td>

@@ -179,9 +179,41 @@ function paint(canvas, m, layout, cw, ch, cells) {
   }
 }
 
+/**
+ * A path's last stored results, as the hover shows them: asked for once the pointer rests
+ * on a cell (debounced), kept a few seconds so moving back and forth asks again only when
+ * they may have changed.
+ */
+const resultsCache = new Map();
+const resultsTtlMs = 5000;
+const resultsShown = 6;
+const timingNames = {
+  connectMs: 'connect',
+  firstByteMs: 'first byte',
+  rttMs: 'rtt',
+  totalMs: 'total',
+};
+
+function cachedResults(agent, target) {
+  const hit = resultsCache.get(`${agent}\n${target}`);
+  return hit !== undefined && Date.now() - hit.atMs < resultsTtlMs ? hit.results : undefined;
+}
+
+function keepResults(agent, target, results) {
+  resultsCache.set(`${agent}\n${target}`, { atMs: Date.now(), results });
+  if (resultsCache.size > 200) resultsCache.delete(resultsCache.keys().next().value);
+}
+
+function resultTiming(r) {
+  return r.ms !== undefined
+    ? `${timingNames[r.timing] ?? r.timing} ${r.ms.toFixed(1)} ms`
+    : `total ${r.totalMs.toFixed(0)} ms`;
+}
+
 function PathDetail({ m, agent, target, pinned }) {
   const [detail, setDetail] = useState(undefined);
   const [history, setHistory] = useState(undefined);
+  const [results, setResults] = useState(undefined);
   const t = m.targets[m.col.get(target)];
   useEffect(() => {
     setDetail(undefined);
@@ -192,6 +224,25 @@ function PathDetail({ m, agent, target, pinned }) {
         .then((r) => setDetail(r.paths.find((p) => p.target === target) ?? null))
         .catch(() => undefined);
     }, 120);
+    return () => {
+      clearTimeout(timer);
+      abort.abort();
+    };
+  }, [agent, target]);
+  useEffect(() => {
+    const cached = cachedResults(agent, target);
+    setResults(cached);
+    if (cached !== undefined) return undefined;
+    const abort = new AbortController();
+    const timer = setTimeout(() => {
+      const q = new URLSearchParams({ agent, target, limit: String(resultsShown) });
+      get(`api/v1/paths/results?${q}`, { signal: abort.signal })
+        .then((r) => {
+          keepResults(agent, target, r.results);
+          setResults(r.results);
+        })
+        .catch(() => (abort.signal.aborted ? undefined : setResults(null)));
+    }, 250);
     return () => {
       clearTimeout(timer);
       abort.abort();
@@ -245,6 +296,36 @@ function PathDetail({ m, agent, target, pinned }) {
               <dt>state since</dt>
               <dd>${clock(detail.sinceMs)}</dd>
             </dl>`
+    }
+    <h4>Last stored results</h4>
+    <p class="muted note">
+      Only failures and state changes are stored in full (successes are summarised): these are the
+      last stored ones.
+    </p>
+    ${
+      results === undefined
+        ? html`<p class="muted">reading…</p>`
+        : results === null
+          ? html`<p class="muted">could not read them</p>`
+          : results.length === 0
+            ? html`<p class="muted">none stored</p>`
+            : html`<table class="results" data-count=${results.length}>
+                ${results.map(
+                  (r) =>
+                    html`<tr data-class=${r.class}>
+                      <td title=${clock(r.startedAtMs)}>
+                        ${new Date(r.startedAtMs).toLocaleTimeString()}
+                      </td>
+                      <td>
+                        <b class=${r.class === 'ok' ? 'state-ok' : 'state-failing'}>${r.class}</b>
+                      </td>
+                      <td>${resultTiming(r)}</td>
+                      <td class="error" title=${r.error?.message ?? ''}>
+                        ${r.error?.message ?? ''}
+                      </td>
+                    </tr>`,
+                )}
+              </table>`
     }
     ${
       pinned &&

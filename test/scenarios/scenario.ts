@@ -527,6 +527,7 @@ export function buildInput(s: Scenario): LocaliseInput {
       lastSeenMs: lastHeardMs,
       acceptedSeq: 10,
       droppedResults: 0,
+      spoolBacklog: 0,
     });
     // Each agent probes on its own phase: a fault shows on its paths within one interval.
     const phaseMs = Math.floor(jitter() * probeIntervalMs);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { faultlineVersion } from '../../../lib/version.js';
 import type { Diagnosis } from '../../../wire/diagnosis.js';
 import { canRunBrowser, launchBrowser } from '../../helpers/browser.js';
 import { cutUplink } from '../../helpers/lab/faults.js';
@@ -191,6 +192,14 @@ describe.runIf(canRunLab && canRunBrowser)('lab: the dashboard in Chromium', () 
       await page.locator('.path-detail[data-agent="app-1"] dl').waitFor({ timeout: 5_000 });
       expect(await attr('.path-detail', 'data-target')).toMatch(/^db-/);
       expect(await page.locator('.path-detail').textContent()).toMatch(/probes, \d+% failed/);
+      // …and its last stored results: the cut's failures, newest first.
+      await page.locator('.path-detail table.results tr').first().waitFor({ timeout: 5_000 });
+      const rows = page.locator('.path-detail table.results tr');
+      expect(await rows.count()).toBeGreaterThan(0);
+      expect(await rows.first().getAttribute('data-class')).not.toBe('ok');
+      expect(await page.locator('.path-detail').textContent()).toMatch(
+        /Only failures and state changes are stored in full/,
+      );
       await page.locator('.matrix canvas').click({ position: at });
       await page.locator('.path-detail table.history tr').first().waitFor({ timeout: 5_000 });
       expect(await page.locator('.path-detail table.history').textContent()).toMatch(
@@ -231,6 +240,49 @@ describe.runIf(canRunLab && canRunBrowser)('lab: the dashboard in Chromium', () 
       await page.screenshot({ path: join(shots, 'now-partition.png') });
       await page.goto(`${l.collectorUrl}/#/agents`);
       await page.locator('.agents').waitFor({ timeout: 5_000 });
+      // Each real agent's version (its user-agent) and spool backlog, as the API has them.
+      await pollUntil(
+        'the Agents view shows what /api/v1/agents says',
+        async () => {
+          const api = await l.get<{
+            agents: { agent: string; version?: string; spoolBacklog: number }[];
+          }>('/api/v1/agents');
+          const cell = async (agent: string, column: string): Promise<string | undefined> =>
+            (
+              await page
+                .locator(`.agents tr[data-agent="${agent}"] td.${column}`)
+                .textContent({ timeout: 1000 })
+                .catch(() => null)
+            )?.trim();
+          const rows = [];
+          for (const a of api.agents) {
+            rows.push([a.agent, await cell(a.agent, 'version'), await cell(a.agent, 'backlog')]);
+          }
+          const want = api.agents.map((a) => [
+            a.agent,
+            a.version ?? 'unknown',
+            String(a.spoolBacklog),
+          ]);
+          if (
+            api.agents.length === spec.hosts.length &&
+            JSON.stringify(rows) === JSON.stringify(want)
+          ) {
+            return want;
+          }
+          await page.reload();
+          await page.locator('.agents').waitFor({ timeout: 5_000 });
+          return undefined;
+        },
+        { timeoutMs: 10_000 },
+      );
+      const versions = await page.locator('.agents td.version').allTextContents();
+      expect(versions.map((v) => v.trim())).toEqual(spec.hosts.map(() => faultlineVersion));
+      expect(
+        (await page.locator('.agents td.backlog').allTextContents()).every((b) =>
+          /^\d+$/.test(b.trim()),
+        ),
+      ).toBe(true);
+      expect(await page.locator('.agents th', { hasText: 'spool backlog' }).count()).toBe(1);
       await page.screenshot({ path: join(shots, 'agents.png') });
     } finally {
       await fault.heal();
