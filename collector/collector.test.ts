@@ -188,3 +188,41 @@ describe('fleet tokens', () => {
     expect(warned[0]?.msg).toContain('role: bootstrap');
   });
 });
+
+describe("an agent's version and spool backlog, through the real collector", () => {
+  it('come from the report headers and reach /api/v1/agents (late while it replays)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'faultline-collector-'));
+    dirs.push(dir);
+    const c = await Collector.start(
+      parseCollectorConfig(dbCollectorYaml({ dataDir: dir, token }), 'collector.yaml'),
+      pino({ level: 'silent' }),
+    );
+    try {
+      const post = async (seq: number, headers: Record<string, string>): Promise<void> => {
+        const res = await fetch(`${c.url()}/api/v1/reports`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${token}`,
+            'content-type': 'application/json',
+            ...headers,
+          },
+          body: JSON.stringify(dbPeriod('app-1', seq, 'ok')),
+          signal: AbortSignal.timeout(5_000),
+        });
+        expect(res.status).toBe(200);
+      };
+      await post(1, { 'user-agent': 'faultline-agent/9.8.7', 'faultline-backlog': '3' });
+      expect(c.agents()).toMatchObject([
+        { agent: 'app-1', spoolBacklog: 3, version: '9.8.7', late: true },
+      ]);
+      await post(2, { 'user-agent': 'faultline-agent/9.8.8', 'faultline-backlog': '0' });
+      expect(c.agents()).toMatchObject([{ agent: 'app-1', spoolBacklog: 0, version: '9.8.8' }]);
+      expect(c.agents()[0]).not.toHaveProperty('late');
+      // Another client (no agent user-agent): the version is unknown, the report accepted.
+      await post(3, { 'user-agent': 'curl/8.5.0' });
+      expect(c.agents()[0]).not.toHaveProperty('version');
+    } finally {
+      await c.stop();
+    }
+  });
+});
