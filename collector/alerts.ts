@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Diagnosis, FaultKind, Hypothesis } from '../wire/diagnosis.js';
+import { failureClasses } from '../wire/result.js';
 import type { AlertsConfig } from './config.js';
 import { AlertDispatcher } from './sinks/dispatcher.js';
 import type { DeliveryJournal, RetryPolicy, TargetStats } from './sinks/dispatcher.js';
@@ -196,10 +197,21 @@ interface BuiltAlert {
   readonly annotations: Record<string, string>;
   readonly fingerprint: string;
   readonly startsAtMs: number;
+  /** Failing paths the hypothesis explains (its evidence's counts of failure classes). */
+  readonly failingPaths: number;
   readonly generatorUrl?: string;
   readonly incident?: IncidentRef;
   /** What a re-send compares: annotations, link and start, as one string. */
   readonly content: string;
+}
+
+const failureClassSet: ReadonlySet<string> = new Set(failureClasses.filter((c) => c !== 'ok'));
+
+/** Failing paths a hypothesis explains: its evidence's counts, failure classes only. */
+function failingPathsOf(h: Hypothesis): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(h.evidence.counts)) if (failureClassSet.has(k)) n += v;
+  return n;
 }
 
 /** The labels and annotations of one hypothesis (see the file comment and README). */
@@ -340,8 +352,8 @@ export class AlertEngine {
   /** Self-ticking engines: a tick when a wait for a settling diagnosis runs out. */
   private readonly selfTicking: boolean;
   private settleTimer: NodeJS.Timeout | undefined;
-  /** When a firing alert last resolved (the heal's tail is measured from it). */
-  private lastFaultEndMs = Number.NEGATIVE_INFINITY;
+  /** When a firing alert last resolved, and how many failing paths it spoke of. */
+  private lastFaultEnd = { atMs: Number.NEGATIVE_INFINITY, failingPaths: 0 };
   private closed = false;
 
   constructor(opts: AlertEngineOptions) {
@@ -518,7 +530,7 @@ export class AlertEngine {
       const key = identityKey(a.labels);
       // Two hypotheses with the same labels are one alert: the better-ranked one speaks.
       if (out.has(key)) continue;
-      const b = { key, startsAtMs: h.since, ...a };
+      const b = { key, startsAtMs: h.since, failingPaths: failingPathsOf(h), ...a };
       out.set(key, { ...b, content: contentOf(b) });
     }
     return out;
@@ -570,7 +582,8 @@ export class AlertEngine {
       Math.min(d.settlingSinceMs ?? sinceMs, sinceMs) + this.config.settleMaxMs;
     // A firing alert that resolves now: what appears with its end is its tail (see below).
     for (const [key, t] of this.tracked)
-      if (t.phase === 'firing' && !built.has(key)) this.lastFaultEndMs = nowMs;
+      if (t.phase === 'firing' && !built.has(key))
+        this.lastFaultEnd = { atMs: nowMs, failingPaths: t.current.failingPaths };
     const fire = (t: Tracked, b: BuiltAlert): AlertNotice => {
       const n = this.notice(b, nowMs);
       t.sent = n;
@@ -607,10 +620,13 @@ export class AlertEngine {
       t.current = b;
       if (t.phase === 'pending') {
         const waitUntil = settling ? settleUntil(t.sinceMs) : 0;
-        // The heal's tail: a hypothesis about paths that were failing before a fault's alert
-        // resolved — the fault's own paths recovering unevenly, read as another cause for a
-        // moment — holds `healTailHold` first; a fault that outlasts the heal still pages.
-        const tail = b.startsAtMs < this.lastFaultEndMs;
+        // The heal's tail: a hypothesis about fewer paths than a fault whose alert resolved,
+        // failing since before that — the fault's own paths recovering unevenly, read as
+        // another cause for a moment — holds `healTailHold` first; a fault that outlasts the
+        // heal still pages. (A fault still arriving is read anew with more paths, not fewer:
+        // no hold.)
+        const end = this.lastFaultEnd;
+        const tail = b.startsAtMs < end.atMs && b.failingPaths < end.failingPaths;
         const hold = tail
           ? Math.max(t.requiredHoldMs, this.config.healTailHoldMs)
           : t.requiredHoldMs;

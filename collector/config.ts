@@ -570,7 +570,7 @@ const alertsSchema = z
     healTailHold: durationField(0)
       .prefault('5s')
       .describe(
-        "After a firing alert resolves, a new alert whose hypothesis began before that — paths failing since the fault that just healed, recovering unevenly: the heal's tail — must hold this long to fire (0: no extra hold). A fault that outlasts the heal still pages, this much later.",
+        "After a firing alert resolves, a new alert whose hypothesis began before that and speaks of fewer failing paths — the fault that just healed, its paths recovering unevenly: the heal's tail — must hold this long to fire (0: no extra hold). A fault that outlasts the heal still pages, this much later.",
       ),
     resendEvery: durationField(1000)
       .prefault('1m')
