@@ -35,6 +35,7 @@ import type { LoadReport, LoadSettings, Quantiles } from './collector-load.js';
 import {
   runBench,
   clockTicks,
+  fleetCollectorConfig,
   freePort,
   LineReader,
   Resources,
@@ -207,43 +208,15 @@ const mb = (bytes: number): number => bytes / (1024 * 1024);
 /** CLOCK_MONOTONIC in µs: the clock V8 stamps cpuprofile samples with. */
 const monoUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
-// ---------------------------------------------------------------------------------------
-// The collector's config: an inventory of `components` hosts with one service each
-
-const services = [
-  { role: 'database', service: { kind: 'postgres' } },
-  { role: 'api', service: { kind: 'http', port: 8080, path: '/healthz' } },
-  { role: 'cache', service: { kind: 'redis' } },
-  { role: 'web', service: { kind: 'http', port: 80, path: '/' } },
-  { role: 'queue', service: { name: 'amqp', kind: 'tcp', port: 5672 } },
-  { role: 'database', service: { kind: 'mysql' } },
-] as const;
-
 function collectorConfig(s: Settings, dataDir: string, port: number, token: string): unknown {
-  const components = [];
-  for (let i = 0; i < s.components; i++) {
-    const shape = services[i % services.length]!;
-    components.push({
-      name: `${shape.role}-${String(i).padStart(3, '0')}`,
-      // RFC 2544 benchmarking space; nothing probes these addresses, the agents are simulated.
-      address: `198.18.${Math.floor(i / 250)}.${(i % 250) + 1}`,
-      role: shape.role,
-      labels: { zone: `z${i % 3}`, switch: `sw-${i % 8}`, rack: `r${i % 20}` },
-      services: [shape.service],
-    });
-  }
-  return {
-    listen: `127.0.0.1:${port}`,
+  return fleetCollectorConfig({
+    components: s.components,
     dataDir,
-    tokens: [{ name: 'bench', token }],
-    agents: {
-      reportInterval: `${s.reportIntervalMs}ms`,
-      silentAfter: `${Math.max(10_000, s.reportIntervalMs * 10)}ms`,
-    },
-    // Mesh off: the simulated agents have no hosts of their own to ping.
-    probes: { interval: `${s.intervalMs}ms`, layers: ['icmp', 'tcp', 'protocol'], mesh: false },
-    inventory: { components },
-  };
+    port,
+    token,
+    reportIntervalMs: s.reportIntervalMs,
+    intervalMs: s.intervalMs,
+  });
 }
 
 // ---------------------------------------------------------------------------------------

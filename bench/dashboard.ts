@@ -31,6 +31,7 @@ import type { LoadSettings } from './collector-load.js';
 import {
   clockTicks,
   descendants,
+  fleetCollectorConfig,
   freePort,
   LineReader,
   median,
@@ -85,16 +86,6 @@ function settings(): Settings {
   };
 }
 
-/** The inventory of bench:collector: `components` hosts, one service each, zone/switch/rack. */
-const services = [
-  { role: 'database', service: { kind: 'postgres' } },
-  { role: 'api', service: { kind: 'http', port: 8080, path: '/healthz' } },
-  { role: 'cache', service: { kind: 'redis' } },
-  { role: 'web', service: { kind: 'http', port: 80, path: '/' } },
-  { role: 'queue', service: { name: 'amqp', kind: 'tcp', port: 5672 } },
-  { role: 'database', service: { kind: 'mysql' } },
-] as const;
-
 function collectorConfig(
   s: Settings,
   dataDir: string,
@@ -103,29 +94,15 @@ function collectorConfig(
   viewer: string,
   reportIntervalMs: number,
 ): unknown {
-  const components = [];
-  for (let i = 0; i < s.components; i++) {
-    const shape = services[i % services.length]!;
-    components.push({
-      name: `${shape.role}-${String(i).padStart(3, '0')}`,
-      address: `198.18.${Math.floor(i / 250)}.${(i % 250) + 1}`,
-      role: shape.role,
-      labels: { zone: `z${i % 3}`, switch: `sw-${i % 8}`, rack: `r${i % 20}` },
-      services: [shape.service],
-    });
-  }
-  return {
-    listen: `127.0.0.1:${port}`,
+  return fleetCollectorConfig({
+    components: s.components,
     dataDir,
-    tokens: [{ name: 'bench', token }],
-    viewers: [{ name: 'bench', token: viewer }],
-    agents: {
-      reportInterval: `${reportIntervalMs}ms`,
-      silentAfter: `${Math.max(10_000, reportIntervalMs * 10)}ms`,
-    },
-    probes: { interval: '1000ms', layers: ['icmp', 'tcp', 'protocol'], mesh: false },
-    inventory: { components },
-  };
+    port,
+    token,
+    viewer,
+    reportIntervalMs,
+    intervalMs: 1000,
+  });
 }
 
 /** Renderer, GPU and browser processes of the Chromium this process started, by type. */

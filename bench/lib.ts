@@ -590,3 +590,52 @@ export const detectionLabTiming = Object.freeze({
   silentAfterMs: 3000,
   debounce: 3,
 });
+
+/** The inventory of bench:collector (and bench:dashboard): one service per host. */
+const fleetServices = [
+  { role: 'database', service: { kind: 'postgres' } },
+  { role: 'api', service: { kind: 'http', port: 8080, path: '/healthz' } },
+  { role: 'cache', service: { kind: 'redis' } },
+  { role: 'web', service: { kind: 'http', port: 80, path: '/' } },
+  { role: 'queue', service: { name: 'amqp', kind: 'tcp', port: 5672 } },
+  { role: 'database', service: { kind: 'mysql' } },
+] as const;
+
+/**
+ * The collector config of the simulated fleet: `components` hosts with one service each,
+ * labelled by zone, switch and rack, in RFC 2544 benchmarking space (nothing probes these
+ * addresses: the agents are simulated); mesh off, as they have no hosts of their own.
+ */
+export function fleetCollectorConfig(o: {
+  readonly components: number;
+  readonly dataDir: string;
+  readonly port: number;
+  readonly token: string;
+  readonly viewer?: string;
+  readonly reportIntervalMs: number;
+  readonly intervalMs: number;
+}): unknown {
+  const components = [];
+  for (let i = 0; i < o.components; i++) {
+    const shape = fleetServices[i % fleetServices.length]!;
+    components.push({
+      name: `${shape.role}-${String(i).padStart(3, '0')}`,
+      address: `198.18.${Math.floor(i / 250)}.${(i % 250) + 1}`,
+      role: shape.role,
+      labels: { zone: `z${i % 3}`, switch: `sw-${i % 8}`, rack: `r${i % 20}` },
+      services: [shape.service],
+    });
+  }
+  return {
+    listen: `127.0.0.1:${o.port}`,
+    dataDir: o.dataDir,
+    tokens: [{ name: 'bench', token: o.token }],
+    ...(o.viewer === undefined ? {} : { viewers: [{ name: 'bench', token: o.viewer }] }),
+    agents: {
+      reportInterval: `${o.reportIntervalMs}ms`,
+      silentAfter: `${Math.max(10_000, o.reportIntervalMs * 10)}ms`,
+    },
+    probes: { interval: `${o.intervalMs}ms`, layers: ['icmp', 'tcp', 'protocol'], mesh: false },
+    inventory: { components },
+  };
+}
