@@ -106,8 +106,8 @@ export interface PathMatrixOptions {
   /**
    * Flap damping, as routers damp a flapping route: each fall to failing adds 1 to a path's
    * penalty (at most 3), which halves every `flapHalfLifeMs`. A path that falls again while
-   * its penalty is at least `flapSuppressAt` (0.9: one fall ~5 s ago, or several in the last
-   * minute) is flapping: it shows as `degraded` with its failure class — loss, which
+   * its penalty is at least `flapSuppressAt` (1.5: the third of falls a few seconds apart;
+   * a second fall alone, as a heal's aftermath may have, is not flapping) is flapping: it shows as `degraded` with its failure class — loss, which
    * packet_loss localises to the element the flapping paths share — rather than pulling the
    * diagnosis between a cut and health every few seconds. A fall that lasts
    * `flapMaxSuppressMs` is failing all the same: the link that stopped flapping down.
@@ -140,7 +140,7 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   degradedLossAlpha: 1e-4,
   tolerableSlowRatio: 0.1,
   flapHalfLifeMs: 30_000,
-  flapSuppressAt: 0.9,
+  flapSuppressAt: 1.5,
   flapStableMs: 10_000,
   flapMaxSuppressMs: 5_000,
 });
