@@ -377,7 +377,10 @@ describe('CollectorLink against a fake collector', () => {
       .sort((a, b) => a - b)
       .map((q) => Number(fake.backlogs.get(q)));
     expect(replayed[0]).toBeGreaterThanOrEqual(4);
-    expect(replayed.slice(0, 5)).toEqual([0, 1, 2, 3, 4].map((i) => replayed[0]! - i));
+    // One fewer behind each batch sent, give or take those spooled meanwhile: never a drop
+    // of more than one (the collector would see an agent caught up before it is).
+    for (let i = 1; i < replayed.length; i++)
+      expect(replayed[i]!, `backlog after batch ${i}`).toBeGreaterThanOrEqual(replayed[i - 1]! - 1);
     expect(replayed.at(-1)).toBe(0);
     // Every request says the agent's version (the collector's Agents view shows it).
     const ua = `faultline-agent/${faultlineVersion}`;

@@ -275,6 +275,7 @@ export class Collector implements CollectorCore {
     this.inventoryAgents = new Set(config.inventory.components.map((c) => c.agent));
     this.matrix = new ObservedPathMatrix({
       debounce: config.diagnosis.debounce,
+      ...(config.diagnosis.flapDamping ? {} : { flapSuppressAt: Number.POSITIVE_INFINITY }),
       describeTarget: describePlanTargetName,
     });
     this.ingestor = new Ingest(this.store, this.matrix);

@@ -417,7 +417,7 @@ describe('valid collector configs', () => {
         confirm: { count: 3, spacingMs: 150 },
         adaptiveTimeout: true,
       },
-      diagnosis: { debounce: 3 },
+      diagnosis: { debounce: 3, flapDamping: true },
       limits: {
         maxReportBytes: 8 * 1024 * 1024,
         maxResultsPerBatch: 50_000,

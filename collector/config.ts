@@ -238,6 +238,8 @@ export interface CollectorConfig {
   readonly diagnosis: {
     /** Consecutive failures before a path counts as failing. */
     readonly debounce: number;
+    /** Paths falling again and again within seconds show as loss (collector/paths.ts). */
+    readonly flapDamping: boolean;
   };
   readonly limits: {
     /** Largest report body accepted (bytes, after decompression). */
@@ -644,6 +646,12 @@ const CollectorConfigInput = z
           .max(100)
           .default(3)
           .describe('Consecutive failures before a path counts as failing.'),
+        flapDamping: z
+          .boolean()
+          .default(true)
+          .describe(
+            'A path whose network failures (timeouts, unreachable) come back for the third time within seconds is flapping: shown as degraded (loss, localised like packet loss) instead of a cut and a heal every few seconds, until a fall lasts 5 s. false: every fall is failing.',
+          ),
       })
       .strict()
       .prefault({}),
@@ -1356,7 +1364,10 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
       confirm,
       adaptiveTimeout: probes.adaptiveTimeout !== false,
     },
-    diagnosis: { debounce: asNumber(diagnosis.debounce) ?? 0 },
+    diagnosis: {
+      debounce: asNumber(diagnosis.debounce) ?? 0,
+      flapDamping: diagnosis.flapDamping !== false,
+    },
     limits: {
       maxReportBytes: asNumber(limits.maxReportBytes) ?? 0,
       maxResultsPerBatch: asNumber(limits.maxResultsPerBatch) ?? 0,

@@ -431,6 +431,32 @@ describe('PathMatrix window', () => {
       expect(states(ts).filter((x) => x.includes('degraded'))).toEqual([]);
     });
 
+    it('a refusal is never damped: the far end answered, it is not loss', () => {
+      const m = new PathMatrix();
+      const ts: Transition[] = [];
+      let seq = 1;
+      for (let k = 0; k < 30; k++) {
+        const down = k >= 6 && k % 6 < 3;
+        ts.push(
+          ...feed(
+            m,
+            batch(seq, {
+              results: [result(pg, down ? 'tcp_refused' : 'ok', seq, t0 + k * 1000)],
+            }),
+          ),
+        );
+        seq++;
+      }
+      expect(states(ts).filter((x) => x.endsWith('->failing'))).toHaveLength(4);
+      expect(states(ts).filter((x) => x.includes('degraded'))).toEqual([]);
+    });
+
+    it('off (flapSuppressAt: Infinity, diagnosis.flapDamping: false): every fall is failing', () => {
+      const m = new PathMatrix({ flapSuppressAt: Number.POSITIVE_INFINITY });
+      const ts = run(m, 'oooooo' + 'xxxooo'.repeat(5), 0, 1);
+      expect(states(ts).filter((x) => x.endsWith('->failing'))).toHaveLength(5);
+    });
+
     it('a fall long after the last one is failing at once', () => {
       const m = new PathMatrix();
       run(m, 'oooooo' + 'xxxooo', 0, 1);

@@ -1,5 +1,5 @@
 import { lossIsSignificant } from './loss-significance.js';
-import { failureClasses } from '../wire/result.js';
+import { failureClasses, failureLayer } from '../wire/result.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { PathSummary, ReportBatch } from '../wire/report.js';
 import type { StoredAgent, StoredBatch } from './store.js';
@@ -1173,9 +1173,13 @@ export class PathMatrix {
       p.flapPenalty = Math.min(3, penalty + 1);
       p.flapAtMs = Math.max(atMs, p.flapAtMs);
     }
-    const flapping = newFall
-      ? penalty >= o.flapSuppressAt
-      : p.state === 'degraded' && p.stateClass !== 'ok';
+    // Only what loss can read as: a refusal or an error is the far end's own answer.
+    const flapping =
+      failureLayer[cls] !== 'network'
+        ? false
+        : newFall
+          ? penalty >= o.flapSuppressAt
+          : p.state === 'degraded' && p.stateClass !== 'ok';
     if (flapping && atMs - p.runStartMs < o.flapMaxSuppressMs) {
       if (p.state === 'ok' || p.stateClass !== cls)
         this.transition(p, 'degraded', cls, p.runStartMs, seq);

@@ -83,6 +83,10 @@ class Pair {
         ...viewersYaml,
         'probes:',
         ...probes,
+        // These tests time one fall, again and again, seconds apart: flap damping would
+        // (rightly) read the third as a flapping path, and show it as loss.
+        'diagnosis:',
+        '  flapDamping: false',
         'inventory:',
         '  components:',
         ...inventory,
