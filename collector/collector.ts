@@ -144,15 +144,13 @@ export class ObservedPathMatrix extends PathMatrix {
     this.allDirty = true;
   }
 
-  override apply(
-    batch: ReportBatch,
-    receivedAtMs: number,
-    backlog = 0,
-    version?: string,
-  ): AppliedBatch {
+  // The matrix's own parameters, passed on whole: a wrapper that spelled them out once
+  // dropped one (the backlog) and nothing failed but the behaviour.
+  override apply(...args: Parameters<PathMatrix['apply']>): AppliedBatch {
+    const [batch, receivedAtMs] = args;
     const sizeBefore = this.size;
     const wasLate = this.isLate(batch.agent);
-    const applied = super.apply(batch, receivedAtMs, backlog, version);
+    const applied = super.apply(...args);
     const meaningChanged = this.meaningChanged;
     const labels = batch.labels === undefined ? undefined : JSON.stringify(batch.labels);
     const known = this.labelsSeen.get(batch.agentId);

@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Faultline's tests and benchmarks use, idempotently.
+# Installs the Debian packages Faultline needs, idempotently: `run` (what `npm start` uses)
+# only what the agent probes with; `test` (the default) also the real servers, Prometheus,
+# Alertmanager, blackbox_exporter and Chromium the tests and benchmarks start.
 # Skips apt entirely when everything is already there, so a warm machine pays nothing.
 set -euo pipefail
 
-packages=(
-  iproute2 iputils-ping fping nftables dnsmasq-base
-  postgresql redis-server mariadb-server
-  openssl tcpdump procps ethtool prometheus prometheus-alertmanager systemd
-  prometheus-blackbox-exporter
-  chromium
-)
+mode="${1:-test}"
+packages=(iputils-ping fping)
+case "$mode" in
+  run) ;;
+  test)
+    packages+=(
+      iproute2 nftables dnsmasq-base
+      postgresql redis-server mariadb-server
+      openssl tcpdump procps ethtool prometheus prometheus-alertmanager systemd
+      prometheus-blackbox-exporter
+      chromium
+    )
+    ;;
+  *)
+    echo "faultline: install-system-deps.sh: expected run or test (actual: $mode)" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

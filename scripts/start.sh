@@ -4,7 +4,9 @@
 # arguments are passed to the faultline CLI instead (e.g. `npm start -- probe tcp db:5432`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-system-deps.sh
+# The main job needs only what the agent probes with; `faultline demo` builds a lab with
+# real servers (PostgreSQL, namespaces, nftables): everything the tests use.
+if [[ "${1:-}" == demo ]]; then bash scripts/install-system-deps.sh test; else bash scripts/install-system-deps.sh run; fi
 bash scripts/install-node-deps.sh
 npm run --silent build
 if [[ $# -gt 0 ]]; then
