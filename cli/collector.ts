@@ -151,6 +151,7 @@ export function collectorCommand(
       let local: ManagedAgent | undefined;
       const lines = [
         `Faultline collector on ${url}`,
+        `  dashboard:   ${url}/  (in a browser; it asks for the viewer token)`,
         `  path matrix: ${url}/api/v1/paths`,
         `  agents:      ${url}/api/v1/agents`,
         `  diagnosis:   ${url}/api/v1/diagnosis  (in the terminal: faultline status)`,
