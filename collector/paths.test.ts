@@ -125,6 +125,60 @@ describe('PathMatrix debounce', () => {
   });
 });
 
+describe('PathMatrix failing episodes', () => {
+  it('a failure that changes class keeps the class it began with, across a checkpoint, until it recovers', () => {
+    const m = new PathMatrix();
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }));
+    const hung = (seq: number, at: number) => result(pg, 'protocol_timeout', seq, at);
+    feed(m, batch(2, { results: [hung(6, t0 + 1000), hung(7, t0 + 2000), hung(8, t0 + 3000)] }));
+    expect(pathOf(m)).toMatchObject({ state: 'failing', lastClass: 'protocol_timeout' });
+    expect(pathOf(m).firstClass).toBeUndefined();
+    const full = (seq: number, at: number) => result(pg, 'tcp_timeout', seq, at);
+    const ts = feed(
+      m,
+      batch(3, { results: [full(9, t0 + 4000), full(10, t0 + 5000), full(11, t0 + 6000)] }),
+    );
+    expect(states(ts)).toEqual(['failing->failing']);
+    expect(pathOf(m)).toMatchObject({
+      state: 'failing',
+      lastClass: 'tcp_timeout',
+      firstClass: 'protocol_timeout',
+    });
+    const c = m.checkpoint();
+    expect(c.paths[0]?.firstClass).toBe('protocol_timeout');
+    const n = new PathMatrix();
+    n.restore({
+      agents: () => [
+        {
+          agentId: batch(1).agentId,
+          agent: 'app-1',
+          labels: {},
+          firstSeenMs: t0,
+          lastSeenMs: t0 + 6_000,
+          acceptedSeq: 3,
+          droppedBatches: 0,
+          droppedResults: 0,
+        },
+      ],
+      loadCheckpoint: () => c,
+      lastPathTransitions: () => [],
+      lastAgentTransition: () => undefined,
+      firstSeqReceivedSince: () => 4,
+      batchReceivedAt: () => t0 + 6_000,
+      replay: () => [],
+    });
+    expect(n.path('app-1', pg)?.firstClass).toBe('protocol_timeout');
+    const ok = (seq: number, at: number) => result(pg, 'ok', seq, at);
+    feed(m, batch(4, { results: [ok(12, t0 + 7000), ok(13, t0 + 8000), ok(14, t0 + 9000)] }));
+    feed(
+      m,
+      batch(5, { results: [full(15, t0 + 10_000), full(16, t0 + 11_000), full(17, t0 + 12_000)] }),
+    );
+    expect(pathOf(m)).toMatchObject({ state: 'failing', lastClass: 'tcp_timeout' });
+    expect(pathOf(m).firstClass).toBeUndefined();
+  });
+});
+
 describe('PathMatrix results and summaries together', () => {
   it('counts the failures of a period once: from the summary, not again from the full results', () => {
     const m = new PathMatrix();

@@ -104,7 +104,8 @@ export interface PathMatrixOptions {
    */
   readonly tolerableSlowRatio: number;
   /**
-   * Flap damping, as routers damp a flapping route: each fall to failing adds 1 to a path's
+   * Flap damping, as routers damp a flapping route: each fall to failing at the network layer
+   * (a timeout, an unreachable: what loss reads as) adds 1 to a path's
    * penalty (at most 3), which halves every `flapHalfLifeMs`. A path that falls again while
    * its penalty is at least `flapSuppressAt` (1.5: the third of falls a few seconds apart;
    * a second fall alone, as a heal's aftermath may have, is not flapping) is flapping: it shows as `degraded` with its failure class — loss, which
@@ -195,6 +196,8 @@ export interface PathCheckpoint {
   readonly burst?: { readonly of: number; readonly cls: FailureClass; readonly seen: number };
   /** Flap damping's penalty and when it was last updated (absent: none). */
   readonly flap?: { readonly penalty: number; readonly atMs: number };
+  /** While failing: the class the failure began with, when it differs from `stateClass`. */
+  readonly firstClass?: FailureClass;
 }
 
 /**
@@ -305,6 +308,8 @@ class PathRuntime {
   sinceMs: number;
   /** When the path last became ok from failing/unknown: degradation looks at the window after it. */
   healthySinceMs = 0;
+  /** While failing: the class the failure began with (it may since have changed class). */
+  firstClass: FailureClass = 'ok';
   lastClass: FailureClass = 'ok';
   /** Newest probe seq taken into the sequence (results, or a summary's lastSeq). */
   lastSeq = -1;
@@ -358,6 +363,7 @@ class PathRuntime {
     this.kind = o.kind;
     this.state = o.state;
     this.stateClass = o.stateClass;
+    this.firstClass = o.firstClass;
     this.sinceMs = o.sinceMs;
     this.healthySinceMs = o.healthySinceMs;
     this.lastClass = o.lastClass;
@@ -417,12 +423,19 @@ class PathRuntime {
         ? { burst: { of: this.burstOf, cls: this.burstClass, seen: this.burstSeen } }
         : {}),
       ...(this.flapPenalty > 0 ? { flap: { penalty: this.flapPenalty, atMs: this.flapAtMs } } : {}),
+      ...(this.state === 'failing' && this.firstClass !== this.stateClass
+        ? { firstClass: this.firstClass }
+        : {}),
     };
   }
 
   loadCheckpoint(c: PathCheckpoint): void {
     this.state = c.state;
     this.stateClass = c.stateClass;
+    this.firstClass =
+      c.state === 'failing' && c.firstClass !== undefined && c.firstClass in classIndex
+        ? c.firstClass
+        : c.stateClass;
     this.sinceMs = c.sinceMs;
     this.healthySinceMs = c.healthySinceMs;
     this.lastClass = c.lastClass;
@@ -1065,6 +1078,7 @@ export class PathMatrix {
     const p = this.createPath(t.agentId, t.agent, t.target, t.kind, t.atMs);
     p.state = t.toState as PathState['state'];
     p.stateClass = t.toClass ?? 'ok';
+    p.firstClass = t.fromState === 'failing' && t.fromClass !== null ? t.fromClass : p.stateClass;
     p.lastClass = p.stateClass;
     p.sinceMs = t.atMs;
     p.lastSeenMs = t.atMs;
@@ -1168,7 +1182,7 @@ export class PathMatrix {
       p.flapPenalty > 0 && sinceLastMs < o.flapStableMs
         ? p.flapPenalty * 2 ** (-sinceLastMs / o.flapHalfLifeMs)
         : 0;
-    if (newFall) {
+    if (newFall && failureLayer[cls] === 'network') {
       // At most 3: a path that flapped for an hour is not suppressed for hours after.
       p.flapPenalty = Math.min(3, penalty + 1);
       p.flapAtMs = Math.max(atMs, p.flapAtMs);
@@ -1270,6 +1284,8 @@ export class PathMatrix {
     if (to === 'ok' && (p.state === 'failing' || p.state === 'unknown')) p.healthySinceMs = atMs;
     this.meaningChanged = true;
     this.signal('change', p);
+    // A failure that changes class stays one failure: it keeps the class it began with.
+    if (to !== 'failing' || p.state !== 'failing') p.firstClass = toClass;
     p.state = to;
     p.stateClass = toClass;
     p.sinceMs = atMs;
@@ -1472,6 +1488,12 @@ export class PathMatrix {
       lastSeenMs: p.lastSeenMs,
     };
     if (p.service !== undefined) state.service = p.service;
+    if (p.state === 'failing' && p.firstClass !== p.stateClass) state.firstClass = p.firstClass;
+    // A recent fall at the network layer, for the localiser's reading of unstable pairs.
+    if (p.flapPenalty > 0 && p.lastSeenMs - p.flapAtMs < this.options.flapStableMs) {
+      state.fellAtMs = p.flapAtMs;
+      if (p.flapPenalty > 1 + 1e-9) state.fellAgain = true;
+    }
     if (t.lossW > 0) state.lossRatio = t.lossSum / t.lossW;
     if (t.latW > 0) {
       const p50 = t.p50Sum / t.latW;

@@ -46,6 +46,20 @@ export interface PathState {
   /** ok: last result ok and recovered; failing: consecutive failures ≥ the debounce; … */
   readonly state: 'ok' | 'failing' | 'degraded' | 'unknown';
   readonly lastClass: FailureClass;
+  /**
+   * While failing, when the failure has changed class since it began: the class it began
+   * with (a hung service whose listen queue then filled: `protocol_timeout`, then
+   * `tcp_timeout`). Absent otherwise.
+   */
+  readonly firstClass?: FailureClass;
+  /**
+   * When the path last fell to failing at the network layer (a timeout, an unreachable), if
+   * that was within the matrix's `flapStableMs` of its newest result; `fellAgain`: that fall
+   * came within `flapStableMs` of the one before. A path that fell and came back, or fell
+   * again, makes its host pair unstable: loss, not a filter (collector/localise/kinds/packet-loss.ts).
+   */
+  readonly fellAtMs?: number;
+  readonly fellAgain?: boolean;
   readonly consecutiveFailures: number;
   readonly consecutiveSuccesses: number;
   /** Share of failed probes in the sliding window. */

@@ -79,6 +79,81 @@ describe('localise', () => {
     expect(localise({ ...input, paths })).toMatchObject({ healthy: true, hypotheses: [] });
   });
 
+  it('reads a hung service whose listen queue filled as the hung service, not a filter on its port', () => {
+    // postgres on db-1 hung: connects were accepted, the startup answer never came. Then its
+    // listen queue filled and new connects time out — every path to it, at the TCP layer.
+    const input = buildInput({
+      ...topology,
+      faults: [{ hang: { component: 'db-1', service: 'postgres' } }],
+    });
+    expect(localise(input).hypotheses[0]).toMatchObject({
+      kind: 'service_unresponsive',
+      components: ['db-1'],
+    });
+    const toPostgres = (p: PathState): boolean =>
+      p.component === 'db-1' && p.target.startsWith('db-1/postgres/');
+    expect(input.paths.filter(toPostgres).length).toBeGreaterThan(0);
+    const full = (p: PathState): PathState => {
+      if (!toPostgres(p)) return p;
+      const { firstClass: _f, ...rest } = p;
+      const wasHung = p.state === 'failing' && p.lastClass === 'protocol_timeout';
+      return {
+        ...rest,
+        state: 'failing',
+        lastClass: 'tcp_timeout',
+        ...(wasHung ? { firstClass: 'protocol_timeout' as const } : {}),
+      };
+    };
+    const d = localise({ ...input, paths: input.paths.map(full) });
+    expect(d.hypotheses[0]).toMatchObject({ kind: 'service_unresponsive', components: ['db-1'] });
+    expect(d.hypotheses[0]?.summary).toContain('listen queue is full');
+    expect(d.hypotheses.map((h) => h.kind)).not.toContain('path_blocked');
+    // The same connect timeouts with no hung answer before them, in their state or their
+    // window, are a filter on the port.
+    const blocked = localise({
+      ...input,
+      paths: input.paths.map((p) => {
+        const q = full(p);
+        if (!toPostgres(p)) return q;
+        const { firstClass: _f, ...rest } = q;
+        return { ...rest, failures: { tcp_timeout: 3 } };
+      }),
+    });
+    expect(blocked.hypotheses[0]).toMatchObject({ kind: 'path_blocked', components: ['db-1'] });
+  });
+
+  it('reads paths to a host that fell and came back as loss, not a filter or an MTU: a flapping link', () => {
+    // db-2's link flaps. Just after it came back up, some paths to it have recovered (they
+    // fell a moment ago) and others are still failing: the ones still down look like a
+    // filter the others pass, or a big echo lost where the small one passes.
+    const input = buildInput(topology);
+    const nowMs = input.nowMs;
+    let k = 0;
+    const flapped = (recovered: boolean) =>
+      input.paths.map((p): PathState => {
+        if (p.component !== 'db-2' || p.agent === 'db-2') return p;
+        const down = k++ % 2 === 0;
+        if (down && p.kind !== 'icmp')
+          return { ...p, state: 'failing', lastClass: 'tcp_timeout', fellAtMs: nowMs - 1_500 };
+        return recovered ? { ...p, fellAtMs: nowMs - 4_500 } : p;
+      });
+    const steady = localise({ ...input, paths: flapped(false) });
+    expect(steady.hypotheses.map((h) => h.kind)).toContain('path_blocked');
+    k = 0;
+    const d = localise({ ...input, paths: flapped(true) });
+    expect(d.hypotheses[0]).toMatchObject({ kind: 'packet_loss', components: ['db-2'] });
+    expect(d.hypotheses.map((h) => h.kind)).not.toContain('path_blocked');
+    expect(d.hypotheses.map((h) => h.kind)).not.toContain('mtu_mismatch');
+    // A fall that long ago says nothing now.
+    k = 0;
+    const old = localise({
+      ...input,
+      nowMs: nowMs + 20_000,
+      paths: flapped(true),
+    });
+    expect(old.hypotheses.map((h) => h.kind)).toContain('path_blocked');
+  });
+
   it('reads nothing into a silent agent’s stale window', () => {
     // The db-2 agent went silent with every path failing; its host still answers everyone.
     const input = buildInput({ ...topology, faults: [{ silentAgent: 'db-2' }] });

@@ -3,6 +3,7 @@ import type { AgentLiveness, PathState } from '../types.js';
 import { gatherEvidence, type EvidenceInput } from './evidence.js';
 import { rank } from './rank.js';
 import { ruledOutOf } from './rule-out.js';
+import { unstableMs } from './kinds/packet-loss.js';
 import { rules } from './rules.js';
 import type { LocaliseComponent, LocaliserOptions, Observer } from './types.js';
 import {
@@ -76,7 +77,8 @@ export class IncrementalLocaliser {
   private readonly agentIds = new HostIds();
   private readonly towardTotals = new Map<string, TowardTotals>();
   /** The last diagnosis, and what it was made from beyond the views. */
-  private last: { diagnosis: Diagnosis; agentsKey: string; usesNow: boolean } | undefined;
+  private last:
+    { diagnosis: Diagnosis; agentsKey: string; usesNow: boolean; staleAtMs: number } | undefined;
 
   constructor(private readonly options: LocaliserOptions) {}
 
@@ -132,7 +134,13 @@ export class IncrementalLocaliser {
     this.dirty.clear();
     const agentsKey = livenessKey(this.agents);
     const cached = this.last;
-    if (!changed && cached && cached.agentsKey === agentsKey && !cached.usesNow)
+    if (
+      !changed &&
+      cached &&
+      cached.agentsKey === agentsKey &&
+      !cached.usesNow &&
+      nowMs < cached.staleAtMs
+    )
       return { ...cached.diagnosis, computedAtMs: Math.max(0, Math.round(nowMs)) };
     // Silent and late agents' views are older than what is happening (viewCounts).
     const stale = new Set(this.agents.filter((a) => !viewCounts(a)).map((a) => a.agent));
@@ -150,7 +158,15 @@ export class IncrementalLocaliser {
       towardTotals: this.towardTotals,
       nowMs,
     });
-    this.last = { diagnosis: out.diagnosis, agentsKey, usesNow: out.usesNow };
+    // A recent fall reads as instability (kinds/packet-loss.ts) until it is `unstableMs` old:
+    // then the same views mean something else.
+    let staleAtMs = Number.POSITIVE_INFINITY;
+    for (const v of live.values())
+      for (const p of v.fell) {
+        const until = (p.fellAtMs ?? 0) + unstableMs;
+        if (until > nowMs && until < staleAtMs) staleAtMs = until;
+      }
+    this.last = { diagnosis: out.diagnosis, agentsKey, usesNow: out.usesNow, staleAtMs };
     return out.diagnosis;
   }
 

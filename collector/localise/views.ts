@@ -41,6 +41,8 @@ export interface AgentView {
   readonly failing: readonly PathState[];
   /** Degraded paths, in target order. */
   readonly degraded: readonly PathState[];
+  /** Paths that fell recently at the network layer (`fellAtMs`), whatever their state now. */
+  readonly fell: readonly PathState[];
   /** Full-size (MTU) echo paths with a debounced state: the MTU rule's evidence. */
   readonly mtu: readonly PathState[];
   /** This agent's paths with a debounced state to one component. */
@@ -152,6 +154,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
   const maybeNo: number[] = [];
   const failing: PathState[] = [];
   const degraded: PathState[] = [];
+  const fell: PathState[] = [];
   const mtu: PathState[] = [];
   let counted = false;
   const toward = new Map<string, Mutable<TowardSummary>>();
@@ -162,6 +165,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
     if (p.state === 'unknown') continue;
     counted = true;
     if (p.kind === mtuKind) mtu.push(p);
+    if (p.fellAtMs !== undefined) fell.push(p);
     const layer = layerOf(p);
     const id = hosts.id(p.component);
     rowHost[i] = id;
@@ -230,6 +234,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
     noBits,
     failing,
     degraded,
+    fell,
     mtu,
     rows,
     pathsTo: (component) => {

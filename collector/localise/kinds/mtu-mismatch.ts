@@ -5,6 +5,7 @@ import type { Candidate, Rule } from '../candidate.js';
 import type { Evidence } from '../evidence.js';
 import { list } from '../text.js';
 import { byName, mtuKind, sorted, type AgentView } from '../views.js';
+import { lossyPairs, type LossyPairs } from './packet-loss.js';
 
 /**
  * `mtu_mismatch`: small packets pass and full-size ones vanish (or come back "fragmentation
@@ -22,9 +23,18 @@ export const mtuMismatch: Rule = {
   tier: 'structural',
   propose: (ev) => {
     const lost: PathState[] = [];
+    // A full-size echo lost (not refused with "fragmentation needed") between hosts whose
+    // paths come and go is that loss, not the MTU: the small echo got through by chance.
+    let lossy: LossyPairs | undefined;
     for (const a of ev.sound)
-      for (const p of lostEchoes(ev.viewOf(a)))
-        if (ev.reachOf(a, p.component) === 'yes') lost.push(p);
+      for (const p of lostEchoes(ev.viewOf(a))) {
+        if (ev.reachOf(a, p.component) !== 'yes') continue;
+        if (p.lastClass !== 'mtu_exceeded') {
+          lossy ??= lossyPairs(ev);
+          if (lossy.has(ev.host(a), p.component)) continue;
+        }
+        lost.push(p);
+      }
     if (lost.length === 0) return [];
     const pairKey = (src: string, dst: string): string => `${src}\u0000${dst}`;
     const failPairs = new Map<string, Pair>();

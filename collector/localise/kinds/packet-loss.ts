@@ -1,5 +1,6 @@
 import { echoKinds } from '../../../probes/registry.js';
 import type { PathState } from '../../types.js';
+import { failureLayer, type FailureClass } from '../../../wire/result.js';
 import type { Candidate, Rule } from '../candidate.js';
 import type { Evidence } from '../evidence.js';
 import { byName, layerOf, pushTo, sorted } from '../views.js';
@@ -10,21 +11,73 @@ export function hostPair(a: string, b: string): string {
   return a < b ? `${a}\u0000${b}` : `${b}\u0000${a}`;
 }
 
+/** A fall this recent makes its host pair unstable (the matrix's `flapStableMs`). */
+export const unstableMs = 10_000;
+
 /**
- * Host pairs whose echoes get through with loss: an echo path between them (either way) is
- * degraded and lost some of its echoes. A TCP path between the same two hosts that failed a
- * few probes in a row is that loss (a lost SYN costs a probe), not a filter — a filter passes
- * the echoes whole or drops them all.
+ * A path that fell at the network layer within {@link unstableMs} and came back since, or
+ * fell again: what a link that drops packets in bursts, or flaps, does — a filter or a
+ * dead host does not come back by itself.
  */
-export function lossyPairs(ev: Evidence): Set<string> {
-  const out = new Set<string>();
-  for (const a of ev.sound) {
-    for (const p of ev.viewOf(a)?.degraded ?? []) {
-      if (echoKinds.has(p.kind) && (p.lossRatio ?? 0) > 0)
-        out.add(hostPair(ev.host(a), p.component));
+export function unstable(p: PathState, nowMs: number): boolean {
+  return (
+    p.fellAtMs !== undefined &&
+    nowMs - p.fellAtMs < unstableMs &&
+    (p.state !== 'failing' || p.fellAgain === true)
+  );
+}
+
+/** A degraded path that lost probes at the network layer (timeouts, unreachables). */
+function lostProbes(p: PathState): boolean {
+  if (echoKinds.has(p.kind)) return (p.lossRatio ?? 0) > 0;
+  for (const c in p.failures) if (failureLayer[c as FailureClass] === 'network') return true;
+  return false;
+}
+
+/** Host pairs that lose packets: see {@link lossyPairs}. */
+export interface LossyPairs {
+  readonly size: number;
+  has(a: string, b: string): boolean;
+}
+
+/**
+ * Host pairs whose paths get through with loss: a path between them (either way) is
+ * degraded and lost some of its probes (an echo its echoes, a TCP path its SYNs), or is
+ * {@link unstable} — it fell and came back, or fell again. Another path between the same two
+ * hosts that failed a few probes in a row is that loss (a lost SYN costs a probe), not a
+ * filter or a smaller MTU: a filter passes a path's packets whole or drops them all, and
+ * does not come and go. A host that such pairs join to two others or more is the lossy
+ * element (its link): every pair of it is lossy, also the ones whose paths happen to have
+ * failed together so far.
+ */
+export function lossyPairs(ev: Evidence): LossyPairs {
+  const pairs = new Set<string>();
+  const partners = new Map<string, Set<string>>();
+  const add = (x: string, y: string): void => {
+    const key = hostPair(x, y);
+    if (pairs.has(key)) return;
+    pairs.add(key);
+    for (const [h, o] of [
+      [x, y],
+      [y, x],
+    ] as const) {
+      let s = partners.get(h);
+      if (s === undefined) partners.set(h, (s = new Set()));
+      s.add(o);
     }
+  };
+  for (const a of ev.sound) {
+    const v = ev.viewOf(a);
+    if (v === undefined) continue;
+    for (const p of v.degraded) if (lostProbes(p)) add(ev.host(a), p.component);
+    for (const p of v.fell) if (unstable(p, ev.nowMs)) add(ev.host(a), p.component);
   }
-  return out;
+  const hosts = new Set<string>();
+  for (const [h, s] of partners) if (s.size >= 2) hosts.add(h);
+  return {
+    size: pairs.size,
+    has: (x, y) => hosts.has(x) || hosts.has(y) || pairs.has(hostPair(x, y)),
+  };
 }
 
 /**
@@ -35,7 +88,7 @@ export function lossyPairs(ev: Evidence): Set<string> {
 export function lossyFailing(
   ev: Evidence,
   among: readonly number[],
-  pairs: ReadonlySet<string> = lossyPairs(ev),
+  pairs: LossyPairs = lossyPairs(ev),
 ): number[] {
   if (pairs.size === 0) return [];
   return ev.pick(
@@ -44,7 +97,7 @@ export function lossyFailing(
       (layerOf(p) === 'network' ||
         p.lastClass === 'http_timeout' ||
         p.lastClass === 'protocol_timeout') &&
-      pairs.has(hostPair(ev.host(p.agent), p.component)),
+      pairs.has(ev.host(p.agent), p.component),
     among,
   );
 }
@@ -70,8 +123,14 @@ export const packetLoss: Rule = {
     const unseen = unseenHosts(chosen);
     const failing = new Map<PathState, number>();
     for (const i of lossyFailing(ev, remaining)) failing.set(ev.path(i), i);
+    // A path that fell twice within moments and is up again is flapping: loss, for now.
+    const flapped = (p: PathState): boolean =>
+      p.state === 'ok' && p.fellAgain === true && unstable(p, ev.nowMs);
     let degraded = ev.sound
-      .flatMap((a) => ev.viewOf(a)?.degraded ?? [])
+      .flatMap((a) => {
+        const v = ev.viewOf(a);
+        return v === undefined ? [] : [...v.degraded, ...v.fell.filter(flapped)];
+      })
       .concat([...failing.keys()])
       .filter((p) => !unseen.has(p.component));
     const out: Candidate[] = [];

@@ -22,6 +22,50 @@ export interface ServiceGroup {
   readonly fromAll: boolean;
 }
 
+const noneAlso: ReadonlySet<number> = new Set();
+
+/** Answers that time out after the connect: the service accepts, then never answers. */
+export const hungClasses: ReadonlySet<string> = new Set(['protocol_timeout', 'http_timeout']);
+
+/**
+ * A path that began failing with a hung answer and now times out at the connect — also
+ * while the first connect timeouts are still under the debounce of a class change (the
+ * path still failing as hung, its window holding the hung answers).
+ */
+const hungThenFull = (p: PathState): boolean =>
+  p.state === 'failing' &&
+  p.lastClass === 'tcp_timeout' &&
+  (p.firstClass === undefined
+    ? (p.failures.protocol_timeout ?? 0) + (p.failures.http_timeout ?? 0) > 0
+    : hungClasses.has(p.firstClass));
+
+/**
+ * Connects that time out to a service that hung: among `remaining`, the paths to a service
+ * whose connects now time out (`tcp_timeout`), from a source the host answers otherwise,
+ * where a path to the same service — this one or another agent's — began failing with an
+ * answer that timed out after the connect and times out at the connect now. A hung service
+ * stops accepting connections once its listen queue is full (the kernel then drops the
+ * SYNs), and its paths turn from hung answers to connect timeouts: the same fault, not a
+ * filter appearing on its port. (A hung answer alone is not enough: big answers lost to a
+ * smaller MTU time out the same way.)
+ */
+export function queueFull(ev: Evidence, remaining: readonly number[]): Set<number> {
+  const out = new Set<number>();
+  let hung: Set<string> | undefined;
+  for (const i of remaining) {
+    const p = ev.path(i);
+    if (p.state !== 'failing' || p.lastClass !== 'tcp_timeout' || echoKinds.has(p.kind)) continue;
+    if (!ev.soundSet.has(p.agent) || ev.reachOf(p.agent, p.component) !== 'yes') continue;
+    if (hung === undefined) {
+      hung = new Set();
+      for (const q of ev.failing)
+        if (hungThenFull(q)) hung.add(`${q.component}\u0000${serviceOf(q)}`);
+    }
+    if (hung.has(`${p.component}\u0000${serviceOf(p)}`)) out.add(i);
+  }
+  return out;
+}
+
 const okCache = new WeakMap<AgentView, Map<string, ReadonlySet<string>>>();
 
 /**
@@ -47,12 +91,19 @@ function servicesOk(v: AgentView | undefined, component: string): ReadonlySet<st
   return ok;
 }
 
-/** The service-layer failures among `remaining`, by (component, service), in name order. */
-export function serviceGroups(ev: Evidence, remaining: readonly number[]): ServiceGroup[] {
+/**
+ * The service-layer failures among `remaining`, by (component, service), in name order;
+ * `also`: other paths of `remaining` to read as the service's (see {@link queueFull}).
+ */
+export function serviceGroups(
+  ev: Evidence,
+  remaining: readonly number[],
+  also: ReadonlySet<number> = noneAlso,
+): ServiceGroup[] {
   const byKey = new Map<string, number[]>();
   for (const i of remaining) {
     const p = ev.path(i);
-    if (layerOf(p) !== 'service' || !ev.soundSet.has(p.agent)) continue;
+    if ((layerOf(p) !== 'service' && !also.has(i)) || !ev.soundSet.has(p.agent)) continue;
     pushTo(byKey, `${p.component}\u0000${serviceOf(p)}`, i);
   }
   if (byKey.size === 0) return [];
