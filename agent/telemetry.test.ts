@@ -12,7 +12,7 @@ import { isolateOtelEnv } from '../test/helpers/otel-env.js';
 import { ConfigError } from '../lib/errors.js';
 import { OtlpReceiver } from '../test/helpers/otlp-receiver.js';
 import { createLogger } from './logger.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 import type { ProbeResult } from '../wire/result.js';
 import {
   AgentTelemetry,
