@@ -8,7 +8,7 @@ import type { ProbeResult } from '../wire/result.js';
 import { Agent } from './agent.js';
 import { adaptiveTcpFloorMs, ConfirmBudget } from './confirm.js';
 import { parseAgentConfig } from './config.js';
-import { createLogger } from './logger.js';
+import { createLogger } from '../lib/logger.js';
 
 function memoryLog(): {
   log: ReturnType<typeof createLogger>;

@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import type { CommandModule } from 'yargs';
 import { Agent, defaultStopGraceMs } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
-import { createLogger, type Logger } from '../agent/logger.js';
+import { createLogger, type Logger } from '../lib/logger.js';
 import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
 import type { ProbeInstance } from '../agent/telemetry.js';
