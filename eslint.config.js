@@ -1,6 +1,7 @@
 // @ts-check
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import { layerConfig } from './eslint.layers.js';
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**'] },
@@ -25,8 +26,10 @@ export default tseslint.config(
       ],
     },
   },
+  // The layers: lib ← wire ← probes ← agent | collector ← cli; only tests import test/.
+  ...layerConfig,
   {
-    files: ['eslint.config.js'],
+    files: ['eslint.config.js', 'eslint.layers.js'],
     ...tseslint.configs.disableTypeChecked,
   },
   {

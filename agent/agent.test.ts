@@ -1,14 +1,14 @@
 import { createServer, type Server } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, beforeAll, afterAll, describe, expect, it, vi } from 'vitest';
-import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
+import { pollUntil } from '../lab/poll-until.js';
 import { tcp } from '../probes/tcp.js';
 import type { ProbeResult } from '../wire/result.js';
 import { Agent } from './agent.js';
 import { adaptiveTcpFloorMs, ConfirmBudget } from './confirm.js';
 import { parseAgentConfig } from './config.js';
-import { createLogger } from './logger.js';
+import { createLogger } from '../lib/logger.js';
 
 function memoryLog(): {
   log: ReturnType<typeof createLogger>;

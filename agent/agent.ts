@@ -14,7 +14,7 @@ import {
   ConfirmBudget,
   isConfirmableChange,
 } from './confirm.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 import { Scheduler, type Job } from './scheduler.js';
 import { AgentTelemetry, type ConfirmStats } from './telemetry.js';
 

@@ -8,7 +8,7 @@ import { gunzipSync } from 'node:zlib';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { faultlineVersion } from '../lib/version.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 import type { Plan } from '../wire/plan.js';
 import { ReportBatchSchema } from '../wire/report.js';
 import type { ReportBatch } from '../wire/report.js';

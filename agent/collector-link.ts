@@ -13,7 +13,7 @@ import type { ProbeResult } from '../wire/result.js';
 import { Credentials, EnrolError } from './enrol.js';
 import type { EnrolState } from './enrol.js';
 import { Journal } from './journal.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 import { Reporter } from './reporter.js';
 import type { ReporterStats, ReportedTarget } from './reporter.js';
 import { Spool, writeFileAtomic } from './spool.js';

@@ -8,23 +8,25 @@ import {
   agentNameRe,
   agentNameSchema,
   asNumber,
-  checkKindDefaults,
-  checkMergedOptions,
   confirmField,
   durationField,
-  fillOptionsSlot,
   formatDurationMs,
   isRecord,
-  kindOptionsJsonSchema,
   labelsField,
-  optionsSlot,
   parseListen,
-  perKindOptionsField,
 } from '../lib/config-fields.js';
 import type { IssueSink } from '../lib/config-fields.js';
 import { ConfigError } from '../lib/errors.js';
 import { isProbeKind, probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeKind } from '../probes/registry.js';
+import {
+  checkKindDefaults,
+  checkMergedOptions,
+  fillOptionsSlot,
+  kindOptionsJsonSchema,
+  optionsSlot,
+  perKindOptionsField,
+} from '../probes/kind-options.js';
 import { parseTarget } from '../probes/target.js';
 import type { Target } from '../probes/types.js';
 import { probeInstanceModes, type ProbeInstance } from './telemetry.js';

@@ -4,7 +4,7 @@ import { request } from 'undici';
 import type { Dispatcher } from 'undici';
 import { faultlineVersion } from '../lib/version.js';
 import { agentUserAgent } from '../wire/report.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 import { writeFileAtomic } from './spool.js';
 
 /**

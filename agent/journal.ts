@@ -10,7 +10,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { ProbeResult } from '../wire/result.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { ReportedTarget } from './reporter.js';
 
 /** One journaled result: the target it belongs to and the result itself. */

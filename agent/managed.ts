@@ -1,7 +1,7 @@
 import type { Plan } from '../wire/plan.js';
 import { Agent, defaultStopGraceMs } from './agent.js';
 import { CollectorLink } from './collector-link.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 import { compileAllowList, defaultPlanPolicy } from './plan-policy.js';
 import { planToAgentConfig, type PlanAgentBase } from './plan-targets.js';

@@ -7,7 +7,7 @@ import { parseTarget } from '../probes/target.js';
 import type { Plan, PlanTarget } from '../wire/plan.js';
 import type { AgentConfig, ResolvedTarget } from './config.js';
 import { reservedLabelNames } from './config.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 import { planTargetRefusal } from './plan-policy.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 import type { ProbeInstance } from './telemetry.js';

@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 import { PathSummarySchema } from '../wire/report.js';
 import type { FailureClass, ProbeResult, Timings } from '../wire/result.js';
 import { mainTiming, Reporter } from './reporter.js';

@@ -3,7 +3,7 @@ import type { Plan } from '../wire/plan.js';
 import type { PathSummary } from '../wire/report.js';
 import type { FailureClass, ProbeResult, Timings } from '../wire/result.js';
 import type { Journal } from './journal.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { BatchDraft } from './spool.js';
 
 /** Default period of a report batch when the plan does not say. */

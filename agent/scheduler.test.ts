@@ -2,7 +2,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, FaultlineError } from '../lib/errors.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 import { phaseMs, Scheduler } from './scheduler.js';
 import type { Job, SchedulerOptions } from './scheduler.js';
 

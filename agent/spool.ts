@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import { tightenModes } from '../lib/file-modes.js';
 import type { ReportBatch } from '../wire/report.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 
 const gzipAsync = promisify(gzip);
 const gunzipAsync = promisify(gunzip);

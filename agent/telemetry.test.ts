@@ -11,8 +11,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isolateOtelEnv } from '../test/helpers/otel-env.js';
 import { ConfigError } from '../lib/errors.js';
 import { OtlpReceiver } from '../test/helpers/otlp-receiver.js';
-import { createLogger } from './logger.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { createLogger } from '../lib/logger.js';
+import { pollUntil } from '../lab/poll-until.js';
 import type { ProbeResult } from '../wire/result.js';
 import {
   AgentTelemetry,

@@ -24,7 +24,7 @@ import {
 } from '../lib/telemetry.js';
 import { echoKinds } from '../probes/registry.js';
 import { failureClasses, type FailureClass, type ProbeResult } from '../wire/result.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 
 // Shared with the collector (lib/telemetry.ts); exported here too, where they were first.
 export { otlpPushFromEnv, prometheusContentType, prometheusName, type OtlpPushSettings };

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { createServer, type Server } from 'node:net';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
-import { TestNet, type TestHost } from '../test/helpers/netns.js';
+import { TestNet, type TestHost } from '../lab/netns.js';
 import type { FloorTarget, ScrapeReport, ScrapeTarget, ServeListener } from './agent-worker.js';
 import {
   blackboxConfig,

@@ -1,13 +1,13 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ReceivedAlert } from '../test/helpers/alertmanager.js';
-import type { ExpectedHypothesis } from '../test/helpers/lab/expect.js';
+import type { ReceivedAlert } from '../lab/alertmanager.js';
+import type { ExpectedHypothesis } from '../lab/expect.js';
 import { collectorCutOffAlert } from '../collector/alerts.js';
 
 /**
  * What the detection bench's collector sent its alert receivers: a webhook sink (one POST per
  * batch of status changes: every firing is a page) recorded here, and an Alertmanager sink
- * recorded by the front of test/helpers/alertmanager.ts. Both reduce to {@link AlertEvent}s,
+ * recorded by the front of lab/alertmanager.ts. Both reduce to {@link AlertEvent}s,
  * and {@link firings} picks out the moments an alert started firing.
  */
 

@@ -36,20 +36,15 @@ import {
   startAlertmanager,
   type AlertRecorder,
   type TestAlertmanager,
-} from '../test/helpers/alertmanager.js';
-import { labDiagnosis, matches, waitDiagnosisHealthy } from '../test/helpers/lab/expect.js';
-import type { ExpectedHypothesis } from '../test/helpers/lab/expect.js';
-import { randomLoss, type Fault } from '../test/helpers/lab/faults.js';
-import { canRunLab, Lab } from '../test/helpers/lab/lab.js';
+} from '../lab/alertmanager.js';
+import { labDiagnosis, matches, waitDiagnosisHealthy } from '../lab/expect.js';
+import type { ExpectedHypothesis } from '../lab/expect.js';
+import { randomLoss, type Fault } from '../lab/faults.js';
+import { canRunLab, Lab } from '../lab/lab.js';
 import { demoFaults, demoLab as spec } from '../cli/demo.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
-import { startPrometheus, type TestPrometheus } from '../test/helpers/prometheus.js';
-import {
-  diesWithParent,
-  freePort,
-  httpReady,
-  ManagedServer,
-} from '../test/helpers/server-process.js';
+import { pollUntil } from '../lab/poll-until.js';
+import { startPrometheus, type TestPrometheus } from '../lab/prometheus.js';
+import { diesWithParent, freePort, httpReady, ManagedServer } from '../lab/server-process.js';
 import {
   alertLine,
   alertMatches,

@@ -4,8 +4,8 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
-import { sh } from '../test/helpers/netns.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { sh } from '../lab/netns.js';
+import { pollUntil } from '../lab/poll-until.js';
 
 /**
  * Measurement and process plumbing for the benchmarks: CPU time of a process tree from

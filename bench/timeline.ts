@@ -9,11 +9,11 @@
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Diagnosis } from '../wire/diagnosis.js';
-import { canRunLab, Lab } from '../test/helpers/lab/lab.js';
+import { canRunLab, Lab } from '../lab/lab.js';
 import { detectionLabTiming } from './lib.js';
 import { demoFaults, demoLabPaths, demoLab as spec } from '../cli/demo.js';
-import { labPaths, waitDiagnosisHealthy } from '../test/helpers/lab/expect.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { labPaths, waitDiagnosisHealthy } from '../lab/expect.js';
+import { pollUntil } from '../lab/poll-until.js';
 
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 

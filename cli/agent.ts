@@ -4,12 +4,12 @@ import { hostname } from 'node:os';
 import type { CommandModule } from 'yargs';
 import { Agent, defaultStopGraceMs } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
-import { createLogger, type Logger } from '../agent/logger.js';
+import { createLogger, type Logger } from '../lib/logger.js';
 import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
 import type { ProbeInstance } from '../agent/telemetry.js';
-import { parseLabels } from '../collector/api.js';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
+import { parseLabelText } from '../lib/labels.js';
 import { exitCodes } from './exit-codes.js';
 
 interface AgentArgs {
@@ -50,11 +50,9 @@ function usage(message: string): ConfigError {
 
 /** `--labels k=v,k2=v2` with the same rules as the API's. */
 export function parseLabelFlag(text: string): Record<string, string> {
-  try {
-    return parseLabels(text);
-  } catch (err) {
-    throw usage(`--labels: ${(err as Error).message.replace(/^invalid query: labels: /, '')}`);
-  }
+  const parsed = parseLabelText(text);
+  if (!parsed.ok) throw usage(`--labels: ${parsed.reason}`);
+  return parsed.labels;
 }
 
 /** Whether a URL's host is this machine's loopback (a token sent there stays on the host). */

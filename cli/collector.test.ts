@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliPath, ensureBuilt, runCli } from '../test/helpers/cli.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
-import { diesWithParent, freePort } from '../test/helpers/server-process.js';
+import { pollUntil } from '../lab/poll-until.js';
+import { diesWithParent, freePort } from '../lab/server-process.js';
 import { embeddedToken, embeddedViewerToken } from './collector.js';
 
 describe('an address already taken is a clear error, not a crash', () => {

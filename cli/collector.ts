@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { createLogger } from '../agent/logger.js';
+import { createLogger } from '../lib/logger.js';
 import { startManagedAgent, type ManagedAgent } from '../agent/managed.js';
 import { Collector } from '../collector/collector.js';
 import {

@@ -4,7 +4,7 @@ import type { CommandModule } from 'yargs';
 import { ConfigError } from '../lib/errors.js';
 import type { PathState } from '../collector/types.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
-import { matches, type ExpectedHypothesis } from '../test/helpers/lab/expect.js';
+import { matches, type ExpectedHypothesis } from '../lab/expect.js';
 import {
   collectorCut,
   cutUplink,
@@ -18,8 +18,8 @@ import {
   stopPostgres,
   wrongVlan,
   type Fault,
-} from '../test/helpers/lab/faults.js';
-import { canRunLab, Lab, type LabSpec } from '../test/helpers/lab/lab.js';
+} from '../lab/faults.js';
+import { canRunLab, Lab, type LabSpec } from '../lab/lab.js';
 import { exitCodes } from './exit-codes.js';
 
 interface DemoArgs {

@@ -20,6 +20,7 @@ import {
   knownKeysAt,
   unknownKeyMessage,
 } from '../lib/config-file.js';
+import { parseLabelText } from '../lib/labels.js';
 import { fastCheck } from '../wire/fast-check.js';
 import { ReportBatchSchema, agentVersionOf } from '../wire/report.js';
 import type { ReportAck, ReportBatch } from '../wire/report.js';
@@ -311,41 +312,15 @@ export function parseQuery<T>(schema: z.ZodType<T>, query: unknown): T {
   );
 }
 
-const labelNameRe = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
-const labelValueRe = /^[^\p{Cc},=]{1,256}$/u;
-
 /**
- * Parses the `labels` query parameter strictly: `k=v,k2=v2`, names as in the agent config
- * (letters, digits, "_"; "__" reserved), values without control characters, "," or "=".
+ * Parses the `labels` query parameter strictly (lib/labels.ts parseLabelText: `k=v,k2=v2`).
  * Throws ApiError FL_ERR_BAD_REQUEST naming the bad pair.
  */
 export function parseLabels(text: string): Record<string, string> {
-  const entries: [string, string][] = [];
-  if (text === '') return {};
-  const seen = new Set<string>();
-  const bad = (why: string): never => {
-    throw new ApiError('FL_ERR_BAD_REQUEST', `invalid query: labels: ${why}`);
-  };
-  for (const [i, pair] of text.split(',').entries()) {
-    const eq = pair.indexOf('=');
-    if (eq < 0) bad(`pair ${i + 1} ${showScalar(pair)} is not name=value`);
-    const name = pair.slice(0, eq);
-    const value = pair.slice(eq + 1);
-    if (!labelNameRe.test(name) || name.startsWith('__')) {
-      bad(
-        `invalid label name ${showScalar(name)}: letters, digits and "_", not starting with a digit or "__"`,
-      );
-    }
-    if (!labelValueRe.test(value)) {
-      bad(
-        `invalid value for ${JSON.stringify(name)}: 1–256 characters, no control characters, "," or "="`,
-      );
-    }
-    if (seen.has(name)) bad(`duplicate label ${JSON.stringify(name)}`);
-    seen.add(name);
-    entries.push([name, value]);
-  }
-  return Object.fromEntries(entries);
+  const parsed = parseLabelText(text);
+  if (!parsed.ok)
+    throw new ApiError('FL_ERR_BAD_REQUEST', `invalid query: labels: ${parsed.reason}`);
+  return parsed.labels;
 }
 
 /** The ETag of a plan version: the version itself when it is a valid entity tag. */

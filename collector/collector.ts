@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import type { Logger } from '../agent/logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import type { Plan } from '../wire/plan.js';
 import type { ReportBatch } from '../wire/report.js';

@@ -18,27 +18,30 @@ import {
   agentNameSchema,
   asNumber,
   byteSizeField,
-  checkKindDefaults,
-  checkMergedOptions,
   adaptiveTimeoutField,
   confirmField,
   durationField,
   durationOrAutoField,
-  fillOptionsSlot,
   formatDurationMs,
   isRecord,
-  kindOptionsJsonSchema,
   labelsField,
   nestedParse,
-  optionsSlot,
   parseListen,
-  perKindOptionsField,
   splitListen,
 } from '../lib/config-fields.js';
-import type { IssueSink, KindDefaults } from '../lib/config-fields.js';
+import type { IssueSink } from '../lib/config-fields.js';
 import { ConfigError } from '../lib/errors.js';
 import { probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeKind } from '../probes/registry.js';
+import {
+  checkKindDefaults,
+  checkMergedOptions,
+  fillOptionsSlot,
+  kindOptionsJsonSchema,
+  optionsSlot,
+  perKindOptionsField,
+} from '../probes/kind-options.js';
+import type { KindDefaults } from '../probes/kind-options.js';
 import { parseTarget } from '../probes/target.js';
 import {
   maxAutoReportIntervalMs,

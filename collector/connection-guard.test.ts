@@ -8,7 +8,7 @@ import {
   plainListenWarning,
   serverTimeoutOptions,
 } from './connection-guard.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 
 let server: Server | undefined;
 const sockets: Socket[] = [];

@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { sumMetric } from '../test/helpers/collector-process.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 import { dbCollectorYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
 import { fetchAsViewer } from '../test/helpers/viewer.js';
 import { DiagnosisSchema, faultKinds, type Diagnosis } from '../wire/diagnosis.js';

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
-import { isValidHost } from '../probes/target.js';
+import { isValidHost } from '../lib/host.js';
 import type { Plan, PlanTarget } from '../wire/plan.js';
 import type { CollectorConfig, ComponentConfig, ServiceConfig } from './config.js';
 

@@ -17,7 +17,7 @@ import ts from 'typescript';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FaultlineError } from '../lib/errors.js';
 import { repoRoot } from '../test/helpers/cli.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 import { batch, result, summary, t0 } from '../test/helpers/report-batches.js';
 import type { Credential } from './auth.js';
 import type { Transition } from './paths.js';

@@ -6,7 +6,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isolateOtelEnv } from '../test/helpers/otel-env.js';
 import { sumMetric } from '../test/helpers/collector-process.js';
 import { OtlpReceiver, type ReceivedMetric } from '../test/helpers/otlp-receiver.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 import { dbCollectorYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
 import type { FailureClass } from '../wire/result.js';
 import { performance } from 'node:perf_hooks';

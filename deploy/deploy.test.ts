@@ -24,7 +24,7 @@ import { defaultMetricsListen, parseAgentConfig } from '../agent/config.js';
 import { defaultCollectorListen, parseCollectorConfig } from '../collector/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { plainListenWarning } from '../collector/connection-guard.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 import {
   agentMemoryLimit,
   agentMemoryRequest,

@@ -29,3 +29,49 @@ export const labelValueSchema = z
   .string()
   .max(maxLabelValueLength)
   .regex(noControlCharsRe, { error: 'label values may not contain control characters' });
+
+const labelTextNameRe = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+const labelTextValueRe = /^[^\p{Cc},=]{1,256}$/u;
+
+/** `text` as JSON, cut to 40 characters: a bad pair named in a message. */
+function quoted(text: string): string {
+  return JSON.stringify(text.length > 40 ? `${text.slice(0, 39)}…` : text);
+}
+
+/** Labels parsed from text, or why the text is not labels (naming the bad pair). */
+export type LabelTextResult =
+  | { readonly ok: true; readonly labels: Record<string, string> }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * Label text as the API's `labels` query and `faultline agent --labels` take it: `k=v,k2=v2`,
+ * names as in the agent config (letters, digits, "_"; "__" reserved), values without control
+ * characters, "," or "=", no name twice. Empty text is no labels; pairs keep their order.
+ */
+export function parseLabelText(text: string): LabelTextResult {
+  if (text === '') return { ok: true, labels: {} };
+  const entries: [string, string][] = [];
+  const seen = new Set<string>();
+  for (const [i, pair] of text.split(',').entries()) {
+    const eq = pair.indexOf('=');
+    if (eq < 0) return { ok: false, reason: `pair ${i + 1} ${quoted(pair)} is not name=value` };
+    const name = pair.slice(0, eq);
+    const value = pair.slice(eq + 1);
+    if (!labelTextNameRe.test(name) || name.startsWith('__')) {
+      return {
+        ok: false,
+        reason: `invalid label name ${quoted(name)}: letters, digits and "_", not starting with a digit or "__"`,
+      };
+    }
+    if (!labelTextValueRe.test(value)) {
+      return {
+        ok: false,
+        reason: `invalid value for ${JSON.stringify(name)}: 1–256 characters, no control characters, "," or "="`,
+      };
+    }
+    if (seen.has(name)) return { ok: false, reason: `duplicate label ${JSON.stringify(name)}` };
+    seen.add(name);
+    entries.push([name, value]);
+  }
+  return { ok: true, labels: Object.fromEntries(entries) };
+}

@@ -1,7 +1,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDnsmasq, type TestDns } from '../test/helpers/dnsmasq.js';
-import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
+import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
 import { dns, dnsOptions, missingAnswers, parseServer, rcodeOfCaresCode } from './dns.js';
 import { runProbe } from './run.js';
 import { parseTarget } from './target.js';

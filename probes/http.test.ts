@@ -9,7 +9,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
+import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
 import { TestPki } from '../test/helpers/tls.js';
 import { http, httpOptions, statusAllowed } from './http.js';
 import { runProbe } from './run.js';

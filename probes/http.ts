@@ -17,7 +17,7 @@ import {
   ProbeFailure,
   resolveHost,
 } from './socket.js';
-import { isValidHost } from './target.js';
+import { isValidHost } from '../lib/host.js';
 import type { ProbeDefinition } from './types.js';
 
 const regex = userRegexField();

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
+import { pollUntil } from '../lab/poll-until.js';
 import {
   closeIcmpEngines,
   icmp,

@@ -1,8 +1,8 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
+import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
 import { canRunMysql, startMysql, type MysqlServer } from '../test/helpers/mysql.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { pollUntil } from '../lab/poll-until.js';
 import { mysql, mysqlOptions } from './mysql.js';
 import { runProbe } from './run.js';
 import { parseTarget } from './target.js';

@@ -1,8 +1,8 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
-import { canRunPostgres, startPostgres, type PostgresServer } from '../test/helpers/postgres.js';
-import { pollUntil } from '../test/helpers/poll-until.js';
+import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
+import { canRunPostgres, startPostgres, type PostgresServer } from '../lab/postgres.js';
+import { pollUntil } from '../lab/poll-until.js';
 import { postgres, postgresOptions } from './postgres.js';
 import { runProbe } from './run.js';
 import { parseTarget } from './target.js';

@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
-import { canRunRedis, startRedis, type RedisServer } from '../test/helpers/redis.js';
+import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
+import { canRunRedis, startRedis, type RedisServer } from '../lab/redis.js';
 import { redis, redisOptions } from './redis.js';
 import { runProbe } from './run.js';
 import { parseTarget } from './target.js';

@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canUseNetns, TestNet, type TestHost } from '../test/helpers/netns.js';
+import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
 import { runProbe } from './run.js';
 import { tcp, tcpOptions } from './tcp.js';
 import { parseTarget } from './target.js';

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliPath, ensureBuilt, runCli } from '../helpers/cli.js';
-import { canUseNetns, TestNet, type TestHost } from '../helpers/netns.js';
+import { canUseNetns, TestNet, type TestHost } from '../../lab/netns.js';
 import { OtlpReceiver } from '../helpers/otlp-receiver.js';
-import { pollUntil } from '../helpers/poll-until.js';
-import { startPrometheus, type TestPrometheus } from '../helpers/prometheus.js';
-import { freePort } from '../helpers/server-process.js';
+import { pollUntil } from '../../lab/poll-until.js';
+import { startPrometheus, type TestPrometheus } from '../../lab/prometheus.js';
+import { freePort } from '../../lab/server-process.js';
 
 /** A real agent process, started through the CLI as an operator would. */
 class AgentProcess {

@@ -16,12 +16,12 @@ import type { DeadLetter, DeliveryJournal, RetryPolicy } from '../../collector/s
 import { Store } from '../../collector/store.js';
 import { DiagnosisSchema } from '../../wire/diagnosis.js';
 import type { Diagnosis } from '../../wire/diagnosis.js';
-import { canRunAlertmanager, startAlertmanager } from '../helpers/alertmanager.js';
-import type { GettableAlert, TestAlertmanager } from '../helpers/alertmanager.js';
-import { pollUntil } from '../helpers/poll-until.js';
+import { canRunAlertmanager, startAlertmanager } from '../../lab/alertmanager.js';
+import type { GettableAlert, TestAlertmanager } from '../../lab/alertmanager.js';
+import { pollUntil } from '../../lab/poll-until.js';
 import { dbCollectorYaml, dbPeriod, postReport } from '../helpers/report-batches.js';
 import type { ReportBatch } from '../../wire/report.js';
-import { freePort } from '../helpers/server-process.js';
+import { freePort } from '../../lab/server-process.js';
 import { meterText } from '../helpers/meter-text.js';
 
 /**

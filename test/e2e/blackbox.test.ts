@@ -14,10 +14,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliPath, ensureBuilt } from '../helpers/cli.js';
 import { startDnsmasq, type TestDns } from '../helpers/dnsmasq.js';
-import { canUseNetns, TestNet, type TestHost } from '../helpers/netns.js';
-import { pollUntil } from '../helpers/poll-until.js';
-import { startPrometheus, type TestPrometheus } from '../helpers/prometheus.js';
-import { freePort } from '../helpers/server-process.js';
+import { canUseNetns, TestNet, type TestHost } from '../../lab/netns.js';
+import { pollUntil } from '../../lab/poll-until.js';
+import { startPrometheus, type TestPrometheus } from '../../lab/prometheus.js';
+import { freePort } from '../../lab/server-process.js';
 import { TestPki } from '../helpers/tls.js';
 
 /**

@@ -15,12 +15,12 @@ import {
   relayToLoopback,
   sumMetric,
 } from '../helpers/collector-process.js';
-import { canUseNetns, TestNet, type TestHost } from '../helpers/netns.js';
+import { canUseNetns, TestNet, type TestHost } from '../../lab/netns.js';
 import { OtlpReceiver } from '../helpers/otlp-receiver.js';
 import { defaultConfirmResults } from '../../agent/reporter.js';
 import { defaultConfirm } from '../../lib/config-fields.js';
-import { pollUntil } from '../helpers/poll-until.js';
-import { freePort } from '../helpers/server-process.js';
+import { pollUntil } from '../../lab/poll-until.js';
+import { freePort } from '../../lab/server-process.js';
 import { viewersYaml } from '../helpers/viewer.js';
 
 /**

@@ -13,9 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PathState } from '../../collector/types.js';
 import { cliPath, ensureBuilt } from '../helpers/cli.js';
 import { CollectorProcess, sumMetric } from '../helpers/collector-process.js';
-import { canUseNetns, TestNet, type TestHost } from '../helpers/netns.js';
-import { pollUntil } from '../helpers/poll-until.js';
-import { diesWithParent, freePort } from '../helpers/server-process.js';
+import { canUseNetns, TestNet, type TestHost } from '../../lab/netns.js';
+import { pollUntil } from '../../lab/poll-until.js';
+import { diesWithParent, freePort } from '../../lab/server-process.js';
 import { viewersYaml } from '../helpers/viewer.js';
 
 /**

@@ -11,9 +11,9 @@ import YAML from 'yaml';
 import { cliPath, ensureBuilt, repoRoot } from '../helpers/cli.js';
 import { CollectorProcess } from '../helpers/collector-process.js';
 import { OtlpReceiver } from '../helpers/otlp-receiver.js';
-import { pollUntil } from '../helpers/poll-until.js';
-import { prometheusBin, startPrometheus, type TestPrometheus } from '../helpers/prometheus.js';
-import { diesWithParent, freePort } from '../helpers/server-process.js';
+import { pollUntil } from '../../lab/poll-until.js';
+import { prometheusBin, startPrometheus, type TestPrometheus } from '../../lab/prometheus.js';
+import { diesWithParent, freePort } from '../../lab/server-process.js';
 import { TestPki } from '../helpers/tls.js';
 import { viewersYaml } from '../helpers/viewer.js';
 

@@ -13,12 +13,12 @@ import {
   startAlertmanager,
   type AlertRecorder,
   type TestAlertmanager,
-} from '../helpers/alertmanager.js';
+} from '../../lab/alertmanager.js';
 import { ensureBuilt } from '../helpers/cli.js';
 import { CollectorProcess } from '../helpers/collector-process.js';
-import { pollUntil } from '../helpers/poll-until.js';
+import { pollUntil } from '../../lab/poll-until.js';
 import { postReport } from '../helpers/report-batches.js';
-import { freePort } from '../helpers/server-process.js';
+import { freePort } from '../../lab/server-process.js';
 import { viewersYaml } from '../helpers/viewer.js';
 
 /**

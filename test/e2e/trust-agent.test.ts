@@ -26,8 +26,8 @@ import { parseCollectorConfig } from '../../collector/config.js';
 import { planFor } from '../../collector/plan.js';
 import { cliPath, ensureBuilt, repoRoot, runCli } from '../helpers/cli.js';
 import { CliProcess, CollectorProcess, sumMetric } from '../helpers/collector-process.js';
-import { pollUntil } from '../helpers/poll-until.js';
-import { diesWithParent, freePort } from '../helpers/server-process.js';
+import { pollUntil } from '../../lab/poll-until.js';
+import { diesWithParent, freePort } from '../../lab/server-process.js';
 import { TestPki } from '../helpers/tls.js';
 
 /**

@@ -18,9 +18,9 @@ import { defaultConnectionLimits } from '../../collector/connection-guard.js';
 import type { ReportBatch } from '../../wire/report.js';
 import { cliPath, ensureBuilt, runCli } from '../helpers/cli.js';
 import { CollectorProcess } from '../helpers/collector-process.js';
-import { pollUntil } from '../helpers/poll-until.js';
+import { pollUntil } from '../../lab/poll-until.js';
 import { result } from '../helpers/report-batches.js';
-import { diesWithParent, freePort } from '../helpers/server-process.js';
+import { diesWithParent, freePort } from '../../lab/server-process.js';
 import { TestPki } from '../helpers/tls.js';
 
 /**

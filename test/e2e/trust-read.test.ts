@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt } from '../helpers/cli.js';
 import { CollectorProcess } from '../helpers/collector-process.js';
-import { pollUntil } from '../helpers/poll-until.js';
+import { pollUntil } from '../../lab/poll-until.js';
 import { dbInventoryYaml, dbPeriod, postReport } from '../helpers/report-batches.js';
-import { freePort } from '../helpers/server-process.js';
+import { freePort } from '../../lab/server-process.js';
 import type { FailureClass } from '../../wire/result.js';
 
 /**

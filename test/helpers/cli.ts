@@ -8,7 +8,7 @@ export const cliPath = `${repoRoot}dist/cli/main.js`;
 /** Newest modification time of the TypeScript the CLI is built from. */
 function newestSourceMs(): number {
   let newest = 0;
-  for (const dir of ['cli', 'wire', 'lib', 'probes', 'agent', 'collector']) {
+  for (const dir of ['cli', 'wire', 'lib', 'probes', 'agent', 'collector', 'lab']) {
     for (const entry of readdirSync(`${repoRoot}${dir}`, { recursive: true, encoding: 'utf8' })) {
       if (!entry.endsWith('.ts') || entry.endsWith('.test.ts')) continue;
       newest = Math.max(newest, statSync(`${repoRoot}${dir}/${entry}`).mtimeMs);

@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { cliPath } from './cli.js';
-import type { TestHost, TestNet } from './netns.js';
-import { pollUntil } from './poll-until.js';
-import { diesWithParent } from './server-process.js';
+import type { TestHost, TestNet } from '../../lab/netns.js';
+import { pollUntil } from '../../lab/poll-until.js';
+import { diesWithParent } from '../../lab/server-process.js';
 import { fetchAsViewer } from './viewer.js';
 
 /**

@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { Resolver } from 'node:dns/promises';
-import type { TestHost, TestNet } from './netns.js';
-import { pollUntil } from './poll-until.js';
+import type { TestHost, TestNet } from '../../lab/netns.js';
+import { pollUntil } from '../../lab/poll-until.js';
 
 /** What a test dnsmasq answers. Everything else under `localDomains` is NXDOMAIN. */
 export interface DnsRecords {

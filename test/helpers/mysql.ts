@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { TestHost } from './netns.js';
+import type { TestHost } from '../../lab/netns.js';
 import {
   diesWithParent,
   firstBytes,
@@ -12,7 +12,7 @@ import {
   makeServerDir,
   ManagedServer,
   type ServerProcess,
-} from './server-process.js';
+} from '../../lab/server-process.js';
 
 const run = promisify(execFile);
 

@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sh } from './netns.js';
+import { sh } from '../../lab/netns.js';
 
 /** A key and certificate in PEM, both as text and as files. */
 export interface TestCert {

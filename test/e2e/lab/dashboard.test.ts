@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { faultlineVersion } from '../../../lib/version.js';
 import type { Diagnosis } from '../../../wire/diagnosis.js';
 import { canRunBrowser, launchBrowser } from '../../helpers/browser.js';
-import { cutUplink } from '../../helpers/lab/faults.js';
-import { labDiagnosis } from '../../helpers/lab/expect.js';
-import { canRunLab, type Lab, type LabSpec } from '../../helpers/lab/lab.js';
-import { pollUntil } from '../../helpers/poll-until.js';
+import { cutUplink } from '../../../lab/faults.js';
+import { labDiagnosis } from '../../../lab/expect.js';
+import { canRunLab, type Lab, type LabSpec } from '../../../lab/lab.js';
+import { pollUntil } from '../../../lab/poll-until.js';
 import { useLab } from './use-lab.js';
 
 /**

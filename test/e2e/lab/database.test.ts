@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { pollUntil } from '../../helpers/poll-until.js';
-import { breakDns, freezeDatabase, killAgent, stopPostgres } from '../../helpers/lab/faults.js';
-import { faultCycle, labPaths } from '../../helpers/lab/expect.js';
+import { pollUntil } from '../../../lab/poll-until.js';
+import { breakDns, freezeDatabase, killAgent, stopPostgres } from '../../../lab/faults.js';
+import { faultCycle, labPaths } from '../../../lab/expect.js';
 import { useLab } from './use-lab.js';
-import { canRunLab, type Lab } from '../../helpers/lab/lab.js';
+import { canRunLab, type Lab } from '../../../lab/lab.js';
 import { servicesLab, servicesLabPaths } from './services-lab.js';
 
 /** Faults of a service, not of the network: the diagnosis must say so and name it. */

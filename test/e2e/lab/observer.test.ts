@@ -8,7 +8,7 @@ import {
   type AlertRecorder,
   type GettableAlert,
   type TestAlertmanager,
-} from '../../helpers/alertmanager.js';
+} from '../../../lab/alertmanager.js';
 import {
   detections,
   faultCycle,
@@ -18,10 +18,10 @@ import {
   watchDiagnosis,
   diagnosisLine,
   type ExpectedHypothesis,
-} from '../../helpers/lab/expect.js';
-import { collectorCut } from '../../helpers/lab/faults.js';
-import { canRunLab, type Lab, type LabSpec } from '../../helpers/lab/lab.js';
-import { pollUntil } from '../../helpers/poll-until.js';
+} from '../../../lab/expect.js';
+import { collectorCut } from '../../../lab/faults.js';
+import { canRunLab, type Lab, type LabSpec } from '../../../lab/lab.js';
+import { pollUntil } from '../../../lab/poll-until.js';
 import { useLab } from './use-lab.js';
 
 /**

@@ -2,11 +2,11 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { Diagnosis, Hypothesis } from '../../../wire/diagnosis.js';
-import { pollUntil } from '../../helpers/poll-until.js';
-import { cutUplink, hostLinkDown, wrongVlan, type Fault } from '../../helpers/lab/faults.js';
-import { faultCycle, labPaths, pathHealthy } from '../../helpers/lab/expect.js';
+import { pollUntil } from '../../../lab/poll-until.js';
+import { cutUplink, hostLinkDown, wrongVlan, type Fault } from '../../../lab/faults.js';
+import { faultCycle, labPaths, pathHealthy } from '../../../lab/expect.js';
 import { useLab } from './use-lab.js';
-import { canRunLab, type LabSpec } from '../../helpers/lab/lab.js';
+import { canRunLab, type LabSpec } from '../../../lab/lab.js';
 
 /**
  * The founding incident in the lab: the front (two app hosts and a web host) on switch

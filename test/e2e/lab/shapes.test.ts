@@ -8,10 +8,10 @@ import {
   labPaths,
   pathHealthy,
   watchDiagnosis,
-} from '../../helpers/lab/expect.js';
-import { flappingLink, portMtu, wrongVlan } from '../../helpers/lab/faults.js';
-import { canRunLab, httpPageBytes } from '../../helpers/lab/lab.js';
-import { pollUntil } from '../../helpers/poll-until.js';
+} from '../../../lab/expect.js';
+import { flappingLink, portMtu, wrongVlan } from '../../../lab/faults.js';
+import { canRunLab, httpPageBytes } from '../../../lab/lab.js';
+import { pollUntil } from '../../../lab/poll-until.js';
 import { useLab } from './use-lab.js';
 
 /**

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll } from 'vitest';
 import { cliPath, ensureBuilt } from '../../helpers/cli.js';
-import { detectionReport, waitAllHealthy } from '../../helpers/lab/expect.js';
-import { Lab, type LabOptions, type LabSpec } from '../../helpers/lab/lab.js';
+import { detectionReport, waitAllHealthy } from '../../../lab/expect.js';
+import { Lab, type LabOptions, type LabSpec } from '../../../lab/lab.js';
 
 /**
  * Brings `spec` up before the enclosing describe's tests (the CLI built, all `healthyPaths`

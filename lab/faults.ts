@@ -1,6 +1,6 @@
-import { sleepUnlessAborted } from '../../../lib/duration.js';
-import { procState } from '../server-process.js';
-import { pollUntil } from '../poll-until.js';
+import { sleepUnlessAborted } from '../lib/duration.js';
+import { procState } from './server-process.js';
+import { pollUntil } from './poll-until.js';
 import type { Lab } from './lab.js';
 
 /**

@@ -1,6 +1,6 @@
-import type { PathState } from '../../../collector/types.js';
-import type { Diagnosis, Hypothesis } from '../../../wire/diagnosis.js';
-import { pollUntil } from '../poll-until.js';
+import type { PathState } from '../collector/types.js';
+import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
+import { pollUntil } from './poll-until.js';
 import type { Fault } from './faults.js';
 import type { Lab } from './lab.js';
 

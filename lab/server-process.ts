@@ -9,7 +9,7 @@ import { pollUntil } from './poll-until.js';
 
 /**
  * The process mechanics shared by the throwaway database servers of the tests
- * (test/helpers/postgres.ts, redis.ts, mysql.ts): start in a temp dir, on loopback or inside
+ * (lab/postgres.ts, lab/redis.ts, test/helpers/mysql.ts): start in a temp dir, on loopback or inside
  * a TestNet namespace host, freeze/thaw/kill every process of the server by PID, restart on
  * the same port and data, and stop for good (removing the temp dir).
  *

@@ -3,11 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sh, type TestHost } from '../netns.js';
-import { pollUntil } from '../poll-until.js';
-import { startPostgres, type PostgresServer } from '../postgres.js';
-import { startRedis, type RedisServer } from '../redis.js';
-import { freePort } from '../server-process.js';
+import { sh, type TestHost } from './netns.js';
+import { pollUntil } from './poll-until.js';
+import { startPostgres, type PostgresServer } from './postgres.js';
+import { startRedis, type RedisServer } from './redis.js';
+import { freePort } from './server-process.js';
 import { claimAddressSpace, sweepPrefix, type AddressSpace } from './address-space.js';
 
 /**

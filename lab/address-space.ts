@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { pidAlive } from '../netns.js';
+import { pidAlive } from './netns.js';
 
 /**
  * Address space and names for lab runs. A lab takes one /24 of 198.18.0.0/15 (RFC 2544,
- * never routed anywhere real) with the very lock scheme of test/helpers/netns.ts TestNet
+ * never routed anywhere real) with the very lock scheme of lab/netns.ts TestNet
  * (one directory per /24 under the same root, holding the owner's PID), so labs and
  * TestNets never share a subnet. A lab also writes its name prefix there: a later claimer
  * that finds the owner dead removes what that run left behind (namespaces, links, routes)
