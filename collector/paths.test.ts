@@ -179,6 +179,61 @@ describe('PathMatrix failing episodes', () => {
   });
 });
 
+describe('PathMatrix recent falls', () => {
+  class Watched extends PathMatrix {
+    get changed(): boolean {
+      return this.meaningChanged;
+    }
+  }
+
+  it('shows a network-layer fall for flapStableMs by the path’s newest result, and its end is a change of meaning', () => {
+    const m = new Watched();
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }));
+    const fail = (seq: number, at: number) => result(pg, 'tcp_timeout', seq, at);
+    const ok = (seq: number, at: number) => result(pg, 'ok', seq, at);
+    feed(m, batch(2, { results: [fail(6, t0 + 1000), fail(7, t0 + 2000), fail(8, t0 + 3000)] }));
+    expect(pathOf(m)).toMatchObject({ state: 'failing', fellAtMs: t0 + 3000 });
+    expect(pathOf(m).fellAgain).toBeUndefined();
+    feed(m, batch(3, { results: [ok(9, t0 + 4000), ok(10, t0 + 5000), ok(11, t0 + 6000)] }));
+    expect(pathOf(m)).toMatchObject({ state: 'ok', fellAtMs: t0 + 3000 });
+    // Quiet ok periods: no change of meaning while the fall shows …
+    let seq = 11;
+    // (A summary of [at, at + 1 s) makes the path's newest result at + 1 s.)
+    for (let at = t0 + 6000; at < t0 + 12_000; at += 1000) {
+      seq += 1;
+      feed(m, batch(seq - 7, { summaries: [summary(pg, at, seq, { ok: 1 })] }));
+      expect(m.changed, `at +${at - t0}`).toBe(false);
+      expect(pathOf(m).fellAtMs).toBe(t0 + 3000);
+    }
+    // … and one when it is flapStableMs (10 s) old (it fell when the third failure came).
+    seq += 1;
+    feed(m, batch(seq - 7, { summaries: [summary(pg, t0 + 12_000, seq, { ok: 1 })] }));
+    expect(m.changed).toBe(true);
+    expect(pathOf(m).fellAtMs).toBeUndefined();
+  });
+
+  it('a second fall within flapStableMs of the first fell again; a refusal is no fall', () => {
+    const m = new PathMatrix({ flapSuppressAt: Number.POSITIVE_INFINITY });
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }));
+    const r = (cls: FailureClass, seq: number, at: number) => result(pg, cls, seq, at);
+    const three = (cls: FailureClass, seq: number, at: number) => [
+      r(cls, seq, at),
+      r(cls, seq + 1, at + 500),
+      r(cls, seq + 2, at + 1000),
+    ];
+    feed(m, batch(2, { results: three('tcp_refused', 6, t0 + 1000) }));
+    expect(pathOf(m)).toMatchObject({ state: 'failing', lastClass: 'tcp_refused' });
+    expect(pathOf(m).fellAtMs).toBeUndefined();
+    feed(m, batch(3, { results: three('ok', 9, t0 + 2500) }));
+    feed(m, batch(4, { results: three('tcp_timeout', 12, t0 + 4000) }));
+    expect(pathOf(m)).toMatchObject({ state: 'failing', fellAtMs: t0 + 5000 });
+    expect(pathOf(m).fellAgain).toBeUndefined();
+    feed(m, batch(5, { results: three('ok', 15, t0 + 5500) }));
+    feed(m, batch(6, { results: three('tcp_timeout', 18, t0 + 7000) }));
+    expect(pathOf(m)).toMatchObject({ state: 'failing', fellAtMs: t0 + 8000, fellAgain: true });
+  });
+});
+
 describe('PathMatrix results and summaries together', () => {
   it('counts the failures of a period once: from the summary, not again from the full results', () => {
     const m = new PathMatrix();

@@ -332,6 +332,8 @@ class PathRuntime {
   /** Flap damping: falls to failing, decayed with `flapHalfLifeMs` since `flapAtMs`. */
   flapPenalty = 0;
   flapAtMs = 0;
+  /** Whether the view shows the last fall (`fellAtMs`): see `PathMatrix.fellShown`. */
+  fellShown = false;
   /** The apply that last journaled this path (so it is copied once per batch). */
   journalEpoch = 0;
   readonly win: Float64Array;
@@ -383,6 +385,7 @@ class PathRuntime {
     this.burstSeen = o.burstSeen;
     this.flapPenalty = o.flapPenalty;
     this.flapAtMs = o.flapAtMs;
+    this.fellShown = o.fellShown;
     this.win.set(o.win);
     if (o.winFail === undefined) this.winFail = undefined;
     else {
@@ -1118,6 +1121,24 @@ export class PathMatrix {
       }
     }
     this.observe(p, r.class, 1, r.startedAtMs, r.seq, confirmed);
+    this.showFall(p);
+  }
+
+  /**
+   * A fall shows in the path's view (`fellAtMs`) until it is `flapStableMs` old by the path's
+   * newest result: the localiser reads the pair as unstable until then. Its coming and going
+   * change what the view means, so the diagnosis is recomputed then (it is driven by
+   * changes, not by a clock).
+   */
+  private fellShownAt(p: PathRuntime): boolean {
+    return p.flapPenalty > 0 && p.lastSeenMs - p.flapAtMs < this.options.flapStableMs;
+  }
+
+  private showFall(p: PathRuntime): void {
+    const shown = this.fellShownAt(p);
+    if (shown === p.fellShown) return;
+    p.fellShown = shown;
+    this.meaningChanged = true;
   }
 
   private signal(type: SettleSignal['type'], p: PathRuntime): void {
@@ -1150,6 +1171,7 @@ export class PathMatrix {
     this.judgeDegraded(p, s.toMs, s.lastSeq);
     // A degraded path's loss and failure ratios move with every summary.
     if (p.state === 'degraded') this.meaningChanged = true;
+    this.showFall(p);
     // A slow period does not teach the baseline either: slow is what it is there to see.
     if (
       p.state === 'ok' &&
@@ -1490,7 +1512,7 @@ export class PathMatrix {
     if (p.service !== undefined) state.service = p.service;
     if (p.state === 'failing' && p.firstClass !== p.stateClass) state.firstClass = p.firstClass;
     // A recent fall at the network layer, for the localiser's reading of unstable pairs.
-    if (p.flapPenalty > 0 && p.lastSeenMs - p.flapAtMs < this.options.flapStableMs) {
+    if (this.fellShownAt(p)) {
       state.fellAtMs = p.flapAtMs;
       if (p.flapPenalty > 1 + 1e-9) state.fellAgain = true;
     }

@@ -270,7 +270,9 @@ export function sameMeaning(a: readonly PathState[], b: readonly PathState[]): b
       p.component !== q.component ||
       p.kind !== q.kind ||
       p.service !== q.service ||
-      p.agent !== q.agent
+      p.agent !== q.agent ||
+      p.fellAtMs !== q.fellAtMs ||
+      p.fellAgain !== q.fellAgain
     )
       return false;
     if (
