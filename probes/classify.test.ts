@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { errorCodeOf } from '../lib/errors.js';
 import {
   classifyCode,
   classifyError,
   classifyIcmpError,
   classifySendError,
-  errorCode,
   timeoutClass,
   type Phase,
 } from './classify.js';
@@ -52,7 +52,8 @@ describe('classifyCode: the error code and the phase decide the class', () => {
   it('finds the code in the cause chain (undici wraps socket errors)', () => {
     const inner = Object.assign(new Error('x'), { code: 'ECONNRESET' });
     const outer = new Error('fetch failed', { cause: inner });
-    expect(errorCode(outer)).toBe('ECONNRESET');
+    expect(errorCodeOf(outer, { innermost: true })).toBe('ECONNRESET');
+    expect(classifyError(outer, 'exchange')).toBe('tcp_reset');
   });
 
   it('a timer of ours that fires names the phase it interrupted', () => {

@@ -1,3 +1,4 @@
+import { errorCodeOf } from '../lib/errors.js';
 import type { FailureClass } from '../wire/result.js';
 
 /**
@@ -20,16 +21,12 @@ const tlsCodes = new Set([
   'EPROTO',
 ]);
 
-/** The error code of an error or of the innermost error in its `cause` chain that has one. */
-export function errorCode(err: unknown): string | undefined {
-  let found: string | undefined;
-  let cur: unknown = err;
-  for (let depth = 0; depth < 5 && cur !== null && typeof cur === 'object'; depth++) {
-    const code = (cur as { code?: unknown }).code;
-    if (typeof code === 'string' && code.length > 0) found = code;
-    cur = (cur as { cause?: unknown }).cause;
-  }
-  return found;
+/**
+ * The code evidence is decided from: the innermost in the `cause` chain, so a real socket
+ * error wins over the wrapper that reported it.
+ */
+function evidenceCode(err: unknown): string | undefined {
+  return errorCodeOf(err, { innermost: true });
 }
 
 /** Failure class of a socket-level error code in a phase. */
@@ -69,7 +66,7 @@ export function classifyCode(code: string | undefined, phase: Phase): FailureCla
 
 /** Failure class of an error thrown in a phase. */
 export function classifyError(err: unknown, phase: Phase): FailureClass {
-  return classifyCode(errorCode(err), phase);
+  return classifyCode(evidenceCode(err), phase);
 }
 
 /** The failure class of a timer of ours that fired in a phase. */
@@ -88,7 +85,7 @@ export function timeoutClass(phase: Phase, protocol: 'http' | 'other' = 'other')
 
 /** A compact raw error for the result record. */
 export function rawError(err: unknown): { code?: string; message: string } {
-  const code = errorCode(err);
+  const code = evidenceCode(err);
   const message = err instanceof Error ? err.message : String(err);
   return code === undefined
     ? { message: message.slice(0, 1024) }

@@ -2,7 +2,8 @@ import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { compileUserRegex, regexProblem, type UserRegex } from '../lib/user-regex.js';
-import { classifyCode, errorCode, rawError } from './classify.js';
+import { errorCodeOf } from '../lib/errors.js';
+import { classifyCode, rawError } from './classify.js';
 import { ProbeClock } from './socket.js';
 import type { ProbeDefinition } from './types.js';
 
@@ -185,7 +186,7 @@ export const dns: ProbeDefinition<DnsOptions> = {
           detail,
         });
       }
-      const code = errorCode(err);
+      const code = errorCodeOf(err, { innermost: true });
       const rcode = code === undefined ? undefined : rcodeOfCaresCode[code];
       if (rcode !== undefined) detail.rcode = rcode;
       if (code === 'ENODATA') detail.answers = [];
