@@ -1,5 +1,6 @@
 import { errorCodeOf } from '../lib/errors.js';
 import type { FailureClass } from '../wire/result.js';
+import type { ProbeCode } from './codes.js';
 
 /**
  * The one place where errors become evidence. Decided from `err.code` (errno names from
@@ -80,6 +81,61 @@ export function timeoutClass(phase: Phase, protocol: 'http' | 'other' = 'other')
       return 'tls_error';
     case 'exchange':
       return protocol === 'http' ? 'http_timeout' : 'protocol_timeout';
+  }
+}
+
+/**
+ * The failure class of a socket error once connected: the peer (or a middlebox) tearing the
+ * connection down, so a code that says nothing more is a reset, not a protocol error.
+ */
+export function classifyConnectionError(err: unknown): FailureClass {
+  const cls = classifyError(err, 'exchange');
+  return cls === 'protocol_error' ? 'tcp_reset' : cls;
+}
+
+/**
+ * The failure class of one of a probe's own raw codes (probes/codes.ts), in the phase the
+ * probe was in: our timers and cancellations are the timeout of that phase; an answer that is
+ * not the protocol's is a protocol error; a failed check is the class of what it checks.
+ * Table-tested per code.
+ */
+export function classifyProbeCode(
+  code: ProbeCode,
+  phase: Phase,
+  protocol: 'http' | 'other' = 'other',
+): FailureClass {
+  switch (code) {
+    case 'FL_ABORTED':
+    case 'FL_DNS_TIMEOUT':
+    case 'FL_CONNECT_TIMEOUT':
+    case 'FL_ANSWER_TIMEOUT':
+    case 'FL_QUERY_TIMEOUT':
+    case 'FL_TLS_TIMEOUT':
+    case 'FL_HTTP_TIMEOUT':
+      return timeoutClass(phase, protocol);
+    case 'FL_ICMP_TIMEOUT':
+      return 'icmp_timeout';
+    case 'FL_CONNECT_LOST':
+      // The kernel failed the handshake and the error went missing: an unreachable host.
+      return 'tcp_unreachable';
+    case 'FL_DNS_UNEXPECTED_ANSWER':
+      return 'dns_error';
+    case 'FL_TLS_UNTRUSTED':
+      return 'tls_error';
+    case 'FL_HTTP_STATUS':
+    case 'FL_HTTP_TOO_MANY_REDIRECTS':
+      return 'http_status';
+    case 'FL_HTTP_ASSERTION':
+      return 'http_body';
+    case 'FL_ANSWER_TOO_LONG':
+    case 'FL_PEER_CLOSED':
+    case 'FL_HTTP_BAD_REDIRECT':
+    case 'FL_PG_UNEXPECTED':
+    case 'FL_PG_BAD_LENGTH':
+    case 'FL_PG_NO_SQLSTATE':
+    case 'FL_MYSQL_UNEXPECTED':
+    case 'FL_REDIS_UNEXPECTED':
+      return 'protocol_error';
   }
 }
 
