@@ -61,8 +61,8 @@ export interface FaultlineErrorOptions {
 
 export class FaultlineError extends Error {
   readonly code: ErrorCode;
-  /** Set by parsers: see {@link ErrorReason}. */
-  readonly reason: ErrorReason | undefined;
+  /** Set by parsers: see {@link ErrorReason}. Absent (not even undefined) otherwise. */
+  declare readonly reason?: ErrorReason;
 
   constructor(code: ErrorCode, message: string, options?: FaultlineErrorOptions) {
     super(
@@ -71,7 +71,7 @@ export class FaultlineError extends Error {
     );
     this.name = 'FaultlineError';
     this.code = code;
-    this.reason = options?.reason;
+    if (options?.reason !== undefined) this.reason = options.reason;
   }
 }
 
