@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import Fastify from 'fastify';
@@ -114,6 +116,27 @@ describe('the catalogue', () => {
       expect(meaning.length).toBeGreaterThan(5);
     }
     expect(new Set(entries.map(([, m]) => m)).size).toBe(entries.length);
+  });
+
+  it('every FL_ERR_* code the product names anywhere is in it (a typo in a comparison fails here)', () => {
+    const root = fileURLToPath(new URL('..', import.meta.url));
+    const named = new Map<string, string>();
+    const scan = (dir: string): void => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        const path = join(dir, e.name);
+        if (e.isDirectory()) scan(path);
+        else if (/\.(ts|js)$/.test(e.name) && !/\.test\.ts$/.test(e.name)) {
+          for (const m of readFileSync(path, 'utf8').matchAll(/\bFL_ERR_[A-Z_]*[A-Z]\b/g)) {
+            named.set(m[0], path);
+          }
+        }
+      }
+    };
+    for (const dir of ['lib', 'wire', 'probes', 'agent', 'collector', 'cli', 'lab']) {
+      if (existsSync(join(root, dir))) scan(join(root, dir));
+    }
+    expect(named.size).toBeGreaterThan(20);
+    expect([...named].filter(([code]) => !isErrorCode(code))).toEqual([]);
   });
 
   it('isErrorCode knows the catalogue and nothing else', () => {
