@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { errorCodes } from '../lib/errors.js';
-import { classifyProbeCode } from './classify.js';
 import { isProbeCode, probeCodes } from './codes.js';
 
 const probesDir = fileURLToPath(new URL('.', import.meta.url));
@@ -45,7 +44,7 @@ describe("the probes' raw codes: one catalogue (probes/codes.ts)", () => {
     expect(new Set(meanings).size).toBe(meanings.length);
   });
 
-  it('a probe that still writes a class beside its code writes the one classify.ts decides', () => {
+  it('no probe writes a class beside its own code: classify.ts decides it', () => {
     const pairs: [string, string, string][] = [];
     const res = [
       /ProbeFailure\(\s*'([a-z_]+)',\s*\{\s*code: '(FL_[A-Z0-9_]+)'/g,
@@ -56,18 +55,12 @@ describe("the probes' raw codes: one catalogue (probes/codes.ts)", () => {
         for (const m of text.matchAll(re)) pairs.push([path, m[2]!, m[1]!]);
       }
     }
-    // The database probes' protocol verdicts: this test is what keeps them honest.
-    expect(pairs.length).toBeGreaterThan(5);
-    for (const [path, code, cls] of pairs) {
-      // A fault of Faultline itself on a result (no engine, bad options) is internal_error.
-      if (Object.hasOwn(errorCodes, code)) {
-        expect(cls, `${path}: ${code}`).toBe('internal_error');
-        continue;
-      }
-      expect(isProbeCode(code), `${path}: ${code}`).toBe(true);
-      if (isProbeCode(code)) {
-        expect(classifyProbeCode(code, 'exchange'), `${path}: ${code}`).toBe(cls);
-      }
+    // A fault of Faultline itself on a result (no engine, bad options) is internal_error.
+    for (const [path, code, cls] of pairs.filter(([, code]) => Object.hasOwn(errorCodes, code))) {
+      expect(cls, `${path}: ${code}`).toBe('internal_error');
     }
+    expect(pairs.filter(([, code]) => !Object.hasOwn(errorCodes, code))).toEqual([]);
+    // The scan sees the shapes it looks for (icmp's internal errors).
+    expect(pairs.length).toBeGreaterThan(0);
   });
 });
