@@ -3,7 +3,7 @@ import { dirname, join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
-import { ConfigError, FaultlineError } from '../lib/errors.js';
+import { ConfigError, FaultlineError, errorCodeOf } from '../lib/errors.js';
 import type { PathSummary, ReportBatch } from '../wire/report.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type {
@@ -346,14 +346,9 @@ const meanings: readonly (readonly [RegExp, string, (dir: string) => string])[] 
   ],
 ];
 
-function errCode(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && code !== '' ? code : 'UNKNOWN';
-}
-
 /** `<what>: <code> (<meaning>); <what to do>` — the code is errno or SQLite's. */
 function describeFailure(what: string, err: unknown, dir: string): string {
-  const code = errCode(err);
+  const code = errorCodeOf(err) ?? 'UNKNOWN';
   for (const [re, meaning, advice] of meanings) {
     if (re.test(code)) return `${what}: ${code} (${meaning}); ${advice(dir)}`;
   }
@@ -1151,7 +1146,7 @@ function makeDir(dir: string): void {
       // The data dir itself private (0700); parents made on the way as usual.
       mkdirSync(d, d === dir ? 0o700 : undefined);
     } catch (err) {
-      if (errCode(err) !== 'EEXIST') throw err;
+      if (errorCodeOf(err) !== 'EEXIST') throw err;
     }
   }
 }

@@ -1,6 +1,6 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { z } from 'zod';
-import { classifyError, rawError } from './classify.js';
+import { classifyError, classifyProbeCode, rawError } from './classify.js';
 import { closeGently, finishWithLoginCheck, shutDownClient, timedCheck } from './db-check.js';
 import {
   abortConnection,
@@ -83,7 +83,7 @@ function readPacket(buf: Buffer): Packet | undefined {
   const length = buf.readUIntLE(0, 3);
   if (length > maxPacketBytes) {
     throw new ProbeFailure(
-      'protocol_error',
+      classifyProbeCode('FL_MYSQL_UNEXPECTED', 'exchange'),
       { code: 'FL_MYSQL_UNEXPECTED', message: `a ${length}-byte packet is not a MySQL handshake` },
       { received: preview(buf) },
     );
@@ -123,7 +123,7 @@ function parseGreeting(buf: Buffer): Greeting | undefined {
   const version = cstring(p, 1);
   if (packet.seq !== 0 || p[0] !== 10 || version === undefined || p.length < version.next + 15) {
     throw new ProbeFailure(
-      'protocol_error',
+      classifyProbeCode('FL_MYSQL_UNEXPECTED', 'exchange'),
       {
         code: 'FL_MYSQL_UNEXPECTED',
         message: 'the first packet is not a MySQL protocol-10 greeting',
@@ -211,7 +211,7 @@ async function handshakeLogin(
   // More auth data wanted (e.g. caching_sha2 full auth needs TLS or a key): we stop here.
   if (head === 0x01 || head === 0xfe) return 'incomplete';
   throw new ProbeFailure(
-    'protocol_error',
+    classifyProbeCode('FL_MYSQL_UNEXPECTED', 'exchange'),
     { code: 'FL_MYSQL_UNEXPECTED', message: 'the answer to the login is not a MySQL packet' },
     { received: preview(reply.payload) },
   );

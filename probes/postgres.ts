@@ -1,6 +1,6 @@
 import { Socket } from 'node:net';
 import { z } from 'zod';
-import { classifyError, rawError } from './classify.js';
+import { classifyError, classifyProbeCode, rawError } from './classify.js';
 import { closeGently, finishWithLoginCheck, shutDownClient, timedCheck } from './db-check.js';
 import {
   abortConnection,
@@ -92,7 +92,7 @@ function parseFirstMessage(buf: Buffer): FirstMessage | undefined {
   const type = String.fromCharCode(buf[0] ?? 0);
   if (type !== 'R' && type !== 'E') {
     throw new ProbeFailure(
-      'protocol_error',
+      classifyProbeCode('FL_PG_UNEXPECTED', 'exchange'),
       {
         code: 'FL_PG_UNEXPECTED',
         message:
@@ -105,7 +105,7 @@ function parseFirstMessage(buf: Buffer): FirstMessage | undefined {
   const length = buf.readUInt32BE(1);
   if (length < 4 || length > maxMessageBytes || (type === 'R' && length < 8)) {
     throw new ProbeFailure(
-      'protocol_error',
+      classifyProbeCode('FL_PG_BAD_LENGTH', 'exchange'),
       {
         code: 'FL_PG_BAD_LENGTH',
         message: `a '${type}' message of length ${length} is not PostgreSQL's`,
@@ -241,7 +241,7 @@ export const postgres: ProbeDefinition<PostgresOptions> = {
           const message = (first.fields.get('M') ?? '').slice(0, 1024);
           await closeGently(socket, Math.min(closeWaitMs, clock.remainingMs()));
           if (sqlstate === undefined) {
-            return clock.outcome('protocol_error', {
+            return clock.outcome(classifyProbeCode('FL_PG_NO_SQLSTATE', 'exchange'), {
               error: {
                 code: 'FL_PG_NO_SQLSTATE',
                 message: `an ErrorResponse without SQLSTATE: ${message}`,

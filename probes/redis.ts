@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { classifyError, rawError } from './classify.js';
+import { classifyError, classifyProbeCode, rawError } from './classify.js';
 import { finishWithLoginCheck, shutDownClient, timedCheck } from './db-check.js';
 import { exchange, preview, ProbeClock, ProbeFailure, withConnection } from './socket.js';
 import type { ProbeDefinition } from './types.js';
@@ -40,7 +40,7 @@ function parseReply(buf: Buffer): Reply | undefined {
   const type = String.fromCharCode(buf[0] ?? 0);
   if (!'+-$*:'.includes(type)) {
     throw new ProbeFailure(
-      'protocol_error',
+      classifyProbeCode('FL_REDIS_UNEXPECTED', 'exchange'),
       { code: 'FL_REDIS_UNEXPECTED', message: 'the answer to PING is not a RESP reply' },
       { received: preview(buf) },
     );
@@ -49,7 +49,7 @@ function parseReply(buf: Buffer): Reply | undefined {
   if (end < 0) {
     if (buf.length > maxLineBytes) {
       throw new ProbeFailure(
-        'protocol_error',
+        classifyProbeCode('FL_REDIS_UNEXPECTED', 'exchange'),
         {
           code: 'FL_REDIS_UNEXPECTED',
           message: `no end of line in the first ${maxLineBytes} bytes`,
@@ -61,16 +61,16 @@ function parseReply(buf: Buffer): Reply | undefined {
   }
   const text = buf.subarray(1, end).toString('utf8');
   if (type === '+') return { kind: 'simple', text };
-  if (type === '-') return { kind: 'error', code: errorCodeOf(text), text };
+  if (type === '-') return { kind: 'error', code: respErrorKind(text), text };
   throw new ProbeFailure(
-    'protocol_error',
+    classifyProbeCode('FL_REDIS_UNEXPECTED', 'exchange'),
     { code: 'FL_REDIS_UNEXPECTED', message: `PING was answered with a '${type}' reply` },
     { received: preview(buf) },
   );
 }
 
 /** RESP's error kind: the first word of the error text (uppercase by convention). */
-function errorCodeOf(text: string): string {
+function respErrorKind(text: string): string {
   return text.split(' ', 1)[0] ?? '';
 }
 
@@ -118,7 +118,7 @@ async function authenticatedCheck(
         const pong: string = await client.ping();
         if (pong !== 'PONG') {
           throw new ProbeFailure(
-            'protocol_error',
+            classifyProbeCode('FL_REDIS_UNEXPECTED', 'exchange'),
             { code: 'FL_REDIS_UNEXPECTED', message: `PING answered ${pong.slice(0, 80)}` },
             { query: 'failed' },
           );
@@ -133,7 +133,7 @@ async function authenticatedCheck(
     const err = authReply ?? thrown;
     // ioredis raises a server's error reply as a ReplyError whose message is the reply text.
     if (err instanceof Error && err.name === 'ReplyError') {
-      const code = errorCodeOf(err.message);
+      const code = respErrorKind(err.message);
       throw new ProbeFailure(
         'protocol_error',
         { code, message: err.message.slice(0, 1024) },
@@ -180,7 +180,7 @@ export const redis: ProbeDefinition<RedisOptions> = {
         const detail: Record<string, unknown> = { ip };
         if (reply.kind === 'simple') {
           if (reply.text !== 'PONG') {
-            return clock.outcome('protocol_error', {
+            return clock.outcome(classifyProbeCode('FL_REDIS_UNEXPECTED', 'exchange'), {
               error: {
                 code: 'FL_REDIS_UNEXPECTED',
                 message: `PING was answered +${reply.text.slice(0, 80)}`,

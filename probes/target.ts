@@ -5,8 +5,13 @@ import type { Target, TargetForm } from './types.js';
 
 const maxTargetLength = 2048;
 
-function reject(raw: string, why: string): never {
-  throw new ConfigError(`invalid target ${JSON.stringify(raw)}: ${why}`, { code: 'FL_ERR_TARGET' });
+/** FL_ERR_TARGET; its `reason.why` without the `invalid target "x": ` framing. */
+function reject(raw: string, why: string, cause?: unknown): never {
+  throw new ConfigError(`invalid target ${JSON.stringify(raw)}: ${why}`, {
+    code: 'FL_ERR_TARGET',
+    reason: { why },
+    ...(cause === undefined ? {} : { cause }),
+  });
 }
 
 /** Checks that apply to every target string before anything parses it. */
@@ -92,13 +97,7 @@ export function parseTarget(
       try {
         url = new URL(raw);
       } catch (cause) {
-        throw new ConfigError(
-          `invalid target ${JSON.stringify(raw)}: not a valid URL (expected http://host[:port]/path)`,
-          {
-            code: 'FL_ERR_TARGET',
-            cause,
-          },
-        );
+        reject(raw, 'not a valid URL (expected http://host[:port]/path)', cause);
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') {
         reject(raw, `URL scheme "${url.protocol.replace(/:$/, '')}" is not http or https`);
