@@ -22,8 +22,7 @@ import {
 import type { ApiOptions } from './api.js';
 import { digestOf, forbiddenReason } from './auth.js';
 import type { Credential, EnrolledCredential } from './auth.js';
-import type { IncidentDetail } from './incidents.js';
-import type { StoredIncident } from './store.js';
+import type { IncidentDetail, StoredIncident } from './store/incidents.js';
 import { localise } from './localise/localise.js';
 import type {
   AgentLiveness,

@@ -21,7 +21,7 @@ import {
 } from './localise/localise.js';
 import { whereCollectorStands } from './observer.js';
 import { LocaliserThread } from './localise/thread.js';
-import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
+import { IncidentTracker, incidentDetail } from './incidents.js';
 import { findAlertIncident } from './alert-link.js';
 import { registerDashboard, type DashboardSource } from './dashboard.js';
 import { EventHub } from './events.js';
@@ -34,7 +34,8 @@ import { PathMatrix, type AppliedBatch, type SettleSignal, type Transition } fro
 import { Settler } from './settle.js';
 import { tcpRetransmitFloorMs } from '../probes/types.js';
 import { lateAfterFor, planFor, silentAfterFor, type KnownAgent } from './plan.js';
-import { Store, type StoredIncident } from './store.js';
+import { Store } from './store.js';
+import type { IncidentDetail, StoredIncident } from './store/incidents.js';
 import type { Credential, EnrolledCredential } from './auth.js';
 import type {
   AgentLiveness,
