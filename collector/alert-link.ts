@@ -1,6 +1,6 @@
 import type { Diagnosis } from '../wire/diagnosis.js';
 import { buildAlert, labelsFingerprint, severities } from './alerts.js';
-import type { AlertsConfig } from './config.js';
+import type { AlertsConfig } from './alerts-config.js';
 import type { StoredIncident, StoredIncidentEvent } from './store/incidents.js';
 
 /**

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import { isValidHost } from '../probes/target.js';
 import type { Plan, PlanTarget } from '../wire/plan.js';
-import type { CollectorConfig, ComponentConfig, ServiceConfig } from './config.js';
+import type { CollectorConfig } from './config.js';
+import { hostPort, protocolProbe } from './inventory.js';
+import type { ComponentConfig } from './inventory.js';
+import { maxAutoReportIntervalMs, minSilentAfterMs, silentAfterReports } from './plan-config.js';
 
 /**
  * Plans: what each agent probes (a Pingmesh-style pinglist), made from the inventory. Pure:
@@ -22,40 +24,6 @@ export interface KnownAgent {
 export const meshRole = 'agent';
 
 const versionChars = 16;
-
-function hostPort(host: string, port: number): string {
-  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
-/**
- * The address (and the options it implies) of a service's protocol probe on `address`:
- * host:port for postgres, redis, mysql and tcp; the URL for http; for dns the name to
- * resolve, asked of the component itself (`server`).
- */
-export function protocolProbe(
-  address: string,
-  service: Pick<ServiceConfig, 'kind' | 'port' | 'path' | 'tls' | 'query'>,
-): { readonly address: string; readonly options: Readonly<Record<string, unknown>> } {
-  switch (service.kind) {
-    case 'http': {
-      const raw = `${service.tls === true ? 'https' : 'http'}://${hostPort(address, service.port)}${service.path ?? '/'}`;
-      let href = raw;
-      try {
-        href = new URL(raw).href; // the form the agent's parseTarget normalises to
-      } catch {
-        // Left as built: the config check reports it.
-      }
-      return { address: href, options: {} };
-    }
-    case 'dns':
-      return {
-        address: service.query ?? '',
-        options: { server: service.port === 53 ? address : hostPort(address, service.port) },
-      };
-    default:
-      return { address: hostPort(address, service.port), options: {} };
-  }
-}
 
 /** JSON with object keys sorted at every level: equal content, equal text. */
 function canonicalJson(value: unknown): string {
@@ -87,10 +55,6 @@ export function planVersion(
 
 /** `reportInterval: auto`: one more second per this many agents, from 1 s up to the max. */
 const agentsPerAutoSecond = 200;
-export const maxAutoReportIntervalMs = 10_000;
-/** An agent is silent after this many report intervals, and never sooner than the minimum. */
-export const silentAfterReports = 3;
-export const minSilentAfterMs = 3_000;
 
 /**
  * The report interval agents are told for a fleet of `fleetSize` agents: the configured
