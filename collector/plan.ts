@@ -4,6 +4,7 @@ import type { Plan, PlanTarget } from '../wire/plan.js';
 import type { CollectorConfig } from './config.js';
 import { hostPort, protocolProbe } from './inventory.js';
 import type { ComponentConfig } from './inventory.js';
+import { hostTargetName, meshHostName, serviceTargetName } from './target-names.js';
 import { maxAutoReportIntervalMs, minSilentAfterMs, silentAfterReports } from './plan-config.js';
 
 /**
@@ -88,6 +89,7 @@ export function silentAfterFor(agents: CollectorConfig['agents'], fleetSize: num
 /**
  * The plan for `agentName`: for every component but the agent's own (the one whose `agent`
  * is this agent), by `probes.layers`:
+ * Target names (collector/target-names.ts):
  * - icmp: `<component>/icmp` to its address, and (`probes.mtu`, on by default) beside it
  *   `<component>/mtu`, a full-size echo with Don't Fragment of `probes.mtu.size` bytes;
  * - tcp: `<component>/<service>/tcp`, a plain connect to each service's port;
@@ -132,7 +134,7 @@ export function planFor(
   }): void => {
     const { name, ...where } = host;
     add({
-      name: `${name}/icmp`,
+      name: hostTargetName(name, 'icmp'),
       ...where,
       kind: 'icmp',
       ...schedule,
@@ -140,7 +142,7 @@ export function planFor(
     });
     if (probes.mtu === false) return;
     add({
-      name: `${name}/mtu`,
+      name: hostTargetName(name, 'mtu'),
       ...where,
       kind: 'mtu',
       ...schedule,
@@ -169,7 +171,7 @@ export function planFor(
         if (layers.has('tcp') || layers.has('protocol')) {
           const address = hostPort(c.address, s.port);
           add({
-            name: `${c.name}/${s.name}/tcp`,
+            name: serviceTargetName(c.name, s.name, 'tcp'),
             kind: 'tcp',
             address,
             ...service,
@@ -181,7 +183,7 @@ export function planFor(
       if (layers.has('tcp')) {
         const address = hostPort(c.address, s.port);
         add({
-          name: `${c.name}/${s.name}/tcp`,
+          name: serviceTargetName(c.name, s.name, 'tcp'),
           kind: 'tcp',
           address,
           ...service,
@@ -191,7 +193,7 @@ export function planFor(
       if (layers.has('protocol')) {
         const probe = protocolProbe(c.address, s);
         add({
-          name: `${c.name}/${s.name}/${s.kind}`,
+          name: serviceTargetName(c.name, s.name, s.kind),
           kind: s.kind,
           address: probe.address,
           ...service,
@@ -216,8 +218,8 @@ export function planFor(
       if (address === undefined || address === ownAddress || pinged.has(address)) continue;
       if (!isValidHost(address) || a.name.length > 128) continue;
       // An agent named like a component that runs another agent: keep both targets apart.
-      const name = names.has(`${a.name}/icmp`) ? `${a.name}/agent` : a.name;
-      if (names.has(`${name}/icmp`)) continue;
+      const name = names.has(hostTargetName(a.name, 'icmp')) ? meshHostName(a.name) : a.name;
+      if (names.has(hostTargetName(name, 'icmp'))) continue;
       pingHost({ name, component: a.name, address, labels: { ...a.labels, role: meshRole } });
     }
   }
