@@ -5,7 +5,9 @@ import { gunzip } from 'node:zlib';
 import { Agent as HttpAgent, request } from 'undici';
 import type { Dispatcher } from 'undici';
 import { sleepUnlessAborted } from '../lib/duration.js';
+import { errorCodeOf } from '../lib/errors.js';
 import { faultlineVersion } from '../lib/version.js';
+import type { ApiErrorCode } from '../wire/errors.js';
 import { PlanSchema } from '../wire/plan.js';
 import type { Plan } from '../wire/plan.js';
 import { ReportAckSchema, agentUserAgent } from '../wire/report.js';
@@ -39,7 +41,7 @@ export const maxRetryAfterMs = 600_000;
 export const defaultHealthPollMs = 1_000;
 
 /** Refusals that say the sequence or the identity is wrong, never the batch: it is kept. */
-export const seqRefusalCodes: ReadonlySet<string> = new Set([
+export const seqRefusalCodes: ReadonlySet<string> = new Set<ApiErrorCode>([
   'FL_ERR_SEQ_GAP',
   'FL_ERR_SEQ_IMPLAUSIBLE',
   'FL_ERR_AGENT_CONFLICT',
@@ -167,15 +169,8 @@ class HttpStatusError extends Error {
   }
 }
 
-function errorCode(err: unknown): string | undefined {
-  const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
-  if (typeof e?.code === 'string') return e.code;
-  if (typeof e?.cause?.code === 'string') return e.cause.code;
-  return undefined;
-}
-
 function explain(err: unknown): string {
-  const code = errorCode(err);
+  const code = errorCodeOf(err);
   const msg = err instanceof Error ? err.message : String(err);
   return code === undefined ? msg : `${code}: ${msg}`;
 }

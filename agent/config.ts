@@ -436,10 +436,8 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
         target = parseTarget(t.address, probeRegistry[kind].target, name);
       } catch (err) {
         if (!(err instanceof ConfigError)) throw err;
-        // parseTarget says `invalid target "x": why`; the line already shows the path and value.
-        const prefix = `invalid target ${JSON.stringify(t.address)}: `;
-        const why = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
-        report(at('address'), why, t.address);
+        // The line already shows the path and the value: the reason alone.
+        report(at('address'), err.reason?.why ?? err.message, t.address);
       }
     }
 

@@ -9,7 +9,7 @@ import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
 import type { ProbeInstance } from '../agent/telemetry.js';
 import { parseLabels } from '../collector/api.js';
-import { ConfigError, isFaultlineError } from '../lib/errors.js';
+import { ConfigError, FaultlineError, isFaultlineError } from '../lib/errors.js';
 import { exitCodes } from './exit-codes.js';
 
 interface AgentArgs {
@@ -53,7 +53,8 @@ export function parseLabelFlag(text: string): Record<string, string> {
   try {
     return parseLabels(text);
   } catch (err) {
-    throw usage(`--labels: ${(err as Error).message.replace(/^invalid query: labels: /, '')}`);
+    if (!(err instanceof FaultlineError)) throw err;
+    throw usage(`--labels: ${err.reason?.why ?? err.message}`);
   }
 }
 

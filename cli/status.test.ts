@@ -408,6 +408,25 @@ describe('faultline status against a real collector process fed real report batc
     expect(notJson.seen.at(-1)?.path).toBe('/faultline/api/v1/diagnosis');
   });
 
+  it("a 404 is read from the API's code and `what`, never from its message", async () => {
+    const ask = (url: string) => fetchDiagnosis(new URL(url), undefined, 2_000);
+    const body = (message: string, what?: string) =>
+      JSON.stringify({ error: { code: 'FL_ERR_NOT_FOUND', message, ...(what ? { what } : {}) } });
+    // No such endpoint, in words a message test would take for a missing resource.
+    const noRoute = await stub(404, body('nothing here', 'endpoint'));
+    await expect(ask(noRoute.url)).rejects.toThrow(
+      `${noRoute.url} has no /api/v1/diagnosis (404): is it a Faultline collector, and new enough?`,
+    );
+    // A missing resource, in words a message test would take for a missing endpoint.
+    const noThing = await stub(404, body('no such endpoint: the incident is gone', 'incident'));
+    await expect(ask(noThing.url)).rejects.toThrow(
+      `the collector at ${noThing.url} says: no such endpoint: the incident is gone`,
+    );
+    // Not the API's code: not the API speaking.
+    const other = await stub(404, JSON.stringify({ error: { code: 'NotFound', message: 'no' } }));
+    await expect(ask(other.url)).rejects.toThrow(`${other.url} has no /api/v1/diagnosis (404)`);
+  });
+
   it('the CLI: exit 3 with the message when unreachable, refused or the answer is odd; --help names every option', async () => {
     const port = await freePort();
     const refusing = await stub(

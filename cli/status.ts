@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { defaultCollectorListen, defaultDataDir, viewerTokenFile } from '../collector/config.js';
-import { ConfigError } from '../lib/errors.js';
+import { ConfigError, errorCodeOf } from '../lib/errors.js';
 import { DiagnosisSchema, type Diagnosis, type Hypothesis } from '../wire/diagnosis.js';
+import { parseApiErrorBody } from '../wire/errors.js';
 import { noPaint, paint, useColor, withColorOption, type Paint } from './color.js';
 import { exitCodes } from './exit-codes.js';
 
@@ -90,7 +91,9 @@ export function resolveToken(
     try {
       text = readFileSync(args.tokenFile, 'utf8').trim();
     } catch (err) {
-      throw usage(`--token-file: cannot read ${args.tokenFile}: ${errnoOf(err) ?? String(err)}`);
+      throw usage(
+        `--token-file: cannot read ${args.tokenFile}: ${errorCodeOf(err) ?? String(err)}`,
+      );
     }
     if (text === '') throw usage(`--token-file: ${args.tokenFile} is empty`);
     return text;
@@ -104,26 +107,6 @@ export function resolveToken(
   } catch {
     return undefined;
   }
-}
-
-function errnoOf(err: unknown): string | undefined {
-  for (let e = err, i = 0; e !== undefined && e !== null && i < 5; i++) {
-    if (typeof e === 'object' && 'code' in e && typeof e.code === 'string') return e.code;
-    e = typeof e === 'object' && 'cause' in e ? e.cause : undefined;
-  }
-  return undefined;
-}
-
-/** The API's `{ error: { code, message } }`, when the body is one. */
-function apiError(text: string): { code: string; message: string } | undefined {
-  try {
-    const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
-    const { code, message } = body.error ?? {};
-    if (typeof code === 'string' && typeof message === 'string') return { code, message };
-  } catch {
-    /* not the API's error shape */
-  }
-  return undefined;
 }
 
 /**
@@ -150,7 +133,7 @@ export async function fetchCollector(
       signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (err) {
-    const code = errnoOf(err);
+    const code = errorCodeOf(err);
     const why =
       code !== undefined
         ? code
@@ -166,21 +149,23 @@ export async function fetchCollector(
   }
   const text = await res.text();
   if (res.status === 401 || res.status === 403) {
-    const e = apiError(text);
+    const e = parseApiErrorBody(text);
     throw new StatusError(
       `the collector at ${where} refused the token (${res.status}${e ? ` ${e.code}: ${e.message}` : ''}). ${token === undefined ? `Pass a viewer token with --token, --token-file or ${viewerTokenEnv}.` : `Check --token / --token-file / ${viewerTokenEnv}: it must be a viewer token.`}`,
     );
   }
   if (res.status === 404) {
-    const e = apiError(text);
+    const e = parseApiErrorBody(text);
     throw new StatusError(
-      e !== undefined && e.code === 'FL_ERR_NOT_FOUND' && !e.message.startsWith('no such endpoint')
+      // The code and `what` say whether the endpoint or only the thing asked for is missing
+      // (a collector older than `what` is taken at its word: its message says which).
+      e !== undefined && e.code === 'FL_ERR_NOT_FOUND' && e.what !== 'endpoint'
         ? `the collector at ${where} says: ${e.message}`
         : `${where} has no /${path} (404): is it a Faultline collector, and new enough?`,
     );
   }
   if (res.status !== 200) {
-    const e = apiError(text);
+    const e = parseApiErrorBody(text);
     throw new StatusError(
       `the collector at ${where} answered ${res.status}${e ? ` ${e.code}: ${e.message}` : `: ${text.slice(0, 200)}`}`,
     );

@@ -1250,6 +1250,7 @@ describe('collector API (inject)', () => {
       expect(errorOf(res.body)).toEqual({
         code: 'FL_ERR_NOT_FOUND',
         message: 'no such endpoint: "/api/v2/nothing"',
+        what: 'endpoint',
       });
     });
 

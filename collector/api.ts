@@ -1,4 +1,4 @@
-import { FaultlineError } from '../lib/errors.js';
+import { FaultlineError, errorCodeOf } from '../lib/errors.js';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import type { Server as HttpsServer } from 'node:https';
 import { Transform } from 'node:stream';
@@ -20,6 +20,7 @@ import {
   knownKeysAt,
   unknownKeyMessage,
 } from '../lib/config-file.js';
+import { ApiError, notFound } from '../wire/errors.js';
 import { fastCheck } from '../wire/fast-check.js';
 import { ReportBatchSchema, agentVersionOf } from '../wire/report.js';
 import type { ReportAck, ReportBatch } from '../wire/report.js';
@@ -48,70 +49,8 @@ declare module 'fastify' {
  * viewer token, never an agent's, unless `readAccess: 'open'` — and even then agent ids and
  * sequence numbers (what a forged report needs) are shown only to a viewer token. /metrics and
  * /healthz are open and hold neither. Every error answers `{ error: { code, message, … } }`
- * with a stable `FL_ERR_*` code.
+ * with a stable `FL_ERR_*` code and its status (wire/errors.ts).
  */
-
-/** The API's error codes and the HTTP status each answers with. Clients branch on the code. */
-export const apiErrorStatus = {
-  /** Missing, malformed or unknown bearer token. */
-  FL_ERR_AUTH: 401,
-  /** A known token that has been revoked. */
-  FL_ERR_TOKEN_REVOKED: 403,
-  /** The credential may not act as this agent (its names, or the name is bound to another credential). */
-  FL_ERR_FORBIDDEN: 403,
-  /** A bootstrap token on reports or plans: enrol first (POST /api/v1/enrol). */
-  FL_ERR_ENROL_REQUIRED: 403,
-  /** POST /api/v1/enrol with a token that reports directly (role agent, or an enrolled one). */
-  FL_ERR_NOT_BOOTSTRAP: 403,
-  /** A seq jump or declared drop larger than any spool (identity.maxSeqGap): nothing changed. */
-  FL_ERR_SEQ_IMPLAUSIBLE: 400,
-  /** Too many plan or enrol requests for this credential: retry after Retry-After. */
-  FL_ERR_RATE: 429,
-  /** Bad query parameters. */
-  FL_ERR_BAD_REQUEST: 400,
-  /** The body is not JSON (or is hostile JSON: too deep, prototype keys). */
-  FL_ERR_INVALID_JSON: 400,
-  /** The body is JSON but not a valid report batch. */
-  FL_ERR_INVALID_REPORT: 400,
-  /** `content-encoding: gzip` but the body is not valid gzip. */
-  FL_ERR_BAD_ENCODING: 400,
-  FL_ERR_NOT_FOUND: 404,
-  FL_ERR_METHOD: 405,
-  /** Batch `seq` skips ahead of the watermark without declaring dropped batches. */
-  FL_ERR_SEQ_GAP: 409,
-  /** The agent id is held by another agent name, or the name by another live agent id. */
-  FL_ERR_AGENT_CONFLICT: 409,
-  /** Body (compressed or decompressed) or batch larger than the collector takes. */
-  FL_ERR_TOO_LARGE: 413,
-  /** Content type other than application/json, or an encoding other than gzip. */
-  FL_ERR_MEDIA_TYPE: 415,
-  FL_ERR_INTERNAL: 500,
-  /** Backpressure: retry after the Retry-After delay. */
-  FL_ERR_OVERLOADED: 503,
-  /** The store failed (disk full, I/O error); nothing was stored: retry later. */
-  FL_ERR_STORE: 503,
-  /** /healthz: the collector is not healthy. */
-  FL_ERR_UNHEALTHY: 503,
-} as const;
-
-export type ApiErrorCode = keyof typeof apiErrorStatus;
-
-/** An error the API answers with; `extra` fields go into the error body beside code and message. */
-export class ApiError extends Error {
-  readonly statusCode: number;
-
-  constructor(
-    readonly code: ApiErrorCode,
-    message: string,
-    readonly extra: Readonly<Record<string, unknown>> = {},
-    readonly headers: Readonly<Record<string, string>> = {},
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'ApiError';
-    this.statusCode = apiErrorStatus[code];
-  }
-}
 
 /** Options of {@link buildApi}. */
 export interface ApiOptions {
@@ -317,14 +256,23 @@ const labelValueRe = /^[^\p{Cc},=]{1,256}$/u;
 /**
  * Parses the `labels` query parameter strictly: `k=v,k2=v2`, names as in the agent config
  * (letters, digits, "_"; "__" reserved), values without control characters, "," or "=".
- * Throws ApiError FL_ERR_BAD_REQUEST naming the bad pair.
+ * Throws ApiError FL_ERR_BAD_REQUEST naming the bad pair; its `reason.why` without the
+ * query's framing.
  */
 export function parseLabels(text: string): Record<string, string> {
   const entries: [string, string][] = [];
   if (text === '') return {};
   const seen = new Set<string>();
   const bad = (why: string): never => {
-    throw new ApiError('FL_ERR_BAD_REQUEST', `invalid query: labels: ${why}`);
+    throw new ApiError(
+      'FL_ERR_BAD_REQUEST',
+      `invalid query: labels: ${why}`,
+      {},
+      {},
+      {
+        reason: { field: 'labels', why },
+      },
+    );
   };
   for (const [i, pair] of text.split(',').entries()) {
     const eq = pair.indexOf('=');
@@ -656,11 +604,6 @@ function contentCoding(header: string | undefined): string {
   return c === 'gzip' || c === 'x-gzip' ? 'gzip' : c;
 }
 
-function errorCodeOf(err: unknown): string | undefined {
-  if (typeof err !== 'object' || err === null || !('code' in err)) return undefined;
-  return typeof err.code === 'string' ? err.code : undefined;
-}
-
 function statusOf(err: unknown): number | undefined {
   if (typeof err !== 'object' || err === null || !('statusCode' in err)) return undefined;
   return typeof err.statusCode === 'number' ? err.statusCode : undefined;
@@ -842,7 +785,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
         ),
       );
     }
-    return sendError(reply, new ApiError('FL_ERR_NOT_FOUND', `no such endpoint: ${shown}`));
+    return sendError(reply, notFound('endpoint', `no such endpoint: ${shown}`));
   });
 
   /** Throws unless the request carries an active token; returns its credential. */
@@ -1248,7 +1191,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
     parseQuery(DiagnosisQuerySchema, request.query);
     const id = incidentId(request.params);
     const detail = core.incident(id);
-    if (detail === undefined) throw new ApiError('FL_ERR_NOT_FOUND', `no incident ${id}`);
+    if (detail === undefined) throw notFound('incident', `no incident ${id}`);
     void reply.header('cache-control', 'no-cache');
     return detail;
   });
@@ -1257,7 +1200,7 @@ export function buildApi(core: CollectorCore, opts: ApiOptions): FastifyInstance
     parseQuery(DiagnosisQuerySchema, request.query);
     const id = incidentId(request.params);
     const md = core.postmortem(id);
-    if (md === undefined) throw new ApiError('FL_ERR_NOT_FOUND', `no incident ${id}`);
+    if (md === undefined) throw notFound('incident', `no incident ${id}`);
     void reply.type('text/markdown; charset=utf-8').header('cache-control', 'no-cache');
     return md;
   });

@@ -5,7 +5,7 @@ import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { ApiError, parseQuery } from './api.js';
+import { parseQuery } from './api.js';
 import type { ExtraRouteContext } from './api.js';
 import type { AlertLink } from './alert-link.js';
 import { streamTo } from './events.js';
@@ -13,6 +13,7 @@ import type { EventHub } from './events.js';
 import type { MatrixDocument } from './matrix-view.js';
 import type { Transition } from './paths.js';
 import { mainTiming } from '../probes/registry.js';
+import { ApiError, notFound } from '../wire/errors.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 
 /**
@@ -256,8 +257,8 @@ export function registerDashboard(
     }
     const link = source.alertIncident(parsed.data.fingerprint);
     if (link === undefined) {
-      throw new ApiError(
-        'FL_ERR_NOT_FOUND',
+      throw notFound(
+        'alert',
         `no incident has an alert with fingerprint ${parsed.data.fingerprint}`,
       );
     }

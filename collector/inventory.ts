@@ -164,15 +164,14 @@ function defaultPort(kind: ServiceKind, tls: boolean): number | undefined {
   return probeRegistry[kind].target.defaultPort;
 }
 
-/** parseTarget's reason without its `invalid target "x": ` prefix (the line shows the value). */
+/** parseTarget's reason, without its framing (the line shows the value). */
 function targetProblem(raw: string, form: Parameters<typeof parseTarget>[1]): string | undefined {
   try {
     parseTarget(raw, form);
     return undefined;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    const prefix = `invalid target ${JSON.stringify(raw)}: `;
-    return err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
+    return err.reason?.why ?? err.message;
   }
 }
 

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { getSystemErrorMap } from 'node:util';
 import {
   isAlias,
   isMap,
@@ -12,7 +13,7 @@ import {
 } from 'yaml';
 import type { Document, Node as YamlNode } from 'yaml';
 import { z } from 'zod';
-import { ConfigError } from './errors.js';
+import { ConfigError, errorCodeOf } from './errors.js';
 
 /**
  * Loading YAML config files: parse with positions, validate with a zod schema, and turn
@@ -526,10 +527,10 @@ export function parseConfigText<T>(text: string, fileName: string, schema: z.Zod
 
 /** "ENOENT (no such file or directory)" for a Node fs error: its code and the reason. */
 export function errnoText(err: unknown): string {
-  const e = err as NodeJS.ErrnoException;
-  // "ENOENT: no such file or directory, open 'x'" → "no such file or directory"
-  const reason = /^[A-Z0-9_]+: ([^,]+)/.exec(e.message)?.[1];
-  return `${e.code ?? 'EIO'}${reason === undefined ? '' : ` (${reason})`}`;
+  // libuv's own description of the errno ("no such file or directory"), not the message's.
+  const errno = (err as NodeJS.ErrnoException | null)?.errno;
+  const reason = errno === undefined ? undefined : getSystemErrorMap().get(errno)?.[1];
+  return `${errorCodeOf(err) ?? 'EIO'}${reason === undefined ? '' : ` (${reason})`}`;
 }
 
 /** Reads and validates a YAML config file; see parseConfigText. */

@@ -1,4 +1,4 @@
-import { ConfigError } from './errors.js';
+import { ConfigError, errorCodeOf } from './errors.js';
 
 const hints: Readonly<Record<string, string>> = {
   EADDRINUSE: 'something else already listens there: stop it, or choose another address',
@@ -11,7 +11,7 @@ const hints: Readonly<Record<string, string>> = {
  * errors are returned unchanged. `setting` names where the address came from.
  */
 export function listenError(address: string, setting: string, err: unknown): Error {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const code = errorCodeOf(err);
   if (code === undefined || hints[code] === undefined) {
     return err instanceof Error ? err : new Error(String(err));
   }

@@ -1,13 +1,17 @@
 import { describe, expect, it } from 'vitest';
+import { errorCodeOf } from '../lib/errors.js';
 import {
   classifyCode,
+  classifyConnectionError,
   classifyError,
   classifyIcmpError,
+  classifyProbeCode,
   classifySendError,
-  errorCode,
   timeoutClass,
   type Phase,
 } from './classify.js';
+import { probeCodes, type ProbeCode } from './codes.js';
+import type { FailureClass } from '../wire/result.js';
 
 describe('classifyCode: the error code and the phase decide the class', () => {
   const table: ReadonlyArray<[string | undefined, Phase, string]> = [
@@ -52,7 +56,8 @@ describe('classifyCode: the error code and the phase decide the class', () => {
   it('finds the code in the cause chain (undici wraps socket errors)', () => {
     const inner = Object.assign(new Error('x'), { code: 'ECONNRESET' });
     const outer = new Error('fetch failed', { cause: inner });
-    expect(errorCode(outer)).toBe('ECONNRESET');
+    expect(errorCodeOf(outer, { innermost: true })).toBe('ECONNRESET');
+    expect(classifyError(outer, 'exchange')).toBe('tcp_reset');
   });
 
   it('a timer of ours that fires names the phase it interrupted', () => {
@@ -93,5 +98,56 @@ describe('classifySendError: the errno of a packet our own stack refused', () =>
   ];
   it.each(table)('%s → %s', (code, expected) => {
     expect(classifySendError(code)).toBe(expected);
+  });
+});
+
+describe("classifyProbeCode: a probe's own raw code and the phase decide the class", () => {
+  const table: ReadonlyArray<[ProbeCode, Phase, 'http' | 'other', FailureClass]> = [
+    ['FL_ABORTED', 'connect', 'other', 'tcp_timeout'], // cancelled mid-handshake
+    ['FL_ABORTED', 'tls', 'other', 'tls_error'],
+    ['FL_ABORTED', 'exchange', 'http', 'http_timeout'],
+    ['FL_DNS_TIMEOUT', 'dns', 'other', 'dns_timeout'],
+    ['FL_CONNECT_TIMEOUT', 'connect', 'other', 'tcp_timeout'],
+    ['FL_ANSWER_TIMEOUT', 'exchange', 'other', 'protocol_timeout'],
+    ['FL_QUERY_TIMEOUT', 'exchange', 'other', 'protocol_timeout'], // connected: the database hung
+    ['FL_QUERY_TIMEOUT', 'connect', 'other', 'tcp_timeout'], // never connected: the network
+    ['FL_TLS_TIMEOUT', 'tls', 'other', 'tls_error'],
+    ['FL_HTTP_TIMEOUT', 'exchange', 'http', 'http_timeout'],
+    ['FL_ICMP_TIMEOUT', 'exchange', 'other', 'icmp_timeout'],
+    ['FL_CONNECT_LOST', 'connect', 'other', 'tcp_unreachable'],
+    ['FL_DNS_UNEXPECTED_ANSWER', 'dns', 'other', 'dns_error'],
+    ['FL_TLS_UNTRUSTED', 'tls', 'other', 'tls_error'],
+    ['FL_HTTP_STATUS', 'exchange', 'http', 'http_status'],
+    ['FL_HTTP_TOO_MANY_REDIRECTS', 'exchange', 'http', 'http_status'],
+    ['FL_HTTP_ASSERTION', 'exchange', 'http', 'http_body'],
+    ['FL_HTTP_BAD_REDIRECT', 'exchange', 'http', 'protocol_error'],
+    ['FL_ANSWER_TOO_LONG', 'exchange', 'other', 'protocol_error'],
+    ['FL_PEER_CLOSED', 'exchange', 'other', 'protocol_error'],
+    ['FL_PG_UNEXPECTED', 'exchange', 'other', 'protocol_error'],
+    ['FL_PG_BAD_LENGTH', 'exchange', 'other', 'protocol_error'],
+    ['FL_PG_NO_SQLSTATE', 'exchange', 'other', 'protocol_error'],
+    ['FL_MYSQL_UNEXPECTED', 'exchange', 'other', 'protocol_error'],
+    ['FL_REDIS_UNEXPECTED', 'exchange', 'other', 'protocol_error'],
+  ];
+  it.each(table)('%s in %s (%s) is %s', (code, phase, protocol, cls) => {
+    expect(classifyProbeCode(code, phase, protocol)).toBe(cls);
+  });
+
+  it('every catalogued code has a row', () => {
+    expect(new Set(table.map(([code]) => code))).toEqual(new Set(Object.keys(probeCodes)));
+  });
+});
+
+describe('classifyConnectionError: a connected socket torn down', () => {
+  it.each<[string | undefined, FailureClass]>([
+    ['ECONNRESET', 'tcp_reset'],
+    ['EPIPE', 'tcp_reset'],
+    [undefined, 'tcp_reset'], // no code says nothing more than the teardown
+    ['E_UNHEARD_OF', 'tcp_reset'],
+    ['ETIMEDOUT', 'protocol_timeout'], // the kernel gave up on an unanswered segment
+    ['EHOSTUNREACH', 'tcp_unreachable'],
+  ])('%s: %s', (code, cls) => {
+    const err = code === undefined ? new Error('x') : Object.assign(new Error('x'), { code });
+    expect(classifyConnectionError(err)).toBe(cls);
   });
 });

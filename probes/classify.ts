@@ -1,4 +1,6 @@
+import { errorCodeOf } from '../lib/errors.js';
 import type { FailureClass } from '../wire/result.js';
+import type { ProbeCode } from './codes.js';
 
 /**
  * The one place where errors become evidence. Decided from `err.code` (errno names from
@@ -20,16 +22,12 @@ const tlsCodes = new Set([
   'EPROTO',
 ]);
 
-/** The error code of an error or of the innermost error in its `cause` chain that has one. */
-export function errorCode(err: unknown): string | undefined {
-  let found: string | undefined;
-  let cur: unknown = err;
-  for (let depth = 0; depth < 5 && cur !== null && typeof cur === 'object'; depth++) {
-    const code = (cur as { code?: unknown }).code;
-    if (typeof code === 'string' && code.length > 0) found = code;
-    cur = (cur as { cause?: unknown }).cause;
-  }
-  return found;
+/**
+ * The code evidence is decided from: the innermost in the `cause` chain, so a real socket
+ * error wins over the wrapper that reported it.
+ */
+function evidenceCode(err: unknown): string | undefined {
+  return errorCodeOf(err, { innermost: true });
 }
 
 /** Failure class of a socket-level error code in a phase. */
@@ -69,7 +67,7 @@ export function classifyCode(code: string | undefined, phase: Phase): FailureCla
 
 /** Failure class of an error thrown in a phase. */
 export function classifyError(err: unknown, phase: Phase): FailureClass {
-  return classifyCode(errorCode(err), phase);
+  return classifyCode(evidenceCode(err), phase);
 }
 
 /** The failure class of a timer of ours that fired in a phase. */
@@ -86,9 +84,64 @@ export function timeoutClass(phase: Phase, protocol: 'http' | 'other' = 'other')
   }
 }
 
+/**
+ * The failure class of a socket error once connected: the peer (or a middlebox) tearing the
+ * connection down, so a code that says nothing more is a reset, not a protocol error.
+ */
+export function classifyConnectionError(err: unknown): FailureClass {
+  const cls = classifyError(err, 'exchange');
+  return cls === 'protocol_error' ? 'tcp_reset' : cls;
+}
+
+/**
+ * The failure class of one of a probe's own raw codes (probes/codes.ts), in the phase the
+ * probe was in: our timers and cancellations are the timeout of that phase; an answer that is
+ * not the protocol's is a protocol error; a failed check is the class of what it checks.
+ * Table-tested per code.
+ */
+export function classifyProbeCode(
+  code: ProbeCode,
+  phase: Phase,
+  protocol: 'http' | 'other' = 'other',
+): FailureClass {
+  switch (code) {
+    case 'FL_ABORTED':
+    case 'FL_DNS_TIMEOUT':
+    case 'FL_CONNECT_TIMEOUT':
+    case 'FL_ANSWER_TIMEOUT':
+    case 'FL_QUERY_TIMEOUT':
+    case 'FL_TLS_TIMEOUT':
+    case 'FL_HTTP_TIMEOUT':
+      return timeoutClass(phase, protocol);
+    case 'FL_ICMP_TIMEOUT':
+      return 'icmp_timeout';
+    case 'FL_CONNECT_LOST':
+      // The kernel failed the handshake and the error went missing: an unreachable host.
+      return 'tcp_unreachable';
+    case 'FL_DNS_UNEXPECTED_ANSWER':
+      return 'dns_error';
+    case 'FL_TLS_UNTRUSTED':
+      return 'tls_error';
+    case 'FL_HTTP_STATUS':
+    case 'FL_HTTP_TOO_MANY_REDIRECTS':
+      return 'http_status';
+    case 'FL_HTTP_ASSERTION':
+      return 'http_body';
+    case 'FL_ANSWER_TOO_LONG':
+    case 'FL_PEER_CLOSED':
+    case 'FL_HTTP_BAD_REDIRECT':
+    case 'FL_PG_UNEXPECTED':
+    case 'FL_PG_BAD_LENGTH':
+    case 'FL_PG_NO_SQLSTATE':
+    case 'FL_MYSQL_UNEXPECTED':
+    case 'FL_REDIS_UNEXPECTED':
+      return 'protocol_error';
+  }
+}
+
 /** A compact raw error for the result record. */
 export function rawError(err: unknown): { code?: string; message: string } {
-  const code = errorCode(err);
+  const code = evidenceCode(err);
   const message = err instanceof Error ? err.message : String(err);
   return code === undefined
     ? { message: message.slice(0, 1024) }

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { classifyProbeCode } from './classify.js';
 import { round } from './run.js';
 import { ProbeFailure, type ProbeClock } from './socket.js';
 import type { ProbeOutcome } from './types.js';
@@ -64,7 +65,7 @@ export async function timedCheck(
       cancel();
       reject(
         new ProbeFailure(
-          wasConnected ? 'protocol_timeout' : 'tcp_timeout',
+          classifyProbeCode(code, wasConnected ? 'exchange' : 'connect'),
           {
             code,
             message:

@@ -2,7 +2,8 @@ import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { compileUserRegex, regexProblem, type UserRegex } from '../lib/user-regex.js';
-import { classifyCode, errorCode, rawError } from './classify.js';
+import { errorCodeOf } from '../lib/errors.js';
+import { classifyCode, classifyProbeCode, rawError } from './classify.js';
 import { ProbeClock } from './socket.js';
 import type { ProbeDefinition } from './types.js';
 
@@ -160,7 +161,7 @@ export const dns: ProbeDefinition<DnsOptions> = {
       servers: resolver.getServers(),
     };
     const t = clock.now();
-    let timedOut: string | undefined;
+    let timedOut: 'FL_ABORTED' | 'FL_DNS_TIMEOUT' | undefined;
     const onAbort = (): void => {
       timedOut ??= 'FL_ABORTED';
       resolver.cancel();
@@ -177,7 +178,7 @@ export const dns: ProbeDefinition<DnsOptions> = {
     } catch (err) {
       clock.mark('dnsMs', t);
       if (timedOut !== undefined) {
-        return clock.outcome('dns_timeout', {
+        return clock.outcome(classifyProbeCode(timedOut, 'dns'), {
           error: {
             code: timedOut,
             message: `no answer from the resolver within ${Math.round(ctx.timeoutMs)} ms`,
@@ -185,7 +186,7 @@ export const dns: ProbeDefinition<DnsOptions> = {
           detail,
         });
       }
-      const code = errorCode(err);
+      const code = errorCodeOf(err, { innermost: true });
       const rcode = code === undefined ? undefined : rcodeOfCaresCode[code];
       if (rcode !== undefined) detail.rcode = rcode;
       if (code === 'ENODATA') detail.answers = [];
@@ -199,7 +200,7 @@ export const dns: ProbeDefinition<DnsOptions> = {
     if (options.expectAnswers !== undefined) {
       const missing = missingAnswers(answers, options.expectAnswers);
       if (missing.length > 0) {
-        return clock.outcome('dns_error', {
+        return clock.outcome(classifyProbeCode('FL_DNS_UNEXPECTED_ANSWER', 'dns'), {
           error: {
             code: 'FL_DNS_UNEXPECTED_ANSWER',
             message: `no answer matches ${missing.join(', ')}`.slice(0, 1024),

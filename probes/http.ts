@@ -8,7 +8,13 @@ import { z } from 'zod';
 import { ConfigError } from '../lib/errors.js';
 import { compileUserRegex, userRegexField } from '../lib/user-regex.js';
 import type { Timings } from '../wire/result.js';
-import { classifyError, rawError, timeoutClass } from './classify.js';
+import {
+  classifyCode,
+  classifyConnectionError,
+  classifyError,
+  classifyProbeCode,
+  rawError,
+} from './classify.js';
 import {
   abortConnection,
   connect,
@@ -241,7 +247,7 @@ function secured(sock: TLSSocket, { clock, signal }: HopSettings): Promise<void>
     };
     const onAbort = (): void =>
       finish(
-        new ProbeFailure(timeoutClass('tls'), {
+        new ProbeFailure(classifyProbeCode('FL_ABORTED', 'tls'), {
           code: 'FL_ABORTED',
           message: 'probe aborted during the TLS handshake',
         }),
@@ -249,7 +255,7 @@ function secured(sock: TLSSocket, { clock, signal }: HopSettings): Promise<void>
     const timer = setTimeout(
       () =>
         finish(
-          new ProbeFailure(timeoutClass('tls'), {
+          new ProbeFailure(classifyProbeCode('FL_TLS_TIMEOUT', 'tls'), {
             code: 'FL_TLS_TIMEOUT',
             message: 'connected, but the TLS handshake did not finish before the timeout',
           }),
@@ -293,11 +299,10 @@ function exchangeHttp(sock: Socket, req: HopRequest, settings: HopSettings): Pro
     // what the socket itself saw tells them apart.
     const onFailure = (err: Error): void => {
       if (sockErr !== undefined) {
-        const cls = classifyError(sockErr, 'exchange');
-        finish(new ProbeFailure(cls === 'protocol_error' ? 'tcp_reset' : cls, rawError(sockErr)));
+        finish(new ProbeFailure(classifyConnectionError(sockErr), rawError(sockErr)));
       } else if (peerEnded) {
         finish(
-          new ProbeFailure('protocol_error', {
+          new ProbeFailure(classifyProbeCode('FL_PEER_CLOSED', 'exchange'), {
             code: 'FL_PEER_CLOSED',
             message:
               res === undefined
@@ -312,7 +317,7 @@ function exchangeHttp(sock: Socket, req: HopRequest, settings: HopSettings): Pro
     };
     const onAbort = (): void =>
       finish(
-        new ProbeFailure(timeoutClass('exchange', 'http'), {
+        new ProbeFailure(classifyProbeCode('FL_ABORTED', 'exchange', 'http'), {
           code: 'FL_ABORTED',
           message: 'probe aborted while waiting for the response',
         }),
@@ -347,7 +352,7 @@ function exchangeHttp(sock: Socket, req: HopRequest, settings: HopSettings): Pro
       () =>
         finish(
           new ProbeFailure(
-            'http_timeout',
+            classifyProbeCode('FL_HTTP_TIMEOUT', 'exchange', 'http'),
             {
               code: 'FL_HTTP_TIMEOUT',
               message:
@@ -401,7 +406,7 @@ async function hop(req: HopRequest, settings: HopSettings): Promise<HopResponse>
       }
       if (options.tlsVerify && !tls.authorized) {
         const code = String(tls.authorizationError ?? 'FL_TLS_UNTRUSTED');
-        throw new ProbeFailure('tls_error', {
+        throw new ProbeFailure(classifyCode(code, 'tls'), {
           code,
           message: `the server's certificate failed verification (${code})`,
         });
@@ -431,14 +436,14 @@ function redirected(prev: HopRequest, status: number, location: string): HopRequ
   try {
     url = new URL(location, prev.url);
   } catch {
-    throw new ProbeFailure('protocol_error', {
+    throw new ProbeFailure(classifyProbeCode('FL_HTTP_BAD_REDIRECT', 'exchange'), {
       code: 'FL_HTTP_BAD_REDIRECT',
       message: `redirect to an invalid URL: ${location.slice(0, 200)}`,
     });
   }
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
   if ((url.protocol !== 'http:' && url.protocol !== 'https:') || !isValidHost(host)) {
-    throw new ProbeFailure('protocol_error', {
+    throw new ProbeFailure(classifyProbeCode('FL_HTTP_BAD_REDIRECT', 'exchange'), {
       code: 'FL_HTTP_BAD_REDIRECT',
       message: `redirect to a URL that is not http(s) with a valid host: ${location.slice(0, 200)}`,
     });
@@ -519,7 +524,7 @@ export const http: ProbeDefinition<HttpOptions> = {
         if (redirectStatuses.has(res.status) && location !== undefined) {
           if (options.followRedirects) {
             if ((detail.redirects as number) >= options.maxRedirects) {
-              throw new ProbeFailure('http_status', {
+              throw new ProbeFailure(classifyProbeCode('FL_HTTP_TOO_MANY_REDIRECTS', 'exchange'), {
                 code: 'FL_HTTP_TOO_MANY_REDIRECTS',
                 message: `more than ${options.maxRedirects} redirects`,
               });
@@ -532,7 +537,7 @@ export const http: ProbeDefinition<HttpOptions> = {
           detail.location = location.slice(0, 2048);
         }
         if (!statusAllowed(res.status, options.validStatusCodes)) {
-          return clock.outcome('http_status', {
+          return clock.outcome(classifyProbeCode('FL_HTTP_STATUS', 'exchange'), {
             error: {
               code: 'FL_HTTP_STATUS',
               message: `status ${res.status} is not one of ${options.validStatusCodes.join(', ')}`,
@@ -542,7 +547,7 @@ export const http: ProbeDefinition<HttpOptions> = {
         }
         const failed = firstFailedAssertion(res, options);
         if (failed !== undefined) {
-          return clock.outcome('http_body', {
+          return clock.outcome(classifyProbeCode('FL_HTTP_ASSERTION', 'exchange'), {
             error: { code: 'FL_HTTP_ASSERTION', message: failed },
             detail: { ...detail, bodyPreview: preview(res.body, 200) },
           });

@@ -61,7 +61,7 @@ function parseReply(buf: Buffer): Reply | undefined {
   }
   const text = buf.subarray(1, end).toString('utf8');
   if (type === '+') return { kind: 'simple', text };
-  if (type === '-') return { kind: 'error', code: errorCodeOf(text), text };
+  if (type === '-') return { kind: 'error', code: respErrorKind(text), text };
   throw new ProbeFailure(
     'protocol_error',
     { code: 'FL_REDIS_UNEXPECTED', message: `PING was answered with a '${type}' reply` },
@@ -70,7 +70,7 @@ function parseReply(buf: Buffer): Reply | undefined {
 }
 
 /** RESP's error kind: the first word of the error text (uppercase by convention). */
-function errorCodeOf(text: string): string {
+function respErrorKind(text: string): string {
   return text.split(' ', 1)[0] ?? '';
 }
 
@@ -133,7 +133,7 @@ async function authenticatedCheck(
     const err = authReply ?? thrown;
     // ioredis raises a server's error reply as a ReplyError whose message is the reply text.
     if (err instanceof Error && err.name === 'ReplyError') {
-      const code = errorCodeOf(err.message);
+      const code = respErrorKind(err.message);
       throw new ProbeFailure(
         'protocol_error',
         { code, message: err.message.slice(0, 1024) },

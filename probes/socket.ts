@@ -1,7 +1,7 @@
 import { lookup } from 'node:dns/promises';
 import { isIP, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { classifyError, rawError, timeoutClass } from './classify.js';
+import { classifyConnectionError, classifyError, classifyProbeCode, rawError } from './classify.js';
 import { round } from './run.js';
 import type { ProbeOutcome } from './types.js';
 import type { Timings } from '../wire/result.js';
@@ -89,7 +89,7 @@ export async function resolveHost(
       lookup(host, { family, verbatim: true }),
       clock.remainingMs(),
       () =>
-        new ProbeFailure('dns_timeout', {
+        new ProbeFailure(classifyProbeCode('FL_DNS_TIMEOUT', 'dns'), {
           code: 'FL_DNS_TIMEOUT',
           message: `resolving ${host} took longer than the timeout`,
         }),
@@ -132,7 +132,7 @@ export function connect(
       // on a socket that is not connected. No peer address means no connection.
       if (socket.remoteAddress === undefined) {
         finish(
-          new ProbeFailure('tcp_unreachable', {
+          new ProbeFailure(classifyProbeCode('FL_CONNECT_LOST', 'connect'), {
             code: 'FL_CONNECT_LOST',
             message:
               'the handshake failed but its error was lost: the socket is not connected (most likely the host did not answer ARP or an ICMP unreachable came back)',
@@ -148,7 +148,7 @@ export function connect(
     };
     const onAbort = (): void =>
       finish(
-        new ProbeFailure(timeoutClass('connect'), {
+        new ProbeFailure(classifyProbeCode('FL_ABORTED', 'connect'), {
           code: 'FL_ABORTED',
           message: 'probe aborted during connect',
         }),
@@ -156,7 +156,7 @@ export function connect(
     const timer = setTimeout(
       () =>
         finish(
-          new ProbeFailure('tcp_timeout', {
+          new ProbeFailure(classifyProbeCode('FL_CONNECT_TIMEOUT', 'connect'), {
             code: 'FL_CONNECT_TIMEOUT',
             message: `no answer to the TCP handshake within ${Math.round(clock.timeoutMs)} ms`,
           }),
@@ -184,7 +184,7 @@ export function exchange<T>(
   send: Buffer | undefined,
   done: (received: Buffer) => T | undefined,
   clock: ProbeClock,
-  opts: { maxBytes?: number; timeoutClass?: ProbeOutcome['class'] } = {},
+  opts: { maxBytes?: number } = {},
 ): Promise<T> {
   const maxBytes = opts.maxBytes ?? 64 * 1024;
   return new Promise<T>((resolve, reject) => {
@@ -211,7 +211,9 @@ export function exchange<T>(
       } catch (err) {
         finish(
           undefined,
-          err instanceof ProbeFailure ? err : new ProbeFailure('protocol_error', rawError(err)),
+          err instanceof ProbeFailure
+            ? err
+            : new ProbeFailure(classifyError(err, 'exchange'), rawError(err)),
         );
         return;
       }
@@ -220,7 +222,7 @@ export function exchange<T>(
         finish(
           undefined,
           new ProbeFailure(
-            'protocol_error',
+            classifyProbeCode('FL_ANSWER_TOO_LONG', 'exchange'),
             {
               code: 'FL_ANSWER_TOO_LONG',
               message: `no expected answer in the first ${maxBytes} bytes`,
@@ -233,18 +235,13 @@ export function exchange<T>(
       }
     };
     const onError = (err: Error): void => {
-      // A socket error once connected is the peer (or a middlebox) tearing the connection down.
-      const cls = classifyError(err, 'exchange');
-      finish(
-        undefined,
-        new ProbeFailure(cls === 'protocol_error' ? 'tcp_reset' : cls, rawError(err)),
-      );
+      finish(undefined, new ProbeFailure(classifyConnectionError(err), rawError(err)));
     };
     const onEnd = (): void => {
       finish(
         undefined,
         new ProbeFailure(
-          'protocol_error',
+          classifyProbeCode('FL_PEER_CLOSED', 'exchange'),
           {
             code: 'FL_PEER_CLOSED',
             message:
@@ -261,7 +258,7 @@ export function exchange<T>(
         finish(
           undefined,
           new ProbeFailure(
-            opts.timeoutClass ?? 'protocol_timeout',
+            classifyProbeCode('FL_ANSWER_TIMEOUT', 'exchange'),
             {
               code: 'FL_ANSWER_TIMEOUT',
               message:

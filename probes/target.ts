@@ -7,8 +7,13 @@ const maxTargetLength = 2048;
 // names (_srv records, some internal DNS), so they are accepted inside a label.
 const labelRe = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
 
-function reject(raw: string, why: string): never {
-  throw new ConfigError(`invalid target ${JSON.stringify(raw)}: ${why}`, { code: 'FL_ERR_TARGET' });
+/** FL_ERR_TARGET; its `reason.why` without the `invalid target "x": ` framing. */
+function reject(raw: string, why: string, cause?: unknown): never {
+  throw new ConfigError(`invalid target ${JSON.stringify(raw)}: ${why}`, {
+    code: 'FL_ERR_TARGET',
+    reason: { why },
+    ...(cause === undefined ? {} : { cause }),
+  });
 }
 
 /** Checks that apply to every target string before anything parses it. */
@@ -106,13 +111,7 @@ export function parseTarget(
       try {
         url = new URL(raw);
       } catch (cause) {
-        throw new ConfigError(
-          `invalid target ${JSON.stringify(raw)}: not a valid URL (expected http://host[:port]/path)`,
-          {
-            code: 'FL_ERR_TARGET',
-            cause,
-          },
-        );
+        reject(raw, 'not a valid URL (expected http://host[:port]/path)', cause);
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') {
         reject(raw, `URL scheme "${url.protocol.replace(/:$/, '')}" is not http or https`);

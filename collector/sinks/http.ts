@@ -1,6 +1,7 @@
 import { request } from 'undici';
 import { z } from 'zod';
 import { durationField } from '../../lib/config-fields.js';
+import { errorCodeOf } from '../../lib/errors.js';
 import type { SendOutcome } from './types.js';
 
 /** Most of a refusal's body quoted in a dead-letter reason. */
@@ -13,11 +14,8 @@ export function retryableStatus(status: number): boolean {
 
 /** `ECONNREFUSED`, `UND_ERR_CONNECT_TIMEOUT`, … or the error's name: never its message alone. */
 function errorCode(err: unknown): string {
-  const e = err as { code?: unknown; name?: unknown; cause?: unknown };
-  if (typeof e.code === 'string') return e.code;
-  const cause = e.cause as { code?: unknown } | undefined;
-  if (typeof cause?.code === 'string') return cause.code;
-  return typeof e.name === 'string' ? e.name : 'Error';
+  const name = (err as { name?: unknown } | null)?.name;
+  return errorCodeOf(err) ?? (typeof name === 'string' ? name : 'Error');
 }
 
 /**

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { FaultlineError } from '../../lib/errors.js';
+import { FaultlineError, errorCodeOf } from '../../lib/errors.js';
 
 /** What the store's failures mean and what to do about them, by errno or SQLite code. */
 const meanings: readonly (readonly [RegExp, string, (dir: string) => string])[] = [
@@ -42,14 +42,9 @@ const meanings: readonly (readonly [RegExp, string, (dir: string) => string])[] 
   ],
 ];
 
-function errCode(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && code !== '' ? code : 'UNKNOWN';
-}
-
 /** `<what>: <code> (<meaning>); <what to do>` — the code is errno or SQLite's. */
 export function describeFailure(what: string, err: unknown, dir: string): string {
-  const code = errCode(err);
+  const code = errorCodeOf(err) ?? 'UNKNOWN';
   for (const [re, meaning, advice] of meanings) {
     if (re.test(code)) return `${what}: ${code} (${meaning}); ${advice(dir)}`;
   }
@@ -78,7 +73,7 @@ export function makeDir(dir: string): void {
       // The data dir itself private (0700); parents made on the way as usual.
       mkdirSync(d, d === dir ? 0o700 : undefined);
     } catch (err) {
-      if (errCode(err) !== 'EEXIST') throw err;
+      if (errorCodeOf(err) !== 'EEXIST') throw err;
     }
   }
 }
