@@ -635,7 +635,10 @@ const categoryRules: readonly (readonly [string, (f: CpuProfileNode['callFrame']
   ],
   ['path matrix', (f) => f.url.includes('/collector/paths.js')],
   ['ingest (JS)', (f) => f.url.includes('/collector/ingest.js')],
-  ['api: body checks, gunzip glue', (f) => f.url.includes('/collector/api.js')],
+  [
+    'api: body checks, gunzip glue',
+    (f) => f.url.includes('/collector/api.js') || f.url.includes('/collector/api/'),
+  ],
   ['zlib (gunzip)', (f) => f.url.includes('node:zlib') || f.url.includes('internal/zlib')],
   ['streams', (f) => f.url.includes('node:internal/streams') || f.url.includes('node:stream')],
   [

@@ -8,7 +8,7 @@ import { createLogger, type Logger } from '../agent/logger.js';
 import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
 import type { ProbeInstance } from '../agent/telemetry.js';
-import { parseLabels } from '../collector/api.js';
+import { parseLabels } from '../collector/api/query.js';
 import { ConfigError, FaultlineError, isFaultlineError } from '../lib/errors.js';
 import { exitCodes } from './exit-codes.js';
 
