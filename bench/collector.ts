@@ -629,10 +629,16 @@ const categoryRules: readonly (readonly [string, (f: CpuProfileNode['callFrame']
       f.url.includes('/better-sqlite3/') ||
       (f.url === '' && ['run', 'get', 'all', 'transaction'].includes(f.functionName)),
   ],
-  ['store (JS)', (f) => f.url.includes('/collector/store.js')],
+  [
+    'store (JS)',
+    (f) => f.url.includes('/collector/store.js') || f.url.includes('/collector/store/'),
+  ],
   ['path matrix', (f) => f.url.includes('/collector/paths.js')],
   ['ingest (JS)', (f) => f.url.includes('/collector/ingest.js')],
-  ['api: body checks, gunzip glue', (f) => f.url.includes('/collector/api.js')],
+  [
+    'api: body checks, gunzip glue',
+    (f) => f.url.includes('/collector/api.js') || f.url.includes('/collector/api/'),
+  ],
   ['zlib (gunzip)', (f) => f.url.includes('node:zlib') || f.url.includes('internal/zlib')],
   ['streams', (f) => f.url.includes('node:internal/streams') || f.url.includes('node:stream')],
   [

@@ -1,7 +1,7 @@
 import type { Diagnosis } from '../wire/diagnosis.js';
 import { buildAlert, labelsFingerprint, severities } from './alerts.js';
-import type { AlertsConfig } from './config.js';
-import type { StoredIncident, StoredIncidentEvent } from './store.js';
+import type { AlertsConfig } from './alerts-config.js';
+import type { StoredIncident, StoredIncidentEvent } from './store/incidents.js';
 
 /**
  * Which incident an alert belongs to, from the fingerprint in its link

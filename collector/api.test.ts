@@ -11,19 +11,14 @@ import { DiagnosisSchema, type Diagnosis } from '../wire/diagnosis.js';
 import type { Plan } from '../wire/plan.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { ProbeResult } from '../wire/result.js';
-import {
-  buildApi,
-  etagFor,
-  ifNoneMatchHits,
-  jsonDepthExceeds,
-  locateJsonError,
-  parseLabels,
-} from './api.js';
+import { buildApi } from './api.js';
+import { jsonDepthExceeds, locateJsonError } from './api/json.js';
+import { etagFor, ifNoneMatchHits } from './api/plan.js';
+import { parseLabels } from './api/query.js';
 import type { ApiOptions } from './api.js';
 import { digestOf, forbiddenReason } from './auth.js';
 import type { Credential, EnrolledCredential } from './auth.js';
-import type { IncidentDetail } from './incidents.js';
-import type { StoredIncident } from './store.js';
+import type { IncidentDetail, StoredIncident } from './store/incidents.js';
 import { localise } from './localise/localise.js';
 import type {
   AgentLiveness,

@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { dbCollectorYaml, dbPeriod, postReport } from '../test/helpers/report-batches.js';
-import { Collector, describePlanTargetName, meshAddress } from './collector.js';
+import { Collector } from './collector.js';
+import { meshAddress } from './plan-book.js';
+import { describePlanTarget as describePlanTargetName } from './target-names.js';
 import { parseCollectorConfig } from './config.js';
 
 const token = 'mesh-token-0123456789abcdef';

@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../lib/logger.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
@@ -7,34 +6,32 @@ import type { Plan } from '../wire/plan.js';
 import type { ReportBatch } from '../wire/report.js';
 import { tightenModes } from '../lib/file-modes.js';
 import { listenError } from '../lib/listen-error.js';
+import { tcpRetransmitFloorMs } from '../probes/types.js';
 import { buildApi } from './api.js';
-import { isHostKind, type CollectorConfig } from './config.js';
+import type { CollectorConfig } from './config.js';
 import { AlertEngine, type AlertContext } from './alerts.js';
 import { plainListenWarning } from './connection-guard.js';
 import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
 import { defaultEventWindowMs } from './localise/evidence.js';
-import {
-  IncrementalLocaliser,
-  localise,
-  type LocaliserOptions,
-  type Observer,
-} from './localise/localise.js';
+import { LocaliseDriver } from './localise/driver.js';
+import type { LocaliserOptions, Observer } from './localise/localise.js';
 import { whereCollectorStands } from './observer.js';
-import { LocaliserThread } from './localise/thread.js';
-import { IncidentTracker, incidentDetail, type IncidentDetail } from './incidents.js';
+import { IncidentTracker, incidentDetail } from './incidents.js';
 import { findAlertIncident } from './alert-link.js';
 import { registerDashboard, type DashboardSource } from './dashboard.js';
 import { EventHub } from './events.js';
 import { buildMatrix } from './matrix-view.js';
 import { Ingest } from './ingest.js';
 import { CollectorTelemetry } from './telemetry.js';
-import { hindsightDiagnosis } from './hindsight.js';
+import { HindsightCache } from './hindsight.js';
+import { ObservedPathMatrix } from './observed-matrix.js';
 import { postmortem } from './postmortem.js';
-import { PathMatrix, type AppliedBatch, type SettleSignal, type Transition } from './paths.js';
-import { Settler } from './settle.js';
-import { tcpRetransmitFloorMs } from '../probes/types.js';
-import { lateAfterFor, planFor, silentAfterFor, type KnownAgent } from './plan.js';
-import { Store, type StoredIncident } from './store.js';
+import { PlanBook } from './plan-book.js';
+import { reportsDue, Settler } from './settle.js';
+import { lateAfterFor, silentAfterFor } from './plan.js';
+import { Store } from './store.js';
+import type { IncidentDetail, StoredIncident } from './store/incidents.js';
+import { describePlanTarget } from './target-names.js';
 import type { Credential, EnrolledCredential } from './auth.js';
 import type {
   AgentLiveness,
@@ -53,44 +50,6 @@ const silenceCheckMs = 1_000;
 const lateCheckMs = 100;
 const checkpointEveryMs = 60_000;
 const pruneEveryMs = 10 * 60_000;
-/** Hindsight diagnoses kept for postmortems read again. */
-const maxHindsights = 16;
-
-/**
- * Plan target names are `<component>/icmp`, `<component>/mtu` (and a mesh agent's
- * `<name>/agent/icmp`, `<name>/agent/mtu`), `<component>/<service>/tcp` and
- * `<component>/<service>/<kind>` (collector/plan.ts): split them back for the matrix. A
- * host kind's target (icmp, mtu) is the component's own, with no service.
- */
-export function describePlanTargetName(
-  target: string,
-  kind: string,
-): { component: string; service?: string } {
-  const parts = target.split('/');
-  const component = parts[0] ?? target;
-  if (isHostKind(kind) || parts.length < 3) return { component };
-  return { component, service: parts[1] ?? '' };
-}
-
-/** Addresses no other host reaches this agent's host at: loopback, link-local, unspecified. */
-const unreachableFromOthers = new BlockList();
-unreachableFromOthers.addSubnet('127.0.0.0', 8, 'ipv4');
-unreachableFromOthers.addSubnet('169.254.0.0', 16, 'ipv4');
-unreachableFromOthers.addAddress('0.0.0.0', 'ipv4');
-unreachableFromOthers.addAddress('::1', 'ipv6');
-unreachableFromOthers.addAddress('::', 'ipv6');
-unreachableFromOthers.addSubnet('fe80::', 10, 'ipv6');
-
-/** A request's source address as a host other agents can ping, if it is one. */
-export function meshAddress(ip: string | undefined): string | undefined {
-  if (ip === undefined) return undefined;
-  // An IPv4 client on a dual-stack socket: ::ffff:10.0.0.5.
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
-  const address = mapped ?? ip;
-  const family = isIPv4(address) ? 'ipv4' : isIPv6(address) ? 'ipv6' : undefined;
-  if (family === undefined || unreachableFromOthers.check(address, family)) return undefined;
-  return address;
-}
 
 /** Active agent-role tokens without `agents`: any holder may report as any unbound name. */
 export function fleetTokenNames(config: CollectorConfig): string[] {
@@ -113,97 +72,6 @@ export interface CollectorOptions {
 }
 
 /**
- * The path matrix, telling the diagnosis what changed: a committed batch that caused
- * transitions (state, failure class, degradation, an agent back from silence), brought a
- * new agent, new paths or new labels; a heartbeat that revived a silent agent; agents that
- * went silent. A rolled-back batch changed nothing. Everything else (window counters) does
- * not move the diagnosis, so it costs no localisation.
- */
-export class ObservedPathMatrix extends PathMatrix {
-  /** Called with a reason whenever something the diagnosis reads has changed. */
-  onChange: (reason: string) => void = () => undefined;
-  /** Called with a committed batch's state changes (the dashboard's live feed). */
-  onTransitions: (transitions: readonly Transition[]) => void = () => undefined;
-  /** Called with a committed batch's settle signals (path changes, confirmation bursts). */
-  onSignals: (signals: readonly SettleSignal[], receivedAtMs: number) => void = () => undefined;
-  private readonly labelsSeen = new Map<string, string>();
-  /** Agents whose paths changed since the localiser last read them; `all` at first. */
-  private dirtyAgents = new Set<string>();
-  private allDirty = true;
-
-  /** The agents whose paths changed since the last call (`all`: read every path again). */
-  takeDirtyAgents(): { readonly all: boolean; readonly agents: readonly string[] } {
-    const taken = { all: this.allDirty, agents: [...this.dirtyAgents] };
-    this.allDirty = false;
-    this.dirtyAgents = new Set();
-    return taken;
-  }
-
-  /** After a failed localisation: read everything again next time. */
-  markAllDirty(): void {
-    this.allDirty = true;
-  }
-
-  // The matrix's own parameters, passed on whole: a wrapper that spelled them out once
-  // dropped one (the backlog) and nothing failed but the behaviour.
-  override apply(...args: Parameters<PathMatrix['apply']>): AppliedBatch {
-    const [batch, receivedAtMs] = args;
-    const sizeBefore = this.size;
-    const wasLate = this.isLate(batch.agent);
-    const applied = super.apply(...args);
-    const meaningChanged = this.meaningChanged;
-    const labels = batch.labels === undefined ? undefined : JSON.stringify(batch.labels);
-    const known = this.labelsSeen.get(batch.agentId);
-    const newAgent = known === undefined;
-    const newLabels = labels !== undefined && known !== labels;
-    const grew = this.size !== sizeBefore;
-    return {
-      transitions: applied.transitions,
-      signals: applied.signals,
-      commit: (agent) => {
-        applied.commit(agent);
-        if (applied.signals.length > 0) this.onSignals(applied.signals, receivedAtMs);
-        if (applied.transitions.length > 0) this.onTransitions(applied.transitions);
-        if (newAgent || newLabels) this.labelsSeen.set(batch.agentId, labels ?? known ?? '{}');
-        // Full results can move a path's last class while its debounced state holds; a
-        // batch that only repeats what the paths said (the bulk of a storm's
-        // confirmations) leaves the localiser's copy as it is.
-        if (applied.transitions.length > 0 || meaningChanged || newAgent || newLabels || grew)
-          this.dirtyAgents.add(batch.agent);
-        if (applied.transitions.length > 0) this.onChange('batch');
-        else if (newAgent || newLabels || grew || wasLate) this.onChange('agents');
-      },
-      rollback: () => applied.rollback(),
-    };
-  }
-
-  override heartbeat(agentId: string, receivedAtMs: number): ReturnType<PathMatrix['heartbeat']> {
-    const wasLate = this.isLate('', agentId);
-    const t = super.heartbeat(agentId, receivedAtMs);
-    if (t !== undefined) this.onChange('agent-live');
-    else if (wasLate) this.onChange('agents');
-    return t;
-  }
-
-  override markLate(
-    nowMs: number,
-    lateAfterMs: number,
-    sinceMs?: number,
-    faultSince?: (agent: string) => number | undefined,
-  ): string[] {
-    const changed = super.markLate(nowMs, lateAfterMs, sinceMs, faultSince);
-    if (changed.length > 0) this.onChange('agent-late');
-    return changed;
-  }
-
-  override markSilent(nowMs: number, silentAfterMs: number): ReturnType<PathMatrix['markSilent']> {
-    const changed = super.markSilent(nowMs, silentAfterMs);
-    if (changed.length > 0) this.onChange('agent-silent');
-    return changed;
-  }
-}
-
-/**
  * The collector: store, path matrix, ingest, diagnosis, plans and the HTTP API, started
  * from a validated config. `start()` listens; `stop()` checkpoints and closes everything.
  */
@@ -213,7 +81,8 @@ export class Collector implements CollectorCore {
   readonly ingestor: Ingest;
   /** The current diagnosis; subscribe with `diagnoser.onChange` (alerts, incidents, UI). */
   readonly diagnoser: DiagnosisEngine;
-  private readonly localiserThread: LocaliserThread | undefined;
+  /** Where and when the diagnosis localises (collector/localise/driver.ts). */
+  private readonly localiser: LocaliseDriver;
   /** Where the collector stands in the topology (its host, local agents, labels). */
   readonly observer: Observer;
   private readonly localiserOptions: LocaliserOptions;
@@ -221,10 +90,7 @@ export class Collector implements CollectorCore {
   private readonly settler: Settler;
   /** The inventory component each agent runs on. */
   private readonly agentHosts: ReadonlyMap<string, string>;
-  private readonly hindsights = new Map<
-    number,
-    { key: string; value: { atMs: number; diagnosis: Diagnosis } }
-  >();
+  private readonly hindsights: HindsightCache;
   /** Incidents, kept in step with the diagnosis. */
   readonly incidentTracker: IncidentTracker;
   /** The dashboard's live feed (collector/events.ts). */
@@ -241,16 +107,8 @@ export class Collector implements CollectorCore {
   private lastPruneMs = 0;
   /** A diagnosis the incident record could not take yet (store failure): retried. */
   private incidentPending = false;
-  /**
-   * Plans and hosts are remembered only for agents that have reported or are in the
-   * inventory: plan requests for made-up names must not grow the collector (issue 13: 3,000
-   * of them grew it by 40 MB).
-   */
-  private readonly plans = new Map<string, Plan>();
-  /** Each agent's host as its plan requests show it (the mesh pings it there). */
-  private readonly agentAddresses = new Map<string, string>();
-  /** The agent names of the inventory. */
-  private readonly inventoryAgents: ReadonlySet<string>;
+  /** The plans handed out, and where the agents' hosts answer (collector/plan-book.ts). */
+  private readonly planBook: PlanBook;
 
   private constructor(
     readonly config: CollectorConfig,
@@ -270,11 +128,10 @@ export class Collector implements CollectorCore {
       releaseAfterMs: config.identity.releaseAfterMs,
       maxSeqGap: config.identity.maxSeqGap,
     });
-    this.inventoryAgents = new Set(config.inventory.components.map((c) => c.agent));
     this.matrix = new ObservedPathMatrix({
       debounce: config.diagnosis.debounce,
       ...(config.diagnosis.flapDamping ? {} : { flapSuppressAt: Number.POSITIVE_INFINITY }),
-      describeTarget: describePlanTargetName,
+      describeTarget: describePlanTarget,
     });
     this.ingestor = new Ingest(this.store, this.matrix);
     const inventory = localiseInventory(config.inventory.components);
@@ -292,23 +149,15 @@ export class Collector implements CollectorCore {
       eventWindowMs: Math.max(defaultEventWindowMs, 2 * config.probes.intervalMs),
     };
     const localiserOptions = this.localiserOptions;
-    let localiser = new IncrementalLocaliser(localiserOptions);
-    // In a build the localiser runs in its own thread (collector/localise/thread.ts), so a
-    // large matrix never holds up ingest; from TypeScript sources (unit tests) on this one.
-    const workerUrl = options.localiserWorker ?? LocaliserThread.builtWorker();
-    const thread =
-      workerUrl === undefined ? undefined : new LocaliserThread(localiserOptions, workerUrl);
-    this.localiserThread = thread;
-    thread?.warm();
-    let threadPrimed = false;
+    this.localiser = new LocaliseDriver(
+      this.matrix,
+      localiserOptions,
+      options.localiserWorker ?? LocaliseDriver.builtWorker(),
+    );
+    this.hindsights = new HindsightCache(localiserOptions);
+    this.planBook = new PlanBook(config, this.matrix);
     const hostOfAgent = new Map(config.inventory.components.map((c) => [c.agent, c.name]));
     this.agentHosts = hostOfAgent;
-    const agentsOnHost = new Map<string, string[]>();
-    for (const c of config.inventory.components) {
-      const list = agentsOnHost.get(c.name) ?? [];
-      list.push(c.agent);
-      agentsOnHost.set(c.name, list);
-    }
     const upSinceMs = this.observer.upSinceMs ?? 0;
     const settler = (this.settler = new Settler(
       {
@@ -318,68 +167,20 @@ export class Collector implements CollectorCore {
         roundMs: config.probes.intervalMs + Math.min(config.probes.timeoutMs, tcpRetransmitFloorMs),
       },
       (agent) => hostOfAgent.get(agent) ?? agent,
-      // A host where a fault is arriving whose agent has not reported since: its report (or
-      // its lateness) is what tells a cut from a filter, and it is due by then.
-      (host, sinceMs) => {
-        const lateAfterMs = lateAfterFor(config.agents, this.fleetSize());
-        let untilMs = 0;
-        for (const name of agentsOnHost.get(host) ?? [host]) {
-          const a = this.matrix.agentNamed(name);
-          if (a === undefined || a.state !== 'live') continue;
-          if (a.lastSeenMs >= sinceMs) continue;
-          untilMs = Math.max(untilMs, Math.max(a.lastSeenMs, upSinceMs) + lateAfterMs);
-        }
-        return untilMs;
-      },
+      reportsDue(
+        config.inventory.components,
+        (name) => this.matrix.agentNamed(name),
+        () => lateAfterFor(config.agents, this.fleetSize()),
+        upSinceMs,
+      ),
     ));
+    const localiseAsync = this.localiser.asyncLocaliser();
     this.diagnoser = new DiagnosisEngine({
       settler,
       // The incremental localiser reads only the paths of agents whose paths changed.
       input: () => ({ ...localiserOptions, paths: [], agents: this.matrix.agents() }),
-      ...(thread === undefined
-        ? {}
-        : {
-            localiseAsync: async (input) => {
-              const dirty = this.matrix.takeDirtyAgents();
-              const all = dirty.all || !threadPrimed;
-              const changed = all
-                ? [...this.pathsByAgent()]
-                : dirty.agents.map((a) => [a, this.matrix.paths({ agent: a })] as const);
-              try {
-                const d = await thread.diagnose({
-                  all,
-                  changed,
-                  agents: input.agents,
-                  nowMs: input.nowMs,
-                });
-                threadPrimed = true;
-                return d;
-              } catch (err) {
-                this.matrix.markAllDirty();
-                throw err;
-              }
-            },
-          }),
-      localise: (input) => {
-        // With the thread, this serves only the computation at start-up: a full one.
-        if (thread !== undefined) return localise({ ...input, paths: this.matrix.paths() });
-        const dirty = this.matrix.takeDirtyAgents();
-        try {
-          if (dirty.all) {
-            localiser = new IncrementalLocaliser(localiserOptions);
-            for (const [agent, paths] of this.pathsByAgent())
-              localiser.replaceAgentPaths(agent, paths);
-          } else {
-            for (const agent of dirty.agents)
-              localiser.replaceAgentPaths(agent, this.matrix.paths({ agent }));
-          }
-          localiser.setAgents(input.agents);
-          return localiser.diagnose(input.nowMs);
-        } catch (err) {
-          this.matrix.markAllDirty();
-          throw err;
-        }
-      },
+      localise: (input) => this.localiser.localise(input),
+      ...(localiseAsync === undefined ? {} : { localiseAsync }),
       log,
     });
     this.matrix.onChange = (reason) => {
@@ -420,17 +221,6 @@ export class Collector implements CollectorCore {
     this.diagnoser.onChange(({ current }) =>
       this.alerting.update(current, Date.now(), this.alertContext()),
     );
-  }
-
-  /** Every path of the matrix, grouped by agent. */
-  private pathsByAgent(): Map<string, PathState[]> {
-    const byAgent = new Map<string, PathState[]>();
-    for (const p of this.matrix.paths()) {
-      const list = byAgent.get(p.agent);
-      if (list === undefined) byAgent.set(p.agent, [p]);
-      else list.push(p);
-    }
-    return byAgent;
   }
 
   private alertContext(): AlertContext {
@@ -550,32 +340,7 @@ export class Collector implements CollectorCore {
    * other agents come from it too (a proxy or a NAT in between).
    */
   plan(agent: string, _labels?: Readonly<Record<string, string>>, from?: string): Plan {
-    const remembered = this.inventoryAgents.has(agent) || this.matrix.hasAgent(agent);
-    const address = meshAddress(from);
-    if (address !== undefined && remembered) this.agentAddresses.set(agent, address);
-    // An address several agents come from is a proxy's or a NAT's, not an agent's host.
-    const agentsAt = new Map<string, number>();
-    for (const at of this.agentAddresses.values()) agentsAt.set(at, (agentsAt.get(at) ?? 0) + 1);
-    const known = new Map<string, KnownAgent>();
-    const add = (name: string, labels?: Readonly<Record<string, string>>): void => {
-      if (known.has(name)) return;
-      const seenAt = this.agentAddresses.get(name);
-      const at = seenAt !== undefined && agentsAt.get(seenAt) === 1 ? seenAt : undefined;
-      known.set(name, {
-        name,
-        ...(at === undefined ? {} : { address: at }),
-        ...(labels === undefined ? {} : { labels }),
-      });
-    };
-    // Only agents that have reported are in the mesh; asking for a plan adds nobody.
-    for (const a of this.matrix.agents()) add(a.agent, a.labels);
-    const plan = planFor(this.config, agent, [...known.values()], Date.now(), this.fleetSize());
-    // Keep the object stable for an unchanged version (ETag/304 on the agent side).
-    const prev = this.plans.get(agent);
-    if (prev !== undefined && prev.version === plan.version) return prev;
-    if (remembered) this.plans.set(agent, plan);
-    else this.plans.delete(agent);
-    return plan;
+    return this.planBook.plan(agent, from, this.fleetSize());
   }
 
   /**
@@ -650,39 +415,15 @@ export class Collector implements CollectorCore {
     );
     const hindsight =
       detail.closedAtMs !== undefined && wentSilent
-        ? this.hindsightOf(detail.id, (detail.openedAtMs + detail.closedAtMs) / 2, transitions)
+        ? this.hindsights.of(
+            detail.id,
+            (detail.openedAtMs + detail.closedAtMs) / 2,
+            transitions,
+            () => this.matrix.paths(),
+            () => this.matrix.agents(),
+          )
         : undefined;
     return postmortem(detail, transitions, Date.now(), this.url(), viewers, hindsight);
-  }
-
-  /**
-   * The diagnosis in hindsight of a closed incident: a full localisation of the whole matrix,
-   * on this thread — so made once per incident and made again only when more of its
-   * transitions arrived (late spooled reports), not on every read of the postmortem.
-   */
-  private hindsightOf(
-    id: number,
-    midMs: number,
-    transitions: readonly Transition[],
-  ): { atMs: number; diagnosis: Diagnosis } {
-    const atMs = Math.round(midMs);
-    const key = `${transitions.length}:${transitions[transitions.length - 1]?.atMs ?? 0}`;
-    const known = this.hindsights.get(id);
-    if (known?.key === key) return known.value;
-    const value = {
-      atMs,
-      diagnosis: hindsightDiagnosis(
-        this.matrix.paths(),
-        this.matrix.agents(),
-        transitions,
-        atMs,
-        this.localiserOptions,
-      ),
-    };
-    // A few recent incidents are read again; older ones are rare.
-    if (this.hindsights.size >= maxHindsights) this.hindsights.clear();
-    this.hindsights.set(id, { key, value });
-    return value;
   }
 
   overloaded(): boolean {
@@ -746,7 +487,7 @@ export class Collector implements CollectorCore {
     this.timers = [];
     this.diagnoser.close();
     this.events.close();
-    await this.localiserThread?.close();
+    await this.localiser.close();
     if (this.api !== undefined) {
       const api = this.api;
       this.api = undefined;

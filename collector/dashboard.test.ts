@@ -12,7 +12,7 @@ import { EventHub, flushMs, maxPathChanges, type FeedEvent } from './events.js';
 import { buildMatrix, decodeCell, matrixCell, type MatrixDocument } from './matrix-view.js';
 import type { Transition } from './paths.js';
 import type { ProbeResult } from '../wire/result.js';
-import type { StoredIncident, StoredIncidentEvent } from './store.js';
+import type { StoredIncident, StoredIncidentEvent } from './store/incidents.js';
 import type { AgentLiveness, CollectorCore, PathState } from './types.js';
 
 const agentToken = 'fleet-token-0123456789abcdef';

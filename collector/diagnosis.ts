@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { Histogram, Meter, ObservableCounter, ObservableGauge } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { faultKinds, type Diagnosis, type FaultKind } from '../wire/diagnosis.js';
-import type { ComponentConfig } from './config.js';
+import type { ComponentConfig } from './inventory.js';
 import { localise, type LocaliseComponent, type LocaliseInput } from './localise/localise.js';
 import type { Settler } from './settle.js';
 

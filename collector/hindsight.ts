@@ -54,3 +54,42 @@ export function hindsightDiagnosis(
     nowMs: atMs,
   });
 }
+
+/** Hindsight diagnoses kept for postmortems read again. */
+const maxHindsights = 16;
+
+/**
+ * The diagnosis in hindsight of closed incidents: a full localisation of the whole matrix, on
+ * this thread — so made once per incident and made again only when more of its transitions
+ * arrived (late spooled reports), not on every read of the postmortem.
+ */
+export class HindsightCache {
+  private readonly known = new Map<
+    number,
+    { key: string; value: { atMs: number; diagnosis: Diagnosis } }
+  >();
+
+  constructor(private readonly options: LocaliserOptions) {}
+
+  /** Incident `id`'s diagnosis at `midMs`, from the matrix now and `transitions` since. */
+  of(
+    id: number,
+    midMs: number,
+    transitions: readonly Transition[],
+    paths: () => readonly PathState[],
+    agents: () => readonly AgentLiveness[],
+  ): { atMs: number; diagnosis: Diagnosis } {
+    const atMs = Math.round(midMs);
+    const key = `${transitions.length}:${transitions[transitions.length - 1]?.atMs ?? 0}`;
+    const known = this.known.get(id);
+    if (known?.key === key) return known.value;
+    const value = {
+      atMs,
+      diagnosis: hindsightDiagnosis(paths(), agents(), transitions, atMs, this.options),
+    };
+    // A few recent incidents are read again; older ones are rare.
+    if (this.known.size >= maxHindsights) this.known.clear();
+    this.known.set(id, { key, value });
+    return value;
+  }
+}

@@ -1,5 +1,6 @@
 import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
-import type { IncidentHead, Store, StoredIncident, StoredIncidentEvent } from './store.js';
+import type { Store } from './store.js';
+import type { IncidentDetail, IncidentHead, StoredIncident } from './store/incidents.js';
 
 /**
  * Incidents: a diagnosis that turns unhealthy opens one; while it lasts, every change of the
@@ -136,11 +137,6 @@ function componentsOf(d: Diagnosis, before: readonly string[]): string[] {
   const all = new Set(before);
   for (const h of d.hypotheses) for (const c of h.components) all.add(c);
   return [...all].sort();
-}
-
-/** An incident with its timeline, as the API returns it. */
-export interface IncidentDetail extends StoredIncident {
-  readonly events: readonly StoredIncidentEvent[];
 }
 
 export function incidentDetail(store: Store, id: number): IncidentDetail | undefined {

@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import type { Observer } from './localise/localise.js';
-import type { ComponentConfig } from './config.js';
+import type { ComponentConfig } from './inventory.js';
 
 /**
  * Where this collector stands in the topology it observes (DESIGN: the collector is an

@@ -4,7 +4,7 @@ import type { ReportBatch } from '../wire/report.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import { describePlanTarget, PathMatrix } from './paths.js';
 import type { MatrixCheckpoint, RestoreSource, Transition } from './paths.js';
-import type { StoredBatch } from './store.js';
+import type { StoredBatch } from './checkpoint.js';
 import type { PathState } from './types.js';
 
 const pg = 'db-1/tcp/postgres';

@@ -2,7 +2,7 @@ import { lossIsSignificant } from './loss-significance.js';
 import { failureClasses, failureLayer } from '../wire/result.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { PathSummary, ReportBatch } from '../wire/report.js';
-import type { StoredAgent, StoredBatch } from './store.js';
+import type { StoredAgent, StoredBatch } from './checkpoint.js';
 import type { AgentLiveness, PathFilter, PathHead, PathState } from './types.js';
 
 /**

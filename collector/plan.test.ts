@@ -10,7 +10,8 @@ import { PlanSchema } from '../wire/plan.js';
 import type { Plan, PlanTarget } from '../wire/plan.js';
 import { parseCollectorConfig } from './config.js';
 import type { CollectorConfig, ServiceConfig } from './config.js';
-import { planFor, protocolProbe, silentAfterFor } from './plan.js';
+import { protocolProbe } from './inventory.js';
+import { planFor, silentAfterFor } from './plan.js';
 import type { KnownAgent } from './plan.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));

@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import { isValidHost } from '../lib/host.js';
 import type { Plan, PlanTarget } from '../wire/plan.js';
-import type { CollectorConfig, ComponentConfig, ServiceConfig } from './config.js';
+import type { CollectorConfig } from './config.js';
+import { hostPort, protocolProbe } from './inventory.js';
+import type { ComponentConfig } from './inventory.js';
+import { hostTargetName, meshHostName, serviceTargetName } from './target-names.js';
+import { maxAutoReportIntervalMs, minSilentAfterMs, silentAfterReports } from './plan-config.js';
 
 /**
  * Plans: what each agent probes (a Pingmesh-style pinglist), made from the inventory. Pure:
@@ -22,40 +25,6 @@ export interface KnownAgent {
 export const meshRole = 'agent';
 
 const versionChars = 16;
-
-function hostPort(host: string, port: number): string {
-  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
-/**
- * The address (and the options it implies) of a service's protocol probe on `address`:
- * host:port for postgres, redis, mysql and tcp; the URL for http; for dns the name to
- * resolve, asked of the component itself (`server`).
- */
-export function protocolProbe(
-  address: string,
-  service: Pick<ServiceConfig, 'kind' | 'port' | 'path' | 'tls' | 'query'>,
-): { readonly address: string; readonly options: Readonly<Record<string, unknown>> } {
-  switch (service.kind) {
-    case 'http': {
-      const raw = `${service.tls === true ? 'https' : 'http'}://${hostPort(address, service.port)}${service.path ?? '/'}`;
-      let href = raw;
-      try {
-        href = new URL(raw).href; // the form the agent's parseTarget normalises to
-      } catch {
-        // Left as built: the config check reports it.
-      }
-      return { address: href, options: {} };
-    }
-    case 'dns':
-      return {
-        address: service.query ?? '',
-        options: { server: service.port === 53 ? address : hostPort(address, service.port) },
-      };
-    default:
-      return { address: hostPort(address, service.port), options: {} };
-  }
-}
 
 /** JSON with object keys sorted at every level: equal content, equal text. */
 function canonicalJson(value: unknown): string {
@@ -87,10 +56,6 @@ export function planVersion(
 
 /** `reportInterval: auto`: one more second per this many agents, from 1 s up to the max. */
 const agentsPerAutoSecond = 200;
-export const maxAutoReportIntervalMs = 10_000;
-/** An agent is silent after this many report intervals, and never sooner than the minimum. */
-export const silentAfterReports = 3;
-export const minSilentAfterMs = 3_000;
 
 /**
  * The report interval agents are told for a fleet of `fleetSize` agents: the configured
@@ -124,6 +89,7 @@ export function silentAfterFor(agents: CollectorConfig['agents'], fleetSize: num
 /**
  * The plan for `agentName`: for every component but the agent's own (the one whose `agent`
  * is this agent), by `probes.layers`:
+ * Target names (collector/target-names.ts):
  * - icmp: `<component>/icmp` to its address, and (`probes.mtu`, on by default) beside it
  *   `<component>/mtu`, a full-size echo with Don't Fragment of `probes.mtu.size` bytes;
  * - tcp: `<component>/<service>/tcp`, a plain connect to each service's port;
@@ -168,7 +134,7 @@ export function planFor(
   }): void => {
     const { name, ...where } = host;
     add({
-      name: `${name}/icmp`,
+      name: hostTargetName(name, 'icmp'),
       ...where,
       kind: 'icmp',
       ...schedule,
@@ -176,7 +142,7 @@ export function planFor(
     });
     if (probes.mtu === false) return;
     add({
-      name: `${name}/mtu`,
+      name: hostTargetName(name, 'mtu'),
       ...where,
       kind: 'mtu',
       ...schedule,
@@ -205,7 +171,7 @@ export function planFor(
         if (layers.has('tcp') || layers.has('protocol')) {
           const address = hostPort(c.address, s.port);
           add({
-            name: `${c.name}/${s.name}/tcp`,
+            name: serviceTargetName(c.name, s.name, 'tcp'),
             kind: 'tcp',
             address,
             ...service,
@@ -217,7 +183,7 @@ export function planFor(
       if (layers.has('tcp')) {
         const address = hostPort(c.address, s.port);
         add({
-          name: `${c.name}/${s.name}/tcp`,
+          name: serviceTargetName(c.name, s.name, 'tcp'),
           kind: 'tcp',
           address,
           ...service,
@@ -227,7 +193,7 @@ export function planFor(
       if (layers.has('protocol')) {
         const probe = protocolProbe(c.address, s);
         add({
-          name: `${c.name}/${s.name}/${s.kind}`,
+          name: serviceTargetName(c.name, s.name, s.kind),
           kind: s.kind,
           address: probe.address,
           ...service,
@@ -252,8 +218,8 @@ export function planFor(
       if (address === undefined || address === ownAddress || pinged.has(address)) continue;
       if (!isValidHost(address) || a.name.length > 128) continue;
       // An agent named like a component that runs another agent: keep both targets apart.
-      const name = names.has(`${a.name}/icmp`) ? `${a.name}/agent` : a.name;
-      if (names.has(`${name}/icmp`)) continue;
+      const name = names.has(hostTargetName(a.name, 'icmp')) ? meshHostName(a.name) : a.name;
+      if (names.has(hostTargetName(name, 'icmp'))) continue;
       pingHost({ name, component: a.name, address, labels: { ...a.labels, role: meshRole } });
     }
   }

@@ -1,5 +1,6 @@
 import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
-import { hypothesisKey, type IncidentDetail } from './incidents.js';
+import { hypothesisKey } from './incidents.js';
+import type { IncidentDetail } from './store/incidents.js';
 import type { Transition } from './paths.js';
 
 /**

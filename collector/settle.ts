@@ -1,5 +1,6 @@
 import type { Diagnosis } from '../wire/diagnosis.js';
 import type { SettleSignal } from './paths.js';
+import type { AgentLiveness } from './types.js';
 
 /**
  * Whether a fault is still arriving, for the diagnosis' `settling` flag (issue 14).
@@ -230,4 +231,34 @@ export class Settler {
       if (a.bursts === 0 && this.activeUntil(a) <= nowMs) this.hosts.delete(name);
     }
   }
+}
+
+/**
+ * The Settler's `agentDue` for an inventory: a host where a fault is arriving whose agent has
+ * not reported since — its report (or its lateness) is what tells a cut from a filter, and it
+ * is due by then: a late-after past its last report (or the collector's start, `upSinceMs`).
+ */
+export function reportsDue(
+  components: readonly { readonly name: string; readonly agent: string }[],
+  agentNamed: (name: string) => AgentLiveness | undefined,
+  lateAfterMs: () => number,
+  upSinceMs: number,
+): (host: string, sinceMs: number) => number {
+  const agentsOnHost = new Map<string, string[]>();
+  for (const c of components) {
+    const list = agentsOnHost.get(c.name) ?? [];
+    list.push(c.agent);
+    agentsOnHost.set(c.name, list);
+  }
+  return (host, sinceMs) => {
+    const lateMs = lateAfterMs();
+    let untilMs = 0;
+    for (const name of agentsOnHost.get(host) ?? [host]) {
+      const a = agentNamed(name);
+      if (a === undefined || a.state !== 'live') continue;
+      if (a.lastSeenMs >= sinceMs) continue;
+      untilMs = Math.max(untilMs, Math.max(a.lastSeenMs, upSinceMs) + lateMs);
+    }
+    return untilMs;
+  };
 }

@@ -21,7 +21,8 @@ import { pollUntil } from '../lab/poll-until.js';
 import { batch, result, summary, t0 } from '../test/helpers/report-batches.js';
 import type { Credential } from './auth.js';
 import type { Transition } from './paths.js';
-import { Store, storeSchemaVersion } from './store.js';
+import { Store } from './store.js';
+import { storeSchemaVersion } from './store/migrations.js';
 
 const isRoot = process.getuid?.() === 0;
 const day = 86_400_000;
@@ -417,7 +418,9 @@ describe('Store durability', () => {
 
   /** Compiles store.ts (and what it imports at run time) for a plain node child. */
   function buildChild(dir: string): string {
-    for (const f of ['collector/store.ts', 'collector/auth.ts', 'lib/errors.ts']) {
+    const parts = ['errors', 'incidents', 'ingest', 'migrations', 'options', 'outbox', 'rows'];
+    const files = [...parts, 'statements'].map((p) => `collector/store/${p}.ts`);
+    for (const f of ['collector/store.ts', ...files, 'collector/auth.ts', 'lib/errors.ts']) {
       const out = ts.transpileModule(readFileSync(join(repoRoot, f), 'utf8'), {
         compilerOptions: {
           module: ts.ModuleKind.ES2022,

@@ -1,11 +1,11 @@
-import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { closeSync, openSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import type { Database as Db, Statement } from 'better-sqlite3';
-import { ConfigError, FaultlineError, errorCodeOf } from '../lib/errors.js';
-import type { PathSummary, ReportBatch } from '../wire/report.js';
-import type { FailureClass, ProbeResult } from '../wire/result.js';
+import type { Database as Db } from 'better-sqlite3';
+import { ConfigError, FaultlineError } from '../lib/errors.js';
+import type { ReportBatch } from '../wire/report.js';
+import type { ProbeResult } from '../wire/result.js';
+import type { StoredAgent, StoredBatch } from './checkpoint.js';
 import type {
   AgentCheckpoint,
   MatrixCheckpoint,
@@ -14,7 +14,33 @@ import type {
   Transition,
 } from './paths.js';
 import type { Credential, EnrolledCredential } from './auth.js';
-import { credentialNames, forbiddenReason } from './auth.js';
+import { forbiddenReason } from './auth.js';
+import { describeFailure, makeDir, storeError } from './store/errors.js';
+import {
+  IncidentTable,
+  type IncidentEventRecord,
+  type IncidentHead,
+  type NewIncident,
+  type StoredIncident,
+  type StoredIncidentEvent,
+} from './store/incidents.js';
+import type { StoreIngestResult } from './store/ingest.js';
+import { enrolLocked, ingestLocked, insertTransition, judge } from './store/ingest.js';
+import { migrate } from './store/migrations.js';
+import { defaultStoreOptions, type StoreOptions } from './store/options.js';
+import { OutboxTable, type OutboxEntry } from './store/outbox.js';
+import type {
+  AgentListRow,
+  BatchRow,
+  BindingRow,
+  NameBinding,
+  ReplayHeadRow,
+  ResultRow,
+  StoredResult,
+  TransitionRow,
+} from './store/rows.js';
+import { storedSummaries, toBinding, toStoredAgent, toTransition } from './store/rows.js';
+import { prepare, type Statements } from './store/statements.js';
 import type { EnrolOutcome, IngestOutcome, ReportBody } from './types.js';
 
 /**
@@ -44,330 +70,12 @@ import type { EnrolOutcome, IngestOutcome, ReportBody } from './types.js';
  * agent, about 1.5× cheaper per row than a (agent, seq, idx) key, and pruning deletes id
  * ranges from the old end.
  * Schema changes are migrations keyed by `PRAGMA user_version`; add one at the end of
- * `migrations`.
+ * `migrations` (store/migrations.ts).
+ *
+ * The parts: `store/migrations.ts` (the schema), `store/statements.ts` (the SQL),
+ * `store/rows.ts` (what rows read as), `store/ingest.ts` (admitting a batch),
+ * `store/incidents.ts` and `store/outbox.ts`.
  */
-
-/** Store tuning; every field has a default. */
-export interface StoreOptions {
-  /** Results, summaries and batch rows older than this (by time received) are pruned. */
-  readonly retentionMs: number;
-  /** Transitions older than this (by when they happened) are pruned. */
-  readonly transitionRetentionMs: number;
-  /** `normal`: survives process crashes; `full`: also power loss, one fsync per batch. */
-  readonly synchronous: 'normal' | 'full';
-  /** How long `open` waits for another process holding the file before giving up. */
-  readonly lockTimeoutMs: number;
-  /** A name bound to an agent id that sent nothing this long may move to another id. */
-  readonly releaseAfterMs: number;
-  /** Largest seq jump (or declared dropped batches) a batch may make. */
-  readonly maxSeqGap: number;
-}
-
-export const defaultStoreOptions: StoreOptions = Object.freeze({
-  retentionMs: 7 * 86_400_000,
-  transitionRetentionMs: 30 * 86_400_000,
-  synchronous: 'normal',
-  lockTimeoutMs: 1000,
-  releaseAfterMs: 3_600_000,
-  maxSeqGap: 200_000,
-});
-
-/** Which agent id and credential an agent name is bound to (the `bindings` table). */
-export interface NameBinding {
-  readonly agent: string;
-  readonly agentId: string;
-  /** Credential id (collector/auth.ts Credential.id); '' for a binding older than credentials. */
-  readonly credential: string;
-  /** Bound by a credential that names the agent exactly: refused to every other credential. */
-  readonly exact: boolean;
-  /** When the bound agent id last sent an accepted batch, or was bound (collector clock). */
-  readonly lastSeenMs: number;
-}
-
-/** An agent as the store knows it. */
-export interface StoredAgent {
-  readonly agentId: string;
-  readonly agent: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly firstSeenMs: number;
-  /** When its newest accepted batch was received (collector clock). */
-  readonly lastSeenMs: number;
-  readonly acceptedSeq: number;
-  /** Batches missing from the seq series that the agent declared dropped. */
-  readonly droppedBatches: number;
-  /** Results the agent declared dropped with them. */
-  readonly droppedResults: number;
-}
-
-/** One accepted batch, read back (restore replays these). */
-export interface StoredBatch {
-  readonly agentId: string;
-  readonly agent: string;
-  readonly seq: number;
-  readonly receivedAtMs: number;
-  readonly results: ProbeResult[];
-  readonly summaries: PathSummary[];
-}
-
-/** A stored full result with where it came from. */
-export interface StoredResult {
-  readonly agentId: string;
-  readonly batchSeq: number;
-  readonly result: ProbeResult;
-}
-
-/** What `ingest` did, with the agent's counters after it. */
-export interface StoreIngestResult {
-  readonly outcome: IngestOutcome;
-  readonly droppedBatches: number;
-  readonly droppedResults: number;
-}
-
-/** Row shape of `agents` as the hot path reads it. */
-interface AgentRow {
-  agent_key: number;
-  name: string;
-  labels: string;
-  accepted_seq: number;
-  dropped_batches: number;
-  dropped_results: number;
-}
-
-type Verdict =
-  | {
-      readonly status: 'new';
-      readonly row: AgentRow | undefined;
-      readonly missing: number;
-      /** The name's binding to write with the batch (undefined: it stands as it is). */
-      readonly bind: { readonly credential: string; readonly exact: boolean } | undefined;
-    }
-  | (IngestOutcome & {
-      readonly status: 'duplicate' | 'gap' | 'conflict' | 'forbidden' | 'implausible';
-    });
-
-/** Row shape of `bindings` joined with the bound agent's last batch. */
-interface BindingRow {
-  name: string;
-  agent_id: string;
-  credential: string;
-  exact: number;
-  bound_at_ms: number;
-  last_seen_ms: number | null;
-}
-
-function toBinding(r: BindingRow): NameBinding {
-  return {
-    agent: r.name,
-    agentId: r.agent_id,
-    credential: r.credential,
-    exact: r.exact === 1,
-    lastSeenMs: Math.max(r.bound_at_ms, r.last_seen_ms ?? 0),
-  };
-}
-
-/** A time as people read it in a refusal: ISO 8601, UTC. */
-function isoTime(ms: number): string {
-  return new Date(ms).toISOString();
-}
-
-const migrations: readonly string[] = [
-  // 1: the first schema.
-  `
-  CREATE TABLE agents (
-    agent_key INTEGER PRIMARY KEY,
-    agent_id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    first_seen_ms INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    accepted_seq INTEGER NOT NULL,
-    dropped_batches INTEGER NOT NULL DEFAULT 0,
-    dropped_results INTEGER NOT NULL DEFAULT 0
-  );
-  CREATE TABLE batches (
-    agent_key INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    received_at_ms INTEGER NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    results INTEGER NOT NULL,
-    summaries INTEGER NOT NULL,
-    first_result_id INTEGER,
-    summaries_json TEXT,
-    PRIMARY KEY (agent_key, seq)
-  ) WITHOUT ROWID;
-  CREATE INDEX batches_received ON batches (received_at_ms);
-  CREATE INDEX batches_agent_received ON batches (agent_key, received_at_ms);
-  CREATE TABLE results (
-    id INTEGER PRIMARY KEY,
-    agent_key INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    target TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    class TEXT NOT NULL,
-    started_at_ms INTEGER NOT NULL,
-    record TEXT NOT NULL
-  );
-  CREATE INDEX results_started ON results (started_at_ms);
-  CREATE TABLE transitions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    agent_key INTEGER NOT NULL,
-    agent TEXT NOT NULL,
-    target TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    from_class TEXT,
-    to_class TEXT,
-    from_state TEXT NOT NULL,
-    to_state TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    result_seq INTEGER,
-    batch_seq INTEGER NOT NULL
-  );
-  CREATE INDEX transitions_at ON transitions (at_ms);
-  CREATE INDEX transitions_agent ON transitions (agent_key, batch_seq);
-  CREATE TABLE checkpoint_agents (
-    agent_id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL
-  ) WITHOUT ROWID;
-  CREATE TABLE checkpoint_paths (
-    agent TEXT NOT NULL,
-    target TEXT NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (agent, target)
-  ) WITHOUT ROWID;
-  `,
-  // 2: incidents and their timelines.
-  `
-  CREATE TABLE incidents (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    opened_at_ms INTEGER NOT NULL,
-    first_failure_ms INTEGER NOT NULL,
-    closed_at_ms INTEGER,
-    kind TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    components TEXT NOT NULL
-  );
-  CREATE INDEX incidents_open ON incidents (closed_at_ms);
-  CREATE TABLE incident_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    incident_id INTEGER NOT NULL REFERENCES incidents (id),
-    at_ms INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    diagnosis TEXT NOT NULL
-  );
-  CREATE INDEX incident_events_incident ON incident_events (incident_id, id);
-  CREATE TABLE outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sink TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_ms INTEGER NOT NULL,
-    payload TEXT NOT NULL,
-    last_error TEXT,
-    dead_at_ms INTEGER
-  );
-  CREATE INDEX outbox_sink ON outbox (sink, dead_at_ms, id);
-  `,
-  // 3: a batch's body as received (its summaries are read from it).
-  `
-  ALTER TABLE batches ADD COLUMN body BLOB;
-  ALTER TABLE batches ADD COLUMN body_gzip INTEGER NOT NULL DEFAULT 0;
-  `,
-  // 4: each agent name bound to one agent id and the credential that sent it; per-agent
-  // credentials issued by enrolment (SHA-256 digests only). A store from before binds each
-  // name to the id it heard from last, by no known credential ('').
-  `
-  CREATE TABLE IF NOT EXISTS bindings (
-    name TEXT PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    credential TEXT NOT NULL,
-    exact INTEGER NOT NULL,
-    bound_at_ms INTEGER NOT NULL
-  );
-  INSERT OR IGNORE INTO bindings (name, agent_id, credential, exact, bound_at_ms)
-    SELECT a.name, a.agent_id, '', 0, a.first_seen_ms FROM agents a
-    WHERE a.agent_key = (SELECT b.agent_key FROM agents b WHERE b.name = a.name
-                         ORDER BY b.last_seen_ms DESC, b.agent_key DESC LIMIT 1);
-  CREATE TABLE IF NOT EXISTS credentials (
-    id TEXT PRIMARY KEY,
-    digest BLOB NOT NULL UNIQUE,
-    agent TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    issued_by TEXT NOT NULL,
-    issued_at_ms INTEGER NOT NULL
-  );
-  CREATE INDEX IF NOT EXISTS credentials_agent ON credentials (agent);
-  `,
-  // 5: one path's newest full results (the dashboard's hover) without a scan of them all.
-  `
-  CREATE INDEX IF NOT EXISTS results_path ON results (agent_key, target, id);
-  `,
-];
-
-/** Schema version this code writes. */
-export const storeSchemaVersion = migrations.length;
-
-const meanings: readonly (readonly [RegExp, string, (dir: string) => string])[] = [
-  [
-    /^EROFS$/,
-    'read-only file system',
-    () => 'remount it read-write or point dataDir at a writable directory',
-  ],
-  [
-    /^(EACCES|EPERM)$/,
-    'permission denied',
-    (d) => `give the collector's user write access to ${d} or point dataDir elsewhere`,
-  ],
-  [
-    /^(ENOSPC|EDQUOT|SQLITE_FULL)/,
-    'disk full',
-    (d) => `free space on the file system holding ${d} or point dataDir elsewhere`,
-  ],
-  [
-    /^SQLITE_READONLY/,
-    'the database cannot be written',
-    (d) => `make ${d} and the files in it writable by the collector's user`,
-  ],
-  [
-    /^SQLITE_(BUSY|LOCKED)/,
-    'the store is locked',
-    (d) => `another collector is using ${d}: stop it or give this one its own dataDir`,
-  ],
-  [
-    /^SQLITE_(NOTADB|CORRUPT)/,
-    'not a Faultline store, or damaged',
-    (d) => `move the file out of ${d} (a new store is created) or restore it from a backup`,
-  ],
-  [/^ENOTDIR$/, 'a path component is not a directory', () => 'point dataDir at a directory'],
-  [
-    /^SQLITE_(CANTOPEN|IOERR)/,
-    'the file could not be opened or written',
-    (d) => `check that ${d} exists, is writable and its file system is healthy`,
-  ],
-];
-
-/** `<what>: <code> (<meaning>); <what to do>` — the code is errno or SQLite's. */
-function describeFailure(what: string, err: unknown, dir: string): string {
-  const code = errorCodeOf(err) ?? 'UNKNOWN';
-  for (const [re, meaning, advice] of meanings) {
-    if (re.test(code)) return `${what}: ${code} (${meaning}); ${advice(dir)}`;
-  }
-  const msg = err instanceof Error ? err.message : String(err);
-  return `${what}: ${code} (${msg})`;
-}
-
-/** A store that cannot work (runtime: disk full, I/O error, locked). */
-export function storeError(what: string, err: unknown, dir: string): FaultlineError {
-  if (err instanceof FaultlineError) return err;
-  return new FaultlineError('FL_ERR_STORE', describeFailure(what, err, dir), { cause: err });
-}
-
-const emptyLabels: Readonly<Record<string, string>> = Object.freeze({});
-
-function parseLabels(json: string): Readonly<Record<string, string>> {
-  if (json === '{}') return emptyLabels;
-  return JSON.parse(json) as Record<string, string>;
-}
 
 /** The collector's SQLite store. Synchronous (better-sqlite3): one call at a time. */
 export class Store implements RestoreSource {
@@ -376,7 +84,9 @@ export class Store implements RestoreSource {
   readonly dir: string;
   readonly options: StoreOptions;
   private readonly db: Db;
-  private readonly stmt: ReturnType<typeof prepare>;
+  private readonly stmt: Statements;
+  private readonly incidentTable: IncidentTable;
+  private readonly outbox: OutboxTable;
   private readonly ingestTx: (
     batch: ReportBatch,
     receivedAtMs: number,
@@ -398,6 +108,8 @@ export class Store implements RestoreSource {
     this.file = file;
     this.options = options;
     this.stmt = prepare(db);
+    this.incidentTable = new IncidentTable(db, this.stmt);
+    this.outbox = new OutboxTable(this.stmt);
     this.ingestTx = db.transaction(
       (
         batch: ReportBatch,
@@ -405,11 +117,11 @@ export class Store implements RestoreSource {
         transitions: readonly Transition[],
         body: ReportBody | undefined,
         credential: Credential | undefined,
-      ) => this.ingestLocked(batch, receivedAtMs, transitions, body, credential),
+      ) => ingestLocked(this.stmt, options, batch, receivedAtMs, transitions, body, credential),
     );
     this.enrolTx = db.transaction(
       (e: EnrolledCredential, digest: Buffer, issuedBy: string, nowMs: number) =>
-        this.enrolLocked(e, digest, issuedBy, nowMs),
+        enrolLocked(this.stmt, options, e, digest, issuedBy, nowMs),
     );
   }
 
@@ -473,7 +185,9 @@ export class Store implements RestoreSource {
     credential?: Credential,
     nowMs: number = Date.now(),
   ): IngestOutcome | { readonly status: 'new' } {
-    const v = this.guard('read the watermark', () => this.judge(batch, credential, nowMs));
+    const v = this.guard('read the watermark', () =>
+      judge(this.stmt, this.options, batch, credential, nowMs),
+    );
     return v.status === 'new' ? { status: 'new' } : v;
   }
 
@@ -548,7 +262,7 @@ export class Store implements RestoreSource {
       this.db.transaction(() => {
         for (const t of transitions) {
           const key = this.stmt.agentKey.pluck().get(t.agentId) as number | undefined;
-          if (key !== undefined) this.insertTransition(key, t);
+          if (key !== undefined) insertTransition(this.stmt, key, t);
         }
       })(),
     );
@@ -741,71 +455,31 @@ export class Store implements RestoreSource {
    * `components` and the event's diagnosis are stored as JSON.
    */
   openIncident(i: NewIncident, event: IncidentEventRecord): number {
-    return this.guard('open an incident', () =>
-      this.db.transaction(() => {
-        const id = Number(
-          this.stmt.insertIncident.run(
-            i.openedAtMs,
-            i.firstFailureMs,
-            i.kind,
-            i.summary,
-            JSON.stringify(i.components),
-          ).lastInsertRowid,
-        );
-        this.insertIncidentEvent(id, event);
-        return id;
-      })(),
-    );
+    return this.guard('open an incident', () => this.incidentTable.open(i, event));
   }
 
   /** Updates an incident's head (and closes it when `closedAtMs` is set) and adds an event. */
   updateIncident(id: number, head: IncidentHead, event: IncidentEventRecord): void {
-    this.guard('record an incident event', () =>
-      this.db.transaction(() => {
-        this.stmt.updateIncident.run(
-          head.firstFailureMs,
-          head.kind,
-          head.summary,
-          JSON.stringify(head.components),
-          head.closedAtMs ?? null,
-          id,
-        );
-        this.insertIncidentEvent(id, event);
-      })(),
-    );
+    this.guard('record an incident event', () => this.incidentTable.update(id, head, event));
   }
 
   /** Incidents, newest first; `beforeId` pages back. */
   incidents(limit = 100, beforeId = Number.MAX_SAFE_INTEGER): StoredIncident[] {
-    return this.guard('read incidents', () =>
-      (this.stmt.incidents.all(beforeId, limit) as IncidentRow[]).map(toStoredIncident),
-    );
+    return this.guard('read incidents', () => this.incidentTable.list(limit, beforeId));
   }
 
   incident(id: number): StoredIncident | undefined {
-    return this.guard('read an incident', () => {
-      const row = this.stmt.incident.get(id) as IncidentRow | undefined;
-      return row === undefined ? undefined : toStoredIncident(row);
-    });
+    return this.guard('read an incident', () => this.incidentTable.get(id));
   }
 
   /** The incident still open, if any (at most one is). */
   openIncidentNow(): StoredIncident | undefined {
-    return this.guard('read incidents', () => {
-      const row = this.stmt.openIncident.get() as IncidentRow | undefined;
-      return row === undefined ? undefined : toStoredIncident(row);
-    });
+    return this.guard('read incidents', () => this.incidentTable.openNow());
   }
 
   /** An incident's timeline, oldest first. */
   incidentEvents(id: number): StoredIncidentEvent[] {
-    return this.guard('read incident events', () =>
-      (this.stmt.incidentEvents.all(id) as IncidentEventRow[]).map((r) => ({
-        atMs: r.at_ms,
-        type: r.type,
-        diagnosis: JSON.parse(r.diagnosis) as unknown,
-      })),
-    );
+    return this.guard('read incident events', () => this.incidentTable.events(id));
   }
 
   /**
@@ -813,42 +487,32 @@ export class Store implements RestoreSource {
    * dead, across restarts. Returns its id.
    */
   outboxAdd(sink: string, payload: unknown, nowMs: number): number {
-    return this.guard('queue a delivery', () =>
-      Number(this.stmt.outboxAdd.run(sink, nowMs, nowMs, JSON.stringify(payload)).lastInsertRowid),
-    );
+    return this.guard('queue a delivery', () => this.outbox.add(sink, payload, nowMs));
   }
 
   /** A sink's pending deliveries (not dead), oldest first. */
   outboxPending(sink: string, limit = 1000): OutboxEntry[] {
-    return this.guard('read pending deliveries', () =>
-      (this.stmt.outboxPending.all(sink, limit) as OutboxRow[]).map(toOutboxEntry),
-    );
+    return this.guard('read pending deliveries', () => this.outbox.pending(sink, limit));
   }
 
   /** Delivered: forgotten. */
   outboxDelivered(id: number): void {
-    this.guard('record a delivery', () => this.stmt.outboxDelete.run(id));
+    this.guard('record a delivery', () => this.outbox.delivered(id));
   }
 
   /** A failed attempt: tried again at `nextAttemptMs`. */
   outboxRetry(id: number, nextAttemptMs: number, error: string): void {
-    this.guard('record a failed delivery', () =>
-      this.stmt.outboxRetry.run(nextAttemptMs, error.slice(0, 2000), id),
-    );
+    this.guard('record a failed delivery', () => this.outbox.retry(id, nextAttemptMs, error));
   }
 
   /** Given up on: kept as a dead letter with the reason. */
   outboxDead(id: number, nowMs: number, error: string): void {
-    this.guard('record a dead letter', () =>
-      this.stmt.outboxDead.run(nowMs, error.slice(0, 2000), id),
-    );
+    this.guard('record a dead letter', () => this.outbox.dead(id, nowMs, error));
   }
 
   /** Dead letters, newest first. */
   deadLetters(limit = 100): OutboxEntry[] {
-    return this.guard('read dead letters', () =>
-      (this.stmt.deadLetters.all(limit) as OutboxRow[]).map(toOutboxEntry),
-    );
+    return this.guard('read dead letters', () => this.outbox.deadLetters(limit));
   }
 
   /** Whether the store answers a query (for /healthz; cheap). */
@@ -905,609 +569,4 @@ export class Store implements RestoreSource {
       throw storeError(`cannot ${what} in ${this.file}`, err, this.dir);
     }
   }
-
-  /**
-   * The verdict on a batch sent with `credential` (undefined: a trusted caller, treated as a
-   * fleet token with no name). In order: the credential must allow the name (and an enrolled
-   * one its agent id); a name bound to a credential that names it exactly is refused to every
-   * other; the agent id must not belong to another name; a name bound to another agent id
-   * moves only for a credential naming it exactly, or once that id has been silent for
-   * `releaseAfterMs`; then the watermark: a duplicate, a seq jump or declared drop beyond
-   * `maxSeqGap` (implausible), a gap, or new.
-   */
-  private judge(batch: ReportBatch, credential: Credential | undefined, nowMs: number): Verdict {
-    const row = this.stmt.agent.get(batch.agentId) as AgentRow | undefined;
-    const acceptedSeq = row?.accepted_seq ?? 0;
-    const name = JSON.stringify(batch.agent);
-    if (credential !== undefined) {
-      const reason = forbiddenReason(credential, batch.agent, batch.agentId);
-      if (reason !== undefined) return { status: 'forbidden', acceptedSeq, message: reason };
-    }
-    const credentialId = credential?.id ?? '';
-    const exact = credential !== undefined && credentialNames(credential, batch.agent);
-    const bindingRow = this.stmt.binding.get(batch.agent) as BindingRow | undefined;
-    const bound = bindingRow === undefined ? undefined : toBinding(bindingRow);
-    if (bound !== undefined && bound.exact && bound.credential !== credentialId) {
-      return {
-        status: 'forbidden',
-        acceptedSeq,
-        message: `agent ${name} is bound to its own credential; ${credential?.label ?? 'this caller'} may not report as it`,
-      };
-    }
-    if (row !== undefined && row.name !== batch.agent) {
-      return {
-        status: 'conflict',
-        acceptedSeq,
-        message: `agent id ${batch.agentId} belongs to agent "${row.name}", not "${batch.agent}"`,
-      };
-    }
-    if (bound !== undefined && bound.agentId !== batch.agentId && !exact) {
-      const freeAtMs = bound.lastSeenMs + this.options.releaseAfterMs;
-      if (nowMs < freeAtMs) {
-        return {
-          status: 'conflict',
-          acceptedSeq,
-          freeAtMs,
-          message: `agent ${name} is bound to another agent id, live ${Math.max(0, Math.round((nowMs - bound.lastSeenMs) / 1000))} s ago; the name is free for a new agent id at ${isoTime(freeAtMs)} (after ${Math.round(this.options.releaseAfterMs / 1000)} s of silence), or use a credential that names this agent`,
-        };
-      }
-    }
-    const bind =
-      bound === undefined ||
-      bound.agentId !== batch.agentId ||
-      bound.credential !== credentialId ||
-      bound.exact !== exact
-        ? { credential: credentialId, exact }
-        : undefined;
-    const maxGap = this.options.maxSeqGap;
-    const declared = batch.dropped?.batches ?? 0;
-    const implausible = (what: string): Verdict => ({
-      status: 'implausible',
-      acceptedSeq,
-      message: `${what} is more than any agent's spool holds (identity.maxSeqGap ${maxGap}): refused, nothing changed`,
-    });
-    // An id never seen starts its watermark at its first batch: a new or rebuilt collector
-    // must not refuse agents that have been running (and numbering) for a while.
-    if (row === undefined) {
-      if (declared > maxGap) return implausible(`declaring ${declared} dropped batches`);
-      return { status: 'new', row, missing: 0, bind };
-    }
-    if (batch.seq <= acceptedSeq) return { status: 'duplicate', acceptedSeq };
-    const missing = batch.seq - acceptedSeq - 1;
-    if (missing > maxGap) {
-      return implausible(`seq ${batch.seq} skipping ${missing} batches past ${acceptedSeq}`);
-    }
-    if (declared > maxGap) return implausible(`declaring ${declared} dropped batches`);
-    if (missing === 0 || declared >= missing) return { status: 'new', row, missing, bind };
-    return { status: 'gap', acceptedSeq, expectedSeq: acceptedSeq + 1 };
-  }
-
-  private enrolLocked(
-    e: EnrolledCredential,
-    digest: Buffer,
-    issuedBy: string,
-    nowMs: number,
-  ): EnrolOutcome {
-    const row = this.stmt.agent.get(e.agentId) as AgentRow | undefined;
-    if (row !== undefined && row.name !== e.agent) {
-      return {
-        status: 'conflict',
-        message: `agent id ${e.agentId} belongs to agent "${row.name}", not "${e.agent}"`,
-      };
-    }
-    const bindingRow = this.stmt.binding.get(e.agent) as BindingRow | undefined;
-    const bound = bindingRow === undefined ? undefined : toBinding(bindingRow);
-    if (bound !== undefined && bound.agentId !== e.agentId) {
-      const freeAtMs = bound.lastSeenMs + this.options.releaseAfterMs;
-      if (nowMs < freeAtMs) {
-        return {
-          status: 'conflict',
-          freeAtMs,
-          message: `agent ${JSON.stringify(e.agent)} is bound to another agent id; the name is free for a new agent id at ${isoTime(freeAtMs)} (after ${Math.round(this.options.releaseAfterMs / 1000)} s of silence)`,
-        };
-      }
-    }
-    this.stmt.deleteCredentials.run(e.agent);
-    this.stmt.insertCredential.run(e.id, digest, e.agent, e.agentId, issuedBy, nowMs);
-    this.stmt.upsertBinding.run(e.agent, e.agentId, `enrolled:${e.id}`, 1, nowMs);
-    return { status: 'enrolled' };
-  }
-
-  private ingestLocked(
-    batch: ReportBatch,
-    receivedAtMs: number,
-    transitions: readonly Transition[],
-    body: ReportBody | undefined,
-    credential: Credential | undefined,
-  ): StoreIngestResult {
-    const v = this.judge(batch, credential, receivedAtMs);
-    if (v.status !== 'new') {
-      const row = this.stmt.agent.get(batch.agentId) as AgentRow | undefined;
-      return {
-        outcome: v,
-        droppedBatches: row?.dropped_batches ?? 0,
-        droppedResults: row?.dropped_results ?? 0,
-      };
-    }
-    const s = this.stmt;
-    const labels = batch.labels === undefined ? undefined : JSON.stringify(batch.labels);
-    let key: number;
-    let droppedBatches: number;
-    let droppedResults: number;
-    const row = v.row;
-    if (row === undefined) {
-      droppedBatches = batch.dropped?.batches ?? 0;
-      droppedResults = batch.dropped?.results ?? 0;
-      key = Number(
-        s.insertAgent.run(
-          batch.agentId,
-          batch.agent,
-          labels ?? '{}',
-          receivedAtMs,
-          receivedAtMs,
-          batch.seq,
-          droppedBatches,
-          droppedResults,
-        ).lastInsertRowid,
-      );
-    } else {
-      key = row.agent_key;
-      // Declared drops the collector had in fact accepted (lost acks) lost nothing.
-      droppedBatches = row.dropped_batches + v.missing;
-      droppedResults = row.dropped_results + (v.missing > 0 ? (batch.dropped?.results ?? 0) : 0);
-      s.updateAgent.run(
-        receivedAtMs,
-        batch.seq,
-        droppedBatches,
-        droppedResults,
-        labels ?? row.labels,
-        key,
-      );
-    }
-    const results = batch.results;
-    const summaries = batch.summaries;
-    let firstResult: number | bigint | null = null;
-    for (let i = 0; i < results.length; i++) {
-      const r = results[i]!;
-      const id = s.insertResult.run(
-        key,
-        batch.seq,
-        i,
-        r.target,
-        r.kind,
-        r.class,
-        r.startedAtMs,
-        JSON.stringify(r),
-      ).lastInsertRowid;
-      if (i === 0) firstResult = id;
-    }
-    s.insertBatch.run(
-      key,
-      batch.seq,
-      receivedAtMs,
-      batch.createdAtMs,
-      results.length,
-      summaries.length,
-      firstResult,
-      summaries.length === 0 || body !== undefined ? null : JSON.stringify(summaries),
-      summaries.length === 0 || body === undefined ? null : body.bytes,
-      body?.gzip === true ? 1 : 0,
-    );
-    for (const t of transitions) this.insertTransition(key, t);
-    if (v.bind !== undefined) {
-      s.upsertBinding.run(
-        batch.agent,
-        batch.agentId,
-        v.bind.credential,
-        v.bind.exact ? 1 : 0,
-        receivedAtMs,
-      );
-    }
-    return {
-      outcome: { status: 'accepted', acceptedSeq: batch.seq },
-      droppedBatches,
-      droppedResults,
-    };
-  }
-
-  private insertIncidentEvent(id: number, e: IncidentEventRecord): void {
-    this.stmt.insertIncidentEvent.run(id, e.atMs, e.type, JSON.stringify(e.diagnosis));
-  }
-
-  private insertTransition(key: number, t: Transition): void {
-    this.stmt.insertTransition.run(
-      key,
-      t.agent,
-      t.target,
-      t.kind,
-      t.fromClass,
-      t.toClass,
-      t.fromState,
-      t.toState,
-      t.atMs,
-      t.resultSeq,
-      t.batchSeq,
-    );
-  }
-}
-
-/**
- * mkdir -p that reports the real errno: Node's recursive mkdir says ENOENT where the
- * file system said EROFS or EACCES, so each missing level is made on its own.
- */
-function makeDir(dir: string): void {
-  const missing: string[] = [];
-  for (let d = dir; !existsSync(d); d = dirname(d)) {
-    missing.push(d);
-    if (dirname(d) === d) break;
-  }
-  for (const d of missing.reverse()) {
-    try {
-      // The data dir itself private (0700); parents made on the way as usual.
-      mkdirSync(d, d === dir ? 0o700 : undefined);
-    } catch (err) {
-      if (errorCodeOf(err) !== 'EEXIST') throw err;
-    }
-  }
-}
-
-function migrate(db: Db, file: string): void {
-  const version = db.pragma('user_version', { simple: true }) as number;
-  if (version > migrations.length) {
-    throw new ConfigError(
-      `cannot open the store ${file}: its schema version ${version} is newer than this collector's (${migrations.length}); run a newer Faultline or point dataDir elsewhere`,
-      { code: 'FL_ERR_STORE' },
-    );
-  }
-  for (let v = version; v < migrations.length; v++) {
-    db.transaction(() => {
-      db.exec(migrations[v]!);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
-  }
-}
-
-function prepare(db: Db) {
-  const p = (sql: string): Statement => db.prepare(sql);
-  const agentByIdJoin = 'JOIN agents a ON a.agent_key = t.agent_key';
-  const transitionCols = `a.agent_id, t.agent, t.target, t.kind, t.from_class, t.to_class,
-    t.from_state, t.to_state, t.at_ms, t.result_seq, t.batch_seq`;
-  return {
-    agent: p(
-      `SELECT agent_key, name, labels, accepted_seq, dropped_batches, dropped_results
-       FROM agents WHERE agent_id = ?`,
-    ),
-    agentKey: p('SELECT agent_key FROM agents WHERE agent_id = ?'),
-    binding: p(
-      `SELECT b.name, b.agent_id, b.credential, b.exact, b.bound_at_ms, a.last_seen_ms
-       FROM bindings b LEFT JOIN agents a ON a.agent_id = b.agent_id WHERE b.name = ?`,
-    ),
-    upsertBinding: p(
-      `INSERT INTO bindings (name, agent_id, credential, exact, bound_at_ms) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (name) DO UPDATE SET agent_id = excluded.agent_id,
-         credential = excluded.credential, exact = excluded.exact, bound_at_ms = excluded.bound_at_ms`,
-    ),
-    credentialByDigest: p('SELECT id, agent, agent_id FROM credentials WHERE digest = ?'),
-    deleteCredentials: p('DELETE FROM credentials WHERE agent = ?'),
-    insertCredential: p(
-      `INSERT INTO credentials (id, digest, agent, agent_id, issued_by, issued_at_ms)
-       VALUES (?, ?, ?, ?, ?, ?)`,
-    ),
-    insertAgent: p(
-      `INSERT INTO agents (agent_id, name, labels, first_seen_ms, last_seen_ms, accepted_seq,
-         dropped_batches, dropped_results) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    updateAgent: p(
-      `UPDATE agents SET last_seen_ms = max(last_seen_ms, ?), accepted_seq = ?,
-         dropped_batches = ?, dropped_results = ?, labels = ? WHERE agent_key = ?`,
-    ),
-    insertBatch: p(
-      `INSERT INTO batches (agent_key, seq, received_at_ms, created_at_ms, results, summaries,
-         first_result_id, summaries_json, body, body_gzip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    insertResult: p(
-      `INSERT INTO results (agent_key, seq, idx, target, kind, class, started_at_ms, record)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    insertTransition: p(
-      `INSERT INTO transitions (agent_key, agent, target, kind, from_class, to_class,
-         from_state, to_state, at_ms, result_seq, batch_seq)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    agents: p(
-      `SELECT agent_id, name, labels, first_seen_ms, last_seen_ms, accepted_seq,
-         dropped_batches, dropped_results FROM agents ORDER BY last_seen_ms, agent_key`,
-    ),
-    transitionsSince: p(
-      `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}
-       WHERE t.at_ms >= ? ORDER BY t.id LIMIT ?`,
-    ),
-    pathResults: p(
-      `SELECT r.record FROM results r
-       WHERE r.agent_key = (SELECT agent_key FROM agents WHERE name = ?
-                            ORDER BY last_seen_ms DESC, agent_key DESC LIMIT 1)
-         AND r.target = ?
-       ORDER BY r.id DESC LIMIT ?`,
-    ),
-    recentResults: p(
-      `SELECT a.agent_id, r.seq, r.record FROM results r JOIN agents a ON a.agent_key = r.agent_key
-       WHERE r.started_at_ms >= ? ORDER BY r.started_at_ms, r.id LIMIT ?`,
-    ),
-    lastPathTransitions: p(
-      `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}
-       WHERE t.id IN (
-         SELECT max(t2.id) FROM transitions t2 JOIN agents a2 ON a2.agent_key = t2.agent_key
-         WHERE a2.agent_id = ? AND t2.batch_seq < ? AND t2.kind <> 'agent'
-         GROUP BY t2.target)
-       ORDER BY t.id`,
-    ),
-    pathTransitions: p(
-      `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}
-       WHERE t.agent_key IN (SELECT agent_key FROM agents WHERE name = ?) AND t.target = ?
-       ORDER BY t.id DESC LIMIT ?`,
-    ),
-    lastAgentTransition: p(
-      `SELECT ${transitionCols} FROM transitions t ${agentByIdJoin}
-       WHERE a.agent_id = ? AND t.kind = 'agent' ORDER BY t.id DESC LIMIT 1`,
-    ),
-    firstSeqSince: p(
-      `SELECT min(b.seq) FROM batches b JOIN agents a ON a.agent_key = b.agent_key
-       WHERE a.agent_id = ? AND b.received_at_ms >= ?`,
-    ),
-    batchReceivedAt: p(
-      `SELECT b.received_at_ms FROM batches b JOIN agents a ON a.agent_key = b.agent_key
-       WHERE a.agent_id = ? AND b.seq = ?`,
-    ),
-    replayHead: p(
-      `SELECT a.name, b.seq, b.received_at_ms, b.results, b.summaries, b.first_result_id,
-         b.summaries_json, b.body, b.body_gzip
-       FROM batches b JOIN agents a ON a.agent_key = b.agent_key
-       WHERE a.agent_id = ? AND b.seq >= ? ORDER BY b.seq`,
-    ),
-    batchResults: p('SELECT record FROM results WHERE id >= ? AND id < ? ORDER BY id'),
-    clearCheckpointAgents: p('DELETE FROM checkpoint_agents'),
-    clearCheckpointPaths: p('DELETE FROM checkpoint_paths'),
-    insertCheckpointAgent: p('INSERT INTO checkpoint_agents (agent_id, seq) VALUES (?, ?)'),
-    upsertCheckpointAgent: p(
-      'INSERT INTO checkpoint_agents (agent_id, seq) VALUES (?, ?) ON CONFLICT (agent_id) DO UPDATE SET seq = excluded.seq',
-    ),
-    deleteCheckpointPathsOf: p('DELETE FROM checkpoint_paths WHERE agent = ?'),
-    insertCheckpointPath: p('INSERT INTO checkpoint_paths (agent, target, state) VALUES (?, ?, ?)'),
-    checkpointAgents: p('SELECT agent_id, seq FROM checkpoint_agents'),
-    checkpointPaths: p('SELECT state FROM checkpoint_paths'),
-    oldBatches: p(
-      `SELECT agent_key, seq, results, summaries, first_result_id
-       FROM batches WHERE received_at_ms < ? ORDER BY received_at_ms LIMIT ?`,
-    ),
-    deleteResults: p('DELETE FROM results WHERE id >= ? AND id < ?'),
-    deleteBatch: p('DELETE FROM batches WHERE agent_key = ? AND seq = ?'),
-    insertIncident: p(
-      `INSERT INTO incidents (opened_at_ms, first_failure_ms, kind, summary, components)
-       VALUES (?, ?, ?, ?, ?)`,
-    ),
-    updateIncident: p(
-      `UPDATE incidents SET first_failure_ms = ?, kind = ?, summary = ?, components = ?,
-         closed_at_ms = ? WHERE id = ?`,
-    ),
-    insertIncidentEvent: p(
-      'INSERT INTO incident_events (incident_id, at_ms, type, diagnosis) VALUES (?, ?, ?, ?)',
-    ),
-    incidents: p(`SELECT * FROM incidents WHERE id < ? ORDER BY id DESC LIMIT ?`),
-    incident: p('SELECT * FROM incidents WHERE id = ?'),
-    openIncident: p('SELECT * FROM incidents WHERE closed_at_ms IS NULL ORDER BY id DESC LIMIT 1'),
-    incidentEvents: p(
-      'SELECT at_ms, type, diagnosis FROM incident_events WHERE incident_id = ? ORDER BY id',
-    ),
-    outboxAdd: p(
-      'INSERT INTO outbox (sink, created_at_ms, next_attempt_ms, payload) VALUES (?, ?, ?, ?)',
-    ),
-    outboxPending: p(
-      'SELECT * FROM outbox WHERE sink = ? AND dead_at_ms IS NULL ORDER BY id LIMIT ?',
-    ),
-    outboxDelete: p('DELETE FROM outbox WHERE id = ?'),
-    outboxRetry: p(
-      'UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ? WHERE id = ?',
-    ),
-    outboxDead: p(
-      'UPDATE outbox SET attempts = attempts + 1, dead_at_ms = ?, last_error = ? WHERE id = ?',
-    ),
-    deadLetters: p(
-      'SELECT * FROM outbox WHERE dead_at_ms IS NOT NULL ORDER BY dead_at_ms DESC, id DESC LIMIT ?',
-    ),
-    deleteOldTransitions: p(
-      `DELETE FROM transitions WHERE id IN (
-         SELECT id FROM transitions WHERE at_ms < ? ORDER BY at_ms LIMIT ?)`,
-    ),
-  };
-}
-
-/** What opens an incident. */
-export interface NewIncident {
-  /** When the diagnosis turned unhealthy (detection). */
-  readonly openedAtMs: number;
-  /** The earliest failure the diagnosis explains. */
-  readonly firstFailureMs: number;
-  /** The leading hypothesis. */
-  readonly kind: string;
-  readonly summary: string;
-  /** Every component the incident's hypotheses named so far, sorted. */
-  readonly components: readonly string[];
-}
-
-/** An incident's head as it changes; `closedAtMs` set closes it. */
-export interface IncidentHead extends Omit<NewIncident, 'openedAtMs'> {
-  readonly closedAtMs?: number;
-}
-
-export interface StoredIncident extends NewIncident {
-  readonly id: number;
-  readonly closedAtMs?: number;
-}
-
-/** One entry of an incident's timeline, with the diagnosis at that moment. */
-export interface IncidentEventRecord {
-  readonly atMs: number;
-  /** `opened`, `leading_changed`, `hypotheses_changed`, `recovered`. */
-  readonly type: string;
-  readonly diagnosis: unknown;
-}
-
-export type StoredIncidentEvent = IncidentEventRecord;
-
-/** A queued delivery of a sink. */
-export interface OutboxEntry {
-  readonly id: number;
-  readonly sink: string;
-  readonly createdAtMs: number;
-  /** Failed attempts so far. */
-  readonly attempts: number;
-  readonly nextAttemptMs: number;
-  readonly payload: unknown;
-  readonly lastError?: string;
-  /** Set on a dead letter: when it was given up. */
-  readonly deadAtMs?: number;
-}
-
-interface OutboxRow {
-  id: number;
-  sink: string;
-  created_at_ms: number;
-  attempts: number;
-  next_attempt_ms: number;
-  payload: string;
-  last_error: string | null;
-  dead_at_ms: number | null;
-}
-
-function toOutboxEntry(r: OutboxRow): OutboxEntry {
-  return {
-    id: r.id,
-    sink: r.sink,
-    createdAtMs: r.created_at_ms,
-    attempts: r.attempts,
-    nextAttemptMs: r.next_attempt_ms,
-    payload: JSON.parse(r.payload) as unknown,
-    ...(r.last_error === null ? {} : { lastError: r.last_error }),
-    ...(r.dead_at_ms === null ? {} : { deadAtMs: r.dead_at_ms }),
-  };
-}
-
-interface IncidentRow {
-  id: number;
-  opened_at_ms: number;
-  first_failure_ms: number;
-  closed_at_ms: number | null;
-  kind: string;
-  summary: string;
-  components: string;
-}
-
-interface IncidentEventRow {
-  at_ms: number;
-  type: string;
-  diagnosis: string;
-}
-
-function toStoredIncident(r: IncidentRow): StoredIncident {
-  return {
-    id: r.id,
-    openedAtMs: r.opened_at_ms,
-    firstFailureMs: r.first_failure_ms,
-    ...(r.closed_at_ms === null ? {} : { closedAtMs: r.closed_at_ms }),
-    kind: r.kind,
-    summary: r.summary,
-    components: JSON.parse(r.components) as string[],
-  };
-}
-
-interface AgentListRow {
-  agent_id: string;
-  name: string;
-  labels: string;
-  first_seen_ms: number;
-  last_seen_ms: number;
-  accepted_seq: number;
-  dropped_batches: number;
-  dropped_results: number;
-}
-
-function toStoredAgent(r: AgentListRow): StoredAgent {
-  return {
-    agentId: r.agent_id,
-    agent: r.name,
-    labels: parseLabels(r.labels),
-    firstSeenMs: r.first_seen_ms,
-    lastSeenMs: r.last_seen_ms,
-    acceptedSeq: r.accepted_seq,
-    droppedBatches: r.dropped_batches,
-    droppedResults: r.dropped_results,
-  };
-}
-
-interface TransitionRow {
-  agent_id: string;
-  agent: string;
-  target: string;
-  kind: string;
-  from_class: string | null;
-  to_class: string | null;
-  from_state: string;
-  to_state: string;
-  at_ms: number;
-  result_seq: number | null;
-  batch_seq: number;
-}
-
-function toTransition(r: TransitionRow): Transition {
-  return {
-    agentId: r.agent_id,
-    agent: r.agent,
-    target: r.target,
-    kind: r.kind,
-    fromClass: r.from_class as FailureClass | null,
-    toClass: r.to_class as FailureClass | null,
-    fromState: r.from_state,
-    toState: r.to_state,
-    atMs: r.at_ms,
-    resultSeq: r.result_seq,
-    batchSeq: r.batch_seq,
-  };
-}
-
-interface ResultRow {
-  agent_id: string;
-  seq: number;
-  record: string;
-}
-
-interface BatchRow {
-  agent_key: number;
-  seq: number;
-  results: number;
-  summaries: number;
-  first_result_id: number | null;
-}
-
-interface ReplayHeadRow {
-  name: string;
-  seq: number;
-  received_at_ms: number;
-  results: number;
-  summaries: number;
-  first_result_id: number | null;
-  summaries_json: string | null;
-  body: Buffer | null;
-  body_gzip: number;
-}
-
-/** A stored batch's summaries: from its body as received, or as stored apart. */
-export function storedSummaries(
-  b: Pick<ReplayHeadRow, 'summaries_json' | 'body' | 'body_gzip'>,
-): PathSummary[] {
-  if (b.body !== null) {
-    // Validated when it was received; the JSON of a strict schema parses to the same value.
-    const json = b.body_gzip === 1 ? gunzipSync(b.body) : b.body;
-    return (JSON.parse(json.toString('utf8')) as { summaries: PathSummary[] }).summaries;
-  }
-  return b.summaries_json === null ? [] : (JSON.parse(b.summaries_json) as PathSummary[]);
 }

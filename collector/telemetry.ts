@@ -18,7 +18,7 @@ import {
 import type { Diagnosis } from '../wire/diagnosis.js';
 import type { AlertView } from './alerts.js';
 import type { IncidentEventType } from './incidents.js';
-import type { StoredIncident } from './store.js';
+import type { StoredIncident } from './store/incidents.js';
 import type { AgentLiveness, PathHead, PathState } from './types.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { Credential, EnrolledCredential } from './auth.js';
-import type { IncidentDetail } from './incidents.js';
-import type { StoredIncident } from './store.js';
+import type { IncidentDetail } from './store/incidents.js';
+import type { StoredIncident } from './store/incidents.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import type { FailureClass } from '../wire/result.js';
 import type { Plan } from '../wire/plan.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { storedSummaries } from '../../collector/store.js';
+import { storedSummaries } from '../../collector/store/rows.js';
 import type { AgentLiveness, PathState } from '../../collector/types.js';
 import type { ProbeResult } from '../../wire/result.js';
 import { ensureBuilt } from '../helpers/cli.js';
