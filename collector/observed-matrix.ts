@@ -41,6 +41,7 @@ export class ObservedPathMatrix extends PathMatrix implements DirtyPathSource {
     const wasLate = this.isLate(batch.agent);
     const applied = super.apply(...args);
     const meaningChanged = this.meaningChanged;
+    const fallsShownChanged = this.fallsShownChanged;
     const labels = batch.labels === undefined ? undefined : JSON.stringify(batch.labels);
     const known = this.labelsSeen.get(batch.agentId);
     const newAgent = known === undefined;
@@ -59,7 +60,9 @@ export class ObservedPathMatrix extends PathMatrix implements DirtyPathSource {
         // confirmations) leaves the localiser's copy as it is.
         if (applied.transitions.length > 0 || meaningChanged || newAgent || newLabels || grew)
           this.dirtyAgents.add(batch.agent);
-        if (applied.transitions.length > 0) this.onChange('batch');
+        // A recent fall's showing ending (collector/paths.ts showFall) changes the diagnosis
+        // with no transition: a flapping link's instability expires.
+        if (applied.transitions.length > 0 || fallsShownChanged) this.onChange('batch');
         else if (newAgent || newLabels || grew || wasLate) this.onChange('agents');
       },
       rollback: () => applied.rollback(),

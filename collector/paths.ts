@@ -615,6 +615,11 @@ export class PathMatrix {
    * state, last class or state start, or a degraded path's ratios — beyond its counters.
    */
   protected meaningChanged = false;
+  /**
+   * Whether the batch being applied showed a path's recent fall or ended its showing (see
+   * `showFall`): no transition, but the diagnosis must be recomputed.
+   */
+  protected fallsShownChanged = false;
 
   constructor(options: Partial<PathMatrixOptions> = {}) {
     const o = { ...defaultPathMatrixOptions, ...options };
@@ -657,6 +662,7 @@ export class PathMatrix {
     this.batchSeq = batch.seq;
     this.emit = true;
     this.meaningChanged = false;
+    this.fallsShownChanged = false;
     let signals: readonly SettleSignal[] = noSignals;
     try {
       this.touchAgent(batch, receivedAtMs, journal, backlog, version);
@@ -1139,6 +1145,7 @@ export class PathMatrix {
     if (shown === p.fellShown) return;
     p.fellShown = shown;
     this.meaningChanged = true;
+    this.fallsShownChanged = true;
   }
 
   private signal(type: SettleSignal['type'], p: PathRuntime): void {
