@@ -630,7 +630,7 @@ const categoryRules: readonly (readonly [string, (f: CpuProfileNode['callFrame']
       (f.url === '' && ['run', 'get', 'all', 'transaction'].includes(f.functionName)),
   ],
   ['store (JS)', (f) => f.url.includes('/collector/store.js')],
-  ['path matrix', (f) => f.url.includes('/collector/paths.js')],
+  ['path matrix', (f) => f.url.includes('/collector/paths/')],
   ['ingest (JS)', (f) => f.url.includes('/collector/ingest.js')],
   ['api: body checks, gunzip glue', (f) => f.url.includes('/collector/api.js')],
   ['zlib (gunzip)', (f) => f.url.includes('node:zlib') || f.url.includes('internal/zlib')],

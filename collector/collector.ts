@@ -30,7 +30,12 @@ import { Ingest } from './ingest.js';
 import { CollectorTelemetry } from './telemetry.js';
 import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
-import { PathMatrix, type AppliedBatch, type SettleSignal, type Transition } from './paths.js';
+import {
+  PathMatrix,
+  type AppliedBatch,
+  type SettleSignal,
+  type Transition,
+} from './paths/matrix.js';
 import { Settler } from './settle.js';
 import { tcpRetransmitFloorMs } from '../probes/types.js';
 import { lateAfterFor, planFor, silentAfterFor, type KnownAgent } from './plan.js';

@@ -1,5 +1,5 @@
 import type { Diagnosis } from '../wire/diagnosis.js';
-import type { SettleSignal } from './paths.js';
+import type { SettleSignal } from './paths/matrix.js';
 
 /**
  * Whether a fault is still arriving, for the diagnosis' `settling` flag (issue 14).

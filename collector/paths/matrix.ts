@@ -1,9 +1,9 @@
-import { lossIsSignificant } from './loss-significance.js';
-import { failureClasses, failureLayer } from '../wire/result.js';
-import type { FailureClass, ProbeResult } from '../wire/result.js';
-import type { PathSummary, ReportBatch } from '../wire/report.js';
-import type { StoredAgent, StoredBatch } from './store.js';
-import type { AgentLiveness, PathFilter, PathHead, PathState } from './types.js';
+import { lossIsSignificant } from '../loss-significance.js';
+import { failureClasses, failureLayer } from '../../wire/result.js';
+import type { FailureClass, ProbeResult } from '../../wire/result.js';
+import type { PathSummary, ReportBatch } from '../../wire/report.js';
+import type { StoredAgent, StoredBatch } from '../store.js';
+import type { AgentLiveness, PathFilter, PathHead, PathState } from '../types.js';
 
 /**
  * The live path matrix: per (agent, plan target) a debounced state, a sliding window of the
