@@ -30,12 +30,10 @@ import { Ingest } from './ingest.js';
 import { CollectorTelemetry } from './telemetry.js';
 import { hindsightDiagnosis } from './hindsight.js';
 import { postmortem } from './postmortem.js';
-import {
-  PathMatrix,
-  type AppliedBatch,
-  type SettleSignal,
-  type Transition,
-} from './paths/matrix.js';
+import type { Transition } from './paths/checkpoint.js';
+import type { AppliedBatch } from './paths/journal.js';
+import { PathMatrix } from './paths/matrix.js';
+import type { SettleSignal } from './paths/states.js';
 import { Settler } from './settle.js';
 import { tcpRetransmitFloorMs } from '../probes/types.js';
 import { lateAfterFor, planFor, silentAfterFor, type KnownAgent } from './plan.js';

@@ -241,7 +241,7 @@ export interface CollectorConfig {
   readonly diagnosis: {
     /** Consecutive failures before a path counts as failing. */
     readonly debounce: number;
-    /** Paths falling again and again within seconds show as loss (collector/paths.ts). */
+    /** Paths falling again and again within seconds show as loss (collector/paths/states.ts). */
     readonly flapDamping: boolean;
   };
   readonly limits: {

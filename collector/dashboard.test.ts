@@ -10,7 +10,7 @@ import { buildAlert } from './alerts.js';
 import { registerDashboard, type DashboardSource } from './dashboard.js';
 import { EventHub, flushMs, maxPathChanges, type FeedEvent } from './events.js';
 import { buildMatrix, decodeCell, matrixCell, type MatrixDocument } from './matrix-view.js';
-import type { Transition } from './paths/matrix.js';
+import type { Transition } from './paths/checkpoint.js';
 import type { ProbeResult } from '../wire/result.js';
 import type { StoredIncident, StoredIncidentEvent } from './store.js';
 import type { AgentLiveness, CollectorCore, PathState } from './types.js';

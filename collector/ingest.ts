@@ -2,7 +2,7 @@ import type { Meter } from '@opentelemetry/api';
 import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/promises';
 import type { ReportBatch } from '../wire/report.js';
-import { silentTransition } from './paths/matrix.js';
+import { silentTransition } from './paths/checkpoint.js';
 import type { PathMatrix } from './paths/matrix.js';
 import type { Credential } from './auth.js';
 import type { Store } from './store.js';

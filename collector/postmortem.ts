@@ -1,6 +1,6 @@
 import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
 import { hypothesisKey, type IncidentDetail } from './incidents.js';
-import type { Transition } from './paths/matrix.js';
+import type { Transition } from './paths/checkpoint.js';
 
 /**
  * The postmortem draft of an incident, in Markdown, in the shape of a classic postmortem:

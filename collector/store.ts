@@ -12,7 +12,7 @@ import type {
   PathCheckpoint,
   RestoreSource,
   Transition,
-} from './paths/matrix.js';
+} from './paths/checkpoint.js';
 import type { Credential, EnrolledCredential } from './auth.js';
 import { credentialNames, forbiddenReason } from './auth.js';
 import type { EnrolOutcome, IngestOutcome, ReportBody } from './types.js';
