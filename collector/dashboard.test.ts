@@ -6,7 +6,7 @@ import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
 import { buildApi } from './api.js';
 import type { ApiOptions } from './api.js';
 import { findAlertIncident } from './alert-link.js';
-import { buildAlert } from './alerts.js';
+import { buildAlert } from './alert-build.js';
 import { registerDashboard, type DashboardSource } from './dashboard.js';
 import { EventHub, flushMs, maxPathChanges, type FeedEvent } from './events.js';
 import { buildMatrix, decodeCell, matrixCell, type MatrixDocument } from './matrix-view.js';
