@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ReceivedAlert } from '../lab/alertmanager.js';
 import type { ExpectedHypothesis } from '../lab/expect.js';
-import { collectorCutOffAlert } from '../collector/alerts.js';
+import { collectorCutOffAlert } from '../collector/alert-build.js';
 
 /**
  * What the detection bench's collector sent its alert receivers: a webhook sink (one POST per

@@ -633,7 +633,7 @@ const categoryRules: readonly (readonly [string, (f: CpuProfileNode['callFrame']
     'store (JS)',
     (f) => f.url.includes('/collector/store.js') || f.url.includes('/collector/store/'),
   ],
-  ['path matrix', (f) => f.url.includes('/collector/paths.js')],
+  ['path matrix', (f) => f.url.includes('/collector/paths/')],
   ['ingest (JS)', (f) => f.url.includes('/collector/ingest.js')],
   [
     'api: body checks, gunzip glue',

@@ -1,5 +1,5 @@
 import type { Diagnosis } from '../wire/diagnosis.js';
-import { buildAlert, labelsFingerprint, severities } from './alerts.js';
+import { buildAlert, labelsFingerprint, severities } from './alert-build.js';
 import type { AlertsConfig } from './alerts-config.js';
 import type { StoredIncident, StoredIncidentEvent } from './store/incidents.js';
 

@@ -3,15 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
-import {
-  AlertEngine,
-  alertName,
-  alertSeverity,
-  endsAtResends,
-  flapMemoryMs,
-  labelsFingerprint,
-} from './alerts.js';
-import type { AlertContext } from './alerts.js';
+import { alertName, alertSeverity, labelsFingerprint } from './alert-build.js';
+import type { AlertContext } from './alert-build.js';
+import { AlertEngine, endsAtResends, flapMemoryMs } from './alerts.js';
 import type { AlertsConfig } from './config.js';
 import type { AlertBatch, AlertNotice, DeliveryTarget, SendOutcome } from './sinks/types.js';
 import { meterText } from '../test/helpers/meter-text.js';

@@ -1,14 +1,14 @@
 import type { Meter, ObservableCounter, ObservableGauge } from '@opentelemetry/api';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Diagnosis, FaultKind, Hypothesis } from '../wire/diagnosis.js';
-import { failureClasses } from '../wire/result.js';
+import type { Diagnosis } from '../wire/diagnosis.js';
+import { buildAlerts } from './alert-build.js';
+import type { AlertContext, BuiltAlert } from './alert-build.js';
 import type { AlertsConfig } from './config.js';
 import { AlertDispatcher } from './sinks/dispatcher.js';
 import type { DeliveryJournal, RetryPolicy, TargetStats } from './sinks/dispatcher.js';
 import { sinkDefinition } from './sinks/registry.js';
-import type { AlertBatch, AlertNotice, DeliveryTarget, IncidentRef } from './sinks/types.js';
+import type { AlertBatch, AlertNotice, DeliveryTarget } from './sinks/types.js';
 
 /**
  * The alert engine: turns each diagnosis into one alert per hypothesis, with labels that
@@ -40,41 +40,6 @@ import type { AlertBatch, AlertNotice, DeliveryTarget, IncidentRef } from './sin
 export const endsAtResends = 4;
 /** How long a resolved alert is remembered for the re-fire hold. */
 export const flapMemoryMs = 60 * 60_000;
-
-export const severities = ['info', 'warning', 'critical'] as const;
-export type Severity = (typeof severities)[number];
-
-/**
- * Severity by the role of the worst-hit component; any other role is `info`. A hypothesis
- * touching a database is critical: that is where outages turn into data loss and where
- * people go looking first.
- */
-export const roleSeverity: Readonly<Record<string, Severity>> = {
-  database: 'critical',
-  api: 'warning',
-  web: 'warning',
-  queue: 'warning',
-  cache: 'warning',
-  dns: 'warning',
-  other: 'info',
-};
-
-/** Share of all paths failing at or above which an alert is critical, whatever the role. */
-export const criticalShare = 0.5;
-/** Share at or above which it is at least a warning. */
-export const warningShare = 0.1;
-/** Kinds that lose visibility or quality, not reachability: never above warning. */
-const cappedKinds: ReadonlySet<FaultKind> = new Set(['agent_silent', 'packet_loss']);
-
-/** What the engine needs besides the diagnosis, from the collector's inventory and matrix. */
-export interface AlertContext {
-  /** Role of each inventory component, by name (config `inventory.components[].role`). */
-  readonly roles: Readonly<Record<string, string>>;
-  /** Paths in the matrix now: the denominator of the share of paths affected. */
-  readonly totalPaths: number;
-  /** The incident a hypothesis belongs to, when the incident store has one. */
-  readonly incidentOf?: (hypothesis: Hypothesis) => IncidentRef | undefined;
-}
 
 /** Options of {@link AlertEngine}. */
 export interface AlertEngineOptions {
@@ -125,202 +90,6 @@ export interface AlertMetric {
   readonly value: number;
 }
 
-/** The alert of a hypothesis whose cut-off part is the collector's own side. */
-export const collectorCutOffAlert = 'FaultlineCollectorCutOff';
-
-/** `network_partition` → `FaultlineNetworkPartition`. */
-export function alertName(kind: FaultKind): string {
-  return `Faultline${kind
-    .split('_')
-    .map((w) => w.charAt(0).toUpperCase() + w.slice(1))
-    .join('')}`;
-}
-
-/** A Prometheus label name from a topology label key (invalid characters become `_`). */
-function labelName(raw: string): string {
-  const name = raw.replace(/[^A-Za-z0-9_]/g, '_');
-  return /^[0-9]/.test(name) ? `_${name}` : name;
-}
-
-/** Paths the hypothesis explains: its evidence counts, `ok` paths quoted as support left out. */
-export function failingPaths(h: Hypothesis): number {
-  return Object.entries(h.evidence.counts).reduce((s, [k, n]) => (k === 'ok' ? s : s + n), 0);
-}
-
-/** See {@link roleSeverity}, {@link criticalShare}, {@link warningShare}. */
-export function alertSeverity(h: Hypothesis, ctx: AlertContext): Severity {
-  const rank = (s: Severity): number => severities.indexOf(s);
-  let severity: Severity = 'info';
-  for (const c of h.components) {
-    const s = roleSeverity[ctx.roles[c] ?? 'other'] ?? 'info';
-    if (rank(s) > rank(severity)) severity = s;
-  }
-  const share = ctx.totalPaths > 0 ? failingPaths(h) / ctx.totalPaths : 0;
-  if (share >= criticalShare) severity = 'critical';
-  else if (share >= warningShare && rank(severity) < rank('warning')) severity = 'warning';
-  if (cappedKinds.has(h.kind) && rank(severity) > rank('warning')) severity = 'warning';
-  // A collector that cannot see its fleet is blind to every other fault: that pages.
-  if (h.collectorCutOff === true) severity = 'critical';
-  return severity;
-}
-
-/** Hex digest of the sorted labels: equal labels, equal fingerprint, on any collector. */
-export function labelsFingerprint(labels: Readonly<Record<string, string>>): string {
-  const pairs = Object.keys(labels)
-    .sort()
-    .map((k) => [k, labels[k]]);
-  return createHash('sha256').update(JSON.stringify(pairs)).digest('hex').slice(0, 16);
-}
-
-const maxExamples = 5;
-const maxRuledOut = 10;
-/**
- * Other hypotheses an alert names (the best-ranked): each alert listing every other one made
- * a diagnosis of a hundred hypotheses a hundred alerts of a hundred lines each.
- */
-const maxOtherHypotheses = 5;
-
-function percent(x: number): string {
-  return `${Math.round(x * 100)}%`;
-}
-
-/** The first letter upper-cased: summaries start a sentence. */
-function sentence(text: string): string {
-  return text.charAt(0).toUpperCase() + text.slice(1);
-}
-
-/** What an alert looks like for one hypothesis, before the engine decides to send it. */
-interface BuiltAlert {
-  /** Identity: the labels without severity. */
-  readonly key: string;
-  readonly labels: Record<string, string>;
-  readonly annotations: Record<string, string>;
-  readonly fingerprint: string;
-  readonly startsAtMs: number;
-  /** Failing paths the hypothesis explains (its evidence's counts of failure classes). */
-  readonly failingPaths: number;
-  readonly generatorUrl?: string;
-  readonly incident?: IncidentRef;
-  /** What a re-send compares: annotations, link and start, as one string. */
-  readonly content: string;
-}
-
-const failureClassSet: ReadonlySet<string> = new Set(failureClasses.filter((c) => c !== 'ok'));
-
-/** Failing paths a hypothesis explains: its evidence's counts, failure classes only. */
-function failingPathsOf(h: Hypothesis): number {
-  let n = 0;
-  for (const [k, v] of Object.entries(h.evidence.counts)) if (failureClassSet.has(k)) n += v;
-  return n;
-}
-
-/** The labels and annotations of one hypothesis (see the file comment and README). */
-export function buildAlert(
-  h: Hypothesis,
-  d: Diagnosis,
-  ctx: AlertContext,
-  config: Pick<AlertsConfig, 'labels' | 'externalUrl' | 'runbookUrl'>,
-): {
-  labels: Record<string, string>;
-  annotations: Record<string, string>;
-  fingerprint: string;
-  generatorUrl?: string;
-  incident?: IncidentRef;
-} {
-  const labels: Record<string, string> = { ...config.labels };
-  // The collector's own cut pages as what it is — "I am cut off" — never as the far side.
-  labels.alertname = h.collectorCutOff === true ? collectorCutOffAlert : alertName(h.kind);
-  labels.kind = h.kind;
-  if (h.components.length > 0) labels.component = [...h.components].sort().join(',');
-  if (h.cutLabel !== undefined) {
-    labels[`cut_${labelName(h.cutLabel.key)}`] = [...h.cutLabel.values].sort().join(',');
-  }
-  labels.severity = alertSeverity(h, ctx);
-  const fingerprint = labelsFingerprint(labels);
-
-  const ruledOut = d.ruledOut.filter((r) => r.canBeRuledOut);
-  const notRuledOut = d.ruledOut.filter((r) => !r.canBeRuledOut);
-  const ruledOutNames = ruledOut.map((r) => r.component);
-  const failing = failingPaths(h);
-  const countsText = Object.entries(h.evidence.counts)
-    .sort(([a, x], [b, y]) => y - x || a.localeCompare(b))
-    .map(([cls, n]) => `${cls} ${n}`)
-    .join(', ');
-  const lines: string[] = [
-    `Most likely (confidence ${percent(h.confidence)}): ${h.summary}.`,
-    `Since ${new Date(h.since).toISOString()}.`,
-  ];
-  if (h.cutLabel !== undefined) {
-    lines.push(`Cut: ${h.cutLabel.key} ${h.cutLabel.values.join(', ')}.`);
-  }
-  if (h.groups.length > 0) {
-    const groups = h.groups.map(
-      (g) => `${g.name === undefined ? '' : `${g.name} `}{${g.members.join(', ')}}`,
-    );
-    lines.push(`Groups: ${groups.join('; ')}.`);
-  }
-  lines.push(
-    `Evidence: ${failing} failing path${failing === 1 ? '' : 's'}${
-      ctx.totalPaths > 0 ? ` of ${ctx.totalPaths} (${percent(failing / ctx.totalPaths)})` : ''
-    }: ${countsText || 'none'}.`,
-  );
-  for (const ex of h.evidence.examples.slice(0, maxExamples)) lines.push(`  e.g. ${ex}`);
-  if (ruledOut.length > 0) {
-    lines.push('Ruled out:');
-    for (const r of ruledOut.slice(0, maxRuledOut)) lines.push(`  - ${r.reason}`);
-  }
-  if (notRuledOut.length > 0) {
-    lines.push('Cannot be ruled out:');
-    for (const r of notRuledOut.slice(0, maxRuledOut)) lines.push(`  - ${r.reason}`);
-  }
-  const others = d.hypotheses.filter((x) => x !== h);
-  if (others.length > 0) {
-    const shown = others
-      .slice(0, maxOtherHypotheses)
-      .map((x) => `${x.kind} (${x.components.join(', ') || '—'}, ${percent(x.confidence)})`);
-    const more = others.length - shown.length;
-    lines.push(
-      `Other hypotheses: ${shown.join('; ')}${more > 0 ? `; and ${more} more (GET /api/v1/diagnosis)` : ''}.`,
-    );
-  }
-  const summary = `${sentence(h.summary)}${
-    ruledOutNames.length > 0 ? ` — ruled out: ${ruledOutNames.join(', ')}` : ''
-  }`;
-  const annotations: Record<string, string> = {
-    summary,
-    description: lines.join('\n'),
-    confidence: String(h.confidence),
-  };
-  if (ruledOutNames.length > 0) annotations.ruled_out = ruledOutNames.join(', ');
-  if (config.runbookUrl !== undefined) {
-    annotations.runbook_url = config.runbookUrl
-      .replaceAll('{kind}', h.kind)
-      .replaceAll('{alertname}', labels.alertname);
-  }
-  const incident = ctx.incidentOf?.(h);
-  if (incident !== undefined) {
-    annotations.incident_id = incident.id;
-    if (incident.url !== undefined) annotations.incident_url = incident.url;
-  }
-  const base = config.externalUrl?.replace(/\/+$/, '');
-  return {
-    labels,
-    annotations,
-    fingerprint,
-    ...(base === undefined ? {} : { generatorUrl: `${base}/?alert=${fingerprint}` }),
-    ...(incident === undefined ? {} : { incident }),
-  };
-}
-
-function identityKey(labels: Readonly<Record<string, string>>): string {
-  const { severity: _s, ...rest } = labels;
-  return JSON.stringify(
-    Object.keys(rest)
-      .sort()
-      .map((k) => [k, rest[k]]),
-  );
-}
-
 interface Tracked {
   phase: 'pending' | 'firing' | 'resolved';
   current: BuiltAlert;
@@ -333,10 +102,6 @@ interface Tracked {
   sent?: AlertNotice;
   sentContent?: string;
   lastSentMs: number;
-}
-
-function contentOf(b: Omit<BuiltAlert, 'content'>): string {
-  return JSON.stringify([b.annotations, b.generatorUrl, b.startsAtMs]);
 }
 
 /** See the file comment. */
@@ -515,27 +280,6 @@ export class AlertEngine {
     await this.dispatcher.close(drainMs);
   }
 
-  private build(d: Diagnosis, ctx: AlertContext): Map<string, BuiltAlert> {
-    const out = new Map<string, BuiltAlert>();
-    // One page per fault: a hypothesis naming a component that a better-ranked one already
-    // pages for is another reading of the same evidence (a pair's MTU loss beside the host's,
-    // a blocked path beside the partition), not a second fault. Its alert would page a
-    // wrong cause; it is listed in the paged alert's "Other hypotheses" instead, and pages
-    // by itself only once it stands alone.
-    const paged = new Set<string>();
-    for (const h of d.hypotheses) {
-      if (h.components.some((c) => paged.has(c))) continue;
-      for (const c of h.components) paged.add(c);
-      const a = buildAlert(h, d, ctx, this.config);
-      const key = identityKey(a.labels);
-      // Two hypotheses with the same labels are one alert: the better-ranked one speaks.
-      if (out.has(key)) continue;
-      const b = { key, startsAtMs: h.since, failingPaths: failingPathsOf(h), ...a };
-      out.set(key, { ...b, content: contentOf(b) });
-    }
-    return out;
-  }
-
   private notice(b: BuiltAlert, nowMs: number): AlertNotice {
     return {
       fingerprint: b.fingerprint,
@@ -571,7 +315,7 @@ export class AlertEngine {
   private evaluate(nowMs: number): void {
     const last = this.last;
     if (last === undefined) return;
-    const built = (last.built ??= this.build(last.diagnosis, last.ctx));
+    const built = (last.built ??= buildAlerts(last.diagnosis, last.ctx, this.config));
     const alerts: AlertNotice[] = [];
     const changes: AlertNotice[] = [];
     const d = last.diagnosis;

@@ -11,7 +11,7 @@ import type { AlertLink } from './alert-link.js';
 import { streamTo } from './events.js';
 import type { EventHub } from './events.js';
 import type { MatrixDocument } from './matrix-view.js';
-import type { Transition } from './paths.js';
+import type { Transition } from './paths/checkpoint.js';
 import { mainTiming } from '../probes/registry.js';
 import { ApiError, notFound } from '../wire/errors.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';

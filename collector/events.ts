@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import { matrixCell } from './matrix-view.js';
 import type { IncidentUpdate } from './incidents.js';
-import type { Transition } from './paths.js';
+import type { Transition } from './paths/checkpoint.js';
 
 /**
  * The dashboard's live feed (`GET /api/v1/events`, Server-Sent Events): what changed, as it

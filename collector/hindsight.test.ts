@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { hindsightDiagnosis } from './hindsight.js';
-import type { Transition } from './paths.js';
+import type { Transition } from './paths/checkpoint.js';
 import type { AgentLiveness, PathState } from './types.js';
 
 const hosts = ['ctl-1', 'app-1', 'db-1', 'db-2'];

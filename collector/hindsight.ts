@@ -1,6 +1,6 @@
 import type { Diagnosis } from '../wire/diagnosis.js';
 import { localise, type LocaliserOptions } from './localise/localise.js';
-import type { Transition } from './paths.js';
+import type { Transition } from './paths/checkpoint.js';
 import type { AgentLiveness, PathState } from './types.js';
 
 /**

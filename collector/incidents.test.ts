@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
 import { DiagnosisSchema } from '../wire/diagnosis.js';
 import { IncidentTracker, incidentDetail } from './incidents.js';
-import type { Transition } from './paths.js';
+import type { Transition } from './paths/checkpoint.js';
 import { humanDuration, postmortem } from './postmortem.js';
 import { Store } from './store.js';
 

@@ -8,7 +8,7 @@ import type { PathSummary, ReportBatch } from '../wire/report.js';
 import type { ProbeResult } from '../wire/result.js';
 import { Ingest } from './ingest.js';
 import type { IngestOptions } from './ingest.js';
-import { PathMatrix } from './paths.js';
+import { PathMatrix } from './paths/matrix.js';
 import { Store } from './store.js';
 import type { PathState } from './types.js';
 import { meterText } from '../test/helpers/meter-text.js';

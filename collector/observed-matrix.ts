@@ -1,4 +1,7 @@
-import { PathMatrix, type AppliedBatch, type SettleSignal, type Transition } from './paths.js';
+import type { Transition } from './paths/checkpoint.js';
+import type { AppliedBatch } from './paths/journal.js';
+import { PathMatrix } from './paths/matrix.js';
+import type { SettleSignal } from './paths/states.js';
 import type { DirtyPathSource } from './localise/driver.js';
 
 /**

@@ -2,8 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { batch, result, summary, t0 } from '../test/helpers/report-batches.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
-import { describePlanTarget, PathMatrix } from './paths.js';
-import type { MatrixCheckpoint, RestoreSource, Transition } from './paths.js';
+import { PathMatrix } from './paths/matrix.js';
+import { describePlanTarget } from './paths/options.js';
+import type { MatrixCheckpoint, RestoreSource, Transition } from './paths/checkpoint.js';
 import type { StoredBatch } from './checkpoint.js';
 import type { PathState } from './types.js';
 

@@ -1,7 +1,7 @@
 import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
 import { hypothesisKey } from './incidents.js';
 import type { IncidentDetail } from './store/incidents.js';
-import type { Transition } from './paths.js';
+import type { Transition } from './paths/checkpoint.js';
 
 /**
  * The postmortem draft of an incident, in Markdown, in the shape of a classic postmortem:

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
 import { DiagnosisEngine, type DiagnosisChange } from './diagnosis.js';
-import type { SettleSignal } from './paths.js';
+import type { SettleSignal } from './paths/states.js';
 import { Settler } from './settle.js';
 import { meterText } from '../test/helpers/meter-text.js';
 

@@ -1,5 +1,5 @@
 import type { Diagnosis } from '../wire/diagnosis.js';
-import type { SettleSignal } from './paths.js';
+import type { SettleSignal } from './paths/states.js';
 import type { AgentLiveness } from './types.js';
 
 /**
@@ -104,7 +104,7 @@ export class Settler {
     this.agentDue = agentDue;
   }
 
-  /** Takes a committed batch's signals (collector/paths.ts), received at `nowMs`. */
+  /** Takes a committed batch's signals (collector/paths/states.ts), received at `nowMs`. */
   take(signals: readonly SettleSignal[], nowMs: number): void {
     for (const s of signals) {
       if (s.type === 'close') {

@@ -20,7 +20,7 @@ import { repoRoot } from '../test/helpers/cli.js';
 import { pollUntil } from '../lab/poll-until.js';
 import { batch, result, summary, t0 } from '../test/helpers/report-batches.js';
 import type { Credential } from './auth.js';
-import type { Transition } from './paths.js';
+import type { Transition } from './paths/checkpoint.js';
 import { Store } from './store.js';
 import { storeSchemaVersion } from './store/migrations.js';
 

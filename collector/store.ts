@@ -12,7 +12,7 @@ import type {
   PathCheckpoint,
   RestoreSource,
   Transition,
-} from './paths.js';
+} from './paths/checkpoint.js';
 import type { Credential, EnrolledCredential } from './auth.js';
 import { forbiddenReason } from './auth.js';
 import { describeFailure, makeDir, storeError } from './store/errors.js';

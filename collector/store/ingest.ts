@@ -1,7 +1,7 @@
 import type { ReportBatch } from '../../wire/report.js';
 import type { Credential, EnrolledCredential } from '../auth.js';
 import { credentialNames, forbiddenReason } from '../auth.js';
-import type { Transition } from '../paths.js';
+import type { Transition } from '../paths/checkpoint.js';
 import type { EnrolOutcome, IngestOutcome, ReportBody } from '../types.js';
 import type { AgentRow, BindingRow } from './rows.js';
 import { toBinding } from './rows.js';

@@ -2,7 +2,7 @@ import { gunzipSync } from 'node:zlib';
 import type { PathSummary } from '../../wire/report.js';
 import type { FailureClass, ProbeResult } from '../../wire/result.js';
 import type { StoredAgent } from '../checkpoint.js';
-import type { Transition } from '../paths.js';
+import type { Transition } from '../paths/checkpoint.js';
 
 /** Row shapes of the store's tables as its statements read them, and what they read as. */
 

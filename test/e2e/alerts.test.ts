@@ -9,7 +9,7 @@ import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AlertEngine } from '../../collector/alerts.js';
 import { Collector } from '../../collector/collector.js';
-import type { AlertContext } from '../../collector/alerts.js';
+import type { AlertContext } from '../../collector/alert-build.js';
 import { parseCollectorConfig } from '../../collector/config.js';
 import type { AlertsConfig } from '../../collector/config.js';
 import type { DeadLetter, DeliveryJournal, RetryPolicy } from '../../collector/sinks/dispatcher.js';

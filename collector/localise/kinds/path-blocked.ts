@@ -1,6 +1,6 @@
 import { echoKinds } from '../../../probes/registry.js';
 import type { Rule } from '../candidate.js';
-import { sharedLabel } from '../evidence.js';
+import { sharedLabel } from '../sides.js';
 import { list } from '../text.js';
 import { byName, layerOf, pushTo, sorted } from '../views.js';
 import { withoutLossy } from './packet-loss.js';
