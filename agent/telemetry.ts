@@ -22,7 +22,8 @@ import {
   prometheusName,
   type OtlpPushSettings,
 } from '../lib/telemetry.js';
-import { echoKinds } from '../probes/registry.js';
+import { isProbeKind, probeRegistry } from '../probes/registry.js';
+import type { KindMetric, KindSeriesSink, ProbeTelemetry } from '../probes/types.js';
 import { failureClasses, type FailureClass, type ProbeResult } from '../wire/result.js';
 import type { Logger } from './logger.js';
 
@@ -159,70 +160,10 @@ const m = {
     's',
     'Returns the time taken for probe dns lookup in seconds (blackbox_exporter compatible).',
   ),
-  bbHttpStatus: descriptor(
-    'probe_http_status_code',
-    '',
-    'Response HTTP status code, 0 without a response (blackbox_exporter compatible).',
-  ),
-  bbHttpDuration: descriptor(
-    'probe_http_duration_seconds',
-    's',
-    'Duration of http request by phase, summed over all redirects (blackbox_exporter compatible).',
-  ),
-  bbCertExpiry: descriptor(
-    'probe_ssl_earliest_cert_expiry',
-    '',
-    'Returns last SSL chain expiry in unixtime (blackbox_exporter compatible).',
-  ),
-  bbIcmpDuration: descriptor(
-    'probe_icmp_duration_seconds',
-    's',
-    'Duration of icmp request by phase (blackbox_exporter compatible).',
-  ),
   bbIpProtocol: descriptor(
     'probe_ip_protocol',
     '',
     'Specifies whether probe ip protocol is IP4 or IP6, 0 when not resolved (blackbox_exporter compatible).',
-  ),
-  bbHttpSsl: descriptor(
-    'probe_http_ssl',
-    '',
-    'Indicates if SSL was used for the final redirect (blackbox_exporter compatible).',
-  ),
-  bbHttpVersion: descriptor(
-    'probe_http_version',
-    '',
-    'Returns the version of HTTP of the probe response, 0 without one (blackbox_exporter compatible).',
-  ),
-  bbHttpContentLength: descriptor(
-    'probe_http_content_length',
-    '',
-    'Length of http content response, -1 when not given (blackbox_exporter compatible).',
-  ),
-  bbHttpRedirects: descriptor(
-    'probe_http_redirects',
-    '',
-    'The number of redirects (blackbox_exporter compatible).',
-  ),
-  bbFailedDueToRegex: descriptor(
-    'probe_failed_due_to_regex',
-    '',
-    'Indicates if probe failed due to regex (blackbox_exporter compatible).',
-  ),
-  bbTlsVersion: descriptor(
-    'probe_tls_version_info',
-    '',
-    'Always 1; its version label is the TLS version used (blackbox_exporter compatible).',
-  ),
-  bbDnsQuerySucceeded: descriptor(
-    'probe_dns_query_succeeded',
-    '',
-    'Displays whether or not the query was executed successfully (blackbox_exporter compatible).',
-  ),
-  bbDnsAnswerRrs: descriptor(
-    'probe_dns_answer_rrs',
-    '',
-    'Returns number of entries in the answer resource record list (blackbox_exporter compatible).',
   ),
 };
 
@@ -275,6 +216,10 @@ interface PathState {
   last: ProbeResult;
   readonly classCounts: Float64Array;
   readonly phases: (Hist | undefined)[];
+  /** The kind's telemetry hooks (`ProbeDefinition.telemetry`). */
+  readonly kindTelemetry: ProbeTelemetry | undefined;
+  /** An echo kind (`ProbeDefinition.echo`): its RTTs go to the ICMP RTT histogram. */
+  readonly echo: boolean;
   icmpRtt: Hist | undefined;
   skipped: number;
   /** Removed from the telemetry (a collection that started before skips it). */
@@ -317,28 +262,28 @@ function ipProtocol(ip: unknown): number {
   return typeof ip === 'string' ? isIP(ip) : 0;
 }
 
-/** The IP a result reached: `detail.ip`, or for dns the resolver's (first) address. */
-function resultIp(r: ProbeResult): unknown {
-  const d = r.detail;
-  if (d === undefined) return undefined;
-  if (r.kind !== 'dns') return d.ip;
-  const server = Array.isArray(d.servers) ? (d.servers[0] as unknown) : undefined;
-  if (typeof server !== 'string') return undefined;
-  // c-ares lists "ip" (v4 or v6), "v4:port" or "[v6]:port".
-  if (isIP(server) !== 0) return server;
-  return server.startsWith('[')
-    ? server.slice(1, server.indexOf(']'))
-    : server.slice(0, server.lastIndexOf(':'));
+/** The OTel descriptor of a kind's own metric, made once per metric. */
+const kindDescriptors = new Map<KindMetric, MetricDescriptor>();
+function kindDescriptor(metric: KindMetric): MetricDescriptor {
+  let d = kindDescriptors.get(metric);
+  if (d === undefined)
+    kindDescriptors.set(metric, (d = descriptor(metric.name, metric.unit, metric.description)));
+  return d;
 }
 
-/** node's TLS protocol name (`TLSv1.3`) as Go's, which blackbox_exporter reports (`TLS 1.3`). */
-function tlsVersionName(protocol: string): string {
-  const m = /^TLSv(\d)(?:\.(\d))?$/.exec(protocol);
-  return m === null ? protocol : `TLS ${m[1]}.${m[2] ?? '0'}`;
-}
+/** A kind's `series` hook writing one path's gauges into a sink. */
+class KindSeries implements KindSeriesSink {
+  constructor(
+    private readonly p: PathState,
+    private readonly sink: SeriesSink,
+  ) {}
 
-/** Kinds blackbox_exporter has a prober for: they get its per-prober series. */
-const blackboxKinds: ReadonlySet<string> = new Set(['http', 'tcp', 'icmp', 'mtu', 'dns']);
+  gauge(metric: KindMetric, value: number, label?: string, labelValue?: string): void {
+    const p = this.p;
+    const attributes = label === undefined ? p.bb : bbWith1(p, label, labelValue ?? '');
+    this.sink.gauge(kindDescriptor(metric), value, attributes);
+  }
+}
 
 const pathKey = (target: string, kind: string): string => `${target}\u0000${kind}`;
 
@@ -355,31 +300,6 @@ function sameLabels(
 function msToHrTime(ms: number): HrTime {
   const s = Math.floor(ms / 1000);
   return [s, Math.round((ms - s * 1000) * 1e6)];
-}
-
-/** Epoch ms of a date string, or of epoch ms/s; NaN when unreadable. */
-function epochMs(v: unknown): number {
-  return typeof v === 'string'
-    ? Date.parse(v)
-    : typeof v === 'number'
-      ? v > 1e11
-        ? v
-        : v * 1000
-      : NaN;
-}
-
-/**
- * Unix seconds of the certificate's earliest expiry: its chain's (`chainValidTo`) when
- * earlier than the leaf's `validTo`, as blackbox_exporter reads it; undefined if unreadable.
- */
-function certExpiryS(detail: Record<string, unknown> | undefined): number | undefined {
-  const cert = detail?.certificate;
-  if (cert === null || typeof cert !== 'object') return undefined;
-  const c = cert as Record<string, unknown>;
-  const leaf = epochMs(c.validTo);
-  const chain = epochMs(c.chainValidTo);
-  const ms = Number.isFinite(chain) && !(chain >= leaf) ? chain : leaf;
-  return Number.isFinite(ms) ? ms / 1000 : undefined;
 }
 
 /** Where `visitPath` puts a path's series: OTel data points (OTLP) or Prometheus text. */
@@ -414,50 +334,11 @@ function visitPath(p: PathState, sink: SeriesSink): void {
   sink.gauge(m.bbSuccess, ok, bb);
   sink.gauge(m.bbDuration, t.totalMs / 1000, bb);
   sink.gauge(m.bbDns, (t.dnsMs ?? 0) / 1000, bb);
-  if (blackboxKinds.has(r.kind)) sink.gauge(m.bbIpProtocol, ipProtocol(resultIp(r)), bb);
+  const kt = p.kindTelemetry;
+  if (kt?.blackboxIp !== undefined) sink.gauge(m.bbIpProtocol, ipProtocol(kt.blackboxIp(r)), bb);
   const loss = d?.lossRatio;
   if (typeof loss === 'number') sink.gauge(m.icmpLoss, loss, base);
-  const expiry = certExpiryS(d);
-  if (expiry !== undefined) sink.gauge(m.bbCertExpiry, expiry, bb);
-  if (r.kind === 'http') {
-    const status = d?.status;
-    const answered = typeof status === 'number';
-    sink.gauge(m.bbHttpStatus, answered ? status : 0, bb);
-    const version = typeof d?.httpVersion === 'string' ? Number(d.httpVersion) : NaN;
-    sink.gauge(m.bbHttpVersion, Number.isFinite(version) ? version : 0, bb);
-    // As blackbox_exporter: TLS of a response, not of a handshake whose certificate was refused.
-    const tlsVersion = answered ? d?.tlsVersion : undefined;
-    sink.gauge(m.bbHttpSsl, typeof tlsVersion === 'string' ? 1 : 0, bb);
-    if (typeof tlsVersion === 'string')
-      sink.gauge(m.bbTlsVersion, 1, bbWith1(p, 'version', tlsVersionName(tlsVersion)));
-    const length = d?.contentLength;
-    sink.gauge(m.bbHttpContentLength, typeof length === 'number' ? length : answered ? -1 : 0, bb);
-    sink.gauge(m.bbHttpRedirects, typeof d?.redirects === 'number' ? d.redirects : 0, bb);
-    sink.gauge(m.bbFailedDueToRegex, r.class === 'http_body' ? 1 : 0, bb);
-    const dns = t.dnsMs ?? 0;
-    const connect = t.connectMs ?? 0;
-    const tls = t.tlsMs ?? 0;
-    const firstByte = t.firstByteMs ?? 0;
-    const transfer =
-      t.firstByteMs === undefined ? 0 : Math.max(0, t.totalMs - dns - connect - tls - firstByte);
-    sink.gauge(m.bbHttpDuration, dns / 1000, bbWith1(p, 'phase', 'resolve'));
-    sink.gauge(m.bbHttpDuration, connect / 1000, bbWith1(p, 'phase', 'connect'));
-    sink.gauge(m.bbHttpDuration, tls / 1000, bbWith1(p, 'phase', 'tls'));
-    sink.gauge(m.bbHttpDuration, firstByte / 1000, bbWith1(p, 'phase', 'processing'));
-    sink.gauge(m.bbHttpDuration, transfer / 1000, bbWith1(p, 'phase', 'transfer'));
-  } else if (echoKinds.has(r.kind)) {
-    // icmp and mtu alike: blackbox's icmp prober is the one with dont_fragment.
-    sink.gauge(m.bbIcmpDuration, (t.dnsMs ?? 0) / 1000, bbWith1(p, 'phase', 'resolve'));
-    sink.gauge(m.bbIcmpDuration, (t.rttMs ?? 0) / 1000, bbWith1(p, 'phase', 'rtt'));
-  } else if (r.kind === 'dns') {
-    // Any response, NXDOMAIN and SERVFAIL included, is a query that succeeded.
-    sink.gauge(m.bbDnsQuerySucceeded, typeof d?.rcode === 'string' ? 1 : 0, bb);
-    sink.gauge(m.bbDnsAnswerRrs, Array.isArray(d?.answers) ? d.answers.length : 0, bb);
-  } else if (r.kind === 'tcp') {
-    // An answer came and `expect` never matched it (blackbox: query_response's expect).
-    const unmatched = r.class === 'protocol_error' && typeof d?.received === 'string';
-    sink.gauge(m.bbFailedDueToRegex, unmatched && d.received !== '' ? 1 : 0, bb);
-  }
+  kt?.series?.(r, new KindSeries(p, sink));
 }
 
 /** Collects series as OTel data points, grouped per metric (for the OTLP push). */
@@ -805,9 +686,7 @@ export class AgentTelemetry {
     this.probeCounts[result.class === 'internal_error' ? ERROR : COMPLETED]! += 1;
 
     const t = result.timings;
-    // Phases only for http (as blackbox_exporter does): for the other kinds connect, rtt or
-    // the handshake is nearly all of the total, and every histogram is ~14 lines a scrape.
-    if (result.kind === 'http') {
+    if (p.kindTelemetry?.phaseHistograms === true) {
       for (let i = 0; i < phaseTimings.length; i++) {
         const ms = t[phaseTimings[i]!];
         if (ms === undefined) continue;
@@ -816,7 +695,7 @@ export class AgentTelemetry {
     } else {
       (p.phases[TOTAL] ??= new Hist(probeDurationBucketsS)).record(t.totalMs / 1000);
     }
-    if (echoKinds.has(result.kind)) {
+    if (p.echo) {
       const rtts = result.detail?.rttsMs;
       if (Array.isArray(rtts)) {
         for (const v of rtts)
@@ -981,6 +860,7 @@ export class AgentTelemetry {
       old.labels = target.labels;
       return old;
     }
+    const def = isProbeKind(result.kind) ? probeRegistry[result.kind] : undefined;
     const base: Attributes = { agent: this.agentName, target: result.target, kind: result.kind };
     for (const [k, v] of Object.entries(target.labels))
       if (!(k in base) && !reservedMetricLabels.includes(k)) base[k] = v;
@@ -994,6 +874,8 @@ export class AgentTelemetry {
       last: result,
       classCounts: new Float64Array(failureClasses.length),
       phases: new Array<Hist | undefined>(phaseNames.length).fill(undefined),
+      kindTelemetry: def?.telemetry,
+      echo: def?.echo === true,
       icmpRtt: undefined,
       skipped: 0,
       removed: false,

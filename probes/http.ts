@@ -7,7 +7,8 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { z } from 'zod';
 import { ConfigError } from '../lib/errors.js';
 import { compileUserRegex, userRegexField } from '../lib/user-regex.js';
-import type { Timings } from '../wire/result.js';
+import type { ProbeResult, Timings } from '../wire/result.js';
+import { blackboxMetrics as bb, certExpiryS, tlsVersionName } from './blackbox.js';
 import { classifyError, rawError, timeoutClass } from './classify.js';
 import {
   abortConnection,
@@ -18,7 +19,7 @@ import {
   resolveHost,
 } from './socket.js';
 import { isValidHost } from './target.js';
-import type { ProbeDefinition } from './types.js';
+import type { KindSeriesSink, ProbeDefinition } from './types.js';
 
 const regex = userRegexField();
 
@@ -485,6 +486,39 @@ function firstFailedAssertion(res: HopResponse, options: HttpOptions): string | 
   return undefined;
 }
 
+/** blackbox_exporter's http prober series, from the path's last result. */
+function httpSeries(r: ProbeResult, sink: KindSeriesSink): void {
+  const d = r.detail;
+  const t = r.timings;
+  const expiry = certExpiryS(d);
+  if (expiry !== undefined) sink.gauge(bb.certExpiry, expiry);
+  const status = d?.status;
+  const answered = typeof status === 'number';
+  sink.gauge(bb.httpStatus, answered ? status : 0);
+  const version = typeof d?.httpVersion === 'string' ? Number(d.httpVersion) : NaN;
+  sink.gauge(bb.httpVersion, Number.isFinite(version) ? version : 0);
+  // As blackbox_exporter: TLS of a response, not of a handshake whose certificate was refused.
+  const tlsVersion = answered ? d?.tlsVersion : undefined;
+  sink.gauge(bb.httpSsl, typeof tlsVersion === 'string' ? 1 : 0);
+  if (typeof tlsVersion === 'string')
+    sink.gauge(bb.tlsVersion, 1, 'version', tlsVersionName(tlsVersion));
+  const length = d?.contentLength;
+  sink.gauge(bb.httpContentLength, typeof length === 'number' ? length : answered ? -1 : 0);
+  sink.gauge(bb.httpRedirects, typeof d?.redirects === 'number' ? d.redirects : 0);
+  sink.gauge(bb.failedDueToRegex, r.class === 'http_body' ? 1 : 0);
+  const dns = t.dnsMs ?? 0;
+  const connect = t.connectMs ?? 0;
+  const tls = t.tlsMs ?? 0;
+  const firstByte = t.firstByteMs ?? 0;
+  const transfer =
+    t.firstByteMs === undefined ? 0 : Math.max(0, t.totalMs - dns - connect - tls - firstByte);
+  sink.gauge(bb.httpDuration, dns / 1000, 'phase', 'resolve');
+  sink.gauge(bb.httpDuration, connect / 1000, 'phase', 'connect');
+  sink.gauge(bb.httpDuration, tls / 1000, 'phase', 'tls');
+  sink.gauge(bb.httpDuration, firstByte / 1000, 'phase', 'processing');
+  sink.gauge(bb.httpDuration, transfer / 1000, 'phase', 'transfer');
+}
+
 /** HTTP(S) request with phase timings, status/body/header assertions and certificate facts. */
 export const http: ProbeDefinition<HttpOptions> = {
   kind: 'http',
@@ -493,6 +527,22 @@ export const http: ProbeDefinition<HttpOptions> = {
     'HTTP(S) request on a fresh connection: dns/connect/tls/first-byte timings, status, body and header checks, certificate expiry',
   target: { form: 'url' },
   options: httpOptions,
+  mainTiming: 'firstByteMs',
+  // Phases only for http, as blackbox_exporter does.
+  telemetry: { phaseHistograms: true, blackboxIp: (r) => r.detail?.ip, series: httpSeries },
+  planCheck: {
+    escapes: (options) =>
+      options.followRedirects ? 'followRedirects could leave allowTargets' : undefined,
+    refusal(options, permissions) {
+      const method = options.method;
+      if (!permissions.allowHttpMethods.includes(method))
+        return `http method ${method} is refused: the agent allows ${permissions.allowHttpMethods.join(', ')} (allowHttpMethods)`;
+      const custom = Object.keys(options.headers);
+      if ((custom.length > 0 || options.body !== undefined) && !permissions.allowHttpHeaders)
+        return `custom http headers or body (${custom.join(', ') || 'body'}) are refused: the agent's config does not allow them (allowHttpHeaders)`;
+      return undefined;
+    },
+  },
   async run(target, options, ctx) {
     const clock = new ProbeClock(ctx.timeoutMs);
     const ca = options.caFile === undefined ? undefined : await loadCa(options.caFile);

@@ -4,13 +4,18 @@ import { classifyIcmpError, classifySendError } from './classify.js';
 import { echoPayloadBytes, FpingEngine, minIpv6PacketBytes } from './icmp-fping.js';
 import { FpingLoopEngine, type LoopTarget } from './icmp-fping-loop.js';
 import { PingEngine } from './icmp-ping.js';
+import type { ProbeResult } from '../wire/result.js';
+import { blackboxMetrics } from './blackbox.js';
 import { round } from './run.js';
 import { ProbeClock, ProbeFailure, resolveHost } from './socket.js';
 import type {
+  KindSeriesSink,
   ProbeContext,
   ProbeDefinition,
   ProbeOutcome,
+  ProbeTelemetry,
   ScheduledTarget,
+  SummaryLoss,
   Target,
 } from './types.js';
 
@@ -357,6 +362,29 @@ export async function runEcho(
   return outcomeOf(report, ip, clock);
 }
 
+/** An echo result's loss for its period summary, weighted by the packets sent. */
+export function echoSummaryLoss(
+  detail: Readonly<Record<string, unknown>>,
+): SummaryLoss | undefined {
+  const loss = detail.lossRatio;
+  if (typeof loss !== 'number' || !(loss >= 0 && loss <= 1)) return undefined;
+  const sent = detail.sent;
+  return { ratio: loss, packets: typeof sent === 'number' && sent > 0 ? sent : 1 };
+}
+
+/** blackbox_exporter's icmp prober series: the echo kinds' (it is the one with dont_fragment). */
+function echoSeries(r: ProbeResult, sink: KindSeriesSink): void {
+  const t = r.timings;
+  sink.gauge(blackboxMetrics.icmpDuration, (t.dnsMs ?? 0) / 1000, 'phase', 'resolve');
+  sink.gauge(blackboxMetrics.icmpDuration, (t.rttMs ?? 0) / 1000, 'phase', 'rtt');
+}
+
+/** What the agent exports for an echo kind besides the common series. */
+export const echoTelemetry: ProbeTelemetry = {
+  blackboxIp: (r) => r.detail?.ip,
+  series: echoSeries,
+};
+
 /**
  * ICMP echo: round-trip and loss over a few packets; unreachable told apart from silence.
  * Scheduled targets (`prepare`) are pinged continuously by one long-lived fping, `count`
@@ -370,6 +398,9 @@ export const icmp: ProbeDefinition<IcmpOptions> = {
   target: { form: 'host' },
   options: icmpOptions,
   echo: true,
+  mainTiming: 'rttMs',
+  summaryLoss: echoSummaryLoss,
+  telemetry: echoTelemetry,
   run: (target, options, ctx) => runEcho(target, options, ctx),
   prepare(targets) {
     prepareEchoLoop('icmp', targets, (options) => options);

@@ -310,6 +310,7 @@ export const mysql: ProbeDefinition<MysqlOptions> = {
     'MySQL/MariaDB greeting and login handshake (alive and serving?), optionally SELECT 1',
   target: { form: 'hostPort', defaultPort: 3306 },
   options: mysqlOptions,
+  mainTiming: 'firstByteMs',
   async run(target, options, ctx) {
     const clock = new ProbeClock(ctx.timeoutMs);
     const port = target.port ?? 3306;

@@ -209,6 +209,7 @@ export const postgres: ProbeDefinition<PostgresOptions> = {
   description: 'PostgreSQL startup handshake (alive and serving?), optionally a login and SELECT 1',
   target: { form: 'hostPort', defaultPort: 5432 },
   options: postgresOptions,
+  mainTiming: 'firstByteMs',
   async run(target, options, ctx) {
     const clock = new ProbeClock(ctx.timeoutMs);
     const port = target.port ?? 5432;

@@ -164,6 +164,7 @@ export const redis: ProbeDefinition<RedisOptions> = {
   description: 'Redis PING (alive and serving?), optionally AUTH and PING',
   target: { form: 'hostPort', defaultPort: 6379 },
   options: redisOptions,
+  mainTiming: 'firstByteMs',
   async run(target, options, ctx) {
     const clock = new ProbeClock(ctx.timeoutMs);
     const port = target.port ?? 6379;
