@@ -16,7 +16,7 @@ import {
 } from './confirm.js';
 import type { Logger } from './logger.js';
 import { Scheduler, type Job } from './scheduler.js';
-import { AgentTelemetry, type ConfirmStats } from './telemetry.js';
+import { AgentTelemetry, type ConfirmStats } from './telemetry/index.js';
 
 /** How long SIGTERM waits for probes in flight before aborting them. */
 export const defaultStopGraceMs = 5_000;

@@ -27,7 +27,7 @@ import { isProbeKind, probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeKind } from '../probes/registry.js';
 import { parseTarget } from '../probes/target.js';
 import type { Target } from '../probes/types.js';
-import { probeInstanceModes, type ProbeInstance } from './telemetry.js';
+import { probeInstanceModes, type ProbeInstance } from './telemetry/index.js';
 
 /**
  * The agent's YAML configuration (`faultline agent --config agent.yaml`): who the agent is,
