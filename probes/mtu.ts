@@ -1,14 +1,14 @@
 import { z } from 'zod';
-import { minIpv6PacketBytes } from './icmp-fping.js';
+import { icmpOptions } from './icmp.js';
 import {
   closeIcmpEngines,
   echoSummaryLoss,
   echoTelemetry,
-  icmpOptions,
   prepareEchoLoop,
   runEcho,
-} from './icmp.js';
-import type { EchoPlan } from './icmp.js';
+  type EchoPlan,
+} from './icmp/echo.js';
+import { minIpv6PacketBytes } from './icmp/process.js';
 import type { ProbeDefinition } from './types.js';
 
 /** IPv4's minimum MTU (RFC 791): every IPv4 link carries packets this large. */

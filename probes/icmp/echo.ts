@@ -1,50 +1,28 @@
 import { isIP } from 'node:net';
-import { z } from 'zod';
-import { classifyIcmpError, classifySendError } from './classify.js';
-import { echoPayloadBytes, FpingEngine, minIpv6PacketBytes } from './icmp-fping.js';
-import { FpingLoopEngine, type LoopTarget } from './icmp-fping-loop.js';
-import { PingEngine } from './icmp-ping.js';
-import type { ProbeResult } from '../wire/result.js';
-import { blackboxMetrics } from './blackbox.js';
-import { round } from './run.js';
-import { ProbeClock, ProbeFailure, resolveHost } from './socket.js';
+import type { ProbeResult } from '../../wire/result.js';
+import { blackboxMetrics } from '../blackbox.js';
+import { classifyIcmpError, classifySendError } from '../classify.js';
+import { round } from '../run.js';
+import { ProbeClock, ProbeFailure, resolveHost } from '../socket.js';
 import type {
   KindSeriesSink,
   ProbeContext,
-  ProbeDefinition,
   ProbeOutcome,
   ProbeTelemetry,
   ScheduledTarget,
   SummaryLoss,
   Target,
-} from './types.js';
+} from '../types.js';
+import type { EchoReport, IcmpEngine, IcmpEngineName } from './engine.js';
+import { FpingEngine } from './fping.js';
+import { FpingLoopEngine, type LoopTarget } from './fping-loop.js';
+import { PingEngine } from './ping.js';
+import { echoPayloadBytes, minIpv6PacketBytes } from './process.js';
 
-/** The programs an ICMP echo can run on. */
-export const icmpEngineNames = ['fping', 'ping'] as const;
-export type IcmpEngineName = (typeof icmpEngineNames)[number];
-
-/**
- * Options of the icmp probe. `count` packets `intervalMs` apart must fit the probe timeout
- * with time left for the last reply; when they do not, fewer are sent (`detail.sent`).
+/*
+ * The echo path both echo kinds share (icmp, mtu): which engine answers, a one-shot echo
+ * run or a round of the scheduled loop, and the outcome decided from its report.
  */
-export const icmpOptions = z
-  .object({
-    /** Echo requests per probe; the probe is `ok` when at least one is answered. */
-    count: z.number().int().min(1).max(100).default(3),
-    /**
-     * Milliseconds between two echo requests of one probe. Scheduled targets ignore it: their
-     * `count` packets are spread over the whole interval.
-     */
-    intervalMs: z.number().int().min(10).max(10_000).default(200),
-    /** ICMP payload bytes (the programs' default, 56, when absent). At least 16 so that ping can time the echo. */
-    packetSize: z.number().int().min(16).max(65_000).optional(),
-    /** `fping` (one process for many concurrent probes), `ping` (iputils, one process per probe), or `auto`: fping where installed. */
-    engine: z.enum(['auto', ...icmpEngineNames]).default('auto'),
-    /** Address family for a hostname: 4, 6, or 0 for the resolver's first answer. */
-    family: z.union([z.literal(0), z.literal(4), z.literal(6)]).default(0),
-  })
-  .strict();
-export type IcmpOptions = z.infer<typeof icmpOptions>;
 
 /**
  * How an echo probe sends: what the options of the echo kinds (icmp, mtu) come down to.
@@ -55,7 +33,7 @@ export interface EchoPlan {
   readonly count: number;
   /** Milliseconds between two echo requests of a one-shot probe. */
   readonly intervalMs: number;
-  readonly engine: IcmpOptions['engine'];
+  readonly engine: 'auto' | IcmpEngineName;
   /** Address family for a hostname: 4, 6, or 0 for the resolver's first answer. */
   readonly family: 0 | 4 | 6;
   /** ICMP payload bytes (the programs' default when absent and `sizeBytes` is too). */
@@ -64,83 +42,6 @@ export interface EchoPlan {
   readonly sizeBytes?: number;
   /** Don't Fragment: a packet larger than a link on the way is refused, never fragmented. */
   readonly dontFragment?: boolean;
-}
-
-/** One echo run asked of an engine. */
-export interface EchoRequest {
-  /** The address to probe: always a resolved IP literal, never raw user text. */
-  readonly ip: string;
-  readonly family: 4 | 6;
-  /** Echo requests to send. */
-  readonly count: number;
-  /** Milliseconds between two echo requests. */
-  readonly intervalMs: number;
-  /** ICMP payload bytes; the program's default when absent. */
-  readonly packetSize?: number;
-  /** Set Don't Fragment (IPv4), refuse to fragment (IPv6): for path MTU probes. */
-  readonly dontFragment?: boolean;
-  /** Budget from now, in milliseconds: the engine answers by then. */
-  readonly timeoutMs: number;
-  /** The caller gave up: answer at once with what came back so far. */
-  readonly signal: AbortSignal;
-}
-
-/** An ICMP error message that came back instead of an echo reply. */
-export interface IcmpError {
-  readonly family: 4 | 6;
-  /** ICMP type (3 destination unreachable, 11 time exceeded; ICMPv6 1 and 3). */
-  readonly type: number;
-  /** ICMP code, where the engine reports it. */
-  readonly code?: number;
-  /** Stable name of type and code, e.g. `ICMP_UNREACH_HOST`. */
-  readonly name: string;
-  /** Who sent it: a router, the target, or our own stack when ARP fails. */
-  readonly from: string;
-  /** The next-hop MTU a "fragmentation needed" / "packet too big" carries, where the engine prints it. */
-  readonly mtu?: number;
-  /** The engine's line, for humans. */
-  readonly text: string;
-}
-
-/**
- * A packet our own stack refused to send. iputils ping reports these (with the MTU the
- * kernel gave); fping 5.1 prints nothing for them in count and loop mode.
- */
-export interface SendError {
-  /** The errno name, e.g. EMSGSIZE: larger than the route's MTU, with Don't Fragment set. */
-  readonly code: string;
-  /** The MTU the kernel named: the interface's, or the path MTU it learnt. */
-  readonly mtu?: number;
-  /** The engine's line, for humans. */
-  readonly text: string;
-}
-
-/** What an engine saw for one echo run. */
-export interface EchoReport {
-  /** `fping-loop`: a round of a scheduled target, answered by its long-lived fping. */
-  readonly engine: IcmpEngineName | 'fping-loop';
-  /** The address the echoes went to, where the engine chose it (the loop keeps a name's address). */
-  readonly ip?: string;
-  /** Per echo request, in send order: round-trip in milliseconds, or null when none came back. */
-  readonly rttsMs: readonly (number | null)[];
-  /** ICMP errors that came back, in arrival order. */
-  readonly icmpErrors: readonly IcmpError[];
-  /** Packets our own stack refused to send, where the engine tells (ping does). */
-  readonly sendErrors?: readonly SendError[];
-  /** The caller's signal ended the run early. */
-  readonly aborted: boolean;
-  /** The engine itself failed (not installed, crashed): this says nothing about the target. */
-  readonly failure?: { readonly code: string; readonly message: string };
-}
-
-/** A program that sends ICMP echoes. `echo` never rejects: failures are in the report. */
-export interface IcmpEngine {
-  readonly name: IcmpEngineName;
-  /** Whether the program is installed and usable; checked once, then cached. */
-  available(): Promise<boolean>;
-  echo(req: EchoRequest): Promise<EchoReport>;
-  /** Ends every child process; pending echoes answer as aborted. The engine stays usable. */
-  close(): Promise<void>;
 }
 
 /**
@@ -165,7 +66,7 @@ export async function closeIcmpEngines(): Promise<void> {
 }
 
 async function pickEngine(
-  choice: IcmpOptions['engine'],
+  choice: 'auto' | IcmpEngineName,
   dontFragment: boolean,
 ): Promise<IcmpEngine | undefined> {
   if (choice !== 'auto') {
@@ -383,27 +284,4 @@ function echoSeries(r: ProbeResult, sink: KindSeriesSink): void {
 export const echoTelemetry: ProbeTelemetry = {
   blackboxIp: (r) => r.detail?.ip,
   series: echoSeries,
-};
-
-/**
- * ICMP echo: round-trip and loss over a few packets; unreachable told apart from silence.
- * Scheduled targets (`prepare`) are pinged continuously by one long-lived fping, `count`
- * packets per interval, and a round reports the packets since the previous round; a
- * one-shot probe sends its own `count` packets `intervalMs` apart.
- */
-export const icmp: ProbeDefinition<IcmpOptions> = {
-  kind: 'icmp',
-  description:
-    'ICMP echo round-trip and loss over a few packets; timeout and ICMP unreachable told apart',
-  target: { form: 'host' },
-  options: icmpOptions,
-  echo: true,
-  mainTiming: 'rttMs',
-  summaryLoss: echoSummaryLoss,
-  telemetry: echoTelemetry,
-  run: (target, options, ctx) => runEcho(target, options, ctx),
-  prepare(targets) {
-    prepareEchoLoop('icmp', targets, (options) => options);
-  },
-  close: closeIcmpEngines,
 };
