@@ -3,7 +3,7 @@ import type { ProbeDefinition } from '../probes/types.js';
 import type { Plan } from '../wire/plan.js';
 import type { PathSummary } from '../wire/report.js';
 import type { FailureClass, ProbeResult, Timings } from '../wire/result.js';
-import type { Journal } from './journal.js';
+import type { Journal, ReportedTarget } from './journal.js';
 import type { Logger } from './logger.js';
 import type { BatchDraft } from './spool.js';
 
@@ -18,12 +18,6 @@ export const defaultEarlyFlushMs = 100;
  * summary per period like a healthy one.
  */
 export const defaultConfirmResults = 4;
-
-/** What the reporter needs from a target: its plan name and kind. */
-export interface ReportedTarget {
-  readonly name: string;
-  readonly kind: string;
-}
 
 /** Options of a {@link Reporter}. */
 export interface ReporterOptions {
@@ -64,6 +58,9 @@ export interface ReporterStats {
   /** Batches the spool failed to store (disk full…): their content is lost, and logged. */
   readonly appendFailures: number;
 }
+
+// Defined beside the journal that stores it, so that the two do not import each other.
+export type { ReportedTarget };
 
 type TimingName = keyof Timings;
 
