@@ -8,7 +8,7 @@ import { PlanSchema } from '../wire/plan.js';
 import type { Plan } from '../wire/plan.js';
 import type { Logger } from './logger.js';
 import { explain, HttpStatusError, replyCode } from './link-replies.js';
-import { writeFileAtomic } from './spool.js';
+import { writeFileAtomic } from './atomic-file.js';
 
 const gunzipAsync = promisify(gunzip);
 
