@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { listenError } from '../lib/listen-error.js';
 import { echoKinds, probeDefinition, probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeDefinition, ScheduledTarget } from '../probes/types.js';
-import { nowEchoSpacingMs } from '../probes/icmp.js';
+import { nowEchoSpacingMs } from '../probes/icmp/echo.js';
 import { runProbe } from '../probes/run.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { AgentConfig, ResolvedTarget } from './config.js';
@@ -16,7 +16,7 @@ import {
 } from './confirm.js';
 import type { Logger } from '../lib/logger.js';
 import { Scheduler, type Job } from './scheduler.js';
-import { AgentTelemetry, type ConfirmStats } from './telemetry.js';
+import { AgentTelemetry, type ConfirmStats } from './telemetry/index.js';
 
 /** How long SIGTERM waits for probes in flight before aborting them. */
 export const defaultStopGraceMs = 5_000;

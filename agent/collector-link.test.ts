@@ -13,12 +13,8 @@ import type { Plan } from '../wire/plan.js';
 import { ReportBatchSchema } from '../wire/report.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { ProbeResult } from '../wire/result.js';
-import {
-  backoffDelayMs,
-  classifyReply,
-  CollectorLink,
-  parseRetryAfterMs,
-} from './collector-link.js';
+import { CollectorLink } from './collector-link.js';
+import { backoffDelayMs, classifyReply, parseRetryAfterMs } from './link-replies.js';
 import type { CollectorLinkOptions } from './collector-link.js';
 
 const log = pino({ level: 'silent' });

@@ -1,53 +1,31 @@
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { gunzip } from 'node:zlib';
-import { Agent as HttpAgent, request } from 'undici';
-import type { Dispatcher } from 'undici';
+import { Agent as HttpAgent } from 'undici';
 import { sleepUnlessAborted } from '../lib/duration.js';
-import { errorCodeOf } from '../lib/errors.js';
-import { faultlineVersion } from '../lib/version.js';
-import type { ApiErrorCode } from '../wire/errors.js';
-import { PlanSchema } from '../wire/plan.js';
 import type { Plan } from '../wire/plan.js';
-import { ReportAckSchema, agentUserAgent } from '../wire/report.js';
 import type { ProbeResult } from '../wire/result.js';
-import { Credentials, EnrolError } from './enrol.js';
+import { Credentials } from './enrol.js';
 import type { EnrolState } from './enrol.js';
 import { Journal } from './journal.js';
+import { replayJournal } from './journal-replay.js';
+import {
+  backoffDelayMs,
+  defaultAuthRetryMs,
+  defaultBackoffBaseMs,
+  defaultBackoffCapMs,
+  defaultHealthPollMs,
+  explain,
+  HttpStatusError,
+} from './link-replies.js';
 import type { Logger } from '../lib/logger.js';
+import { PlanClient } from './plan-client.js';
+import { ReportUpload, userAgent } from './report-upload.js';
 import { Reporter } from './reporter.js';
 import type { ReporterStats, ReportedTarget } from './reporter.js';
-import { Spool, writeFileAtomic } from './spool.js';
+import { Spool } from './spool.js';
 import type { SpooledBatch, SpoolStats } from './spool.js';
 
-/** Every request says which agent version sends it (the collector's Agents view shows it). */
-const userAgent = agentUserAgent(faultlineVersion);
-
-const gunzipAsync = promisify(gunzip);
-
-/** Backoff after a failed send: full jitter between 0 and min(cap, base × 2^(attempt−1)). */
-export const defaultBackoffBaseMs = 250;
-export const defaultBackoffCapMs = 30_000;
-/** After 401/403 (or a refusal the agent cannot fix by itself): retry this slowly. */
-export const defaultAuthRetryMs = 60_000;
-/** A collector's Retry-After is honoured up to this long. */
-export const maxRetryAfterMs = 600_000;
-/**
- * While the collector is unreachable, its /healthz is asked this often (±25% jitter): a
- * request that costs it nothing, so delivery resumes within about this long of its return
- * instead of after a backoff of up to `capMs`.
- */
-export const defaultHealthPollMs = 1_000;
-
-/** Refusals that say the sequence or the identity is wrong, never the batch: it is kept. */
-export const seqRefusalCodes: ReadonlySet<string> = new Set<ApiErrorCode>([
-  'FL_ERR_SEQ_GAP',
-  'FL_ERR_SEQ_IMPLAUSIBLE',
-  'FL_ERR_AGENT_CONFLICT',
-  'FL_ERR_FORBIDDEN',
-  'FL_ERR_ENROL_REQUIRED',
-]);
+// The link's parts, one file each: what to do after each answer (link-replies.ts), the
+// plan's fetch and cache (plan-client.ts), a batch's upload and the health poll
+// (report-upload.ts), the replay of a killed run (journal-replay.ts).
 
 /** Options of a {@link CollectorLink}. */
 export interface CollectorLinkOptions {
@@ -122,59 +100,6 @@ export interface CollectorLinkStats {
   readonly reporter: ReporterStats;
 }
 
-/** Full-jitter exponential backoff: uniformly random in [0, min(capMs, baseMs × 2^(attempt−1))]. */
-export function backoffDelayMs(
-  attempt: number,
-  baseMs: number,
-  capMs: number,
-  random: () => number = Math.random,
-): number {
-  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(Math.max(0, attempt - 1), 30));
-  return Math.floor(random() * ceiling);
-}
-
-/** Retry-After as milliseconds (delta-seconds or an HTTP date), or undefined. */
-export function parseRetryAfterMs(
-  value: string | string[] | undefined,
-  nowMs: number = Date.now(),
-): number | undefined {
-  const v = (Array.isArray(value) ? value[0] : value)?.trim();
-  if (v === undefined || v === '') return undefined;
-  if (/^\d+$/.test(v)) return Math.min(maxRetryAfterMs, Number(v) * 1000);
-  const at = Date.parse(v);
-  if (Number.isNaN(at)) return undefined;
-  return Math.min(maxRetryAfterMs, Math.max(0, at - nowMs));
-}
-
-/** What to do after one POST of a batch. */
-export type SendOutcome =
-  | { readonly kind: 'acked'; readonly acceptedSeq: number; readonly duplicate: boolean }
-  | { readonly kind: 'gap'; readonly expectedSeq: number }
-  | { readonly kind: 'wait'; readonly delayMs: number; readonly why: string }
-  | { readonly kind: 'backoff'; readonly why: string; readonly unreachable?: boolean }
-  | {
-      readonly kind: 'slow';
-      readonly why: string;
-      readonly code?: string;
-      readonly status?: number;
-    }
-  | { readonly kind: 'reject'; readonly why: string };
-
-class HttpStatusError extends Error {
-  constructor(
-    readonly statusCode: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-function explain(err: unknown): string {
-  const code = errorCodeOf(err);
-  const msg = err instanceof Error ? err.message : String(err);
-  return code === undefined ? msg : `${code}: ${msg}`;
-}
-
 /**
  * The agent's side of the collector: fetches and caches the plan, and delivers the spooled
  * report batches — strictly in seq order, one at a time, each retried until the collector
@@ -215,7 +140,8 @@ export class CollectorLink {
   private connected = false;
   private lastProblem: string | undefined;
   private lastPlanAuthFailure = false;
-  private planEtag: string | undefined;
+  private readonly plans: PlanClient;
+  private readonly upload: ReportUpload;
   private readonly requestTimeoutMs: number;
   private readonly baseMs: number;
   private readonly capMs: number;
@@ -252,6 +178,32 @@ export class CollectorLink {
     this.capMs = options.backoff?.capMs ?? defaultBackoffCapMs;
     this.authRetryMs = options.authRetryMs ?? defaultAuthRetryMs;
     this.random = options.random ?? Math.random;
+    this.plans = new PlanClient({
+      base: this.base,
+      dispatcher: this.http,
+      agent: options.agent,
+      labels: options.labels,
+      stateDir: options.stateDir,
+      log: options.log,
+      token: (timeoutMs) => this.token(timeoutMs),
+      refused: (token, code) => this.credentials!.refused(token, code),
+      headers: (token, extra) => this.headers(token, extra),
+      signal: (timeoutMs) => this.signal(timeoutMs),
+    });
+    this.upload = new ReportUpload({
+      base: this.base,
+      dispatcher: this.http,
+      requestTimeoutMs: this.requestTimeoutMs,
+      healthPollMs: this.healthPollMs,
+      random: this.random,
+      abort: this.abort.signal,
+      stopped: () => this.stopped,
+      counts: this.counts,
+      token: (timeoutMs) => this.token(timeoutMs),
+      refused: (token, code) => this.credentials!.refused(token, code),
+      headers: (token, extra) => this.headers(token, extra),
+      signal: (timeoutMs) => this.signal(timeoutMs),
+    });
     this.reporter = new Reporter({
       agent: options.agent,
       labels: options.labels,
@@ -308,18 +260,21 @@ export class CollectorLink {
       log,
       timeoutMs: this.requestTimeoutMs,
     });
-    if (this.journal !== undefined) await this.replayJournal(this.spool);
+    if (this.journal !== undefined) {
+      const replayed = await replayJournal(this.spool, this.options);
+      if (replayed > 0) this.counts.replayedResults = replayed;
+    }
     this.spool.onAppend(() => {
       this.appended = true;
       this.wake?.();
     });
-    const cached = await this.loadCachedPlan();
+    const cached = await this.plans.loadCached();
     let plan: Plan | undefined;
     let fresh = false;
     try {
       plan = await this.fetchPlan(this.options.startPlanTimeoutMs ?? 5_000);
       fresh = true;
-      if (plan.version !== cached?.version) await this.savePlan(plan);
+      if (plan.version !== cached?.version) await this.plans.save(plan);
     } catch (err) {
       this.counts.planFailures++;
       if (cached !== undefined) {
@@ -385,125 +340,11 @@ export class CollectorLink {
     return { authorization: `Bearer ${token}`, 'user-agent': userAgent, ...extra };
   }
 
-  /**
-   * What a SIGKILLed run journaled but never spooled: replayed into one batch (its failures
-   * in full) before anything new is reported. Summaries of the killed period cover the
-   * results journaled since its last batch; ok results before an early flush are not in them.
-   */
-  private async replayJournal(spool: Spool): Promise<void> {
-    const { log } = this.options;
-    const recovered = Journal.recover(this.options.stateDir, new Set(spool.createdAtMs()), log);
-    const { done } = recovered;
-    // Results of another name (the state dir reused under a new --name) would be refused.
-    const entries = recovered.entries.filter((e) => e.result.agent === this.options.agent);
-    if (entries.length < recovered.entries.length) {
-      log.warn(
-        { results: recovered.entries.length - entries.length },
-        'journaled results of another agent name not replayed',
-      );
-    }
-    if (entries.length === 0) {
-      done();
-      return;
-    }
-    let clockMs = Math.min(...entries.map((e) => e.result.startedAtMs));
-    const endMs = Math.max(
-      ...entries.map((e) => e.result.startedAtMs + Math.ceil(e.result.timings.totalMs)),
-    );
-    const replay = new Reporter({
-      agent: this.options.agent,
-      labels: this.options.labels,
-      log,
-      earlyFlushMs: false,
-      // Every result after a path's first failure goes in full: it is all there is of them.
-      confirmResults: Number.MAX_SAFE_INTEGER,
-      now: () => clockMs,
-      sink: { append: (draft) => spool.append(draft) },
-    });
-    for (const e of entries) replay.observe(e.result, e.target);
-    clockMs = endMs;
-    await replay.cut();
-    if (replay.stats().appendFailures > 0) return; // kept for the next start
-    done();
-    this.counts.replayedResults = entries.length;
-    log.warn(
-      { results: entries.length, failures: entries.filter((e) => e.result.class !== 'ok').length },
-      'the previous run was killed: its open report period replayed from the journal',
-    );
-  }
-
   // ---- plan ----------------------------------------------------------------------------
 
-  private async fetchPlan(timeoutMs: number): Promise<Plan> {
+  private fetchPlan(timeoutMs: number): Promise<Plan> {
     this.counts.planFetches++;
-    const current = this.current;
-    const conditional: Record<string, string> =
-      current !== undefined && this.planEtag !== undefined
-        ? { 'if-none-match': this.planEtag }
-        : {};
-    const labels = Object.entries(this.options.labels)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(',');
-    const qs = new URLSearchParams({ agent: this.options.agent, labels });
-    const token = await this.token(timeoutMs);
-    const res = await request(`${this.base}/api/v1/plan?${qs.toString()}`, {
-      method: 'GET',
-      headers: this.headers(token, {
-        accept: 'application/json',
-        'accept-encoding': 'gzip',
-        ...conditional,
-      }),
-      dispatcher: this.http,
-      signal: this.signal(timeoutMs),
-    });
-    let raw = Buffer.from(await res.body.arrayBuffer());
-    if (res.statusCode === 304 && current !== undefined) return current;
-    if (res.statusCode !== 200) {
-      const code = replyCode(raw.toString());
-      if (res.statusCode === 401 || (res.statusCode === 403 && code === 'FL_ERR_ENROL_REQUIRED'))
-        await this.credentials!.refused(token, code);
-      throw new HttpStatusError(
-        res.statusCode,
-        `plan request answered ${res.statusCode}: ${raw.toString().slice(0, 200)}`,
-      );
-    }
-    if (res.headers['content-encoding'] === 'gzip') raw = await gunzipAsync(raw);
-    const parsed = PlanSchema.safeParse(JSON.parse(raw.toString()) as unknown);
-    const etag = res.headers.etag;
-    this.planEtag = typeof etag === 'string' ? etag : undefined;
-    if (!parsed.success) {
-      this.planEtag = undefined;
-      const first = parsed.error.issues[0];
-      throw new Error(
-        `the collector sent an invalid plan: ${first?.path.join('.') ?? ''}: ${first?.message ?? ''}`,
-      );
-    }
-    return parsed.data;
-  }
-
-  private async loadCachedPlan(): Promise<Plan | undefined> {
-    const path = join(this.options.stateDir, 'plan.json');
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
-    try {
-      return PlanSchema.parse(JSON.parse(text));
-    } catch (err) {
-      this.options.log.error({ file: path, err: explain(err) }, 'cached plan unreadable; ignored');
-      return undefined;
-    }
-  }
-
-  private async savePlan(plan: Plan): Promise<void> {
-    try {
-      await writeFileAtomic(join(this.options.stateDir, 'plan.json'), JSON.stringify(plan));
-    } catch (err) {
-      this.options.log.error({ err: explain(err) }, 'could not cache the plan');
-    }
+    return this.plans.fetch(this.current, timeoutMs);
   }
 
   private async planLoop(fresh: boolean): Promise<void> {
@@ -527,7 +368,7 @@ export class CollectorLink {
         this.lastPlanAuthFailure = false;
         if (plan.version === this.current?.version) continue;
         const previous = this.current?.version;
-        await this.savePlan(plan);
+        await this.plans.save(plan);
         this.current = plan;
         this.reporter.setPlan(plan);
         log.info(
@@ -599,7 +440,7 @@ export class CollectorLink {
         await this.waitForAppend();
         continue;
       }
-      const outcome = await this.send(batch);
+      const outcome = await this.upload.send(batch, this.backlogAfter(batch.seq));
       if (this.stopped && outcome.kind !== 'acked') return;
       switch (outcome.kind) {
         case 'acked': {
@@ -688,7 +529,7 @@ export class CollectorLink {
           this.noteProblem(outcome.why, { seq: batch.seq, attempt, delayMs });
           if (outcome.unreachable === true && delayMs > this.healthPollMs) {
             // Unreachable: ask /healthz cheaply and resume the moment it answers.
-            if (await this.untilHealthy(delayMs)) attempt = 0;
+            if (await this.upload.untilHealthy(delayMs)) attempt = 0;
           } else await sleepUnlessAborted(delayMs, this.abort.signal);
           break;
         }
@@ -709,169 +550,4 @@ export class CollectorLink {
   private backlogAfter(seq: number): number {
     return Math.max(0, (this.spool?.stats().nextSeq ?? seq + 1) - 1 - seq);
   }
-
-  private async send(batch: SpooledBatch): Promise<SendOutcome> {
-    let token: string;
-    try {
-      token = await this.token(this.requestTimeoutMs);
-    } catch (err) {
-      if (err instanceof EnrolError) {
-        if (err.retryAfterMs !== undefined)
-          return { kind: 'wait', delayMs: this.jittered(err.retryAfterMs), why: err.message };
-        if (err.statusCode !== undefined && err.statusCode < 500)
-          return {
-            kind: 'slow',
-            why: err.message,
-            ...(err.code === undefined ? {} : { code: err.code }),
-          };
-        return { kind: 'backoff', why: err.message };
-      }
-      return { kind: 'backoff', why: `enrolment: ${explain(err)}`, unreachable: true };
-    }
-    this.counts.posts++;
-    let statusCode: number;
-    let headers: Dispatcher.ResponseData['headers'];
-    let text: string;
-    try {
-      const res = await request(`${this.base}/api/v1/reports`, {
-        method: 'POST',
-        headers: this.headers(token, {
-          'content-type': 'application/json',
-          'content-encoding': 'gzip',
-          accept: 'application/json',
-          // Batches spooled behind this one: while it replays a backlog, the collector does
-          // not count this agent's (past) view in the diagnosis.
-          'faultline-backlog': String(this.backlogAfter(batch.seq)),
-        }),
-        body: batch.body,
-        dispatcher: this.http,
-        signal: this.signal(this.requestTimeoutMs),
-      });
-      statusCode = res.statusCode;
-      headers = res.headers;
-      text = await res.body.text();
-    } catch (err) {
-      return { kind: 'backoff', why: explain(err), unreachable: true };
-    }
-    const outcome = classifyReply(statusCode, headers, text, this.random);
-    if (outcome.kind === 'slow' && outcome.code !== undefined && seqRefusalCodes.has(outcome.code))
-      this.counts.seqRefusals++;
-    if (
-      outcome.kind === 'slow' &&
-      (outcome.status === 401 || outcome.code === 'FL_ERR_ENROL_REQUIRED') &&
-      (await this.credentials!.refused(token, outcome.code))
-    ) {
-      // A per-agent credential the collector forgot: enrol again at once.
-      return { kind: 'backoff', why: outcome.why };
-    }
-    return outcome;
-  }
-
-  /**
-   * Waits up to `delayMs` for the collector to come back, asking its /healthz every
-   * `healthPollMs` (jittered) — a question every period, its wait included, so that a
-   * request stuck on a cut (its SYN lost) ends where the next one starts: the collector is
-   * heard again within about one period after the heal, not two.
-   */
-  private async untilHealthy(delayMs: number): Promise<boolean> {
-    const until = Date.now() + delayMs;
-    let askedAt = Date.now();
-    while (!this.stopped) {
-      const left = until - Date.now();
-      if (left <= 0) return false;
-      const periodMs = Math.round(this.healthPollMs * (0.75 + this.random() * 0.5));
-      const stepMs = Math.min(left, Math.max(0, askedAt + periodMs - Date.now()));
-      await sleepUnlessAborted(stepMs, this.abort.signal);
-      if (this.stopped) return false;
-      askedAt = Date.now();
-      try {
-        const res = await request(`${this.base}/healthz`, {
-          method: 'GET',
-          headers: { 'user-agent': userAgent },
-          dispatcher: this.http,
-          signal: this.signal(Math.max(250, this.healthPollMs)),
-        });
-        await res.body.dump();
-        if (res.statusCode === 200) return true;
-      } catch {
-        // Still away.
-      }
-    }
-    return false;
-  }
-}
-
-type IncomingHttpHeaders = Dispatcher.ResponseData['headers'];
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The collector's FL_ERR_* code of an error answer (`{error: {code}}`), if any. */
-export function replyCode(text: string): string | undefined {
-  const body = parseJson(text) as { error?: { code?: unknown }; code?: unknown } | undefined;
-  const code = body?.error?.code ?? body?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
-/**
- * Maps one answer of `POST /api/v1/reports` to what the link does next. 400/413/422 mean
- * this batch is bad (it is set aside); 415 and 401/403 mean the agent and the collector
- * disagree about everything, so no batch is blamed for it.
- */
-export function classifyReply(
-  status: number,
-  headers: IncomingHttpHeaders,
-  text: string,
-  random: () => number,
-): SendOutcome {
-  const brief = text.slice(0, 300);
-  const code = replyCode(text);
-  // The sequence or the identity is refused, not the batch: never set it aside for it.
-  if (code !== undefined && seqRefusalCodes.has(code) && status !== 409)
-    return { kind: 'slow', why: `${status} ${code}: ${brief}`, code, status };
-  if (status === 409 && code !== undefined && code !== 'FL_ERR_SEQ_GAP')
-    return { kind: 'slow', why: `409 ${code}: ${brief}`, code, status };
-  if (status === 200) {
-    const ack = ReportAckSchema.safeParse(parseJson(text));
-    if (ack.success)
-      return { kind: 'acked', acceptedSeq: ack.data.acceptedSeq, duplicate: ack.data.duplicate };
-    return { kind: 'backoff', why: `200 with an unexpected body: ${brief}` };
-  }
-  if (status === 409) {
-    // The collector's errors are `{error: {code, message, expectedSeq, …}}`; a flat body is
-    // accepted too.
-    const body = parseJson(text) as
-      { expectedSeq?: unknown; error?: { expectedSeq?: unknown } } | undefined;
-    const expected = body?.error?.expectedSeq ?? body?.expectedSeq;
-    if (typeof expected === 'number' && Number.isSafeInteger(expected) && expected >= 0)
-      return { kind: 'gap', expectedSeq: expected };
-    return { kind: 'slow', why: `409 conflict: ${brief}` };
-  }
-  if (status === 429 || status === 503) {
-    const ms = parseRetryAfterMs(headers['retry-after']);
-    if (ms !== undefined)
-      return {
-        kind: 'wait',
-        delayMs: Math.round(ms + random() * ms * 0.1),
-        why: `collector busy (${status})`,
-      };
-    return { kind: 'backoff', why: `collector busy (${status})` };
-  }
-  if (status === 401 || status === 403)
-    return {
-      kind: 'slow',
-      why: `${status}: token unknown or revoked: ${brief}`,
-      status,
-      ...(code === undefined ? {} : { code }),
-    };
-  if (status === 415)
-    return { kind: 'slow', why: `415: the collector refuses the encoding: ${brief}` };
-  if (status === 400 || status === 413 || status === 422)
-    return { kind: 'reject', why: `${status}: ${brief}` };
-  return { kind: 'backoff', why: `${status}: ${brief}` };
 }

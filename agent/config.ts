@@ -29,7 +29,7 @@ import {
 } from '../probes/kind-options.js';
 import { parseTarget } from '../probes/target.js';
 import type { Target } from '../probes/types.js';
-import { probeInstanceModes, type ProbeInstance } from './telemetry.js';
+import { probeInstanceModes, type ProbeInstance } from './telemetry/index.js';
 
 /**
  * The agent's YAML configuration (`faultline agent --config agent.yaml`): who the agent is,
@@ -383,6 +383,55 @@ export function cronPeriodMs(expr: string): number {
 }
 
 /**
+ * A target's schedule and timeout: its cron period or interval (else defaults.interval),
+ * and its timeout (else the default, shrunk to a share of a short interval); reports a
+ * cron beside an interval and a timeout not shorter than the period.
+ */
+function targetTiming(
+  t: Record<string, unknown>,
+  defaultIntervalMs: number | undefined,
+  defaultTimeoutMs: number | undefined,
+  report: (path: PropertyKey[], message: string) => void,
+): { cron: string | undefined; intervalMs: number | undefined; timeoutMs: number | undefined } {
+  const cron = typeof t.cron === 'string' ? t.cron : undefined;
+  const ownIntervalMs = asNumber(t.interval);
+  if (t.interval !== undefined && t.cron !== undefined) {
+    report(['cron'], 'cron and interval are mutually exclusive: keep one');
+  }
+  let intervalMs: number | undefined;
+  let intervalText = '';
+  if (cron !== undefined && t.interval === undefined) {
+    try {
+      intervalMs = cronPeriodMs(cron);
+      intervalText = `the cron period ${formatDurationMs(intervalMs)}`;
+    } catch {
+      // Already reported by the cron field's own check.
+    }
+  } else if (ownIntervalMs !== undefined) {
+    intervalMs = ownIntervalMs;
+    intervalText = `the interval ${formatDurationMs(intervalMs)}`;
+  } else if (defaultIntervalMs !== undefined && t.interval === undefined) {
+    intervalMs = defaultIntervalMs;
+    intervalText = `the interval ${formatDurationMs(intervalMs)} (defaults.interval)`;
+  }
+
+  const ownTimeoutMs = asNumber(t.timeout);
+  let timeoutMs: number | undefined;
+  if (ownTimeoutMs !== undefined) {
+    timeoutMs = ownTimeoutMs;
+    if (intervalMs !== undefined && ownTimeoutMs >= intervalMs) {
+      report(
+        ['timeout'],
+        `timeout ${formatDurationMs(ownTimeoutMs)} must be shorter than ${intervalText}`,
+      );
+    }
+  } else if (intervalMs !== undefined && defaultTimeoutMs !== undefined) {
+    timeoutMs = Math.min(defaultTimeoutMs, Math.floor(intervalMs * defaultTimeoutShare));
+  }
+  return { cron, intervalMs, timeoutMs };
+}
+
+/**
  * Checks everything that spans fields (addresses by kind, schedules against defaults,
  * merged options, unique names) and builds the resolved config. Runs on partially invalid
  * input too, so every problem is reported in one go: each check looks only at values that
@@ -443,41 +492,12 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
       }
     }
 
-    const cron = typeof t.cron === 'string' ? t.cron : undefined;
-    const ownIntervalMs = asNumber(t.interval);
-    if (t.interval !== undefined && t.cron !== undefined) {
-      report(at('cron'), 'cron and interval are mutually exclusive: keep one');
-    }
-    let intervalMs: number | undefined;
-    let intervalText = '';
-    if (cron !== undefined && t.interval === undefined) {
-      try {
-        intervalMs = cronPeriodMs(cron);
-        intervalText = `the cron period ${formatDurationMs(intervalMs)}`;
-      } catch {
-        // Already reported by the cron field's own check.
-      }
-    } else if (ownIntervalMs !== undefined) {
-      intervalMs = ownIntervalMs;
-      intervalText = `the interval ${formatDurationMs(intervalMs)}`;
-    } else if (defaultIntervalMs !== undefined && t.interval === undefined) {
-      intervalMs = defaultIntervalMs;
-      intervalText = `the interval ${formatDurationMs(intervalMs)} (defaults.interval)`;
-    }
-
-    const ownTimeoutMs = asNumber(t.timeout);
-    let timeoutMs: number | undefined;
-    if (ownTimeoutMs !== undefined) {
-      timeoutMs = ownTimeoutMs;
-      if (intervalMs !== undefined && ownTimeoutMs >= intervalMs) {
-        report(
-          at('timeout'),
-          `timeout ${formatDurationMs(ownTimeoutMs)} must be shorter than ${intervalText}`,
-        );
-      }
-    } else if (intervalMs !== undefined && defaultTimeoutMs !== undefined) {
-      timeoutMs = Math.min(defaultTimeoutMs, Math.floor(intervalMs * defaultTimeoutShare));
-    }
+    const { cron, intervalMs, timeoutMs } = targetTiming(
+      t,
+      defaultIntervalMs,
+      defaultTimeoutMs,
+      (path, message) => report(at(...path), message),
+    );
 
     let options: unknown;
     if (kind !== undefined && (t.options === undefined || isRecord(t.options))) {

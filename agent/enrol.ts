@@ -5,7 +5,7 @@ import type { Dispatcher } from 'undici';
 import { faultlineVersion } from '../lib/version.js';
 import { agentUserAgent } from '../wire/report.js';
 import type { Logger } from '../lib/logger.js';
-import { writeFileAtomic } from './spool.js';
+import { writeFileAtomic } from './atomic-file.js';
 
 /**
  * Where the agent's credential came from:

@@ -11,7 +11,12 @@ import {
 import { join } from 'node:path';
 import type { ProbeResult } from '../wire/result.js';
 import type { Logger } from '../lib/logger.js';
-import type { ReportedTarget } from './reporter.js';
+
+/** What the reporter (and this journal) needs from a target: its plan name and kind. */
+export interface ReportedTarget {
+  readonly name: string;
+  readonly kind: string;
+}
 
 /** One journaled result: the target it belongs to and the result itself. */
 export interface JournalEntry {

@@ -1,5 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import { ConfigError } from '../lib/errors.js';
+import { probeDefinition } from '../probes/registry.js';
+import type { PlanPermissions } from '../probes/types.js';
 import type { ResolvedTarget } from './config.js';
 
 /**
@@ -9,7 +11,7 @@ import type { ResolvedTarget } from './config.js';
  * inventory with default probe settings (GET without headers, tcp connect/expect without
  * `send`); what an operator adds to an inventory beyond that must be allowed here too.
  */
-export interface PlanPolicy {
+export interface PlanPolicy extends PlanPermissions {
   /**
    * Where plan targets may point: CIDR blocks or IP addresses (`10.0.0.0/8`, `::1`) and
    * host names, `*.` as a leading wildcard (`*.internal`). Undefined: anywhere. A host name
@@ -24,6 +26,8 @@ export interface PlanPolicy {
   /** Custom HTTP request headers and bodies from the plan. Default false. */
   readonly allowHttpHeaders: boolean;
 }
+// Each kind's own part of the check (a dns resolver, a tcp payload, http methods) is its
+// definition's `planCheck` (probes/types.ts).
 
 export const defaultPlanPolicy: PlanPolicy = {
   allowTcpSend: false,
@@ -80,13 +84,6 @@ export function compileAllowList(entries: readonly string[], what: string): Targ
   };
 }
 
-function dnsServerHost(server: string): string {
-  const bracket = /^\[([^\]]+)\](?::\d+)?$/.exec(server);
-  if (bracket !== null) return bracket[1]!;
-  if (isIP(server) === 6) return server;
-  return server.replace(/:\d+$/, '');
-}
-
 /**
  * Why the policy refuses this plan target, or undefined when it may run. Checked on the
  * target as parsed (address and options), before it is scheduled.
@@ -96,25 +93,14 @@ export function planTargetRefusal(
   policy: PlanPolicy,
   allowList: TargetAllowList | undefined,
 ): string | undefined {
-  const o = t.options as Record<string, unknown>;
+  const check = probeDefinition(t.kind).planCheck;
   if (allowList !== undefined) {
-    const server = t.kind === 'dns' && typeof o.server === 'string' ? o.server : undefined;
-    const host = server === undefined ? t.target.host : dnsServerHost(server);
+    const peer = check?.peer?.(t.options);
+    const host = peer === undefined ? t.target.host : peer.host;
     if (!allowList.allows(host))
-      return `${server === undefined ? 'host' : 'dns server'} ${host} is not in the agent's allowTargets`;
-    if (t.kind === 'http' && o.followRedirects === true)
-      return 'followRedirects could leave allowTargets; refused while allowTargets is set';
+      return `${peer === undefined ? 'host' : peer.what} ${host} is not in the agent's allowTargets`;
+    const escapes = check?.escapes?.(t.options);
+    if (escapes !== undefined) return `${escapes}; refused while allowTargets is set`;
   }
-  if (t.kind === 'tcp' && typeof o.send === 'string' && !policy.allowTcpSend)
-    return "a tcp payload (options.send) is refused: the agent's config does not allow plan payloads (allowTcpSend)";
-  if (t.kind === 'http') {
-    const method = typeof o.method === 'string' ? o.method : 'GET';
-    if (!policy.allowHttpMethods.includes(method))
-      return `http method ${method} is refused: the agent allows ${policy.allowHttpMethods.join(', ')} (allowHttpMethods)`;
-    const headers = o.headers as Record<string, string> | undefined;
-    const custom = Object.keys(headers ?? {});
-    if ((custom.length > 0 || o.body !== undefined) && !policy.allowHttpHeaders)
-      return `custom http headers or body (${custom.join(', ') || 'body'}) are refused: the agent's config does not allow them (allowHttpHeaders)`;
-  }
-  return undefined;
+  return check?.refusal?.(t.options, policy);
 }

@@ -10,7 +10,7 @@ import { reservedLabelNames } from './config.js';
 import type { Logger } from '../lib/logger.js';
 import { planTargetRefusal } from './plan-policy.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
-import type { ProbeInstance } from './telemetry.js';
+import type { ProbeInstance } from './telemetry/index.js';
 
 /** Who the agent is and how it runs: what a plan does not say. */
 export interface PlanAgentBase {

@@ -1,8 +1,9 @@
-import { echoKinds, mainTiming } from '../probes/registry.js';
+import { isProbeKind, mainTiming, probeRegistry } from '../probes/registry.js';
+import type { ProbeDefinition } from '../probes/types.js';
 import type { Plan } from '../wire/plan.js';
 import type { PathSummary } from '../wire/report.js';
 import type { FailureClass, ProbeResult, Timings } from '../wire/result.js';
-import type { Journal } from './journal.js';
+import type { Journal, ReportedTarget } from './journal.js';
 import type { Logger } from '../lib/logger.js';
 import type { BatchDraft } from './spool.js';
 
@@ -17,12 +18,6 @@ export const defaultEarlyFlushMs = 100;
  * summary per period like a healthy one.
  */
 export const defaultConfirmResults = 4;
-
-/** What the reporter needs from a target: its plan name and kind. */
-export interface ReportedTarget {
-  readonly name: string;
-  readonly kind: string;
-}
 
 /** Options of a {@link Reporter}. */
 export interface ReporterOptions {
@@ -64,6 +59,9 @@ export interface ReporterStats {
   readonly appendFailures: number;
 }
 
+// Defined beside the journal that stores it, so that the two do not import each other.
+export type { ReportedTarget };
+
 type TimingName = keyof Timings;
 
 export { mainTiming };
@@ -73,8 +71,8 @@ interface PathTally {
   readonly target: string;
   readonly kind: string;
   readonly timing: TimingName;
-  /** An echo kind's path: its results carry ICMP loss, summarised weighted by packets sent. */
-  readonly echo: boolean;
+  /** How the kind reads a result's packet loss (the echo kinds), summarised weighted by packets sent. */
+  readonly loss: ProbeDefinition['summaryLoss'];
   count: number;
   ok: number;
   failures: Partial<Record<FailureClass, number>>;
@@ -182,7 +180,7 @@ export class Reporter {
         target: target.name,
         kind: result.kind,
         timing: mainTiming(result.kind),
-        echo: echoKinds.has(result.kind),
+        loss: isProbeKind(result.kind) ? probeRegistry[result.kind].summaryLoss : undefined,
         count: 0,
         ok: 0,
         failures: {},
@@ -298,7 +296,7 @@ export class Reporter {
     this.options.journal?.shutdown();
   }
 
-  /** Counts a result into its path's period: classes, latency, echo loss. */
+  /** Counts a result into its path's period: classes, latency, packet loss. */
   private tally(p: PathTally, result: ProbeResult): void {
     p.count++;
     const cls = result.class;
@@ -309,13 +307,11 @@ export class Reporter {
     } else {
       p.failures[cls] = (p.failures[cls] ?? 0) + 1;
     }
-    if (p.echo && result.detail !== undefined) {
-      const loss = result.detail.lossRatio;
-      if (typeof loss === 'number' && loss >= 0 && loss <= 1) {
-        const sent = result.detail.sent;
-        const weight = typeof sent === 'number' && sent > 0 ? sent : 1;
-        p.lossWeight += weight;
-        p.lossSum += loss * weight;
+    if (p.loss !== undefined && result.detail !== undefined) {
+      const loss = p.loss(result.detail);
+      if (loss !== undefined) {
+        p.lossWeight += loss.packets;
+        p.lossSum += loss.ratio * loss.packets;
       }
     }
   }

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import { tightenModes } from '../lib/file-modes.js';
 import type { ReportBatch } from '../wire/report.js';
+import { syncDir, writeFileAtomic } from './atomic-file.js';
 import type { Logger } from '../lib/logger.js';
 
 const gzipAsync = promisify(gzip);
@@ -96,37 +97,6 @@ const seqDigits = 12;
 
 function batchFileName(seq: number, createdAtMs: number, results: number): string {
   return `${String(seq).padStart(seqDigits, '0')}-${createdAtMs}-${results}.json.gz`;
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * Writes a file so that a crash leaves either the old or the new content: a temporary file
- * beside it, fsync, rename over. The directory is fsync'd too unless `syncDirectory` is
- * false (the caller then syncs it once for several files).
- */
-export async function writeFileAtomic(
-  path: string,
-  data: string | Buffer,
-  syncDirectory = true,
-): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-  if (syncDirectory) await syncDir(join(path, '..'));
 }
 
 function isNotFound(err: unknown): boolean {

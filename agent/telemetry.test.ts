@@ -20,7 +20,7 @@ import {
   probeDurationBucketsS,
   prometheusContentType,
   type TelemetryTarget,
-} from './telemetry.js';
+} from './telemetry/index.js';
 
 isolateOtelEnv();
 

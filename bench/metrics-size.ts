@@ -13,7 +13,7 @@ import {
   probeInstanceModes,
   type ProbeInstance,
   type TelemetryTarget,
-} from '../agent/telemetry.js';
+} from '../agent/telemetry/index.js';
 import type { ProbeResult } from '../wire/result.js';
 import { runBench } from './lib.js';
 

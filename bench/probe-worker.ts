@@ -21,7 +21,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
-import { closeIcmpEngines } from '../probes/icmp.js';
+import { closeIcmpEngines } from '../probes/icmp/echo.js';
 import { probeDefinition } from '../probes/registry.js';
 import { runProbe } from '../probes/run.js';
 import { parseTarget } from '../probes/target.js';

@@ -7,7 +7,7 @@ import { loadAgentConfig } from '../agent/config.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
-import type { ProbeInstance } from '../agent/telemetry.js';
+import type { ProbeInstance } from '../agent/telemetry/index.js';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { parseLabelText } from '../lib/labels.js';
 import { exitCodes } from './exit-codes.js';

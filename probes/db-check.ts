@@ -1,14 +1,140 @@
 import type { Socket } from 'node:net';
-import { classifyProbeCode } from './classify.js';
+import { classifyError, classifyProbeCode, rawError } from './classify.js';
 import { round } from './run.js';
-import { ProbeFailure, type ProbeClock } from './socket.js';
-import type { ProbeOutcome } from './types.js';
+import { ProbeClock, ProbeFailure, withConnection } from './socket.js';
+import type { ProbeContext, ProbeOutcome, Target } from './types.js';
 
 /**
- * Plumbing shared by the database probes (postgres, redis, mysql): closing a handshake
- * connection the way the server expects, and running a client library's authenticated
- * check inside the probe's deadline.
+ * The skeleton every database probe shares (postgres, redis, mysql): a handshake on a
+ * fresh connection that tells "alive and serving" from "up but refusing service", closed
+ * the way the server expects, then — when a password is configured — a client library's
+ * login and query inside the probe's deadline. Each database's file holds only its
+ * protocol: a {@link DatabaseProtocol}.
  */
+
+/** How long a database probe waits for the server to close first. */
+export const closeWaitMs = 250;
+
+/** The options every database kind has. */
+export interface DatabaseOptions {
+  /** Address family: 4, 6, or 0 for the resolver's first answer. */
+  readonly family: 0 | 4 | 6;
+  /** When set, the authenticated check runs after the handshake. */
+  readonly password?: string | undefined;
+}
+
+/** One database's protocol, as {@link runDatabaseProbe} drives it. */
+export interface DatabaseProtocol<O extends DatabaseOptions> {
+  /** The port when the target names none. */
+  readonly defaultPort: number;
+  /**
+   * The handshake on the probe's connection: records what the server said in `detail`
+   * and returns the outcome when it already decides the probe (a refusal of service), or
+   * undefined to go on. A ProbeFailure it throws is the probe's failure.
+   */
+  handshake(
+    socket: Socket,
+    options: O,
+    clock: ProbeClock,
+    detail: Record<string, unknown>,
+  ): Promise<ProbeOutcome | undefined>;
+  /** The client library's session for the authenticated check, over a connection of its own. */
+  login(
+    ip: string,
+    port: number,
+    options: O,
+    password: string,
+    clock: ProbeClock,
+  ): Promise<LoginSession>;
+}
+
+/** A client library's login and check query, as {@link loginCheck} runs it. */
+export interface LoginSession {
+  /** Connects, logs in and runs the check query (SELECT 1, PING). */
+  check(): Promise<void>;
+  /** Tears the connection down at once: the deadline passed. */
+  cancel(): void;
+  /** Whether its TCP handshake finished. */
+  connected(): boolean;
+  /** The server's own refusal in `err` as a protocol_error, or undefined for anything else. */
+  refusal(err: unknown): ProbeFailure | undefined;
+  /** Ends the session so that the server closes first (Terminate, QUIT, COM_QUIT). */
+  end(failed: boolean): Promise<unknown>;
+  /** Ends whatever is left. */
+  destroy(): void;
+}
+
+/** Runs one database probe: connection, handshake, and the login check when configured. */
+export async function runDatabaseProbe<O extends DatabaseOptions>(
+  protocol: DatabaseProtocol<O>,
+  target: Target,
+  options: O,
+  ctx: ProbeContext,
+): Promise<ProbeOutcome> {
+  const clock = new ProbeClock(ctx.timeoutMs);
+  const port = target.port ?? protocol.defaultPort;
+  return withConnection(
+    target.host,
+    port,
+    options.family,
+    clock,
+    ctx.signal,
+    async (socket, ip) => {
+      const detail: Record<string, unknown> = { ip };
+      const decided = await protocol.handshake(socket, options, clock, detail);
+      if (decided !== undefined) return decided;
+      const password = options.password;
+      return finishWithLoginCheck(
+        clock,
+        detail,
+        password === undefined
+          ? undefined
+          : async () =>
+              loginCheck(
+                await protocol.login(ip, port, options, password, clock),
+                clock,
+                ctx.signal,
+              ),
+      );
+    },
+  );
+}
+
+/**
+ * The authenticated check: the session's login and query within the probe's remaining
+ * time; the facts for `detail`, or a ProbeFailure (the server's refusal a protocol_error,
+ * anything else classified by its code). The session always ends, the server closing first.
+ */
+export async function loginCheck(
+  session: LoginSession,
+  clock: ProbeClock,
+  signal: AbortSignal,
+): Promise<Record<string, unknown>> {
+  let failed = false;
+  try {
+    const { queryMs } = await timedCheck(
+      clock,
+      signal,
+      () => session.check(),
+      () => session.cancel(),
+      () => session.connected(),
+    );
+    return { query: 'ok', queryMs };
+  } catch (err) {
+    failed = true;
+    if (err instanceof ProbeFailure) throw err;
+    throw (
+      session.refusal(err) ??
+      new ProbeFailure(classifyError(err, 'exchange'), rawError(err), { query: 'failed' })
+    );
+  } finally {
+    await shutDownClient(
+      () => session.end(failed),
+      () => session.destroy(),
+      Math.min(closeWaitMs, clock.remainingMs()),
+    );
+  }
+}
 
 /**
  * Ends a connection with a FIN and waits (at most `waitMs`) for the server to close its

@@ -2,10 +2,12 @@ import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { compileUserRegex, regexProblem, type UserRegex } from '../lib/user-regex.js';
+import type { ProbeResult } from '../wire/result.js';
 import { errorCodeOf } from '../lib/errors.js';
+import { blackboxMetrics } from './blackbox.js';
 import { classifyCode, classifyProbeCode, rawError } from './classify.js';
 import { ProbeClock } from './socket.js';
-import type { ProbeDefinition } from './types.js';
+import type { KindSeriesSink, ProbeDefinition } from './types.js';
 
 /** Record types the dns probe queries. */
 export const dnsRecordTypes = [
@@ -144,12 +146,49 @@ export function missingAnswers(answers: readonly string[], expected: readonly st
 }
 
 /** A DNS query to one resolver: rcode, answers and resolution time. */
+/** The host of a resolver written `ip`, `host:port`, `[v6]` or `[v6]:port`. */
+function serverHost(server: string): string {
+  const bracket = /^\[([^\]]+)\](?::\d+)?$/.exec(server);
+  if (bracket !== null) return bracket[1]!;
+  if (isIP(server) === 6) return server;
+  return server.replace(/:\d+$/, '');
+}
+
+/** The resolver's (first) address the result asked, for `probe_ip_protocol`. */
+function resolverIp(r: ProbeResult): unknown {
+  const servers = r.detail?.servers;
+  const server = Array.isArray(servers) ? (servers[0] as unknown) : undefined;
+  if (typeof server !== 'string') return undefined;
+  // c-ares lists "ip" (v4 or v6), "v4:port" or "[v6]:port".
+  if (isIP(server) !== 0) return server;
+  return server.startsWith('[')
+    ? server.slice(1, server.indexOf(']'))
+    : server.slice(0, server.lastIndexOf(':'));
+}
+
+/** blackbox_exporter's dns prober series. */
+function dnsSeries(r: ProbeResult, sink: KindSeriesSink): void {
+  const d = r.detail;
+  // Any response, NXDOMAIN and SERVFAIL included, is a query that succeeded.
+  sink.gauge(blackboxMetrics.dnsQuerySucceeded, typeof d?.rcode === 'string' ? 1 : 0);
+  sink.gauge(blackboxMetrics.dnsAnswerRrs, Array.isArray(d?.answers) ? d.answers.length : 0);
+}
+
 export const dns: ProbeDefinition<DnsOptions> = {
   kind: 'dns',
   description:
     'DNS query (A, AAAA, CNAME, MX, TXT, NS, SRV, PTR, SOA, CAA): rcode and answers; NXDOMAIN/SERVFAIL/REFUSED told apart from a silent resolver',
   target: { form: 'host' },
   options: dnsOptions,
+  mainTiming: 'totalMs',
+  telemetry: { blackboxIp: resolverIp, series: dnsSeries },
+  planCheck: {
+    // The resolver is where the query goes: it, not the name, must be allowed.
+    peer: (options) =>
+      options.server === undefined
+        ? undefined
+        : { host: serverHost(options.server), what: 'dns server' },
+  },
   async run(target, options, ctx) {
     const clock = new ProbeClock(ctx.timeoutMs);
     // One try: a retry would hide a lost packet inside the timing.

@@ -24,6 +24,7 @@ import {
   resolveHost,
 } from './socket.js';
 import { isValidHost } from '../lib/host.js';
+import { httpSeries } from './http-series.js';
 import type { ProbeDefinition } from './types.js';
 
 const regex = userRegexField();
@@ -498,6 +499,22 @@ export const http: ProbeDefinition<HttpOptions> = {
     'HTTP(S) request on a fresh connection: dns/connect/tls/first-byte timings, status, body and header checks, certificate expiry',
   target: { form: 'url' },
   options: httpOptions,
+  mainTiming: 'firstByteMs',
+  // Phases only for http, as blackbox_exporter does.
+  telemetry: { phaseHistograms: true, blackboxIp: (r) => r.detail?.ip, series: httpSeries },
+  planCheck: {
+    escapes: (options) =>
+      options.followRedirects ? 'followRedirects could leave allowTargets' : undefined,
+    refusal(options, permissions) {
+      const method = options.method;
+      if (!permissions.allowHttpMethods.includes(method))
+        return `http method ${method} is refused: the agent allows ${permissions.allowHttpMethods.join(', ')} (allowHttpMethods)`;
+      const custom = Object.keys(options.headers);
+      if ((custom.length > 0 || options.body !== undefined) && !permissions.allowHttpHeaders)
+        return `custom http headers or body (${custom.join(', ') || 'body'}) are refused: the agent's config does not allow them (allowHttpHeaders)`;
+      return undefined;
+    },
+  },
   async run(target, options, ctx) {
     const clock = new ProbeClock(ctx.timeoutMs);
     const ca = options.caFile === undefined ? undefined : await loadCa(options.caFile);

@@ -3,16 +3,11 @@ import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
 import { pollUntil } from '../lab/poll-until.js';
-import {
-  closeIcmpEngines,
-  icmp,
-  icmpEngines,
-  icmpOptions,
-  outcomeOf,
-  type EchoReport,
-} from './icmp.js';
-import { FpingEngine } from './icmp-fping.js';
-import { parsePingLine } from './icmp-ping.js';
+import { icmp, icmpOptions } from './icmp.js';
+import { closeIcmpEngines, icmpEngines, outcomeOf } from './icmp/echo.js';
+import type { EchoReport } from './icmp/engine.js';
+import { FpingEngine } from './icmp/fping.js';
+import { parsePingLine } from './icmp/ping.js';
 import { runProbe } from './run.js';
 import { ProbeClock } from './socket.js';
 import { parseTarget } from './target.js';

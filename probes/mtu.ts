@@ -1,7 +1,14 @@
 import { z } from 'zod';
-import { minIpv6PacketBytes } from './icmp-fping.js';
-import { closeIcmpEngines, icmpOptions, prepareEchoLoop, runEcho } from './icmp.js';
-import type { EchoPlan } from './icmp.js';
+import { icmpOptions } from './icmp.js';
+import {
+  closeIcmpEngines,
+  echoSummaryLoss,
+  echoTelemetry,
+  prepareEchoLoop,
+  runEcho,
+  type EchoPlan,
+} from './icmp/echo.js';
+import { minIpv6PacketBytes } from './icmp/process.js';
 import type { ProbeDefinition } from './types.js';
 
 /** IPv4's minimum MTU (RFC 791): every IPv4 link carries packets this large. */
@@ -78,6 +85,9 @@ export const mtu: ProbeDefinition<MtuOptions> = {
   target: { form: 'host' },
   options: mtuOptions,
   echo: true,
+  mainTiming: 'rttMs',
+  summaryLoss: echoSummaryLoss,
+  telemetry: echoTelemetry,
   async run(target, options, ctx) {
     const outcome = await runEcho(target, echoPlan(options), ctx);
     return { ...outcome, detail: { ...outcome.detail, sizeBytes: options.size } };

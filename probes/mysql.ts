@@ -1,16 +1,15 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { z } from 'zod';
-import { classifyError, classifyProbeCode, rawError } from './classify.js';
-import { closeGently, finishWithLoginCheck, shutDownClient, timedCheck } from './db-check.js';
 import {
-  abortConnection,
-  exchange,
-  preview,
-  ProbeClock,
-  ProbeFailure,
-  withConnection,
-} from './socket.js';
-import type { ProbeDefinition } from './types.js';
+  closeGently,
+  closeWaitMs,
+  runDatabaseProbe,
+  type DatabaseProtocol,
+  type LoginSession,
+} from './db-check.js';
+import { classifyProbeCode } from './classify.js';
+import { abortConnection, exchange, preview, ProbeFailure, type ProbeClock } from './socket.js';
+import type { ProbeDefinition, ProbeOutcome } from './types.js';
 
 export const mysqlOptions = z
   .object({
@@ -48,7 +47,6 @@ export const mysqlOptions = z
 export type MysqlOptions = z.infer<typeof mysqlOptions>;
 
 const maxPacketBytes = 64 * 1024;
-const closeWaitMs = 250;
 
 // Capability flags (MySQL client/server protocol).
 const clientLongPassword = 0x1;
@@ -223,15 +221,14 @@ interface ServerError {
   readonly sqlState?: string;
 }
 
-/** Logs in with mysql2 and runs SELECT 1 over a connection of its own; returns facts for `detail`. */
-async function authenticatedCheck(
+/** mysql2's login and SELECT 1 over a connection of its own. */
+async function mysqlSession(
   ip: string,
   port: number,
   options: MysqlOptions,
   password: string,
   clock: ProbeClock,
-  signal: AbortSignal,
-): Promise<Record<string, unknown>> {
+): Promise<LoginSession> {
   // Loaded on first use: an agent that never logs in to a database does not carry the driver.
   const { default: mysql2 } = await import('mysql2');
   // Our own socket: we know when TCP connected, and can always tear it down.
@@ -249,26 +246,18 @@ async function authenticatedCheck(
     connectTimeout: Math.max(1, Math.round(clock.remainingMs())),
   });
   conn.on('error', () => undefined);
-  let failed = false;
-  try {
-    const { queryMs } = await timedCheck(
-      clock,
-      signal,
-      () =>
-        new Promise<void>((resolve, reject) => {
-          conn.query('SELECT 1', (err) => (err ? reject(err) : resolve()));
-        }),
-      () => abortConnection(socket),
-      () => connected,
-    );
-    return { query: 'ok', queryMs };
-  } catch (err) {
-    failed = true;
-    if (err instanceof ProbeFailure) throw err;
-    const e = err as ServerError;
-    // A server's ERR packet carries a SQLSTATE; a socket error does not.
-    if (typeof e.sqlState === 'string' && typeof e.errno === 'number') {
-      throw new ProbeFailure(
+  return {
+    check: () =>
+      new Promise<void>((resolve, reject) => {
+        conn.query('SELECT 1', (err) => (err ? reject(err) : resolve()));
+      }),
+    cancel: () => abortConnection(socket),
+    connected: () => connected,
+    refusal(err) {
+      const e = err as ServerError;
+      // A server's ERR packet carries a SQLSTATE; a socket error does not.
+      if (typeof e.sqlState !== 'string' || typeof e.errno !== 'number') return undefined;
+      return new ProbeFailure(
         'protocol_error',
         {
           code: e.code ?? String(e.errno),
@@ -281,19 +270,49 @@ async function authenticatedCheck(
           sqlstate: e.sqlState,
         },
       );
-    }
-    throw new ProbeFailure(classifyError(err, 'exchange'), rawError(err), { query: 'failed' });
-  } finally {
+    },
     // COM_QUIT lets the server close first; an aborted session is logged by the server.
     // After a failure the server has hung up (or is hung): nothing to wait for.
-    await shutDownClient(
-      () =>
-        failed ? Promise.resolve() : new Promise<void>((resolve) => conn.end(() => resolve())),
-      () => conn.destroy(),
-      Math.min(closeWaitMs, clock.remainingMs()),
-    );
-  }
+    end: (failed) =>
+      failed ? Promise.resolve() : new Promise<void>((resolve) => conn.end(() => resolve())),
+    destroy: () => conn.destroy(),
+  };
 }
+
+/** The greeting, and unless `login` is off a login with an empty password; closed gently. */
+async function handshake(
+  socket: Socket,
+  options: MysqlOptions,
+  clock: ProbeClock,
+  detail: Record<string, unknown>,
+): Promise<ProbeOutcome | undefined> {
+  try {
+    const greeting = await exchange(socket, undefined, parseGreeting, clock);
+    detail.serverVersion = greeting.serverVersion.slice(0, 120);
+    if (greeting.authPlugin !== undefined) detail.authPlugin = greeting.authPlugin.slice(0, 64);
+    const canLogin =
+      (greeting.capabilities & clientProtocol41) !== 0 &&
+      (greeting.capabilities & clientSecureConnection) !== 0;
+    detail.login =
+      options.login && canLogin
+        ? await handshakeLogin(socket, options.user, greeting, clock, detail)
+        : 'skipped';
+  } catch (err) {
+    if (!(err instanceof ProbeFailure)) throw err;
+    return clock.outcome(err.failureClass, {
+      error: err.raw,
+      detail: { ...detail, ...err.detail },
+    });
+  }
+  await closeGently(socket, Math.min(closeWaitMs, clock.remainingMs()));
+  return undefined;
+}
+
+const protocol: DatabaseProtocol<MysqlOptions> = {
+  defaultPort: 3306,
+  handshake,
+  login: mysqlSession,
+};
 
 /**
  * MySQL/MariaDB handshake: the server speaks first. A protocol-10 greeting is ok (detail:
@@ -310,46 +329,6 @@ export const mysql: ProbeDefinition<MysqlOptions> = {
     'MySQL/MariaDB greeting and login handshake (alive and serving?), optionally SELECT 1',
   target: { form: 'hostPort', defaultPort: 3306 },
   options: mysqlOptions,
-  async run(target, options, ctx) {
-    const clock = new ProbeClock(ctx.timeoutMs);
-    const port = target.port ?? 3306;
-    return withConnection(
-      target.host,
-      port,
-      options.family,
-      clock,
-      ctx.signal,
-      async (socket, ip) => {
-        const detail: Record<string, unknown> = { ip };
-        try {
-          const greeting = await exchange(socket, undefined, parseGreeting, clock);
-          detail.serverVersion = greeting.serverVersion.slice(0, 120);
-          if (greeting.authPlugin !== undefined)
-            detail.authPlugin = greeting.authPlugin.slice(0, 64);
-          const canLogin =
-            (greeting.capabilities & clientProtocol41) !== 0 &&
-            (greeting.capabilities & clientSecureConnection) !== 0;
-          detail.login =
-            options.login && canLogin
-              ? await handshakeLogin(socket, options.user, greeting, clock, detail)
-              : 'skipped';
-        } catch (err) {
-          if (!(err instanceof ProbeFailure)) throw err;
-          return clock.outcome(err.failureClass, {
-            error: err.raw,
-            detail: { ...detail, ...err.detail },
-          });
-        }
-        await closeGently(socket, Math.min(closeWaitMs, clock.remainingMs()));
-        const password = options.password;
-        return finishWithLoginCheck(
-          clock,
-          detail,
-          password === undefined
-            ? undefined
-            : () => authenticatedCheck(ip, port, options, password, clock, ctx.signal),
-        );
-      },
-    );
-  },
+  mainTiming: 'firstByteMs',
+  run: (target, options, ctx) => runDatabaseProbe(protocol, target, options, ctx),
 };

@@ -1,16 +1,15 @@
 import { Socket } from 'node:net';
 import { z } from 'zod';
-import { classifyError, classifyProbeCode, rawError } from './classify.js';
-import { closeGently, finishWithLoginCheck, shutDownClient, timedCheck } from './db-check.js';
 import {
-  abortConnection,
-  exchange,
-  preview,
-  ProbeClock,
-  ProbeFailure,
-  withConnection,
-} from './socket.js';
-import type { ProbeDefinition } from './types.js';
+  closeGently,
+  closeWaitMs,
+  runDatabaseProbe,
+  type DatabaseProtocol,
+  type LoginSession,
+} from './db-check.js';
+import { classifyProbeCode } from './classify.js';
+import { abortConnection, exchange, preview, ProbeFailure, type ProbeClock } from './socket.js';
+import type { ProbeDefinition, ProbeOutcome } from './types.js';
 
 // PostgreSQL names: no NUL (the wire format's terminator), at most NAMEDATALEN-1 bytes.
 const pgName = z
@@ -42,9 +41,6 @@ export type PostgresOptions = z.infer<typeof postgresOptions>;
 
 const protocol30 = 196608;
 const maxMessageBytes = 64 * 1024;
-// The server waits for the client once it sent its first message; this is how long we wait
-// for it to close after our FIN before resetting.
-const closeWaitMs = 250;
 
 /** Authentication request codes (the Int32 after 'R') and their names. */
 const authMethods: Readonly<Record<number, string>> = {
@@ -136,15 +132,13 @@ function parseFirstMessage(buf: Buffer): FirstMessage | undefined {
   return { type: 'error', fields };
 }
 
-/** Logs in with pg and runs SELECT 1 over a connection of its own; returns facts for `detail`. */
-async function authenticatedCheck(
+/** pg's login and SELECT 1 over a connection of its own. */
+async function pgSession(
   ip: string,
   port: number,
   options: PostgresOptions,
   password: string,
-  clock: ProbeClock,
-  signal: AbortSignal,
-): Promise<Record<string, unknown>> {
+): Promise<LoginSession> {
   // Loaded on first use: an agent that never logs in to a database does not carry the driver.
   const { default: pg } = await import('pg');
   // Our own socket: pg connects it, and we can always tear it down (pg has no destroy()).
@@ -163,37 +157,81 @@ async function authenticatedCheck(
     stream: () => socket,
   });
   client.on('error', () => undefined);
-  try {
-    const { queryMs } = await timedCheck(
-      clock,
-      signal,
-      async () => {
-        await client.connect();
-        await client.query('SELECT 1');
-      },
-      () => abortConnection(socket),
-      () => connected,
-    );
-    return { query: 'ok', queryMs };
-  } catch (err) {
-    if (err instanceof ProbeFailure) throw err;
-    if (err instanceof pg.DatabaseError && err.code !== undefined) {
-      throw new ProbeFailure(
-        'protocol_error',
-        { code: err.code, message: err.message.slice(0, 1024) },
-        { query: 'failed', sqlstate: err.code },
-      );
-    }
-    throw new ProbeFailure(classifyError(err, 'exchange'), rawError(err), { query: 'failed' });
-  } finally {
+  return {
+    async check() {
+      await client.connect();
+      await client.query('SELECT 1');
+    },
+    cancel: () => abortConnection(socket),
+    connected: () => connected,
+    refusal: (err) =>
+      err instanceof pg.DatabaseError && err.code !== undefined
+        ? new ProbeFailure(
+            'protocol_error',
+            { code: err.code, message: err.message.slice(0, 1024) },
+            { query: 'failed', sqlstate: err.code },
+          )
+        : undefined,
     // Terminate lets the server close first; a reset would be logged by the server.
-    await shutDownClient(
-      () => client.end(),
-      () => socket.destroy(),
-      Math.min(closeWaitMs, clock.remainingMs()),
-    );
-  }
+    end: () => client.end(),
+    destroy: () => socket.destroy(),
+  };
 }
+
+/**
+ * The startup handshake: alive and speaking PostgreSQL (an authentication request, or a
+ * refusal of this client) goes on; any other answer decides the probe.
+ */
+async function handshake(
+  socket: Socket,
+  options: PostgresOptions,
+  clock: ProbeClock,
+  detail: Record<string, unknown>,
+): Promise<ProbeOutcome | undefined> {
+  const first = await exchange(
+    socket,
+    startupMessage(options.user, options.database),
+    parseFirstMessage,
+    clock,
+    {
+      maxBytes: maxMessageBytes + 1,
+    },
+  );
+  if (first.type === 'auth') {
+    detail.authCode = first.code;
+    detail.authMethod = authMethods[first.code] ?? 'unknown';
+    if (first.mechanisms !== undefined) detail.saslMechanisms = first.mechanisms;
+    // Logged in already (trust): Terminate makes the server close first, quietly.
+    if (first.code === 0) socket.write(Buffer.from([0x58, 0, 0, 0, 4]));
+    await closeGently(socket, Math.min(closeWaitMs, clock.remainingMs()));
+    return undefined;
+  }
+  const sqlstate = first.fields.get('C');
+  const message = (first.fields.get('M') ?? '').slice(0, 1024);
+  await closeGently(socket, Math.min(closeWaitMs, clock.remainingMs()));
+  if (sqlstate === undefined) {
+    return clock.outcome(classifyProbeCode('FL_PG_NO_SQLSTATE', 'exchange'), {
+      error: {
+        code: 'FL_PG_NO_SQLSTATE',
+        message: `an ErrorResponse without SQLSTATE: ${message}`,
+      },
+      detail,
+    });
+  }
+  detail.sqlstate = sqlstate;
+  const severity = first.fields.get('V') ?? first.fields.get('S');
+  if (severity !== undefined) detail.severity = severity;
+  if (!refusesOnlyUs(sqlstate)) {
+    return clock.outcome('protocol_error', { error: { code: sqlstate, message }, detail });
+  }
+  return undefined;
+}
+
+const protocol: DatabaseProtocol<PostgresOptions> = {
+  defaultPort: 5432,
+  handshake,
+  login: (ip, port, options, password) => pgSession(ip, port, options, password),
+};
 
 /**
  * PostgreSQL wire handshake: sends a StartupMessage (protocol 3.0) and reads the first
@@ -209,62 +247,6 @@ export const postgres: ProbeDefinition<PostgresOptions> = {
   description: 'PostgreSQL startup handshake (alive and serving?), optionally a login and SELECT 1',
   target: { form: 'hostPort', defaultPort: 5432 },
   options: postgresOptions,
-  async run(target, options, ctx) {
-    const clock = new ProbeClock(ctx.timeoutMs);
-    const port = target.port ?? 5432;
-    return withConnection(
-      target.host,
-      port,
-      options.family,
-      clock,
-      ctx.signal,
-      async (socket, ip) => {
-        const first = await exchange(
-          socket,
-          startupMessage(options.user, options.database),
-          parseFirstMessage,
-          clock,
-          {
-            maxBytes: maxMessageBytes + 1,
-          },
-        );
-        const detail: Record<string, unknown> = { ip };
-        if (first.type === 'auth') {
-          detail.authCode = first.code;
-          detail.authMethod = authMethods[first.code] ?? 'unknown';
-          if (first.mechanisms !== undefined) detail.saslMechanisms = first.mechanisms;
-          // Logged in already (trust): Terminate makes the server close first, quietly.
-          if (first.code === 0) socket.write(Buffer.from([0x58, 0, 0, 0, 4]));
-          await closeGently(socket, Math.min(closeWaitMs, clock.remainingMs()));
-        } else {
-          const sqlstate = first.fields.get('C');
-          const message = (first.fields.get('M') ?? '').slice(0, 1024);
-          await closeGently(socket, Math.min(closeWaitMs, clock.remainingMs()));
-          if (sqlstate === undefined) {
-            return clock.outcome(classifyProbeCode('FL_PG_NO_SQLSTATE', 'exchange'), {
-              error: {
-                code: 'FL_PG_NO_SQLSTATE',
-                message: `an ErrorResponse without SQLSTATE: ${message}`,
-              },
-              detail,
-            });
-          }
-          detail.sqlstate = sqlstate;
-          const severity = first.fields.get('V') ?? first.fields.get('S');
-          if (severity !== undefined) detail.severity = severity;
-          if (!refusesOnlyUs(sqlstate)) {
-            return clock.outcome('protocol_error', { error: { code: sqlstate, message }, detail });
-          }
-        }
-        const password = options.password;
-        return finishWithLoginCheck(
-          clock,
-          detail,
-          password === undefined
-            ? undefined
-            : () => authenticatedCheck(ip, port, options, password, clock, ctx.signal),
-        );
-      },
-    );
-  },
+  mainTiming: 'firstByteMs',
+  run: (target, options, ctx) => runDatabaseProbe(protocol, target, options, ctx),
 };

@@ -1,8 +1,9 @@
 import { z } from 'zod';
-import { classifyError, classifyProbeCode, rawError } from './classify.js';
-import { finishWithLoginCheck, shutDownClient, timedCheck } from './db-check.js';
-import { exchange, preview, ProbeClock, ProbeFailure, withConnection } from './socket.js';
-import type { ProbeDefinition } from './types.js';
+import type { Socket } from 'node:net';
+import { runDatabaseProbe, type DatabaseProtocol, type LoginSession } from './db-check.js';
+import { classifyProbeCode } from './classify.js';
+import { exchange, preview, ProbeFailure, type ProbeClock } from './socket.js';
+import type { ProbeDefinition, ProbeOutcome } from './types.js';
 
 export const redisOptions = z
   .object({
@@ -20,7 +21,6 @@ export const redisOptions = z
 export type RedisOptions = z.infer<typeof redisOptions>;
 
 const maxLineBytes = 4096;
-const closeWaitMs = 250;
 
 /**
  * RESP error codes (the first word of an error reply, which RESP defines as the error's
@@ -74,15 +74,14 @@ function respErrorKind(text: string): string {
   return text.split(' ', 1)[0] ?? '';
 }
 
-/** Logs in with ioredis and runs PING; returns facts for `detail`. */
-async function authenticatedCheck(
+/** ioredis's login (AUTH) and PING. */
+async function redisSession(
   ip: string,
   port: number,
   options: RedisOptions,
   password: string,
   clock: ProbeClock,
-  signal: AbortSignal,
-): Promise<Record<string, unknown>> {
+): Promise<LoginSession> {
   // Loaded on first use: an agent that never logs in to a database does not carry the driver.
   const { Redis } = await import('ioredis');
   let connected = false;
@@ -108,48 +107,78 @@ async function authenticatedCheck(
     if (err.name === 'ReplyError') authReply ??= err;
   });
   client.once('connect', () => (connected = true));
-  try {
-    const { queryMs } = await timedCheck(
-      clock,
-      signal,
-      async () => {
-        await client.connect();
-        // Typed as 'PONG' by ioredis; a proxy or a renamed command may answer otherwise.
-        const pong: string = await client.ping();
-        if (pong !== 'PONG') {
-          throw new ProbeFailure(
-            classifyProbeCode('FL_REDIS_UNEXPECTED', 'exchange'),
-            { code: 'FL_REDIS_UNEXPECTED', message: `PING answered ${pong.slice(0, 80)}` },
-            { query: 'failed' },
-          );
-        }
-      },
-      () => client.disconnect(),
-      () => connected,
-    );
-    return { query: 'ok', queryMs };
-  } catch (thrown) {
-    if (thrown instanceof ProbeFailure) throw thrown;
-    const err = authReply ?? thrown;
-    // ioredis raises a server's error reply as a ReplyError whose message is the reply text.
-    if (err instanceof Error && err.name === 'ReplyError') {
+  return {
+    async check() {
+      await client.connect();
+      // Typed as 'PONG' by ioredis; a proxy or a renamed command may answer otherwise.
+      const pong: string = await client.ping();
+      if (pong !== 'PONG') {
+        throw new ProbeFailure(
+          classifyProbeCode('FL_REDIS_UNEXPECTED', 'exchange'),
+          { code: 'FL_REDIS_UNEXPECTED', message: `PING answered ${pong.slice(0, 80)}` },
+          { query: 'failed' },
+        );
+      }
+    },
+    cancel: () => client.disconnect(),
+    connected: () => connected,
+    refusal(thrown) {
+      const err = authReply ?? thrown;
+      // ioredis raises a server's error reply as a ReplyError whose message is the reply text.
+      if (!(err instanceof Error && err.name === 'ReplyError')) return undefined;
       const code = respErrorKind(err.message);
-      throw new ProbeFailure(
+      return new ProbeFailure(
         'protocol_error',
         { code, message: err.message.slice(0, 1024) },
         { query: 'failed', errorCode: code },
       );
-    }
-    throw new ProbeFailure(classifyError(err, 'exchange'), rawError(err), { query: 'failed' });
-  } finally {
+    },
     // QUIT lets the server close first; disconnect() then ends whatever is left.
-    await shutDownClient(
-      () => (client.status === 'ready' ? client.quit() : Promise.resolve()),
-      () => client.disconnect(),
-      Math.min(closeWaitMs, clock.remainingMs()),
-    );
-  }
+    end: () => (client.status === 'ready' ? client.quit() : Promise.resolve()),
+    destroy: () => client.disconnect(),
+  };
 }
+
+/** The inline PING: +PONG, or an error reply judged by its RESP error code. */
+async function handshake(
+  socket: Socket,
+  _options: RedisOptions,
+  clock: ProbeClock,
+  detail: Record<string, unknown>,
+): Promise<ProbeOutcome | undefined> {
+  const reply = await exchange(socket, Buffer.from('PING\r\n'), parseReply, clock, {
+    maxBytes: maxLineBytes + 2,
+  });
+  if (reply.kind === 'simple') {
+    if (reply.text !== 'PONG') {
+      return clock.outcome(classifyProbeCode('FL_REDIS_UNEXPECTED', 'exchange'), {
+        error: {
+          code: 'FL_REDIS_UNEXPECTED',
+          message: `PING was answered +${reply.text.slice(0, 80)}`,
+        },
+        detail,
+      });
+    }
+    detail.reply = 'PONG';
+    detail.authRequired = false;
+  } else {
+    detail.errorCode = reply.code;
+    if (!refusesOnlyUs.has(reply.code)) {
+      return clock.outcome('protocol_error', {
+        error: { code: reply.code.slice(0, 64), message: reply.text.slice(0, 1024) },
+        detail,
+      });
+    }
+    if (reply.code === 'NOAUTH') detail.authRequired = true;
+  }
+  return undefined;
+}
+
+const protocol: DatabaseProtocol<RedisOptions> = {
+  defaultPort: 6379,
+  handshake,
+  login: redisSession,
+};
 
 /**
  * Redis handshake: sends an inline PING and reads the first reply line. +PONG is ok; an error
@@ -164,51 +193,6 @@ export const redis: ProbeDefinition<RedisOptions> = {
   description: 'Redis PING (alive and serving?), optionally AUTH and PING',
   target: { form: 'hostPort', defaultPort: 6379 },
   options: redisOptions,
-  async run(target, options, ctx) {
-    const clock = new ProbeClock(ctx.timeoutMs);
-    const port = target.port ?? 6379;
-    return withConnection(
-      target.host,
-      port,
-      options.family,
-      clock,
-      ctx.signal,
-      async (socket, ip) => {
-        const reply = await exchange(socket, Buffer.from('PING\r\n'), parseReply, clock, {
-          maxBytes: maxLineBytes + 2,
-        });
-        const detail: Record<string, unknown> = { ip };
-        if (reply.kind === 'simple') {
-          if (reply.text !== 'PONG') {
-            return clock.outcome(classifyProbeCode('FL_REDIS_UNEXPECTED', 'exchange'), {
-              error: {
-                code: 'FL_REDIS_UNEXPECTED',
-                message: `PING was answered +${reply.text.slice(0, 80)}`,
-              },
-              detail,
-            });
-          }
-          detail.reply = 'PONG';
-          detail.authRequired = false;
-        } else {
-          detail.errorCode = reply.code;
-          if (!refusesOnlyUs.has(reply.code)) {
-            return clock.outcome('protocol_error', {
-              error: { code: reply.code.slice(0, 64), message: reply.text.slice(0, 1024) },
-              detail,
-            });
-          }
-          if (reply.code === 'NOAUTH') detail.authRequired = true;
-        }
-        const password = options.password;
-        return finishWithLoginCheck(
-          clock,
-          detail,
-          password === undefined
-            ? undefined
-            : () => authenticatedCheck(ip, port, options, password, clock, ctx.signal),
-        );
-      },
-    );
-  },
+  mainTiming: 'firstByteMs',
+  run: (target, options, ctx) => runDatabaseProbe(protocol, target, options, ctx),
 };

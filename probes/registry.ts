@@ -33,21 +33,12 @@ export const echoKinds: ReadonlySet<string> = new Set(
   probeKinds.filter((kind) => (probeRegistry[kind] as ProbeDefinition<unknown>).echo === true),
 );
 
-/** The kind's main timing: what "latency" means for it (a summary's, a result's). */
+/**
+ * The kind's main timing (`ProbeDefinition.mainTiming`): what "latency" means for it (a
+ * summary's, a result's); `totalMs` for a kind this build does not know.
+ */
 export function mainTiming(kind: string): keyof Timings {
-  // icmp, mtu: the echo's round trip.
-  if (echoKinds.has(kind)) return 'rttMs';
-  switch (kind) {
-    case 'tcp':
-      return 'connectMs';
-    case 'http':
-    case 'postgres':
-    case 'redis':
-    case 'mysql':
-      return 'firstByteMs';
-    default:
-      return 'totalMs';
-  }
+  return isProbeKind(kind) ? probeRegistry[kind].mainTiming : 'totalMs';
 }
 
 export function isProbeKind(kind: string): kind is ProbeKind {

@@ -10,6 +10,7 @@ function fake(run: ProbeDefinition<object>['run']): ProbeDefinition<object> {
     description: 'fake',
     target: { form: 'host' },
     options: z.object({}).strict(),
+    mainTiming: 'totalMs',
     run,
   };
 }

@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { compileUserRegex, userRegexField } from '../lib/user-regex.js';
 import { exchange, ProbeClock, withConnection } from './socket.js';
-import type { ProbeDefinition } from './types.js';
+import type { ProbeResult } from '../wire/result.js';
+import { blackboxMetrics } from './blackbox.js';
+import type { KindSeriesSink, ProbeDefinition } from './types.js';
 
 export const tcpOptions = z
   .object({
@@ -19,6 +21,13 @@ function unescape(s: string): Buffer {
   return Buffer.from(s.replace(/\\r/g, '\r').replace(/\\n/g, '\n').replace(/\\t/g, '\t'), 'latin1');
 }
 
+/** blackbox_exporter's tcp prober series: an answer came and `expect` never matched it. */
+function tcpSeries(r: ProbeResult, sink: KindSeriesSink): void {
+  const received = r.detail?.received;
+  const unmatched = r.class === 'protocol_error' && typeof received === 'string';
+  sink.gauge(blackboxMetrics.failedDueToRegex, unmatched && received !== '' ? 1 : 0);
+}
+
 /** TCP connect, optionally with a send/expect exchange. */
 export const tcp: ProbeDefinition<TcpOptions> = {
   kind: 'tcp',
@@ -27,6 +36,14 @@ export const tcp: ProbeDefinition<TcpOptions> = {
     'TCP connect time; refused, timeout, unreachable and reset told apart; optional send/expect',
   target: { form: 'hostPort' },
   options: tcpOptions,
+  mainTiming: 'connectMs',
+  telemetry: { blackboxIp: (r) => r.detail?.ip, series: tcpSeries },
+  planCheck: {
+    refusal: (options, permissions) =>
+      options.send !== undefined && !permissions.allowTcpSend
+        ? "a tcp payload (options.send) is refused: the agent's config does not allow plan payloads (allowTcpSend)"
+        : undefined,
+  },
   async run(target, options, ctx) {
     const clock = new ProbeClock(ctx.timeoutMs);
     return withConnection(

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { FailureClass, RawError, Timings } from '../wire/result.js';
+import type { FailureClass, ProbeResult, RawError, Timings } from '../wire/result.js';
 
 /** How a kind's target string is written. */
 export type TargetForm =
@@ -63,6 +63,25 @@ export interface ProbeDefinition<O = unknown> {
   /** This kind's options, defaults inside; unknown keys rejected. */
   readonly options: z.ZodType<O, unknown>;
   /**
+   * What "latency" means for this kind: the timing a period summary's latency quantiles,
+   * the dashboard's latency and `faultline probe`'s headline read (falling back on
+   * `totalMs` in a result without it). Required, so that a new kind cannot silently report
+   * its total time.
+   */
+  readonly mainTiming: keyof Timings;
+  /**
+   * Optional. The packet loss one result of this kind measured, for its period summary
+   * (`lossRatio`, weighted by `packets`, and `echoes`): undefined when the result carries none.
+   */
+  readonly summaryLoss?: (detail: Readonly<Record<string, unknown>>) => SummaryLoss | undefined;
+  /** Optional. What the agent exports for this kind besides the series every kind has. */
+  readonly telemetry?: ProbeTelemetry;
+  /**
+   * Optional. What of this kind's options a collector's plan may not ask without the
+   * agent's consent (the agent config's plan policy). Without it every option is harmless.
+   */
+  readonly planCheck?: PlanCheck<O>;
+  /**
    * Optional. Results of this kind are ICMP echo rounds: `timings.rttMs` is their latency,
    * `detail.rttsMs` and `detail.lossRatio` their packets. The agent summarises RTT and loss
    * and exports the ICMP series (`faultline.probe.icmp.rtt`, blackbox's
@@ -90,6 +109,82 @@ export interface ProbeDefinition<O = unknown> {
   prepare?(targets: readonly ScheduledTarget<O>[]): void;
   /** Optional. Releases what `prepare` or `run` set up (child processes); idempotent. */
   close?(): Promise<void>;
+}
+
+/** One result's packet loss, as `ProbeDefinition.summaryLoss` reads it. */
+export interface SummaryLoss {
+  /** Lost share of the packets sent, 0..1. */
+  readonly ratio: number;
+  /** Packets sent: the weight of this result in the period's loss. */
+  readonly packets: number;
+}
+
+/**
+ * A metric a kind exports besides the common ones, named and described the OTel way (the
+ * agent's Prometheus text maps the name). Defined once, as a constant: the agent keys the
+ * metric family by this object.
+ */
+export interface KindMetric {
+  readonly name: string;
+  /** UCUM unit: `s`, `1`, or '' for a plain number. */
+  readonly unit: string;
+  readonly description: string;
+}
+
+/** Where `ProbeTelemetry.series` writes: gauges on one path's blackbox-compatible labels. */
+export interface KindSeriesSink {
+  /**
+   * A gauge with the path's `probe_*` labels (path labels, `address`, maybe `instance`), and
+   * `label="labelValue"` besides when given.
+   */
+  gauge(metric: KindMetric, value: number, label?: string, labelValue?: string): void;
+}
+
+/**
+ * What the agent exports for a kind besides the series every kind has (durations, results,
+ * success, state, `probe_success`, `probe_duration_seconds`, `probe_dns_lookup_time_seconds`).
+ */
+export interface ProbeTelemetry {
+  /**
+   * Every phase the result timed gets a `faultline.probe.duration` histogram (phase="dns",
+   * "connect", "tls", "first_byte", "total"); without it only phase="total" (each histogram
+   * is ~14 lines a scrape, and for most kinds one phase is nearly all of the total).
+   */
+  readonly phaseHistograms?: boolean;
+  /**
+   * blackbox_exporter has a prober for this kind: the IP address a result reached (or
+   * anything else when it reached none), for `probe_ip_protocol`.
+   */
+  readonly blackboxIp?: (result: ProbeResult) => unknown;
+  /** The kind's own gauges, read from the path's last result at each collection. */
+  readonly series?: (result: ProbeResult, sink: KindSeriesSink) => void;
+}
+
+/**
+ * What an agent lets a collector's plan ask of its probes beyond a plain check (the agent
+ * config's `planPolicy`): a stand-in collector must not turn the agent into a tool that
+ * sends chosen bytes to chosen ports.
+ */
+export interface PlanPermissions {
+  /** Raw tcp payloads (`options.send`) from the plan. */
+  readonly allowTcpSend: boolean;
+  /** HTTP methods a plan may use. */
+  readonly allowHttpMethods: readonly string[];
+  /** Custom HTTP request headers and bodies from the plan. */
+  readonly allowHttpHeaders: boolean;
+}
+
+/** A kind's part in checking a plan target against the agent's policy (`ProbeDefinition.planCheck`). */
+export interface PlanCheck<O> {
+  /**
+   * The host the probe talks to instead of the target's, checked against the agent's
+   * `allowTargets` in its place (dns: the resolver in `options.server`), and what it is.
+   */
+  peer?(options: O): { readonly host: string; readonly what: string } | undefined;
+  /** Why these options could reach hosts beyond the target (redirects): refused under `allowTargets`. */
+  escapes?(options: O): string | undefined;
+  /** Why the agent's permissions refuse these options, or undefined. */
+  refusal?(options: O, permissions: PlanPermissions): string | undefined;
 }
 
 /** A target the agent probes on a schedule, as announced to `ProbeDefinition.prepare`. */

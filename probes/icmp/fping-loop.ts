@@ -1,20 +1,31 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
-import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import type { EchoReport } from './engine.js';
+import { parseFpingLine, usableFping } from './fping.js';
+import { FifoLines } from './fifo-lines.js';
 import {
-  echoPayloadBytes,
-  killAndWait,
-  msArg,
-  onLines,
-  parseFpingLine,
-  trackChild,
-  usableFping,
-} from './icmp-fping.js';
-import type { EchoReport, IcmpError } from './icmp.js';
+  maxPacketsPerSecond,
+  minPeriodMs,
+  startupMs,
+  sendCostMs,
+  freshReadMs,
+  waitStepMs,
+  movedRounds,
+  lost,
+  lineBytes,
+  specOf,
+  paramsKeyOf,
+  type Params,
+  type Subscription,
+  type Group,
+  type LoopTarget,
+  type LoopRound,
+  type FpingLoopOptions,
+  type FpingLoopStats,
+} from './loop-state.js';
+import { echoPayloadBytes, killAndWait, msArg, onLines, trackChild } from './process.js';
 
 /*
  * The loop engine, for targets the agent probes on a schedule. Each group of targets that
@@ -39,266 +50,7 @@ import type { EchoReport, IcmpError } from './icmp.js';
  * caller runs that round on the batching engine. So it does while fping is down.
  */
 
-/** A scheduled target as the loop engine needs it. */
-export interface LoopTarget {
-  /** The target's name, unique among scheduled targets: rounds are matched by it. */
-  readonly name: string;
-  /** Hostname or IP literal, as in `Target.host`. */
-  readonly host: string;
-  /** Address family for a hostname: 4, 6, or 0 for the resolver's first answer. */
-  readonly family: 0 | 4 | 6;
-  /** Echo requests per round. */
-  readonly count: number;
-  /** ICMP payload bytes; fping's default when absent. */
-  readonly packetSize?: number;
-  /** The whole IP packet instead of `packetSize`: the payload follows from the address's family. */
-  readonly sizeBytes?: number;
-  /** Don't Fragment (`-M`): a packet larger than a link on the way is refused, not fragmented. */
-  readonly dontFragment?: boolean;
-  /** Time between the starts of two rounds. */
-  readonly intervalMs: number;
-  /** The round's timeout: no packet waits longer for its reply. */
-  readonly timeoutMs: number;
-}
-
-/** One round asked of the loop engine by `icmp.run`. */
-export interface LoopRound {
-  readonly name: string;
-  readonly host: string;
-  readonly family: 0 | 4 | 6;
-  readonly count: number;
-  readonly packetSize?: number;
-  readonly sizeBytes?: number;
-  readonly dontFragment?: boolean;
-  /** The address `run` resolved the host to (the host itself for an IP literal). */
-  readonly ip: string;
-  /** Budget from now: the engine answers or declines by then. */
-  readonly timeoutMs: number;
-  readonly signal: AbortSignal;
-}
-
-/** Settings of the loop engine; the defaults suit an agent. */
-export interface FpingLoopOptions {
-  /** The fping binary: a name searched in PATH and sbin, or an absolute path. */
-  readonly binPath?: string;
-  /** A prepare waits this long for more changes before restarting any fping. */
-  readonly debounceMs?: number;
-  /**
-   * A round with nothing in yet waits for its target's next packet only when that is due
-   * within this many ms (and then up to this much beyond); a later one makes it decline.
-   */
-  readonly maxWaitMs?: number;
-  /** Longest interval served by the loop; longer ones are cheap enough as batches and stay fresher. */
-  readonly maxIntervalMs?: number;
-  /** Most targets one fping serves. */
-  readonly maxTargetsPerProcess?: number;
-  /**
-   * fping's `-i`: least time between two packets of one fping. Small, so that every period
-   * goes out as one short burst (about 20 µs a target): fping then wakes once per burst
-   * instead of once per packet, and its lines reach us in a few large reads. Spreading the
-   * packets over the period (`-i` near period / targets) costs fping 2–3× the CPU, and at
-   * 90% of the period fping cannot keep up and stretches the period by 10–50%.
-   */
-  readonly sendGapMs?: number;
-  /**
-   * Least time between two reads of fping's FIFO when no round asks (rounds read it too).
-   * Each read wakes Node (~0.1 ms here); the FIFO holds 64 KiB, over 150 ms of lines at
-   * fping's top rate, and fewer lines are read less often (up to once a second).
-   */
-  readonly pollMs?: number;
-  /** fping writes into a FIFO polled every `pollMs` (default), or into a pipe read on every write. */
-  readonly fifo?: boolean;
-}
-
-/** Counters since construction, for tests and the bench. */
-export interface FpingLoopStats {
-  /** fping processes started (first starts and restarts). */
-  spawns: number;
-  /** fping processes that ended without being asked to. */
-  crashes: number;
-  /** Rounds answered from the loop. */
-  rounds: number;
-  /** Rounds declined (cold, fping down, unknown target): the caller ran them elsewhere. */
-  declined: number;
-  /** How the last fping that ended unasked ended, with what it wrote to stderr. */
-  lastCrash?: string;
-}
-
-// fping keeps each packet's sequence number for 10 s in a 16-bit space (seqmap.c): stay well
-// below 6,553 packets per second per process.
-const maxPacketsPerSecond = 5000;
-// fping's floor for -p.
-const minPeriodMs = 10;
-// From spawn to fping's first packet; only used to guess when a fresh target's packet is due.
-const startupMs = 5;
-// What fping takes to send one packet of a burst, at the least.
-const sendCostMs = 0.02;
-// A round re-reads fping's FIFO unless another round read it this recently.
-const freshReadMs = 5;
-// While a round waits for its packet, the FIFO is read this often.
-const waitStepMs = 5;
-// Rounds in a row a hostname must resolve elsewhere before the loop follows it.
-const movedRounds = 3;
-const lost = -1;
-// A line of fping's, at most ("255.255.255.255 : [65535], 65535 bytes, 1000.00 ms (…)").
-const lineBytes = 80;
-
-interface Params {
-  readonly family: 4 | 6;
-  readonly periodMs: number;
-  readonly packetTimeoutMs: number;
-  /** ICMP payload bytes (from the target's packetSize, or its sizeBytes for this family). */
-  readonly packetSize: number | undefined;
-  readonly dontFragment: boolean;
-}
-
-interface Subscription {
-  readonly name: string;
-  /** host, family, count, size and Don't Fragment: a round must match them all. */
-  readonly spec: string;
-  readonly host: string;
-  readonly family: 0 | 4 | 6;
-  readonly count: number;
-  readonly periodMs: number;
-  readonly packetTimeoutMs: number;
-  readonly packetSize: number | undefined;
-  readonly sizeBytes: number | undefined;
-  readonly dontFragment: boolean;
-  ip: string | undefined;
-  member: Member | undefined;
-  /** Outcomes since the last round, oldest first: RTT in ms, or `lost`. */
-  rtts: number[];
-  /** ICMP errors since the last round. */
-  errors: IcmpError[];
-  waiter: ((report: EchoReport | undefined) => void) | undefined;
-  /** Rounds in a row whose host resolved to another address than `ip`. */
-  moved: number;
-}
-
-interface Member {
-  readonly ip: string;
-  readonly group: Group;
-  readonly subs: Set<Subscription>;
-  /** Position in the running fping's argument list (its first packet goes out at index × spacing). */
-  index: number;
-  /** fping's number of the next packet whose line is due (its packets are `period` apart). */
-  nextSeq: number;
-  /** The last packet was lost: the next line comes a packet timeout after its send. */
-  lastLost: boolean;
-}
-
-interface Running {
-  readonly child: ChildProcess;
-  readonly ips: readonly string[];
-  readonly spawnAt: number;
-  readonly spacingMs: number;
-  /** fping's stdout, when it writes into a FIFO that we poll (else its pipe's events feed us). */
-  readonly out: FifoLines | undefined;
-}
-
-/**
- * Lines from a FIFO, read when asked. fping flushes every line, so an event-driven pipe
- * wakes Node hundreds to thousands of times a second (~60 µs each, most of our cost);
- * polling a FIFO every `pollMs` reads the same lines in a few large reads.
- */
-class FifoLines {
-  private rest = '';
-  private static readonly buf = Buffer.allocUnsafe(64 * 1024);
-
-  private constructor(
-    private fd: number | undefined,
-    /** The write end, for the child's stdout; released in this process once it is spawned. */
-    private writeFd: number | undefined,
-  ) {}
-
-  /** The write end to hand to the child. */
-  get childFd(): number {
-    return this.writeFd ?? -1;
-  }
-
-  /** A FIFO with both ends open and its name already gone; undefined where none can be made. */
-  static open(): FifoLines | undefined {
-    let dir: string | undefined;
-    try {
-      dir = mkdtempSync(join(tmpdir(), 'faultline-fping-'));
-      const path = join(dir, 'out');
-      if (spawnSync('mkfifo', ['-m', '600', path], { stdio: 'ignore' }).status !== 0)
-        return undefined;
-      const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-      // With a reader open, opening the write end does not block.
-      return new FifoLines(fd, openSync(path, constants.O_WRONLY));
-    } catch {
-      return undefined;
-    } finally {
-      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-    }
-  }
-
-  /** Hands every complete line written so far to `onLine`. */
-  drain(onLine: (line: string) => void): void {
-    const buf = FifoLines.buf;
-    while (this.fd !== undefined) {
-      let n: number;
-      try {
-        n = readSync(this.fd, buf, 0, buf.length, null);
-      } catch {
-        return; // EAGAIN: nothing more now
-      }
-      if (n === 0) return; // fping is gone; its exit is handled elsewhere
-      const text = this.rest + buf.toString('latin1', 0, n);
-      let start = 0;
-      for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n', start)) {
-        onLine(text.slice(start, end));
-        start = end + 1;
-      }
-      this.rest = text.length - start > 64 * 1024 ? '' : text.slice(start);
-      if (n < buf.length) return;
-    }
-  }
-
-  /** Closes this process's copy of the write end (the child has its own), once. */
-  releaseWriteEnd(): void {
-    if (this.writeFd !== undefined) closeSync(this.writeFd);
-    this.writeFd = undefined;
-  }
-
-  /** Closes both ends; fping, if still alive, gets EPIPE on its next line. Idempotent. */
-  close(): void {
-    this.releaseWriteEnd();
-    if (this.fd !== undefined) closeSync(this.fd);
-    this.fd = undefined;
-  }
-}
-
-interface Group {
-  /** Params key plus chunk number. */
-  readonly id: string;
-  readonly paramsKey: string;
-  readonly chunk: number;
-  readonly params: Params;
-  readonly members: Map<string, Member>;
-  running: Running | undefined;
-  failures: number;
-  restartTimer: NodeJS.Timeout | undefined;
-  stderr: string;
-  /** performance.now() of the last read of fping's FIFO. */
-  readAt: number;
-}
-
-function specOf(t: {
-  host: string;
-  family: number;
-  count: number;
-  packetSize?: number | undefined;
-  sizeBytes?: number | undefined;
-  dontFragment?: boolean | undefined;
-}): string {
-  return `${t.host}|${t.family}|${t.count}|${t.packetSize ?? ''}|${t.sizeBytes ?? ''}|${t.dontFragment === true ? 'df' : ''}`;
-}
-
-function paramsKeyOf(p: Params): string {
-  return `${p.family}/${p.periodMs}/${p.packetTimeoutMs}/${p.packetSize ?? ''}/${p.dontFragment ? 'df' : ''}`;
-}
+export type { FpingLoopOptions, FpingLoopStats, LoopRound, LoopTarget } from './loop-state.js';
 
 /** Drives one long-lived `fping -l` per group of scheduled targets. */
 export class FpingLoopEngine {

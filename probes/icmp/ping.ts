@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { classifyIcmpError } from './classify.js';
-import { findExecutable, fitCount, killAndWait, msArg, onLines, trackChild } from './icmp-fping.js';
-import type { EchoReport, EchoRequest, IcmpEngine, IcmpError, SendError } from './icmp.js';
+import { classifyIcmpError } from '../classify.js';
+import type { EchoReport, EchoRequest, IcmpEngine, IcmpError, SendError } from './engine.js';
+import { findExecutable, fitCount, killAndWait, msArg, onLines, trackChild } from './process.js';
 
 /*
  * The fallback engine: iputils `ping`, one process per probe (about 2–3 CPU-ms each, where

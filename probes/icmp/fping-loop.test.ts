@@ -1,14 +1,15 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { ProbeResult } from '../wire/result.js';
-import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
-import { pollUntil } from '../lab/poll-until.js';
-import { closeIcmpEngines, icmp, icmpEngines, icmpOptions, type IcmpOptions } from './icmp.js';
-import { FpingLoopEngine } from './icmp-fping-loop.js';
-import { runProbe } from './run.js';
-import { parseTarget } from './target.js';
-import type { ScheduledTarget } from './types.js';
+import type { ProbeResult } from '../../wire/result.js';
+import { canUseNetns, TestNet, type TestHost } from '../../lab/netns.js';
+import { pollUntil } from '../../lab/poll-until.js';
+import { icmp, icmpOptions, type IcmpOptions } from '../icmp.js';
+import { runProbe } from '../run.js';
+import { parseTarget } from '../target.js';
+import type { ScheduledTarget } from '../types.js';
+import { closeIcmpEngines, icmpEngines } from './echo.js';
+import { FpingLoopEngine } from './fping-loop.js';
 
 function scheduled(
   address: string,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { FpingEngine, fitCount, parseFpingLine } from './icmp-fping.js';
+import { FpingEngine, parseFpingLine } from './fping.js';
+import { fitCount } from './process.js';
 
 describe('parseFpingLine: fping 5.1 count-mode lines', () => {
   it.each([

@@ -1,0 +1,78 @@
+import type { Attributes } from '@opentelemetry/api';
+import { DataPointType, type MetricDescriptor } from '@opentelemetry/sdk-metrics';
+import type { PrometheusText } from '../../lib/telemetry.js';
+import { pathMetrics as m } from './catalogue.js';
+import { visitPath, type Hist, type PathState, type SeriesSink } from './series.js';
+
+/* The Prometheus exporter's side: the per-path series as text exposition, in chunks. */
+
+/** Paths rendered between two yields to the event loop while /metrics is built. */
+const renderChunkPaths = 50;
+
+/**
+ * Collects series as Prometheus text, one buffer per family (the format wants a family's
+ * samples together, while paths are visited one after the other).
+ */
+export class TextSink implements SeriesSink {
+  private readonly families = new Map<MetricDescriptor, { name: string; body: string }>();
+  private out = '';
+
+  constructor(private readonly text: PrometheusText) {}
+
+  gauge(d: MetricDescriptor, value: number, attributes: Attributes): void {
+    const f = this.family(d, DataPointType.GAUGE);
+    f.body += this.text.sample(f.name, attributes, value);
+  }
+  counter(d: MetricDescriptor, value: number, attributes: Attributes): void {
+    const f = this.family(d, DataPointType.SUM);
+    f.body += this.text.sample(f.name, attributes, value);
+  }
+  histogram(d: MetricDescriptor, h: Hist, attributes: Attributes): void {
+    const f = this.family(d, DataPointType.HISTOGRAM);
+    f.body += this.text.histogram(f.name, attributes, h.bounds, h.counts, h.sum, h.count);
+  }
+
+  /** Everything collected, family after family. */
+  finish(): string {
+    for (const f of this.families.values()) this.out += f.body;
+    return this.out;
+  }
+
+  private family(d: MetricDescriptor, type: DataPointType): { name: string; body: string } {
+    let f = this.families.get(d);
+    if (f === undefined) {
+      const { name, head } = this.text.family({
+        descriptor: d,
+        dataPointType: type,
+        isMonotonic: true,
+      });
+      f = { name, body: head };
+      this.families.set(d, f);
+    }
+    return f;
+  }
+}
+
+export const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * The per-path series (and the schedule lag histogram) as Prometheus text, written straight
+ * from the per-path state a few dozen paths at a time with a yield to the event loop in
+ * between, so that a scrape of thousands of paths does not hold up the probes due meanwhile.
+ */
+export async function renderPathText(
+  text: PrometheusText,
+  paths: Iterable<ReadonlyMap<string, PathState>>,
+  lag: { readonly hist: Hist; readonly attributes: Attributes },
+): Promise<string> {
+  const sink = new TextSink(text);
+  if (lag.hist.count > 0) sink.histogram(m.lag, lag.hist, lag.attributes);
+  const list: PathState[] = [];
+  for (const byKind of paths) for (const p of byKind.values()) list.push(p);
+  for (let i = 0; i < list.length; i++) {
+    if (i > 0 && i % renderChunkPaths === 0) await yieldToLoop();
+    const p = list[i]!;
+    if (!p.removed) visitPath(p, sink);
+  }
+  return sink.finish();
+}
