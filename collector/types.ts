@@ -47,9 +47,10 @@ export interface PathState {
   readonly state: 'ok' | 'failing' | 'degraded' | 'unknown';
   readonly lastClass: FailureClass;
   /**
-   * While failing, when the failure has changed class since it began: the class it began
-   * with (a hung service whose listen queue then filled: `protocol_timeout`, then
-   * `tcp_timeout`). Absent otherwise.
+   * While failing, when the newest result's class is not the one the failure began with:
+   * that first class (a hung service whose listen queue then filled: `protocol_timeout`,
+   * then `tcp_timeout`), also before the new class has passed the debounce. Absent
+   * otherwise.
    */
   readonly firstClass?: FailureClass;
   /**

@@ -108,15 +108,15 @@ describe('localise', () => {
     expect(d.hypotheses[0]).toMatchObject({ kind: 'service_unresponsive', components: ['db-1'] });
     expect(d.hypotheses[0]?.summary).toContain('listen queue is full');
     expect(d.hypotheses.map((h) => h.kind)).not.toContain('path_blocked');
-    // The same connect timeouts with no hung answer before them, in their state or their
-    // window, are a filter on the port.
+    // The same connect timeouts as a failure of their own — no hung answer began it, though
+    // the window still holds a freeze healed a moment ago — are a filter on the port.
     const blocked = localise({
       ...input,
       paths: input.paths.map((p) => {
         const q = full(p);
         if (!toPostgres(p)) return q;
         const { firstClass: _f, ...rest } = q;
-        return { ...rest, failures: { tcp_timeout: 3 } };
+        return { ...rest, failures: { protocol_timeout: 5, tcp_timeout: 3 } };
       }),
     });
     expect(blocked.hypotheses[0]).toMatchObject({ kind: 'path_blocked', components: ['db-1'] });
@@ -135,7 +135,7 @@ describe('localise', () => {
         const down = k++ % 2 === 0;
         if (down && p.kind !== 'icmp')
           return { ...p, state: 'failing', lastClass: 'tcp_timeout', fellAtMs: nowMs - 1_500 };
-        return recovered ? { ...p, fellAtMs: nowMs - 4_500 } : p;
+        return recovered ? { ...p, fellAtMs: nowMs - 4_500, sinceMs: nowMs - 3_000 } : p;
       });
     const steady = localise({ ...input, paths: flapped(false) });
     expect(steady.hypotheses.map((h) => h.kind)).toContain('path_blocked');
@@ -152,6 +152,17 @@ describe('localise', () => {
       paths: flapped(true),
     });
     expect(old.hypotheses.map((h) => h.kind)).toContain('path_blocked');
+    // Nor does one that came back long after it fell: an outage that healed, not a blip.
+    k = 0;
+    const healed = localise({
+      ...input,
+      paths: flapped(true).map((p) =>
+        p.fellAtMs === nowMs - 4_500
+          ? { ...p, fellAtMs: nowMs - 9_000, sinceMs: nowMs - 2_000 }
+          : p,
+      ),
+    });
+    expect(healed.hypotheses.map((h) => h.kind)).toContain('path_blocked');
   });
 
   it('reads nothing into a silent agent’s stale window', () => {

@@ -203,7 +203,8 @@ export function pathView(p: PathRuntime, t: WindowTotals, flapStableMs: number):
     lastSeenMs: p.lastSeenMs,
   };
   if (p.service !== undefined) state.service = p.service;
-  if (p.state === 'failing' && p.firstClass !== p.stateClass) state.firstClass = p.firstClass;
+  // Also while the newest results' class is still under the debounce of a class change.
+  if (p.state === 'failing' && p.firstClass !== p.lastClass) state.firstClass = p.firstClass;
   // A recent fall at the network layer, for the localiser's reading of unstable pairs.
   if (fellShownAt(p, flapStableMs)) {
     state.fellAtMs = p.flapAtMs;

@@ -1,6 +1,5 @@
 import { echoKinds } from '../../../probes/registry.js';
 import type { PathState } from '../../types.js';
-import { failureLayer, type FailureClass } from '../../../wire/result.js';
 import type { Candidate, Rule } from '../candidate.js';
 import type { Evidence } from '../evidence.js';
 import { byName, layerOf, pushTo, sorted } from '../views.js';
@@ -13,25 +12,19 @@ export function hostPair(a: string, b: string): string {
 
 /** A fall this recent makes its host pair unstable (the matrix's `flapStableMs`). */
 export const unstableMs = 10_000;
+/** A fall that came back within this long was a blip; a longer one was an outage that healed. */
+export const blipMs = 5_000;
 
 /**
- * A path that fell at the network layer within {@link unstableMs} and came back since, or
- * fell again: what a link that drops packets in bursts, or flaps, does — a filter or a
- * dead host does not come back by itself.
+ * A path that fell at the network layer within {@link unstableMs} and came back within
+ * {@link blipMs}, is damped (degraded by flap damping), or fell again: what a link that
+ * drops packets in bursts, or flaps, does. A filter or a dead host does not come back by
+ * itself; a cut that healed after a while was a cut.
  */
 export function unstable(p: PathState, nowMs: number): boolean {
-  return (
-    p.fellAtMs !== undefined &&
-    nowMs - p.fellAtMs < unstableMs &&
-    (p.state !== 'failing' || p.fellAgain === true)
-  );
-}
-
-/** A degraded path that lost probes at the network layer (timeouts, unreachables). */
-function lostProbes(p: PathState): boolean {
-  if (echoKinds.has(p.kind)) return (p.lossRatio ?? 0) > 0;
-  for (const c in p.failures) if (failureLayer[c as FailureClass] === 'network') return true;
-  return false;
+  if (p.fellAtMs === undefined || nowMs - p.fellAtMs >= unstableMs) return false;
+  if (p.fellAgain === true || p.state === 'degraded') return true;
+  return p.state === 'ok' && p.sinceMs - p.fellAtMs <= blipMs;
 }
 
 /** Host pairs that lose packets: see {@link lossyPairs}. */
@@ -41,14 +34,15 @@ export interface LossyPairs {
 }
 
 /**
- * Host pairs whose paths get through with loss: a path between them (either way) is
- * degraded and lost some of its probes (an echo its echoes, a TCP path its SYNs), or is
- * {@link unstable} — it fell and came back, or fell again. Another path between the same two
- * hosts that failed a few probes in a row is that loss (a lost SYN costs a probe), not a
- * filter or a smaller MTU: a filter passes a path's packets whole or drops them all, and
- * does not come and go. A host that such pairs join to two others or more is the lossy
- * element (its link): every pair of it is lossy, also the ones whose paths happen to have
- * failed together so far.
+ * Host pairs whose echoes get through with loss: an echo path between them (either way) is
+ * degraded and lost some of its echoes, or is {@link unstable} — it fell and came back, or
+ * fell again. Another path between the same two hosts that failed a few probes in a row is
+ * that loss (a lost SYN costs a probe), not a filter or a smaller MTU: a filter passes the
+ * echoes whole or drops them all, and does not come and go. Echoes only: they measure the
+ * link, a service's paths measure the service too (a hung service's full listen queue times
+ * out connects, and a heal brings them back). A host that such pairs join to two others or
+ * more is the lossy element (its link): every pair of it is lossy, also the ones whose paths
+ * happen to have failed together so far.
  */
 export function lossyPairs(ev: Evidence): LossyPairs {
   const pairs = new Set<string>();
@@ -69,8 +63,10 @@ export function lossyPairs(ev: Evidence): LossyPairs {
   for (const a of ev.sound) {
     const v = ev.viewOf(a);
     if (v === undefined) continue;
-    for (const p of v.degraded) if (lostProbes(p)) add(ev.host(a), p.component);
-    for (const p of v.fell) if (unstable(p, ev.nowMs)) add(ev.host(a), p.component);
+    for (const p of v.degraded)
+      if (echoKinds.has(p.kind) && (p.lossRatio ?? 0) > 0) add(ev.host(a), p.component);
+    for (const p of v.fell)
+      if (echoKinds.has(p.kind) && unstable(p, ev.nowMs)) add(ev.host(a), p.component);
   }
   const hosts = new Set<string>();
   for (const [h, s] of partners) if (s.size >= 2) hosts.add(h);

@@ -28,16 +28,16 @@ const noneAlso: ReadonlySet<number> = new Set();
 export const hungClasses: ReadonlySet<string> = new Set(['protocol_timeout', 'http_timeout']);
 
 /**
- * A path that began failing with a hung answer and now times out at the connect — also
- * while the first connect timeouts are still under the debounce of a class change (the
- * path still failing as hung, its window holding the hung answers).
+ * A path that began failing with a hung answer and now times out at the connect (also
+ * while those timeouts are under the debounce of a class change: `firstClass` says so).
+ * One failure, not a hung answer in the window before a new one: a filter that follows a
+ * freeze's heal is a filter.
  */
 const hungThenFull = (p: PathState): boolean =>
   p.state === 'failing' &&
   p.lastClass === 'tcp_timeout' &&
-  (p.firstClass === undefined
-    ? (p.failures.protocol_timeout ?? 0) + (p.failures.http_timeout ?? 0) > 0
-    : hungClasses.has(p.firstClass));
+  p.firstClass !== undefined &&
+  hungClasses.has(p.firstClass);
 
 /**
  * Connects that time out to a service that hung: among `remaining`, the paths to a service
