@@ -12,8 +12,12 @@ export function hostPair(a: string, b: string): string {
 
 /** A fall this recent makes its host pair unstable (the matrix's `flapStableMs`). */
 export const unstableMs = 10_000;
-/** A fall that came back within this long was a blip; a longer one was an outage that healed. */
-export const blipMs = 5_000;
+/**
+ * A fall that came back within this long was a blip: over before a fault it began could have
+ * been confirmed, settled and paged. A longer one was an outage that healed (a short cut
+ * healing is not loss).
+ */
+export const blipMs = 2_500;
 
 /**
  * A path that fell at the network layer within {@link unstableMs} and came back within
