@@ -119,6 +119,8 @@ export interface BuiltAlert {
   readonly startsAtMs: number;
   /** Failing paths the hypothesis explains (its evidence's counts of failure classes). */
   readonly failingPaths: number;
+  /** The hosts the hypothesis names: its components and its groups' members. */
+  readonly hosts: readonly string[];
   readonly generatorUrl?: string;
   readonly incident?: IncidentRef;
   /** What a re-send compares: annotations, link and start, as one string. */
@@ -268,7 +270,8 @@ export function buildAlerts(
     const key = identityKey(a.labels);
     // Two hypotheses with the same labels are one alert: the better-ranked one speaks.
     if (out.has(key)) continue;
-    const b = { key, startsAtMs: h.since, failingPaths: failingPathsOf(h), ...a };
+    const hosts = [...new Set([...h.components, ...h.groups.flatMap((g) => g.members)])];
+    const b = { key, startsAtMs: h.since, failingPaths: failingPathsOf(h), hosts, ...a };
     out.set(key, { ...b, content: contentOf(b) });
   }
   return out;

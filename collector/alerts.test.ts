@@ -531,6 +531,50 @@ describe('settling (issue 14)', () => {
     expect(names((await drain()).notify)).toEqual([]);
   });
 
+  it("the heal's tail also holds what appears on the healed fault's hosts just after it (loss as paths come back unevenly); elsewhere, or later, it pages", async () => {
+    const loss = (components: string[], since: number): Hypothesis => {
+      const h = hypothesis({
+        kind: 'packet_loss',
+        summary: 'paths to and from db-2 lose packets',
+        components,
+        groups: [{ members: components }],
+        evidence: { counts: { ok: 3 }, examples: [] },
+        since,
+      });
+      delete (h as { cutLabel?: unknown }).cutLabel;
+      return h;
+    };
+    const { engine, drain } = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    engine.update(settled(hypothesis({ since: 1_000 })), 10_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlineNetworkPartition']);
+    engine.update(settled(), 20_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['resolved:FaultlineNetworkPartition']);
+    // A second after the heal, loss on one of the partition's hosts: its tail, held.
+    engine.update(settled(loss(['db-2'], 21_000)), 21_000, ctx);
+    engine.tick(25_999);
+    expect((await drain()).notify).toEqual([]);
+    engine.update(settled(), 23_000, ctx);
+    engine.tick(40_000);
+    expect((await drain()).notify).toEqual([]);
+    // The same on a host the partition did not name pages at once.
+    const other = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    other.engine.update(settled(hypothesis({ since: 1_000 })), 10_000, ctx);
+    other.engine.update(settled(), 20_000, ctx);
+    await other.drain();
+    other.engine.update(settled(loss(['web-1'], 21_000)), 21_000, ctx);
+    expect(names((await other.drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
+    // Loss that outlasts the hold pages, healTailHold after it appeared.
+    const stays = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    stays.engine.update(settled(hypothesis({ since: 1_000 })), 10_000, ctx);
+    stays.engine.update(settled(), 20_000, ctx);
+    await stays.drain();
+    stays.engine.update(settled(loss(['db-2'], 21_000)), 21_000, ctx);
+    stays.engine.tick(25_999);
+    expect((await stays.drain()).notify).toEqual([]);
+    stays.engine.tick(26_000);
+    expect(names((await stays.drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
+  });
+
   it("the heal's tail (fewer paths, failing since before the alert resolved) holds healTailHold; a new fault, or one read anew with more paths, does not", async () => {
     const { engine, drain } = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
     engine.update(settled(hypothesis({ since: 1_000 })), 10_000, ctx);

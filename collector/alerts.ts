@@ -118,7 +118,12 @@ export class AlertEngine {
   private readonly selfTicking: boolean;
   private settleTimer: NodeJS.Timeout | undefined;
   /** When a firing alert last resolved, and how many failing paths it spoke of. */
-  private lastFaultEnd = { atMs: Number.NEGATIVE_INFINITY, failingPaths: 0 };
+  /** The last firing alerts that resolved: when, their most failing paths, their hosts. */
+  private lastFaultEnd: { atMs: number; failingPaths: number; hosts: Set<string> } = {
+    atMs: Number.NEGATIVE_INFINITY,
+    failingPaths: 0,
+    hosts: new Set(),
+  };
   private closed = false;
 
   constructor(opts: AlertEngineOptions) {
@@ -325,9 +330,15 @@ export class AlertEngine {
     const settleUntil = (sinceMs: number): number =>
       Math.min(d.settlingSinceMs ?? sinceMs, sinceMs) + this.config.settleMaxMs;
     // A firing alert that resolves now: what appears with its end is its tail (see below).
-    for (const [key, t] of this.tracked)
-      if (t.phase === 'firing' && !built.has(key))
-        this.lastFaultEnd = { atMs: nowMs, failingPaths: t.current.failingPaths };
+    for (const [key, t] of this.tracked) {
+      if (t.phase !== 'firing' || built.has(key)) continue;
+      const end = this.lastFaultEnd;
+      if (end.atMs !== nowMs)
+        this.lastFaultEnd = { atMs: nowMs, failingPaths: 0, hosts: new Set() };
+      const now = this.lastFaultEnd;
+      now.failingPaths = Math.max(now.failingPaths, t.current.failingPaths);
+      for (const h of t.current.hosts) now.hosts.add(h);
+    }
     const fire = (t: Tracked, b: BuiltAlert): AlertNotice => {
       const n = this.notice(b, nowMs);
       t.sent = n;
@@ -365,12 +376,16 @@ export class AlertEngine {
       if (t.phase === 'pending') {
         const waitUntil = settling ? settleUntil(t.sinceMs) : 0;
         // The heal's tail: a hypothesis about fewer paths than a fault whose alert resolved,
-        // failing since before that — the fault's own paths recovering unevenly, read as
-        // another cause for a moment — holds `healTailHold` first; a fault that outlasts the
-        // heal still pages. (A fault still arriving is read anew with more paths, not fewer:
-        // no hold.)
+        // failing since before that, or appearing within `healTailHold` after it on the
+        // hosts it named — the fault's own paths recovering unevenly (some come back, fall
+        // again a moment, read as loss), read as another cause for a moment — holds
+        // `healTailHold` first; a fault that outlasts the heal still pages. (A fault still
+        // arriving is read anew with more paths, not fewer: no hold.)
         const end = this.lastFaultEnd;
-        const tail = b.startsAtMs < end.atMs && b.failingPaths < end.failingPaths;
+        const onItsHosts =
+          t.sinceMs - end.atMs < this.config.healTailHoldMs &&
+          b.hosts.some((h) => end.hosts.has(h));
+        const tail = (b.startsAtMs < end.atMs || onItsHosts) && b.failingPaths < end.failingPaths;
         const hold = tail
           ? Math.max(t.requiredHoldMs, this.config.healTailHoldMs)
           : t.requiredHoldMs;

@@ -17,7 +17,7 @@ export const unstableMs = 10_000;
  * been confirmed, settled and paged. A longer one was an outage that healed (a short cut
  * healing is not loss).
  */
-export const blipMs = 2_500;
+export const blipMs = 3_500;
 
 /**
  * A path that fell at the network layer within {@link unstableMs} and came back within
