@@ -232,6 +232,12 @@ describe('PathMatrix recent falls', () => {
     feed(m, batch(5, { results: three('ok', 15, t0 + 5500) }));
     feed(m, batch(6, { results: three('tcp_timeout', 18, t0 + 7000) }));
     expect(pathOf(m)).toMatchObject({ state: 'failing', fellAtMs: t0 + 8000, fellAgain: true });
+    // An outage that lasted (back 5 s after it fell: no blip) and a fall soon after it: a
+    // new fault, not the path falling again.
+    feed(m, batch(7, { results: three('ok', 21, t0 + 13_000) }));
+    feed(m, batch(8, { results: three('tcp_timeout', 24, t0 + 15_000) }));
+    expect(pathOf(m)).toMatchObject({ state: 'failing', fellAtMs: t0 + 16_000 });
+    expect(pathOf(m).fellAgain).toBeUndefined();
   });
 });
 

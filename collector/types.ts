@@ -56,7 +56,7 @@ export interface PathState {
   /**
    * When the path last fell to failing at the network layer (a timeout, an unreachable), if
    * that was within the matrix's `flapStableMs` of its newest result; `fellAgain`: that fall
-   * came within `flapStableMs` of the one before. A path that fell and came back, or fell
+   * came within `flapStableMs` of one before it that was a blip (back within `flapBlipMs`). A path that fell and came back, or fell
    * again, makes its host pair unstable: loss, not a filter (collector/localise/kinds/packet-loss.ts).
    */
   readonly fellAtMs?: number;

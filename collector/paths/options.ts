@@ -58,6 +58,13 @@ export interface PathMatrixOptions {
   /** Falls further apart than this are separate faults, whatever the penalty says. */
   readonly flapStableMs: number;
   readonly flapMaxSuppressMs: number;
+  /**
+   * A fall that came back within this long was a blip (over before a fault it began could
+   * have been confirmed, settled and paged); a second fall within `flapStableMs` of a blip
+   * is a path falling again (`fellAgain`, what the localiser reads as loss). A fall after a
+   * long outage that healed is a new fault.
+   */
+  readonly flapBlipMs: number;
   /** Splits a plan target name into component and service (default: `<component>/<kind>[/<service>]`). */
   readonly describeTarget?: (
     target: string,
@@ -84,6 +91,7 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   flapSuppressAt: 1.5,
   flapStableMs: 10_000,
   flapMaxSuppressMs: 5_000,
+  flapBlipMs: 3_500,
 });
 
 /** The default reading of a plan target's name: the plan's own format (collector/target-names.ts). */

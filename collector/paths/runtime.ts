@@ -48,6 +48,10 @@ export class PathRuntime {
   flapAtMs = 0;
   /** Whether the view shows the last fall (`fellAtMs`): see {@link fellShownAt}. */
   fellShown = false;
+  /** The last fall came back within `flapBlipMs` (set when it came back). */
+  lastFallBlip = false;
+  /** The last fall came within `flapStableMs` of a blip (`fellAgain` in the view). */
+  fellAgain = false;
   /** The apply that last journaled this path (so it is copied once per batch). */
   journalEpoch = 0;
   readonly win: Float64Array;
@@ -99,6 +103,8 @@ export class PathRuntime {
     this.flapPenalty = o.flapPenalty;
     this.flapAtMs = o.flapAtMs;
     this.fellShown = o.fellShown;
+    this.lastFallBlip = o.lastFallBlip;
+    this.fellAgain = o.fellAgain;
     this.win.set(o.win);
     if (o.winFail === undefined) this.winFail = undefined;
     else {
@@ -208,7 +214,7 @@ export function pathView(p: PathRuntime, t: WindowTotals, flapStableMs: number):
   // A recent fall at the network layer, for the localiser's reading of unstable pairs.
   if (fellShownAt(p, flapStableMs)) {
     state.fellAtMs = p.flapAtMs;
-    if (p.flapPenalty > 1 + 1e-9) state.fellAgain = true;
+    if (p.fellAgain) state.fellAgain = true;
   }
   if (t.lossW > 0) state.lossRatio = t.lossSum / t.lossW;
   if (t.latW > 0) {

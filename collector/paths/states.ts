@@ -202,6 +202,9 @@ export class PathStates {
         ? p.flapPenalty * 2 ** (-sinceLastMs / o.flapHalfLifeMs)
         : 0;
     if (newFall && failureLayer[cls] === 'network') {
+      // Falling again: the fall before this one was recent, and a blip.
+      p.fellAgain = penalty > 0 && p.lastFallBlip;
+      p.lastFallBlip = false;
       // At most 3: a path that flapped for an hour is not suppressed for hours after.
       p.flapPenalty = Math.min(3, penalty + 1);
       p.flapAtMs = Math.max(atMs, p.flapAtMs);
@@ -301,6 +304,9 @@ export class PathStates {
       });
     }
     if (to === 'ok' && (p.state === 'failing' || p.state === 'unknown')) p.healthySinceMs = atMs;
+    // Back up: was the fall a blip?
+    if (to === 'ok' && (p.state === 'failing' || p.state === 'degraded') && p.flapPenalty > 0)
+      p.lastFallBlip = atMs - p.flapAtMs <= this.options.flapBlipMs;
     this.meaningChanged = true;
     this.signal('change', p);
     // A failure that changes class stays one failure: it keeps the class it began with.

@@ -1,4 +1,5 @@
 import { echoKinds } from '../../../probes/registry.js';
+import { defaultPathMatrixOptions } from '../../paths/options.js';
 import type { PathState } from '../../types.js';
 import type { Candidate, Rule } from '../candidate.js';
 import type { Evidence } from '../evidence.js';
@@ -12,12 +13,8 @@ export function hostPair(a: string, b: string): string {
 
 /** A fall this recent makes its host pair unstable (the matrix's `flapStableMs`). */
 export const unstableMs = 10_000;
-/**
- * A fall that came back within this long was a blip: over before a fault it began could have
- * been confirmed, settled and paged. A longer one was an outage that healed (a short cut
- * healing is not loss).
- */
-export const blipMs = 3_500;
+/** A fall that came back within this long was a blip (the path matrix's `flapBlipMs`). */
+export const blipMs = defaultPathMatrixOptions.flapBlipMs;
 
 /**
  * A path that fell at the network layer within {@link unstableMs} and came back within
