@@ -120,9 +120,10 @@ export const packetLoss: Rule = {
     const unseen = unseenHosts(chosen);
     const failing = new Map<PathState, number>();
     for (const i of lossyFailing(ev, remaining)) failing.set(ev.path(i), i);
-    // A path that fell twice within moments and is up again is flapping: loss, for now.
+    // An echo path that fell twice within moments and is up again is flapping: loss, for
+    // now. (Echoes only: a service's paths falling twice may be the service.)
     const flapped = (p: PathState): boolean =>
-      p.state === 'ok' && p.fellAgain === true && unstable(p, ev.nowMs);
+      echoKinds.has(p.kind) && p.state === 'ok' && p.fellAgain === true && unstable(p, ev.nowMs);
     let degraded = ev.sound
       .flatMap((a) => {
         const v = ev.viewOf(a);
