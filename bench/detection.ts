@@ -40,7 +40,8 @@ import {
 import { labDiagnosis, matches, waitDiagnosisHealthy } from '../lab/expect.js';
 import type { ExpectedHypothesis } from '../lab/expect.js';
 import { randomLoss, type Fault } from '../lab/faults.js';
-import { canRunLab, Lab } from '../lab/lab.js';
+import { Lab } from '../lab/lab.js';
+import { canRunLab } from '../lab/spec.js';
 import { demoFaults, demoLab as spec } from '../cli/demo.js';
 import { pollUntil } from '../lab/poll-until.js';
 import { startPrometheus, type TestPrometheus } from '../lab/prometheus.js';

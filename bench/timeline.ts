@@ -9,7 +9,8 @@
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Diagnosis } from '../wire/diagnosis.js';
-import { canRunLab, Lab } from '../lab/lab.js';
+import { Lab } from '../lab/lab.js';
+import { canRunLab } from '../lab/spec.js';
 import { detectionLabTiming } from './lib.js';
 import { demoFaults, demoLabPaths, demoLab as spec } from '../cli/demo.js';
 import { labPaths, waitDiagnosisHealthy } from '../lab/expect.js';

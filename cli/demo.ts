@@ -19,7 +19,8 @@ import {
   wrongVlan,
   type Fault,
 } from '../lab/faults.js';
-import { canRunLab, Lab, type LabSpec } from '../lab/lab.js';
+import { Lab } from '../lab/lab.js';
+import { canRunLab, type LabSpec } from '../lab/spec.js';
 import { exitCodes } from './exit-codes.js';
 
 interface DemoArgs {

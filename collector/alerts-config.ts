@@ -54,13 +54,16 @@ const runbookPlaceholders = ['kind', 'alertname'] as const;
 // Each sink entry is checked by its own type's schema in resolveAlerts (so an unknown key
 // gets a "did you mean" from that type's keys); the JSON Schema shows the union instead.
 export const sinkSlot = z.record(z.string(), z.unknown());
-export const sinkUnion = z.discriminatedUnion(
-  'type',
-  sinkTypes.map((t) => sinkRegistry[t].schema) as unknown as [
-    (typeof sinkRegistry)[SinkType]['schema'],
-    ...(typeof sinkRegistry)[SinkType]['schema'][],
-  ],
-);
+/** Every sink type's schema as one union: the `alerts.sinks[]` entry of the JSON Schema. */
+export function sinkUnion() {
+  return z.discriminatedUnion(
+    'type',
+    sinkTypes().map((t) => sinkRegistry[t].schema) as unknown as [
+      (typeof sinkRegistry)[SinkType]['schema'],
+      ...(typeof sinkRegistry)[SinkType]['schema'][],
+    ],
+  );
+}
 
 export const alertsSchema = z
   .object({
@@ -109,7 +112,7 @@ export const alertsSchema = z
       .array(sinkSlot)
       .prefault([])
       .describe(
-        `Where alerts go; each with type: ${sinkTypes.join(', ')}. A sink that is down never holds up the others.`,
+        `Where alerts go; each with type: ${sinkTypes().join(', ')}. A sink that is down never holds up the others.`,
       ),
   })
   .strict()
@@ -150,12 +153,13 @@ export function resolveAlerts(
   const firstByName = new Map<string, number>();
   list.forEach((entry: unknown, i) => {
     if (!isRecord(entry)) return;
-    const typeHelp = `expected one of: ${sinkTypes.join(', ')}`;
+    const types = sinkTypes();
+    const typeHelp = `expected one of: ${types.join(', ')}`;
     if (entry.type === undefined) {
       report(at('sinks', i), `missing required key "type": ${typeHelp}`);
       return;
     }
-    if (!(sinkTypes as unknown[]).includes(entry.type)) {
+    if (!(types as unknown[]).includes(entry.type)) {
       report(at('sinks', i, 'type'), `unknown sink type: ${typeHelp}`, entry.type);
       return;
     }

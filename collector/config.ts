@@ -275,7 +275,7 @@ export function collectorJsonSchema(): Record<string, unknown> {
       fillOptionsSlot(zodSchema, json);
       if (zodSchema === sinkSlot) {
         for (const key of Object.keys(json)) if (key !== 'description') delete json[key];
-        const { $schema: _, ...union } = z.toJSONSchema(sinkUnion, {
+        const { $schema: _, ...union } = z.toJSONSchema(sinkUnion(), {
           io: 'input',
           unrepresentable: 'any',
         }) as Record<string, unknown>;

@@ -65,20 +65,13 @@ function escapeCell(s: string): string {
  */
 export type ComponentViewers = ReadonlyMap<string, readonly string[]>;
 
-export function postmortem(
-  incident: IncidentDetail,
-  transitions: readonly Transition[],
-  nowMs: number,
-  collectorUrl?: string,
-  viewers: ComponentViewers = new Map(),
-  later?: { readonly atMs: number; readonly diagnosis: Diagnosis },
-): string {
-  const snapshots = incident.events.filter((e) => isDiagnosis(e.diagnosis));
-  const unhealthy = snapshots.filter((e) => !(e.diagnosis as Diagnosis).healthy);
-  // The root cause hint: the diagnosis whose leading hypothesis held longest, weighed by the
-  // failing paths it explained (failing path-seconds) — not the last one, which may be the
-  // aftermath (late spooled failures read just before the recovery, agents still silent
-  // from a cut that healed: they explain no failing path).
+/**
+ * The root cause hint: the diagnosis whose leading hypothesis held longest, weighed by the
+ * failing paths it explained (failing path-seconds) — not the last one, which may be the
+ * aftermath (late spooled failures read just before the recovery, agents still silent from a
+ * cut that healed: they explain no failing path).
+ */
+function longestHeld(incident: IncidentDetail, nowMs: number): Diagnosis | undefined {
   const endForHold = incident.closedAtMs ?? nowMs;
   let last: Diagnosis | undefined;
   let longestMs = -1;
@@ -98,19 +91,31 @@ export function postmortem(
       last = d;
     }
   }
-  // The peak: the snapshot whose hypotheses explained the most failing paths.
+  return last;
+}
+
+/** The peak: the snapshot whose hypotheses explained the most failing paths. */
+function peakOf(incident: IncidentDetail): { peak?: Diagnosis; peakPaths: number } {
   let peak: Diagnosis | undefined;
   let peakPaths = -1;
-  for (const e of unhealthy) {
-    const d = e.diagnosis as Diagnosis;
+  for (const e of incident.events) {
+    if (!isDiagnosis(e.diagnosis) || e.diagnosis.healthy) continue;
+    const d = e.diagnosis;
     const n = d.hypotheses.reduce((sum, h) => sum + failingPaths(h), 0);
     if (n > peakPaths) {
       peak = d;
       peakPaths = n;
     }
   }
-  const endMs = incident.closedAtMs ?? nowMs;
-  const lead = last?.hypotheses[0];
+  return { peak, peakPaths };
+}
+
+function summarySection(
+  incident: IncidentDetail,
+  endMs: number,
+  lead: Hypothesis | undefined,
+  { peak, peakPaths }: { peak?: Diagnosis; peakPaths: number },
+): string[] {
   const out: string[] = [];
   out.push(`# Postmortem (draft): incident ${incident.id} — ${incident.summary}`);
   out.push('');
@@ -137,7 +142,11 @@ export function postmortem(
   }
   if (lead !== undefined) out.push(`- **Most likely cause:** ${describeHypothesis(lead)}`);
   out.push('');
+  return out;
+}
 
+function timelineSection(incident: IncidentDetail): string[] {
+  const out: string[] = [];
   out.push('## Timeline (UTC)');
   out.push('');
   out.push(`- ${utc(incident.firstFailureMs)} — first failed probe the diagnosis explains`);
@@ -168,7 +177,35 @@ export function postmortem(
     }
   }
   out.push('');
+  return out;
+}
 
+/** One agent's row: the paths it saw fail, when first, their classes, whether it went silent. */
+function agentRow(agent: string, ts: readonly Transition[]): string {
+  const failed = new Set<string>();
+  const classes = new Set<string>();
+  let first = Number.POSITIVE_INFINITY;
+  let silent = false;
+  for (const t of ts) {
+    if (t.kind === 'agent') {
+      if (t.toState === 'silent') silent = true;
+      continue;
+    }
+    if (t.toState === 'failing') {
+      failed.add(t.target);
+      if (t.toClass !== null) classes.add(t.toClass);
+      if (t.atMs < first) first = t.atMs;
+    }
+  }
+  return `| ${escapeCell(agent)} | ${failed.size} | ${Number.isFinite(first) ? utc(first) : '—'} | ${[...classes].sort().join(', ') || '—'} | ${silent ? 'yes' : 'no'} |`;
+}
+
+function agentsSection(
+  incident: IncidentDetail,
+  transitions: readonly Transition[],
+  endMs: number,
+): string[] {
+  const out: string[] = [];
   out.push('## What each agent saw');
   out.push('');
   const byAgent = new Map<string, Transition[]>();
@@ -185,25 +222,7 @@ export function postmortem(
     out.push('|---|---:|---|---|---|');
     const agents = [...byAgent.keys()].sort();
     for (const agent of agents.slice(0, maxAgentsListed)) {
-      const ts = byAgent.get(agent)!;
-      const failed = new Set<string>();
-      const classes = new Set<string>();
-      let first = Number.POSITIVE_INFINITY;
-      let silent = false;
-      for (const t of ts) {
-        if (t.kind === 'agent') {
-          if (t.toState === 'silent') silent = true;
-          continue;
-        }
-        if (t.toState === 'failing') {
-          failed.add(t.target);
-          if (t.toClass !== null) classes.add(t.toClass);
-          if (t.atMs < first) first = t.atMs;
-        }
-      }
-      out.push(
-        `| ${escapeCell(agent)} | ${failed.size} | ${Number.isFinite(first) ? utc(first) : '—'} | ${[...classes].sort().join(', ') || '—'} | ${silent ? 'yes' : 'no'} |`,
-      );
+      out.push(agentRow(agent, byAgent.get(agent)!));
     }
     if (agents.length > maxAgentsListed)
       out.push(`| … ${agents.length - maxAgentsListed} more agents | | | | |`);
@@ -213,7 +232,12 @@ export function postmortem(
     );
   }
   out.push('');
+  return out;
+}
 
+function rootCauseSection(last: Diagnosis | undefined): string[] {
+  const out: string[] = [];
+  const lead = last?.hypotheses[0];
   out.push('## Root cause hint');
   out.push('');
   if (lead === undefined) {
@@ -239,35 +263,49 @@ export function postmortem(
     }
   }
   out.push('');
+  return out;
+}
 
-  if (later !== undefined) {
-    out.push('## In hindsight: every agent heard');
-    out.push('');
-    out.push(
-      `Agents cut off from the collector delivered their spooled results after the heal. The path matrix as it stood at ${utc(later.atMs)}, rebuilt from every agent's results and localised again:`,
-    );
-    out.push('');
-    const hs = later.diagnosis.hypotheses;
-    if (hs.length === 0) out.push("- no fault shows in the agents' own results at that time");
-    for (const h of hs.slice(0, maxExamples)) {
-      const groups = h.groups
-        .map((g) => `${g.name ?? 'group'} {${g.members.join(', ')}}`)
-        .join(' / ');
-      out.push(`- ${describeHypothesis(h)}${groups === '' ? '' : ` — groups: ${groups}`}`);
-    }
-    if (hs.length > maxExamples) out.push(`- … and ${hs.length - maxExamples} more`);
-    const changed =
-      lead !== undefined &&
-      hs[0] !== undefined &&
-      (hs[0].kind !== lead.kind || hs[0].components.join() !== lead.components.join());
-    if (changed)
-      out.push(
-        '',
-        'This differs from what the collector could say while the fault lasted: it saw only its own side.',
-      );
-    out.push('');
+function hindsightSection(
+  later: { readonly atMs: number; readonly diagnosis: Diagnosis },
+  lead: Hypothesis | undefined,
+): string[] {
+  const out: string[] = [];
+  out.push('## In hindsight: every agent heard');
+  out.push('');
+  out.push(
+    `Agents cut off from the collector delivered their spooled results after the heal. The path matrix as it stood at ${utc(later.atMs)}, rebuilt from every agent's results and localised again:`,
+  );
+  out.push('');
+  const hs = later.diagnosis.hypotheses;
+  if (hs.length === 0) out.push("- no fault shows in the agents' own results at that time");
+  for (const h of hs.slice(0, maxExamples)) {
+    const groups = h.groups
+      .map((g) => `${g.name ?? 'group'} {${g.members.join(', ')}}`)
+      .join(' / ');
+    out.push(`- ${describeHypothesis(h)}${groups === '' ? '' : ` — groups: ${groups}`}`);
   }
+  if (hs.length > maxExamples) out.push(`- … and ${hs.length - maxExamples} more`);
+  const changed =
+    lead !== undefined &&
+    hs[0] !== undefined &&
+    (hs[0].kind !== lead.kind || hs[0].components.join() !== lead.components.join());
+  if (changed)
+    out.push(
+      '',
+      'This differs from what the collector could say while the fault lasted: it saw only its own side.',
+    );
+  out.push('');
+  return out;
+}
 
+function ruledOutSection(
+  last: Diagnosis | undefined,
+  transitions: readonly Transition[],
+  viewers: ComponentViewers,
+): string[] {
+  const out: string[] = [];
+  const lead = last?.hypotheses[0];
   out.push('## Ruled out');
   out.push('');
   const ruledOut = last?.ruledOut ?? [];
@@ -299,7 +337,12 @@ export function postmortem(
   }
   if (hindsight.length > 0) out.push('', 'Since the recovery:', ...hindsight);
   out.push('');
+  return out;
+}
 
+/** What people add: corrective measures, lessons; and where the record is. */
+function closingSection(incident: IncidentDetail, collectorUrl: string | undefined): string[] {
+  const out: string[] = [];
   out.push('## Corrective measures');
   out.push('');
   out.push('- [ ] *(what fixes the root cause)*');
@@ -315,5 +358,27 @@ export function postmortem(
     out.push(`Incident record: ${collectorUrl.replace(/\/$/, '')}/api/v1/incidents/${incident.id}`);
   }
   out.push('');
-  return out.join('\n');
+  return out;
+}
+
+export function postmortem(
+  incident: IncidentDetail,
+  transitions: readonly Transition[],
+  nowMs: number,
+  collectorUrl?: string,
+  viewers: ComponentViewers = new Map(),
+  later?: { readonly atMs: number; readonly diagnosis: Diagnosis },
+): string {
+  const last = longestHeld(incident, nowMs);
+  const endMs = incident.closedAtMs ?? nowMs;
+  const lead = last?.hypotheses[0];
+  return [
+    ...summarySection(incident, endMs, lead, peakOf(incident)),
+    ...timelineSection(incident),
+    ...agentsSection(incident, transitions, endMs),
+    ...rootCauseSection(last),
+    ...(later === undefined ? [] : hindsightSection(later, lead)),
+    ...ruledOutSection(last, transitions, viewers),
+    ...closingSection(incident, collectorUrl),
+  ].join('\n');
 }

@@ -350,18 +350,9 @@ function PathDetail({ m, agent, target, pinned }) {
   </div>`;
 }
 
-export function MatrixView() {
-  const { matrix: m, matrixVersion, lastChanges } = useStore();
-  const [groupBy, setGroupBy] = useState(undefined);
-  const [label, setLabel] = useState('');
-  const [kind, setKind] = useState('');
-  const [stateFilter, setStateFilter] = useState('all');
-  const [hover, setHover] = useState(undefined);
-  const [pinned, setPinned] = useState(undefined);
-  const canvas = useRef(null);
-  const box = useRef(null);
-
-  const options = useMemo(() => {
+/** The filters' choices: label keys to group by, `key=value` labels, target kinds. */
+function useMatrixOptions(m) {
+  return useMemo(() => {
     if (m === undefined) return { keys: [], labels: [], kinds: [] };
     const keys = new Set();
     const labels = new Set();
@@ -377,6 +368,10 @@ export function MatrixView() {
       kinds: [...new Set(m.targets.map((t) => t.kind))].sort(),
     };
   }, [m]);
+}
+
+/** The rows and columns shown, the label they are grouped by, and the cell size. */
+function useMatrixLayout(m, matrixVersion, { groupBy, label, kind, stateFilter }) {
   const by =
     groupBy ??
     (m === undefined ? undefined : groupKey([...m.agents, ...m.targets].map((x) => x.labels)));
@@ -394,10 +389,14 @@ export function MatrixView() {
     layout === undefined
       ? 8
       : Math.max(2, Math.min(16, Math.floor(640 / Math.max(1, layout.rows.length))));
-  const stats = useMemo(
-    () => (layout === undefined ? { failing: 0, blocks: [] } : blocks(m, layout)),
-    [layout, matrixVersion],
-  );
+  return { by, layout, cw, ch };
+}
+
+/**
+ * Keeps the canvas in step with the matrix: repaints only the cells of the last live change
+ * when nothing else moved since the last drawing, else draws it all.
+ */
+function useMatrixCanvas(canvas, m, layout, cw, ch, matrixVersion, lastChanges) {
   const drawn = useRef({ layout: undefined, version: -1, cw: 0, ch: 0 });
   useEffect(() => {
     if (canvas.current === null || layout === undefined) return;
@@ -412,6 +411,98 @@ export function MatrixView() {
     else draw(canvas.current, m, layout, cw, ch);
     drawn.current = { layout, version: matrixVersion, cw, ch };
   }, [layout, matrixVersion, cw, ch]);
+}
+
+/** The filter bar: group by, label, kind and state, and what is shown. */
+function filtersBar({ m, options, by, label, kind, stateFilter, failing, set }) {
+  return html`<div class="filters">
+    <label
+      >group by
+      <select value=${by ?? ''} onChange=${(e) => set.groupBy(e.target.value)}>
+        ${options.keys.map((k) => html`<option value=${k}>${k}</option>`)}
+      </select></label
+    >
+    <label
+      >label
+      <select name="label" value=${label} onChange=${(e) => set.label(e.target.value)}>
+        <option value="">any</option>
+        ${options.labels.map((l) => html`<option value=${l}>${l}</option>`)}
+      </select></label
+    >
+    <label
+      >kind
+      <select name="kind" value=${kind} onChange=${(e) => set.kind(e.target.value)}>
+        <option value="">any</option>
+        ${options.kinds.map((k) => html`<option value=${k}>${k}</option>`)}
+      </select></label
+    >
+    <label
+      >state
+      <select name="state" value=${stateFilter} onChange=${(e) => set.stateFilter(e.target.value)}>
+        ${Object.keys(stateFilters).map((k) => html`<option value=${k}>${k}</option>`)}
+      </select></label
+    >
+    <span class="muted"
+      >${m.agents.length} agents × ${m.targets.length} targets; ${failing} failing paths shown</span
+    >
+  </div>`;
+}
+
+/** The group names beside the rows (as tall as their rows). */
+function rowGroupLabels(layout, by, ch) {
+  return html`<div class="row-groups" style=${`height:${layout.rows.length * ch}px`}>
+    ${layout.rowGroups.map(
+      (g) =>
+        html`<div
+          class="row-group"
+          style=${`top:${g.start * ch}px;height:${(g.end - g.start + 1) * ch}px`}
+          title=${`${by}=${g.name}`}
+        >
+          ${g.name}
+        </div>`,
+    )}
+  </div>`;
+}
+
+/** The group names above the columns (as wide as their columns). */
+function colGroupLabels(layout, by, cw) {
+  return html`<div class="col-groups" style=${`width:${layout.cols.length * cw}px`}>
+    ${layout.colGroups.map(
+      (g) =>
+        html`<div
+          class="col-group"
+          style=${`left:${g.start * cw}px;width:${(g.end - g.start + 1) * cw}px`}
+          title=${`${by}=${g.name}`}
+        >
+          ${g.name}
+        </div>`,
+    )}
+  </div>`;
+}
+
+export function MatrixView() {
+  const { matrix: m, matrixVersion, lastChanges } = useStore();
+  const [groupBy, setGroupBy] = useState(undefined);
+  const [label, setLabel] = useState('');
+  const [kind, setKind] = useState('');
+  const [stateFilter, setStateFilter] = useState('all');
+  const [hover, setHover] = useState(undefined);
+  const [pinned, setPinned] = useState(undefined);
+  const canvas = useRef(null);
+  const box = useRef(null);
+
+  const options = useMatrixOptions(m);
+  const { by, layout, cw, ch } = useMatrixLayout(m, matrixVersion, {
+    groupBy,
+    label,
+    kind,
+    stateFilter,
+  });
+  const stats = useMemo(
+    () => (layout === undefined ? { failing: 0, blocks: [] } : blocks(m, layout)),
+    [layout, matrixVersion],
+  );
+  useMatrixCanvas(canvas, m, layout, cw, ch, matrixVersion, lastChanges);
 
   if (m === undefined) return html`<p class="loading">Reading the matrix…</p>`;
   const at = (e) => {
@@ -425,6 +516,7 @@ export function MatrixView() {
     return { agent: m.agents[i].name, target: m.targets[j].name, x: e.clientX, y: e.clientY };
   };
   const shown = pinned ?? hover;
+  const set = { groupBy: setGroupBy, label: setLabel, kind: setKind, stateFilter: setStateFilter };
   return html`<section
     class="matrix"
     data-rows=${layout.rows.length}
@@ -436,38 +528,7 @@ export function MatrixView() {
     data-blocks=${JSON.stringify(stats.blocks)}
     data-version=${matrixVersion}
   >
-    <div class="filters">
-      <label
-        >group by
-        <select value=${by ?? ''} onChange=${(e) => setGroupBy(e.target.value)}>
-          ${options.keys.map((k) => html`<option value=${k}>${k}</option>`)}
-        </select></label
-      >
-      <label
-        >label
-        <select name="label" value=${label} onChange=${(e) => setLabel(e.target.value)}>
-          <option value="">any</option>
-          ${options.labels.map((l) => html`<option value=${l}>${l}</option>`)}
-        </select></label
-      >
-      <label
-        >kind
-        <select name="kind" value=${kind} onChange=${(e) => setKind(e.target.value)}>
-          <option value="">any</option>
-          ${options.kinds.map((k) => html`<option value=${k}>${k}</option>`)}
-        </select></label
-      >
-      <label
-        >state
-        <select name="state" value=${stateFilter} onChange=${(e) => setStateFilter(e.target.value)}>
-          ${Object.keys(stateFilters).map((k) => html`<option value=${k}>${k}</option>`)}
-        </select></label
-      >
-      <span class="muted"
-        >${m.agents.length} agents × ${m.targets.length} targets; ${stats.failing} failing paths
-        shown</span
-      >
-    </div>
+    ${filtersBar({ m, options, by, label, kind, stateFilter, failing: stats.failing, set })}
     <div class="legend">
       ${legend.map(
         ([_k, c, text]) =>
@@ -475,31 +536,9 @@ export function MatrixView() {
       )}
     </div>
     <div class="matrix-body">
-      <div class="row-groups" style=${`height:${layout.rows.length * ch}px`}>
-        ${layout.rowGroups.map(
-          (g) =>
-            html`<div
-              class="row-group"
-              style=${`top:${g.start * ch}px;height:${(g.end - g.start + 1) * ch}px`}
-              title=${`${by}=${g.name}`}
-            >
-              ${g.name}
-            </div>`,
-        )}
-      </div>
+      ${rowGroupLabels(layout, by, ch)}
       <div class="grid" ref=${box}>
-        <div class="col-groups" style=${`width:${layout.cols.length * cw}px`}>
-          ${layout.colGroups.map(
-            (g) =>
-              html`<div
-                class="col-group"
-                style=${`left:${g.start * cw}px;width:${(g.end - g.start + 1) * cw}px`}
-                title=${`${by}=${g.name}`}
-              >
-                ${g.name}
-              </div>`,
-          )}
-        </div>
+        ${colGroupLabels(layout, by, cw)}
         <canvas
           ref=${canvas}
           onMouseMove=${(e) => setHover(at(e))}

@@ -39,10 +39,10 @@ const batch: AlertBatch = {
 
 describe('the registry', () => {
   it('has one entry per type, each with its own type in its schema', () => {
-    expect(sinkTypes).toEqual(['alertmanager', 'webhook']);
-    for (const type of sinkTypes) {
+    expect(sinkTypes()).toEqual(['alertmanager', 'webhook']);
+    for (const type of sinkTypes()) {
       expect(sinkRegistry[type].type).toBe(type);
-      const other = sinkTypes.find((t) => t !== type);
+      const other = sinkTypes().find((t) => t !== type);
       const typeIssues = (value: unknown) =>
         sinkRegistry[type].schema
           .safeParse({ type: value })

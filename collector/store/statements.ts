@@ -117,6 +117,17 @@ export function prepare(db: Db) {
     ),
     deleteResults: p('DELETE FROM results WHERE id >= ? AND id < ?'),
     deleteBatch: p('DELETE FROM batches WHERE agent_key = ? AND seq = ?'),
+    deleteOldTransitions: p(
+      `DELETE FROM transitions WHERE id IN (
+         SELECT id FROM transitions WHERE at_ms < ? ORDER BY at_ms LIMIT ?)`,
+    ),
+    ...incidentStatements(p),
+  };
+}
+
+/** The incidents' and the alert outbox's statements (store/incidents.ts, store/outbox.ts). */
+function incidentStatements(p: (sql: string) => Statement) {
+  return {
     insertIncident: p(
       `INSERT INTO incidents (opened_at_ms, first_failure_ms, kind, summary, components)
        VALUES (?, ?, ?, ?, ?)`,
@@ -149,10 +160,6 @@ export function prepare(db: Db) {
     ),
     deadLetters: p(
       'SELECT * FROM outbox WHERE dead_at_ms IS NOT NULL ORDER BY dead_at_ms DESC, id DESC LIMIT ?',
-    ),
-    deleteOldTransitions: p(
-      `DELETE FROM transitions WHERE id IN (
-         SELECT id FROM transitions WHERE at_ms < ? ORDER BY at_ms LIMIT ?)`,
     ),
   };
 }

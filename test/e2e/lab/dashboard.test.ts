@@ -9,7 +9,8 @@ import type { Diagnosis } from '../../../wire/diagnosis.js';
 import { canRunBrowser, launchBrowser } from '../../helpers/browser.js';
 import { cutUplink } from '../../../lab/faults.js';
 import { labDiagnosis } from '../../../lab/expect.js';
-import { canRunLab, type Lab, type LabSpec } from '../../../lab/lab.js';
+import type { Lab } from '../../../lab/lab.js';
+import { canRunLab, type LabSpec } from '../../../lab/spec.js';
 import { pollUntil } from '../../../lab/poll-until.js';
 import { useLab } from './use-lab.js';
 

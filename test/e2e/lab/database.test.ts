@@ -3,7 +3,8 @@ import { pollUntil } from '../../../lab/poll-until.js';
 import { breakDns, freezeDatabase, killAgent, stopPostgres } from '../../../lab/faults.js';
 import { faultCycle, labPaths } from '../../../lab/expect.js';
 import { useLab } from './use-lab.js';
-import { canRunLab, type Lab } from '../../../lab/lab.js';
+import type { Lab } from '../../../lab/lab.js';
+import { canRunLab } from '../../../lab/spec.js';
 import { servicesLab, servicesLabPaths } from './services-lab.js';
 
 /** Faults of a service, not of the network: the diagnosis must say so and name it. */

@@ -2,7 +2,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { cliPath, ensureBuilt, repoRoot } from '../../helpers/cli.js';
 import { demoFaults } from '../../../cli/demo.js';
-import { canRunLab } from '../../../lab/lab.js';
+import { canRunLab } from '../../../lab/spec.js';
 
 /** `faultline demo`, run as an operator would: the built CLI as a child process. */
 

@@ -3,7 +3,7 @@ import { pollUntil } from '../../../lab/poll-until.js';
 import { dropPort, dropSource, randomLoss } from '../../../lab/faults.js';
 import { faultCycle, labPaths, pathHealthy } from '../../../lab/expect.js';
 import { useLab } from './use-lab.js';
-import { canRunLab } from '../../../lab/lab.js';
+import { canRunLab } from '../../../lab/spec.js';
 import { servicesLab, servicesLabPaths } from './services-lab.js';
 
 /** The echo probes (the ping and the full-size one): a TCP port filter leaves them alone. */

@@ -20,7 +20,8 @@ import {
   type ExpectedHypothesis,
 } from '../../../lab/expect.js';
 import { collectorCut } from '../../../lab/faults.js';
-import { canRunLab, type Lab, type LabSpec } from '../../../lab/lab.js';
+import type { Lab } from '../../../lab/lab.js';
+import { canRunLab, type LabSpec } from '../../../lab/spec.js';
 import { pollUntil } from '../../../lab/poll-until.js';
 import { useLab } from './use-lab.js';
 

@@ -6,7 +6,7 @@ import { pollUntil } from '../../../lab/poll-until.js';
 import { cutUplink, hostLinkDown, wrongVlan, type Fault } from '../../../lab/faults.js';
 import { faultCycle, labPaths, pathHealthy } from '../../../lab/expect.js';
 import { useLab } from './use-lab.js';
-import { canRunLab, type LabSpec } from '../../../lab/lab.js';
+import { canRunLab, type LabSpec } from '../../../lab/spec.js';
 
 /**
  * The founding incident in the lab: the front (two app hosts and a web host) on switch

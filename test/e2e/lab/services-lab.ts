@@ -1,4 +1,4 @@
-import type { LabSpec } from '../../../lab/lab.js';
+import type { LabSpec } from '../../../lab/spec.js';
 
 /**
  * The lab of the service-level tests: two app hosts on sw-app with the collector; a

@@ -10,7 +10,8 @@ import {
   watchDiagnosis,
 } from '../../../lab/expect.js';
 import { flappingLink, portMtu, wrongVlan } from '../../../lab/faults.js';
-import { canRunLab, httpPageBytes } from '../../../lab/lab.js';
+import { httpPageBytes } from '../../../lab/services.js';
+import { canRunLab } from '../../../lab/spec.js';
 import { pollUntil } from '../../../lab/poll-until.js';
 import { useLab } from './use-lab.js';
 

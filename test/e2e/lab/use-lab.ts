@@ -1,7 +1,8 @@
 import { afterAll, beforeAll } from 'vitest';
 import { cliPath, ensureBuilt } from '../../helpers/cli.js';
 import { detectionReport, waitAllHealthy } from '../../../lab/expect.js';
-import { Lab, type LabOptions, type LabSpec } from '../../../lab/lab.js';
+import { Lab } from '../../../lab/lab.js';
+import type { LabOptions, LabSpec } from '../../../lab/spec.js';
 
 /**
  * Brings `spec` up before the enclosing describe's tests (the CLI built, all `healthyPaths`
