@@ -1,7 +1,7 @@
 // @ts-check
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
-import { layerConfig } from './eslint.layers.js';
+import { layerConfig, sizeConfig } from './eslint.layers.js';
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**'] },
@@ -28,6 +28,8 @@ export default tseslint.config(
   },
   // The layers: lib ← wire ← probes ← agent | collector ← cli; only tests import test/.
   ...layerConfig,
+  // Product files and functions stay small enough to read.
+  ...sizeConfig,
   {
     files: ['eslint.config.js', 'eslint.layers.js'],
     ...tseslint.configs.disableTypeChecked,

@@ -13,10 +13,11 @@ import { repoRoot } from './helpers/cli.js';
  */
 let eslint: ESLint;
 beforeAll(async () => {
-  const { layerConfig } = (await import(
+  const { layerConfig, sizeConfig } = (await import(
     pathToFileURL(join(repoRoot, 'eslint.layers.js')).href
   )) as {
     layerConfig: Linter.Config[];
+    sizeConfig: Linter.Config[];
   };
   eslint = new ESLint({
     cwd: repoRoot,
@@ -24,6 +25,7 @@ beforeAll(async () => {
     overrideConfig: [
       { files: ['**/*.ts'], languageOptions: { parser: tseslint.parser } },
       ...layerConfig,
+      ...sizeConfig,
     ],
   });
 });
@@ -220,5 +222,24 @@ describe('the layer rule', () => {
       join(repoRoot, 'test/e2e/lab/demo.test.ts'),
     )) as Linter.Config;
     expect(testConfig.rules?.['import-x/no-restricted-paths']).toBeUndefined();
+  });
+});
+
+describe('the size rule', () => {
+  const body = (n: number): string =>
+    Array.from({ length: n }, (_, i) => `  const v${i} = ${i};`).join('\n');
+  const fn = (n: number): string => `export function f(): number {\n${body(n)}\n  return 0;\n}\n`;
+
+  it('refuses a product function over 150 lines and a product file over 600, not a test', async () => {
+    expect(await problems('collector/x.ts', fn(160))).toEqual([
+      expect.stringMatching(/^max-lines-per-function: /),
+    ]);
+    expect(await problems('collector/x.ts', fn(140))).toEqual([]);
+    const many = Array.from({ length: 5 }, (_, i) =>
+      fn(130).replace('function f(', `function f${i}(`),
+    ).join('\n');
+    expect(await problems('agent/x.ts', many)).toEqual([expect.stringMatching(/^max-lines: /)]);
+    expect(await problems('agent/x.test.ts', many + fn(160))).toEqual([]);
+    expect(await problems('bench/x.ts', fn(160))).toEqual([]);
   });
 });
