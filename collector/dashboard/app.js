@@ -136,15 +136,23 @@ function App() {
   </div>`;
 }
 
+/** An alert sent a moment ago may be ahead of its incident's record: asked again this often. */
+const alertNotFoundRetries = 10;
+
 /** `/?alert=<fingerprint>`: find the alert's incident and open it (retried until readable). */
 async function openAlert(fingerprint) {
-  for (;;) {
+  for (let notFound = 0; ;) {
     try {
       const link = await get(`api/v1/alerts/${encodeURIComponent(fingerprint)}`);
       history.replaceState(null, '', `${location.pathname}#/incidents/${link.incidentId}`);
       dispatchEvent(new HashChangeEvent('hashchange'));
       return;
     } catch (err) {
+      // A link clicked as the alert arrives can be ahead of its incident's record: a while.
+      if (err instanceof ApiFailure && err.status === 404 && ++notFound < alertNotFoundRetries) {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        continue;
+      }
       if (err instanceof ApiFailure) {
         update({
           notice: `The alert ${fingerprint} belongs to no incident this collector knows: ${err.message}`,
