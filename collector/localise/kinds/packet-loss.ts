@@ -12,7 +12,7 @@ export function hostPair(a: string, b: string): string {
 }
 
 /** A fall this recent makes its host pair unstable (the matrix's `flapStableMs`). */
-export const unstableMs = 10_000;
+export const unstableMs = defaultPathMatrixOptions.flapStableMs;
 /** A fall that came back within this long was a blip (the path matrix's `flapBlipMs`). */
 export const blipMs = defaultPathMatrixOptions.flapBlipMs;
 
@@ -46,6 +46,18 @@ export interface LossyPairs {
  * happen to have failed together so far.
  */
 export function lossyPairs(ev: Evidence): LossyPairs {
+  let found = lossyOf.get(ev);
+  if (found === undefined) {
+    found = findLossyPairs(ev);
+    lossyOf.set(ev, found);
+  }
+  return found;
+}
+
+/** One reading per evidence: path_blocked, service_unresponsive, mtu_mismatch and packet_loss all ask. */
+const lossyOf = new WeakMap<Evidence, LossyPairs>();
+
+function findLossyPairs(ev: Evidence): LossyPairs {
   const pairs = new Set<string>();
   const partners = new Map<string, Set<string>>();
   const add = (x: string, y: string): void => {
