@@ -43,6 +43,11 @@ export interface AlertContext {
   readonly totalPaths: number;
   /** The incident a hypothesis belongs to, when the incident store has one. */
   readonly incidentOf?: (hypothesis: Hypothesis) => IncidentRef | undefined;
+  /**
+   * Hosts whose own agent is late (live, its report overdue): a `path_blocked` alert naming
+   * one waits (`alerts.lateHoldMax`). Absent: none is.
+   */
+  readonly lateHosts?: () => ReadonlySet<string>;
 }
 
 /** The alert of a hypothesis whose cut-off part is the collector's own side. */
@@ -113,6 +118,7 @@ function sentence(text: string): string {
 export interface BuiltAlert {
   /** Identity: the labels without severity. */
   readonly key: string;
+  readonly kind: FaultKind;
   readonly labels: Record<string, string>;
   readonly annotations: Record<string, string>;
   readonly fingerprint: string;
@@ -271,7 +277,14 @@ export function buildAlerts(
     // Two hypotheses with the same labels are one alert: the better-ranked one speaks.
     if (out.has(key)) continue;
     const hosts = [...new Set([...h.components, ...h.groups.flatMap((g) => g.members)])];
-    const b = { key, startsAtMs: h.since, failingPaths: failingPathsOf(h), hosts, ...a };
+    const b = {
+      key,
+      kind: h.kind,
+      startsAtMs: h.since,
+      failingPaths: failingPathsOf(h),
+      hosts,
+      ...a,
+    };
     out.set(key, { ...b, content: contentOf(b) });
   }
   return out;

@@ -36,6 +36,16 @@ export interface AlertsConfig {
    * were failing already: the heal's tail, recovering unevenly) must hold this long to fire.
    */
   readonly healTailHoldMs: number;
+  /**
+   * A `packet_loss` alert must hold this long with the same hosts before it fires: loss is
+   * a verdict from samples, and it narrows as they come (one lossy pair, then the host).
+   */
+  readonly lossHoldForMs: number;
+  /**
+   * A `path_blocked` alert waits at most this long while a host it names has a late agent
+   * (a filter does not delay a host's own reports; a lossy or failing link does). 0: no wait.
+   */
+  readonly lateHoldMaxMs: number;
   /** Firing alerts are sent again this often (endsAt = 4 periods ahead). */
   readonly resendEveryMs: number;
   /** Base URL people reach the collector at: alerts link back to it. */
@@ -86,6 +96,16 @@ export const alertsSchema = z
       .prefault('5s')
       .describe(
         "After a firing alert resolves, a new alert whose hypothesis began before that and speaks of fewer failing paths — the fault that just healed, its paths recovering unevenly: the heal's tail — must hold this long to fire (0: no extra hold). A fault that outlasts the heal still pages, this much later.",
+      ),
+    lossHoldFor: durationField(0)
+      .prefault('3s')
+      .describe(
+        'A packet_loss alert must hold this long with the same hosts before it fires (and at least holdFor): loss is a verdict from samples that narrows as they come — one lossy pair first, then the host whose link loses — and a page for the first reading names the wrong pair. 0: as other alerts.',
+      ),
+    lateHoldMax: durationField(0)
+      .prefault('4s')
+      .describe(
+        "A path_blocked alert waits, at most this long, while a host it names has a late agent (its report overdue): a filter does not delay a host's own reports, a lossy or failing link does, and the agent's next report tells which. 0: no wait.",
       ),
     resendEvery: durationField(1000)
       .prefault('1m')
@@ -198,6 +218,8 @@ export function resolveAlerts(
     refireHoldForMs: asNumber(a.refireHoldFor) ?? 0,
     settleMaxMs: asNumber(a.settleMax) ?? autoSettleMaxMs,
     healTailHoldMs: asNumber(a.healTailHold) ?? 5000,
+    lossHoldForMs: asNumber(a.lossHoldFor) ?? 3000,
+    lateHoldMaxMs: asNumber(a.lateHoldMax) ?? 4000,
     resendEveryMs: asNumber(a.resendEvery) ?? 0,
     ...(typeof a.externalUrl === 'string' ? { externalUrl: a.externalUrl } : {}),
     ...(runbookUrl === undefined ? {} : { runbookUrl }),

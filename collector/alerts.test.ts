@@ -58,6 +58,8 @@ const config: AlertsConfig = {
   refireHoldForMs: 30_000,
   settleMaxMs: 1_000,
   healTailHoldMs: 5_000,
+  lossHoldForMs: 0,
+  lateHoldMaxMs: 0,
   resendEveryMs: 60_000,
   labels: {},
   sinks: [],
@@ -652,6 +654,65 @@ describe('settling (issue 14)', () => {
     expect(names((await drain()).state)).toEqual(['firing:FaultlineServiceDown']);
     engine.update(settled(), 21_000, ctx);
     expect(names((await drain()).notify)).toEqual(['resolved:FaultlineServiceDown']);
+  });
+
+  it('packet_loss holds lossHoldFor with the same hosts: the first reading (one lossy pair) narrowing to the host never pages', async () => {
+    const loss = (components: string[]): Hypothesis => {
+      const h = hypothesis({
+        kind: 'packet_loss',
+        summary: 'paths to and from db-2 lose packets',
+        components,
+        groups: [{ members: components }],
+        evidence: { counts: { ok: 3 }, examples: [] },
+        since: 10_000,
+      });
+      delete (h as { cutLabel?: unknown }).cutLabel;
+      return h;
+    };
+    const { engine, drain } = setup({ holdForMs: 0, lossHoldForMs: 3_000 });
+    engine.update(settled(loss(['app-2', 'db-2'])), 10_000, ctx);
+    engine.tick(12_000);
+    expect((await drain()).notify).toEqual([]);
+    // The host's second partner shows: the reading narrows to db-2, its hold starts anew.
+    engine.update(settled(loss(['db-2'])), 12_500, ctx);
+    engine.tick(15_499);
+    expect((await drain()).notify).toEqual([]);
+    engine.tick(15_500);
+    const got = await drain();
+    expect(names(got.notify)).toEqual(['firing:FaultlinePacketLoss']);
+    expect(got.notify[0]?.labels.component).toBe('db-2');
+    // Other kinds do not wait for it.
+    const other = setup({ holdForMs: 0, lossHoldForMs: 3_000 });
+    other.engine.update(settled(down), 10_000, ctx);
+    expect(names((await other.drain()).notify)).toEqual(['firing:FaultlineServiceDown']);
+  });
+
+  it('path_blocked waits while a host it names has a late agent, at most lateHoldMax; its report arriving ends the wait', async () => {
+    const late = new Set<string>(['db-1']);
+    const lateCtx: AlertContext = { ...ctx, lateHosts: () => late };
+    const { engine, drain } = setup({ holdForMs: 0, lateHoldMaxMs: 4_000 });
+    engine.update(settled(blocked), 10_000, lateCtx);
+    engine.tick(13_999);
+    expect((await drain()).notify).toEqual([]);
+    // The bound: a late agent that stays late does not hold it for ever.
+    engine.tick(14_000);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlinePathBlocked']);
+    // Its agent reports (no longer late): the wait ends at the next look.
+    const again = setup({ holdForMs: 0, lateHoldMaxMs: 4_000 });
+    const late2 = new Set<string>(['app-1']);
+    again.engine.update(settled(blocked), 10_000, { ...ctx, lateHosts: () => late2 });
+    again.engine.tick(11_000);
+    expect((await again.drain()).notify).toEqual([]);
+    late2.clear();
+    again.engine.tick(11_250);
+    expect(names((await again.drain()).notify)).toEqual(['firing:FaultlinePathBlocked']);
+    // No late agent on its hosts, or another kind: no wait.
+    const none = setup({ holdForMs: 0, lateHoldMaxMs: 4_000 });
+    none.engine.update(settled(blocked), 10_000, { ...ctx, lateHosts: () => new Set(['web-1']) });
+    expect(names((await none.drain()).notify)).toEqual(['firing:FaultlinePathBlocked']);
+    const kind = setup({ holdForMs: 0, lateHoldMaxMs: 4_000 });
+    kind.engine.update(settled(down), 10_000, { ...ctx, lateHosts: () => new Set(['db-1']) });
+    expect(names((await kind.drain()).notify)).toEqual(['firing:FaultlineServiceDown']);
   });
 
   it('a self-ticking engine fires at the settle bound without another diagnosis', async () => {

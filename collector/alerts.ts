@@ -40,6 +40,8 @@ import type { AlertBatch, AlertNotice, DeliveryTarget } from './sinks/types.js';
 export const endsAtResends = 4;
 /** How long a resolved alert is remembered for the re-fire hold. */
 export const flapMemoryMs = 60 * 60_000;
+/** While a pending alert waits for a late agent, it looks again this often. */
+export const latePollMs = 250;
 
 /** Options of {@link AlertEngine}. */
 export interface AlertEngineOptions {
@@ -317,6 +319,15 @@ export class AlertEngine {
     this.settleTimer.unref();
   }
 
+  /** Until when a pending `path_blocked` alert waits for a late agent of its hosts (0: no wait). */
+  private lateWaitUntil(t: Tracked, b: BuiltAlert, ctx: AlertContext, nowMs: number): number {
+    if (b.kind !== 'path_blocked' || this.config.lateHoldMaxMs <= 0) return 0;
+    const untilMs = t.sinceMs + this.config.lateHoldMaxMs;
+    if (nowMs >= untilMs || ctx.lateHosts === undefined) return 0;
+    const late = ctx.lateHosts();
+    return b.hosts.some((h) => late.has(h)) ? untilMs : 0;
+  }
+
   private evaluate(nowMs: number): void {
     const last = this.last;
     if (last === undefined) return;
@@ -386,12 +397,20 @@ export class AlertEngine {
           t.sinceMs - end.atMs < this.config.healTailHoldMs &&
           b.hosts.some((h) => end.hosts.has(h));
         const tail = (b.startsAtMs < end.atMs || onItsHosts) && b.failingPaths < end.failingPaths;
-        const hold = tail
-          ? Math.max(t.requiredHoldMs, this.config.healTailHoldMs)
-          : t.requiredHoldMs;
+        // Loss is a verdict from samples: it holds `lossHoldFor` with the same hosts.
+        const own =
+          b.kind === 'packet_loss'
+            ? Math.max(t.requiredHoldMs, this.config.lossHoldForMs)
+            : t.requiredHoldMs;
+        const hold = tail ? Math.max(own, this.config.healTailHoldMs) : own;
+        // A blocked path to or from a host whose own reports are overdue: its link may be
+        // losing them (loss, or a cut arriving), which a filter does not do — its agent's
+        // next report tells; asked again every `latePollMs`, bounded by `lateHoldMax`.
+        const lateUntil = this.lateWaitUntil(t, b, last.ctx, nowMs);
         if (nowMs < waitUntil) settleWakeMs = Math.min(settleWakeMs, waitUntil);
+        else if (nowMs < lateUntil) settleWakeMs = Math.min(settleWakeMs, nowMs + latePollMs);
         else if (nowMs - t.sinceMs < hold) {
-          if (tail) settleWakeMs = Math.min(settleWakeMs, t.sinceMs + hold);
+          if (hold > t.requiredHoldMs) settleWakeMs = Math.min(settleWakeMs, t.sinceMs + hold);
         } else {
           t.phase = 'firing';
           t.sinceMs = nowMs;

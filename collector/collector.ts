@@ -229,6 +229,11 @@ export class Collector implements CollectorCore {
     return {
       roles: this.roles,
       totalPaths: this.matrix.size,
+      lateHosts: () => {
+        const late = new Set<string>();
+        for (const [agent, host] of this.agentHosts) if (this.matrix.isLate(agent)) late.add(host);
+        return late;
+      },
       incidentOf: () => {
         const i = this.incidentTracker.current();
         return i === undefined

@@ -431,6 +431,8 @@ describe('valid collector configs', () => {
         refireHoldForMs: 30_000,
         settleMaxMs: 1_700, // auto: the 1 s probe interval, a 3 × 150 ms burst, 250 ms
         healTailHoldMs: 5_000,
+        lossHoldForMs: 3_000,
+        lateHoldMaxMs: 4_000,
         resendEveryMs: 60_000,
         labels: {},
         sinks: [],
@@ -577,6 +579,8 @@ describe('alerts', () => {
       refireHoldForMs: 30_000,
       settleMaxMs: 2_000,
       healTailHoldMs: 5_000,
+      lossHoldForMs: 3_000,
+      lateHoldMaxMs: 4_000,
       resendEveryMs: 30_000,
       externalUrl: 'https://faultline.example.com',
       runbookUrl: 'https://wiki.example.com/faultline/{kind}',
