@@ -213,6 +213,28 @@ describe('PathMatrix recent falls', () => {
     expect(pathOf(m).fellAtMs).toBeUndefined();
   });
 
+  it('shows a lost probe that came back without a fall (a blip) for blipShowMs; a fall or a refusal is none', () => {
+    const m = new Watched();
+    feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }));
+    const r = (cls: FailureClass, seq: number, at: number) => result(pg, cls, seq, at);
+    feed(m, batch(2, { results: [r('tcp_timeout', 6, t0 + 1000), r('ok', 7, t0 + 1200)] }));
+    expect(pathOf(m)).toMatchObject({ state: 'ok', blippedAtMs: t0 + 1200 });
+    // Shown until it is blipShowMs (5 s) old by the path's newest result; its end is a change.
+    feed(m, batch(3, { summaries: [summary(pg, t0 + 5000, 8, { ok: 1 })] }));
+    expect(pathOf(m).blippedAtMs).toBe(t0 + 1200);
+    feed(m, batch(4, { summaries: [summary(pg, t0 + 5200, 9, { ok: 1 })] }));
+    expect(m.changed).toBe(true);
+    expect(pathOf(m).blippedAtMs).toBeUndefined();
+    // A refusal is the service speaking, not a probe lost.
+    feed(m, batch(5, { results: [r('tcp_refused', 10, t0 + 7000), r('ok', 11, t0 + 7200)] }));
+    expect(pathOf(m).blippedAtMs).toBeUndefined();
+    // A fall that comes back is a fall (fellAtMs), not a blip.
+    feed(m, batch(6, { results: [8, 9, 10].map((i) => r('tcp_timeout', 6 + i, t0 + i * 1000)) }));
+    feed(m, batch(7, { results: [11, 12, 13].map((i) => r('ok', 6 + i, t0 + i * 1000)) }));
+    expect(pathOf(m)).toMatchObject({ state: 'ok', fellAtMs: t0 + 10_000 });
+    expect(pathOf(m).blippedAtMs).toBeUndefined();
+  });
+
   it('a second fall within flapStableMs of the first fell again; a refusal is no fall', () => {
     const m = new PathMatrix({ flapSuppressAt: Number.POSITIVE_INFINITY });
     feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }));

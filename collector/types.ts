@@ -61,6 +61,13 @@ export interface PathState {
    */
   readonly fellAtMs?: number;
   readonly fellAgain?: boolean;
+  /**
+   * When a network-layer failure of this path last came back without the path falling (a
+   * lost probe, a confirmation burst cancelled by a success), if that was within the matrix's
+   * `blipShowMs` of its newest result. Loss blips a lossy host's paths again and again; a
+   * filter, a dead host or a smaller MTU does not come back.
+   */
+  readonly blippedAtMs?: number;
   readonly consecutiveFailures: number;
   readonly consecutiveSuccesses: number;
   /** Share of failed probes in the sliding window. */

@@ -59,6 +59,8 @@ export interface Evidence {
   readonly soundSet: ReadonlySet<string>;
   readonly lit: ReadonlySet<string>;
   readonly triedHosts: ReadonlySet<string>;
+  /** How many live agents have a debounced path to the host (reaching it or not). */
+  triedBy(host: string): number;
   readonly dark: readonly string[];
   /** Lit groups, the collector's side (`main`) first. */
   readonly litGroups: readonly (readonly string[])[];
@@ -240,6 +242,10 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     soundSet,
     lit,
     triedHosts,
+    triedBy: (h: string) => {
+      const id = hosts.ids.get(h);
+      return id === undefined ? 0 : (input.tried[id] ?? 0);
+    },
     dark,
     litGroups,
     main,

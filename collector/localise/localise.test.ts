@@ -165,6 +165,38 @@ describe('localise', () => {
     expect(healed.hypotheses.map((h) => h.kind)).toContain('path_blocked');
   });
 
+  it('reads a blocked-looking path to a host most of whose echo partners blipped as loss: lost probes that came back', () => {
+    // 30 % loss on db-2's link: one agent's TCP path to it fell (four probes lost in a row),
+    // the others' echoes to it each lost a probe and got the next one through.
+    const input = buildInput(topology);
+    const nowMs = input.nowMs;
+    const partners = [
+      ...new Set(input.paths.filter((p) => p.component === 'db-2').map((p) => p.agent)),
+    ]
+      .filter((a) => a !== 'db-2')
+      .sort();
+    const first = partners[0]!;
+    const read = (blipping: readonly string[]) =>
+      localise({
+        ...input,
+        paths: input.paths.map((p): PathState => {
+          if (p.component !== 'db-2') return p;
+          if (p.agent === first && p.kind === 'tcp')
+            return { ...p, state: 'failing', lastClass: 'tcp_timeout', sinceMs: nowMs - 500 };
+          if (p.kind === 'icmp' && blipping.includes(p.agent))
+            return { ...p, blippedAtMs: nowMs - 1_000 };
+          return p;
+        }),
+      });
+    // One partner's echo blipped: background loss touches a pair now and then — a filter.
+    const one = read(partners.slice(1, 2));
+    expect(one.hypotheses[0]).toMatchObject({ kind: 'path_blocked', components: ['db-2'] });
+    // Most of them: the host's link loses.
+    const most = read(partners.slice(0, Math.ceil(partners.length / 2) + 1));
+    expect(most.hypotheses[0]).toMatchObject({ kind: 'packet_loss', components: ['db-2'] });
+    expect(most.hypotheses.map((h) => h.kind)).not.toContain('path_blocked');
+  });
+
   it('reads nothing into a silent agent’s stale window', () => {
     // The db-2 agent went silent with every path failing; its host still answers everyone.
     const input = buildInput({ ...topology, faults: [{ silentAgent: 'db-2' }] });

@@ -43,6 +43,8 @@ export interface AgentView {
   readonly degraded: readonly PathState[];
   /** Paths that fell recently at the network layer (`fellAtMs`), whatever their state now. */
   readonly fell: readonly PathState[];
+  /** Echo paths that blipped recently (`blippedAtMs`): a lost echo that came back. */
+  readonly blipped: readonly PathState[];
   /** Full-size (MTU) echo paths with a debounced state: the MTU rule's evidence. */
   readonly mtu: readonly PathState[];
   /** This agent's paths with a debounced state to one component. */
@@ -155,6 +157,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
   const failing: PathState[] = [];
   const degraded: PathState[] = [];
   const fell: PathState[] = [];
+  const blipped: PathState[] = [];
   const mtu: PathState[] = [];
   let counted = false;
   const toward = new Map<string, Mutable<TowardSummary>>();
@@ -166,6 +169,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
     counted = true;
     if (p.kind === mtuKind) mtu.push(p);
     if (p.fellAtMs !== undefined) fell.push(p);
+    if (p.blippedAtMs !== undefined && echoKinds.has(p.kind)) blipped.push(p);
     const layer = layerOf(p);
     const id = hosts.id(p.component);
     rowHost[i] = id;
@@ -235,6 +239,7 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
     failing,
     degraded,
     fell,
+    blipped,
     mtu,
     rows,
     pathsTo: (component) => {
@@ -272,7 +277,8 @@ export function sameMeaning(a: readonly PathState[], b: readonly PathState[]): b
       p.service !== q.service ||
       p.agent !== q.agent ||
       p.fellAtMs !== q.fellAtMs ||
-      p.fellAgain !== q.fellAgain
+      p.fellAgain !== q.fellAgain ||
+      p.blippedAtMs !== q.blippedAtMs
     )
       return false;
     if (

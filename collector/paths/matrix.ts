@@ -556,7 +556,12 @@ export class PathMatrix {
   }
 
   private view(p: PathRuntime): PathState {
-    return pathView(p, this.ring.sum(p, 0, true), this.options.flapStableMs);
+    return pathView(
+      p,
+      this.ring.sum(p, 0, true),
+      this.options.flapStableMs,
+      this.options.blipShowMs,
+    );
   }
 }
 

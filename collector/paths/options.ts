@@ -65,6 +65,13 @@ export interface PathMatrixOptions {
    * long outage that healed is a new fault.
    */
   readonly flapBlipMs: number;
+  /**
+   * A network-layer failure the path came back from without falling (a lost probe, a
+   * confirmation burst that came back ok) shows in its view (`blippedAtMs`) until it is this
+   * old by the path's newest result: the localiser reads a host most of whose echo partners
+   * blipped this recently as a lossy link (collector/localise/kinds/packet-loss.ts).
+   */
+  readonly blipShowMs: number;
   /** Splits a plan target name into component and service (default: `<component>/<kind>[/<service>]`). */
   readonly describeTarget?: (
     target: string,
@@ -92,6 +99,7 @@ export const defaultPathMatrixOptions: PathMatrixOptions = Object.freeze({
   flapStableMs: 10_000,
   flapMaxSuppressMs: 5_000,
   flapBlipMs: 3_500,
+  blipShowMs: 5_000,
 });
 
 /** The default reading of a plan target's name: the plan's own format (collector/target-names.ts). */

@@ -52,6 +52,9 @@ export class PathRuntime {
   lastFallBlip = false;
   /** The last fall came within `flapStableMs` of a blip (`fellAgain` in the view). */
   fellAgain = false;
+  /** When a network-layer failure last came back without a fall (0: never); whether the view shows it. */
+  blipAtMs = 0;
+  blipShown = false;
   /** The apply that last journaled this path (so it is copied once per batch). */
   journalEpoch = 0;
   readonly win: Float64Array;
@@ -105,6 +108,8 @@ export class PathRuntime {
     this.fellShown = o.fellShown;
     this.lastFallBlip = o.lastFallBlip;
     this.fellAgain = o.fellAgain;
+    this.blipAtMs = o.blipAtMs;
+    this.blipShown = o.blipShown;
     this.win.set(o.win);
     if (o.winFail === undefined) this.winFail = undefined;
     else {
@@ -185,7 +190,17 @@ export function fellShownAt(p: PathRuntime, flapStableMs: number): boolean {
   return p.flapPenalty > 0 && p.lastSeenMs - p.flapAtMs < flapStableMs;
 }
 
-export function pathView(p: PathRuntime, t: WindowTotals, flapStableMs: number): PathState {
+/** A blip shows in the path's view (`blippedAtMs`) until it is `blipShowMs` old by its newest result. */
+export function blipShownAt(p: PathRuntime, blipShowMs: number): boolean {
+  return p.blipAtMs > 0 && p.lastSeenMs - p.blipAtMs < blipShowMs;
+}
+
+export function pathView(
+  p: PathRuntime,
+  t: WindowTotals,
+  flapStableMs: number,
+  blipShowMs = 0,
+): PathState {
   const failures: Partial<Record<FailureClass, number>> = {};
   for (let c = 0; c < classCount; c++) {
     const n = t.failures[c]!;
@@ -216,6 +231,7 @@ export function pathView(p: PathRuntime, t: WindowTotals, flapStableMs: number):
     state.fellAtMs = p.flapAtMs;
     if (p.fellAgain) state.fellAgain = true;
   }
+  if (blipShownAt(p, blipShowMs)) state.blippedAtMs = p.blipAtMs;
   if (t.lossW > 0) state.lossRatio = t.lossSum / t.lossW;
   if (t.latW > 0) {
     const p50 = t.p50Sum / t.latW;

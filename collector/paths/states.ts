@@ -4,7 +4,7 @@ import type { PathSummary } from '../../wire/report.js';
 import type { PathState } from '../types.js';
 import type { Transition } from './checkpoint.js';
 import type { PathMatrixOptions } from './options.js';
-import { fellShownAt, type PathRuntime } from './runtime.js';
+import { blipShownAt, fellShownAt, type PathRuntime } from './runtime.js';
 import type { WindowRing } from './window.js';
 
 /**
@@ -128,11 +128,16 @@ export class PathStates {
     this.showFall(p);
   }
 
-  /** Notes a recent fall's showing beginning or ending ({@link fellShownAt}). */
+  /**
+   * Notes a recent fall's or blip's showing beginning or ending ({@link fellShownAt},
+   * {@link blipShownAt}).
+   */
   private showFall(p: PathRuntime): void {
-    const shown = fellShownAt(p, this.options.flapStableMs);
-    if (shown === p.fellShown) return;
-    p.fellShown = shown;
+    const fell = fellShownAt(p, this.options.flapStableMs);
+    const blip = blipShownAt(p, this.options.blipShowMs);
+    if (fell === p.fellShown && blip === p.blipShown) return;
+    p.fellShown = fell;
+    p.blipShown = blip;
     this.meaningChanged = true;
     this.fallsShownChanged = true;
   }
@@ -240,6 +245,13 @@ export class PathStates {
       this.signal('close', p);
     }
     if (cls === 'ok') {
+      // A network-layer failure the path came back from without falling: a blip.
+      if (
+        p.consecutiveFailures > 0 &&
+        (p.state === 'ok' || p.state === 'degraded') &&
+        failureLayer[p.lastClass] === 'network'
+      )
+        p.blipAtMs = atMs;
       if (p.consecutiveSuccesses === 0) p.runStartMs = atMs;
       p.consecutiveSuccesses += n;
       p.consecutiveFailures = 0;

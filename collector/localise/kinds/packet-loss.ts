@@ -31,6 +31,8 @@ export function unstable(p: PathState, nowMs: number): boolean {
 /** Host pairs that lose packets: see {@link lossyPairs}. */
 export interface LossyPairs {
   readonly size: number;
+  /** Hosts read as lossy from their echoes' blips ({@link blippedHosts}). */
+  readonly blipping: ReadonlySet<string>;
   has(a: string, b: string): boolean;
 }
 
@@ -43,7 +45,10 @@ export interface LossyPairs {
  * link, a service's paths measure the service too (a hung service's full listen queue times
  * out connects, and a heal brings them back). A host that such pairs join to two others or
  * more is the lossy element (its link): every pair of it is lossy, also the ones whose paths
- * happen to have failed together so far.
+ * happen to have failed together so far. So is a host most of whose echo partners (and at
+ * least two) saw an echo to or from it blip or fall and come back within moments
+ * ({@link blippedHosts}): loss begins as lost probes that come back, before any path has
+ * fallen twice or shown a significant loss.
  */
 export function lossyPairs(ev: Evidence): LossyPairs {
   let found = lossyOf.get(ev);
@@ -83,10 +88,48 @@ function findLossyPairs(ev: Evidence): LossyPairs {
   }
   const hosts = new Set<string>();
   for (const [h, s] of partners) if (s.size >= 2) hosts.add(h);
+  const blipping = new Set(blippedHosts(ev));
+  for (const h of blipping) hosts.add(h);
   return {
-    size: pairs.size,
+    size: pairs.size + hosts.size,
+    blipping,
     has: (x, y) => hosts.has(x) || hosts.has(y) || pairs.has(hostPair(x, y)),
   };
+}
+
+/**
+ * Hosts most of whose partners — the agents probing them, about as many as they probe in a
+ * mesh — saw such an echo blip (a lost echo that came back without the path
+ * falling) or fall and come back ({@link unstable}) within moments, and at least two did.
+ * A lossy link loses a probe here, a probe there, on every pair it carries; background loss
+ * touches a pair now and then, not most of a host's pairs within seconds; a filter, a dead
+ * host or a smaller MTU loses every probe of the paths it takes, and none come back.
+ */
+function blippedHosts(ev: Evidence): string[] {
+  const shaky = new Map<string, Set<string>>();
+  const add = (h: string, o: string): void => {
+    let s = shaky.get(h);
+    if (s === undefined) shaky.set(h, (s = new Set()));
+    s.add(o);
+  };
+  for (const a of ev.sound) {
+    const v = ev.viewOf(a);
+    if (v === undefined) continue;
+    const from = ev.host(a);
+    for (const p of v.blipped) {
+      add(p.component, from);
+      add(from, p.component);
+    }
+    for (const p of v.fell)
+      if (echoKinds.has(p.kind) && unstable(p, ev.nowMs)) {
+        add(p.component, from);
+        add(from, p.component);
+      }
+  }
+  const out: string[] = [];
+  // Its partners: the agents that probe it (a mesh probes both ways, so as many as it probes).
+  for (const [h, s] of shaky) if (s.size >= 2 && 2 * s.size >= ev.triedBy(h)) out.push(h);
+  return out;
 }
 
 /**
@@ -136,10 +179,22 @@ export const packetLoss: Rule = {
     // now. (Echoes only: a service's paths falling twice may be the service.)
     const flapped = (p: PathState): boolean =>
       echoKinds.has(p.kind) && p.state === 'ok' && p.fellAgain === true && unstable(p, ev.nowMs);
+    // The blips of a host read as lossy from them are its evidence too.
+    const { blipping } = lossyPairs(ev);
+    const blipped = (a: string, p: PathState): boolean =>
+      blipping.size > 0 && (blipping.has(p.component) || blipping.has(ev.host(a)));
     let degraded = ev.sound
       .flatMap((a) => {
         const v = ev.viewOf(a);
-        return v === undefined ? [] : [...v.degraded, ...v.fell.filter(flapped)];
+        return v === undefined
+          ? []
+          : [
+              ...new Set([
+                ...v.degraded,
+                ...v.fell.filter(flapped),
+                ...v.blipped.filter((p) => blipped(a, p)),
+              ]),
+            ];
       })
       .concat([...failing.keys()])
       .filter((p) => !unseen.has(p.component));
