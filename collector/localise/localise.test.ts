@@ -384,6 +384,26 @@ describe('localise', () => {
     expect(restarted.hypotheses.some((h) => h.collectorCutOff === true)).toBe(false);
   });
 
+  it('reads no MTU into full-size echoes coming back: a smaller MTU loses every one, a link coming up lets them through', () => {
+    const found = loadScenarios().find(({ file }) => file.startsWith('52-'));
+    if (!found) throw new Error('case 52 is missing');
+    const input = buildInput(found.scenario);
+    const mtu = (p: PathState): boolean =>
+      (p.component === 'web-1' || p.agent === 'web-1') && p.kind === 'mtu';
+    expect(input.paths.filter((p) => mtu(p) && p.state === 'failing').length).toBeGreaterThan(1);
+    expect(localise(input).hypotheses[0]?.kind).toBe('mtu_mismatch');
+    // The same failing paths, each with its newest echo through (still under the debounce back).
+    const back = localise({
+      ...input,
+      paths: input.paths.map((p) =>
+        mtu(p) && p.state === 'failing'
+          ? { ...p, lastClass: 'ok' as const, consecutiveFailures: 0, consecutiveSuccesses: 1 }
+          : p,
+      ),
+    });
+    expect(back.hypotheses.map((h) => h.kind)).not.toContain('mtu_mismatch');
+  });
+
   it('never blames the service for a big answer lost where the full-size echo has only begun to fail', () => {
     const found = loadScenarios().find(({ file }) => file.startsWith('52-'));
     if (!found) throw new Error('case 52 is missing');

@@ -113,12 +113,16 @@ export const mtuMismatch: Rule = {
 
 const lostCache = new WeakMap<AgentView, readonly PathState[]>();
 
-/** An agent's failing full-size echoes, read once per change of its view. */
+/**
+ * An agent's failing full-size echoes whose newest echo was lost too, read once per change of
+ * its view. One whose newest echo came through is coming back: a smaller MTU loses every
+ * full-size echo, it does not let one through (a link coming back up does).
+ */
 function lostEchoes(v: AgentView | undefined): readonly PathState[] {
   if (v === undefined) return [];
   let lost = lostCache.get(v);
   if (lost === undefined) {
-    lost = v.failing.filter((p) => p.kind === mtuKind);
+    lost = v.failing.filter((p) => p.kind === mtuKind && echoLost(p));
     lostCache.set(v, lost);
   }
   return lost;
