@@ -656,6 +656,39 @@ describe('settling (issue 14)', () => {
     expect(names((await drain()).notify)).toEqual(['resolved:FaultlineServiceDown']);
   });
 
+  it("a fall's tail: a blocked path on a host whose larger reading vanished unpaged holds healTailHold; after a smaller one, it pages at once", async () => {
+    const unreachable = hypothesis({
+      kind: 'host_unreachable',
+      summary: 'db-1 does not answer at any layer',
+      components: ['db-1'],
+      groups: [],
+      evidence: { counts: { icmp_timeout: 5, tcp_timeout: 5 }, examples: [] },
+    });
+    delete (unreachable as { cutLabel?: unknown }).cutLabel;
+    // db-1's link falls for a moment: read as unreachable while settling, then it comes back
+    // unevenly and app-1's paths, not yet back, read as a filter.
+    const { engine, drain } = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    engine.update(settling(10_000, unreachable), 10_000, ctx);
+    engine.update(settled(blocked), 11_000, ctx);
+    engine.tick(15_999);
+    expect((await drain()).notify).toEqual([]);
+    engine.update(settled(), 12_000, ctx);
+    engine.tick(20_000);
+    expect((await drain()).notify).toEqual([]);
+    // A filter that stays pages, healTailHold later.
+    const stays = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    stays.engine.update(settling(10_000, unreachable), 10_000, ctx);
+    stays.engine.update(settled(blocked), 11_000, ctx);
+    stays.engine.tick(16_000);
+    expect(names((await stays.drain()).notify)).toEqual(['firing:FaultlinePathBlocked']);
+    // After a smaller reading (the fault arriving: one path first), no hold.
+    const grows = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    const one = { ...blocked, components: ['db-1'], evidence: { counts: {}, examples: [] } };
+    grows.engine.update(settling(10_000, { ...one, kind: 'service_down' as const }), 10_000, ctx);
+    grows.engine.update(settled(blocked), 10_500, ctx);
+    expect(names((await grows.drain()).notify)).toEqual(['firing:FaultlinePathBlocked']);
+  });
+
   it('packet_loss holds lossHoldFor with the same hosts: the first reading (one lossy pair) narrowing to the host never pages', async () => {
     const loss = (components: string[]): Hypothesis => {
       const h = hypothesis({

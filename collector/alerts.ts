@@ -126,6 +126,11 @@ export class AlertEngine {
     failingPaths: 0,
     hosts: new Set(),
   };
+  /**
+   * Per host: the newest time a pending alert naming it vanished before it fired, and the
+   * most failing paths such an alert spoke of then (see `fallTail`).
+   */
+  private readonly vanished = new Map<string, { atMs: number; failingPaths: number }>();
   private closed = false;
 
   constructor(opts: AlertEngineOptions) {
@@ -319,6 +324,42 @@ export class AlertEngine {
     this.settleTimer.unref();
   }
 
+  /** Notes a pending alert that vanished before it fired, by the hosts it named. */
+  private noteVanished(b: BuiltAlert, nowMs: number): void {
+    for (const h of b.hosts) {
+      const v = this.vanished.get(h);
+      if (v === undefined || nowMs - v.atMs >= this.config.healTailHoldMs)
+        this.vanished.set(h, { atMs: nowMs, failingPaths: b.failingPaths });
+      else {
+        v.atMs = nowMs;
+        v.failingPaths = Math.max(v.failingPaths, b.failingPaths);
+      }
+    }
+    if (this.vanished.size > 4096) {
+      for (const [h, v] of this.vanished)
+        if (nowMs - v.atMs >= this.config.healTailHoldMs) this.vanished.delete(h);
+    }
+  }
+
+  /**
+   * A fall's tail: a `path_blocked` alert about fewer failing paths than a larger reading of
+   * a host it names that vanished, unpaged, within `healTailHold` — a host or link that
+   * fell for a moment (a host unreachable, still settling) and is coming back unevenly, the
+   * paths not yet back reading as a filter the others pass. It holds `healTailHold`, as the
+   * heal's tail of a paged fault does; a filter that stays pages that much later.
+   */
+  private fallTail(b: BuiltAlert, nowMs: number): boolean {
+    if (b.kind !== 'path_blocked' || this.vanished.size === 0) return false;
+    return b.hosts.some((h) => {
+      const v = this.vanished.get(h);
+      return (
+        v !== undefined &&
+        nowMs - v.atMs < this.config.healTailHoldMs &&
+        b.failingPaths < v.failingPaths
+      );
+    });
+  }
+
   /** Until when a pending `path_blocked` alert waits for a late agent of its hosts (0: no wait). */
   private lateWaitUntil(t: Tracked, b: BuiltAlert, ctx: AlertContext, nowMs: number): number {
     if (b.kind !== 'path_blocked' || this.config.lateHoldMaxMs <= 0) return 0;
@@ -342,7 +383,9 @@ export class AlertEngine {
       Math.min(d.settlingSinceMs ?? sinceMs, sinceMs) + this.config.settleMaxMs;
     // A firing alert that resolves now: what appears with its end is its tail (see below).
     for (const [key, t] of this.tracked) {
-      if (t.phase !== 'firing' || built.has(key)) continue;
+      if (built.has(key)) continue;
+      if (t.phase === 'pending') this.noteVanished(t.current, nowMs);
+      if (t.phase !== 'firing') continue;
       const end = this.lastFaultEnd;
       if (end.atMs !== nowMs)
         this.lastFaultEnd = { atMs: nowMs, failingPaths: 0, hosts: new Set() };
@@ -402,7 +445,8 @@ export class AlertEngine {
           b.kind === 'packet_loss'
             ? Math.max(t.requiredHoldMs, this.config.lossHoldForMs)
             : t.requiredHoldMs;
-        const hold = tail ? Math.max(own, this.config.healTailHoldMs) : own;
+        const hold =
+          tail || this.fallTail(b, nowMs) ? Math.max(own, this.config.healTailHoldMs) : own;
         // A blocked path to or from a host whose own reports are overdue: its link may be
         // losing them (loss, or a cut arriving), which a filter does not do — its agent's
         // next report tells; asked again every `latePollMs`, bounded by `lateHoldMax`.
