@@ -213,24 +213,28 @@ describe('PathMatrix recent falls', () => {
     expect(pathOf(m).fellAtMs).toBeUndefined();
   });
 
-  it('shows a lost probe that came back without a fall (a blip) for blipShowMs; a fall or a refusal is none', () => {
+  it('shows lost probes that came back without a fall (blips), two within blipShowMs; a fall or a refusal is none', () => {
     const m = new Watched();
     feed(m, batch(1, { summaries: [summary(pg, t0, 5, { ok: 5 })] }));
     const r = (cls: FailureClass, seq: number, at: number) => result(pg, cls, seq, at);
     feed(m, batch(2, { results: [r('tcp_timeout', 6, t0 + 1000), r('ok', 7, t0 + 1200)] }));
-    expect(pathOf(m)).toMatchObject({ state: 'ok', blippedAtMs: t0 + 1200 });
-    // Shown until it is blipShowMs (5 s) old by the path's newest result; its end is a change.
-    feed(m, batch(3, { summaries: [summary(pg, t0 + 5000, 8, { ok: 1 })] }));
-    expect(pathOf(m).blippedAtMs).toBe(t0 + 1200);
-    feed(m, batch(4, { summaries: [summary(pg, t0 + 5200, 9, { ok: 1 })] }));
+    // One lost probe now and then is background loss.
+    expect(pathOf(m).blippedAtMs).toBeUndefined();
+    feed(m, batch(3, { results: [r('tcp_timeout', 8, t0 + 2000), r('ok', 9, t0 + 2200)] }));
+    expect(pathOf(m)).toMatchObject({ state: 'ok', blippedAtMs: t0 + 2200 });
+    // Shown until the first is blipShowMs (5 s) old by the newest result; its end is a change.
+    feed(m, batch(4, { summaries: [summary(pg, t0 + 5000, 10, { ok: 1 })] }));
+    expect(pathOf(m).blippedAtMs).toBe(t0 + 2200);
+    feed(m, batch(5, { summaries: [summary(pg, t0 + 5200, 11, { ok: 1 })] }));
     expect(m.changed).toBe(true);
     expect(pathOf(m).blippedAtMs).toBeUndefined();
     // A refusal is the service speaking, not a probe lost.
-    feed(m, batch(5, { results: [r('tcp_refused', 10, t0 + 7000), r('ok', 11, t0 + 7200)] }));
+    feed(m, batch(6, { results: [r('tcp_refused', 12, t0 + 7000), r('ok', 13, t0 + 7200)] }));
+    feed(m, batch(7, { results: [r('tcp_refused', 14, t0 + 7400), r('ok', 15, t0 + 7600)] }));
     expect(pathOf(m).blippedAtMs).toBeUndefined();
     // A fall that comes back is a fall (fellAtMs), not a blip.
-    feed(m, batch(6, { results: [8, 9, 10].map((i) => r('tcp_timeout', 6 + i, t0 + i * 1000)) }));
-    feed(m, batch(7, { results: [11, 12, 13].map((i) => r('ok', 6 + i, t0 + i * 1000)) }));
+    feed(m, batch(8, { results: [8, 9, 10].map((i) => r('tcp_timeout', 8 + i, t0 + i * 1000)) }));
+    feed(m, batch(9, { results: [11, 12, 13].map((i) => r('ok', 8 + i, t0 + i * 1000)) }));
     expect(pathOf(m)).toMatchObject({ state: 'ok', fellAtMs: t0 + 10_000 });
     expect(pathOf(m).blippedAtMs).toBeUndefined();
   });

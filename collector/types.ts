@@ -63,9 +63,10 @@ export interface PathState {
   readonly fellAgain?: boolean;
   /**
    * When a network-layer failure of this path last came back without the path falling (a
-   * lost probe, a confirmation burst cancelled by a success), if that was within the matrix's
-   * `blipShowMs` of its newest result. Loss blips a lossy host's paths again and again; a
-   * filter, a dead host or a smaller MTU does not come back.
+   * lost probe, a confirmation burst cancelled by a success), shown when it did so twice
+   * within the matrix's `blipShowMs` of its newest result. Loss blips a lossy host's paths
+   * again and again; background loss now and then; a filter, a dead host or a smaller MTU
+   * does not come back.
    */
   readonly blippedAtMs?: number;
   readonly consecutiveFailures: number;

@@ -66,10 +66,11 @@ export interface PathMatrixOptions {
    */
   readonly flapBlipMs: number;
   /**
-   * A network-layer failure the path came back from without falling (a lost probe, a
-   * confirmation burst that came back ok) shows in its view (`blippedAtMs`) until it is this
-   * old by the path's newest result: the localiser reads a host most of whose echo partners
-   * blipped this recently as a lossy link (collector/localise/kinds/packet-loss.ts).
+   * Network-layer failures the path came back from without falling (a lost probe, a
+   * confirmation burst that came back ok): two within this long show in its view
+   * (`blippedAtMs`) until the earlier is this old by the path's newest result. The localiser
+   * reads a host most of whose echo partners blipped so as a lossy link
+   * (collector/localise/kinds/packet-loss.ts); one lost probe now and then is background loss.
    */
   readonly blipShowMs: number;
   /** Splits a plan target name into component and service (default: `<component>/<kind>[/<service>]`). */

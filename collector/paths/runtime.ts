@@ -52,8 +52,12 @@ export class PathRuntime {
   lastFallBlip = false;
   /** The last fall came within `flapStableMs` of a blip (`fellAgain` in the view). */
   fellAgain = false;
-  /** When a network-layer failure last came back without a fall (0: never); whether the view shows it. */
+  /**
+   * When a network-layer failure last came back without a fall, and the time before that
+   * (0: never); whether the view shows them.
+   */
   blipAtMs = 0;
+  blipBeforeMs = 0;
   blipShown = false;
   /** The apply that last journaled this path (so it is copied once per batch). */
   journalEpoch = 0;
@@ -109,6 +113,7 @@ export class PathRuntime {
     this.lastFallBlip = o.lastFallBlip;
     this.fellAgain = o.fellAgain;
     this.blipAtMs = o.blipAtMs;
+    this.blipBeforeMs = o.blipBeforeMs;
     this.blipShown = o.blipShown;
     this.win.set(o.win);
     if (o.winFail === undefined) this.winFail = undefined;
@@ -190,9 +195,12 @@ export function fellShownAt(p: PathRuntime, flapStableMs: number): boolean {
   return p.flapPenalty > 0 && p.lastSeenMs - p.flapAtMs < flapStableMs;
 }
 
-/** A blip shows in the path's view (`blippedAtMs`) until it is `blipShowMs` old by its newest result. */
+/**
+ * Two blips within `blipShowMs` show in the path's view (`blippedAtMs`) until the earlier is
+ * `blipShowMs` old by its newest result. One lost probe now and then is background loss.
+ */
 export function blipShownAt(p: PathRuntime, blipShowMs: number): boolean {
-  return p.blipAtMs > 0 && p.lastSeenMs - p.blipAtMs < blipShowMs;
+  return p.blipBeforeMs > 0 && p.lastSeenMs - p.blipBeforeMs < blipShowMs;
 }
 
 export function pathView(

@@ -250,8 +250,10 @@ export class PathStates {
         p.consecutiveFailures > 0 &&
         (p.state === 'ok' || p.state === 'degraded') &&
         failureLayer[p.lastClass] === 'network'
-      )
+      ) {
+        p.blipBeforeMs = p.blipAtMs;
         p.blipAtMs = atMs;
+      }
       if (p.consecutiveSuccesses === 0) p.runStartMs = atMs;
       p.consecutiveSuccesses += n;
       p.consecutiveFailures = 0;

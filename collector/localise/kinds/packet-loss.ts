@@ -46,7 +46,7 @@ export interface LossyPairs {
  * out connects, and a heal brings them back). A host that such pairs join to two others or
  * more is the lossy element (its link): every pair of it is lossy, also the ones whose paths
  * happen to have failed together so far. So is a host most of whose echo partners (and at
- * least two) saw an echo to or from it blip or fall and come back within moments
+ * least two) saw an echo to or from it blip twice, or fall and come back, within moments
  * ({@link blippedHosts}): loss begins as lost probes that come back, before any path has
  * fallen twice or shown a significant loss.
  */
@@ -99,10 +99,10 @@ function findLossyPairs(ev: Evidence): LossyPairs {
 
 /**
  * Hosts most of whose partners — the agents probing them, about as many as they probe in a
- * mesh — saw such an echo blip (a lost echo that came back without the path
- * falling) or fall and come back ({@link unstable}) within moments, and at least two did.
- * A lossy link loses a probe here, a probe there, on every pair it carries; background loss
- * touches a pair now and then, not most of a host's pairs within seconds; a filter, a dead
+ * mesh — saw such an echo blip twice (lost echoes that came back without the path falling:
+ * `blippedAtMs`) or fall and come back ({@link unstable}) within moments, and at least two
+ * did. A lossy link loses a probe here, a probe there, on every pair it carries; background
+ * loss touches a pair now and then, not most of a host's pairs twice within seconds; a filter, a dead
  * host or a smaller MTU loses every probe of the paths it takes, and none come back.
  */
 function blippedHosts(ev: Evidence): string[] {
