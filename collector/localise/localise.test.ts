@@ -176,12 +176,12 @@ describe('localise', () => {
       .filter((a) => a !== 'db-2')
       .sort();
     const first = partners[0]!;
-    const read = (blipping: readonly string[]) =>
+    const read = (blipping: readonly string[], fell = true) =>
       localise({
         ...input,
         paths: input.paths.map((p): PathState => {
           if (p.component !== 'db-2') return p;
-          if (p.agent === first && p.kind === 'tcp')
+          if (fell && p.agent === first && p.kind === 'tcp')
             return { ...p, state: 'failing', lastClass: 'tcp_timeout', sinceMs: nowMs - 500 };
           if (p.kind === 'icmp' && blipping.includes(p.agent))
             return { ...p, blippedAtMs: nowMs - 1_000 };
@@ -195,6 +195,8 @@ describe('localise', () => {
     const most = read(partners.slice(0, Math.ceil(partners.length / 2) + 1));
     expect(most.hypotheses[0]).toMatchObject({ kind: 'packet_loss', components: ['db-2'] });
     expect(most.hypotheses.map((h) => h.kind)).not.toContain('path_blocked');
+    // Blips alone, no path failing: not worth a hypothesis.
+    expect(read(partners, false).healthy).toBe(true);
   });
 
   it('reads nothing into a silent agent’s stale window', () => {

@@ -179,10 +179,16 @@ export const packetLoss: Rule = {
     // now. (Echoes only: a service's paths falling twice may be the service.)
     const flapped = (p: PathState): boolean =>
       echoKinds.has(p.kind) && p.state === 'ok' && p.fellAgain === true && unstable(p, ev.nowMs);
-    // The blips of a host read as lossy from them are its evidence too.
+    // The blips of a host read as lossy from them are its evidence too, once its loss has
+    // failed a path: blips alone (no path failing) are not worth a hypothesis.
     const { blipping } = lossyPairs(ev);
+    const hit = new Set<string>();
+    if (blipping.size > 0)
+      for (const p of failing.keys()) {
+        for (const h of [p.component, ev.host(p.agent)]) if (blipping.has(h)) hit.add(h);
+      }
     const blipped = (a: string, p: PathState): boolean =>
-      blipping.size > 0 && (blipping.has(p.component) || blipping.has(ev.host(a)));
+      hit.size > 0 && (hit.has(p.component) || hit.has(ev.host(a)));
     let degraded = ev.sound
       .flatMap((a) => {
         const v = ev.viewOf(a);
