@@ -268,6 +268,8 @@ export interface AgentConfig {
   readonly collector?: AgentCollectorConfig;
   /** Every collector the agent reports to (one entry for `collector:`), agent-wide keys filled. */
   readonly collectors?: readonly AgentCollectorConfig[];
+  /** Which key the file used (for messages naming the path of a setting). */
+  readonly collectorsKey?: 'collector' | 'collectors';
 }
 
 const cronPeriods = new Map<string, number>();
@@ -472,7 +474,13 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
     );
   }
   return {
-    ...(collector === undefined ? {} : { collector, collectors }),
+    ...(collector === undefined
+      ? {}
+      : {
+          collector,
+          collectors,
+          collectorsKey: cfg.collectors === undefined ? 'collector' : 'collectors',
+        }),
     agent: {
       name: agentName,
       labels: isRecord(agent.labels) ? (agent.labels as Record<string, string>) : {},
