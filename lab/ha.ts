@@ -1,0 +1,138 @@
+import type { PathState } from '../collector/types.js';
+import type { Diagnosis } from '../wire/diagnosis.js';
+import { matches, pathHealthy, type ExpectedHypothesis } from './expect.js';
+import type { Lab } from './lab.js';
+import { pollUntil } from './poll-until.js';
+import type { LabSpec } from './spec.js';
+
+/**
+ * The HA lab (issue 17): two collectors in two failure domains — ctl-a on zone a's switch,
+ * ctl-b on zone b's — the databases in a third zone joined to both, every agent reporting to
+ * both collectors, which share inventory and alert labels. Cutting zone b's uplink cuts
+ * collector b off with its zone: collector a must page the real cause (zone b partitioned),
+ * collector b its own isolation.
+ */
+export const haLab: LabSpec = {
+  switches: [
+    { name: 'sw-a', zone: 'zone-a' },
+    { name: 'sw-b', zone: 'zone-b' },
+    { name: 'sw-db', zone: 'data' },
+  ],
+  uplinks: [
+    ['sw-a', 'sw-db'],
+    ['sw-b', 'sw-db'],
+  ],
+  hosts: [
+    { name: 'ctl-a', switch: 'sw-a' },
+    { name: 'app-1', switch: 'sw-a', role: 'api', services: [{ kind: 'http', name: 'api' }] },
+    { name: 'ctl-b', switch: 'sw-b' },
+    { name: 'app-2', switch: 'sw-b', role: 'api', services: [{ kind: 'http', name: 'api' }] },
+    { name: 'db-1', switch: 'sw-db', role: 'database', services: [{ kind: 'postgres' }] },
+  ],
+  collectorHost: 'ctl-a',
+  secondCollectorHost: 'ctl-b',
+};
+
+/** Zone b: the hosts a cut of its uplink isolates, collector b among them. */
+export const haZoneB = ['app-2', 'ctl-b'];
+
+/** The real cause of the cut, as collector a sees it. */
+export const haRealCause: ExpectedHypothesis = {
+  kind: 'network_partition',
+  components: haZoneB,
+  collectorCutOff: false,
+};
+
+/** Collector b's answer: its own side cut off. */
+export const haCutOff: ExpectedHypothesis = {
+  kind: 'network_partition',
+  components: haZoneB,
+  collectorCutOff: true,
+};
+
+/** The collectors of an HA lab: the test process's URL of each, by name. */
+export function haCollectors(lab: Lab): { readonly a: string; readonly b: string } {
+  if (lab.secondCollectorUrl === '') throw new Error('the lab has no second collector');
+  return { a: lab.collectorUrl, b: lab.secondCollectorUrl };
+}
+
+/** Paths (of every agent) as one collector sees them. */
+export async function pathsAt(lab: Lab, base: string): Promise<PathState[]> {
+  return (await lab.get<{ paths: PathState[] }>('/api/v1/paths', base)).paths;
+}
+
+export function diagnosisAt(lab: Lab, base: string): Promise<Diagnosis> {
+  return lab.get<Diagnosis>('/api/v1/diagnosis', base);
+}
+
+/**
+ * Waits until both collectors see the same number of paths, every one healthy, and the
+ * count has not changed for `stableMs` (the plan settles as agents join); returns it.
+ */
+export async function waitBothHealthy(
+  lab: Lab,
+  timeoutMs = 60_000,
+  stableMs = 3000,
+): Promise<number> {
+  const { a, b } = haCollectors(lab);
+  let last = -1;
+  let sinceMs = 0;
+  return pollUntil(
+    'both collectors: the same paths, all healthy, for a while',
+    async () => {
+      const [pa, pb] = await Promise.all([pathsAt(lab, a), pathsAt(lab, b)]);
+      const bad = [...pa, ...pb].filter((p) => !pathHealthy(p));
+      if (pa.length === 0 || pa.length !== pb.length || bad.length > 0) {
+        last = -1;
+        throw new Error(
+          `a: ${pa.length} paths, b: ${pb.length}; not healthy: ${bad
+            .slice(0, 4)
+            .map((p) => `${p.agent} → ${p.target}: ${p.state}/${p.lastClass}`)
+            .join('; ')}`,
+        );
+      }
+      if (pa.length !== last) {
+        last = pa.length;
+        sinceMs = Date.now();
+      }
+      return Date.now() - sinceMs >= stableMs ? last : undefined;
+    },
+    { timeoutMs, intervalMs: 250 },
+  );
+}
+
+/** When each collector first had its right answer on top, ms after `startMs`. */
+export interface HaAnswers {
+  /** Collector a: the real cause (zone b partitioned). */
+  realCauseMs?: number;
+  /** Collector b: its own side cut off. */
+  cutOffMs?: number;
+  /** Collector b ever had the real cause on top during the watch (it cannot: it is cut off). */
+  realCauseAtB?: number;
+}
+
+/**
+ * Polls both diagnoses every 100 ms until collector a has the real cause on top and
+ * collector b its own cut-off (or `timeoutMs` passes), and says when each came.
+ */
+export async function watchHaAnswers(
+  lab: Lab,
+  startMs: number,
+  timeoutMs: number,
+): Promise<HaAnswers> {
+  const { a, b } = haCollectors(lab);
+  const out: { realCauseMs?: number; cutOffMs?: number; realCauseAtB?: number } = {};
+  const endMs = startMs + timeoutMs;
+  while (Date.now() < endMs && (out.realCauseMs === undefined || out.cutOffMs === undefined)) {
+    const [da, db] = await Promise.allSettled([diagnosisAt(lab, a), diagnosisAt(lab, b)]);
+    const now = Date.now() - startMs;
+    if (da.status === 'fulfilled' && matches(da.value.hypotheses[0], haRealCause))
+      out.realCauseMs ??= now;
+    if (db.status === 'fulfilled') {
+      if (matches(db.value.hypotheses[0], haCutOff)) out.cutOffMs ??= now;
+      if (matches(db.value.hypotheses[0], haRealCause)) out.realCauseAtB ??= now;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return out;
+}
