@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { storedSummaries } from '../../../collector/store/rows.js';
 import {
   canRunAlertmanager,
   recordAlertsTo,
@@ -71,12 +72,13 @@ function storeCounts(dataDir: string, agents: ReadonlyMap<string, number>) {
           "SELECT count(*) AS n, count(DISTINCT seq || '/' || idx) AS d FROM results WHERE agent_key = ? AND seq <= ?",
         )
         .get(agent.key, upTo) as { n: number; d: number };
-      const probes = db
+      // Probes the batches' summaries count (each probe once, in its period's summary).
+      const bodies = db
         .prepare(
-          "SELECT coalesce(sum(json_extract(s.value, '$.count')), 0) FROM batches b, json_each(b.summaries_json) s WHERE b.agent_key = ? AND b.seq <= ?",
+          'SELECT summaries_json, body, body_gzip FROM batches WHERE agent_key = ? AND seq <= ?',
         )
-        .pluck()
-        .get(agent.key, upTo) as number;
+        .all(agent.key, upTo) as Parameters<typeof storedSummaries>[0][];
+      const probes = bodies.flatMap((x) => storedSummaries(x)).reduce((n, x) => n + x.count, 0);
       out.set(name, {
         ...row,
         resultRows: rows.n,
@@ -218,7 +220,8 @@ describe.runIf(canRunLab && canRunAlertmanager)(
         await fault.heal();
         endMs = Date.now();
       }
-      const labelsOf = (x: { labels: Record<string, string> }): string => JSON.stringify(x.labels);
+      const labelsOf = (x: { labels: Record<string, string> }): string =>
+        JSON.stringify(Object.entries(x.labels).sort(([p], [q]) => p.localeCompare(q)));
       const real = active.filter((x) => x.labels.alertname === 'FaultlineNetworkPartition');
       const cut = active.filter((x) => x.labels.alertname === 'FaultlineCollectorCutOff');
       expect(real.map(labelsOf), active.map(labelsOf).join('\n')).toHaveLength(1);
