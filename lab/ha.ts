@@ -36,20 +36,6 @@ export const haLab: LabSpec = {
 /** Zone b: the hosts a cut of its uplink isolates, collector b among them. */
 export const haZoneB = ['app-2', 'ctl-b'];
 
-/** The real cause of the cut, as collector a sees it. */
-export const haRealCause: ExpectedHypothesis = {
-  kind: 'network_partition',
-  components: haZoneB,
-  collectorCutOff: false,
-};
-
-/** Collector b's answer: its own side cut off. */
-export const haCutOff: ExpectedHypothesis = {
-  kind: 'network_partition',
-  components: haZoneB,
-  collectorCutOff: true,
-};
-
 /** The collectors of an HA lab: the test process's URL of each, by name. */
 export function haCollectors(lab: Lab): { readonly a: string; readonly b: string } {
   if (lab.secondCollectorUrl === '') throw new Error('the lab has no second collector');
@@ -101,37 +87,58 @@ export async function waitBothHealthy(
   );
 }
 
-/** When each collector first had its right answer on top, ms after `startMs`. */
-export interface HaAnswers {
-  /** Collector a: the real cause (zone b partitioned). */
+/** The hosts of each collector's zone (a cut of its uplink isolates them). */
+export const haZones = { a: ['app-1', 'ctl-a'], b: haZoneB } as const;
+
+/** When one collector first had each answer on top, ms after the injection. */
+export interface CollectorAnswers {
+  /** The real cause: the cut zone partitioned off (what the collector outside it says). */
   realCauseMs?: number;
-  /** Collector b: its own side cut off. */
+  /** Its own side cut off (what the collector inside the cut zone says). */
   cutOffMs?: number;
-  /** Collector b ever had the real cause on top during the watch (it cannot: it is cut off). */
-  realCauseAtB?: number;
 }
 
 /**
- * Polls both diagnoses every 100 ms until collector a has the real cause on top and
- * collector b its own cut-off (or `timeoutMs` passes), and says when each came.
+ * With zone `cut` cut off since `startMs`: polls both diagnoses every 100 ms until the
+ * collector outside has the real cause on top and the one inside its own cut-off (or
+ * `timeoutMs` passes); says when each answer came, per collector (also an answer a
+ * collector should never give: the one inside naming the real cause it cannot see).
  */
 export async function watchHaAnswers(
   lab: Lab,
   startMs: number,
   timeoutMs: number,
-): Promise<HaAnswers> {
-  const { a, b } = haCollectors(lab);
-  const out: { realCauseMs?: number; cutOffMs?: number; realCauseAtB?: number } = {};
+  cut: 'a' | 'b' = 'b',
+): Promise<Record<'a' | 'b', CollectorAnswers>> {
+  const urls = haCollectors(lab);
+  const zone = haZones[cut];
+  const real: ExpectedHypothesis = {
+    kind: 'network_partition',
+    components: zone,
+    collectorCutOff: false,
+  };
+  const cutOff: ExpectedHypothesis = {
+    kind: 'network_partition',
+    components: zone,
+    collectorCutOff: true,
+  };
+  const out: Record<'a' | 'b', CollectorAnswers> = { a: {}, b: {} };
+  const inside = out[cut];
+  const outside = out[cut === 'a' ? 'b' : 'a'];
   const endMs = startMs + timeoutMs;
-  while (Date.now() < endMs && (out.realCauseMs === undefined || out.cutOffMs === undefined)) {
-    const [da, db] = await Promise.allSettled([diagnosisAt(lab, a), diagnosisAt(lab, b)]);
+  while (
+    Date.now() < endMs &&
+    (outside.realCauseMs === undefined || inside.cutOffMs === undefined)
+  ) {
+    const got = await Promise.allSettled([diagnosisAt(lab, urls.a), diagnosisAt(lab, urls.b)]);
     const now = Date.now() - startMs;
-    if (da.status === 'fulfilled' && matches(da.value.hypotheses[0], haRealCause))
-      out.realCauseMs ??= now;
-    if (db.status === 'fulfilled') {
-      if (matches(db.value.hypotheses[0], haCutOff)) out.cutOffMs ??= now;
-      if (matches(db.value.hypotheses[0], haRealCause)) out.realCauseAtB ??= now;
-    }
+    got.forEach((d, i) => {
+      if (d.status !== 'fulfilled') return;
+      const o = out[i === 0 ? 'a' : 'b'];
+      const top = d.value.hypotheses[0];
+      if (matches(top, real)) o.realCauseMs ??= now;
+      if (matches(top, cutOff)) o.cutOffMs ??= now;
+    });
     await new Promise((r) => setTimeout(r, 100));
   }
   return out;

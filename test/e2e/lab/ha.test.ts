@@ -179,21 +179,23 @@ describe.runIf(canRunLab && canRunAlertmanager)(
       let endMs = 0;
       let active: GettableAlert[] = [];
       try {
-        const answers = await watchHaAnswers(l, startMs, 30_000);
+        const answers = await watchHaAnswers(l, startMs, 30_000, 'b');
         const [da, db] = await Promise.all([diagnosisAt(l, a), diagnosisAt(l, b)]);
-        expect(answers.realCauseMs, `collector a: ${diagnosisLine(da)}`).toBeDefined();
-        expect(answers.cutOffMs, `collector b: ${diagnosisLine(db)}`).toBeDefined();
-        // Collector b cannot see the far side: it never blames it.
-        expect(answers.realCauseAtB, diagnosisLine(db)).toBeUndefined();
+        expect(answers.a.realCauseMs, `collector a: ${diagnosisLine(da)}`).toBeDefined();
+        expect(answers.b.cutOffMs, `collector b: ${diagnosisLine(db)}`).toBeDefined();
+        // Collector b cannot see the far side: it never names the partition as if it could,
+        // and collector a never thinks itself cut off.
+        expect(answers.b.realCauseMs, diagnosisLine(db)).toBeUndefined();
+        expect(answers.a.cutOffMs, diagnosisLine(da)).toBeUndefined();
         detections.push(
           {
             fault: 'zone b cut: the real cause (collector a)',
-            detectionMs: answers.realCauseMs!,
+            detectionMs: answers.a.realCauseMs!,
             diagnosis: da,
           },
           {
             fault: 'zone b cut: "I am cut off" (collector b)',
-            detectionMs: answers.cutOffMs!,
+            detectionMs: answers.b.cutOffMs!,
             diagnosis: db,
           },
         );
