@@ -16,6 +16,7 @@ import type { ProbeResult } from '../wire/result.js';
 import { CollectorLink } from './collector-link.js';
 import { backoffDelayMs, classifyReply, parseRetryAfterMs } from './link-replies.js';
 import type { CollectorLinkOptions } from './collector-link.js';
+import type { DeliverySource, ReportDestination } from './report-destination.js';
 
 const log = pino({ level: 'silent' });
 
@@ -698,6 +699,83 @@ describe('CollectorLink with two collectors', () => {
     a.plan = plan('v3', { generatedAtMs: 9 });
     await pollUntil('the newest plan taken', () => plans.includes('v3'), { timeoutMs: 5000 });
     expect(l.plan()?.version).toBe('v3');
+  });
+
+  it('another destination kind takes a cursor like a collector: the spool waits for it too', async () => {
+    const a = await fake(plan('v1'));
+    const got: number[] = [];
+    let open = false;
+    let source: DeliverySource | undefined;
+    let stopped = false;
+    // A destination that takes batches only while `open`: a message bus, say.
+    const bus: ReportDestination = {
+      name: 'bus',
+      deliver: (s) => {
+        source = s;
+        void (async () => {
+          while (!stopped) {
+            const b = open ? await s.cursor.peek() : undefined;
+            if (b !== undefined) {
+              got.push(b.seq);
+              await s.cursor.ack(b.seq);
+            } else await new Promise((r) => setTimeout(r, 20));
+          }
+        })();
+      },
+      drained: () => Promise.resolve(),
+      connected: () => open,
+      stop: async () => {
+        stopped = true;
+      },
+      stats: () => ({
+        name: 'bus',
+        label: 'nats://bus',
+        posts: 0,
+        accepted: got.length,
+        duplicates: 0,
+        gaps: 0,
+        rejected: 0,
+        implausibleAcks: 0,
+        seqRefusals: 0,
+        retries: 0,
+        acceptedSeq: got.at(-1) ?? 0,
+        connected: open,
+        enrolState: 'direct',
+        spool: source?.cursor.stats(),
+      }),
+    };
+    const l = new CollectorLink({
+      url: a.url,
+      token: 'secret',
+      destinations: [bus],
+      agent: 'app-1',
+      labels: {},
+      stateDir: dir,
+      log,
+      onPlan: () => undefined,
+      earlyFlushMs: false,
+      backoff: { baseMs: 10, capMs: 100 },
+      startPlanTimeoutMs: 1000,
+    });
+    links.push(l);
+    await l.start();
+    for (let i = 0; i < 4; i++) {
+      const r = failure(undefined, i % 2 === 0 ? 'tcp_timeout' : 'tcp_refused');
+      l.observe(r, { name: r.target, kind: r.kind });
+      await new Promise((resolve) => setTimeout(resolve, 60));
+    }
+    await pollUntil('the collector has the results', () => delivered(a).length === 4, {
+      timeoutMs: 10_000,
+    });
+    // The collector has them; the spool keeps them for the bus.
+    expect(l.stats().spool!.batches).toBeGreaterThan(0);
+    expect(l.stats().others[0]?.spool?.batches).toBeGreaterThan(0);
+    open = true;
+    await pollUntil('the bus drained its cursor', () => l.stats().spool?.batches === 0, {
+      timeoutMs: 10_000,
+    });
+    expect(got).toEqual(a.seqs().filter((s) => s <= got.at(-1)!));
+    expect(got[0]).toBe(1);
   });
 
   it('refuses url and collectors together, and the same collector twice', () => {

@@ -10,7 +10,7 @@ import { Journal } from './journal.js';
 import { replayJournal } from './journal-replay.js';
 import { explain } from './link-replies.js';
 import { newestPlan } from './plan-choice.js';
-import type { DestinationStats } from './report-destination.js';
+import type { DestinationStats, ReportDestination } from './report-destination.js';
 import { Reporter } from './reporter.js';
 import type { ReporterStats, ReportedTarget } from './reporter.js';
 import { defaultCursor, Spool } from './spool.js';
@@ -72,6 +72,12 @@ export interface CollectorLinkOptions {
   readonly healthPollMs?: number;
   /** Journal the open report period (SIGKILL-safe). Default true. */
   readonly journal?: boolean;
+  /**
+   * Report destinations besides the collectors (a message-bus publisher…): each reads the
+   * spool through its own cursor (named by its `name`, which must differ from the
+   * collectors'), and a batch leaves the spool only when they too have it.
+   */
+  readonly destinations?: readonly ReportDestination[];
   /** Random source in [0, 1) for jitter; injectable for tests. */
   readonly random?: () => number;
 }
@@ -121,6 +127,8 @@ export interface CollectorLinkStats {
   readonly reporter: ReporterStats;
   /** Per collector (the counters above are their sums; acceptedSeq their highest). */
   readonly collectors: readonly CollectorStats[];
+  /** Per destination given in `destinations` (not a collector). */
+  readonly others: readonly DestinationStats[];
 }
 
 /** One collector's counters. */
@@ -239,6 +247,7 @@ export class CollectorLink {
       spool: this.spool?.stats(),
       reporter: this.reporter.stats(),
       collectors,
+      others: (this.options.destinations ?? []).map((d) => d.stats()),
     };
   }
 
@@ -254,7 +263,7 @@ export class CollectorLink {
       stateDir: this.options.stateDir,
       log,
       ...this.options.spool,
-      cursors: this.channels.map((c) => c.name),
+      cursors: this.destinations().map((d) => d.name),
     });
     for (const c of this.channels) await c.open(this.spool.agentId);
     if (this.journal !== undefined) {
@@ -293,15 +302,14 @@ export class CollectorLink {
     }
     this.reporter.start();
     const spool = this.spool;
-    first.forEach((f, i) => {
-      const c = this.channels[i]!;
-      c.startPlanLoop(f.fresh !== undefined, f.cached);
-      c.deliver({
-        cursor: spool.cursor(c.name),
+    first.forEach((f, i) => this.channels[i]!.startPlanLoop(f.fresh !== undefined, f.cached));
+    for (const d of this.destinations()) {
+      d.deliver({
+        cursor: spool.cursor(d.name),
         highestSpooled: () => spool.stats().nextSeq - 1,
         onAppend: (listener) => spool.onAppend(listener),
       });
-    });
+    }
     return plan;
   }
 
@@ -313,7 +321,7 @@ export class CollectorLink {
   async stop(drainMs = 1_000): Promise<void> {
     this.stopping = true;
     await this.reporter.stop();
-    const answering = this.channels.filter((c) => c.connected());
+    const answering = this.destinations().filter((c) => c.connected());
     if (drainMs > 0 && (this.spool?.stats().batches ?? 0) > 0 && answering.length > 0) {
       const abort = new AbortController();
       await Promise.race([
@@ -322,13 +330,18 @@ export class CollectorLink {
       ]);
       abort.abort();
     }
-    await Promise.allSettled(this.channels.map((c) => c.stop()));
+    await Promise.allSettled(this.destinations().map((c) => c.stop()));
     await this.spool?.settle();
     const s = this.stats();
     this.options.log.info(
       { spooled: s.spool?.batches ?? 0, acceptedSeq: s.acceptedSeq },
       'collector link stopped',
     );
+  }
+
+  /** Every report destination: the collectors, then the others. */
+  private destinations(): readonly ReportDestination[] {
+    return [...this.channels, ...(this.options.destinations ?? [])];
   }
 
   /** A collector served another plan: follow the newest any of them serves. */
