@@ -8,7 +8,10 @@
  * cut zone says "I am cut off" and nothing about the cause until the heal; with two in two
  * failure domains, one of them is always outside, and the faster decides the page.
  *
- *   node dist/bench/ha.js [--runs 4] [--timeout-s 30]
+ *   node dist/bench/ha.js [--runs 4] [--timeout-s 30] [--hold-s 10]
+ *
+ * After both answers the cut holds `--hold-s` more, watched: the collector inside the cut
+ * must not name the real cause then either.
  *
  * Needs root (namespaces). Prints a Markdown table of the runs and the medians.
  */
@@ -35,8 +38,8 @@ function median(xs: readonly number[]): number | undefined {
 
 const ms = (x: number | undefined): string => (x === undefined ? 'never' : `${x} ms`);
 
-function table(runs: readonly Run[], timeoutMs: number): string {
-  const never = `never (within ${timeoutMs / 1000} s of the cut)`;
+function table(runs: readonly Run[], holdMs: number): string {
+  const never = `never (cut watched until ${holdMs / 1000} s after both answers)`;
   const lines = [
     '| run | zone cut | collector a | collector b | one collector, outside the cut | one collector, inside the cut | two collectors |',
     '| --- | --- | --- | --- | --- | --- | --- |',
@@ -75,10 +78,14 @@ async function main(): Promise<number> {
     options: {
       runs: { type: 'string', default: '4' },
       'timeout-s': { type: 'string', default: '30' },
+      'hold-s': { type: 'string', default: '10' },
     },
   });
   const runsWanted = Number(values.runs);
   const timeoutMs = Number(values['timeout-s']) * 1000;
+  const holdMs = Number(values['hold-s']) * 1000;
+  if (!(holdMs >= 0))
+    throw new Error(`--hold-s: expected seconds ≥ 0 (actual: ${values['hold-s']})`);
   if (!Number.isInteger(runsWanted) || runsWanted < 1)
     throw new Error(`--runs: expected a whole number ≥ 1 (actual: ${values.runs})`);
   if (!(timeoutMs > 0))
@@ -95,7 +102,7 @@ async function main(): Promise<number> {
       await fault.inject();
       let answers: Run['answers'];
       try {
-        answers = await watchHaAnswers(lab, startMs, timeoutMs, cut);
+        answers = await watchHaAnswers(lab, startMs, timeoutMs + holdMs, cut, holdMs);
       } finally {
         await fault.heal();
       }
@@ -106,7 +113,7 @@ async function main(): Promise<number> {
   } finally {
     await lab.down();
   }
-  process.stdout.write(table(runs, timeoutMs));
+  process.stdout.write(table(runs, holdMs));
   return 0;
 }
 

@@ -100,15 +100,17 @@ export interface CollectorAnswers {
 
 /**
  * With zone `cut` cut off since `startMs`: polls both diagnoses every 100 ms until the
- * collector outside has the real cause on top and the one inside its own cut-off (or
- * `timeoutMs` passes); says when each answer came, per collector (also an answer a
- * collector should never give: the one inside naming the real cause it cannot see).
+ * collector outside has the real cause on top and the one inside its own cut-off, and
+ * `holdMs` more (or `timeoutMs` passes); says when each answer came, per collector (also an
+ * answer a collector should never give: the one inside naming the real cause it cannot see).
  */
 export async function watchHaAnswers(
   lab: Lab,
   startMs: number,
   timeoutMs: number,
   cut: 'a' | 'b' = 'b',
+  /** After both answers, keep watching this long (a wrong answer may still come). */
+  holdMs = 0,
 ): Promise<Record<'a' | 'b', CollectorAnswers>> {
   const urls = haCollectors(lab);
   const zone = haZones[cut];
@@ -126,10 +128,8 @@ export async function watchHaAnswers(
   const inside = out[cut];
   const outside = out[cut === 'a' ? 'b' : 'a'];
   const endMs = startMs + timeoutMs;
-  while (
-    Date.now() < endMs &&
-    (outside.realCauseMs === undefined || inside.cutOffMs === undefined)
-  ) {
+  let bothAtMs: number | undefined;
+  while (Date.now() < endMs && (bothAtMs === undefined || Date.now() - bothAtMs < holdMs)) {
     const got = await Promise.allSettled([diagnosisAt(lab, urls.a), diagnosisAt(lab, urls.b)]);
     const now = Date.now() - startMs;
     got.forEach((d, i) => {
@@ -139,6 +139,7 @@ export async function watchHaAnswers(
       if (matches(top, real)) o.realCauseMs ??= now;
       if (matches(top, cutOff)) o.cutOffMs ??= now;
     });
+    if (outside.realCauseMs !== undefined && inside.cutOffMs !== undefined) bothAtMs ??= Date.now();
     await new Promise((r) => setTimeout(r, 100));
   }
   return out;
