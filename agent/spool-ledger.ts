@@ -31,10 +31,12 @@ async function readJson(path: string): Promise<unknown> {
 }
 
 /**
- * Reads `dropped.json`: `{ seq, results }` items, or the format of versions with one
- * collector, `{ beforeSeq, batches, results }` (its results go on the first lost seq; a
- * declaration whose carrier batch is neither kept nor still to come was acknowledged
- * before it could be cleared, and is ignored).
+ * Reads `dropped.json`: runs of consecutive lost seqs, `{ fromSeq, toSeq, results }`, or the
+ * format of versions with one collector, `{ beforeSeq, batches, results }` (a declaration
+ * whose carrier batch is neither kept nor still to come was acknowledged before it could be
+ * cleared, and is ignored). A run's results go on its first seq: a destination that had part
+ * of a run before it was lost is told the run's results whole after a restart (its batch
+ * count stays exact).
  */
 export async function loadLosses(
   dir: string,
@@ -56,9 +58,10 @@ export async function loadLosses(
   }
   const int = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
   for (const item of list as Array<Record<string, unknown>>) {
-    const { seq, beforeSeq, batches, results } = item;
-    if (int(seq) && int(results)) out.set(seq, results);
-    else if (int(beforeSeq) && int(batches) && int(results) && batches > 0) {
+    const { fromSeq, toSeq, beforeSeq, batches, results } = item;
+    if (int(fromSeq) && int(toSeq) && int(results) && fromSeq >= 1 && toSeq >= fromSeq) {
+      for (let s = fromSeq; s <= toSeq; s++) out.set(s, s === fromSeq ? results : 0);
+    } else if (int(beforeSeq) && int(batches) && int(results) && batches > 0) {
       if (!carrierKept(beforeSeq)) continue;
       for (let s = beforeSeq - batches; s < beforeSeq; s++)
         if (s >= 1) out.set(s, s === beforeSeq - batches ? results : 0);
@@ -73,7 +76,16 @@ export async function saveLosses(dir: string, losses: Losses): Promise<void> {
     await rm(path, { force: true });
     return;
   }
-  const list = [...losses].sort((a, b) => a[0] - b[0]).map(([seq, results]) => ({ seq, results }));
+  // Runs of consecutive seqs: a spool at its bound behind a collector that is away loses a
+  // batch per append, and the file stays a line per run.
+  const list: { fromSeq: number; toSeq: number; results: number }[] = [];
+  for (const [seq, results] of [...losses].sort((a, b) => a[0] - b[0])) {
+    const last = list.at(-1);
+    if (last !== undefined && last.toSeq === seq - 1) {
+      last.toSeq = seq;
+      last.results += results;
+    } else list.push({ fromSeq: seq, toSeq: seq, results });
+  }
   await writeFileAtomic(path, JSON.stringify(list));
 }
 

@@ -340,6 +340,10 @@ describe('Spool', () => {
       expect(await a.peek()).toMatchObject({ seq: 6, dropped: { batches: 3, results: 6 } });
       expect(await b.peek()).toMatchObject({ seq: 6, dropped: { batches: 5, results: 10 } });
       expect(decode((await b.peek())!).dropped).toEqual({ batches: 5, results: 10 });
+      // On disk, a run per stretch of consecutive losses.
+      expect(JSON.parse(await readFile(join(dir, 'spool', 'dropped.json'), 'utf8'))).toEqual([
+        { fromSeq: 1, toSeq: 5, results: 10 },
+      ]);
       // The losses survive a restart, per cursor.
       await a.ack(6);
       await spool.settle();

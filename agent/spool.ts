@@ -183,6 +183,8 @@ export class Spool {
   private totalBytes = 0;
   private nextSeq = 1;
   private losses: Losses = new Map();
+  /** Losses up to this seq were forgotten (every destination was past them). */
+  private forgottenUpTo = -1;
   private readonly cursors = new Map<string, CursorState>();
   private readonly views = new Map<string, SpoolCursor>();
   private queue: Promise<unknown> = Promise.resolve();
@@ -462,10 +464,15 @@ export class Spool {
       gone.push(e);
       this.head++;
     }
-    for (const s of [...this.losses.keys()]) {
-      if (all.every((c) => c.acked >= s)) {
-        this.losses.delete(s);
-        lossesChanged = true;
+    // Losses every destination is past are forgotten; scanned only when the slowest moved.
+    const slowest = Math.min(...all.map((c) => c.acked));
+    if (slowest > this.forgottenUpTo) {
+      this.forgottenUpTo = slowest;
+      for (const s of [...this.losses.keys()]) {
+        if (s <= slowest) {
+          this.losses.delete(s);
+          lossesChanged = true;
+        }
       }
     }
     if (lossesChanged) await saveLosses(this.dir, this.losses);
