@@ -1,4 +1,4 @@
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../lib/logger.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -108,10 +108,13 @@ export async function loadCursors(dir: string, log: Logger): Promise<Map<string,
   return out;
 }
 
+/**
+ * Writes `cursors.json` (tmp + rename, no fsync: written at every acknowledgement, and a
+ * value a crash leaves stale only makes a collector get again what it already has).
+ */
 export async function saveCursors(dir: string, acked: ReadonlyMap<string, number>): Promise<void> {
-  await writeFileAtomic(
-    join(dir, 'cursors.json'),
-    JSON.stringify(Object.fromEntries(acked)),
-    false,
-  );
+  const path = join(dir, 'cursors.json');
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(Object.fromEntries(acked)), { mode: 0o600 });
+  await rename(tmp, path);
 }
