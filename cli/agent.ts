@@ -224,8 +224,13 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
   const config = loadAgentConfig(file);
   if (args['check-config']) {
     const metrics = config.metrics.listen === false ? 'off' : config.metrics.listen;
+    const n = config.collectors?.length ?? 0;
+    const source =
+      n === 0
+        ? `${config.targets.length} targets`
+        : `plan from ${n === 1 ? 'its collector' : `the newest of ${n} collectors`}, reporting to ${config.collectors!.map((c) => c.url).join(' and ')}`;
     process.stdout.write(
-      `${file}: valid — agent ${config.agent.name}, ${config.targets.length} targets, metrics ${metrics}\n`,
+      `${file}: valid — agent ${config.agent.name}, ${source}, metrics ${metrics}\n`,
     );
     return;
   }
@@ -371,7 +376,6 @@ export function agentCommand(setExit: (code: number) => void): CommandModule<obj
         .option('collector', {
           type: 'string',
           array: true,
-          requiresArg: true,
           describe:
             'Collector URL: take the plan from it and report to it; repeat it to report to every one of several (HA: two in two failure domains)',
         })
@@ -432,6 +436,7 @@ export function agentCommand(setExit: (code: number) => void): CommandModule<obj
           if ((a.config === undefined) === (a.collector === undefined)) {
             throw usage('give either --config FILE or --collector URL (one of them)');
           }
+          if (a.collector?.length === 0) throw usage('--collector: expected a URL after it');
           return true;
         })
         .epilog(
