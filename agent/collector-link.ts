@@ -158,10 +158,12 @@ export type CollectorStats = DestinationStats & { readonly planVersion: string |
  * collector forgot is replaced by enrolling again); a refusal of the sequence or the
  * identity (FL_ERR_SEQ_GAP, FL_ERR_SEQ_IMPLAUSIBLE, FL_ERR_AGENT_CONFLICT,
  * FL_ERR_FORBIDDEN, FL_ERR_ENROL_REQUIRED) keeps the batch and retries slowly; only a
- * batch refused as bad (400/413/422 without such a code) moves to `spool/rejected/`.
+ * batch refused as bad (400/413/422 without such a code) is copied to `spool/rejected/` and
+ * skipped for the collector that refused it (declared to it as dropped; the others still
+ * get it).
  *
- * The credential comes from {@link Credentials} (enrolment); the open report period is
- * journaled (see Journal) and replayed at start when a previous run was killed.
+ * Each collector's credential comes from Credentials (enrol.ts), its own; the open report
+ * period is journaled (see Journal) and replayed at start when a previous run was killed.
  */
 export class CollectorLink {
   private readonly reporter: Reporter;
