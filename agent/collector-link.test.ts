@@ -16,6 +16,7 @@ import type { ProbeResult } from '../wire/result.js';
 import { CollectorLink } from './collector-link.js';
 import { backoffDelayMs, classifyReply, parseRetryAfterMs } from './link-replies.js';
 import type { CollectorLinkOptions } from './collector-link.js';
+import type { DeliverySource, ReportDestination } from './report-destination.js';
 
 const log = pino({ level: 'silent' });
 
@@ -600,6 +601,204 @@ describe('CollectorLink against a fake collector', () => {
     await l.stop(300);
     expect(Date.now() - t0).toBeLessThan(2000);
     expect(l.stats().spool!.batches).toBeGreaterThan(0);
+  });
+});
+
+describe('CollectorLink with two collectors', () => {
+  let dir: string;
+  const fakes: FakeCollector[] = [];
+  const links: CollectorLink[] = [];
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'faultline-link2-'));
+  });
+  afterEach(async () => {
+    for (const l of links.splice(0)) await l.stop(0);
+    for (const f of fakes.splice(0)) await f.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function fake(p: Plan): Promise<FakeCollector> {
+    const f = new FakeCollector();
+    f.plan = p;
+    await f.listen();
+    fakes.push(f);
+    return f;
+  }
+
+  it('delivers every batch to each once, one down delays nobody, and follows the newest plan', async () => {
+    const a = await fake(plan('v1', { generatedAtMs: 1 }));
+    const b = await fake(plan('v2', { generatedAtMs: 5 }));
+    const plans: string[] = [];
+    const l = new CollectorLink({
+      collectors: [
+        { url: a.url, token: 'secret' },
+        { url: b.url, token: 'secret' },
+      ],
+      agent: 'app-1',
+      labels: { zone: 'a' },
+      stateDir: dir,
+      log,
+      onPlan: (p) => plans.push(p.version),
+      earlyFlushMs: false,
+      backoff: { baseMs: 10, capMs: 100 },
+      healthPollMs: 100,
+      requestTimeoutMs: 2000,
+      startPlanTimeoutMs: 1000,
+    });
+    links.push(l);
+    expect((await l.start())?.version).toBe('v2');
+    // Each collector has its own state dir: its credential and cached plan.
+    const dirs = await readdir(join(dir, 'collectors'));
+    expect(dirs).toHaveLength(2);
+    const cachedVersions = await Promise.all(
+      dirs.map(
+        async (d) =>
+          (JSON.parse(await readFile(join(dir, 'collectors', d, 'plan.json'), 'utf8')) as Plan)
+            .version,
+      ),
+    );
+    expect(cachedVersions.sort()).toEqual(['v1', 'v2']);
+
+    const bPort = b.port;
+    await b.close();
+    const fed: ProbeResult[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = failure(undefined, i % 2 === 0 ? 'tcp_timeout' : 'tcp_refused');
+      fed.push(r);
+      l.observe(r, { name: r.target, kind: r.kind });
+      await new Promise((resolve) => setTimeout(resolve, 60));
+    }
+    await pollUntil(
+      'collector a has every result while b is down',
+      () => delivered(a).length === fed.length,
+      {
+        timeoutMs: 10_000,
+      },
+    );
+    // Kept in the spool for b.
+    const down = l.stats();
+    expect(down.spool!.batches).toBeGreaterThan(0);
+    const byLabel = new Map(down.collectors.map((c) => [c.label, c]));
+    expect(byLabel.get(a.url)).toMatchObject({ connected: true, spool: { batches: 0 } });
+    expect(byLabel.get(b.url)?.connected).toBe(false);
+    expect(byLabel.get(b.url)?.spool?.batches).toBeGreaterThan(0);
+
+    await b.listen(bPort);
+    await pollUntil('the spool drained to both', () => l.stats().spool?.batches === 0, {
+      timeoutMs: 10_000,
+    });
+    expect(delivered(a)).toEqual(fed);
+    expect(delivered(b)).toEqual(fed);
+    expectContiguous(a);
+    expectContiguous(b);
+    expect(a.accepted.every((x) => x.dropped === undefined)).toBe(true);
+    expect(b.accepted.every((x) => x.dropped === undefined)).toBe(true);
+
+    // A newer plan on either collector wins.
+    a.plan = plan('v3', { generatedAtMs: 9 });
+    await pollUntil('the newest plan taken', () => plans.includes('v3'), { timeoutMs: 5000 });
+    expect(l.plan()?.version).toBe('v3');
+  });
+
+  it('another destination kind takes a cursor like a collector: the spool waits for it too', async () => {
+    const a = await fake(plan('v1'));
+    const got: number[] = [];
+    let open = false;
+    let source: DeliverySource | undefined;
+    let stopped = false;
+    // A destination that takes batches only while `open`: a message bus, say.
+    const bus: ReportDestination = {
+      name: 'bus',
+      deliver: (s) => {
+        source = s;
+        void (async () => {
+          while (!stopped) {
+            const b = open ? await s.cursor.peek() : undefined;
+            if (b !== undefined) {
+              got.push(b.seq);
+              await s.cursor.ack(b.seq);
+            } else await new Promise((r) => setTimeout(r, 20));
+          }
+        })();
+      },
+      drained: () => Promise.resolve(),
+      connected: () => open,
+      stop: async () => {
+        stopped = true;
+      },
+      stats: () => ({
+        name: 'bus',
+        label: 'nats://bus',
+        posts: 0,
+        accepted: got.length,
+        duplicates: 0,
+        gaps: 0,
+        rejected: 0,
+        implausibleAcks: 0,
+        seqRefusals: 0,
+        retries: 0,
+        acceptedSeq: got.at(-1) ?? 0,
+        connected: open,
+        enrolState: 'direct',
+        spool: source?.cursor.stats(),
+      }),
+    };
+    const l = new CollectorLink({
+      url: a.url,
+      token: 'secret',
+      destinations: [bus],
+      agent: 'app-1',
+      labels: {},
+      stateDir: dir,
+      log,
+      onPlan: () => undefined,
+      earlyFlushMs: false,
+      backoff: { baseMs: 10, capMs: 100 },
+      startPlanTimeoutMs: 1000,
+    });
+    links.push(l);
+    await l.start();
+    for (let i = 0; i < 4; i++) {
+      const r = failure(undefined, i % 2 === 0 ? 'tcp_timeout' : 'tcp_refused');
+      l.observe(r, { name: r.target, kind: r.kind });
+      await new Promise((resolve) => setTimeout(resolve, 60));
+    }
+    await pollUntil('the collector has the results', () => delivered(a).length === 4, {
+      timeoutMs: 10_000,
+    });
+    // The collector has them; the spool keeps them for the bus.
+    expect(l.stats().spool!.batches).toBeGreaterThan(0);
+    expect(l.stats().others[0]?.spool?.batches).toBeGreaterThan(0);
+    open = true;
+    await pollUntil('the bus drained its cursor', () => l.stats().spool?.batches === 0, {
+      timeoutMs: 10_000,
+    });
+    expect(got).toEqual(a.seqs().filter((s) => s <= got.at(-1)!));
+    expect(got[0]).toBe(1);
+  });
+
+  it('refuses url and collectors together, and the same collector twice', () => {
+    const base = { agent: 'x', labels: {}, stateDir: dir, log, onPlan: () => undefined };
+    expect(
+      () =>
+        new CollectorLink({
+          ...base,
+          url: 'http://a:1',
+          token: 't',
+          collectors: [{ url: 'http://b:1', token: 't' }],
+        }),
+    ).toThrow(/not both/);
+    expect(
+      () =>
+        new CollectorLink({
+          ...base,
+          collectors: [
+            { url: 'http://b:1', token: 't' },
+            { url: 'http://b:1/', token: 't' },
+          ],
+        }),
+    ).toThrow(/twice/);
   });
 });
 

@@ -1,47 +1,56 @@
-import { Agent as HttpAgent } from 'undici';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { sleepUnlessAborted } from '../lib/duration.js';
+import type { Logger } from '../lib/logger.js';
 import type { Plan } from '../wire/plan.js';
 import type { ProbeResult } from '../wire/result.js';
-import { Credentials } from './enrol.js';
+import { CollectorChannel } from './collector-channel.js';
 import type { EnrolState } from './enrol.js';
 import { Journal } from './journal.js';
 import { replayJournal } from './journal-replay.js';
-import {
-  backoffDelayMs,
-  defaultAuthRetryMs,
-  defaultBackoffBaseMs,
-  defaultBackoffCapMs,
-  defaultHealthPollMs,
-  explain,
-  HttpStatusError,
-} from './link-replies.js';
-import type { Logger } from '../lib/logger.js';
-import { PlanClient } from './plan-client.js';
-import { ReportUpload, userAgent } from './report-upload.js';
+import { explain } from './link-replies.js';
+import { newestPlan } from './plan-choice.js';
+import type { DestinationStats, ReportDestination } from './report-destination.js';
 import { Reporter } from './reporter.js';
 import type { ReporterStats, ReportedTarget } from './reporter.js';
-import { Spool } from './spool.js';
-import type { SpooledBatch, SpoolStats } from './spool.js';
+import { defaultCursor, Spool } from './spool.js';
+import type { SpoolStats } from './spool.js';
 
-// The link's parts, one file each: what to do after each answer (link-replies.ts), the
-// plan's fetch and cache (plan-client.ts), a batch's upload and the health poll
-// (report-upload.ts), the replay of a killed run (journal-replay.ts).
+// The link's parts, one file each: one collector's credential, plan and delivery loop
+// (collector-channel.ts), what to do after each answer (link-replies.ts), the plan's fetch
+// and cache (plan-client.ts), a batch's upload and the health poll (report-upload.ts), the
+// choice among the collectors' plans (plan-choice.ts), the replay of a killed run
+// (journal-replay.ts).
 
-/** Options of a {@link CollectorLink}. */
-export interface CollectorLinkOptions {
+/** One collector an agent reports to. */
+export interface CollectorEndpoint {
   /** Base URL of the collector, e.g. `http://collector:7070` (a path prefix is kept). */
   readonly url: string;
   /**
-   * The configured token: exchanged for a per-agent credential (`<stateDir>/credential`)
-   * when it is a bootstrap token, else used directly (see Credentials).
+   * The configured token: exchanged for a per-agent credential (`credential` in the
+   * collector's state dir) when it is a bootstrap token, else used directly (see Credentials).
    */
   readonly token: string;
   /** PEM CA certificates to trust for an https collector instead of the system's. */
   readonly ca?: string | Buffer;
+}
+
+/** Options of a {@link CollectorLink}. */
+export interface CollectorLinkOptions {
+  /** The one collector (give `url` and `token`, or `collectors`). */
+  readonly url?: string;
+  readonly token?: string;
+  readonly ca?: string | Buffer;
+  /** Every collector to report to (two in two failure domains for HA). */
+  readonly collectors?: readonly CollectorEndpoint[];
   /** Agent name and labels: the plan request, and every report batch. */
   readonly agent: string;
   readonly labels: Readonly<Record<string, string>>;
-  /** The agent's state directory: `agent-id`, `plan.json`, `spool/`. */
+  /**
+   * The agent's state directory: `agent-id`, `spool/`, `journal/`; and per collector its
+   * `credential` and `plan.json` — in the directory itself with one collector (the layout
+   * of versions before several), in `collectors/<host>_<port>-<hash>/` with several.
+   */
   readonly stateDir: string;
   readonly log: Logger;
   /**
@@ -59,12 +68,30 @@ export interface CollectorLinkOptions {
   readonly startPlanTimeoutMs?: number;
   readonly backoff?: { readonly baseMs?: number; readonly capMs?: number };
   readonly authRetryMs?: number;
-  /** How often /healthz is asked while the collector is unreachable. Default 1 s. */
+  /** How often /healthz is asked while a collector is unreachable. Default 1 s. */
   readonly healthPollMs?: number;
   /** Journal the open report period (SIGKILL-safe). Default true. */
   readonly journal?: boolean;
+  /**
+   * Report destinations besides the collectors (a message-bus publisher…): each reads the
+   * spool through its own cursor (named by its `name`, which must differ from the
+   * collectors'), and a batch leaves the spool only when they too have it.
+   */
+  readonly destinations?: readonly ReportDestination[];
   /** Random source in [0, 1) for jitter; injectable for tests. */
   readonly random?: () => number;
+}
+
+/**
+ * Where a collector's credential and cached plan live under the state dir when the agent
+ * reports to several: `collectors/<host>_<port>-<8 hex of the URL's hash>`.
+ */
+export function collectorStateKey(url: string): string {
+  const u = new URL(url);
+  const port = u.port === '' ? (u.protocol === 'https:' ? '443' : '80') : u.port;
+  const host = u.hostname.replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 64);
+  const hash = createHash('sha256').update(url.replace(/\/+$/, '')).digest('hex').slice(0, 8);
+  return `${host}_${port}-${hash}`;
 }
 
 /** Counters since start. */
@@ -98,13 +125,25 @@ export interface CollectorLinkStats {
   readonly connected: boolean;
   readonly spool: SpoolStats | undefined;
   readonly reporter: ReporterStats;
+  /** Per collector (the counters above are their sums; acceptedSeq their highest). */
+  readonly collectors: readonly CollectorStats[];
+  /** Per destination given in `destinations` (not a collector). */
+  readonly others: readonly DestinationStats[];
 }
 
+/** One collector's counters. */
+export type CollectorStats = DestinationStats & { readonly planVersion: string | undefined };
+
 /**
- * The agent's side of the collector: fetches and caches the plan, and delivers the spooled
- * report batches — strictly in seq order, one at a time, each retried until the collector
- * acknowledges it (at-least-once; the collector's dedup on (agentId, seq) makes it exactly
- * once). Owns the Spool and the Reporter: wire `agent.onResult(link.observe)`.
+ * The agent's side of its collectors — one, or several in different failure domains: the
+ * plan (the newest any collector serves, see newestPlan; each collector's cached under its
+ * own state dir), and delivery of the spooled report batches to every collector, each
+ * through its own cursor over the one spool (CollectorChannel): strictly in seq order, one
+ * at a time, each retried until that collector acknowledges it (at-least-once; the
+ * collector's dedup on (agentId, seq) makes it exactly once). A batch leaves the spool when
+ * every collector has it (or a spool bound drops it, declared to each that missed it); a
+ * collector down or cut off delays no other. Owns the Spool and the Reporter: wire
+ * `agent.onResult(link.observe)`.
  *
  * Replies: 200 acks everything up to `acceptedSeq` — unless `acceptedSeq` is above every
  * seq this agent spooled: that ack is implausible (someone else reported under its id, or
@@ -119,91 +158,48 @@ export interface CollectorLinkStats {
  * collector forgot is replaced by enrolling again); a refusal of the sequence or the
  * identity (FL_ERR_SEQ_GAP, FL_ERR_SEQ_IMPLAUSIBLE, FL_ERR_AGENT_CONFLICT,
  * FL_ERR_FORBIDDEN, FL_ERR_ENROL_REQUIRED) keeps the batch and retries slowly; only a
- * batch refused as bad (400/413/422 without such a code) moves to `spool/rejected/`.
+ * batch refused as bad (400/413/422 without such a code) is copied to `spool/rejected/` and
+ * skipped for the collector that refused it (declared to it as dropped; the others still
+ * get it).
  *
- * The credential comes from {@link Credentials} (enrolment); the open report period is
- * journaled (see Journal) and replayed at start when a previous run was killed.
+ * Each collector's credential comes from Credentials (enrol.ts), its own; the open report
+ * period is journaled (see Journal) and replayed at start when a previous run was killed.
  */
 export class CollectorLink {
-  private readonly base: string;
-  private readonly http: HttpAgent;
   private readonly reporter: Reporter;
   private readonly journal: Journal | undefined;
-  private credentials: Credentials | undefined;
+  private readonly channels: readonly CollectorChannel[];
   private spool: Spool | undefined;
   private current: Plan | undefined;
-  private readonly abort = new AbortController();
-  private loops: Promise<void>[] = [];
-  private wake: (() => void) | undefined;
-  private appended = false;
-  private drained: (() => void)[] = [];
-  private connected = false;
-  private lastProblem: string | undefined;
-  private lastPlanAuthFailure = false;
-  private readonly plans: PlanClient;
-  private readonly upload: ReportUpload;
-  private readonly requestTimeoutMs: number;
-  private readonly baseMs: number;
-  private readonly capMs: number;
-  private readonly authRetryMs: number;
-  private readonly healthPollMs: number;
-  private readonly random: () => number;
-  private counts = {
-    implausibleAcks: 0,
-    seqRefusals: 0,
-    replayedResults: 0,
-    posts: 0,
-    accepted: 0,
-    duplicates: 0,
-    gaps: 0,
-    rejected: 0,
-    retries: 0,
-    acceptedSeq: 0,
-    planFetches: 0,
-    planFailures: 0,
-  };
+  private replayedResults = 0;
+  private stopping = false;
 
   constructor(private readonly options: CollectorLinkOptions) {
-    this.base = options.url.replace(/\/+$/, '');
-    this.http = new HttpAgent({
-      keepAliveTimeout: 30_000,
-      connections: 4,
-      ...(options.ca === undefined ? {} : { connect: { ca: options.ca } }),
+    const endpoints = endpointsOf(options);
+    const several = endpoints.length > 1;
+    this.channels = endpoints.map((e) => {
+      const key = collectorStateKey(e.url);
+      return new CollectorChannel({
+        url: e.url,
+        token: e.token,
+        ...(e.ca === undefined ? {} : { ca: e.ca }),
+        name: several ? key : defaultCursor,
+        agent: options.agent,
+        labels: options.labels,
+        stateDir: several ? join(options.stateDir, 'collectors', key) : options.stateDir,
+        log: several ? options.log.child({ collector: e.url }) : options.log,
+        onServed: () => this.choosePlan(),
+        ...(options.requestTimeoutMs === undefined
+          ? {}
+          : { requestTimeoutMs: options.requestTimeoutMs }),
+        ...(options.backoff === undefined ? {} : { backoff: options.backoff }),
+        ...(options.authRetryMs === undefined ? {} : { authRetryMs: options.authRetryMs }),
+        ...(options.healthPollMs === undefined ? {} : { healthPollMs: options.healthPollMs }),
+        ...(options.random === undefined ? {} : { random: options.random }),
+      });
     });
-    this.healthPollMs = options.healthPollMs ?? defaultHealthPollMs;
     this.journal =
       options.journal === false ? undefined : new Journal(options.stateDir, options.log);
-    this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
-    this.baseMs = options.backoff?.baseMs ?? defaultBackoffBaseMs;
-    this.capMs = options.backoff?.capMs ?? defaultBackoffCapMs;
-    this.authRetryMs = options.authRetryMs ?? defaultAuthRetryMs;
-    this.random = options.random ?? Math.random;
-    this.plans = new PlanClient({
-      base: this.base,
-      dispatcher: this.http,
-      agent: options.agent,
-      labels: options.labels,
-      stateDir: options.stateDir,
-      log: options.log,
-      token: (timeoutMs) => this.token(timeoutMs),
-      refused: (token, code) => this.credentials!.refused(token, code),
-      headers: (token, extra) => this.headers(token, extra),
-      signal: (timeoutMs) => this.signal(timeoutMs),
-    });
-    this.upload = new ReportUpload({
-      base: this.base,
-      dispatcher: this.http,
-      requestTimeoutMs: this.requestTimeoutMs,
-      healthPollMs: this.healthPollMs,
-      random: this.random,
-      abort: this.abort.signal,
-      stopped: () => this.stopped,
-      counts: this.counts,
-      token: (timeoutMs) => this.token(timeoutMs),
-      refused: (token, code) => this.credentials!.refused(token, code),
-      headers: (token, extra) => this.headers(token, extra),
-      signal: (timeoutMs) => this.signal(timeoutMs),
-    });
     this.reporter = new Reporter({
       agent: options.agent,
       labels: options.labels,
@@ -231,63 +227,75 @@ export class CollectorLink {
 
   /** Counters since start. */
   stats(): CollectorLinkStats {
+    const collectors = this.channels.map((c) => c.stats());
+    const sum = (k: keyof CollectorChannel['counts']): number =>
+      this.channels.reduce((n, c) => n + c.counts[k], 0);
     return {
-      ...this.counts,
+      posts: sum('posts'),
+      accepted: sum('accepted'),
+      duplicates: sum('duplicates'),
+      gaps: sum('gaps'),
+      rejected: sum('rejected'),
+      implausibleAcks: sum('implausibleAcks'),
+      seqRefusals: sum('seqRefusals'),
+      retries: sum('retries'),
+      planFetches: sum('planFetches'),
+      planFailures: sum('planFailures'),
+      acceptedSeq: Math.max(...collectors.map((c) => c.acceptedSeq)),
+      replayedResults: this.replayedResults,
+      enrolState: collectors[0]!.enrolState as EnrolState,
       planVersion: this.current?.version,
-      connected: this.connected,
-      enrolState: this.credentials?.state() ?? 'none',
+      connected: collectors.some((c) => c.connected),
       spool: this.spool?.stats(),
       reporter: this.reporter.stats(),
+      collectors,
+      others: (this.options.destinations ?? []).map((d) => d.stats()),
     };
   }
 
   /**
-   * Opens the spool (recovering what a previous run left), gets the plan — a fresh one if
-   * the collector answers within `startPlanTimeoutMs`, else the cached `plan.json` — and
-   * starts reporting. Returns that plan, or undefined when there is none yet (the link
+   * Opens the spool (recovering what a previous run left), gets the plan — the newest fresh
+   * one the collectors answer with within `startPlanTimeoutMs`, else the newest cached one —
+   * and starts reporting. Returns that plan, or undefined when there is none yet (the link
    * keeps asking, and calls `onPlan` when one comes).
    */
   async start(): Promise<Plan | undefined> {
     const { log } = this.options;
-    this.spool = await Spool.open({ stateDir: this.options.stateDir, log, ...this.options.spool });
-    this.credentials = new Credentials({
-      base: this.base,
-      token: this.options.token,
-      agent: this.options.agent,
-      agentId: this.spool.agentId,
+    this.spool = await Spool.open({
       stateDir: this.options.stateDir,
-      dispatcher: this.http,
       log,
-      timeoutMs: this.requestTimeoutMs,
+      ...this.options.spool,
+      cursors: this.destinations().map((d) => d.name),
     });
+    for (const c of this.channels) await c.open(this.spool.agentId);
     if (this.journal !== undefined) {
       const replayed = await replayJournal(this.spool, this.options);
-      if (replayed > 0) this.counts.replayedResults = replayed;
+      if (replayed > 0) this.replayedResults = replayed;
     }
-    this.spool.onAppend(() => {
-      this.appended = true;
-      this.wake?.();
-    });
-    const cached = await this.plans.loadCached();
-    let plan: Plan | undefined;
-    let fresh = false;
-    try {
-      plan = await this.fetchPlan(this.options.startPlanTimeoutMs ?? 5_000);
-      fresh = true;
-      if (plan.version !== cached?.version) await this.plans.save(plan);
-    } catch (err) {
-      this.counts.planFailures++;
+    const timeoutMs = this.options.startPlanTimeoutMs ?? 5_000;
+    const first = await Promise.all(
+      this.channels.map(async (c) => {
+        const cached = await c.loadCached();
+        try {
+          return { cached, fresh: await c.fetchFirstPlan(timeoutMs, cached) };
+        } catch (err) {
+          c.counts.planFailures++;
+          return { cached, fresh: undefined, err };
+        }
+      }),
+    );
+    let plan = newestPlan(first.map((f) => f.fresh));
+    if (plan === undefined) {
+      const cached = newestPlan(first.map((f) => f.cached));
+      const err = explain(first[0]?.err);
       if (cached !== undefined) {
         log.warn(
-          { err: explain(err), planVersion: cached.version, targets: cached.targets.length },
+          { err, planVersion: cached.version, targets: cached.targets.length },
           'collector unreachable at start: probing with the cached plan',
         );
         plan = cached;
       } else {
-        log.error(
-          { err: explain(err) },
-          'collector unreachable at start and no cached plan: waiting for one',
-        );
+        log.error({ err }, 'collector unreachable at start and no cached plan: waiting for one');
       }
     }
     if (plan !== undefined) {
@@ -295,259 +303,89 @@ export class CollectorLink {
       this.reporter.setPlan(plan);
     }
     this.reporter.start();
-    this.loops = [this.sendLoop(), this.planLoop(fresh)];
+    const spool = this.spool;
+    first.forEach((f, i) => this.channels[i]!.startPlanLoop(f.fresh !== undefined, f.cached));
+    for (const d of this.destinations()) {
+      d.deliver({
+        cursor: spool.cursor(d.name),
+        highestSpooled: () => spool.stats().nextSeq - 1,
+        onAppend: (listener) => spool.onAppend(listener),
+      });
+    }
     return plan;
   }
 
   /**
    * Closes the current batch into the spool (nothing is lost), gives delivery up to
-   * `drainMs` to send what is spooled, then aborts every request and stops. Whatever is
-   * left is sent after the next start.
+   * `drainMs` to send what is spooled to the collectors that answer, then aborts every
+   * request and stops. Whatever is left is sent after the next start.
    */
   async stop(drainMs = 1_000): Promise<void> {
+    this.stopping = true;
     await this.reporter.stop();
-    if (drainMs > 0 && (this.spool?.stats().batches ?? 0) > 0 && this.connected) {
+    const answering = this.destinations().filter((c) => c.connected());
+    if (drainMs > 0 && (this.spool?.stats().batches ?? 0) > 0 && answering.length > 0) {
+      const abort = new AbortController();
       await Promise.race([
-        new Promise<void>((resolve) => this.drained.push(resolve)),
-        sleepUnlessAborted(drainMs, this.abort.signal),
+        Promise.all(answering.map((c) => c.drained())),
+        sleepUnlessAborted(drainMs, abort.signal),
       ]);
+      abort.abort();
     }
-    this.abort.abort();
-    this.wake?.();
-    await Promise.allSettled(this.loops);
+    await Promise.allSettled(this.destinations().map((c) => c.stop()));
     await this.spool?.settle();
-    await this.http.destroy();
+    const s = this.stats();
     this.options.log.info(
-      { spooled: this.spool?.stats().batches ?? 0, acceptedSeq: this.counts.acceptedSeq },
+      { spooled: s.spool?.batches ?? 0, acceptedSeq: s.acceptedSeq },
       'collector link stopped',
     );
   }
 
-  private get stopped(): boolean {
-    return this.abort.signal.aborted;
+  /** Every report destination: the collectors, then the others. */
+  private destinations(): readonly ReportDestination[] {
+    return [...this.channels, ...(this.options.destinations ?? [])];
   }
 
-  private signal(timeoutMs: number): AbortSignal {
-    return AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
-  }
-
-  /** The credential to send (enrolling first when needed); throws when there is none yet. */
-  private async token(timeoutMs: number): Promise<string> {
-    return this.credentials!.get(this.signal(timeoutMs));
-  }
-
-  private headers(token: string, extra: Record<string, string> = {}): Record<string, string> {
-    return { authorization: `Bearer ${token}`, 'user-agent': userAgent, ...extra };
-  }
-
-  // ---- plan ----------------------------------------------------------------------------
-
-  private fetchPlan(timeoutMs: number): Promise<Plan> {
-    this.counts.planFetches++;
-    return this.plans.fetch(this.current, timeoutMs);
-  }
-
-  private async planLoop(fresh: boolean): Promise<void> {
+  /** A collector served another plan: follow the newest any of them serves. */
+  private choosePlan(): void {
+    if (this.stopping) return;
     const { log } = this.options;
-    // Without a fresh plan, ask again soon (with backoff), not a whole refresh interval later.
-    let failures = fresh ? 0 : 1;
-    while (!this.stopped) {
-      const refreshMs = this.current?.refreshIntervalMs;
-      let delayMs: number;
-      if (failures === 0 && refreshMs !== undefined) delayMs = refreshMs;
-      else {
-        delayMs = backoffDelayMs(failures, this.baseMs, refreshMs ?? this.capMs, this.random);
-        if (failures > 0 && this.lastPlanAuthFailure) delayMs = this.jittered(this.authRetryMs);
-      }
-      await sleepUnlessAborted(delayMs, this.abort.signal);
-      if (this.stopped) return;
-      try {
-        const plan = await this.fetchPlan(this.requestTimeoutMs);
-        if (failures > 0) log.info({ planVersion: plan.version }, 'plan fetched');
-        failures = 0;
-        this.lastPlanAuthFailure = false;
-        if (plan.version === this.current?.version) continue;
-        const previous = this.current?.version;
-        await this.plans.save(plan);
-        this.current = plan;
-        this.reporter.setPlan(plan);
-        log.info(
-          { planVersion: plan.version, previous: previous ?? null, targets: plan.targets.length },
-          'new plan',
-        );
-        try {
-          this.options.onPlan(plan);
-        } catch (err) {
-          log.error({ err }, 'applying the new plan failed');
-        }
-      } catch (err) {
-        if (this.stopped) return;
-        failures++;
-        this.counts.planFailures++;
-        const status = err instanceof HttpStatusError ? err.statusCode : undefined;
-        this.lastPlanAuthFailure = status === 401 || status === 403;
-        const fields = { err: explain(err), failures, planVersion: this.current?.version ?? null };
-        if (this.lastPlanAuthFailure)
-          log.error(fields, 'plan refused: token unknown or revoked (retrying slowly)');
-        else if (failures === 1) log.warn(fields, 'plan refresh failed; keeping the current plan');
-        else log.debug(fields, 'plan refresh failed again');
-      }
+    const plan = newestPlan(this.channels.map((c) => c.servedPlan()));
+    if (plan === undefined || plan.version === this.current?.version) return;
+    const previous = this.current?.version;
+    this.current = plan;
+    this.reporter.setPlan(plan);
+    log.info(
+      { planVersion: plan.version, previous: previous ?? null, targets: plan.targets.length },
+      'new plan',
+    );
+    try {
+      this.options.onPlan(plan);
+    } catch (err) {
+      log.error({ err }, 'applying the new plan failed');
     }
   }
+}
 
-  // ---- reports -------------------------------------------------------------------------
-
-  private jittered(ms: number): number {
-    return Math.round(ms + this.random() * ms * 0.1);
+/** The collectors of `options`: `collectors`, or the one `url` and `token`. */
+function endpointsOf(options: CollectorLinkOptions): readonly CollectorEndpoint[] {
+  if (options.collectors !== undefined) {
+    if (options.url !== undefined)
+      throw new Error('CollectorLink: give url (one collector) or collectors, not both');
+    if (options.collectors.length === 0)
+      throw new Error('CollectorLink: collectors is empty (give at least one)');
+    const keys = new Set(options.collectors.map((c) => collectorStateKey(c.url)));
+    if (keys.size !== options.collectors.length)
+      throw new Error('CollectorLink: the same collector URL is given twice');
+    return options.collectors;
   }
-
-  private async waitForAppend(): Promise<void> {
-    if (this.appended || this.stopped) return;
-    await new Promise<void>((resolve) => {
-      this.wake = resolve;
-    });
-    this.wake = undefined;
-  }
-
-  private noteProblem(why: string, fields: Record<string, unknown>): void {
-    const { log } = this.options;
-    if (this.connected || this.lastProblem !== why) {
-      log.warn(
-        { ...fields, reason: why, spooled: this.spool?.stats().batches ?? 0 },
-        'report delivery failing; batches stay in the spool',
-      );
-    }
-    this.connected = false;
-    this.lastProblem = why;
-  }
-
-  private async sendLoop(): Promise<void> {
-    const spool = this.spool!;
-    const { log } = this.options;
-    let attempt = 0;
-    while (!this.stopped) {
-      this.appended = false;
-      let batch: SpooledBatch | undefined;
-      try {
-        batch = await spool.peek();
-      } catch (err) {
-        log.error({ err }, 'reading the spool failed');
-        await sleepUnlessAborted(this.jittered(this.capMs), this.abort.signal);
-        continue;
-      }
-      if (batch === undefined) {
-        for (const resolve of this.drained.splice(0)) resolve();
-        await this.waitForAppend();
-        continue;
-      }
-      const outcome = await this.upload.send(batch, this.backlogAfter(batch.seq));
-      if (this.stopped && outcome.kind !== 'acked') return;
-      switch (outcome.kind) {
-        case 'acked': {
-          if (!this.connected && this.lastProblem !== undefined) {
-            log.info(
-              { spooled: spool.stats().batches, seq: batch.seq },
-              'collector accepting reports again',
-            );
-          }
-          const highestSpooled = spool.stats().nextSeq - 1;
-          if (outcome.acceptedSeq > highestSpooled) {
-            // Someone else reported under this agent's id (or the collector is not the real
-            // one): believing it would skip this agent's seq past batches it never sent, or
-            // past the largest exact integer. The batch stays; nothing is acknowledged.
-            this.counts.implausibleAcks++;
-            this.connected = false;
-            attempt++;
-            const delayMs = Math.max(
-              this.baseMs,
-              backoffDelayMs(attempt, this.baseMs * 4, this.capMs, this.random),
-            );
-            log.error(
-              {
-                acceptedSeq: outcome.acceptedSeq,
-                highestSpooled,
-                seq: batch.seq,
-                agentId: spool.agentId,
-                delayMs,
-              },
-              'implausible ack: the collector claims seqs this agent never produced; batch kept, retrying (seq not skipped ahead)',
-            );
-            await sleepUnlessAborted(delayMs, this.abort.signal);
-            break;
-          }
-          this.connected = true;
-          this.lastProblem = undefined;
-          attempt = 0;
-          if (outcome.duplicate) this.counts.duplicates++;
-          else this.counts.accepted++;
-          this.counts.acceptedSeq = Math.max(this.counts.acceptedSeq, outcome.acceptedSeq);
-          await spool.ack(outcome.acceptedSeq);
-          if (outcome.acceptedSeq < batch.seq) {
-            // A 200 whose watermark stays below the batch: resending at once would spin.
-            log.error(
-              { seq: batch.seq, acceptedSeq: outcome.acceptedSeq },
-              'collector answered 200 but did not take the batch; retrying later',
-            );
-            await sleepUnlessAborted(this.jittered(this.capMs), this.abort.signal);
-          }
-          break;
-        }
-        case 'gap': {
-          this.counts.gaps++;
-          const expected = outcome.expectedSeq;
-          const missing = batch.seq - expected;
-          if (expected < batch.seq && batch.dropped?.batches !== missing) {
-            log.error(
-              { seq: batch.seq, expectedSeq: expected, missingBatches: missing },
-              'collector expects batches the agent no longer has (collector lost state?): declaring them dropped',
-            );
-            await spool.declareGap(batch.seq, missing);
-          } else {
-            log.error(
-              { seq: batch.seq, expectedSeq: expected, declared: batch.dropped ?? null },
-              'collector refuses the sequence and the agent cannot repair it; batch kept, retrying slowly',
-            );
-            this.counts.seqRefusals++;
-            this.connected = false;
-            await sleepUnlessAborted(this.jittered(this.authRetryMs), this.abort.signal);
-          }
-          break;
-        }
-        case 'reject':
-          this.counts.rejected++;
-          await spool.reject(batch.seq, outcome.why);
-          break;
-        case 'wait':
-          this.counts.retries++;
-          this.noteProblem(outcome.why, { seq: batch.seq, retryAfterMs: outcome.delayMs });
-          await sleepUnlessAborted(outcome.delayMs, this.abort.signal);
-          break;
-        case 'backoff': {
-          this.counts.retries++;
-          attempt++;
-          const delayMs = backoffDelayMs(attempt, this.baseMs, this.capMs, this.random);
-          this.noteProblem(outcome.why, { seq: batch.seq, attempt, delayMs });
-          if (outcome.unreachable === true && delayMs > this.healthPollMs) {
-            // Unreachable: ask /healthz cheaply and resume the moment it answers.
-            if (await this.upload.untilHealthy(delayMs)) attempt = 0;
-          } else await sleepUnlessAborted(delayMs, this.abort.signal);
-          break;
-        }
-        case 'slow':
-          this.counts.retries++;
-          this.connected = false;
-          log.error(
-            { seq: batch.seq, reason: outcome.why, code: outcome.code ?? null },
-            'reports refused; batch kept, retrying slowly',
-          );
-          await sleepUnlessAborted(this.jittered(this.authRetryMs), this.abort.signal);
-          break;
-      }
-    }
-  }
-
-  /** Batches spooled after `seq`. */
-  private backlogAfter(seq: number): number {
-    return Math.max(0, (this.spool?.stats().nextSeq ?? seq + 1) - 1 - seq);
-  }
+  if (options.url === undefined || options.token === undefined)
+    throw new Error('CollectorLink: give url and token, or collectors');
+  return [
+    {
+      url: options.url,
+      token: options.token,
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
+    },
+  ];
 }

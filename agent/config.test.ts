@@ -423,6 +423,96 @@ collector:
   });
 });
 
+describe('collectors: in the agent config', () => {
+  it('takes every collector; the agent-wide stateDir and plan, given once, fill every item', () => {
+    const cfg = parseAgentConfig(
+      `agent: { name: app-1 }
+collectors:
+  - url: https://collector-a.zone-a:7070
+    tokenFile: /etc/faultline/token
+    stateDir: /var/lib/faultline
+    plan: { allowTargets: [10.0.0.0/8] }
+  - url: https://collector-b.zone-b:7070
+    tokenFile: /etc/faultline/token-b
+    caFile: /etc/faultline/ca-b.pem
+`,
+      'agent.yaml',
+    );
+    const plan = {
+      allowTargets: ['10.0.0.0/8'],
+      allowTcpSend: false,
+      allowHttpMethods: ['GET', 'HEAD'],
+      allowHttpHeaders: false,
+    };
+    expect(cfg.collectors).toEqual([
+      {
+        url: 'https://collector-a.zone-a:7070',
+        tokenFile: '/etc/faultline/token',
+        requireTls: false,
+        stateDir: '/var/lib/faultline',
+        plan,
+      },
+      {
+        url: 'https://collector-b.zone-b:7070',
+        tokenFile: '/etc/faultline/token-b',
+        caFile: '/etc/faultline/ca-b.pem',
+        requireTls: false,
+        stateDir: '/var/lib/faultline',
+        plan,
+      },
+    ]);
+    // The first stands as `collector` for consumers that know one.
+    expect(cfg.collector).toEqual(cfg.collectors?.[0]);
+    // `collector:` is the one-collector form of the same list.
+    const one = parseAgentConfig(
+      'agent: { name: a }\ncollector: { url: http://c:1, stateDir: /s }\n',
+      'agent.yaml',
+    );
+    expect(one.collectors).toEqual([one.collector]);
+  });
+
+  it.each([
+    [
+      'collector and collectors both',
+      'collector: { url: http://c:1, stateDir: /s }\ncollectors: [{ url: http://d:1, stateDir: /s }]',
+      /collectors: give `collector` \(one\) or `collectors` \(a list\), not both/,
+    ],
+    ['an empty list', 'collectors: []', /collectors: .*at least 1|collectors: .*>=1/i],
+    [
+      'no stateDir in any item',
+      'collectors: [{ url: http://c:1 }, { url: http://d:1 }]',
+      /collectors\[0\]\.stateDir: stateDir is required/,
+    ],
+    [
+      'two different state dirs',
+      'collectors: [{ url: http://c:1, stateDir: /s }, { url: http://d:1, stateDir: /t }]',
+      /collectors\[1\]\.stateDir: every collector shares the agent's one stateDir/,
+    ],
+    [
+      'two different plan policies',
+      'collectors: [{ url: http://c:1, stateDir: /s, plan: { allowTcpSend: true } }, { url: http://d:1, plan: {} }]',
+      /collectors\[1\]\.plan: every collector shares/,
+    ],
+    [
+      'the same collector twice',
+      'collectors: [{ url: http://c:1, stateDir: /s }, { url: http://c:1/ }]',
+      /collectors\[1\]\.url: the same collector as collectors\[0\]\.url/,
+    ],
+    [
+      'token and tokenFile both in an item',
+      'collectors: [{ url: http://c:1, stateDir: /s }, { url: http://d:1, token: x, tokenFile: /t }]',
+      /collectors\[1\]\.tokenFile: give token or tokenFile, not both/,
+    ],
+    [
+      'targets beside collectors',
+      'collectors: [{ url: http://c:1, stateDir: /s }]\ntargets: [{ name: t, kind: tcp, address: "10.0.0.1:80" }]',
+      /targets: with `collectors` the plan says what to probe/,
+    ],
+  ])('refuses %s, naming the path', (_desc, text, message) => {
+    expect(() => parseAgentConfig(`agent: { name: a }\n${text}\n`, 'agent.yaml')).toThrow(message);
+  });
+});
+
 describe('durations', () => {
   it.each([
     { written: '500ms', ms: 500 },

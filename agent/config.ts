@@ -29,7 +29,15 @@ import {
 } from '../probes/kind-options.js';
 import { parseTarget } from '../probes/target.js';
 import type { Target } from '../probes/types.js';
+import {
+  collectorSchema,
+  collectorsSchema,
+  resolveCollectors,
+  type AgentCollectorConfig,
+} from './config-collector.js';
 import { probeInstanceModes, type ProbeInstance } from './telemetry/index.js';
+
+export type { AgentCollectorConfig };
 
 /**
  * The agent's YAML configuration (`faultline agent --config agent.yaml`): who the agent is,
@@ -175,68 +183,6 @@ const targetSchema = z
   })
   .strict();
 
-const collectorSchema = z
-  .object({
-    url: z
-      .string()
-      .regex(/^https?:\/\/[^\s]+$/, 'expected an http(s) URL such as https://collector:7070')
-      .describe(
-        'Collector URL: the agent takes its plan from it and reports to it (then `targets` must be empty).',
-      ),
-    token: z
-      .string()
-      .min(1)
-      .optional()
-      .describe(
-        'Bearer token (a bootstrap token is exchanged for a per-agent one at first contact). Prefer `tokenFile` or FAULTLINE_TOKEN.',
-      ),
-    tokenFile: z.string().min(1).optional().describe('File holding the token (first line).'),
-    caFile: z
-      .string()
-      .min(1)
-      .optional()
-      .describe('PEM CA certificates trusted for an https collector instead of the system ones.'),
-    requireTls: z
-      .boolean()
-      .default(false)
-      .describe('Refuse to start unless the collector URL is https:// (or loopback).'),
-    stateDir: z
-      .string()
-      .min(1)
-      .describe('Where the spool, the cached plan, the credential and the journal live.'),
-    plan: z
-      .object({
-        allowTargets: z
-          .array(z.string().min(1).max(256))
-          .max(10_000)
-          .optional()
-          .describe(
-            'Where plan targets may point: CIDR blocks, addresses, host names (`*.` prefix wildcard). Absent: anywhere.',
-          ),
-        allowTcpSend: z
-          .boolean()
-          .default(false)
-          .describe('Run tcp targets whose plan carries a raw payload (`send`).'),
-        allowHttpMethods: z
-          .array(z.enum(['GET', 'HEAD', 'POST']))
-          .default(['GET', 'HEAD'])
-          .describe('HTTP methods a plan may use.'),
-        allowHttpHeaders: z
-          .boolean()
-          .default(false)
-          .describe('Run http targets whose plan carries custom request headers or a body.'),
-      })
-      .strict()
-      .prefault({})
-      .describe('What a plan from the collector may make this agent do.'),
-  })
-  .strict()
-  .refine((c) => !(c.token !== undefined && c.tokenFile !== undefined), {
-    message: 'give token or tokenFile, not both',
-    path: ['tokenFile'],
-  })
-  .describe('Take the plan from a collector and report to it, instead of `targets`.');
-
 const AgentConfigInput = z
   .object({
     agent: z
@@ -251,6 +197,7 @@ const AgentConfigInput = z
       .describe('Who this agent is.'),
     metrics: metricsSchema.prefault({}),
     collector: collectorSchema.optional(),
+    collectors: collectorsSchema.optional(),
     defaults: defaultsSchema.prefault({}),
     targets: z.array(targetSchema).prefault([]).describe('What this agent probes.'),
   })
@@ -313,24 +260,16 @@ export interface AgentConfig {
     readonly adaptiveTimeout: boolean;
   };
   readonly targets: readonly ResolvedTarget[];
-  /** Present: the agent takes its plan from this collector and reports to it. */
+  /**
+   * Present: the agent takes its plan from this collector and reports to it — the first of
+   * `collectors` when several are given (the agent-wide `stateDir`, `plan` and the first's
+   * connection), so a consumer that knows one collector keeps working.
+   */
   readonly collector?: AgentCollectorConfig;
-}
-
-/** `collector:` of the agent config. */
-export interface AgentCollectorConfig {
-  readonly url: string;
-  readonly token?: string;
-  readonly tokenFile?: string;
-  readonly caFile?: string;
-  readonly requireTls: boolean;
-  readonly stateDir: string;
-  readonly plan: {
-    readonly allowTargets?: readonly string[];
-    readonly allowTcpSend: boolean;
-    readonly allowHttpMethods: readonly ('GET' | 'HEAD' | 'POST')[];
-    readonly allowHttpHeaders: boolean;
-  };
+  /** Every collector the agent reports to (one entry for `collector:`), agent-wide keys filled. */
+  readonly collectors?: readonly AgentCollectorConfig[];
+  /** Which key the file used (for messages naming the path of a setting). */
+  readonly collectorsKey?: 'collector' | 'collectors';
 }
 
 const cronPeriods = new Map<string, number>();
@@ -525,17 +464,23 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   });
 
   const metrics: Record<string, unknown> = isRecord(cfg.metrics) ? cfg.metrics : {};
-  const collector = isRecord(cfg.collector)
-    ? (cfg.collector as unknown as AgentCollectorConfig)
-    : undefined;
+  const collectors = resolveCollectors(cfg, report);
+  const collector = collectors?.[0];
   if (collector !== undefined && list.length > 0) {
+    const key = cfg.collectors === undefined ? 'collector' : 'collectors';
     report(
       ['targets'],
-      'with `collector` the plan says what to probe: leave `targets` out (or drop `collector`)',
+      `with \`${key}\` the plan says what to probe: leave \`targets\` out (or drop \`${key}\`)`,
     );
   }
   return {
-    ...(collector === undefined ? {} : { collector }),
+    ...(collector === undefined
+      ? {}
+      : {
+          collector,
+          collectors,
+          collectorsKey: cfg.collectors === undefined ? 'collector' : 'collectors',
+        }),
     agent: {
       name: agentName,
       labels: isRecord(agent.labels) ? (agent.labels as Record<string, string>) : {},

@@ -1,6 +1,6 @@
 import type { Plan } from '../wire/plan.js';
 import { Agent, defaultStopGraceMs } from './agent.js';
-import { CollectorLink } from './collector-link.js';
+import { CollectorLink, type CollectorEndpoint } from './collector-link.js';
 import type { Logger } from '../lib/logger.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 import { compileAllowList, defaultPlanPolicy } from './plan-policy.js';
@@ -9,11 +9,14 @@ import type { DeliveryStats, ProbeInstance } from './telemetry/index.js';
 
 /** How an agent that takes its plan from a collector is started. */
 export interface ManagedAgentOptions {
-  readonly url: string;
+  /** The one collector's URL (or give `collectors`). */
+  readonly url?: string;
   /** The configured token (a bootstrap token is exchanged for a per-agent one). */
-  readonly token: string;
+  readonly token?: string;
   /** PEM CA certificates trusted for an https collector (pins it to a private CA). */
   readonly ca?: string | Buffer;
+  /** Every collector to report to, each with its token and CA (two failure domains for HA). */
+  readonly collectors?: readonly CollectorEndpoint[];
   /** What a plan may make this agent do; absent: the defaults (see PlanPolicy). */
   readonly policy?: PlanPolicy;
   readonly name: string;
@@ -50,7 +53,18 @@ function emptyPlan(agent: string): Plan {
 export function deliveryStats(link: CollectorLink, nowMs = Date.now()): DeliveryStats {
   const s = link.stats();
   const oldest = s.spool?.oldestCreatedAtMs;
+  const lag = (oldestMs: number | undefined): number =>
+    oldestMs === undefined ? 0 : Math.max(0, nowMs - oldestMs) / 1000;
   return {
+    collectors: s.collectors.map((c) => ({
+      collector: c.label,
+      lagSeconds: lag(c.spool?.oldestCreatedAtMs),
+      acceptedSeq: c.acceptedSeq,
+      rejected: c.rejected,
+      implausibleAcks: c.implausibleAcks,
+      seqRefusals: c.seqRefusals,
+      enrolState: c.enrolState,
+    })),
     spoolBatches: s.spool?.batches ?? 0,
     spoolBytes: s.spool?.bytes ?? 0,
     lagSeconds: oldest === undefined ? 0 : Math.max(0, nowMs - oldest) / 1000,
@@ -64,9 +78,9 @@ export function deliveryStats(link: CollectorLink, nowMs = Date.now()): Delivery
 }
 
 /**
- * `faultline agent --collector URL …`: fetches the plan (or uses the cached one while the
- * collector is away), probes it, and reports every result through the spool; a changed
- * plan reaches the running agent on the next refresh.
+ * `faultline agent --collector URL …` (one or several): fetches the plan (or uses the
+ * cached one while the collectors are away), probes it, and reports every result through
+ * the spool to every collector; a changed plan reaches the running agent on the next refresh.
  */
 export async function startManagedAgent(opts: ManagedAgentOptions): Promise<ManagedAgent> {
   const policy = opts.policy ?? defaultPlanPolicy;
@@ -91,9 +105,13 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
   // The link's plan callback can fire before the agent exists; it reloads it once it does.
   const running: { agent?: Agent } = {};
   const link = new CollectorLink({
-    url: opts.url,
-    token: opts.token,
-    ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+    ...(opts.collectors === undefined
+      ? {
+          ...(opts.url === undefined ? {} : { url: opts.url }),
+          ...(opts.token === undefined ? {} : { token: opts.token }),
+          ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+        }
+      : { collectors: opts.collectors }),
     agent: opts.name,
     labels: opts.labels,
     stateDir: opts.stateDir,
@@ -106,8 +124,8 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
   const plan = await link.start();
   if (plan === undefined) {
     opts.log.warn(
-      { url: opts.url },
-      'no plan yet (collector unreachable and none cached): probing nothing until one arrives',
+      { collectors: link.stats().collectors.map((c) => c.label) },
+      'no plan yet (no collector reachable and none cached): probing nothing until one arrives',
     );
   }
   const agent = await Agent.start(convert(plan ?? emptyPlan(opts.name)), opts.log, {

@@ -269,4 +269,130 @@ describe('Spool', () => {
     expect(await c.append(draft(6000))).toBe(6);
     expect((await c.peek())?.dropped).toEqual({ batches: 1, results: 3 });
   });
+  describe('several cursors (one per collector)', () => {
+    it('keeps a batch until every cursor acked it; each cursor reads every seq in order', async () => {
+      const spool = await open({ cursors: ['a', 'b'] });
+      for (let i = 1; i <= 3; i++) await spool.append(draft(i * 1000, i));
+      const a = spool.cursor('a');
+      const b = spool.cursor('b');
+      expect((await a.peek())?.seq).toBe(1);
+      await a.ack(1);
+      await a.ack(2);
+      expect((await a.peek())?.seq).toBe(3);
+      // b is behind: nothing left the spool.
+      expect(spool.stats().batches).toBe(3);
+      expect((await b.peek())?.seq).toBe(1);
+      await b.ack(1);
+      expect(spool.stats()).toMatchObject({ batches: 2, acked: 1 });
+      expect(spool.stats().cursors).toEqual({
+        a: { acked: 2, batches: 1, oldestCreatedAtMs: 3000 },
+        b: { acked: 1, batches: 2, oldestCreatedAtMs: 2000 },
+      });
+      await b.ack(3);
+      await a.ack(3);
+      expect(spool.stats().batches).toBe(0);
+      expect(await a.peek()).toBeUndefined();
+      expect(await b.peek()).toBeUndefined();
+      expect(() => spool.cursor('c')).toThrow(/no spool cursor "c"/);
+      expect(() => spool.peek()).toThrow(/several cursors/);
+    });
+
+    it('resumes each cursor where it was after a restart', async () => {
+      const first = await open({ cursors: ['a', 'b'] });
+      for (let i = 1; i <= 4; i++) await first.append(draft(i * 1000));
+      await first.cursor('a').ack(3);
+      await first.cursor('b').ack(1);
+      await first.settle();
+      const again = await open({ cursors: ['a', 'b'] });
+      expect((await again.cursor('a').peek())?.seq).toBe(4);
+      expect((await again.cursor('b').peek())?.seq).toBe(2);
+      expect(again.stats().batches).toBe(3);
+      // A collector removed from the list no longer holds batches back; one added starts
+      // at the oldest batch the spool has.
+      const third = await open({ cursors: ['a', 'c'] });
+      expect((await third.cursor('c').peek())?.seq).toBe(2);
+      await third.cursor('c').ack(4);
+      // b's hold on 2 and 3 is gone; a still waits for 4.
+      expect(third.stats().batches).toBe(1);
+    });
+
+    it('a spool of the one-collector layout upgrades: the new cursors start at its oldest batch', async () => {
+      const legacy = await open();
+      for (let i = 1; i <= 3; i++) await legacy.append(draft(i * 1000));
+      await legacy.ack(1);
+      await legacy.settle();
+      await rm(join(dir, 'spool', 'cursors.json'));
+      const spool = await open({ cursors: ['x', 'y'] });
+      expect((await spool.cursor('x').peek())?.seq).toBe(2);
+      expect((await spool.cursor('y').peek())?.seq).toBe(2);
+    });
+
+    it('a bound drops for everyone; each cursor is told exactly the batches it misses', async () => {
+      const spool = await open({ cursors: ['a', 'b'], maxBytes: 12_000 });
+      const a = spool.cursor('a');
+      const b = spool.cursor('b');
+      await spool.append(draft(1000, 2, 1500));
+      await spool.append(draft(2000, 2, 1500));
+      await a.ack(2);
+      // b is cut off: 6 more batches, only 3 fit; 1..5 go (a already had 1 and 2).
+      for (let i = 3; i <= 8; i++) await spool.append(draft(i * 1000, 2, 1500));
+      expect(spool.stats()).toMatchObject({ batches: 3, droppedBatches: 5, droppedResults: 10 });
+      expect(await a.peek()).toMatchObject({ seq: 6, dropped: { batches: 3, results: 6 } });
+      expect(await b.peek()).toMatchObject({ seq: 6, dropped: { batches: 5, results: 10 } });
+      expect(decode((await b.peek())!).dropped).toEqual({ batches: 5, results: 10 });
+      // On disk, a run per stretch of consecutive losses.
+      expect(JSON.parse(await readFile(join(dir, 'spool', 'dropped.json'), 'utf8'))).toEqual([
+        { fromSeq: 1, toSeq: 5, results: 10 },
+      ]);
+      // The losses survive a restart, per cursor.
+      await a.ack(6);
+      await spool.settle();
+      const again = await open({ cursors: ['a', 'b'], maxBytes: 12_000 });
+      expect((await again.cursor('a').peek())?.dropped).toBeUndefined();
+      expect(await again.cursor('b').peek()).toMatchObject({
+        seq: 6,
+        dropped: { batches: 5, results: 10 },
+      });
+      await again.cursor('b').ack(6);
+      expect((await again.cursor('b').peek())?.dropped).toBeUndefined();
+      expect(
+        JSON.parse(await readFile(join(dir, 'spool', 'dropped.json'), 'utf8').catch(() => '[]')),
+      ).toEqual([]);
+    });
+
+    it('a batch one cursor refuses is skipped and declared to it alone', async () => {
+      const spool = await open({ cursors: ['a', 'b'] });
+      await spool.append(draft(1000, 4));
+      await spool.append(draft(2000, 1));
+      const a = spool.cursor('a');
+      const b = spool.cursor('b');
+      await a.reject(1, '400: bad');
+      expect(await readdir(join(dir, 'spool', 'rejected'))).toEqual([
+        '000000000001-1000-4.json.gz',
+      ]);
+      expect(await a.peek()).toMatchObject({ seq: 2, dropped: { batches: 1, results: 4 } });
+      const forB = await b.peek();
+      expect(forB?.seq).toBe(1);
+      expect(forB?.dropped).toBeUndefined();
+      await b.ack(2);
+      // Batch 1 left the spool, but a has not declared it yet: it survives a restart as a loss.
+      await spool.settle();
+      const again = await open({ cursors: ['a', 'b'] });
+      expect(await again.cursor('a').peek()).toMatchObject({
+        seq: 2,
+        dropped: { batches: 1, results: 4 },
+      });
+    });
+
+    it('declareGap is per cursor', async () => {
+      const spool = await open({ cursors: ['a', 'b'] });
+      await spool.append(draft(1000));
+      await spool.append(draft(2000));
+      await spool.cursor('a').ack(1);
+      await spool.cursor('b').ack(1);
+      await spool.cursor('a').declareGap(2, 1);
+      expect((await spool.cursor('a').peek())?.dropped).toEqual({ batches: 1, results: 0 });
+      expect((await spool.cursor('b').peek())?.dropped).toBeUndefined();
+    });
+  });
 });

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import { tightenModes } from '../lib/file-modes.js';
 import type { ReportBatch } from '../wire/report.js';
 import { syncDir, writeFileAtomic } from './atomic-file.js';
+import { loadCursors, loadLosses, saveCursors, saveLosses, type Losses } from './spool-ledger.js';
 import type { Logger } from '../lib/logger.js';
 
 const gzipAsync = promisify(gzip);
@@ -59,11 +60,48 @@ export interface SpoolOptions {
   readonly maxBatchBytes?: number;
   /** Wall clock, epoch ms; injectable for tests. */
   readonly now?: () => number;
+  /**
+   * The destinations reading the spool, each with its own cursor (a collector, …): a batch
+   * leaves the spool when every cursor is past it (or a bound drops it). Default: one
+   * cursor, {@link defaultCursor}. Cursors persist in `spool/cursors.json`; a name not
+   * saved there starts at the oldest batch spooled.
+   */
+  readonly cursors?: readonly string[];
+}
+
+/** The cursor of a spool opened without `cursors` (the one-collector agent). */
+export const defaultCursor = 'default';
+
+/** One destination's position in the spool. */
+export interface SpoolCursorStats {
+  /** Highest seq this destination acknowledged. */
+  readonly acked: number;
+  /** Batches spooled that this destination has not acknowledged yet. */
+  readonly batches: number;
+  /** createdAtMs of the oldest of them, or undefined when none waits. */
+  readonly oldestCreatedAtMs: number | undefined;
+}
+
+/**
+ * One destination's view of the spool: what a report destination (a collector, a message
+ * bus publisher) needs to deliver every batch in seq order, on its own schedule.
+ */
+export interface SpoolCursor {
+  readonly name: string;
+  /** The oldest batch this destination has not acknowledged, with the losses it must declare. */
+  peek(): Promise<SpooledBatch | undefined>;
+  /** This destination has every batch up to `seq`. */
+  ack(seq: number): Promise<void>;
+  /** This destination refused batch `seq` as bad: skipped for it, declared as dropped to it. */
+  reject(seq: number, reason: string): Promise<void>;
+  /** This destination expects `batches` batches before `beforeSeq` that the spool no longer has. */
+  declareGap(beforeSeq: number, batches: number): Promise<void>;
+  stats(): SpoolCursorStats;
 }
 
 /** Counters since open, and the spool's current size. */
 export interface SpoolStats {
-  /** Batches waiting for the collector. */
+  /** Batches waiting for at least one destination. */
   readonly batches: number;
   readonly bytes: number;
   /** The seq the next appended batch gets. */
@@ -77,6 +115,8 @@ export interface SpoolStats {
   readonly rejectedBatches: number;
   /** createdAtMs of the oldest batch waiting, or undefined when none waits. */
   readonly oldestCreatedAtMs: number | undefined;
+  /** Per destination: its position. */
+  readonly cursors: Readonly<Record<string, SpoolCursorStats>>;
 }
 
 interface Entry {
@@ -86,9 +126,6 @@ interface Entry {
   readonly bytes: number;
   readonly file: string;
 }
-
-/** `dropped.json`: per batch seq, the losses to declare in it. */
-type Declarations = Map<number, { batches: number; results: number }>;
 
 const agentIdRe = /^[A-Za-z0-9_-]{8,64}$/;
 // seq-createdAtMs-results: the index is rebuilt from names alone, without reading batches.
@@ -103,17 +140,32 @@ function isNotFound(err: unknown): boolean {
   return (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 }
 
+/** One destination's state in the spool. */
+interface CursorState {
+  acked: number;
+  /** Seqs this destination refused as bad (results in each): skipped for it, declared to it. */
+  readonly skipped: Map<number, number>;
+  /** A gap the destination wants declared on batch `beforeSeq` (it lost state). */
+  gap: { readonly beforeSeq: number; readonly batches: number } | undefined;
+  /** The seq last handed out by peek(): it may be on the wire, so the bounds leave it alone. */
+  pinned: number | undefined;
+}
+
 /**
  * The agent's durable, ordered queue of report batches: `<stateDir>/spool/`, one gzip'd
  * JSON file per batch named by its zero-padded seq, written tmp + fsync + rename. The next
  * seq and the agent id (`<stateDir>/agent-id`, generated once) survive restarts, so a batch
- * keeps its seq across them and the collector can deduplicate retries.
+ * keeps its seq across them and each collector can deduplicate retries.
  *
- * Bounded by bytes and by age: over a bound, the OLDEST batches go, and the loss is
- * declared in `dropped` of the batch right after them (the collector accepts a seq gap only
- * when it is declared), counted and logged — never silent. Declarations live in
- * `spool/dropped.json`, written before the files are removed, so a crash in between is
- * completed on the next open.
+ * One spool, one sequence, several readers: each destination (collector) has its own
+ * {@link SpoolCursor} and sees the agent's one gap-free seq sequence; a batch leaves the
+ * spool when every cursor acknowledged it. One destination down delays nobody else.
+ *
+ * Bounded by bytes and by age: over a bound, the OLDEST batches go (whoever still waits for
+ * them), and each destination that missed them is told in `dropped` of the next batch it
+ * gets (the collector accepts a seq gap only when it is declared) — counted and logged,
+ * never silent. Losses live in `spool/dropped.json`, written before the files are removed,
+ * so a crash in between is completed on the next open.
  *
  * All operations run one at a time, in call order.
  */
@@ -130,9 +182,11 @@ export class Spool {
   private head = 0;
   private totalBytes = 0;
   private nextSeq = 1;
-  private declarations: Declarations = new Map();
-  // The seq last handed out by peek(): it may be on the wire, so the bounds leave it alone.
-  private pinned: number | undefined;
+  private losses: Losses = new Map();
+  /** Losses up to this seq were forgotten (every destination was past them). */
+  private forgottenUpTo = -1;
+  private readonly cursors = new Map<string, CursorState>();
+  private readonly views = new Map<string, SpoolCursor>();
   private queue: Promise<unknown> = Promise.resolve();
   private readonly appendListeners = new Set<() => void>();
   private counts = {
@@ -144,7 +198,7 @@ export class Spool {
   };
 
   private constructor(
-    options: SpoolOptions,
+    private readonly options: SpoolOptions,
     /** Stable id of this agent, from `<stateDir>/agent-id`. */
     readonly agentId: string,
   ) {
@@ -160,6 +214,9 @@ export class Spool {
 
   /** Opens (creating) the spool and recovers what a previous run left. */
   static async open(options: SpoolOptions): Promise<Spool> {
+    const names = options.cursors ?? [defaultCursor];
+    if (names.length === 0 || new Set(names).size !== names.length)
+      throw new Error(`spool cursors must be distinct and at least one (got ${names.join(', ')})`);
     const dir = join(options.stateDir, 'spool');
     await mkdir(join(dir, 'rejected'), { recursive: true, mode: 0o700 });
     // A state dir left wider (made by hand, or by an older version) holds the agent's
@@ -169,19 +226,55 @@ export class Spool {
     }
     const agentId = await loadAgentId(options.stateDir, options.log);
     const spool = new Spool(options, agentId);
-    await spool.recover();
+    await spool.recover(names);
     return spool;
+  }
+
+  /** The cursor of destination `name` (one of those the spool was opened with). */
+  cursor(name: string): SpoolCursor {
+    const view = this.views.get(name);
+    if (view === undefined)
+      throw new Error(`no spool cursor "${name}" (known: ${[...this.views.keys()].join(', ')})`);
+    return view;
   }
 
   /** Current counters. */
   stats(): SpoolStats {
+    const cursors: Record<string, SpoolCursorStats> = {};
+    for (const [name, c] of this.cursors) cursors[name] = this.cursorStats(c);
     return {
       batches: this.entries.length - this.head,
       bytes: this.totalBytes,
       nextSeq: this.nextSeq,
       ...this.counts,
       oldestCreatedAtMs: this.entries[this.head]?.createdAtMs,
+      cursors,
     };
+  }
+
+  // The one-destination spool's shortcuts (a spool opened without `cursors`).
+
+  /** The oldest batch the only cursor has not acknowledged. */
+  peek(): Promise<SpooledBatch | undefined> {
+    return this.only().peek();
+  }
+
+  /** The only destination has every batch up to `seq`: they leave the spool. */
+  ack(seq: number): Promise<void> {
+    return this.only().ack(seq);
+  }
+
+  /**
+   * The only destination refused batch `seq` as bad (400/413): it moves to
+   * `spool/rejected/` and is declared as dropped in the next batch.
+   */
+  reject(seq: number, reason: string): Promise<void> {
+    return this.only().reject(seq, reason);
+  }
+
+  /** See {@link SpoolCursor.declareGap}. */
+  declareGap(beforeSeq: number, batches: number): Promise<void> {
+    return this.only().declareGap(beforeSeq, batches);
   }
 
   /** createdAtMs of every batch waiting (the journal's recovery matches on it). */
@@ -207,6 +300,352 @@ export class Spool {
       for (const listener of this.appendListeners) listener();
       return seq;
     });
+  }
+
+  /** Waits for every operation queued so far. */
+  async settle(): Promise<void> {
+    await this.serial(async () => undefined);
+  }
+
+  private only(): SpoolCursor {
+    if (this.views.size !== 1)
+      throw new Error('the spool has several cursors: use spool.cursor(name)');
+    return this.views.values().next().value!;
+  }
+
+  private makeCursor(name: string, acked: number): void {
+    const c: CursorState = { acked, skipped: new Map(), gap: undefined, pinned: undefined };
+    this.cursors.set(name, c);
+    this.views.set(name, {
+      name,
+      peek: () => this.serial(() => this.peekFor(c)),
+      ack: (seq) => this.serial(() => this.ackFor(c, seq)),
+      reject: (seq, reason) => this.serial(() => this.rejectFor(name, c, seq, reason)),
+      declareGap: (beforeSeq, batches) =>
+        this.serial(async () => {
+          c.gap = { beforeSeq, batches };
+        }),
+      stats: () => this.cursorStats(c),
+    });
+  }
+
+  /** Index of the first kept entry with a seq above `seq`. */
+  private firstAfter(seq: number): number {
+    let lo = this.head;
+    let hi = this.entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.entries[mid]!.seq <= seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Index of the first entry cursor `c` still has to deliver. */
+  private nextFor(c: CursorState): number {
+    let i = this.firstAfter(c.acked);
+    while (i < this.entries.length && c.skipped.has(this.entries[i]!.seq)) i++;
+    return i;
+  }
+
+  private cursorStats(c: CursorState): SpoolCursorStats {
+    const i = this.nextFor(c);
+    let batches = this.entries.length - i;
+    for (const s of c.skipped.keys())
+      if (this.entries[i] !== undefined && s > this.entries[i].seq) batches--;
+    return {
+      acked: c.acked,
+      batches: Math.max(0, batches),
+      oldestCreatedAtMs: this.entries[i]?.createdAtMs,
+    };
+  }
+
+  /** What `c` must be told is lost before batch `seq`: every seq between its ack and it. */
+  private declaration(c: CursorState, seq: number): DroppedCount | undefined {
+    let batches = Math.max(0, seq - c.acked - 1);
+    let results = 0;
+    if (batches > 0) {
+      for (const [s, r] of this.losses) if (s > c.acked && s < seq) results += r;
+      for (const [s, r] of c.skipped)
+        if (s > c.acked && s < seq && !this.losses.has(s)) results += r;
+    }
+    if (c.gap !== undefined && c.gap.beforeSeq === seq) batches = c.gap.batches;
+    return batches > 0 ? { batches, results } : undefined;
+  }
+
+  private async peekFor(c: CursorState): Promise<SpooledBatch | undefined> {
+    for (;;) {
+      const e = this.entries[this.nextFor(c)];
+      if (e === undefined) return undefined;
+      let body: Buffer;
+      try {
+        body = await readFile(join(this.dir, e.file));
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        this.log.error({ seq: e.seq, file: e.file }, 'spooled batch vanished; counted as dropped');
+        await this.discard([e]);
+        continue;
+      }
+      const declared = this.declaration(c, e.seq);
+      if (declared !== undefined) {
+        try {
+          const batch = JSON.parse((await gunzipAsync(body)).toString()) as ReportBatch;
+          batch.dropped = { ...declared };
+          body = await gzipAsync(JSON.stringify(batch));
+        } catch (err) {
+          this.log.error({ seq: e.seq, err }, 'spooled batch unreadable; moved to rejected/');
+          await this.copyToRejected(e);
+          await this.discard([e]);
+          continue;
+        }
+      }
+      c.pinned = e.seq;
+      return {
+        seq: e.seq,
+        createdAtMs: e.createdAtMs,
+        results: e.results,
+        body,
+        ...(declared === undefined ? {} : { dropped: declared }),
+      };
+    }
+  }
+
+  private async ackFor(c: CursorState, seq: number): Promise<void> {
+    if (c.pinned !== undefined && c.pinned <= seq) c.pinned = undefined;
+    if (seq <= c.acked) return;
+    c.acked = Math.min(seq, this.nextSeq - 1);
+    if (c.gap !== undefined && c.gap.beforeSeq <= c.acked) c.gap = undefined;
+    for (const s of [...c.skipped.keys()]) if (s <= c.acked) c.skipped.delete(s);
+    await this.saveCursors();
+    await this.release();
+  }
+
+  private async rejectFor(
+    name: string,
+    c: CursorState,
+    seq: number,
+    reason: string,
+  ): Promise<void> {
+    const e = this.entries.slice(this.head).find((x) => x.seq === seq);
+    if (e === undefined || seq <= c.acked) return;
+    this.log.error(
+      { seq, results: e.results, reason, cursor: name, file: join(this.rejectedDir, e.file) },
+      'report batch rejected; kept in rejected/ and declared as dropped to the destination that refused it',
+    );
+    this.counts.rejectedBatches++;
+    await this.copyToRejected(e);
+    c.skipped.set(seq, e.results);
+    if (c.pinned === seq) c.pinned = undefined;
+    await this.release();
+  }
+
+  private saveCursors(): Promise<void> {
+    const acked = new Map<string, number>();
+    for (const [name, c] of this.cursors) acked.set(name, c.acked);
+    return saveCursors(this.dir, acked);
+  }
+
+  /**
+   * Batches every destination is past (acknowledged, or skipped after a refusal) leave the
+   * spool; a skip some destination has not yet declared becomes a loss (kept across a
+   * restart). Losses every destination is past are forgotten.
+   */
+  private async release(): Promise<void> {
+    const all = [...this.cursors.values()];
+    const gone: Entry[] = [];
+    let lossesChanged = false;
+    while (this.head < this.entries.length) {
+      const e = this.entries[this.head]!;
+      if (!all.every((c) => c.acked >= e.seq || c.skipped.has(e.seq))) break;
+      if (all.some((c) => c.acked < e.seq)) {
+        this.losses.set(e.seq, e.results);
+        lossesChanged = true;
+      } else this.counts.acked++;
+      gone.push(e);
+      this.head++;
+    }
+    // Losses every destination is past are forgotten; scanned only when the slowest moved.
+    const slowest = Math.min(...all.map((c) => c.acked));
+    if (slowest > this.forgottenUpTo) {
+      this.forgottenUpTo = slowest;
+      for (const s of [...this.losses.keys()]) {
+        if (s <= slowest) {
+          this.losses.delete(s);
+          lossesChanged = true;
+        }
+      }
+    }
+    if (lossesChanged) await saveLosses(this.dir, this.losses);
+    this.compact();
+    for (const e of gone) {
+      this.totalBytes -= e.bytes;
+      await rm(join(this.dir, e.file), { force: true });
+    }
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private compact(): void {
+    if (this.head > 1024 && this.head * 2 > this.entries.length) {
+      this.entries = this.entries.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  private isPinned(seq: number): boolean {
+    for (const c of this.cursors.values()) if (c.pinned === seq) return true;
+    return false;
+  }
+
+  /**
+   * Removes batches from the index and the disk as lost: each destination still waiting
+   * for them is told in the next batch it gets. The losses are saved first: a crash after
+   * that is completed by recover().
+   */
+  private async discard(gone: readonly Entry[]): Promise<void> {
+    if (gone.length === 0) return;
+    const dropping = new Set(gone.map((e) => e.seq));
+    for (const e of gone) this.losses.set(e.seq, e.results);
+    await saveLosses(this.dir, this.losses);
+    this.entries = this.entries.slice(this.head).filter((e) => !dropping.has(e.seq));
+    this.head = 0;
+    for (const e of gone) {
+      this.totalBytes -= e.bytes;
+      await rm(join(this.dir, e.file), { force: true });
+    }
+    for (const c of this.cursors.values())
+      if (c.pinned !== undefined && dropping.has(c.pinned)) c.pinned = undefined;
+    this.counts.droppedBatches += gone.length;
+    this.counts.droppedResults += gone.reduce((n, e) => n + e.results, 0);
+  }
+
+  private async enforceBounds(): Promise<void> {
+    const oldestKeptMs = this.now() - this.maxAgeMs;
+    const gone: Entry[] = [];
+    let bytes = this.totalBytes;
+    let byAge = 0;
+    let left = this.entries.length - this.head;
+    for (let i = this.head; i < this.entries.length && left > 1; i++) {
+      const e = this.entries[i]!;
+      const old = e.createdAtMs < oldestKeptMs;
+      if (bytes <= this.maxBytes && !old) break;
+      if (this.isPinned(e.seq)) continue;
+      gone.push(e);
+      if (old) byAge++;
+      bytes -= e.bytes;
+      left--;
+    }
+    if (gone.length === 0) return;
+    const results = gone.reduce((n, e) => n + e.results, 0);
+    await this.discard(gone);
+    this.log.warn(
+      {
+        batches: gone.length,
+        results,
+        byAge,
+        firstSeq: gone[0]!.seq,
+        lastSeq: gone[gone.length - 1]!.seq,
+        maxBytes: this.maxBytes,
+        maxAgeMs: this.maxAgeMs,
+        totalDroppedBatches: this.counts.droppedBatches,
+      },
+      'spool full: oldest report batches dropped (declared to the collector in the next batch)',
+    );
+  }
+
+  private async copyToRejected(e: Entry): Promise<void> {
+    try {
+      await copyFile(join(this.dir, e.file), join(this.rejectedDir, e.file));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    const files = (await readdir(this.rejectedDir)).filter((f) => batchFileRe.test(f)).sort();
+    for (const f of files.slice(0, Math.max(0, files.length - this.maxRejected)))
+      await rm(join(this.rejectedDir, f), { force: true });
+  }
+
+  private async recover(names: readonly string[]): Promise<void> {
+    const found: Entry[] = [];
+    for (const name of await readdir(this.dir)) {
+      if (name.endsWith('.tmp')) {
+        // A write torn by a crash: never renamed, so never acknowledged to anyone.
+        this.log.warn({ file: name }, 'removing an unfinished spool file');
+        await rm(join(this.dir, name), { force: true });
+        continue;
+      }
+      const m = batchFileRe.exec(name);
+      if (m === null) continue;
+      const size = (await stat(join(this.dir, name))).size;
+      found.push({
+        seq: Number(m[1]),
+        createdAtMs: Number(m[2]),
+        results: Number(m[3]),
+        bytes: size,
+        file: name,
+      });
+    }
+    found.sort((a, b) => a.seq - b.seq);
+    this.nextSeq = Math.max(1, await this.savedNextSeq(), (found.at(-1)?.seq ?? 0) + 1);
+
+    const foundSeqs = new Set(found.map((e) => e.seq));
+    this.losses = await loadLosses(
+      this.dir,
+      this.log,
+      (before) => foundSeqs.has(before) || before >= this.nextSeq,
+    );
+    // Complete a drop a crash interrupted: the files of lost batches are gone by intent.
+    const kept: Entry[] = [];
+    for (const e of found) {
+      if (this.losses.has(e.seq)) await rm(join(this.dir, e.file), { force: true });
+      else kept.push(e);
+    }
+    this.entries = kept;
+    this.head = 0;
+    this.totalBytes = kept.reduce((n, e) => n + e.bytes, 0);
+
+    // A destination not saved yet (the first start, an added collector, a spool of a
+    // version with one collector) starts at the oldest batch or loss the spool still has.
+    const saved = await loadCursors(this.dir, this.log);
+    const start = Math.min(kept[0]?.seq ?? this.nextSeq, ...this.losses.keys(), this.nextSeq) - 1;
+    for (const name of names)
+      this.makeCursor(name, Math.min(saved.get(name) ?? start, this.nextSeq - 1));
+    await this.saveCursors();
+    await this.release();
+
+    const empty = kept.filter((e) => e.bytes === 0);
+    if (empty.length > 0) {
+      this.log.error({ seqs: empty.map((e) => e.seq) }, 'empty spool files; counted as dropped');
+      await this.discard(empty);
+    }
+    await saveLosses(this.dir, this.losses);
+    await this.enforceBounds();
+    if (kept.length > 0) {
+      this.log.info(
+        {
+          batches: this.entries.length - this.head,
+          bytes: this.totalBytes,
+          firstSeq: this.entries[this.head]?.seq,
+          nextSeq: this.nextSeq,
+          cursors: Object.fromEntries([...this.cursors].map(([n, c]) => [n, c.acked])),
+        },
+        'spooled report batches recovered',
+      );
+    }
+  }
+
+  private async savedNextSeq(): Promise<number> {
+    try {
+      const saved = Number((await readFile(join(this.dir, 'next-seq'), 'utf8')).trim());
+      if (Number.isSafeInteger(saved) && saved >= 1) return saved;
+      this.log.error({ value: saved }, 'spool next-seq unreadable; deriving it from the batches');
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    return 0;
   }
 
   private async store(draft: BatchDraft): Promise<number> {
@@ -240,330 +679,6 @@ export class Spool {
     this.totalBytes += body.length;
     this.counts.appended++;
     return seq;
-  }
-
-  /** The oldest batch not yet acknowledged, or undefined when the spool is empty. */
-  peek(): Promise<SpooledBatch | undefined> {
-    return this.serial(async () => {
-      for (;;) {
-        const e = this.entries[this.head];
-        if (e === undefined) return undefined;
-        let body: Buffer;
-        try {
-          body = await readFile(join(this.dir, e.file));
-        } catch (err) {
-          if (!isNotFound(err)) throw err;
-          this.log.error(
-            { seq: e.seq, file: e.file },
-            'spooled batch vanished; counted as dropped',
-          );
-          await this.discard([e], 'missing');
-          continue;
-        }
-        const declared = this.declarations.get(e.seq);
-        if (declared !== undefined) {
-          try {
-            const batch = JSON.parse((await gunzipAsync(body)).toString()) as ReportBatch;
-            batch.dropped = { ...declared };
-            body = await gzipAsync(JSON.stringify(batch));
-          } catch (err) {
-            this.log.error({ seq: e.seq, err }, 'spooled batch unreadable; moved to rejected/');
-            await this.moveToRejected(e);
-            await this.discard([e], 'unreadable');
-            continue;
-          }
-        }
-        this.pinned = e.seq;
-        return {
-          seq: e.seq,
-          createdAtMs: e.createdAtMs,
-          results: e.results,
-          body,
-          ...(declared === undefined ? {} : { dropped: { ...declared } }),
-        };
-      }
-    });
-  }
-
-  /** The collector has every batch up to `seq`: they leave the spool. */
-  ack(seq: number): Promise<void> {
-    return this.serial(async () => {
-      let changed = false;
-      for (const b of [...this.declarations.keys()]) {
-        if (b <= seq) {
-          this.declarations.delete(b);
-          changed = true;
-        }
-      }
-      if (changed) await this.saveDeclarations();
-      const gone: Entry[] = [];
-      while (this.head < this.entries.length && this.entries[this.head]!.seq <= seq) {
-        gone.push(this.entries[this.head]!);
-        this.head++;
-      }
-      this.compact();
-      for (const e of gone) {
-        this.totalBytes -= e.bytes;
-        await rm(join(this.dir, e.file), { force: true });
-      }
-      this.counts.acked += gone.length;
-      if (this.pinned !== undefined && this.pinned <= seq) this.pinned = undefined;
-    });
-  }
-
-  /**
-   * The collector refused batch `seq` as bad (400/413): it moves to `spool/rejected/` and
-   * is declared as dropped in the next batch, so the sequence goes on without it.
-   */
-  reject(seq: number, reason: string): Promise<void> {
-    return this.serial(async () => {
-      const e = this.entries.slice(this.head).find((x) => x.seq === seq);
-      if (e === undefined) return;
-      this.log.error(
-        { seq, results: e.results, reason, file: join(this.rejectedDir, e.file) },
-        'report batch rejected by the collector; moved aside and declared as dropped',
-      );
-      this.counts.rejectedBatches++;
-      await this.moveToRejected(e);
-      await this.discard([e], 'rejected');
-    });
-  }
-
-  /**
-   * The collector expects an earlier seq than the oldest batch spooled (it lost state, or a
-   * batch was lost): declare in batch `beforeSeq` that `batches` batches before it are gone.
-   * The declared results are those the spool knows it lost (possibly 0).
-   */
-  declareGap(beforeSeq: number, batches: number): Promise<void> {
-    return this.serial(async () => {
-      const d = this.declarations.get(beforeSeq);
-      this.declarations.set(beforeSeq, { batches, results: d?.results ?? 0 });
-      await this.saveDeclarations();
-    });
-  }
-
-  /** Waits for every operation queued so far. */
-  async settle(): Promise<void> {
-    await this.serial(async () => undefined);
-  }
-
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  private compact(): void {
-    if (this.head > 1024 && this.head * 2 > this.entries.length) {
-      this.entries = this.entries.slice(this.head);
-      this.head = 0;
-    }
-  }
-
-  /** The seq that follows `seq` among batches kept (or the next to be appended). */
-  private nextKept(seq: number, dropping: ReadonlySet<number>): number {
-    for (let i = this.head; i < this.entries.length; i++) {
-      const s = this.entries[i]!.seq;
-      if (s > seq && !dropping.has(s)) return s;
-    }
-    return this.nextSeq;
-  }
-
-  /**
-   * Removes batches from the index and the disk, declaring them in the batch after each
-   * (moving any declaration they carried along). Declarations are saved first: a crash
-   * after that is completed by recover().
-   */
-  private async discard(gone: readonly Entry[], reason: string): Promise<void> {
-    if (gone.length === 0) return;
-    const dropping = new Set(gone.map((e) => e.seq));
-    for (const e of [...gone].sort((a, b) => a.seq - b.seq)) {
-      const into = this.nextKept(e.seq, dropping);
-      const carried = this.declarations.get(e.seq);
-      this.declarations.delete(e.seq);
-      const d = this.declarations.get(into) ?? { batches: 0, results: 0 };
-      d.batches += 1 + (carried?.batches ?? 0);
-      d.results += e.results + (carried?.results ?? 0);
-      this.declarations.set(into, d);
-    }
-    await this.saveDeclarations();
-    const kept = this.entries.slice(this.head).filter((e) => !dropping.has(e.seq));
-    this.entries = kept;
-    this.head = 0;
-    for (const e of gone) {
-      this.totalBytes -= e.bytes;
-      await rm(join(this.dir, e.file), { force: true });
-    }
-    if (this.pinned !== undefined && dropping.has(this.pinned)) this.pinned = undefined;
-    if (reason !== 'rejected') {
-      const results = gone.reduce((n, e) => n + e.results, 0);
-      this.counts.droppedBatches += gone.length;
-      this.counts.droppedResults += results;
-    }
-  }
-
-  private async enforceBounds(): Promise<void> {
-    const oldestKeptMs = this.now() - this.maxAgeMs;
-    const gone: Entry[] = [];
-    let bytes = this.totalBytes;
-    let byAge = 0;
-    let left = this.entries.length - this.head;
-    for (let i = this.head; i < this.entries.length && left > 1; i++) {
-      const e = this.entries[i]!;
-      const old = e.createdAtMs < oldestKeptMs;
-      if (bytes <= this.maxBytes && !old) break;
-      if (e.seq === this.pinned) continue;
-      gone.push(e);
-      if (old) byAge++;
-      bytes -= e.bytes;
-      left--;
-    }
-    if (gone.length === 0) return;
-    const results = gone.reduce((n, e) => n + e.results, 0);
-    await this.discard(gone, 'bound');
-    this.log.warn(
-      {
-        batches: gone.length,
-        results,
-        byAge,
-        firstSeq: gone[0]!.seq,
-        lastSeq: gone[gone.length - 1]!.seq,
-        maxBytes: this.maxBytes,
-        maxAgeMs: this.maxAgeMs,
-        totalDroppedBatches: this.counts.droppedBatches,
-      },
-      'spool full: oldest report batches dropped (declared to the collector in the next batch)',
-    );
-  }
-
-  private async moveToRejected(e: Entry): Promise<void> {
-    try {
-      await rename(join(this.dir, e.file), join(this.rejectedDir, e.file));
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    const files = (await readdir(this.rejectedDir)).filter((f) => batchFileRe.test(f)).sort();
-    for (const f of files.slice(0, Math.max(0, files.length - this.maxRejected)))
-      await rm(join(this.rejectedDir, f), { force: true });
-  }
-
-  private async saveDeclarations(): Promise<void> {
-    const path = join(this.dir, 'dropped.json');
-    if (this.declarations.size === 0) {
-      await rm(path, { force: true });
-      return;
-    }
-    const list = [...this.declarations]
-      .sort((a, b) => a[0] - b[0])
-      .map(([beforeSeq, d]) => ({ beforeSeq, ...d }));
-    await writeFileAtomic(path, JSON.stringify(list));
-  }
-
-  private async recover(): Promise<void> {
-    const names = await readdir(this.dir);
-    const found: Entry[] = [];
-    for (const name of names) {
-      if (name.endsWith('.tmp')) {
-        // A write torn by a crash: never renamed, so never acknowledged to anyone.
-        this.log.warn({ file: name }, 'removing an unfinished spool file');
-        await rm(join(this.dir, name), { force: true });
-        continue;
-      }
-      const m = batchFileRe.exec(name);
-      if (m === null) continue;
-      const size = (await stat(join(this.dir, name))).size;
-      found.push({
-        seq: Number(m[1]),
-        createdAtMs: Number(m[2]),
-        results: Number(m[3]),
-        bytes: size,
-        file: name,
-      });
-    }
-    found.sort((a, b) => a.seq - b.seq);
-
-    let savedNext = 0;
-    try {
-      savedNext = Number((await readFile(join(this.dir, 'next-seq'), 'utf8')).trim());
-      if (!Number.isSafeInteger(savedNext) || savedNext < 1) {
-        this.log.error(
-          { value: savedNext },
-          'spool next-seq unreadable; deriving it from the batches',
-        );
-        savedNext = 0;
-      }
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    this.nextSeq = Math.max(1, savedNext, (found[found.length - 1]?.seq ?? 0) + 1);
-
-    this.declarations = await this.loadDeclarations();
-    // Complete a drop a crash interrupted: the files a declaration covers are gone by intent.
-    const covered = new Set<number>();
-    for (const [before, d] of this.declarations)
-      for (let s = before - d.batches; s < before; s++) covered.add(s);
-    const kept: Entry[] = [];
-    for (const e of found) {
-      if (covered.has(e.seq)) await rm(join(this.dir, e.file), { force: true });
-      else kept.push(e);
-    }
-    const keptSeqs = new Set(kept.map((e) => e.seq));
-    for (const before of [...this.declarations.keys()]) {
-      if (!keptSeqs.has(before) && before !== this.nextSeq && before < this.nextSeq) {
-        // Its batch was acknowledged before the declaration could be cleared.
-        this.declarations.delete(before);
-      }
-    }
-
-    this.entries = kept;
-    this.head = 0;
-    this.totalBytes = kept.reduce((n, e) => n + e.bytes, 0);
-    const empty = kept.filter((e) => e.bytes === 0);
-    if (empty.length > 0) {
-      this.log.error({ seqs: empty.map((e) => e.seq) }, 'empty spool files; counted as dropped');
-      await this.discard(empty, 'unreadable');
-    }
-    await this.saveDeclarations();
-    await this.enforceBounds();
-    if (kept.length > 0) {
-      this.log.info(
-        {
-          batches: this.entries.length,
-          bytes: this.totalBytes,
-          firstSeq: this.entries[0]?.seq,
-          nextSeq: this.nextSeq,
-        },
-        'spooled report batches recovered',
-      );
-    }
-  }
-
-  private async loadDeclarations(): Promise<Declarations> {
-    const out: Declarations = new Map();
-    let text: string;
-    try {
-      text = await readFile(join(this.dir, 'dropped.json'), 'utf8');
-    } catch (err) {
-      if (isNotFound(err)) return out;
-      throw err;
-    }
-    try {
-      const list = JSON.parse(text) as unknown;
-      if (!Array.isArray(list)) throw new Error('not a list');
-      for (const item of list as Array<Record<string, unknown>>) {
-        const { beforeSeq, batches, results } = item;
-        if (
-          Number.isSafeInteger(beforeSeq) &&
-          Number.isSafeInteger(batches) &&
-          Number.isSafeInteger(results) &&
-          (batches as number) > 0
-        )
-          out.set(beforeSeq as number, { batches: batches as number, results: results as number });
-      }
-    } catch (err) {
-      this.log.error({ err }, 'spool dropped.json unreadable; earlier drops will not be declared');
-    }
-    return out;
   }
 }
 

@@ -432,6 +432,44 @@ describe('Prometheus exposition', () => {
     for (const line of want) expect(text).toContain(line);
   });
 
+  it('with several collectors, the delivery series are one per collector (label collector)', async () => {
+    const t = new AgentTelemetry({ agentName: 'app-1', agentLabels: {}, serviceVersion: '0' });
+    const one = { rejected: 0, implausibleAcks: 0, seqRefusals: 0, enrolState: 'enrolled' };
+    t.observeDelivery(() => ({
+      spoolBatches: 7,
+      spoolBytes: 100,
+      lagSeconds: 30,
+      acceptedSeq: 50,
+      rejected: 0,
+      dropped: 0,
+      implausibleAcks: 0,
+      seqRefusals: 0,
+      enrolState: 'enrolled',
+      collectors: [
+        { ...one, collector: 'http://c-a:7070', lagSeconds: 0, acceptedSeq: 50 },
+        {
+          ...one,
+          collector: 'http://c-b:7070',
+          lagSeconds: 30,
+          acceptedSeq: 43,
+          enrolState: 'saved',
+        },
+      ],
+    }));
+    const text = await t.renderPrometheus();
+    await t.shutdown();
+    for (const line of [
+      'faultline_agent_spool_batches{agent="app-1"} 7',
+      'faultline_agent_delivery_lag_seconds{agent="app-1",collector="http://c-a:7070"} 0',
+      'faultline_agent_delivery_lag_seconds{agent="app-1",collector="http://c-b:7070"} 30',
+      'faultline_agent_reports_acked_seq{agent="app-1",collector="http://c-a:7070"} 50',
+      'faultline_agent_reports_acked_seq{agent="app-1",collector="http://c-b:7070"} 43',
+      'faultline_agent_enrol_state{agent="app-1",collector="http://c-b:7070",state="saved"} 1',
+    ])
+      expect(text).toContain(line);
+    expect(text).not.toContain('faultline_agent_reports_acked_seq{agent="app-1"} ');
+  });
+
   it('a class change moves the state series: the old class disappears, the results counter keeps both', async () => {
     const t = telemetry();
     t.recordResult(dbTimeout, db);

@@ -8,6 +8,7 @@ import { createLogger, type Logger } from '../lib/logger.js';
 import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
 import type { ProbeInstance } from '../agent/telemetry/index.js';
+import type { CollectorEndpoint } from '../agent/collector-link.js';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { parseLabelText } from '../lib/labels.js';
 import { exitCodes } from './exit-codes.js';
@@ -15,7 +16,7 @@ import { exitCodes } from './exit-codes.js';
 interface AgentArgs {
   config?: string;
   'check-config': boolean;
-  collector?: string;
+  collector?: string[];
   token?: string;
   'token-file'?: string;
   'ca-file'?: string;
@@ -63,24 +64,33 @@ export function isLoopbackHost(host: string): boolean {
   return h === '::1' || h === '0:0:0:0:0:0:0:1';
 }
 
-/** Everything the managed agent needs, from flags or from `collector:` of a config file. */
-interface CollectorSettings {
-  /** Where each setting came from, for messages: `--ca-file` or `collector.caFile`. */
-  readonly names: {
-    url: string;
-    token: string;
-    tokenFile: string;
-    caFile: string;
-    requireTls: string;
-    allowTargets: string;
-  };
+/** Where each setting of one collector came from, for messages: `--ca-file` or `collectors[1].caFile`. */
+interface SettingNames {
+  url: string;
+  token: string;
+  tokenFile: string;
+  caFile: string;
+  requireTls: string;
+}
+
+/** One collector as configured (flags or config file). */
+interface EndpointSettings {
+  readonly names: SettingNames;
   readonly url: string;
   readonly token?: string;
-  /** The token was given on the command line (visible in ps). */
-  readonly tokenOnCommandLine: boolean;
   readonly tokenFile?: string;
   readonly caFile?: string;
   readonly requireTls: boolean;
+}
+
+/** Everything the managed agent needs, from flags or from `collector(s):` of a config file. */
+interface CollectorSettings {
+  /** The collectors (one or several), each with its own URL, token and CA. */
+  readonly endpoints: readonly EndpointSettings[];
+  /** Where the plan policy's allow-list came from, for messages. */
+  readonly allowTargetsName: string;
+  /** The token was given on the command line (visible in ps). */
+  readonly tokenOnCommandLine: boolean;
   readonly stateDir: string;
   readonly name: string;
   readonly labels: Record<string, string>;
@@ -116,11 +126,8 @@ function readCaFile(path: string, what: string): string {
   return text;
 }
 
-/**
- * Checks the collector settings (URL, TLS, credentials, plan policy), warns about what
- * exposes the token, and starts the managed agent until SIGTERM/SIGINT.
- */
-async function runWithCollector(c: CollectorSettings): Promise<void> {
+/** Checks one collector's URL, TLS and token; returns how to reach it. */
+function checkEndpoint(c: EndpointSettings): CollectorEndpoint & { cleartext: boolean } {
   let parsed: URL;
   try {
     parsed = new URL(c.url);
@@ -155,9 +162,32 @@ async function runWithCollector(c: CollectorSettings): Promise<void> {
     );
   }
   const ca = c.caFile === undefined ? undefined : readCaFile(c.caFile, c.names.caFile);
+  return {
+    url: parsed.href.replace(/\/$/, ''),
+    token,
+    ...(ca === undefined ? {} : { ca }),
+    cleartext,
+  };
+}
+
+/**
+ * Checks the collector settings (URLs, TLS, credentials, plan policy), warns about what
+ * exposes a token, and starts the managed agent until SIGTERM/SIGINT.
+ */
+async function runWithCollector(c: CollectorSettings): Promise<void> {
+  const endpoints = c.endpoints.map(checkEndpoint);
+  const seen = new Map<string, number>();
+  endpoints.forEach((e, i) => {
+    const before = seen.get(e.url);
+    if (before !== undefined)
+      throw usage(
+        `${c.endpoints[i]!.names.url}: ${e.url} is given twice (give each collector once)`,
+      );
+    seen.set(e.url, i);
+  });
   if (c.policy.allowTargets !== undefined) {
     try {
-      compileAllowList(c.policy.allowTargets, c.names.allowTargets);
+      compileAllowList(c.policy.allowTargets, c.allowTargetsName);
     } catch (err) {
       throw usage((err as Error).message);
     }
@@ -169,16 +199,15 @@ async function runWithCollector(c: CollectorSettings): Promise<void> {
       'the token on the command line is visible to every user of this host (ps); prefer --token-file FILE or FAULTLINE_TOKEN',
     );
   }
-  if (cleartext) {
+  endpoints.forEach((e, i) => {
+    if (!e.cleartext) return;
     log.warn(
-      { collector: parsed.origin },
-      `the collector is plain http on another host: the token and every report cross the network in clear; use https:// (${c.names.requireTls} refuses this)`,
+      { collector: new URL(e.url).origin },
+      `the collector is plain http on another host: the token and every report cross the network in clear; use https:// (${c.endpoints[i]!.names.requireTls} refuses this)`,
     );
-  }
+  });
   const managed = await startManagedAgent({
-    url: parsed.href.replace(/\/$/, ''),
-    token,
-    ...(ca === undefined ? {} : { ca }),
+    collectors: endpoints.map(({ cleartext: _, ...e }) => e),
     policy: c.policy,
     name: c.name,
     labels: c.labels,
@@ -195,28 +224,39 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
   const config = loadAgentConfig(file);
   if (args['check-config']) {
     const metrics = config.metrics.listen === false ? 'off' : config.metrics.listen;
+    const n = config.collectors?.length ?? 0;
+    const source =
+      n === 0
+        ? `${config.targets.length} targets`
+        : `plan from ${n === 1 ? 'its collector' : `the newest of ${n} collectors`}, reporting to ${config.collectors!.map((c) => c.url).join(' and ')}`;
     process.stdout.write(
-      `${file}: valid — agent ${config.agent.name}, ${config.targets.length} targets, metrics ${metrics}\n`,
+      `${file}: valid — agent ${config.agent.name}, ${source}, metrics ${metrics}\n`,
     );
     return;
   }
-  if (config.collector !== undefined) {
+  if (config.collectors !== undefined && config.collector !== undefined) {
     const c = config.collector;
+    const list = config.collectors;
+    // The path each setting came from: `collector.url`, or `collectors[1].url`.
+    const at = (i: number): string =>
+      config.collectorsKey === 'collector' ? 'collector' : `collectors[${i}]`;
     await runWithCollector({
-      names: {
-        url: 'collector.url',
-        token: 'collector.token',
-        tokenFile: 'collector.tokenFile',
-        caFile: 'collector.caFile',
-        requireTls: 'collector.requireTls',
-        allowTargets: 'collector.plan.allowTargets',
-      },
-      url: c.url,
-      ...(c.token === undefined ? {} : { token: c.token }),
+      endpoints: list.map((e, i) => ({
+        names: {
+          url: `${at(i)}.url`,
+          token: `${at(i)}.token`,
+          tokenFile: `${at(i)}.tokenFile`,
+          caFile: `${at(i)}.caFile`,
+          requireTls: `${at(i)}.requireTls`,
+        },
+        url: e.url,
+        ...(e.token === undefined ? {} : { token: e.token }),
+        ...(e.tokenFile === undefined ? {} : { tokenFile: e.tokenFile }),
+        ...(e.caFile === undefined ? {} : { caFile: e.caFile }),
+        requireTls: e.requireTls,
+      })),
+      allowTargetsName: `${at(0)}.plan.allowTargets`,
       tokenOnCommandLine: false,
-      ...(c.tokenFile === undefined ? {} : { tokenFile: c.tokenFile }),
-      ...(c.caFile === undefined ? {} : { caFile: c.caFile }),
-      requireTls: c.requireTls,
       stateDir: c.stateDir,
       name: config.agent.name,
       labels: { ...config.agent.labels },
@@ -257,7 +297,7 @@ function splitList(text: string): string[] {
     .filter((x) => x !== '');
 }
 
-async function runManaged(args: AgentArgs, url: string): Promise<void> {
+async function runManaged(args: AgentArgs, urls: readonly string[]): Promise<void> {
   const name = args.name ?? hostname();
   if (!/^[A-Za-z0-9._:-]{1,128}$/.test(name)) {
     throw usage(
@@ -286,20 +326,22 @@ async function runManaged(args: AgentArgs, url: string): Promise<void> {
     args['allow-targets'] === undefined ? undefined : splitList(args['allow-targets']);
   const labels = parseLabelFlag(args.labels);
   await runWithCollector({
-    names: {
-      url: '--collector',
-      token: '--token',
-      tokenFile: '--token-file',
-      caFile: '--ca-file',
-      requireTls: '--require-tls',
-      allowTargets: '--allow-targets',
-    },
-    url,
-    ...(args.token === undefined ? {} : { token: args.token }),
+    endpoints: urls.map((url) => ({
+      names: {
+        url: urls.length === 1 ? '--collector' : `--collector ${url}`,
+        token: '--token',
+        tokenFile: '--token-file',
+        caFile: '--ca-file',
+        requireTls: '--require-tls',
+      },
+      url,
+      ...(args.token === undefined ? {} : { token: args.token }),
+      ...(args['token-file'] === undefined ? {} : { tokenFile: args['token-file'] }),
+      ...(args['ca-file'] === undefined ? {} : { caFile: args['ca-file'] }),
+      requireTls: args['require-tls'],
+    })),
+    allowTargetsName: '--allow-targets',
     tokenOnCommandLine: args.token !== undefined,
-    ...(args['token-file'] === undefined ? {} : { tokenFile: args['token-file'] }),
-    ...(args['ca-file'] === undefined ? {} : { caFile: args['ca-file'] }),
-    requireTls: args['require-tls'],
     stateDir,
     name,
     labels,
@@ -333,7 +375,9 @@ export function agentCommand(setExit: (code: number) => void): CommandModule<obj
         })
         .option('collector', {
           type: 'string',
-          describe: 'Collector URL: take the plan from it and report to it',
+          array: true,
+          describe:
+            'Collector URL: take the plan from it and report to it; repeat it to report to every one of several (HA: two in two failure domains)',
         })
         .option('token', {
           type: 'string',
@@ -392,6 +436,7 @@ export function agentCommand(setExit: (code: number) => void): CommandModule<obj
           if ((a.config === undefined) === (a.collector === undefined)) {
             throw usage('give either --config FILE or --collector URL (one of them)');
           }
+          if (a.collector?.length === 0) throw usage('--collector: expected a URL after it');
           return true;
         })
         .epilog(
@@ -401,7 +446,7 @@ export function agentCommand(setExit: (code: number) => void): CommandModule<obj
         ),
     handler: async (args) => {
       if (args.config !== undefined) await runConfigured(args, args.config);
-      else await runManaged(args, args.collector ?? '');
+      else await runManaged(args, args.collector ?? []);
       setExit(exitCodes.ok);
     },
   };

@@ -48,6 +48,13 @@ export interface AlertContext {
    * one waits (`alerts.lateHoldMax`). Absent: none is.
    */
   readonly lateHosts?: () => ReadonlySet<string>;
+  /**
+   * This collector's name (its inventory host, else the machine's host name): the
+   * `collector` label of its own {@link collectorCutOffAlert}, so that two collectors cut
+   * off are two alerts. No other alert carries it: two collectors diagnosing the same fault
+   * send the same labels, and Alertmanager shows one alert.
+   */
+  readonly collector?: string;
 }
 
 /** The alert of a hypothesis whose cut-off part is the collector's own side. */
@@ -158,6 +165,7 @@ export function buildAlert(
   const labels: Record<string, string> = { ...config.labels };
   // The collector's own cut pages as what it is — "I am cut off" — never as the far side.
   labels.alertname = h.collectorCutOff === true ? collectorCutOffAlert : alertName(h.kind);
+  if (h.collectorCutOff === true && ctx.collector !== undefined) labels.collector = ctx.collector;
   labels.kind = h.kind;
   if (h.components.length > 0) labels.component = [...h.components].sort().join(',');
   if (h.cutLabel !== undefined) {

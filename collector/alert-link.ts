@@ -36,6 +36,8 @@ export function findAlertIncident(
   fingerprint: string,
   source: IncidentSource,
   config: Pick<AlertsConfig, 'labels' | 'externalUrl' | 'runbookUrl'>,
+  /** This collector's name (see AlertContext.collector). */
+  collector?: string,
 ): AlertLink | undefined {
   const seen = new Set<string>();
   for (const incident of source.incidents(maxIncidentsSearched)) {
@@ -44,7 +46,8 @@ export function findAlertIncident(
       if (d === undefined || !Array.isArray(d.hypotheses)) continue;
       for (const h of d.hypotheses) {
         // Severity aside, the labels do not depend on the context: none is needed.
-        const { labels } = buildAlert(h, d, { roles: {}, totalPaths: 0 }, config);
+        const ctx = { roles: {}, totalPaths: 0, ...(collector === undefined ? {} : { collector }) };
+        const { labels } = buildAlert(h, d, ctx, config);
         const key = JSON.stringify(labels);
         if (seen.has(key)) continue;
         seen.add(key);

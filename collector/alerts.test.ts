@@ -150,6 +150,35 @@ describe('labels', () => {
     });
   });
 
+  it('two collectors (HA): the same labels for the same fault; each its own cut-off alert, named', async () => {
+    const a = setup({ holdForMs: 0, labels: { cluster: 'prod' } }).engine;
+    const b = setup({ holdForMs: 0, labels: { cluster: 'prod' } }).engine;
+    a.update(faulty, 5_000, { ...ctx, collector: 'ctl-a' });
+    b.update(faulty, 5_000, { ...ctx, collector: 'ctl-b' });
+    // The real cause: one alert in Alertmanager (same labels, same fingerprint).
+    expect(a.alerts()[0]?.labels).toEqual(b.alerts()[0]?.labels);
+    expect(a.alerts()[0]?.labels.collector).toBeUndefined();
+    expect(a.alerts()[0]?.fingerprint).toBe(b.alerts()[0]?.fingerprint);
+    // Both cut off (say on one switch): two alerts, each naming its collector.
+    const cut = hypothesis({
+      components: ['ctl-1'],
+      groups: [],
+      cutLabel: undefined,
+      collectorCutOff: true,
+      evidence: { counts: { icmp_timeout: 2 }, examples: [] },
+    });
+    const cutA = setup({ holdForMs: 0 }).engine;
+    const cutB = setup({ holdForMs: 0 }).engine;
+    cutA.update(diagnosis(cut), 5_000, { ...ctx, collector: 'ctl-a' });
+    cutB.update(diagnosis(cut), 5_000, { ...ctx, collector: 'ctl-b' });
+    expect(cutA.alerts()[0]?.labels).toMatchObject({
+      alertname: 'FaultlineCollectorCutOff',
+      collector: 'ctl-a',
+    });
+    expect(cutB.alerts()[0]?.labels.collector).toBe('ctl-b');
+    expect(cutA.alerts()[0]?.fingerprint).not.toBe(cutB.alerts()[0]?.fingerprint);
+  });
+
   const severityCases: { what: string; h: Partial<Hypothesis>; severity: string }[] = [
     { what: 'a database among the components', h: {}, severity: 'critical' },
     { what: 'an api host, few paths', h: { components: ['app-1'] }, severity: 'warning' },

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../lib/logger.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
@@ -86,6 +87,8 @@ export class Collector implements CollectorCore {
   private readonly localiser: LocaliseDriver;
   /** Where the collector stands in the topology (its host, local agents, labels). */
   readonly observer: Observer;
+  /** Its name in its own cut-off alert: its inventory host, else the machine's host name. */
+  private readonly collectorName: string;
   private readonly localiserOptions: LocaliserOptions;
   /** Whether a fault is still arriving, per host (collector/settle.ts). */
   private readonly settler: Settler;
@@ -143,6 +146,7 @@ export class Collector implements CollectorCore {
       ...(options.addresses === undefined ? {} : { addresses: options.addresses }),
     });
     this.observer = { ...observer, upSinceMs: Date.now() };
+    this.collectorName = observer.host ?? hostname();
     this.localiserOptions = {
       inventory,
       observer: this.observer,
@@ -234,6 +238,7 @@ export class Collector implements CollectorCore {
         for (const [agent, host] of this.agentHosts) if (this.matrix.isLate(agent)) late.add(host);
         return late;
       },
+      collector: this.collectorName,
       incidentOf: () => {
         const i = this.incidentTracker.current();
         return i === undefined
@@ -464,6 +469,7 @@ export class Collector implements CollectorCore {
             incidentEvents: (id) => this.store.incidentEvents(id),
           },
           this.config.alerts,
+          this.collectorName,
         ),
       pathHistory: (agent, target, limit) => this.store.pathTransitions(agent, target, limit),
       pathResults: (agent, target, limit) => this.store.pathResults(agent, target, limit),

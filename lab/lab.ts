@@ -9,6 +9,7 @@ import {
   guardManagementLink,
   mgmtCollectorHost,
   mgmtRootHost,
+  mgmtSecondCollectorHost,
   nftIn,
   uplinkKey,
   type LabNetwork,
@@ -70,6 +71,10 @@ export class Lab {
   collectorUrl = '';
   /** The collector's base URL for the agents: across the lab's switches. */
   agentCollectorUrl = '';
+  /** With `secondCollectorHost`: the second collector's URL for the test process (its management link). */
+  secondCollectorUrl = '';
+  /** With `secondCollectorHost`: the second collector's URL for the agents. */
+  secondAgentCollectorUrl = '';
   readonly token = randomBytes(16).toString('hex');
   /** The viewer token of the lab's collector: the read endpoints (get, fetchApi) send it. */
   readonly viewerToken = randomBytes(16).toString('hex');
@@ -83,6 +88,8 @@ export class Lab {
    */
   readonly managementAddress: string;
   readonly collectorConfigFile: string;
+  /** The second collector's config (with `secondCollectorHost`). */
+  readonly secondCollectorConfigFile: string;
   private readonly network: LabNetwork = {
     bridges: new Map(),
     uplinkIfs: new Map(),
@@ -97,6 +104,7 @@ export class Lab {
     renice: (pids) => this.renice(pids),
   });
   private collectorProc: LabProcess | undefined;
+  private secondCollectorProc: LabProcess | undefined;
   private collectorPort = 0;
   /** The collector's port: known from the moment `extraCollectorYaml` is called. */
   get apiPort(): number {
@@ -127,6 +135,7 @@ export class Lab {
     this.managementAddress =
       spec.collectorHost === undefined ? this.gateway : space.address(mgmtRootHost);
     this.collectorConfigFile = join(this.dir, 'collector.yaml');
+    this.secondCollectorConfigFile = join(this.dir, 'collector-2.yaml');
   }
 
   /** The run's name prefix (namespaces `<prefix>-<host>`, links `<prefix>…`). */
@@ -172,6 +181,12 @@ export class Lab {
   /** The host the collector runs on (`collectorHost`), if it runs on one. */
   get collectorHost(): LabHost | undefined {
     return this.spec.collectorHost === undefined ? undefined : this.host(this.spec.collectorHost);
+  }
+
+  /** The host of the second collector (`secondCollectorHost`), if there is one. */
+  get secondCollectorHost(): LabHost | undefined {
+    const name = this.spec.secondCollectorHost;
+    return name === undefined ? undefined : this.host(name);
   }
 
   /** The bridge interface of a switch. */
@@ -248,12 +263,16 @@ export class Lab {
     return this.servers.redisOf(host);
   }
 
-  /** The collector YAML of this lab: timing from the options, inventory from the topology. */
-  collectorYaml(port: number): string {
+  /**
+   * The collector YAML of this lab: timing from the options, inventory from the topology
+   * (`second`: the second collector's, on its host with its own store).
+   */
+  collectorYaml(port: number, second = false): string {
     const o = this.opts;
+    const host = second ? this.secondCollectorHost : this.collectorHost;
     const lines = [
-      `listen: ${this.collectorHost?.ip ?? this.gateway}:${port}`,
-      `dataDir: ${join(this.dir, 'data')}`,
+      `listen: ${host?.ip ?? this.gateway}:${port}`,
+      `dataDir: ${join(this.dir, second ? 'data-2' : 'data')}`,
       'tokens:',
       `  - { name: lab, token: ${this.token} }`,
       'viewers:',
@@ -290,6 +309,23 @@ export class Lab {
       this.agentCollectorUrl = `http://${ctl.ip}:${this.collectorPort}`;
     }
     await this.restartCollector();
+    const second = this.secondCollectorHost;
+    if (second !== undefined) {
+      // The same port on another host: the same config but for where it stands and stores.
+      writeFileSync(
+        this.secondCollectorConfigFile,
+        this.collectorYaml(this.collectorPort, true) + (extra === '' ? '' : `${extra.trimEnd()}\n`),
+      );
+      await guardManagementLink(second, this.collectorPort, this.space, mgmtSecondCollectorHost);
+      this.secondCollectorUrl = `http://${this.space.address(mgmtSecondCollectorHost)}:${this.collectorPort}`;
+      this.secondAgentCollectorUrl = `http://${second.ip}:${this.collectorPort}`;
+      this.secondCollectorProc = await this.spawnCollector(
+        second,
+        this.secondCollectorConfigFile,
+        this.secondCollectorUrl,
+        'collector 2',
+      );
+    }
   }
 
   /**
@@ -299,37 +335,50 @@ export class Lab {
    * moves, not how fast it runs.
    */
   async restartCollector(): Promise<void> {
-    const ctl = this.collectorHost;
-    const argv = dying(process.execPath, [
-      this.opts.cliPath,
-      'collector',
-      '--config',
+    this.collectorProc = await this.spawnCollector(
+      this.collectorHost,
       this.collectorConfigFile,
-    ]);
+      this.collectorUrl,
+      'collector',
+    );
+  }
+
+  private async spawnCollector(
+    ctl: LabHost | undefined,
+    configFile: string,
+    url: string,
+    name: string,
+  ): Promise<LabProcess> {
+    const argv = dying(process.execPath, [this.opts.cliPath, 'collector', '--config', configFile]);
     const [cmd, ...args] = ctl === undefined ? argv : ['ip', 'netns', 'exec', ctl.ns, ...argv];
     const child = spawn(cmd!, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, FAULTLINE_LOG_LEVEL: this.opts.logLevel },
     });
-    const proc = new LabProcess('collector', child);
-    this.collectorProc = proc;
+    const proc = new LabProcess(name, child);
     this.procs.add(proc);
     void proc.exited.then(() => this.procs.delete(proc));
     await pollUntil(
-      'the lab collector answering /healthz',
+      `the lab ${name} answering /healthz`,
       async () => {
-        if (!proc.running) throw new Error(`collector exited: ${proc.log().slice(-2000)}`);
-        const res = await fetch(`${this.collectorUrl}/healthz`, {
+        if (!proc.running) throw new Error(`${name} exited: ${proc.log().slice(-2000)}`);
+        const res = await fetch(`${url}/healthz`, {
           signal: AbortSignal.timeout(1000),
         });
         return res.status === 200;
       },
       { timeoutMs: 20_000, intervalMs: 50 },
     );
+    return proc;
   }
 
   get collector(): LabProcess | undefined {
     return this.collectorProc;
+  }
+
+  /** The second collector's process (`secondCollectorHost`). */
+  get secondCollector(): LabProcess | undefined {
+    return this.secondCollectorProc;
   }
 
   /** Starts the agent of a host (again: same name and state dir, so its spool carries over). */
@@ -348,6 +397,9 @@ export class Lab {
         'agent',
         '--collector',
         this.agentCollectorUrl,
+        ...(this.secondAgentCollectorUrl === ''
+          ? []
+          : ['--collector', this.secondAgentCollectorUrl]),
         '--token',
         this.token,
         '--name',
@@ -371,17 +423,17 @@ export class Lab {
     return a;
   }
 
-  /** GET `path` of the collector's API with the lab's viewer token. */
-  fetchApi(path: string): Promise<Response> {
-    return fetch(`${this.collectorUrl}${path}`, {
+  /** GET `path` of the collector's API (or of the one at `base`) with the lab's viewer token. */
+  fetchApi(path: string, base = this.collectorUrl): Promise<Response> {
+    return fetch(`${base}${path}`, {
       headers: { authorization: `Bearer ${this.viewerToken}` },
       signal: AbortSignal.timeout(3000),
     });
   }
 
-  /** GET a JSON document of the collector's API, as a viewer. */
-  async get<T>(path: string): Promise<T> {
-    const res = await this.fetchApi(path);
+  /** GET a JSON document of the collector's API (or of the one at `base`), as a viewer. */
+  async get<T>(path: string, base = this.collectorUrl): Promise<T> {
+    const res = await this.fetchApi(path, base);
     if (res.status !== 200) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
     return (await res.json()) as T;
   }
@@ -446,6 +498,7 @@ export class Lab {
   private async doDown(): Promise<void> {
     await Promise.allSettled([...this.agents.values()].map((a) => a.kill()));
     await this.collectorProc?.kill();
+    await this.secondCollectorProc?.kill();
     await this.servers.stop();
     await Promise.allSettled([...this.procs].map((p) => p.kill()));
     for (const h of this.network.hosts.values()) {

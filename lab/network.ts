@@ -14,6 +14,8 @@ export const mgmtIfname = 'mgmt0';
 /** Host numbers of the management link's two ends in the lab's /24 (hosts take .10–.249). */
 export const mgmtRootHost = 253;
 export const mgmtCollectorHost = 254;
+/** The second collector host's end of its own management link (the root end is shared). */
+export const mgmtSecondCollectorHost = 252;
 
 /** What {@link buildNetwork} made: the interface names the lab's moving parts act on. */
 export interface LabNetwork {
@@ -90,7 +92,10 @@ export async function buildNetwork(
     await plugHost(host, `${p}t${n}`, bridge(hostSpec.switch));
   }
   const ctl = spec.collectorHost === undefined ? undefined : into.hosts.get(spec.collectorHost);
-  if (ctl !== undefined) await buildManagementLink(ctl, space);
+  if (ctl !== undefined) await buildManagementLink(ctl, space, '', mgmtCollectorHost);
+  const second =
+    spec.secondCollectorHost === undefined ? undefined : into.hosts.get(spec.secondCollectorHost);
+  if (second !== undefined) await buildManagementLink(second, space, '2', mgmtSecondCollectorHost);
 }
 
 /** A host's namespace, its veth (`tmpIf` until moved in and renamed) plugged into `bridge`. */
@@ -114,11 +119,18 @@ async function plugHost(host: LabHost, tmpIf: string, bridge: string): Promise<v
  * host, a connection to its end on the collector's port is forwarded to the collector on
  * the host's lab address, and nothing else is accepted from the link.
  */
-async function buildManagementLink(host: LabHost, space: AddressSpace): Promise<void> {
-  const rootIf = `${space.prefix}mg`;
-  const tmpIf = `${space.prefix}mt`;
+async function buildManagementLink(
+  host: LabHost,
+  space: AddressSpace,
+  suffix: string,
+  hostNumber: number,
+): Promise<void> {
+  const rootIf = `${space.prefix}mg${suffix}`;
+  const tmpIf = `${space.prefix}mt${suffix}`;
+  // The root end's address is the same on every management link: one alert receiver
+  // listening there hears every collector.
   const rootAddr = space.address(mgmtRootHost);
-  const hostAddr = space.address(mgmtCollectorHost);
+  const hostAddr = space.address(hostNumber);
   await sh('ip', ['link', 'add', rootIf, 'type', 'veth', 'peer', 'name', tmpIf]);
   await sh('ip', ['link', 'set', tmpIf, 'netns', host.ns]);
   await sh('ip', ['-n', host.ns, 'link', 'set', tmpIf, 'name', mgmtIfname]);
@@ -145,8 +157,9 @@ export async function guardManagementLink(
   host: LabHost,
   port: number,
   space: AddressSpace,
+  hostNumber = mgmtCollectorHost,
 ): Promise<void> {
-  const hostAddr = space.address(mgmtCollectorHost);
+  const hostAddr = space.address(hostNumber);
   await nftIn(
     host,
     `table ip flmgmt {

@@ -62,6 +62,13 @@ export interface LabSpec {
    * production LAN. Exclusive with `collectorSwitch`.
    */
   readonly collectorHost?: string;
+  /**
+   * A second collector (HA: two collectors in two failure domains), inside this host's
+   * namespace like `collectorHost`'s and with its own management link: the same inventory,
+   * tokens and extra YAML (alerts), its own store. Every agent reports to both. Needs
+   * `collectorHost`, on another host.
+   */
+  readonly secondCollectorHost?: string;
 }
 
 /** Timing of the lab's agents and collector; fast defaults for tests. */
@@ -136,5 +143,11 @@ export function checkSpec(spec: LabSpec): void {
   }
   if (spec.collectorHost !== undefined && !hosts.has(spec.collectorHost)) {
     throw new Error(`collectorHost ${spec.collectorHost}: no such host`);
+  }
+  const second = spec.secondCollectorHost;
+  if (second !== undefined) {
+    if (!hosts.has(second)) throw new Error(`secondCollectorHost ${second}: no such host`);
+    if (spec.collectorHost === undefined || spec.collectorHost === second)
+      throw new Error('secondCollectorHost needs collectorHost, on another host');
   }
 }

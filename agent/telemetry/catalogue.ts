@@ -126,6 +126,25 @@ export interface DeliveryStats {
   readonly implausibleAcks: number;
   readonly seqRefusals: number;
   readonly enrolState: string;
+  /**
+   * Per collector (an agent reports to one or several): when present, the per-collector
+   * series (lag, acked seq, rejected, implausible acks, seq refusals, enrol state) are one
+   * per collector, labelled `collector` with its URL, instead of the totals above.
+   */
+  readonly collectors?: readonly CollectorDeliveryStats[];
+}
+
+/** Report delivery to one collector. */
+export interface CollectorDeliveryStats {
+  /** The collector's URL: the `collector` label. */
+  readonly collector: string;
+  /** Age of the oldest batch this collector has not acknowledged, seconds (0 when none). */
+  readonly lagSeconds: number;
+  readonly acceptedSeq: number;
+  readonly rejected: number;
+  readonly implausibleAcks: number;
+  readonly seqRefusals: number;
+  readonly enrolState: string;
 }
 
 /** Confirmation bursts of an agent (issue 14), read at each collection. */
@@ -227,14 +246,20 @@ export function registerAgentInstruments(meter: Meter, read: AgentInstrumentSour
     const a = read.agentAttrs;
     observer.observe(delivery.spoolBatches, d.spoolBatches, a);
     observer.observe(delivery.spoolBytes, d.spoolBytes, a);
-    observer.observe(delivery.lag, d.lagSeconds, a);
-    observer.observe(delivery.ackedSeq, d.acceptedSeq, a);
-    observer.observe(delivery.rejected, d.rejected, a);
     observer.observe(delivery.dropped, d.dropped, a);
-    observer.observe(delivery.implausible, d.implausibleAcks, a);
-    observer.observe(delivery.refusals, d.seqRefusals, a);
-    for (const state of ['none', 'saved', 'enrolled', 'direct'])
-      observer.observe(delivery.enrol, d.enrolState === state ? 1 : 0, { ...a, state });
+    const perCollector = d.collectors?.map((c) => ({
+      ...c,
+      attrs: { ...a, collector: c.collector },
+    }));
+    for (const c of perCollector ?? [{ ...d, attrs: a }]) {
+      observer.observe(delivery.lag, c.lagSeconds, c.attrs);
+      observer.observe(delivery.ackedSeq, c.acceptedSeq, c.attrs);
+      observer.observe(delivery.rejected, c.rejected, c.attrs);
+      observer.observe(delivery.implausible, c.implausibleAcks, c.attrs);
+      observer.observe(delivery.refusals, c.seqRefusals, c.attrs);
+      for (const state of ['none', 'saved', 'enrolled', 'direct'])
+        observer.observe(delivery.enrol, c.enrolState === state ? 1 : 0, { ...c.attrs, state });
+    }
   }, Object.values(delivery));
   const confirm = {
     bursts: meter.createObservableCounter('faultline.agent.confirm.bursts', {

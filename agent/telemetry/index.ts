@@ -26,6 +26,7 @@ import {
   SKIPPED,
   STARTED,
   totalPhase,
+  type CollectorDeliveryStats,
   type ConfirmStats,
   type DeliveryStats,
 } from './catalogue.js';
@@ -56,6 +57,7 @@ export {
   probeDurationBucketsS,
   reservedMetricLabels,
   scheduleLagBucketsS,
+  type CollectorDeliveryStats,
   type ConfirmStats,
   type DeliveryStats,
 };

@@ -1,0 +1,146 @@
+import type { PathState } from '../collector/types.js';
+import type { Diagnosis } from '../wire/diagnosis.js';
+import { matches, pathHealthy, type ExpectedHypothesis } from './expect.js';
+import type { Lab } from './lab.js';
+import { pollUntil } from './poll-until.js';
+import type { LabSpec } from './spec.js';
+
+/**
+ * The HA lab (issue 17): two collectors in two failure domains — ctl-a on zone a's switch,
+ * ctl-b on zone b's — the databases in a third zone joined to both, every agent reporting to
+ * both collectors, which share inventory and alert labels. Cutting zone b's uplink cuts
+ * collector b off with its zone: collector a must page the real cause (zone b partitioned),
+ * collector b its own isolation.
+ */
+export const haLab: LabSpec = {
+  switches: [
+    { name: 'sw-a', zone: 'zone-a' },
+    { name: 'sw-b', zone: 'zone-b' },
+    { name: 'sw-db', zone: 'data' },
+  ],
+  uplinks: [
+    ['sw-a', 'sw-db'],
+    ['sw-b', 'sw-db'],
+  ],
+  hosts: [
+    { name: 'ctl-a', switch: 'sw-a' },
+    { name: 'app-1', switch: 'sw-a', role: 'api', services: [{ kind: 'http', name: 'api' }] },
+    { name: 'ctl-b', switch: 'sw-b' },
+    { name: 'app-2', switch: 'sw-b', role: 'api', services: [{ kind: 'http', name: 'api' }] },
+    { name: 'db-1', switch: 'sw-db', role: 'database', services: [{ kind: 'postgres' }] },
+  ],
+  collectorHost: 'ctl-a',
+  secondCollectorHost: 'ctl-b',
+};
+
+/** Zone b: the hosts a cut of its uplink isolates, collector b among them. */
+export const haZoneB = ['app-2', 'ctl-b'];
+
+/** The collectors of an HA lab: the test process's URL of each, by name. */
+export function haCollectors(lab: Lab): { readonly a: string; readonly b: string } {
+  if (lab.secondCollectorUrl === '') throw new Error('the lab has no second collector');
+  return { a: lab.collectorUrl, b: lab.secondCollectorUrl };
+}
+
+/** Paths (of every agent) as one collector sees them. */
+export async function pathsAt(lab: Lab, base: string): Promise<PathState[]> {
+  return (await lab.get<{ paths: PathState[] }>('/api/v1/paths', base)).paths;
+}
+
+export function diagnosisAt(lab: Lab, base: string): Promise<Diagnosis> {
+  return lab.get<Diagnosis>('/api/v1/diagnosis', base);
+}
+
+/**
+ * Waits until both collectors see the same number of paths, every one healthy, and the
+ * count has not changed for `stableMs` (the plan settles as agents join); returns it.
+ */
+export async function waitBothHealthy(
+  lab: Lab,
+  timeoutMs = 60_000,
+  stableMs = 3000,
+): Promise<number> {
+  const { a, b } = haCollectors(lab);
+  let last = -1;
+  let sinceMs = 0;
+  return pollUntil(
+    'both collectors: the same paths, all healthy, for a while',
+    async () => {
+      const [pa, pb] = await Promise.all([pathsAt(lab, a), pathsAt(lab, b)]);
+      const bad = [...pa, ...pb].filter((p) => !pathHealthy(p));
+      if (pa.length === 0 || pa.length !== pb.length || bad.length > 0) {
+        last = -1;
+        throw new Error(
+          `a: ${pa.length} paths, b: ${pb.length}; not healthy: ${bad
+            .slice(0, 4)
+            .map((p) => `${p.agent} → ${p.target}: ${p.state}/${p.lastClass}`)
+            .join('; ')}`,
+        );
+      }
+      if (pa.length !== last) {
+        last = pa.length;
+        sinceMs = Date.now();
+      }
+      return Date.now() - sinceMs >= stableMs ? last : undefined;
+    },
+    { timeoutMs, intervalMs: 250 },
+  );
+}
+
+/** The hosts of each collector's zone (a cut of its uplink isolates them). */
+export const haZones = { a: ['app-1', 'ctl-a'], b: haZoneB } as const;
+
+/** When one collector first had each answer on top, ms after the injection. */
+export interface CollectorAnswers {
+  /** The real cause: the cut zone partitioned off (what the collector outside it says). */
+  realCauseMs?: number;
+  /** Its own side cut off (what the collector inside the cut zone says). */
+  cutOffMs?: number;
+}
+
+/**
+ * With zone `cut` cut off since `startMs`: polls both diagnoses every 100 ms until the
+ * collector outside has the real cause on top and the one inside its own cut-off, and
+ * `holdMs` more (or `timeoutMs` passes); says when each answer came, per collector (also an
+ * answer a collector should never give: the one inside naming the real cause it cannot see).
+ */
+export async function watchHaAnswers(
+  lab: Lab,
+  startMs: number,
+  timeoutMs: number,
+  cut: 'a' | 'b' = 'b',
+  /** After both answers, keep watching this long (a wrong answer may still come). */
+  holdMs = 0,
+): Promise<Record<'a' | 'b', CollectorAnswers>> {
+  const urls = haCollectors(lab);
+  const zone = haZones[cut];
+  const real: ExpectedHypothesis = {
+    kind: 'network_partition',
+    components: zone,
+    collectorCutOff: false,
+  };
+  const cutOff: ExpectedHypothesis = {
+    kind: 'network_partition',
+    components: zone,
+    collectorCutOff: true,
+  };
+  const out: Record<'a' | 'b', CollectorAnswers> = { a: {}, b: {} };
+  const inside = out[cut];
+  const outside = out[cut === 'a' ? 'b' : 'a'];
+  const endMs = startMs + timeoutMs;
+  let bothAtMs: number | undefined;
+  while (Date.now() < endMs && (bothAtMs === undefined || Date.now() - bothAtMs < holdMs)) {
+    const got = await Promise.allSettled([diagnosisAt(lab, urls.a), diagnosisAt(lab, urls.b)]);
+    const now = Date.now() - startMs;
+    got.forEach((d, i) => {
+      if (d.status !== 'fulfilled') return;
+      const o = out[i === 0 ? 'a' : 'b'];
+      const top = d.value.hypotheses[0];
+      if (matches(top, real)) o.realCauseMs ??= now;
+      if (matches(top, cutOff)) o.cutOffMs ??= now;
+    });
+    if (outside.realCauseMs !== undefined && inside.cutOffMs !== undefined) bothAtMs ??= Date.now();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return out;
+}
