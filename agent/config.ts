@@ -30,6 +30,8 @@ import {
 import { parseTarget } from '../probes/target.js';
 import type { Target } from '../probes/types.js';
 import { probeInstanceModes, type ProbeInstance } from './telemetry/index.js';
+import { natsSectionSchema, transportSchema } from '../lib/nats-config.js';
+import type { NatsSection, Transport } from '../lib/nats-config.js';
 
 /**
  * The agent's YAML configuration (`faultline agent --config agent.yaml`): who the agent is,
@@ -180,8 +182,9 @@ const collectorSchema = z
     url: z
       .string()
       .regex(/^https?:\/\/[^\s]+$/, 'expected an http(s) URL such as https://collector:7070')
+      .optional()
       .describe(
-        'Collector URL: the agent takes its plan from it and reports to it (then `targets` must be empty).',
+        'Collector URL: the agent takes its plan from it and reports to it (then `targets` must be empty). Required unless `transport: nats`.',
       ),
     token: z
       .string()
@@ -229,11 +232,21 @@ const collectorSchema = z
       .strict()
       .prefault({})
       .describe('What a plan from the collector may make this agent do.'),
+    transport: transportSchema,
+    nats: natsSectionSchema.optional(),
   })
   .strict()
   .refine((c) => !(c.token !== undefined && c.tokenFile !== undefined), {
     message: 'give token or tokenFile, not both',
     path: ['tokenFile'],
+  })
+  .refine((c) => c.transport !== 'http' || c.url !== undefined, {
+    message: 'the collector URL is required (or `transport: nats` with a `nats:` section)',
+    path: ['url'],
+  })
+  .refine((c) => c.transport !== 'nats' || c.nats !== undefined, {
+    message: 'transport: nats needs a `nats:` section (servers, at least)',
+    path: ['nats'],
   })
   .describe('Take the plan from a collector and report to it, instead of `targets`.');
 
@@ -319,7 +332,8 @@ export interface AgentConfig {
 
 /** `collector:` of the agent config. */
 export interface AgentCollectorConfig {
-  readonly url: string;
+  /** The collector's URL; absent only with `transport: nats`. */
+  readonly url?: string;
   readonly token?: string;
   readonly tokenFile?: string;
   readonly caFile?: string;
@@ -331,6 +345,9 @@ export interface AgentCollectorConfig {
     readonly allowHttpMethods: readonly ('GET' | 'HEAD' | 'POST')[];
     readonly allowHttpHeaders: boolean;
   };
+  /** How reports and plans travel: HTTP to `url`, or NATS JetStream (`nats`). */
+  readonly transport: Transport;
+  readonly nats?: NatsSection;
 }
 
 const cronPeriods = new Map<string, number>();

@@ -1,6 +1,8 @@
 import type { Plan } from '../wire/plan.js';
 import { Agent, defaultStopGraceMs } from './agent.js';
 import { CollectorLink } from './collector-link.js';
+import type { NatsSection } from '../lib/nats-config.js';
+import { NatsLink } from './nats-link.js';
 import type { Logger } from '../lib/logger.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 import { compileAllowList, defaultPlanPolicy } from './plan-policy.js';
@@ -9,7 +11,10 @@ import type { DeliveryStats, ProbeInstance } from './telemetry/index.js';
 
 /** How an agent that takes its plan from a collector is started. */
 export interface ManagedAgentOptions {
+  /** The collector's URL (unused with `nats`). */
   readonly url: string;
+  /** Report through NATS JetStream and take the plan from its KV bucket instead of `url`. */
+  readonly nats?: NatsSection;
   /** The configured token (a bootstrap token is exchanged for a per-agent one). */
   readonly token: string;
   /** PEM CA certificates trusted for an https collector (pins it to a private CA). */
@@ -30,7 +35,7 @@ export interface ManagedAgentOptions {
 /** A running agent and its link to the collector. */
 export interface ManagedAgent {
   readonly agent: Agent;
-  readonly link: CollectorLink;
+  readonly link: CollectorLink | NatsLink;
   /** Stops probing (bounded), spools what is left and stops the link. */
   stop(): Promise<void>;
 }
@@ -47,7 +52,7 @@ function emptyPlan(agent: string): Plan {
 }
 
 /** The link's counters as the agent's delivery metrics. */
-export function deliveryStats(link: CollectorLink, nowMs = Date.now()): DeliveryStats {
+export function deliveryStats(link: CollectorLink | NatsLink, nowMs = Date.now()): DeliveryStats {
   const s = link.stats();
   const oldest = s.spool?.oldestCreatedAtMs;
   return {
@@ -90,19 +95,25 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
   };
   // The link's plan callback can fire before the agent exists; it reloads it once it does.
   const running: { agent?: Agent } = {};
-  const link = new CollectorLink({
-    url: opts.url,
-    token: opts.token,
-    ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+  const common = {
     agent: opts.name,
     labels: opts.labels,
     stateDir: opts.stateDir,
     log: opts.log,
-    onPlan: (plan) => {
+    onPlan: (plan: Plan) => {
       opts.log.info({ planVersion: plan.version, targets: plan.targets.length }, 'new plan');
       running.agent?.reload(convert(plan));
     },
-  });
+  };
+  const link =
+    opts.nats === undefined
+      ? new CollectorLink({
+          url: opts.url,
+          token: opts.token,
+          ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+          ...common,
+        })
+      : new NatsLink({ nats: opts.nats, zone: opts.labels.zone ?? 'default', ...common });
   const plan = await link.start();
   if (plan === undefined) {
     opts.log.warn(
