@@ -167,8 +167,12 @@ export class NatsLink {
 
   /** Feeds one probe result to the reporter; shaped for `agent.onResult`. */
   readonly observe = (result: ProbeResult, target: ReportedTarget): void => {
+    this.observed++;
     this.reporter.observe(result, target);
   };
+
+  /** Probe results handed to the link since start. */
+  private observed = 0;
 
   /** The plan in force (from the bucket or cached), if any. */
   plan(): Plan | undefined {
@@ -245,8 +249,16 @@ export class NatsLink {
     await Promise.allSettled(this.loops);
     await this.spool?.settle();
     await this.nc?.close().catch(() => undefined);
+    // What this run produced, to audit a store against: results observed, and the batches,
+    // full results and summaries they made.
     this.options.log.info(
-      { spooled: this.spool?.stats().batches ?? 0, acceptedSeq: this.counts.acceptedSeq },
+      {
+        spooled: this.spool?.stats().batches ?? 0,
+        acceptedSeq: this.counts.acceptedSeq,
+        observed: this.observed,
+        replayedResults: this.counts.replayedResults,
+        ...this.reporter.stats(),
+      },
       'NATS link stopped',
     );
   }

@@ -5,6 +5,7 @@ import {
   DeliverPolicy,
   jetstream,
   jetstreamManager,
+  JetStreamApiError,
   RetentionPolicy,
   StorageType,
 } from '@nats-io/jetstream';
@@ -107,29 +108,84 @@ export class NatsIngest {
     return { ...this.counts };
   }
 
-  /** Connects, creates what is missing, and starts consuming and publishing plans. */
-  async start(): Promise<void> {
+  /**
+   * Starts connecting, creating what is missing and consuming, in the background: NATS
+   * may be away or without a JetStream quorum when the collector starts (the API answers
+   * meanwhile), and a consumer lost later is bound again. Resolves at once.
+   */
+  start(): Promise<void> {
+    this.loop = this.run();
+    this.planTimer = setInterval(() => void this.publishPlans(), planCheckMs);
+    return Promise.resolve();
+  }
+
+  /** Stops consuming (unacked messages go to the next run) and disconnects. */
+  async stop(): Promise<void> {
+    this.closed = true;
+    this.wakeRun?.();
+    if (this.planTimer !== undefined) clearInterval(this.planTimer);
+    this.messages?.stop();
+    await this.loop?.catch(() => undefined);
+    await this.nc?.close().catch(() => undefined);
+  }
+
+  private wakeRun: (() => void) | undefined;
+
+  private async pause(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wakeRun = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  private async run(): Promise<void> {
     const s = this.section;
-    this.nc = await connectNats(s, `faultline-collector ${s.consumer}`);
-    const jsm = await jetstreamManager(this.nc, { timeout: s.timeout });
-    const streamConfig = {
-      name: s.stream,
-      subjects: [`${s.subject}.>`],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      num_replicas: s.replicas,
-      max_age: s.maxAge * 1_000_000,
-      duplicate_window: s.duplicateWindow * 1_000_000,
-    };
+    let failures = 0;
+    while (!this.closed) {
+      try {
+        this.nc ??= await connectNats(s, `faultline-collector ${s.consumer}`);
+        if (this.closed) return;
+        this.messages = await this.bind(this.nc);
+        failures = 0;
+        await this.consume(this.messages);
+        // The consumer ended (deleted, or the stream with it): bound again after a breath.
+        if (!this.closed) await this.pause(1_000);
+      } catch (err) {
+        if (this.closed) return;
+        failures++;
+        const fields = { err: (err as Error).message, stream: s.stream, consumer: s.consumer };
+        if (failures === 1) this.log.warn(fields, 'NATS consumer not ready; retrying');
+        else this.log.debug(fields, 'NATS consumer still not ready');
+        await this.pause(Math.min(5_000, 250 * 2 ** Math.min(failures, 5)));
+      }
+    }
+  }
+
+  /** The stream, the durable consumer and the plan bucket, created when missing. */
+  private async bind(nc: NatsConnection): Promise<ConsumerMessages> {
+    const s = this.section;
+    const jsm = await jetstreamManager(nc, { timeout: s.timeout });
     try {
       await jsm.streams.info(s.stream);
-    } catch {
-      await jsm.streams.add(streamConfig);
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || err.status !== 404) throw err;
+      await jsm.streams.add({
+        name: s.stream,
+        subjects: [`${s.subject}.>`],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        num_replicas: s.replicas,
+        max_age: s.maxAge * 1_000_000,
+        duplicate_window: s.duplicateWindow * 1_000_000,
+      });
       this.log.info({ stream: s.stream, replicas: s.replicas }, 'NATS report stream created');
     }
     const filter = `${s.subject}.${s.zone === undefined ? '*' : natsToken(s.zone)}.>`;
     // The ack wait bounds how long a batch delivered to a killed collector waits for its
-    // successor: longer than the longest ingest of a batch, short for a quick recovery.
+    // redelivery: longer than the longest ingest of a batch, short for a quick recovery.
     await jsm.consumers.add(s.stream, {
       durable_name: s.consumer,
       ack_policy: AckPolicy.Explicit,
@@ -138,26 +194,16 @@ export class NatsIngest {
       max_ack_pending: 1_000,
       filter_subject: filter,
     });
-    this.js = jetstream(this.nc, { timeout: s.timeout });
-    this.kv = await new Kvm(this.js).create(s.planBucket, { replicas: s.replicas, history: 1 });
+    this.js = jetstream(nc, { timeout: s.timeout });
+    this.kv ??= await new Kvm(this.js).create(s.planBucket, { replicas: s.replicas, history: 1 });
     const consumer = await this.js.consumers.get(s.stream, s.consumer);
-    this.messages = await consumer.consume({ max_messages: 256 });
-    this.loop = this.consume(this.messages);
-    this.planTimer = setInterval(() => void this.publishPlans(), planCheckMs);
+    const messages = await consumer.consume({ max_messages: 256 });
     void this.publishPlans();
     this.log.info(
       { stream: s.stream, consumer: s.consumer, filter, planBucket: s.planBucket },
       'consuming reports from NATS',
     );
-  }
-
-  /** Stops consuming (unacked messages go to the next run) and disconnects. */
-  async stop(): Promise<void> {
-    this.closed = true;
-    if (this.planTimer !== undefined) clearInterval(this.planTimer);
-    this.messages?.stop();
-    await this.loop?.catch(() => undefined);
-    await this.nc?.drain().catch(() => undefined);
+    return messages;
   }
 
   private async consume(messages: ConsumerMessages): Promise<void> {
