@@ -317,7 +317,7 @@ export class Collector implements CollectorCore {
       const agents = config.inventory.components.flatMap((x) =>
         x.agent === undefined ? [] : [x.agent],
       );
-      c.natsIngest = new NatsIngest(config.nats, c, agents, log);
+      c.natsIngest = new NatsIngest(config.nats, c, agents, log, config.agents.planRefreshMs);
       try {
         await c.natsIngest.start();
       } catch (err) {

@@ -1,3 +1,4 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
@@ -53,9 +54,8 @@ export interface NatsIngestStats {
 const gapGiveUpDeliveries = 30;
 const gapRetryMs = 1_000;
 const storeRetryMs = 5_000;
-/** How often the plans are looked at; every agent's is recomputed on this or a fleet change. */
+/** How often the plans of new agents are looked for. */
 const planCheckMs = 1_000;
-const planFullPassMs = 30_000;
 
 /** The headers the agent's NATS link sets (agent/nats-link.ts). */
 const headerBacklog = 'Faultline-Backlog';
@@ -84,7 +84,6 @@ export class NatsIngest {
   private planTimer: NodeJS.Timeout | undefined;
   private readonly published = new Map<string, string>();
   private lastFullPassMs = 0;
-  private lastAgentCount = -1;
   private planning = false;
   private closed = false;
   private counts = {
@@ -102,6 +101,8 @@ export class NatsIngest {
     /** The inventory's agents: they get a plan before they have reported. */
     private readonly inventoryAgents: readonly string[],
     private readonly log: Logger,
+    /** How often every agent's plan is recomputed (HTTP agents ask this often). */
+    private readonly planRefreshMs = 30_000,
   ) {}
 
   stats(): NatsIngestStats {
@@ -296,27 +297,31 @@ export class NatsIngest {
   }
 
   /**
-   * Puts every agent's plan in the bucket when its version changed: on each fleet change
-   * (the mesh), and every `planFullPassMs` in case the plan depends on time.
+   * Puts plans in the bucket: at once for an agent that has none there yet (a new agent
+   * waits for it), and every agent's whose version changed once per `planRefreshMs` — what
+   * HTTP agents cost by asking each refresh; recomputing the whole fleet's plans on every
+   * change of the fleet took more of the core than ingest itself while 2,000 agents came up.
+   * Yields to the loop between agents, so reports keep flowing during a pass.
    */
   private async publishPlans(): Promise<void> {
     if (this.planning || this.closed || this.kv === undefined) return;
-    const agents = this.core.agents();
     const now = Date.now();
-    if (agents.length === this.lastAgentCount && now - this.lastFullPassMs < planFullPassMs) return;
+    const full = now - this.lastFullPassMs >= this.planRefreshMs;
+    const names = new Set([...this.inventoryAgents, ...this.core.agents().map((a) => a.agent)]);
+    const due = full ? [...names] : [...names].filter((n) => !this.published.has(n));
+    if (due.length === 0) return;
     this.planning = true;
     try {
-      const names = new Set([...this.inventoryAgents, ...agents.map((a) => a.agent)]);
-      for (const name of names) {
+      for (const name of due) {
         if (this.closed) return;
         const plan = this.core.plan(name);
-        if (this.published.get(name) === plan.version) continue;
-        await this.kv.put(natsToken(name), gzipSync(JSON.stringify(plan)));
-        this.published.set(name, plan.version);
-        this.counts.plansPublished++;
+        if (this.published.get(name) !== plan.version) {
+          await this.kv.put(natsToken(name), gzipSync(JSON.stringify(plan)));
+          this.published.set(name, plan.version);
+          this.counts.plansPublished++;
+        } else await yieldToLoop();
       }
-      this.lastAgentCount = agents.length;
-      this.lastFullPassMs = now;
+      if (full) this.lastFullPassMs = now;
     } catch (err) {
       if (!this.closed) this.log.warn({ err }, 'publishing plans to NATS failed; retrying');
     } finally {
