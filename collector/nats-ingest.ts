@@ -198,7 +198,10 @@ export class NatsIngest {
     this.js = jetstream(nc, { timeout: s.timeout });
     this.kv ??= await new Kvm(this.js).create(s.planBucket, { replicas: s.replicas, history: 1 });
     const consumer = await this.js.consumers.get(s.stream, s.consumer);
-    const messages = await consumer.consume({ max_messages: 256 });
+    // Pulls that expire every 5 s, with heartbeats every 2.5 s: after a node holding the
+    // consumer's leader dies, the pull is renewed on the new leader within seconds (the
+    // default 30 s left reports waiting in the stream for most of a minute).
+    const messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
     void this.publishPlans();
     this.log.info(
       { stream: s.stream, consumer: s.consumer, filter, planBucket: s.planBucket },
@@ -229,6 +232,13 @@ export class NatsIngest {
       const bad = batch.results.findIndex((r) => r.agent !== batch.agent);
       if (bad >= 0)
         throw new Error(`results[${bad}].agent is not the batch's agent ${batch.agent}`);
+      // The subject is the credential: NATS lets an agent's user publish only under its own
+      // name, so a batch may speak only for the agent its subject names.
+      const named = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+      if (named !== natsToken(batch.agent))
+        throw new Error(
+          `the batch of agent ${JSON.stringify(batch.agent)} came on ${m.subject}, another agent's subject`,
+        );
     } catch (err) {
       this.counts.refused++;
       this.log.error(
