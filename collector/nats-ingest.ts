@@ -245,7 +245,8 @@ export class NatsIngest {
         { subject: m.subject, err: (err as Error).message },
         'invalid report batch on the stream: terminated',
       );
-      m.term('invalid report batch');
+      // No reason on the TERM: nats-server before 2.10.4 does not take one, and redelivers.
+      m.term();
       return;
     }
     const rawBacklog = m.headers?.get(headerBacklog) ?? '';
@@ -301,7 +302,7 @@ export class NatsIngest {
           { agent: batch.agent, seq: batch.seq, reason: outcome.message },
           'report batch refused: terminated',
         );
-        m.term(outcome.status);
+        m.term();
         return;
     }
   }
