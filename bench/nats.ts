@@ -9,6 +9,10 @@
  *
  *   node dist/bench/nats.js [--agents 2000] [--paths 100] [--report-interval-ms 10000]
  *       [--duration-s 30] [--components 100] [--collector-cpus 0] [--json FILE]
+ *       [--profile-dir DIR]
+ *
+ * HTTP sends refused with 503 are retried after Retry-After as the agent does; the ack
+ * latency runs from the first attempt.
  *
  * Latencies: "send → ingest" is the batch's createdAtMs (stamped as it is sent) to its
  * received_at_ms in the store, for both transports; "ack" is what the sender waits for (the
@@ -39,6 +43,8 @@ interface Settings {
   durationS: number;
   components: number;
   collectorCpus: string;
+  /** Write the collector's CPU profile (--cpu-prof) of each run to this directory. */
+  profileDir?: string;
   json?: string;
 }
 
@@ -58,6 +64,8 @@ interface RunResult {
   ackP50Ms: number;
   ackP99Ms: number;
   failedSends: number;
+  /** 503s answered (each retried, as an agent would). */
+  refusals: number;
 }
 
 function settings(): Settings {
@@ -70,6 +78,7 @@ function settings(): Settings {
       components: { type: 'string', default: '100' },
       'collector-cpus': { type: 'string', default: '0' },
       json: { type: 'string' },
+      'profile-dir': { type: 'string' },
     },
   });
   const n = (k: keyof typeof values): number => {
@@ -85,6 +94,7 @@ function settings(): Settings {
     components: n('components'),
     collectorCpus: values['collector-cpus'],
     ...(values.json === undefined ? {} : { json: values.json }),
+    ...(values['profile-dir'] === undefined ? {} : { profileDir: values['profile-dir'] }),
   };
 }
 
@@ -123,6 +133,8 @@ async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
 
+const agentName = (agent: number): string => `agent-${String(agent).padStart(5, '0')}`;
+
 /** A batch of `paths` healthy summaries, gzip'd as the agent spools it. */
 function batchBody(
   agent: number,
@@ -131,7 +143,7 @@ function batchBody(
   intervalMs: number,
 ): { body: Buffer; createdAtMs: number } {
   const now = Date.now();
-  const name = `agent-${String(agent).padStart(5, '0')}`;
+  const name = agentName(agent);
   const summaries = targets.map((t) => {
     const lat = 0.2 + (agent % 7) * 0.05;
     return `{"target":${JSON.stringify(t.name)},"kind":"${t.kind}","fromMs":${now - intervalMs},"toMs":${now},"count":10,"ok":10,"failures":{},"latencyMs":{"min":${lat},"p50":${lat},"p90":${lat},"p99":${lat},"max":${lat}},${t.kind === 'icmp' ? '"lossRatio":0,' : ''}"lastClass":"ok","lastSeq":${seq * 10}}`;
@@ -172,7 +184,22 @@ async function run(
   writeFileSync(file, stringify(config));
   const collector = spawnLogged(
     'taskset',
-    ['-c', s.collectorCpus, process.execPath, cliPath, 'collector', '--config', file],
+    [
+      '-c',
+      s.collectorCpus,
+      process.execPath,
+      ...(s.profileDir === undefined
+        ? []
+        : [
+            '--cpu-prof',
+            `--cpu-prof-dir=${s.profileDir}`,
+            `--cpu-prof-name=collector-${transport}.cpuprofile`,
+          ]),
+      cliPath,
+      'collector',
+      '--config',
+      file,
+    ],
     {
       FAULTLINE_LOG_LEVEL: 'warn',
     },
@@ -201,8 +228,19 @@ async function run(
     const total = s.agents * rounds;
     const acks: number[] = [];
     let failed = 0;
+    let refusals = 0;
     const inflight = new Set<Promise<void>>();
     const send = async (agent: number, seq: number): Promise<void> => {
+      if (js === undefined && seq === 1) {
+        // An HTTP agent asks for its plan before it reports; a NATS one is sent it (the
+        // collector puts a new agent's plan in the bucket): both runs pay for the plans.
+        const res = await pool.request({
+          path: `/api/v1/plan?agent=${agentName(agent)}&labels=zone%3Dz${agent % 3}`,
+          method: 'GET',
+          headers: { authorization: `Bearer ${token}`, 'user-agent': 'faultline-agent/0.1.0' },
+        });
+        await res.body.dump();
+      }
       const { body } = batchBody(agent, seq, targets, s.reportIntervalMs);
       const t0 = performance.now();
       try {
@@ -219,19 +257,28 @@ async function run(
             },
           );
         } else {
-          const res = await pool.request({
-            path: '/api/v1/reports',
-            method: 'POST',
-            headers: {
-              authorization: `Bearer ${token}`,
-              'content-type': 'application/json',
-              'content-encoding': 'gzip',
-              'user-agent': 'faultline-agent/0.1.0',
-            },
-            body,
-          });
-          await res.body.dump();
-          if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
+          // As the agent does: a 503 (an overloaded collector) is retried after its
+          // Retry-After plus up to 10 %, the batch first in line.
+          for (let attempt = 1; ; attempt++) {
+            const res = await pool.request({
+              path: '/api/v1/reports',
+              method: 'POST',
+              headers: {
+                authorization: `Bearer ${token}`,
+                'content-type': 'application/json',
+                'content-encoding': 'gzip',
+                'user-agent': 'faultline-agent/0.1.0',
+              },
+              body,
+            });
+            await res.body.dump();
+            if (res.statusCode === 200) break;
+            const retryAfterS = Number(res.headers['retry-after'] ?? NaN);
+            if (res.statusCode !== 503 || !Number.isFinite(retryAfterS) || attempt >= 20)
+              throw new Error(`status ${res.statusCode}`);
+            refusals++;
+            await new Promise((r) => setTimeout(r, retryAfterS * 1000 * (1 + Math.random() * 0.1)));
+          }
         }
         acks.push(performance.now() - t0);
       } catch {
@@ -292,6 +339,7 @@ async function run(
       ackP50Ms: quantile(acks, 0.5),
       ackP99Ms: quantile(acks, 0.99),
       failedSends: failed,
+      refusals,
     };
   } finally {
     await stopChild(collector);
@@ -343,6 +391,7 @@ async function main(): Promise<void> {
           ['send → ingest p99 (ms)', 'ingestP99Ms', 0],
           ['ack p50 (ms)', 'ackP50Ms', 1],
           ['ack p99 (ms)', 'ackP99Ms', 1],
+          ['503 refusals (retried)', 'refusals', 0],
           ['failed sends', 'failedSends', 0],
         ] as const
       ).map(([label, k, digits]) => {

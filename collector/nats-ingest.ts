@@ -35,6 +35,8 @@ export interface NatsIngestCore {
   ): IngestOutcome;
   plan(agent: string): Plan;
   agents(): AgentLiveness[];
+  /** Agents that have reported: a cheap sign that one is new. */
+  fleetSize(): number;
 }
 
 /** Counters since start. */
@@ -84,6 +86,7 @@ export class NatsIngest {
   private planTimer: NodeJS.Timeout | undefined;
   private readonly published = new Map<string, string>();
   private lastFullPassMs = 0;
+  private lastFleetSize = -1;
   private planning = false;
   private closed = false;
   private counts = {
@@ -318,6 +321,9 @@ export class NatsIngest {
     if (this.planning || this.closed || this.kv === undefined) return;
     const now = Date.now();
     const full = now - this.lastFullPassMs >= this.planRefreshMs;
+    const fleet = this.core.fleetSize();
+    if (!full && fleet === this.lastFleetSize) return;
+    this.lastFleetSize = fleet;
     const names = new Set([...this.inventoryAgents, ...this.core.agents().map((a) => a.agent)]);
     const due = full ? [...names] : [...names].filter((n) => !this.published.has(n));
     if (due.length === 0) return;
