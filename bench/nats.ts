@@ -230,6 +230,7 @@ async function run(
     let failed = 0;
     let refusals = 0;
     const inflight = new Set<Promise<void>>();
+    const chains: Promise<void>[] = [];
     const send = async (agent: number, seq: number): Promise<void> => {
       if (js === undefined && seq === 1) {
         // An HTTP agent asks for its plan before it reports; a NATS one is sent it (the
@@ -294,7 +295,11 @@ async function run(
         const dueMs = r * s.reportIntervalMs + (a * s.reportIntervalMs) / s.agents;
         const waitMs = dueMs - (performance.now() - start);
         if (waitMs > 1) await new Promise((res) => setTimeout(res, waitMs));
-        const p = send(a, r + 1).finally(() => inflight.delete(p));
+        // One batch in flight per agent, as the agent sends: the next waits for the last.
+        const p = (chains[a] ?? Promise.resolve())
+          .then(() => send(a, r + 1))
+          .finally(() => inflight.delete(p));
+        chains[a] = p;
         inflight.add(p);
       }
     }
@@ -308,7 +313,10 @@ async function run(
         const m = /^faultline_ingest_batches_total\{[^}]*outcome="accepted"[^}]*\} (\d+)/m.exec(
           text,
         );
-        return m !== null && Number(m[1]) >= total - failed;
+        if (m !== null && Number(m[1]) >= total - failed) return true;
+        throw new Error(
+          `${m?.[1] ?? 'no'} of ${total - failed} batches accepted (${failed} failed)`,
+        );
       },
       { timeoutMs: 120_000, intervalMs: 200 },
     );
