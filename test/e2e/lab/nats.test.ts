@@ -215,7 +215,9 @@ describe.runIf(canRunLab)('lab: NATS JetStream transport', () => {
       ['collector-a', lab.collector],
       ['collector-b', collectorB],
       ...[...agents].map(([n, p]) => [n, p] as const),
-      ...natsHosts.map((h) => [h, nats?.node(h)] as const),
+      ...natsHosts.map(
+        (h) => [h, nats?.hosts.includes(h) === true ? nats.node(h) : undefined] as const,
+      ),
     ] as const;
     for (const [name, p] of tails) console.info(`--- ${name}:\n${p?.log().slice(-3000) ?? ''}`);
   });
