@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import type { ConfigPath } from '../lib/config-file.js';
+import { natsSectionSchema, transportSchema } from '../lib/nats-config.js';
+import type { NatsSection, Transport } from '../lib/nats-config.js';
 
 /* `collector:` and `collectors:` of the agent config: where the plan comes from and reports go. */
 
@@ -66,10 +68,31 @@ const oneToken = {
 };
 
 export const collectorSchema = z
-  .object({ ...connection, stateDir, plan: planPolicy.prefault({}) })
+  .object({
+    ...connection,
+    url: connection.url
+      .optional()
+      .describe(
+        'Collector URL: the agent takes its plan from it and reports to it (then `targets` must be empty). Required unless `transport: nats`.',
+      ),
+    stateDir,
+    plan: planPolicy.prefault({}),
+    transport: transportSchema,
+    nats: natsSectionSchema.optional(),
+  })
   .strict()
   .refine((c) => !(c.token !== undefined && c.tokenFile !== undefined), oneToken)
-  .describe('Take the plan from a collector and report to it, instead of `targets`.');
+  .refine((c) => c.transport !== 'http' || c.url !== undefined, {
+    message: 'the collector URL is required (or `transport: nats` with a `nats:` section)',
+    path: ['url'],
+  })
+  .refine((c) => c.transport !== 'nats' || c.nats !== undefined, {
+    message: 'transport: nats needs a `nats:` section (servers, at least)',
+    path: ['nats'],
+  })
+  .describe(
+    'Take the plan from a collector and report to it, instead of `targets` (over HTTP, or through NATS JetStream with `transport: nats`).',
+  );
 
 export const collectorsSchema = z
   .array(
@@ -93,12 +116,13 @@ export const collectorsSchema = z
   .min(1)
   .max(16)
   .describe(
-    'Report to every one of these collectors (two in two failure domains for HA), instead of `collector`: each has its own cursor over the one spool; the agent follows the newest plan any of them serves.',
+    'Report to every one of these collectors over HTTP (two in two failure domains for HA), instead of `collector`: each has its own cursor over the one spool; the agent follows the newest plan any of them serves. (With NATS, `collector: {transport: nats}`: every collector has its own durable consumer on the one stream.)',
   );
 
 /** `collector:` of the agent config, or one item of `collectors:` with the agent-wide keys filled. */
 export interface AgentCollectorConfig {
-  readonly url: string;
+  /** The collector's URL; absent only with `transport: nats` (`collector:` alone). */
+  readonly url?: string;
   readonly token?: string;
   readonly tokenFile?: string;
   readonly caFile?: string;
@@ -110,6 +134,9 @@ export interface AgentCollectorConfig {
     readonly allowHttpMethods: readonly ('GET' | 'HEAD' | 'POST')[];
     readonly allowHttpHeaders: boolean;
   };
+  /** How reports and plans travel: HTTP to `url` (also when absent: every item of `collectors:`), or NATS JetStream. */
+  readonly transport?: Transport;
+  readonly nats?: NatsSection;
 }
 
 const defaultPlanPolicy: AgentCollectorConfig['plan'] = {

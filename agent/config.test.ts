@@ -392,6 +392,7 @@ collector:
         allowHttpMethods: ['GET', 'HEAD'],
         allowHttpHeaders: false,
       },
+      transport: 'http',
     });
     expect(parseAgentConfig('agent: { name: a }\n', 'agent.yaml').collector).toBeUndefined();
   });

@@ -1,6 +1,8 @@
 import type { Plan } from '../wire/plan.js';
 import { Agent, defaultStopGraceMs } from './agent.js';
 import { CollectorLink, type CollectorEndpoint } from './collector-link.js';
+import type { NatsSection } from '../lib/nats-config.js';
+import { NatsLink } from './nats-link.js';
 import type { Logger } from '../lib/logger.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 import { compileAllowList, defaultPlanPolicy } from './plan-policy.js';
@@ -9,8 +11,10 @@ import type { DeliveryStats, ProbeInstance } from './telemetry/index.js';
 
 /** How an agent that takes its plan from a collector is started. */
 export interface ManagedAgentOptions {
-  /** The one collector's URL (or give `collectors`). */
+  /** The one collector's URL (or give `collectors`; unused with `nats`). */
   readonly url?: string;
+  /** Report through NATS JetStream and take the plan from its KV bucket instead of a collector URL. */
+  readonly nats?: NatsSection;
   /** The configured token (a bootstrap token is exchanged for a per-agent one). */
   readonly token?: string;
   /** PEM CA certificates trusted for an https collector (pins it to a private CA). */
@@ -33,7 +37,7 @@ export interface ManagedAgentOptions {
 /** A running agent and its link to the collector. */
 export interface ManagedAgent {
   readonly agent: Agent;
-  readonly link: CollectorLink;
+  readonly link: CollectorLink | NatsLink;
   /** Stops probing (bounded), spools what is left and stops the link. */
   stop(): Promise<void>;
 }
@@ -50,13 +54,14 @@ function emptyPlan(agent: string): Plan {
 }
 
 /** The link's counters as the agent's delivery metrics. */
-export function deliveryStats(link: CollectorLink, nowMs = Date.now()): DeliveryStats {
+export function deliveryStats(link: CollectorLink | NatsLink, nowMs = Date.now()): DeliveryStats {
   const s = link.stats();
   const oldest = s.spool?.oldestCreatedAtMs;
   const lag = (oldestMs: number | undefined): number =>
     oldestMs === undefined ? 0 : Math.max(0, nowMs - oldestMs) / 1000;
   return {
-    collectors: s.collectors.map((c) => ({
+    // NATS has one stream, no collector of its own: no per-collector delivery.
+    collectors: ('collectors' in s ? s.collectors : []).map((c) => ({
       collector: c.label,
       lagSeconds: lag(c.spool?.oldestCreatedAtMs),
       acceptedSeq: c.acceptedSeq,
@@ -104,27 +109,35 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
   };
   // The link's plan callback can fire before the agent exists; it reloads it once it does.
   const running: { agent?: Agent } = {};
-  const link = new CollectorLink({
-    ...(opts.collectors === undefined
-      ? {
-          ...(opts.url === undefined ? {} : { url: opts.url }),
-          ...(opts.token === undefined ? {} : { token: opts.token }),
-          ...(opts.ca === undefined ? {} : { ca: opts.ca }),
-        }
-      : { collectors: opts.collectors }),
+  const common = {
     agent: opts.name,
     labels: opts.labels,
     stateDir: opts.stateDir,
     log: opts.log,
-    onPlan: (plan) => {
+    onPlan: (plan: Plan) => {
       opts.log.info({ planVersion: plan.version, targets: plan.targets.length }, 'new plan');
       running.agent?.reload(convert(plan));
     },
-  });
+  };
+  const link =
+    opts.nats === undefined
+      ? new CollectorLink({
+          ...(opts.collectors === undefined
+            ? {
+                ...(opts.url === undefined ? {} : { url: opts.url }),
+                ...(opts.token === undefined ? {} : { token: opts.token }),
+                ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+              }
+            : { collectors: opts.collectors }),
+          ...common,
+        })
+      : new NatsLink({ nats: opts.nats, zone: opts.labels.zone ?? 'default', ...common });
   const plan = await link.start();
   if (plan === undefined) {
     opts.log.warn(
-      { collectors: link.stats().collectors.map((c) => c.label) },
+      link instanceof CollectorLink
+        ? { collectors: link.stats().collectors.map((c) => c.label) }
+        : { nats: opts.nats?.servers },
       'no plan yet (no collector reachable and none cached): probing nothing until one arrives',
     );
   }

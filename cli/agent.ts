@@ -4,6 +4,8 @@ import { hostname } from 'node:os';
 import type { CommandModule } from 'yargs';
 import { Agent, defaultStopGraceMs } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
+import type { AgentCollectorConfig, AgentConfig } from '../agent/config.js';
+import type { NatsSection } from '../lib/nats-config.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
@@ -234,6 +236,10 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
     );
     return;
   }
+  if (config.collector?.nats !== undefined && config.collector.transport === 'nats') {
+    await runWithNats(config, config.collector, config.collector.nats);
+    return;
+  }
   if (config.collectors !== undefined && config.collector !== undefined) {
     const c = config.collector;
     const list = config.collectors;
@@ -249,7 +255,8 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
           caFile: `${at(i)}.caFile`,
           requireTls: `${at(i)}.requireTls`,
         },
-        url: e.url,
+        // HTTP: the schema requires every URL unless `transport: nats` (handled above).
+        url: e.url ?? '',
         ...(e.token === undefined ? {} : { token: e.token }),
         ...(e.tokenFile === undefined ? {} : { tokenFile: e.tokenFile }),
         ...(e.caFile === undefined ? {} : { caFile: e.caFile }),
@@ -288,6 +295,44 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
   await untilStopSignal(log);
   process.removeListener('SIGHUP', onHup);
   await agent.stop(defaultStopGraceMs);
+}
+
+/**
+ * `transport: nats`: reports go to the JetStream stream and the plan comes from the KV
+ * bucket (agent/nats-link.ts); the collector's URL and token are not used.
+ */
+async function runWithNats(
+  config: AgentConfig,
+  c: AgentCollectorConfig,
+  nats: NatsSection,
+): Promise<void> {
+  if (c.plan.allowTargets !== undefined) {
+    try {
+      compileAllowList(c.plan.allowTargets, 'collector.plan.allowTargets');
+    } catch (err) {
+      throw usage((err as Error).message);
+    }
+  }
+  const log = createLogger('agent', { agent: config.agent.name });
+  const managed = await startManagedAgent({
+    url: '',
+    token: '',
+    nats,
+    policy: {
+      ...(c.plan.allowTargets === undefined ? {} : { allowTargets: c.plan.allowTargets }),
+      allowTcpSend: c.plan.allowTcpSend,
+      allowHttpMethods: c.plan.allowHttpMethods,
+      allowHttpHeaders: c.plan.allowHttpHeaders,
+    },
+    name: config.agent.name,
+    labels: { ...config.agent.labels },
+    stateDir: c.stateDir,
+    metricsListen: config.metrics.listen,
+    probeInstance: config.metrics.probeInstance,
+    log,
+  });
+  await untilStopSignal(log);
+  await managed.stop();
 }
 
 function splitList(text: string): string[] {

@@ -24,6 +24,7 @@ import { registerDashboard, type DashboardSource } from './dashboard.js';
 import { EventHub } from './events.js';
 import { buildMatrix } from './matrix-view.js';
 import { Ingest } from './ingest.js';
+import { NatsIngest } from './nats-ingest.js';
 import { CollectorTelemetry } from './telemetry.js';
 import { HindsightCache } from './hindsight.js';
 import { ObservedPathMatrix } from './observed-matrix.js';
@@ -113,6 +114,8 @@ export class Collector implements CollectorCore {
   private incidentPending = false;
   /** The plans handed out, and where the agents' hosts answer (collector/plan-book.ts). */
   private readonly planBook: PlanBook;
+  /** With `transport: nats`: the durable consumer feeding ingest, and the plan bucket. */
+  private natsIngest: NatsIngest | undefined;
 
   private constructor(
     readonly config: CollectorConfig,
@@ -320,6 +323,18 @@ export class Collector implements CollectorCore {
       await c.stop();
       throw err;
     }
+    if (config.transport === 'nats' && config.nats !== undefined) {
+      const agents = config.inventory.components.flatMap((x) =>
+        x.agent === undefined ? [] : [x.agent],
+      );
+      c.natsIngest = new NatsIngest(config.nats, c, agents, log, config.agents.planRefreshMs);
+      try {
+        await c.natsIngest.start();
+      } catch (err) {
+        await c.stop();
+        throw err;
+      }
+    }
     const plain = plainListenWarning(config.listen, config.tls !== undefined);
     if (plain !== undefined) log.warn({ listen: config.listen }, plain);
     c.timers.push(setInterval(() => c.upkeep(), silenceCheckMs));
@@ -497,6 +512,9 @@ export class Collector implements CollectorCore {
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    // First: no report is taken while the rest closes (unacked ones go to the next run).
+    await this.natsIngest?.stop();
+    this.natsIngest = undefined;
     this.diagnoser.close();
     this.events.close();
     await this.localiser.close();

@@ -437,6 +437,7 @@ describe('valid collector configs', () => {
         labels: {},
         sinks: [],
       },
+      transport: 'http',
     } satisfies CollectorConfig);
     expect(Object.isFrozen(cfg.tokens[0])).toBe(true);
   });

@@ -59,6 +59,10 @@ import {
   resolveProbes,
 } from './plan-config.js';
 import { checkDataDir, dataDirSchema, defaultDataDir } from './store/config.js';
+import { transportSchema } from '../lib/nats-config.js';
+import type { Transport } from '../lib/nats-config.js';
+import { collectorNatsSchema } from './nats-config.js';
+import type { CollectorNatsSection } from './nats-config.js';
 
 // The config's vocabulary, from the sections' own modules.
 export type { AlertsConfig } from './alerts-config.js';
@@ -114,6 +118,10 @@ export interface CollectorConfig {
   readonly limits: CollectorConfigLimits;
   readonly inventory: { readonly components: readonly ComponentConfig[] };
   readonly alerts: AlertsConfig;
+  /** How reports and plans travel: HTTP (the API) or NATS JetStream (`nats`). */
+  readonly transport: Transport;
+  /** With `transport: nats`: the servers, the stream, this collector's consumer. */
+  readonly nats?: CollectorNatsSection;
 }
 
 const CollectorConfigInput = z
@@ -149,6 +157,8 @@ const CollectorConfigInput = z
       .prefault({})
       .describe('What the system is made of: the plans are made from it.'),
     alerts: alertsSchema.prefault({}),
+    transport: transportSchema,
+    nats: collectorNatsSchema.optional(),
   })
   .strict()
   .meta({ title: 'Faultline collector configuration' });
@@ -174,7 +184,12 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
   const inventory: Record<string, unknown> = isRecord(cfg.inventory) ? cfg.inventory : {};
   const components = resolveComponents(inventory.components, kindDefaults, ctx, report);
   checkMtuSize(cfg.probes, probes.mtu, components, report);
+  const transport = cfg.transport === 'nats' ? 'nats' : 'http';
+  if (transport === 'nats' && cfg.nats === undefined)
+    report(['nats'], 'transport: nats needs a `nats:` section (servers, at least)', undefined);
   return {
+    transport,
+    ...(isRecord(cfg.nats) ? { nats: cfg.nats as unknown as CollectorNatsSection } : {}),
     listen: typeof cfg.listen === 'string' ? cfg.listen : defaultCollectorListen,
     ...(isRecord(cfg.tls) ? { tls: { cert: String(cfg.tls.cert), key: String(cfg.tls.key) } } : {}),
     dataDir: resolve(dataDir),

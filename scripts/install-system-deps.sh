@@ -14,7 +14,7 @@ case "$mode" in
       iproute2 nftables dnsmasq-base
       postgresql redis-server mariadb-server
       openssl tcpdump procps ethtool prometheus prometheus-alertmanager systemd
-      prometheus-blackbox-exporter
+      prometheus-blackbox-exporter nats-server
       chromium
     )
     ;;

@@ -65,7 +65,7 @@ function batchCounts(body: unknown): { results: number; summaries: number } {
 const reportIsValid = fastCheck(ReportBatchSchema);
 
 /** The body as a report batch, or FL_ERR_INVALID_REPORT naming every problem (zod's words). */
-function validReport(body: unknown): ReportBatch {
+export function validReport(body: unknown): ReportBatch {
   if (reportIsValid(body)) return body;
   const parsed = ReportBatchSchema.safeParse(body, { error: configErrorMap, reportInput: true });
   if (parsed.success) return parsed.data;

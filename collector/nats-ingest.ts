@@ -1,0 +1,348 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import type { NatsConnection } from '@nats-io/transport-node';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+} from '@nats-io/jetstream';
+import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
+import { FaultlineError } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import { connectNats, natsToken } from '../lib/nats.js';
+import type { CollectorNatsSection } from './nats-config.js';
+import { agentVersionOf } from '../wire/report.js';
+import type { ReportBatch } from '../wire/report.js';
+import type { Plan } from '../wire/plan.js';
+import { validReport } from './api/reports.js';
+import type { AgentLiveness, IngestOutcome, ReportBody } from './types.js';
+
+/** What the NATS ingest needs from the collector: the same ingest and plans HTTP uses. */
+export interface NatsIngestCore {
+  ingest(
+    batch: ReportBatch,
+    receivedAtMs: number,
+    body?: ReportBody,
+    credential?: undefined,
+    backlog?: number,
+    version?: string,
+  ): IngestOutcome;
+  plan(agent: string): Plan;
+  agents(): AgentLiveness[];
+  /** Agents that have reported: a cheap sign that one is new. */
+  fleetSize(): number;
+}
+
+/** Counters since start. */
+export interface NatsIngestStats {
+  readonly accepted: number;
+  readonly duplicates: number;
+  /** Batches taken again later: a gap (an earlier batch not yet redelivered), a store failure. */
+  readonly retried: number;
+  /** Gaps that outlived `gapGiveUpDeliveries`: the missing batches declared lost. */
+  readonly gapsDeclared: number;
+  /** Batches refused for good (invalid, forbidden, implausible): terminated in the stream. */
+  readonly refused: number;
+  readonly plansPublished: number;
+}
+
+/** Deliveries of a batch that still finds a gap before its missing ones count as lost. */
+const gapGiveUpDeliveries = 30;
+const gapRetryMs = 1_000;
+const storeRetryMs = 5_000;
+/** How often the plans of new agents are looked for. */
+const planCheckMs = 1_000;
+
+/** The headers the agent's NATS link sets (agent/nats-link.ts). */
+const headerBacklog = 'Faultline-Backlog';
+const headerUserAgent = 'Faultline-User-Agent';
+
+/**
+ * The collector's side of `transport: nats`. It makes sure the report stream and the plan
+ * bucket exist (creating them with `replicas`), binds its durable consumer (its own name:
+ * two collectors with two names each see every report), and feeds each message through the
+ * very ingest HTTP batches take (validation, the (agentId, seq) watermark, the store commit,
+ * the matrix); it acks a message only after the store committed it (or already had it), so
+ * a collector killed mid-stream gets what it had not committed again, and its watermark
+ * drops what it had. A batch that comes before an earlier one of its agent (a redelivery
+ * still on its way) is taken again a second later; one that is refused for good
+ * (invalid, implausible) is terminated in the stream and logged.
+ *
+ * Plans: every agent's plan is put in the bucket under its name when it changes; agents
+ * watch their key.
+ */
+export class NatsIngest {
+  private nc: NatsConnection | undefined;
+  private js: JetStreamClient | undefined;
+  private kv: KV | undefined;
+  private messages: ConsumerMessages | undefined;
+  private loop: Promise<void> | undefined;
+  private planTimer: NodeJS.Timeout | undefined;
+  private readonly published = new Map<string, string>();
+  private lastFullPassMs = 0;
+  private lastFleetSize = -1;
+  private planning = false;
+  private closed = false;
+  private counts = {
+    accepted: 0,
+    duplicates: 0,
+    retried: 0,
+    gapsDeclared: 0,
+    refused: 0,
+    plansPublished: 0,
+  };
+
+  constructor(
+    private readonly section: CollectorNatsSection,
+    private readonly core: NatsIngestCore,
+    /** The inventory's agents: they get a plan before they have reported. */
+    private readonly inventoryAgents: readonly string[],
+    private readonly log: Logger,
+    /** How often every agent's plan is recomputed (HTTP agents ask this often). */
+    private readonly planRefreshMs = 30_000,
+  ) {}
+
+  stats(): NatsIngestStats {
+    return { ...this.counts };
+  }
+
+  /**
+   * Starts connecting, creating what is missing and consuming, in the background: NATS
+   * may be away or without a JetStream quorum when the collector starts (the API answers
+   * meanwhile), and a consumer lost later is bound again. Resolves at once.
+   */
+  start(): Promise<void> {
+    this.loop = this.run();
+    this.planTimer = setInterval(() => void this.publishPlans(), planCheckMs);
+    return Promise.resolve();
+  }
+
+  /** Stops consuming (unacked messages go to the next run) and disconnects. */
+  async stop(): Promise<void> {
+    this.closed = true;
+    this.wakeRun?.();
+    if (this.planTimer !== undefined) clearInterval(this.planTimer);
+    this.messages?.stop();
+    await this.loop?.catch(() => undefined);
+    await this.nc?.close().catch(() => undefined);
+  }
+
+  private wakeRun: (() => void) | undefined;
+
+  private async pause(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wakeRun = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  private async run(): Promise<void> {
+    const s = this.section;
+    let failures = 0;
+    while (!this.closed) {
+      try {
+        this.nc ??= await connectNats(s, `faultline-collector ${s.consumer}`);
+        if (this.closed) return;
+        this.messages = await this.bind(this.nc);
+        failures = 0;
+        await this.consume(this.messages);
+        // The consumer ended (deleted, or the stream with it): bound again after a breath.
+        if (!this.closed) await this.pause(1_000);
+      } catch (err) {
+        if (this.closed) return;
+        failures++;
+        const fields = { err: (err as Error).message, stream: s.stream, consumer: s.consumer };
+        if (failures === 1) this.log.warn(fields, 'NATS consumer not ready; retrying');
+        else this.log.debug(fields, 'NATS consumer still not ready');
+        await this.pause(Math.min(5_000, 250 * 2 ** Math.min(failures, 5)));
+      }
+    }
+  }
+
+  /** The stream, the durable consumer and the plan bucket, created when missing. */
+  private async bind(nc: NatsConnection): Promise<ConsumerMessages> {
+    const s = this.section;
+    const jsm = await jetstreamManager(nc, { timeout: s.timeout });
+    try {
+      await jsm.streams.info(s.stream);
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || err.status !== 404) throw err;
+      await jsm.streams.add({
+        name: s.stream,
+        subjects: [`${s.subject}.>`],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        num_replicas: s.replicas,
+        max_age: s.maxAge * 1_000_000,
+        duplicate_window: s.duplicateWindow * 1_000_000,
+      });
+      this.log.info({ stream: s.stream, replicas: s.replicas }, 'NATS report stream created');
+    }
+    const filter = `${s.subject}.${s.zone === undefined ? '*' : natsToken(s.zone)}.>`;
+    // The ack wait bounds how long a batch delivered to a killed collector waits for its
+    // redelivery: longer than the longest ingest of a batch, short for a quick recovery.
+    await jsm.consumers.add(s.stream, {
+      durable_name: s.consumer,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: 10_000_000_000,
+      max_ack_pending: 1_000,
+      filter_subject: filter,
+    });
+    this.js = jetstream(nc, { timeout: s.timeout });
+    this.kv ??= await new Kvm(this.js).create(s.planBucket, { replicas: s.replicas, history: 1 });
+    const consumer = await this.js.consumers.get(s.stream, s.consumer);
+    // Pulls that expire every 5 s, with heartbeats every 2.5 s: after a node holding the
+    // consumer's leader dies, the pull is renewed on the new leader within seconds (the
+    // default 30 s left reports waiting in the stream for most of a minute).
+    const messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
+    void this.publishPlans();
+    this.log.info(
+      { stream: s.stream, consumer: s.consumer, filter, planBucket: s.planBucket },
+      'consuming reports from NATS',
+    );
+    return messages;
+  }
+
+  private async consume(messages: ConsumerMessages): Promise<void> {
+    for await (const m of messages) {
+      if (this.closed) break;
+      try {
+        this.take(m);
+      } catch (err) {
+        this.log.error({ err, subject: m.subject }, 'report from NATS not ingested; retried');
+        this.counts.retried++;
+        m.nak(storeRetryMs);
+      }
+    }
+  }
+
+  /** One message: decoded, validated, ingested, and acked only once the store has it. */
+  private take(m: JsMsg): void {
+    const receivedAtMs = Date.now();
+    let batch: ReportBatch;
+    try {
+      batch = validReport(JSON.parse(gunzipSync(m.data).toString()) as unknown);
+      const bad = batch.results.findIndex((r) => r.agent !== batch.agent);
+      if (bad >= 0)
+        throw new Error(`results[${bad}].agent is not the batch's agent ${batch.agent}`);
+      // The subject is the credential: NATS lets an agent's user publish only under its own
+      // name, so a batch may speak only for the agent its subject names.
+      const named = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+      if (named !== natsToken(batch.agent))
+        throw new Error(
+          `the batch of agent ${JSON.stringify(batch.agent)} came on ${m.subject}, another agent's subject`,
+        );
+    } catch (err) {
+      this.counts.refused++;
+      this.log.error(
+        { subject: m.subject, err: (err as Error).message },
+        'invalid report batch on the stream: terminated',
+      );
+      // No reason on the TERM: nats-server before 2.10.4 does not take one, and redelivers.
+      m.term();
+      return;
+    }
+    const rawBacklog = m.headers?.get(headerBacklog) ?? '';
+    const backlog = /^[0-9]{1,9}$/.test(rawBacklog) ? Number(rawBacklog) : 0;
+    const version = agentVersionOf(m.headers?.get(headerUserAgent));
+    const body: ReportBody = { bytes: Buffer.from(m.data), gzip: true };
+    let outcome: IngestOutcome;
+    try {
+      outcome = this.core.ingest(batch, receivedAtMs, body, undefined, backlog, version);
+      if (outcome.status === 'gap' && m.info.deliveryCount >= gapGiveUpDeliveries) {
+        // The missing batches never came back (aged out of the stream, or this store is
+        // newer than them): declared lost, as an agent whose spool dropped them would.
+        const missing = batch.seq - outcome.expectedSeq;
+        this.log.error(
+          { agent: batch.agent, seq: batch.seq, expectedSeq: outcome.expectedSeq, missing },
+          'batches missing from the stream: declared lost',
+        );
+        this.counts.gapsDeclared++;
+        const declared = { ...batch, dropped: { batches: missing, results: 0 } };
+        outcome = this.core.ingest(declared, receivedAtMs, undefined, undefined, backlog, version);
+      }
+    } catch (err) {
+      if (!(err instanceof FaultlineError && err.code === 'FL_ERR_STORE')) throw err;
+      this.counts.retried++;
+      this.log.error({ err, agent: batch.agent, seq: batch.seq }, 'report not stored; retried');
+      m.nak(storeRetryMs);
+      return;
+    }
+    switch (outcome.status) {
+      case 'accepted':
+        this.counts.accepted++;
+        m.ack();
+        return;
+      case 'duplicate':
+        this.counts.duplicates++;
+        m.ack();
+        return;
+      case 'gap':
+        this.counts.retried++;
+        m.nak(gapRetryMs);
+        return;
+      case 'conflict': {
+        // The name is bound to another agent id until it has been silent long enough.
+        this.counts.retried++;
+        const waitMs = (outcome.freeAtMs ?? receivedAtMs + 60_000) - receivedAtMs;
+        m.nak(Math.min(Math.max(waitMs, gapRetryMs), 60_000));
+        return;
+      }
+      case 'forbidden':
+      case 'implausible':
+        this.counts.refused++;
+        this.log.error(
+          { agent: batch.agent, seq: batch.seq, reason: outcome.message },
+          'report batch refused: terminated',
+        );
+        m.term();
+        return;
+    }
+  }
+
+  /**
+   * Puts plans in the bucket: at once for an agent that has none there yet (a new agent
+   * waits for it), and every agent's whose version changed once per `planRefreshMs` — what
+   * HTTP agents cost by asking each refresh; recomputing the whole fleet's plans on every
+   * change of the fleet took more of the core than ingest itself while 2,000 agents came up.
+   * Yields to the loop between agents, so reports keep flowing during a pass.
+   */
+  private async publishPlans(): Promise<void> {
+    if (this.planning || this.closed || this.kv === undefined) return;
+    const now = Date.now();
+    const full = now - this.lastFullPassMs >= this.planRefreshMs;
+    const fleet = this.core.fleetSize();
+    if (!full && fleet === this.lastFleetSize) return;
+    this.lastFleetSize = fleet;
+    const names = new Set([...this.inventoryAgents, ...this.core.agents().map((a) => a.agent)]);
+    const due = full ? [...names] : [...names].filter((n) => !this.published.has(n));
+    if (due.length === 0) return;
+    this.planning = true;
+    try {
+      for (const name of due) {
+        if (this.closed) return;
+        const plan = this.core.plan(name);
+        if (this.published.get(name) !== plan.version) {
+          await this.kv.put(natsToken(name), gzipSync(JSON.stringify(plan)));
+          this.published.set(name, plan.version);
+          this.counts.plansPublished++;
+        } else await yieldToLoop();
+      }
+      if (full) this.lastFullPassMs = now;
+    } catch (err) {
+      if (!this.closed) this.log.warn({ err }, 'publishing plans to NATS failed; retrying');
+    } finally {
+      this.planning = false;
+    }
+  }
+}
