@@ -5,7 +5,7 @@ import type { Logger } from '../lib/logger.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 import { compileAllowList, defaultPlanPolicy } from './plan-policy.js';
 import { planToAgentConfig, type PlanAgentBase } from './plan-targets.js';
-import type { DeliveryStats, ProbeInstance } from './telemetry/index.js';
+import type { DeliveryStats, ProbeInstance, SeriesSelection } from './telemetry/index.js';
 
 /** How an agent that takes its plan from a collector is started. */
 export interface ManagedAgentOptions {
@@ -23,6 +23,8 @@ export interface ManagedAgentOptions {
   readonly metricsListen: string | false;
   /** The `instance` of the probe_* series (default: scrape). */
   readonly probeInstance?: ProbeInstance;
+  /** Which per-path series beyond the default set (default: none). */
+  readonly series?: SeriesSelection;
   readonly maxInFlight?: number;
   readonly log: Logger;
 }
@@ -79,6 +81,7 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
     labels: opts.labels,
     metricsListen: opts.metricsListen,
     ...(opts.probeInstance === undefined ? {} : { metricsProbeInstance: opts.probeInstance }),
+    ...(opts.series === undefined ? {} : { metricsSeries: opts.series }),
     maxInFlight: opts.maxInFlight ?? 256,
     policy: { policy, ...(allowList === undefined ? {} : { allowList }) },
   };

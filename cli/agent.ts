@@ -7,7 +7,7 @@ import { loadAgentConfig } from '../agent/config.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
-import type { ProbeInstance } from '../agent/telemetry/index.js';
+import type { ProbeInstance, SeriesSelection } from '../agent/telemetry/index.js';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { parseLabelText } from '../lib/labels.js';
 import { exitCodes } from './exit-codes.js';
@@ -87,6 +87,8 @@ interface CollectorSettings {
   readonly metrics: string | false;
   /** The config file's `metrics.probeInstance` (flags: the default). */
   readonly probeInstance?: ProbeInstance;
+  /** The config file's `metrics.histograms` and `metrics.blackbox` (flags: the defaults). */
+  readonly series?: SeriesSelection;
   readonly policy: PlanPolicy;
 }
 
@@ -185,6 +187,7 @@ async function runWithCollector(c: CollectorSettings): Promise<void> {
     stateDir: c.stateDir,
     metricsListen: c.metrics,
     ...(c.probeInstance === undefined ? {} : { probeInstance: c.probeInstance }),
+    ...(c.series === undefined ? {} : { series: c.series }),
     log,
   });
   await untilStopSignal(log);
@@ -222,6 +225,7 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
       labels: { ...config.agent.labels },
       metrics: config.metrics.listen,
       probeInstance: config.metrics.probeInstance,
+      series: { histograms: config.metrics.histograms, blackbox: config.metrics.blackbox },
       policy: {
         ...(c.plan.allowTargets === undefined ? {} : { allowTargets: c.plan.allowTargets }),
         allowTcpSend: c.plan.allowTcpSend,

@@ -2,7 +2,13 @@ import type { Attributes } from '@opentelemetry/api';
 import { DataPointType, type MetricDescriptor } from '@opentelemetry/sdk-metrics';
 import type { PrometheusText } from '../../lib/telemetry.js';
 import { pathMetrics as m } from './catalogue.js';
-import { visitPath, type Hist, type PathState, type SeriesSink } from './series.js';
+import {
+  visitPath,
+  type Hist,
+  type PathState,
+  type SeriesSelection,
+  type SeriesSink,
+} from './series.js';
 
 /* The Prometheus exporter's side: the per-path series as text exposition, in chunks. */
 
@@ -64,6 +70,7 @@ export async function renderPathText(
   text: PrometheusText,
   paths: Iterable<ReadonlyMap<string, PathState>>,
   lag: { readonly hist: Hist; readonly attributes: Attributes },
+  select: SeriesSelection,
 ): Promise<string> {
   const sink = new TextSink(text);
   if (lag.hist.count > 0) sink.histogram(m.lag, lag.hist, lag.attributes);
@@ -72,7 +79,7 @@ export async function renderPathText(
   for (let i = 0; i < list.length; i++) {
     if (i > 0 && i % renderChunkPaths === 0) await yieldToLoop();
     const p = list[i]!;
-    if (!p.removed) visitPath(p, sink);
+    if (!p.removed) visitPath(p, sink, select);
   }
   return sink.finish();
 }
