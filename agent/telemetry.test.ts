@@ -700,7 +700,7 @@ describe('Prometheus exposition', () => {
     expect(probeDurationBucketsS).toHaveLength(11);
   });
 
-  it('a large exposition is built in chunks, yielding to the event loop in between', async () => {
+  it('a large exposition is built in slices, yielding to the event loop in between', async () => {
     const t = telemetry();
     const target: TelemetryTarget = { labels: { zone: 'a' } };
     for (let i = 0; i < 1000; i++) t.recordResult(result({ ...dbOk, target: `t${i}` }), target);
@@ -711,11 +711,37 @@ describe('Prometheus exposition', () => {
       if (counting) setImmediate(count);
     };
     setImmediate(count);
-    const text = await t.renderPrometheus();
+    // A slice of 0 ms: a yield at every look at the clock (every 16 paths).
+    const text = await t.renderPrometheus(0);
     counting = false;
-    // Probes due meanwhile get the event loop: once per chunk of 50 paths, not once at the end.
-    expect(turns).toBeGreaterThanOrEqual(15);
+    // Probes due meanwhile get the event loop: once per slice, not once at the end.
+    expect(turns).toBeGreaterThanOrEqual(50);
     expect(samples(text).filter((l) => l.startsWith('probe_success{'))).toHaveLength(1000);
+  });
+
+  it('a slice is bounded in time: no stretch of the render without a yield is much longer than it', async () => {
+    const t = telemetry(everySeries);
+    const target: TelemetryTarget = { labels: { zone: 'a' } };
+    for (let i = 0; i < 3000; i++) t.recordResult(result({ ...webOk, target: `t${i}` }), target);
+    await t.renderPrometheus(); // label strings are rendered once per attribute set
+    const gaps: number[] = [];
+    let last = performance.now();
+    let counting = true;
+    const tick = (): void => {
+      const now = performance.now();
+      gaps.push(now - last);
+      last = now;
+      if (counting) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const t0 = performance.now();
+    await t.renderPrometheus(2);
+    const renderMs = performance.now() - t0;
+    counting = false;
+    // 3,000 https paths with every series take well over one 2 ms slice: it yielded.
+    expect(gaps.length).toBeGreaterThan(1);
+    // Loose: a slice stops at most 16 paths past its time; a busy CI machine adds its own.
+    if (renderMs > 20) expect(Math.max(...gaps)).toBeLessThan(renderMs);
   });
 
   it('metricsHandler serves the exposition over HTTP', async () => {

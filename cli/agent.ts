@@ -5,7 +5,6 @@ import type { CommandModule } from 'yargs';
 import { Agent, defaultStopGraceMs } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
 import { createLogger, type Logger } from '../lib/logger.js';
-import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
 import type { ProbeInstance, SeriesSelection } from '../agent/telemetry/index.js';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
@@ -177,6 +176,8 @@ async function runWithCollector(c: CollectorSettings): Promise<void> {
       `the collector is plain http on another host: the token and every report cross the network in clear; use https:// (${c.names.requireTls} refuses this)`,
     );
   }
+  // Loaded only with a collector: the link's HTTP client is memory a standalone agent need not hold.
+  const { startManagedAgent } = await import('../agent/managed.js');
   const managed = await startManagedAgent({
     url: parsed.href.replace(/\/$/, ''),
     token,

@@ -310,17 +310,17 @@ export class AgentTelemetry {
 
   /**
    * The Prometheus text exposition of every metric (OTel names mapped to Prometheus names).
-   * The path series are written straight from the per-path state, a few dozen paths at a
-   * time with a yield to the event loop in between, so that a scrape of thousands of paths
-   * does not hold up the probes due meanwhile.
+   * The path series are written straight from the per-path state, in slices of `sliceMs`
+   * (default 5 ms) with a yield to the event loop in between, so that a scrape of thousands
+   * of paths does not hold up the probes due meanwhile.
    */
-  async renderPrometheus(): Promise<string> {
+  async renderPrometheus(sliceMs?: number): Promise<string> {
     const { resourceMetrics, errors } = await this.pipeline.collectPrometheus();
     if (errors.length > 0)
       this.logger?.debug({ errors: errors.map(String) }, 'metric collection errors');
     const head = this.text.render(resourceMetrics);
     const lag = { hist: this.scheduleLag, attributes: this.agentAttrs };
-    return head + (await renderPathText(this.text, this.paths.values(), lag, this.series));
+    return head + (await renderPathText(this.text, this.paths.values(), lag, this.series, sliceMs));
   }
 
   /** A node:http handler answering with `renderPrometheus()`; mount it at GET /metrics. */
