@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import type { CommandModule } from 'yargs';
 import { Agent, defaultStopGraceMs } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
+import { tuneAgentHeap } from '../agent/heap.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
 import type { ProbeInstance, SeriesSelection } from '../agent/telemetry/index.js';
@@ -405,6 +406,7 @@ export function agentCommand(setExit: (code: number) => void): CommandModule<obj
             'OTLP push is on when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._METRICS_ENDPOINT) is set.',
         ),
     handler: async (args) => {
+      tuneAgentHeap();
       if (args.config !== undefined) await runConfigured(args, args.config);
       else await runManaged(args, args.collector ?? '');
       setExit(exitCodes.ok);
