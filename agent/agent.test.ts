@@ -447,7 +447,7 @@ describe.runIf(canUseNetns)('Agent: scheduled mtu targets', () => {
     // The bridge, the agent's own interface toward the host, is 1500 bytes: a 9000-byte
     // packet with Don't Fragment cannot leave.
     const config = parseAgentConfig(
-      `agent: { name: t }\nmetrics: { listen: "127.0.0.1:0" }\ndefaults: { interval: 300ms, timeout: 250ms }\ntargets:\n` +
+      `agent: { name: t }\nmetrics: { listen: "127.0.0.1:0", histograms: true }\ndefaults: { interval: 300ms, timeout: 250ms }\ntargets:\n` +
         `  - { name: h-icmp, kind: icmp, address: "${host.ip}", options: { count: 2 } }\n` +
         `  - { name: h-mtu, kind: mtu, address: "${host.ip}", options: { count: 2 } }\n` +
         `  - { name: h-jumbo, kind: mtu, address: "${host.ip}", options: { count: 2, size: 9000 } }\n`,

@@ -16,10 +16,16 @@ import {
 } from './confirm.js';
 import type { Logger } from '../lib/logger.js';
 import { Scheduler, type Job } from './scheduler.js';
-import { AgentTelemetry, type ConfirmStats } from './telemetry/index.js';
+import { AgentTelemetry, type ConfirmStats, type SeriesSelection } from './telemetry/index.js';
 
 /** How long SIGTERM waits for probes in flight before aborting them. */
 export const defaultStopGraceMs = 5_000;
+
+/** The config's choice of per-path series beyond the default set. */
+const seriesOf = (config: AgentConfig): SeriesSelection => ({
+  histograms: config.metrics.histograms,
+  blackbox: config.metrics.blackbox,
+});
 
 /** Called with every result; the collector link (issue 4) hangs here. */
 export type ResultListener = (result: ProbeResult, target: ResolvedTarget) => void;
@@ -93,6 +99,7 @@ export class Agent {
         agentLabels: config.agent.labels,
         serviceVersion: process.env.npm_package_version ?? '0.1.0',
         probeInstance: config.metrics.probeInstance,
+        series: seriesOf(config),
       });
     this.scheduler = new Scheduler({
       maxInFlight: config.defaults.maxInFlight,
@@ -146,6 +153,7 @@ export class Agent {
     }
     this.config = config;
     this.telemetry.setProbeInstance(config.metrics.probeInstance);
+    this.telemetry.setSeries(seriesOf(config));
     this.prepareKinds(config);
     this.scheduler.setJobs(this.jobs(config));
     this.log.info({ targets: config.targets.length }, 'configuration reloaded');

@@ -104,6 +104,10 @@ const invalid: Record<string, string[]> = {
   'invalid-metrics-probe-instance.yaml': [
     'invalid-metrics-probe-instance.yaml:3:18: metrics.probeInstance: expected one of: scrape, address (actual: "target")',
   ],
+  'invalid-metrics-series.yaml': [
+    'invalid-metrics-series.yaml:2:15: metrics.histograms: expected true or false (actual: "yes")',
+    'invalid-metrics-series.yaml:3:13: metrics.blackbox: expected one of: core, full (actual: "everything")',
+  ],
   'invalid-missing-kind.yaml': [
     'invalid-missing-kind.yaml:3:5: targets[0].kind: missing required key "kind"',
   ],
@@ -212,7 +216,12 @@ describe('valid agent configs', () => {
     const cfg = fixture('valid-minimal.yaml');
     expect(cfg).toEqual({
       agent: { name: hostname(), labels: {} },
-      metrics: { listen: '127.0.0.1:9465', probeInstance: 'scrape' },
+      metrics: {
+        listen: '127.0.0.1:9465',
+        probeInstance: 'scrape',
+        histograms: false,
+        blackbox: 'core',
+      },
       defaults: {
         intervalMs: 15_000,
         timeoutMs: 5_000,
@@ -328,6 +337,17 @@ describe('valid agent configs', () => {
     expect(fixture('valid-metrics-probe-instance.yaml').metrics).toEqual({
       listen: '127.0.0.1:9465',
       probeInstance: 'address',
+      histograms: false,
+      blackbox: 'core',
+    });
+  });
+
+  it('metrics.histograms and metrics.blackbox: off and "core" unless the config opts in', () => {
+    expect(fixture('valid-metrics-series.yaml').metrics).toEqual({
+      listen: '127.0.0.1:9465',
+      probeInstance: 'scrape',
+      histograms: true,
+      blackbox: 'full',
     });
   });
 

@@ -35,7 +35,12 @@ import {
   resolveCollectors,
   type AgentCollectorConfig,
 } from './config-collector.js';
-import { probeInstanceModes, type ProbeInstance } from './telemetry/index.js';
+import {
+  blackboxSeriesModes,
+  probeInstanceModes,
+  type BlackboxSeries,
+  type ProbeInstance,
+} from './telemetry/index.js';
 
 export type { AgentCollectorConfig };
 
@@ -100,6 +105,18 @@ const metricsSchema = z
       .default('scrape')
       .describe(
         'The `instance` label of the blackbox-compatible probe_* series: "scrape" (default) leaves it to Prometheus (the agent\'s scrape address); "address" sets it to the target\'s address or URL, as a blackbox_exporter job relabels it — scrape the agent with `honor_labels: true` so Prometheus keeps it.',
+      ),
+    histograms: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Per-target histograms: faultline_probe_duration_seconds (by phase for http) and faultline_probe_icmp_rtt_seconds. Off by default: each is 14 lines per target and phase in every scrape (~7 MB at 1,000 targets instead of ~0.75 MB).',
+      ),
+    blackbox: z
+      .enum(blackboxSeriesModes)
+      .default('core')
+      .describe(
+        'Which blackbox_exporter-compatible probe_* series: "core" (default) probe_success, probe_duration_seconds, probe_http_status_code, probe_ssl_earliest_cert_expiry and probe_dns_query_succeeded; "full" every series blackbox_exporter has for the check (probe_http_duration_seconds by phase, probe_ip_protocol, probe_dns_lookup_time_seconds, probe_icmp_duration_seconds…), for its dashboards.',
       ),
   })
   .strict()
@@ -246,6 +263,10 @@ export interface AgentConfig {
     readonly listen: string | false;
     /** The `instance` of the probe_* series: Prometheus' (scrape) or the target's address. */
     readonly probeInstance: ProbeInstance;
+    /** Per-target duration and ICMP RTT histograms (opt-in). */
+    readonly histograms: boolean;
+    /** The blackbox_exporter-compatible series: the core ones, or every one. */
+    readonly blackbox: BlackboxSeries;
   };
   readonly defaults: {
     readonly intervalMs: number;
@@ -488,6 +509,8 @@ function resolveConfig(cfg: Record<string, unknown>, ctx: IssueSink | undefined)
     metrics: {
       listen: (metrics.listen ?? false) as AgentConfig['metrics']['listen'],
       probeInstance: (metrics.probeInstance ?? 'scrape') as ProbeInstance,
+      histograms: metrics.histograms === true,
+      blackbox: (metrics.blackbox ?? 'core') as BlackboxSeries,
     },
     defaults: {
       intervalMs: defaultIntervalMs ?? 0,

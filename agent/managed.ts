@@ -2,12 +2,12 @@ import type { Plan } from '../wire/plan.js';
 import { Agent, defaultStopGraceMs } from './agent.js';
 import { CollectorLink, type CollectorEndpoint } from './collector-link.js';
 import type { NatsSection } from '../lib/nats-config.js';
-import { NatsLink } from './nats-link.js';
+import type { NatsLink } from './nats-link.js';
 import type { Logger } from '../lib/logger.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 import { compileAllowList, defaultPlanPolicy } from './plan-policy.js';
 import { planToAgentConfig, type PlanAgentBase } from './plan-targets.js';
-import type { DeliveryStats, ProbeInstance } from './telemetry/index.js';
+import type { DeliveryStats, ProbeInstance, SeriesSelection } from './telemetry/index.js';
 
 /** How an agent that takes its plan from a collector is started. */
 export interface ManagedAgentOptions {
@@ -30,6 +30,8 @@ export interface ManagedAgentOptions {
   readonly metricsListen: string | false;
   /** The `instance` of the probe_* series (default: scrape). */
   readonly probeInstance?: ProbeInstance;
+  /** Which per-path series beyond the default set (default: none). */
+  readonly series?: SeriesSelection;
   readonly maxInFlight?: number;
   readonly log: Logger;
 }
@@ -98,6 +100,7 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
     labels: opts.labels,
     metricsListen: opts.metricsListen,
     ...(opts.probeInstance === undefined ? {} : { metricsProbeInstance: opts.probeInstance }),
+    ...(opts.series === undefined ? {} : { metricsSeries: opts.series }),
     maxInFlight: opts.maxInFlight ?? 256,
     policy: { policy, ...(allowList === undefined ? {} : { allowList }) },
   };
@@ -131,7 +134,12 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
             : { collectors: opts.collectors }),
           ...common,
         })
-      : new NatsLink({ nats: opts.nats, zone: opts.labels.zone ?? 'default', ...common });
+      : // Loaded only with NATS: its client is memory an HTTP agent need not hold.
+        new (await import('./nats-link.js')).NatsLink({
+          nats: opts.nats,
+          zone: opts.labels.zone ?? 'default',
+          ...common,
+        });
   const plan = await link.start();
   if (plan === undefined) {
     opts.log.warn(

@@ -10,7 +10,11 @@ import { reservedLabelNames } from './config.js';
 import type { Logger } from '../lib/logger.js';
 import { planTargetRefusal } from './plan-policy.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
-import type { ProbeInstance } from './telemetry/index.js';
+import {
+  defaultSeriesSelection,
+  type ProbeInstance,
+  type SeriesSelection,
+} from './telemetry/index.js';
 
 /** Who the agent is and how it runs: what a plan does not say. */
 export interface PlanAgentBase {
@@ -22,6 +26,8 @@ export interface PlanAgentBase {
   readonly metricsListen: string | false;
   /** The `instance` of the probe_* series (default: scrape). */
   readonly metricsProbeInstance?: ProbeInstance;
+  /** Which per-path series beyond the default set (default: none). */
+  readonly metricsSeries?: SeriesSelection;
   /** Most probes running at once. */
   readonly maxInFlight: number;
   /** What the plan may make the agent do (the agent's own config); absent: anything. */
@@ -154,7 +160,11 @@ export function planToAgentConfig(plan: Plan, base: PlanAgentBase, log?: Logger)
 
   const config: AgentConfig = {
     agent: { name: base.name, labels: { ...base.labels } },
-    metrics: { listen: base.metricsListen, probeInstance: base.metricsProbeInstance ?? 'scrape' },
+    metrics: {
+      listen: base.metricsListen,
+      probeInstance: base.metricsProbeInstance ?? 'scrape',
+      ...(base.metricsSeries ?? defaultSeriesSelection),
+    },
     defaults: {
       // Plan targets carry their own schedule; these only describe the config as a whole.
       intervalMs: shortest(targets.map((t) => t.intervalMs)),

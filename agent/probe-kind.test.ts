@@ -86,7 +86,14 @@ describe('a kind registered in one place', () => {
   });
 
   it('the agent exports its phases, its IP protocol and its own series', async () => {
-    const t = new AgentTelemetry({ agentName: 'a1', agentLabels: {}, serviceVersion: '0' });
+    // A kind's own series and the per-phase histograms are opt-in (`metrics.blackbox: full`,
+    // `metrics.histograms: true`).
+    const t = new AgentTelemetry({
+      agentName: 'a1',
+      agentLabels: {},
+      serviceVersion: '0',
+      series: { histograms: true, blackbox: 'full' },
+    });
     t.recordResult(result(1), { labels: {} });
     const text = await t.renderPrometheus();
     await t.shutdown();

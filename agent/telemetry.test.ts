@@ -19,6 +19,7 @@ import {
   otlpPushFromEnv,
   probeDurationBucketsS,
   prometheusContentType,
+  type SeriesSelection,
   type TelemetryTarget,
 } from './telemetry/index.js';
 
@@ -28,12 +29,15 @@ const opened: AgentTelemetry[] = [];
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((t) => t.shutdown(1000)));
 });
-function telemetry(): AgentTelemetry {
+/** The opt-in series too (`metrics.histograms: true`, `metrics.blackbox: full`). */
+const everySeries: SeriesSelection = { histograms: true, blackbox: 'full' };
+function telemetry(series?: SeriesSelection): AgentTelemetry {
   const t = new AgentTelemetry({
     agentName: 'a1',
     hostName: 'host-1',
     agentLabels: { zone: 'a' },
     serviceVersion: '1.2.3',
+    ...(series === undefined ? {} : { series }),
   });
   opened.push(t);
   return t;
@@ -112,8 +116,114 @@ const webBb = `${webLabels},address="web.example"`;
 const gwBb = `${gwLabels},address="gw.example"`;
 
 describe('Prometheus exposition', () => {
-  it('exposes blackbox-compatible gauges of the last result per path, with agent, target, kind and the target labels', async () => {
+  it('the default set: per path its state, success, results by class and the core blackbox series; no histograms', async () => {
     const t = telemetry();
+    recordThree(t);
+    const expiry = Date.parse('2030-09-03T21:33:03Z') / 1000;
+    const byPath = (labels: string): string[] =>
+      samples(text)
+        .filter((l) => l.includes(`{${labels}`))
+        .sort();
+    const text = await t.renderPrometheus();
+    // Every default series of each kind, and nothing else (what the README's table counts).
+    expect(byPath(webLabels)).toEqual(
+      [
+        `faultline_probe_results_total{${webLabels},class="ok"} 1`,
+        `faultline_probe_state{${webLabels},class="ok"} 1`,
+        `faultline_probe_success{${webLabels}} 1`,
+        `probe_duration_seconds{${webBb}} 0.02`,
+        `probe_http_status_code{${webBb}} 200`,
+        `probe_ssl_earliest_cert_expiry{${webBb}} ${expiry}`,
+        `probe_success{${webBb}} 1`,
+      ].sort(),
+    );
+    expect(byPath(dbLabels)).toEqual(
+      [
+        `faultline_probe_results_total{${dbLabels},class="tcp_timeout"} 1`,
+        `faultline_probe_state{${dbLabels},class="tcp_timeout"} 1`,
+        `faultline_probe_success{${dbLabels}} 0`,
+        `probe_duration_seconds{${dbBb}} 1`,
+        `probe_success{${dbBb}} 0`,
+      ].sort(),
+    );
+    expect(byPath(gwLabels)).toEqual(
+      [
+        `faultline_probe_icmp_loss_ratio{${gwLabels}} 0.25`,
+        `faultline_probe_results_total{${gwLabels},class="ok"} 1`,
+        `faultline_probe_state{${gwLabels},class="ok"} 1`,
+        `faultline_probe_success{${gwLabels}} 1`,
+        `probe_duration_seconds{${gwBb}} 2`,
+        `probe_success{${gwBb}} 1`,
+      ].sort(),
+    );
+    // The agent's own series are all there, the schedule lag histogram among them.
+    expect(samples(text)).toContain(
+      'faultline_agent_schedule_lag_seconds_bucket{agent="a1",le="0.02"} 2',
+    );
+    expect(samples(text)).toContain('faultline_agent_probes_in_flight{agent="a1"} 2');
+  });
+
+  it('a dns path by default: probe_dns_query_succeeded besides the common series', async () => {
+    const t = telemetry();
+    const name: TelemetryTarget = { labels: {} };
+    t.recordResult(
+      result({
+        target: 'name',
+        kind: 'dns',
+        class: 'ok',
+        timings: { dnsMs: 3, totalMs: 3 },
+        detail: { rcode: 'NOERROR', answers: ['192.0.2.1'] },
+      }),
+      name,
+    );
+    const labels = 'agent="a1",target="name",kind="dns",address="name.example"';
+    const lines = samples(await t.renderPrometheus());
+    expect(lines).toContain(`probe_dns_query_succeeded{${labels}} 1`);
+    expect(lines.filter((l) => l.startsWith('probe_dns_answer_rrs'))).toEqual([]);
+    expect(lines.filter((l) => l.startsWith('probe_ip_protocol'))).toEqual([]);
+  });
+
+  it('setSeries (a reloaded config) turns the opt-in series on and off: histograms count from then on', async () => {
+    const t = telemetry();
+    t.recordResult(dbOk, db);
+    t.setSeries(everySeries);
+    t.recordResult(dbOk, db);
+    let lines = samples(await t.renderPrometheus());
+    expect(lines).toContain(`faultline_probe_duration_seconds_count{${dbLabels},phase="total"} 1`);
+    expect(lines).toContain(`probe_ip_protocol{${dbBb}} 0`);
+    t.setSeries({ histograms: false, blackbox: 'core' });
+    t.recordResult(dbOk, db);
+    lines = samples(await t.renderPrometheus());
+    expect(lines.filter((l) => l.startsWith('faultline_probe_duration_seconds'))).toEqual([]);
+    expect(lines.filter((l) => l.startsWith('probe_ip_protocol'))).toEqual([]);
+    expect(lines).toContain(`faultline_probe_results_total{${dbLabels},class="ok"} 3`);
+    // On again: a fresh histogram, not the old counts.
+    t.setSeries(everySeries);
+    t.recordResult(dbOk, db);
+    lines = samples(await t.renderPrometheus());
+    expect(lines).toContain(`faultline_probe_duration_seconds_count{${dbLabels},phase="total"} 1`);
+  });
+
+  it('1,000 paths by default: at most 1 MB a scrape', async () => {
+    const t = telemetry();
+    for (let i = 0; i < 1000; i++) {
+      const target: TelemetryTarget = { labels: { zone: `z${i % 4}`, rack: `r${i % 16}` } };
+      const base = i % 3 === 0 ? webOk : i % 3 === 1 ? dbOk : gwLossy;
+      const r = {
+        ...base,
+        target: `svc-${i}`,
+        address:
+          base.kind === 'http' ? `https://svc-${i}.internal.example:8443/healthz` : `10.0.0.${i}`,
+      };
+      for (let k = 0; k < 3; k++) t.recordResult(r, target);
+    }
+    const text = await t.renderPrometheus();
+    expect(Buffer.byteLength(text)).toBeLessThan(1_000_000);
+    expect(samples(text).filter((l) => l.startsWith('probe_success{'))).toHaveLength(1000);
+  });
+
+  it('exposes blackbox-compatible gauges of the last result per path, with agent, target, kind and the target labels', async () => {
+    const t = telemetry(everySeries);
     recordThree(t);
     const lines = samples(await t.renderPrometheus());
     expect(lines).toContain(`probe_success{${dbBb}} 0`);
@@ -139,7 +249,7 @@ describe('Prometheus exposition', () => {
   });
 
   it('the other blackbox_exporter series of the last result: ssl, http version, content length, redirects, regex failure, ip protocol, TLS version, DNS answers', async () => {
-    const t = telemetry();
+    const t = telemetry(everySeries);
     recordThree(t);
     const dnsLabels = 'agent="a1",target="ns",kind="dns",zone="b",address="ns.example"';
     t.recordResult(
@@ -279,6 +389,7 @@ describe('Prometheus exposition', () => {
       agentLabels: {},
       serviceVersion: '1.2.3',
       probeInstance: 'address',
+      series: everySeries,
     });
     opened.push(t);
     recordThree(t);
@@ -302,7 +413,7 @@ describe('Prometheus exposition', () => {
   });
 
   it('an mtu path is an ICMP echo too: per-reply RTTs, loss and the blackbox icmp alias; its failure class', async () => {
-    const t = telemetry();
+    const t = telemetry(everySeries);
     const labels = 'agent="a1",target="gw/mtu",kind="mtu",zone="b"';
     t.recordResult(
       result({
@@ -339,7 +450,7 @@ describe('Prometheus exposition', () => {
   });
 
   it('exposes the OTel metrics under Prometheus names with unit suffixes, _total on counters, no scope labels', async () => {
-    const t = telemetry();
+    const t = telemetry(everySeries);
     recordThree(t);
     const text = await t.renderPrometheus();
     const lines = samples(text);
@@ -606,7 +717,7 @@ describe('Prometheus exposition', () => {
   });
 
   it('duration histograms: phases for http only; tcp and icmp get phase="total" alone', async () => {
-    const t = telemetry();
+    const t = telemetry(everySeries);
     t.recordResult(dbOk, db); // tcp with a connect timing
     t.recordResult(gwLossy, gw); // icmp with an rtt timing
     t.recordResult(webOk, web);
@@ -627,7 +738,7 @@ describe('Prometheus exposition', () => {
     expect(probeDurationBucketsS).toHaveLength(11);
   });
 
-  it('a large exposition is built in chunks, yielding to the event loop in between', async () => {
+  it('a large exposition is built in slices, yielding to the event loop in between', async () => {
     const t = telemetry();
     const target: TelemetryTarget = { labels: { zone: 'a' } };
     for (let i = 0; i < 1000; i++) t.recordResult(result({ ...dbOk, target: `t${i}` }), target);
@@ -638,11 +749,37 @@ describe('Prometheus exposition', () => {
       if (counting) setImmediate(count);
     };
     setImmediate(count);
-    const text = await t.renderPrometheus();
+    // A slice of 0 ms: a yield at every look at the clock (every 16 paths).
+    const text = await t.renderPrometheus(0);
     counting = false;
-    // Probes due meanwhile get the event loop: once per chunk of 50 paths, not once at the end.
-    expect(turns).toBeGreaterThanOrEqual(15);
+    // Probes due meanwhile get the event loop: once per slice, not once at the end.
+    expect(turns).toBeGreaterThanOrEqual(50);
     expect(samples(text).filter((l) => l.startsWith('probe_success{'))).toHaveLength(1000);
+  });
+
+  it('a slice is bounded in time: no stretch of the render without a yield is much longer than it', async () => {
+    const t = telemetry(everySeries);
+    const target: TelemetryTarget = { labels: { zone: 'a' } };
+    for (let i = 0; i < 3000; i++) t.recordResult(result({ ...webOk, target: `t${i}` }), target);
+    await t.renderPrometheus(); // label strings are rendered once per attribute set
+    const gaps: number[] = [];
+    let last = performance.now();
+    let counting = true;
+    const tick = (): void => {
+      const now = performance.now();
+      gaps.push(now - last);
+      last = now;
+      if (counting) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const t0 = performance.now();
+    await t.renderPrometheus(2);
+    const renderMs = performance.now() - t0;
+    counting = false;
+    // 3,000 https paths with every series take well over one 2 ms slice: it yielded.
+    expect(gaps.length).toBeGreaterThan(1);
+    // Loose: a slice stops at most 16 paths past its time; a busy CI machine adds its own.
+    if (renderMs > 20) expect(Math.max(...gaps)).toBeLessThan(renderMs);
   });
 
   it('metricsHandler serves the exposition over HTTP', async () => {
@@ -784,7 +921,7 @@ describe.runIf(existsSync(blackboxBin) && process.getuid?.() === 0)(
       );
       expect(bb.types.get('probe_success')).toBe('gauge');
 
-      const t = telemetry();
+      const t = telemetry(everySeries);
       recordThree(t);
       const ours = shape(await t.renderPrometheus());
       const aliases = [...ours.types.keys()].filter((n) => n.startsWith('probe_'));
@@ -979,7 +1116,7 @@ describe('OTLP push', () => {
     process.env.OTEL_METRIC_EXPORT_INTERVAL = '100';
     process.env.OTEL_EXPORTER_OTLP_HEADERS = 'x-faultline-test=yes';
     process.env.OTEL_RESOURCE_ATTRIBUTES = 'deployment.environment=test,service.name=not-us';
-    const t = telemetry();
+    const t = telemetry(everySeries);
     expect(t.otlp).toMatchObject({
       protocol: 'http/protobuf',
       url: `${receiver.url}/v1/metrics`,
@@ -1079,7 +1216,7 @@ describe('OTLP push', () => {
     process.env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL = 'http/json';
     process.env.OTEL_EXPORTER_OTLP_COMPRESSION = 'gzip';
     process.env.OTEL_METRIC_EXPORT_INTERVAL = '100';
-    const t = telemetry();
+    const t = telemetry(everySeries);
     recordThree(t);
     const r = receiver;
     const got = await pollUntil('probe_success of db pushed', () =>

@@ -65,6 +65,8 @@ interface Settings {
   failing: number;
   /** The failing targets' port listens and refuses in turns this long (0: always refuses). */
   flapMs: number;
+  /** How the failing targets fail: refused (tcp, at once) or timeout (every kind, in full). */
+  failingMode: 'refused' | 'timeout';
   /** The agent's `defaults.confirm.count` (absent: its default). */
   confirmCount?: number;
   /** The agent's `defaults.adaptiveTimeout` (absent: its default). */
@@ -84,12 +86,17 @@ const usage = `Usage: node dist/bench/agent.js [options]
   --sides LIST           ours,blackbox,floor (default all three; floor is the same
                          traffic from bare sockets and fping, for scale)
   --kinds LIST           kinds the targets cycle through (default icmp,tcp,http)
-  --node-args="ARGS"     extra node flags for the agent (e.g. --node-args="--cpu-prof")
+  --node-args="ARGS"     node flags for the agent (default --max-semi-space-size=2, the
+                         NODE_OPTIONS deploy/ sets; e.g. --node-args="--cpu-prof")
   --nice=N               run every measured process under \`nice -n N\` (default 0); a
                          negative N keeps a busy machine's other work off the figures
   --failing R            share of the targets (0..1) made tcp probes of a local port
                          that refuses: the price of failures and their confirmation
                          bursts (default 0)
+  --failing-mode M       refused (default): the failing targets are tcp probes of a
+                         port that refuses; timeout: they keep their kind and probe
+                         an address on the test bridge nobody holds, so each waits out
+                         its timeout (the costlier failure: socket, timer, confirmations)
   --flap-ms N            that port listens and refuses in turns of N ms, so each
                          failing target changes class (and bursts) every N ms
                          (default 0: it always refuses)
@@ -112,10 +119,12 @@ function settings(): Settings {
       'icmp-count': { type: 'string', default: '1' },
       sides: { type: 'string', default: 'ours,blackbox,floor' },
       kinds: { type: 'string', default: 'icmp,tcp,http' },
-      'node-args': { type: 'string', default: '' },
+      // As deploy/ runs the agent (NODE_OPTIONS in the systemd unit, the DaemonSet, the chart).
+      'node-args': { type: 'string', default: '--max-semi-space-size=2' },
       nice: { type: 'string', default: '0' },
       failing: { type: 'string', default: '0' },
       'flap-ms': { type: 'string', default: '0' },
+      'failing-mode': { type: 'string', default: 'refused' },
       'confirm-count': { type: 'string' },
       'adaptive-timeout': { type: 'string' },
       json: { type: 'string' },
@@ -160,6 +169,7 @@ function settings(): Settings {
     nice: Math.trunc(num('nice', -20)),
     failing: Math.min(1, num('failing', 0)),
     flapMs: Math.floor(num('flap-ms', 0)),
+    failingMode: failingModeOf(String(values['failing-mode'])),
     ...(values['confirm-count'] === undefined
       ? {}
       : { confirmCount: Math.floor(num('confirm-count', 0)) }),
@@ -239,6 +249,11 @@ async function startServers(
  * turns of flapMs: the failing targets of `--failing`. Served by this process, which is
  * not measured.
  */
+function failingModeOf(raw: string): Settings['failingMode'] {
+  if (raw === 'refused' || raw === 'timeout') return raw;
+  throw new Error(`--failing-mode: expected refused or timeout (actual: ${raw})`);
+}
+
 async function flappingPort(flapMs: number): Promise<number> {
   const port = await freePort();
   if (flapMs <= 0) return port;
@@ -335,7 +350,23 @@ async function targetSide(
     }
     targets.push({ name: `${kind}-${place}-${j}`, kind, address, place });
   }
-  if (s.failing > 0) {
+  if (s.failing > 0 && s.failingMode === 'timeout') {
+    const every = Math.max(1, Math.round(1 / s.failing));
+    // Addresses on the bridge's /24 above every host's (10 + 4 × 50 at most): no one answers
+    // ARP. Each target its own address and port (the floor keys its targets by address).
+    const silent = Array.from({ length: 45 }, (_, k) => net.address(210 + k));
+    let echoes = 0;
+    for (let i = 0; i < targets.length; i += every) {
+      const t = targets[i]!;
+      if (t.kind === 'icmp' && echoes === silent.length)
+        throw new Error(`--failing-mode timeout: at most ${silent.length} icmp targets fail`);
+      const ip = t.kind === 'icmp' ? silent[echoes++]! : silent[i % silent.length]!;
+      const port = 20_000 + i;
+      const address =
+        t.kind === 'icmp' ? ip : t.kind === 'tcp' ? `${ip}:${port}` : `http://${ip}:${port}/`;
+      targets[i] = { name: `${t.kind}-silent-${i}`, kind: t.kind, address, place: 'failing' };
+    }
+  } else if (s.failing > 0) {
     const port = await flappingPort(s.flapMs);
     const every = Math.max(1, Math.round(1 / s.failing));
     for (let i = 0; i < targets.length; i += every) {

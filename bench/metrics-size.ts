@@ -4,13 +4,17 @@
  * addresses ~40 characters long, two target labels). Prints Markdown.
  *
  *   node dist/bench/metrics-size.js [--targets 1000] [--probe-instance scrape|address]
+ *     [--histograms] [--blackbox core|full] [--failing 0.1] [--dump FILE]
  *
  * A direct measurement of what a scrape costs, beside `bench:agent`'s end-to-end one.
  */
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import {
   AgentTelemetry,
+  blackboxSeriesModes,
   probeInstanceModes,
+  type BlackboxSeries,
   type ProbeInstance,
   type TelemetryTarget,
 } from '../agent/telemetry/index.js';
@@ -73,13 +77,31 @@ function results(n: number, nowMs: number): { result: ProbeResult; target: Telem
   });
 }
 
+const failedClass: Readonly<Record<string, ProbeResult['class']>> = {
+  http: 'http_timeout',
+  tcp: 'tcp_timeout',
+  icmp: 'icmp_timeout',
+};
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       targets: { type: 'string', default: '1000' },
       'probe-instance': { type: 'string', default: 'scrape' },
+      histograms: { type: 'boolean', default: false },
+      blackbox: { type: 'string', default: 'core' },
+      failing: { type: 'string', default: '0' },
+      dump: { type: 'string' },
     },
   });
+  const blackbox = values.blackbox as BlackboxSeries;
+  if (!blackboxSeriesModes.includes(blackbox))
+    throw new Error(
+      `--blackbox: expected ${blackboxSeriesModes.join(' or ')} (actual: ${String(blackbox)})`,
+    );
+  const failing = Number(values.failing);
+  if (!(failing >= 0 && failing <= 1))
+    throw new Error(`--failing: expected a share 0..1 (actual: ${values.failing})`);
   const n = Number(values.targets);
   if (!Number.isInteger(n) || n < 1)
     throw new Error(`--targets: expected a positive whole number (actual: ${values.targets})`);
@@ -95,12 +117,17 @@ async function main(): Promise<void> {
     agentLabels: { zone: 'a' },
     serviceVersion: '0',
     probeInstance: mode,
+    series: { histograms: values.histograms, blackbox },
   });
   try {
     const all = results(n, Date.now());
     // A few rounds, so every histogram has counts in several buckets' worth of lines.
     for (let round = 0; round < 5; round++)
       for (const { result, target } of all) t.recordResult(result, target);
+    // The failing share: one more round in which they time out (a second class each).
+    const nFailing = Math.round(n * failing);
+    for (const { result, target } of all.slice(0, nFailing))
+      t.recordResult({ ...result, class: failedClass[result.kind] ?? 'tcp_timeout' }, target);
     await t.renderPrometheus(); // warm: label strings are rendered once per attribute set
     let bestMs = Infinity;
     let text = '';
@@ -109,20 +136,21 @@ async function main(): Promise<void> {
       text = await t.renderPrometheus();
       bestMs = Math.min(bestMs, performance.now() - t0);
     }
+    if (values.dump !== undefined) writeFileSync(values.dump, text);
     const lines = text.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
     const probe = lines.filter((l) => l.startsWith('probe_'));
     const mb = (bytes: number): string => (bytes / 1e6).toFixed(2);
     const probeBytes = probe.reduce((a, l) => a + Buffer.byteLength(l) + 1, 0);
     process.stdout.write(
       [
-        `## Agent /metrics at ${n} targets (probeInstance: ${mode})`,
+        `## Agent /metrics at ${n} targets (probeInstance: ${mode}, histograms: ${values.histograms}, blackbox: ${blackbox}, failing: ${nFailing})`,
         '',
         '| | bytes | MB | samples |',
         '| --- | ---: | ---: | ---: |',
         `| whole page | ${Buffer.byteLength(text)} | ${mb(Buffer.byteLength(text))} | ${lines.length} |`,
         `| probe_* series | ${probeBytes} | ${mb(probeBytes)} | ${probe.length} |`,
         '',
-        `Rendered in ${bestMs.toFixed(0)} ms (best of 5).`,
+        `Rendered in ${bestMs.toFixed(1)} ms (best of 5).`,
         '',
       ].join('\n'),
     );

@@ -6,10 +6,10 @@ import { Agent, defaultStopGraceMs } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
 import type { AgentCollectorConfig, AgentConfig } from '../agent/config.js';
 import type { NatsSection } from '../lib/nats-config.js';
+import { tuneAgentHeap } from '../agent/heap.js';
 import { createLogger, type Logger } from '../lib/logger.js';
-import { startManagedAgent } from '../agent/managed.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
-import type { ProbeInstance } from '../agent/telemetry/index.js';
+import type { ProbeInstance, SeriesSelection } from '../agent/telemetry/index.js';
 import type { CollectorEndpoint } from '../agent/collector-link.js';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import { parseLabelText } from '../lib/labels.js';
@@ -99,6 +99,8 @@ interface CollectorSettings {
   readonly metrics: string | false;
   /** The config file's `metrics.probeInstance` (flags: the default). */
   readonly probeInstance?: ProbeInstance;
+  /** The config file's `metrics.histograms` and `metrics.blackbox` (flags: the defaults). */
+  readonly series?: SeriesSelection;
   readonly policy: PlanPolicy;
 }
 
@@ -208,6 +210,8 @@ async function runWithCollector(c: CollectorSettings): Promise<void> {
       `the collector is plain http on another host: the token and every report cross the network in clear; use https:// (${c.endpoints[i]!.names.requireTls} refuses this)`,
     );
   });
+  // Loaded only with a collector: the link's HTTP client is memory a standalone agent need not hold.
+  const { startManagedAgent } = await import('../agent/managed.js');
   const managed = await startManagedAgent({
     collectors: endpoints.map(({ cleartext: _, ...e }) => e),
     policy: c.policy,
@@ -216,6 +220,7 @@ async function runWithCollector(c: CollectorSettings): Promise<void> {
     stateDir: c.stateDir,
     metricsListen: c.metrics,
     ...(c.probeInstance === undefined ? {} : { probeInstance: c.probeInstance }),
+    ...(c.series === undefined ? {} : { series: c.series }),
     log,
   });
   await untilStopSignal(log);
@@ -269,6 +274,7 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
       labels: { ...config.agent.labels },
       metrics: config.metrics.listen,
       probeInstance: config.metrics.probeInstance,
+      series: { histograms: config.metrics.histograms, blackbox: config.metrics.blackbox },
       policy: {
         ...(c.plan.allowTargets === undefined ? {} : { allowTargets: c.plan.allowTargets }),
         allowTcpSend: c.plan.allowTcpSend,
@@ -314,6 +320,7 @@ async function runWithNats(
     }
   }
   const log = createLogger('agent', { agent: config.agent.name });
+  const { startManagedAgent } = await import('../agent/managed.js');
   const managed = await startManagedAgent({
     url: '',
     token: '',
@@ -329,6 +336,7 @@ async function runWithNats(
     stateDir: c.stateDir,
     metricsListen: config.metrics.listen,
     probeInstance: config.metrics.probeInstance,
+    series: { histograms: config.metrics.histograms, blackbox: config.metrics.blackbox },
     log,
   });
   await untilStopSignal(log);
@@ -490,6 +498,7 @@ export function agentCommand(setExit: (code: number) => void): CommandModule<obj
             'OTLP push is on when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._METRICS_ENDPOINT) is set.',
         ),
     handler: async (args) => {
+      tuneAgentHeap();
       if (args.config !== undefined) await runConfigured(args, args.config);
       else await runManaged(args, args.collector ?? []);
       setExit(exitCodes.ok);

@@ -2,15 +2,39 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
+import type { CommandModule } from 'yargs';
 import { exitCodes } from './exit-codes.js';
-import { agentCommand } from './agent.js';
-import { collectorCommand } from './collector.js';
 import { chooseCompletionShell, completionCommand, completionDescribe } from './completion.js';
-import { demoCommand } from './demo.js';
-import { incidentsCommand } from './incidents.js';
-import { probeCommand } from './probe.js';
-import { schemaCommand } from './schema.js';
-import { statusCommand } from './status.js';
+
+type SetCode = (code: number) => void;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each command has its own argument type
+type Command = CommandModule<object, any>;
+
+/**
+ * Every command, in the order `--help` lists them, each loaded only when needed: a process
+ * runs one command, and the agent — the daemon on every host — should not carry the
+ * collector's web server, store and localiser (~30 MB of RSS) in its memory.
+ */
+const commands: readonly (readonly [string, (set: SetCode) => Promise<Command>])[] = [
+  ['probe', async (set) => (await import('./probe.js')).probeCommand(set)],
+  ['agent', async (set) => (await import('./agent.js')).agentCommand(set)],
+  ['collector', async (set) => (await import('./collector.js')).collectorCommand(set)],
+  ['status', async (set) => (await import('./status.js')).statusCommand(set)],
+  ['incidents', async (set) => (await import('./incidents.js')).incidentsCommand(set)],
+  ['demo', async (set) => (await import('./demo.js')).demoCommand(set)],
+  ['schema', async (set) => (await import('./schema.js')).schemaCommand(set)],
+];
+
+/**
+ * The commands to load for `argv`: the one it names (its first word, when that is a command),
+ * or all of them (top-level help, completion, a mistyped command yargs should suggest for).
+ */
+function commandsFor(argv: readonly string[]): readonly string[] {
+  const all = commands.map(([name]) => name);
+  if (argv.some((a) => a.startsWith('--get-yargs-completions'))) return all;
+  const first = argv.find((a) => !a.startsWith('-'));
+  return first !== undefined && all.includes(first) ? [first] : all;
+}
 
 async function main(argv: string[]): Promise<number> {
   let code: number = exitCodes.ok;
@@ -18,18 +42,17 @@ async function main(argv: string[]): Promise<number> {
     code = c;
   };
   chooseCompletionShell(argv, process.env);
-  await yargs(argv)
+  const wanted = new Set(commandsFor(argv));
+  const loaded = await Promise.all(
+    commands.filter(([name]) => wanted.has(name)).map(([, load]) => load(setCode)),
+  );
+  let cli = yargs(argv);
+  for (const command of loaded) cli = cli.command(command);
+  await cli
     .scriptName('faultline')
     .usage(
       '$0 <command> [options]\n\nSynthetic connectivity probes that tell a network partition from a database or service fault.',
     )
-    .command(probeCommand(setCode))
-    .command(agentCommand(setCode))
-    .command(collectorCommand(setCode))
-    .command(statusCommand(setCode))
-    .command(incidentsCommand(setCode))
-    .command(demoCommand(setCode))
-    .command(schemaCommand(setCode))
     // Also answers the scripts' --get-yargs-completions.
     .completion(completionCommand, completionDescribe)
     .demandCommand(1, 'Name a command: see the list above.')

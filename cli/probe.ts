@@ -231,6 +231,11 @@ export function probeCommand(setExit: (code: number) => void): CommandModule<obj
       const onSigint = (): void => stop.abort();
       process.once('SIGINT', onSigint);
       const results: ProbeResult[] = [];
+      // A run of attempts is a schedule: a kind with long-lived machinery for scheduled targets
+      // (icmp, mtu: one `fping -l` for the whole run instead of a process per attempt) uses
+      // it, as the agent does. A round it cannot answer in time runs one-shot as before.
+      if (args.count > 1 && intervalMs > 0)
+        def.prepare?.([{ target, options, intervalMs, timeoutMs }]);
       try {
         for (let i = 0; i < args.count && !stop.signal.aborted; i++) {
           if (i > 0 && intervalMs > 0) {

@@ -28,6 +28,7 @@ import { pollUntil } from '../lab/poll-until.js';
 import {
   agentMemoryLimit,
   agentMemoryRequest,
+  agentNodeOptions,
   expectAgentPod,
   expectEnvInOrder,
   expectHeapBelowLimit,
@@ -189,6 +190,8 @@ describe('systemd unit', () => {
     expect(unitMiB(svc('MemoryMax'))).toBe(Number.parseInt(agentMemoryLimit, 10));
     expect(unitMiB(svc('MemoryHigh'))).toBeGreaterThan(Number.parseInt(agentMemoryRequest, 10));
     expect(unitMiB(svc('MemoryHigh'))).toBeLessThan(unitMiB(svc('MemoryMax')));
+    // The young generation bench:agent measured with, as on Kubernetes.
+    expect(service.get('Environment')).toContain(`NODE_OPTIONS=${agentNodeOptions}`);
     // V8's JIT needs W+X pages; a user namespace's CAP_NET_RAW opens no raw socket on the host.
     expect(service.has('MemoryDenyWriteExecute')).toBe(false);
     expect(service.has('PrivateUsers')).toBe(false);

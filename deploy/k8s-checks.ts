@@ -9,15 +9,18 @@ import { parseAllDocuments } from 'yaml';
 import { defaultStopGraceMs } from '../agent/agent.js';
 
 /**
- * The agent container's memory limit. From `npm run bench:agent -- --sides ours
- * --duration-s 60` (1,000 targets at 1 s, a third each icmp/tcp/http, the default): peak RSS
- * of the agent and its fping children 222 MB and 233 MB in two runs on a loaded 2-core
- * machine. 384Mi leaves ~65% over the higher one for failure bursts, spooling while the
- * collector is away, and garbage collection; the 128Mi of before was an OOM kill waiting.
+ * The agent container's memory limit. From `npm run bench:agent -- --duration-s 60` (1,000
+ * targets at 1 s, a third each icmp/tcp/http, with `agentNodeOptions`), issue 18: peak RSS
+ * of the agent and its fping children 113 MB healthy and 124 MB with a tenth of the targets
+ * timing out (`--failing 0.1 --failing-mode timeout`), both on an overloaded 2-core machine
+ * (before issue 18: 222–233 MB). 192Mi leaves ~55% over the higher one for failure bursts,
+ * spooling while the collector is away, and garbage collection.
  */
-export const agentMemoryLimit = '384Mi';
+export const agentMemoryLimit = '192Mi';
+/** The agent's node flags: a small young generation (see agent/heap.ts and the README). */
+export const agentNodeOptions = '--max-semi-space-size=2';
 /** What the scheduler reserves per node for the agent: above its measured peak. */
-export const agentMemoryRequest = '256Mi';
+export const agentMemoryRequest = '128Mi';
 
 export interface K8sObject {
   apiVersion: string;
@@ -145,6 +148,7 @@ export function expectAgentPod(spec: PodSpec, writable: readonly string[] = []):
     capabilities: { drop: ['ALL'], add: ['NET_RAW'] },
   });
   expect(c.resources.limits.memory).toBe(agentMemoryLimit);
+  expect(c.env.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe(agentNodeOptions);
   expect(c.resources.limits.cpu).toBeUndefined();
   expect(c.resources.requests.memory).toBe(agentMemoryRequest);
   expect(mebibytes(c.resources.requests.memory)).toBeLessThanOrEqual(mebibytes(agentMemoryLimit));

@@ -1,7 +1,7 @@
+import { createRequire } from 'node:module';
 import { ValueType, type Attributes, type Meter } from '@opentelemetry/api';
-import { OTLPMetricExporter as OtlpJsonMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
-import { OTLPMetricExporter as OtlpProtobufMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
-import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import type { OTLPMetricExporter as OtlpJsonMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
+import type { OTLPMetricExporter as OtlpProtobufMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
 import {
   defaultResource,
   detectResources,
@@ -11,6 +11,7 @@ import {
 import {
   DataPointType,
   MeterProvider,
+  MetricReader,
   PeriodicExportingMetricReader,
   type MetricData,
   type MetricDescriptor,
@@ -18,8 +19,40 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
-import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { ConfigError } from './errors.js';
+
+// The semantic-conventions package would load its thousands of constants for these two.
+const ATTR_SERVICE_NAME = 'service.name';
+const ATTR_SERVICE_VERSION = 'service.version';
+
+/**
+ * The OTLP exporters (and protobufjs behind one of them) are loaded only by a process that
+ * pushes: most agents are scraped and never do, and they cost ~8 MB of memory each. They are
+ * CommonJS packages (no `exports` map), so `import` loads the same module as this.
+ */
+const loadCommonJs = createRequire(import.meta.url);
+function otlpExporter(protocol: OtlpPushSettings['protocol']): PushMetricExporter {
+  if (protocol === 'http/json') {
+    const m = loadCommonJs('@opentelemetry/exporter-metrics-otlp-http') as {
+      OTLPMetricExporter: typeof OtlpJsonMetricExporter;
+    };
+    return new m.OTLPMetricExporter();
+  }
+  const m = loadCommonJs('@opentelemetry/exporter-metrics-otlp-proto') as {
+    OTLPMetricExporter: typeof OtlpProtobufMetricExporter;
+  };
+  return new m.OTLPMetricExporter();
+}
+
+/** The pull side: collected on demand by the daemon's own `/metrics` route. */
+class PullMetricReader extends MetricReader {
+  protected onForceFlush(): Promise<void> {
+    return Promise.resolve();
+  }
+  protected onShutdown(): Promise<void> {
+    return Promise.resolve();
+  }
+}
 
 /**
  * The OpenTelemetry metrics plumbing the agent and the collector share: OTLP push settings
@@ -411,7 +444,7 @@ export class MetricsPipeline {
   readonly resource: ResourceMetrics['resource'];
   readonly scope: { readonly name: string; readonly version: string };
   private readonly provider: MeterProvider;
-  private readonly prometheus: PrometheusExporter;
+  private readonly prometheus: PullMetricReader;
 
   constructor(options: MetricsPipelineOptions) {
     this.otlp = otlpPushFromEnv(options.env);
@@ -426,17 +459,13 @@ export class MetricsPipeline {
           ...options.resource,
         }),
       );
-    this.prometheus = new PrometheusExporter({
-      preventServerStart: true,
+    this.prometheus = new PullMetricReader({
       metricProducers: [...(options.prometheusProducers ?? [])],
     });
-    const readers: (PrometheusExporter | PeriodicExportingMetricReader)[] = [this.prometheus];
+    const readers: MetricReader[] = [this.prometheus];
     if (this.otlp !== undefined) {
       // Both exporters read endpoint, headers, timeout, compression and certificates from the environment.
-      const inner =
-        this.otlp.protocol === 'http/json'
-          ? new OtlpJsonMetricExporter()
-          : new OtlpProtobufMetricExporter();
+      const inner = otlpExporter(this.otlp.protocol);
       const watch = new ExportWatch(this.otlp.url, options.logger);
       this.exports = watch;
       readers.push(

@@ -9,11 +9,13 @@ import type { KindMetric } from './types.js';
 export const blackboxMetrics = {
   certExpiry: {
     name: 'probe_ssl_earliest_cert_expiry',
+    core: true,
     unit: '',
     description: 'Returns last SSL chain expiry in unixtime (blackbox_exporter compatible).',
   },
   httpStatus: {
     name: 'probe_http_status_code',
+    core: true,
     unit: '',
     description: 'Response HTTP status code, 0 without a response (blackbox_exporter compatible).',
   },
@@ -63,6 +65,7 @@ export const blackboxMetrics = {
   },
   dnsQuerySucceeded: {
     name: 'probe_dns_query_succeeded',
+    core: true,
     unit: '',
     description:
       'Displays whether or not the query was executed successfully (blackbox_exporter compatible).',

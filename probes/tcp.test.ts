@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
 import { runProbe } from './run.js';
+import { connect, ProbeClock } from './socket.js';
 import { tcp, tcpOptions } from './tcp.js';
 import { parseTarget } from './target.js';
 
@@ -43,6 +44,19 @@ describe('tcp probe on loopback', () => {
     expect(r.class).toBe('ok');
     expect(r.timings.connectMs).toBeGreaterThanOrEqual(0);
     expect(r.timings.connectMs).toBeLessThan(100);
+  });
+
+  it('the connect time starts at the connect(2) call, not before the JS work of the same tick', async () => {
+    const port = await serve(() => undefined);
+    const clock = new ProbeClock(2000);
+    const connecting = connect('127.0.0.1', port, clock, new AbortController().signal);
+    // Other work in this tick (at 1,000 probes/s, other probes'): Node calls connect(2) after it.
+    const until = performance.now() + 20;
+    while (performance.now() < until);
+    const socket = await connecting;
+    socket.destroy();
+    // A loopback handshake takes well under a millisecond; the busy 20 ms must not count.
+    expect(clock.timings.connectMs).toBeLessThan(10);
   });
 
   it('a closed port is tcp_refused', async () => {

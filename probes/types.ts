@@ -129,6 +129,12 @@ export interface KindMetric {
   /** UCUM unit: `s`, `1`, or '' for a plain number. */
   readonly unit: string;
   readonly description: string;
+  /**
+   * Exported by default. Without it the series is exported only when the agent config asks
+   * for every blackbox_exporter series (`metrics.blackbox: full`): each series is another
+   * line per path in every scrape.
+   */
+  readonly core?: boolean;
 }
 
 /** Where `ProbeTelemetry.series` writes: gauges on one path's blackbox-compatible labels. */

@@ -35,12 +35,14 @@ import { renderPathText } from './prometheus.js';
 import {
   bbAttributes,
   classIndex,
+  defaultSeriesSelection,
   Hist,
   msToHrTime,
   pathKey,
   sameLabels,
   type PathState,
   type ProbeInstance,
+  type SeriesSelection,
   type TelemetryTarget,
 } from './series.js';
 
@@ -61,7 +63,15 @@ export {
   type ConfirmStats,
   type DeliveryStats,
 };
-export { probeInstanceModes, type ProbeInstance, type TelemetryTarget } from './series.js';
+export {
+  blackboxSeriesModes,
+  defaultSeriesSelection,
+  probeInstanceModes,
+  type BlackboxSeries,
+  type ProbeInstance,
+  type SeriesSelection,
+  type TelemetryTarget,
+} from './series.js';
 
 /** Who this agent is; all of it lands on the OTel resource. */
 export interface AgentTelemetryOptions {
@@ -81,6 +91,8 @@ export interface AgentTelemetryOptions {
    * address or URL, as a blackbox_exporter job relabels it (scrape with `honor_labels: true`).
    */
   readonly probeInstance?: ProbeInstance;
+  /** Which per-path series beyond the default set (`defaultSeriesSelection`). */
+  readonly series?: SeriesSelection;
 }
 
 /** How `shutdown` went. It never throws. */
@@ -111,6 +123,7 @@ export class AgentTelemetry {
 
   private readonly agentName: string;
   private probeInstance: ProbeInstance;
+  private series: SeriesSelection;
   private readonly scope: { readonly name: string; readonly version: string };
   private readonly logger: Logger | undefined;
   private readonly pipeline: MetricsPipeline;
@@ -133,6 +146,7 @@ export class AgentTelemetry {
   constructor(options: AgentTelemetryOptions) {
     this.agentName = options.agentName;
     this.probeInstance = options.probeInstance ?? 'scrape';
+    this.series = options.series ?? defaultSeriesSelection;
     this.scope = { name: 'faultline-agent', version: options.serviceVersion };
     this.logger = options.logger;
     this.agentAttrs = { agent: options.agentName };
@@ -189,6 +203,11 @@ export class AgentTelemetry {
     p.classCounts[ci]! += 1;
     this.probeCounts[result.class === 'internal_error' ? ERROR : COMPLETED]! += 1;
 
+    if (this.series.histograms) this.recordHistograms(p, result);
+  }
+
+  /** The opt-in per-path histograms (`SeriesSelection.histograms`). */
+  private recordHistograms(p: PathState, result: ProbeResult): void {
     const t = result.timings;
     if (p.kindTelemetry?.phaseHistograms === true) {
       for (let i = 0; i < phaseTimings.length; i++) {
@@ -219,6 +238,22 @@ export class AgentTelemetry {
       for (const p of byKind.values()) {
         p.bb = bbAttributes(p.base, p.address, mode);
         p.bbDerived = new Map();
+      }
+    }
+  }
+
+  /**
+   * Changes which per-path series are exported (a reloaded config). Histograms turned off are
+   * dropped; turned on, they count from now.
+   */
+  setSeries(select: SeriesSelection): void {
+    const old = this.series;
+    this.series = select;
+    if (!old.histograms || select.histograms) return;
+    for (const byKind of this.paths.values()) {
+      for (const p of byKind.values()) {
+        p.phases.fill(undefined);
+        p.icmpRtt = undefined;
       }
     }
   }
@@ -277,17 +312,17 @@ export class AgentTelemetry {
 
   /**
    * The Prometheus text exposition of every metric (OTel names mapped to Prometheus names).
-   * The path series are written straight from the per-path state, a few dozen paths at a
-   * time with a yield to the event loop in between, so that a scrape of thousands of paths
-   * does not hold up the probes due meanwhile.
+   * The path series are written straight from the per-path state, in slices of `sliceMs`
+   * (default 5 ms) with a yield to the event loop in between, so that a scrape of thousands
+   * of paths does not hold up the probes due meanwhile.
    */
-  async renderPrometheus(): Promise<string> {
+  async renderPrometheus(sliceMs?: number): Promise<string> {
     const { resourceMetrics, errors } = await this.pipeline.collectPrometheus();
     if (errors.length > 0)
       this.logger?.debug({ errors: errors.map(String) }, 'metric collection errors');
     const head = this.text.render(resourceMetrics);
     const lag = { hist: this.scheduleLag, attributes: this.agentAttrs };
-    return head + (await renderPathText(this.text, this.paths.values(), lag));
+    return head + (await renderPathText(this.text, this.paths.values(), lag, this.series, sliceMs));
   }
 
   /** A node:http handler answering with `renderPrometheus()`; mount it at GET /metrics. */
@@ -390,6 +425,6 @@ export class AgentTelemetry {
     resource: Parameters<typeof collectPathMetrics>[3],
   ): ReturnType<typeof collectPathMetrics> {
     const lag = { hist: this.scheduleLag, startTime: this.startTime, attributes: this.agentAttrs };
-    return collectPathMetrics(this.paths.values(), lag, this.scope, resource);
+    return collectPathMetrics(this.paths.values(), lag, this.scope, resource, this.series);
   }
 }

@@ -10,7 +10,14 @@ import {
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { pathMetrics as m } from './catalogue.js';
-import { msToHrTime, visitPath, type Hist, type PathState, type SeriesSink } from './series.js';
+import {
+  msToHrTime,
+  visitPath,
+  type Hist,
+  type PathState,
+  type SeriesSelection,
+  type SeriesSink,
+} from './series.js';
 
 /* The OTLP exporter's side: the per-path series as OTel data points, for the push reader. */
 
@@ -80,12 +87,13 @@ export function collectPathMetrics(
   lag: { readonly hist: Hist; readonly startTime: HrTime; readonly attributes: Attributes },
   scope: { readonly name: string; readonly version: string },
   resource: ResourceMetrics['resource'],
+  select: SeriesSelection,
 ): CollectionResult {
   const sink = new DataPointSink(msToHrTime(Date.now()));
   for (const byKind of paths) {
     for (const p of byKind.values()) {
       sink.startTime = p.startTime;
-      visitPath(p, sink);
+      visitPath(p, sink, select);
     }
   }
   if (lag.hist.count > 0) {

@@ -2,12 +2,26 @@ import type { Attributes } from '@opentelemetry/api';
 import { DataPointType, type MetricDescriptor } from '@opentelemetry/sdk-metrics';
 import type { PrometheusText } from '../../lib/telemetry.js';
 import { pathMetrics as m } from './catalogue.js';
-import { visitPath, type Hist, type PathState, type SeriesSink } from './series.js';
+import {
+  visitPath,
+  type Hist,
+  type PathState,
+  type SeriesSelection,
+  type SeriesSink,
+} from './series.js';
 
 /* The Prometheus exporter's side: the per-path series as text exposition, in chunks. */
 
-/** Paths rendered between two yields to the event loop while /metrics is built. */
-const renderChunkPaths = 50;
+/**
+ * How long /metrics is built before it yields to the event loop (probes due meanwhile run):
+ * a quarter of the 20 ms schedule lag goal. A yield costs a turn of a busy loop (a few ms
+ * at 1,000 probes/s), so it is taken by time, not every N paths: the default page of 1,000
+ * paths is built in ~6 ms, one or two slices, where a yield per 50 paths made a scrape wait
+ * out 20 turns (~270 ms on a loaded machine).
+ */
+export const renderSliceMs = 5;
+/** Paths between two looks at the clock. */
+const clockEveryPaths = 16;
 
 /**
  * Collects series as Prometheus text, one buffer per family (the format wants a family's
@@ -57,22 +71,28 @@ export const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImme
 
 /**
  * The per-path series (and the schedule lag histogram) as Prometheus text, written straight
- * from the per-path state a few dozen paths at a time with a yield to the event loop in
- * between, so that a scrape of thousands of paths does not hold up the probes due meanwhile.
+ * from the per-path state in slices of `sliceMs` with a yield to the event loop in between,
+ * so that a scrape of thousands of paths does not hold up the probes due meanwhile.
  */
 export async function renderPathText(
   text: PrometheusText,
   paths: Iterable<ReadonlyMap<string, PathState>>,
   lag: { readonly hist: Hist; readonly attributes: Attributes },
+  select: SeriesSelection,
+  sliceMs = renderSliceMs,
 ): Promise<string> {
   const sink = new TextSink(text);
   if (lag.hist.count > 0) sink.histogram(m.lag, lag.hist, lag.attributes);
   const list: PathState[] = [];
   for (const byKind of paths) for (const p of byKind.values()) list.push(p);
+  let sliceStart = performance.now();
   for (let i = 0; i < list.length; i++) {
-    if (i > 0 && i % renderChunkPaths === 0) await yieldToLoop();
+    if (i > 0 && i % clockEveryPaths === 0 && performance.now() - sliceStart >= sliceMs) {
+      await yieldToLoop();
+      sliceStart = performance.now();
+    }
     const p = list[i]!;
-    if (!p.removed) visitPath(p, sink);
+    if (!p.removed) visitPath(p, sink, select);
   }
   return sink.finish();
 }

@@ -14,6 +14,38 @@ import { kindDescriptor, pathMetrics as m, phaseNames } from './catalogue.js';
 export const probeInstanceModes = ['scrape', 'address'] as const;
 export type ProbeInstance = (typeof probeInstanceModes)[number];
 
+/** See `SeriesSelection.blackbox`. */
+export const blackboxSeriesModes = ['core', 'full'] as const;
+export type BlackboxSeries = (typeof blackboxSeriesModes)[number];
+
+/**
+ * Which per-path series the agent exports beyond the default set (agent config `metrics`).
+ * A path's default series are a handful of gauges and one counter (~0.6 KB a scrape); each
+ * opt-in multiplies that, so it is for the agents whose users need it.
+ */
+export interface SeriesSelection {
+  /**
+   * Per-path histograms: `faultline.probe.duration` (per phase for http) and
+   * `faultline.probe.icmp.rtt`; 14 lines a scrape each, 2–5 per path. Off by default: the
+   * last result's gauges and the results counter answer most questions, and the collector
+   * keeps each path's latency baseline.
+   */
+  readonly histograms: boolean;
+  /**
+   * `core` (default): the blackbox_exporter series the usual dashboards and alert rules read —
+   * `probe_success`, `probe_duration_seconds`, and the kinds' core ones
+   * (`probe_http_status_code`, `probe_ssl_earliest_cert_expiry`, `probe_dns_query_succeeded`).
+   * `full`: every series blackbox_exporter has for the check (`probe_http_duration_seconds`
+   * by phase, `probe_ip_protocol`, `probe_dns_lookup_time_seconds`, `probe_icmp_duration_seconds`…).
+   */
+  readonly blackbox: BlackboxSeries;
+}
+
+export const defaultSeriesSelection: SeriesSelection = Object.freeze({
+  histograms: false,
+  blackbox: 'core',
+});
+
 /** The part of a configured target telemetry needs: its labels, used as given. */
 export interface TelemetryTarget {
   readonly labels: Readonly<Record<string, string>>;
@@ -129,9 +161,11 @@ class KindSeries implements KindSeriesSink {
   constructor(
     private readonly p: PathState,
     private readonly sink: SeriesSink,
+    private readonly full: boolean,
   ) {}
 
   gauge(metric: KindMetric, value: number, label?: string, labelValue?: string): void {
+    if (!this.full && metric.core !== true) return;
     const p = this.p;
     const attributes = label === undefined ? p.bb : bbWith1(p, label, labelValue ?? '');
     this.sink.gauge(kindDescriptor(metric), value, attributes);
@@ -162,23 +196,31 @@ export interface SeriesSink {
   histogram(d: MetricDescriptor, h: Hist, attributes: Attributes): void;
 }
 
-/** Every series of one path, from its state: the one definition both exports share. */
-export function visitPath(p: PathState, sink: SeriesSink): void {
+/**
+ * Every series of one path, from its state: the one definition both exports share. Which
+ * ones, and what each costs a scrape, is the table in the README's metrics section.
+ */
+export function visitPath(p: PathState, sink: SeriesSink, select: SeriesSelection): void {
   const r = p.last;
   const t = r.timings;
   const ok = r.class === 'ok' ? 1 : 0;
   const base = p.base;
+  const full = select.blackbox === 'full';
 
-  for (let i = 0; i < p.phases.length; i++) {
-    const h = p.phases[i];
-    if (h !== undefined) sink.histogram(m.duration, h, with1(p, 'phase', phaseNames[i]!));
+  if (select.histograms) {
+    for (let i = 0; i < p.phases.length; i++) {
+      const h = p.phases[i];
+      if (h !== undefined) sink.histogram(m.duration, h, with1(p, 'phase', phaseNames[i]!));
+    }
+    if (p.icmpRtt !== undefined) sink.histogram(m.icmpRtt, p.icmpRtt, base);
   }
-  if (p.icmpRtt !== undefined) sink.histogram(m.icmpRtt, p.icmpRtt, base);
   for (let i = 0; i < p.classCounts.length; i++) {
     const n = p.classCounts[i]!;
     if (n > 0) sink.counter(m.results, n, with1(p, 'class', failureClasses[i]!));
   }
-  sink.counter(m.skipped, p.skipped, base);
+  // Like the results by class, a series from the first skip on: nearly every path never
+  // skips, and the agent-wide count (faultline_agent_probes_total{result="skipped"}) is always there.
+  if (p.skipped > 0) sink.counter(m.skipped, p.skipped, base);
 
   sink.gauge(m.success, ok, base);
   sink.gauge(m.state, 1, with1(p, 'class', r.class));
@@ -186,10 +228,12 @@ export function visitPath(p: PathState, sink: SeriesSink): void {
   const d = r.detail;
   sink.gauge(m.bbSuccess, ok, bb);
   sink.gauge(m.bbDuration, t.totalMs / 1000, bb);
-  sink.gauge(m.bbDns, (t.dnsMs ?? 0) / 1000, bb);
   const kt = p.kindTelemetry;
-  if (kt?.blackboxIp !== undefined) sink.gauge(m.bbIpProtocol, ipProtocol(kt.blackboxIp(r)), bb);
+  if (full) {
+    sink.gauge(m.bbDns, (t.dnsMs ?? 0) / 1000, bb);
+    if (kt?.blackboxIp !== undefined) sink.gauge(m.bbIpProtocol, ipProtocol(kt.blackboxIp(r)), bb);
+  }
   const loss = d?.lossRatio;
   if (typeof loss === 'number') sink.gauge(m.icmpLoss, loss, base);
-  kt?.series?.(r, new KindSeries(p, sink));
+  kt?.series?.(r, new KindSeries(p, sink, full));
 }

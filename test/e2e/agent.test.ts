@@ -63,6 +63,8 @@ agent:
   labels: { zone: a, switch: sw-1 }
 metrics:
   listen: 127.0.0.1:${metricsPort}
+  histograms: true
+  blackbox: full
 defaults:
   interval: 1s
   timeout: 600ms

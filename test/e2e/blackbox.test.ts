@@ -235,7 +235,7 @@ describe.runIf(canUseNetns)(
         writeFileSync(
           join(dir, `agent-${mode}.yaml`),
           `agent: { name: bb-${mode} }\n` +
-            `metrics: { listen: "127.0.0.1:${port}", probeInstance: ${mode} }\n` +
+            `metrics: { listen: "127.0.0.1:${port}", probeInstance: ${mode}, blackbox: full }\n` +
             // Long timeouts: on a loaded machine a slow round must not read as a disagreement.
             'defaults: { interval: 2s, timeout: 1500ms }\n' +
             `targets:\n${targetsYaml}\n`,

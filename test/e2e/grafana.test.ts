@@ -197,19 +197,23 @@ describe.runIf(existsBinary(prometheusBin))('Grafana dashboards and Prometheus r
       for (const k of Object.keys(otel)) delete process.env[k];
     }
     agentMetricsPort = await freePort();
+    // The dashboards' per-phase panel reads the opt-in series (per-target histograms, every
+    // blackbox series): the agent exports them here, as its README says to for that panel.
+    const agentConfig = join(tempDir('agent'), 'agent.yaml');
+    writeFileSync(
+      agentConfig,
+      [
+        'agent: { name: prober }',
+        `metrics: { listen: "127.0.0.1:${agentMetricsPort}", histograms: true, blackbox: full }`,
+        `collector: { url: "${collector.url}", token: "${token}", stateDir: "${tempDir('state')}" }`,
+        '',
+      ].join('\n'),
+    );
     const [cmd, args] = diesWithParent(process.execPath, [
       cliPath,
       'agent',
-      '--collector',
-      collector.url,
-      '--token',
-      token,
-      '--name',
-      'prober',
-      '--state-dir',
-      tempDir('state'),
-      '--metrics',
-      `127.0.0.1:${agentMetricsPort}`,
+      '--config',
+      agentConfig,
     ]);
     agent = spawn(cmd, args, {
       env: { ...process.env, ...otel, FAULTLINE_LOG_LEVEL: 'info' },
