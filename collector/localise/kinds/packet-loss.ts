@@ -64,31 +64,42 @@ const lossyOf = new WeakMap<Evidence, LossyPairs>();
 
 function findLossyPairs(ev: Evidence): LossyPairs {
   const pairs = new Set<string>();
+  /** By host: the hosts it makes a lossy pair with. */
   const partners = new Map<string, Set<string>>();
-  const add = (x: string, y: string): void => {
-    const key = hostPair(x, y);
-    if (pairs.has(key)) return;
-    pairs.add(key);
+  /** By host: the hosts whose echoes to or from it blipped, or fell and came back. */
+  const shaky = new Map<string, Set<string>>();
+  const join = (m: Map<string, Set<string>>, x: string, y: string): void => {
     for (const [h, o] of [
       [x, y],
       [y, x],
     ] as const) {
-      let s = partners.get(h);
-      if (s === undefined) partners.set(h, (s = new Set()));
+      let s = m.get(h);
+      if (s === undefined) m.set(h, (s = new Set()));
       s.add(o);
     }
+  };
+  const add = (x: string, y: string): void => {
+    const key = hostPair(x, y);
+    if (pairs.has(key)) return;
+    pairs.add(key);
+    join(partners, x, y);
   };
   for (const a of ev.sound) {
     const v = ev.viewOf(a);
     if (v === undefined) continue;
+    const from = ev.host(a);
     for (const p of v.degraded)
-      if (echoKinds.has(p.kind) && (p.lossRatio ?? 0) > 0) add(ev.host(a), p.component);
+      if (echoKinds.has(p.kind) && (p.lossRatio ?? 0) > 0) add(from, p.component);
     for (const p of v.fell)
-      if (echoKinds.has(p.kind) && unstable(p, ev.nowMs)) add(ev.host(a), p.component);
+      if (echoKinds.has(p.kind) && unstable(p, ev.nowMs)) {
+        add(from, p.component);
+        join(shaky, from, p.component);
+      }
+    for (const p of v.blipped) join(shaky, from, p.component);
   }
   const hosts = new Set<string>();
   for (const [h, s] of partners) if (s.size >= 2) hosts.add(h);
-  const blipping = new Set(blippedHosts(ev));
+  const blipping = blippedHosts(ev, shaky);
   for (const h of blipping) hosts.add(h);
   return {
     size: pairs.size + hosts.size,
@@ -100,35 +111,15 @@ function findLossyPairs(ev: Evidence): LossyPairs {
 /**
  * Hosts most of whose partners — the agents probing them, about as many as they probe in a
  * mesh — saw such an echo blip twice (lost echoes that came back without the path falling:
- * `blippedAtMs`) or fall and come back ({@link unstable}) within moments, and at least two
- * did. A lossy link loses a probe here, a probe there, on every pair it carries; background
- * loss touches a pair now and then, not most of a host's pairs twice within seconds; a filter, a dead
- * host or a smaller MTU loses every probe of the paths it takes, and none come back.
+ * `blippedAtMs`) or fall and come back ({@link unstable}) within moments (`shaky`), and at
+ * least two did. A lossy link loses a probe here, a probe there, on every pair it carries;
+ * background loss touches a pair now and then, not most of a host's pairs twice within
+ * seconds; a filter, a dead host or a smaller MTU loses every probe of the paths it takes, and
+ * none come back.
  */
-function blippedHosts(ev: Evidence): string[] {
-  const shaky = new Map<string, Set<string>>();
-  const add = (h: string, o: string): void => {
-    let s = shaky.get(h);
-    if (s === undefined) shaky.set(h, (s = new Set()));
-    s.add(o);
-  };
-  for (const a of ev.sound) {
-    const v = ev.viewOf(a);
-    if (v === undefined) continue;
-    const from = ev.host(a);
-    for (const p of v.blipped) {
-      add(p.component, from);
-      add(from, p.component);
-    }
-    for (const p of v.fell)
-      if (echoKinds.has(p.kind) && unstable(p, ev.nowMs)) {
-        add(p.component, from);
-        add(from, p.component);
-      }
-  }
-  const out: string[] = [];
-  // Its partners: the agents that probe it (a mesh probes both ways, so as many as it probes).
-  for (const [h, s] of shaky) if (s.size >= 2 && 2 * s.size >= ev.triedBy(h)) out.push(h);
+function blippedHosts(ev: Evidence, shaky: ReadonlyMap<string, ReadonlySet<string>>): Set<string> {
+  const out = new Set<string>();
+  for (const [h, s] of shaky) if (s.size >= 2 && 2 * s.size >= ev.triedBy(h)) out.add(h);
   return out;
 }
 
