@@ -109,6 +109,13 @@ export const collectorsSchema = z
           .describe(
             'What a plan may make this agent do, whichever collector serves it: give it in one item, or the same in several.',
           ),
+        transport: z
+          .literal('http', {
+            error:
+              'collectors: reports over HTTP; for NATS give one `collector:` with `transport: nats` (every collector has its own durable consumer on the one stream)',
+          })
+          .optional()
+          .describe('Always http here (NATS: `collector:` with `transport: nats`).'),
       })
       .strict()
       .refine((c) => !(c.token !== undefined && c.tokenFile !== undefined), oneToken),

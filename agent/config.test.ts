@@ -525,6 +525,11 @@ collectors:
       /collectors\[1\]\.tokenFile: give token or tokenFile, not both/,
     ],
     [
+      'NATS in the list',
+      'collectors: [{ url: http://c:1, stateDir: /s, transport: nats }]',
+      /collectors\[0\]\.transport: collectors: reports over HTTP; for NATS give one `collector:` with `transport: nats`/,
+    ],
+    [
       'targets beside collectors',
       'collectors: [{ url: http://c:1, stateDir: /s }]\ntargets: [{ name: t, kind: tcp, address: "10.0.0.1:80" }]',
       /targets: with `collectors` the plan says what to probe/,
