@@ -199,6 +199,29 @@ describe('localise', () => {
     expect(read(partners, false).healthy).toBe(true);
   });
 
+  it('does not read a prober of many hosts as lossy for two of them blipping (a star, not a mesh)', () => {
+    // One agent probes every host; nobody probes it. Two of its echoes blipped twice (background
+    // loss); its TCP path to db-2 fell: a filter on that path, not app-1's link losing.
+    const input = buildInput(topology);
+    const nowMs = input.nowMs;
+    const star = {
+      ...input,
+      agents: input.agents.filter((a) => a.agent === 'app-1'),
+      paths: input.paths
+        .filter((p) => p.agent === 'app-1')
+        .map((p): PathState => {
+          if (p.kind === 'icmp' && (p.component === 'db-1' || p.component === 'web-1'))
+            return { ...p, blippedAtMs: nowMs - 1_000 };
+          if (p.component === 'db-2' && p.kind === 'tcp')
+            return { ...p, state: 'failing', lastClass: 'tcp_timeout', sinceMs: nowMs - 500 };
+          return p;
+        }),
+    };
+    const d = localise(star);
+    expect(d.hypotheses.map((h) => h.kind)).not.toContain('packet_loss');
+    expect(d.hypotheses[0]).toMatchObject({ kind: 'path_blocked', components: ['db-2'] });
+  });
+
   it('reads nothing into a silent agent’s stale window', () => {
     // The db-2 agent went silent with every path failing; its host still answers everyone.
     const input = buildInput({ ...topology, faults: [{ silentAgent: 'db-2' }] });

@@ -68,6 +68,8 @@ function findLossyPairs(ev: Evidence): LossyPairs {
   const partners = new Map<string, Set<string>>();
   /** By host: the hosts whose echoes to or from it blipped, or fell and came back. */
   const shaky = new Map<string, Set<string>>();
+  /** By host: how many hosts its own agents probe (reach or not). */
+  const probes = new Map<string, number>();
   const join = (m: Map<string, Set<string>>, x: string, y: string): void => {
     for (const [h, o] of [
       [x, y],
@@ -88,6 +90,7 @@ function findLossyPairs(ev: Evidence): LossyPairs {
     const v = ev.viewOf(a);
     if (v === undefined) continue;
     const from = ev.host(a);
+    probes.set(from, Math.max(probes.get(from) ?? 0, v.yesIds.length + v.no.length));
     for (const p of v.degraded)
       if (echoKinds.has(p.kind) && (p.lossRatio ?? 0) > 0) add(from, p.component);
     for (const p of v.fell)
@@ -99,7 +102,7 @@ function findLossyPairs(ev: Evidence): LossyPairs {
   }
   const hosts = new Set<string>();
   for (const [h, s] of partners) if (s.size >= 2) hosts.add(h);
-  const blipping = blippedHosts(ev, shaky);
+  const blipping = blippedHosts(ev, shaky, probes);
   for (const h of blipping) hosts.add(h);
   return {
     size: pairs.size + hosts.size,
@@ -109,17 +112,26 @@ function findLossyPairs(ev: Evidence): LossyPairs {
 }
 
 /**
- * Hosts most of whose partners — the agents probing them, about as many as they probe in a
- * mesh — saw such an echo blip twice (lost echoes that came back without the path falling:
+ * Hosts most of whose partners — the agents probing them or the hosts they probe, whichever
+ * are more — saw such an echo blip twice (lost echoes that came back without the path falling:
  * `blippedAtMs`) or fall and come back ({@link unstable}) within moments (`shaky`), and at
  * least two did. A lossy link loses a probe here, a probe there, on every pair it carries;
  * background loss touches a pair now and then, not most of a host's pairs twice within
  * seconds; a filter, a dead host or a smaller MTU loses every probe of the paths it takes, and
  * none come back.
  */
-function blippedHosts(ev: Evidence, shaky: ReadonlyMap<string, ReadonlySet<string>>): Set<string> {
+function blippedHosts(
+  ev: Evidence,
+  shaky: ReadonlyMap<string, ReadonlySet<string>>,
+  probes: ReadonlyMap<string, number>,
+): Set<string> {
   const out = new Set<string>();
-  for (const [h, s] of shaky) if (s.size >= 2 && 2 * s.size >= ev.triedBy(h)) out.add(h);
+  for (const [h, s] of shaky) {
+    // Its partners: the agents probing it, or the hosts its own agents probe, whichever are
+    // more — a prober of many targets (a star) is not lossy for two of them blipping.
+    const partners = Math.max(ev.triedBy(h), probes.get(h) ?? 0);
+    if (s.size >= 2 && 2 * s.size >= partners) out.add(h);
+  }
   return out;
 }
 
