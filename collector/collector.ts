@@ -47,10 +47,14 @@ import type {
   ReportBody,
 } from './types.js';
 
-/** How often silent agents are looked for, the matrix checkpointed, old rows pruned. */
-const silenceCheckMs = 1_000;
-/** Lateness (a report overdue) is looked at this often: it moves the diagnosis within it. */
-const lateCheckMs = 100;
+/** How often the matrix is checkpointed and old rows pruned (when due). */
+const upkeepMs = 1_000;
+/**
+ * Liveness — a report overdue (late), none for `silentAfter` (silent) — is looked at this
+ * often: it moves the diagnosis within it, so an agent killed reads as silent within this of
+ * its `silentAfter`.
+ */
+const livenessCheckMs = 100;
 const checkpointEveryMs = 60_000;
 const pruneEveryMs = 10 * 60_000;
 
@@ -337,8 +341,8 @@ export class Collector implements CollectorCore {
     }
     const plain = plainListenWarning(config.listen, config.tls !== undefined);
     if (plain !== undefined) log.warn({ listen: config.listen }, plain);
-    c.timers.push(setInterval(() => c.upkeep(), silenceCheckMs));
-    c.timers.push(setInterval(() => c.checkLate(), lateCheckMs));
+    c.timers.push(setInterval(() => c.upkeep(), upkeepMs));
+    c.timers.push(setInterval(() => c.checkLiveness(), livenessCheckMs));
     if (config.readAccess === 'token' && !config.viewers.some((v) => !v.revoked)) {
       log.warn(
         { readAccess: config.readAccess, viewers: config.viewers.length },
@@ -535,22 +539,30 @@ export class Collector implements CollectorCore {
     }
   }
 
-  private lastLateCheckMs = 0;
+  private lastLivenessCheckMs = 0;
 
   /**
-   * Flags agents whose report is overdue (see `PathMatrix.markLate`). A check that itself
-   * comes late (this process was stalled: batches may be waiting unread) only notes the
-   * time: the stall is ours, not the agents'.
+   * Flags agents whose report is overdue (see `PathMatrix.markLate`) and flips those not
+   * heard from for `silentAfter` to silent. A check that itself comes late (this process was
+   * stalled: batches may be waiting unread, and timers run before the reads) only notes the
+   * time: the stall is ours, not the agents'. The next check, after the reads, decides.
    */
-  private checkLate(): void {
+  private checkLiveness(): void {
     const now = Date.now();
-    const stalled = now - this.lastLateCheckMs > 3 * lateCheckMs;
-    this.lastLateCheckMs = now;
+    const stalled = now - this.lastLivenessCheckMs > 3 * livenessCheckMs;
+    this.lastLivenessCheckMs = now;
     if (stalled) return;
     const lateAfterMs = lateAfterFor(this.config.agents, this.fleetSize());
     this.matrix.markLate(now, lateAfterMs, this.observer.upSinceMs ?? 0, (agent) =>
       this.settler.activeSince(this.agentHosts.get(agent) ?? agent, now),
     );
+    try {
+      const silentAfterMs = silentAfterFor(this.config.agents, this.fleetSize());
+      for (const a of this.ingestor.markSilent(now, silentAfterMs))
+        this.log.warn({ agent: a.agent, lastSeenMs: a.lastSeenMs }, 'agent silent');
+    } catch (err) {
+      this.log.error({ err }, 'could not mark silent agents');
+    }
   }
 
   private upkeep(): void {
@@ -562,10 +574,6 @@ export class Collector implements CollectorCore {
         this.alerting.update(this.diagnoser.current(), Date.now(), this.alertContext());
     }
     try {
-      const silentAfterMs = silentAfterFor(this.config.agents, this.fleetSize());
-      for (const a of this.ingestor.markSilent(now, silentAfterMs)) {
-        this.log.warn({ agent: a.agent, lastSeenMs: a.lastSeenMs }, 'agent silent');
-      }
       if (now - this.lastCheckpointMs >= checkpointEveryMs && !this.checkpointing) {
         this.lastCheckpointMs = now;
         this.checkpointing = true;

@@ -320,9 +320,13 @@ inventory:
           const a = await livenessOf('app-a');
           return a?.state === 'silent' ? a : undefined;
         },
-        { timeoutMs: 10_000, intervalMs: 200 },
+        { timeoutMs: 10_000, intervalMs: 50 },
       );
-      expect(silent.lastSeenMs).toBeLessThan(Date.now() - 3000);
+      // Silent once `silentAfter` (3 s) has passed since its last report — and promptly then:
+      // liveness is looked at every 100 ms (this poll and its request add a little).
+      const seenSilentMs = Date.now();
+      expect(silent.lastSeenMs).toBeLessThan(seenSilentMs - 3000);
+      expect(seenSilentMs - silent.lastSeenMs).toBeLessThan(3000 + 500);
       expect((await livenessOf('app-b'))?.state).toBe('live');
       // The cut lasts ~6 s: a bounded wait, not a condition.
       await sleep(Math.max(0, startMs + 6000 - Date.now()));
