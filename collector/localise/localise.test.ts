@@ -199,6 +199,46 @@ describe('localise', () => {
     expect(read(partners, false).healthy).toBe(true);
   });
 
+  it('reads a short cut that healed as no loss: every path between the hosts fell and came back together', () => {
+    // db-2 was cut off for 3 s: every path to and from it fell at once; the heal brought
+    // them back within moments (within the blip time) but for one agent's TCP path, whose
+    // recovery is not confirmed yet. Falls that come back quickly are what loss does too —
+    // but loss takes one path between two hosts now and another then, not all of them at once.
+    const input = buildInput(topology);
+    const nowMs = input.nowMs;
+    const touches = (p: PathState): boolean => p.component === 'db-2' || p.agent === 'db-2';
+    const partners = [
+      ...new Set(input.paths.filter((p) => p.component === 'db-2').map((p) => p.agent)),
+    ]
+      .filter((a) => a !== 'db-2')
+      .sort();
+    const first = partners[0]!;
+    const read = (through: (p: PathState) => boolean) =>
+      localise({
+        ...input,
+        paths: input.paths.map((p): PathState => {
+          if (!touches(p) || through(p)) return p;
+          if (p.agent === first && p.component === 'db-2' && p.kind === 'tcp')
+            return {
+              ...p,
+              state: 'failing',
+              lastClass: 'tcp_timeout',
+              fellAtMs: nowMs - 4_500,
+              sinceMs: nowMs - 4_500,
+            };
+          return { ...p, fellAtMs: nowMs - 4_500, sinceMs: nowMs - 1_500 };
+        }),
+      });
+    // The cut healed: no loss (the path still coming back reads as a blocked path, for now).
+    const healed = read(() => false);
+    expect(healed.hypotheses.map((h) => h.kind)).not.toContain('packet_loss');
+    // Loss: the echoes fell and came back, while the hosts' TCP paths got through all along.
+    const lossy = read((p) => p.kind !== 'icmp' && !(p.agent === first && p.kind === 'tcp'));
+    expect(lossy.hypotheses[0]?.kind).toBe('packet_loss');
+    expect(lossy.hypotheses[0]?.components).toContain('db-2');
+    expect(lossy.hypotheses.map((h) => h.kind)).not.toContain('path_blocked');
+  });
+
   it('does not read a prober of many hosts as lossy for two of them blipping (a star, not a mesh)', () => {
     // One agent probes every host; nobody probes it. Two of its echoes blipped twice (background
     // loss); its TCP path to db-2 fell: a filter on that path, not app-1's link losing.

@@ -28,6 +28,32 @@ export function unstable(p: PathState, nowMs: number): boolean {
   return p.state === 'ok' && p.sinceMs - p.fellAtMs <= blipMs;
 }
 
+/** An {@link unstable} path that fell again, or is damped: flapping on its own. */
+function fellTwice(p: PathState): boolean {
+  return p.fellAgain === true || p.state === 'degraded';
+}
+
+/**
+ * Whether `p`, an echo path that fell once and came back within moments, lost its probes to
+ * loss rather than to an outage that healed: another path between the same two hosts (either
+ * way, any kind) got through while `p` was down — its state ok since before `p` fell, and
+ * heard from after `p` came back — or fell after `p` came back. A cut takes every path
+ * between the two down and its heal brings them all back, for good; loss takes one path now
+ * and another then, and a flapping link takes them down again. A short cut that healed read
+ * as a lossy link: its paths fell and came back within moments, like a blip.
+ */
+function lossBetween(p: PathState, paths: readonly PathState[]): boolean {
+  const fellAtMs = p.fellAtMs;
+  if (fellAtMs === undefined) return false;
+  for (const q of paths) {
+    if (q.agent === p.agent && q.target === p.target) continue;
+    if (q.fellAtMs !== undefined && q.fellAtMs > p.sinceMs) return true;
+    if (q.state !== 'ok' && q.state !== 'degraded') continue;
+    if (q.sinceMs <= fellAtMs && q.lastSeenMs >= p.sinceMs) return true;
+  }
+  return false;
+}
+
 /** Host pairs that lose packets: see {@link lossyPairs}. */
 export interface LossyPairs {
   readonly size: number;
@@ -86,6 +112,17 @@ function findLossyPairs(ev: Evidence): LossyPairs {
     pairs.add(key);
     join(partners, x, y);
   };
+  let agentsOn: Map<string, string[]> | undefined;
+  /** The paths between two hosts, both ways, of the sound agents on either. */
+  const between = (agent: string, from: string, to: string): PathState[] => {
+    if (agentsOn === undefined) {
+      agentsOn = new Map();
+      for (const b of ev.sound) pushTo(agentsOn, ev.host(b), b);
+    }
+    const out = [...(ev.viewOf(agent)?.pathsTo(to) ?? [])];
+    for (const b of agentsOn.get(to) ?? []) out.push(...(ev.viewOf(b)?.pathsTo(from) ?? []));
+    return out;
+  };
   for (const a of ev.sound) {
     const v = ev.viewOf(a);
     if (v === undefined) continue;
@@ -94,7 +131,11 @@ function findLossyPairs(ev: Evidence): LossyPairs {
     for (const p of v.degraded)
       if (echoKinds.has(p.kind) && (p.lossRatio ?? 0) > 0) add(from, p.component);
     for (const p of v.fell)
-      if (echoKinds.has(p.kind) && unstable(p, ev.nowMs)) {
+      if (
+        echoKinds.has(p.kind) &&
+        unstable(p, ev.nowMs) &&
+        (fellTwice(p) || lossBetween(p, between(a, from, p.component)))
+      ) {
         add(from, p.component);
         join(shaky, from, p.component);
       }
