@@ -6,8 +6,12 @@
  * cut off seen from both sides, plus a database refusing connections). Prints a Markdown
  * table; figures are medians of `--runs` runs on one thread.
  *
+ * `--peers N` makes it a fleet instead of a mesh: each host probes N others (half its
+ * neighbours, mostly on its own switch, half spread over the fleet), 2N paths per agent — the
+ * ingest bench's fleet is `--hosts 2000 --peers 50` (2,000 agents × 100 paths).
+ *
  *   npx tsc -p tsconfig.build.json && node --expose-gc dist/bench/localise.js \
- *     [--hosts 1000] [--runs 5] [--matrix both|healthy|faulted]
+ *     [--hosts 1000] [--peers all|N] [--runs 5] [--matrix both|healthy|faulted]
  */
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -25,6 +29,8 @@ interface Mesh {
   readonly agents: AgentLiveness[];
   /** Paths by agent, in inventory order. */
   readonly byAgent: Map<string, PathState[]>;
+  /** The hosts each agent probes. */
+  readonly targets: ReadonlyMap<string, readonly LocaliseComponent[]>;
 }
 
 const roles = ['api', 'api', 'web', 'cache', 'database'] as const;
@@ -61,8 +67,31 @@ function pathState(
   };
 }
 
+/**
+ * The hosts each host probes: every other (a full mesh), or `peers` of them — the next
+ * `peers / 2` (its switch's neighbours) and as many spread evenly over the rest.
+ */
+function peersOf(hostCount: number, peers: number | undefined): (i: number) => number[] {
+  if (peers === undefined || peers >= hostCount - 1)
+    return (i) => Array.from({ length: hostCount - 1 }, (_, k) => (i + 1 + k) % hostCount);
+  const near = Math.ceil(peers / 2);
+  const far = peers - near;
+  const stride = Math.max(1, Math.floor((hostCount - near - 1) / Math.max(1, far)));
+  return (i) => {
+    const out = new Set<number>();
+    for (let k = 1; k <= near; k++) out.add((i + k) % hostCount);
+    for (let k = 1; out.size < peers && k < hostCount; k++)
+      if ((i + near + k * stride) % hostCount !== i) out.add((i + near + k * stride) % hostCount);
+    return [...out];
+  };
+}
+
 /** The mesh; `cutSwitch` fails every path across it, `downDb` refuses its service. */
-function mesh(hostCount: number, fault: { cutSwitch?: string; downDb?: string }): Mesh {
+function mesh(
+  hostCount: number,
+  peers: number | undefined,
+  fault: { cutSwitch?: string; downDb?: string },
+): Mesh {
   const inventory: LocaliseComponent[] = [];
   for (let i = 0; i < hostCount; i++) {
     const sw = Math.floor(i / hostsPerSwitch);
@@ -84,19 +113,24 @@ function mesh(hostCount: number, fault: { cutSwitch?: string; downDb?: string })
     spoolBacklog: 0,
   }));
   const byAgent = new Map<string, PathState[]>();
-  for (const src of inventory) byAgent.set(src.name, agentPaths(inventory, src, fault));
-  return { inventory, agents, byAgent };
+  const targetsOf = peersOf(hostCount, peers);
+  const targets = new Map<string, LocaliseComponent[]>();
+  inventory.forEach((src, i) => {
+    const ts = targetsOf(i).map((k) => inventory[k] as LocaliseComponent);
+    targets.set(src.name, ts);
+    byAgent.set(src.name, agentPaths(ts, src, fault));
+  });
+  return { inventory, agents, byAgent, targets };
 }
 
 function agentPaths(
-  inventory: readonly LocaliseComponent[],
+  targets: readonly LocaliseComponent[],
   src: LocaliseComponent,
   fault: { cutSwitch?: string; downDb?: string; sourceFault?: boolean },
 ): PathState[] {
   const out: PathState[] = [];
   const srcCut = src.labels.switch === fault.cutSwitch;
-  for (const dst of inventory) {
-    if (dst === src) continue;
+  for (const dst of targets) {
     const across =
       fault.sourceFault === true ||
       (fault.cutSwitch !== undefined && srcCut !== (dst.labels.switch === fault.cutSwitch));
@@ -164,10 +198,11 @@ interface Row {
 function measure(
   name: string,
   hostCount: number,
+  peers: number | undefined,
   runs: number,
   fault: { cutSwitch?: string; downDb?: string },
 ): Row {
-  const m = mesh(hostCount, fault);
+  const m = mesh(hostCount, peers, fault);
   const paths = [...m.byAgent.values()].flat();
   const input: LocaliseInput = { paths, agents: m.agents, inventory: m.inventory, nowMs };
   gc();
@@ -211,7 +246,7 @@ function measure(
       refresh,
     );
     // A batch where the agent's own host lost its network, then the next one where it is back.
-    timed(agentPaths(inventory, src, { ...fault, sourceFault: true }), flip);
+    timed(agentPaths(m.targets.get(src.name) ?? [], src, { ...fault, sourceFault: true }), flip);
     timed(healed, flip);
   }
   const check = l.diagnose(nowMs);
@@ -236,6 +271,7 @@ function main(): void {
   const { values } = parseArgs({
     options: {
       hosts: { type: 'string', default: '1000' },
+      peers: { type: 'string', default: 'all' },
       runs: { type: 'string', default: '5' },
       matrix: { type: 'string', default: 'both' },
     },
@@ -248,17 +284,25 @@ function main(): void {
     );
   if (!Number.isInteger(runs) || runs < 1)
     throw new Error(`--runs: expected an integer ≥ 1 (actual: ${values.runs})`);
+  const peers = values.peers === 'all' ? undefined : Number(values.peers);
+  if (peers !== undefined && !(Number.isInteger(peers) && peers >= 2 && peers < hostCount))
+    throw new Error(
+      `--peers: expected all or an integer from 2 to --hosts − 1 (actual: ${values.peers})`,
+    );
   const which = values.matrix;
   if (which !== 'both' && which !== 'healthy' && which !== 'faulted')
     throw new Error(`--matrix: expected healthy, faulted or both (actual: ${which})`);
   const rows: Row[] = [];
-  if (which !== 'faulted') rows.push(measure('healthy', hostCount, runs, {}));
+  if (which !== 'faulted') rows.push(measure('healthy', hostCount, peers, runs, {}));
   if (which !== 'healthy')
     rows.push(
-      measure('sw-1 cut off + db down', hostCount, runs, { cutSwitch: 'sw-1', downDb: 'h-54' }),
+      measure('sw-1 cut off + db down', hostCount, peers, runs, {
+        cutSwitch: 'sw-1',
+        downDb: 'h-54',
+      }),
     );
   console.log(
-    `\nLocalisation, ${hostCount}-host full mesh (icmp + tcp), node ${process.version}; times are wall / CPU, median of ${runs} full runs and of ${Math.max(10, 4 * runs)} (no change) / ${2 * Math.max(10, 4 * runs)} (break/heal) incremental updates, with the max\n`,
+    `\nLocalisation, ${hostCount} hosts, ${peers === undefined ? 'a full mesh' : `each probing ${peers} others`} (icmp + tcp), node ${process.version}; times are wall / CPU, median of ${runs} full runs and of ${Math.max(10, 4 * runs)} (no change) / ${2 * Math.max(10, 4 * runs)} (break/heal) incremental updates, with the max\n`,
   );
   console.log(
     '| matrix | paths | full localise() | incremental: batch, no change | incremental: batch breaks / heals an agent | top hypothesis | heap (input → +warm localiser) | RSS |',
