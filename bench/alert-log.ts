@@ -17,6 +17,8 @@ export interface AlertEvent {
   readonly atMs: number;
   readonly firing: boolean;
   readonly labels: Readonly<Record<string, string>>;
+  /** Its annotations (summary, description), for reading what an unexpected alert said. */
+  readonly annotations?: Readonly<Record<string, string>>;
 }
 
 /** A webhook receiver that keeps every alert of every delivery, in order. */
@@ -47,11 +49,20 @@ export async function startWebhookLog(host: string): Promise<WebhookLog> {
       const atMs = Date.now();
       try {
         const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-          alerts?: { status?: string; labels?: Record<string, string> }[];
+          alerts?: {
+            status?: string;
+            labels?: Record<string, string>;
+            annotations?: Record<string, string>;
+          }[];
         };
         for (const a of body.alerts ?? []) {
           if (events.length >= maxEvents) break;
-          events.push({ atMs, firing: a.status === 'firing', labels: a.labels ?? {} });
+          events.push({
+            atMs,
+            firing: a.status === 'firing',
+            labels: a.labels ?? {},
+            ...(a.annotations === undefined ? {} : { annotations: a.annotations }),
+          });
         }
       } catch {
         badBodies++;

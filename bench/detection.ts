@@ -534,6 +534,11 @@ async function measure(
   // The heal, until the diagnosis is healthy again: what it pages on the way back.
   await waitDiagnosisHealthy(lab, 120_000, 2000);
   const healed = firedBetween(fl, healMs, Date.now());
+  // What an alert on the heal said, to read why it came.
+  for (const e of healed.webhook)
+    process.stderr.write(
+      `  on the heal of ${c.name}, ${((e.atMs - healMs) / 1000).toFixed(1)} s after it: ${alertLine(e.labels)} — ${e.annotations?.summary ?? ''} ${e.annotations?.description ?? ''}\n`,
+    );
   return {
     fault: c.name,
     run,

@@ -42,6 +42,12 @@ export interface AlertsConfig {
    */
   readonly lossHoldForMs: number;
   /**
+   * After a firing `packet_loss` alert resolves, a new `packet_loss` alert naming any of its
+   * hosts waits until this long after that resolve: the healed loss's own samples age out
+   * of the paths' windows unevenly, and read as a narrower loss (one pair) for a while.
+   */
+  readonly lossTailHoldMs: number;
+  /**
    * A `path_blocked` alert waits at most this long while a host it names has a late agent
    * (a filter does not delay a host's own reports; a lossy or failing link does). 0: no wait.
    */
@@ -101,6 +107,11 @@ export const alertsSchema = z
       .prefault('3s')
       .describe(
         'A packet_loss alert must hold this long with the same hosts before it fires (and at least holdFor): loss is a verdict from samples that narrows as they come — one lossy pair first, then the host whose link loses — and a page for the first reading names the wrong pair. 0: as other alerts.',
+      ),
+    lossTailHold: durationField(0)
+      .prefault('30s')
+      .describe(
+        "After a firing packet_loss alert resolves, a new packet_loss alert naming any of its hosts fires no sooner than this after that resolve (and holds lossHoldFor as ever): the healed loss's samples age out of the paths' 30 s windows unevenly and read, for a while, as a narrower loss — one pair — that is the same loss's tail. A loss that comes back and stays pages this much later. 0: no such wait.",
       ),
     lateHoldMax: durationField(0)
       .prefault('4s')
@@ -219,6 +230,7 @@ export function resolveAlerts(
     settleMaxMs: asNumber(a.settleMax) ?? autoSettleMaxMs,
     healTailHoldMs: asNumber(a.healTailHold) ?? 5000,
     lossHoldForMs: asNumber(a.lossHoldFor) ?? 3000,
+    lossTailHoldMs: asNumber(a.lossTailHold) ?? 30_000,
     lateHoldMaxMs: asNumber(a.lateHoldMax) ?? 4000,
     resendEveryMs: asNumber(a.resendEvery) ?? 0,
     ...(typeof a.externalUrl === 'string' ? { externalUrl: a.externalUrl } : {}),

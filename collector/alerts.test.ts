@@ -59,6 +59,7 @@ const config: AlertsConfig = {
   settleMaxMs: 1_000,
   healTailHoldMs: 5_000,
   lossHoldForMs: 0,
+  lossTailHoldMs: 0,
   lateHoldMaxMs: 0,
   resendEveryMs: 60_000,
   labels: {},
@@ -747,6 +748,37 @@ describe('settling (issue 14)', () => {
     const other = setup({ holdForMs: 0, lossHoldForMs: 3_000 });
     other.engine.update(settled(down), 10_000, ctx);
     expect(names((await other.drain()).notify)).toEqual(['firing:FaultlineServiceDown']);
+  });
+
+  it('a loss paged and healed: a narrower loss on its hosts is its tail and waits lossTailHold from the resolve; one that stays pages then, elsewhere at once', async () => {
+    const loss = (components: string[]): Hypothesis => {
+      const h = hypothesis({
+        kind: 'packet_loss',
+        summary: `loss at ${components.join(', ')}`,
+        components,
+        groups: [{ members: components }],
+        evidence: { counts: { ok: 3 }, examples: [] },
+        since: 10_000,
+      });
+      delete (h as { cutLabel?: unknown }).cutLabel;
+      return h;
+    };
+    const { engine, drain } = setup({ holdForMs: 0, lossTailHoldMs: 30_000 });
+    engine.update(settled(loss(['db-2'])), 10_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
+    // The loss heals: the host's reading goes; one pair's window still holds its samples.
+    engine.update(settled(loss(['db-2', 'web-1'])), 40_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['resolved:FaultlinePacketLoss']);
+    engine.tick(69_999);
+    expect((await drain()).notify).toEqual([]);
+    // Still there when the healed loss's samples have aged out: a loss of its own, paged.
+    engine.tick(70_000);
+    const got = await drain();
+    expect(names(got.notify)).toEqual(['firing:FaultlinePacketLoss']);
+    expect(got.notify[0]?.labels.component).toBe('db-2,web-1');
+    // A loss on other hosts is no tail: it pages at once.
+    engine.update(settled(loss(['db-2', 'web-1']), loss(['app-1'])), 70_500, ctx);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
   });
 
   it('path_blocked waits while a host it names has a late agent, at most lateHoldMax; its report arriving ends the wait', async () => {

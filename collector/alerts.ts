@@ -131,6 +131,8 @@ export class AlertEngine {
    * most failing paths such an alert spoke of then (see `fallTail`).
    */
   private readonly vanished = new Map<string, { atMs: number; failingPaths: number }>();
+  /** Per host: when a firing `packet_loss` alert naming it last resolved (see `lossTailHold`). */
+  private readonly lossEnded = new Map<string, number>();
   private closed = false;
 
   constructor(opts: AlertEngineOptions) {
@@ -360,6 +362,28 @@ export class AlertEngine {
     });
   }
 
+  /** Notes a firing `packet_loss` alert that resolved, by the hosts it named. */
+  private noteLossEnded(b: BuiltAlert, nowMs: number): void {
+    for (const h of b.hosts) this.lossEnded.set(h, nowMs);
+    if (this.lossEnded.size > 4096)
+      for (const [h, atMs] of this.lossEnded)
+        if (nowMs - atMs >= this.config.lossTailHoldMs) this.lossEnded.delete(h);
+  }
+
+  /**
+   * Until when a pending `packet_loss` alert waits as the tail of a loss that was paged and
+   * resolved on a host it names: `lossTailHold` after that resolve (0: no wait).
+   */
+  private lossTailUntil(b: BuiltAlert): number {
+    if (b.kind !== 'packet_loss' || this.config.lossTailHoldMs <= 0) return 0;
+    let until = 0;
+    for (const h of b.hosts) {
+      const endedMs = this.lossEnded.get(h);
+      if (endedMs !== undefined) until = Math.max(until, endedMs + this.config.lossTailHoldMs);
+    }
+    return until;
+  }
+
   /** Until when a pending `path_blocked` alert waits for a late agent of its hosts (0: no wait). */
   private lateWaitUntil(t: Tracked, b: BuiltAlert, ctx: AlertContext, nowMs: number): number {
     if (b.kind !== 'path_blocked' || this.config.lateHoldMaxMs <= 0) return 0;
@@ -392,6 +416,7 @@ export class AlertEngine {
       const now = this.lastFaultEnd;
       now.failingPaths = Math.max(now.failingPaths, t.current.failingPaths);
       for (const h of t.current.hosts) now.hosts.add(h);
+      if (t.current.kind === 'packet_loss') this.noteLossEnded(t.current, nowMs);
     }
     const fire = (t: Tracked, b: BuiltAlert): AlertNotice => {
       const n = this.notice(b, nowMs);
@@ -451,8 +476,11 @@ export class AlertEngine {
         // losing them (loss, or a cut arriving), which a filter does not do — its agent's
         // next report tells; asked again every `latePollMs`, bounded by `lateHoldMax`.
         const lateUntil = this.lateWaitUntil(t, b, last.ctx, nowMs);
+        // The tail of a loss paged and healed on these hosts: its samples ageing out.
+        const lossTailUntil = this.lossTailUntil(b);
         if (nowMs < waitUntil) settleWakeMs = Math.min(settleWakeMs, waitUntil);
         else if (nowMs < lateUntil) settleWakeMs = Math.min(settleWakeMs, nowMs + latePollMs);
+        else if (nowMs < lossTailUntil) settleWakeMs = Math.min(settleWakeMs, lossTailUntil);
         else if (nowMs - t.sinceMs < hold) {
           if (hold > t.requiredHoldMs) settleWakeMs = Math.min(settleWakeMs, t.sinceMs + hold);
         } else {

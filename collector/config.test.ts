@@ -432,6 +432,7 @@ describe('valid collector configs', () => {
         settleMaxMs: 1_700, // auto: the 1 s probe interval, a 3 × 150 ms burst, 250 ms
         healTailHoldMs: 5_000,
         lossHoldForMs: 3_000,
+        lossTailHoldMs: 30_000,
         lateHoldMaxMs: 4_000,
         resendEveryMs: 60_000,
         labels: {},
@@ -581,6 +582,7 @@ describe('alerts', () => {
       settleMaxMs: 2_000,
       healTailHoldMs: 5_000,
       lossHoldForMs: 3_000,
+      lossTailHoldMs: 30_000,
       lateHoldMaxMs: 4_000,
       resendEveryMs: 30_000,
       externalUrl: 'https://faultline.example.com',
