@@ -538,6 +538,19 @@ describe('settling (issue 14)', () => {
     evidence: { counts: { tcp_refused: 3 }, examples: [] },
   });
   delete (down as { cutLabel?: unknown }).cutLabel;
+  /** A packet_loss hypothesis naming these hosts. */
+  const loss = (components: string[]): Hypothesis => {
+    const h = hypothesis({
+      kind: 'packet_loss',
+      summary: `paths to and from ${components.join(', ')} lose packets`,
+      components,
+      groups: [{ members: components }],
+      evidence: { counts: { ok: 3 }, examples: [] },
+      since: 10_000,
+    });
+    delete (h as { cutLabel?: unknown }).cutLabel;
+    return h;
+  };
   const settling = (sinceMs: number, ...hs: Hypothesis[]): Diagnosis => ({
     ...diagnosis(...hs),
     settling: true,
@@ -720,18 +733,6 @@ describe('settling (issue 14)', () => {
   });
 
   it('packet_loss holds lossHoldFor with the same hosts: the first reading (one lossy pair) narrowing to the host never pages', async () => {
-    const loss = (components: string[]): Hypothesis => {
-      const h = hypothesis({
-        kind: 'packet_loss',
-        summary: 'paths to and from db-2 lose packets',
-        components,
-        groups: [{ members: components }],
-        evidence: { counts: { ok: 3 }, examples: [] },
-        since: 10_000,
-      });
-      delete (h as { cutLabel?: unknown }).cutLabel;
-      return h;
-    };
     const { engine, drain } = setup({ holdForMs: 0, lossHoldForMs: 3_000 });
     engine.update(settled(loss(['app-2', 'db-2'])), 10_000, ctx);
     engine.tick(12_000);
@@ -751,18 +752,6 @@ describe('settling (issue 14)', () => {
   });
 
   it('a loss paged and healed: a narrower loss on its hosts is its tail and waits lossTailHold from the resolve; one that stays pages then, elsewhere at once', async () => {
-    const loss = (components: string[]): Hypothesis => {
-      const h = hypothesis({
-        kind: 'packet_loss',
-        summary: `loss at ${components.join(', ')}`,
-        components,
-        groups: [{ members: components }],
-        evidence: { counts: { ok: 3 }, examples: [] },
-        since: 10_000,
-      });
-      delete (h as { cutLabel?: unknown }).cutLabel;
-      return h;
-    };
     const { engine, drain } = setup({ holdForMs: 0, lossTailHoldMs: 30_000 });
     engine.update(settled(loss(['db-2'])), 10_000, ctx);
     expect(names((await drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
