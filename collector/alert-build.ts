@@ -132,6 +132,8 @@ export interface BuiltAlert {
   readonly startsAtMs: number;
   /** Failing paths the hypothesis explains (its evidence's counts of failure classes). */
   readonly failingPaths: number;
+  /** Paths the hypothesis speaks of: failing and degraded (its evidence's counts but `ok`). */
+  readonly affectedPaths: number;
   /** The hosts the hypothesis names: its components and its groups' members. */
   readonly hosts: readonly string[];
   readonly generatorUrl?: string;
@@ -290,6 +292,7 @@ export function buildAlerts(
       kind: h.kind,
       startsAtMs: h.since,
       failingPaths: failingPathsOf(h),
+      affectedPaths: failingPaths(h),
       hosts,
       ...a,
     };

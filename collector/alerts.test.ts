@@ -538,14 +538,14 @@ describe('settling (issue 14)', () => {
     evidence: { counts: { tcp_refused: 3 }, examples: [] },
   });
   delete (down as { cutLabel?: unknown }).cutLabel;
-  /** A packet_loss hypothesis naming these hosts. */
-  const loss = (components: string[]): Hypothesis => {
+  /** A packet_loss hypothesis naming these hosts, `paths` of them degraded. */
+  const loss = (components: string[], paths = 0): Hypothesis => {
     const h = hypothesis({
       kind: 'packet_loss',
       summary: `paths to and from ${components.join(', ')} lose packets`,
       components,
       groups: [{ members: components }],
-      evidence: { counts: { ok: 3 }, examples: [] },
+      evidence: { counts: paths > 0 ? { degraded: paths, ok: 3 } : { ok: 3 }, examples: [] },
       since: 10_000,
     });
     delete (h as { cutLabel?: unknown }).cutLabel;
@@ -751,12 +751,12 @@ describe('settling (issue 14)', () => {
     expect(names((await other.drain()).notify)).toEqual(['firing:FaultlineServiceDown']);
   });
 
-  it('a loss paged and healed: a narrower loss on its hosts is its tail and waits lossTailHold from the resolve; one that stays pages then, elsewhere at once', async () => {
+  it('a loss paged and healed: a narrower loss on its hosts is its tail and waits lossTailHold from the resolve; one that stays pages then, one as large as before or elsewhere at once', async () => {
     const { engine, drain } = setup({ holdForMs: 0, lossTailHoldMs: 30_000 });
-    engine.update(settled(loss(['db-2'])), 10_000, ctx);
+    engine.update(settled(loss(['db-2'], 6)), 10_000, ctx);
     expect(names((await drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
     // The loss heals: the host's reading goes; one pair's window still holds its samples.
-    engine.update(settled(loss(['db-2', 'web-1'])), 40_000, ctx);
+    engine.update(settled(loss(['db-2', 'web-1'], 1)), 40_000, ctx);
     expect(names((await drain()).notify)).toEqual(['resolved:FaultlinePacketLoss']);
     engine.tick(69_999);
     expect((await drain()).notify).toEqual([]);
@@ -766,8 +766,18 @@ describe('settling (issue 14)', () => {
     expect(names(got.notify)).toEqual(['firing:FaultlinePacketLoss']);
     expect(got.notify[0]?.labels.component).toBe('db-2,web-1');
     // A loss on other hosts is no tail: it pages at once.
-    engine.update(settled(loss(['db-2', 'web-1']), loss(['app-1'])), 70_500, ctx);
+    engine.update(settled(loss(['db-2', 'web-1'], 1), loss(['app-1'], 1)), 70_500, ctx);
     expect(names((await drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
+    // Nor is a loss back on the healed hosts as large as before (a link that flaps now).
+    const back = setup({ holdForMs: 0, lossTailHoldMs: 30_000 });
+    back.engine.update(settled(loss(['db-2'], 6)), 10_000, ctx);
+    back.engine.update(settled(), 20_000, ctx);
+    expect(names((await back.drain()).notify)).toEqual([
+      'firing:FaultlinePacketLoss',
+      'resolved:FaultlinePacketLoss',
+    ]);
+    back.engine.update(settled(loss(['db-2', 'app-2'], 6)), 25_000, ctx);
+    expect(names((await back.drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
   });
 
   it('path_blocked waits while a host it names has a late agent, at most lateHoldMax; its report arriving ends the wait', async () => {

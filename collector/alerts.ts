@@ -131,8 +131,11 @@ export class AlertEngine {
    * most failing paths such an alert spoke of then (see `fallTail`).
    */
   private readonly vanished = new Map<string, { atMs: number; failingPaths: number }>();
-  /** Per host: when a firing `packet_loss` alert naming it last resolved (see `lossTailHold`). */
-  private readonly lossEnded = new Map<string, number>();
+  /**
+   * Per host: when a firing `packet_loss` alert naming it last resolved, and how many paths
+   * it spoke of (see `lossTailHold`).
+   */
+  private readonly lossEnded = new Map<string, { atMs: number; paths: number }>();
   private closed = false;
 
   constructor(opts: AlertEngineOptions) {
@@ -364,22 +367,25 @@ export class AlertEngine {
 
   /** Notes a firing `packet_loss` alert that resolved, by the hosts it named. */
   private noteLossEnded(b: BuiltAlert, nowMs: number): void {
-    for (const h of b.hosts) this.lossEnded.set(h, nowMs);
+    for (const h of b.hosts) this.lossEnded.set(h, { atMs: nowMs, paths: b.affectedPaths });
     if (this.lossEnded.size > 4096)
-      for (const [h, atMs] of this.lossEnded)
-        if (nowMs - atMs >= this.config.lossTailHoldMs) this.lossEnded.delete(h);
+      for (const [h, e] of this.lossEnded)
+        if (nowMs - e.atMs >= this.config.lossTailHoldMs) this.lossEnded.delete(h);
   }
 
   /**
    * Until when a pending `packet_loss` alert waits as the tail of a loss that was paged and
-   * resolved on a host it names: `lossTailHold` after that resolve (0: no wait).
+   * resolved on a host it names: `lossTailHold` after that resolve, while it speaks of fewer
+   * paths than that loss did (its samples ageing out read as a narrower loss; a loss back
+   * as large as before is no tail). 0: no wait.
    */
   private lossTailUntil(b: BuiltAlert): number {
     if (b.kind !== 'packet_loss' || this.config.lossTailHoldMs <= 0) return 0;
     let until = 0;
     for (const h of b.hosts) {
-      const endedMs = this.lossEnded.get(h);
-      if (endedMs !== undefined) until = Math.max(until, endedMs + this.config.lossTailHoldMs);
+      const e = this.lossEnded.get(h);
+      if (e !== undefined && b.affectedPaths < e.paths)
+        until = Math.max(until, e.atMs + this.config.lossTailHoldMs);
     }
     return until;
   }
