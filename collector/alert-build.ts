@@ -134,6 +134,8 @@ export interface BuiltAlert {
   readonly failingPaths: number;
   /** Paths the hypothesis speaks of: failing and degraded (its evidence's counts but `ok`). */
   readonly affectedPaths: number;
+  /** The hypothesis' components. */
+  readonly components: readonly string[];
   /** The hosts the hypothesis names: its components and its groups' members. */
   readonly hosts: readonly string[];
   readonly generatorUrl?: string;
@@ -293,6 +295,7 @@ export function buildAlerts(
       startsAtMs: h.since,
       failingPaths: failingPathsOf(h),
       affectedPaths: failingPaths(h),
+      components: h.components,
       hosts,
       ...a,
     };

@@ -576,6 +576,53 @@ describe('settling (issue 14)', () => {
     expect(names((await drain()).notify)).toEqual([]);
   });
 
+  it("the heal's tail also holds the same fault re-read as it resolves: a new reading on its hosts about its paths; one that was there before, or stays, pages", async () => {
+    // The collector's side was cut off (its own host ctl-1): as the far side's spooled
+    // reports arrive, its own agent's paths — not probed again yet — read as ctl-1's fault.
+    const cut = hypothesis({
+      kind: 'network_partition',
+      components: ['ctl-1'],
+      groups: [{ members: ['ctl-1'] }],
+      evidence: { counts: { tcp_timeout: 10, icmp_timeout: 10 }, examples: [] },
+      since: 1_000,
+    });
+    const own = hypothesis({
+      kind: 'source_fault',
+      summary: 'the problem is on ctl-1 itself',
+      components: ['ctl-1'],
+      groups: [{ members: ['ctl-1'] }],
+      evidence: { counts: { tcp_timeout: 10, icmp_timeout: 10 }, examples: [] },
+      since: 1_000,
+    });
+    for (const h of [cut, own]) delete (h as { cutLabel?: unknown }).cutLabel;
+    const { engine, drain } = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    engine.update(settled(cut), 10_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlineNetworkPartition']);
+    engine.update(settled(own), 20_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['resolved:FaultlineNetworkPartition']);
+    engine.tick(24_999);
+    expect((await drain()).notify).toEqual([]);
+    // Its own agent probes again: healthy. Nothing was paged for the re-reading.
+    engine.update(settled(), 21_500, ctx);
+    engine.tick(30_000);
+    expect((await drain()).notify).toEqual([]);
+    // A re-reading that stays pages, healTailHold later.
+    const stays = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    stays.engine.update(settled(cut), 10_000, ctx);
+    stays.engine.update(settled(own), 20_000, ctx);
+    stays.engine.tick(25_000);
+    expect(names((await stays.drain()).notify)).toEqual([
+      'firing:FaultlineNetworkPartition',
+      'resolved:FaultlineNetworkPartition',
+      'firing:FaultlineSourceFault',
+    ]);
+    // One that was in the diagnosis already, beside the fault, pages when it stands alone.
+    const beside = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    beside.engine.update(settled(cut, own), 10_000, ctx);
+    beside.engine.update(settled(own), 20_000, ctx);
+    expect(names((await beside.drain()).notify)).toContain('firing:FaultlineSourceFault');
+  });
+
   it("the heal's tail also holds what appears on the healed fault's hosts just after it (loss as paths come back unevenly); elsewhere, or later, it pages", async () => {
     const loss = (components: string[], since: number): Hypothesis => {
       const h = hypothesis({

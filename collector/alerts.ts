@@ -131,6 +131,8 @@ export class AlertEngine {
    * most failing paths such an alert spoke of then (see `fallTail`).
    */
   private readonly vanished = new Map<string, { atMs: number; failingPaths: number }>();
+  /** The readings (kind and components) of the diagnosis before the last one. */
+  private before: ReadonlySet<string> = new Set();
   /**
    * Per host: when a firing `packet_loss` alert naming it last resolved, and how many paths
    * it spoke of (see `lossTailHold`).
@@ -166,6 +168,10 @@ export class AlertEngine {
    */
   update(diagnosis: Diagnosis, nowMs: number, ctx: AlertContext): void {
     if (this.closed) return;
+    if (this.last !== undefined && this.last.diagnosis !== diagnosis)
+      this.before = new Set(
+        this.last.diagnosis.hypotheses.map((h) => readingOf(h.kind, h.components)),
+      );
     this.last = { diagnosis, ctx };
     this.evaluate(nowMs);
   }
@@ -470,7 +476,18 @@ export class AlertEngine {
         const onItsHosts =
           t.sinceMs - end.atMs < this.config.healTailHoldMs &&
           b.hosts.some((h) => end.hosts.has(h));
-        const tail = (b.startsAtMs < end.atMs || onItsHosts) && b.failingPaths < end.failingPaths;
+        // So does the same fault re-read: a reading that was not there before, appearing on
+        // its hosts the moment it resolved, about as many paths, failing since before — the
+        // collector's side cut off, read as its own host's fault as the far side's spooled
+        // reports arrive before its own agent has probed again.
+        const reRead =
+          t.sinceMs === end.atMs &&
+          onItsHosts &&
+          b.startsAtMs < end.atMs &&
+          b.failingPaths === end.failingPaths &&
+          !this.before.has(readingOf(b.kind, b.components));
+        const tail =
+          ((b.startsAtMs < end.atMs || onItsHosts) && b.failingPaths < end.failingPaths) || reRead;
         // Loss is a verdict from samples: it holds `lossHoldFor` with the same hosts.
         const own =
           b.kind === 'packet_loss'
@@ -530,4 +547,9 @@ export class AlertEngine {
     };
     this.dispatcher.dispatch(batch);
   }
+}
+
+/** A hypothesis' reading, as {@link AlertEngine} remembers the previous diagnosis by. */
+function readingOf(kind: string, components: readonly string[]): string {
+  return `${kind}|${[...components].sort().join(',')}`;
 }
