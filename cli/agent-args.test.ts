@@ -1,5 +1,9 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import yargs from 'yargs';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureBuilt, runCli } from '../test/helpers/cli.js';
 import { agentArgsWithoutYargs, agentCommand } from './agent.js';
 
 /** What yargs makes of `argv` with the agent command (the handler not run). */
@@ -97,5 +101,44 @@ describe("the agent's start-up path without yargs", () => {
       );
       expect(() => agentArgsWithoutYargs(argv)).toThrow(message);
     }
+  });
+});
+
+describe('what `faultline agent` loads', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'faultline-agent-loads-'));
+  beforeAll(() => ensureBuilt());
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('neither yargs nor cron nor re2js for a config that needs none of them', async () => {
+    const config = join(dir, 'agent.yaml');
+    writeFileSync(
+      config,
+      'agent: { name: a }\ntargets:\n  - { name: t, kind: tcp, address: "127.0.0.1:1" }\n',
+    );
+    const log = join(dir, 'loaded.txt');
+    // Every ES module (a loader hook) and every require() the process makes, one a line.
+    const preload = join(dir, 'trace.mjs');
+    writeFileSync(
+      preload,
+      `import { register, createRequire } from 'node:module';
+import { appendFileSync } from 'node:fs';
+const log = ${JSON.stringify(log)};
+register('data:text/javascript,' + encodeURIComponent(
+  "import { appendFileSync } from 'node:fs';" +
+  "export async function load(url, ctx, next) { appendFileSync(" + JSON.stringify(log) + ", url + '\\\\n'); return next(url, ctx); }"));
+const Module = createRequire(import.meta.url)('node:module');
+const load = Module._load;
+Module._load = function (request, ...rest) { appendFileSync(log, request + '\\n'); return load.call(this, request, ...rest); };
+`,
+    );
+    const r = await runCli(['agent', '--config', config, '--check-config'], {
+      env: { ...process.env, NODE_OPTIONS: `--import=${preload}` },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const loaded = readFileSync(log, 'utf8');
+    expect(loaded).toMatch(/node_modules\/yaml\//); // the trace works
+    expect(loaded).not.toMatch(/node_modules\/yargs/);
+    expect(loaded).not.toMatch(/(^|\/)cron(\/|$)/m);
+    expect(loaded).not.toMatch(/re2js/);
   });
 });
