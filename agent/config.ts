@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
-import { CronTime, validateCronExpression } from 'cron';
 import { z } from 'zod';
+import { cronLibrary } from '../lib/lazy-modules.js';
 import { loadConfigFile, parseConfigText, resolvingSchema } from '../lib/config-file.js';
 import type { ConfigIssueParams, ConfigPath } from '../lib/config-file.js';
 import {
@@ -67,7 +67,7 @@ const labelsSchema = labelsField();
 const cronSchema = z
   .string()
   .superRefine((expr, ctx) => {
-    const check = validateCronExpression(expr);
+    const check = cronLibrary().validateCronExpression(expr);
     if (!check.valid) {
       const why = check.error?.message ?? 'not understood';
       ctx.addIssue({
@@ -318,7 +318,7 @@ function shortestCyclicGap(sorted: readonly number[], size: number): number {
 export function cronPeriodMs(expr: string): number {
   const cached = cronPeriods.get(expr);
   if (cached !== undefined) return cached;
-  const fields = new CronTime(expr).toJSON();
+  const fields = new (cronLibrary().CronTime)(expr).toJSON();
   const units: readonly [number, number][] = [
     [60, 1000],
     [60, 60_000],

@@ -1,6 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { agentHeapGrowingPercent, tuneAgentHeap } from './heap.js';
+import { agentHeapGrowingPercent, settleAgentHeap, tuneAgentHeap } from './heap.js';
+import { ensureBuilt, repoRoot } from '../test/helpers/cli.js';
+
+const heapModule = `${repoRoot}dist/agent/heap.js`;
 
 /** A child node that churns through short-lived garbage over a fixed live set; its peak heap. */
 function peakHeapMb(flag: string | undefined): number {
@@ -39,5 +42,41 @@ describe('the agent heap settings', () => {
     const tuned = peakHeapMb(`--heap-growing-percent=${agentHeapGrowingPercent}`);
     // Measured 432–454 MB against 166–171 MB; the live set is ~90 MB.
     expect(tuned).toBeLessThan(untuned * 0.6);
+  }, 60_000);
+});
+
+describe("the agent's full collections after start", () => {
+  it('leave a heap growth chosen by hand alone', () => {
+    expect(settleAgentHeap([10], ['--heap-growing-percent=50'], '')).toBe(0);
+  });
+
+  it("bring the heap down to what is live once the start's garbage is dropped", () => {
+    ensureBuilt();
+    // The start's garbage (a parsed config, a first round) held long enough to reach the
+    // old generation, then dropped; nothing allocates after it, so V8 alone would keep it.
+    const script = `
+      import { settleAgentHeap } from ${JSON.stringify(heapModule)};
+      let start = [];
+      for (let i = 0; i < 60; i++) {
+        start.push(Array.from({ length: 20000 }, (_, j) => ({ j, s: 'x' + j })));
+        await new Promise((r) => setImmediate(r));
+      }
+      const mb = () => Math.round(process.memoryUsage().heapUsed / 1048576);
+      const planned = process.argv.at(-1) === 'settle' ? settleAgentHeap([50]) : 0;
+      start = undefined;
+      const before = mb();
+      await new Promise((r) => setTimeout(r, 300));
+      process.stdout.write(JSON.stringify({ planned, before, after: mb() }));
+    `;
+    const run = (mode: string): { planned: number; before: number; after: number } =>
+      JSON.parse(
+        execFileSync(process.execPath, ['--input-type=module', '-e', script, mode]).toString(),
+      ) as { planned: number; before: number; after: number };
+    const settled = run('settle');
+    const left = run('none');
+    expect(settled.planned).toBe(1);
+    expect(settled.before).toBeGreaterThan(40);
+    expect(settled.after).toBeLessThan(settled.before / 4);
+    expect(left.after).toBeGreaterThan(left.before / 2);
   }, 60_000);
 });

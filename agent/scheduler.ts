@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
-import { CronTime } from 'cron';
+import type { CronTime } from 'cron';
 import { ConfigError, FaultlineError } from '../lib/errors.js';
+import { cronLibrary } from '../lib/lazy-modules.js';
 import { LagHistogram } from './lag-histogram.js';
 
 /** One scheduled unit of work: in the agent, one target. */
@@ -305,7 +306,7 @@ export class Scheduler {
       return undefined;
     }
     try {
-      return new CronTime(cron!);
+      return new (cronLibrary().CronTime)(cron!);
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
       throw new ConfigError(`job "${id}": invalid cron expression "${cron}": ${why}`, {

@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { CommandModule } from 'yargs';
 import { Agent, defaultStopGraceMs } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
 import type { AgentCollectorConfig, AgentConfig } from '../agent/config.js';
 import type { NatsSection } from '../lib/nats-config.js';
-import { tuneAgentHeap } from '../agent/heap.js';
+import { settleAgentHeap, tuneAgentHeap } from '../agent/heap.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { compileAllowList, defaultPlanPolicy, type PlanPolicy } from '../agent/plan-policy.js';
 import type { ProbeInstance, SeriesSelection } from '../agent/telemetry/index.js';
@@ -408,6 +409,174 @@ async function runManaged(args: AgentArgs, urls: readonly string[]): Promise<voi
   });
 }
 
+/**
+ * The agent command's options, one table for yargs (help, completion, odd spellings) and for
+ * `agentArgsWithoutYargs`, the daemon's start-up path, which does not load yargs at all.
+ */
+const agentOptions = {
+  config: {
+    alias: 'c',
+    type: 'string',
+    describe: 'Agent config (YAML); see deploy/examples/agent.yaml',
+  },
+  'check-config': {
+    type: 'boolean',
+    default: false,
+    describe: 'Validate the config, print a summary and exit (0 valid, 2 invalid)',
+  },
+  collector: {
+    type: 'string',
+    array: true,
+    describe:
+      'Collector URL: take the plan from it and report to it; repeat it to report to every one of several (HA: two in two failure domains)',
+  },
+  token: {
+    type: 'string',
+    describe:
+      'Bearer token for the collector; visible in ps: prefer --token-file or FAULTLINE_TOKEN',
+  },
+  'token-file': { type: 'string', describe: 'File holding the token (first line)' },
+  'ca-file': {
+    type: 'string',
+    describe: 'PEM CA certificates trusted for an https collector (a private CA pins it)',
+  },
+  'require-tls': {
+    type: 'boolean',
+    default: false,
+    describe: 'Refuse to start when --collector is plain http:// to another host',
+  },
+  'allow-targets': {
+    type: 'string',
+    describe:
+      'Where plan targets may point: CIDR blocks, addresses, host names (*.example), comma-separated',
+  },
+  'allow-tcp-send': {
+    type: 'boolean',
+    default: false,
+    describe: 'Run plan tcp targets that send a raw payload',
+  },
+  'allow-http-methods': {
+    type: 'string',
+    default: 'GET,HEAD',
+    describe: 'HTTP methods a plan may use',
+  },
+  'allow-http-headers': {
+    type: 'boolean',
+    default: false,
+    describe: 'Run plan http targets with custom headers or a body',
+  },
+  name: { type: 'string', describe: 'Agent name (default: the host name)' },
+  labels: {
+    type: 'string',
+    default: '',
+    describe: 'Topology labels of this host: zone=a,switch=sw-1',
+  },
+  'state-dir': { type: 'string', describe: 'Where the spool and the cached plan live' },
+  metrics: {
+    type: 'string',
+    default: '127.0.0.1:9465',
+    describe: 'With --collector: where /metrics listens ("" disables)',
+  },
+} as const satisfies Record<
+  keyof AgentArgs,
+  {
+    type: 'string' | 'boolean';
+    alias?: string;
+    array?: true;
+    default?: string | boolean;
+    describe: string;
+  }
+>;
+
+/** The checks across options, the same on both paths. */
+function checkAgentArgs(a: Pick<AgentArgs, 'config' | 'collector'>): true {
+  if ((a.config === undefined) === (a.collector === undefined)) {
+    throw usage('give either --config FILE or --collector URL (one of them)');
+  }
+  if (a.collector?.length === 0) throw usage('--collector: expected a URL after it');
+  return true;
+}
+
+/**
+ * `faultline agent …` parsed without yargs, for the daemon's start: yargs and its helpers
+ * are ~5 MB of a process that lives for months to read a dozen flags once. Only the plain
+ * spellings are taken (`--flag value`, `--flag=value`, `-c FILE`, `--no-flag`, each once,
+ * `--collector` repeated); anything else — help, version, completion, a mistyped or
+ * camel-cased flag, a stray word, a repeated flag — returns undefined and the caller goes
+ * through yargs, whose answers (and error messages) stay the reference.
+ */
+export function agentArgsWithoutYargs(argv: readonly string[]): AgentArgs | undefined {
+  if (argv[0] !== 'agent') return undefined;
+  const options: ParseArgsConfig['options'] = {};
+  for (const [key, o] of Object.entries(agentOptions)) {
+    options[key] = {
+      type: o.type,
+      ...('alias' in o && o.alias.length === 1 ? { short: o.alias } : {}),
+      ...('array' in o ? { multiple: true } : {}),
+    };
+  }
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args: argv.slice(1),
+      options,
+      strict: true,
+      allowPositionals: false,
+      allowNegative: true,
+      tokens: true,
+    });
+  } catch {
+    return undefined;
+  }
+  const seen = new Set<string>();
+  for (const t of parsed.tokens ?? []) {
+    if (t.kind !== 'option') return undefined;
+    const multiple = options[t.name]?.multiple === true;
+    if (seen.has(t.name) && !multiple) return undefined;
+    seen.add(t.name);
+  }
+  const v = parsed.values;
+  const str = (k: keyof typeof agentOptions): string | undefined =>
+    typeof v[k] === 'string' ? v[k] : undefined;
+  const bool = (k: keyof typeof agentOptions): boolean => v[k] === true;
+  const args: AgentArgs = {
+    'check-config': bool('check-config'),
+    'require-tls': bool('require-tls'),
+    'allow-tcp-send': bool('allow-tcp-send'),
+    'allow-http-methods': str('allow-http-methods') ?? agentOptions['allow-http-methods'].default,
+    'allow-http-headers': bool('allow-http-headers'),
+    labels: str('labels') ?? agentOptions.labels.default,
+    metrics: str('metrics') ?? agentOptions.metrics.default,
+  };
+  for (const k of [
+    'config',
+    'token',
+    'token-file',
+    'ca-file',
+    'allow-targets',
+    'name',
+    'state-dir',
+  ] as const) {
+    const s = str(k);
+    if (s !== undefined) args[k] = s;
+  }
+  if (Array.isArray(v.collector)) args.collector = v.collector.map(String);
+  checkAgentArgs(args);
+  return args;
+}
+
+/** Runs the agent command with its parsed arguments. */
+export async function runAgentCommand(
+  args: AgentArgs,
+  setExit: (code: number) => void,
+): Promise<void> {
+  tuneAgentHeap();
+  if (!args['check-config']) settleAgentHeap();
+  if (args.config !== undefined) await runConfigured(args, args.config);
+  else await runManaged(args, args.collector ?? []);
+  setExit(exitCodes.ok);
+}
+
 /** `faultline agent`: the daemon on every host, from a config file or a collector's plan. */
 export function agentCommand(setExit: (code: number) => void): CommandModule<object, AgentArgs> {
   return {
@@ -416,92 +585,13 @@ export function agentCommand(setExit: (code: number) => void): CommandModule<obj
       'Probe on schedule and export path health; from --config FILE, or from a collector plan',
     builder: (y) =>
       y
-        .option('config', {
-          alias: 'c',
-          type: 'string',
-          describe: 'Agent config (YAML); see deploy/examples/agent.yaml',
-        })
-        .option('check-config', {
-          type: 'boolean',
-          default: false,
-          describe: 'Validate the config, print a summary and exit (0 valid, 2 invalid)',
-        })
-        .option('collector', {
-          type: 'string',
-          array: true,
-          describe:
-            'Collector URL: take the plan from it and report to it; repeat it to report to every one of several (HA: two in two failure domains)',
-        })
-        .option('token', {
-          type: 'string',
-          describe:
-            'Bearer token for the collector; visible in ps: prefer --token-file or FAULTLINE_TOKEN',
-        })
-        .option('token-file', {
-          type: 'string',
-          describe: 'File holding the token (first line)',
-        })
-        .option('ca-file', {
-          type: 'string',
-          describe: 'PEM CA certificates trusted for an https collector (a private CA pins it)',
-        })
-        .option('require-tls', {
-          type: 'boolean',
-          default: false,
-          describe: 'Refuse to start when --collector is plain http:// to another host',
-        })
-        .option('allow-targets', {
-          type: 'string',
-          describe:
-            'Where plan targets may point: CIDR blocks, addresses, host names (*.example), comma-separated',
-        })
-        .option('allow-tcp-send', {
-          type: 'boolean',
-          default: false,
-          describe: 'Run plan tcp targets that send a raw payload',
-        })
-        .option('allow-http-methods', {
-          type: 'string',
-          default: 'GET,HEAD',
-          describe: 'HTTP methods a plan may use',
-        })
-        .option('allow-http-headers', {
-          type: 'boolean',
-          default: false,
-          describe: 'Run plan http targets with custom headers or a body',
-        })
-        .option('name', { type: 'string', describe: 'Agent name (default: the host name)' })
-        .option('labels', {
-          type: 'string',
-          default: '',
-          describe: 'Topology labels of this host: zone=a,switch=sw-1',
-        })
-        .option('state-dir', {
-          type: 'string',
-          describe: 'Where the spool and the cached plan live',
-        })
-        .option('metrics', {
-          type: 'string',
-          default: '127.0.0.1:9465',
-          describe: 'With --collector: where /metrics listens ("" disables)',
-        })
-        .check((a) => {
-          if ((a.config === undefined) === (a.collector === undefined)) {
-            throw usage('give either --config FILE or --collector URL (one of them)');
-          }
-          if (a.collector?.length === 0) throw usage('--collector: expected a URL after it');
-          return true;
-        })
+        .options(agentOptions)
+        .check((a) => checkAgentArgs(a))
         .epilog(
           'Signals: SIGHUP reloads the config file (a broken file is refused and the running config kept); ' +
             'SIGTERM/SIGINT let probes in flight finish, flush telemetry and exit.\n' +
             'OTLP push is on when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._METRICS_ENDPOINT) is set.',
         ),
-    handler: async (args) => {
-      tuneAgentHeap();
-      if (args.config !== undefined) await runConfigured(args, args.config);
-      else await runManaged(args, args.collector ?? []);
-      setExit(exitCodes.ok);
-    },
+    handler: (args) => runAgentCommand(args, setExit),
   };
 }

@@ -1,10 +1,7 @@
 #!/usr/bin/env node
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { ConfigError, isFaultlineError } from '../lib/errors.js';
 import type { CommandModule } from 'yargs';
 import { exitCodes } from './exit-codes.js';
-import { chooseCompletionShell, completionCommand, completionDescribe } from './completion.js';
 
 type SetCode = (code: number) => void;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each command has its own argument type
@@ -41,6 +38,17 @@ async function main(argv: string[]): Promise<number> {
   const setCode = (c: number): void => {
     code = c;
   };
+  // The agent daemon's start skips yargs (its flags in the plain spellings; see cli/agent.ts).
+  if (argv[0] === 'agent') {
+    const agent = await import('./agent.js');
+    const args = agent.agentArgsWithoutYargs(argv);
+    if (args !== undefined) {
+      await agent.runAgentCommand(args, setCode);
+      return code;
+    }
+  }
+  const [{ default: yargs }, { chooseCompletionShell, completionCommand, completionDescribe }] =
+    await Promise.all([import('yargs'), import('./completion.js')]);
   chooseCompletionShell(argv, process.env);
   const wanted = new Set(commandsFor(argv));
   const loaded = await Promise.all(
@@ -71,7 +79,8 @@ async function main(argv: string[]): Promise<number> {
   return code;
 }
 
-main(hideBin(process.argv)).then(
+// As yargs' hideBin for a plain `node main.js …` or the installed `faultline …` script.
+main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     if (isFaultlineError(err)) {

@@ -11,9 +11,10 @@ import { defaultStopGraceMs } from '../agent/agent.js';
 /**
  * The agent container's memory limit. From `npm run bench:agent -- --duration-s 60` (1,000
  * targets at 1 s, a third each icmp/tcp/http, with `agentNodeOptions`), issue 18: peak RSS
- * of the agent and its fping children 113 MB healthy and 124 MB with a tenth of the targets
- * timing out (`--failing 0.1 --failing-mode timeout`), both on an overloaded 2-core machine
- * (before issue 18: 222–233 MB). 192Mi leaves ~55% over the higher one for failure bursts,
+ * of the agent and its fping children 93–102 MB healthy (first pass 113 MB) and 124 MB with
+ * a tenth of the targets timing out (`--failing 0.1 --failing-mode timeout`; 24 MB of it
+ * one-shot fping confirmations), on an overloaded 2-core machine (before issue 18:
+ * 222–233 MB). 192Mi leaves ~55% over the higher one for failure bursts,
  * spooling while the collector is away, and garbage collection.
  */
 export const agentMemoryLimit = '192Mi';

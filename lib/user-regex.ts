@@ -1,5 +1,5 @@
-import { RE2JS } from 're2js';
 import { z } from 'zod';
+import { re2Library } from './lazy-modules.js';
 
 /**
  * Regular expressions written by users (probe options such as `expect`, `expectBody`,
@@ -21,6 +21,7 @@ const cache = new Map<string, UserRegex>();
 const maxCached = 256;
 
 function compile(source: string): UserRegex {
+  const { RE2JS } = re2Library();
   const re = RE2JS.compile(RE2JS.translateRegExp(source));
   return { source, test: (text: string) => re.test(text) };
 }
