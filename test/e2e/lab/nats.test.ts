@@ -268,7 +268,7 @@ describe.runIf(canRunLab)('lab: NATS JetStream transport', () => {
     const made = new Map<string, LogLine>();
     await Promise.all([...agents.values()].map((p) => p.stop(20_000)));
     for (const [name, p] of agents) {
-      const line = logLines(p).find((x) => x.msg === 'NATS link stopped');
+      const line = logLines(p).find((x) => x.msg === 'collector link stopped');
       expect(line, `${name}: ${p.log().slice(-1500)}`).toBeDefined();
       expect(line!.spooled, name).toBe(0);
       made.set(name, line!);
