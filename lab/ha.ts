@@ -1,9 +1,10 @@
 import type { PathState } from '../collector/types.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import { matches, pathHealthy, type ExpectedHypothesis } from './expect.js';
-import type { Lab } from './lab.js';
+import { Lab } from './lab.js';
+import { NatsCluster } from './nats.js';
 import { pollUntil } from './poll-until.js';
-import type { LabSpec } from './spec.js';
+import type { LabOptions, LabSpec } from './spec.js';
 
 /**
  * The HA lab (issue 17): two collectors in two failure domains — ctl-a on zone a's switch,
@@ -32,6 +33,43 @@ export const haLab: LabSpec = {
   collectorHost: 'ctl-a',
   secondCollectorHost: 'ctl-b',
 };
+
+/** The hosts of the HA lab's NATS nodes with `transport: nats`: one in each zone. */
+export const haNatsHosts = ['ctl-a', 'ctl-b', 'db-1'] as const;
+
+/**
+ * Starts the HA lab with agents reporting over `transport`: `http`, every agent posting to
+ * both collectors (the lab's own agents); `nats`, a three-node JetStream cluster (replicas
+ * 3) with a node beside each collector and one in the data zone, the same agents
+ * publishing to it, collector a and b each with its own durable consumer.
+ */
+export async function upHaLab(
+  transport: 'http' | 'nats',
+  opts: LabOptions,
+): Promise<{ lab: Lab; nats?: NatsCluster }> {
+  if (transport === 'http') return { lab: await Lab.up(haLab, opts) };
+  let nats: NatsCluster | undefined;
+  const lab = await Lab.up(
+    { ...haLab, hosts: haLab.hosts.map((h) => ({ ...h, agent: false })) },
+    {
+      ...opts,
+      extraCollectorYaml: async (l) => {
+        // The cluster first: a collector binds its consumer at start.
+        nats = await NatsCluster.start(l, haNatsHosts);
+        return `transport: nats\n${nats.yaml('', ['consumer: collector-a', 'replicas: 3'])}`;
+      },
+      secondCollectorYaml: (yaml) => yaml.replace('consumer: collector-a', 'consumer: collector-b'),
+    },
+  );
+  try {
+    for (const h of haLab.hosts)
+      nats!.startAgent(opts.cliPath, h.name, ['timeout: 2s'], opts.logLevel ?? 'warn');
+  } catch (err) {
+    await lab.down();
+    throw err;
+  }
+  return { lab, nats: nats! };
+}
 
 /** Zone b: the hosts a cut of its uplink isolates, collector b among them. */
 export const haZoneB = ['app-2', 'ctl-b'];

@@ -121,26 +121,7 @@ describe.runIf(canRunLab)('lab: NATS JetStream transport', () => {
   const dataB = (): string => join(lab!.dir, 'data-b');
 
   function startAgent(name: string): LabProcess {
-    const l = lab!;
-    const h = l.host(name);
-    const file = join(l.dir, `agent-${name}.yaml`);
-    writeFileSync(
-      file,
-      [
-        'agent:',
-        `  name: ${name}`,
-        `  labels: { switch: ${h.switchName}, zone: ${h.zone} }`,
-        'metrics: { listen: "" }',
-        'collector:',
-        `  stateDir: ${join(l.dir, `agent-${name}`)}`,
-        '  transport: nats',
-        nats!.yaml('  ', ['timeout: 2s']),
-        '',
-      ].join('\n'),
-    );
-    const proc = l.spawnIn(h, `agent ${name}`, process.execPath, [cliPath, 'agent', '-c', file], {
-      FAULTLINE_LOG_LEVEL: 'info',
-    });
+    const proc = nats!.startAgent(cliPath, name, ['timeout: 2s']);
     agents.set(name, proc);
     return proc;
   }
