@@ -79,6 +79,8 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
   /** startPlanLoop ran: a new plan from the bucket goes to onServed. */
   private following = false;
   private stopWatch: (() => void) | undefined;
+  /** Ends the send loop's wait after a failed publish (at a reconnect). */
+  private retryNow: AbortController | undefined;
   private readonly random: () => number;
   private readonly baseMs: number;
   private readonly capMs: number;
@@ -180,6 +182,8 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
     for await (const s of nc.status()) {
       if (s.type === 'disconnect' || s.type === 'reconnect')
         this.options.log.info({ event: s.type, server: s.server }, 'NATS connection');
+      // Connected again (to another server, maybe): a batch waiting to be retried goes now.
+      if (s.type === 'reconnect') this.retryNow?.abort();
     }
   }
 
@@ -301,7 +305,12 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
           );
         }
         this.isConnected = false;
-        await this.backoff(attempt, Math.min(this.capMs, 5_000));
+        this.retryNow = new AbortController();
+        await sleepUnlessAborted(
+          backoffDelayMs(attempt, this.baseMs, Math.min(this.capMs, 5_000), this.random),
+          AbortSignal.any([this.abort.signal, this.retryNow.signal]),
+        );
+        this.retryNow = undefined;
         continue;
       }
       if (!this.isConnected && attempt > 0) {

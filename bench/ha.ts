@@ -9,6 +9,10 @@
  * failure domains, one of them is always outside, and the faster decides the page.
  *
  *   node dist/bench/ha.js [--runs 4] [--timeout-s 30] [--hold-s 10] [--transport http|nats|both]
+ *       [--cut ab|a|b]
+ *
+ * `--cut`: which zone each run cuts — `ab` (default) zone b, then a, in turn; `a` or `b`
+ * always that one (its collector always inside the cut, the other outside).
  *
  * `--transport nats`: the same lab, faults and answers with the agents publishing to a
  * three-node NATS JetStream cluster (a node beside each collector, one in the data zone;
@@ -35,10 +39,12 @@ interface Run {
   readonly answers: Record<'a' | 'b', CollectorAnswers>;
 }
 
-function median(xs: readonly number[]): number | undefined {
+/** The median; a run without the answer counts as later than every other (undefined: never). */
+function median(xs: readonly (number | undefined)[]): number | undefined {
   if (xs.length === 0) return undefined;
-  const s = [...xs].sort((x, y) => x - y);
-  return s[Math.floor((s.length - 1) / 2)];
+  const s = xs.map((x) => x ?? Infinity).sort((x, y) => x - y);
+  const m = s[Math.floor((s.length - 1) / 2)]!;
+  return m === Infinity ? undefined : m;
 }
 
 const ms = (x: number | undefined): string => (x === undefined ? 'never' : `${x} ms`);
@@ -54,17 +60,17 @@ interface Medians {
 }
 
 function medians(runs: readonly Run[]): Medians {
-  const outside: number[] = [];
-  const two: number[] = [];
+  const outside: (number | undefined)[] = [];
+  const two: (number | undefined)[] = [];
   let missed = 0;
   for (const r of runs) {
     const out = r.answers[r.cut === 'a' ? 'b' : 'a'].realCauseMs;
     if (out === undefined) missed++;
-    else outside.push(out);
+    outside.push(out);
     const best = [r.answers.a.realCauseMs, r.answers.b.realCauseMs].filter(
       (x): x is number => x !== undefined,
     );
-    if (best.length > 0) two.push(Math.min(...best));
+    two.push(best.length > 0 ? Math.min(...best) : undefined);
   }
   return { outside: median(outside), two: median(two), missed };
 }
@@ -127,8 +133,12 @@ async function main(): Promise<number> {
       'timeout-s': { type: 'string', default: '30' },
       'hold-s': { type: 'string', default: '10' },
       transport: { type: 'string', default: 'http' },
+      cut: { type: 'string', default: 'ab' },
     },
   });
+  const cuts = values.cut;
+  if (cuts !== 'ab' && cuts !== 'a' && cuts !== 'b')
+    throw new Error(`--cut: expected ab, a or b (actual: ${cuts})`);
   const transports: Transport[] =
     values.transport === 'both'
       ? ['http', 'nats']
@@ -149,7 +159,7 @@ async function main(): Promise<number> {
   if (!canRunLab) throw new Error('bench/ha needs root on Linux (network namespaces)');
   const by = new Map<Transport, Run[]>();
   for (const transport of transports) {
-    const runs = await measure(transport, runsWanted, timeoutMs, holdMs);
+    const runs = await measure(transport, runsWanted, timeoutMs, holdMs, cuts);
     by.set(transport, runs);
     process.stdout.write(`\n### ${transportName[transport]}\n\n${table(runs, holdMs)}`);
   }
@@ -157,19 +167,20 @@ async function main(): Promise<number> {
   return 0;
 }
 
-/** One lab over `transport`, `runsWanted` cuts (zone b, then a, in turn), the answers of each. */
+/** One lab over `transport`, `runsWanted` cuts (as `--cut` says), the answers of each. */
 async function measure(
   transport: Transport,
   runsWanted: number,
   timeoutMs: number,
   holdMs: number,
+  cuts: 'ab' | 'a' | 'b',
 ): Promise<Run[]> {
   const { lab } = await upHaLab(transport, { cliPath, ...detectionLabTiming });
   const runs: Run[] = [];
   try {
     await waitBothHealthy(lab, 90_000);
     for (let i = 0; i < runsWanted; i++) {
-      const cut = i % 2 === 0 ? 'b' : 'a';
+      const cut = cuts === 'ab' ? (i % 2 === 0 ? 'b' : 'a') : cuts;
       const fault = cutUplink(lab, cut === 'b' ? 'sw-b' : 'sw-a', 'sw-db');
       const startMs = Date.now();
       await fault.inject();
