@@ -14,6 +14,7 @@ import { PlanSchema } from '../wire/plan.js';
 import type { Plan } from '../wire/plan.js';
 import {
   backoffDelayMs,
+  defaultAuthRetryMs,
   defaultBackoffBaseMs,
   defaultBackoffCapMs,
   explain,
@@ -48,6 +49,8 @@ export interface NatsChannelOptions {
   readonly stateDir: string;
   readonly log: Logger;
   readonly backoff?: { readonly baseMs?: number; readonly capMs?: number };
+  /** How long after a refused login it tries again. Default 60 s. */
+  readonly authRetryMs?: number;
   readonly random?: () => number;
 }
 
@@ -84,6 +87,7 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
   private readonly random: () => number;
   private readonly baseMs: number;
   private readonly capMs: number;
+  private readonly authRetryMs: number;
 
   constructor(private readonly options: NatsChannelOptions) {
     super(options.name);
@@ -91,6 +95,7 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
     this.random = options.random ?? Math.random;
     this.baseMs = options.backoff?.baseMs ?? defaultBackoffBaseMs;
     this.capMs = options.backoff?.capMs ?? defaultBackoffCapMs;
+    this.authRetryMs = options.authRetryMs ?? defaultAuthRetryMs;
   }
 
   /** Starts connecting (in the background) and watching the agent's key in the plan bucket. */
@@ -154,12 +159,20 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
 
   private async connect(): Promise<JetStreamClient | undefined> {
     const o = this.options;
-    try {
-      this.nc = await connectNats(o.nats, `faultline-agent ${o.agent}`);
-    } catch (err) {
-      // Only a refused login or a bad option ends here: an unreachable server is retried.
-      o.log.error({ err: explain(err) }, 'cannot connect to NATS: reports stay in the spool');
-      return undefined;
+    for (let failures = 1; this.nc === undefined; failures++) {
+      try {
+        this.nc = await connectNats(o.nats, `faultline-agent ${o.agent}`);
+      } catch (err) {
+        // Only a refused login or a bad option ends here (an unreachable server is retried
+        // inside): tried again slowly, as an HTTP collector's 401, for a rotated credential.
+        if (this.stopped) return undefined;
+        const fields = { err: explain(err), retryInMs: this.authRetryMs, failures };
+        if (failures === 1)
+          o.log.error(fields, 'cannot connect to NATS: reports stay in the spool; retrying slowly');
+        else o.log.debug(fields, 'cannot connect to NATS yet');
+        await sleepUnlessAborted(this.authRetryMs, this.abort.signal);
+        if (this.stopped) return undefined;
+      }
     }
     if (this.stopped) {
       await this.nc.close().catch(() => undefined);

@@ -89,9 +89,20 @@ export function diagnosisAt(lab: Lab, base: string): Promise<Diagnosis> {
   return lab.get<Diagnosis>('/api/v1/diagnosis', base);
 }
 
+/** The agents one collector does not hear from (not `live`). */
+async function unheardAt(lab: Lab, base: string): Promise<string[]> {
+  const { agents } = await lab.get<{ agents: { agent: string; state: string }[] }>(
+    '/api/v1/agents',
+    base,
+  );
+  return agents.filter((a) => a.state !== 'live').map((a) => `${a.agent} ${a.state}`);
+}
+
 /**
- * Waits until both collectors see the same number of paths, every one healthy, and the
- * count has not changed for `stableMs` (the plan settles as agents join); returns it.
+ * Waits until both collectors see the same number of paths, every one healthy, every agent
+ * live (a path keeps its last state while its agent is silent: after a heal, a collector
+ * whose reports have not resumed still shows healthy paths), and the count has not changed
+ * for `stableMs` (the plan settles as agents join); returns it.
  */
 export async function waitBothHealthy(
   lab: Lab,
@@ -104,8 +115,19 @@ export async function waitBothHealthy(
   return pollUntil(
     'both collectors: the same paths, all healthy, for a while',
     async () => {
-      const [pa, pb] = await Promise.all([pathsAt(lab, a), pathsAt(lab, b)]);
+      const [pa, pb, ua, ub] = await Promise.all([
+        pathsAt(lab, a),
+        pathsAt(lab, b),
+        unheardAt(lab, a),
+        unheardAt(lab, b),
+      ]);
       const bad = [...pa, ...pb].filter((p) => !pathHealthy(p));
+      if (ua.length > 0 || ub.length > 0) {
+        last = -1;
+        throw new Error(
+          `not live at a: ${ua.join(', ') || 'none'}; at b: ${ub.join(', ') || 'none'}`,
+        );
+      }
       if (pa.length === 0 || pa.length !== pb.length || bad.length > 0) {
         last = -1;
         throw new Error(
