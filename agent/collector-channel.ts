@@ -14,7 +14,8 @@ import {
   HttpStatusError,
 } from './link-replies.js';
 import { PlanClient } from './plan-client.js';
-import type { DeliverySource, DestinationStats, ReportDestination } from './report-destination.js';
+import { DeliveryChannel } from './report-destination.js';
+import type { DeliverySource, DestinationStats, PlanChannel } from './report-destination.js';
 import { ReportUpload, userAgent } from './report-upload.js';
 import type { SpooledBatch } from './spool.js';
 
@@ -32,8 +33,6 @@ export interface CollectorChannelOptions {
   /** Where this collector's credential and cached plan live. */
   readonly stateDir: string;
   readonly log: Logger;
-  /** Called with each plan this collector serves whose version differs from the last. */
-  readonly onServed: (plan: Plan) => void;
   readonly requestTimeoutMs?: number;
   readonly backoff?: { readonly baseMs?: number; readonly capMs?: number };
   readonly authRetryMs?: number;
@@ -49,22 +48,14 @@ export interface CollectorChannelOptions {
  * collector's dedup on (agentId, seq) makes it exactly once). See CollectorLink for what
  * each answer makes it do.
  */
-export class CollectorChannel implements ReportDestination {
-  readonly name: string;
+export class CollectorChannel extends DeliveryChannel implements PlanChannel {
   readonly base: string;
   private readonly http: HttpAgent;
   private credentials: Credentials | undefined;
   private readonly plans: PlanClient;
   private readonly upload: ReportUpload;
   private served: Plan | undefined;
-  private readonly abort = new AbortController();
-  private loops: Promise<void>[] = [];
-  private wake: (() => void) | undefined;
-  private appended = false;
-  private unsubscribe: (() => void) | undefined;
-  private source: DeliverySource | undefined;
-  private waitingForDrain: (() => void)[] = [];
-  private isConnected = false;
+  private onServed: ((plan: Plan) => void) | undefined;
   private lastProblem: string | undefined;
   private lastPlanAuthFailure = false;
   private readonly requestTimeoutMs: number;
@@ -72,22 +63,8 @@ export class CollectorChannel implements ReportDestination {
   private readonly capMs: number;
   private readonly authRetryMs: number;
   private readonly random: () => number;
-  readonly counts = {
-    implausibleAcks: 0,
-    seqRefusals: 0,
-    posts: 0,
-    accepted: 0,
-    duplicates: 0,
-    gaps: 0,
-    rejected: 0,
-    retries: 0,
-    acceptedSeq: 0,
-    planFetches: 0,
-    planFailures: 0,
-  };
-
   constructor(private readonly options: CollectorChannelOptions) {
-    this.name = options.name;
+    super(options.name);
     this.base = options.url.replace(/\/+$/, '');
     this.http = new HttpAgent({
       keepAliveTimeout: 30_000,
@@ -133,9 +110,11 @@ export class CollectorChannel implements ReportDestination {
 
   /**
    * Creates its state dir and readies the credential for the agent's id (it enrols at the
-   * first request that needs it).
+   * first request that needs it); `onServed` is called with each plan this collector serves
+   * whose version differs from the last.
    */
-  async open(agentId: string): Promise<void> {
+  async open(agentId: string, onServed: (plan: Plan) => void): Promise<void> {
+    this.onServed = onServed;
     await mkdir(this.options.stateDir, { recursive: true, mode: 0o700 });
     this.credentials = new Credentials({
       base: this.base,
@@ -174,47 +153,16 @@ export class CollectorChannel implements ReportDestination {
     this.loops.push(this.planLoop(fresh));
   }
 
-  deliver(source: DeliverySource): void {
-    this.source = source;
-    this.unsubscribe = source.onAppend(() => {
-      this.appended = true;
-      this.wake?.();
-    });
-    this.loops.push(this.sendLoop(source));
-  }
-
-  drained(): Promise<void> {
-    if ((this.source?.cursor.stats().batches ?? 0) === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => this.waitingForDrain.push(resolve));
-  }
-
-  connected(): boolean {
-    return this.isConnected;
-  }
-
-  async stop(): Promise<void> {
-    this.abort.abort();
-    this.wake?.();
-    this.unsubscribe?.();
-    await Promise.allSettled(this.loops);
-    await this.http.destroy();
+  protected close(): Promise<void> {
+    return this.http.destroy();
   }
 
   stats(): DestinationStats & { readonly planVersion: string | undefined } {
-    const { planFetches: _f, planFailures: _p, ...counts } = this.counts;
-    return {
-      ...counts,
-      name: this.name,
-      label: this.base,
-      connected: this.isConnected,
-      enrolState: this.credentials?.state() ?? 'none',
-      spool: this.source?.cursor.stats(),
-      planVersion: this.served?.version,
-    };
-  }
-
-  private get stopped(): boolean {
-    return this.abort.signal.aborted;
+    return this.destinationStats(
+      this.base,
+      this.credentials?.state() ?? 'none',
+      this.served?.version,
+    );
   }
 
   private signal(timeoutMs: number): AbortSignal {
@@ -255,7 +203,7 @@ export class CollectorChannel implements ReportDestination {
         if (plan.version === this.served?.version) continue;
         await this.plans.save(plan);
         this.served = plan;
-        this.options.onServed(plan);
+        this.onServed?.(plan);
       } catch (err) {
         if (this.stopped) return;
         failures++;
@@ -273,14 +221,6 @@ export class CollectorChannel implements ReportDestination {
 
   // ---- reports -------------------------------------------------------------------------
 
-  private async waitForAppend(): Promise<void> {
-    if (this.appended || this.stopped) return;
-    await new Promise<void>((resolve) => {
-      this.wake = resolve;
-    });
-    this.wake = undefined;
-  }
-
   private noteProblem(why: string, fields: Record<string, unknown>): void {
     if (this.isConnected || this.lastProblem !== why) {
       this.options.log.warn(
@@ -292,12 +232,12 @@ export class CollectorChannel implements ReportDestination {
     this.lastProblem = why;
   }
 
-  private async sendLoop(source: DeliverySource): Promise<void> {
+  protected async sendLoop(source: DeliverySource): Promise<void> {
     const { cursor } = source;
     const { log } = this.options;
     const state = { attempt: 0 };
     while (!this.stopped) {
-      this.appended = false;
+      this.pace.beforePeek();
       let batch: SpooledBatch | undefined;
       try {
         batch = await cursor.peek();
@@ -307,8 +247,7 @@ export class CollectorChannel implements ReportDestination {
         continue;
       }
       if (batch === undefined) {
-        for (const resolve of this.waitingForDrain.splice(0)) resolve();
-        await this.waitForAppend();
+        await this.pace.idle(() => this.stopped);
         continue;
       }
       const backlog = Math.max(0, source.highestSpooled() - batch.seq);

@@ -10,14 +10,19 @@ import { Journal } from './journal.js';
 import { replayJournal } from './journal-replay.js';
 import { explain } from './link-replies.js';
 import { newestPlan } from './plan-choice.js';
-import type { DestinationStats, ReportDestination } from './report-destination.js';
+import type {
+  ChannelCounts,
+  DestinationStats,
+  PlanChannel,
+  ReportDestination,
+} from './report-destination.js';
 import { Reporter } from './reporter.js';
 import type { ReporterStats, ReportedTarget } from './reporter.js';
 import { defaultCursor, Spool } from './spool.js';
 import type { SpoolStats } from './spool.js';
 
 // The link's parts, one file each: one collector's credential, plan and delivery loop
-// (collector-channel.ts), what to do after each answer (link-replies.ts), the plan's fetch
+// (collector-channel.ts), the NATS JetStream stream and plan bucket (nats-channel.ts), what to do after each answer (link-replies.ts), the plan's fetch
 // and cache (plan-client.ts), a batch's upload and the health poll (report-upload.ts), the
 // choice among the collectors' plans (plan-choice.ts), the replay of a killed run
 // (journal-replay.ts).
@@ -37,12 +42,18 @@ export interface CollectorEndpoint {
 
 /** Options of a {@link CollectorLink}. */
 export interface CollectorLinkOptions {
-  /** The one collector (give `url` and `token`, or `collectors`). */
+  /** The one collector (give `url` and `token`, or `collectors`, or `channels`). */
   readonly url?: string;
   readonly token?: string;
   readonly ca?: string | Buffer;
   /** Every collector to report to (two in two failure domains for HA). */
   readonly collectors?: readonly CollectorEndpoint[];
+  /**
+   * Channels besides the HTTP collectors that take reports and serve plans too: the NATS
+   * transport (nats-channel.ts, built by the caller so its client is loaded only then).
+   * Each is opened, fed and stopped by the link; its `name` must differ from the others'.
+   */
+  readonly channels?: readonly PlanChannel[];
   /** Agent name and labels: the plan request, and every report batch. */
   readonly agent: string;
   readonly labels: Readonly<Record<string, string>>;
@@ -94,38 +105,21 @@ export function collectorStateKey(url: string): string {
   return `${host}_${port}-${hash}`;
 }
 
-/** Counters since start. */
-export interface CollectorLinkStats {
-  /** POSTs of report batches (retries included). */
-  readonly posts: number;
-  /** Batches the collector acknowledged as new. */
-  readonly accepted: number;
-  /** Batches the collector already had (a retry of one whose answer was lost). */
-  readonly duplicates: number;
-  /** 409 gap answers: the collector expected an earlier seq than the agent still had. */
-  readonly gaps: number;
-  /** Batches refused as bad (400/413), moved to spool/rejected/. */
-  readonly rejected: number;
-  /** Acks above the highest seq this agent spooled: refused, the batch kept. */
-  readonly implausibleAcks: number;
-  /** Refusals of the sequence or identity (FL_ERR_SEQ_*, conflict, forbidden): batch kept. */
-  readonly seqRefusals: number;
+/**
+ * Counters since start: the channels' counts summed (acceptedSeq their highest), and the
+ * link's own.
+ */
+export interface CollectorLinkStats extends Readonly<ChannelCounts> {
   /** Where the credential in use came from. */
   readonly enrolState: EnrolState;
   /** Results replayed from the journal of a killed run at start. */
   readonly replayedResults: number;
-  /** Failed sends that were retried later (network, 429/503, 5xx, 401/403). */
-  readonly retries: number;
-  /** Highest seq the collector acknowledged. */
-  readonly acceptedSeq: number;
   readonly planVersion: string | undefined;
-  readonly planFetches: number;
-  readonly planFailures: number;
   /** Whether the last exchange with the collector succeeded. */
   readonly connected: boolean;
   readonly spool: SpoolStats | undefined;
   readonly reporter: ReporterStats;
-  /** Per collector (the counters above are their sums; acceptedSeq their highest). */
+  /** Per collector (with NATS: the stream), in the order given. */
   readonly collectors: readonly CollectorStats[];
   /** Per destination given in `destinations` (not a collector). */
   readonly others: readonly DestinationStats[];
@@ -164,20 +158,26 @@ export type CollectorStats = DestinationStats & { readonly planVersion: string |
  *
  * Each collector's credential comes from Credentials (enrol.ts), its own; the open report
  * period is journaled (see Journal) and replayed at start when a previous run was killed.
+ *
+ * With `transport: nats` the one channel is the JetStream stream and the plan bucket
+ * (NatsChannel, given in `channels`): the same batching, spool, cursor, replay order and
+ * plan choice, the plan coming from the bucket's watch instead of GET /api/v1/plan.
  */
 export class CollectorLink {
   private readonly reporter: Reporter;
   private readonly journal: Journal | undefined;
-  private readonly channels: readonly CollectorChannel[];
+  private readonly channels: readonly PlanChannel[];
   private spool: Spool | undefined;
   private current: Plan | undefined;
   private replayedResults = 0;
+  /** Probe results handed to the link since start (what a store is audited against). */
+  private observed = 0;
   private stopping = false;
 
   constructor(private readonly options: CollectorLinkOptions) {
     const endpoints = endpointsOf(options);
-    const several = endpoints.length > 1;
-    this.channels = endpoints.map((e) => {
+    const several = endpoints.length + (options.channels?.length ?? 0) > 1;
+    const collectors = endpoints.map((e) => {
       const key = collectorStateKey(e.url);
       return new CollectorChannel({
         url: e.url,
@@ -188,7 +188,6 @@ export class CollectorLink {
         labels: options.labels,
         stateDir: several ? join(options.stateDir, 'collectors', key) : options.stateDir,
         log: several ? options.log.child({ collector: e.url }) : options.log,
-        onServed: () => this.choosePlan(),
         ...(options.requestTimeoutMs === undefined
           ? {}
           : { requestTimeoutMs: options.requestTimeoutMs }),
@@ -198,6 +197,7 @@ export class CollectorLink {
         ...(options.random === undefined ? {} : { random: options.random }),
       });
     });
+    this.channels = [...collectors, ...(options.channels ?? [])];
     this.journal =
       options.journal === false ? undefined : new Journal(options.stateDir, options.log);
     this.reporter = new Reporter({
@@ -217,6 +217,7 @@ export class CollectorLink {
 
   /** Feeds one probe result to the reporter; shaped for `agent.onResult`. */
   readonly observe = (result: ProbeResult, target: ReportedTarget): void => {
+    this.observed++;
     this.reporter.observe(result, target);
   };
 
@@ -228,7 +229,7 @@ export class CollectorLink {
   /** Counters since start. */
   stats(): CollectorLinkStats {
     const collectors = this.channels.map((c) => c.stats());
-    const sum = (k: keyof CollectorChannel['counts']): number =>
+    const sum = (k: keyof ChannelCounts): number =>
       this.channels.reduce((n, c) => n + c.counts[k], 0);
     return {
       posts: sum('posts'),
@@ -241,7 +242,7 @@ export class CollectorLink {
       retries: sum('retries'),
       planFetches: sum('planFetches'),
       planFailures: sum('planFailures'),
-      acceptedSeq: Math.max(...collectors.map((c) => c.acceptedSeq)),
+      acceptedSeq: Math.max(0, ...collectors.map((c) => c.acceptedSeq)),
       replayedResults: this.replayedResults,
       enrolState: collectors[0]!.enrolState as EnrolState,
       planVersion: this.current?.version,
@@ -267,7 +268,7 @@ export class CollectorLink {
       ...this.options.spool,
       cursors: this.destinations().map((d) => d.name),
     });
-    for (const c of this.channels) await c.open(this.spool.agentId);
+    for (const c of this.channels) await c.open(this.spool.agentId, () => this.choosePlan());
     if (this.journal !== undefined) {
       const replayed = await replayJournal(this.spool, this.options);
       if (replayed > 0) this.replayedResults = replayed;
@@ -334,9 +335,17 @@ export class CollectorLink {
     }
     await Promise.allSettled(this.destinations().map((c) => c.stop()));
     await this.spool?.settle();
+    // What this run produced, to audit a store against: results observed, and the batches,
+    // full results and summaries they made.
     const s = this.stats();
     this.options.log.info(
-      { spooled: s.spool?.batches ?? 0, acceptedSeq: s.acceptedSeq },
+      {
+        spooled: s.spool?.batches ?? 0,
+        acceptedSeq: s.acceptedSeq,
+        observed: this.observed,
+        replayedResults: this.replayedResults,
+        ...s.reporter,
+      },
       'collector link stopped',
     );
   }
@@ -367,7 +376,7 @@ export class CollectorLink {
   }
 }
 
-/** The collectors of `options`: `collectors`, or the one `url` and `token`. */
+/** The collectors of `options`: `collectors`, or the one `url` and `token` (none with `channels`). */
 function endpointsOf(options: CollectorLinkOptions): readonly CollectorEndpoint[] {
   if (options.collectors !== undefined) {
     if (options.url !== undefined)
@@ -379,8 +388,9 @@ function endpointsOf(options: CollectorLinkOptions): readonly CollectorEndpoint[
       throw new Error('CollectorLink: the same collector URL is given twice');
     return options.collectors;
   }
+  if (options.url === undefined && (options.channels?.length ?? 0) > 0) return [];
   if (options.url === undefined || options.token === undefined)
-    throw new Error('CollectorLink: give url and token, or collectors');
+    throw new Error('CollectorLink: give url and token, or collectors, or channels');
   return [
     {
       url: options.url,

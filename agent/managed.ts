@@ -1,8 +1,8 @@
 import type { Plan } from '../wire/plan.js';
 import { Agent, defaultStopGraceMs } from './agent.js';
 import { CollectorLink, type CollectorEndpoint } from './collector-link.js';
+import { defaultCursor } from './spool.js';
 import type { NatsSection } from '../lib/nats-config.js';
-import type { NatsLink } from './nats-link.js';
 import type { Logger } from '../lib/logger.js';
 import type { PlanPolicy, TargetAllowList } from './plan-policy.js';
 import { compileAllowList, defaultPlanPolicy } from './plan-policy.js';
@@ -39,7 +39,7 @@ export interface ManagedAgentOptions {
 /** A running agent and its link to the collector. */
 export interface ManagedAgent {
   readonly agent: Agent;
-  readonly link: CollectorLink | NatsLink;
+  readonly link: CollectorLink;
   /** Stops probing (bounded), spools what is left and stops the link. */
   stop(): Promise<void>;
 }
@@ -56,14 +56,14 @@ function emptyPlan(agent: string): Plan {
 }
 
 /** The link's counters as the agent's delivery metrics. */
-export function deliveryStats(link: CollectorLink | NatsLink, nowMs = Date.now()): DeliveryStats {
+export function deliveryStats(link: CollectorLink, nowMs = Date.now()): DeliveryStats {
   const s = link.stats();
   const oldest = s.spool?.oldestCreatedAtMs;
   const lag = (oldestMs: number | undefined): number =>
     oldestMs === undefined ? 0 : Math.max(0, nowMs - oldestMs) / 1000;
   return {
-    // NATS has one stream, no collector of its own: no per-collector delivery.
-    collectors: ('collectors' in s ? s.collectors : []).map((c) => ({
+    // Per collector (with NATS: the stream, labelled with its servers).
+    collectors: s.collectors.map((c) => ({
       collector: c.label,
       lagSeconds: lag(c.spool?.oldestCreatedAtMs),
       acceptedSeq: c.acceptedSeq,
@@ -122,9 +122,9 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
       running.agent?.reload(convert(plan));
     },
   };
-  const link =
+  const link = new CollectorLink(
     opts.nats === undefined
-      ? new CollectorLink({
+      ? {
           ...(opts.collectors === undefined
             ? {
                 ...(opts.url === undefined ? {} : { url: opts.url }),
@@ -133,19 +133,26 @@ export async function startManagedAgent(opts: ManagedAgentOptions): Promise<Mana
               }
             : { collectors: opts.collectors }),
           ...common,
-        })
-      : // Loaded only with NATS: its client is memory an HTTP agent need not hold.
-        new (await import('./nats-link.js')).NatsLink({
-          nats: opts.nats,
-          zone: opts.labels.zone ?? 'default',
+        }
+      : {
+          channels: [
+            // Loaded only with NATS: its client is memory an HTTP agent need not hold.
+            new (await import('./nats-channel.js')).NatsChannel({
+              nats: opts.nats,
+              zone: opts.labels.zone ?? 'default',
+              name: defaultCursor,
+              agent: opts.name,
+              stateDir: opts.stateDir,
+              log: opts.log,
+            }),
+          ],
           ...common,
-        });
+        },
+  );
   const plan = await link.start();
   if (plan === undefined) {
     opts.log.warn(
-      link instanceof CollectorLink
-        ? { collectors: link.stats().collectors.map((c) => c.label) }
-        : { nats: opts.nats?.servers },
+      { collectors: link.stats().collectors.map((c) => c.label) },
       'no plan yet (no collector reachable and none cached): probing nothing until one arrives',
     );
   }

@@ -39,8 +39,11 @@ export interface PlanClientOptions {
  */
 export class PlanClient {
   private etag: string | undefined;
+  private readonly cache: PlanCache;
 
-  constructor(private readonly options: PlanClientOptions) {}
+  constructor(private readonly options: PlanClientOptions) {
+    this.cache = new PlanCache(options.stateDir, options.log);
+  }
 
   /**
    * The collector's plan for this agent; `current` when it answers 304 Not Modified.
@@ -91,8 +94,29 @@ export class PlanClient {
   }
 
   /** The cached plan, or undefined when there is none or it is unreadable (logged). */
-  async loadCached(): Promise<Plan | undefined> {
-    const path = join(this.options.stateDir, 'plan.json');
+  loadCached(): Promise<Plan | undefined> {
+    return this.cache.load();
+  }
+
+  /** Caches `plan` for the next start; a failure is logged, never thrown. */
+  save(plan: Plan): Promise<void> {
+    return this.cache.save(plan);
+  }
+}
+
+/**
+ * The plan cached in `<stateDir>/plan.json`: the agent's plan when its source (a collector,
+ * the NATS plan bucket) does not answer at start.
+ */
+export class PlanCache {
+  constructor(
+    private readonly stateDir: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** The cached plan, or undefined when there is none or it is unreadable (logged). */
+  async load(): Promise<Plan | undefined> {
+    const path = join(this.stateDir, 'plan.json');
     let text: string;
     try {
       text = await readFile(path, 'utf8');
@@ -103,7 +127,7 @@ export class PlanClient {
     try {
       return PlanSchema.parse(JSON.parse(text));
     } catch (err) {
-      this.options.log.error({ file: path, err: explain(err) }, 'cached plan unreadable; ignored');
+      this.log.error({ file: path, err: explain(err) }, 'cached plan unreadable; ignored');
       return undefined;
     }
   }
@@ -111,9 +135,9 @@ export class PlanClient {
   /** Caches `plan` for the next start; a failure is logged, never thrown. */
   async save(plan: Plan): Promise<void> {
     try {
-      await writeFileAtomic(join(this.options.stateDir, 'plan.json'), JSON.stringify(plan));
+      await writeFileAtomic(join(this.stateDir, 'plan.json'), JSON.stringify(plan));
     } catch (err) {
-      this.options.log.error({ err: explain(err) }, 'could not cache the plan');
+      this.log.error({ err: explain(err) }, 'could not cache the plan');
     }
   }
 }

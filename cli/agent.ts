@@ -306,7 +306,7 @@ async function runConfigured(args: AgentArgs, file: string): Promise<void> {
 
 /**
  * `transport: nats`: reports go to the JetStream stream and the plan comes from the KV
- * bucket (agent/nats-link.ts); the collector's URL and token are not used.
+ * bucket (agent/nats-channel.ts); the collector's URL and token are not used.
  */
 async function runWithNats(
   config: AgentConfig,

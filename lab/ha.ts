@@ -1,9 +1,10 @@
 import type { PathState } from '../collector/types.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import { matches, pathHealthy, type ExpectedHypothesis } from './expect.js';
-import type { Lab } from './lab.js';
+import { Lab } from './lab.js';
+import { NatsCluster } from './nats.js';
 import { pollUntil } from './poll-until.js';
-import type { LabSpec } from './spec.js';
+import type { LabOptions, LabSpec } from './spec.js';
 
 /**
  * The HA lab (issue 17): two collectors in two failure domains — ctl-a on zone a's switch,
@@ -33,6 +34,43 @@ export const haLab: LabSpec = {
   secondCollectorHost: 'ctl-b',
 };
 
+/** The hosts of the HA lab's NATS nodes with `transport: nats`: one in each zone. */
+export const haNatsHosts = ['ctl-a', 'ctl-b', 'db-1'] as const;
+
+/**
+ * Starts the HA lab with agents reporting over `transport`: `http`, every agent posting to
+ * both collectors (the lab's own agents); `nats`, a three-node JetStream cluster (replicas
+ * 3) with a node beside each collector and one in the data zone, the same agents
+ * publishing to it, collector a and b each with its own durable consumer.
+ */
+export async function upHaLab(
+  transport: 'http' | 'nats',
+  opts: LabOptions,
+): Promise<{ lab: Lab; nats?: NatsCluster }> {
+  if (transport === 'http') return { lab: await Lab.up(haLab, opts) };
+  let nats: NatsCluster | undefined;
+  const lab = await Lab.up(
+    { ...haLab, hosts: haLab.hosts.map((h) => ({ ...h, agent: false })) },
+    {
+      ...opts,
+      extraCollectorYaml: async (l) => {
+        // The cluster first: a collector binds its consumer at start.
+        nats = await NatsCluster.start(l, haNatsHosts);
+        return `transport: nats\n${nats.yaml('', ['consumer: collector-a', 'replicas: 3'])}`;
+      },
+      secondCollectorYaml: (yaml) => yaml.replace('consumer: collector-a', 'consumer: collector-b'),
+    },
+  );
+  try {
+    for (const h of haLab.hosts)
+      nats!.startAgent(opts.cliPath, h.name, ['timeout: 2s'], opts.logLevel ?? 'warn');
+  } catch (err) {
+    await lab.down();
+    throw err;
+  }
+  return { lab, nats: nats! };
+}
+
 /** Zone b: the hosts a cut of its uplink isolates, collector b among them. */
 export const haZoneB = ['app-2', 'ctl-b'];
 
@@ -51,9 +89,20 @@ export function diagnosisAt(lab: Lab, base: string): Promise<Diagnosis> {
   return lab.get<Diagnosis>('/api/v1/diagnosis', base);
 }
 
+/** The agents one collector does not hear from (not `live`). */
+async function unheardAt(lab: Lab, base: string): Promise<string[]> {
+  const { agents } = await lab.get<{ agents: { agent: string; state: string }[] }>(
+    '/api/v1/agents',
+    base,
+  );
+  return agents.filter((a) => a.state !== 'live').map((a) => `${a.agent} ${a.state}`);
+}
+
 /**
- * Waits until both collectors see the same number of paths, every one healthy, and the
- * count has not changed for `stableMs` (the plan settles as agents join); returns it.
+ * Waits until both collectors see the same number of paths, every one healthy, every agent
+ * live (a path keeps its last state while its agent is silent: after a heal, a collector
+ * whose reports have not resumed still shows healthy paths), and the count has not changed
+ * for `stableMs` (the plan settles as agents join); returns it.
  */
 export async function waitBothHealthy(
   lab: Lab,
@@ -66,8 +115,19 @@ export async function waitBothHealthy(
   return pollUntil(
     'both collectors: the same paths, all healthy, for a while',
     async () => {
-      const [pa, pb] = await Promise.all([pathsAt(lab, a), pathsAt(lab, b)]);
+      const [pa, pb, ua, ub] = await Promise.all([
+        pathsAt(lab, a),
+        pathsAt(lab, b),
+        unheardAt(lab, a),
+        unheardAt(lab, b),
+      ]);
       const bad = [...pa, ...pb].filter((p) => !pathHealthy(p));
+      if (ua.length > 0 || ub.length > 0) {
+        last = -1;
+        throw new Error(
+          `not live at a: ${ua.join(', ') || 'none'}; at b: ${ub.join(', ') || 'none'}`,
+        );
+      }
       if (pa.length === 0 || pa.length !== pb.length || bad.length > 0) {
         last = -1;
         throw new Error(

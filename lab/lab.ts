@@ -111,8 +111,10 @@ export class Lab {
     return this.collectorPort;
   }
   private downDone: Promise<void> | undefined;
-  private readonly opts: Required<Omit<LabOptions, 'cliPath' | 'extraCollectorYaml'>> &
-    Pick<LabOptions, 'cliPath' | 'extraCollectorYaml'>;
+  private readonly opts: Required<
+    Omit<LabOptions, 'cliPath' | 'extraCollectorYaml' | 'secondCollectorYaml'>
+  > &
+    Pick<LabOptions, 'cliPath' | 'extraCollectorYaml' | 'secondCollectorYaml'>;
 
   private constructor(
     readonly spec: LabSpec,
@@ -312,10 +314,9 @@ export class Lab {
     const second = this.secondCollectorHost;
     if (second !== undefined) {
       // The same port on another host: the same config but for where it stands and stores.
-      writeFileSync(
-        this.secondCollectorConfigFile,
-        this.collectorYaml(this.collectorPort, true) + (extra === '' ? '' : `${extra.trimEnd()}\n`),
-      );
+      const yaml =
+        this.collectorYaml(this.collectorPort, true) + (extra === '' ? '' : `${extra.trimEnd()}\n`);
+      writeFileSync(this.secondCollectorConfigFile, this.opts.secondCollectorYaml?.(yaml) ?? yaml);
       await guardManagementLink(second, this.collectorPort, this.space, mgmtSecondCollectorHost);
       this.secondCollectorUrl = `http://${this.space.address(mgmtSecondCollectorHost)}:${this.collectorPort}`;
       this.secondAgentCollectorUrl = `http://${second.ip}:${this.collectorPort}`;

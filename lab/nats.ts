@@ -92,6 +92,38 @@ export class NatsCluster {
     );
   }
 
+  /**
+   * Starts a `transport: nats` agent on lab host `name` (config `agent-<name>.yaml`, state
+   * dir `agent-<name>` in the lab's dir; `natsLines` more lines of its `nats:` section),
+   * labelled with its switch and zone like the lab's own agents. Ended with the lab, or by PID.
+   */
+  startAgent(
+    cliPath: string,
+    name: string,
+    natsLines: readonly string[] = [],
+    logLevel = 'info',
+  ): LabProcess {
+    const h = this.lab.host(name);
+    const file = join(this.lab.dir, `agent-${name}.yaml`);
+    writeFileSync(
+      file,
+      [
+        'agent:',
+        `  name: ${name}`,
+        `  labels: { switch: ${h.switchName}, zone: ${h.zone} }`,
+        'metrics: { listen: "" }',
+        'collector:',
+        `  stateDir: ${join(this.lab.dir, `agent-${name}`)}`,
+        '  transport: nats',
+        this.yaml('  ', natsLines),
+        '',
+      ].join('\n'),
+    );
+    return this.lab.spawnIn(h, `agent ${name}`, process.execPath, [cliPath, 'agent', '-c', file], {
+      FAULTLINE_LOG_LEVEL: logLevel,
+    });
+  }
+
   /** The `nats:` YAML lines for an agent's or a collector's config, indented by `indent`. */
   yaml(indent: string, extra: readonly string[] = []): string {
     return [

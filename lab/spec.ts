@@ -95,6 +95,11 @@ export interface LabOptions {
    * started on {@link Lab.managementAddress}.
    */
   readonly extraCollectorYaml?: (lab: Lab) => Promise<string> | string;
+  /**
+   * With `secondCollectorHost`: rewrites the second collector's config (extra YAML
+   * included), e.g. to give it its own NATS durable consumer.
+   */
+  readonly secondCollectorYaml?: (yaml: string) => string;
 }
 
 /** A host of the lab: a namespace with one veth into its switch. */

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { connect, credsAuthenticator } from '@nats-io/transport-node';
+import { AuthorizationError, connect, credsAuthenticator } from '@nats-io/transport-node';
 import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
 import type { NatsSection } from './nats-config.js';
 
@@ -54,12 +54,36 @@ function loginOptions(section: NatsSection): Partial<NodeConnectionOptions> {
   return {};
 }
 
+/** Which login of a `nats:` section is in use, in its config keys' words (no secret). */
+export function loginUsed(section: NatsSection): string {
+  if (section.token !== undefined) return 'nats.token';
+  if (section.tokenFile !== undefined) return `nats.tokenFile (${section.tokenFile})`;
+  if (section.user !== undefined)
+    return `nats.user (${section.user})${section.password === undefined ? ' without nats.password' : ' and nats.password'}`;
+  if (section.credsFile !== undefined) return `nats.credsFile (${section.credsFile})`;
+  return 'no login (none of nats.token, tokenFile, user, credsFile is set)';
+}
+
 /**
  * Connects to the servers of `section` and keeps reconnecting for ever (a cut-off agent
  * spools; it must never give the connection up). `waitOnFirstConnect`: a process started
- * while NATS is away keeps trying instead of failing.
+ * while NATS is away keeps trying instead of failing. A login the servers refuse throws
+ * at once, naming the login used: `NATS servers … refused the login with nats.user (app-1)
+ * and nats.password: Authorization Violation`.
  */
 export async function connectNats(section: NatsSection, name: string): Promise<NatsConnection> {
+  try {
+    return await connectOnce(section, name);
+  } catch (err) {
+    if (!(err instanceof AuthorizationError)) throw err;
+    throw new Error(
+      `NATS servers ${section.servers.join(', ')} refused the login with ${loginUsed(section)}: ${err.message}`,
+      { cause: err },
+    );
+  }
+}
+
+function connectOnce(section: NatsSection, name: string): Promise<NatsConnection> {
   return connect({
     servers: [...section.servers],
     name,
@@ -68,7 +92,9 @@ export async function connectNats(section: NatsSection, name: string): Promise<N
     reconnectJitter: 250,
     waitOnFirstConnect: true,
     timeout: section.timeout,
-    pingInterval: 5_000,
+    // A server cut off is left within 4–6 s (two pings unanswered), not the default minutes:
+    // an agent's reports, or a collector's consumer, move to a server that still has them.
+    pingInterval: 2_000,
     maxPingOut: 2,
     ...(section.caFile === undefined ? {} : { tls: { caFile: section.caFile } }),
     ...loginOptions(section),

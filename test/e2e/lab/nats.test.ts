@@ -121,26 +121,7 @@ describe.runIf(canRunLab)('lab: NATS JetStream transport', () => {
   const dataB = (): string => join(lab!.dir, 'data-b');
 
   function startAgent(name: string): LabProcess {
-    const l = lab!;
-    const h = l.host(name);
-    const file = join(l.dir, `agent-${name}.yaml`);
-    writeFileSync(
-      file,
-      [
-        'agent:',
-        `  name: ${name}`,
-        `  labels: { switch: ${h.switchName}, zone: ${h.zone} }`,
-        'metrics: { listen: "" }',
-        'collector:',
-        `  stateDir: ${join(l.dir, `agent-${name}`)}`,
-        '  transport: nats',
-        nats!.yaml('  ', ['timeout: 2s']),
-        '',
-      ].join('\n'),
-    );
-    const proc = l.spawnIn(h, `agent ${name}`, process.execPath, [cliPath, 'agent', '-c', file], {
-      FAULTLINE_LOG_LEVEL: 'info',
-    });
+    const proc = nats!.startAgent(cliPath, name, ['timeout: 2s']);
     agents.set(name, proc);
     return proc;
   }
@@ -268,7 +249,7 @@ describe.runIf(canRunLab)('lab: NATS JetStream transport', () => {
     const made = new Map<string, LogLine>();
     await Promise.all([...agents.values()].map((p) => p.stop(20_000)));
     for (const [name, p] of agents) {
-      const line = logLines(p).find((x) => x.msg === 'NATS link stopped');
+      const line = logLines(p).find((x) => x.msg === 'collector link stopped');
       expect(line, `${name}: ${p.log().slice(-1500)}`).toBeDefined();
       expect(line!.spooled, name).toBe(0);
       made.set(name, line!);
