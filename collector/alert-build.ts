@@ -48,6 +48,8 @@ export interface AlertContext {
    * one waits (`alerts.lateHoldMax`). Absent: none is.
    */
   readonly lateHosts?: () => ReadonlySet<string>;
+  /** When a path of the host last came back from failing, if lately (collector/settle.ts). */
+  readonly recoveredAtMs?: (host: string) => number | undefined;
   /**
    * This collector's name (its inventory host, else the machine's host name): the
    * `collector` label of its own {@link collectorCutOffAlert}, so that two collectors cut

@@ -576,6 +576,55 @@ describe('settling (issue 14)', () => {
     expect(names((await drain()).notify)).toEqual([]);
   });
 
+  it('a fault whose paths come back before it was paged is healing: it holds healTailHold, and pages then only if it stays', async () => {
+    const unreachable = (failing: number): Hypothesis => {
+      const h = hypothesis({
+        kind: 'host_unreachable',
+        summary: 'db-2 does not answer at any layer',
+        components: ['db-2'],
+        groups: [],
+        evidence: { counts: { icmp_timeout: failing }, examples: [] },
+        since: 10_000,
+      });
+      delete (h as { cutLabel?: unknown }).cutLabel;
+      return h;
+    };
+    let recovered: number | undefined;
+    const healing: AlertContext = {
+      ...ctx,
+      recoveredAtMs: (h) => (h === 'db-2' ? recovered : undefined),
+    };
+    // db-2's link goes down a moment (a flapping link's first fall): the paths fall…
+    const { engine, drain } = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    engine.update(settling(10_000, unreachable(6)), 10_100, healing);
+    // …and come back while the diagnosis still settles: fewer paths, some back.
+    recovered = 10_700;
+    engine.update(settling(10_000, unreachable(3)), 10_800, healing);
+    engine.update(settled(unreachable(3)), 11_200, healing);
+    engine.tick(15_099);
+    expect((await drain()).notify).toEqual([]);
+    engine.update(settled(), 15_050, healing);
+    engine.tick(20_000);
+    expect((await drain()).notify).toEqual([]);
+    // One that stays pages healTailHold after it appeared.
+    recovered = undefined;
+    const stays = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    stays.engine.update(settling(10_000, unreachable(6)), 10_100, healing);
+    recovered = 10_700;
+    stays.engine.update(settled(unreachable(3)), 10_800, healing);
+    stays.engine.tick(15_099);
+    expect((await stays.drain()).notify).toEqual([]);
+    stays.engine.tick(15_100);
+    expect(names((await stays.drain()).notify)).toEqual(['firing:FaultlineHostUnreachable']);
+    // Fewer paths with none back (a cut host's agent falling late: its view no longer
+    // counts) is no heal: it pages as soon as it settles.
+    recovered = undefined;
+    const cut = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    cut.engine.update(settling(10_000, unreachable(6)), 10_100, healing);
+    cut.engine.update(settled(unreachable(3)), 10_800, healing);
+    expect(names((await cut.drain()).notify)).toEqual(['firing:FaultlineHostUnreachable']);
+  });
+
   it("the heal's tail also holds the same fault re-read as it resolves: a new reading on its hosts about its paths; one that was there before, or stays, pages", async () => {
     // The collector's side was cut off (its own host ctl-1): as the far side's spooled
     // reports arrive, its own agent's paths — not probed again yet — read as ctl-1's fault.

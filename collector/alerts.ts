@@ -98,6 +98,10 @@ interface Tracked {
   /** When the current phase began. */
   sinceMs: number;
   requiredHoldMs: number;
+  /** Pending: the most failing paths its hypothesis spoke of since it appeared. */
+  peakFailingPaths?: number;
+  /** Pending: it spoke of fewer paths as some of its hosts' paths came back (healing). */
+  receded?: boolean;
   /** When it last resolved, while remembered (for the re-fire hold). */
   resolvedAtMs?: number;
   /** Firing: what was last sent, and when. */
@@ -465,6 +469,21 @@ export class AlertEngine {
       }
       t.current = b;
       if (t.phase === 'pending') {
+        const peak = t.peakFailingPaths ?? 0;
+        const pendingSinceMs = t.sinceMs;
+        t.peakFailingPaths = Math.max(peak, b.failingPaths);
+        // A fault whose paths come back before it was paged is healing, not arriving: a link
+        // down for a moment (a flapping link's first fall) pages nothing if it is gone within
+        // `healTailHold`; one that stays pages then. Its paths came back, not its agents'
+        // views gone (a cut host's agent falling late drops its failing paths too). Not
+        // loss: its paths come and go.
+        if (
+          t.receded !== true &&
+          b.kind !== 'packet_loss' &&
+          b.failingPaths < peak &&
+          b.hosts.some((h) => (last.ctx.recoveredAtMs?.(h) ?? -Infinity) >= pendingSinceMs)
+        )
+          t.receded = true;
         const waitUntil = settling ? settleUntil(t.sinceMs) : 0;
         // The heal's tail: a hypothesis about fewer paths than a fault whose alert resolved,
         // failing since before that, or appearing within `healTailHold` after it on the
@@ -494,7 +513,9 @@ export class AlertEngine {
             ? Math.max(t.requiredHoldMs, this.config.lossHoldForMs)
             : t.requiredHoldMs;
         const hold =
-          tail || this.fallTail(b, nowMs) ? Math.max(own, this.config.healTailHoldMs) : own;
+          tail || t.receded === true || this.fallTail(b, nowMs)
+            ? Math.max(own, this.config.healTailHoldMs)
+            : own;
         // A blocked path to or from a host whose own reports are overdue: its link may be
         // losing them (loss, or a cut arriving), which a filter does not do — its agent's
         // next report tells; asked again every `latePollMs`, bounded by `lateHoldMax`.

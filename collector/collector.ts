@@ -245,6 +245,7 @@ export class Collector implements CollectorCore {
         for (const [agent, host] of this.agentHosts) if (this.matrix.isLate(agent)) late.add(host);
         return late;
       },
+      recoveredAtMs: (host) => this.settler.recoveredAtMs(host),
       collector: this.collectorName,
       incidentOf: () => {
         const i = this.incidentTracker.current();

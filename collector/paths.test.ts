@@ -1064,6 +1064,13 @@ describe('PathMatrix confirmation bursts (issue 14)', () => {
     );
     quiet.commit({ acceptedSeq: 4, droppedResults: 0 });
     expect(quiet.signals).toEqual([]);
+    // The fall was no recovery; the path coming back is one (a fault healing there).
+    expect(a2.signals.some((s) => s.recovered === true)).toBe(false);
+    const back = m.apply(batch(5, { results: burst('ok', 13, t0 + 3000) }), t0 + 3600);
+    back.commit({ acceptedSeq: 5, droppedResults: 0 });
+    expect(back.signals.filter((s) => s.recovered === true)).toMatchObject([
+      { type: 'change', agent: 'app-1', component: 'db-1', recovered: true },
+    ]);
   });
 
   it('rollback undoes an opened or completed burst', () => {

@@ -29,6 +29,19 @@ function sig(type: SettleSignal['type'], agent: string, component: string): Sett
 }
 
 describe('Settler', () => {
+  it('remembers when a path of a host came back from failing, at both ends, for a minute', () => {
+    const s = new Settler({ quietMs: 400, burstMaxMs: 1_500 });
+    s.take([sig('change', 'app-1', 'db-1')], 10_000);
+    expect(s.recoveredAtMs('db-1')).toBeUndefined();
+    s.take([{ ...sig('change', 'app-1', 'db-1'), recovered: true }], 11_000);
+    expect(s.recoveredAtMs('db-1')).toBe(11_000);
+    expect(s.recoveredAtMs('app-1')).toBe(11_000);
+    expect(s.recoveredAtMs('db-2')).toBeUndefined();
+    // Forgotten once a minute old (swept as signals come).
+    s.take([sig('change', 'app-2', 'db-2')], 71_001);
+    expect(s.recoveredAtMs('db-1')).toBeUndefined();
+  });
+
   it('settles for quietMs after a change of a host the hypotheses name', () => {
     const s = new Settler({ quietMs: 400 });
     s.take([sig('change', 'app-1', 'db-1')], 10_000);

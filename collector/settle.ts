@@ -50,6 +50,9 @@ export const defaultSettlerOptions: SettlerOptions = Object.freeze({
   roundMs: 0,
 });
 
+/** How long {@link Settler.recoveredAtMs} remembers a host's recovery. */
+export const recoveryMemoryMs = 60_000;
+
 /** The settling of one diagnosis. */
 export interface SettleVerdict {
   readonly settling: boolean;
@@ -82,6 +85,8 @@ export class Settler {
   readonly options: SettlerOptions;
   private readonly hosts = new Map<string, HostActivity>();
   private readonly bursts = new Map<string, OpenBurst>();
+  /** Per host: when a path of it last came back (failing → ok), kept {@link recoveryMemoryMs}. */
+  private readonly recoveries = new Map<string, number>();
   private readonly hostOfAgent: (agent: string) => string;
   private readonly agentDue: (host: string, sinceMs: number) => number;
   private episode: { startMs: number; untilMs: number } | undefined;
@@ -113,7 +118,10 @@ export class Settler {
       }
       const hosts = [s.component, this.hostOfAgent(s.agent)];
       if (s.type === 'change') {
-        for (const h of hosts) this.host(h, nowMs).changedMs = nowMs;
+        for (const h of hosts) {
+          this.host(h, nowMs).changedMs = nowMs;
+          if (s.recovered === true) this.recoveries.set(h, nowMs);
+        }
       } else {
         this.closeBurst(s.key, nowMs);
         const untilMs = nowMs + this.options.burstMaxMs;
@@ -184,6 +192,14 @@ export class Settler {
     return a !== undefined && this.activeUntil(a) > nowMs ? a.activeSinceMs : undefined;
   }
 
+  /**
+   * When a path of the host last came back from failing (received time), within the last
+   * {@link recoveryMemoryMs}: a fault there healing (collector/alerts.ts).
+   */
+  recoveredAtMs(host: string): number | undefined {
+    return this.recoveries.get(host);
+  }
+
   /** Hosts and bursts held (tests, metrics). */
   size(): { readonly hosts: number; readonly bursts: number } {
     return { hosts: this.hosts.size, bursts: this.bursts.size };
@@ -230,6 +246,8 @@ export class Settler {
     for (const [name, a] of this.hosts) {
       if (a.bursts === 0 && this.activeUntil(a) <= nowMs) this.hosts.delete(name);
     }
+    for (const [name, atMs] of this.recoveries)
+      if (nowMs - atMs > recoveryMemoryMs) this.recoveries.delete(name);
   }
 }
 

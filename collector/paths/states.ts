@@ -64,6 +64,8 @@ export interface SettleSignal {
   readonly agent: string;
   /** The path's target component. */
   readonly component: string;
+  /** A change: the path came back (failing → ok or degraded). */
+  readonly recovered?: boolean;
 }
 
 /** Bits 1..of: every re-probe of a burst of `of`. */
@@ -142,13 +144,14 @@ export class PathStates {
     this.fallsShownChanged = true;
   }
 
-  private signal(type: SettleSignal['type'], p: PathRuntime): void {
+  private signal(type: SettleSignal['type'], p: PathRuntime, recovered = false): void {
     if (!this.emit) return;
     (this.signals ??= []).push({
       type,
       key: `${p.agent}\u0000${p.target}`,
       agent: p.agent,
       component: p.component,
+      ...(recovered ? { recovered } : {}),
     });
   }
 
@@ -322,7 +325,7 @@ export class PathStates {
     if (to === 'ok' && (p.state === 'failing' || p.state === 'degraded') && p.flapPenalty > 0)
       p.lastFallBlip = atMs - p.flapAtMs <= this.options.flapBlipMs;
     this.meaningChanged = true;
-    this.signal('change', p);
+    this.signal('change', p, p.state === 'failing' && to !== 'failing');
     // A failure that changes class stays one failure: it keeps the class it began with.
     if (to !== 'failing' || p.state !== 'failing') p.firstClass = toClass;
     p.state = to;
