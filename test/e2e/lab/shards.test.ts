@@ -270,4 +270,31 @@ describe.runIf(canRunLab)('lab: ingest shards and one localiser over NATS', () =
       await cut.heal();
     }
   }, 150_000);
+
+  it('the localiser restarted: it asks the shards for their snapshots and holds every path again', async () => {
+    const l = lab!;
+    l.collector!.signal('SIGKILL');
+    await l.collector!.exited;
+    await l.restartCollector();
+    const expected = agentHosts.length * (agentHosts.length - 1);
+    await pollUntil(
+      'every agent’s paths back at the restarted localiser, healthy',
+      async () => {
+        const [loc, s0, s1] = await Promise.all(
+          (['localiser', 'shard-0', 'shard-1'] as const).map(paths),
+        );
+        const echo = loc!.filter((p) => p.kind === 'icmp');
+        if (echo.length < expected) throw new Error(`localiser: ${echo.length} echo paths`);
+        if (loc!.length !== s0!.length + s1!.length)
+          throw new Error(`localiser ${loc!.length} paths, shards ${s0!.length} + ${s1!.length}`);
+        const agents = await agentsOf('localiser');
+        if (agents.filter((a) => a.state === 'live').length !== agentHosts.length)
+          throw new Error(`${agents.length} agents at the localiser`);
+        const d = await diagnosisOf('localiser');
+        if (!d.healthy) throw new Error(`localiser: ${d.hypotheses[0]?.summary}`);
+        return true;
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+  }, 90_000);
 });
