@@ -345,17 +345,55 @@ async function main(): Promise<void> {
 
     await runPhase('first round (every path new)', 1, false);
     await runPhase('steady (healthy)', s.steadyRounds, false);
+    // From the fault's first batch, when the localiser's diagnosis first stops being healthy.
+    const faultStartMs = performance.now();
+    let firstUnhealthyS: number | undefined;
+    const watch = setInterval(() => {
+      if (firstUnhealthyS !== undefined) return;
+      fetch(`${procs.get('localiser')!.base}/api/v1/diagnosis`, {
+        headers: { authorization: `Bearer ${viewer}` },
+      })
+        .then(async (r) => {
+          const d = (await r.json()) as { healthy: boolean };
+          if (!d.healthy && firstUnhealthyS === undefined)
+            firstUnhealthyS = (performance.now() - faultStartMs) / 1000;
+        })
+        .catch(() => undefined);
+    }, 1_000);
     await runPhase(
       `fault (${failingPaths} of ${s.paths} paths of every agent failing)`,
       s.faultRounds,
       true,
     );
-    // What the localiser makes of the fault (read before the heal would be better; this is
-    // after its last round, still failing).
+    // What the localiser makes of the fault: polled from the end of the fault's rounds.
     const loc = procs.get('localiser')!.base;
-    const diag = (await (
-      await fetch(`${loc}/api/v1/diagnosis`, { headers: { authorization: `Bearer ${viewer}` } })
-    ).json()) as { healthy: boolean; hypotheses: { kind: string; summary: string }[] };
+    type Doc = {
+      healthy: boolean;
+      settling?: boolean;
+      hypotheses: { kind: string; summary: string }[];
+    };
+    const faultEndMs = performance.now();
+    let diag: Doc = { healthy: true, hypotheses: [] };
+    let diagnosedAfterS: number | undefined;
+    try {
+      diag = await pollUntil(
+        'the localiser diagnosing the fault',
+        async () => {
+          const d = (await (
+            await fetch(`${loc}/api/v1/diagnosis`, {
+              headers: { authorization: `Bearer ${viewer}` },
+            })
+          ).json()) as Doc;
+          if (d.healthy) throw new Error(`healthy (settling: ${d.settling === true})`);
+          return d;
+        },
+        { timeoutMs: 120_000, intervalMs: 500 },
+      );
+      diagnosedAfterS = (performance.now() - faultEndMs) / 1000;
+    } catch (err) {
+      process.stderr.write(`${(err as Error).message}\n`);
+    }
+    clearInterval(watch);
     const health = (await (await fetch(`${loc}/healthz`)).json()) as {
       agents: number;
       paths: number;
@@ -402,14 +440,18 @@ async function main(): Promise<void> {
     }
     out.push(
       '',
-      `Localiser at the end of the fault: ${fmt(health.agents)} agents, ${fmt(health.paths)} paths; ${diag.healthy ? 'healthy' : `top hypothesis ${diag.hypotheses[0]?.kind}: ${diag.hypotheses[0]?.summary}`}. Failed publishes: ${failedSends}.`,
+      `Localiser: first unhealthy diagnosis ${firstUnhealthyS === undefined ? 'not seen' : `${fmt(firstUnhealthyS, 1)} s`} after the fault's first batches (a path fails after \`debounce\` failed reports of its agent). After the fault's rounds: ${fmt(health.agents)} agents, ${fmt(health.paths)} paths; ${diag.healthy ? 'still healthy 120 s later' : `${diagnosedAfterS === undefined ? '' : `${fmt(diagnosedAfterS, 1)} s after the last round: `}top hypothesis ${diag.hypotheses[0]?.kind}: ${(diag.hypotheses[0]?.summary ?? '').slice(0, 160)}…`}. Failed publishes (the generator's, retried by no one): ${failedSends}.`,
       '',
     );
     process.stdout.write(out.join('\n'));
     if (s.json !== undefined)
       writeFileSync(
         s.json,
-        JSON.stringify({ settings: s, results, localiser: { health, diag } }, null, 2),
+        JSON.stringify(
+          { settings: s, results, localiser: { health, diag, diagnosedAfterS } },
+          null,
+          2,
+        ),
       );
   } finally {
     for (const p of procs.values()) await stopChild(p.child);
