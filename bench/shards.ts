@@ -348,7 +348,20 @@ async function main(): Promise<void> {
     // From the fault's first batch, when the localiser's diagnosis first stops being healthy.
     const faultStartMs = performance.now();
     let firstUnhealthyS: number | undefined;
+    // The most agents the localiser held late at once: a late agent's view is not counted
+    // (a generator that falls behind its period makes agents overdue).
+    let maxLate = 0;
+    let ticks = 0;
     const watch = setInterval(() => {
+      if (ticks++ % 5 === 0)
+        fetch(`${procs.get('localiser')!.base}/api/v1/agents`, {
+          headers: { authorization: `Bearer ${viewer}` },
+        })
+          .then(async (r) => {
+            const { agents } = (await r.json()) as { agents: { late?: boolean }[] };
+            maxLate = Math.max(maxLate, agents.filter((a) => a.late === true).length);
+          })
+          .catch(() => undefined);
       if (firstUnhealthyS !== undefined) return;
       fetch(`${procs.get('localiser')!.base}/api/v1/diagnosis`, {
         headers: { authorization: `Bearer ${viewer}` },
@@ -440,7 +453,7 @@ async function main(): Promise<void> {
     }
     out.push(
       '',
-      `Localiser: first unhealthy diagnosis ${firstUnhealthyS === undefined ? 'not seen' : `${fmt(firstUnhealthyS, 1)} s`} after the fault's first batches (a path fails after \`debounce\` failed reports of its agent). After the fault's rounds: ${fmt(health.agents)} agents, ${fmt(health.paths)} paths; ${diag.healthy ? 'still healthy 120 s later' : `${diagnosedAfterS === undefined ? '' : `${fmt(diagnosedAfterS, 1)} s after the last round: `}top hypothesis ${diag.hypotheses[0]?.kind}: ${(diag.hypotheses[0]?.summary ?? '').slice(0, 160)}…`}. Failed publishes (the generator's, retried by no one): ${failedSends}.`,
+      `Localiser: first unhealthy diagnosis ${firstUnhealthyS === undefined ? 'not seen' : `${fmt(firstUnhealthyS, 1)} s`} after the fault's first batches (a path fails after \`debounce\` failed reports of its agent); at most ${fmt(maxLate)} agents late at once during the fault. After the fault's rounds: ${fmt(health.agents)} agents, ${fmt(health.paths)} paths; ${diag.healthy ? 'still healthy 120 s later' : `${diagnosedAfterS === undefined ? '' : `${fmt(diagnosedAfterS, 1)} s after the last round: `}top hypothesis ${diag.hypotheses[0]?.kind}: ${(diag.hypotheses[0]?.summary ?? '').slice(0, 160)}…`}. Failed publishes (the generator's, retried by no one): ${failedSends}.`,
       '',
     );
     process.stdout.write(out.join('\n'));
