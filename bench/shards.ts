@@ -77,6 +77,8 @@ function settings(): Settings {
 }
 
 const stopping = new WeakSet<ChildProcess>();
+/** The last 4,000 characters each child wrote (its log tail, for a failure). */
+const tails = new WeakMap<ChildProcess, () => string>();
 
 function spawnLogged(cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
   const child = spawn(cmd, args, {
@@ -89,6 +91,7 @@ function spawnLogged(cmd: string, args: string[], env: Record<string, string> = 
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
+  tails.set(child, () => tail);
   child.on('exit', (code, sig) => {
     if (code !== 0 && code !== null && sig === null && !stopping.has(child))
       process.stderr.write(`${cmd} exited ${code}: ${tail}\n`);
@@ -404,7 +407,8 @@ async function main(): Promise<void> {
       );
       diagnosedAfterS = (performance.now() - faultEndMs) / 1000;
     } catch (err) {
-      process.stderr.write(`${(err as Error).message}\n`);
+      const tail = tails.get(procs.get('localiser')!.child)?.() ?? '';
+      process.stderr.write(`${(err as Error).message}\nthe localiser's log:\n${tail}\n`);
     }
     clearInterval(watch);
     const health = (await (await fetch(`${loc}/healthz`)).json()) as {

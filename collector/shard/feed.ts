@@ -146,7 +146,9 @@ export class LocaliserFeed {
         { shard: c.shard, epoch: c.epoch, seq: c.seq, at: this.order.positions().get(c.shard) },
         'changes missing from the stream: taking what came, and asking for a snapshot',
       );
-      this.nc?.publish(resyncSubject(this.section));
+      // Only that shard's snapshot: every shard's at once (a million paths) clogged the
+      // stream and made more gaps.
+      this.nc?.publish(resyncSubject(this.section), c.shard);
       verdict = 'apply';
     }
     if (verdict === 'duplicate') {

@@ -158,7 +158,10 @@ export class ShardPublisher {
     this.js = jetstream(this.nc, { timeout: s.timeout });
     this.queueSnapshot();
     this.resync = this.nc.subscribe(resyncSubject(s), {
-      callback: () => {
+      callback: (_err, msg) => {
+        // A request names the shard whose changes went missing, or none (a localiser's start).
+        const of = msg.string();
+        if (of !== '' && of !== this.shard) return;
         this.log.info({ shard: this.shard }, 'a localiser asked for a snapshot');
         this.queueSnapshot();
       },
