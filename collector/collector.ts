@@ -24,7 +24,12 @@ import { registerDashboard, type DashboardSource } from './dashboard.js';
 import { EventHub } from './events.js';
 import { buildMatrix } from './matrix-view.js';
 import { Ingest } from './ingest.js';
-import { NatsIngest } from './nats-ingest.js';
+import { inShare, NatsIngest } from './nats-ingest.js';
+import { natsToken } from '../lib/nats.js';
+import { shardName, type CollectorRole } from './nats-config.js';
+import { ShardFedMatrix } from './shard/fed-matrix.js';
+import { LocaliserFeed } from './shard/feed.js';
+import { ShardPublisher } from './shard/publisher.js';
 import { CollectorTelemetry } from './telemetry.js';
 import { HindsightCache } from './hindsight.js';
 import { ObservedPathMatrix } from './observed-matrix.js';
@@ -120,6 +125,16 @@ export class Collector implements CollectorCore {
   private readonly planBook: PlanBook;
   /** With `transport: nats`: the durable consumer feeding ingest, and the plan bucket. */
   private natsIngest: NatsIngest | undefined;
+  /**
+   * What this collector does (`nats.role`): both ingest and diagnose (the default, and
+   * always with HTTP), only ingest its share and publish the changes (`shardPublisher`), or
+   * only localise from the shards' changes (`localiserFeed`).
+   */
+  readonly role: CollectorRole;
+  /** With role: ingest, what of the matrix goes to the localiser. */
+  shardPublisher: ShardPublisher | undefined;
+  /** With role: localiser, the shards' changes feeding the matrix. */
+  localiserFeed: LocaliserFeed | undefined;
 
   private constructor(
     readonly config: CollectorConfig,
@@ -139,11 +154,17 @@ export class Collector implements CollectorCore {
       releaseAfterMs: config.identity.releaseAfterMs,
       maxSeqGap: config.identity.maxSeqGap,
     });
-    this.matrix = new ObservedPathMatrix({
+    this.role = config.transport === 'nats' ? (config.nats?.role ?? 'both') : 'both';
+    const matrixOptions = {
       debounce: config.diagnosis.debounce,
       ...(config.diagnosis.flapDamping ? {} : { flapSuppressAt: Number.POSITIVE_INFINITY }),
       describeTarget: describePlanTarget,
-    });
+    };
+    // A localiser's matrix is the shards' changes, read through the same surface.
+    this.matrix =
+      this.role === 'localiser'
+        ? new ShardFedMatrix(matrixOptions)
+        : new ObservedPathMatrix(matrixOptions);
     this.ingestor = new Ingest(this.store, this.matrix);
     const inventory = localiseInventory(config.inventory.components);
     // Where the collector stands: a cut can isolate its own side, and the diagnosis must say
@@ -195,8 +216,10 @@ export class Collector implements CollectorCore {
       ...(localiseAsync === undefined ? {} : { localiseAsync }),
       log,
     });
+    // An ingest shard does not diagnose its share: the localiser diagnoses the whole.
+    const diagnoses = this.role !== 'ingest';
     this.matrix.onChange = (reason) => {
-      this.diagnoser.invalidate(reason);
+      if (diagnoses) this.diagnoser.invalidate(reason);
       if (reason === 'agents') this.events.structureChanged();
       if (reason !== 'batch') this.events.agentsChanged();
     };
@@ -206,7 +229,8 @@ export class Collector implements CollectorCore {
       // makes a fault at its host newer than the agent's last word.
       settler.take(signals, Math.min(receivedAtMs, Date.now()));
       // A burst that ended (confirmed or cancelled) can end the settling before its timer.
-      if (this.diagnoser.current().settling === true) this.diagnoser.invalidate('settle');
+      if (diagnoses && this.diagnoser.current().settling === true)
+        this.diagnoser.invalidate('settle');
     };
     this.incidentTracker = new IncidentTracker(this.store);
     this.diagnoser.onChange(({ current }) => this.events.diagnosis(current));
@@ -291,9 +315,11 @@ export class Collector implements CollectorCore {
     }
     try {
       c.ingestor.restore();
-      c.diagnoser.computeNow('start');
-      c.trackIncident(c.diagnoser.current());
-      c.alerting.update(c.diagnoser.current(), Date.now(), c.alertContext());
+      if (c.role !== 'ingest') {
+        c.diagnoser.computeNow('start');
+        c.trackIncident(c.diagnoser.current());
+        c.alerting.update(c.diagnoser.current(), Date.now(), c.alertContext());
+      }
       const tls =
         config.tls === undefined
           ? undefined
@@ -328,13 +354,31 @@ export class Collector implements CollectorCore {
       await c.stop();
       throw err;
     }
-    if (config.transport === 'nats' && config.nats !== undefined) {
+    const nats = config.transport === 'nats' ? config.nats : undefined;
+    if (nats !== undefined) {
+      // A shard hands out the plans of its share's agents only.
       const agents = config.inventory.components.flatMap((x) =>
-        x.agent === undefined ? [] : [x.agent],
+        x.agent === undefined || !inShare(nats, x.labels?.zone ?? 'default', x.agent)
+          ? []
+          : [x.agent],
       );
-      c.natsIngest = new NatsIngest(config.nats, c, agents, log, config.agents.planRefreshMs);
       try {
-        await c.natsIngest.start();
+        if (c.role === 'localiser') {
+          c.localiserFeed = new LocaliserFeed(nats, c.matrix as ShardFedMatrix, log);
+          await c.localiserFeed.start();
+        } else {
+          if (c.role === 'ingest') {
+            c.shardPublisher = new ShardPublisher(
+              nats,
+              nats.shard === undefined ? natsToken(c.collectorName) : shardName(nats.shard),
+              c.matrix,
+              log,
+            );
+            await c.shardPublisher.start();
+          }
+          c.natsIngest = new NatsIngest(nats, c, agents, log, config.agents.planRefreshMs);
+          await c.natsIngest.start();
+        }
       } catch (err) {
         await c.stop();
         throw err;
@@ -520,6 +564,10 @@ export class Collector implements CollectorCore {
     // First: no report is taken while the rest closes (unacked ones go to the next run).
     await this.natsIngest?.stop();
     this.natsIngest = undefined;
+    await this.localiserFeed?.stop();
+    this.localiserFeed = undefined;
+    await this.shardPublisher?.stop();
+    this.shardPublisher = undefined;
     this.diagnoser.close();
     this.events.close();
     await this.localiser.close();

@@ -15,8 +15,10 @@ import { Kvm } from '@nats-io/kv';
 import type { KV } from '@nats-io/kv';
 import { FaultlineError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
-import { connectNats, natsToken } from '../lib/nats.js';
+import { connectNats, fromNatsToken, natsToken } from '../lib/nats.js';
+import { shardName } from './nats-config.js';
 import type { CollectorNatsSection } from './nats-config.js';
+import { hashShardOf } from './shard/changes.js';
 import { agentVersionOf } from '../wire/report.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { Plan } from '../wire/plan.js';
@@ -50,6 +52,40 @@ export interface NatsIngestStats {
   /** Batches refused for good (invalid, forbidden, implausible): terminated in the stream. */
   readonly refused: number;
   readonly plansPublished: number;
+  /** Batches of other shards' agents, acked unread (a hash shard, or a shard of several zones). */
+  readonly skipped: number;
+}
+
+/**
+ * Whether a report subject's (zone, agent) is in an ingest shard's share (`nats.shard`):
+ * its zone is one of `zones`, or its agent's name hashes to `index` of `count`.
+ */
+export function inShare(s: CollectorNatsSection, zone: string, agent: string): boolean {
+  const shard = s.shard;
+  if (shard === undefined) return s.zone === undefined || zone === s.zone;
+  if (shard.by === 'zone') return shard.zones.includes(zone);
+  return hashShardOf(agent, shard.count) === shard.index;
+}
+
+/**
+ * The durable consumer and the subject filter an ingest collector binds. A shard binds a
+ * consumer of its own (`<consumer>-<shard>`): shards sharing one would split the reports
+ * at random instead of by their share. One zone is filtered by the server; several zones,
+ * or a hash share, by the collector, which acks the other shards' batches unread.
+ */
+export function reportBinding(s: CollectorNatsSection): { consumer: string; filter: string } {
+  const zones =
+    s.shard === undefined
+      ? s.zone === undefined
+        ? []
+        : [s.zone]
+      : s.shard.by === 'zone'
+        ? s.shard.zones
+        : [];
+  return {
+    consumer: s.shard === undefined ? s.consumer : `${s.consumer}-${shardName(s.shard)}`,
+    filter: `${s.subject}.${zones.length === 1 ? natsToken(zones[0]!) : '*'}.>`,
+  };
 }
 
 /** Deliveries of a batch that still finds a gap before its missing ones count as lost. */
@@ -96,6 +132,7 @@ export class NatsIngest {
     gapsDeclared: 0,
     refused: 0,
     plansPublished: 0,
+    skipped: 0,
   };
 
   constructor(
@@ -187,11 +224,11 @@ export class NatsIngest {
       });
       this.log.info({ stream: s.stream, replicas: s.replicas }, 'NATS report stream created');
     }
-    const filter = `${s.subject}.${s.zone === undefined ? '*' : natsToken(s.zone)}.>`;
+    const { consumer: durable, filter } = reportBinding(s);
     // The ack wait bounds how long a batch delivered to a killed collector waits for its
     // redelivery: longer than the longest ingest of a batch, short for a quick recovery.
     await jsm.consumers.add(s.stream, {
-      durable_name: s.consumer,
+      durable_name: durable,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
       ack_wait: 10_000_000_000,
@@ -200,14 +237,14 @@ export class NatsIngest {
     });
     this.js = jetstream(nc, { timeout: s.timeout });
     this.kv ??= await new Kvm(this.js).create(s.planBucket, { replicas: s.replicas, history: 1 });
-    const consumer = await this.js.consumers.get(s.stream, s.consumer);
+    const consumer = await this.js.consumers.get(s.stream, durable);
     // Pulls that expire every 5 s, with heartbeats every 2.5 s: after a node holding the
     // consumer's leader dies, the pull is renewed on the new leader within seconds (the
     // default 30 s left reports waiting in the stream for most of a minute).
     const messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
     void this.publishPlans();
     this.log.info(
-      { stream: s.stream, consumer: s.consumer, filter, planBucket: s.planBucket },
+      { stream: s.stream, consumer: durable, filter, planBucket: s.planBucket },
       'consuming reports from NATS',
     );
     return messages;
@@ -229,6 +266,14 @@ export class NatsIngest {
   /** One message: decoded, validated, ingested, and acked only once the store has it. */
   private take(m: JsMsg): void {
     const receivedAtMs = Date.now();
+    if (this.section.shard !== undefined) {
+      const tokens = m.subject.slice(this.section.subject.length + 1).split('.');
+      if (!inShare(this.section, fromNatsToken(tokens[0] ?? ''), fromNatsToken(tokens[1] ?? ''))) {
+        this.counts.skipped++;
+        m.ack();
+        return;
+      }
+    }
     let batch: ReportBatch;
     try {
       batch = validReport(JSON.parse(gunzipSync(m.data).toString()) as unknown);

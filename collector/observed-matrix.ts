@@ -18,6 +18,8 @@ export class ObservedPathMatrix extends PathMatrix implements DirtyPathSource {
   onTransitions: (transitions: readonly Transition[]) => void = () => undefined;
   /** Called with a committed batch's settle signals (path changes, confirmation bursts). */
   onSignals: (signals: readonly SettleSignal[], receivedAtMs: number) => void = () => undefined;
+  /** Called with the agent id of every committed batch and heartbeat (an ingest shard's liveness feed). */
+  onSeen: (agentId: string) => void = () => undefined;
   private readonly labelsSeen = new Map<string, string>();
   /** Agents whose paths changed since the localiser last read them; `all` at first. */
   private dirtyAgents = new Set<string>();
@@ -34,6 +36,11 @@ export class ObservedPathMatrix extends PathMatrix implements DirtyPathSource {
   /** After a failed localisation: read everything again next time. */
   markAllDirty(): void {
     this.allDirty = true;
+  }
+
+  /** The agent's paths changed: the localiser reads them again. */
+  protected markDirty(agent: string): void {
+    this.dirtyAgents.add(agent);
   }
 
   // The matrix's own parameters, passed on whole: a wrapper that spelled them out once
@@ -55,6 +62,7 @@ export class ObservedPathMatrix extends PathMatrix implements DirtyPathSource {
       signals: applied.signals,
       commit: (agent) => {
         applied.commit(agent);
+        this.onSeen(batch.agentId);
         if (applied.signals.length > 0) this.onSignals(applied.signals, receivedAtMs);
         if (applied.transitions.length > 0) this.onTransitions(applied.transitions);
         if (newAgent || newLabels) this.labelsSeen.set(batch.agentId, labels ?? known ?? '{}');
@@ -75,6 +83,7 @@ export class ObservedPathMatrix extends PathMatrix implements DirtyPathSource {
   override heartbeat(agentId: string, receivedAtMs: number): ReturnType<PathMatrix['heartbeat']> {
     const wasLate = this.isLate('', agentId);
     const t = super.heartbeat(agentId, receivedAtMs);
+    this.onSeen(agentId);
     if (t !== undefined) this.onChange('agent-live');
     else if (wasLate) this.onChange('agents');
     return t;

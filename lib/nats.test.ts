@@ -126,6 +126,20 @@ nats:
       maxAge: 7_200_000,
       duplicateWindow: 120_000,
     });
+    expect(cfg.nats?.role).toBe('both');
+    const shard = parseCollectorConfig(
+      `tokens: [{ name: t, token: ${token} }]
+transport: nats
+nats: { servers: [n:4222], role: ingest, shard: { by: hash, index: 1, count: 2 } }
+`,
+      'collector.yaml',
+    );
+    expect(shard.nats).toMatchObject({
+      role: 'ingest',
+      shard: { by: 'hash', index: 1, count: 2 },
+      changeStream: 'FAULTLINE_CHANGES',
+      changeSubject: 'faultline.changes',
+    });
     const plain = parseCollectorConfig(`tokens: [{ name: t, token: ${token} }]\n`, 'c.yaml');
     expect(plain.transport).toBe('http');
     expect(plain.nats).toBeUndefined();
@@ -148,6 +162,51 @@ nats:
       /nats\.consumer: expected 1–64 characters/,
     ],
     ['an unknown transport', 'transport: grpc', /transport/],
+    [
+      'an unknown role',
+      'transport: nats\nnats: { servers: [n:4222], role: shard }',
+      /nats\.role: expected one of: both, ingest, localiser \(actual: "shard"\)/,
+    ],
+    [
+      'a share by something else',
+      'transport: nats\nnats: { servers: [n:4222], role: ingest, shard: { by: rack } }',
+      /nats\.shard\.by: expected by: zone \(with zones: \[…\]\) or by: hash \(with index and count\)/,
+    ],
+    [
+      'a hash share without its count',
+      'transport: nats\nnats: { servers: [n:4222], role: ingest, shard: { by: hash, index: 0 } }',
+      /nats\.shard\.count/,
+    ],
+    [
+      'a hash index past the count',
+      'transport: nats\nnats: { servers: [n:4222], role: ingest, shard: { by: hash, index: 2, count: 2 } }',
+      /nats\.shard\.index: expected index < count \(hash shards are numbered 0 … count − 1\)/,
+    ],
+    [
+      'a zone share with no zones',
+      'transport: nats\nnats: { servers: [n:4222], role: ingest, shard: { by: zone, zones: [] } }',
+      /nats\.shard\.zones: expected at least one zone/,
+    ],
+    [
+      'a zone share with a hash index',
+      'transport: nats\nnats: { servers: [n:4222], role: ingest, shard: { by: zone, zones: [eu], index: 1 } }',
+      /nats\.shard\.index: unknown key "index"/,
+    ],
+    [
+      'a share on a collector that is not an ingest shard',
+      'transport: nats\nnats: { servers: [n:4222], shard: { by: hash, index: 0, count: 2 } }',
+      /nats\.shard: a share of the reports is for role: ingest \(this collector is role: both\)/,
+    ],
+    [
+      'zone and shard together',
+      'transport: nats\nnats: { servers: [n:4222], role: ingest, zone: eu, shard: { by: zone, zones: [eu] } }',
+      /nats\.zone: give zone or shard, not both/,
+    ],
+    [
+      'a localiser with a zone',
+      'transport: nats\nnats: { servers: [n:4222], role: localiser, zone: eu }',
+      /nats\.zone: a localiser takes no reports/,
+    ],
   ])('collector refuses %s', (_why, yaml, message) => {
     expect(
       refusal(() =>

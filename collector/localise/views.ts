@@ -263,31 +263,35 @@ export function summarise(agent: string, rows: readonly PathState[], hosts: Host
  */
 export function sameMeaning(a: readonly PathState[], b: readonly PathState[]): boolean {
   if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    const p = a[i] as PathState;
-    const q = b[i] as PathState;
-    if (p === q) continue;
-    if (
-      p.target !== q.target ||
-      p.state !== q.state ||
-      p.lastClass !== q.lastClass ||
-      p.sinceMs !== q.sinceMs ||
-      p.component !== q.component ||
-      p.kind !== q.kind ||
-      p.service !== q.service ||
-      p.agent !== q.agent ||
-      p.fellAtMs !== q.fellAtMs ||
-      p.fellAgain !== q.fellAgain ||
-      p.blippedAtMs !== q.blippedAtMs
-    )
-      return false;
-    if (
-      p.state === 'degraded' &&
-      (p.lossRatio !== q.lossRatio || p.failureRatio !== q.failureRatio)
-    )
-      return false;
-  }
+  for (let i = 0; i < a.length; i++)
+    if (!samePathMeaning(a[i] as PathState, b[i] as PathState)) return false;
   return true;
+}
+
+/**
+ * Whether two versions of one path say the same to localisation (see `sameMeaning`): what
+ * an ingest shard compares to decide a path's change is worth sending to the localiser.
+ */
+export function samePathMeaning(p: PathState, q: PathState): boolean {
+  if (p === q) return true;
+  if (
+    p.target !== q.target ||
+    p.state !== q.state ||
+    p.lastClass !== q.lastClass ||
+    p.sinceMs !== q.sinceMs ||
+    p.component !== q.component ||
+    p.kind !== q.kind ||
+    p.service !== q.service ||
+    p.agent !== q.agent ||
+    p.fellAtMs !== q.fellAtMs ||
+    p.fellAgain !== q.fellAgain ||
+    p.blippedAtMs !== q.blippedAtMs
+  )
+    return false;
+  return !(
+    p.state === 'degraded' &&
+    (p.lossRatio !== q.lossRatio || p.failureRatio !== q.failureRatio)
+  );
 }
 
 /**

@@ -172,15 +172,7 @@ export class PathMatrix {
 
   /** Agents not heard from for `silentAfterMs` become silent; returns those that just did. */
   markSilent(nowMs: number, silentAfterMs: number): AgentLiveness[] {
-    const changed: AgentLiveness[] = [];
-    for (const entry of this.liveness.values()) {
-      if (entry.state === 'live' && nowMs - entry.lastSeenMs > silentAfterMs) {
-        entry.state = 'silent';
-        entry.late = entry.behind = false;
-        changed.push(entry.snapshot());
-      }
-    }
-    return changed;
+    return markSilentEntries(this.liveness.values(), nowMs, silentAfterMs);
   }
 
   /**
@@ -200,20 +192,12 @@ export class PathMatrix {
     sinceMs = 0,
     faultSince: (agent: string) => number | undefined = () => undefined,
   ): string[] {
-    const changed: string[] = [];
-    for (const entry of this.liveness.values()) {
-      let late = false;
-      if (entry.state === 'live') {
-        const overdue = nowMs - Math.max(entry.lastSeenMs, sinceMs) > lateAfterMs;
-        const fault = overdue || entry.behind ? undefined : faultSince(entry.agent);
-        late = overdue || entry.behind || (fault !== undefined && entry.lastSeenMs < fault);
-      }
-      if (late !== entry.late) {
-        entry.late = late;
-        changed.push(entry.agent);
-      }
-    }
-    return changed;
+    return markLateEntries(this.liveness.values(), nowMs, lateAfterMs, sinceMs, faultSince);
+  }
+
+  /** The liveness of the agent with this id, if held. */
+  agentById(agentId: string): AgentLiveness | undefined {
+    return this.liveness.get(agentId)?.snapshot();
   }
 
   /** Whether the agent of this name (or with `agentId`) is late (cheap: no snapshot). */
@@ -563,6 +547,47 @@ export class PathMatrix {
       this.options.blipShowMs,
     );
   }
+}
+
+/** Flips live agents not heard from for `silentAfterMs` to silent; returns those that just did. */
+export function markSilentEntries(
+  entries: Iterable<AgentEntry>,
+  nowMs: number,
+  silentAfterMs: number,
+): AgentLiveness[] {
+  const changed: AgentLiveness[] = [];
+  for (const entry of entries) {
+    if (entry.state === 'live' && nowMs - entry.lastSeenMs > silentAfterMs) {
+      entry.state = 'silent';
+      entry.late = entry.behind = false;
+      changed.push(entry.snapshot());
+    }
+  }
+  return changed;
+}
+
+/** Sets the late flag of each entry (see `PathMatrix.markLate`); returns the agents whose flag changed. */
+export function markLateEntries(
+  entries: Iterable<AgentEntry>,
+  nowMs: number,
+  lateAfterMs: number,
+  sinceMs: number,
+  faultSince: (agent: string) => number | undefined,
+): string[] {
+  const changed: string[] = [];
+  for (const entry of entries) {
+    let late = false;
+    if (entry.state === 'live') {
+      const overdue = nowMs - Math.max(entry.lastSeenMs, sinceMs) > lateAfterMs;
+      const fault = overdue || entry.behind ? undefined : faultSince(entry.agent);
+      late = overdue || entry.behind || (fault !== undefined && entry.lastSeenMs < fault);
+    }
+    if (late !== entry.late) {
+      entry.late = late;
+      changed.push(entry.agent);
+    }
+  }
+  return changed;
 }
 
 /** undefined when already in order (the usual case: nothing allocated); else a sorted index. */

@@ -1,0 +1,300 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Diagnosis, Hypothesis } from '../../../wire/diagnosis.js';
+import { hashShardOf } from '../../../collector/shard/changes.js';
+import type { AgentLiveness, PathState } from '../../../collector/types.js';
+import { wrongVlan } from '../../../lab/faults.js';
+import { Lab } from '../../../lab/lab.js';
+import { NatsCluster } from '../../../lab/nats.js';
+import { pollUntil } from '../../../lab/poll-until.js';
+import type { LabProcess } from '../../../lab/process.js';
+import { canRunLab, type LabSpec } from '../../../lab/spec.js';
+import { cliPath, ensureBuilt } from '../../helpers/cli.js';
+
+/**
+ * Scale-out with the real engine (issue 17): a three-node nats-server cluster, five agents
+ * publishing their reports through it from their own hosts, two ingest shards splitting the
+ * agents by a hash of their names (`nats.role: ingest`, `shard: { by: hash }`) and
+ * publishing only path-state changes and liveness to the change stream, and the lab's
+ * collector as the localiser (`role: localiser`) keeping the one diagnosis from that
+ * stream. Beside them a single collector (`role: both`, its own durable consumer) takes
+ * every report itself: the localiser must hold the same paths and give the same answer.
+ *
+ * The fault: db-1's switch port moved to another VLAN. Its probers are split over the two
+ * shards (app-1, app-3 hash to shard 0; app-2, web-1 to shard 1, with db-1's own agent,
+ * which goes dark with its host), so no shard alone sees the whole of it.
+ */
+const spec: LabSpec = {
+  switches: [{ name: 'sw', zone: 'z1' }, { name: 'vlan-99' }],
+  hosts: [
+    { name: 'nats-1', switch: 'sw', agent: false },
+    { name: 'nats-2', switch: 'sw', agent: false },
+    { name: 'nats-3', switch: 'sw', agent: false },
+    { name: 'ops', switch: 'sw', agent: false },
+    { name: 'app-1', switch: 'sw', role: 'api', agent: false },
+    { name: 'app-2', switch: 'sw', role: 'api', agent: false },
+    { name: 'app-3', switch: 'sw', role: 'api', agent: false },
+    { name: 'web-1', switch: 'sw', role: 'web', agent: false },
+    { name: 'db-1', switch: 'sw', role: 'database', agent: false, services: [{ kind: 'http' }] },
+  ],
+};
+const natsHosts = ['nats-1', 'nats-2', 'nats-3'];
+const agentHosts = ['app-1', 'app-2', 'app-3', 'web-1', 'db-1'];
+const ports = { 'shard-0': 7071, 'shard-1': 7072, single: 7073 } as const;
+type Side = keyof typeof ports;
+
+describe.runIf(canRunLab)('lab: ingest shards and one localiser over NATS', () => {
+  let lab: Lab | undefined;
+  let nats: NatsCluster | undefined;
+  const procs = new Map<string, LabProcess>();
+
+  const urlOf = (side: Side | 'localiser'): string =>
+    side === 'localiser' ? lab!.collectorUrl : `http://${lab!.host('ops').ip}:${ports[side]}`;
+
+  function startAgent(name: string): void {
+    const l = lab!;
+    const h = l.host(name);
+    const file = join(l.dir, `agent-${name}.yaml`);
+    writeFileSync(
+      file,
+      [
+        'agent:',
+        `  name: ${name}`,
+        `  labels: { switch: ${h.switchName}, zone: ${h.zone} }`,
+        'metrics: { listen: "" }',
+        'collector:',
+        `  stateDir: ${join(l.dir, `agent-${name}`)}`,
+        '  transport: nats',
+        nats!.yaml('  ', ['timeout: 2s']),
+        '',
+      ].join('\n'),
+    );
+    procs.set(
+      name,
+      l.spawnIn(h, `agent ${name}`, process.execPath, [cliPath, 'agent', '-c', file], {
+        FAULTLINE_LOG_LEVEL: 'warn',
+      }),
+    );
+  }
+
+  function startCollector(side: Side): void {
+    const l = lab!;
+    const ops = l.host('ops');
+    const file = join(l.dir, `collector-${side}.yaml`);
+    const yaml = l
+      .collectorYaml(ports[side])
+      .replace(/^listen: .*$/m, `listen: ${ops.ip}:${ports[side]}`)
+      .replace(/^dataDir: .*$/m, `dataDir: ${join(l.dir, `data-${side}`)}`);
+    const role =
+      side === 'single'
+        ? ['consumer: single', 'role: both']
+        : [
+            'consumer: ingest',
+            'role: ingest',
+            `shard: { by: hash, index: ${side === 'shard-0' ? 0 : 1}, count: 2 }`,
+          ];
+    writeFileSync(file, `${yaml}transport: nats\n${nats!.yaml('', [...role, 'replicas: 3'])}\n`);
+    procs.set(
+      side,
+      l.spawnIn(ops, side, process.execPath, [cliPath, 'collector', '-c', file], {
+        FAULTLINE_LOG_LEVEL: 'info',
+      }),
+    );
+  }
+
+  const get = <T>(side: Side | 'localiser', path: string): Promise<T> =>
+    lab!.get<T>(path, urlOf(side));
+  const paths = async (side: Side | 'localiser'): Promise<PathState[]> =>
+    (await get<{ paths: PathState[] }>(side, '/api/v1/paths')).paths;
+  const agentsOf = async (side: Side | 'localiser'): Promise<AgentLiveness[]> =>
+    (await get<{ agents: AgentLiveness[] }>(side, '/api/v1/agents')).agents;
+  const diagnosisOf = (side: Side | 'localiser'): Promise<Diagnosis> =>
+    get<Diagnosis>(side, '/api/v1/diagnosis');
+  const top = (d: Diagnosis): Pick<Hypothesis, 'kind' | 'components'> | undefined =>
+    d.hypotheses[0] === undefined
+      ? undefined
+      : { kind: d.hypotheses[0].kind, components: [...d.hypotheses[0].components].sort() };
+  const key = (p: PathState): string => `${p.agent} → ${p.target}`;
+
+  beforeAll(async () => {
+    ensureBuilt();
+    lab = await Lab.up(spec, {
+      cliPath,
+      extraCollectorYaml: async (l) => {
+        nats = await NatsCluster.start(l, natsHosts);
+        return `transport: nats\n${nats.yaml('', ['consumer: localiser', 'role: localiser', 'replicas: 3'])}`;
+      },
+    });
+    for (const side of Object.keys(ports) as Side[]) startCollector(side);
+    for (const a of agentHosts) startAgent(a);
+  }, 120_000);
+
+  afterEach((ctx) => {
+    if (ctx.task.result?.state !== 'fail' || lab === undefined) return;
+    for (const [name, p] of [['localiser', lab.collector] as const, ...procs])
+      console.info(`--- ${name}:\n${p?.log().slice(-3000) ?? ''}`);
+  });
+
+  afterAll(async () => {
+    // Kills every process the lab started (NATS nodes, agents, collectors) by PID.
+    await lab?.down();
+  });
+
+  it('each shard holds its share of the paths; the localiser holds all of them, in the states the single collector has', async () => {
+    // The cut host's probers are on both shards (the point of the fault below).
+    const probers = agentHosts.filter((a) => a !== 'db-1');
+    expect(new Set(probers.map((a) => hashShardOf(a, 2))).size).toBe(2);
+    const expected = agentHosts.length * (agentHosts.length - 1);
+    await pollUntil(
+      'every agent’s paths at the localiser, as the single collector has them, healthy',
+      async () => {
+        const [loc, single, s0, s1] = await Promise.all(
+          (['localiser', 'single', 'shard-0', 'shard-1'] as const).map(paths),
+        );
+        for (const [side, ps] of [
+          ['shard-0', s0!],
+          ['shard-1', s1!],
+        ] as const) {
+          const foreign = ps.filter((p) => `shard-${hashShardOf(p.agent, 2)}` !== side);
+          if (foreign.length > 0) throw new Error(`${side} holds ${key(foreign[0]!)}`);
+        }
+        const icmp = (ps: PathState[]): string[] =>
+          ps
+            .filter((p) => p.kind === 'icmp')
+            .map((p) => `${key(p)}: ${p.state}`)
+            .sort();
+        if (icmp(loc!).length < expected)
+          throw new Error(`localiser: ${icmp(loc!).length} echo paths`);
+        if (loc!.length !== s0!.length + s1!.length)
+          throw new Error(`localiser ${loc!.length} paths, shards ${s0!.length} + ${s1!.length}`);
+        expect(icmp(loc!)).toEqual(icmp(single!));
+        if (loc!.some((p) => p.state !== 'ok')) throw new Error('not every path ok yet');
+        const d = await diagnosisOf('localiser');
+        if (!d.healthy) throw new Error(`localiser: ${d.hypotheses[0]?.summary}`);
+        return true;
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+    await pollUntil(
+      'every agent live at the localiser',
+      async () => {
+        const agents = await agentsOf('localiser');
+        const live = agents
+          .filter((a) => a.state === 'live' && a.late !== true)
+          .map((a) => a.agent);
+        if (live.length === agentHosts.length) return true;
+        const s = await Promise.all((['shard-0', 'shard-1'] as const).map(agentsOf));
+        throw new Error(
+          `live: ${live.sort().join(', ')}; shards: ${s.map((x) => x.map((a) => a.agent).join(',')).join(' | ')}`,
+        );
+      },
+      { timeoutMs: 20_000, intervalMs: 250 },
+    );
+  }, 90_000);
+
+  it('a host cut off whose probers are split over both shards: the localiser gives the single collector’s answer', async () => {
+    const l = lab!;
+    const cut = wrongVlan(l, ['db-1'], 'vlan-99');
+    await cut.inject();
+    try {
+      const answer = await pollUntil(
+        'the localiser and the single collector agreeing that db-1 is cut off',
+        async () => {
+          const [loc, single] = await Promise.all([
+            diagnosisOf('localiser'),
+            diagnosisOf('single'),
+          ]);
+          const want = { kind: 'host_unreachable', components: ['db-1'] };
+          if (JSON.stringify(top(single)) !== JSON.stringify(want))
+            throw new Error(`single: ${single.hypotheses[0]?.summary ?? 'healthy'}`);
+          if (JSON.stringify(top(loc)) !== JSON.stringify(want))
+            throw new Error(`localiser: ${loc.hypotheses[0]?.summary ?? 'healthy'}`);
+          return { loc, single };
+        },
+        { timeoutMs: 60_000, intervalMs: 250 },
+      );
+      // The same top hypothesis, and nothing the single collector does not say.
+      expect(answer.loc.hypotheses.map((h) => h.kind)).toEqual(
+        answer.single.hypotheses.map((h) => h.kind),
+      );
+      // db-1's own agent went dark with its host: silent or late at the localiser too.
+      const dark = (await agentsOf('localiser')).find((a) => a.agent === 'db-1');
+      expect(dark?.state === 'silent' || dark?.late === true).toBe(true);
+      // Neither shard diagnoses: only the localiser (and the single collector) does.
+      for (const side of ['shard-0', 'shard-1'] as const)
+        expect((await diagnosisOf(side)).hypotheses).toEqual([]);
+    } finally {
+      await cut.heal();
+    }
+    await pollUntil(
+      'the localiser healthy again after the heal',
+      async () => {
+        const d = await diagnosisOf('localiser');
+        if (!d.healthy) throw new Error(d.hypotheses[0]?.summary);
+        return true;
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+  }, 150_000);
+
+  it('a shard restarted mid-stream: the localiser takes its snapshot and its changes again, and sees the next fault', async () => {
+    const l = lab!;
+    const shard = procs.get('shard-1')!;
+    shard.signal('SIGKILL');
+    await shard.exited;
+    startCollector('shard-1');
+    // The restarted shard (a new epoch) sends its whole share first; the localiser takes it.
+    const cut = wrongVlan(l, ['db-1'], 'vlan-99');
+    await cut.inject();
+    try {
+      await pollUntil(
+        'the localiser reading db-1 cut off after the shard restart, from both shards’ agents',
+        async () => {
+          const d = await diagnosisOf('localiser');
+          const t = top(d);
+          if (t?.kind !== 'host_unreachable' || t.components.join() !== 'db-1')
+            throw new Error(`localiser: ${d.hypotheses[0]?.summary ?? 'healthy'}`);
+          // The restarted shard's agents' paths toward db-1 are failing at the localiser too.
+          const failing = (await paths('localiser')).filter(
+            (p) => p.component === 'db-1' && p.state === 'failing',
+          );
+          const shards = new Set(failing.map((p) => hashShardOf(p.agent, 2)));
+          if (shards.size !== 2)
+            throw new Error(`failing toward db-1 from shards ${[...shards].join(', ')} only`);
+          return true;
+        },
+        { timeoutMs: 60_000, intervalMs: 250 },
+      );
+    } finally {
+      await cut.heal();
+    }
+  }, 150_000);
+
+  it('the localiser restarted: it asks the shards for their snapshots and holds every path again', async () => {
+    const l = lab!;
+    l.collector!.signal('SIGKILL');
+    await l.collector!.exited;
+    await l.restartCollector();
+    const expected = agentHosts.length * (agentHosts.length - 1);
+    await pollUntil(
+      'every agent’s paths back at the restarted localiser, healthy',
+      async () => {
+        const [loc, s0, s1] = await Promise.all(
+          (['localiser', 'shard-0', 'shard-1'] as const).map(paths),
+        );
+        const echo = loc!.filter((p) => p.kind === 'icmp');
+        if (echo.length < expected) throw new Error(`localiser: ${echo.length} echo paths`);
+        if (loc!.length !== s0!.length + s1!.length)
+          throw new Error(`localiser ${loc!.length} paths, shards ${s0!.length} + ${s1!.length}`);
+        const agents = await agentsOf('localiser');
+        if (agents.filter((a) => a.state === 'live').length !== agentHosts.length)
+          throw new Error(`${agents.length} agents at the localiser`);
+        const d = await diagnosisOf('localiser');
+        if (!d.healthy) throw new Error(`localiser: ${d.hypotheses[0]?.summary}`);
+        return true;
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+  }, 90_000);
+});
