@@ -1,21 +1,14 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { NatsConnection } from '@nats-io/transport-node';
-import {
-  AckPolicy,
-  DeliverPolicy,
-  jetstream,
-  jetstreamManager,
-  JetStreamApiError,
-  RetentionPolicy,
-  StorageType,
-} from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { KV } from '@nats-io/kv';
 import { FaultlineError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
-import { connectNats, fromNatsToken, natsToken } from '../lib/nats.js';
+import { fromNatsToken, natsToken } from '../lib/nats.js';
+import { ConsumerLoop, ensureStream } from './nats-consumer.js';
 import { shardName } from './nats-config.js';
 import type { CollectorNatsSection } from './nats-config.js';
 import { hashShardOf } from './shard/changes.js';
@@ -95,7 +88,7 @@ const storeRetryMs = 5_000;
 /** How often the plans of new agents are looked for. */
 const planCheckMs = 1_000;
 
-/** The headers the agent's NATS link sets (agent/nats-link.ts). */
+/** The headers the agent's NATS channel sets (agent/nats-channel.ts). */
 const headerBacklog = 'Faultline-Backlog';
 const headerUserAgent = 'Faultline-User-Agent';
 
@@ -114,11 +107,9 @@ const headerUserAgent = 'Faultline-User-Agent';
  * watch their key.
  */
 export class NatsIngest {
-  private nc: NatsConnection | undefined;
   private js: JetStreamClient | undefined;
   private kv: KV | undefined;
-  private messages: ConsumerMessages | undefined;
-  private loop: Promise<void> | undefined;
+  private readonly consumer: ConsumerLoop;
   private planTimer: NodeJS.Timeout | undefined;
   private readonly published = new Map<string, string>();
   private lastFullPassMs = 0;
@@ -143,7 +134,17 @@ export class NatsIngest {
     private readonly log: Logger,
     /** How often every agent's plan is recomputed (HTTP agents ask this often). */
     private readonly planRefreshMs = 30_000,
-  ) {}
+  ) {
+    this.consumer = new ConsumerLoop({
+      section,
+      connectionName: `faultline-collector ${section.consumer}`,
+      bind: (nc) => this.bind(nc),
+      take: (m) => this.takeOrRetry(m),
+      log,
+      notReady: 'NATS consumer not ready; retrying',
+      logFields: { stream: section.stream, consumer: section.consumer },
+    });
+  }
 
   stats(): NatsIngestStats {
     return { ...this.counts };
@@ -155,7 +156,7 @@ export class NatsIngest {
    * meanwhile), and a consumer lost later is bound again. Resolves at once.
    */
   start(): Promise<void> {
-    this.loop = this.run();
+    this.consumer.start();
     this.planTimer = setInterval(() => void this.publishPlans(), planCheckMs);
     return Promise.resolve();
   }
@@ -163,67 +164,25 @@ export class NatsIngest {
   /** Stops consuming (unacked messages go to the next run) and disconnects. */
   async stop(): Promise<void> {
     this.closed = true;
-    this.wakeRun?.();
     if (this.planTimer !== undefined) clearInterval(this.planTimer);
-    this.messages?.stop();
-    await this.loop?.catch(() => undefined);
-    await this.nc?.close().catch(() => undefined);
-  }
-
-  private wakeRun: (() => void) | undefined;
-
-  private async pause(ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.wakeRun = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
-  }
-
-  private async run(): Promise<void> {
-    const s = this.section;
-    let failures = 0;
-    while (!this.closed) {
-      try {
-        this.nc ??= await connectNats(s, `faultline-collector ${s.consumer}`);
-        if (this.closed) return;
-        this.messages = await this.bind(this.nc);
-        failures = 0;
-        await this.consume(this.messages);
-        // The consumer ended (deleted, or the stream with it): bound again after a breath.
-        if (!this.closed) await this.pause(1_000);
-      } catch (err) {
-        if (this.closed) return;
-        failures++;
-        const fields = { err: (err as Error).message, stream: s.stream, consumer: s.consumer };
-        if (failures === 1) this.log.warn(fields, 'NATS consumer not ready; retrying');
-        else this.log.debug(fields, 'NATS consumer still not ready');
-        await this.pause(Math.min(5_000, 250 * 2 ** Math.min(failures, 5)));
-      }
-    }
+    await this.consumer.stop();
   }
 
   /** The stream, the durable consumer and the plan bucket, created when missing. */
   private async bind(nc: NatsConnection): Promise<ConsumerMessages> {
     const s = this.section;
-    const jsm = await jetstreamManager(nc, { timeout: s.timeout });
-    try {
-      await jsm.streams.info(s.stream);
-    } catch (err) {
-      if (!(err instanceof JetStreamApiError) || err.status !== 404) throw err;
-      await jsm.streams.add({
+    await ensureStream(
+      nc,
+      s,
+      {
         name: s.stream,
         subjects: [`${s.subject}.>`],
-        retention: RetentionPolicy.Limits,
-        storage: StorageType.File,
-        num_replicas: s.replicas,
-        max_age: s.maxAge * 1_000_000,
-        duplicate_window: s.duplicateWindow * 1_000_000,
-      });
-      this.log.info({ stream: s.stream, replicas: s.replicas }, 'NATS report stream created');
-    }
+        maxAgeMs: s.maxAge,
+        what: 'NATS report stream',
+      },
+      this.log,
+    );
+    const jsm = await jetstreamManager(nc, { timeout: s.timeout });
     const { consumer: durable, filter } = reportBinding(s);
     // The ack wait bounds how long a batch delivered to a killed collector waits for its
     // redelivery: longer than the longest ingest of a batch, short for a quick recovery.
@@ -250,16 +209,14 @@ export class NatsIngest {
     return messages;
   }
 
-  private async consume(messages: ConsumerMessages): Promise<void> {
-    for await (const m of messages) {
-      if (this.closed) break;
-      try {
-        this.take(m);
-      } catch (err) {
-        this.log.error({ err, subject: m.subject }, 'report from NATS not ingested; retried');
-        this.counts.retried++;
-        m.nak(storeRetryMs);
-      }
+  /** One message; one that could not be ingested (the store failing) is taken again later. */
+  private takeOrRetry(m: JsMsg): void {
+    try {
+      this.take(m);
+    } catch (err) {
+      this.log.error({ err, subject: m.subject }, 'report from NATS not ingested; retried');
+      this.counts.retried++;
+      m.nak(storeRetryMs);
     }
   }
 

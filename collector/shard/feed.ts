@@ -2,8 +2,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import type { Logger } from '../../lib/logger.js';
-import { connectNats } from '../../lib/nats.js';
 import type { CollectorNatsSection } from '../nats-config.js';
+import { ConsumerLoop } from '../nats-consumer.js';
 import { BadChange, ChangeOrder, decodeChange } from './changes.js';
 import type { ShardFedMatrix } from './fed-matrix.js';
 import { ensureChangeStream, resyncSubject } from './publisher.js';
@@ -31,19 +31,25 @@ export interface LocaliserFeedStats {
  * every shard for one.
  */
 export class LocaliserFeed {
-  private nc: NatsConnection | undefined;
-  private messages: ConsumerMessages | undefined;
-  private loop: Promise<void> | undefined;
-  private closed = false;
+  private readonly consumer: ConsumerLoop;
   private readonly order = new ChangeOrder();
   private counts = { applied: 0, duplicates: 0, gaps: 0, gapsGivenUp: 0, refused: 0, bytes: 0 };
-  private wake: (() => void) | undefined;
 
   constructor(
     private readonly section: CollectorNatsSection,
     private readonly matrix: ShardFedMatrix,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.consumer = new ConsumerLoop({
+      section,
+      connectionName: `faultline-localiser ${section.consumer}`,
+      bind: (nc) => this.bind(nc),
+      take: (m) => this.take(m),
+      log,
+      notReady: 'NATS change consumer not ready; retrying',
+      logFields: { stream: section.changeStream },
+    });
+  }
 
   stats(): LocaliserFeedStats {
     return { ...this.counts };
@@ -56,70 +62,39 @@ export class LocaliserFeed {
 
   /** Starts consuming in the background (NATS may not be there yet). Resolves at once. */
   start(): Promise<void> {
-    this.loop = this.run();
+    this.consumer.start();
     return Promise.resolve();
   }
 
   async stop(): Promise<void> {
-    this.closed = true;
-    this.wake?.();
-    this.messages?.stop();
-    await this.loop?.catch(() => undefined);
-    await this.nc?.close().catch(() => undefined);
+    await this.consumer.stop();
   }
 
-  private async pause(ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
-  }
-
-  private async run(): Promise<void> {
+  /** The change stream and this localiser's durable consumer; asks every shard for a snapshot. */
+  private async bind(nc: NatsConnection): Promise<ConsumerMessages> {
     const s = this.section;
-    let failures = 0;
-    while (!this.closed) {
-      try {
-        this.nc ??= await connectNats(s, `faultline-localiser ${s.consumer}`);
-        if (this.closed) return;
-        await ensureChangeStream(this.nc, s, this.log);
-        const jsm = await jetstreamManager(this.nc, { timeout: s.timeout });
-        // New: what came before this consumer existed is in the snapshots asked for below.
-        await jsm.consumers.add(s.changeStream, {
-          durable_name: s.consumer,
-          ack_policy: AckPolicy.Explicit,
-          deliver_policy: DeliverPolicy.New,
-          ack_wait: 10_000_000_000,
-          max_ack_pending: 1_000,
-          filter_subject: `${s.changeSubject}.*`,
-        });
-        const consumer = await jetstream(this.nc, { timeout: s.timeout }).consumers.get(
-          s.changeStream,
-          s.consumer,
-        );
-        this.messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
-        this.nc.publish(resyncSubject(s));
-        this.log.info(
-          { stream: s.changeStream, consumer: s.consumer },
-          'localising from the shards’ changes',
-        );
-        failures = 0;
-        for await (const m of this.messages) {
-          if (this.closed) break;
-          this.take(m);
-        }
-        if (!this.closed) await this.pause(1_000);
-      } catch (err) {
-        if (this.closed) return;
-        failures++;
-        const fields = { err: (err as Error).message, stream: s.changeStream };
-        if (failures === 1) this.log.warn(fields, 'NATS change consumer not ready; retrying');
-        await this.pause(Math.min(5_000, 250 * 2 ** Math.min(failures, 5)));
-      }
-    }
+    await ensureChangeStream(nc, s, this.log);
+    const jsm = await jetstreamManager(nc, { timeout: s.timeout });
+    // New: what came before this consumer existed is in the snapshots asked for below.
+    await jsm.consumers.add(s.changeStream, {
+      durable_name: s.consumer,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.New,
+      ack_wait: 10_000_000_000,
+      max_ack_pending: 1_000,
+      filter_subject: `${s.changeSubject}.*`,
+    });
+    const consumer = await jetstream(nc, { timeout: s.timeout }).consumers.get(
+      s.changeStream,
+      s.consumer,
+    );
+    const messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
+    nc.publish(resyncSubject(s));
+    this.log.info(
+      { stream: s.changeStream, consumer: s.consumer },
+      'localising from the shards’ changes',
+    );
+    return messages;
   }
 
   private take(m: JsMsg): void {
@@ -148,7 +123,7 @@ export class LocaliserFeed {
       );
       // Only that shard's snapshot: every shard's at once (a million paths) clogged the
       // stream and made more gaps.
-      this.nc?.publish(resyncSubject(this.section), c.shard);
+      this.consumer.connection?.publish(resyncSubject(this.section), c.shard);
       verdict = 'apply';
     }
     if (verdict === 'duplicate') {

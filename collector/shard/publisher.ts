@@ -1,11 +1,5 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import {
-  jetstream,
-  jetstreamManager,
-  JetStreamApiError,
-  RetentionPolicy,
-  StorageType,
-} from '@nats-io/jetstream';
+import { jetstream } from '@nats-io/jetstream';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import type { Logger } from '../../lib/logger.js';
 import { connectNats } from '../../lib/nats.js';
@@ -14,6 +8,7 @@ import type { Transition } from '../paths/checkpoint.js';
 import type { SettleSignal } from '../paths/states.js';
 import type { ObservedPathMatrix } from '../observed-matrix.js';
 import type { CollectorNatsSection } from '../nats-config.js';
+import { ensureStream } from '../nats-consumer.js';
 import type { AgentLiveness, PathState } from '../types.js';
 import { encodeChange } from './changes.js';
 import type { ShardChange } from './changes.js';
@@ -48,23 +43,18 @@ export async function ensureChangeStream(
   s: CollectorNatsSection,
   log: Logger,
 ): Promise<void> {
-  const jsm = await jetstreamManager(nc, { timeout: s.timeout });
-  try {
-    await jsm.streams.info(s.changeStream);
-  } catch (err) {
-    if (!(err instanceof JetStreamApiError) || err.status !== 404) throw err;
-    await jsm.streams.add({
+  // The localiser needs only what came since it last acked, and asks for a snapshot at start.
+  await ensureStream(
+    nc,
+    s,
+    {
       name: s.changeStream,
       subjects: [`${s.changeSubject}.*`],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      num_replicas: s.replicas,
-      // The localiser needs only what came since it last acked, and asks for a snapshot at start.
-      max_age: 3_600_000 * 1_000_000,
-      duplicate_window: s.duplicateWindow * 1_000_000,
-    });
-    log.info({ stream: s.changeStream, replicas: s.replicas }, 'NATS change stream created');
-  }
+      maxAgeMs: 3_600_000,
+      what: 'NATS change stream',
+    },
+    log,
+  );
 }
 
 /** The subject a localiser asks the shards for a snapshot on (core NATS, outside the stream). */
