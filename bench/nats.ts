@@ -18,7 +18,6 @@
  * received_at_ms in the store, for both transports; "ack" is what the sender waits for (the
  * HTTP 200 after the store commit; JetStream's PubAck once the stream has it).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,13 +25,13 @@ import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
 import { Pool } from 'undici';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { fleetCollectorConfig, freePort, pollUntil, runBench, treeCpuMs } from './lib.js';
+import { agentName, fleetBatch, spawnLogged, stopChild } from './nats-fleet.js';
 
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
@@ -101,55 +100,6 @@ function settings(): Settings {
 function quantile(sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-function spawnLogged(cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-  const child = spawn(cmd, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  let tail = '';
-  const keep = (d: Buffer): void => {
-    tail = (tail + d.toString()).slice(-4000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  child.on('exit', (code, sig) => {
-    if (code !== 0 && code !== null && sig === null && !stopping.has(child))
-      process.stderr.write(`${cmd} exited ${code}: ${tail}\n`);
-  });
-  return child;
-}
-
-/** Children this bench is stopping: their exit code is not news. */
-const stopping = new WeakSet<ChildProcess>();
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  stopping.add(child);
-  const gone = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await Promise.race([gone, new Promise((r) => setTimeout(r, 15_000))]);
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-}
-
-const agentName = (agent: number): string => `agent-${String(agent).padStart(5, '0')}`;
-
-/** A batch of `paths` healthy summaries, gzip'd as the agent spools it. */
-function batchBody(
-  agent: number,
-  seq: number,
-  targets: readonly { name: string; kind: string }[],
-  intervalMs: number,
-): { body: Buffer; createdAtMs: number } {
-  const now = Date.now();
-  const name = agentName(agent);
-  const summaries = targets.map((t) => {
-    const lat = 0.2 + (agent % 7) * 0.05;
-    return `{"target":${JSON.stringify(t.name)},"kind":"${t.kind}","fromMs":${now - intervalMs},"toMs":${now},"count":10,"ok":10,"failures":{},"latencyMs":{"min":${lat},"p50":${lat},"p90":${lat},"p99":${lat},"max":${lat}},${t.kind === 'icmp' ? '"lossRatio":0,' : ''}"lastClass":"ok","lastSeq":${seq * 10}}`;
-  });
-  const json = `{"agentId":"bench${String(agent).padStart(6, '0')}","agent":"${name}","labels":{"zone":"z${agent % 3}"},"seq":${seq},"createdAtMs":${now},"results":[],"summaries":[${summaries.join(',')}]}`;
-  return { body: gzipSync(json, { level: 6 }), createdAtMs: now };
 }
 
 async function run(
@@ -242,7 +192,7 @@ async function run(
         });
         await res.body.dump();
       }
-      const { body } = batchBody(agent, seq, targets, s.reportIntervalMs);
+      const { body } = fleetBatch(agent, seq, targets, s.reportIntervalMs);
       const t0 = performance.now();
       try {
         if (js !== undefined) {

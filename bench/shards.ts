@@ -17,7 +17,7 @@
  * batches/s (a 10 s period is 1,000/s, more than two shards, nats-server and this
  * generator can take on two cores). Per-core figures are what add up.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,11 +25,11 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { gzipSync } from 'node:zlib';
 import { stringify } from 'yaml';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { fleetCollectorConfig, freePort, pollUntil, runBench, treeCpuMs } from './lib.js';
+import { agentName, fleetBatch, spawnLogged, stopChild, tailOf } from './nats-fleet.js';
 
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const reportStream = 'BENCH_REPORTS';
@@ -74,62 +74,6 @@ function settings(): Settings {
     faultComponents: n('fault-components'),
     ...(values.json === undefined ? {} : { json: values.json }),
   };
-}
-
-const stopping = new WeakSet<ChildProcess>();
-/** The last 4,000 characters each child wrote (its log tail, for a failure). */
-const tails = new WeakMap<ChildProcess, () => string>();
-
-function spawnLogged(cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-  const child = spawn(cmd, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  let tail = '';
-  const keep = (d: Buffer): void => {
-    tail = (tail + d.toString()).slice(-4000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  tails.set(child, () => tail);
-  child.on('exit', (code, sig) => {
-    if (code !== 0 && code !== null && sig === null && !stopping.has(child))
-      process.stderr.write(`${cmd} exited ${code}: ${tail}\n`);
-  });
-  return child;
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  stopping.add(child);
-  const gone = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await Promise.race([gone, new Promise((r) => setTimeout(r, 15_000))]);
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-}
-
-const agentName = (agent: number): string => `agent-${String(agent).padStart(5, '0')}`;
-
-/** One batch of `paths` summaries; those toward a failing component time out. */
-function batchBody(
-  agent: number,
-  seq: number,
-  targets: readonly { name: string; kind: string; failing: boolean }[],
-  intervalMs: number,
-  fault: boolean,
-): Buffer {
-  const now = Date.now();
-  const summaries = targets.map((t) => {
-    // Measured latencies differ path by path and period by period: a batch compresses as a
-    // real one does (identical figures would make the report stream look 5× smaller).
-    const lat = 0.2 + (agent % 7) * 0.05 + Math.random() * 0.5;
-    const q = (x: number): string => x.toFixed(3);
-    const bad = fault && t.failing;
-    const cls = t.kind === 'icmp' ? 'icmp_timeout' : 'tcp_timeout';
-    return `{"target":${JSON.stringify(t.name)},"kind":"${t.kind}","fromMs":${now - intervalMs},"toMs":${now},"count":10,"ok":${bad ? 0 : 10},"failures":${bad ? `{"${cls}":10}` : '{}'},${bad ? '' : `"latencyMs":{"min":${q(lat * 0.8)},"p50":${q(lat)},"p90":${q(lat * 1.3)},"p99":${q(lat * 1.9)},"max":${q(lat * 2.4)}},`}${t.kind === 'icmp' ? `"lossRatio":${bad ? 1 : 0},` : ''}"lastClass":"${bad ? cls : 'ok'}","lastSeq":${seq * 10}}`;
-  });
-  const json = `{"agentId":"bench${String(agent).padStart(6, '0')}","agent":"${agentName(agent)}","labels":{"zone":"z${agent % 3}"},"seq":${seq},"createdAtMs":${now},"results":[],"summaries":[${summaries.join(',')}]}`;
-  return gzipSync(json, { level: 6 });
 }
 
 interface StreamSize {
@@ -305,7 +249,7 @@ async function main(): Promise<void> {
             try {
               await js.publish(
                 `faultline.reports.z${a % 3}.${agentName(a)}`,
-                batchBody(a, mySeq, targets, s.reportIntervalMs, fault),
+                fleetBatch(a, mySeq, targets, s.reportIntervalMs, { fault, varied: true }).body,
                 { msgID: `bench${a}-${mySeq}`, headers: h },
               );
             } catch {
@@ -407,7 +351,7 @@ async function main(): Promise<void> {
       );
       diagnosedAfterS = (performance.now() - faultEndMs) / 1000;
     } catch (err) {
-      const tail = tails.get(procs.get('localiser')!.child)?.() ?? '';
+      const tail = tailOf(procs.get('localiser')!.child);
       process.stderr.write(`${(err as Error).message}\nthe localiser's log:\n${tail}\n`);
     }
     clearInterval(watch);
