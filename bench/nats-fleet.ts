@@ -5,7 +5,10 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { connect } from '@nats-io/transport-node';
+import { freePort, pollUntil } from './lib.js';
 
 /** Children a bench is stopping: their exit code is not news. */
 const stopping = new WeakSet<ChildProcess>();
@@ -86,4 +89,36 @@ export function fleetBatch(
   });
   const json = `{"agentId":"bench${String(agent).padStart(6, '0')}","agent":"${agentName(agent)}","labels":{"zone":"z${agent % 3}"},"seq":${seq},"createdAtMs":${now},"results":[],"summaries":[${summaries.join(',')}]}`;
   return { body: gzipSync(json, { level: 6 }), createdAtMs: now };
+}
+
+/** A one-node nats-server with JetStream, its store under `dir`, once it takes connections. */
+export async function startNatsServer(
+  dir: string,
+): Promise<{ readonly child: ChildProcess; readonly url: string }> {
+  const port = await freePort();
+  const child = spawnLogged('nats-server', [
+    '-js',
+    '-a',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '-sd',
+    join(dir, 'js'),
+  ]);
+  const url = `nats://127.0.0.1:${port}`;
+  try {
+    await pollUntil(
+      'nats-server',
+      async () => {
+        const nc = await connect({ servers: url, timeout: 500 });
+        await nc.close();
+        return true;
+      },
+      { timeoutMs: 20_000, intervalMs: 200 },
+    );
+  } catch (err) {
+    await stopChild(child);
+    throw err;
+  }
+  return { child, url };
 }

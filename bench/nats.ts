@@ -31,7 +31,7 @@ import { Pool } from 'undici';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { fleetCollectorConfig, freePort, pollUntil, runBench, treeCpuMs } from './lib.js';
-import { agentName, fleetBatch, spawnLogged, stopChild } from './nats-fleet.js';
+import { agentName, fleetBatch, spawnLogged, startNatsServer, stopChild } from './nats-fleet.js';
 
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
@@ -307,27 +307,8 @@ async function run(
 async function main(): Promise<void> {
   const s = settings();
   const dir = mkdtempSync(join(tmpdir(), 'faultline-bench-nats-'));
-  const natsPort = await freePort();
-  const nats = spawnLogged('nats-server', [
-    '-js',
-    '-a',
-    '127.0.0.1',
-    '-p',
-    String(natsPort),
-    '-sd',
-    join(dir, 'js'),
-  ]);
-  const natsUrl = `nats://127.0.0.1:${natsPort}`;
+  const { child: nats, url: natsUrl } = await startNatsServer(dir);
   try {
-    await pollUntil(
-      'nats-server',
-      async () => {
-        const nc = await connect({ servers: natsUrl, timeout: 500 });
-        await nc.close();
-        return true;
-      },
-      { timeoutMs: 20_000, intervalMs: 200 },
-    );
     const results: RunResult[] = [];
     for (const t of ['http', 'nats'] as const)
       results.push(await run(s, t, dir, natsUrl, nats.pid!));

@@ -29,7 +29,14 @@ import { stringify } from 'yaml';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { fleetCollectorConfig, freePort, pollUntil, runBench, treeCpuMs } from './lib.js';
-import { agentName, fleetBatch, spawnLogged, stopChild, tailOf } from './nats-fleet.js';
+import {
+  agentName,
+  fleetBatch,
+  spawnLogged,
+  startNatsServer,
+  stopChild,
+  tailOf,
+} from './nats-fleet.js';
 
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const reportStream = 'BENCH_REPORTS';
@@ -105,30 +112,11 @@ const acceptedRe = /^faultline_ingest_batches_total\{[^}]*outcome="accepted"[^}]
 async function main(): Promise<void> {
   const s = settings();
   const dir = mkdtempSync(join(tmpdir(), 'faultline-bench-shards-'));
-  const natsPort = await freePort();
-  const nats = spawnLogged('nats-server', [
-    '-js',
-    '-a',
-    '127.0.0.1',
-    '-p',
-    String(natsPort),
-    '-sd',
-    join(dir, 'js'),
-  ]);
-  const natsUrl = `nats://127.0.0.1:${natsPort}`;
+  const { child: nats, url: natsUrl } = await startNatsServer(dir);
   const procs = new Map<string, { child: ChildProcess; base: string }>();
   const token = randomBytes(16).toString('hex');
   const viewer = randomBytes(16).toString('hex');
   try {
-    await pollUntil(
-      'nats-server',
-      async () => {
-        const nc = await connect({ servers: natsUrl, timeout: 500 });
-        await nc.close();
-        return true;
-      },
-      { timeoutMs: 20_000, intervalMs: 200 },
-    );
     const start = async (
       name: string,
       nats: Record<string, unknown>,
