@@ -53,29 +53,7 @@ describe.runIf(canRunLab)('lab: ingest shards and one localiser over NATS', () =
     side === 'localiser' ? lab!.collectorUrl : `http://${lab!.host('ops').ip}:${ports[side]}`;
 
   function startAgent(name: string): void {
-    const l = lab!;
-    const h = l.host(name);
-    const file = join(l.dir, `agent-${name}.yaml`);
-    writeFileSync(
-      file,
-      [
-        'agent:',
-        `  name: ${name}`,
-        `  labels: { switch: ${h.switchName}, zone: ${h.zone} }`,
-        'metrics: { listen: "" }',
-        'collector:',
-        `  stateDir: ${join(l.dir, `agent-${name}`)}`,
-        '  transport: nats',
-        nats!.yaml('  ', ['timeout: 2s']),
-        '',
-      ].join('\n'),
-    );
-    procs.set(
-      name,
-      l.spawnIn(h, `agent ${name}`, process.execPath, [cliPath, 'agent', '-c', file], {
-        FAULTLINE_LOG_LEVEL: 'warn',
-      }),
-    );
+    procs.set(name, nats!.startAgent(cliPath, name, ['timeout: 2s'], 'warn'));
   }
 
   function startCollector(side: Side): void {
