@@ -697,6 +697,36 @@ describe('PathMatrix window', () => {
     expect(pathOf(m).state).toBe('ok');
   });
 
+  it('a period that began before the path came back adds only what got through: a heal is no loss', () => {
+    // An echo path falls, comes back at R (t0 + 3800); the agent's next period summary
+    // spans the heal ([R − 500, R + 500]): half its echoes were lost — to the outage.
+    const m = new PathMatrix();
+    feed(m, batch(1, { summaries: [summary(icmp, t0 - 1000, 5, { ok: 5, loss: 0 })] }));
+    const fail = [1000, 1500, 2000].map((d, i) => result(icmp, 'icmp_timeout', 6 + i, t0 + d));
+    feed(m, batch(2, { results: fail }));
+    expect(pathOf(m, icmp).state).toBe('failing');
+    const back = [3800, 3850, 3900].map((d, i) => result(icmp, 'ok', 9 + i, t0 + d));
+    feed(m, batch(3, { results: back }));
+    expect(pathOf(m, icmp).state).toBe('ok');
+    const boundary = summary(icmp, t0 + 3300, 11, {
+      count: 2,
+      ok: 1,
+      failures: { icmp_timeout: 1 },
+      loss: 0.5,
+      echoes: 30,
+    });
+    feed(m, batch(4, { summaries: [boundary] }));
+    for (let k = 0; k < 3; k++)
+      feed(
+        m,
+        batch(5 + k, {
+          summaries: [summary(icmp, t0 + 4300 + k * 1000, 12 + k, { ok: 1, loss: 0 })],
+        }),
+      );
+    expect(pathOf(m, icmp)).toMatchObject({ state: 'ok' });
+    expect(pathOf(m, icmp).lossRatio ?? 0).toBe(0);
+  });
+
   it('the failures that made a path fail do not make it degraded once it recovered', () => {
     const m = new PathMatrix();
     let seq = 0;

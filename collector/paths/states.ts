@@ -158,7 +158,15 @@ export class PathStates {
   /** A period summary: the window, the baseline, and what the results could not say. */
   takeSummary(p: PathRuntime, s: PathSummary): void {
     if (s.toMs > p.lastSeenMs) p.lastSeenMs = s.toMs;
-    this.ring.add(p, s);
+    // A period that began before the path last came back holds the outage's failures, not
+    // loss since: only what it got through goes in the window (a heal's boundary period read
+    // as a third of the echoes lost, and a healed host as a lossy one).
+    this.ring.add(
+      p,
+      s.fromMs < p.healthySinceMs && (s.ok < s.count || (s.lossRatio ?? 0) > 0)
+        ? outageTrimmed(s)
+        : s,
+    );
     let periodFailed = false;
     for (const k in s.failures) {
       if ((s.failures as Record<string, number>)[k]! > 0) {
@@ -341,4 +349,10 @@ export class PathStates {
     if (bad && p.state === 'ok') this.transition(p, 'degraded', p.lastClass, atMs, seq);
     else if (!bad && p.state === 'degraded') this.transition(p, 'ok', p.lastClass, atMs, seq);
   }
+}
+
+/** A period summary without its failures and lost echoes: what got through of it. */
+function outageTrimmed(s: PathSummary): PathSummary {
+  const { lossRatio: _loss, echoes: _echoes, ...rest } = s;
+  return { ...rest, count: s.ok, failures: {} };
 }
