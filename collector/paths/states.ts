@@ -328,7 +328,11 @@ export class PathStates {
         batchSeq: this.batchSeq,
       });
     }
-    if (to === 'ok' && (p.state === 'failing' || p.state === 'unknown')) p.healthySinceMs = atMs;
+    if (to === 'ok' && (p.state === 'failing' || p.state === 'unknown')) {
+      p.healthySinceMs = atMs;
+      // Periods summarised before the recovery was known that end after it: the outage's.
+      if (p.state === 'failing') this.ring.forgetFrom(p, atMs);
+    }
     // Back up: was the fall a blip?
     if (to === 'ok' && (p.state === 'failing' || p.state === 'degraded') && p.flapPenalty > 0)
       p.lastFallBlip = atMs - p.flapAtMs <= this.options.flapBlipMs;
