@@ -725,6 +725,21 @@ describe('PathMatrix window', () => {
       );
     expect(pathOf(m, icmp)).toMatchObject({ state: 'ok' });
     expect(pathOf(m, icmp).lossRatio ?? 0).toBe(0);
+    // The same with the boundary period summarised before the results that bring it back
+    // (an agent flushes a burst's re-probes early, the period at its report time).
+    const m2 = new PathMatrix();
+    feed(m2, batch(1, { summaries: [summary(icmp, t0 - 1000, 5, { ok: 5, loss: 0 })] }));
+    feed(m2, batch(2, { results: fail }));
+    feed(m2, batch(3, { summaries: [{ ...boundary, lastSeq: 8 }] }));
+    feed(m2, batch(4, { results: back }));
+    for (let k = 0; k < 3; k++)
+      feed(
+        m2,
+        batch(5 + k, {
+          summaries: [summary(icmp, t0 + 4300 + k * 1000, 12 + k, { ok: 1, loss: 0 })],
+        }),
+      );
+    expect(pathOf(m2, icmp)).toMatchObject({ state: 'ok' });
   });
 
   it('the failures that made a path fail do not make it degraded once it recovered', () => {

@@ -22,6 +22,8 @@ export class PathRuntime {
   sinceMs: number;
   /** When the path last became ok from failing/unknown: degradation looks at the window after it. */
   healthySinceMs = 0;
+  /** When it last came back from failing (not checkpointed: what a window forgets on it). */
+  recoveredAtMs = 0;
   /** While failing: the class the failure began with (it may since have changed class). */
   firstClass: FailureClass = 'ok';
   lastClass: FailureClass = 'ok';

@@ -158,15 +158,6 @@ export class PathStates {
   /** A period summary: the window, the baseline, and what the results could not say. */
   takeSummary(p: PathRuntime, s: PathSummary): void {
     if (s.toMs > p.lastSeenMs) p.lastSeenMs = s.toMs;
-    // A period that began before the path last came back holds the outage's failures, not
-    // loss since: only what it got through goes in the window (a heal's boundary period read
-    // as a third of the echoes lost, and a healed host as a lossy one).
-    this.ring.add(
-      p,
-      s.fromMs < p.healthySinceMs && (s.ok < s.count || (s.lossRatio ?? 0) > 0)
-        ? outageTrimmed(s)
-        : s,
-    );
     let periodFailed = false;
     for (const k in s.failures) {
       if ((s.failures as Record<string, number>)[k]! > 0) {
@@ -180,6 +171,16 @@ export class PathStates {
         this.observe(p, 'ok', unseen, s.fromMs, s.lastSeq);
       } else this.observe(p, s.lastClass, 1, s.toMs, s.lastSeq);
     }
+    // (After the results it says: a path it brings back forgets the outage's slots first.)
+    // A period that began before the path last came back holds the outage's failures, not
+    // loss since: only what it got through goes in the window (a heal's boundary period read
+    // as a third of the echoes lost, and a healed host as a lossy one).
+    this.ring.add(
+      p,
+      s.fromMs < p.recoveredAtMs && (s.ok < s.count || (s.lossRatio ?? 0) > 0)
+        ? outageTrimmed(s)
+        : s,
+    );
     p.fullSinceSummary = 0;
     this.judgeDegraded(p, s.toMs, s.lastSeq);
     // A degraded path's loss and failure ratios move with every summary.
@@ -328,7 +329,14 @@ export class PathStates {
         batchSeq: this.batchSeq,
       });
     }
-    if (to === 'ok' && (p.state === 'failing' || p.state === 'unknown')) p.healthySinceMs = atMs;
+    if (to === 'ok' && (p.state === 'failing' || p.state === 'unknown')) {
+      p.healthySinceMs = atMs;
+      // Periods summarised before the recovery was known that end after it: the outage's.
+      if (p.state === 'failing') {
+        p.recoveredAtMs = atMs;
+        this.ring.forgetFrom(p, atMs);
+      }
+    }
     // Back up: was the fall a blip?
     if (to === 'ok' && (p.state === 'failing' || p.state === 'degraded') && p.flapPenalty > 0)
       p.lastFallBlip = atMs - p.flapAtMs <= this.options.flapBlipMs;

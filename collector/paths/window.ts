@@ -140,6 +140,23 @@ export class WindowRing {
     }
   }
 
+  /**
+   * Empties the slots that start at or after `fromMs`: when a path comes back at `fromMs`,
+   * what they hold is period summaries that began before it (the outage's failures and lost
+   * echoes) — the verdicts since the recovery read only slots that start after it.
+   */
+  forgetFrom(p: WindowedPath, fromMs: number): void {
+    const w = p.win;
+    for (let slot = 0; slot < this.slots; slot++) {
+      const base = slot * STRIDE;
+      const idx = w[base + SLOT_IDX]!;
+      if (idx < 0 || idx * this.slotMs < fromMs) continue;
+      w[base + SLOT_IDX] = -1;
+      for (let k = 1; k < STRIDE; k++) w[base + k] = 0;
+      p.winFail?.[slot]?.fill(0);
+    }
+  }
+
   /** Sums the window's slots that start at or after `fromMs` into `this.totals`. */
   sum(p: WindowedPath, fromMs: number, withFailures: boolean): WindowTotals {
     const t = this.totals;
