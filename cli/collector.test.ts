@@ -74,6 +74,15 @@ describe('embedded defaults: a viewer token beside the agent token', () => {
     expect(embeddedToken(data).token).not.toBe(first.token);
   });
 
+  it('never begins a token with "-": it follows --token on a command line', () => {
+    // base64url begins one in 64 with '-'; 1,000 tokens would show one ~16 times.
+    for (let i = 0; i < 1_000; i++) {
+      const data = join(dir, `dash-${i}`);
+      expect(embeddedToken(data).token).not.toMatch(/^-/);
+      rmSync(data, { recursive: true, force: true });
+    }
+  });
+
   /** Runs `faultline collector` on embedded defaults until it has printed its banner. */
   async function banner(data: string): Promise<string> {
     const port = await freePort();

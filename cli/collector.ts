@@ -51,7 +51,10 @@ function embeddedSecret(dataDir: string, fileName: string, what: string): Embedd
       );
     }
   }
-  const token = randomBytes(24).toString('base64url');
+  // base64url: one in 64 would begin with '-', which a command line reads as a flag after
+  // `--token` (`faultline status --token …` refused it as bad usage).
+  let token = randomBytes(24).toString('base64url');
+  if (token.startsWith('-')) token = `A${token.slice(1)}`;
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   writeFileSync(file, token + '\n', { mode: 0o600 });
   return { token, created: true, file };
