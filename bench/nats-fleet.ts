@@ -54,6 +54,23 @@ export async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
 
+/**
+ * A numeric flag of the NATS benches: a positive number (`integer`: a whole one), or an error
+ * naming the flag and what it was given.
+ */
+export function positiveFlag(
+  values: Readonly<Record<string, unknown>>,
+  key: string,
+  integer = false,
+): number {
+  const v = Number(values[key]);
+  if (!(integer ? Number.isInteger(v) : Number.isFinite(v)) || v <= 0)
+    throw new Error(
+      `--${key}: expected a positive ${integer ? 'integer' : 'number'} (actual: ${String(values[key])})`,
+    );
+  return v;
+}
+
 /** The simulated agent's name. */
 export const agentName = (agent: number): string => `agent-${String(agent).padStart(5, '0')}`;
 

@@ -31,7 +31,14 @@ import { Pool } from 'undici';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { fleetCollectorConfig, freePort, pollUntil, runBench, treeCpuMs } from './lib.js';
-import { agentName, fleetBatch, spawnLogged, startNatsServer, stopChild } from './nats-fleet.js';
+import {
+  agentName,
+  fleetBatch,
+  spawnLogged,
+  startNatsServer,
+  stopChild,
+  positiveFlag,
+} from './nats-fleet.js';
 
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
@@ -80,11 +87,7 @@ function settings(): Settings {
       'profile-dir': { type: 'string' },
     },
   });
-  const n = (k: keyof typeof values): number => {
-    const v = Number(values[k]);
-    if (!Number.isFinite(v) || v <= 0) throw new Error(`--${k}: expected a positive number`);
-    return v;
-  };
+  const n = (k: Exclude<keyof typeof values, 'json'>): number => positiveFlag(values, k);
   return {
     agents: n('agents'),
     paths: n('paths'),

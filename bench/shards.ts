@@ -36,6 +36,7 @@ import {
   startNatsServer,
   stopChild,
   tailOf,
+  positiveFlag,
 } from './nats-fleet.js';
 
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -66,11 +67,7 @@ function settings(): Settings {
       json: { type: 'string' },
     },
   });
-  const n = (k: Exclude<keyof typeof values, 'json'>): number => {
-    const v = Number(values[k]);
-    if (!Number.isInteger(v) || v <= 0) throw new Error(`--${k}: expected a positive integer`);
-    return v;
-  };
+  const n = (k: Exclude<keyof typeof values, 'json'>): number => positiveFlag(values, k, true);
   return {
     agents: n('agents'),
     paths: n('paths'),
