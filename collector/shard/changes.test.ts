@@ -62,7 +62,11 @@ describe('shard change encoding', () => {
       signals: [
         {
           atMs: 4_000,
-          list: [{ type: 'change', key: 'a|db-1/icmp', agent: 'a', component: 'db-1' }],
+          list: [
+            { type: 'change', key: 'a|db-1/icmp', agent: 'a', component: 'db-1' },
+            // A path back from failing: the localiser's alerts hold a healing fault on it.
+            { type: 'change', key: 'a|db-2/icmp', agent: 'a', component: 'db-2', recovered: true },
+          ],
         },
       ],
       snapshot: true,
