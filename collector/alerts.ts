@@ -350,10 +350,7 @@ export class AlertEngine {
         v.failingPaths = Math.max(v.failingPaths, b.failingPaths);
       }
     }
-    if (this.vanished.size > 4096) {
-      for (const [h, v] of this.vanished)
-        if (nowMs - v.atMs >= this.config.healTailHoldMs) this.vanished.delete(h);
-    }
+    forgetOlder(this.vanished, nowMs - this.config.healTailHoldMs);
   }
 
   /**
@@ -378,9 +375,7 @@ export class AlertEngine {
   /** Notes a firing `packet_loss` alert that resolved, by the hosts it named. */
   private noteLossEnded(b: BuiltAlert, nowMs: number): void {
     for (const h of b.hosts) this.lossEnded.set(h, { atMs: nowMs, paths: b.affectedPaths });
-    if (this.lossEnded.size > 4096)
-      for (const [h, e] of this.lossEnded)
-        if (nowMs - e.atMs >= this.config.lossTailHoldMs) this.lossEnded.delete(h);
+    forgetOlder(this.lossEnded, nowMs - this.config.lossTailHoldMs);
   }
 
   /**
@@ -568,6 +563,15 @@ export class AlertEngine {
     };
     this.dispatcher.dispatch(batch);
   }
+}
+
+/**
+ * Bounds a per-host memory of the engine: past 4,096 hosts, forgets those noted before
+ * `beforeMs` (they no longer hold anything).
+ */
+function forgetOlder(m: Map<string, { readonly atMs: number }>, beforeMs: number): void {
+  if (m.size <= 4096) return;
+  for (const [h, v] of m) if (v.atMs <= beforeMs) m.delete(h);
 }
 
 /** A hypothesis' reading, as {@link AlertEngine} remembers the previous diagnosis by. */
