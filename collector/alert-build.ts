@@ -140,6 +140,13 @@ export interface BuiltAlert {
   readonly components: readonly string[];
   /** The hosts the hypothesis names: its components and its groups' members. */
   readonly hosts: readonly string[];
+  /**
+   * Probes lost on the way could be all its evidence: paths blocked at TCP/ICMP, or a
+   * service's answers that timed out — not a refusal or an answer the service gave. A lossy
+   * link makes the first look like a filter and the second like a hung service, and it
+   * delays its host's own reports, which neither of those does (see `alerts.lateHoldMax`).
+   */
+  readonly lossCouldExplain: boolean;
   readonly generatorUrl?: string;
   readonly incident?: IncidentRef;
   /** What a re-send compares: annotations, link and start, as one string. */
@@ -153,6 +160,19 @@ function failingPathsOf(h: Hypothesis): number {
   let n = 0;
   for (const [k, v] of Object.entries(h.evidence.counts)) if (failureClassSet.has(k)) n += v;
   return n;
+}
+
+/** Classes of a service's answer that timed out: its segments may have been lost on the way. */
+const answerTimeouts: ReadonlySet<string> = new Set(['protocol_timeout', 'http_timeout']);
+
+/** See {@link BuiltAlert.lossCouldExplain}. */
+function lossCouldExplain(h: Hypothesis): boolean {
+  if (h.kind === 'path_blocked') return true;
+  if (h.kind !== 'service_unresponsive') return false;
+  const classes = Object.entries(h.evidence.counts).filter(
+    ([k, n]) => n > 0 && failureClassSet.has(k),
+  );
+  return classes.length > 0 && classes.every(([k]) => answerTimeouts.has(k) || k === 'tcp_timeout');
 }
 
 /** The labels and annotations of one hypothesis (see collector/alerts.ts and README). */
@@ -299,6 +319,7 @@ export function buildAlerts(
       affectedPaths: failingPaths(h),
       components: h.components,
       hosts,
+      lossCouldExplain: lossCouldExplain(h),
       ...a,
     };
     out.set(key, { ...b, content: contentOf(b) });

@@ -117,7 +117,7 @@ export const alertsSchema = z
     lateHoldMax: durationField(0)
       .prefault('4s')
       .describe(
-        "A path_blocked alert waits, at most this long, while a host it names has a late agent (its report overdue): a filter does not delay a host's own reports, a lossy or failing link does, and the agent's next report tells which. 0: no wait.",
+        "A path_blocked alert, or a service_unresponsive one whose answers timed out, waits at most this long while a host it names has a late agent (its report overdue): a filter or a hung service does not delay a host's own reports, a lossy or failing link does (its lost segments also look like a filter or a hung answer), and the agent's next report tells which. 0: no wait.",
       ),
     resendEvery: durationField(1000)
       .prefault('1m')

@@ -904,6 +904,41 @@ describe('settling (issue 14)', () => {
     expect(names((await kind.drain()).notify)).toEqual(['firing:FaultlineServiceDown']);
   });
 
+  it('a service_unresponsive alert whose answers timed out waits for a late agent of its hosts too; one whose answers were wrong does not', async () => {
+    // 30 % loss on db-1's link: one source's queries lose their answers and read as a hung
+    // service for a moment, while db-1's own reports are overdue on the same link.
+    const hung = hypothesis({
+      kind: 'service_unresponsive',
+      summary:
+        'postgres on db-1 is hung: it accepts connections but never answers (from 1 of 4 agents)',
+      components: ['db-1'],
+      groups: [{ name: 'sources', members: ['app-1'] }],
+      evidence: { counts: { protocol_timeout: 1 }, examples: [] },
+    });
+    delete (hung as { cutLabel?: unknown }).cutLabel;
+    const late = new Set<string>(['db-1']);
+    const lateCtx: AlertContext = { ...ctx, lateHosts: () => late };
+    const { engine, drain } = setup({ holdForMs: 0, lateHoldMaxMs: 4_000 });
+    engine.update(settled(hung), 10_000, lateCtx);
+    engine.tick(13_999);
+    expect((await drain()).notify).toEqual([]);
+    engine.tick(14_000);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlineServiceUnresponsive']);
+    // A service that answers wrongly said so itself: no loss made that up, no wait.
+    const wrong = hypothesis({
+      ...hung,
+      summary: 'http on db-1 is unhealthy: it accepts connections but answers wrongly',
+      evidence: { counts: { http_status: 1 }, examples: [] },
+    });
+    const w = setup({ holdForMs: 0, lateHoldMaxMs: 4_000 });
+    w.engine.update(settled(wrong), 10_000, lateCtx);
+    expect(names((await w.drain()).notify)).toEqual(['firing:FaultlineServiceUnresponsive']);
+    // No late agent on its hosts: a hung service pages at once.
+    const none = setup({ holdForMs: 0, lateHoldMaxMs: 4_000 });
+    none.engine.update(settled(hung), 10_000, { ...ctx, lateHosts: () => new Set(['web-1']) });
+    expect(names((await none.drain()).notify)).toEqual(['firing:FaultlineServiceUnresponsive']);
+  });
+
   it('a self-ticking engine fires at the settle bound without another diagnosis', async () => {
     const state = recorder('state');
     const engine = new AlertEngine({

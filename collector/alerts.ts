@@ -395,9 +395,12 @@ export class AlertEngine {
     return until;
   }
 
-  /** Until when a pending `path_blocked` alert waits for a late agent of its hosts (0: no wait). */
+  /**
+   * Until when a pending alert that lost probes could explain ({@link BuiltAlert.lossCouldExplain}:
+   * a blocked path, a hung answer) waits for a late agent of its hosts (0: no wait).
+   */
   private lateWaitUntil(t: Tracked, b: BuiltAlert, ctx: AlertContext, nowMs: number): number {
-    if (b.kind !== 'path_blocked' || this.config.lateHoldMaxMs <= 0) return 0;
+    if (!b.lossCouldExplain || this.config.lateHoldMaxMs <= 0) return 0;
     const untilMs = t.sinceMs + this.config.lateHoldMaxMs;
     if (nowMs >= untilMs || ctx.lateHosts === undefined) return 0;
     const late = ctx.lateHosts();
@@ -511,9 +514,10 @@ export class AlertEngine {
           tail || t.receded === true || this.fallTail(b, nowMs)
             ? Math.max(own, this.config.healTailHoldMs)
             : own;
-        // A blocked path to or from a host whose own reports are overdue: its link may be
-        // losing them (loss, or a cut arriving), which a filter does not do — its agent's
-        // next report tells; asked again every `latePollMs`, bounded by `lateHoldMax`.
+        // A blocked path or a hung answer to or from a host whose own reports are overdue:
+        // its link may be losing them (loss, or a cut arriving), which a filter or a hung
+        // service does not do — its agent's next report tells; asked again every
+        // `latePollMs`, bounded by `lateHoldMax`.
         const lateUntil = this.lateWaitUntil(t, b, last.ctx, nowMs);
         // The tail of a loss paged and healed on these hosts: its samples ageing out.
         const lossTailUntil = this.lossTailUntil(b);
