@@ -200,11 +200,12 @@ function labelsHolding(hosts: readonly Component[], all: readonly Component[]): 
 /**
  * Generates `count` cases from `seed`: the fault variants in turn, a quarter of each shape's
  * cases with a second fault elsewhere (on the collector's side of any cut, on other hosts),
- * half of those with a third.
+ * half of those with a third. `from`: the first case's index (the cases before it are skipped,
+ * the rest are the same as without it: each is made from the seed and its own index).
  */
-export function generateCases(count: number, seed: number): GeneratedCase[] {
+export function generateCases(count: number, seed: number, from = 0): GeneratedCase[] {
   const out: GeneratedCase[] = [];
-  for (let i = 0; i < count; i++) {
+  for (let i = from; i < count; i++) {
     const random = rng(seed * 100_003 + i);
     const variant = injectedKinds[i % injectedKinds.length] as InjectedKind;
     // Counted in rounds over the shapes, so every shape gets its share of company.

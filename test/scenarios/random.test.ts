@@ -135,4 +135,23 @@ describe('randomised localisation', () => {
   it('(b) never reports an MTU mismatch as a service fault', () => {
     expectNoneBroken('(b)');
   });
+
+  it('a smaller MTU beside two lossy links (one flapping) is mtu_mismatch, not loss of the host probed across both', () => {
+    // Cases of other seeds where every host probed from both lossy links joined two lossy
+    // pairs, and the one whose full-size echoes a smaller MTU lost read as a third lossy link.
+    const ids = ['18-114', '25-99', '53-114', '53-137', '88-434', '102-53', '123-137', '158-358'];
+    const picked = ids.flatMap((id) => {
+      const [seed = 0, i = 0] = id.split('-').map(Number);
+      return generateCases(i + 1, seed, i);
+    });
+    expect(picked.map((c) => c.id).sort()).toEqual([...ids].sort());
+    for (const c of picked) {
+      expect(c.truths.some((t) => t.kind === 'mtu_mismatch')).toBe(true);
+      expect(c.truths.filter((t) => t.kind === 'packet_loss')).toHaveLength(2);
+      const input = buildInput(c.scenario);
+      const d = localise(input);
+      for (const x of scoreCase(c, d, input))
+        expect(x.topKind && x.topComponents, describeCase(c, d)).toBe(true);
+    }
+  });
 });

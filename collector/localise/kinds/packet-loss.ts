@@ -141,8 +141,7 @@ function findLossyPairs(ev: Evidence): LossyPairs {
       }
     for (const p of v.blipped) join(shaky, from, p.component);
   }
-  const hosts = new Set<string>();
-  for (const [h, s] of partners) if (s.size >= 2) hosts.add(h);
+  const hosts = lossyHosts(partners);
   const blipping = blippedHosts(ev, shaky, probes);
   for (const h of blipping) hosts.add(h);
   return {
@@ -150,6 +149,24 @@ function findLossyPairs(ev: Evidence): LossyPairs {
     blipping,
     has: (x, y) => hosts.has(x) || hosts.has(y) || pairs.has(hostPair(x, y)),
   };
+}
+
+/**
+ * The hosts that lossy pairs join to two others or more, but for one whose every lossy pair
+ * is with a host read as lossy before it, one with more such pairs (read from the most
+ * pairs down). Two lossy links make every host probed across both a member of two lossy
+ * pairs: that host is not lossy for it (its full-size echoes lost to a smaller MTU would
+ * read as its loss), the two are. Hosts with as many pairs as each other all stay: the pairs
+ * cannot tell them apart.
+ */
+function lossyHosts(partners: ReadonlyMap<string, ReadonlySet<string>>): Set<string> {
+  const out = new Set<string>();
+  const many = [...partners].filter(([, s]) => s.size >= 2).sort(([, x], [, y]) => y.size - x.size);
+  for (const [h, s] of many) {
+    const explained = [...s].every((o) => out.has(o) && (partners.get(o)?.size ?? 0) > s.size);
+    if (!explained) out.add(h);
+  }
+  return out;
 }
 
 /**
