@@ -155,3 +155,33 @@ describe('randomised localisation', () => {
     }
   });
 });
+
+/**
+ * The same suite over other seeds, on demand (it takes minutes):
+ * `FAULTLINE_SEEDS=40 npx vitest run test/scenarios/random.test.ts` prints, per seed, the
+ * share of faults whose kind and components are in the top k, and the invariants broken.
+ */
+const moreSeeds = Number(process.env.FAULTLINE_SEEDS ?? 0);
+describe.runIf(moreSeeds > 0)('randomised localisation over other seeds', () => {
+  it(`keeps its accuracy over ${moreSeeds} other seeds`, () => {
+    const rows: string[] = [];
+    let worst = 1;
+    for (let seed = 1; seed <= moreSeeds; seed++) {
+      const xs: FaultScore[] = [];
+      let broken = 0;
+      for (const c of generateCases(perVariant * injectedKinds.length, 1000 + seed)) {
+        const input = buildInput(c.scenario);
+        const d = localise(input);
+        xs.push(...scoreCase(c, d, input));
+        if (brokenInvariants(world(c.scenario), input, d).length > 0) broken++;
+      }
+      const share = pct(xs, 'topComponents');
+      worst = Math.min(worst, pct(xs, 'topKind'), share);
+      rows.push(
+        `seed ${1000 + seed}: ${xs.length} faults, top-1 kind ${(100 * pct(xs, 'topKind')).toFixed(1)}%, comp ${(100 * share).toFixed(1)}%, top-3 ${(100 * pct(xs, 'top3')).toFixed(1)}%, cases breaking an invariant ${broken}`,
+      );
+    }
+    console.log(rows.join('\n'));
+    expect(worst).toBeGreaterThanOrEqual(0.95);
+  }, 3_600_000);
+});
