@@ -2,7 +2,8 @@
  * One fault of `faultline demo`'s catalogue, injected in the detection bench's lab, with the
  * diagnosis and the agents' liveness printed as they change (every 50 ms), from the
  * injection to the right answer and on after the heal: what the diagnosis showed, when, and
- * why (which agents were late or silent). A tool for reading one fault closely.
+ * why (which agents were late or silent), and the collector's alerts pending or firing. A
+ * tool for reading one fault closely.
  *
  *   node dist/bench/timeline.js <fault> [--hold-s 8] [--after-s 6]
  */
@@ -23,6 +24,23 @@ interface AgentRow {
   state: string;
   late?: boolean;
   lastSeenMs: number;
+}
+
+/**
+ * The collector's alerts by name and phase (`faultline_alerts_active` of its /metrics), e.g.
+ * `FaultlineHostUnreachable:firing`; resolved ones left out.
+ */
+async function alertPhases(lab: Lab): Promise<string> {
+  const res = await lab.fetchApi('/metrics');
+  if (res.status !== 200) return '?';
+  const out: string[] = [];
+  for (const m of (await res.text()).matchAll(/^faultline_alerts_active\{([^}]*)\} (\S+)/gm)) {
+    if (Number(m[2]) <= 0) continue;
+    const name = /alertname="([^"]*)"/.exec(m[1] ?? '')?.[1] ?? '';
+    const phase = /phase="([^"]*)"/.exec(m[1] ?? '')?.[1] ?? '';
+    if (phase !== 'resolved') out.push(`${name.replace(/^Faultline/, '')}:${phase}`);
+  }
+  return out.sort().join(' ');
 }
 
 async function main(): Promise<void> {
@@ -60,7 +78,8 @@ async function main(): Promise<void> {
             `${a.agent}:${a.state === 'live' ? (a.late === true ? 'late' : 'quiet') : a.state}`,
         );
       const hyps = d.hypotheses.map((h) => `${h.kind}[${h.components.join(',')}]`);
-      const line = `${d.settling === true ? 'SETTLING ' : ''}${d.healthy ? 'healthy' : hyps.join(' | ')}${odd.length > 0 ? `   agents: ${odd.join(' ')}` : ''}`;
+      const alerts = await alertPhases(lab);
+      const line = `${d.settling === true ? 'SETTLING ' : ''}${d.healthy ? 'healthy' : hyps.join(' | ')}${odd.length > 0 ? `   agents: ${odd.join(' ')}` : ''}${alerts === '' ? '' : `   alerts: ${alerts}`}`;
       for (const h of d.hypotheses) {
         const key = `${h.kind}[${h.components.join(',')}]`;
         if (seen.has(key)) continue;

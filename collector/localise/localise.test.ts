@@ -239,6 +239,37 @@ describe('localise', () => {
     expect(lossy.hypotheses.map((h) => h.kind)).not.toContain('path_blocked');
   });
 
+  it("reads a database answering slower over a sound network as no loss: a service probe's latency is its answer's", () => {
+    // A busy PostgreSQL on db-1: its first byte (a backend forked, auth) comes 45 ms after the
+    // connect instead of 9, with nothing lost, while the echoes and TCP connects to db-1 are
+    // as fast as ever. A slower network slows those too.
+    const input = buildInput(topology);
+    const slow = (p: PathState): PathState => ({
+      ...p,
+      state: 'degraded',
+      latencyMs: { baseline: 9.1, p50: 46.7, p99: 60 },
+    });
+    const db = input.paths.filter((p) => p.component === 'db-1' && p.kind === 'postgres');
+    expect(db.length).toBeGreaterThan(1);
+    const busy = localise({
+      ...input,
+      paths: input.paths.map((p) => (db.includes(p) ? slow(p) : p)),
+    });
+    expect(busy.hypotheses.map((h) => h.kind)).not.toContain('packet_loss');
+    // The same answers slower, and the echoes between the same hosts too: the network.
+    const from = new Set(db.map((p) => p.agent));
+    const link = localise({
+      ...input,
+      paths: input.paths.map((p) =>
+        db.includes(p) || (p.component === 'db-1' && p.kind === 'icmp' && from.has(p.agent))
+          ? slow(p)
+          : p,
+      ),
+    });
+    expect(link.hypotheses[0]?.kind).toBe('packet_loss');
+    expect(link.hypotheses[0]?.components).toContain('db-1');
+  });
+
   it('does not read a prober of many hosts as lossy for two of them blipping (a star, not a mesh)', () => {
     // One agent probes every host; nobody probes it. Two of its echoes blipped twice (background
     // loss); its TCP path to db-2 fell: a filter on that path, not app-1's link losing.

@@ -223,6 +223,40 @@ export function withoutLossy(ev: Evidence, among: readonly number[]): readonly n
   return among.filter((i) => !out.has(i));
 }
 
+/** Kinds whose latency is the network's: echoes, and TCP's handshake (the kernel answers it). */
+const networkTimed = (kind: string): boolean => echoKinds.has(kind) || kind === 'tcp';
+
+/**
+ * Degraded paths that speak of the network: all but a service's probe slowed down with
+ * nothing lost (no failure, no lost echo in its window) while no echo or TCP connect between
+ * the same two hosts, either way, is degraded too. A service probe's latency is its answer's
+ * (a PostgreSQL backend forked, a query run): a busy database server answers slower, over a
+ * network that is fine, and that is not the network's loss.
+ */
+function networkDegraded(ev: Evidence, degraded: readonly PathState[]): PathState[] {
+  if (degraded.every((p) => networkTimed(p.kind) || p.failureRatio > 0 || (p.lossRatio ?? 0) > 0))
+    return [...degraded];
+  let slowPairs = slowPairsOf.get(ev);
+  if (slowPairs === undefined) {
+    slowPairs = new Set();
+    for (const a of ev.sound)
+      for (const p of ev.viewOf(a)?.degraded ?? [])
+        if (networkTimed(p.kind)) slowPairs.add(hostPair(ev.host(a), p.component));
+    slowPairsOf.set(ev, slowPairs);
+  }
+  const slow = slowPairs;
+  return degraded.filter(
+    (p) =>
+      networkTimed(p.kind) ||
+      p.failureRatio > 0 ||
+      (p.lossRatio ?? 0) > 0 ||
+      slow.has(hostPair(ev.host(p.agent), p.component)),
+  );
+}
+
+/** Per evidence: the host pairs with a degraded echo or TCP connect (see {@link networkDegraded}). */
+const slowPairsOf = new WeakMap<Evidence, Set<string>>();
+
 /**
  * `packet_loss`: paths succeed, but with loss or latency well above their baseline —
  * localised greedily to the element most degraded paths share (a target, or a source). The
@@ -257,7 +291,7 @@ export const packetLoss: Rule = {
           ? []
           : [
               ...new Set([
-                ...v.degraded,
+                ...networkDegraded(ev, v.degraded),
                 ...v.fell.filter(flapped),
                 ...v.blipped.filter((p) => blipped(a, p)),
               ]),
