@@ -625,6 +625,52 @@ describe('settling (issue 14)', () => {
     expect(names((await cut.drain()).notify)).toEqual(['firing:FaultlineHostUnreachable']);
   });
 
+  it('a host that fell, came back and falls again within healTailHold is flapping: its network fault holds healTailHold, a fall with none back before pages at once', async () => {
+    const unreachable = hypothesis({
+      kind: 'host_unreachable',
+      summary: 'db-2 does not answer at any layer',
+      components: ['db-2'],
+      groups: [],
+      evidence: { counts: { icmp_timeout: 6 }, examples: [] },
+      since: 20_000,
+    });
+    delete (unreachable as { cutLabel?: unknown }).cutLabel;
+    // db-2's link went down a moment and its paths came back at 17 s (that fall paged
+    // nothing); at 20 s it is down again.
+    const flapping: AlertContext = {
+      ...ctx,
+      recoveredAtMs: (h) => (h === 'db-2' ? 17_000 : undefined),
+    };
+    const { engine, drain } = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    engine.update(settled(unreachable), 20_000, flapping);
+    engine.tick(24_999);
+    expect((await drain()).notify).toEqual([]);
+    // A link that died for good after its blip pages healTailHold later.
+    engine.tick(25_000);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlineHostUnreachable']);
+    // Its paths came back longer ago than healTailHold, or never: at once.
+    for (const recovered of [14_999, undefined]) {
+      const other = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+      other.engine.update(settled(unreachable), 20_000, {
+        ...ctx,
+        recoveredAtMs: (h) => (h === 'db-2' ? recovered : undefined),
+      });
+      expect(names((await other.drain()).notify)).toEqual(['firing:FaultlineHostUnreachable']);
+    }
+    // A service's fault is not a flap of the network: at once.
+    const down = hypothesis({
+      kind: 'service_down',
+      summary: 'postgres on db-2 refuses connections',
+      components: ['db-2'],
+      groups: [],
+      evidence: { counts: { tcp_refused: 3 }, examples: [] },
+    });
+    delete (down as { cutLabel?: unknown }).cutLabel;
+    const svc = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    svc.engine.update(settled(down), 20_000, flapping);
+    expect(names((await svc.drain()).notify)).toEqual(['firing:FaultlineServiceDown']);
+  });
+
   it("the heal's tail also holds the same fault re-read as it resolves: a new reading on its hosts about its paths; one that was there before, or stays, pages", async () => {
     // The collector's side was cut off (its own host ctl-1): as the far side's spooled
     // reports arrive, its own agent's paths — not probed again yet — read as ctl-1's fault.

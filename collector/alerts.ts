@@ -511,7 +511,10 @@ export class AlertEngine {
             ? Math.max(t.requiredHoldMs, this.config.lossHoldForMs)
             : t.requiredHoldMs;
         const hold =
-          tail || t.receded === true || this.fallTail(b, nowMs)
+          tail ||
+          t.receded === true ||
+          this.fallTail(b, nowMs) ||
+          fellAgain(t, b, last.ctx, this.config)
             ? Math.max(own, this.config.healTailHoldMs)
             : own;
         // A blocked path or a hung answer to or from a host whose own reports are overdue:
@@ -576,6 +579,28 @@ export class AlertEngine {
 function forgetOlder(m: Map<string, { readonly atMs: number }>, beforeMs: number): void {
   if (m.size <= 4096) return;
   for (const [h, v] of m) if (v.atMs <= beforeMs) m.delete(h);
+}
+
+/** Kinds that read a network fault: a host or hosts that stopped answering, a path blocked. */
+const networkKinds: ReadonlySet<string> = new Set([
+  'network_partition',
+  'host_unreachable',
+  'path_blocked',
+]);
+
+/**
+ * A network fault on a host whose paths came back from failing within `healTailHold`
+ * before the alert appeared, or since: the host fell, came back, and fell again — a
+ * flapping link, which `packet_loss` reads once its samples show it (routers damp a flapping
+ * route the same way). It holds `healTailHold`; a host that fell for good after a blip
+ * pages that much later. (A fault arriving has no path come back; a heal's own tail is
+ * held above.)
+ */
+function fellAgain(t: Tracked, b: BuiltAlert, ctx: AlertContext, config: AlertsConfig): boolean {
+  if (!networkKinds.has(b.kind) || config.healTailHoldMs <= 0 || ctx.recoveredAtMs === undefined)
+    return false;
+  const sinceMs = t.sinceMs - config.healTailHoldMs;
+  return b.components.some((h) => (ctx.recoveredAtMs?.(h) ?? -Infinity) >= sinceMs);
 }
 
 /** A hypothesis' reading, as {@link AlertEngine} remembers the previous diagnosis by. */
