@@ -5,7 +5,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Diagnosis, Hypothesis } from '../wire/diagnosis.js';
 import { alertName, alertSeverity, labelsFingerprint } from './alert-build.js';
 import type { AlertContext } from './alert-build.js';
-import { AlertEngine, endsAtResends, flapMemoryMs } from './alerts.js';
+import { AlertEngine, endsAtResends, flapMemoryMs, latePollMs } from './alerts.js';
 import type { AlertsConfig } from './config.js';
 import type { AlertBatch, AlertNotice, DeliveryTarget, SendOutcome } from './sinks/types.js';
 import { meterText } from '../test/helpers/meter-text.js';
@@ -645,6 +645,10 @@ describe('settling (issue 14)', () => {
     engine.update(settled(unreachable), 20_000, flapping);
     engine.tick(24_999);
     expect((await drain()).notify).toEqual([]);
+    // The engine says what the pending alert waits for, and until when.
+    expect(engine.alerts().map((a) => [a.phase, a.waitingFor])).toEqual([
+      ['pending', [{ reason: 'fell again', untilMs: 25_000 }]],
+    ]);
     // A link that died for good after its blip pages healTailHold later.
     engine.tick(25_000);
     expect(names((await drain()).notify)).toEqual(['firing:FaultlineHostUnreachable']);
@@ -968,6 +972,9 @@ describe('settling (issue 14)', () => {
     engine.update(settled(hung), 10_000, lateCtx);
     engine.tick(13_999);
     expect((await drain()).notify).toEqual([]);
+    expect(engine.alerts()[0]?.waitingFor).toEqual([
+      { reason: 'late agent', untilMs: 14_000, wakeMs: 13_999 + latePollMs },
+    ]);
     engine.tick(14_000);
     expect(names((await drain()).notify)).toEqual(['firing:FaultlineServiceUnresponsive']);
     // A service that answers wrongly said so itself: no loss made that up, no wait.

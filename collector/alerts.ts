@@ -81,6 +81,30 @@ export interface AlertView {
   readonly fingerprint: string;
   /** When the current phase began (epoch ms). */
   readonly sinceMs: number;
+  /** Pending: what it waits for before it fires, and until when (see `AlertEngine`). */
+  readonly waitingFor?: readonly AlertWait[];
+}
+
+/** Why a pending alert has not fired yet (see `AlertEngine.waitsOf`). */
+export type AlertWaitReason =
+  | 'holdFor'
+  | 'lossHoldFor'
+  | 'settling'
+  | 'late agent'
+  | 'loss tail'
+  | 'heal tail'
+  | 're-read'
+  | 'healing'
+  | 'fall tail'
+  | 'fell again';
+
+/** One thing a pending alert waits for. */
+export interface AlertWait {
+  readonly reason: AlertWaitReason;
+  /** It ends by this time at the latest (epoch ms). */
+  readonly untilMs: number;
+  /** When to look again, if sooner than `untilMs` (a late agent's report may end it). */
+  readonly wakeMs?: number;
 }
 
 /** One sample of the engine's metrics. */
@@ -102,6 +126,8 @@ interface Tracked {
   peakFailingPaths?: number;
   /** Pending: it spoke of fewer paths as some of its hosts' paths came back (healing). */
   receded?: boolean;
+  /** Pending: what it waited for at its last look. */
+  waits?: readonly AlertWait[];
   /** When it last resolved, while remembered (for the re-fire hold). */
   resolvedAtMs?: number;
   /** Firing: what was last sent, and when. */
@@ -194,6 +220,7 @@ export class AlertEngine {
       annotations: t.sent?.annotations ?? t.current.annotations,
       fingerprint: t.sent?.fingerprint ?? t.current.fingerprint,
       sinceMs: t.sinceMs,
+      ...(t.phase === 'pending' && t.waits !== undefined ? { waitingFor: t.waits } : {}),
     }));
   }
 
@@ -407,6 +434,108 @@ export class AlertEngine {
     return b.hosts.some((h) => late.has(h)) ? untilMs : 0;
   }
 
+  /**
+   * What a pending alert still waits for, each with its reason and until when; none: it
+   * fires now. Every wait is bounded. In one place, so that what holds a page is one policy:
+   * - `holdFor` (and `refireHoldFor` after a recent resolve; `lossHoldFor` for loss): the
+   *   hypothesis must have held that long without a gap;
+   * - `settling`: the diagnosis says a fault is still arriving, at most `settleMax`;
+   * - `late agent`: lost probes could be all its evidence and a host it names has a late
+   *   agent, at most `lateHoldMax` (looked at again every {@link latePollMs});
+   * - `loss tail`: a narrower loss on the hosts of a loss paged and resolved, `lossTailHold`
+   *   after that resolve;
+   * - `heal tail`, `re-read`, `healing`, `fall tail`, `fell again`: the end of a fault read
+   *   as another cause, or a host falling again after it came back, `healTailHold` from
+   *   when it appeared (see each below).
+   */
+  private waitsOf(
+    t: Tracked,
+    b: BuiltAlert,
+    ctx: AlertContext,
+    nowMs: number,
+    settleUntilMs: number,
+  ): AlertWait[] {
+    const waits: AlertWait[] = [];
+    const peak = t.peakFailingPaths ?? 0;
+    t.peakFailingPaths = Math.max(peak, b.failingPaths);
+    // A fault whose paths come back before it was paged is healing, not arriving: a link
+    // down for a moment (a flapping link's first fall) pages nothing if it is gone within
+    // `healTailHold`; one that stays pages then. Its paths came back, not its agents'
+    // views gone (a cut host's agent falling late drops its failing paths too). Not
+    // loss: its paths come and go.
+    if (
+      t.receded !== true &&
+      b.kind !== 'packet_loss' &&
+      b.failingPaths < peak &&
+      b.hosts.some((h) => (ctx.recoveredAtMs?.(h) ?? -Infinity) >= t.sinceMs)
+    )
+      t.receded = true;
+    if (nowMs < settleUntilMs) waits.push({ reason: 'settling', untilMs: settleUntilMs });
+    // A blocked path or a hung answer to or from a host whose own reports are overdue:
+    // its link may be losing them (loss, or a cut arriving), which a filter or a hung
+    // service does not do — its agent's next report tells; asked again every
+    // `latePollMs`, bounded by `lateHoldMax`.
+    const lateUntil = this.lateWaitUntil(t, b, ctx, nowMs);
+    if (nowMs < lateUntil)
+      waits.push({ reason: 'late agent', untilMs: lateUntil, wakeMs: nowMs + latePollMs });
+    // The tail of a loss paged and healed on these hosts: its samples ageing out.
+    const lossTailUntil = this.lossTailUntil(b);
+    if (nowMs < lossTailUntil) waits.push({ reason: 'loss tail', untilMs: lossTailUntil });
+    // Loss is a verdict from samples: it holds `lossHoldFor` with the same hosts.
+    const own =
+      b.kind === 'packet_loss'
+        ? Math.max(t.requiredHoldMs, this.config.lossHoldForMs)
+        : t.requiredHoldMs;
+    const ownReason: AlertWaitReason =
+      b.kind === 'packet_loss' && own > t.requiredHoldMs ? 'lossHoldFor' : 'holdFor';
+    const tail = this.endReason(t, b, ctx, nowMs);
+    const [reason, hold]: [AlertWaitReason, number] =
+      tail !== undefined && this.config.healTailHoldMs > own
+        ? [tail, this.config.healTailHoldMs]
+        : [ownReason, own];
+    if (nowMs - t.sinceMs < hold) waits.push({ reason, untilMs: t.sinceMs + hold });
+    return waits;
+  }
+
+  /**
+   * Why a pending alert holds `healTailHold` from when it appeared, if it does: a reading of
+   * a fault's end (or of a host falling again) that would page a cause that is gone.
+   */
+  private endReason(
+    t: Tracked,
+    b: BuiltAlert,
+    ctx: AlertContext,
+    nowMs: number,
+  ): AlertWaitReason | undefined {
+    // The heal's tail: a hypothesis about fewer paths than a fault whose alert resolved,
+    // failing since before that, or appearing within `healTailHold` after it on the
+    // hosts it named — the fault's own paths recovering unevenly (some come back, fall
+    // again a moment, read as loss), read as another cause for a moment — holds
+    // `healTailHold` first; a fault that outlasts the heal still pages. (A fault still
+    // arriving is read anew with more paths, not fewer: no hold.)
+    const end = this.lastFaultEnd;
+    const onItsHosts =
+      t.sinceMs - end.atMs < this.config.healTailHoldMs && b.hosts.some((h) => end.hosts.has(h));
+    if ((b.startsAtMs < end.atMs || onItsHosts) && b.failingPaths < end.failingPaths)
+      return 'heal tail';
+    // So does the same fault re-read: a reading that was not there before, appearing on
+    // its hosts the moment it resolved, about as many paths, failing since before — the
+    // collector's side cut off, read as its own host's fault as the far side's spooled
+    // reports arrive before its own agent has probed again.
+    if (
+      t.sinceMs === end.atMs &&
+      onItsHosts &&
+      b.startsAtMs < end.atMs &&
+      b.failingPaths === end.failingPaths &&
+      !this.before.has(readingOf(b.kind, b.components))
+    )
+      return 're-read';
+    if (t.receded === true) return 'healing';
+    if (this.fallTail(b, nowMs)) return 'fall tail';
+    if (fellAgain(t, b, ctx, this.config)) return 'fell again';
+    return undefined;
+  }
+
   private evaluate(nowMs: number): void {
     const last = this.last;
     if (last === undefined) return;
@@ -467,73 +596,14 @@ export class AlertEngine {
       }
       t.current = b;
       if (t.phase === 'pending') {
-        const peak = t.peakFailingPaths ?? 0;
-        const pendingSinceMs = t.sinceMs;
-        t.peakFailingPaths = Math.max(peak, b.failingPaths);
-        // A fault whose paths come back before it was paged is healing, not arriving: a link
-        // down for a moment (a flapping link's first fall) pages nothing if it is gone within
-        // `healTailHold`; one that stays pages then. Its paths came back, not its agents'
-        // views gone (a cut host's agent falling late drops its failing paths too). Not
-        // loss: its paths come and go.
-        if (
-          t.receded !== true &&
-          b.kind !== 'packet_loss' &&
-          b.failingPaths < peak &&
-          b.hosts.some((h) => (last.ctx.recoveredAtMs?.(h) ?? -Infinity) >= pendingSinceMs)
-        )
-          t.receded = true;
-        const waitUntil = settling ? settleUntil(t.sinceMs) : 0;
-        // The heal's tail: a hypothesis about fewer paths than a fault whose alert resolved,
-        // failing since before that, or appearing within `healTailHold` after it on the
-        // hosts it named — the fault's own paths recovering unevenly (some come back, fall
-        // again a moment, read as loss), read as another cause for a moment — holds
-        // `healTailHold` first; a fault that outlasts the heal still pages. (A fault still
-        // arriving is read anew with more paths, not fewer: no hold.)
-        const end = this.lastFaultEnd;
-        const onItsHosts =
-          t.sinceMs - end.atMs < this.config.healTailHoldMs &&
-          b.hosts.some((h) => end.hosts.has(h));
-        // So does the same fault re-read: a reading that was not there before, appearing on
-        // its hosts the moment it resolved, about as many paths, failing since before — the
-        // collector's side cut off, read as its own host's fault as the far side's spooled
-        // reports arrive before its own agent has probed again.
-        const reRead =
-          t.sinceMs === end.atMs &&
-          onItsHosts &&
-          b.startsAtMs < end.atMs &&
-          b.failingPaths === end.failingPaths &&
-          !this.before.has(readingOf(b.kind, b.components));
-        const tail =
-          ((b.startsAtMs < end.atMs || onItsHosts) && b.failingPaths < end.failingPaths) || reRead;
-        // Loss is a verdict from samples: it holds `lossHoldFor` with the same hosts.
-        const own =
-          b.kind === 'packet_loss'
-            ? Math.max(t.requiredHoldMs, this.config.lossHoldForMs)
-            : t.requiredHoldMs;
-        const hold =
-          tail ||
-          t.receded === true ||
-          this.fallTail(b, nowMs) ||
-          fellAgain(t, b, last.ctx, this.config)
-            ? Math.max(own, this.config.healTailHoldMs)
-            : own;
-        // A blocked path or a hung answer to or from a host whose own reports are overdue:
-        // its link may be losing them (loss, or a cut arriving), which a filter or a hung
-        // service does not do — its agent's next report tells; asked again every
-        // `latePollMs`, bounded by `lateHoldMax`.
-        const lateUntil = this.lateWaitUntil(t, b, last.ctx, nowMs);
-        // The tail of a loss paged and healed on these hosts: its samples ageing out.
-        const lossTailUntil = this.lossTailUntil(b);
-        if (nowMs < waitUntil) settleWakeMs = Math.min(settleWakeMs, waitUntil);
-        else if (nowMs < lateUntil) settleWakeMs = Math.min(settleWakeMs, nowMs + latePollMs);
-        else if (nowMs < lossTailUntil) settleWakeMs = Math.min(settleWakeMs, lossTailUntil);
-        else if (nowMs - t.sinceMs < hold) {
-          if (hold > t.requiredHoldMs) settleWakeMs = Math.min(settleWakeMs, t.sinceMs + hold);
-        } else {
+        const waits = this.waitsOf(t, b, last.ctx, nowMs, settling ? settleUntil(t.sinceMs) : 0);
+        t.waits = waits;
+        if (waits.length === 0) {
           t.phase = 'firing';
           t.sinceMs = nowMs;
+          delete t.waits;
           changes.push(fire(t, b));
-        }
+        } else for (const w of waits) settleWakeMs = Math.min(settleWakeMs, w.wakeMs ?? w.untilMs);
       } else if (t.sent !== undefined && t.sent.fingerprint !== b.fingerprint) {
         // Severity moved: Alertmanager knows alerts by their labels.
         resolve(t);
