@@ -1286,3 +1286,54 @@ describe('Dockerfile', () => {
     expect(healthUrl(undefined)).toBe(agentUrl);
   });
 });
+
+// --- scale-out role examples ----------------------------------------------------------------
+
+describe('collector examples', () => {
+  const examples = readdirSync(join(root, 'deploy/examples')).filter((f) =>
+    /^collector.*\.yaml$/.test(f),
+  );
+  const load = (f: string): ReturnType<typeof parseCollectorConfig> =>
+    parseCollectorConfig(read(`deploy/examples/${f}`), f);
+
+  it('every collector example in deploy/examples loads (the scale-out roles among them)', () => {
+    expect(examples).toEqual(
+      expect.arrayContaining([
+        'collector.yaml',
+        'collector-ingest-shard.yaml',
+        'collector-localiser.yaml',
+      ]),
+    );
+    for (const f of examples) expect(() => load(f), f).not.toThrow();
+  });
+
+  it('the ingest shard and the localiser are NATS roles that agree on everything the shards and the localiser share', () => {
+    const shard = load('collector-ingest-shard.yaml');
+    const localiser = load('collector-localiser.yaml');
+    expect(shard.transport).toBe('nats');
+    expect(shard.nats).toMatchObject({ role: 'ingest', shard: { by: 'hash', index: 0 } });
+    expect(localiser.transport).toBe('nats');
+    expect(localiser.nats?.role).toBe('localiser');
+    expect(localiser.nats?.shard).toBeUndefined();
+    // Another consumer name: the localiser's durable consumer is on the change stream.
+    expect(localiser.nats?.consumer).not.toBe(shard.nats?.consumer);
+    const shared = (c: typeof shard): unknown => ({
+      nats: {
+        servers: c.nats?.servers,
+        stream: c.nats?.stream,
+        subject: c.nats?.subject,
+        planBucket: c.nats?.planBucket,
+        changeStream: c.nats?.changeStream,
+        changeSubject: c.nats?.changeSubject,
+        replicas: c.nats?.replicas,
+      },
+      agents: c.agents,
+      probes: c.probes,
+      diagnosis: c.diagnosis,
+      inventory: c.inventory,
+    });
+    expect(shared(localiser)).toEqual(shared(shard));
+    // A fixed report interval: `auto` would scale with a shard's share, not the fleet.
+    expect(shard.agents.reportIntervalMs).not.toBe('auto');
+  });
+});

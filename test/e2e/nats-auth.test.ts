@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createAccount } from '@nats-io/nkeys';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Collector } from '../../collector/collector.js';
@@ -11,10 +12,12 @@ import { freePort } from '../../lab/server-process.js';
 import { connectNats } from '../../lib/nats.js';
 import { natsSectionSchema } from '../../lib/nats-config.js';
 import { cliPath, ensureBuilt } from '../helpers/cli.js';
+import { NatsOperator } from '../helpers/nats-jwt.js';
 
 /**
  * NATS logins for real: a nats-server with users and passwords (a collector user, an agent
- * user), another with a token. The collector (its login in collector.yaml) binds its
+ * user), another with a token, a third in operator mode (JWT + nkey creds files, made
+ * without `nsc` by test/helpers/nats-jwt.ts). The collector (its login in collector.yaml) binds its
  * consumer, a real `faultline agent` (its login in agent.yaml) publishes through it and its
  * batches are stored; a wrong password, token or token file is refused with an error that
  * names the login used (never the secret).
@@ -26,7 +29,11 @@ describe.runIf(hasNats)('NATS authentication against nats-server', () => {
   const servers: ChildProcess[] = [];
   const agents: ChildProcess[] = [];
   let collector: Collector | undefined;
+  let credsCollector: Collector | undefined;
   let usersUrl = '';
+  let credsUrl = '';
+  // Operator mode: the server trusts an operator; accounts are preloaded, users are creds files.
+  const operator = new NatsOperator();
   let tokenUrl = '';
   const token = 'nats-token-0123456789abcdef';
 
@@ -60,7 +67,11 @@ describe.runIf(hasNats)('NATS authentication against nats-server', () => {
   }
 
   /** Starts `faultline agent` with `natsLogin` in its `nats:` section; returns its output. */
-  function startAgent(name: string, natsLogin: string): { proc: ChildProcess; out: () => string } {
+  function startAgent(
+    name: string,
+    natsLogin: string,
+    url = usersUrl,
+  ): { proc: ChildProcess; out: () => string } {
     const file = join(dir, `agent-${name}.yaml`);
     writeFileSync(
       file,
@@ -73,7 +84,7 @@ describe.runIf(hasNats)('NATS authentication against nats-server', () => {
         `  stateDir: ${join(dir, `agent-${name}`)}`,
         '  transport: nats',
         '  nats:',
-        `    servers: [${usersUrl}]`,
+        `    servers: [${url}]`,
         `    ${natsLogin}`,
         '',
       ].join('\n'),
@@ -101,7 +112,9 @@ describe.runIf(hasNats)('NATS authentication against nats-server', () => {
       ].join('\n'),
     );
     tokenUrl = await startServer('token', `authorization { token: "${token}" }`);
-    const config = parseCollectorConfig(
+    credsUrl = await startServer('operator', operator.serverConfig());
+    writeFileSync(join(dir, 'collector.creds'), operator.userCreds('collector'), { mode: 0o600 });
+    const collectorYaml = (nats: string): string =>
       [
         'listen: 127.0.0.1:0',
         `dataDir: ${join(dir, 'data')}`,
@@ -112,17 +125,33 @@ describe.runIf(hasNats)('NATS authentication against nats-server', () => {
         '    - { name: app-1, address: 127.0.0.1, role: api, services: [] }',
         '    - { name: app-2, address: 127.0.0.1, role: api, services: [] }',
         'transport: nats',
-        `nats: { servers: [${usersUrl}], user: collector, password: collector-pass-0123, consumer: auth-a }`,
+        `nats: { ${nats} }`,
         '',
-      ].join('\n'),
-      'collector.yaml',
+      ].join('\n');
+    collector = await Collector.start(
+      parseCollectorConfig(
+        collectorYaml(
+          `servers: [${usersUrl}], user: collector, password: collector-pass-0123, consumer: auth-a`,
+        ),
+        'collector.yaml',
+      ),
+      pino({ level: 'silent' }),
     );
-    collector = await Collector.start(config, pino({ level: 'silent' }));
+    credsCollector = await Collector.start(
+      parseCollectorConfig(
+        collectorYaml(
+          `servers: [${credsUrl}], credsFile: ${join(dir, 'collector.creds')}, consumer: auth-creds`,
+        ).replace(`dataDir: ${join(dir, 'data')}`, `dataDir: ${join(dir, 'data-creds')}`),
+        'collector.yaml',
+      ),
+      pino({ level: 'silent' }),
+    );
   }, 60_000);
 
   afterAll(async () => {
     for (const a of agents) if (a.exitCode === null) a.kill('SIGKILL');
     await collector?.stop();
+    await credsCollector?.stop();
     for (const s of servers) s.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
@@ -195,4 +224,31 @@ describe.runIf(hasNats)('NATS authentication against nats-server', () => {
       ),
     ).rejects.toThrow(/nats\.tokenFile: cannot read .*missing/);
   }, 30_000);
+
+  it('creds files (JWT + nkey seed, operator mode): the collector consumes and an agent reports with theirs; a user of an account the server does not trust is refused, the file named', async () => {
+    const creds = join(dir, 'app-1.creds');
+    writeFileSync(creds, operator.userCreds('app-1'), { mode: 0o600 });
+    const agent = startAgent('app-1', `credsFile: ${creds}`, credsUrl);
+    const seq = (): number =>
+      credsCollector!.agents().find((a) => a.agent === 'app-1')?.acceptedSeq ?? 0;
+    await pollUntil(
+      'batches of app-1 stored by the collector that logs in with its creds file',
+      () => {
+        if (agent.proc.exitCode !== null) throw new Error(`agent exited: ${agent.out()}`);
+        if (seq() >= 3) return true;
+        throw new Error(`acceptedSeq ${seq()}; agent says: ${agent.out().slice(-1500)}`);
+      },
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
+    expect(agent.out()).not.toMatch(/refused the login/);
+
+    // A user signed by an account the operator never issued: the JWT does not verify.
+    const stranger = join(dir, 'stranger.creds');
+    writeFileSync(stranger, operator.userCreds('stranger', createAccount()), { mode: 0o600 });
+    await expect(
+      connectNats(natsSectionSchema.parse({ servers: [credsUrl], credsFile: stranger }), 'test'),
+    ).rejects.toThrow(
+      new RegExp(`refused the login with nats\\.credsFile \\(${stranger}\\): `, 'i'),
+    );
+  }, 40_000);
 });

@@ -1,16 +1,10 @@
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Diagnosis, Hypothesis } from '../../../wire/diagnosis.js';
+import { describe, expect, it } from 'vitest';
 import { hashShardOf } from '../../../collector/shard/changes.js';
-import type { AgentLiveness, PathState } from '../../../collector/types.js';
+import type { PathState } from '../../../collector/types.js';
 import { wrongVlan } from '../../../lab/faults.js';
-import { Lab } from '../../../lab/lab.js';
-import { NatsCluster } from '../../../lab/nats.js';
 import { pollUntil } from '../../../lab/poll-until.js';
-import type { LabProcess } from '../../../lab/process.js';
 import { canRunLab, type LabSpec } from '../../../lab/spec.js';
-import { cliPath, ensureBuilt } from '../../helpers/cli.js';
+import { pathKey as key, topOf as top, useShardLab } from './shard-lab.js';
 
 /**
  * Scale-out with the real engine (issue 17): a three-node nats-server cluster, five agents
@@ -41,84 +35,23 @@ const spec: LabSpec = {
 };
 const natsHosts = ['nats-1', 'nats-2', 'nats-3'];
 const agentHosts = ['app-1', 'app-2', 'app-3', 'web-1', 'db-1'];
-const ports = { 'shard-0': 7071, 'shard-1': 7072, single: 7073 } as const;
-type Side = keyof typeof ports;
+const hashShard = (index: number): string[] => [
+  'consumer: ingest',
+  'role: ingest',
+  `shard: { by: hash, index: ${index}, count: 2 }`,
+];
 
 describe.runIf(canRunLab)('lab: ingest shards and one localiser over NATS', () => {
-  let lab: Lab | undefined;
-  let nats: NatsCluster | undefined;
-  const procs = new Map<string, LabProcess>();
-
-  const urlOf = (side: Side | 'localiser'): string =>
-    side === 'localiser' ? lab!.collectorUrl : `http://${lab!.host('ops').ip}:${ports[side]}`;
-
-  function startAgent(name: string): void {
-    procs.set(name, nats!.startAgent(cliPath, name, ['timeout: 2s'], 'warn'));
-  }
-
-  function startCollector(side: Side): void {
-    const l = lab!;
-    const ops = l.host('ops');
-    const file = join(l.dir, `collector-${side}.yaml`);
-    const yaml = l
-      .collectorYaml(ports[side])
-      .replace(/^listen: .*$/m, `listen: ${ops.ip}:${ports[side]}`)
-      .replace(/^dataDir: .*$/m, `dataDir: ${join(l.dir, `data-${side}`)}`);
-    const role =
-      side === 'single'
-        ? ['consumer: single', 'role: both']
-        : [
-            'consumer: ingest',
-            'role: ingest',
-            `shard: { by: hash, index: ${side === 'shard-0' ? 0 : 1}, count: 2 }`,
-          ];
-    writeFileSync(file, `${yaml}transport: nats\n${nats!.yaml('', [...role, 'replicas: 3'])}\n`);
-    procs.set(
-      side,
-      l.spawnIn(ops, side, process.execPath, [cliPath, 'collector', '-c', file], {
-        FAULTLINE_LOG_LEVEL: 'info',
-      }),
-    );
-  }
-
-  const get = <T>(side: Side | 'localiser', path: string): Promise<T> =>
-    lab!.get<T>(path, urlOf(side));
-  const paths = async (side: Side | 'localiser'): Promise<PathState[]> =>
-    (await get<{ paths: PathState[] }>(side, '/api/v1/paths')).paths;
-  const agentsOf = async (side: Side | 'localiser'): Promise<AgentLiveness[]> =>
-    (await get<{ agents: AgentLiveness[] }>(side, '/api/v1/agents')).agents;
-  const diagnosisOf = (side: Side | 'localiser'): Promise<Diagnosis> =>
-    get<Diagnosis>(side, '/api/v1/diagnosis');
-  const top = (d: Diagnosis): Pick<Hypothesis, 'kind' | 'components'> | undefined =>
-    d.hypotheses[0] === undefined
-      ? undefined
-      : { kind: d.hypotheses[0].kind, components: [...d.hypotheses[0].components].sort() };
-  const key = (p: PathState): string => `${p.agent} → ${p.target}`;
-
-  beforeAll(async () => {
-    ensureBuilt();
-    lab = await Lab.up(spec, {
-      cliPath,
-      extraCollectorYaml: async (l) => {
-        nats = await NatsCluster.start(l, natsHosts);
-        return `transport: nats\n${nats.yaml('', ['consumer: localiser', 'role: localiser', 'replicas: 3'])}`;
-      },
-    });
-    for (const side of Object.keys(ports) as Side[]) startCollector(side);
-    for (const a of agentHosts) startAgent(a);
-  }, 120_000);
-
-  afterEach((ctx) => {
-    if (ctx.task.result?.state !== 'fail' || lab === undefined) return;
-    for (const [name, p] of [['localiser', lab.collector] as const, ...procs])
-      console.info(`--- ${name}:\n${p?.log().slice(-3000) ?? ''}`);
+  const { lab, procs, startCollector, paths, agentsOf, diagnosisOf } = useShardLab({
+    spec,
+    natsHosts,
+    agentHosts,
+    shards: {
+      'shard-0': { port: 7071, nats: hashShard(0) },
+      'shard-1': { port: 7072, nats: hashShard(1) },
+    },
+    singlePort: 7073,
   });
-
-  afterAll(async () => {
-    // Kills every process the lab started (NATS nodes, agents, collectors) by PID.
-    await lab?.down();
-  });
-
   it('each shard holds its share of the paths; the localiser holds all of them, in the states the single collector has', async () => {
     // The cut host's probers are on both shards (the point of the fault below).
     const probers = agentHosts.filter((a) => a !== 'db-1');
@@ -172,7 +105,7 @@ describe.runIf(canRunLab)('lab: ingest shards and one localiser over NATS', () =
   }, 90_000);
 
   it('a host cut off whose probers are split over both shards: the localiser gives the single collector’s answer', async () => {
-    const l = lab!;
+    const l = lab();
     const cut = wrongVlan(l, ['db-1'], 'vlan-99');
     await cut.inject();
     try {
@@ -217,7 +150,7 @@ describe.runIf(canRunLab)('lab: ingest shards and one localiser over NATS', () =
   }, 150_000);
 
   it('a shard restarted mid-stream: the localiser takes its snapshot and its changes again, and sees the next fault', async () => {
-    const l = lab!;
+    const l = lab();
     const shard = procs.get('shard-1')!;
     shard.signal('SIGKILL');
     await shard.exited;
@@ -250,7 +183,7 @@ describe.runIf(canRunLab)('lab: ingest shards and one localiser over NATS', () =
   }, 150_000);
 
   it('the localiser restarted: it asks the shards for their snapshots and holds every path again', async () => {
-    const l = lab!;
+    const l = lab();
     l.collector!.signal('SIGKILL');
     await l.collector!.exited;
     await l.restartCollector();
