@@ -22,8 +22,18 @@ export interface EchoRequest {
   readonly packetSize?: number;
   /** Set Don't Fragment (IPv4), refuse to fragment (IPv6): for path MTU probes. */
   readonly dontFragment?: boolean;
-  /** Budget from now, in milliseconds: the engine answers by then. */
+  /**
+   * Budget from now, in milliseconds: the engine answers by then (plus the hold, when
+   * `holdMs` lets it hold the request).
+   */
   readonly timeoutMs: number;
+  /**
+   * A probe out of schedule (a confirmation, an echo check): the engine may hold it up to
+   * this long, so that it shares one process with the others in flight instead of starting
+   * its own; its packets' wait then counts from when they leave, never shortened by the hold.
+   * Absent or 0: never held.
+   */
+  readonly holdMs?: number;
   /** The caller gave up: answer at once with what came back so far. */
   readonly signal: AbortSignal;
 }

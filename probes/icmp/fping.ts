@@ -197,7 +197,10 @@ export function parseFpingLine(line: string): FpingLine | undefined {
 /** One caller waiting for its target's lines. */
 interface Waiter {
   readonly count: number;
-  readonly deadlineAt: number;
+  /** When it answers at the latest; a held waiter's is set when its batch starts (`arm`). */
+  deadlineAt: number;
+  /** Starts the waiter's deadline `timeoutMs` from `at` (once: at the request, or a held batch's start). */
+  arm(at: number): void;
   /** Per echo request: RTT, null (lost), or undefined (not known yet). */
   readonly rtts: (number | null | undefined)[];
   readonly errors: IcmpError[];
@@ -214,6 +217,8 @@ interface Waiter {
 /** Echo requests sharing count, interval, size and Don't Fragment, run by one fping. */
 interface Batch {
   readonly key: string;
+  /** Held requests (`EchoRequest.holdMs`): the count of such batches running is capped. */
+  readonly held: boolean;
   readonly count: number;
   readonly intervalMs: number;
   readonly packetSize: number | undefined;
@@ -238,6 +243,13 @@ export class FpingEngine implements IcmpEngine {
   batchWindowMs: number;
   /** Most targets one fping serves; more start another batch. */
   maxBatchTargets: number;
+  /**
+   * Held requests (confirmations, echo checks) start a process at once while fewer than this
+   * many of theirs run; beyond that they wait — up to their `holdMs` — for one to end, and
+   * then all share the next. Three: a path's confirmation burst (three re-probes by default)
+   * is never held; a partition's many bursts share a few processes instead of one each.
+   */
+  maxHeldProcesses: number;
   // fping's start (exec, sockets, first send), kept out of the per-packet wait.
   private readonly startupMs = 30;
   private readonly pending = new Map<string, Batch>();
@@ -245,11 +257,21 @@ export class FpingEngine implements IcmpEngine {
   private lastRequestAt = -Infinity;
   /** Counters since construction: echo requests taken and fping processes started for them. */
   readonly stats = { echoes: 0, processes: 0 };
+  /** The most processes that ran at once for held requests, since construction. */
+  heldPeak = 0;
 
-  constructor(opts: { binPath?: string; batchWindowMs?: number; maxBatchTargets?: number } = {}) {
+  constructor(
+    opts: {
+      binPath?: string;
+      batchWindowMs?: number;
+      maxBatchTargets?: number;
+      maxHeldProcesses?: number;
+    } = {},
+  ) {
     this.binPath = opts.binPath ?? 'fping';
     this.batchWindowMs = opts.batchWindowMs ?? 100;
     this.maxBatchTargets = opts.maxBatchTargets ?? 1000;
+    this.maxHeldProcesses = opts.maxHeldProcesses ?? 3;
   }
 
   /** PIDs of the fping processes running now. */
@@ -277,21 +299,31 @@ export class FpingEngine implements IcmpEngine {
       };
     }
     this.stats.echoes++;
+    const holdMs = Math.max(0, req.holdMs ?? 0);
+    const held = holdMs > 0;
+    // A held request's wait starts when its batch does: no batch window comes off its budget.
     const count = fitCount(
       req.count,
       req.intervalMs,
-      req.timeoutMs - this.batchWindowMs - this.startupMs,
+      req.timeoutMs - (held ? 0 : this.batchWindowMs) - this.startupMs,
     );
     return new Promise<EchoReport>((resolve) => {
       const dontFragment = req.dontFragment === true;
-      const key = `${count}/${req.intervalMs}/${req.packetSize ?? ''}/${dontFragment ? 'df' : ''}`;
+      const key = `${held ? 'held/' : ''}${count}/${req.intervalMs}/${req.packetSize ?? ''}/${dontFragment ? 'df' : ''}`;
       const now = performance.now();
       const busy = now - this.lastRequestAt < this.batchWindowMs;
       this.lastRequestAt = now;
       let batch = this.pending.get(key);
+      // Two held requests for one address (re-probes of a burst) each get packets of their
+      // own: the waiting batch leaves now, and this one opens the next.
+      if (batch !== undefined && held && batch.targets.has(req.ip)) {
+        this.start(batch, binary);
+        batch = undefined;
+      }
       if (batch === undefined) {
         const created: Batch = {
           key,
+          held,
           count,
           intervalMs: req.intervalMs,
           packetSize: req.packetSize,
@@ -299,7 +331,11 @@ export class FpingEngine implements IcmpEngine {
           targets: new Map(),
           stderr: '',
         };
-        if (busy) {
+        if (held && this.heldRunning() >= this.maxHeldProcesses) {
+          // Started by the first held batch to end, or when the hold is up.
+          const timer = setTimeout(() => this.start(created, binary), holdMs);
+          created.cancelStart = () => clearTimeout(timer);
+        } else if (busy && !held) {
           const timer = setTimeout(() => this.start(created, binary), this.batchWindowMs);
           created.cancelStart = () => clearTimeout(timer);
         } else {
@@ -311,10 +347,18 @@ export class FpingEngine implements IcmpEngine {
       }
       const owner = batch;
       const onAbort = (): void => waiter.finish('abort');
-      const deadline = setTimeout(() => waiter.finish('deadline'), req.timeoutMs);
+      let deadline: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
         count,
-        deadlineAt: now + req.timeoutMs,
+        deadlineAt: Infinity,
+        arm: (at) => {
+          if (deadline !== undefined) return;
+          waiter.deadlineAt = at + req.timeoutMs;
+          deadline = setTimeout(
+            () => waiter.finish('deadline'),
+            Math.max(0, waiter.deadlineAt - performance.now()),
+          );
+        },
         rtts: new Array<number | null | undefined>(count).fill(undefined),
         errors: [],
         settled: 0,
@@ -343,6 +387,7 @@ export class FpingEngine implements IcmpEngine {
           if (owner.targets.size === 0) this.retire(owner);
         },
       };
+      if (!held) waiter.arm(now);
       let set = batch.targets.get(req.ip);
       if (set === undefined) batch.targets.set(req.ip, (set = new Set()));
       set.add(waiter);
@@ -357,10 +402,27 @@ export class FpingEngine implements IcmpEngine {
     });
   }
 
+  /** Processes running now for held requests. */
+  private heldRunning(): number {
+    let n = 0;
+    for (const b of this.running) if (b.held) n++;
+    return n;
+  }
+
+  /** A held batch ended: the held ones waiting start while there is room. */
+  private startHeld(binary: string): void {
+    for (const b of [...this.pending.values()])
+      if (b.held && this.heldRunning() < this.maxHeldProcesses) this.start(b, binary);
+  }
+
   private start(batch: Batch, binary: string): void {
     batch.cancelStart?.();
     if (this.pending.get(batch.key) === batch) this.pending.delete(batch.key);
     if (batch.targets.size === 0 || batch.child !== undefined) return;
+    if (batch.held) {
+      const at = performance.now();
+      for (const set of batch.targets.values()) for (const w of set) w.arm(at);
+    }
     const ips = [...batch.targets.keys()];
     // Spread each round over a quarter of the interval: fping's default 10 ms between any two
     // packets would take 2 s for 200 targets, and fewer wake-ups cost fping less CPU.
@@ -398,6 +460,7 @@ export class FpingEngine implements IcmpEngine {
     this.stats.processes++;
     batch.child = child;
     this.running.add(batch);
+    if (batch.held) this.heldPeak = Math.max(this.heldPeak, this.heldRunning());
     trackChild(child);
     onLines(child.stdout, (line) => this.onLine(batch, line));
     onLines(child.stderr, (line) => {
@@ -422,6 +485,7 @@ export class FpingEngine implements IcmpEngine {
         : undefined;
       for (const set of [...batch.targets.values()])
         for (const w of [...set]) w.finish('exit', failure);
+      if (batch.held) this.startHeld(binary);
     });
   }
 
