@@ -265,6 +265,7 @@ export async function runEcho(
     ...(dontFragment ? { dontFragment } : {}),
     timeoutMs: clock.remainingMs(),
     ...(ctx.now === true ? { holdMs: nowEchoHoldMs } : {}),
+    ...(ctx.now === true && ctx.burst !== undefined ? { burst: ctx.burst } : {}),
     signal: ctx.signal,
   });
   // What the loop buffered for this path's next round is older than this answer.

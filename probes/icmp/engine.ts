@@ -34,8 +34,21 @@ export interface EchoRequest {
    * Absent or 0: never held.
    */
   readonly holdMs?: number;
+  /**
+   * A held request that is re-probe `index` (1-based) of `of`, `spacingMs` apart, of one
+   * address (a confirmation burst). With a count of 1 the engine may send the whole burst's
+   * packets from the first re-probe's process, each later re-probe taking its own packet.
+   */
+  readonly burst?: EchoBurst;
   /** The caller gave up: answer at once with what came back so far. */
   readonly signal: AbortSignal;
+}
+
+/** See `EchoRequest.burst`. */
+export interface EchoBurst {
+  readonly index: number;
+  readonly of: number;
+  readonly spacingMs: number;
 }
 
 /** An ICMP error message that came back instead of an echo reply. */

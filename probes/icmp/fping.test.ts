@@ -181,8 +181,9 @@ describe('FpingEngine without a usable binary', () => {
 });
 
 /**
- * A stand-in for fping that answers every address after `delayS` seconds with one reply
- * line, and logs each run's arguments (by PID) to `log`: for the batching logic alone.
+ * A stand-in for fping that answers every address's packet i (of `-C`) `delayS` seconds
+ * plus i periods (`-p`) after it starts, one reply line each, and logs each run's arguments
+ * to `log`: for the batching logic alone.
  */
 function fakeFping(dir: string, delayS: number): { bin: string; runs: () => string[][] } {
   const bin = join(dir, `fping-${delayS}`);
@@ -192,9 +193,16 @@ function fakeFping(dir: string, delayS: number): { bin: string; runs: () => stri
     `#!/bin/sh
 case " $* " in *" -q "*) exit 0;; esac
 echo "$*" >> ${log}
-sleep ${delayS}
 all="$*"
-for ip in \${all##* -- }; do echo "$ip : [0], 84 bytes, 0.05 ms (0.05 avg, 0% loss)"; done
+count=$(echo "$all" | sed -n 's/.*-C \\([0-9]*\\).*/\\1/p')
+period=$(echo "$all" | sed -n 's/.*-p \\([0-9.]*\\).*/\\1/p')
+sleep ${delayS}
+seq=0
+while [ "$seq" -lt "$count" ]; do
+  [ "$seq" -gt 0 ] && sleep $(awk "BEGIN { print $period / 1000 }")
+  for ip in \${all##* -- }; do echo "$ip : [$seq], 84 bytes, 0.05 ms (0.05 avg, 0% loss)"; done
+  seq=$((seq + 1))
+done
 `,
   );
   chmodSync(bin, 0o755);
@@ -302,6 +310,53 @@ describe('FpingEngine: held requests (confirmations, echo checks) share processe
     const runs = fake.runs().map(ipsOf);
     expect(runs).toHaveLength(3);
     expect(runs.filter((ips) => ips.includes('198.51.100.2'))).toHaveLength(2);
+  });
+
+  const reprobe = (e: FpingEngine, ip: string, index: number) =>
+    e.echo({
+      ip,
+      family: 4,
+      count: 1,
+      intervalMs: 20,
+      timeoutMs: 2000,
+      holdMs: 250,
+      burst: { index, of: 3, spacingMs: 150 },
+      signal: new AbortController().signal,
+    });
+
+  it("a confirmation burst's re-probes take their packets from one process, the bursts started together share it", async () => {
+    const fake = fakeFping(dir, 0.1);
+    const e = await engine(fake.bin, 3);
+    const t0 = performance.now();
+    const answeredAt = (p: ReturnType<typeof held>): Promise<number> =>
+      p.then((r) => {
+        expect(r.rttsMs).toEqual([0.05]);
+        return performance.now() - t0;
+      });
+    // Two paths fail together; each bursts three re-probes 150 ms apart, as the agent does.
+    const times: Promise<number>[] = [];
+    for (let i = 1; i <= 3; i++) {
+      times.push(answeredAt(reprobe(e, '198.51.100.1', i)));
+      times.push(answeredAt(reprobe(e, '198.51.100.2', i)));
+      if (i < 3) await sleep(150);
+    }
+    const at = await Promise.all(times);
+    const runs = fake.runs();
+    expect(runs.map(ipsOf)).toEqual([['198.51.100.1', '198.51.100.2']]);
+    expect([flagOf(runs[0]!, '-C'), flagOf(runs[0]!, '-p')]).toEqual([3, 150]);
+    expect(e.stats.processes).toBe(1);
+    // Each re-probe is answered by its own packet: the third ~300 ms after the first.
+    expect(at[4]! - at[0]!).toBeGreaterThan(200);
+  });
+
+  it('a re-probe that finds no packet of its burst to take (the first went elsewhere) gets its own', async () => {
+    const fake = fakeFping(dir, 0.05);
+    const e = await engine(fake.bin, 3);
+    const second = await reprobe(e, '198.51.100.3', 2);
+    expect(second.rttsMs).toEqual([0.05]);
+    const runs = fake.runs();
+    expect(runs).toHaveLength(1);
+    expect(flagOf(runs[0]!, '-C')).toBe(1);
   });
 
   it('requests not held are never capped: each idle one starts at once', async () => {

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { classifyIcmpError } from '../classify.js';
-import type { EchoReport, EchoRequest, IcmpEngine, IcmpError } from './engine.js';
+import type { EchoBurst, EchoReport, EchoRequest, IcmpEngine, IcmpError } from './engine.js';
 import { findExecutable, fitCount, killAndWait, msArg, onLines, trackChild } from './process.js';
 
 /*
@@ -197,6 +197,8 @@ export function parseFpingLine(line: string): FpingLine | undefined {
 /** One caller waiting for its target's lines. */
 interface Waiter {
   readonly count: number;
+  /** Its first packet's sequence number: 0, or its place in a burst (see `Batch.burst`). */
+  readonly seqBase: number;
   /** When it answers at the latest; a held waiter's is set when its batch starts (`arm`). */
   deadlineAt: number;
   /** Starts the waiter's deadline `timeoutMs` from `at` (once: at the request, or a held batch's start). */
@@ -219,6 +221,16 @@ interface Batch {
   readonly key: string;
   /** Held requests (`EchoRequest.holdMs`): the count of such batches running is capped. */
   readonly held: boolean;
+  /**
+   * A batch of confirmation bursts (`EchoRequest.burst`): each address gets `of` packets
+   * `spacingMs` apart, packet i for its re-probe i + 1, which claims it when it comes.
+   */
+  readonly burst?: { readonly of: number; readonly spacingMs: number };
+  /** Per address of a burst batch: the next packet a re-probe may claim. */
+  readonly claims: Map<string, number>;
+  /** Lines of burst packets not claimed yet (a re-probe a little late), per address. */
+  readonly early: Map<string, FpingLine[]>;
+  startedAt?: number;
   readonly count: number;
   readonly intervalMs: number;
   readonly packetSize: number | undefined;
@@ -307,28 +319,54 @@ export class FpingEngine implements IcmpEngine {
       req.intervalMs,
       req.timeoutMs - (held ? 0 : this.batchWindowMs) - this.startupMs,
     );
+    const wanted = req.burst;
+    const burst =
+      held && count === 1 && wanted !== undefined && wanted.of > 1 && wanted.index >= 1
+        ? wanted
+        : undefined;
     return new Promise<EchoReport>((resolve) => {
       const dontFragment = req.dontFragment === true;
-      const key = `${held ? 'held/' : ''}${count}/${req.intervalMs}/${req.packetSize ?? ''}/${dontFragment ? 'df' : ''}`;
+      const shape = `${req.packetSize ?? ''}/${dontFragment ? 'df' : ''}`;
+      const burstKey =
+        burst === undefined ? undefined : `held/burst/${burst.of}/${burst.spacingMs}/${shape}`;
       const now = performance.now();
+      // A later re-probe of a burst takes its packet from the first one's batch, if it can.
+      const claimed =
+        burst !== undefined && burst.index > 1
+          ? this.claim(burstKey!, req.ip, burst, now)
+          : undefined;
+      const key =
+        claimed !== undefined
+          ? claimed.key
+          : burst !== undefined && burst.index === 1
+            ? burstKey!
+            : `${held ? 'held/' : ''}${count}/${req.intervalMs}/${shape}`;
       const busy = now - this.lastRequestAt < this.batchWindowMs;
       this.lastRequestAt = now;
-      let batch = this.pending.get(key);
+      let batch = claimed ?? this.pending.get(key);
       // Two held requests for one address (re-probes of a burst) each get packets of their
       // own: the waiting batch leaves now, and this one opens the next.
-      if (batch !== undefined && held && batch.targets.has(req.ip)) {
+      if (claimed === undefined && batch !== undefined && held && batch.targets.has(req.ip)) {
         this.start(batch, binary);
         batch = undefined;
       }
       if (batch === undefined) {
+        const inBurst = burst !== undefined && burst.index === 1 ? burst : undefined;
         const created: Batch = {
           key,
           held,
-          count,
-          intervalMs: req.intervalMs,
+          ...(inBurst === undefined
+            ? { count, intervalMs: req.intervalMs }
+            : {
+                count: inBurst.of,
+                intervalMs: inBurst.spacingMs,
+                burst: { of: inBurst.of, spacingMs: inBurst.spacingMs },
+              }),
           packetSize: req.packetSize,
           dontFragment,
           targets: new Map(),
+          claims: new Map(),
+          early: new Map(),
           stderr: '',
         };
         if (held && this.heldRunning() >= this.maxHeldProcesses) {
@@ -346,14 +384,20 @@ export class FpingEngine implements IcmpEngine {
         batch = created;
       }
       const owner = batch;
+      // Its packet in a burst batch: the first (a new burst, or a plain request) or the claimed one.
+      const seqBase = claimed !== undefined ? burst!.index - 1 : owner.burst !== undefined ? 0 : 0;
+      if (owner.burst !== undefined) owner.claims.set(req.ip, seqBase + 1);
+      const packetOffsetMs = owner.burst === undefined ? 0 : seqBase * owner.burst.spacingMs;
       const onAbort = (): void => waiter.finish('abort');
       let deadline: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
         count,
+        seqBase,
         deadlineAt: Infinity,
         arm: (at) => {
           if (deadline !== undefined) return;
-          waiter.deadlineAt = at + req.timeoutMs;
+          // A burst's later packet leaves `packetOffsetMs` after the batch: its wait starts then.
+          waiter.deadlineAt = at + packetOffsetMs + req.timeoutMs;
           deadline = setTimeout(
             () => waiter.finish('deadline'),
             Math.max(0, waiter.deadlineAt - performance.now()),
@@ -388,18 +432,46 @@ export class FpingEngine implements IcmpEngine {
         },
       };
       if (!held) waiter.arm(now);
+      else if (owner.startedAt !== undefined) waiter.arm(owner.startedAt);
       let set = batch.targets.get(req.ip);
       if (set === undefined) batch.targets.set(req.ip, (set = new Set()));
       set.add(waiter);
+      if (claimed !== undefined) {
+        // Lines of its packet that came in before it did.
+        const early = owner.early.get(req.ip);
+        owner.early.delete(req.ip);
+        for (const line of early ?? []) this.deliver(owner, line);
+      }
       if (req.signal.aborted) {
         waiter.finish('abort');
         return;
       }
       req.signal.addEventListener('abort', onAbort, { once: true });
       // fping numbers its packets in a 16-bit space held for 10 s: keep a batch well inside it.
-      if (batch.targets.size >= Math.min(this.maxBatchTargets, Math.floor(60_000 / count)))
+      if (batch.targets.size >= Math.min(this.maxBatchTargets, Math.floor(60_000 / batch.count)))
         this.start(batch, binary);
     });
+  }
+
+  /**
+   * The burst batch (pending, or running with the packet not long gone) whose packet
+   * `burst.index - 1` for `ip` no re-probe has claimed yet, or undefined.
+   */
+  private claim(key: string, ip: string, burst: EchoBurst, now: number): Batch | undefined {
+    const seq = burst.index - 1;
+    for (const b of [...this.pending.values(), ...this.running]) {
+      if (b.key !== key || b.burst === undefined || seq >= b.burst.of) continue;
+      const next = b.claims.get(ip);
+      if (next === undefined || next > seq) continue;
+      // Left more than a spacing ago (this re-probe is very late): a packet of its own instead.
+      if (
+        b.startedAt !== undefined &&
+        b.startedAt + seq * b.burst.spacingMs < now - b.burst.spacingMs
+      )
+        continue;
+      return b;
+    }
+    return undefined;
   }
 
   /** Processes running now for held requests. */
@@ -419,10 +491,9 @@ export class FpingEngine implements IcmpEngine {
     batch.cancelStart?.();
     if (this.pending.get(batch.key) === batch) this.pending.delete(batch.key);
     if (batch.targets.size === 0 || batch.child !== undefined) return;
-    if (batch.held) {
-      const at = performance.now();
-      for (const set of batch.targets.values()) for (const w of set) w.arm(at);
-    }
+    batch.startedAt = performance.now();
+    if (batch.held)
+      for (const set of batch.targets.values()) for (const w of set) w.arm(batch.startedAt);
     const ips = [...batch.targets.keys()];
     // Spread each round over a quarter of the interval: fping's default 10 ms between any two
     // packets would take 2 s for 200 targets, and fewer wake-ups cost fping less CPU.
@@ -439,7 +510,8 @@ export class FpingEngine implements IcmpEngine {
         leftMs -
           this.startupMs -
           spacingMs * (ips.length - 1) -
-          (batch.count - 1) * batch.intervalMs,
+          // Each packet of a burst is one re-probe's, with a wait of its own.
+          (batch.burst === undefined ? (batch.count - 1) * batch.intervalMs : 0),
       ),
     );
     const args = [
@@ -492,10 +564,35 @@ export class FpingEngine implements IcmpEngine {
   private onLine(batch: Batch, line: string): boolean {
     const parsed = parseFpingLine(line);
     if (parsed === undefined) return false;
+    this.deliver(batch, parsed);
+    return true;
+  }
+
+  private deliver(batch: Batch, parsed: FpingLine): void {
     const set = batch.targets.get(parsed.host);
-    if (set === undefined) return true;
+    if (batch.burst !== undefined) {
+      // A line no waiter takes may be a packet a re-probe has yet to claim: kept for it.
+      const seq = parsed.kind === 'icmp' ? undefined : parsed.seq;
+      const taken =
+        set !== undefined &&
+        [...set].some((w) =>
+          seq === undefined
+            ? this.sentFor(batch, w)
+            : seq >= w.seqBase && seq < w.seqBase + w.count,
+        );
+      const next = batch.claims.get(parsed.host);
+      if (!taken && next !== undefined && (seq === undefined || seq >= next)) {
+        let early = batch.early.get(parsed.host);
+        if (early === undefined) batch.early.set(parsed.host, (early = []));
+        if (early.length < 16) early.push(parsed);
+        return;
+      }
+    }
+    if (set === undefined) return;
     for (const w of [...set]) {
       if (parsed.kind === 'icmp') {
+        // In a burst, an ICMP error (it names no sequence) is for a packet already sent.
+        if (batch.burst !== undefined && !this.sentFor(batch, w)) continue;
         w.errors.push(parsed.error);
         const { family, type, code } = parsed.error;
         if (classifyIcmpError(family, type, code) === undefined) continue;
@@ -505,17 +602,38 @@ export class FpingEngine implements IcmpEngine {
         if (w.replies + w.lostToErrors >= w.count) w.finish('complete');
         continue;
       }
-      if (parsed.seq >= w.count || w.rtts[parsed.seq] !== undefined) continue;
-      w.rtts[parsed.seq] = parsed.kind === 'reply' ? parsed.rttMs : null;
+      const i = parsed.seq - w.seqBase;
+      if (i < 0 || i >= w.count || w.rtts[i] !== undefined) continue;
+      w.rtts[i] = parsed.kind === 'reply' ? parsed.rttMs : null;
       w.settled++;
       if (parsed.kind === 'reply') w.replies++;
       if (w.settled >= w.count) w.finish('complete');
     }
-    return true;
   }
 
-  // A running batch whose callers have all gone has nothing left to say.
+  /** Whether a burst waiter's packet has left (its batch started that long ago). */
+  private sentFor(batch: Batch, w: Waiter): boolean {
+    return (
+      batch.startedAt !== undefined &&
+      performance.now() >= batch.startedAt + w.seqBase * (batch.burst?.spacingMs ?? 0)
+    );
+  }
+
+  // A running batch whose callers have all gone has nothing left to say — but a burst
+  // batch's later packets, until their re-probes could still claim them.
   private retire(batch: Batch): void {
+    if (batch.child !== undefined && batch.burst !== undefined && batch.startedAt !== undefined) {
+      const { of, spacingMs } = batch.burst;
+      const unclaimed = [...batch.claims.values()].some((next) => next < of);
+      const lastClaimAt = batch.startedAt + of * spacingMs;
+      const waitMs = lastClaimAt - performance.now();
+      if (unclaimed && waitMs > 0) {
+        setTimeout(() => {
+          if (batch.targets.size === 0) this.retire(batch);
+        }, waitMs).unref();
+        return;
+      }
+    }
     if (batch.child !== undefined) {
       void killAndWait(batch.child);
     } else {
