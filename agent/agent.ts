@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { listenError } from '../lib/listen-error.js';
 import { echoKinds, probeDefinition, probeKinds, probeRegistry } from '../probes/registry.js';
-import type { ProbeDefinition, ScheduledTarget } from '../probes/types.js';
+import type { ProbeContext, ProbeDefinition, ScheduledTarget } from '../probes/types.js';
 import { nowEchoSpacingMs } from '../probes/icmp/echo.js';
 import { runProbe } from '../probes/run.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
@@ -46,6 +46,17 @@ interface PathState {
   signature: string;
   adaptive: AdaptiveTimeout;
 }
+
+/**
+ * Runs one probe of a path: `now` out of schedule, `burst` as re-probe `index` of a
+ * confirmation burst (see ProbeContext).
+ */
+type ProbeFn = (
+  timeoutMs: number,
+  signal: AbortSignal,
+  now?: boolean,
+  burst?: ProbeContext['burst'],
+) => Promise<ProbeResult>;
 
 /** Options of {@link Agent.start}. */
 export interface AgentStartOptions {
@@ -264,13 +275,14 @@ export class Agent {
   private job(t: ResolvedTarget): Job {
     const def = probeDefinition(t.kind);
     const base = { id: t.name, timeoutMs: t.timeoutMs };
-    const probe = (timeoutMs: number, signal: AbortSignal, now = false): Promise<ProbeResult> =>
+    const probe: ProbeFn = (timeoutMs, signal, now = false, burst) =>
       runProbe(def, t.target, t.options, {
         agent: this.config.agent.name,
         seq: ++this.seq,
         timeoutMs,
         signal,
         ...(now ? { now } : {}),
+        ...(now && burst !== undefined ? { burst } : {}),
       });
     const run = async (signal: AbortSignal): Promise<void> => {
       const state = this.pathState(t);
@@ -308,7 +320,7 @@ export class Agent {
   private async round(
     state: PathState,
     t: ResolvedTarget,
-    probe: (timeoutMs: number, signal: AbortSignal, now?: boolean) => Promise<ProbeResult>,
+    probe: ProbeFn,
     signal: AbortSignal,
     check = false,
   ): Promise<void> {
@@ -436,7 +448,7 @@ export class Agent {
     state: PathState,
     t: ResolvedTarget,
     count: number,
-    probe: (timeoutMs: number, signal: AbortSignal, now?: boolean) => Promise<ProbeResult>,
+    probe: ProbeFn,
     signal: AbortSignal,
   ): Promise<void> {
     const { spacingMs } = this.config.defaults.confirm;
@@ -451,7 +463,7 @@ export class Agent {
         const waitMs = t0 + (i - 1) * spacingMs - performance.now();
         if (waitMs > 0) await sleep(waitMs, undefined, { signal });
         this.confirmCounts.probes++;
-        started.push(probe(timeoutMs, signal, true));
+        started.push(probe(timeoutMs, signal, true, { index: i, of: count, spacingMs }));
       }
     } catch {
       // Aborted by stop(): the re-probes started still finish and are recorded below.

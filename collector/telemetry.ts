@@ -9,12 +9,8 @@ import {
   type MetricDescriptor,
   type MetricProducer,
 } from '@opentelemetry/sdk-metrics';
-import {
-  descriptor,
-  MetricsPipeline,
-  PrometheusText,
-  type TelemetryLogger,
-} from '../lib/telemetry.js';
+import { descriptor, PrometheusText, type TelemetryLogger } from '../lib/telemetry.js';
+import { MetricsPipeline } from '../lib/telemetry-pipeline.js';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import type { AlertView } from './alerts.js';
 import type { IncidentEventType } from './incidents.js';

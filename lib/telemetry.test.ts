@@ -1,5 +1,14 @@
+import {
+  defaultResource,
+  detectResources,
+  envDetector,
+  resourceFromAttributes,
+} from '@opentelemetry/resources';
 import { describe, expect, it } from 'vitest';
-import { ExportWatch, type TelemetryLogger } from './telemetry.js';
+import { isolateOtelEnv } from '../test/helpers/otel-env.js';
+import { ExportWatch, resourceAttributes, type TelemetryLogger } from './telemetry.js';
+
+isolateOtelEnv();
 
 type ExportResult = Parameters<ExportWatch['onResult']>[0];
 const ok = { code: 0 } as ExportResult;
@@ -61,5 +70,37 @@ describe('ExportWatch', () => {
     w.onResult(failed('HTTP 503'));
     expect(logs).toHaveLength(4);
     expect(w.lastError).toBe('HTTP 503');
+  });
+});
+
+describe('resourceAttributes (the OTel resource without the SDK)', () => {
+  const own = {
+    serviceName: 'faultline-agent',
+    serviceVersion: '1.2.3',
+    resource: { 'host.name': 'h', 'faultline.agent': 'a1', 'faultline.agent.label.zone': 'a' },
+  };
+  it.each([
+    [{}],
+    [{ OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=test,service.name=not-us' }],
+    [{ OTEL_RESOURCE_ATTRIBUTES: ' team = net%2Cops , ,region=eu%3Dwest', OTEL_SERVICE_NAME: 'x' }],
+    [{ OTEL_RESOURCE_ATTRIBUTES: 'host.name=theirs,telemetry.sdk.name=other' }],
+    // Malformed: the SDK drops the whole variable.
+    [{ OTEL_RESOURCE_ATTRIBUTES: 'ok=1,broken' }],
+    [{ OTEL_RESOURCE_ATTRIBUTES: 'ok=1,a=b=c' }],
+    [{ OTEL_RESOURCE_ATTRIBUTES: 'ok=1,bad=%E0%A4%A' }],
+    [{ OTEL_RESOURCE_ATTRIBUTES: `ok=1,long=${'v'.repeat(256)}` }],
+    [{ OTEL_RESOURCE_ATTRIBUTES: '   ', OTEL_SERVICE_NAME: ' ' }],
+  ])('%j: the attributes the SDK gives, in its order', (env: Record<string, string>) => {
+    Object.assign(process.env, env);
+    const sdk = defaultResource()
+      .merge(detectResources({ detectors: [envDetector] }))
+      .merge(
+        resourceFromAttributes({
+          'service.name': own.serviceName,
+          'service.version': own.serviceVersion,
+          ...own.resource,
+        }),
+      );
+    expect(Object.entries(resourceAttributes(own, env))).toEqual(Object.entries(sdk.attributes));
   });
 });

@@ -1,58 +1,39 @@
 import { createRequire } from 'node:module';
-import { ValueType, type Attributes, type Meter } from '@opentelemetry/api';
-import type { OTLPMetricExporter as OtlpJsonMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
-import type { OTLPMetricExporter as OtlpProtobufMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
-import {
-  defaultResource,
-  detectResources,
-  envDetector,
-  resourceFromAttributes,
-} from '@opentelemetry/resources';
-import {
+import type { Attributes, Meter, ValueType } from '@opentelemetry/api';
+import type {
+  AggregationTemporality,
   DataPointType,
-  MeterProvider,
-  MetricReader,
-  PeriodicExportingMetricReader,
-  type MetricData,
-  type MetricDescriptor,
-  type MetricProducer,
-  type PushMetricExporter,
-  type ResourceMetrics,
+  MetricData,
+  MetricDescriptor,
+  PushMetricExporter,
+  ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { ConfigError } from './errors.js';
+
+/*
+ * The SDK-free half of the telemetry the agent and the collector share: OTLP push settings
+ * from the standard OTEL_* environment, the OTel resource's attributes, the Prometheus text
+ * writer and the watch on OTLP exports. Nothing here loads the OpenTelemetry SDK (only its
+ * types): an agent that is scraped and never pushes does not carry it (~4 MB of live heap).
+ * The SDK's MeterProvider and readers are in `telemetry-pipeline.ts`.
+ */
 
 // The semantic-conventions package would load its thousands of constants for these two.
 const ATTR_SERVICE_NAME = 'service.name';
 const ATTR_SERVICE_VERSION = 'service.version';
 
-/**
- * The OTLP exporters (and protobufjs behind one of them) are loaded only by a process that
- * pushes: most agents are scraped and never do, and they cost ~8 MB of memory each. They are
- * CommonJS packages (no `exports` map), so `import` loads the same module as this.
- */
-const loadCommonJs = createRequire(import.meta.url);
-function otlpExporter(protocol: OtlpPushSettings['protocol']): PushMetricExporter {
-  if (protocol === 'http/json') {
-    const m = loadCommonJs('@opentelemetry/exporter-metrics-otlp-http') as {
-      OTLPMetricExporter: typeof OtlpJsonMetricExporter;
-    };
-    return new m.OTLPMetricExporter();
-  }
-  const m = loadCommonJs('@opentelemetry/exporter-metrics-otlp-proto') as {
-    OTLPMetricExporter: typeof OtlpProtobufMetricExporter;
-  };
-  return new m.OTLPMetricExporter();
-}
-
-/** The pull side: collected on demand by the daemon's own `/metrics` route. */
-class PullMetricReader extends MetricReader {
-  protected onForceFlush(): Promise<void> {
-    return Promise.resolve();
-  }
-  protected onShutdown(): Promise<void> {
-    return Promise.resolve();
-  }
-}
+/** The SDK's enums, by value: importing them would load the SDK. */
+export const dataPointTypes = {
+  HISTOGRAM: 0 as DataPointType.HISTOGRAM,
+  EXPONENTIAL_HISTOGRAM: 1 as DataPointType.EXPONENTIAL_HISTOGRAM,
+  GAUGE: 2 as DataPointType.GAUGE,
+  SUM: 3 as DataPointType.SUM,
+} as const;
+export const aggregationTemporalities = {
+  DELTA: 0 as AggregationTemporality.DELTA,
+  CUMULATIVE: 1 as AggregationTemporality.CUMULATIVE,
+} as const;
+export const valueTypes = { INT: 0 as ValueType.INT, DOUBLE: 1 as ValueType.DOUBLE } as const;
 
 /**
  * The OpenTelemetry metrics plumbing the agent and the collector share: OTLP push settings
@@ -61,11 +42,17 @@ class PullMetricReader extends MetricReader {
  * whose failures are logged (rate-limited) and counted, and the Prometheus text writer.
  */
 
-/** What `/metrics` answers with: the Prometheus text exposition format. */
-/** A metric produced from state at collection time (not an SDK instrument): a double. */
-export function descriptor(name: string, unit: string, description: string): MetricDescriptor {
-  return { name, unit, description, valueType: ValueType.DOUBLE };
+/** A metric produced from state at collection time (not an SDK instrument): a double by default. */
+export function descriptor(
+  name: string,
+  unit: string,
+  description: string,
+  valueType: ValueType = valueTypes.DOUBLE,
+): MetricDescriptor {
+  return { name, unit, description, valueType };
 }
+
+/** What `/metrics` answers with: the Prometheus text exposition format. */
 
 export const prometheusContentType = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -148,6 +135,74 @@ export function otlpPushFromEnv(
   return { protocol, url, intervalMs, timeoutMs };
 }
 
+const loadJson = createRequire(import.meta.url);
+
+/**
+ * The OTel resource's attributes as the SDK builds them (`defaultResource()`, merged with
+ * `envDetector`'s OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME, merged with ours; a later
+ * source wins, each key keeps the place it first had in our, env, default order), for a
+ * process that does not load the SDK. A test holds it equal to the SDK's.
+ */
+export function resourceAttributes(
+  own: {
+    readonly serviceName: string;
+    readonly serviceVersion: string;
+    readonly resource: Attributes;
+  },
+  env: NodeJS.ProcessEnv = process.env,
+): Attributes {
+  const sdkVersion = (loadJson('@opentelemetry/core/package.json') as { version: string }).version;
+  const defaults: Attributes = {
+    [ATTR_SERVICE_NAME]: process.argv0 ? `unknown_service:${process.argv0}` : 'unknown_service',
+    'telemetry.sdk.language': 'nodejs',
+    'telemetry.sdk.name': 'opentelemetry',
+    'telemetry.sdk.version': sdkVersion,
+  };
+  const fromEnv: Attributes = {};
+  const present = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === '' ? undefined : v;
+  };
+  const raw = present('OTEL_RESOURCE_ATTRIBUTES');
+  if (raw !== undefined) Object.assign(fromEnv, parseResourceAttributes(raw));
+  const serviceName = present('OTEL_SERVICE_NAME');
+  if (serviceName !== undefined) fromEnv[ATTR_SERVICE_NAME] = serviceName;
+  const merged: Attributes = {
+    [ATTR_SERVICE_NAME]: own.serviceName,
+    [ATTR_SERVICE_VERSION]: own.serviceVersion,
+    ...own.resource,
+  };
+  for (const source of [fromEnv, defaults])
+    for (const [k, v] of Object.entries(source)) if (!(k in merged)) merged[k] = v;
+  return merged;
+}
+
+/**
+ * OTEL_RESOURCE_ATTRIBUTES (`k=v,k2=v2`, percent-encoded) as the SDK's envDetector reads it:
+ * on any malformed entry the whole variable is ignored.
+ */
+function parseResourceAttributes(raw: string): Attributes {
+  const out: Attributes = {};
+  for (const entry of raw.split(',')) {
+    if (entry.trim() === '') continue;
+    const pair = entry.split('=');
+    if (pair.length !== 2) return {};
+    const key = pair[0]!.trim();
+    if (key === '') return {};
+    let k: string;
+    let v: string;
+    try {
+      k = decodeURIComponent(key);
+      v = decodeURIComponent(pair[1]!.trim());
+    } catch {
+      return {};
+    }
+    if (k.length > 255 || v.length > 255) return {};
+    out[k] = v;
+  }
+  return out;
+}
+
 /** Where export failures are logged: the part of a pino logger used here. */
 export interface TelemetryLogger {
   info(obj: object, msg: string): void;
@@ -155,36 +210,9 @@ export interface TelemetryLogger {
   debug(obj: object, msg: string): void;
 }
 
-type ExportResult = Parameters<Parameters<PushMetricExporter['export']>[1]>[0];
+export type ExportResult = Parameters<Parameters<PushMetricExporter['export']>[1]>[0];
 // ExportResultCode.SUCCESS, without importing @opentelemetry/core (not a direct dependency).
 const exportSucceeded = 0 as ExportResult['code'];
-
-/** Passes exports through and tells the owner how each ended (the SDK only logs to `diag`). */
-class ObservedExporter implements PushMetricExporter {
-  constructor(
-    private readonly inner: PushMetricExporter,
-    private readonly onResult: (result: ExportResult) => void,
-  ) {
-    if (inner.selectAggregationTemporality)
-      this.selectAggregationTemporality = inner.selectAggregationTemporality.bind(inner);
-    if (inner.selectAggregation) this.selectAggregation = inner.selectAggregation.bind(inner);
-  }
-  readonly selectAggregationTemporality?: PushMetricExporter['selectAggregationTemporality'];
-  readonly selectAggregation?: PushMetricExporter['selectAggregation'];
-
-  export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
-    this.inner.export(metrics, (result) => {
-      this.onResult(result);
-      resultCallback(result);
-    });
-  }
-  forceFlush(): Promise<void> {
-    return this.inner.forceFlush();
-  }
-  shutdown(): Promise<void> {
-    return this.inner.shutdown();
-  }
-}
 
 const unitSuffixes: Readonly<Record<string, string>> = {
   s: 'seconds',
@@ -202,7 +230,7 @@ export function prometheusName(metric: Pick<MetricData, 'descriptor' | 'dataPoin
   let name = metric.descriptor.name.replace(/[^a-zA-Z0-9_]/g, '_').replace(/_{2,}/g, '_');
   const unit = metric.descriptor.unit;
   const suffix =
-    unit === '1' && metric.dataPointType === DataPointType.GAUGE ? 'ratio' : unitSuffixes[unit];
+    unit === '1' && metric.dataPointType === dataPointTypes.GAUGE ? 'ratio' : unitSuffixes[unit];
   if (suffix !== undefined && !name.endsWith(`_${suffix}`)) name += `_${suffix}`;
   return name;
 }
@@ -230,10 +258,15 @@ export class PrometheusText {
 
   /** target_info and the metrics of a collection (the SDK instruments). */
   render(rm: ResourceMetrics): string {
-    const resource = this.labelsOf(rm.resource.attributes);
-    let out = `# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info${resource === '' ? '' : `{${resource}}`} 1\n`;
+    let out = this.targetInfo(rm.resource.attributes);
     for (const sm of rm.scopeMetrics) for (const md of sm.metrics) out += this.metric(md);
     return out;
+  }
+
+  /** The `target_info` family: the OTel resource's attributes as labels. */
+  targetInfo(resource: Attributes): string {
+    const labels = this.labelsOf(resource);
+    return `# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info${labels === '' ? '' : `{${labels}}`} 1\n`;
   }
 
   /** A family's Prometheus name and its `# HELP` and `# TYPE` lines. */
@@ -243,11 +276,11 @@ export class PrometheusText {
   } {
     const name = this.name(md);
     const type =
-      md.dataPointType === DataPointType.HISTOGRAM
+      md.dataPointType === dataPointTypes.HISTOGRAM
         ? 'histogram'
-        : md.dataPointType === DataPointType.SUM && md.isMonotonic === true
+        : md.dataPointType === dataPointTypes.SUM && md.isMonotonic === true
           ? 'counter'
-          : md.dataPointType === DataPointType.EXPONENTIAL_HISTOGRAM
+          : md.dataPointType === dataPointTypes.EXPONENTIAL_HISTOGRAM
             ? 'untyped'
             : 'gauge';
     const head = `# HELP ${name} ${escapeHelp(md.descriptor.description || md.descriptor.name)}\n# TYPE ${name} ${type}\n`;
@@ -285,7 +318,7 @@ export class PrometheusText {
   private metric(md: MetricData): string {
     const { name, head } = this.family(md);
     let out = head;
-    if (md.dataPointType === DataPointType.HISTOGRAM) {
+    if (md.dataPointType === dataPointTypes.HISTOGRAM) {
       for (const dp of md.dataPoints) {
         const h = dp.value;
         out += this.histogram(
@@ -297,7 +330,10 @@ export class PrometheusText {
           h.count,
         );
       }
-    } else if (md.dataPointType === DataPointType.SUM || md.dataPointType === DataPointType.GAUGE) {
+    } else if (
+      md.dataPointType === dataPointTypes.SUM ||
+      md.dataPointType === dataPointTypes.GAUGE
+    ) {
       for (const dp of md.dataPoints) out += this.sample(name, dp.attributes, dp.value);
     }
     return out;
@@ -306,7 +342,7 @@ export class PrometheusText {
   private name(
     md: Pick<MetricData, 'descriptor' | 'dataPointType'> & { isMonotonic?: boolean },
   ): string {
-    const monotonic = md.dataPointType === DataPointType.SUM && md.isMonotonic === true;
+    const monotonic = md.dataPointType === dataPointTypes.SUM && md.isMonotonic === true;
     const key = `${md.descriptor.name}\u0000${md.descriptor.unit}\u0000${md.dataPointType}\u0000${monotonic}`;
     let name = this.names.get(key);
     if (name === undefined) {
@@ -340,6 +376,13 @@ export class PrometheusText {
     return s;
   }
 }
+
+/** `faultline.otlp.exports{outcome}`: see {@link ExportWatch}. */
+export const otlpExportsMetric = descriptor(
+  'faultline.otlp.exports',
+  '{export}',
+  'OTLP metric exports by outcome (success, failure); a failure is also logged, at most once a minute while it lasts.',
+);
 
 /** Failures after the first are logged again at most this often (with how many there were). */
 export const exportFailureLogEveryMs = 60_000;
@@ -398,10 +441,9 @@ export class ExportWatch {
 
   /** Adds `faultline.otlp.exports{outcome}` to `meter`, with `attributes` on both series. */
   instrument(meter: Meter, attributes: Attributes = {}): void {
-    const exports = meter.createObservableCounter('faultline.otlp.exports', {
-      unit: '{export}',
-      description:
-        'OTLP metric exports by outcome (success, failure); a failure is also logged, at most once a minute while it lasts.',
+    const exports = meter.createObservableCounter(otlpExportsMetric.name, {
+      unit: otlpExportsMetric.unit,
+      description: otlpExportsMetric.description,
     });
     const success = { ...attributes, outcome: 'success' };
     const failure = { ...attributes, outcome: 'failure' };
@@ -409,88 +451,5 @@ export class ExportWatch {
       o.observe(this.successes, success);
       o.observe(this.failures, failure);
     });
-  }
-}
-
-/** Who is exporting: the OTel resource and instrumentation scope. */
-export interface MetricsPipelineOptions {
-  /** `service.name` (faultline-agent, faultline-collector) and the scope name. */
-  readonly serviceName: string;
-  readonly serviceVersion: string;
-  /** More resource attributes (host.name, faultline.agent…); they win over OTEL_RESOURCE_ATTRIBUTES. */
-  readonly resource: Attributes;
-  /** Series built at collection time for the OTLP push (not SDK instruments). */
-  readonly otlpProducers?: readonly MetricProducer[];
-  /** Series built at collection time for `/metrics` (the agent renders its own instead). */
-  readonly prometheusProducers?: readonly MetricProducer[];
-  /** Export failures and recoveries are logged here (see {@link ExportWatch}). */
-  readonly logger?: TelemetryLogger;
-  /** The environment OTLP settings are read from (default process.env). */
-  readonly env?: NodeJS.ProcessEnv;
-}
-
-/**
- * One MeterProvider with a Prometheus reader (collected by `collectPrometheus`, for the
- * daemon's own `/metrics` route; the exporter's own HTTP server is not started) and, when
- * OTEL_EXPORTER_OTLP_* is set, an OTLP/HTTP push reader watched by an {@link ExportWatch}.
- * Throws ConfigError when the environment asks for something unsupported (gRPC).
- */
-export class MetricsPipeline {
-  /** OTLP push settings, or undefined when the environment configures none. */
-  readonly otlp: OtlpPushSettings | undefined;
-  /** The outcome of the OTLP exports (undefined without push). */
-  readonly exports: ExportWatch | undefined;
-  readonly meter: Meter;
-  readonly resource: ResourceMetrics['resource'];
-  readonly scope: { readonly name: string; readonly version: string };
-  private readonly provider: MeterProvider;
-  private readonly prometheus: PullMetricReader;
-
-  constructor(options: MetricsPipelineOptions) {
-    this.otlp = otlpPushFromEnv(options.env);
-    this.scope = { name: options.serviceName, version: options.serviceVersion };
-    // OTEL_RESOURCE_ATTRIBUTES (e.g. deployment.environment) is honoured; our identity wins over it.
-    this.resource = defaultResource()
-      .merge(detectResources({ detectors: [envDetector] }))
-      .merge(
-        resourceFromAttributes({
-          [ATTR_SERVICE_NAME]: options.serviceName,
-          [ATTR_SERVICE_VERSION]: options.serviceVersion,
-          ...options.resource,
-        }),
-      );
-    this.prometheus = new PullMetricReader({
-      metricProducers: [...(options.prometheusProducers ?? [])],
-    });
-    const readers: MetricReader[] = [this.prometheus];
-    if (this.otlp !== undefined) {
-      // Both exporters read endpoint, headers, timeout, compression and certificates from the environment.
-      const inner = otlpExporter(this.otlp.protocol);
-      const watch = new ExportWatch(this.otlp.url, options.logger);
-      this.exports = watch;
-      readers.push(
-        new PeriodicExportingMetricReader({
-          exporter: new ObservedExporter(inner, (result) => watch.onResult(result)),
-          exportIntervalMillis: this.otlp.intervalMs,
-          exportTimeoutMillis: this.otlp.timeoutMs,
-          metricProducers: [...(options.otlpProducers ?? [])],
-        }),
-      );
-    }
-    this.provider = new MeterProvider({ resource: this.resource, readers });
-    this.meter = this.provider.getMeter(this.scope.name, this.scope.version);
-  }
-
-  /** What the Prometheus reader collects now: SDK instruments and `prometheusProducers`. */
-  async collectPrometheus(): Promise<{
-    resourceMetrics: ResourceMetrics;
-    errors: unknown[];
-  }> {
-    return this.prometheus.collect();
-  }
-
-  /** Pushes what is left (the final OTLP export) and shuts the readers down. */
-  shutdown(timeoutMs: number): Promise<void> {
-    return this.provider.shutdown({ timeoutMillis: timeoutMs });
   }
 }

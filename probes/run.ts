@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { FaultlineError } from '../lib/errors.js';
 import type { ProbeResult } from '../wire/result.js';
-import type { ProbeDefinition, ProbeOutcome, Target } from './types.js';
+import type { ProbeContext, ProbeDefinition, ProbeOutcome, Target } from './types.js';
 
 /** Who runs a probe, and when it must be done. */
 export interface RunOptions {
@@ -13,6 +13,8 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** See ProbeContext.now. */
   readonly now?: boolean;
+  /** See ProbeContext.burst. */
+  readonly burst?: ProbeContext['burst'];
 }
 
 // A probe gets this long beyond its own timeout before the runner gives up on it: a probe
@@ -82,6 +84,7 @@ export async function runProbe<O>(
         timeoutMs: run.timeoutMs,
         signal: run.signal ?? neverAborted,
         ...(run.now === true ? { now: true } : {}),
+        ...(run.now === true && run.burst !== undefined ? { burst: run.burst } : {}),
       }),
       overrun,
     ]);

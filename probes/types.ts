@@ -36,6 +36,11 @@ export interface ProbeContext {
    * sends its packets at once instead of waiting for the engine's next round.
    */
   readonly now?: boolean;
+  /**
+   * With `now`: this probe is re-probe `index` of a confirmation burst of `of`, `spacingMs`
+   * apart (an echo engine may send the whole burst's packets from one process).
+   */
+  readonly burst?: { readonly index: number; readonly of: number; readonly spacingMs: number };
 }
 
 /** What a probe's `run` returns; `runProbe` adds identity, sequence and wall-clock time. */

@@ -1,6 +1,11 @@
-import { ValueType, type Attributes, type Meter } from '@opentelemetry/api';
+import type { Attributes } from '@opentelemetry/api';
 import type { MetricDescriptor } from '@opentelemetry/sdk-metrics';
-import { descriptor } from '../../lib/telemetry.js';
+import {
+  descriptor,
+  otlpExportsMetric,
+  valueTypes,
+  type ExportWatch,
+} from '../../lib/telemetry.js';
 import type { KindMetric } from '../../probes/types.js';
 
 /*
@@ -159,7 +164,7 @@ export interface ConfirmStats {
   readonly budget: number;
 }
 
-/** Where the agent-level instruments read their values at each collection. */
+/** Where the agent-level series read their values at each collection. */
 export interface AgentInstrumentSources {
   /** `{ agent }`, the attributes of every agent-level series. */
   readonly agentAttrs: Attributes;
@@ -170,136 +175,170 @@ export interface AgentInstrumentSources {
   inFlight(): number;
   delivery(): DeliveryStats | undefined;
   confirm(): ConfirmStats | undefined;
+  /** The OTLP exports' outcomes (an agent that pushes). */
+  readonly exports: ExportWatch | undefined;
+}
+
+const INT = valueTypes.INT;
+
+/** The agent-level metrics (probe counts, in-flight, RSS, report delivery, confirmation bursts). */
+export const agentMetrics = {
+  probes: descriptor(
+    'faultline.agent.probes',
+    '{probe}',
+    'Probes by outcome: started, completed, skipped (previous still running), error (the probe itself failed).',
+  ),
+  inFlight: descriptor('faultline.agent.probes.in_flight', '{probe}', 'Probes running now.'),
+  rss: descriptor(
+    'faultline.agent.memory.rss',
+    'By',
+    'Resident set size of the agent process.',
+    INT,
+  ),
+  spoolBatches: descriptor(
+    'faultline.agent.spool.batches',
+    '{batch}',
+    'Report batches in the spool, waiting for the collector.',
+    INT,
+  ),
+  spoolBytes: descriptor(
+    'faultline.agent.spool.size',
+    'By',
+    'Bytes of the spooled report batches on disk (compressed).',
+    INT,
+  ),
+  lag: descriptor(
+    'faultline.agent.delivery.lag',
+    's',
+    'Age of the oldest report batch not yet acknowledged (0 when none waits).',
+  ),
+  ackedSeq: descriptor(
+    'faultline.agent.reports.acked_seq',
+    '{seq}',
+    'Highest report batch seq the collector acknowledged.',
+    INT,
+  ),
+  rejected: descriptor(
+    'faultline.agent.reports.rejected',
+    '{batch}',
+    'Report batches the collector refused as bad (moved to spool/rejected/).',
+    INT,
+  ),
+  dropped: descriptor(
+    'faultline.agent.reports.dropped',
+    '{batch}',
+    'Report batches dropped by the spool bounds (declared to the collector).',
+    INT,
+  ),
+  implausible: descriptor(
+    'faultline.agent.implausible_acks',
+    '{ack}',
+    'Acks whose acceptedSeq is above every seq this agent spooled: refused, the batch kept.',
+    INT,
+  ),
+  refusals: descriptor(
+    'faultline.agent.reports.seq_refusals',
+    '{reply}',
+    'Replies refusing the sequence or identity (seq gap/implausible, conflict, forbidden, enrol required): the batch kept.',
+    INT,
+  ),
+  enrol: descriptor(
+    'faultline.agent.enrol.state',
+    '{state}',
+    'Where the credential in use came from: 1 for the current state (none, saved, enrolled, direct).',
+    INT,
+  ),
+  confirmBursts: descriptor(
+    'faultline.agent.confirm.bursts',
+    '{burst}',
+    'Confirmation bursts started: a path changed class and was re-probed at once.',
+    INT,
+  ),
+  confirmProbes: descriptor(
+    'faultline.agent.confirm.probes',
+    '{probe}',
+    'Re-probes run by confirmation bursts (beyond the regular schedule).',
+    INT,
+  ),
+  confirmSkipped: descriptor(
+    'faultline.agent.confirm.skipped',
+    '{burst}',
+    "Changes of class not confirmed by a burst because the agent's budget of extra probes was spent; the collector confirms them round by round.",
+    INT,
+  ),
+  confirmBudget: descriptor(
+    'faultline.agent.confirm.budget',
+    '{probe}',
+    'Re-probes the budget of confirmation bursts holds now.',
+  ),
+};
+
+const enrolStates = ['none', 'saved', 'enrolled', 'direct'] as const;
+
+/** Where `visitAgent` writes: the gauge and counter half of a `SeriesSink` (series.ts). */
+export interface AgentSeriesSink {
+  gauge(d: MetricDescriptor, value: number, attributes: Attributes): void;
+  counter(d: MetricDescriptor, value: number, attributes: Attributes): void;
 }
 
 /**
- * The agent-level instruments (probe counts, in-flight, RSS, report delivery, confirmation
- * bursts): ordinary observable SDK instruments on `meter`, read from `read` at collection.
+ * Every agent-level series, read from `read` now: the one definition both exports share
+ * (Prometheus text and OTLP), as `visitPath` is for a path's. Built by the agent itself
+ * rather than as SDK instruments, so that an agent that does not push never loads the SDK.
+ * Attribute sets per collector and enrol state are cached on `cache` (built once, not per
+ * collection: the text writer renders a label set once per object).
  */
-export function registerAgentInstruments(meter: Meter, read: AgentInstrumentSources): void {
-  const probes = meter.createObservableCounter('faultline.agent.probes', {
-    unit: '{probe}',
-    description:
-      'Probes by outcome: started, completed, skipped (previous still running), error (the probe itself failed).',
-  });
-  const inFlight = meter.createObservableGauge('faultline.agent.probes.in_flight', {
-    unit: '{probe}',
-    description: 'Probes running now.',
-  });
-  const rss = meter.createObservableGauge('faultline.agent.memory.rss', {
-    unit: 'By',
-    description: 'Resident set size of the agent process.',
-    valueType: ValueType.INT,
-  });
-  const delivery = {
-    spoolBatches: meter.createObservableGauge('faultline.agent.spool.batches', {
-      unit: '{batch}',
-      description: 'Report batches in the spool, waiting for the collector.',
-      valueType: ValueType.INT,
-    }),
-    spoolBytes: meter.createObservableGauge('faultline.agent.spool.size', {
-      unit: 'By',
-      description: 'Bytes of the spooled report batches on disk (compressed).',
-      valueType: ValueType.INT,
-    }),
-    lag: meter.createObservableGauge('faultline.agent.delivery.lag', {
-      unit: 's',
-      description: 'Age of the oldest report batch not yet acknowledged (0 when none waits).',
-    }),
-    ackedSeq: meter.createObservableGauge('faultline.agent.reports.acked_seq', {
-      unit: '{seq}',
-      description: 'Highest report batch seq the collector acknowledged.',
-      valueType: ValueType.INT,
-    }),
-    rejected: meter.createObservableCounter('faultline.agent.reports.rejected', {
-      unit: '{batch}',
-      description: 'Report batches the collector refused as bad (moved to spool/rejected/).',
-      valueType: ValueType.INT,
-    }),
-    dropped: meter.createObservableCounter('faultline.agent.reports.dropped', {
-      unit: '{batch}',
-      description: 'Report batches dropped by the spool bounds (declared to the collector).',
-      valueType: ValueType.INT,
-    }),
-    implausible: meter.createObservableCounter('faultline.agent.implausible_acks', {
-      unit: '{ack}',
-      description:
-        'Acks whose acceptedSeq is above every seq this agent spooled: refused, the batch kept.',
-      valueType: ValueType.INT,
-    }),
-    refusals: meter.createObservableCounter('faultline.agent.reports.seq_refusals', {
-      unit: '{reply}',
-      description:
-        'Replies refusing the sequence or identity (seq gap/implausible, conflict, forbidden, enrol required): the batch kept.',
-      valueType: ValueType.INT,
-    }),
-    enrol: meter.createObservableGauge('faultline.agent.enrol.state', {
-      unit: '{state}',
-      description:
-        'Where the credential in use came from: 1 for the current state (none, saved, enrolled, direct).',
-      valueType: ValueType.INT,
-    }),
+export function visitAgent(
+  sink: AgentSeriesSink,
+  read: AgentInstrumentSources,
+  cache: Map<string, Attributes>,
+): void {
+  const a = read.agentAttrs;
+  const attrs = (key: string, extra: Attributes): Attributes => {
+    let v = cache.get(key);
+    if (v === undefined) cache.set(key, (v = { ...a, ...extra }));
+    return v;
   };
-  meter.addBatchObservableCallback((observer) => {
-    const d = read.delivery();
-    if (d === undefined) return;
-    const a = read.agentAttrs;
-    observer.observe(delivery.spoolBatches, d.spoolBatches, a);
-    observer.observe(delivery.spoolBytes, d.spoolBytes, a);
-    observer.observe(delivery.dropped, d.dropped, a);
-    const perCollector = d.collectors?.map((c) => ({
-      ...c,
-      attrs: { ...a, collector: c.collector },
+  const w = read.exports;
+  if (w !== undefined) {
+    sink.counter(otlpExportsMetric, w.successes, attrs('o\u0000success', { outcome: 'success' }));
+    sink.counter(otlpExportsMetric, w.failures, attrs('o\u0000failure', { outcome: 'failure' }));
+  }
+  const m = agentMetrics;
+  for (let i = 0; i < probeResults.length; i++)
+    sink.counter(m.probes, read.probeCounts[i]!, read.probeAttrs[i]!);
+  sink.gauge(m.inFlight, read.inFlight(), a);
+  sink.gauge(m.rss, process.memoryUsage.rss(), a);
+
+  const d = read.delivery();
+  if (d !== undefined) {
+    sink.gauge(m.spoolBatches, d.spoolBatches, a);
+    sink.gauge(m.spoolBytes, d.spoolBytes, a);
+    // The SDK wrote a family's points in the order they were observed, collector by collector.
+    const per = (d.collectors ?? [{ ...d, collector: undefined }]).map((c) => ({
+      c,
+      attrs:
+        c.collector === undefined ? a : attrs(`c\u0000${c.collector}`, { collector: c.collector }),
     }));
-    for (const c of perCollector ?? [{ ...d, attrs: a }]) {
-      observer.observe(delivery.lag, c.lagSeconds, c.attrs);
-      observer.observe(delivery.ackedSeq, c.acceptedSeq, c.attrs);
-      observer.observe(delivery.rejected, c.rejected, c.attrs);
-      observer.observe(delivery.implausible, c.implausibleAcks, c.attrs);
-      observer.observe(delivery.refusals, c.seqRefusals, c.attrs);
-      for (const state of ['none', 'saved', 'enrolled', 'direct'])
-        observer.observe(delivery.enrol, c.enrolState === state ? 1 : 0, { ...c.attrs, state });
-    }
-  }, Object.values(delivery));
-  const confirm = {
-    bursts: meter.createObservableCounter('faultline.agent.confirm.bursts', {
-      unit: '{burst}',
-      description: 'Confirmation bursts started: a path changed class and was re-probed at once.',
-      valueType: ValueType.INT,
-    }),
-    probes: meter.createObservableCounter('faultline.agent.confirm.probes', {
-      unit: '{probe}',
-      description: 'Re-probes run by confirmation bursts (beyond the regular schedule).',
-      valueType: ValueType.INT,
-    }),
-    skipped: meter.createObservableCounter('faultline.agent.confirm.skipped', {
-      unit: '{burst}',
-      description:
-        "Changes of class not confirmed by a burst because the agent's budget of extra probes was spent; the collector confirms them round by round.",
-      valueType: ValueType.INT,
-    }),
-    budget: meter.createObservableGauge('faultline.agent.confirm.budget', {
-      unit: '{probe}',
-      description: 'Re-probes the budget of confirmation bursts holds now.',
-    }),
-  };
-  meter.addBatchObservableCallback((observer) => {
-    const c = read.confirm();
-    if (c === undefined) return;
-    const a = read.agentAttrs;
-    observer.observe(confirm.bursts, c.bursts, a);
-    observer.observe(confirm.probes, c.probes, a);
-    observer.observe(confirm.skipped, c.skipped, a);
-    observer.observe(confirm.budget, c.budget, a);
-  }, Object.values(confirm));
-  meter.addBatchObservableCallback(
-    (observer) => {
-      const counts = read.probeCounts;
-      for (let i = 0; i < probeResults.length; i++)
-        observer.observe(probes, counts[i]!, read.probeAttrs[i]);
-      observer.observe(inFlight, read.inFlight(), read.agentAttrs);
-      observer.observe(rss, process.memoryUsage.rss(), read.agentAttrs);
-    },
-    [probes, inFlight, rss],
-  );
+    for (const { c, attrs: ca } of per) sink.gauge(m.lag, c.lagSeconds, ca);
+    for (const { c, attrs: ca } of per) sink.gauge(m.ackedSeq, c.acceptedSeq, ca);
+    for (const { c, attrs: ca } of per) sink.counter(m.rejected, c.rejected, ca);
+    sink.counter(m.dropped, d.dropped, a);
+    for (const { c, attrs: ca } of per) sink.counter(m.implausible, c.implausibleAcks, ca);
+    for (const { c, attrs: ca } of per) sink.counter(m.refusals, c.seqRefusals, ca);
+    for (const { c, attrs: ca } of per)
+      for (const state of enrolStates)
+        sink.gauge(
+          m.enrol,
+          c.enrolState === state ? 1 : 0,
+          attrs(`e\u0000${c.collector ?? ''}\u0000${state}`, { ...ca, state }),
+        );
+  }
+  const c = read.confirm();
+  if (c !== undefined) {
+    sink.counter(m.confirmBursts, c.bursts, a);
+    sink.counter(m.confirmProbes, c.probes, a);
+    sink.counter(m.confirmSkipped, c.skipped, a);
+    sink.gauge(m.confirmBudget, c.budget, a);
+  }
 }

@@ -1,15 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
-import type { Attributes, Meter } from '@opentelemetry/api';
-import type { MetricProducer } from '@opentelemetry/sdk-metrics';
+import type { Attributes } from '@opentelemetry/api';
+import type { MetricProducer, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import {
-  MetricsPipeline,
+  ExportWatch,
   PrometheusText,
   otlpPushFromEnv,
   prometheusContentType,
   prometheusName,
+  resourceAttributes,
   type OtlpPushSettings,
 } from '../../lib/telemetry.js';
+import type { MetricsPipeline } from '../../lib/telemetry-pipeline.js';
 import { isProbeKind, probeRegistry } from '../../probes/registry.js';
 import { failureClasses, type ProbeResult } from '../../wire/result.js';
 import type { Logger } from '../../lib/logger.js';
@@ -20,7 +22,6 @@ import {
   phaseTimings,
   probeDurationBucketsS,
   probeResults,
-  registerAgentInstruments,
   reservedMetricLabels,
   scheduleLagBucketsS,
   SKIPPED,
@@ -29,6 +30,8 @@ import {
   type CollectorDeliveryStats,
   type ConfirmStats,
   type DeliveryStats,
+  visitAgent,
+  type AgentInstrumentSources,
 } from './catalogue.js';
 import { collectPathMetrics } from './otlp.js';
 import { renderPathText } from './prometheus.js';
@@ -43,6 +46,7 @@ import {
   type PathState,
   type ProbeInstance,
   type SeriesSelection,
+  type SeriesSink,
   type TelemetryTarget,
 } from './series.js';
 
@@ -70,6 +74,7 @@ export {
   type BlackboxSeries,
   type ProbeInstance,
   type SeriesSelection,
+  type SeriesSink,
   type TelemetryTarget,
 } from './series.js';
 
@@ -103,37 +108,45 @@ export interface TelemetryShutdown {
 }
 
 /**
- * The agent's OpenTelemetry metrics: one MeterProvider with a Prometheus reader (served by
- * the agent's own HTTP server through `metricsHandler`/`renderPrometheus`) and, when the
- * OTEL_EXPORTER_OTLP_* environment asks for it, an OTLP/HTTP push reader.
+ * The agent's metrics, written by the agent itself: `renderPrometheus`/`metricsHandler` for
+ * its `/metrics`, and, only when the OTEL_EXPORTER_OTLP_* environment asks for a push, an
+ * OpenTelemetry MeterProvider with an OTLP/HTTP push reader whose one MetricProducer hands it
+ * the same series as data points. The SDK (lib/telemetry-pipeline.ts) is imported then and
+ * only then: an agent that is scraped and never pushes does not load it (~4 MB of live heap).
  *
- * Per-path metrics are not SDK instruments: a custom MetricProducer builds them from
- * per-path state at collection time. Two reasons. (1) The SDK keeps reporting an
- * asynchronous series with its last value after a callback stops observing it, so a class
- * change or a removed target would leave stale series behind; built here, a series is
- * exactly what is current. (2) Each SDK `record()` hashes its attribute set (sort +
- * JSON.stringify, ~3 µs); here a result costs two map lookups and a few array writes.
- * Agent-level gauges (in-flight, RSS, probe counts) are ordinary observable instruments.
+ * No metric is an SDK instrument: every series is built from the agent's state at collection
+ * time (`visitAgent` for the agent-level ones, `visitPath` for a path's). Besides not needing
+ * the SDK, two reasons. (1) The SDK keeps reporting an asynchronous series with its last
+ * value after a callback stops observing it, so a class change or a removed target would
+ * leave stale series behind; built here, a series is exactly what is current. (2) Each SDK
+ * `record()` hashes its attribute set (sort + JSON.stringify, ~3 µs); here a result costs two
+ * map lookups and a few array writes.
  */
 export class AgentTelemetry {
   /** OTLP push settings, or undefined when the environment configures none. */
   readonly otlp: OtlpPushSettings | undefined;
-  /** For other agent parts that want to add instruments (spool depth, report client…). */
-  readonly meter: Meter;
 
   private readonly agentName: string;
   private probeInstance: ProbeInstance;
   private series: SeriesSelection;
   private readonly scope: { readonly name: string; readonly version: string };
   private readonly logger: Logger | undefined;
-  private readonly pipeline: MetricsPipeline;
+  /** The OTel resource's attributes (`target_info` on /metrics). */
+  private readonly resource: Attributes;
+  /** The OTLP push (an SDK MeterProvider), loaded in the background when `otlp` is set. */
+  private readonly pipeline: Promise<MetricsPipeline | Error> | undefined;
+  private readonly exports: ExportWatch | undefined;
   private readonly text = new PrometheusText();
   private readonly paths = new Map<string, Map<string, PathState>>();
   /** Targets removed while a probe may still be running: its late result must not revive them. */
   private readonly removed = new WeakMap<TelemetryTarget, Set<string>>();
   private readonly probeCounts = new Float64Array(probeResults.length);
-  private readonly probeAttrs: Attributes[];
   private readonly agentAttrs: Attributes;
+  private readonly agentSources: AgentInstrumentSources;
+  /** Attribute sets of the agent-level series (per collector, per state), made once. */
+  private readonly agentAttrCache = new Map<string, Attributes>();
+  private readonly visitAgentSeries = (sink: SeriesSink): void =>
+    visitAgent(sink, this.agentSources, this.agentAttrCache);
   private readonly scheduleLag = new Hist(scheduleLagBucketsS);
   private readonly startTime = msToHrTime(Date.now());
   private inFlight = 0;
@@ -150,17 +163,23 @@ export class AgentTelemetry {
     this.scope = { name: 'faultline-agent', version: options.serviceVersion };
     this.logger = options.logger;
     this.agentAttrs = { agent: options.agentName };
-    this.probeAttrs = probeResults.map((result) => ({ agent: options.agentName, result }));
+    this.otlp = otlpPushFromEnv();
+    this.exports =
+      this.otlp === undefined ? undefined : new ExportWatch(this.otlp.url, options.logger);
+    this.agentSources = {
+      agentAttrs: this.agentAttrs,
+      probeAttrs: probeResults.map((result) => ({ agent: options.agentName, result })),
+      probeCounts: this.probeCounts,
+      inFlight: () => this.inFlightSource?.() ?? this.inFlight,
+      delivery: () => this.deliverySource?.(),
+      confirm: () => this.confirmSource?.(),
+      exports: this.exports,
+    };
 
     const labelAttrs = Object.fromEntries(
       Object.entries(options.agentLabels).map(([k, v]) => [`faultline.agent.label.${k}`, v]),
     );
-    // Prometheus gets the per-path series from renderPrometheus (as text, in chunks); OTLP
-    // gets them as data points from this producer.
-    const producer: MetricProducer = {
-      collect: async () => this.collectPaths(this.pipeline.resource),
-    };
-    this.pipeline = new MetricsPipeline({
+    const own = {
       serviceName: 'faultline-agent',
       serviceVersion: options.serviceVersion,
       resource: {
@@ -168,20 +187,44 @@ export class AgentTelemetry {
         'faultline.agent': options.agentName,
         ...labelAttrs,
       },
-      otlpProducers: [producer],
-      ...(options.logger === undefined ? {} : { logger: options.logger }),
-    });
-    this.otlp = this.pipeline.otlp;
-    this.meter = this.pipeline.meter;
-    this.pipeline.exports?.instrument(this.meter, this.agentAttrs);
-    registerAgentInstruments(this.meter, {
-      agentAttrs: this.agentAttrs,
-      probeAttrs: this.probeAttrs,
-      probeCounts: this.probeCounts,
-      inFlight: () => this.inFlightSource?.() ?? this.inFlight,
-      delivery: () => this.deliverySource?.(),
-      confirm: () => this.confirmSource?.(),
-    });
+    };
+    this.resource = resourceAttributes(own);
+    if (this.otlp !== undefined) this.pipeline = this.startPush(own, this.exports!);
+  }
+
+  /**
+   * Imports the SDK and starts the OTLP push: a MeterProvider whose push reader collects the
+   * agent's series through one MetricProducer (the SDK's resource, as before it was lazy).
+   * Never rejects: a failure is logged and kept for `shutdown` to report.
+   */
+  private async startPush(
+    own: Pick<
+      ConstructorParameters<typeof MetricsPipeline>[0],
+      'serviceName' | 'serviceVersion' | 'resource'
+    >,
+    exports: ExportWatch,
+  ): Promise<MetricsPipeline | Error> {
+    // The environment as it was at construction, where the push settings were read from.
+    const env = { ...process.env };
+    try {
+      const { MetricsPipeline } = await import('../../lib/telemetry-pipeline.js');
+      let pipeline: MetricsPipeline | undefined = undefined;
+      const producer: MetricProducer = {
+        collect: async () => this.collectOtlp(pipeline!.resource),
+      };
+      pipeline = new MetricsPipeline({
+        ...own,
+        otlpProducers: [producer],
+        exports,
+        env,
+        ...(this.logger === undefined ? {} : { logger: this.logger }),
+      });
+      return pipeline;
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      this.logger?.error({ err: error.message }, 'OTLP metrics push could not start');
+      return error;
+    }
   }
 
   /**
@@ -317,12 +360,19 @@ export class AgentTelemetry {
    * of paths does not hold up the probes due meanwhile.
    */
   async renderPrometheus(sliceMs?: number): Promise<string> {
-    const { resourceMetrics, errors } = await this.pipeline.collectPrometheus();
-    if (errors.length > 0)
-      this.logger?.debug({ errors: errors.map(String) }, 'metric collection errors');
-    const head = this.text.render(resourceMetrics);
+    const head = this.text.targetInfo(this.resource);
     const lag = { hist: this.scheduleLag, attributes: this.agentAttrs };
-    return head + (await renderPathText(this.text, this.paths.values(), lag, this.series, sliceMs));
+    return (
+      head +
+      (await renderPathText(
+        this.text,
+        this.paths.values(),
+        lag,
+        this.series,
+        sliceMs,
+        this.visitAgentSeries,
+      ))
+    );
   }
 
   /** A node:http handler answering with `renderPrometheus()`; mount it at GET /metrics. */
@@ -340,8 +390,9 @@ export class AgentTelemetry {
   }
 
   /**
-   * Pushes what is left (final OTLP export) and shuts the readers down, within `timeoutMs`.
-   * Never throws; a second call returns the first one's outcome.
+   * Pushes what is left (final OTLP export) and shuts the push down, within `timeoutMs` of
+   * the SDK being loaded (an agent that shuts down just after it started waits for that
+   * local import). Never throws; a second call returns the first one's outcome.
    */
   shutdown(timeoutMs = 5000): Promise<TelemetryShutdown> {
     this.shutdownPromise ??= this.doShutdown(timeoutMs);
@@ -349,29 +400,33 @@ export class AgentTelemetry {
   }
 
   private async doShutdown(timeoutMs: number): Promise<TelemetryShutdown> {
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), timeoutMs);
-      timer.unref();
-    });
+    if (this.pipeline === undefined) return { ok: true };
+    // Loading the SDK is local work, not counted in the bound (a push that hangs is).
+    const pipeline = await this.pipeline;
     let outcome: TelemetryShutdown;
-    try {
-      const done = await Promise.race([
-        this.pipeline.shutdown(timeoutMs).then(() => 'done' as const),
-        timedOut,
-      ]);
-      if (done === 'timeout')
-        outcome = { ok: false, error: `telemetry did not shut down within ${timeoutMs} ms` };
-      else if (this.pipeline.exports?.lastError !== undefined)
-        outcome = {
-          ok: false,
-          error: `final OTLP export failed: ${this.pipeline.exports.lastError}`,
-        };
-      else outcome = { ok: true };
-    } catch (err) {
-      outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
-    } finally {
-      clearTimeout(timer);
+    if (pipeline instanceof Error) {
+      outcome = { ok: false, error: `OTLP metrics push did not start: ${pipeline.message}` };
+    } else {
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), timeoutMs);
+        timer.unref();
+      });
+      try {
+        const done = await Promise.race([
+          pipeline.shutdown(timeoutMs).then(() => 'done' as const),
+          timedOut,
+        ]);
+        if (done === 'timeout')
+          outcome = { ok: false, error: `telemetry did not shut down within ${timeoutMs} ms` };
+        else if (this.exports?.lastError !== undefined)
+          outcome = { ok: false, error: `final OTLP export failed: ${this.exports.lastError}` };
+        else outcome = { ok: true };
+      } catch (err) {
+        outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
+      } finally {
+        clearTimeout(timer);
+      }
     }
     if (!outcome.ok) this.logger?.warn({ err: outcome.error }, 'telemetry shutdown incomplete');
     return outcome;
@@ -420,11 +475,18 @@ export class AgentTelemetry {
     return p;
   }
 
-  /** Builds the per-path metrics (and the schedule lag histogram) for one OTLP collection. */
-  private collectPaths(
-    resource: Parameters<typeof collectPathMetrics>[3],
+  /** Builds every series for one OTLP collection. */
+  private collectOtlp(
+    resource: ResourceMetrics['resource'],
   ): ReturnType<typeof collectPathMetrics> {
     const lag = { hist: this.scheduleLag, startTime: this.startTime, attributes: this.agentAttrs };
-    return collectPathMetrics(this.paths.values(), lag, this.scope, resource, this.series);
+    return collectPathMetrics(
+      this.paths.values(),
+      lag,
+      this.scope,
+      resource,
+      this.series,
+      this.visitAgentSeries,
+    );
   }
 }

@@ -1,14 +1,13 @@
 import type { Attributes, HrTime } from '@opentelemetry/api';
-import {
-  AggregationTemporality,
-  DataPointType,
-  type CollectionResult,
-  type DataPoint,
-  type Histogram,
-  type MetricData,
-  type MetricDescriptor,
-  type ResourceMetrics,
+import type {
+  CollectionResult,
+  DataPoint,
+  Histogram,
+  MetricData,
+  MetricDescriptor,
+  ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
+import { aggregationTemporalities, dataPointTypes } from '../../lib/telemetry.js';
 import { pathMetrics as m } from './catalogue.js';
 import {
   msToHrTime,
@@ -54,19 +53,19 @@ export class DataPointSink implements SeriesSink {
 
   metrics(): MetricData[] {
     const metrics: MetricData[] = [];
-    const cumulative = AggregationTemporality.CUMULATIVE;
+    const cumulative = aggregationTemporalities.CUMULATIVE;
     for (const [descriptor, dataPoints] of this.hists)
       metrics.push({
         descriptor,
         aggregationTemporality: cumulative,
-        dataPointType: DataPointType.HISTOGRAM,
+        dataPointType: dataPointTypes.HISTOGRAM,
         dataPoints,
       });
     for (const [descriptor, dataPoints] of this.sums)
       metrics.push({
         descriptor,
         aggregationTemporality: cumulative,
-        dataPointType: DataPointType.SUM,
+        dataPointType: dataPointTypes.SUM,
         isMonotonic: true,
         dataPoints,
       });
@@ -74,22 +73,30 @@ export class DataPointSink implements SeriesSink {
       metrics.push({
         descriptor,
         aggregationTemporality: cumulative,
-        dataPointType: DataPointType.GAUGE,
+        dataPointType: dataPointTypes.GAUGE,
         dataPoints,
       });
     return metrics;
   }
 }
 
-/** Builds the per-path metrics (and the schedule lag histogram) for one OTLP collection. */
+/**
+ * Builds the agent's metrics for one OTLP collection: its own series (`agent` writes them,
+ * with the agent's start time), the schedule lag histogram and the per-path metrics.
+ */
 export function collectPathMetrics(
   paths: Iterable<ReadonlyMap<string, PathState>>,
   lag: { readonly hist: Hist; readonly startTime: HrTime; readonly attributes: Attributes },
   scope: { readonly name: string; readonly version: string },
   resource: ResourceMetrics['resource'],
   select: SeriesSelection,
+  agent?: (sink: SeriesSink) => void,
 ): CollectionResult {
   const sink = new DataPointSink(msToHrTime(Date.now()));
+  if (agent !== undefined) {
+    sink.startTime = lag.startTime;
+    agent(sink);
+  }
   for (const byKind of paths) {
     for (const p of byKind.values()) {
       sink.startTime = p.startTime;

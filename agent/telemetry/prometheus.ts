@@ -1,6 +1,6 @@
 import type { Attributes } from '@opentelemetry/api';
-import { DataPointType, type MetricDescriptor } from '@opentelemetry/sdk-metrics';
-import type { PrometheusText } from '../../lib/telemetry.js';
+import type { DataPointType, MetricDescriptor } from '@opentelemetry/sdk-metrics';
+import { dataPointTypes, type PrometheusText } from '../../lib/telemetry.js';
 import { pathMetrics as m } from './catalogue.js';
 import {
   visitPath,
@@ -34,15 +34,15 @@ export class TextSink implements SeriesSink {
   constructor(private readonly text: PrometheusText) {}
 
   gauge(d: MetricDescriptor, value: number, attributes: Attributes): void {
-    const f = this.family(d, DataPointType.GAUGE);
+    const f = this.family(d, dataPointTypes.GAUGE);
     f.body += this.text.sample(f.name, attributes, value);
   }
   counter(d: MetricDescriptor, value: number, attributes: Attributes): void {
-    const f = this.family(d, DataPointType.SUM);
+    const f = this.family(d, dataPointTypes.SUM);
     f.body += this.text.sample(f.name, attributes, value);
   }
   histogram(d: MetricDescriptor, h: Hist, attributes: Attributes): void {
-    const f = this.family(d, DataPointType.HISTOGRAM);
+    const f = this.family(d, dataPointTypes.HISTOGRAM);
     f.body += this.text.histogram(f.name, attributes, h.bounds, h.counts, h.sum, h.count);
   }
 
@@ -70,9 +70,10 @@ export class TextSink implements SeriesSink {
 export const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
- * The per-path series (and the schedule lag histogram) as Prometheus text, written straight
- * from the per-path state in slices of `sliceMs` with a yield to the event loop in between,
- * so that a scrape of thousands of paths does not hold up the probes due meanwhile.
+ * The agent's series (`agent` writes its own first), the schedule lag histogram and the
+ * per-path series as Prometheus text, the latter written straight from the per-path state in
+ * slices of `sliceMs` with a yield to the event loop in between, so that a scrape of
+ * thousands of paths does not hold up the probes due meanwhile.
  */
 export async function renderPathText(
   text: PrometheusText,
@@ -80,8 +81,10 @@ export async function renderPathText(
   lag: { readonly hist: Hist; readonly attributes: Attributes },
   select: SeriesSelection,
   sliceMs = renderSliceMs,
+  agent?: (sink: SeriesSink) => void,
 ): Promise<string> {
   const sink = new TextSink(text);
+  agent?.(sink);
   if (lag.hist.count > 0) sink.histogram(m.lag, lag.hist, lag.attributes);
   const list: PathState[] = [];
   for (const byKind of paths) for (const p of byKind.values()) list.push(p);

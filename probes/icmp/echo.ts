@@ -168,6 +168,14 @@ function loopSizing(plan: EchoPlan): Pick<LoopTarget, 'packetSize' | 'sizeBytes'
 export const nowEchoSpacingMs = 20;
 
 /**
+ * How long the engine may hold a probe run out of schedule (a confirmation, an echo check)
+ * so that it shares one fping with the others in flight (`EchoRequest.holdMs`): only while
+ * the engine already runs several processes for such probes, as when a partition fails many
+ * echo paths at once; their packets' wait is not shortened by it.
+ */
+export const nowEchoHoldMs = 250;
+
+/**
  * Announces a kind's scheduled targets to the loop engine (as that kind's whole set): all but
  * those pinned to iputils ping get pinged by a long-lived fping.
  */
@@ -256,6 +264,8 @@ export async function runEcho(
     ...(packetSize === undefined ? {} : { packetSize }),
     ...(dontFragment ? { dontFragment } : {}),
     timeoutMs: clock.remainingMs(),
+    ...(ctx.now === true ? { holdMs: nowEchoHoldMs } : {}),
+    ...(ctx.now === true && ctx.burst !== undefined ? { burst: ctx.burst } : {}),
     signal: ctx.signal,
   });
   // What the loop buffered for this path's next round is older than this answer.

@@ -22,10 +22,33 @@ export interface EchoRequest {
   readonly packetSize?: number;
   /** Set Don't Fragment (IPv4), refuse to fragment (IPv6): for path MTU probes. */
   readonly dontFragment?: boolean;
-  /** Budget from now, in milliseconds: the engine answers by then. */
+  /**
+   * Budget from now, in milliseconds: the engine answers by then (plus the hold, when
+   * `holdMs` lets it hold the request).
+   */
   readonly timeoutMs: number;
+  /**
+   * A probe out of schedule (a confirmation, an echo check): the engine may hold it up to
+   * this long, so that it shares one process with the others in flight instead of starting
+   * its own; its packets' wait then counts from when they leave, never shortened by the hold.
+   * Absent or 0: never held.
+   */
+  readonly holdMs?: number;
+  /**
+   * A held request that is re-probe `index` (1-based) of `of`, `spacingMs` apart, of one
+   * address (a confirmation burst). With a count of 1 the engine may send the whole burst's
+   * packets from the first re-probe's process, each later re-probe taking its own packet.
+   */
+  readonly burst?: EchoBurst;
   /** The caller gave up: answer at once with what came back so far. */
   readonly signal: AbortSignal;
+}
+
+/** See `EchoRequest.burst`. */
+export interface EchoBurst {
+  readonly index: number;
+  readonly of: number;
+  readonly spacingMs: number;
 }
 
 /** An ICMP error message that came back instead of an echo reply. */

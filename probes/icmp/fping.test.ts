@@ -1,4 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, describe, expect, it } from 'vitest';
 import { FpingEngine, parseFpingLine } from './fping.js';
 import { fitCount } from './process.js';
 
@@ -172,5 +177,207 @@ describe('FpingEngine without a usable binary', () => {
     expect(await engine.available()).toBe(false);
     engine.binPath = 'fping';
     expect(await engine.available()).toBe(true);
+  });
+});
+
+/**
+ * A stand-in for fping that answers every address's packet i (of `-C`) `delayS` seconds
+ * plus i periods (`-p`) after it starts, one reply line each, and logs each run's arguments
+ * to `log`: for the batching logic alone.
+ */
+function fakeFping(dir: string, delayS: number): { bin: string; runs: () => string[][] } {
+  const bin = join(dir, `fping-${delayS}`);
+  const log = join(dir, `runs-${delayS}.txt`);
+  writeFileSync(
+    bin,
+    `#!/bin/sh
+case " $* " in *" -q "*) exit 0;; esac
+echo "$*" >> ${log}
+all="$*"
+count=$(echo "$all" | sed -n 's/.*-C \\([0-9]*\\).*/\\1/p')
+period=$(echo "$all" | sed -n 's/.*-p \\([0-9.]*\\).*/\\1/p')
+sleep ${delayS}
+seq=0
+while [ "$seq" -lt "$count" ]; do
+  [ "$seq" -gt 0 ] && sleep $(awk "BEGIN { print $period / 1000 }")
+  for ip in \${all##* -- }; do echo "$ip : [$seq], 84 bytes, 0.05 ms (0.05 avg, 0% loss)"; done
+  seq=$((seq + 1))
+done
+`,
+  );
+  chmodSync(bin, 0o755);
+  return {
+    bin,
+    runs: () =>
+      existsSync(log)
+        ? readFileSync(log, 'utf8')
+            .split('\n')
+            .filter((l) => l !== '')
+            .map((l) => l.split(' '))
+        : [],
+  };
+}
+
+/** The addresses a run was given (after `--`), and the value of one of its flags. */
+const ipsOf = (args: string[]): string[] => args.slice(args.indexOf('--') + 1);
+const flagOf = (args: string[], flag: string): number => Number(args[args.indexOf(flag) + 1]);
+
+describe('FpingEngine: held requests (confirmations, echo checks) share processes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'faultline-fping-held-'));
+  const engines: FpingEngine[] = [];
+  afterAll(async () => {
+    await Promise.all(engines.map((e) => e.close()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  /** An engine on `bin`, its binary checked already (that check is a run of its own). */
+  async function engine(bin: string, maxHeldProcesses: number): Promise<FpingEngine> {
+    const e = new FpingEngine({ binPath: bin, maxHeldProcesses });
+    engines.push(e);
+    expect(await e.available()).toBe(true);
+    return e;
+  }
+  const held = (e: FpingEngine, ip: string, holdMs: number, timeoutMs = 2000) =>
+    e.echo({
+      ip,
+      family: 4,
+      count: 1,
+      intervalMs: 20,
+      timeoutMs,
+      holdMs,
+      signal: new AbortController().signal,
+    });
+
+  it('beyond the cap they wait for a process to end, then all share the next one', async () => {
+    const fake = fakeFping(dir, 0.4);
+    const e = await engine(fake.bin, 2);
+    const echoes: ReturnType<typeof held>[] = [];
+    // A partition failing ten paths: their confirmations arrive 20 ms apart.
+    for (let i = 1; i <= 10; i++) {
+      echoes.push(held(e, `198.51.100.${i}`, 2000));
+      await sleep(20);
+    }
+    const reports = await Promise.all(echoes);
+    for (const r of reports) expect(r.rttsMs).toEqual([0.05]);
+    const runs = fake.runs();
+    expect(runs.map(ipsOf)).toEqual([
+      ['198.51.100.1'],
+      ['198.51.100.2'],
+      Array.from({ length: 8 }, (_, i) => `198.51.100.${i + 3}`),
+    ]);
+    expect(e.stats).toEqual({ echoes: 10, processes: 3 });
+    expect(e.heldPeak).toBe(2);
+  });
+
+  it('a hold bounds the wait: when it is up, the held ones start although the cap is reached', async () => {
+    const fake = fakeFping(dir, 1);
+    const e = await engine(fake.bin, 1);
+    const done = (p: ReturnType<typeof held>): Promise<number> => p.then(() => performance.now());
+    const first = done(held(e, '198.51.100.1', 100));
+    await sleep(10);
+    const second = done(held(e, '198.51.100.2', 100));
+    // Started by its hold (~0.1 s after the first), not when the first process ended (~1 s).
+    expect((await second) - (await first)).toBeLessThan(600);
+    expect(fake.runs().map(ipsOf)).toEqual([['198.51.100.1'], ['198.51.100.2']]);
+    expect(e.heldPeak).toBe(2);
+  });
+
+  it('the hold does not come off a held request’s wait: fping gets its whole timeout', async () => {
+    const fake = fakeFping(dir, 0.3);
+    const e = await engine(fake.bin, 1);
+    const first = held(e, '198.51.100.1', 2000, 600);
+    await sleep(10);
+    // Held ~0.3 s behind the first; answered 0.3 s after it leaves: after 600 ms from the
+    // request, within 600 ms of its own start.
+    const t0 = performance.now();
+    const second = await held(e, '198.51.100.2', 2000, 600);
+    expect(performance.now() - t0).toBeGreaterThan(550);
+    expect(second.rttsMs).toEqual([0.05]);
+    await first;
+    const runs = fake.runs();
+    expect(runs.map(ipsOf)).toEqual([['198.51.100.1'], ['198.51.100.2']]);
+    // fping's wait for the held one: its timeout less fping's start-up, not less the hold.
+    expect(flagOf(runs[1]!, '-t')).toBeGreaterThanOrEqual(600 - 30 - 1);
+  });
+
+  it('two held requests for one address (re-probes of a burst) never share packets', async () => {
+    const fake = fakeFping(dir, 0.2);
+    const e = await engine(fake.bin, 1);
+    const a = held(e, '198.51.100.1', 2000);
+    await sleep(10);
+    const b = held(e, '198.51.100.2', 2000);
+    const c = held(e, '198.51.100.2', 2000);
+    await Promise.all([a, b, c]);
+    const runs = fake.runs().map(ipsOf);
+    expect(runs).toHaveLength(3);
+    expect(runs.filter((ips) => ips.includes('198.51.100.2'))).toHaveLength(2);
+  });
+
+  const reprobe = (e: FpingEngine, ip: string, index: number) =>
+    e.echo({
+      ip,
+      family: 4,
+      count: 1,
+      intervalMs: 20,
+      timeoutMs: 2000,
+      holdMs: 250,
+      burst: { index, of: 3, spacingMs: 150 },
+      signal: new AbortController().signal,
+    });
+
+  it("a confirmation burst's re-probes take their packets from one process, the bursts started together share it", async () => {
+    const fake = fakeFping(dir, 0.1);
+    const e = await engine(fake.bin, 3);
+    const t0 = performance.now();
+    const answeredAt = (p: ReturnType<typeof held>): Promise<number> =>
+      p.then((r) => {
+        expect(r.rttsMs).toEqual([0.05]);
+        return performance.now() - t0;
+      });
+    // Two paths fail together; each bursts three re-probes 150 ms apart, as the agent does.
+    const times: Promise<number>[] = [];
+    for (let i = 1; i <= 3; i++) {
+      times.push(answeredAt(reprobe(e, '198.51.100.1', i)));
+      times.push(answeredAt(reprobe(e, '198.51.100.2', i)));
+      if (i < 3) await sleep(150);
+    }
+    const at = await Promise.all(times);
+    const runs = fake.runs();
+    expect(runs.map(ipsOf)).toEqual([['198.51.100.1', '198.51.100.2']]);
+    expect([flagOf(runs[0]!, '-C'), flagOf(runs[0]!, '-p')]).toEqual([3, 150]);
+    expect(e.stats.processes).toBe(1);
+    // Each re-probe is answered by its own packet: the third ~300 ms after the first.
+    expect(at[4]! - at[0]!).toBeGreaterThan(200);
+  });
+
+  it('a re-probe that finds no packet of its burst to take (the first went elsewhere) gets its own', async () => {
+    const fake = fakeFping(dir, 0.05);
+    const e = await engine(fake.bin, 3);
+    const second = await reprobe(e, '198.51.100.3', 2);
+    expect(second.rttsMs).toEqual([0.05]);
+    const runs = fake.runs();
+    expect(runs).toHaveLength(1);
+    expect(flagOf(runs[0]!, '-C')).toBe(1);
+  });
+
+  it('requests not held are never capped: each idle one starts at once', async () => {
+    const fake = fakeFping(dir, 0.5);
+    const e = await engine(fake.bin, 1);
+    const echoes: Promise<unknown>[] = [];
+    for (let i = 1; i <= 3; i++) {
+      echoes.push(
+        e.echo({
+          ip: `198.51.100.${i}`,
+          family: 4,
+          count: 1,
+          intervalMs: 1000,
+          timeoutMs: 2000,
+          signal: new AbortController().signal,
+        }),
+      );
+      await sleep(150);
+    }
+    await Promise.all(echoes);
+    expect(e.stats.processes).toBe(3);
+    expect(e.heldPeak).toBe(0);
   });
 });

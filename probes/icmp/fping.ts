@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { classifyIcmpError } from '../classify.js';
-import type { EchoReport, EchoRequest, IcmpEngine, IcmpError } from './engine.js';
+import type { EchoBurst, EchoReport, EchoRequest, IcmpEngine, IcmpError } from './engine.js';
 import { findExecutable, fitCount, killAndWait, msArg, onLines, trackChild } from './process.js';
 
 /*
@@ -197,7 +197,12 @@ export function parseFpingLine(line: string): FpingLine | undefined {
 /** One caller waiting for its target's lines. */
 interface Waiter {
   readonly count: number;
-  readonly deadlineAt: number;
+  /** Its first packet's sequence number: 0, or its place in a burst (see `Batch.burst`). */
+  readonly seqBase: number;
+  /** When it answers at the latest; a held waiter's is set when its batch starts (`arm`). */
+  deadlineAt: number;
+  /** Starts the waiter's deadline `timeoutMs` from `at` (once: at the request, or a held batch's start). */
+  arm(at: number): void;
   /** Per echo request: RTT, null (lost), or undefined (not known yet). */
   readonly rtts: (number | null | undefined)[];
   readonly errors: IcmpError[];
@@ -214,6 +219,18 @@ interface Waiter {
 /** Echo requests sharing count, interval, size and Don't Fragment, run by one fping. */
 interface Batch {
   readonly key: string;
+  /** Held requests (`EchoRequest.holdMs`): the count of such batches running is capped. */
+  readonly held: boolean;
+  /**
+   * A batch of confirmation bursts (`EchoRequest.burst`): each address gets `of` packets
+   * `spacingMs` apart, packet i for its re-probe i + 1, which claims it when it comes.
+   */
+  readonly burst?: { readonly of: number; readonly spacingMs: number };
+  /** Per address of a burst batch: the next packet a re-probe may claim. */
+  readonly claims: Map<string, number>;
+  /** Lines of burst packets not claimed yet (a re-probe a little late), per address. */
+  readonly early: Map<string, FpingLine[]>;
+  startedAt?: number;
   readonly count: number;
   readonly intervalMs: number;
   readonly packetSize: number | undefined;
@@ -238,6 +255,13 @@ export class FpingEngine implements IcmpEngine {
   batchWindowMs: number;
   /** Most targets one fping serves; more start another batch. */
   maxBatchTargets: number;
+  /**
+   * Held requests (confirmations, echo checks) start a process at once while fewer than this
+   * many of theirs run; beyond that they wait — up to their `holdMs` — for one to end, and
+   * then all share the next. Three: a path's confirmation burst (three re-probes by default)
+   * is never held; a partition's many bursts share a few processes instead of one each.
+   */
+  maxHeldProcesses: number;
   // fping's start (exec, sockets, first send), kept out of the per-packet wait.
   private readonly startupMs = 30;
   private readonly pending = new Map<string, Batch>();
@@ -245,11 +269,21 @@ export class FpingEngine implements IcmpEngine {
   private lastRequestAt = -Infinity;
   /** Counters since construction: echo requests taken and fping processes started for them. */
   readonly stats = { echoes: 0, processes: 0 };
+  /** The most processes that ran at once for held requests, since construction. */
+  heldPeak = 0;
 
-  constructor(opts: { binPath?: string; batchWindowMs?: number; maxBatchTargets?: number } = {}) {
+  constructor(
+    opts: {
+      binPath?: string;
+      batchWindowMs?: number;
+      maxBatchTargets?: number;
+      maxHeldProcesses?: number;
+    } = {},
+  ) {
     this.binPath = opts.binPath ?? 'fping';
     this.batchWindowMs = opts.batchWindowMs ?? 100;
     this.maxBatchTargets = opts.maxBatchTargets ?? 1000;
+    this.maxHeldProcesses = opts.maxHeldProcesses ?? 3;
   }
 
   /** PIDs of the fping processes running now. */
@@ -277,29 +311,69 @@ export class FpingEngine implements IcmpEngine {
       };
     }
     this.stats.echoes++;
+    const holdMs = Math.max(0, req.holdMs ?? 0);
+    const held = holdMs > 0;
+    // A held request's wait starts when its batch does: no batch window comes off its budget.
     const count = fitCount(
       req.count,
       req.intervalMs,
-      req.timeoutMs - this.batchWindowMs - this.startupMs,
+      req.timeoutMs - (held ? 0 : this.batchWindowMs) - this.startupMs,
     );
+    const wanted = req.burst;
+    const burst =
+      held && count === 1 && wanted !== undefined && wanted.of > 1 && wanted.index >= 1
+        ? wanted
+        : undefined;
     return new Promise<EchoReport>((resolve) => {
       const dontFragment = req.dontFragment === true;
-      const key = `${count}/${req.intervalMs}/${req.packetSize ?? ''}/${dontFragment ? 'df' : ''}`;
+      const shape = `${req.packetSize ?? ''}/${dontFragment ? 'df' : ''}`;
+      const burstKey =
+        burst === undefined ? undefined : `held/burst/${burst.of}/${burst.spacingMs}/${shape}`;
       const now = performance.now();
+      // A later re-probe of a burst takes its packet from the first one's batch, if it can.
+      const claimed =
+        burst !== undefined && burst.index > 1
+          ? this.claim(burstKey!, req.ip, burst, now)
+          : undefined;
+      const key =
+        claimed !== undefined
+          ? claimed.key
+          : burst !== undefined && burst.index === 1
+            ? burstKey!
+            : `${held ? 'held/' : ''}${count}/${req.intervalMs}/${shape}`;
       const busy = now - this.lastRequestAt < this.batchWindowMs;
       this.lastRequestAt = now;
-      let batch = this.pending.get(key);
+      let batch = claimed ?? this.pending.get(key);
+      // Two held requests for one address (re-probes of a burst) each get packets of their
+      // own: the waiting batch leaves now, and this one opens the next.
+      if (claimed === undefined && batch !== undefined && held && batch.targets.has(req.ip)) {
+        this.start(batch, binary);
+        batch = undefined;
+      }
       if (batch === undefined) {
+        const inBurst = burst !== undefined && burst.index === 1 ? burst : undefined;
         const created: Batch = {
           key,
-          count,
-          intervalMs: req.intervalMs,
+          held,
+          ...(inBurst === undefined
+            ? { count, intervalMs: req.intervalMs }
+            : {
+                count: inBurst.of,
+                intervalMs: inBurst.spacingMs,
+                burst: { of: inBurst.of, spacingMs: inBurst.spacingMs },
+              }),
           packetSize: req.packetSize,
           dontFragment,
           targets: new Map(),
+          claims: new Map(),
+          early: new Map(),
           stderr: '',
         };
-        if (busy) {
+        if (held && this.heldRunning() >= this.maxHeldProcesses) {
+          // Started by the first held batch to end, or when the hold is up.
+          const timer = setTimeout(() => this.start(created, binary), holdMs);
+          created.cancelStart = () => clearTimeout(timer);
+        } else if (busy && !held) {
           const timer = setTimeout(() => this.start(created, binary), this.batchWindowMs);
           created.cancelStart = () => clearTimeout(timer);
         } else {
@@ -310,11 +384,25 @@ export class FpingEngine implements IcmpEngine {
         batch = created;
       }
       const owner = batch;
+      // Its packet in a burst batch: the first (a new burst, or a plain request) or the claimed one.
+      const seqBase = claimed !== undefined ? burst!.index - 1 : owner.burst !== undefined ? 0 : 0;
+      if (owner.burst !== undefined) owner.claims.set(req.ip, seqBase + 1);
+      const packetOffsetMs = owner.burst === undefined ? 0 : seqBase * owner.burst.spacingMs;
       const onAbort = (): void => waiter.finish('abort');
-      const deadline = setTimeout(() => waiter.finish('deadline'), req.timeoutMs);
+      let deadline: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
         count,
-        deadlineAt: now + req.timeoutMs,
+        seqBase,
+        deadlineAt: Infinity,
+        arm: (at) => {
+          if (deadline !== undefined) return;
+          // A burst's later packet leaves `packetOffsetMs` after the batch: its wait starts then.
+          waiter.deadlineAt = at + packetOffsetMs + req.timeoutMs;
+          deadline = setTimeout(
+            () => waiter.finish('deadline'),
+            Math.max(0, waiter.deadlineAt - performance.now()),
+          );
+        },
         rtts: new Array<number | null | undefined>(count).fill(undefined),
         errors: [],
         settled: 0,
@@ -343,24 +431,69 @@ export class FpingEngine implements IcmpEngine {
           if (owner.targets.size === 0) this.retire(owner);
         },
       };
+      if (!held) waiter.arm(now);
+      else if (owner.startedAt !== undefined) waiter.arm(owner.startedAt);
       let set = batch.targets.get(req.ip);
       if (set === undefined) batch.targets.set(req.ip, (set = new Set()));
       set.add(waiter);
+      if (claimed !== undefined) {
+        // Lines of its packet that came in before it did.
+        const early = owner.early.get(req.ip);
+        owner.early.delete(req.ip);
+        for (const line of early ?? []) this.deliver(owner, line);
+      }
       if (req.signal.aborted) {
         waiter.finish('abort');
         return;
       }
       req.signal.addEventListener('abort', onAbort, { once: true });
       // fping numbers its packets in a 16-bit space held for 10 s: keep a batch well inside it.
-      if (batch.targets.size >= Math.min(this.maxBatchTargets, Math.floor(60_000 / count)))
+      if (batch.targets.size >= Math.min(this.maxBatchTargets, Math.floor(60_000 / batch.count)))
         this.start(batch, binary);
     });
+  }
+
+  /**
+   * The burst batch (pending, or running with the packet not long gone) whose packet
+   * `burst.index - 1` for `ip` no re-probe has claimed yet, or undefined.
+   */
+  private claim(key: string, ip: string, burst: EchoBurst, now: number): Batch | undefined {
+    const seq = burst.index - 1;
+    for (const b of [...this.pending.values(), ...this.running]) {
+      if (b.key !== key || b.burst === undefined || seq >= b.burst.of) continue;
+      const next = b.claims.get(ip);
+      if (next === undefined || next > seq) continue;
+      // Left more than a spacing ago (this re-probe is very late): a packet of its own instead.
+      if (
+        b.startedAt !== undefined &&
+        b.startedAt + seq * b.burst.spacingMs < now - b.burst.spacingMs
+      )
+        continue;
+      return b;
+    }
+    return undefined;
+  }
+
+  /** Processes running now for held requests. */
+  private heldRunning(): number {
+    let n = 0;
+    for (const b of this.running) if (b.held) n++;
+    return n;
+  }
+
+  /** A held batch ended: the held ones waiting start while there is room. */
+  private startHeld(binary: string): void {
+    for (const b of [...this.pending.values()])
+      if (b.held && this.heldRunning() < this.maxHeldProcesses) this.start(b, binary);
   }
 
   private start(batch: Batch, binary: string): void {
     batch.cancelStart?.();
     if (this.pending.get(batch.key) === batch) this.pending.delete(batch.key);
     if (batch.targets.size === 0 || batch.child !== undefined) return;
+    batch.startedAt = performance.now();
+    if (batch.held)
+      for (const set of batch.targets.values()) for (const w of set) w.arm(batch.startedAt);
     const ips = [...batch.targets.keys()];
     // Spread each round over a quarter of the interval: fping's default 10 ms between any two
     // packets would take 2 s for 200 targets, and fewer wake-ups cost fping less CPU.
@@ -377,7 +510,8 @@ export class FpingEngine implements IcmpEngine {
         leftMs -
           this.startupMs -
           spacingMs * (ips.length - 1) -
-          (batch.count - 1) * batch.intervalMs,
+          // Each packet of a burst is one re-probe's, with a wait of its own.
+          (batch.burst === undefined ? (batch.count - 1) * batch.intervalMs : 0),
       ),
     );
     const args = [
@@ -398,6 +532,7 @@ export class FpingEngine implements IcmpEngine {
     this.stats.processes++;
     batch.child = child;
     this.running.add(batch);
+    if (batch.held) this.heldPeak = Math.max(this.heldPeak, this.heldRunning());
     trackChild(child);
     onLines(child.stdout, (line) => this.onLine(batch, line));
     onLines(child.stderr, (line) => {
@@ -422,16 +557,42 @@ export class FpingEngine implements IcmpEngine {
         : undefined;
       for (const set of [...batch.targets.values()])
         for (const w of [...set]) w.finish('exit', failure);
+      if (batch.held) this.startHeld(binary);
     });
   }
 
   private onLine(batch: Batch, line: string): boolean {
     const parsed = parseFpingLine(line);
     if (parsed === undefined) return false;
+    this.deliver(batch, parsed);
+    return true;
+  }
+
+  private deliver(batch: Batch, parsed: FpingLine): void {
     const set = batch.targets.get(parsed.host);
-    if (set === undefined) return true;
+    if (batch.burst !== undefined) {
+      // A line no waiter takes may be a packet a re-probe has yet to claim: kept for it.
+      const seq = parsed.kind === 'icmp' ? undefined : parsed.seq;
+      const taken =
+        set !== undefined &&
+        [...set].some((w) =>
+          seq === undefined
+            ? this.sentFor(batch, w)
+            : seq >= w.seqBase && seq < w.seqBase + w.count,
+        );
+      const next = batch.claims.get(parsed.host);
+      if (!taken && next !== undefined && (seq === undefined || seq >= next)) {
+        let early = batch.early.get(parsed.host);
+        if (early === undefined) batch.early.set(parsed.host, (early = []));
+        if (early.length < 16) early.push(parsed);
+        return;
+      }
+    }
+    if (set === undefined) return;
     for (const w of [...set]) {
       if (parsed.kind === 'icmp') {
+        // In a burst, an ICMP error (it names no sequence) is for a packet already sent.
+        if (batch.burst !== undefined && !this.sentFor(batch, w)) continue;
         w.errors.push(parsed.error);
         const { family, type, code } = parsed.error;
         if (classifyIcmpError(family, type, code) === undefined) continue;
@@ -441,17 +602,38 @@ export class FpingEngine implements IcmpEngine {
         if (w.replies + w.lostToErrors >= w.count) w.finish('complete');
         continue;
       }
-      if (parsed.seq >= w.count || w.rtts[parsed.seq] !== undefined) continue;
-      w.rtts[parsed.seq] = parsed.kind === 'reply' ? parsed.rttMs : null;
+      const i = parsed.seq - w.seqBase;
+      if (i < 0 || i >= w.count || w.rtts[i] !== undefined) continue;
+      w.rtts[i] = parsed.kind === 'reply' ? parsed.rttMs : null;
       w.settled++;
       if (parsed.kind === 'reply') w.replies++;
       if (w.settled >= w.count) w.finish('complete');
     }
-    return true;
   }
 
-  // A running batch whose callers have all gone has nothing left to say.
+  /** Whether a burst waiter's packet has left (its batch started that long ago). */
+  private sentFor(batch: Batch, w: Waiter): boolean {
+    return (
+      batch.startedAt !== undefined &&
+      performance.now() >= batch.startedAt + w.seqBase * (batch.burst?.spacingMs ?? 0)
+    );
+  }
+
+  // A running batch whose callers have all gone has nothing left to say — but a burst
+  // batch's later packets, until their re-probes could still claim them.
   private retire(batch: Batch): void {
+    if (batch.child !== undefined && batch.burst !== undefined && batch.startedAt !== undefined) {
+      const { of, spacingMs } = batch.burst;
+      const unclaimed = [...batch.claims.values()].some((next) => next < of);
+      const lastClaimAt = batch.startedAt + of * spacingMs;
+      const waitMs = lastClaimAt - performance.now();
+      if (unclaimed && waitMs > 0) {
+        setTimeout(() => {
+          if (batch.targets.size === 0) this.retire(batch);
+        }, waitMs).unref();
+        return;
+      }
+    }
     if (batch.child !== undefined) {
       void killAndWait(batch.child);
     } else {

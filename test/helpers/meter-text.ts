@@ -1,5 +1,6 @@
 import type { Meter } from '@opentelemetry/api';
-import { MetricsPipeline, PrometheusText } from '../../lib/telemetry.js';
+import { PrometheusText } from '../../lib/telemetry.js';
+import { MetricsPipeline } from '../../lib/telemetry-pipeline.js';
 
 /**
  * A meter whose instruments render as the Prometheus text `/metrics` serves, for unit tests
