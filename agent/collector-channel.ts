@@ -292,7 +292,7 @@ export class CollectorChannel extends DeliveryChannel implements PlanChannel {
           await sleepUnlessAborted(delayMs, this.abort.signal);
           return;
         }
-        this.isConnected = true;
+        this.answered();
         this.lastProblem = undefined;
         state.attempt = 0;
         if (outcome.duplicate) this.counts.duplicates++;

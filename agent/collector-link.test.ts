@@ -13,7 +13,7 @@ import type { Plan } from '../wire/plan.js';
 import { ReportBatchSchema } from '../wire/report.js';
 import type { ReportBatch } from '../wire/report.js';
 import type { ProbeResult } from '../wire/result.js';
-import { CollectorLink } from './collector-link.js';
+import { CollectorLink, recentAnswerMs } from './collector-link.js';
 import { backoffDelayMs, classifyReply, parseRetryAfterMs } from './link-replies.js';
 import type { CollectorLinkOptions } from './collector-link.js';
 import type { DeliverySource, ReportDestination } from './report-destination.js';
@@ -776,6 +776,67 @@ describe('CollectorLink with two collectors', () => {
     });
     expect(got).toEqual(a.seqs().filter((s) => s <= got.at(-1)!));
     expect(got[0]).toBe(1);
+  });
+
+  it('at the stop, a destination that took a batch moments ago and failed once since still gets the drain; one silent for longer does not', async () => {
+    for (const [agoMs, drains] of [
+      [1_000, 1],
+      [recentAnswerMs + 1_000, 0],
+      [undefined, 0],
+    ] as const) {
+      const a = await fake(plan('v1'));
+      let asked = 0;
+      let source: DeliverySource | undefined;
+      // A bus that failed its last publish (a node restarting): not connected now.
+      const bus: ReportDestination = {
+        name: 'bus',
+        deliver: (s) => {
+          source = s;
+        },
+        drained: () => {
+          asked++;
+          return Promise.resolve();
+        },
+        connected: () => false,
+        answeredAtMs: () => (agoMs === undefined ? undefined : Date.now() - agoMs),
+        stop: () => Promise.resolve(),
+        stats: () => ({
+          name: 'bus',
+          label: 'nats://bus',
+          posts: 0,
+          accepted: 0,
+          duplicates: 0,
+          gaps: 0,
+          rejected: 0,
+          implausibleAcks: 0,
+          seqRefusals: 0,
+          retries: 0,
+          acceptedSeq: 0,
+          connected: false,
+          enrolState: 'direct',
+          spool: source?.cursor.stats(),
+        }),
+      };
+      const stateDir = await mkdtemp(join(tmpdir(), 'fl-link-stop-'));
+      const l = new CollectorLink({
+        url: a.url,
+        token: 'secret',
+        destinations: [bus],
+        agent: 'app-1',
+        labels: {},
+        stateDir,
+        log,
+        onPlan: () => undefined,
+        earlyFlushMs: false,
+        startPlanTimeoutMs: 1000,
+      });
+      await l.start();
+      const r = failure(undefined, 'tcp_timeout');
+      l.observe(r, { name: r.target, kind: r.kind });
+      await l.stop(500);
+      await rm(stateDir, { recursive: true, force: true });
+      expect(asked, `answered ${String(agoMs)} ms ago`).toBe(drains);
+    }
   });
 
   it('refuses url and collectors together, and the same collector twice', () => {

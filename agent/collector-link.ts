@@ -128,6 +128,9 @@ export interface CollectorLinkStats extends Readonly<ChannelCounts> {
 /** One collector's counters. */
 export type CollectorStats = DestinationStats & { readonly planVersion: string | undefined };
 
+/** A destination that took a batch this recently still answers at the stop (see `stop`). */
+export const recentAnswerMs = 5_000;
+
 /**
  * The agent's side of its collectors — one, or several in different failure domains: the
  * plan (the newest any collector serves, see newestPlan; each collector's cached under its
@@ -318,13 +321,18 @@ export class CollectorLink {
 
   /**
    * Closes the current batch into the spool (nothing is lost), gives delivery up to
-   * `drainMs` to send what is spooled to the collectors that answer, then aborts every
-   * request and stops. Whatever is left is sent after the next start.
+   * `drainMs` to send what is spooled to the collectors that answer — the last exchange
+   * succeeded, or one did within {@link recentAnswerMs} (one failure a moment ago, a NATS
+   * node restarting, is retried within the drain) — then aborts every request and stops.
+   * Whatever is left is sent after the next start.
    */
   async stop(drainMs = 1_000): Promise<void> {
     this.stopping = true;
     await this.reporter.stop();
-    const answering = this.destinations().filter((c) => c.connected());
+    const nowMs = Date.now();
+    const answering = this.destinations().filter(
+      (c) => c.connected() || nowMs - (c.answeredAtMs?.() ?? -Infinity) < recentAnswerMs,
+    );
     if (drainMs > 0 && (this.spool?.stats().batches ?? 0) > 0 && answering.length > 0) {
       const abort = new AbortController();
       await Promise.race([

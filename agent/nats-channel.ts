@@ -333,7 +333,7 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
         );
       }
       attempt = 0;
-      this.isConnected = true;
+      this.answered();
       this.counts.acceptedSeq = Math.max(this.counts.acceptedSeq, batch.seq);
       await cursor.ack(batch.seq);
     }

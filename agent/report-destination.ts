@@ -43,8 +43,13 @@ export interface ReportDestination {
   deliver(source: DeliverySource): void;
   /** Resolves when its cursor has nothing left to send (at once when it is empty). */
   drained(): Promise<void>;
-  /** Whether the last exchange succeeded (a stop waits for the drain only of those). */
+  /** Whether the last exchange succeeded (a stop waits for the drain of those). */
   connected(): boolean;
+  /**
+   * When it last took a batch (epoch ms), if ever: a stop also waits for the drain of one
+   * that took a batch moments ago and failed once since (a NATS node restarting).
+   */
+  answeredAtMs?(): number | undefined;
   /** Aborts every request and ends its loops. */
   stop(): Promise<void>;
   stats(): DestinationStats;
@@ -175,8 +180,19 @@ export abstract class DeliveryChannel {
   protected loops: Promise<void>[] = [];
   protected source: DeliverySource | undefined;
   protected isConnected = false;
+  private lastAnsweredMs: number | undefined;
 
   constructor(readonly name: string) {}
+
+  answeredAtMs(): number | undefined {
+    return this.lastAnsweredMs;
+  }
+
+  /** It took a batch: connected, and when. */
+  protected answered(): void {
+    this.isConnected = true;
+    this.lastAnsweredMs = Date.now();
+  }
 
   deliver(source: DeliverySource): void {
     this.source = source;

@@ -34,6 +34,17 @@ export const echoKinds: ReadonlySet<string> = new Set(
 );
 
 /**
+ * Kinds whose latency is the network's alone (`ProbeDefinition.networkLatency`, and every
+ * echo kind).
+ */
+export const networkLatencyKinds: ReadonlySet<string> = new Set(
+  probeKinds.filter((kind) => {
+    const d = probeRegistry[kind] as ProbeDefinition<unknown>;
+    return d.echo === true || d.networkLatency === true;
+  }),
+);
+
+/**
  * The kind's main timing (`ProbeDefinition.mainTiming`): what "latency" means for it (a
  * summary's, a result's); `totalMs` for a kind this build does not know.
  */

@@ -37,6 +37,7 @@ export const tcp: ProbeDefinition<TcpOptions> = {
   target: { form: 'hostPort' },
   options: tcpOptions,
   mainTiming: 'connectMs',
+  networkLatency: true,
   telemetry: { blackboxIp: (r) => r.detail?.ip, series: tcpSeries },
   planCheck: {
     refusal: (options, permissions) =>

@@ -94,6 +94,14 @@ export interface ProbeDefinition<O = unknown> {
    */
   readonly echo?: boolean;
   /**
+   * Optional. This kind's latency (`mainTiming`) is the network's alone: the far end's
+   * kernel answers (an echo, a TCP handshake), no server process does work for it. The
+   * localiser reads a slower path of such a kind as the network's; a service probe slower
+   * with nothing lost is its server's (collector/localise/kinds/packet-loss.ts). Echo kinds
+   * are so without saying it.
+   */
+  readonly networkLatency?: boolean;
+  /**
    * Optional. Probes of this kind ride a TCP connection: a segment lost on the way is sent
    * again by the kernel after its retransmission timeout (at least 200 ms on Linux), so the
    * agent's adaptive timeout never shrinks below room for one retransmission — a single lost

@@ -1,4 +1,4 @@
-import { echoKinds } from '../../../probes/registry.js';
+import { echoKinds, networkLatencyKinds } from '../../../probes/registry.js';
 import { defaultPathMatrixOptions } from '../../paths/options.js';
 import type { PathState } from '../../types.js';
 import type { Candidate, Rule } from '../candidate.js';
@@ -223,8 +223,8 @@ export function withoutLossy(ev: Evidence, among: readonly number[]): readonly n
   return among.filter((i) => !out.has(i));
 }
 
-/** Kinds whose latency is the network's: echoes, and TCP's handshake (the kernel answers it). */
-const networkTimed = (kind: string): boolean => echoKinds.has(kind) || kind === 'tcp';
+/** Kinds whose latency is the network's: echoes, a TCP handshake (the far kernel answers). */
+const networkTimed = (kind: string): boolean => networkLatencyKinds.has(kind);
 
 /**
  * Degraded paths that speak of the network: all but a service's probe slowed down with

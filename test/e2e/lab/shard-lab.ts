@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import type { Diagnosis, Hypothesis } from '../../../wire/diagnosis.js';
 import type { AgentLiveness, PathState } from '../../../collector/types.js';
 import { Lab } from '../../../lab/lab.js';
@@ -53,6 +53,43 @@ export const topOf = (d: Diagnosis): Pick<Hypothesis, 'kind' | 'components'> | u
 
 /** A path's name in messages: `agent → target`. */
 export const pathKey = (p: PathState): string => `${p.agent} → ${p.target}`;
+
+/**
+ * One look, for `pollUntil`, at whether the localiser holds every path of the shards (each
+ * shard only the paths `owns` gives it, and some), at least `echoPaths` echo paths in the
+ * states the single collector has them, every path ok and a healthy diagnosis; else it
+ * throws saying what is not so yet.
+ */
+export async function localiserHoldsTheShards(
+  l: Pick<ShardLab, 'paths' | 'diagnosisOf'>,
+  owns: Readonly<Record<ShardLabSide, (p: PathState) => boolean>>,
+  echoPaths: number,
+): Promise<true> {
+  const shards = Object.keys(owns);
+  const [loc = [], single = [], ...held] = await Promise.all(
+    ['localiser', 'single', ...shards].map(l.paths),
+  );
+  let total = 0;
+  for (const [i, side] of shards.entries()) {
+    const ps = held[i] ?? [];
+    const foreign = ps.find((p) => owns[side]?.(p) !== true);
+    if (foreign !== undefined) throw new Error(`${side} holds ${pathKey(foreign)}`);
+    if (ps.length === 0) throw new Error(`${side} holds no paths yet`);
+    total += ps.length;
+  }
+  const icmp = (ps: PathState[]): string[] =>
+    ps
+      .filter((p) => p.kind === 'icmp')
+      .map((p) => `${pathKey(p)}: ${p.state}`)
+      .sort();
+  if (icmp(loc).length < echoPaths) throw new Error(`localiser: ${icmp(loc).length} echo paths`);
+  if (loc.length !== total) throw new Error(`localiser ${loc.length} paths, shards ${total}`);
+  expect(icmp(loc)).toEqual(icmp(single));
+  if (loc.some((p) => p.state !== 'ok')) throw new Error('not every path ok yet');
+  const d = await l.diagnosisOf('localiser');
+  if (!d.healthy) throw new Error(`localiser: ${d.hypotheses[0]?.summary}`);
+  return true;
+}
 
 /**
  * Brings the shard lab up before the enclosing describe's tests (collectors and agents

@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { hashShardOf } from '../../../collector/shard/changes.js';
-import type { PathState } from '../../../collector/types.js';
 import { wrongVlan } from '../../../lab/faults.js';
 import { pollUntil } from '../../../lab/poll-until.js';
 import { canRunLab, type LabSpec } from '../../../lab/spec.js';
-import { pathKey as key, topOf as top, useShardLab } from './shard-lab.js';
+import { localiserHoldsTheShards, topOf as top, useShardLab } from './shard-lab.js';
 
 /**
  * Scale-out with the real engine (issue 17): a three-node nats-server cluster, five agents
@@ -59,32 +58,15 @@ describe.runIf(canRunLab)('lab: ingest shards and one localiser over NATS', () =
     const expected = agentHosts.length * (agentHosts.length - 1);
     await pollUntil(
       'every agent’s paths at the localiser, as the single collector has them, healthy',
-      async () => {
-        const [loc, single, s0, s1] = await Promise.all(
-          (['localiser', 'single', 'shard-0', 'shard-1'] as const).map(paths),
-        );
-        for (const [side, ps] of [
-          ['shard-0', s0!],
-          ['shard-1', s1!],
-        ] as const) {
-          const foreign = ps.filter((p) => `shard-${hashShardOf(p.agent, 2)}` !== side);
-          if (foreign.length > 0) throw new Error(`${side} holds ${key(foreign[0]!)}`);
-        }
-        const icmp = (ps: PathState[]): string[] =>
-          ps
-            .filter((p) => p.kind === 'icmp')
-            .map((p) => `${key(p)}: ${p.state}`)
-            .sort();
-        if (icmp(loc!).length < expected)
-          throw new Error(`localiser: ${icmp(loc!).length} echo paths`);
-        if (loc!.length !== s0!.length + s1!.length)
-          throw new Error(`localiser ${loc!.length} paths, shards ${s0!.length} + ${s1!.length}`);
-        expect(icmp(loc!)).toEqual(icmp(single!));
-        if (loc!.some((p) => p.state !== 'ok')) throw new Error('not every path ok yet');
-        const d = await diagnosisOf('localiser');
-        if (!d.healthy) throw new Error(`localiser: ${d.hypotheses[0]?.summary}`);
-        return true;
-      },
+      () =>
+        localiserHoldsTheShards(
+          { paths, diagnosisOf },
+          {
+            'shard-0': (p) => hashShardOf(p.agent, 2) === 0,
+            'shard-1': (p) => hashShardOf(p.agent, 2) === 1,
+          },
+          expected,
+        ),
       { timeoutMs: 60_000, intervalMs: 500 },
     );
     await pollUntil(

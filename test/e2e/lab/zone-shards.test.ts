@@ -1,9 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { PathState } from '../../../collector/types.js';
 import { wrongVlan } from '../../../lab/faults.js';
 import { pollUntil } from '../../../lab/poll-until.js';
 import { canRunLab, type LabSpec } from '../../../lab/spec.js';
-import { pathKey as key, topOf as top, useShardLab } from './shard-lab.js';
+import { localiserHoldsTheShards, topOf as top, useShardLab } from './shard-lab.js';
 
 /**
  * Zone shards (`nats.shard: { by: zone, zones: [...] }`) with the real engine (issue 17), on
@@ -61,34 +60,15 @@ describe.runIf(canRunLab)('lab: zone shards and one localiser over NATS', () => 
     const expected = agentHosts.length * (agentHosts.length - 1);
     await pollUntil(
       'every agent’s paths at the localiser, as the single collector has them, healthy',
-      async () => {
-        const [loc, single, a, b] = await Promise.all(
-          (['localiser', 'single', 'shard-za', 'shard-zb'] as const).map(paths),
-        );
-        for (const [zone, ps] of [
-          ['za', a!],
-          ['zb', b!],
-        ] as const) {
-          const foreign = ps.filter((p) => zoneOf[p.agent] !== zone);
-          if (foreign.length > 0) throw new Error(`shard-${zone} holds ${key(foreign[0]!)}`);
-          // Both zones' agents do report: each shard has some.
-          if (ps.length === 0) throw new Error(`shard-${zone} holds no paths yet`);
-        }
-        const icmp = (ps: PathState[]): string[] =>
-          ps
-            .filter((p) => p.kind === 'icmp')
-            .map((p) => `${key(p)}: ${p.state}`)
-            .sort();
-        if (icmp(loc!).length < expected)
-          throw new Error(`localiser: ${icmp(loc!).length} echo paths`);
-        if (loc!.length !== a!.length + b!.length)
-          throw new Error(`localiser ${loc!.length} paths, shards ${a!.length} + ${b!.length}`);
-        expect(icmp(loc!)).toEqual(icmp(single!));
-        if (loc!.some((p) => p.state !== 'ok')) throw new Error('not every path ok yet');
-        const d = await diagnosisOf('localiser');
-        if (!d.healthy) throw new Error(`localiser: ${d.hypotheses[0]?.summary}`);
-        return true;
-      },
+      () =>
+        localiserHoldsTheShards(
+          { paths, diagnosisOf },
+          {
+            'shard-za': (p) => zoneOf[p.agent] === 'za',
+            'shard-zb': (p) => zoneOf[p.agent] === 'zb',
+          },
+          expected,
+        ),
       { timeoutMs: 60_000, intervalMs: 500 },
     );
     // Every agent live at the localiser, each heard through its own zone's shard only.
