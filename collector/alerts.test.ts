@@ -661,6 +661,18 @@ describe('settling (issue 14)', () => {
       });
       expect(names((await other.drain()).notify)).toEqual(['firing:FaultlineHostUnreachable']);
     }
+    // Nor does a full-size echo lost at the fall of a flapping link read as a smaller MTU.
+    const mtu = hypothesis({
+      kind: 'mtu_mismatch',
+      summary: 'full-size packets vanish on the path from db-2 to web-1',
+      components: ['db-2', 'web-1'],
+      groups: [],
+      evidence: { counts: { icmp_timeout: 1 }, examples: [] },
+    });
+    delete (mtu as { cutLabel?: unknown }).cutLabel;
+    const big = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    big.engine.update(settled(mtu), 20_000, flapping);
+    expect((await big.drain()).notify).toEqual([]);
     // A service's fault is not a flap of the network: at once.
     const down = hypothesis({
       kind: 'service_down',
@@ -764,6 +776,20 @@ describe('settling (issue 14)', () => {
     expect((await stays.drain()).notify).toEqual([]);
     stays.engine.tick(26_000);
     expect(names((await stays.drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
+    // With lossTailHold, loss at the heal's tail waits that long: the heal's own lost
+    // probes (the first echoes after the link came up) stay in the paths' 30 s windows.
+    const window = setup({ holdForMs: 0, healTailHoldMs: 5_000, lossTailHoldMs: 30_000 });
+    window.engine.update(settled(hypothesis({ since: 1_000 })), 10_000, ctx);
+    window.engine.update(settled(), 20_000, ctx);
+    await window.drain();
+    window.engine.update(settled(loss(['db-2'], 21_000)), 21_000, ctx);
+    window.engine.tick(50_999);
+    expect((await window.drain()).notify).toEqual([]);
+    expect(window.engine.alerts().find((a) => a.phase === 'pending')?.waitingFor).toEqual([
+      { reason: 'heal tail', untilMs: 51_000 },
+    ]);
+    window.engine.tick(51_000);
+    expect(names((await window.drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
   });
 
   it("the heal's tail (fewer paths, failing since before the alert resolved) holds healTailHold; a new fault, or one read anew with more paths, does not", async () => {

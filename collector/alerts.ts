@@ -446,7 +446,7 @@ export class AlertEngine {
    *   after that resolve;
    * - `heal tail`, `re-read`, `healing`, `fall tail`, `fell again`: the end of a fault read
    *   as another cause, or a host falling again after it came back, `healTailHold` from
-   *   when it appeared (see each below).
+   *   when it appeared (see each below); a loss read at a heal's tail, `lossTailHold`.
    */
   private waitsOf(
     t: Tracked,
@@ -489,10 +489,15 @@ export class AlertEngine {
     const ownReason: AlertWaitReason =
       b.kind === 'packet_loss' && own > t.requiredHoldMs ? 'lossHoldFor' : 'holdFor';
     const tail = this.endReason(t, b, ctx, nowMs);
+    // A tail lasts as long as the healed fault can linger in the reading: a loss is read
+    // from the paths' 30 s windows, where the heal's own lost probes (a neighbour entry
+    // resolved again, the first echoes after a link came up) stay that long.
+    const tailMs =
+      tail !== undefined && b.kind === 'packet_loss' && (tail === 'heal tail' || tail === 're-read')
+        ? Math.max(this.config.healTailHoldMs, this.config.lossTailHoldMs)
+        : this.config.healTailHoldMs;
     const [reason, hold]: [AlertWaitReason, number] =
-      tail !== undefined && this.config.healTailHoldMs > own
-        ? [tail, this.config.healTailHoldMs]
-        : [ownReason, own];
+      tail !== undefined && tailMs > own ? [tail, tailMs] : [ownReason, own];
     if (nowMs - t.sinceMs < hold) waits.push({ reason, untilMs: t.sinceMs + hold });
     return waits;
   }
@@ -651,11 +656,15 @@ function forgetOlder(m: Map<string, { readonly atMs: number }>, beforeMs: number
   for (const [h, v] of m) if (v.atMs <= beforeMs) m.delete(h);
 }
 
-/** Kinds that read a network fault: a host or hosts that stopped answering, a path blocked. */
+/**
+ * Kinds that read a network fault: a host or hosts that stopped answering, a path blocked,
+ * full-size packets lost (a flapping link's big echo lost while its small one got through).
+ */
 const networkKinds: ReadonlySet<string> = new Set([
   'network_partition',
   'host_unreachable',
   'path_blocked',
+  'mtu_mismatch',
 ]);
 
 /**

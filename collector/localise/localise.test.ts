@@ -239,6 +239,24 @@ describe('localise', () => {
     expect(lossy.hypotheses.map((h) => h.kind)).not.toContain('path_blocked');
   });
 
+  it('a loss between one pair of hosts, seen both ways, names both ends: it shares nothing with another pair', () => {
+    const input = buildInput(topology);
+    const pair = (p: PathState): boolean =>
+      p.kind === 'icmp' &&
+      ((p.agent === 'app-2' && p.component === 'db-2') ||
+        (p.agent === 'db-2' && p.component === 'app-2'));
+    expect(input.paths.filter(pair)).toHaveLength(2);
+    const d = localise({
+      ...input,
+      paths: input.paths.map((p): PathState =>
+        pair(p) ? { ...p, state: 'degraded', lossRatio: 0.3, failureRatio: 0.3 } : p,
+      ),
+    });
+    expect(d.hypotheses[0]?.kind).toBe('packet_loss');
+    expect(d.hypotheses[0]?.components).toEqual(['app-2', 'db-2']);
+    expect(d.hypotheses[0]?.summary).toContain('between app-2 and db-2');
+  });
+
   it("reads a database answering slower over a sound network as no loss: a service probe's latency is its answer's", () => {
     // A busy PostgreSQL on db-1: its first byte (a backend forked, auth) comes 45 ms after the
     // connect instead of 9, with nothing lost, while the echoes and TCP connects to db-1 are

@@ -317,16 +317,21 @@ export const packetLoss: Rule = {
         to === ps.length ? `to ${name}` : to === 0 ? `from ${name}` : `to and from ${name}`;
       const worst = Math.round(100 * Math.max(...ps.map((p) => p.lossRatio ?? p.failureRatio)));
       const first = ps[0];
-      const onePair = ps.every((p) => p.agent === first?.agent && p.component === first.component);
+      // One host pair alone, either way, shares nothing with another: both its ends stay
+      // suspects (naming one end by its name's order blamed a host for its peer's link).
+      const pairOf = (p: PathState): string => hostPair(ev.host(p.agent), p.component);
+      const onePair = first !== undefined && ps.every((p) => pairOf(p) === pairOf(first));
       const only = onePair ? first : undefined;
-      // One host pair alone shares nothing with another: both its ends stay suspects.
+      const oneWay = ps.every((p) => p.agent === first?.agent && p.component === first.component);
       const ends = only ? sorted([ev.host(only.agent), only.component]) : [name];
       out.push({
         hypothesis: {
           kind: 'packet_loss',
           confidence: only ? 0.5 : 0.7,
           summary: only
-            ? `the path from ${ev.host(only.agent)} to ${only.component} loses packets or slows down (up to ${worst}% loss), the others are clean: look at the route between the two`
+            ? oneWay
+              ? `the path from ${ev.host(only.agent)} to ${only.component} loses packets or slows down (up to ${worst}% loss), the others are clean: look at the route between the two`
+              : `the paths between ${ends.join(' and ')} lose packets or slow down both ways (up to ${worst}% loss), the others are clean: look at the route between the two`
             : `${ps.length} paths ${element} lose packets or slow down (up to ${worst}% loss): look at ${name} and its link`,
           components: ends,
           groups: [{ members: ends }],
