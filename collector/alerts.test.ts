@@ -792,6 +792,52 @@ describe('settling (issue 14)', () => {
     expect(names((await window.drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
   });
 
+  it("after the collector's own isolation heals, a far-side agent not heard yet is the heal's tail: it holds healTailHold", async () => {
+    const cut = hypothesis({
+      summary: "the collector's side is cut off: {ctl-1}",
+      components: ['ctl-1'],
+      groups: [{ name: 'collector side', members: ['ctl-1'] }],
+      collectorCutOff: true,
+      evidence: { counts: { icmp_timeout: 10, tcp_timeout: 10 }, examples: [] },
+      since: 1_000,
+    });
+    delete (cut as { cutLabel?: unknown }).cutLabel;
+    // app-1's report was in flight through the cut: it arrives after TCP's next retransmission.
+    const silent = hypothesis({
+      kind: 'agent_silent',
+      summary: 'agent app-1 stopped reporting while app-1 still answers 5 other agents',
+      components: ['app-1'],
+      groups: [{ members: ['app-1'] }],
+      evidence: { counts: { ok: 20 }, examples: [] },
+      // Read as silent once the others were heard again, at the heal.
+      since: 20_000,
+    });
+    delete (silent as { cutLabel?: unknown }).cutLabel;
+    const { engine, drain } = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    engine.update(settled(cut), 10_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlineCollectorCutOff']);
+    engine.update(settled(silent), 20_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['resolved:FaultlineCollectorCutOff']);
+    engine.tick(24_999);
+    expect((await drain()).notify).toEqual([]);
+    engine.update(settled(), 22_000, ctx);
+    engine.tick(30_000);
+    expect((await drain()).notify).toEqual([]);
+    // After another fault's heal, an agent silent on a host it did not name pages at once.
+    const other = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
+    const partition = hypothesis({
+      since: 1_000,
+      groups: [{ members: ['web-1'] }, { name: 'switch=sw-2', members: ['db-1', 'db-2'] }],
+    });
+    other.engine.update(settled(partition), 10_000, ctx);
+    await other.drain();
+    other.engine.update(settled(silent), 20_000, ctx);
+    expect(names((await other.drain()).notify).sort()).toEqual([
+      'firing:FaultlineAgentSilent',
+      'resolved:FaultlineNetworkPartition',
+    ]);
+  });
+
   it("the heal's tail (fewer paths, failing since before the alert resolved) holds healTailHold; a new fault, or one read anew with more paths, does not", async () => {
     const { engine, drain } = setup({ holdForMs: 0, healTailHoldMs: 5_000 });
     engine.update(settled(hypothesis({ since: 1_000 })), 10_000, ctx);

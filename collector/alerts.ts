@@ -2,7 +2,7 @@ import type { Meter, ObservableCounter, ObservableGauge } from '@opentelemetry/a
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Diagnosis } from '../wire/diagnosis.js';
-import { buildAlerts } from './alert-build.js';
+import { buildAlerts, collectorCutOffAlert } from './alert-build.js';
 import type { AlertContext, BuiltAlert } from './alert-build.js';
 import type { AlertsConfig } from './config.js';
 import { AlertDispatcher } from './sinks/dispatcher.js';
@@ -149,12 +149,21 @@ export class AlertEngine {
   /** Self-ticking engines: a tick when a wait for a settling diagnosis runs out. */
   private readonly selfTicking: boolean;
   private settleTimer: NodeJS.Timeout | undefined;
-  /** When a firing alert last resolved, and how many failing paths it spoke of. */
-  /** The last firing alerts that resolved: when, their most failing paths, their hosts. */
-  private lastFaultEnd: { atMs: number; failingPaths: number; hosts: Set<string> } = {
+  /**
+   * The last firing alerts that resolved: when, their most failing paths, their hosts —
+   * every host when one was the collector's own isolation (it heard none of the far side,
+   * whose agents come back one by one).
+   */
+  private lastFaultEnd: {
+    atMs: number;
+    failingPaths: number;
+    hosts: Set<string>;
+    everyHost: boolean;
+  } = {
     atMs: Number.NEGATIVE_INFINITY,
     failingPaths: 0,
     hosts: new Set(),
+    everyHost: false,
   };
   /**
    * Per host: the newest time a pending alert naming it vanished before it fired, and the
@@ -520,7 +529,8 @@ export class AlertEngine {
     // arriving is read anew with more paths, not fewer: no hold.)
     const end = this.lastFaultEnd;
     const onItsHosts =
-      t.sinceMs - end.atMs < this.config.healTailHoldMs && b.hosts.some((h) => end.hosts.has(h));
+      t.sinceMs - end.atMs < this.config.healTailHoldMs &&
+      (end.everyHost || b.hosts.some((h) => end.hosts.has(h)));
     if ((b.startsAtMs < end.atMs || onItsHosts) && b.failingPaths < end.failingPaths)
       return 'heal tail';
     // So does the same fault re-read: a reading that was not there before, appearing on
@@ -560,10 +570,11 @@ export class AlertEngine {
       if (t.phase !== 'firing') continue;
       const end = this.lastFaultEnd;
       if (end.atMs !== nowMs)
-        this.lastFaultEnd = { atMs: nowMs, failingPaths: 0, hosts: new Set() };
+        this.lastFaultEnd = { atMs: nowMs, failingPaths: 0, hosts: new Set(), everyHost: false };
       const now = this.lastFaultEnd;
       now.failingPaths = Math.max(now.failingPaths, t.current.failingPaths);
       for (const h of t.current.hosts) now.hosts.add(h);
+      if (t.current.labels.alertname === collectorCutOffAlert) now.everyHost = true;
       if (t.current.kind === 'packet_loss') this.noteLossEnded(t.current, nowMs);
     }
     const fire = (t: Tracked, b: BuiltAlert): AlertNotice => {
