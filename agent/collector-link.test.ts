@@ -676,8 +676,17 @@ describe('CollectorLink with two collectors', () => {
         timeoutMs: 10_000,
       },
     );
-    // Kept in the spool for b.
-    const down = l.stats();
+    // Kept in the spool for b; a has taken everything (the link's next batch, made since,
+    // may be on its way to a for a moment: looked at until it has arrived).
+    const down = await pollUntil(
+      'collector a has nothing waiting',
+      () => {
+        const st = l.stats();
+        const atA = st.collectors.find((c) => c.label === a.url);
+        return atA?.spool?.batches === 0 ? st : undefined;
+      },
+      { timeoutMs: 10_000 },
+    );
     expect(down.spool!.batches).toBeGreaterThan(0);
     const byLabel = new Map(down.collectors.map((c) => [c.label, c]));
     expect(byLabel.get(a.url)).toMatchObject({ connected: true, spool: { batches: 0 } });
