@@ -177,28 +177,8 @@ export class CollectorTelemetry {
   }
 
   /** Pushes what is left (the final OTLP export) and stops; never throws. */
-  async shutdown(timeoutMs = 5000): Promise<{ ok: boolean; error?: string }> {
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), timeoutMs);
-      timer.unref();
-    });
-    try {
-      const done = await Promise.race([
-        this.pipeline.shutdown(timeoutMs).then(() => 'done' as const),
-        timedOut,
-      ]);
-      if (done === 'timeout')
-        return { ok: false, error: `telemetry did not shut down within ${timeoutMs} ms` };
-      const failed = this.pipeline.exports?.lastError;
-      return failed === undefined
-        ? { ok: true }
-        : { ok: false, error: `final OTLP export failed: ${failed}` };
-    } catch (err) {
-      return { ok: false, error: err instanceof Error ? err.message : String(err) };
-    } finally {
-      clearTimeout(timer);
-    }
+  shutdown(timeoutMs = 5000): Promise<{ ok: boolean; error?: string }> {
+    return this.pipeline.shutdownWithin(timeoutMs);
   }
 
   /** The built series, as OTel data points (both readers render or push them). */

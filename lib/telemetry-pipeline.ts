@@ -174,4 +174,32 @@ export class MetricsPipeline {
   shutdown(timeoutMs: number): Promise<void> {
     return this.provider.shutdown({ timeoutMillis: timeoutMs });
   }
+
+  /**
+   * {@link shutdown} bounded by `timeoutMs`, and what it says: ok, or why not (it timed out,
+   * the final OTLP export failed, the SDK threw). Never throws.
+   */
+  async shutdownWithin(timeoutMs: number): Promise<{ ok: boolean; error?: string }> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+      timer.unref();
+    });
+    try {
+      const done = await Promise.race([
+        this.shutdown(timeoutMs).then(() => 'done' as const),
+        timedOut,
+      ]);
+      if (done === 'timeout')
+        return { ok: false, error: `telemetry did not shut down within ${timeoutMs} ms` };
+      const failed = this.exports?.lastError;
+      return failed === undefined
+        ? { ok: true }
+        : { ok: false, error: `final OTLP export failed: ${failed}` };
+    } catch (err) {
+      return { ok: false, error: err instanceof Error ? err.message : String(err) };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 }

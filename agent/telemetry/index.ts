@@ -406,28 +406,7 @@ export class AgentTelemetry {
     let outcome: TelemetryShutdown;
     if (pipeline instanceof Error) {
       outcome = { ok: false, error: `OTLP metrics push did not start: ${pipeline.message}` };
-    } else {
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), timeoutMs);
-        timer.unref();
-      });
-      try {
-        const done = await Promise.race([
-          pipeline.shutdown(timeoutMs).then(() => 'done' as const),
-          timedOut,
-        ]);
-        if (done === 'timeout')
-          outcome = { ok: false, error: `telemetry did not shut down within ${timeoutMs} ms` };
-        else if (this.exports?.lastError !== undefined)
-          outcome = { ok: false, error: `final OTLP export failed: ${this.exports.lastError}` };
-        else outcome = { ok: true };
-      } catch (err) {
-        outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
-      } finally {
-        clearTimeout(timer);
-      }
-    }
+    } else outcome = await pipeline.shutdownWithin(timeoutMs);
     if (!outcome.ok) this.logger?.warn({ err: outcome.error }, 'telemetry shutdown incomplete');
     return outcome;
   }
