@@ -92,6 +92,25 @@ export async function localiserHoldsTheShards(
 }
 
 /**
+ * Waits, for `pollUntil`, until the localiser and the single collector both have `want` on
+ * top, and returns both documents; says which of them does not yet.
+ */
+export function bothAnswer(
+  l: Pick<ShardLab, 'diagnosisOf'>,
+  want: Pick<Hypothesis, 'kind' | 'components'>,
+): () => Promise<{ loc: Diagnosis; single: Diagnosis }> {
+  return async () => {
+    const [loc, single] = await Promise.all([l.diagnosisOf('localiser'), l.diagnosisOf('single')]);
+    const wanted = JSON.stringify({ kind: want.kind, components: [...want.components].sort() });
+    if (JSON.stringify(topOf(single)) !== wanted)
+      throw new Error(`single: ${single.hypotheses[0]?.summary ?? 'healthy'}`);
+    if (JSON.stringify(topOf(loc)) !== wanted)
+      throw new Error(`localiser: ${loc.hypotheses[0]?.summary ?? 'healthy'}`);
+    return { loc, single };
+  };
+}
+
+/**
  * Brings the shard lab up before the enclosing describe's tests (collectors and agents
  * started, not yet waited for) and down after them (every process by PID, every namespace),
  * printing the collectors' logs of a failed test.

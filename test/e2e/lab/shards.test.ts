@@ -3,7 +3,7 @@ import { hashShardOf } from '../../../collector/shard/changes.js';
 import { wrongVlan } from '../../../lab/faults.js';
 import { pollUntil } from '../../../lab/poll-until.js';
 import { canRunLab, type LabSpec } from '../../../lab/spec.js';
-import { localiserHoldsTheShards, topOf as top, useShardLab } from './shard-lab.js';
+import { bothAnswer, localiserHoldsTheShards, topOf as top, useShardLab } from './shard-lab.js';
 
 /**
  * Scale-out with the real engine (issue 17): a three-node nats-server cluster, five agents
@@ -93,18 +93,7 @@ describe.runIf(canRunLab)('lab: ingest shards and one localiser over NATS', () =
     try {
       const answer = await pollUntil(
         'the localiser and the single collector agreeing that db-1 is cut off',
-        async () => {
-          const [loc, single] = await Promise.all([
-            diagnosisOf('localiser'),
-            diagnosisOf('single'),
-          ]);
-          const want = { kind: 'host_unreachable', components: ['db-1'] };
-          if (JSON.stringify(top(single)) !== JSON.stringify(want))
-            throw new Error(`single: ${single.hypotheses[0]?.summary ?? 'healthy'}`);
-          if (JSON.stringify(top(loc)) !== JSON.stringify(want))
-            throw new Error(`localiser: ${loc.hypotheses[0]?.summary ?? 'healthy'}`);
-          return { loc, single };
-        },
+        bothAnswer({ diagnosisOf }, { kind: 'host_unreachable', components: ['db-1'] }),
         { timeoutMs: 60_000, intervalMs: 250 },
       );
       // The same top hypothesis, and nothing the single collector does not say.

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { wrongVlan } from '../../../lab/faults.js';
 import { pollUntil } from '../../../lab/poll-until.js';
 import { canRunLab, type LabSpec } from '../../../lab/spec.js';
-import { localiserHoldsTheShards, topOf as top, useShardLab } from './shard-lab.js';
+import { bothAnswer, localiserHoldsTheShards, useShardLab } from './shard-lab.js';
 
 /**
  * Zone shards (`nats.shard: { by: zone, zones: [...] }`) with the real engine (issue 17), on
@@ -95,18 +95,7 @@ describe.runIf(canRunLab)('lab: zone shards and one localiser over NATS', () => 
     try {
       const answer = await pollUntil(
         'the localiser and the single collector agreeing that db-1 is cut off',
-        async () => {
-          const [loc, single] = await Promise.all([
-            diagnosisOf('localiser'),
-            diagnosisOf('single'),
-          ]);
-          const want = { kind: 'host_unreachable', components: ['db-1'] };
-          if (JSON.stringify(top(single)) !== JSON.stringify(want))
-            throw new Error(`single: ${single.hypotheses[0]?.summary ?? 'healthy'}`);
-          if (JSON.stringify(top(loc)) !== JSON.stringify(want))
-            throw new Error(`localiser: ${loc.hypotheses[0]?.summary ?? 'healthy'}`);
-          return { loc, single };
-        },
+        bothAnswer({ diagnosisOf }, { kind: 'host_unreachable', components: ['db-1'] }),
         { timeoutMs: 60_000, intervalMs: 250 },
       );
       expect(answer.loc.hypotheses.map((h) => h.kind)).toEqual(
