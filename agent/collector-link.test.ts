@@ -16,7 +16,32 @@ import type { ProbeResult } from '../wire/result.js';
 import { CollectorLink, recentAnswerMs } from './collector-link.js';
 import { backoffDelayMs, classifyReply, parseRetryAfterMs } from './link-replies.js';
 import type { CollectorLinkOptions } from './collector-link.js';
-import type { DeliverySource, ReportDestination } from './report-destination.js';
+import type { DeliverySource, DestinationStats, ReportDestination } from './report-destination.js';
+
+/** The stats of a stand-in message-bus destination named `bus`. */
+function busStats(
+  accepted: number,
+  acceptedSeq: number,
+  connected: boolean,
+  source: DeliverySource | undefined,
+): DestinationStats {
+  return {
+    name: 'bus',
+    label: 'nats://bus',
+    posts: 0,
+    accepted,
+    duplicates: 0,
+    gaps: 0,
+    rejected: 0,
+    implausibleAcks: 0,
+    seqRefusals: 0,
+    retries: 0,
+    acceptedSeq,
+    connected,
+    enrolState: 'direct',
+    spool: source?.cursor.stats(),
+  };
+}
 
 const log = pino({ level: 'silent' });
 
@@ -736,22 +761,7 @@ describe('CollectorLink with two collectors', () => {
       stop: async () => {
         stopped = true;
       },
-      stats: () => ({
-        name: 'bus',
-        label: 'nats://bus',
-        posts: 0,
-        accepted: got.length,
-        duplicates: 0,
-        gaps: 0,
-        rejected: 0,
-        implausibleAcks: 0,
-        seqRefusals: 0,
-        retries: 0,
-        acceptedSeq: got.at(-1) ?? 0,
-        connected: open,
-        enrolState: 'direct',
-        spool: source?.cursor.stats(),
-      }),
+      stats: () => busStats(got.length, got.at(-1) ?? 0, open, source),
     };
     const l = new CollectorLink({
       url: a.url,
@@ -809,22 +819,7 @@ describe('CollectorLink with two collectors', () => {
         connected: () => false,
         answeredAtMs: () => (agoMs === undefined ? undefined : Date.now() - agoMs),
         stop: () => Promise.resolve(),
-        stats: () => ({
-          name: 'bus',
-          label: 'nats://bus',
-          posts: 0,
-          accepted: 0,
-          duplicates: 0,
-          gaps: 0,
-          rejected: 0,
-          implausibleAcks: 0,
-          seqRefusals: 0,
-          retries: 0,
-          acceptedSeq: 0,
-          connected: false,
-          enrolState: 'direct',
-          spool: source?.cursor.stats(),
-        }),
+        stats: () => busStats(0, 0, false, source),
       };
       const stateDir = await mkdtemp(join(tmpdir(), 'fl-link-stop-'));
       const l = new CollectorLink({
