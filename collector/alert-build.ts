@@ -44,6 +44,12 @@ export interface AlertContext {
   /** The incident a hypothesis belongs to, when the incident store has one. */
   readonly incidentOf?: (hypothesis: Hypothesis) => IncidentRef | undefined;
   /**
+   * Called before an alert fires from a diagnosis still settling (its wait for the settled
+   * answer ran out): the incident record, which skips settling diagnoses, records this one,
+   * so the alert's link finds its incident.
+   */
+  readonly firingWhileSettling?: (diagnosis: Diagnosis) => void;
+  /**
    * Hosts whose own agent is late (live, its report overdue): a `path_blocked` alert naming
    * one waits (`alerts.lateHoldMax`). Absent: none is.
    */

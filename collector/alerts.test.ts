@@ -576,6 +576,34 @@ describe('settling (issue 14)', () => {
     expect(names((await drain()).notify)).toEqual([]);
   });
 
+  it('an alert that fires while the diagnosis still settles has it recorded first, and is sent again with its incident', async () => {
+    const recorded: Diagnosis[] = [];
+    const recording: AlertContext = {
+      ...ctx,
+      firingWhileSettling: (d) => recorded.push(d),
+      incidentOf: () => (recorded.length > 0 ? { id: '7' } : undefined),
+    };
+    const { engine, drain } = setup({ holdForMs: 0, settleMaxMs: 1_000 });
+    const still = settling(10_000, down);
+    engine.update(still, 10_050, recording);
+    engine.tick(10_900);
+    expect(recorded).toEqual([]);
+    // The wait runs out with the diagnosis still settling: it fires from that one.
+    engine.tick(11_000);
+    expect(recorded).toEqual([still]);
+    const first = await drain();
+    expect(names(first.notify)).toEqual(['firing:FaultlineServiceDown']);
+    engine.tick(11_500);
+    const again = (await drain()).state;
+    expect(again.map((a) => a.annotations.incident_id)).toEqual(['7']);
+    expect(recorded).toHaveLength(1);
+    // A settled diagnosis firing needs no record from the engine.
+    const calm = setup({ holdForMs: 0 });
+    calm.engine.update(settled(blocked), 20_000, recording);
+    expect(names((await calm.drain()).notify)).toEqual(['firing:FaultlinePathBlocked']);
+    expect(recorded).toHaveLength(1);
+  });
+
   it('a fault whose paths come back before it was paged is healing: it holds healTailHold, and pages then only if it stays', async () => {
     const unreachable = (failing: number): Hypothesis => {
       const h = hypothesis({

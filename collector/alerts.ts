@@ -560,6 +560,7 @@ export class AlertEngine {
     const d = last.diagnosis;
     const settling = d.settling === true && this.config.settleMaxMs > 0;
     let settleWakeMs = Number.POSITIVE_INFINITY;
+    let recordedSettling = false;
     /** While settling, until when a pending alert since `sinceMs` waits. */
     const settleUntil = (sinceMs: number): number =>
       Math.min(d.settlingSinceMs ?? sinceMs, sinceMs) + this.config.settleMaxMs;
@@ -615,6 +616,12 @@ export class AlertEngine {
         const waits = this.waitsOf(t, b, last.ctx, nowMs, settling ? settleUntil(t.sinceMs) : 0);
         t.waits = waits;
         if (waits.length === 0) {
+          if (settling && !recordedSettling) {
+            recordedSettling = true;
+            last.ctx.firingWhileSettling?.(d);
+            // The next evaluation builds the alerts again, with the incident now open.
+            delete last.built;
+          }
           t.phase = 'firing';
           t.sinceMs = nowMs;
           delete t.waits;

@@ -270,6 +270,7 @@ export class Collector implements CollectorCore {
         return late;
       },
       recoveredAtMs: (host) => this.settler.recoveredAtMs(host),
+      firingWhileSettling: (d) => this.trackIncident(d, { evenSettling: true }),
       collector: this.collectorName,
       incidentOf: () => {
         const i = this.incidentTracker.current();
@@ -284,9 +285,9 @@ export class Collector implements CollectorCore {
    * Records a diagnosis in the incident record. A store failure is logged; the tracker is
    * unchanged then, and the next change (or upkeep's retry) records it.
    */
-  private trackIncident(d: Diagnosis): void {
+  private trackIncident(d: Diagnosis, opts: { evenSettling?: boolean } = {}): void {
     try {
-      const u = this.incidentTracker.update(d);
+      const u = this.incidentTracker.update(d, opts);
       this.incidentPending = false;
       if (u !== undefined) {
         this.telemetry.recordIncidentEvent(u.type);

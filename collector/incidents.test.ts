@@ -349,4 +349,33 @@ describe('IncidentTracker and a settling diagnosis (issue 14)', () => {
       type: 'recovered',
     });
   });
+
+  it('records a settling diagnosis an alert fired from (evenSettling), once', () => {
+    const store = openStore();
+    const tracker = new IncidentTracker(store);
+    const first = t0 + 1_000;
+    const doc: Diagnosis = {
+      ...diagnosis(first + 1_700, [{ ...serviceDown(), since: first }]),
+      settling: true,
+      settlingSinceMs: first,
+    };
+    expect(tracker.update(doc)).toBeUndefined();
+    expect(tracker.update(doc, { evenSettling: true })).toEqual({ incidentId: 1, type: 'opened' });
+    expect(tracker.update({ ...doc, settling: false })).toBeUndefined();
+    expect(incidentDetail(store, 1)!.events.map((e) => e.type)).toEqual(['opened']);
+  });
+});
+
+describe('IncidentTracker: what a change is', () => {
+  it('a partition found to cut the collector itself off is a change (its alert is another)', () => {
+    const store = openStore();
+    const tracker = new IncidentTracker(store);
+    const cut = partition();
+    expect(tracker.update(diagnosis(t0 + 1_000, [cut]))).toEqual({ incidentId: 1, type: 'opened' });
+    expect(tracker.update(diagnosis(t0 + 2_000, [{ ...cut, confidence: 0.5 }]))).toBeUndefined();
+    expect(tracker.update(diagnosis(t0 + 3_000, [{ ...cut, collectorCutOff: true }]))).toEqual({
+      incidentId: 1,
+      type: 'leading_changed',
+    });
+  });
 });

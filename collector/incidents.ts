@@ -30,10 +30,15 @@ export interface IncidentUpdate {
   readonly type: IncidentEventType;
 }
 
-/** A hypothesis' identity: what it blames, not its evidence counts or confidence. */
+/**
+ * A hypothesis' identity: what it blames, not its evidence counts or confidence. It holds
+ * everything an alert's labels are made of (collector/alert-build.ts), so that every alert
+ * sent has its hypothesis in the timeline and its link finds the incident: a partition that
+ * turns out to cut the collector itself off is an alert of its own, and a change here.
+ */
 export function hypothesisKey(h: Hypothesis): string {
   const cut = h.cutLabel === undefined ? '' : `${h.cutLabel.key}=${h.cutLabel.values.join(',')}`;
-  return `${h.kind}|${h.components.join(',')}|${cut}`;
+  return `${h.kind}|${h.components.join(',')}|${cut}${h.collectorCutOff === true ? '|cut-off' : ''}`;
 }
 
 function setKey(d: Diagnosis): string {
@@ -71,11 +76,13 @@ export class IncidentTracker {
 
   /**
    * Takes a new diagnosis (at most one call per change; an unchanged one records nothing).
+   * A settling one is skipped unless `evenSettling`: an alert that fired from it (its wait for
+   * the settled answer ran out) must find its hypothesis in the timeline.
    * Throws the store's FL_ERR_STORE when it cannot write; the tracker is then unchanged, so
    * the next diagnosis tries again.
    */
-  update(d: Diagnosis): IncidentUpdate | undefined {
-    if (d.settling === true) return undefined;
+  update(d: Diagnosis, { evenSettling = false } = {}): IncidentUpdate | undefined {
+    if (d.settling === true && !evenSettling) return undefined;
     const nowMs = d.computedAtMs;
     const open = this.open;
     if (d.healthy || d.hypotheses.length === 0) {

@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import {
   createServer as createHttpServer,
@@ -10,6 +9,7 @@ import { createServer as createNetServer, type Server, type Socket } from 'node:
 import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
+import { timeWaitLeftBy } from '../test/helpers/time-wait.js';
 import { TestPki } from '../test/helpers/tls.js';
 import { http, httpOptions, statusAllowed } from './http.js';
 import { runProbe } from './run.js';
@@ -285,15 +285,11 @@ describe('http probe on loopback', () => {
 
   it('ends its connections with a reset: no TIME_WAIT left behind', async () => {
     const port = await serve((_req, res) => res.end('ok'));
-    for (let i = 0; i < 20; i++)
-      expect((await probe(`http://127.0.0.1:${port}/`)).class).toBe('ok');
-    const tw = execFileSync('ss', [
-      '-Htn',
-      'state',
-      'time-wait',
-      `( dport = :${port} or sport = :${port} )`,
-    ]).toString();
-    expect(tw.trim()).toBe('');
+    const left = await timeWaitLeftBy(port, async () => {
+      for (let i = 0; i < 20; i++)
+        expect((await probe(`http://127.0.0.1:${port}/`)).class).toBe('ok');
+    });
+    expect(left).toEqual([]);
   });
 });
 
@@ -449,17 +445,13 @@ describe('https probe on loopback', () => {
 
   it('ends TLS connections with a reset: no TIME_WAIT left behind', async () => {
     const port = await serveTls({ cn: 'localhost', sans: localhost });
-    for (let i = 0; i < 10; i++) {
-      const r = await probe(`https://localhost:${port}/`, { caFile: pki.ca.certPath });
-      expect(r.class).toBe('ok');
-    }
-    const tw = execFileSync('ss', [
-      '-Htn',
-      'state',
-      'time-wait',
-      `( dport = :${port} or sport = :${port} )`,
-    ]).toString();
-    expect(tw.trim()).toBe('');
+    const left = await timeWaitLeftBy(port, async () => {
+      for (let i = 0; i < 10; i++) {
+        const r = await probe(`https://localhost:${port}/`, { caFile: pki.ca.certPath });
+        expect(r.class).toBe('ok');
+      }
+    });
+    expect(left).toEqual([]);
   });
 });
 

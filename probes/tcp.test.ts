@@ -1,6 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canUseNetns, TestNet, type TestHost } from '../lab/netns.js';
+import { timeWaitLeftBy } from '../test/helpers/time-wait.js';
 import { runProbe } from './run.js';
 import { connect, ProbeClock } from './socket.js';
 import { tcp, tcpOptions } from './tcp.js';
@@ -112,15 +113,10 @@ describe('tcp probe on loopback', () => {
   it('ends its connections with a reset: no TIME_WAIT left behind', async () => {
     let closedByPeer = 0;
     const port = await serve((s) => s.on('error', () => closedByPeer++));
-    for (let i = 0; i < 20; i++) expect((await probe(`127.0.0.1:${port}`)).class).toBe('ok');
-    const { execFileSync } = await import('node:child_process');
-    const tw = execFileSync('ss', [
-      '-Htn',
-      'state',
-      'time-wait',
-      `( dport = :${port} or sport = :${port} )`,
-    ]).toString();
-    expect(tw.trim()).toBe('');
+    const left = await timeWaitLeftBy(port, async () => {
+      for (let i = 0; i < 20; i++) expect((await probe(`127.0.0.1:${port}`)).class).toBe('ok');
+    });
+    expect(left).toEqual([]);
   });
 });
 

@@ -303,9 +303,27 @@ describe.runIf(canRunLab && canRunBrowser)('lab: the dashboard in Chromium', () 
     );
     expect(alert.generatorURL).toMatch(/\/\?alert=[0-9a-f]{16}$/);
     await page.goto(alert.generatorURL!);
-    const id = await pollUntil('the incident opened', () => attr('.incident', 'data-incident-id'), {
-      timeoutMs: 10_000,
-    });
+    const fingerprint = new URL(alert.generatorURL!).searchParams.get('alert')!;
+    // Past the dashboard's own retries (10 × 1 s) for a link ahead of its incident's record.
+    const id = await pollUntil(
+      'the incident opened',
+      async () => {
+        const opened = await attr('.incident', 'data-incident-id').catch(() => null);
+        if (opened !== null) return opened;
+        // Why not, for the failure message: the page's notice and the API's answer.
+        const notice = await page
+          .locator('.notice')
+          .first()
+          .textContent({ timeout: 200 })
+          .catch(() => null);
+        const link = await l
+          .get(`/api/v1/alerts/${fingerprint}`)
+          .then((r) => JSON.stringify(r))
+          .catch((err: unknown) => String(err));
+        throw new Error(`no incident shown; notice: ${notice}; GET /api/v1/alerts: ${link}`);
+      },
+      { timeoutMs: 15_000, intervalMs: 250 },
+    );
     // The incident opened is the one whose timeline holds the alert's hypothesis (and the
     // one the alert names, when it names one).
     const detail = await l.get<{ events: { diagnosis: Diagnosis }[] }>(`/api/v1/incidents/${id}`);
