@@ -1026,6 +1026,27 @@ describe('settling (issue 14)', () => {
     expect(names((await back.drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
   });
 
+  it('a loss whose tail ages out to a pair and back to its host is compared with the loss at its largest: no page', async () => {
+    // No re-fire hold: the tail's own wait is what holds.
+    const { engine, drain } = setup({ holdForMs: 0, refireHoldForMs: 0, lossTailHoldMs: 30_000 });
+    engine.update(settled(loss(['db-2'], 6)), 10_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['firing:FaultlinePacketLoss']);
+    // Healed at 12 s: the host's reading stays while its samples age out, fewer and fewer.
+    engine.update(settled(loss(['db-2'], 4)), 20_000, ctx);
+    engine.update(settled(loss(['db-2'], 2)), 30_000, ctx);
+    // One pair left for a moment: the host's alert resolves…
+    engine.update(settled(loss(['app-1', 'db-2'], 1)), 34_000, ctx);
+    expect(names((await drain()).notify)).toEqual(['resolved:FaultlinePacketLoss']);
+    // …and the host is read again from two pairs' samples, as many as at the resolve: the
+    // same loss's tail, not a loss back as large as it was.
+    engine.update(settled(loss(['db-2'], 2)), 35_000, ctx);
+    engine.tick(40_000);
+    expect((await drain()).notify).toEqual([]);
+    engine.update(settled(), 41_000, ctx);
+    engine.tick(70_000);
+    expect((await drain()).notify).toEqual([]);
+  });
+
   it('path_blocked waits while a host it names has a late agent, at most lateHoldMax; its report arriving ends the wait', async () => {
     const late = new Set<string>(['db-1']);
     const lateCtx: AlertContext = { ...ctx, lateHosts: () => late };

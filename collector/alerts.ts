@@ -124,6 +124,12 @@ interface Tracked {
   requiredHoldMs: number;
   /** Pending: the most failing paths its hypothesis spoke of since it appeared. */
   peakFailingPaths?: number;
+  /**
+   * The most paths (failing and degraded) its hypothesis spoke of since it appeared: a loss
+   * resolves once its tail has aged out to one pair or so, and what a loss back on its hosts
+   * is compared with is the loss at its largest, not that tail.
+   */
+  peakAffectedPaths?: number;
   /** Pending: it spoke of fewer paths as some of its hosts' paths came back (healing). */
   receded?: boolean;
   /** Pending: what it waited for at its last look. */
@@ -408,17 +414,19 @@ export class AlertEngine {
     });
   }
 
-  /** Notes a firing `packet_loss` alert that resolved, by the hosts it named. */
-  private noteLossEnded(b: BuiltAlert, nowMs: number): void {
-    for (const h of b.hosts) this.lossEnded.set(h, { atMs: nowMs, paths: b.affectedPaths });
+  /** Notes a firing `packet_loss` alert that resolved, by the hosts it named, at its largest. */
+  private noteLossEnded(t: Tracked, nowMs: number): void {
+    const paths = Math.max(t.peakAffectedPaths ?? 0, t.current.affectedPaths);
+    for (const h of t.current.hosts) this.lossEnded.set(h, { atMs: nowMs, paths });
     forgetOlder(this.lossEnded, nowMs - this.config.lossTailHoldMs);
   }
 
   /**
    * Until when a pending `packet_loss` alert waits as the tail of a loss that was paged and
    * resolved on a host it names: `lossTailHold` after that resolve, while it speaks of fewer
-   * paths than that loss did (its samples ageing out read as a narrower loss; a loss back
-   * as large as before is no tail). 0: no wait.
+   * paths than that loss did at its largest (its samples ageing out read as a narrower loss,
+   * and the loss resolves only once they have mostly aged out; a loss back as large as
+   * before is no tail). 0: no wait.
    */
   private lossTailUntil(b: BuiltAlert): number {
     if (b.kind !== 'packet_loss' || this.config.lossTailHoldMs <= 0) return 0;
@@ -576,7 +584,7 @@ export class AlertEngine {
       now.failingPaths = Math.max(now.failingPaths, t.current.failingPaths);
       for (const h of t.current.hosts) now.hosts.add(h);
       if (t.current.labels.alertname === collectorCutOffAlert) now.everyHost = true;
-      if (t.current.kind === 'packet_loss') this.noteLossEnded(t.current, nowMs);
+      if (t.current.kind === 'packet_loss') this.noteLossEnded(t, nowMs);
     }
     const fire = (t: Tracked, b: BuiltAlert): AlertNotice => {
       const n = this.notice(b, nowMs);
@@ -612,6 +620,7 @@ export class AlertEngine {
         this.tracked.set(key, t);
       }
       t.current = b;
+      t.peakAffectedPaths = Math.max(t.peakAffectedPaths ?? 0, b.affectedPaths);
       if (t.phase === 'pending') {
         const waits = this.waitsOf(t, b, last.ctx, nowMs, settling ? settleUntil(t.sinceMs) : 0);
         t.waits = waits;
