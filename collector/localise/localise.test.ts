@@ -518,6 +518,74 @@ describe('localise', () => {
     expect(back.hypotheses.map((h) => h.kind)).not.toContain('mtu_mismatch');
   });
 
+  it("reads a host's smaller MTU from the first agents' lost echoes: passing pairs not heard from since do not contradict it", () => {
+    const found = loadScenarios().find(({ file }) => file.startsWith('52-'));
+    if (!found) throw new Error('case 52 is missing');
+    const input = buildInput(found.scenario);
+    const first = ['app-1', 'app-3'];
+    const viaWeb = (p: PathState): boolean => p.component === 'web-1' || p.agent === 'web-1';
+    const lostAtMs = Math.min(
+      ...input.paths
+        .filter((p) => p.kind === 'mtu' && viaWeb(p) && first.includes(p.agent))
+        .map((p) => p.sinceMs),
+    );
+    // The MTU of web-1's port has just shrunk: two agents' rounds have come and their paths
+    // to web-1 are confirmed failing; the other agents' paths to web-1, and web-1's own (its
+    // agent's reports are full-size frames too), were last heard before, passing.
+    const arriving = (heardMs: number): PathState[] =>
+      input.paths.map((p) =>
+        viaWeb(p) && !first.includes(p.agent)
+          ? {
+              ...p,
+              state: 'ok' as const,
+              lastClass: 'ok' as const,
+              consecutiveFailures: 0,
+              consecutiveSuccesses: 10,
+              sinceMs: p.sinceMs - 600_000,
+              lastSeenMs: heardMs,
+            }
+          : p,
+      );
+    const early = localise({ ...input, paths: arriving(lostAtMs - 300) });
+    expect(early.hypotheses[0]).toMatchObject({ kind: 'mtu_mismatch', components: ['web-1'] });
+    // The other agents' big answers from web-1 already lost, their echoes not yet probed
+    // again: those timeouts are the MTU too, not the service and not unexplained.
+    const answersFirst = localise({
+      ...input,
+      paths: arriving(lostAtMs - 300).map((p, i) =>
+        p.kind !== 'mtu' && p.component === 'web-1' ? input.paths[i]! : p,
+      ),
+    });
+    expect(answersFirst.hypotheses.map((h) => `${h.kind} ${h.components.join(',')}`)).toEqual([
+      'mtu_mismatch web-1',
+    ]);
+    // One agent's round so far: app-1's other pairs (both ways) heard passing since rule its
+    // own port out…
+    first.pop();
+    const app1LostAtMs = input.paths.find(
+      (p) => p.agent === 'app-1' && p.component === 'web-1' && p.kind === 'mtu',
+    )!.sinceMs;
+    const one = (othersHeardMs: number): string[] | undefined =>
+      localise({
+        ...input,
+        paths: arriving(lostAtMs - 300).map((p) =>
+          p.kind === 'mtu' && !viaWeb(p) && (p.agent === 'app-1' || p.component === 'app-1')
+            ? { ...p, lastSeenMs: othersHeardMs }
+            : p,
+        ),
+      }).hypotheses[0]?.components;
+    expect(one(app1LostAtMs + 300)).toEqual(['web-1']);
+    // …and with those not heard from since either, nothing tells app-1's port from web-1's:
+    // the route between them.
+    expect(one(app1LostAtMs - 300)).toEqual(['app-1', 'web-1']);
+    first.push('app-3');
+    // The same pairs heard passing since: they contradict web-1's port; the two pairs are the
+    // route between those hosts.
+    const passing = localise({ ...input, paths: arriving(lostAtMs + 300) });
+    expect(passing.hypotheses[0]?.kind).toBe('mtu_mismatch');
+    expect(passing.hypotheses[0]?.components).not.toEqual(['web-1']);
+  });
+
   it('never blames the service for a big answer lost where the full-size echo has only begun to fail', () => {
     const found = loadScenarios().find(({ file }) => file.startsWith('52-'));
     if (!found) throw new Error('case 52 is missing');

@@ -42,14 +42,23 @@ export const mtuMismatch: Rule = {
       const src = ev.host(p.agent);
       failPairs.set(pairKey(src, p.component), { src, dst: p.component });
     }
+    // Pairs whose full-size echo passed since the first of these was lost: they contradict
+    // an element they go through. A full-size echo lost and not yet confirmed (its burst under
+    // way) is no contradiction, nor one not heard from since the echoes began to vanish (its
+    // agent's round has not come, or its agent is late — its own reports may be the full-size
+    // frames that vanish): a smaller MTU on a host's port shows pair by pair as the agents'
+    // rounds come, and read as a route each until the passing pairs were outnumbered.
+    let lostSinceMs = Number.POSITIVE_INFINITY;
+    for (const p of lost) lostSinceMs = Math.min(lostSinceMs, p.sinceMs);
     const passPairs: Pair[] = [];
-    // Pairs whose full-size echo passes cleanly (not even a loss under the debounce).
+    // Those pairs, whose full-size echo passes cleanly (not even a loss under the debounce):
+    // a big answer lost on one is not this.
     const clean = new Set<string>();
     for (const a of ev.sound)
       for (const p of ev.viewOf(a)?.mtu ?? []) {
-        if (p.state === 'failing') continue;
+        if (p.state === 'failing' || echoLost(p) || p.lastSeenMs < lostSinceMs) continue;
+        clean.add(pairKey(ev.host(a), p.component));
         passPairs.push({ src: ev.host(a), dst: p.component });
-        if (!echoLost(p)) clean.add(pairKey(ev.host(a), p.component));
       }
 
     const keys = sorted(
@@ -83,6 +92,10 @@ export const mtuMismatch: Rule = {
         .slice(1)
         .filter((x) => x.n === best.n && x.contra === best.contra)
         .filter((x) => !sameHosts(x.behind, best.behind) || x.e.type !== best.e.type);
+      // The ports of both ends of the same pairs (one pair lost so far, each end's other
+      // pairs not heard from since): nothing tells them apart; the route between them says
+      // as much without naming one end.
+      if (best.e.type === 'port' && alternatives.some((x) => x.e.type === 'port')) break;
       const inside = remaining.filter((q) => covers(best.e, q, ev));
       remaining = remaining.filter((q) => !covers(best.e, q, ev));
       out.push(
