@@ -586,6 +586,33 @@ describe('localise', () => {
     expect(passing.hypotheses[0]?.components).not.toEqual(['web-1']);
   });
 
+  it('an agent behind a smaller MTU falls silent (its reports are full-size frames): that is the MTU, not the agent', () => {
+    const found = loadScenarios().find(({ file }) => file.startsWith('52-'));
+    if (!found) throw new Error('case 52 is missing');
+    const input = buildInput(found.scenario);
+    const silent = {
+      ...input,
+      agents: input.agents.map((a) =>
+        a.agent === 'web-1'
+          ? { ...a, state: 'silent' as const, lastSeenMs: input.nowMs - 5_000 }
+          : a,
+      ),
+    };
+    const kinds = (d: ReturnType<typeof localise>): string[] =>
+      d.hypotheses.map((h) => `${h.kind} ${h.components.join(',')}`);
+    expect(kinds(localise(silent))).toEqual(['mtu_mismatch web-1']);
+    // Another host's agent silent is not explained by web-1's port: its way does not cross it.
+    const other = {
+      ...input,
+      agents: input.agents.map((a) =>
+        a.agent === 'db-2'
+          ? { ...a, state: 'silent' as const, lastSeenMs: input.nowMs - 5_000 }
+          : a,
+      ),
+    };
+    expect(kinds(localise(other))).toContain('agent_silent db-2');
+  });
+
   it('never blames the service for a big answer lost where the full-size echo has only begun to fail', () => {
     const found = loadScenarios().find(({ file }) => file.startsWith('52-'));
     if (!found) throw new Error('case 52 is missing');

@@ -284,6 +284,27 @@ function candidate(
       ...(cut ? { cutLabel: cut } : {}),
     },
     explains: [...echoIds, ...answerIds],
+    silences: silencedBy(ev, e),
     prior: 1,
   };
+}
+
+/**
+ * The silent agents whose way to the collector goes through the element: their reports are
+ * full-size frames too, and vanish there. Where the collector is not in the inventory, it is
+ * taken as outside every element.
+ */
+function silencedBy(ev: Evidence, e: Element): string[] {
+  const at = ev.observer.host;
+  const crosses = (h: string): boolean => {
+    if (e.type === 'route')
+      return at !== undefined && at !== h && e.hosts.includes(at) && e.hosts.includes(h);
+    if (at === h) return false;
+    const q = { src: h, dst: at ?? '' };
+    if (at !== undefined) return covers(e, q, ev);
+    return e.type === 'port' ? e.host === h : ev.labelsOf(h)[e.key] === e.value;
+  };
+  return ev.agents
+    .filter((a) => a.state === 'silent' && crosses(ev.host(a.agent)))
+    .map((a) => a.agent);
 }
