@@ -95,7 +95,7 @@ describe('AdaptiveTimeout', () => {
     expect(a.state()).toEqual(before);
   });
 
-  it('after a timeout under the shortened timeout, full timeouts until a success', () => {
+  it('after a timeout under the shortened timeout, full timeouts until two successes', () => {
     const a = new AdaptiveTimeout();
     for (let i = 0; i < 10; i++) a.observe(ok(1), 800, 800);
     expect(a.timeoutMs(800)).toBe(100);
@@ -104,10 +104,36 @@ describe('AdaptiveTimeout', () => {
     // Still timing out with the full timeout: stays full (the path is down, not slow).
     a.observe({ class: 'tcp_timeout', timings: { totalMs: 800 } }, 800, 800);
     expect(a.timeoutMs(800)).toBe(800);
-    // A slow success (the path got slower): the shortened timeout comes back, grown with it.
+    // The first success after it is not sampled: still full timeouts.
     a.observe(ok(300), 800, 800);
-    expect(a.state().backedOff).toBe(false);
+    expect(a.state()).toMatchObject({ backedOff: true, samples: 10 });
+    expect(a.timeoutMs(800)).toBe(800);
+    // A second slow success (the path got slower): the shortened timeout comes back, grown
+    // with it.
+    a.observe(ok(300), 800, 800);
+    expect(a.state()).toMatchObject({ backedOff: false, samples: 11 });
     expect(a.timeoutMs(800)).toBe(800); // (srtt + 4·rttvar) × 3 is past the ceiling now
+  });
+
+  it('the first answer after a stall is not the round trip: the timeout is short again at once', () => {
+    const a = new AdaptiveTimeout();
+    for (let i = 0; i < 10; i++) a.observe(ok(3), 800, 800);
+    expect(a.timeoutMs(800, 300)).toBe(300);
+    // The service stalls: timeouts, first under the shortened timeout, then in full.
+    a.observe(timedOut, 300, 800);
+    a.observe({ class: 'protocol_timeout', timings: { totalMs: 800 } }, 800, 800);
+    // It thaws: its first answer comes late, as it works through the queued connections…
+    a.observe(ok(600), 800, 800);
+    expect(a.timeoutMs(800, 300)).toBe(800);
+    // …and the next one as ever: the timeout is back at the floor, not near the ceiling.
+    a.observe(ok(3), 800, 800);
+    expect(a.timeoutMs(800, 300)).toBe(300);
+    // Sampled, the late answer kept it at the ceiling for the next several probes.
+    const sampled = new AdaptiveTimeout();
+    for (let i = 0; i < 10; i++) sampled.observe(ok(3), 800, 800);
+    sampled.observe(ok(600), 800, 800);
+    sampled.observe(ok(3), 800, 800);
+    expect(sampled.timeoutMs(800, 300)).toBe(800);
   });
 
   it('a timeout with the full timeout does not back off what is not shortened', () => {
