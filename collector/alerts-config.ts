@@ -112,7 +112,7 @@ export const alertsSchema = z
     lossTailHold: durationField(0)
       .prefault('30s')
       .describe(
-        "After a firing packet_loss alert resolves, a new packet_loss alert naming any of its hosts and speaking of fewer paths fires no sooner than this after that resolve (and holds lossHoldFor as ever): the healed loss's samples age out of the paths' 30 s windows unevenly and read, for a while, as a narrower loss — one pair — that is the same loss's tail. A narrower loss that stays pages this much later; one as large as before, at once. A packet_loss alert read at the tail of another fault's heal (on its hosts, just after it resolved) waits this long too, as the heal's own lost probes stay in the windows. 0: no such wait.",
+        "After a firing packet_loss alert resolves, a new packet_loss alert naming any of its hosts and speaking of fewer paths than that loss at its largest fires no sooner than this after that resolve (and holds lossHoldFor as ever): the healed loss's samples age out of the paths' 30 s windows unevenly and read, for a while, as a narrower loss — one pair — that is the same loss's tail. A narrower loss that stays pages this much later; one as large as before, at once. A packet_loss alert read at the tail of another fault's heal (on its hosts, just after it resolved) waits this long too, as the heal's own lost probes stay in the windows. 0: no such wait.",
       ),
     lateHoldMax: durationField(0)
       .prefault('4s')
