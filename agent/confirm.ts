@@ -98,8 +98,8 @@ export function isTimeoutClass(cls: FailureClass): boolean {
  *
  * A timeout under a shortened timeout may be the path's fault or the shortening's, so the
  * next probes wait the full configured timeout again until two succeed (TCP backs off the
- * same way, doubling; here straight to the ceiling). The first success after any failure is
- * not sampled (see `observe`). A slow but healthy path thus never
+ * same way, doubling; here straight to the ceiling); the first success is not sampled (see
+ * `observe`). A slow but healthy path thus never
  * shows two failures in a row for the shortening alone: the round after is probed in full,
  * and so is every probe of a confirmation burst (the Agent runs bursts with the configured
  * timeout), so a change caused only by the shortened timeout is never confirmed.
@@ -110,8 +110,8 @@ export class AdaptiveTimeout {
   private samples = 0;
   /** A timeout happened under a shortened timeout: full timeouts until the next success. */
   private backedOff = false;
-  /** The newest result was a failure: the next success measures the recovery, not the path. */
-  private afterFailure = false;
+  /** Backed off, and the first success since came: the next one is sampled and ends it. */
+  private answeredSince = false;
 
   /**
    * The timeout for the next probe: the configured one until the path has a baseline;
@@ -140,24 +140,23 @@ export class AdaptiveTimeout {
     configuredMs: number,
   ): void {
     if (result.class === 'ok') {
-      // The first answer after a failure measures the recovery, not the round trip: a
-      // service catching up on the connections queued while it stalled, or just restarted
-      // and building its caches, answers in hundreds of ms where it answers in a few.
-      // Sampled, it kept the timeout near the ceiling for ~10 s, and the next fault on the
-      // path was seen that much later. A backoff ends with the answer after it, which is
-      // sampled: a path that did get slower still teaches the estimate its new round trip,
-      // one probe later.
-      if (this.afterFailure) {
-        this.afterFailure = false;
+      // The first answer after a timeout measures whatever held the path up (a service
+      // catching up on the connections queued while it stalled: hundreds of ms where it
+      // answers in a few), not its round trip; sampled, it kept the timeout near the ceiling
+      // for ~10 s, and the next fault on the path was seen that much later. The backoff ends
+      // with the answer after it, which is sampled: a path that did get slower still teaches
+      // the estimate its new round trip, one probe later.
+      if (this.backedOff && !this.answeredSince) {
+        this.answeredSince = true;
         return;
       }
       this.sample(result.timings.totalMs);
       this.backedOff = false;
-      return;
+      this.answeredSince = false;
+    } else if (isTimeoutClass(result.class) && usedTimeoutMs < configuredMs) {
+      this.backedOff = true;
+      this.answeredSince = false;
     }
-    if (result.class === 'internal_error') return;
-    this.afterFailure = true;
-    if (isTimeoutClass(result.class) && usedTimeoutMs < configuredMs) this.backedOff = true;
   }
 
   /** The estimator's state, for tests and debugging. */
