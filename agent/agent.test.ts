@@ -118,6 +118,8 @@ describe('Agent in-process', () => {
     const failing = lines().filter((l) => l.msg === 'path failing');
     expect(failing.map((l) => l.target).sort()).toEqual(['a', 'b']);
     expect(failing.every((l) => l.class === 'tcp_refused' && l.previous === 'ok')).toBe(true);
+    // How long the failing probe took (for a timeout, the timeout it waited).
+    expect(failing.every((l) => typeof l.ms === 'number' && l.ms >= 0)).toBe(true);
     vi.restoreAllMocks();
     await pollUntil(
       'recovered lines',

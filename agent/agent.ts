@@ -494,6 +494,8 @@ export class Agent {
         address: t.address,
         class: result.class,
         error: result.error,
+        // How long it took: for a timeout, the timeout it waited (adaptive or configured).
+        ms: Math.round(result.timings.totalMs),
       };
       if (isOk && wasOk === false)
         this.log.info({ ...fields, previous: state.lastClass }, 'path recovered');
