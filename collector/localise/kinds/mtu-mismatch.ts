@@ -295,16 +295,14 @@ function candidate(
  * taken as outside every element.
  */
 function silencedBy(ev: Evidence, e: Element): string[] {
-  const at = ev.observer.host;
-  const crosses = (h: string): boolean => {
-    if (e.type === 'route')
-      return at !== undefined && at !== h && e.hosts.includes(at) && e.hosts.includes(h);
-    if (at === h) return false;
-    const q = { src: h, dst: at ?? '' };
-    if (at !== undefined) return covers(e, q, ev);
-    return e.type === 'port' ? e.host === h : ev.labelsOf(h)[e.key] === e.value;
-  };
+  // The way from a host to the collector is the pair (host, collector's host); a collector
+  // outside the inventory is a host with no labels, on no element. Its own host's agent
+  // reports without crossing anything.
+  const at = ev.observer.host ?? '';
   return ev.agents
-    .filter((a) => a.state === 'silent' && crosses(ev.host(a.agent)))
+    .filter((a) => {
+      const h = ev.host(a.agent);
+      return a.state === 'silent' && h !== at && covers(e, { src: h, dst: at }, ev);
+    })
     .map((a) => a.agent);
 }
