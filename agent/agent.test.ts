@@ -375,12 +375,12 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
     expect(agent.effectiveTimeoutMs('lo')).toBe(configured);
   }, 15_000);
 
-  it('a timeout caused by the shortened timeout alone is not confirmed: the burst waits the full timeout', async () => {
+  it('a timeout caused by the shortened timeout alone is not confirmed: the burst waits twice the path timeout', async () => {
     const { port } = await listen();
     agent = await Agent.start(
       parseAgentConfig(
         `agent: { name: t }\nmetrics: { listen: "" }\n` +
-          `defaults: { interval: 600ms, timeout: 480ms, confirm: { count: 3, spacing: 20ms } }\n` +
+          `defaults: { interval: 1s, timeout: 900ms, confirm: { count: 3, spacing: 20ms } }\n` +
           `targets:\n  - { name: svc, kind: tcp, address: "127.0.0.1:${port}" }\n`,
         'test.yaml',
       ),
@@ -393,8 +393,9 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
       () => agent!.effectiveTimeoutMs('svc') === adaptiveTcpFloorMs,
       { timeoutMs: 5000 },
     );
+    expect(agent.effectiveTimeoutMs('svc', true)).toBe(2 * adaptiveTcpFloorMs);
     // The path gets slow but stays healthy: each connect now takes 350 ms, past the
-    // shortened 300 ms and well inside the configured 480 ms.
+    // shortened 300 ms and well inside twice it (and the configured 900 ms).
     const realRun = tcp.run.bind(tcp);
     const timeouts: number[] = [];
     vi.spyOn(tcp, 'run').mockImplementation(async (target, options, ctx) => {
@@ -418,7 +419,10 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
       { timeoutMs: 5000 },
     );
     expect(burst.map((r) => r.class)).toEqual(['tcp_timeout', 'ok', 'ok', 'ok']);
-    expect(timeouts.slice(0, 4)).toEqual([adaptiveTcpFloorMs, 480, 480, 480]);
+    // The re-probes wait twice the path's own timeout (TCP's doubled RTO), not the
+    // configured 900 ms: a dead path is confirmed 300 ms sooner.
+    const reprobe = 2 * adaptiveTcpFloorMs;
+    expect(timeouts.slice(0, 4)).toEqual([adaptiveTcpFloorMs, reprobe, reprobe, reprobe]);
     // And the rounds after it are probed in full until the estimate has grown.
     const mark = results.length;
     await pollUntil('two more rounds', () => results.length >= mark + 2, { timeoutMs: 5000 });
@@ -426,7 +430,7 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
       results.slice(mark).map((r) => r.class),
       JSON.stringify(timeouts),
     ).toEqual(results.slice(mark).map(() => 'ok'));
-  }, 15_000);
+  }, 20_000);
 });
 
 describe.runIf(canUseNetns)('Agent: scheduled mtu targets', () => {

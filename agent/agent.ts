@@ -185,15 +185,13 @@ export class Agent {
 
   /**
    * The timeout the next regular probe of `name` gets (adaptive or configured) — or, with
-   * `outOfSchedule`, an echo check or confirmation of it — for tests.
+   * `outOfSchedule`, a burst's re-probe of it (or an echo's check) — for tests.
    */
   effectiveTimeoutMs(name: string, outOfSchedule = false): number | undefined {
     const t = this.config.targets.find((x) => x.name === name);
     if (t === undefined) return undefined;
     const state = this.pathState(t);
-    return outOfSchedule && echoKinds.has(t.kind)
-      ? this.echoNowTimeoutFor(state, t)
-      : this.timeoutFor(state, t);
+    return outOfSchedule ? this.reprobeTimeoutFor(state, t) : this.timeoutFor(state, t);
   }
 
   /** Scheduler counters, for tests and the health endpoint. */
@@ -325,7 +323,7 @@ export class Agent {
     check = false,
   ): Promise<void> {
     const timeoutMs =
-      check && echoKinds.has(t.kind) ? this.echoNowTimeoutFor(state, t) : this.timeoutFor(state, t);
+      check && echoKinds.has(t.kind) ? this.reprobeTimeoutFor(state, t) : this.timeoutFor(state, t);
     const result = await probe(timeoutMs, signal, check);
     // A check started after this round (a scheduled echo waits for its engine's next round,
     // up to an interval) may have answered first: this older result is stale, and read as
@@ -388,17 +386,18 @@ export class Agent {
   }
 
   /**
-   * The timeout of an echo probed out of schedule (an echo check, a confirmation): its
-   * packets leave {@link nowEchoSpacingMs} apart and each waits twice the path's own echo
-   * timeout (the RTO doubled, as TCP's on a retransmission; at least 100 ms) — ~240 ms on a
-   * LAN instead of the configured 800 ms. The configured one until the path has a baseline,
-   * or with adaptive timeouts off.
+   * The timeout of a probe out of schedule that checks or confirms a change (an echo check,
+   * a burst's re-probe): twice the path's own timeout — TCP doubles its RTO on a
+   * retransmission — so ~600 ms for a LAN path riding TCP and ~200 ms for an echo, whose
+   * packets leave {@link nowEchoSpacingMs} apart. Never above the configured one, and the
+   * configured one until the path has a baseline, or with adaptive timeouts off.
    */
-  private echoNowTimeoutFor(state: PathState, t: ResolvedTarget): number {
+  private reprobeTimeoutFor(state: PathState, t: ResolvedTarget): number {
     if (!this.config.defaults.adaptiveTimeout) return t.timeoutMs;
-    const estimateMs = state.adaptive.estimateMs();
+    const overTcp = probeDefinition(t.kind).transport === 'tcp';
+    const estimateMs = state.adaptive.estimateMs(overTcp ? adaptiveTcpFloorMs : undefined);
     if (estimateMs === undefined) return t.timeoutMs;
-    const count = (t.options as { count?: unknown }).count;
+    const count = echoKinds.has(t.kind) ? (t.options as { count?: unknown }).count : undefined;
     const packets = typeof count === 'number' && count > 1 ? count : 1;
     return Math.min(t.timeoutMs, 2 * estimateMs + (packets - 1) * nowEchoSpacingMs);
   }
@@ -439,10 +438,10 @@ export class Agent {
 
   /**
    * Re-probes a path `count` times, the starts `spacingMs` apart (the first at once), each
-   * with the configured timeout — never the adaptive one, so a change that only the
-   * shortened timeout caused is not confirmed — and records the results in the order they
-   * started (each carries `confirm`). Overlapping re-probes are fine: a dead path's burst
-   * then takes 2 spacings plus one timeout, not three timeouts.
+   * waiting twice the path's own timeout ({@link reprobeTimeoutFor}) — so a change that
+   * only the shortened timeout caused is not confirmed — and records the results in the
+   * order they started (each carries `confirm`). Overlapping re-probes are fine: a dead
+   * path's burst then takes 2 spacings plus one timeout, not three timeouts.
    */
   private async runBurst(
     state: PathState,
@@ -452,10 +451,7 @@ export class Agent {
     signal: AbortSignal,
   ): Promise<void> {
     const { spacingMs } = this.config.defaults.confirm;
-    // Each re-probe waits the configured timeout, so a failure only a shortened timeout
-    // caused is never confirmed — but an echo's: its trigger was a scheduled round that
-    // waited in full, and its re-probes wait twice the path's own echo timeout.
-    const timeoutMs = echoKinds.has(t.kind) ? this.echoNowTimeoutFor(state, t) : t.timeoutMs;
+    const timeoutMs = this.reprobeTimeoutFor(state, t);
     const started: Promise<ProbeResult>[] = [];
     try {
       const t0 = performance.now();

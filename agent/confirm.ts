@@ -99,10 +99,11 @@ export function isTimeoutClass(cls: FailureClass): boolean {
  * A timeout under a shortened timeout may be the path's fault or the shortening's, so the
  * next probes wait the full configured timeout again until two succeed (TCP backs off the
  * same way, doubling; here straight to the ceiling); the first success is not sampled (see
- * `observe`). A slow but healthy path thus never
- * shows two failures in a row for the shortening alone: the round after is probed in full,
- * and so is every probe of a confirmation burst (the Agent runs bursts with the configured
- * timeout), so a change caused only by the shortened timeout is never confirmed.
+ * `observe`). A slow but healthy path thus never shows two failures in a row for the
+ * shortening alone: the round after is probed in full, and every probe of a confirmation
+ * burst waits twice the path's own timeout (the Agent's `reprobeTimeoutFor`, as TCP doubles
+ * its RTO on a retransmission), so a change is confirmed only when the path answers slower
+ * than that — for a LAN path riding TCP, 600 ms — or not at all.
  */
 export class AdaptiveTimeout {
   private srttMs = 0;

@@ -35,6 +35,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { gzipSync } from 'node:zlib';
 import { Client } from 'undici';
 import { defaultConfirmResults } from '../agent/reporter.js';
+import { rng } from '../lib/prng.js';
 
 /** What the orchestrator tells one load process. */
 export interface LoadSettings {
@@ -136,18 +137,6 @@ class Samples {
   }
 }
 
-/** A deterministic PRNG (mulberry32), so runs offer the same load. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 // ---------------------------------------------------------------------------------------
 // Making the batches
 
@@ -206,7 +195,7 @@ function makeAgentBatches(
   index: number,
   baseMs: number,
 ): AgentBatches {
-  const rand = prng(0x5eed + index);
+  const rand = rng(0x5eed + index);
   const name = agentName(index);
   const failEvery = s.failRatio > 0 ? Math.round(1 / s.failRatio) : 0;
   const paths = [];
@@ -350,7 +339,7 @@ interface SimAgent {
 
 class Load {
   private readonly agents: SimAgent[] = [];
-  private readonly rand = prng(0xbac0ff);
+  private readonly rand = rng(0xbac0ff);
   private startMs = 0;
   private round = 0;
   private cursor = 0;

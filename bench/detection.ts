@@ -10,7 +10,7 @@
  * (module icmp_mtu), the usual stack's best chance at a smaller MTU.
  *
  *   node dist/bench/detection.js [--runs 5] [--faults all|name,name] [--timeout-s 30]
- *       [--usual 1/2,15/60] [--soak-minutes 10] [--soak-loss 1-2] [--tail-s 3] [--json FILE]
+ *       [--usual 1/2,15/60] [--soak-minutes 10] [--soak-loss 1-2] [--tail-s 3] [--seed 1] [--json FILE]
  *
  * Faultline: until GET /api/v1/diagnosis has the expected hypothesis on top (kind and
  * components); each other answer on top before it is counted with how long it stayed there.
@@ -29,6 +29,7 @@
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Diagnosis } from '../wire/diagnosis.js';
 import type { PathState } from '../collector/types.js';
 import {
@@ -56,6 +57,7 @@ import {
   type WebhookLog,
 } from './alert-log.js';
 import { blackboxConfig, detectionLabTiming, runBench } from './lib.js';
+import { rng } from '../lib/prng.js';
 
 const exporterBin = '/usr/bin/prometheus-blackbox-exporter';
 const cliPath = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -118,16 +120,27 @@ interface Settings {
   readonly soakMinutes: number;
   /** Round-trip loss % of the soak's paths, by host in turn (see {@link soak}). */
   readonly soakLoss: readonly number[];
+  /**
+   * Each run's fault arrives this long (ms, in one probe interval) after both sides are
+   * quiet: a fault comes at any moment of the probe cycle. Without it, a fault after another
+   * on the same path came at the same moment of the cycle every run — the quiet wait starts
+   * at the last one's heal — and measured that moment, not the spread.
+   */
+  readonly phaseMs: () => number;
+  readonly seed: number;
   readonly json?: string;
 }
 
 const usage = `Usage: node dist/bench/detection.js [--runs 5] [--faults all|name,name] [--timeout-s 30]
-    [--usual 1/2,15/60] [--soak-minutes 10] [--soak-loss 1-2] [--tail-s 3] [--json FILE]
+    [--usual 1/2,15/60] [--soak-minutes 10] [--soak-loss 1-2] [--tail-s 3] [--seed 1] [--json FILE]
   --usual        the usual stack's settings, scrape/for in seconds, comma-separated (one
                  Prometheus each); --usual-scrape-s S --usual-for-s F is one setting
   --soak-minutes the healthy soak with random loss after the faults (0: none)
   --soak-loss    round-trip loss % of the paths: N, or A-B (A…B over the hosts in turn; a
                  quarter of a host's figure is dropped in each direction of its link)
+  --seed         of the moments in the probe cycle at which the faults arrive (each run
+                 waits 0–1 s, uniformly, after both sides are quiet; the same seed, the
+                 same moments)
 faults: ${cases.map((c) => c.name).join(', ')}
 `;
 
@@ -152,6 +165,7 @@ function settings(): Settings {
       'usual-scrape-s': { type: 'string' },
       'usual-for-s': { type: 'string' },
       'tail-s': { type: 'string', default: '3' },
+      seed: { type: 'string', default: '1' },
       'soak-minutes': { type: 'string', default: '10' },
       'soak-loss': { type: 'string', default: '1-2' },
       json: { type: 'string' },
@@ -203,6 +217,7 @@ function settings(): Settings {
   const lossLo = intIn('soak-loss', lm[1]!, 1, 50);
   const lossHi = intIn('soak-loss', lm[2] ?? lm[1]!, lossLo, 50);
   const soakLoss = Array.from({ length: lossHi - lossLo + 1 }, (_, i) => lossLo + i);
+  const seed = intIn('seed', values.seed, 0, 2 ** 31 - 1);
   return {
     runs,
     cases: chosen,
@@ -211,6 +226,11 @@ function settings(): Settings {
     tailMs: intIn('tail-s', values['tail-s'], 0, 60) * 1000,
     soakMinutes: intIn('soak-minutes', values['soak-minutes'], 0, 240),
     soakLoss,
+    phaseMs: (
+      (random) => () =>
+        Math.floor(random() * detectionLabTiming.probeIntervalMs)
+    )(rng(seed)),
+    seed,
     ...(values.json === undefined ? {} : { json: values.json }),
   };
 }
@@ -456,6 +476,7 @@ async function measure(
   s: Settings,
 ): Promise<Run> {
   await quiet(lab, stack);
+  await sleep(s.phaseMs());
   const fault = c.fault(lab);
   const startMs = Date.now();
   await fault.inject();
@@ -736,7 +757,7 @@ function table(s: Settings, runs: readonly Run[], soakResult: SoakResult | undef
   const out = [
     `## Detection time: Faultline vs blackbox_exporter + Prometheus + Alertmanager`,
     '',
-    `${new Date().toISOString()} · ${s.runs} run(s) per fault · Faultline probes every 1 s (debounce 3 probes), its alerts at the collector's defaults but \`refireHoldFor: 0s\`; the usual stack at ${s.usual.map((u) => `${u.scrapeS} s scrape / \`for: ${u.forS}s\``).join(' and ')} · timeout ${s.timeoutMs / 1000} s${s.usual.map((u) => `, ${u.id} ${usualTimeoutMs(s, u) / 1000} s`).join('')}.`,
+    `${new Date().toISOString()} · ${s.runs} run(s) per fault · each fault arrives 0–1 s after both sides are quiet (seed ${s.seed}) · Faultline probes every 1 s (debounce 3 probes), its alerts at the collector's defaults but \`refireHoldFor: 0s\`; the usual stack at ${s.usual.map((u) => `${u.scrapeS} s scrape / \`for: ${u.forS}s\``).join(' and ')} · timeout ${s.timeoutMs / 1000} s${s.usual.map((u) => `, ${u.id} ${usualTimeoutMs(s, u) / 1000} s`).join('')}.`,
     '',
     `| fault | Faultline median / max, s | its answer | wrong answers on top before it: count, longest (runs) | alerts sent for a wrong cause: as it arrives (runs) · later while held · on the heal | first right alert median / max, s | ${usualHead} | Faultline ÷ usual ${s.usual[0]!.id} (median) |`,
     `|---|---:|---|---|---|---:|${s.usual.map(() => '---:|').join('')}---:|`,

@@ -5,7 +5,10 @@
  * why (which agents were late or silent), and the collector's alerts pending or firing. A
  * tool for reading one fault closely.
  *
- *   node dist/bench/timeline.js <fault> [--hold-s 8] [--after-s 6]
+ *   node dist/bench/timeline.js <fault> [--hold-s 8] [--after-s 6] [--agent-log app-1]
+ *
+ * `--agent-log` runs the agents at log level info and prints that agent's log lines of the
+ * fault (paths failing and recovering, with how long their probes took) after the timeline.
  */
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -49,6 +52,7 @@ async function main(): Promise<void> {
     options: {
       'hold-s': { type: 'string', default: '8' },
       'after-s': { type: 'string', default: '6' },
+      'agent-log': { type: 'string' },
     },
   });
   const name = positionals[0];
@@ -56,7 +60,12 @@ async function main(): Promise<void> {
   if (c === undefined)
     throw new Error(`fault ${name}: expected one of ${demoFaults.map((f) => f.name).join(', ')}`);
   if (!canRunLab) throw new Error('needs root (namespaces)');
-  const lab = await Lab.up(spec, { cliPath, ...detectionLabTiming });
+  const agentLog = values['agent-log'];
+  const lab = await Lab.up(spec, {
+    cliPath,
+    ...detectionLabTiming,
+    ...(agentLog === undefined ? {} : { logLevel: 'info' }),
+  });
   try {
     // Every agent has reported every path, and the diagnosis is healthy.
     await pollUntil(
@@ -110,6 +119,15 @@ async function main(): Promise<void> {
     await fault.heal();
     last = '';
     await pollFor(t1, Number(values['after-s']) * 1000);
+    if (agentLog !== undefined) {
+      // The agent's lines since the injection (pino's `time` is an ISO timestamp).
+      process.stdout.write(`${agentLog}'s log from the injection:\n`);
+      for (const line of lab.agent(agentLog).log().split('\n')) {
+        const time = Date.parse(/"time":"([^"]+)"/.exec(line)?.[1] ?? '');
+        if (time >= t0)
+          process.stdout.write(`${((time - t0) / 1000).toFixed(3).padStart(7)} s  ${line}\n`);
+      }
+    }
   } finally {
     await lab.down();
   }

@@ -252,6 +252,6 @@ export function adaptiveTimeoutField() {
     .boolean()
     .default(true)
     .describe(
-      "Each path's timeout shrinks towards its own observed round trip (srtt + 4·rttvar, ×3, at least 100ms, at most the configured timeout), so a dead LAN path is seen in ~100ms instead of the full timeout. Confirmation re-probes always wait the full timeout, so a slow but healthy path is never reported failing for it. false: always the configured timeout.",
+      "Each path's timeout shrinks towards its own observed round trip (srtt + 4·rttvar, ×3, at least 100ms — 300ms for probes riding TCP — at most the configured timeout), so a dead LAN path is seen in 100–300ms instead of the full timeout. Confirmation re-probes wait twice the path's own timeout (as TCP doubles its RTO on a retransmission), so a path only slower than its shortened timeout is not reported failing for it. false: always the configured timeout.",
     );
 }

@@ -12,6 +12,7 @@ import { FaultKindSchema } from '../../wire/diagnosis.js';
 import type { Diagnosis } from '../../wire/diagnosis.js';
 import { failureLayer } from '../../wire/result.js';
 import type { FailureClass } from '../../wire/result.js';
+import { rng } from '../../lib/prng.js';
 
 /**
  * Localisation scenarios: one YAML file per scenario in `cases/` — a topology, faults to
@@ -270,17 +271,7 @@ const faultStartMs = nowMs - 60_000;
 export const probeIntervalMs = 1_000;
 export const reportIntervalMs = 2_000;
 
-/** Small deterministic PRNG (mulberry32) so noise is the same every run. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng };
 
 /** When a fault began (epoch ms). */
 export const faultAtMs = (f: Fault): number => faultStartMs + (f.startOffsetMs ?? 0);

@@ -1,0 +1,15 @@
+/**
+ * A small deterministic PRNG (mulberry32): the same seed gives the same sequence, so a
+ * generated scenario, a load or a bench's fault phases are the same run after run.
+ * Returns numbers in [0, 1).
+ */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
