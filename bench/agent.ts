@@ -29,6 +29,7 @@ import {
   pollUntil,
   Resources,
   rssBytes,
+  rssTrend,
   sh,
   stderrTail,
   treeCpuMs,
@@ -71,6 +72,8 @@ interface Settings {
   confirmCount?: number;
   /** The agent's `defaults.adaptiveTimeout` (absent: its default). */
   adaptiveTimeout?: boolean;
+  /** The agent's own RSS is read this often in the window, for its trend (a soak). */
+  rssEveryS: number;
   json?: string;
 }
 
@@ -102,6 +105,10 @@ const usage = `Usage: node dist/bench/agent.js [options]
                          (default 0: it always refuses)
   --confirm-count N      the agent's defaults.confirm.count (0: no bursts)
   --adaptive-timeout B   the agent's defaults.adaptiveTimeout (true or false)
+  --rss-every-s N        read the agent's own RSS every N s in the window (default 30) and
+                         report its trend: the soak's "no growth after warm-up" (each
+                         reading is also printed as it is taken when the window is 5
+                         minutes or more)
   --json FILE            also write the raw figures as JSON
 
 Needs root (namespaces, raw ICMP), fping, and ${exporterBin}.
@@ -127,6 +134,7 @@ function settings(): Settings {
       'failing-mode': { type: 'string', default: 'refused' },
       'confirm-count': { type: 'string' },
       'adaptive-timeout': { type: 'string' },
+      'rss-every-s': { type: 'string', default: '30' },
       json: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -169,6 +177,7 @@ function settings(): Settings {
     nice: Math.trunc(num('nice', -20)),
     failing: Math.min(1, num('failing', 0)),
     flapMs: Math.floor(num('flap-ms', 0)),
+    rssEveryS: num('rss-every-s', 1),
     failingMode: failingModeOf(String(values['failing-mode'])),
     ...(values['confirm-count'] === undefined
       ? {}
@@ -513,10 +522,19 @@ interface SideResult {
   readonly failed: number;
   readonly failedBy: Record<string, number>;
   readonly notes: string[];
+  /** Ours: the agent's own RSS (MB) read every `rssEveryS` through the window. */
+  readonly rssMb?: readonly number[];
   readonly error?: string;
 }
 
 const mb = (bytes: number): number => bytes / (1024 * 1024);
+
+/** The notes' line on the agent's RSS through the window. */
+function rssTrendNote(rssMb: readonly number[], everyS: number): string {
+  if (rssMb.length === 0) return 'agent RSS: no reading';
+  const t = rssTrend(rssMb, everyS);
+  return `agent RSS through the window (${rssMb.length} readings, every ${everyS} s): ${fmt(rssMb[0]!, 1)} → ${fmt(rssMb.at(-1)!, 1)} MB, min ${fmt(Math.min(...rssMb), 1)}, max ${fmt(Math.max(...rssMb), 1)}; least-squares slope ${fmt(t.slopeMbPerHour, 2)} MB/h; last third less first third ${fmt(t.lastLessFirstThirdMb, 2)} MB`;
+}
 
 /** The sum of a metric's samples in Prometheus text (every label set). */
 function sumPlain(text: string, name: string): number {
@@ -600,6 +618,21 @@ async function runOurs(
     scrapes.push({ bytes: first.text.length, ms: first.ms });
     const c0 = parseAgentMetrics(first.text);
     const endAt = t0 + s.durationS * 1000;
+    // The agent's own RSS through the window, for its trend (a soak's "no growth").
+    const rssMb: number[] = [];
+    const readRss = (): void => {
+      try {
+        rssMb.push(mb(rssBytes(pid)));
+      } catch {
+        return; // exited: the scrape loop reports it
+      }
+      if (s.durationS >= 300)
+        process.stderr.write(
+          `  agent RSS ${fmt(rssMb.at(-1) ?? Number.NaN, 1)} MB at ${Math.round((performance.now() - t0) / 1000)} s\n`,
+        );
+    };
+    readRss();
+    const rssTimer = setInterval(readRss, s.rssEveryS * 1000);
     for (let next = t0 + s.scrapeIntervalS * 1000; next < endAt; next += s.scrapeIntervalS * 1000) {
       await sleep(next - performance.now());
       const r = await scrape();
@@ -609,6 +642,8 @@ async function runOurs(
     await sleep(endAt - performance.now());
     const cpu1 = treeCpuMs(pid);
     const t1 = performance.now();
+    clearInterval(rssTimer);
+    readRss();
     const last = await scrape();
     const c1 = parseAgentMetrics(last.text);
     const health = (await (await fetch(`${base}/healthz`)).json()) as {
@@ -653,7 +688,9 @@ async function runOurs(
         `${scrapes.length} scrapes of /metrics in the window: ${fmt(avgScrapeMb, 2)} MB each, answered in ${fmt(avgScrapeMs, 0)} ms on average`,
         `skipped rounds (previous still running): ${c1.skipped - c0.skipped}`,
         `confirmation bursts in the window: ${confirmDelta('bursts')}, their re-probes ${confirmDelta('probes')}, changes left unconfirmed by the budget ${confirmDelta('skipped')}`,
+        rssTrendNote(rssMb, s.rssEveryS),
       ],
+      rssMb,
     };
   } catch (e) {
     sampler?.stop();

@@ -639,3 +639,33 @@ export function fleetCollectorConfig(o: {
     inventory: { components },
   };
 }
+
+/**
+ * The trend of a process's RSS read at a steady pace: the readings (MB), their least-squares
+ * slope per hour, and the mean of the last third less that of the first — "no growth after
+ * warm-up" is a slope and a difference near zero over a long window.
+ */
+export function rssTrend(
+  mbs: readonly number[],
+  everyS: number,
+): {
+  readonly slopeMbPerHour: number;
+  readonly lastLessFirstThirdMb: number;
+} {
+  const n = mbs.length;
+  if (n < 3) return { slopeMbPerHour: Number.NaN, lastLessFirstThirdMb: Number.NaN };
+  const meanX = (n - 1) / 2;
+  const meanY = mbs.reduce((a, y) => a + y, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  mbs.forEach((y, i) => {
+    sxy += (i - meanX) * (y - meanY);
+    sxx += (i - meanX) ** 2;
+  });
+  const third = Math.floor(n / 3);
+  const mean = (xs: readonly number[]): number => xs.reduce((a, y) => a + y, 0) / xs.length;
+  return {
+    slopeMbPerHour: (sxy / sxx) * (3600 / everyS),
+    lastLessFirstThirdMb: mean(mbs.slice(n - third)) - mean(mbs.slice(0, third)),
+  };
+}
