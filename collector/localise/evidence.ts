@@ -26,7 +26,9 @@ import {
  *    back (a lost full-size echo alone says nothing: that is the MTU's evidence).
  * 3. Source faults: an agent failing to ≥ `sourceFaultShare` of the hosts it probes that
  *    someone reaches, with no agent it reaches sharing that failure pattern (that would be a
- *    partition seen from one side), has a local problem; its evidence is set aside.
+ *    partition seen from one side), has a local problem; its evidence is set aside. It is a
+ *    fault of its host's way out alone (`isOwnSourceFault`) while the others reach that host
+ *    steadily.
  * 4. Groups: connected components of hosts over the sound agents' reachability ("lit"), and
  *    the hosts no reporting agent reaches ("dark"), clustered into the cuts that explain
  *    them: by a topology label value no lit host carries (a switch, a zone); around the
@@ -53,6 +55,12 @@ export interface Evidence {
   reachOf(agent: string, host: string): Reach | undefined;
   /** Source-fault agents, and the hosts each fails to reach. */
   readonly sourceFaults: ReadonlySet<string>;
+  /**
+   * Whether a source fault's own host is reached steadily by the other agents through the
+   * time of its failures (or nobody else probes it): its host's way out alone, what
+   * `source_fault` names. Otherwise its failures are its host's connectivity.
+   */
+  readonly isOwnSourceFault: (agent: string) => boolean;
   readonly failedBy: ReadonlyMap<string, readonly number[]>;
   /** Live agents without a source fault, sorted. */
   readonly sound: readonly string[];
@@ -86,6 +94,14 @@ export interface Evidence {
   pathsTo(component: string): PathState[];
   /** Where an agent's failing paths start in `failing` (they are its view's, in order). */
   failingOffset(agent: string): number | undefined;
+  /** Indices of an agent's failing paths in `failing`. */
+  failingOf(agent: string): number[];
+  /**
+   * Indices of the failing paths of host `h`'s agents that are source faults but not their
+   * host's own ({@link isOwnSourceFault}): `h`'s connectivity failed them, and what names
+   * `h`'s link (its loss, its cut) explains them too.
+   */
+  hostBoundFailing(h: string): number[];
   /** Indices of the failing paths that `pred` takes. */
   pick(pred: (p: PathState) => boolean, among?: readonly number[]): number[];
   readonly observer: ObserverPlace;
@@ -216,6 +232,16 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     labelsOf,
   });
 
+  const isOwnSourceFault = (a: string): boolean => {
+    const mine = viewOf(a);
+    if (!sourceFaults.has(a) || mine === undefined) return false;
+    return steadilyReached(a, mine, liveAgents, viewOf, host) !== false;
+  };
+  const failingOf = (a: string): number[] => {
+    const offset = offsets.get(a) ?? 0;
+    return (viewOf(a)?.failing ?? []).map((_, i) => offset + i);
+  };
+
   const pathsTo = (component: string): PathState[] => {
     const out: PathState[] = [];
     for (const a of liveAgents) for (const p of viewOf(a)?.pathsTo(component) ?? []) out.push(p);
@@ -237,6 +263,7 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     viewOf,
     reachOf,
     sourceFaults,
+    isOwnSourceFault,
     failedBy,
     sound,
     soundSet,
@@ -260,6 +287,11 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     path,
     pathsTo,
     failingOffset: (a) => offsets.get(a),
+    failingOf,
+    hostBoundFailing: (h) =>
+      [...sourceFaults]
+        .filter((a) => host(a) === h && !isOwnSourceFault(a))
+        .flatMap((a) => failingOf(a)),
     pick: (pred, among) => {
       const out: number[] = [];
       if (among === undefined) {
@@ -328,6 +360,43 @@ function findSourceFaults(
     if (!sharedBySide) sourceFaults.add(a);
   }
   return { failedBy, sourceFaults };
+}
+
+/**
+ * Whether another agent reached `a`'s own host steadily through the time of `a`'s failures:
+ * one of its paths there ok since before `a`'s newest failing result, with no fall or blip at
+ * the network layer since (`fellAtMs`, `blippedAtMs`); undefined when no other agent probes
+ * that host. A source fault is the host's way out alone. When the others' way in failed too
+ * around then — its link flapped, or it was cut off and its agent is replaying its spool —
+ * the agent's failures are its host's connectivity, which the other rules read (a flapping
+ * link's replayed failures, set against the others' paths already back, read as a source
+ * fault and paged).
+ */
+function steadilyReached(
+  a: string,
+  mine: AgentView,
+  liveAgents: readonly string[],
+  viewOf: (a: string) => AgentView | undefined,
+  host: (agent: string) => string,
+): boolean | undefined {
+  let newestFailureMs = 0;
+  for (const p of mine.failing) if (p.lastSeenMs > newestFailureMs) newestFailureMs = p.lastSeenMs;
+  const own = host(a);
+  let probed = false;
+  for (const b of liveAgents) {
+    if (b === a || host(b) === own) continue;
+    for (const p of viewOf(b)?.pathsTo(own) ?? []) {
+      probed = true;
+      if (
+        p.state === 'ok' &&
+        p.sinceMs <= newestFailureMs &&
+        p.fellAtMs === undefined &&
+        p.blippedAtMs === undefined
+      )
+        return true;
+    }
+  }
+  return probed ? false : undefined;
 }
 
 /**

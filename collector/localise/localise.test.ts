@@ -388,6 +388,66 @@ describe('localise', () => {
     expect(two.hypotheses[0]).toMatchObject({ kind: 'source_fault', components: ['app-1'] });
   });
 
+  it("an agent's failures are no source fault when the others' way in to its host failed around then too (a flapping link, a spool replayed)", () => {
+    const input = buildInput({ ...topology, faults: [{ sourceFault: 'app-3' }] });
+    expect(localise(input).hypotheses[0]).toMatchObject({
+      kind: 'source_fault',
+      components: ['app-3'],
+    });
+    // app-3's link flapped. Its agent replays what it probed while down: failures whose
+    // newest result is 2 s old. The others' paths to app-3 are back.
+    const nowMs = Math.max(...input.paths.map((p) => p.lastSeenMs));
+    const replayed = (others: (p: PathState) => PathState): PathState[] =>
+      input.paths.map((p) =>
+        p.agent === 'app-3' && p.state === 'failing'
+          ? { ...p, lastSeenMs: nowMs - 2000 }
+          : p.component === 'app-3' && p.agent !== 'app-3'
+            ? others(p)
+            : p,
+      );
+    const kinds = (paths: PathState[]): string[] =>
+      localise({ ...input, paths }).hypotheses.map((h) => h.kind);
+    // Back for 1 s only — after app-3's failures — or ok all along but fallen lately: at
+    // the time of app-3's failures the others did not reach app-3 either.
+    expect(kinds(replayed((p) => ({ ...p, sinceMs: nowMs - 1000 })))).not.toContain('source_fault');
+    expect(kinds(replayed((p) => ({ ...p, fellAtMs: nowMs - 2500 })))).not.toContain(
+      'source_fault',
+    );
+    expect(kinds(replayed((p) => ({ ...p, blippedAtMs: nowMs - 2500 })))).not.toContain(
+      'source_fault',
+    );
+    // Reached steadily all along: app-3's own way out is the fault, replayed or not.
+    expect(kinds(replayed((p) => p))[0]).toBe('source_fault');
+  });
+
+  it("a flapping link's own agent, replaying what it probed while down, is that link's loss: no source fault, nothing unexplained", () => {
+    const input = buildInput({ ...topology, faults: [{ flapLink: { host: 'db-2' } }] });
+    expect(localise(input).hypotheses[0]).toMatchObject({
+      kind: 'packet_loss',
+      components: ['db-2'],
+    });
+    // db-2's agent reports again after a fall of its link: every path it probed while down
+    // failed (their newest result 2 s old); the others' paths to db-2 lose packets.
+    const nowMs = Math.max(...input.paths.map((p) => p.lastSeenMs));
+    const paths = input.paths.map((p): PathState =>
+      p.agent === 'db-2' && p.component !== 'db-2'
+        ? {
+            ...p,
+            state: 'failing',
+            lastClass: 'tcp_timeout',
+            failures: { tcp_timeout: 3 },
+            consecutiveFailures: 3,
+            consecutiveSuccesses: 0,
+            lastSeenMs: nowMs - 2000,
+          }
+        : p,
+    );
+    const d = localise({ ...input, paths });
+    expect(d.hypotheses[0]).toMatchObject({ kind: 'packet_loss', components: ['db-2'] });
+    expect(d.hypotheses.map((h) => h.kind)).not.toContain('source_fault');
+    expect(d.hypotheses.map((h) => h.kind)).not.toContain('unexplained');
+  });
+
   it("a far host lost by the collector host's agent alone is host_unreachable when no other agent probes it, and waits while others are still to report", () => {
     const input = buildInput({ ...topology, collector: { host: 'app-1', hearsAll: false } });
     const lost = (p: PathState): PathState =>

@@ -340,10 +340,17 @@ export const packetLoss: Rule = {
         silences: ev.agents
           .filter((a) => a.state === 'silent' && ends.includes(ev.host(a.agent)))
           .map((a) => a.agent),
-        explains: ps.flatMap((p) => {
-          const i = failing.get(p);
-          return i === undefined ? [] : [i];
-        }),
+        // And the failures of an end's own agent that only its link explains (a flapping
+        // link's, replayed once it is back up).
+        explains: [
+          ...new Set([
+            ...ps.flatMap((p) => {
+              const i = failing.get(p);
+              return i === undefined ? [] : [i];
+            }),
+            ...ends.flatMap((h) => ev.hostBoundFailing(h)),
+          ]),
+        ],
         degraded: ps.filter((p) => !failing.has(p)),
       });
       const taken = new Set(ps);
