@@ -240,7 +240,7 @@ export function confirmField() {
       spacing: durationField(minConfirmSpacingMs, maxConfirmSpacingMs)
         .prefault(`${defaultConfirm.spacingMs}ms`)
         .describe(
-          `Between the starts of two re-probes of a burst; each has the path's configured timeout. Default ${defaultConfirm.spacingMs}ms, ${formatDurationMs(minConfirmSpacingMs)} to ${formatDurationMs(maxConfirmSpacingMs)}.`,
+          `Between the starts of two re-probes of a burst; each waits twice the path's own timeout (the configured one with adaptiveTimeout: false). Default ${defaultConfirm.spacingMs}ms, ${formatDurationMs(minConfirmSpacingMs)} to ${formatDurationMs(maxConfirmSpacingMs)}.`,
         ),
     })
     .strict();
