@@ -232,10 +232,19 @@ export function gatherEvidence(input: EvidenceInput): Evidence {
     labelsOf,
   });
 
+  // Asked per candidate of every rule that names a host: each agent's answer once.
+  const ownSourceFault = new Map<string, boolean>();
   const isOwnSourceFault = (a: string): boolean => {
-    const mine = viewOf(a);
-    if (!sourceFaults.has(a) || mine === undefined) return false;
-    return steadilyReached(a, mine, liveAgents, viewOf, host) !== false;
+    let own = ownSourceFault.get(a);
+    if (own === undefined) {
+      const mine = viewOf(a);
+      own =
+        sourceFaults.has(a) &&
+        mine !== undefined &&
+        steadilyReached(a, mine, liveAgents, viewOf, host) !== false;
+      ownSourceFault.set(a, own);
+    }
+    return own;
   };
   const failingOf = (a: string): number[] => {
     const offset = offsets.get(a) ?? 0;

@@ -421,7 +421,10 @@ describe('localise', () => {
   });
 
   it("a flapping link's own agent, replaying what it probed while down, is that link's loss: no source fault, nothing unexplained", () => {
-    const input = buildInput({ ...topology, faults: [{ flapLink: { host: 'db-2' } }] });
+    const input = buildInput({
+      ...topology,
+      faults: [{ flapLink: { host: 'db-2', lossRatio: 0.3 } }],
+    });
     expect(localise(input).hypotheses[0]).toMatchObject({
       kind: 'packet_loss',
       components: ['db-2'],
