@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { batch, result, summary, t0 } from '../test/helpers/report-batches.js';
-import { rng } from '../test/scenarios/scenario.js';
+import { rng } from '../lib/prng.js';
 import { fastCheck } from './fast-check.js';
 import { ReportBatchSchema } from './report.js';
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { generateCases } from '../../test/scenarios/generate.js';
-import { buildInput, rng } from '../../test/scenarios/scenario.js';
+import { buildInput } from '../../test/scenarios/scenario.js';
+import { rng } from '../../lib/prng.js';
 import type { AgentLiveness, PathState } from '../types.js';
 import { IncrementalLocaliser, localise } from './localise.js';
 

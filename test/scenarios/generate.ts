@@ -4,9 +4,9 @@ import {
   brokenInvariants,
   buildInput,
   mtuOnlyServiceComponents,
-  rng,
   world,
 } from './scenario.js';
+import { rng } from '../../lib/prng.js';
 import type { Fault, Scenario } from './scenario.js';
 import type { LocaliseInput } from '../../collector/localise/localise.js';
 

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { localise } from '../../collector/localise/localise.js';
 import { generateCases } from './generate.js';
-import { buildInput, rng } from './scenario.js';
+import { buildInput } from './scenario.js';
+import { rng } from '../../lib/prng.js';
 
 /** Seeded Fisher–Yates shuffle. */
 function shuffle<T>(xs: readonly T[], random: () => number): T[] {

@@ -271,8 +271,6 @@ const faultStartMs = nowMs - 60_000;
 export const probeIntervalMs = 1_000;
 export const reportIntervalMs = 2_000;
 
-export { rng };
-
 /** When a fault began (epoch ms). */
 export const faultAtMs = (f: Fault): number => faultStartMs + (f.startOffsetMs ?? 0);
 
