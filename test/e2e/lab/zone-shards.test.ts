@@ -101,14 +101,21 @@ describe.runIf(canRunLab)('lab: zone shards and one localiser over NATS', () => 
       expect(answer.loc.hypotheses.map((h) => h.kind)).toEqual(
         answer.single.hypotheses.map((h) => h.kind),
       );
-      // The failing paths toward db-1 at the localiser come from both zones' shards.
-      const failing = (await paths('localiser')).filter(
-        (p) => p.component === 'db-1' && p.state === 'failing',
+      // The failing paths toward db-1 at the localiser come from both zones' shards. The
+      // answer can come before every prober has confirmed its path failing (db-1's own agent
+      // dark and the probers of one zone suffice), so this is polled while the fault holds.
+      await pollUntil(
+        'failing paths toward db-1 at the localiser from both zones',
+        async () => {
+          const failing = (await paths('localiser')).filter(
+            (p) => p.component === 'db-1' && p.state === 'failing',
+          );
+          const zones = [...new Set(failing.map((p) => zoneOf[p.agent]))].sort();
+          if (zones.join() !== 'za,zb') throw new Error(`zones: ${zones.join(', ')}`);
+          return true;
+        },
+        { timeoutMs: 20_000, intervalMs: 250 },
       );
-      expect(
-        new Set(failing.map((p) => zoneOf[p.agent])),
-        'zones of db-1’s failing probers',
-      ).toEqual(new Set(['za', 'zb']));
       for (const side of ['shard-za', 'shard-zb'])
         expect((await diagnosisOf(side)).hypotheses).toEqual([]);
     } finally {
