@@ -28,7 +28,14 @@
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cutUplink } from '../lab/faults.js';
-import { upHaLab, waitBothHealthy, watchHaAnswers, type CollectorAnswers } from '../lab/ha.js';
+import {
+  haNatsHosts,
+  upHaLab,
+  waitBothHealthy,
+  watchHaAnswers,
+  type CollectorAnswers,
+} from '../lab/ha.js';
+import type { NatsCluster } from '../lab/nats.js';
 import { canRunLab } from '../lab/spec.js';
 import { detectionLabTiming, runBench } from './lib.js';
 
@@ -67,13 +74,22 @@ interface Medians {
   readonly worst: number | undefined;
   /** Runs in which the collector outside the cut never had the right answer. */
   readonly missed: number;
+  /** Over all runs: how long the collector outside the cut said its own side was cut off. */
+  readonly wrongCutOffMs: number;
+  /** Runs in which it said so at all. */
+  readonly wrongCutOffRuns: number;
 }
 
 function medians(runs: readonly Run[]): Medians {
   const outside: (number | undefined)[] = [];
   const two: (number | undefined)[] = [];
   let missed = 0;
+  let wrongCutOffMs = 0;
+  let wrongCutOffRuns = 0;
   for (const r of runs) {
+    const wrong = r.answers[r.cut === 'a' ? 'b' : 'a'].wrongCutOffMs ?? 0;
+    wrongCutOffMs += wrong;
+    if (wrong > 0) wrongCutOffRuns++;
     const out = r.answers[r.cut === 'a' ? 'b' : 'a'].realCauseMs;
     if (out === undefined) missed++;
     outside.push(out);
@@ -82,7 +98,14 @@ function medians(runs: readonly Run[]): Medians {
     );
     two.push(best.length > 0 ? Math.min(...best) : undefined);
   }
-  return { outside: median(outside), two: median(two), worst: slowest(outside), missed };
+  return {
+    outside: median(outside),
+    two: median(two),
+    worst: slowest(outside),
+    missed,
+    wrongCutOffMs,
+    wrongCutOffRuns,
+  };
 }
 
 const transportName: Record<Transport, string> = { http: 'HTTP', nats: 'NATS JetStream' };
@@ -101,9 +124,13 @@ function comparison(by: ReadonlyMap<Transport, readonly Run[]>): string {
     `| two collectors (the faster decides) | ${ms(http.two)} | ${ms(nats.two)} | ${ratio(http.two, nats.two)} |`,
     `| the slowest run (outside the cut) | ${ms(http.worst)} | ${ms(nats.worst)} | ${ratio(http.worst, nats.worst)} |`,
     `| runs without the right answer | ${http.missed} of ${by.get('http')!.length} | ${nats.missed} of ${by.get('nats')!.length} | |`,
+    `| the collector outside the cut saying its own side is cut off (a wrong page) | ${wrongCutOff(http)} | ${wrongCutOff(nats)} | |`,
     '',
   ].join('\n');
 }
+
+const wrongCutOff = (m: Medians): string =>
+  m.wrongCutOffRuns === 0 ? 'never' : `${m.wrongCutOffMs} ms in ${m.wrongCutOffRuns} runs`;
 
 function table(runs: readonly Run[], holdMs: number): string {
   const never = `never (cut watched until ${holdMs / 1000} s after both answers)`;
@@ -130,6 +157,8 @@ function table(runs: readonly Run[], holdMs: number): string {
   const m = medians(runs);
   lines.push(
     `| median | | | | ${ms(m.outside)} | never | ${ms(m.two)} |`,
+    '',
+    `The collector outside the cut said its own side was cut off (ready to page): ${wrongCutOff(m)}.`,
     '',
     'Time to the right answer (the real cause on top of a diagnosis). One collector is right only',
     'when it stands outside the cut; two collectors in two failure domains always have one outside.',
@@ -186,7 +215,7 @@ async function measure(
   holdMs: number,
   cuts: 'ab' | 'a' | 'b',
 ): Promise<Run[]> {
-  const { lab } = await upHaLab(transport, { cliPath, ...detectionLabTiming });
+  const { lab, nats } = await upHaLab(transport, { cliPath, ...detectionLabTiming });
   const runs: Run[] = [];
   try {
     await waitBothHealthy(lab, 90_000);
@@ -205,12 +234,36 @@ async function measure(
       process.stderr.write(
         `${transport} run ${i + 1}: zone ${cut} cut: ${JSON.stringify(answers)}\n`,
       );
+      if (nats !== undefined)
+        for (const line of natsLeaderEvents(nats, startMs)) process.stderr.write(`  ${line}\n`);
       await waitBothHealthy(lab, 90_000);
     }
   } finally {
     await lab.down();
   }
   return runs;
+}
+
+/**
+ * The NATS nodes' leadership news since `sinceMs` (their `[INF]` lines naming a leader),
+ * each with its time after the cut: where the JetStream part of the blindness goes.
+ */
+function natsLeaderEvents(nats: NatsCluster, sinceMs: number): string[] {
+  const out: { atMs: number; line: string }[] = [];
+  for (const host of haNatsHosts) {
+    for (const line of nats.node(host).log().split('\n')) {
+      // nats-server dates its lines in local time: `[pid] 2026/12/07 07:50:01.123456 [INF] …`.
+      const m =
+        /^\[\d+\] (\d+)\/(\d+)\/(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* \[\w+\] (.*leader.*)$/i.exec(
+          line,
+        );
+      if (m === null) continue;
+      const [y = 0, mo = 1, d, h, mi, sec, milli] = m.slice(1, 8).map(Number);
+      const atMs = new Date(y, mo - 1, d, h, mi, sec, milli).getTime();
+      if (atMs >= sinceMs) out.push({ atMs, line: `+${atMs - sinceMs} ms ${host}: ${m[8]}` });
+    }
+  }
+  return out.sort((x, y) => x.atMs - y.atMs).map((x) => x.line);
 }
 
 runBench('bench/ha', main);

@@ -16,7 +16,8 @@ import { plainListenWarning } from './connection-guard.js';
 import { DiagnosisEngine, localiseInventory } from './diagnosis.js';
 import { defaultEventWindowMs } from './localise/evidence.js';
 import { LocaliseDriver } from './localise/driver.js';
-import type { LocaliserOptions, Observer } from './localise/localise.js';
+import type { LocaliseInput, LocaliserOptions, Observer } from './localise/localise.js';
+import { DeafSpans, withInputStall, type InputStall } from './input-stall.js';
 import { whereCollectorStands } from './observer.js';
 import { IncidentTracker, incidentDetail } from './incidents.js';
 import { findAlertIncident } from './alert-link.js';
@@ -208,12 +209,21 @@ export class Collector implements CollectorCore {
       ),
     ));
     const localiseAsync = this.localiser.asyncLocaliser();
+    const hosts = config.inventory.components.map((x) => x.name);
+    // While reports cannot reach this collector (NATS), it says so once that lasts.
+    const stalled = (d: Diagnosis, nowMs: number): Diagnosis =>
+      withInputStall(d, this.inputStall(), this.observer, hosts, nowMs, config.nats?.blindAfter);
     this.diagnoser = new DiagnosisEngine({
       settler,
       // The incremental localiser reads only the paths of agents whose paths changed.
       input: () => ({ ...localiserOptions, paths: [], agents: this.matrix.agents() }),
-      localise: (input) => this.localiser.localise(input),
-      ...(localiseAsync === undefined ? {} : { localiseAsync }),
+      localise: (input) => stalled(this.localiser.localise(input), input.nowMs),
+      ...(localiseAsync === undefined
+        ? {}
+        : {
+            localiseAsync: async (input: LocaliseInput) =>
+              stalled(await localiseAsync(input), input.nowMs),
+          }),
       log,
     });
     // An ingest shard does not diagnose its share: the localiser diagnoses the whole.
@@ -378,6 +388,7 @@ export class Collector implements CollectorCore {
             await c.shardPublisher.start();
           }
           c.natsIngest = new NatsIngest(nats, c, agents, log, config.agents.planRefreshMs);
+          c.natsIngest.onInputStall = (stall) => c.inputStallChanged(stall);
           await c.natsIngest.start();
         }
       } catch (err) {
@@ -546,16 +557,23 @@ export class Collector implements CollectorCore {
     return this.telemetry.renderPrometheus();
   }
 
-  health(): { ok: boolean; agents: number; paths: number; detail?: string } {
+  health(): ReturnType<CollectorCore['health']> {
     const ok = this.store.healthy();
     const load = this.ingestor.load();
+    const stall = this.inputStall();
     const out = {
       ok: ok && load.storeError === undefined,
       agents: this.matrix.agents().length,
       paths: this.matrix.paths().length,
+      ...(stall === undefined ? {} : { inputStall: stall }),
     };
     if (!out.ok) return { ...out, detail: load.storeError ?? 'the store is not answering' };
     return out;
+  }
+
+  /** Since when reports cannot reach this collector, and why (NATS only), or undefined. */
+  inputStall(): InputStall | undefined {
+    return this.natsIngest?.inputStall();
   }
 
   /** Stops listening, checkpoints the matrix and closes the store. Idempotent. */
@@ -569,6 +587,7 @@ export class Collector implements CollectorCore {
     this.localiserFeed = undefined;
     await this.shardPublisher?.stop();
     this.shardPublisher = undefined;
+    if (this.blindTimer !== undefined) clearTimeout(this.blindTimer);
     this.diagnoser.close();
     this.events.close();
     await this.localiser.close();
@@ -590,6 +609,28 @@ export class Collector implements CollectorCore {
   }
 
   private lastLivenessCheckMs = 0;
+  /** When reports could not reach this collector (NATS): agents unheard then were not silent. */
+  private readonly deaf = new DeafSpans();
+  private blindTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Reports stopped, or started again, being able to reach this collector (NATS): once that
+   * lasts `nats.blindAfter`, the diagnosis says the collector is blind. (Meanwhile the
+   * agents' liveness holds: `checkLiveness` does not count the time toward their late-after
+   * and silent-after.)
+   */
+  private inputStallChanged(stall: InputStall | undefined): void {
+    if (this.blindTimer !== undefined) clearTimeout(this.blindTimer);
+    this.blindTimer = undefined;
+    if (stall !== undefined) {
+      // A little past the moment: a timer may fire a millisecond early, and a look before
+      // the moment would leave the diagnosis without it until something else changes.
+      const waitMs = stall.sinceMs + (this.config.nats?.blindAfter ?? 0) - Date.now() + 20;
+      this.blindTimer = setTimeout(() => this.diagnoser.invalidate('input'), Math.max(0, waitMs));
+      this.blindTimer.unref();
+    }
+    this.diagnoser.invalidate('input');
+  }
 
   /**
    * Flags agents whose report is overdue (see `PathMatrix.markLate`) and flips those not
@@ -603,12 +644,23 @@ export class Collector implements CollectorCore {
     this.lastLivenessCheckMs = now;
     if (stalled) return;
     const lateAfterMs = lateAfterFor(this.config.agents, this.fleetSize());
-    this.matrix.markLate(now, lateAfterMs, this.observer.upSinceMs ?? 0, (agent) =>
-      this.settler.activeSince(this.agentHosts.get(agent) ?? agent, now),
+    // Time in which reports could not reach this collector does not count: an agent's silence
+    // then is the transport's. (Those found late in a stall's first moments, before it was
+    // known, are not late once it is.)
+    const stall = this.inputStall();
+    if (stall === undefined) this.deaf.end(now);
+    else this.deaf.begin(stall.sinceMs);
+    const deafMs = (fromMs: number): number => this.deaf.deafMs(fromMs, now);
+    this.matrix.markLate(
+      now,
+      lateAfterMs,
+      this.observer.upSinceMs ?? 0,
+      (agent) => this.settler.activeSince(this.agentHosts.get(agent) ?? agent, now),
+      deafMs,
     );
     try {
       const silentAfterMs = silentAfterFor(this.config.agents, this.fleetSize());
-      for (const a of this.ingestor.markSilent(now, silentAfterMs))
+      for (const a of this.ingestor.markSilent(now, silentAfterMs, deafMs))
         this.log.warn({ agent: a.agent, lastSeenMs: a.lastSeenMs }, 'agent silent');
     } catch (err) {
       this.log.error({ err }, 'could not mark silent agents');

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/promises';
 import type { ReportBatch } from '../wire/report.js';
 import { silentTransition } from './paths/checkpoint.js';
-import type { PathMatrix } from './paths/matrix.js';
+import type { DeafMs, PathMatrix } from './paths/matrix.js';
 import type { Credential } from './auth.js';
 import type { Store } from './store.js';
 import type { AgentLiveness, IngestOutcome, ReportBody } from './types.js';
@@ -159,8 +159,8 @@ export class Ingest {
   }
 
   /** Flips agents not heard from for `silentAfterMs` to silent and records it. */
-  markSilent(nowMs: number, silentAfterMs: number): AgentLiveness[] {
-    const changed = this.matrix.markSilent(nowMs, silentAfterMs);
+  markSilent(nowMs: number, silentAfterMs: number, deafMs?: DeafMs): AgentLiveness[] {
+    const changed = this.matrix.markSilent(nowMs, silentAfterMs, deafMs);
     this.store.addTransitions(changed.map(silentTransition));
     return changed;
   }

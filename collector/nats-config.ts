@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { durationField } from '../lib/config-fields.js';
+import { inputBlindAfterMs } from './input-stall.js';
 import { natsFields, natsSection } from '../lib/nats-config.js';
 
 /** The default durable consumer name of a collector. */
@@ -115,6 +116,11 @@ export const collectorNatsSchema = natsSection({
     .default(120_000)
     .describe(
       'Within it, JetStream drops a batch published again with the same id (an agent’s retry).',
+    ),
+  blindAfter: durationField(1_000, 3_600_000)
+    .default(inputBlindAfterMs)
+    .describe(
+      'How long reports may be unable to reach this collector (no connection, or the report stream or its consumer without a leader that answers) before its diagnosis says it is blind (FaultlineCollectorCutOff). Meanwhile the agents’ liveness holds: their silence is the transport’s. Longer than a JetStream leader election (4–9 s) and the consumer’s renewal (2 s).',
     ),
 }).superRefine((n, ctx) => {
   if (n.shard !== undefined && n.zone !== undefined)

@@ -8,6 +8,7 @@ import type { KV } from '@nats-io/kv';
 import { FaultlineError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { fromNatsToken, natsToken } from '../lib/nats.js';
+import type { InputStall } from './input-stall.js';
 import { ConsumerLoop, ensureStream } from './nats-consumer.js';
 import { shardName } from './nats-config.js';
 import type { CollectorNatsSection } from './nats-config.js';
@@ -87,6 +88,24 @@ const gapRetryMs = 1_000;
 const storeRetryMs = 5_000;
 /** How often the plans of new agents are looked for. */
 const planCheckMs = 1_000;
+/**
+ * How often the report stream and the consumer are asked whether they have a leader, and how
+ * long an answer is waited for: a stream without a leader is known within a second (its
+ * consumer may still send heartbeats, but no agent's report gets into it).
+ */
+const inputCheckMs = 250;
+const inputAnswerMs = 750;
+/** The consumer's pulls last this long… */
+const pullExpiresMs = 2_000;
+/** …and the server sends a heartbeat this often while it has no report to deliver. */
+const idleHeartbeatMs = 500;
+/**
+ * A consumer that delivered nothing, not even a heartbeat, for this long is a stall: known
+ * before any agent is late (a late-after is at least 1.5 s), so a collector that hears
+ * nobody never reads every agent late together and says its own side is cut off.
+ */
+const inputQuietMs = 1_250;
+const seconds = (ms: number): string => `${Math.round(ms / 100) / 10} s`;
 
 /** The headers the agent's NATS channel sets (agent/nats-channel.ts). */
 const headerBacklog = 'Faultline-Backlog';
@@ -116,6 +135,13 @@ export class NatsIngest {
   private lastFleetSize = -1;
   private planning = false;
   private closed = false;
+  /** The stall the leader checks found (see checkInput). */
+  private checkStall: InputStall | undefined;
+  private inputTimer: NodeJS.Timeout | undefined;
+  private checkingInput = false;
+  private answersInStall = 0;
+  /** When the consumer last delivered a report or a heartbeat (undefined: not yet bound). */
+  private heardMs: number | undefined;
   private counts = {
     accepted: 0,
     duplicates: 0,
@@ -151,6 +177,30 @@ export class NatsIngest {
   }
 
   /**
+   * Since when reports cannot reach this collector, and why, or undefined while they can:
+   * its consumer has delivered neither a report nor a heartbeat for {@link inputQuietMs}
+   * (the pull is dead: NATS away, or the consumer's leader lost), or the report stream or
+   * the consumer has no leader that answers it (a JetStream node lost: a new leader is
+   * elected within seconds; the collector's own NATS node cut off from the cluster's
+   * quorum: until the heal). Then the agents' silence is the transport's, not theirs
+   * (collector.ts does not count it). Read at any moment: a quiet consumer is a stall from
+   * the last thing it delivered.
+   */
+  inputStall(nowMs = Date.now()): InputStall | undefined {
+    if (this.checkStall !== undefined) return this.checkStall;
+    const heard = this.heardMs;
+    if (heard !== undefined && nowMs - heard > inputQuietMs)
+      return {
+        sinceMs: heard,
+        reason: `the consumer ${reportBinding(this.section).consumer} has delivered nothing, not even a heartbeat, for ${seconds(nowMs - heard)}`,
+      };
+    return undefined;
+  }
+
+  /** Called when {@link inputStall} begins or ends. */
+  onInputStall: (stall: InputStall | undefined) => void = () => undefined;
+
+  /**
    * Starts connecting, creating what is missing and consuming, in the background: NATS
    * may be away or without a JetStream quorum when the collector starts (the API answers
    * meanwhile), and a consumer lost later is bound again. Resolves at once.
@@ -158,6 +208,7 @@ export class NatsIngest {
   start(): Promise<void> {
     this.consumer.start();
     this.planTimer = setInterval(() => void this.publishPlans(), planCheckMs);
+    this.inputTimer = setInterval(() => void this.checkInput(), inputCheckMs);
     return Promise.resolve();
   }
 
@@ -165,7 +216,82 @@ export class NatsIngest {
   async stop(): Promise<void> {
     this.closed = true;
     if (this.planTimer !== undefined) clearInterval(this.planTimer);
+    if (this.inputTimer !== undefined) clearInterval(this.inputTimer);
     await this.consumer.stop();
+  }
+
+  /** The consumer delivered something: a report or a heartbeat. */
+  private heard(nowMs = Date.now()): void {
+    this.heardMs = nowMs;
+    if (this.lastSeenStall === undefined) return;
+    this.noteInputStall();
+    // Reports flow again: ask at once whether the stream has a leader again.
+    if (this.checkStall !== undefined) void this.checkInput();
+  }
+
+  /** The stall as the last look found it, to call {@link onInputStall} on a change. */
+  private lastSeenStall: InputStall | undefined;
+
+  /** Logs and calls {@link onInputStall} when the stall began or ended since the last look. */
+  private noteInputStall(): void {
+    const was = this.lastSeenStall;
+    const now = this.inputStall();
+    this.lastSeenStall = now;
+    if ((now === undefined) === (was === undefined)) return;
+    if (now !== undefined)
+      this.log.warn({ reason: now.reason }, 'reports cannot reach this collector');
+    else if (was !== undefined)
+      this.log.info({ stalledMs: Date.now() - was.sinceMs }, 'reports reach this collector again');
+    this.onInputStall(now);
+  }
+
+  /**
+   * Asks the report stream and the consumer for their state (each answered by its leader,
+   * within a second): whether reports can reach this collector now.
+   */
+  private async checkInput(): Promise<void> {
+    this.noteInputStall();
+    if (this.checkingInput || this.closed) return;
+    this.checkingInput = true;
+    let why: string | undefined;
+    try {
+      const nc = this.consumer.connection;
+      if (nc === undefined || nc.isClosed()) {
+        why = `not connected to NATS (${this.section.servers.join(', ')})`;
+      } else {
+        const s = this.section;
+        const jsm = await jetstreamManager(nc, { timeout: inputAnswerMs, checkAPI: false });
+        const { consumer } = reportBinding(s);
+        why = await jsm.streams.info(s.stream).then(
+          () => undefined,
+          (err: Error) => `the report stream ${s.stream} does not answer: ${err.message}`,
+        );
+        why ??= await jsm.consumers.info(s.stream, consumer).then(
+          () => undefined,
+          (err: Error) => `its consumer ${consumer} does not answer: ${err.message}`,
+        );
+      }
+    } catch (err) {
+      why = `NATS does not answer: ${(err as Error).message}`;
+    } finally {
+      this.checkingInput = false;
+    }
+    if (this.closed) return;
+    if (why === undefined) {
+      // Two answers in a row end a stall: a leader about to lose its quorum may answer once.
+      if (this.checkStall !== undefined && ++this.answersInStall < 2)
+        setTimeout(() => void this.checkInput(), 100).unref();
+      else this.checkStall = undefined;
+    } else {
+      this.answersInStall = 0;
+      const now = Date.now();
+      this.checkStall = {
+        // From the last thing the consumer delivered: nothing after it can be counted on.
+        sinceMs: Math.min(this.heardMs ?? Number.POSITIVE_INFINITY, now - inputAnswerMs),
+        reason: why,
+      };
+    }
+    this.noteInputStall();
   }
 
   /** The stream, the durable consumer and the plan bucket, created when missing. */
@@ -196,11 +322,26 @@ export class NatsIngest {
     });
     this.js = jetstream(nc, { timeout: s.timeout });
     this.kv ??= await new Kvm(this.js).create(s.planBucket, { replicas: s.replicas, history: 1 });
-    const consumer = await this.js.consumers.get(s.stream, durable);
-    // Pulls that expire every 5 s, with heartbeats every 2.5 s: after a node holding the
-    // consumer's leader dies, the pull is renewed on the new leader within seconds (the
-    // default 30 s left reports waiting in the stream for most of a minute).
-    const messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
+    // Its JetStream API calls answered within 2 s at most: after its leader's node is lost,
+    // the consumer asks whether it still exists before it pulls again, and a 5 s wait on a
+    // leader not yet elected costs the whole wait again after the election.
+    const consumer = await jetstream(nc, { timeout: Math.min(s.timeout, 2_000) }).consumers.get(
+      s.stream,
+      durable,
+    );
+    // Pulls that expire every 2 s, with heartbeats every 0.5 s: after a node holding the
+    // consumer's leader dies, its silence is known within 1.25 s (inputStall), and the pull
+    // is renewed on the new leader within 2 s of its election (5 s pulls took up to 8.5 s;
+    // the default 30 s, most of a minute).
+    const messages = await consumer.consume({
+      max_messages: 256,
+      expires: pullExpiresMs,
+      idle_heartbeat: idleHeartbeatMs,
+    });
+    this.heardMs = Date.now();
+    void (async () => {
+      for await (const n of messages.status()) if (n.type === 'heartbeat') this.heard();
+    })().catch(() => undefined);
     void this.publishPlans();
     this.log.info(
       { stream: s.stream, consumer: durable, filter, planBucket: s.planBucket },
@@ -223,6 +364,7 @@ export class NatsIngest {
   /** One message: decoded, validated, ingested, and acked only once the store has it. */
   private take(m: JsMsg): void {
     const receivedAtMs = Date.now();
+    this.heard(receivedAtMs);
     if (this.section.shard !== undefined) {
       const tokens = m.subject.slice(this.section.subject.length + 1).split('.');
       if (!inShare(this.section, fromNatsToken(tokens[0] ?? ''), fromNatsToken(tokens[1] ?? ''))) {

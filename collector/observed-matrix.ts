@@ -1,6 +1,6 @@
 import type { Transition } from './paths/checkpoint.js';
 import type { AppliedBatch } from './paths/journal.js';
-import { PathMatrix } from './paths/matrix.js';
+import { PathMatrix, type DeafMs } from './paths/matrix.js';
 import type { SettleSignal } from './paths/states.js';
 import type { DirtyPathSource } from './localise/driver.js';
 
@@ -94,14 +94,19 @@ export class ObservedPathMatrix extends PathMatrix implements DirtyPathSource {
     lateAfterMs: number,
     sinceMs?: number,
     faultSince?: (agent: string) => number | undefined,
+    deafMs?: DeafMs,
   ): string[] {
-    const changed = super.markLate(nowMs, lateAfterMs, sinceMs, faultSince);
+    const changed = super.markLate(nowMs, lateAfterMs, sinceMs, faultSince, deafMs);
     if (changed.length > 0) this.onChange('agent-late');
     return changed;
   }
 
-  override markSilent(nowMs: number, silentAfterMs: number): ReturnType<PathMatrix['markSilent']> {
-    const changed = super.markSilent(nowMs, silentAfterMs);
+  override markSilent(
+    nowMs: number,
+    silentAfterMs: number,
+    deafMs?: DeafMs,
+  ): ReturnType<PathMatrix['markSilent']> {
+    const changed = super.markSilent(nowMs, silentAfterMs, deafMs);
     if (changed.length > 0) this.onChange('agent-silent');
     return changed;
   }

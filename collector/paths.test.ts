@@ -822,6 +822,25 @@ describe('PathMatrix agents', () => {
     expect(m.isLate('app-1')).toBe(false);
   });
 
+  it('does not count the time the collector could hear nobody (deafMs) toward late or silent', () => {
+    const m = new PathMatrix();
+    feed(m, batch(1, { summaries: [summary(pg, t0, 1)] }), t0);
+    // Deaf from t0 + 500 on (reports could not reach the collector): the agent is unheard
+    // for 5 s, but only 500 ms of it could it have been heard.
+    const deaf = (now: number) => (from: number) => Math.max(0, now - Math.max(from, t0 + 500));
+    expect(m.markLate(t0 + 5_000, 1000, 0, undefined, deaf(t0 + 5_000))).toEqual([]);
+    expect(m.markSilent(t0 + 5_000, 3000, deaf(t0 + 5_000))).toEqual([]);
+    expect(m.agentNamed('app-1')).toMatchObject({ state: 'live' });
+    // Deaf from t0 + 500 to t0 + 5_000, then heard again: counted from then on.
+    const was = (from: number) => Math.max(0, t0 + 5_000 - Math.max(from, t0 + 500));
+    expect(m.markLate(t0 + 5_400, 1000, 0, undefined, was)).toEqual([]);
+    expect(m.markLate(t0 + 5_600, 1000, 0, undefined, was)).toEqual(['app-1']);
+    expect(m.markSilent(t0 + 7_400, 3000, was)).toEqual([]);
+    expect(m.markSilent(t0 + 7_600, 3000, was)).toMatchObject([
+      { agent: 'app-1', state: 'silent' },
+    ]);
+  });
+
   it('an agent replaying a backlog is late until it has caught up', () => {
     // Back from a cut, an agent uploads what it spooled: "I reach nobody", of a minute ago.
     const m = new PathMatrix();

@@ -184,11 +184,15 @@ export interface CollectorCore {
   postmortem(id: number): string | undefined;
   /** Whether the collector can take more reports now (backpressure). */
   overloaded(): boolean;
-  /** For /healthz: store reachable, counts. */
+  /**
+   * For /healthz: store reachable, counts, and (NATS) since when reports cannot reach the
+   * collector and why. That stall does not make it unhealthy: it is alive and says so.
+   */
   health(): {
     readonly ok: boolean;
     readonly agents: number;
     readonly paths: number;
     readonly detail?: string;
+    readonly inputStall?: { readonly sinceMs: number; readonly reason: string };
   };
 }

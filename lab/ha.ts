@@ -89,6 +89,11 @@ export function diagnosisAt(lab: Lab, base: string): Promise<Diagnosis> {
   return lab.get<Diagnosis>('/api/v1/diagnosis', base);
 }
 
+/** Whether one collector's /healthz says reports cannot reach it (NATS `inputStall`). */
+async function stallAt(lab: Lab, base: string): Promise<boolean> {
+  return (await lab.get<{ inputStall?: unknown }>('/healthz', base)).inputStall !== undefined;
+}
+
 /** The agents one collector does not hear from (not `live`). */
 async function unheardAt(lab: Lab, base: string): Promise<string[]> {
   const { agents } = await lab.get<{ agents: { agent: string; state: string }[] }>(
@@ -99,8 +104,8 @@ async function unheardAt(lab: Lab, base: string): Promise<string[]> {
 }
 
 /**
- * Waits until both collectors see the same number of paths, every one healthy, every agent
- * live (a path keeps its last state while its agent is silent: after a heal, a collector
+ * Waits until both collectors hear their reports (NATS), see the same number of paths, every
+ * one healthy, every agent live (a path keeps its last state while its agent is silent: after a heal, a collector
  * whose reports have not resumed still shows healthy paths), and the count has not changed
  * for `stableMs` (the plan settles as agents join); returns it.
  */
@@ -115,12 +120,19 @@ export async function waitBothHealthy(
   return pollUntil(
     'both collectors: the same paths, all healthy, for a while',
     async () => {
-      const [pa, pb, ua, ub] = await Promise.all([
+      const [pa, pb, ua, ub, sa, sb] = await Promise.all([
         pathsAt(lab, a),
         pathsAt(lab, b),
         unheardAt(lab, a),
         unheardAt(lab, b),
+        stallAt(lab, a),
+        stallAt(lab, b),
       ]);
+      // A collector that hears nothing (NATS) holds its agents live: that is no proof.
+      if (sa || sb) {
+        last = -1;
+        throw new Error(`reports cannot reach collector ${sa ? 'a' : ''}${sb ? ' b' : ''}`);
+      }
       const bad = [...pa, ...pb].filter((p) => !pathHealthy(p));
       if (ua.length > 0 || ub.length > 0) {
         last = -1;
@@ -156,7 +168,19 @@ export interface CollectorAnswers {
   realCauseMs?: number;
   /** Its own side cut off (what the collector inside the cut zone says). */
   cutOffMs?: number;
+  /** With NATS: when its /healthz first said reports could not reach it (`inputStall`)… */
+  inputStalledMs?: number;
+  /** …and when it no longer said so, after that. */
+  inputBackMs?: number;
+  /**
+   * The collector outside the cut: how long (ms, in 100 ms polls) its top hypothesis said
+   * that its own side was cut off, ready to page (not settling) — a wrong page.
+   */
+  wrongCutOffMs?: number;
 }
+
+/** How often watchHaAnswers looks at both diagnoses. */
+const pollMs = 100;
 
 /**
  * With zone `cut` cut off since `startMs`: polls both diagnoses every 100 ms until the
@@ -191,16 +215,25 @@ export async function watchHaAnswers(
   let bothAtMs: number | undefined;
   while (Date.now() < endMs && (bothAtMs === undefined || Date.now() - bothAtMs < holdMs)) {
     const got = await Promise.allSettled([diagnosisAt(lab, urls.a), diagnosisAt(lab, urls.b)]);
+    const health = await Promise.allSettled([stallAt(lab, urls.a), stallAt(lab, urls.b)]);
     const now = Date.now() - startMs;
+    health.forEach((h, i) => {
+      if (h.status !== 'fulfilled') return;
+      const o = out[i === 0 ? 'a' : 'b'];
+      if (h.value) o.inputStalledMs ??= now;
+      else if (o.inputStalledMs !== undefined) o.inputBackMs ??= now;
+    });
     got.forEach((d, i) => {
       if (d.status !== 'fulfilled') return;
       const o = out[i === 0 ? 'a' : 'b'];
       const top = d.value.hypotheses[0];
       if (matches(top, real)) o.realCauseMs ??= now;
       if (matches(top, cutOff)) o.cutOffMs ??= now;
+      if (o === outside && top?.collectorCutOff === true && d.value.settling !== true)
+        o.wrongCutOffMs = (o.wrongCutOffMs ?? 0) + pollMs;
     });
     if (outside.realCauseMs !== undefined && inside.cutOffMs !== undefined) bothAtMs ??= Date.now();
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, pollMs));
   }
   return out;
 }

@@ -170,9 +170,13 @@ export class PathMatrix {
     return agentTransition(entry, 'silent', 'live', receivedAtMs);
   }
 
-  /** Agents not heard from for `silentAfterMs` become silent; returns those that just did. */
-  markSilent(nowMs: number, silentAfterMs: number): AgentLiveness[] {
-    return markSilentEntries(this.liveness.values(), nowMs, silentAfterMs);
+  /**
+   * Agents not heard from for `silentAfterMs` become silent; returns those that just did.
+   * `deafMs(fromMs)`: how much of the time since `fromMs` this collector could hear nobody
+   * (reports could not reach it): that time does not count.
+   */
+  markSilent(nowMs: number, silentAfterMs: number, deafMs: DeafMs = notDeaf): AgentLiveness[] {
+    return markSilentEntries(this.liveness.values(), nowMs, silentAfterMs, deafMs);
   }
 
   /**
@@ -191,8 +195,9 @@ export class PathMatrix {
     lateAfterMs: number,
     sinceMs = 0,
     faultSince: (agent: string) => number | undefined = () => undefined,
+    deafMs: DeafMs = notDeaf,
   ): string[] {
-    return markLateEntries(this.liveness.values(), nowMs, lateAfterMs, sinceMs, faultSince);
+    return markLateEntries(this.liveness.values(), nowMs, lateAfterMs, sinceMs, faultSince, deafMs);
   }
 
   /** The liveness of the agent with this id, if held. */
@@ -549,15 +554,27 @@ export class PathMatrix {
   }
 }
 
+/**
+ * How much of the time from `fromMs` to now the collector could hear nobody (reports could
+ * not reach it: collector.ts, NATS input stalls). An agent's silence then is not its own.
+ */
+export type DeafMs = (fromMs: number) => number;
+const notDeaf: DeafMs = () => 0;
+
 /** Flips live agents not heard from for `silentAfterMs` to silent; returns those that just did. */
 export function markSilentEntries(
   entries: Iterable<AgentEntry>,
   nowMs: number,
   silentAfterMs: number,
+  deafMs: DeafMs = notDeaf,
 ): AgentLiveness[] {
   const changed: AgentLiveness[] = [];
   for (const entry of entries) {
-    if (entry.state === 'live' && nowMs - entry.lastSeenMs > silentAfterMs) {
+    if (
+      entry.state === 'live' &&
+      nowMs - entry.lastSeenMs > silentAfterMs &&
+      nowMs - entry.lastSeenMs - deafMs(entry.lastSeenMs) > silentAfterMs
+    ) {
       entry.state = 'silent';
       entry.late = entry.behind = false;
       changed.push(entry.snapshot());
@@ -573,12 +590,14 @@ export function markLateEntries(
   lateAfterMs: number,
   sinceMs: number,
   faultSince: (agent: string) => number | undefined,
+  deafMs: DeafMs = notDeaf,
 ): string[] {
   const changed: string[] = [];
   for (const entry of entries) {
     let late = false;
     if (entry.state === 'live') {
-      const overdue = nowMs - Math.max(entry.lastSeenMs, sinceMs) > lateAfterMs;
+      const from = Math.max(entry.lastSeenMs, sinceMs);
+      const overdue = nowMs - from > lateAfterMs && nowMs - from - deafMs(from) > lateAfterMs;
       const fault = overdue || entry.behind ? undefined : faultSince(entry.agent);
       late = overdue || entry.behind || (fault !== undefined && entry.lastSeenMs < fault);
     }

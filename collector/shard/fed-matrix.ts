@@ -1,7 +1,7 @@
 import type { AppliedBatch } from '../paths/journal.js';
 import type { AgentCheckpoint, MatrixCheckpoint } from '../paths/checkpoint.js';
 import { agentTransition } from '../paths/checkpoint.js';
-import { markLateEntries, markSilentEntries } from '../paths/matrix.js';
+import { markLateEntries, markSilentEntries, type DeafMs } from '../paths/matrix.js';
 import { AgentEntry } from '../paths/runtime.js';
 import { ObservedPathMatrix } from '../observed-matrix.js';
 import type { AgentLiveness, PathFilter, PathHead, PathState } from '../types.js';
@@ -125,8 +125,8 @@ export class ShardFedMatrix extends ObservedPathMatrix {
     return undefined;
   }
 
-  override markSilent(nowMs: number, silentAfterMs: number): AgentLiveness[] {
-    const changed = markSilentEntries(this.heardEntries(nowMs), nowMs, silentAfterMs);
+  override markSilent(nowMs: number, silentAfterMs: number, deafMs?: DeafMs): AgentLiveness[] {
+    const changed = markSilentEntries(this.heardEntries(nowMs), nowMs, silentAfterMs, deafMs);
     if (changed.length > 0) this.onChange('agent-silent');
     return changed;
   }
@@ -136,6 +136,7 @@ export class ShardFedMatrix extends ObservedPathMatrix {
     lateAfterMs: number,
     sinceMs = 0,
     faultSince: (agent: string) => number | undefined = () => undefined,
+    deafMs?: DeafMs,
   ): string[] {
     const changed = markLateEntries(
       this.heardEntries(nowMs),
@@ -143,6 +144,7 @@ export class ShardFedMatrix extends ObservedPathMatrix {
       lateAfterMs,
       sinceMs,
       faultSince,
+      deafMs,
     );
     if (changed.length > 0) this.onChange('agent-late');
     return changed;

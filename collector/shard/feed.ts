@@ -84,11 +84,12 @@ export class LocaliserFeed {
       max_ack_pending: 1_000,
       filter_subject: `${s.changeSubject}.*`,
     });
-    const consumer = await jetstream(nc, { timeout: s.timeout }).consumers.get(
+    // API calls answered within 2 s at most (see collector/nats-ingest.ts, bind).
+    const consumer = await jetstream(nc, { timeout: Math.min(s.timeout, 2_000) }).consumers.get(
       s.changeStream,
       s.consumer,
     );
-    const messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
+    const messages = await consumer.consume({ max_messages: 256, expires: 2_000 });
     nc.publish(resyncSubject(s));
     this.log.info(
       { stream: s.changeStream, consumer: s.consumer },
