@@ -3,16 +3,15 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync, gunzipSync } from 'node:zlib';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { Collector } from '../../collector/collector.js';
-import { parseCollectorConfig } from '../../collector/config.js';
+import type { Collector } from '../../collector/collector.js';
 import { freePort } from '../../lab/server-process.js';
 import { pollUntil } from '../../lab/poll-until.js';
 import { natsToken } from '../../lib/nats.js';
+import { startNatsCollector } from '../helpers/nats-collector.js';
 import type { ReportBatch } from '../../wire/report.js';
 
 /**
@@ -43,26 +42,7 @@ describe.runIf(hasNats)('collector: transport nats against nats-server', () => {
       intervalMs: 200,
     });
     js = jetstream(nc);
-    const config = parseCollectorConfig(
-      [
-        'listen: 127.0.0.1:0',
-        `dataDir: ${join(dir, 'data')}`,
-        `tokens: [{ name: t, token: ${token} }]`,
-        'inventory:',
-        '  components:',
-        '    - { name: db, address: 127.0.0.1, role: database, services: [] }',
-        'transport: nats',
-        `nats: { servers: [${url}], consumer: test-a }`,
-        '',
-      ].join('\n'),
-      'collector.yaml',
-    );
-    collector = await Collector.start(config, pino({ level: 'silent' }));
-    const jsm = await jetstreamManager(nc);
-    await pollUntil('the consumer bound', async () => {
-      await jsm.consumers.info('FAULTLINE_REPORTS', 'test-a');
-      return true;
-    });
+    collector = await startNatsCollector({ dir, url, consumer: 'test-a', token, nc });
   }, 60_000);
 
   afterAll(async () => {

@@ -3,15 +3,14 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { Collector } from '../../collector/collector.js';
-import { parseCollectorConfig } from '../../collector/config.js';
+import { jetstream } from '@nats-io/jetstream';
+import type { Collector } from '../../collector/collector.js';
 import { freePort } from '../../lab/server-process.js';
 import { pollUntil } from '../../lab/poll-until.js';
 import { natsToken } from '../../lib/nats.js';
+import { startNatsCollector } from '../helpers/nats-collector.js';
 import type { ReportBatch } from '../../wire/report.js';
 
 /**
@@ -80,26 +79,14 @@ describe.runIf(hasNats)('collector: reports that cannot reach it over NATS', () 
     url = `nats://127.0.0.1:${port}`;
     server = startServer();
     const nc = await connected();
-    const config = parseCollectorConfig(
-      [
-        'listen: 127.0.0.1:0',
-        `dataDir: ${join(dir, 'data')}`,
-        'tokens: [{ name: t, token: nats-stall-token-0123456789 }]',
-        `agents: { reportInterval: 1s, silentAfter: ${silentAfterMs}ms }`,
-        'inventory:',
-        '  components:',
-        '    - { name: db, address: 127.0.0.1, role: database, services: [] }',
-        'transport: nats',
-        `nats: { servers: [${url}], consumer: stall, blindAfter: ${blindAfterMs}ms, timeout: 1s }`,
-        '',
-      ].join('\n'),
-      'collector.yaml',
-    );
-    collector = await Collector.start(config, pino({ level: 'silent' }));
-    const jsm = await jetstreamManager(nc);
-    await pollUntil('the consumer bound', async () => {
-      await jsm.consumers.info('FAULTLINE_REPORTS', 'stall');
-      return true;
+    collector = await startNatsCollector({
+      dir,
+      url,
+      consumer: 'stall',
+      token: 'nats-stall-token-0123456789',
+      nc,
+      lines: [`agents: { reportInterval: 1s, silentAfter: ${silentAfterMs}ms }`],
+      nats: `blindAfter: ${blindAfterMs}ms, timeout: 1s`,
     });
     await nc.close();
   }, 60_000);
