@@ -290,41 +290,54 @@ describe('fast confirmation on loopback, agent and collector processes', () => {
   it('a path that turns slow but stays healthy is never failing for the shortened timeout', async () => {
     const p = pair!;
     // A loopback answer takes ~1 ms: after 5 successes the path's timeout is down to the
-    // 100 ms floor.
-    await pollUntil(
-      'a baseline of successes',
-      async () => ((await p.path(slowTarget))?.probes ?? 0) >= 7,
-      { timeoutMs: 15_000, intervalMs: 100 },
-    );
-    expect((await p.path(slowTarget))?.state).toBe('ok');
-    const bursts = await p.metric('faultline_agent_confirm_bursts_total');
-    // The service turns slow: 300 ms an answer, past the shortened 100 ms timeout and well
-    // inside the configured 800 ms. The first probe after it times out; its burst, with the
-    // full timeout, comes back ok; the rounds after wait the full timeout until the
-    // estimate has grown.
-    slowMs = 300;
-    const since = Date.now();
-    const seen = new Set<string>();
-    while (Date.now() - since < 5000) {
-      seen.add((await p.path(slowTarget))!.state);
-      await sleep(20);
+    // 100 ms floor. Under load (CI runs many files at once) the answers can take long enough
+    // that the timeout stays above 300 ms: then the slow answers below never meet a
+    // shortened timeout, nothing is tested, and the round is tried again (3 at most).
+    let tested = false;
+    for (let attempt = 1; attempt <= 3 && !tested; attempt++) {
+      slowMs = 0;
+      // Seven rounds of fast answers (three targets a round): the estimate is down again.
+      const resultsBefore = await p.metric('faultline_probe_results_total');
+      await pollUntil(
+        'a baseline of successes',
+        async () =>
+          (await p.metric('faultline_probe_results_total')) >= resultsBefore + 21 &&
+          ((await p.path(slowTarget))?.probes ?? 0) >= 7,
+        { timeoutMs: 30_000, intervalMs: 100 },
+      );
+      expect((await p.path(slowTarget))?.state).toBe('ok');
+      const bursts = await p.metric('faultline_agent_confirm_bursts_total');
+      // The service turns slow: 300 ms an answer, past the shortened 100 ms timeout and well
+      // inside the configured 800 ms. The first probe after it times out; its burst, with
+      // twice the path's timeout (at least 600 ms for a path riding TCP), comes back ok; the
+      // rounds after wait longer until the estimate has grown.
+      slowMs = 300;
+      const since = Date.now();
+      const seen = new Set<string>();
+      while (Date.now() - since < 5000) {
+        seen.add((await p.path(slowTarget))!.state);
+        await sleep(20);
+      }
+      const path = await p.path(slowTarget);
+      const burstsAfter = await p.metric('faultline_agent_confirm_bursts_total');
+      console.log(
+        `confirm e2e, slow path (attempt ${attempt}): states seen ${JSON.stringify([...seen])}, failures in the window ${JSON.stringify(path?.failures)}, bursts ${burstsAfter - bursts}`,
+      );
+      // Never failing. `degraded` is right, though: answers went from ~1 ms to 300 ms, and
+      // that latency (not the one timeout) is what the collector reports.
+      expect(seen.has('failing')).toBe(false);
+      if (seen.has('degraded'))
+        expect(path!.latencyMs!.p50).toBeGreaterThan(10 * path!.latencyMs!.baseline);
+      expect(path?.lastClass).toBe('ok');
+      if (path?.failures.http_timeout === undefined && burstsAfter === bursts) continue;
+      // The one shortened-timeout failure, contradicted by its burst: at most one per change.
+      expect(path?.failures.http_timeout).toBe(1);
+      expect(burstsAfter - bursts).toBe(1);
+      tested = true;
     }
-    const path = await p.path(slowTarget);
-    const burstsAfter = await p.metric('faultline_agent_confirm_bursts_total');
-    console.log(
-      `confirm e2e, slow path: states seen ${JSON.stringify([...seen])}, failures in the window ${JSON.stringify(path?.failures)}, bursts ${burstsAfter - bursts}`,
-    );
-    // Never failing. `degraded` is right, though: answers went from ~1 ms to 300 ms, and
-    // that latency (not the one timeout) is what the collector reports.
-    expect(seen.has('failing')).toBe(false);
-    if (seen.has('degraded'))
-      expect(path!.latencyMs!.p50).toBeGreaterThan(10 * path!.latencyMs!.baseline);
-    expect(path?.lastClass).toBe('ok');
-    // The one shortened-timeout failure, contradicted by its burst: at most one per change.
-    expect(path?.failures.http_timeout).toBe(1);
-    expect(burstsAfter - bursts).toBe(1);
+    expect(tested, 'a round in which the path’s timeout was shortened below 300 ms').toBe(true);
     slowMs = 0;
-  }, 30_000);
+  }, 120_000);
 });
 
 describe.runIf(canUseNetns)('timeouts that fit the path, in namespaces', () => {
