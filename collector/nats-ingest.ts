@@ -284,12 +284,14 @@ export class NatsIngest {
       else this.checkStall = undefined;
     } else {
       this.answersInStall = 0;
-      const now = Date.now();
-      this.checkStall = {
-        // From the last thing the consumer delivered: nothing after it can be counted on.
-        sinceMs: Math.min(this.heardMs ?? Number.POSITIVE_INFINITY, now - inputAnswerMs),
-        reason: why,
-      };
+      // Dated from the last thing the consumer delivered (nothing after it can be counted
+      // on), or from the quiet stall going on; a stall going on keeps its start (its
+      // consumer may still send heartbeats while the stream has no leader).
+      const since =
+        this.checkStall?.sinceMs ??
+        this.inputStall()?.sinceMs ??
+        Math.min(this.heardMs ?? Number.POSITIVE_INFINITY, Date.now() - inputAnswerMs);
+      this.checkStall = { sinceMs: since, reason: why };
     }
     this.noteInputStall();
   }
