@@ -384,6 +384,7 @@ export class Collector implements CollectorCore {
               nats.shard === undefined ? natsToken(c.collectorName) : shardName(nats.shard),
               c.matrix,
               log,
+              () => c.inputStall(),
             );
             await c.shardPublisher.start();
           }

@@ -211,6 +211,27 @@ describe('ShardFedMatrix', () => {
     expect(reasons).toEqual(['agent-live']);
   });
 
+  it('does not count against a shard’s agents the time its own reports could not reach it', () => {
+    const m = new ShardFedMatrix();
+    const order = new ChangeOrder();
+    feed(m, order, { ...base, atMs: 1_000, agents: [agent('a', 1_000)] }, 1_000);
+    feed(m, order, { ...base, shard: 's1', atMs: 1_000, agents: [agent('b', 1_000)] }, 1_000);
+    // Both shards keep talking; s0's input stalled from 1 500 on, s1's did not.
+    feed(m, order, { ...base, seq: 2, atMs: 2_000, inputStalledSinceMs: 1_500 }, 2_000);
+    feed(m, order, { ...base, shard: 's1', seq: 2, atMs: 2_000 }, 2_000);
+    feed(m, order, { ...base, seq: 3, atMs: 7_000, inputStalledSinceMs: 1_500 }, 7_000);
+    feed(m, order, { ...base, shard: 's1', seq: 3, atMs: 7_000 }, 7_000);
+    expect(m.markLate(7_000, 2_000)).toEqual(['b']);
+    expect(m.markSilent(7_000, 5_000).map((x) => x.agent)).toEqual(['b']);
+    expect(m.agentNamed('a')).toMatchObject({ state: 'live' });
+    // s0 hears again at 8 000: a has been unheard for 500 ms before the stall and from then.
+    feed(m, order, { ...base, seq: 4, atMs: 8_000 }, 8_000);
+    expect(m.markLate(9_400, 2_000)).toEqual([]);
+    expect(m.markLate(9_600, 2_000)).toEqual(['a']);
+    expect(m.markSilent(12_400, 5_000)).toEqual([]);
+    expect(m.markSilent(12_600, 5_000).map((x) => x.agent)).toEqual(['a']);
+  });
+
   it('localises the shards’ changes, split by agent hash and interleaved with redeliveries, as one matrix', () => {
     let faulted = 0;
     for (const c of generateCases(12, 17)) {

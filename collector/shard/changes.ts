@@ -32,6 +32,12 @@ export interface ShardChange {
   readonly transitions: readonly Transition[];
   /** Set on the messages of a full snapshot (a start, or a localiser's resync request). */
   readonly snapshot?: boolean;
+  /**
+   * Set while the shard's own reports cannot reach it (its NATS input stalled:
+   * collector/nats-ingest.ts `inputStall`), since when (its clock): its agents' silence
+   * since then is the transport's, not theirs, and the localiser does not count it.
+   */
+  readonly inputStalledSinceMs?: number;
 }
 
 /** A change message's wire form: gzipped JSON. */
@@ -59,6 +65,8 @@ export function decodeChange(data: Uint8Array): ShardChange {
   for (const k of ['epoch', 'seq', 'atMs'] as const)
     if (!isInt(c[k])) throw new BadChange(`${k}: expected an integer ≥ 0`);
   if ((c.seq as number) < 1) throw new BadChange('seq: expected ≥ 1');
+  if (c.inputStalledSinceMs !== undefined && !isInt(c.inputStalledSinceMs))
+    throw new BadChange('inputStalledSinceMs: expected an integer ≥ 0');
   for (const k of ['agents', 'paths', 'signals', 'transitions'] as const)
     if (!Array.isArray(c[k])) throw new BadChange(`${k}: expected an array`);
   (c.paths as unknown[]).forEach((p, i) => {

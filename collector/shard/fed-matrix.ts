@@ -3,6 +3,7 @@ import type { AgentCheckpoint, MatrixCheckpoint } from '../paths/checkpoint.js';
 import { agentTransition } from '../paths/checkpoint.js';
 import { markLateEntries, markSilentEntries, type DeafMs } from '../paths/matrix.js';
 import { AgentEntry } from '../paths/runtime.js';
+import { DeafSpans } from '../input-stall.js';
 import { ObservedPathMatrix } from '../observed-matrix.js';
 import type { AgentLiveness, PathFilter, PathHead, PathState } from '../types.js';
 import type { ShardChange } from './changes.js';
@@ -26,6 +27,8 @@ export class ShardFedMatrix extends ObservedPathMatrix {
   private readonly entries = new Map<string, AgentEntry>();
   private readonly shardOfAgent = new Map<string, string>();
   private readonly shardHeardMs = new Map<string, number>();
+  /** Per shard: when its own reports could not reach it (its changes' `inputStalledSinceMs`). */
+  private readonly shardDeaf = new Map<string, DeafSpans>();
   private pathTotal = 0;
   /** How long a shard may say nothing (it flushes a heartbeat every second) before its agents' liveness holds. */
   shardStaleMs = 5_000;
@@ -33,6 +36,10 @@ export class ShardFedMatrix extends ObservedPathMatrix {
   /** Applies one shard change (in order, once: see ChangeOrder). */
   applyChange(c: ShardChange, nowMs = Date.now()): void {
     this.shardHeardMs.set(c.shard, nowMs);
+    let deaf = this.shardDeaf.get(c.shard);
+    if (deaf === undefined) this.shardDeaf.set(c.shard, (deaf = new DeafSpans()));
+    if (c.inputStalledSinceMs !== undefined) deaf.begin(c.inputStalledSinceMs);
+    else deaf.end(c.atMs);
     let reason: string | undefined;
     for (const a of c.agents) {
       const r = this.takeLiveness(c.shard, a);
@@ -99,13 +106,26 @@ export class ShardFedMatrix extends ObservedPathMatrix {
     return reason ?? (wasLate !== e.late ? 'agents' : undefined);
   }
 
-  /** The entries whose shard has been heard lately: only those may turn late or silent. */
-  private *heardEntries(nowMs: number): Iterable<AgentEntry> {
+  /**
+   * The entries whose shard has been heard lately (only those may turn late or silent), by
+   * shard, with the time that shard's own reports could not reach it (`deafMs`, from its
+   * `inputStalledSinceMs`: that time does not count against its agents).
+   */
+  private heardByShard(nowMs: number): Map<string, { entries: AgentEntry[]; deafMs: DeafMs }> {
+    const out = new Map<string, { entries: AgentEntry[]; deafMs: DeafMs }>();
     for (const e of this.entries.values()) {
       const shard = this.shardOfAgent.get(e.agent);
       const heard = shard === undefined ? undefined : this.shardHeardMs.get(shard);
-      if (heard !== undefined && nowMs - heard <= this.shardStaleMs) yield e;
+      if (shard === undefined || heard === undefined || nowMs - heard > this.shardStaleMs) continue;
+      let group = out.get(shard);
+      if (group === undefined) {
+        const spans = this.shardDeaf.get(shard);
+        group = { entries: [], deafMs: (from) => spans?.deafMs(from, nowMs) ?? 0 };
+        out.set(shard, group);
+      }
+      group.entries.push(e);
     }
+    return out;
   }
 
   /** The shards heard, and when (localiser clock). */
@@ -125,8 +145,11 @@ export class ShardFedMatrix extends ObservedPathMatrix {
     return undefined;
   }
 
-  override markSilent(nowMs: number, silentAfterMs: number, deafMs?: DeafMs): AgentLiveness[] {
-    const changed = markSilentEntries(this.heardEntries(nowMs), nowMs, silentAfterMs, deafMs);
+  /** (The localiser's own `deafMs` is always none: it takes no reports. Its shards' count.) */
+  override markSilent(nowMs: number, silentAfterMs: number): AgentLiveness[] {
+    const changed: AgentLiveness[] = [];
+    for (const { entries, deafMs } of this.heardByShard(nowMs).values())
+      changed.push(...markSilentEntries(entries, nowMs, silentAfterMs, deafMs));
     if (changed.length > 0) this.onChange('agent-silent');
     return changed;
   }
@@ -136,16 +159,10 @@ export class ShardFedMatrix extends ObservedPathMatrix {
     lateAfterMs: number,
     sinceMs = 0,
     faultSince: (agent: string) => number | undefined = () => undefined,
-    deafMs?: DeafMs,
   ): string[] {
-    const changed = markLateEntries(
-      this.heardEntries(nowMs),
-      nowMs,
-      lateAfterMs,
-      sinceMs,
-      faultSince,
-      deafMs,
-    );
+    const changed: string[] = [];
+    for (const { entries, deafMs } of this.heardByShard(nowMs).values())
+      changed.push(...markLateEntries(entries, nowMs, lateAfterMs, sinceMs, faultSince, deafMs));
     if (changed.length > 0) this.onChange('agent-late');
     return changed;
   }

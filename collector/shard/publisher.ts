@@ -8,6 +8,7 @@ import type { Transition } from '../paths/checkpoint.js';
 import type { SettleSignal } from '../paths/states.js';
 import type { ObservedPathMatrix } from '../observed-matrix.js';
 import type { CollectorNatsSection } from '../nats-config.js';
+import type { InputStall } from '../input-stall.js';
 import { ensureStream } from '../nats-consumer.js';
 import type { AgentLiveness, PathState } from '../types.js';
 import { encodeChange } from './changes.js';
@@ -92,6 +93,8 @@ export class ShardPublisher {
   private signals: { atMs: number; list: readonly SettleSignal[] }[] = [];
   private transitions: Transition[] = [];
   private snapshotting = true;
+  /** The input stall said in the last change sent, if any. */
+  private stallSent: InputStall | undefined;
   private counts = { messages: 0, bytes: 0, paths: 0, agents: 0, snapshots: 0 };
 
   constructor(
@@ -99,6 +102,8 @@ export class ShardPublisher {
     readonly shard: string,
     private readonly matrix: ObservedPathMatrix,
     private readonly log: Logger,
+    /** Since when the shard's own reports cannot reach it, if they cannot (its NATS ingest's). */
+    private readonly inputStall: () => InputStall | undefined = () => undefined,
   ) {
     matrix.onSeen = (id) => this.touched.add(id);
     const signals = matrix.onSignals;
@@ -275,7 +280,10 @@ export class ShardPublisher {
     this.touched.clear();
     const signals = this.signals;
     const transitions = this.transitions;
+    // A stall of the shard's input that began or ended goes out at once.
+    const stall = this.inputStall();
     if (
+      (stall === undefined) === (this.stallSent === undefined) &&
       paths.length === 0 &&
       agents.length === 0 &&
       signals.length === 0 &&
@@ -285,6 +293,7 @@ export class ShardPublisher {
       return undefined;
     this.signals = [];
     this.transitions = [];
+    this.stallSent = stall;
     const change: ShardChange = {
       v: 1,
       shard: this.shard,
@@ -296,6 +305,7 @@ export class ShardPublisher {
       signals,
       transitions,
       ...(snapshot ? { snapshot: true } : {}),
+      ...(stall === undefined ? {} : { inputStalledSinceMs: Math.floor(stall.sinceMs) }),
     };
     return { seq: change.seq, data: encodeChange(change), change };
   }
