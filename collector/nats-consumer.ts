@@ -5,6 +5,7 @@ import {
   StorageType,
   jetstreamManager,
 } from '@nats-io/jetstream';
+import { jetstream } from '@nats-io/jetstream';
 import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import type { Logger } from '../lib/logger.js';
 import { connectNats } from '../lib/nats.js';
@@ -97,6 +98,37 @@ export class ConsumerLoop {
       }
     }
   }
+}
+
+/** How long a durable consumer's pulls last (see {@link consumeDurable}). */
+export const pullExpiresMs = 2_000;
+
+/**
+ * Starts consuming a durable consumer that exists, as the report ingest and a localiser's
+ * change feed do. Its JetStream API calls wait 2 s at most (or `nats.timeout`, if shorter):
+ * after its leader's node is lost, the consumer asks whether it still exists before it pulls
+ * again, and a 5 s wait on a leader not yet elected costs the whole wait again after the
+ * election. Its pulls last {@link pullExpiresMs}, so the pull is renewed on the new leader
+ * within 2 s of its election (5 s pulls took up to 8.5 s; the default 30 s, most of a
+ * minute). The server sends a heartbeat every `idleHeartbeatMs` (default: half a pull)
+ * while it has nothing to deliver.
+ */
+export async function consumeDurable(
+  nc: NatsConnection,
+  s: CollectorNatsSection,
+  stream: string,
+  durable: string,
+  idleHeartbeatMs?: number,
+): Promise<ConsumerMessages> {
+  const consumer = await jetstream(nc, { timeout: Math.min(s.timeout, 2_000) }).consumers.get(
+    stream,
+    durable,
+  );
+  return consumer.consume({
+    max_messages: 256,
+    expires: pullExpiresMs,
+    ...(idleHeartbeatMs === undefined ? {} : { idle_heartbeat: idleHeartbeatMs }),
+  });
 }
 
 /** A stream {@link ensureStream} creates when it is missing. */

@@ -9,7 +9,7 @@ import { FaultlineError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { fromNatsToken, natsToken } from '../lib/nats.js';
 import type { InputStall } from './input-stall.js';
-import { ConsumerLoop, ensureStream } from './nats-consumer.js';
+import { ConsumerLoop, consumeDurable, ensureStream } from './nats-consumer.js';
 import { shardName } from './nats-config.js';
 import type { CollectorNatsSection } from './nats-config.js';
 import { hashShardOf } from './shard/changes.js';
@@ -95,9 +95,7 @@ const planCheckMs = 1_000;
  */
 const inputCheckMs = 250;
 const inputAnswerMs = 750;
-/** The consumer's pulls last this long… */
-const pullExpiresMs = 2_000;
-/** …and the server sends a heartbeat this often while it has no report to deliver. */
+/** The server sends the consumer a heartbeat this often while it has no report to deliver. */
 const idleHeartbeatMs = 500;
 /**
  * A consumer that delivered nothing, not even a heartbeat, for this long is a stall: known
@@ -324,22 +322,9 @@ export class NatsIngest {
     });
     this.js = jetstream(nc, { timeout: s.timeout });
     this.kv ??= await new Kvm(this.js).create(s.planBucket, { replicas: s.replicas, history: 1 });
-    // Its JetStream API calls answered within 2 s at most: after its leader's node is lost,
-    // the consumer asks whether it still exists before it pulls again, and a 5 s wait on a
-    // leader not yet elected costs the whole wait again after the election.
-    const consumer = await jetstream(nc, { timeout: Math.min(s.timeout, 2_000) }).consumers.get(
-      s.stream,
-      durable,
-    );
-    // Pulls that expire every 2 s, with heartbeats every 0.5 s: after a node holding the
-    // consumer's leader dies, its silence is known within 1.25 s (inputStall), and the pull
-    // is renewed on the new leader within 2 s of its election (5 s pulls took up to 8.5 s;
-    // the default 30 s, most of a minute).
-    const messages = await consumer.consume({
-      max_messages: 256,
-      expires: pullExpiresMs,
-      idle_heartbeat: idleHeartbeatMs,
-    });
+    // Heartbeats every 0.5 s: after a node holding the consumer's leader dies, its silence
+    // is known within 1.25 s (inputStall).
+    const messages = await consumeDurable(nc, s, s.stream, durable, idleHeartbeatMs);
     this.heardMs = Date.now();
     void (async () => {
       for await (const n of messages.status()) if (n.type === 'heartbeat') this.heard();

@@ -1,3 +1,4 @@
+import type { InputStall } from './input-stall.js';
 import type { Credential, EnrolledCredential } from './auth.js';
 import type { IncidentDetail } from './store/incidents.js';
 import type { StoredIncident } from './store/incidents.js';
@@ -193,6 +194,6 @@ export interface CollectorCore {
     readonly agents: number;
     readonly paths: number;
     readonly detail?: string;
-    readonly inputStall?: { readonly sinceMs: number; readonly reason: string };
+    readonly inputStall?: InputStall;
   };
 }

@@ -1,9 +1,9 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstreamManager } from '@nats-io/jetstream';
 import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import type { Logger } from '../../lib/logger.js';
 import type { CollectorNatsSection } from '../nats-config.js';
-import { ConsumerLoop } from '../nats-consumer.js';
+import { ConsumerLoop, consumeDurable } from '../nats-consumer.js';
 import { BadChange, ChangeOrder, decodeChange } from './changes.js';
 import type { ShardFedMatrix } from './fed-matrix.js';
 import { ensureChangeStream, resyncSubject } from './publisher.js';
@@ -84,12 +84,7 @@ export class LocaliserFeed {
       max_ack_pending: 1_000,
       filter_subject: `${s.changeSubject}.*`,
     });
-    // API calls answered within 2 s at most (see collector/nats-ingest.ts, bind).
-    const consumer = await jetstream(nc, { timeout: Math.min(s.timeout, 2_000) }).consumers.get(
-      s.changeStream,
-      s.consumer,
-    );
-    const messages = await consumer.consume({ max_messages: 256, expires: 2_000 });
+    const messages = await consumeDurable(nc, s, s.changeStream, s.consumer);
     nc.publish(resyncSubject(s));
     this.log.info(
       { stream: s.changeStream, consumer: s.consumer },
