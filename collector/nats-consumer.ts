@@ -49,6 +49,11 @@ export class ConsumerLoop {
     return this.nc;
   }
 
+  /** Ends the current binding: it is bound again after a breath (a pull that went quiet). */
+  rebind(): void {
+    this.messages?.stop();
+  }
+
   /** Starts connecting, binding and consuming in the background. */
   start(): void {
     this.loop ??= this.run();

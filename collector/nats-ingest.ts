@@ -103,6 +103,12 @@ const idleHeartbeatMs = 500;
  * nobody never reads every agent late together and says its own side is cut off.
  */
 const inputQuietMs = 1_250;
+/**
+ * A consumer quiet this long while connected is bound again: after a JetStream heal its
+ * pull can stay quiet though the stream and the consumer have leaders again (seen in the
+ * lab: reports published, none delivered for 45 s).
+ */
+const rebindQuietMs = 6_000;
 const seconds = (ms: number): string => `${Math.round(ms / 100) / 10} s`;
 
 /** The headers the agent's NATS channel sets (agent/nats-channel.ts). */
@@ -138,6 +144,8 @@ export class NatsIngest {
   private inputTimer: NodeJS.Timeout | undefined;
   private checkingInput = false;
   private answersInStall = 0;
+  /** When the quiet consumer was last bound again (see rebindQuietMs). */
+  private reboundMs = 0;
   /** When the consumer last delivered a report or a heartbeat (undefined: not yet bound). */
   private heardMs: number | undefined;
   private counts = {
@@ -250,6 +258,17 @@ export class NatsIngest {
   private async checkInput(): Promise<void> {
     this.noteInputStall();
     if (this.checkingInput || this.closed) return;
+    const now = Date.now();
+    const quietMs = this.heardMs === undefined ? 0 : now - this.heardMs;
+    if (
+      quietMs > rebindQuietMs &&
+      now - this.reboundMs > rebindQuietMs &&
+      this.consumer.connection?.isClosed() === false
+    ) {
+      this.log.warn({ quietMs }, 'the report consumer is quiet; binding it again');
+      this.reboundMs = now;
+      this.consumer.rebind();
+    }
     this.checkingInput = true;
     let why: string | undefined;
     try {
@@ -325,7 +344,8 @@ export class NatsIngest {
     // Heartbeats every 0.5 s: after a node holding the consumer's leader dies, its silence
     // is known within 1.25 s (inputStall).
     const messages = await consumeDurable(nc, s, s.stream, durable, idleHeartbeatMs);
-    this.heardMs = Date.now();
+    // The first binding starts the clock; binding again after a quiet spell does not end it.
+    this.heardMs ??= Date.now();
     void (async () => {
       for await (const n of messages.status()) if (n.type === 'heartbeat') this.heard();
     })().catch(() => undefined);
