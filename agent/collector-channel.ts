@@ -1,9 +1,9 @@
 import { mkdir } from 'node:fs/promises';
-import { Agent as HttpAgent } from 'undici';
 import { sleepUnlessAborted } from '../lib/duration.js';
 import type { Logger } from '../lib/logger.js';
 import type { Plan } from '../wire/plan.js';
 import { Credentials } from './enrol.js';
+import { CollectorHttp } from './http-client.js';
 import {
   backoffDelayMs,
   defaultAuthRetryMs,
@@ -50,7 +50,7 @@ export interface CollectorChannelOptions {
  */
 export class CollectorChannel extends DeliveryChannel implements PlanChannel {
   readonly base: string;
-  private readonly http: HttpAgent;
+  private readonly http: CollectorHttp;
   private credentials: Credentials | undefined;
   private readonly plans: PlanClient;
   private readonly upload: ReportUpload;
@@ -66,10 +66,10 @@ export class CollectorChannel extends DeliveryChannel implements PlanChannel {
   constructor(private readonly options: CollectorChannelOptions) {
     super(options.name);
     this.base = options.url.replace(/\/+$/, '');
-    this.http = new HttpAgent({
-      keepAliveTimeout: 30_000,
+    this.http = new CollectorHttp({
+      keepAliveMs: 30_000,
       connections: 4,
-      ...(options.ca === undefined ? {} : { connect: { ca: options.ca } }),
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
     });
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.baseMs = options.backoff?.baseMs ?? defaultBackoffBaseMs;
@@ -88,7 +88,7 @@ export class CollectorChannel extends DeliveryChannel implements PlanChannel {
     };
     this.plans = new PlanClient({
       base: this.base,
-      dispatcher: this.http,
+      http: this.http,
       agent: options.agent,
       labels: options.labels,
       stateDir: options.stateDir,
@@ -97,7 +97,7 @@ export class CollectorChannel extends DeliveryChannel implements PlanChannel {
     });
     this.upload = new ReportUpload({
       base: this.base,
-      dispatcher: this.http,
+      http: this.http,
       requestTimeoutMs: this.requestTimeoutMs,
       healthPollMs: options.healthPollMs ?? defaultHealthPollMs,
       random: this.random,
@@ -122,7 +122,7 @@ export class CollectorChannel extends DeliveryChannel implements PlanChannel {
       agent: this.options.agent,
       agentId,
       stateDir: this.options.stateDir,
-      dispatcher: this.http,
+      http: this.http,
       log: this.options.log,
       timeoutMs: this.requestTimeoutMs,
     });
@@ -154,7 +154,8 @@ export class CollectorChannel extends DeliveryChannel implements PlanChannel {
   }
 
   protected close(): Promise<void> {
-    return this.http.destroy();
+    this.http.close();
+    return Promise.resolve();
   }
 
   stats(): DestinationStats & { readonly planVersion: string | undefined } {

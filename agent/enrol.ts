@@ -1,11 +1,10 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
-import type { Dispatcher } from 'undici';
 import { faultlineVersion } from '../lib/version.js';
 import { agentUserAgent } from '../wire/report.js';
 import type { Logger } from '../lib/logger.js';
 import { writeFileAtomic } from './atomic-file.js';
+import type { CollectorHttp } from './http-client.js';
 
 /**
  * Where the agent's credential came from:
@@ -27,7 +26,7 @@ export interface CredentialsOptions {
   readonly agent: string;
   readonly agentId: string;
   readonly stateDir: string;
-  readonly dispatcher: Dispatcher;
+  readonly http: CollectorHttp;
   readonly log: Logger;
   /** Limit of the enrol request. Default 10 s. */
   readonly timeoutMs?: number;
@@ -151,9 +150,9 @@ export class Credentials {
   }
 
   private async enrol(signal: AbortSignal | undefined): Promise<string> {
-    const { base, token, agent, agentId, dispatcher, log } = this.options;
+    const { base, token, agent, agentId, http, log } = this.options;
     const timeout = AbortSignal.timeout(this.options.timeoutMs ?? 10_000);
-    const res = await request(`${base}/api/v1/enrol`, {
+    const res = await http.request(`${base}/api/v1/enrol`, {
       method: 'POST',
       headers: {
         authorization: `Bearer ${token}`,
@@ -162,10 +161,9 @@ export class Credentials {
         accept: 'application/json',
       },
       body: JSON.stringify({ agent, agentId }),
-      dispatcher,
       signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
     });
-    const text = await res.body.text();
+    const text = res.body.toString();
     const status = res.statusCode;
     const { code, message } = errorBody(text);
     if (status === 201 || status === 200) {

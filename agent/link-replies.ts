@@ -1,6 +1,6 @@
 import { errorCodeOf } from '../lib/errors.js';
 import type { ApiErrorCode } from '../wire/errors.js';
-import type { Dispatcher } from 'undici';
+import type { IncomingHttpHeaders } from 'node:http';
 import { ReportAckSchema } from '../wire/report.js';
 
 /*
@@ -84,8 +84,6 @@ export function explain(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
   return code === undefined ? msg : `${code}: ${msg}`;
 }
-
-type IncomingHttpHeaders = Dispatcher.ResponseData['headers'];
 
 function parseJson(text: string): unknown {
   try {

@@ -2,13 +2,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
-import { request } from 'undici';
-import type { Dispatcher } from 'undici';
 import { PlanSchema } from '../wire/plan.js';
 import type { Plan } from '../wire/plan.js';
 import type { Logger } from '../lib/logger.js';
 import { explain, HttpStatusError, replyCode } from './link-replies.js';
 import { writeFileAtomic } from './atomic-file.js';
+import type { CollectorHttp } from './http-client.js';
 
 const gunzipAsync = promisify(gunzip);
 
@@ -16,7 +15,7 @@ const gunzipAsync = promisify(gunzip);
 export interface PlanClientOptions {
   /** The collector's base URL, without a trailing slash. */
   readonly base: string;
-  readonly dispatcher: Dispatcher;
+  readonly http: CollectorHttp;
   readonly agent: string;
   readonly labels: Readonly<Record<string, string>>;
   /** Where `plan.json`, the cached plan, lives. */
@@ -58,17 +57,16 @@ export class PlanClient {
       .join(',');
     const qs = new URLSearchParams({ agent: o.agent, labels });
     const token = await o.token(timeoutMs);
-    const res = await request(`${o.base}/api/v1/plan?${qs.toString()}`, {
+    const res = await o.http.request(`${o.base}/api/v1/plan?${qs.toString()}`, {
       method: 'GET',
       headers: o.headers(token, {
         accept: 'application/json',
         'accept-encoding': 'gzip',
         ...conditional,
       }),
-      dispatcher: o.dispatcher,
       signal: o.signal(timeoutMs),
     });
-    let raw = Buffer.from(await res.body.arrayBuffer());
+    let raw = res.body;
     if (res.statusCode === 304 && current !== undefined) return current;
     if (res.statusCode !== 200) {
       const code = replyCode(raw.toString());

@@ -1,9 +1,9 @@
-import { request } from 'undici';
-import type { Dispatcher } from 'undici';
+import type { IncomingHttpHeaders } from 'node:http';
 import { sleepUnlessAborted } from '../lib/duration.js';
 import { faultlineVersion } from '../lib/version.js';
 import { agentUserAgent } from '../wire/report.js';
 import { EnrolError } from './enrol.js';
+import type { CollectorHttp } from './http-client.js';
 import { classifyReply, explain, seqRefusalCodes, type SendOutcome } from './link-replies.js';
 import type { SpooledBatch } from './spool.js';
 
@@ -14,7 +14,7 @@ export const userAgent = agentUserAgent(faultlineVersion);
 export interface ReportUploadOptions {
   /** The collector's base URL, without a trailing slash. */
   readonly base: string;
-  readonly dispatcher: Dispatcher;
+  readonly http: CollectorHttp;
   readonly requestTimeoutMs: number;
   readonly healthPollMs: number;
   readonly random: () => number;
@@ -67,10 +67,10 @@ export class ReportUpload {
     }
     o.counts.posts++;
     let statusCode: number;
-    let headers: Dispatcher.ResponseData['headers'];
+    let headers: IncomingHttpHeaders;
     let text: string;
     try {
-      const res = await request(`${o.base}/api/v1/reports`, {
+      const res = await o.http.request(`${o.base}/api/v1/reports`, {
         method: 'POST',
         headers: o.headers(token, {
           'content-type': 'application/json',
@@ -81,12 +81,11 @@ export class ReportUpload {
           'faultline-backlog': String(backlog),
         }),
         body: batch.body,
-        dispatcher: o.dispatcher,
         signal: o.signal(o.requestTimeoutMs),
       });
       statusCode = res.statusCode;
       headers = res.headers;
-      text = await res.body.text();
+      text = res.body.toString();
     } catch (err) {
       return { kind: 'backoff', why: explain(err), unreachable: true };
     }
@@ -123,13 +122,11 @@ export class ReportUpload {
       if (o.stopped()) return false;
       askedAt = Date.now();
       try {
-        const res = await request(`${o.base}/healthz`, {
+        const res = await o.http.request(`${o.base}/healthz`, {
           method: 'GET',
           headers: { 'user-agent': userAgent },
-          dispatcher: o.dispatcher,
           signal: o.signal(Math.max(250, o.healthPollMs)),
         });
-        await res.body.dump();
         if (res.statusCode === 200) return true;
       } catch {
         // Still away.

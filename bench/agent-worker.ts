@@ -168,10 +168,14 @@ function onGrid(key: string, intervalMs: number, tick: (lateMs: number) => void)
   const nextAfter = (nowEpochMs: number): number =>
     phase + Math.ceil((nowEpochMs - phase) / intervalMs) * intervalMs;
   let planned = nextAfter(epoch + performance.now());
+  // libuv measures a timer from the loop's cached time, so a timer set late in a busy turn
+  // fires early by that turn's length: the slot after the planned one comes next whenever
+  // this fires (never the planned one again, which ticked twice per slot, ~10 % more work
+  // than asked), and a slot missed altogether is skipped.
   const fire = (): void => {
     const now = epoch + performance.now();
-    tick(now - planned);
-    planned = nextAfter(now + 1);
+    tick(Math.max(0, now - planned));
+    planned = Math.max(planned + intervalMs, nextAfter(now));
     setTimeout(fire, Math.max(0, planned - (epoch + performance.now())));
   };
   setTimeout(fire, Math.max(0, planned - (epoch + performance.now())));

@@ -10,6 +10,7 @@
  *
  * See bench/README.md (section "Agent benchmark") for what each figure means.
  */
+import { randomBytes } from 'node:crypto';
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -74,6 +75,8 @@ interface Settings {
   adaptiveTimeout?: boolean;
   /** The agent's own RSS is read this often in the window, for its trend (a soak). */
   rssEveryS: number;
+  /** Ours as deployed: its plan from a real collector (same targets), reporting to it. */
+  managed: boolean;
   json?: string;
 }
 
@@ -109,6 +112,10 @@ const usage = `Usage: node dist/bench/agent.js [options]
                          report its trend: the soak's "no growth after warm-up" (each
                          reading is also printed as it is taken when the window is 5
                          minutes or more)
+  --managed              ours as it is deployed: a real \`faultline collector\` (not
+                         measured) serves the agent the same targets as its plan (an
+                         inventory component per http target, which brings its icmp and
+                         tcp targets along) and takes its reports every second
   --json FILE            also write the raw figures as JSON
 
 Needs root (namespaces, raw ICMP), fping, and ${exporterBin}.
@@ -135,6 +142,7 @@ function settings(): Settings {
       'confirm-count': { type: 'string' },
       'adaptive-timeout': { type: 'string' },
       'rss-every-s': { type: 'string', default: '30' },
+      managed: { type: 'boolean', default: false },
       json: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -178,6 +186,7 @@ function settings(): Settings {
     failing: Math.min(1, num('failing', 0)),
     flapMs: Math.floor(num('flap-ms', 0)),
     rssEveryS: num('rss-every-s', 1),
+    managed: values.managed === true,
     failingMode: failingModeOf(String(values['failing-mode'])),
     ...(values['confirm-count'] === undefined
       ? {}
@@ -550,6 +559,92 @@ function sumPlain(text: string, name: string): number {
 // ---------------------------------------------------------------------------------------
 // Ours: the real agent process
 
+/** `host` and `port` of `host:port` or of an http URL's authority. */
+function hostAndPort(address: string): { host: string; port: number; path: string } {
+  if (address.startsWith('http://')) {
+    const u = new URL(address);
+    return { host: u.hostname, port: Number(u.port), path: u.pathname + u.search };
+  }
+  const colon = address.lastIndexOf(':');
+  return { host: address.slice(0, colon), port: Number(address.slice(colon + 1)), path: '/' };
+}
+
+/**
+ * The inventory whose plan for a lone agent is the bench's targets, kind for kind: a
+ * component per http target (its ping and its tcp connect come along), one per tcp target
+ * left over (its ping comes along), one per icmp target left over. With the default third of
+ * each kind the plan has exactly the targets' counts; the pings go to the http and tcp
+ * targets' hosts rather than to addresses of their own.
+ */
+export function inventoryFor(targets: readonly BenchTarget[]): unknown[] {
+  const of = (k: Kind): BenchTarget[] => targets.filter((t) => t.kind === k);
+  const http = of('http');
+  const tcp = of('tcp').slice(http.length);
+  const icmp = of('icmp').slice(http.length + tcp.length);
+  let n = 0;
+  const name = (): string => `c-${String(n++).padStart(4, '0')}`;
+  return [
+    ...http.map((t) => {
+      const { host, port, path } = hostAndPort(t.address);
+      return {
+        name: name(),
+        address: host,
+        labels: { place: t.place },
+        services: [{ kind: 'http', port, path }],
+      };
+    }),
+    ...tcp.map((t) => {
+      const { host, port } = hostAndPort(t.address);
+      return {
+        name: name(),
+        address: host,
+        labels: { place: t.place },
+        services: [{ kind: 'tcp', port }],
+      };
+    }),
+    ...icmp.map((t) => ({ name: name(), address: t.address, labels: { place: t.place } })),
+  ];
+}
+
+/** A real collector (not measured) whose plan gives the agent `targets`; its URL and token. */
+async function startPlanCollector(
+  res: Resources,
+  s: Settings,
+  dir: string,
+  targets: readonly BenchTarget[],
+): Promise<{ url: string; token: string }> {
+  const port = await freePort();
+  const token = randomBytes(24).toString('hex');
+  const config = {
+    listen: `127.0.0.1:${port}`,
+    dataDir: join(dir, 'collector-data'),
+    tokens: [{ name: 'bench', token }],
+    probes: {
+      interval: `${s.intervalMs}ms`,
+      // The standalone agent's default: 90 % of the interval.
+      timeout: `${Math.floor(s.intervalMs * 0.9)}ms`,
+      layers: ['icmp', 'tcp', 'protocol'],
+      mesh: false,
+      mtu: false,
+      ...(s.confirmCount === undefined ? {} : { confirm: { count: s.confirmCount } }),
+      ...(s.adaptiveTimeout === undefined ? {} : { adaptiveTimeout: s.adaptiveTimeout }),
+      options: { icmp: { count: s.icmpCount } },
+    },
+    inventory: { components: inventoryFor(targets) },
+  };
+  const file = join(dir, 'collector.yaml');
+  writeFileSync(file, stringify(config));
+  const collector = res.spawn(process.execPath, [cliPath, 'collector', '--config', file], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FAULTLINE_LOG_LEVEL: 'warn' },
+  });
+  const collectorErr = stderrTail(collector, 8000);
+  await new LineReader(collector).next('Faultline collector on', 60_000).catch((e: unknown) => {
+    throw new Error(`the collector did not start: ${String(e)} ${collectorErr()}`);
+  });
+  return { url: `http://127.0.0.1:${port}`, token };
+}
+
 async function runOurs(
   res: Resources,
   s: Settings,
@@ -557,9 +652,7 @@ async function runOurs(
   targets: readonly BenchTarget[],
 ): Promise<SideResult> {
   const port = await freePort();
-  const config = {
-    agent: { name: 'bench', labels: { zone: 'bench' } },
-    metrics: { listen: `127.0.0.1:${port}` },
+  const standalone = {
     defaults: {
       interval: `${s.intervalMs}ms`,
       options: { icmp: { count: s.icmpCount } },
@@ -572,6 +665,16 @@ async function runOurs(
       address: t.address,
       labels: { place: t.place },
     })),
+  };
+  const managed = s.managed ? await startPlanCollector(res, s, dir, targets) : undefined;
+  const config = {
+    agent: { name: 'bench', labels: { zone: 'bench' } },
+    metrics: { listen: `127.0.0.1:${port}` },
+    ...(managed === undefined
+      ? standalone
+      : {
+          collector: { url: managed.url, token: managed.token, stateDir: join(dir, 'agent-state') },
+        }),
   };
   const file = join(dir, 'agent.yaml');
   writeFileSync(file, stringify(config));
@@ -590,12 +693,17 @@ async function runOurs(
   const pid = child.pid as number;
   let sampler: RssSampler | undefined;
   try {
+    let planTargets = 0;
     await pollUntil(
-      'the agent to answer /healthz',
+      managed === undefined
+        ? 'the agent to answer /healthz'
+        : 'the agent to probe the plan of its collector',
       async () => {
         if (child.exitCode !== null) throw new Error(`agent exited: ${err()}`);
         const r = await fetch(`${base}/healthz`);
-        return r.ok;
+        if (!r.ok) return false;
+        planTargets = ((await r.json()) as { targets?: number }).targets ?? 0;
+        return managed === undefined || planTargets > 0;
       },
       { timeoutMs: 30_000, intervalMs: 100 },
     );
@@ -689,6 +797,11 @@ async function runOurs(
         `skipped rounds (previous still running): ${c1.skipped - c0.skipped}`,
         `confirmation bursts in the window: ${confirmDelta('bursts')}, their re-probes ${confirmDelta('probes')}, changes left unconfirmed by the budget ${confirmDelta('skipped')}`,
         rssTrendNote(rssMb, s.rssEveryS),
+        ...(managed === undefined
+          ? []
+          : [
+              `managed: ${planTargets} targets from the plan of a real collector (not measured), reporting to it every second`,
+            ]),
       ],
       rssMb,
     };
