@@ -7,9 +7,9 @@ import { runInNewContext } from 'node:vm';
  * results). With V8's defaults the old generation grows to several times what is live
  * before a full collection (RSS 135 → 230 MB in a minute at 1,000 targets, measured); here
  * it is collected at 20 % over what is live, for ~10 % more CPU. The young generation's size
- * can only be set when the process starts: deploy/ sets `--max-semi-space-size=2` in
- * NODE_OPTIONS (RSS ~95 MB instead of ~120 MB at 1,000 targets). See the README's agent
- * benchmark for the figures and the commands.
+ * can only be set when the process starts, as can V8's helper threads: deploy/ sets
+ * `--max-semi-space-size=1 --v8-pool-size=1` in NODE_OPTIONS (RSS ~82 MB instead of ~120 MB
+ * at 1,000 targets). See the README's agent benchmark for the figures and the commands.
  */
 
 /** Old-generation growth over the live heap before V8 collects it again, in percent. */

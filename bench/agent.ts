@@ -92,8 +92,9 @@ const usage = `Usage: node dist/bench/agent.js [options]
   --sides LIST           ours,blackbox,floor (default all three; floor is the same
                          traffic from bare sockets and fping, for scale)
   --kinds LIST           kinds the targets cycle through (default icmp,tcp,http)
-  --node-args="ARGS"     node flags for the agent (default --max-semi-space-size=2, the
-                         NODE_OPTIONS deploy/ sets; e.g. --node-args="--cpu-prof")
+  --node-args="ARGS"     node flags for the agent (default --max-semi-space-size=1
+                         --v8-pool-size=1, the NODE_OPTIONS deploy/ sets; e.g.
+                         --node-args="--cpu-prof")
   --nice=N               run every measured process under \`nice -n N\` (default 0); a
                          negative N keeps a busy machine's other work off the figures
   --failing R            share of the targets (0..1) made tcp probes of a local port
@@ -134,7 +135,7 @@ function settings(): Settings {
       sides: { type: 'string', default: 'ours,blackbox,floor' },
       kinds: { type: 'string', default: 'icmp,tcp,http' },
       // As deploy/ runs the agent (NODE_OPTIONS in the systemd unit, the DaemonSet, the chart).
-      'node-args': { type: 'string', default: '--max-semi-space-size=2' },
+      'node-args': { type: 'string', default: '--max-semi-space-size=1 --v8-pool-size=1' },
       nice: { type: 'string', default: '0' },
       failing: { type: 'string', default: '0' },
       'flap-ms': { type: 'string', default: '0' },

@@ -18,8 +18,8 @@ import { defaultStopGraceMs } from '../agent/agent.js';
  * spooling while the collector is away, and garbage collection.
  */
 export const agentMemoryLimit = '192Mi';
-/** The agent's node flags: a small young generation (see agent/heap.ts and the README). */
-export const agentNodeOptions = '--max-semi-space-size=2';
+/** The agent's node flags: a small young generation, one V8 helper thread (agent/heap.ts, the README). */
+export const agentNodeOptions = '--max-semi-space-size=1 --v8-pool-size=1';
 /** What the scheduler reserves per node for the agent: above its measured peak. */
 export const agentMemoryRequest = '128Mi';
 
