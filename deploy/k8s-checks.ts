@@ -9,13 +9,13 @@ import { parseAllDocuments } from 'yaml';
 import { defaultStopGraceMs } from '../agent/agent.js';
 
 /**
- * The agent container's memory limit. From `npm run bench:agent -- --duration-s 60` (1,000
- * targets at 1 s, a third each icmp/tcp/http, with `agentNodeOptions`), issue 18: peak RSS
- * of the agent and its fping children 93–102 MB healthy (first pass 113 MB) and 124 MB with
- * a tenth of the targets timing out (`--failing 0.1 --failing-mode timeout`; 24 MB of it
- * one-shot fping confirmations), on an overloaded 2-core machine (before issue 18:
- * 222–233 MB). 192Mi leaves ~55% over the higher one for failure bursts,
- * spooling while the collector is away, and garbage collection.
+ * The agent container's memory limit. From `node dist/bench/agent.js --managed` (the agent
+ * as deployed: its plan from a collector, reporting to it; 1,000 targets at 1 s, a third each
+ * icmp/tcp/http, with `agentNodeOptions`), issue 18's fourth pass: peak RSS of the agent and
+ * its fping children ~88–90 MB healthy, and 138 MB (agent 95, fping 43) over 10 minutes with
+ * 12 % of the probes timing out (`--failing 0.1 --failing-mode timeout`); before issue 18
+ * 222–233 MB. 192Mi leaves ~45% over the failure peak for longer bursts, spooling while the
+ * collector is away, and garbage collection.
  */
 export const agentMemoryLimit = '192Mi';
 /** The agent's node flags: a small young generation, one V8 helper thread (agent/heap.ts, the README). */
