@@ -344,8 +344,15 @@ async function floor(argv: string[]): Promise<void> {
       start = (c) => {
         const socket = connect({ host, port, noDelay: true });
         socket.setTimeout(timeoutMs);
+        let ended = false;
         const end = (ok: boolean, why: string): void => {
-          socket.resetAndDestroy();
+          // Once: a connect that timed out can still fail later (EHOSTUNREACH once ARP
+          // gives up), which counted the probe twice.
+          if (ended) return;
+          ended = true;
+          // A reset waits for the connection; one still connecting is closed at once.
+          if (socket.connecting) socket.destroy();
+          else socket.resetAndDestroy();
           if (ok) {
             c.completed++;
             c.ok++;
