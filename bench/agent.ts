@@ -25,6 +25,7 @@ import type { FloorTarget, ScrapeReport, ScrapeTarget, ServeListener } from './a
 import {
   blackboxConfig,
   runBench,
+  startCollector,
   descendants,
   freePort,
   LineReader,
@@ -636,14 +637,7 @@ async function startPlanCollector(
   };
   const file = join(dir, 'collector.yaml');
   writeFileSync(file, stringify(config));
-  const collector = res.spawn(process.execPath, [cliPath, 'collector', '--config', file], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FAULTLINE_LOG_LEVEL: 'warn' },
-  });
-  const collectorErr = stderrTail(collector, 8000);
-  await new LineReader(collector).next('Faultline collector on', 60_000).catch((e: unknown) => {
-    throw new Error(`the collector did not start: ${String(e)} ${collectorErr()}`);
-  });
+  await startCollector(res, cliPath, file);
   return { url: `http://127.0.0.1:${port}`, token };
 }
 

@@ -38,6 +38,7 @@ import {
   pollUntil,
   Resources,
   runBench,
+  startCollector,
   stderrTail,
 } from './lib.js';
 
@@ -311,14 +312,7 @@ async function main(): Promise<number> {
       file,
       stringify(collectorConfig(s, join(dir, 'data'), port, token, viewer, reportIntervalMs)),
     );
-    const collector = res.spawn(process.execPath, [cliPath, 'collector', '--config', file], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, FAULTLINE_LOG_LEVEL: 'warn' },
-    });
-    const collectorErr = stderrTail(collector, 8000);
-    await new LineReader(collector).next('Faultline collector on', 60_000).catch((e: unknown) => {
-      throw new Error(`the collector did not start: ${String(e)} ${collectorErr()}`);
-    });
+    await startCollector(res, cliPath, file);
     const url = `http://127.0.0.1:${port}`;
 
     const totalS = s.settleS + s.liveS + s.loads * 10 + 300;

@@ -669,3 +669,23 @@ export function rssTrend(
     lastLessFirstThirdMb: mean(mbs.slice(n - third)) - mean(mbs.slice(0, third)),
   };
 }
+
+/**
+ * Starts `faultline collector --config <file>` (`cli` is dist/cli/main.js), logging warnings
+ * only, and resolves once it listens; rejects with its stderr when it ends before that.
+ */
+export async function startCollector(
+  res: Resources,
+  cli: string,
+  file: string,
+): Promise<ChildProcess> {
+  const collector = res.spawn(process.execPath, [cli, 'collector', '--config', file], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FAULTLINE_LOG_LEVEL: 'warn' },
+  });
+  const collectorErr = stderrTail(collector, 8000);
+  await new LineReader(collector).next('Faultline collector on', 60_000).catch((e: unknown) => {
+    throw new Error(`the collector did not start: ${String(e)} ${collectorErr()}`);
+  });
+  return collector;
+}
