@@ -21,6 +21,7 @@ import { createServer, type Server } from 'node:net';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { TestNet, type TestHost } from '../lab/netns.js';
+import { planCollectorConfig } from './agent-plan.js';
 import type { FloorTarget, ScrapeReport, ScrapeTarget, ServeListener } from './agent-worker.js';
 import {
   blackboxConfig,
@@ -562,53 +563,6 @@ function sumPlain(text: string, name: string): number {
 // ---------------------------------------------------------------------------------------
 // Ours: the real agent process
 
-/** `host` and `port` of `host:port` or of an http URL's authority. */
-function hostAndPort(address: string): { host: string; port: number; path: string } {
-  if (address.startsWith('http://')) {
-    const u = new URL(address);
-    return { host: u.hostname, port: Number(u.port), path: u.pathname + u.search };
-  }
-  const colon = address.lastIndexOf(':');
-  return { host: address.slice(0, colon), port: Number(address.slice(colon + 1)), path: '/' };
-}
-
-/**
- * The inventory whose plan for a lone agent is the bench's targets, kind for kind: a
- * component per http target (its ping and its tcp connect come along), one per tcp target
- * left over (its ping comes along), one per icmp target left over. With the default third of
- * each kind the plan has exactly the targets' counts; the pings go to the http and tcp
- * targets' hosts rather than to addresses of their own.
- */
-export function inventoryFor(targets: readonly BenchTarget[]): unknown[] {
-  const of = (k: Kind): BenchTarget[] => targets.filter((t) => t.kind === k);
-  const http = of('http');
-  const tcp = of('tcp').slice(http.length);
-  const icmp = of('icmp').slice(http.length + tcp.length);
-  let n = 0;
-  const name = (): string => `c-${String(n++).padStart(4, '0')}`;
-  return [
-    ...http.map((t) => {
-      const { host, port, path } = hostAndPort(t.address);
-      return {
-        name: name(),
-        address: host,
-        labels: { place: t.place },
-        services: [{ kind: 'http', port, path }],
-      };
-    }),
-    ...tcp.map((t) => {
-      const { host, port } = hostAndPort(t.address);
-      return {
-        name: name(),
-        address: host,
-        labels: { place: t.place },
-        services: [{ kind: 'tcp', port }],
-      };
-    }),
-    ...icmp.map((t) => ({ name: name(), address: t.address, labels: { place: t.place } })),
-  ];
-}
-
 /** A real collector (not measured) whose plan gives the agent `targets`; its URL and token. */
 async function startPlanCollector(
   res: Resources,
@@ -618,23 +572,11 @@ async function startPlanCollector(
 ): Promise<{ url: string; token: string }> {
   const port = await freePort();
   const token = randomBytes(24).toString('hex');
-  const config = {
+  const config = planCollectorConfig(s, targets, {
     listen: `127.0.0.1:${port}`,
     dataDir: join(dir, 'collector-data'),
     tokens: [{ name: 'bench', token }],
-    probes: {
-      interval: `${s.intervalMs}ms`,
-      // The standalone agent's default: 90 % of the interval.
-      timeout: `${Math.floor(s.intervalMs * 0.9)}ms`,
-      layers: ['icmp', 'tcp', 'protocol'],
-      mesh: false,
-      mtu: false,
-      ...(s.confirmCount === undefined ? {} : { confirm: { count: s.confirmCount } }),
-      ...(s.adaptiveTimeout === undefined ? {} : { adaptiveTimeout: s.adaptiveTimeout }),
-      options: { icmp: { count: s.icmpCount } },
-    },
-    inventory: { components: inventoryFor(targets) },
-  };
+  });
   const file = join(dir, 'collector.yaml');
   writeFileSync(file, stringify(config));
   await startCollector(res, cliPath, file);
