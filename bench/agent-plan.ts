@@ -1,3 +1,6 @@
+import { probeRegistry } from '../probes/registry.js';
+import { parseTarget } from '../probes/target.js';
+
 /*
  * The agent bench's `--managed` side: a collector config whose plan for the bench's lone
  * agent is the bench's targets (bench/agent.ts starts the collector with it).
@@ -19,16 +22,6 @@ export interface PlanSettings {
   readonly adaptiveTimeout?: boolean;
 }
 
-/** `host` and `port` of `host:port` or of an http URL's authority. */
-function hostAndPort(address: string): { host: string; port: number; path: string } {
-  if (address.startsWith('http://')) {
-    const u = new URL(address);
-    return { host: u.hostname, port: Number(u.port), path: u.pathname + u.search };
-  }
-  const colon = address.lastIndexOf(':');
-  return { host: address.slice(0, colon), port: Number(address.slice(colon + 1)), path: '/' };
-}
-
 /**
  * The inventory whose plan for a lone agent is the bench's targets, kind for kind: a
  * component per http target (its ping and its tcp connect come along), one per tcp target
@@ -45,16 +38,16 @@ export function inventoryFor(targets: readonly PlanTarget[]): unknown[] {
   const name = (): string => `c-${String(n++).padStart(4, '0')}`;
   return [
     ...http.map((t) => {
-      const { host, port, path } = hostAndPort(t.address);
+      const { host, port, url } = parseTarget(t.address, probeRegistry.http.target);
       return {
         name: name(),
         address: host,
         labels: { place: t.place },
-        services: [{ kind: 'http', port, path }],
+        services: [{ kind: 'http', port, path: `${url!.pathname}${url!.search}` }],
       };
     }),
     ...tcp.map((t) => {
-      const { host, port } = hostAndPort(t.address);
+      const { host, port } = parseTarget(t.address, probeRegistry.tcp.target);
       return {
         name: name(),
         address: host,

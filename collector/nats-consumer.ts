@@ -3,9 +3,9 @@ import {
   JetStreamApiError,
   RetentionPolicy,
   StorageType,
+  jetstream,
   jetstreamManager,
 } from '@nats-io/jetstream';
-import { jetstream } from '@nats-io/jetstream';
 import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import type { Logger } from '../lib/logger.js';
 import { connectNats } from '../lib/nats.js';
