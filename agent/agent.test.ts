@@ -300,6 +300,46 @@ describe('Agent: confirmation bursts and adaptive timeouts', () => {
     await close(other.server);
   }, 15_000);
 
+  it('a dozen checks of one host in flight at once: no listener-leak warning from Node', async () => {
+    const { server, port } = await listen();
+    const others = await Promise.all(Array.from({ length: 12 }, () => listen()));
+    agent = await Agent.start(
+      config(
+        `  - { name: web-svc, kind: tcp, address: "127.0.0.1:${port}", labels: { component: web } }\n` +
+          others
+            .map(
+              (o, i) =>
+                `  - { name: web-${i}, kind: tcp, address: "127.0.0.1:${o.port}", interval: 1h, labels: { component: web } }\n`,
+            )
+            .join(''),
+      ),
+      memoryLog().log,
+    );
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(w);
+    };
+    process.on('warning', onWarning);
+    try {
+      const results: ProbeResult[] = [];
+      agent.onResult((r) => results.push(r));
+      await pollUntil('an ok round', () => results.some((r) => r.target === 'web-svc'), {
+        timeoutMs: 5000,
+      });
+      await close(server);
+      await pollUntil(
+        'every other port of web checked',
+        () => others.every((_, i) => results.some((r) => r.target === `web-${i}`)),
+        { timeoutMs: 3000 },
+      );
+      // Node emits its warnings on a later tick.
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
+  }, 15_000);
+
   it('the budget grants whole bursts only; what it refuses is counted and reported as before', async () => {
     const { server, port } = await listen();
     const targets = ['a', 'b', 'c']

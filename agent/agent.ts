@@ -15,7 +15,7 @@ import {
   isConfirmableChange,
 } from './confirm.js';
 import type { Logger } from '../lib/logger.js';
-import { Scheduler, type Job } from './scheduler.js';
+import { Scheduler, sharedController, type Job } from './scheduler.js';
 import { AgentTelemetry, type ConfirmStats, type SeriesSelection } from './telemetry/index.js';
 
 /** How long SIGTERM waits for probes in flight before aborting them. */
@@ -93,7 +93,7 @@ export class Agent {
   >();
   /** Echo checks running out of schedule: stop() aborts and awaits them. */
   private readonly extra = new Set<Promise<void>>();
-  private readonly extraAbort = new AbortController();
+  private readonly extraAbort = sharedController();
 
   private constructor(
     config: AgentConfig,

@@ -566,8 +566,12 @@ export class Scheduler {
   }
 }
 
-/** One signal for every run: aborted only by `stop()`, so one listener limit to lift. */
-function sharedController(): AbortController {
+/**
+ * A controller whose signal many probes in flight listen to at once (every run of a
+ * scheduler, every out-of-schedule check of an agent): aborted only by a stop, so Node's
+ * listener limit of 10, meant to catch leaks, would only warn on a busy host.
+ */
+export function sharedController(): AbortController {
   const controller = new AbortController();
   setMaxListeners(0, controller.signal);
   return controller;
