@@ -15,7 +15,8 @@ import {
   isConfirmableChange,
 } from './confirm.js';
 import type { Logger } from '../lib/logger.js';
-import { Scheduler, sharedController, type Job } from './scheduler.js';
+import { sharedController } from '../lib/abort.js';
+import { Scheduler, type Job } from './scheduler.js';
 import { AgentTelemetry, type ConfirmStats, type SeriesSelection } from './telemetry/index.js';
 
 /** How long SIGTERM waits for probes in flight before aborting them. */

@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import { abortAfter } from '../lib/abort.js';
 import { sleepUnlessAborted } from '../lib/duration.js';
 import type { Logger } from '../lib/logger.js';
 import type { Plan } from '../wire/plan.js';
@@ -167,7 +168,7 @@ export class CollectorChannel extends DeliveryChannel implements PlanChannel {
   }
 
   private signal(timeoutMs: number): AbortSignal {
-    return AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
+    return abortAfter(this.abort.signal, timeoutMs);
   }
 
   /** The credential to send (enrolling first when needed); throws when there is none yet. */

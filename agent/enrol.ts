@@ -1,5 +1,6 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { abortAfter } from '../lib/abort.js';
 import { faultlineVersion } from '../lib/version.js';
 import { agentUserAgent } from '../wire/report.js';
 import type { Logger } from '../lib/logger.js';
@@ -151,7 +152,7 @@ export class Credentials {
 
   private async enrol(signal: AbortSignal | undefined): Promise<string> {
     const { base, token, agent, agentId, http, log } = this.options;
-    const timeout = AbortSignal.timeout(this.options.timeoutMs ?? 10_000);
+    const timeoutMs = this.options.timeoutMs ?? 10_000;
     const res = await http.request(`${base}/api/v1/enrol`, {
       method: 'POST',
       headers: {
@@ -161,7 +162,7 @@ export class Credentials {
         accept: 'application/json',
       },
       body: JSON.stringify({ agent, agentId }),
-      signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
+      signal: signal === undefined ? AbortSignal.timeout(timeoutMs) : abortAfter(signal, timeoutMs),
     });
     const text = res.body.toString();
     const status = res.statusCode;

@@ -6,6 +6,7 @@ import { jetstream } from '@nats-io/jetstream';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { KvWatchEntry } from '@nats-io/kv';
+import { childController } from '../lib/abort.js';
 import { sleepUnlessAborted } from '../lib/duration.js';
 import type { Logger } from '../lib/logger.js';
 import { connectNats, natsToken, reportSubject } from '../lib/nats.js';
@@ -114,14 +115,12 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
   /** The plan from the bucket, waiting up to `timeoutMs` for it. */
   async fetchFirstPlan(timeoutMs: number): Promise<Plan> {
     if (this.fromBucket && this.served !== undefined) return this.served;
-    const timer = new AbortController();
+    const wait = childController(this.abort.signal);
     const plan = await Promise.race([
       new Promise<Plan>((resolve) => this.firstWaiters.push(resolve)),
-      sleepUnlessAborted(timeoutMs, AbortSignal.any([this.abort.signal, timer.signal])).then(
-        () => undefined,
-      ),
+      sleepUnlessAborted(timeoutMs, wait.signal).then(() => undefined),
     ]);
-    timer.abort();
+    wait.abort();
     this.firstWaiters = [];
     if (plan === undefined) {
       const { nats } = this.options;
@@ -318,11 +317,12 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
           );
         }
         this.isConnected = false;
-        this.retryNow = new AbortController();
+        this.retryNow = childController(this.abort.signal);
         await sleepUnlessAborted(
           backoffDelayMs(attempt, this.baseMs, Math.min(this.capMs, 5_000), this.random),
-          AbortSignal.any([this.abort.signal, this.retryNow.signal]),
+          this.retryNow.signal,
         );
+        this.retryNow.abort();
         this.retryNow = undefined;
         continue;
       }

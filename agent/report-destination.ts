@@ -1,3 +1,4 @@
+import { sharedController } from '../lib/abort.js';
 import type { Plan } from '../wire/plan.js';
 import type { SpoolCursor, SpoolCursorStats } from './spool.js';
 
@@ -175,7 +176,7 @@ export class DeliveryPace {
  */
 export abstract class DeliveryChannel {
   readonly counts = zeroCounts();
-  protected readonly abort = new AbortController();
+  protected readonly abort = sharedController();
   protected readonly pace = new DeliveryPace();
   protected loops: Promise<void>[] = [];
   protected source: DeliverySource | undefined;

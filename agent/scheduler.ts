@@ -1,4 +1,4 @@
-import { setMaxListeners } from 'node:events';
+import { sharedController } from '../lib/abort.js';
 import type { CronTime } from 'cron';
 import { ConfigError, FaultlineError } from '../lib/errors.js';
 import { cronLibrary } from '../lib/lazy-modules.js';
@@ -564,17 +564,6 @@ export class Scheduler {
     heap[i] = item;
     item.heapIndex = i;
   }
-}
-
-/**
- * A controller whose signal many probes in flight listen to at once (every run of a
- * scheduler, every out-of-schedule check of an agent): aborted only by a stop, so Node's
- * listener limit of 10, meant to catch leaks, would only warn on a busy host.
- */
-export function sharedController(): AbortController {
-  const controller = new AbortController();
-  setMaxListeners(0, controller.signal);
-  return controller;
 }
 
 function before(a: JobState, b: JobState): boolean {

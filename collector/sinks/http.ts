@@ -1,5 +1,6 @@
 import { request } from 'undici';
 import { z } from 'zod';
+import { abortAfter } from '../../lib/abort.js';
 import { durationField } from '../../lib/config-fields.js';
 import { errorCodeOf } from '../../lib/errors.js';
 import type { SendOutcome } from './types.js';
@@ -30,7 +31,7 @@ export async function postBody(
   timeoutMs: number,
   signal: AbortSignal,
 ): Promise<SendOutcome> {
-  const deadline = AbortSignal.timeout(timeoutMs);
+  const attempt = abortAfter(signal, timeoutMs);
   try {
     const res = await request(url, {
       method: 'POST',
@@ -38,7 +39,7 @@ export async function postBody(
       headers: { 'content-type': 'application/json', ...headers },
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
-      signal: AbortSignal.any([signal, deadline]),
+      signal: attempt,
     });
     const text = await res.body.text();
     if (res.statusCode >= 200 && res.statusCode < 300) return { status: 'success' };
@@ -48,7 +49,7 @@ export async function postBody(
       ? { status: 'retryable', reason }
       : { status: 'failure', reason };
   } catch (err) {
-    if (deadline.aborted && !signal.aborted) {
+    if (attempt.aborted && !signal.aborted) {
       return { status: 'retryable', reason: `timed out after ${timeoutMs} ms` };
     }
     if (signal.aborted) return { status: 'retryable', reason: 'aborted: the sender is stopping' };
