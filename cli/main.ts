@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-import { ConfigError, isFaultlineError } from '../lib/errors.js';
+import { ConfigError } from '../lib/errors.js';
 import type { CommandModule } from 'yargs';
+import type * as AgentDaemon from './agent-daemon.js';
+import { agentDaemonUrl } from './agent-entry.js';
 import { exitCodes } from './exit-codes.js';
+import { failureExit } from './failure.js';
 
 type SetCode = (code: number) => void;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each command has its own argument type
@@ -38,14 +41,12 @@ async function main(argv: string[]): Promise<number> {
   const setCode = (c: number): void => {
     code = c;
   };
-  // The agent daemon's start skips yargs (its flags in the plain spellings; see cli/agent.ts).
+  // The agent daemon's start skips yargs (its flags in the plain spellings; see cli/agent.ts)
+  // and runs from the agent's bundle (cli/agent-entry.ts).
   if (argv[0] === 'agent') {
-    const agent = await import('./agent.js');
-    const args = agent.agentArgsWithoutYargs(argv);
-    if (args !== undefined) {
-      await agent.runAgentCommand(args, setCode);
-      return code;
-    }
+    const daemon = (await import(agentDaemonUrl().href)) as typeof AgentDaemon;
+    const exit = await daemon.runAgentDaemon(argv);
+    if (exit !== undefined) return exit;
   }
   const [{ default: yargs }, { chooseCompletionShell, completionCommand, completionDescribe }] =
     await Promise.all([import('yargs'), import('./completion.js')]);
@@ -82,13 +83,5 @@ async function main(argv: string[]): Promise<number> {
 // As yargs' hideBin for a plain `node main.js …` or the installed `faultline …` script.
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
-  (err: unknown) => {
-    if (isFaultlineError(err)) {
-      process.stderr.write(`faultline: ${err.message}\n`);
-      process.exit(exitCodes.usage);
-    }
-    const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    process.stderr.write(`faultline: internal error: ${text}\n`);
-    process.exit(exitCodes.internal);
-  },
+  (err: unknown) => process.exit(failureExit(err)),
 );

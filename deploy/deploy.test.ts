@@ -1245,6 +1245,17 @@ describe('Dockerfile', () => {
       ).toBe(true);
     }
     for (const cfg of ['tsconfig.json', 'tsconfig.build.json']) expect(local).toContain(cfg);
+    // And every script `npm run build` runs (the build stage runs it).
+    const build = (JSON.parse(read('package.json')) as { scripts: { build: string } }).scripts
+      .build;
+    const scripts = [...build.matchAll(/\bnode (\S+\.m?js)\b/g)].map((m) => m[1] ?? '');
+    expect(scripts.length).toBeGreaterThan(0);
+    for (const script of scripts) {
+      expect(
+        local.includes(script) || copiedDirs.some((d) => script.startsWith(d)),
+        `${script} (npm run build) is not copied`,
+      ).toBe(true);
+    }
   });
 
   it('runs the CLI from /app as a numeric non-root user, the DaemonSet’s and the collector’s', () => {

@@ -43,6 +43,8 @@ describe('the published package', () => {
 
   it('holds the CLI and every product folder of the build', () => {
     expect(files).toContain('dist/cli/main.js');
+    // What `faultline agent` runs (cli/agent-entry.ts).
+    expect(files).toContain('dist/agent-bundle/agent-daemon.js');
     expect(files).toContain('dist/lab/lab.js');
     for (const dir of productFolders()) {
       expect(

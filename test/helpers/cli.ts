@@ -17,16 +17,29 @@ function newestSourceMs(): number {
   return newest;
 }
 
+/** The agent's bundle, which `faultline agent` runs (cli/agent-entry.ts). */
+export const agentBundlePath = `${repoRoot}dist/agent-bundle/agent-daemon.js`;
+
 /**
  * Builds dist/ if it is missing or older than any source the CLI is built from (tests may
- * run without `npm run build`; a dist older than one changed file runs stale code).
+ * run without `npm run build`; a dist older than one changed file runs stale code), and the
+ * agent's bundle from it likewise: an agent run from a stale bundle would test old code.
  */
 export function ensureBuilt(): void {
-  if (existsSync(cliPath) && statSync(cliPath).mtimeMs >= newestSourceMs()) return;
-  execFileSync('npx', ['--no-install', 'tsc', '-p', 'tsconfig.build.json'], {
-    cwd: repoRoot,
-    stdio: 'inherit',
-  });
+  const newest = newestSourceMs();
+  const fresh = (path: string): boolean => existsSync(path) && statSync(path).mtimeMs >= newest;
+  if (!fresh(cliPath)) {
+    execFileSync('npx', ['--no-install', 'tsc', '-p', 'tsconfig.build.json'], {
+      cwd: repoRoot,
+      stdio: 'inherit',
+    });
+  }
+  if (!fresh(agentBundlePath)) {
+    execFileSync(process.execPath, ['scripts/bundle-agent.mjs'], {
+      cwd: repoRoot,
+      stdio: 'inherit',
+    });
+  }
 }
 
 export interface CliRun {
