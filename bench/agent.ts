@@ -64,6 +64,8 @@ interface Settings {
   kinds: Kind[];
   /** Extra `node` flags for the agent process (e.g. --cpu-prof). */
   nodeArgs: string[];
+  /** The agent's MALLOC_ARENA_MAX (0: glibc's default). */
+  mallocArenaMax: number;
   /** Niceness of the measured processes (0: as this one). */
   nice: number;
   /** Share of the targets made tcp probes of a port that refuses (or flaps, see flapMs). */
@@ -98,6 +100,8 @@ const usage = `Usage: node dist/bench/agent.js [options]
   --node-args="ARGS"     node flags for the agent (default --max-semi-space-size=1
                          --v8-pool-size=1, the NODE_OPTIONS deploy/ sets; e.g.
                          --node-args="--cpu-prof")
+  --malloc-arena-max=N   the agent's MALLOC_ARENA_MAX (default 2, as deploy/ sets it;
+                         0 leaves glibc's default)
   --nice=N               run every measured process under \`nice -n N\` (default 0); a
                          negative N keeps a busy machine's other work off the figures
   --failing R            share of the targets (0..1) made tcp probes of a local port
@@ -125,6 +129,15 @@ const usage = `Usage: node dist/bench/agent.js [options]
 Needs root (namespaces, raw ICMP), fping, and ${exporterBin}.
 `;
 
+/** How the agent was started, as a sentence of the report ('' for node's defaults). */
+function ranWith(s: Settings): string {
+  const how = [
+    ...(s.nodeArgs.length === 0 ? [] : [`\`node ${s.nodeArgs.join(' ')}\``]),
+    ...(s.mallocArenaMax > 0 ? [`MALLOC_ARENA_MAX=${s.mallocArenaMax}`] : []),
+  ];
+  return how.length === 0 ? '' : ` The agent ran with ${how.join(' and ')}.`;
+}
+
 function settings(): Settings {
   const { values } = parseArgs({
     options: {
@@ -139,6 +152,8 @@ function settings(): Settings {
       kinds: { type: 'string', default: 'icmp,tcp,http' },
       // As deploy/ runs the agent (NODE_OPTIONS in the systemd unit, the DaemonSet, the chart).
       'node-args': { type: 'string', default: '--max-semi-space-size=1 --v8-pool-size=1' },
+      // As deploy/ runs the agent (MALLOC_ARENA_MAX beside NODE_OPTIONS; deploy/k8s-checks.ts).
+      'malloc-arena-max': { type: 'string', default: '2' },
       nice: { type: 'string', default: '0' },
       failing: { type: 'string', default: '0' },
       'flap-ms': { type: 'string', default: '0' },
@@ -198,6 +213,7 @@ function settings(): Settings {
     ...(values['adaptive-timeout'] === undefined
       ? {}
       : { adaptiveTimeout: values['adaptive-timeout'] !== 'false' }),
+    mallocArenaMax: Math.floor(num('malloc-arena-max', 0)),
     nodeArgs: String(values['node-args'])
       .split(/\s+/)
       .filter((x) => x !== ''),
@@ -624,7 +640,11 @@ async function runOurs(
     [...s.nodeArgs, cliPath, 'agent', '--config', file],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, FAULTLINE_LOG_LEVEL: process.env.FAULTLINE_LOG_LEVEL ?? 'info' },
+      env: {
+        ...process.env,
+        FAULTLINE_LOG_LEVEL: process.env.FAULTLINE_LOG_LEVEL ?? 'info',
+        ...(s.mallocArenaMax > 0 ? { MALLOC_ARENA_MAX: String(s.mallocArenaMax) } : {}),
+      },
     },
   );
   const err = stderrTail(child, 8000);
@@ -994,7 +1014,7 @@ function report(
       `icmp sends ${s.icmpCount} echo request${s.icmpCount === 1 ? '' : 's'} per probe. ` +
       `Measured for ${s.durationS} s after ${s.warmupS} s of warm-up; the agent's /metrics is scraped every ${s.scrapeIntervalS} s within the window.` +
       (s.nice === 0 ? '' : ` Every measured process ran under \`nice -n ${s.nice}\`.`) +
-      (s.nodeArgs.length === 0 ? '' : ` The agent ran with \`node ${s.nodeArgs.join(' ')}\`.`),
+      ranWith(s),
   );
   out.push('');
   out.push(

@@ -28,6 +28,7 @@ import { pollUntil } from '../lab/poll-until.js';
 import {
   agentMemoryLimit,
   agentMemoryRequest,
+  agentMallocArenaMax,
   agentNodeOptions,
   expectAgentPod,
   expectEnvInOrder,
@@ -207,6 +208,7 @@ describe('systemd unit', () => {
     expect(unitMiB(svc('MemoryHigh'))).toBeLessThan(unitMiB(svc('MemoryMax')));
     // The V8 settings bench:agent measured with, as on Kubernetes.
     expect(environmentOf(service).get('NODE_OPTIONS')).toBe(agentNodeOptions);
+    expect(environmentOf(service).get('MALLOC_ARENA_MAX')).toBe(agentMallocArenaMax);
     // V8's JIT needs W+X pages; a user namespace's CAP_NET_RAW opens no raw socket on the host.
     expect(service.has('MemoryDenyWriteExecute')).toBe(false);
     expect(service.has('PrivateUsers')).toBe(false);
