@@ -1,6 +1,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentBundlePath, cliPath, ensureBuilt, repoRoot } from './helpers/cli.js';
 import { spawnSync } from 'node:child_process';
@@ -61,5 +62,17 @@ describe('the agent bundle', () => {
     expect(text).not.toContain('Ungültige Eingabe'); // zod's German
     expect(text).not.toContain('Entrée invalide'); // zod's French
     expect(readFileSync(agentBundlePath, 'utf8').length).toBeGreaterThan(0);
+  });
+
+  it('keeps the names of classes, which logs show (an error logged by pino has its class as `type`)', async () => {
+    const names = new Set<string>();
+    for (const file of readdirSync(join(repoRoot, 'dist/agent-bundle'))) {
+      if (!file.endsWith('.js') || !file.startsWith('chunk-')) continue;
+      const chunk = (await import(
+        pathToFileURL(join(repoRoot, 'dist/agent-bundle', file)).href
+      )) as Record<string, unknown>;
+      for (const v of Object.values(chunk)) if (typeof v === 'function') names.add(v.name);
+    }
+    expect([...names]).toEqual(expect.arrayContaining(['FaultlineError', 'ConfigError']));
   });
 });
