@@ -11,11 +11,12 @@ import { defaultStopGraceMs } from '../agent/agent.js';
 /**
  * The agent container's memory limit. From `node dist/bench/agent.js --managed` (the agent
  * as deployed: its plan from a collector, reporting to it; 1,000 targets at 1 s, a third each
- * icmp/tcp/http, with `agentNodeOptions`), issue 18's fourth pass: peak RSS of the agent and
- * its fping children ~88–90 MB healthy, and 153 MB (agent 101.5, fping 51) over 30 minutes with
- * 12 % of the probes timing out (`--failing 0.1 --failing-mode timeout`); before issue 18
- * 222–233 MB. 192Mi leaves ~30% over the failure peak for longer bursts, spooling while the
- * collector is away, and garbage collection.
+ * icmp/tcp/http, with `agentNodeOptions` and `agentMallocArenaMax`), issue 18's fifth pass:
+ * peak RSS of the agent and its fping children ~85–88 MB healthy, and 145 MB (agent 99.8,
+ * fping 45.7) over an hour with 12 % of the probes timing out (`--failing 0.1 --failing-mode
+ * timeout`), flat after the first minutes; before issue 18 222–233 MB. 192Mi leaves ~30% over
+ * the failure peak for longer bursts, spooling while the collector is away, and garbage
+ * collection.
  */
 export const agentMemoryLimit = '192Mi';
 /** The agent's node flags: a small young generation, one V8 helper thread (agent/heap.ts, the README). */
