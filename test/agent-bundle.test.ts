@@ -10,6 +10,14 @@ import { spawnSync } from 'node:child_process';
  * The agent's bundle (scripts/bundle-agent.mjs, cli/agent-entry.ts): what `faultline agent`
  * runs, one module instead of ~250, ~4 MB less RSS (bench/README.md).
  */
+/** The bundle's modules (its entry and chunks), as paths. */
+function bundleModules(): string[] {
+  const dir = join(repoRoot, 'dist/agent-bundle');
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.js'))
+    .map((f) => join(dir, f));
+}
+
 describe('the agent bundle', () => {
   let dir = '';
   beforeAll(() => {
@@ -54,9 +62,8 @@ describe('the agent bundle', () => {
   });
 
   it("carries zod's English messages and no other language's", () => {
-    const text = readdirSync(join(repoRoot, 'dist/agent-bundle'))
-      .filter((f) => f.endsWith('.js'))
-      .map((f) => readFileSync(join(repoRoot, 'dist/agent-bundle', f), 'utf8'))
+    const text = bundleModules()
+      .map((f) => readFileSync(f, 'utf8'))
       .join('\n');
     expect(text).toContain('Invalid input');
     expect(text).not.toContain('Ungültige Eingabe'); // zod's German
@@ -66,11 +73,9 @@ describe('the agent bundle', () => {
 
   it('keeps the names of classes, which logs show (an error logged by pino has its class as `type`)', async () => {
     const names = new Set<string>();
-    for (const file of readdirSync(join(repoRoot, 'dist/agent-bundle'))) {
-      if (!file.endsWith('.js') || !file.startsWith('chunk-')) continue;
-      const chunk = (await import(
-        pathToFileURL(join(repoRoot, 'dist/agent-bundle', file)).href
-      )) as Record<string, unknown>;
+    for (const file of bundleModules()) {
+      if (!/[\\/]chunk-[^\\/]+$/.test(file)) continue;
+      const chunk = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
       for (const v of Object.values(chunk)) if (typeof v === 'function') names.add(v.name);
     }
     expect([...names]).toEqual(expect.arrayContaining(['FaultlineError', 'ConfigError']));
