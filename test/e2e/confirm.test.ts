@@ -292,9 +292,10 @@ describe('fast confirmation on loopback, agent and collector processes', () => {
     // A loopback answer takes ~1 ms: after 5 successes the path's timeout is down to the
     // 100 ms floor. Under load (CI runs many files at once) the answers can take long enough
     // that the timeout stays above 300 ms: then the slow answers below never meet a
-    // shortened timeout, nothing is tested, and the round is tried again (3 at most).
+    // shortened timeout, nothing is tested, and the round is tried again (5 at most: on a
+    // slow day three untested rounds in a row were seen in two full runs of three).
     let tested = false;
-    for (let attempt = 1; attempt <= 3 && !tested; attempt++) {
+    for (let attempt = 1; attempt <= 5 && !tested; attempt++) {
       slowMs = 0;
       // Seven rounds of fast answers (three targets a round): the estimate is down again.
       const resultsBefore = await p.metric('faultline_probe_results_total');
