@@ -6,7 +6,6 @@ import { jetstream } from '@nats-io/jetstream';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { KvWatchEntry } from '@nats-io/kv';
-import { childController } from '../lib/abort.js';
 import { sleepUnlessAborted } from '../lib/duration.js';
 import type { Logger } from '../lib/logger.js';
 import { connectNats, natsToken, reportSubject } from '../lib/nats.js';
@@ -115,12 +114,14 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
   /** The plan from the bucket, waiting up to `timeoutMs` for it. */
   async fetchFirstPlan(timeoutMs: number): Promise<Plan> {
     if (this.fromBucket && this.served !== undefined) return this.served;
-    const wait = childController(this.abort.signal);
+    const timer = new AbortController();
     const plan = await Promise.race([
       new Promise<Plan>((resolve) => this.firstWaiters.push(resolve)),
-      sleepUnlessAborted(timeoutMs, wait.signal).then(() => undefined),
+      sleepUnlessAborted(timeoutMs, AbortSignal.any([this.abort.signal, timer.signal])).then(
+        () => undefined,
+      ),
     ]);
-    wait.abort();
+    timer.abort();
     this.firstWaiters = [];
     if (plan === undefined) {
       const { nats } = this.options;
@@ -317,12 +318,11 @@ export class NatsChannel extends DeliveryChannel implements PlanChannel {
           );
         }
         this.isConnected = false;
-        this.retryNow = childController(this.abort.signal);
+        this.retryNow = new AbortController();
         await sleepUnlessAborted(
           backoffDelayMs(attempt, this.baseMs, Math.min(this.capMs, 5_000), this.random),
-          this.retryNow.signal,
+          AbortSignal.any([this.abort.signal, this.retryNow.signal]),
         );
-        this.retryNow.abort();
         this.retryNow = undefined;
         continue;
       }
