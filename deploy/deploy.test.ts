@@ -386,24 +386,42 @@ function setprivArgs(p: Privileges, gid = p.uid, groups: number[] = []): string[
   ];
 }
 
+interface PingedUnder {
+  fping: number | null;
+  ping: number | null;
+  /** The agent's own ICMP socket: `raw`, `ping` (a ping socket), or the errno refusing both. */
+  socket: string;
+}
+
 /**
- * Runs fping and ping at 127.0.0.1 from a Node parent holding `p`, as the agent spawns them;
- * their exit codes (0: replies).
+ * Runs fping and ping at 127.0.0.1 from a Node parent holding `p`, as the agent spawns them
+ * (their exit codes, 0: replies), and opens the agent's own ICMP socket in that parent.
  */
-function pingUnder(p: Privileges): { fping: number | null; ping: number | null } {
+function pingUnder(p: Privileges): PingedUnder {
+  const addon = join(root, 'native/icmp/build/Release/faultline_icmp.node');
   const script = `
     const { spawnSync } = require('node:child_process');
     const run = (cmd, args) => spawnSync(cmd, args, { stdio: 'ignore', timeout: 3000 }).status;
+    let socket;
+    try {
+      const addon = require(${JSON.stringify(addon)});
+      const s = addon.open(4, false, () => {});
+      socket = s.raw ? 'raw' : 'ping';
+      addon.close(s.handle);
+    } catch (e) {
+      socket = e.code ?? String(e);
+    }
     console.log(JSON.stringify({
       fping: run('fping', ['-c', '1', '-q', '-t', '500', '127.0.0.1']),
       ping: run('ping', ['-c', '1', '-W', '1', '127.0.0.1']),
+      socket,
     }));`;
   const out = spawnSync('setpriv', [...setprivArgs(p), process.execPath, '-e', script], {
     encoding: 'utf8',
     timeout: 10_000,
   });
   if (out.status !== 0) throw new Error(`setpriv failed: ${out.stderr}`);
-  return JSON.parse(out.stdout) as { fping: number | null; ping: number | null };
+  return JSON.parse(out.stdout) as PingedUnder;
 }
 
 const canDropPrivileges =
@@ -420,7 +438,8 @@ describe.runIf(canDropPrivileges && onPath('fping') && onPath('ping'))(
         ambient: capNames(svc('AmbientCapabilities')),
       };
       expect(fromUnit).toMatchObject({ noNewPrivs: true, bounding: ['net_raw'] });
-      expect(pingUnder(fromUnit)).toEqual({ fping: 0, ping: 0 });
+      // The ambient capability is the agent's own too: its ICMP socket is a raw one.
+      expect(pingUnder(fromUnit)).toEqual({ fping: 0, ping: 0, socket: 'raw' });
       // Why the unit needs AmbientCapabilities: under no_new_privs the file capabilities of
       // fping and ping are not granted, and both fail (fping exit 4: no socket).
       const withoutAmbient = pingUnder({ ...fromUnit, ambient: [] });
@@ -438,7 +457,12 @@ describe.runIf(canDropPrivileges && onPath('fping') && onPath('ping'))(
         ambient: [], // Kubernetes grants a non-root process no ambient capability
       };
       expect(sc.capabilities.drop).toEqual(['ALL']);
-      expect(pingUnder(fromPod)).toEqual({ fping: 0, ping: 0 });
+      // The agent process itself holds no capability: its own ICMP socket is a ping socket
+      // where net.ipv4.ping_group_range allows it (container runtimes' default), else refused
+      // (then fping serves it).
+      const pinged = pingUnder(fromPod);
+      expect(pinged).toMatchObject({ fping: 0, ping: 0 });
+      expect(['ping', 'EPERM', 'EACCES']).toContain(pinged.socket);
       // Why allowPrivilegeEscalation must stay true: with false, fping and ping fail.
       const noEscalation = pingUnder({ ...fromPod, noNewPrivs: true });
       expect(noEscalation.fping).not.toBe(0);

@@ -187,10 +187,12 @@ export function classifyIcmpError(
 /**
  * Errors our own stack gives instead of sending a packet, by errno name. EMSGSIZE: the packet
  * is larger than the route's MTU (the interface's, or a path MTU the kernel learnt from a
- * "fragmentation needed") and may not be fragmented.
+ * "fragmentation needed") and may not be fragmented. The unreachable ones: no route, or the
+ * neighbour (ARP, NDP) did not answer lately — what an ICMP error from our own stack says.
  */
 const sendErrorClasses: Readonly<Record<string, FailureClass>> = {
   EMSGSIZE: 'mtu_exceeded',
+  ...Object.fromEntries([...networkUnreachable].map((code) => [code, 'icmp_unreachable'])),
 };
 
 /** Failure class of a local send error (by errno name), or undefined if it decides nothing. */

@@ -8,6 +8,7 @@ import { closeIcmpEngines, icmpEngines, outcomeOf } from './icmp/echo.js';
 import type { EchoReport } from './icmp/engine.js';
 import { FpingEngine } from './icmp/fping.js';
 import { parsePingLine } from './icmp/ping.js';
+import { SocketEngine } from './icmp/socket.js';
 import { runProbe } from './run.js';
 import { ProbeClock } from './socket.js';
 import { parseTarget } from './target.js';
@@ -39,6 +40,16 @@ const hasV6Loopback = Object.values(networkInterfaces())
 
 afterAll(async () => {
   await closeIcmpEngines();
+});
+
+// These tests are about the fping and ping engines, and auto's fallback to them: the socket
+// engine, which auto tries first, is taken out here (socket.test.ts tests it).
+const socketEngine = icmpEngines.socket;
+beforeAll(() => {
+  icmpEngines.socket = new SocketEngine('/nonexistent/faultline_icmp.node');
+});
+afterAll(() => {
+  icmpEngines.socket = socketEngine;
 });
 
 describe('icmp options', () => {

@@ -24,7 +24,13 @@ export const icmpOptions = z
     intervalMs: z.number().int().min(10).max(10_000).default(200),
     /** ICMP payload bytes (the programs' default, 56, when absent). At least 16 so that ping can time the echo. */
     packetSize: z.number().int().min(16).max(65_000).optional(),
-    /** `fping` (one process for many concurrent probes), `ping` (iputils, one process per probe), or `auto`: fping where installed. */
+    /**
+     * `socket` (the agent's own ICMP socket: no process per probe; needs the built addon and
+     * CAP_NET_RAW or net.ipv4.ping_group_range), `fping` (one process for many concurrent
+     * probes), `ping` (iputils, one process per probe), or `auto`: the first of these that
+     * works (ping first for Don't Fragment echoes: it names the MTU). Scheduled targets are
+     * pinged by one long-lived fping whatever the choice, unless it is `ping`.
+     */
     engine: z.enum(['auto', ...icmpEngineNames]).default('auto'),
     /** Address family for a hostname: 4, 6, or 0 for the resolver's first answer. */
     family: z.union([z.literal(0), z.literal(4), z.literal(6)]).default(0),

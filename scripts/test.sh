@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-system-deps.sh
 bash scripts/install-node-deps.sh
-npm run --silent build
+# The ICMP socket addon must build here: its tests (probes/icmp/socket.test.ts) need it.
+FAULTLINE_NATIVE=required npm run --silent build
 npm run --silent typecheck
 npx --no-install eslint .
 npx --no-install prettier --check . >/dev/null || { npx --no-install prettier --list-different .; echo "prettier: the files above need 'npm run format'" >&2; exit 1; }

@@ -17,6 +17,7 @@ import type { EchoReport, IcmpEngine, IcmpEngineName } from './engine.js';
 import { FpingEngine } from './fping.js';
 import { FpingLoopEngine, type LoopTarget } from './fping-loop.js';
 import { PingEngine } from './ping.js';
+import { SocketEngine } from './socket.js';
 import { echoPayloadBytes, minIpv6PacketBytes } from './process.js';
 
 /*
@@ -48,9 +49,15 @@ export interface EchoPlan {
  * The engines `icmp` runs on. Swappable fields: a test (or the agent) replaces one, e.g.
  * with an engine whose binary path does not exist, to exercise the fallback. `loop` serves
  * the targets announced by `prepare`; everything else (one-shot probes, rounds the loop
- * declines) runs on `fping` or `ping`.
+ * declines) runs on `socket`, `fping` or `ping`.
  */
-export const icmpEngines: { fping: IcmpEngine; ping: IcmpEngine; loop: FpingLoopEngine } = {
+export const icmpEngines: {
+  socket: IcmpEngine;
+  fping: IcmpEngine;
+  ping: IcmpEngine;
+  loop: FpingLoopEngine;
+} = {
+  socket: new SocketEngine(),
   fping: new FpingEngine(),
   ping: new PingEngine(),
   loop: new FpingLoopEngine(),
@@ -60,6 +67,7 @@ export const icmpEngines: { fping: IcmpEngine; ping: IcmpEngine; loop: FpingLoop
 export async function closeIcmpEngines(): Promise<void> {
   await Promise.all([
     icmpEngines.loop.close(),
+    icmpEngines.socket.close(),
     icmpEngines.fping.close(),
     icmpEngines.ping.close(),
   ]);
@@ -73,12 +81,13 @@ async function pickEngine(
     const engine = icmpEngines[choice];
     return (await engine.available()) ? engine : undefined;
   }
-  // fping prints nothing for a packet its own stack refused to send (EMSGSIZE: the local
-  // interface, or a path MTU learnt from a "fragmentation needed"); ping says so and names
-  // the MTU. So ping goes first for Don't Fragment echoes, fping for the others.
+  // The agent's own socket first: no process per probe. For Don't Fragment echoes (path
+  // MTU probes) ping goes first: it names the MTU a refused packet would have needed, which
+  // the socket cannot learn, and fping prints nothing for such a packet (EMSGSIZE: the local
+  // interface, or a path MTU learnt from a "fragmentation needed").
   const order = dontFragment
-    ? [icmpEngines.ping, icmpEngines.fping]
-    : [icmpEngines.fping, icmpEngines.ping];
+    ? [icmpEngines.ping, icmpEngines.socket, icmpEngines.fping]
+    : [icmpEngines.socket, icmpEngines.fping, icmpEngines.ping];
   for (const engine of order) if (await engine.available()) return engine;
   return undefined;
 }
@@ -244,11 +253,11 @@ export async function runEcho(
   }
   const engine = await pickEngine(plan.engine, dontFragment);
   if (engine === undefined) {
-    const wanted = plan.engine === 'auto' ? 'fping or ping' : plan.engine;
+    const wanted = plan.engine === 'auto' ? 'an ICMP socket, fping or ping' : plan.engine;
     return clock.outcome('internal_error', {
       error: {
         code: 'FL_ERR_ENGINE',
-        message: `no usable ICMP engine: ${wanted} is not installed or cannot open a raw socket`,
+        message: `no usable ICMP engine: ${wanted} is not built or installed, or may not open an ICMP socket (CAP_NET_RAW, or net.ipv4.ping_group_range)`,
       },
     });
   }

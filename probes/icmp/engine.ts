@@ -1,12 +1,15 @@
 /*
  * What every ICMP engine speaks: the request an echo run is, the report it answers with,
- * and the engine interface (fping.ts, ping.ts; the scheduled loop in fping-loop.ts answers
+ * and the engine interface (socket.ts, fping.ts, ping.ts; the scheduled loop in fping-loop.ts answers
  * with the same report). No imports: the engines and echo.ts depend on this, not on each
  * other's modules.
  */
 
-/** The programs an ICMP echo can run on. */
-export const icmpEngineNames = ['fping', 'ping'] as const;
+/**
+ * What an ICMP echo can run on: the agent's own ICMP socket (native/icmp), or the programs
+ * fping and iputils ping.
+ */
+export const icmpEngineNames = ['socket', 'fping', 'ping'] as const;
 export type IcmpEngineName = (typeof icmpEngineNames)[number];
 
 /** One echo run asked of an engine. */

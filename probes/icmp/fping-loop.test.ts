@@ -10,6 +10,7 @@ import { parseTarget } from '../target.js';
 import type { ScheduledTarget } from '../types.js';
 import { closeIcmpEngines, icmpEngines } from './echo.js';
 import { FpingLoopEngine } from './fping-loop.js';
+import { SocketEngine } from './socket.js';
 
 function scheduled(
   address: string,
@@ -81,6 +82,17 @@ afterEach(async () => {
 });
 afterAll(async () => {
   await closeIcmpEngines();
+});
+
+// These tests are about the fping loop and its fallback to the batching fping engine: the
+// socket engine, which auto tries first for a one-shot echo, is taken out here
+// (socket.test.ts tests it).
+const socketEngine = icmpEngines.socket;
+beforeAll(() => {
+  icmpEngines.socket = new SocketEngine('/nonexistent/faultline_icmp.node');
+});
+afterAll(() => {
+  icmpEngines.socket = socketEngine;
 });
 
 /** Waits until every target has at least `n` packets in for its next round. */
