@@ -29,7 +29,9 @@ export const icmpOptions = z
      * CAP_NET_RAW or net.ipv4.ping_group_range), `fping` (one process for many concurrent
      * probes), `ping` (iputils, one process per probe), or `auto`: the first of these that
      * works (ping first for Don't Fragment echoes: it names the MTU). Scheduled targets are
-     * pinged by one long-lived fping whatever the choice, unless it is `ping`.
+     * pinged continuously, `count` packets per interval: by a loop on the socket (`socket`,
+     * and `auto` where it opens) or by one long-lived fping (`fping`, and `auto` otherwise);
+     * with `ping` each round is its own echo run.
      */
     engine: z.enum(['auto', ...icmpEngineNames]).default('auto'),
     /** Address family for a hostname: 4, 6, or 0 for the resolver's first answer. */
@@ -40,9 +42,10 @@ export type IcmpOptions = z.infer<typeof icmpOptions>;
 
 /**
  * ICMP echo: round-trip and loss over a few packets; unreachable told apart from silence.
- * Scheduled targets (`prepare`) are pinged continuously by one long-lived fping, `count`
- * packets per interval, and a round reports the packets since the previous round; a
- * one-shot probe sends its own `count` packets `intervalMs` apart.
+ * Scheduled targets (`prepare`) are pinged continuously, `count` packets per interval (by
+ * the loop on the agent's own ICMP socket, or one long-lived fping), and a round reports
+ * the packets since the previous round; a one-shot probe sends its own `count` packets
+ * `intervalMs` apart.
  */
 export const icmp: ProbeDefinition<IcmpOptions> = {
   kind: 'icmp',

@@ -7,6 +7,7 @@ import { canUseNetns, sh, TestNet, type TestHost } from '../lab/netns.js';
 import { pollUntil } from '../lab/poll-until.js';
 import { icmp, icmpOptions } from './icmp.js';
 import { closeIcmpEngines, icmpEngines } from './icmp/echo.js';
+import { SocketEngine } from './icmp/socket.js';
 import { FpingEngine } from './icmp/fping.js';
 import { FpingLoopEngine } from './icmp/fping-loop.js';
 import { PingEngine } from './icmp/ping.js';
@@ -135,10 +136,18 @@ class HostEngines {
     this.loop = new FpingLoopEngine({ binPath: wrap('fping') });
   }
 
+  /** The socket engine's socket would be this process's, not the host's: none here. */
+  readonly socket = new SocketEngine('/nonexistent/faultline_icmp.node');
+
   /** Runs `work` with these engines in place of the default ones. */
   async use<T>(work: () => Promise<T>): Promise<T> {
     const saved = { ...icmpEngines };
-    Object.assign(icmpEngines, { fping: this.fping, ping: this.ping, loop: this.loop });
+    Object.assign(icmpEngines, {
+      socket: this.socket,
+      fping: this.fping,
+      ping: this.ping,
+      loop: this.loop,
+    });
     try {
       return await work();
     } finally {

@@ -17,7 +17,9 @@ import type { EchoReport, IcmpEngine, IcmpEngineName } from './engine.js';
 import { FpingEngine } from './fping.js';
 import { FpingLoopEngine, type LoopTarget } from './fping-loop.js';
 import { PingEngine } from './ping.js';
+import type { EchoLoop } from './loop-state.js';
 import { SocketEngine } from './socket.js';
+import { SocketLoopEngine } from './socket-loop.js';
 import { echoPayloadBytes, minIpv6PacketBytes } from './process.js';
 
 /*
@@ -63,8 +65,40 @@ export const icmpEngines: {
   loop: new FpingLoopEngine(),
 };
 
-/** Ends every ICMP child process (agent shutdown, end of a test file). */
+let socketLoop: { readonly engine: SocketEngine; readonly loop: SocketLoopEngine } | undefined;
+
+/** The loop on the socket engine's sockets, where they open (for the engine in `icmpEngines` now). */
+function currentSocketLoop(): SocketLoopEngine | undefined {
+  const engine = icmpEngines.socket;
+  if (!(engine instanceof SocketEngine) || !engine.usableNow()) return undefined;
+  if (socketLoop?.engine !== engine) {
+    void socketLoop?.loop.close();
+    socketLoop = { engine, loop: new SocketLoopEngine(engine) };
+  }
+  return socketLoop.loop;
+}
+
+/**
+ * The loop that serves scheduled targets of an engine choice: the one on the agent's own
+ * socket for `socket` and `auto` where the socket opens, fping's for `fping` and for `auto`
+ * otherwise, none for `ping` (each of its rounds is a one-shot echo). Don't Fragment
+ * echoes (path MTU) stay with fping under `auto`, as one-shot ones prefer ping: the socket
+ * cannot name the MTU of a packet our own stack refuses.
+ */
+function loopFor(choice: 'auto' | IcmpEngineName, dontFragment: boolean): EchoLoop | undefined {
+  if (choice === 'ping') return undefined;
+  if (choice === 'socket' || (choice === 'auto' && !dontFragment)) {
+    const loop = currentSocketLoop();
+    if (loop !== undefined || choice === 'socket') return loop;
+  }
+  return icmpEngines.loop;
+}
+
+/** Ends every ICMP child process and socket (agent shutdown, end of a test file). */
 export async function closeIcmpEngines(): Promise<void> {
+  const loop = socketLoop?.loop;
+  socketLoop = undefined;
+  await loop?.close();
   await Promise.all([
     icmpEngines.loop.close(),
     icmpEngines.socket.close(),
@@ -185,19 +219,23 @@ export const nowEchoSpacingMs = 20;
 export const nowEchoHoldMs = 250;
 
 /**
- * Announces a kind's scheduled targets to the loop engine (as that kind's whole set): all but
- * those pinned to iputils ping get pinged by a long-lived fping.
+ * Announces a kind's scheduled targets to the loop engines (as that kind's whole set): all but
+ * those pinned to iputils ping get pinged continuously, by the loop on the agent's own socket
+ * or by a long-lived fping (`loopFor`).
  */
 export function prepareEchoLoop<O>(
   kind: string,
   targets: readonly ScheduledTarget<O>[],
   planOf: (options: O) => EchoPlan,
 ): void {
-  const loop: LoopTarget[] = [];
+  const perLoop = new Map<EchoLoop, LoopTarget[]>([[icmpEngines.loop, []]]);
+  const onSocket = currentSocketLoop();
+  if (onSocket !== undefined) perLoop.set(onSocket, []);
   for (const t of targets) {
     const plan = planOf(t.options);
-    if (plan.engine === 'ping') continue;
-    loop.push({
+    const loop = loopFor(plan.engine, plan.dontFragment === true);
+    if (loop === undefined) continue;
+    perLoop.get(loop)?.push({
       name: t.target.name,
       host: t.target.host,
       family: plan.family,
@@ -207,7 +245,8 @@ export function prepareEchoLoop<O>(
       timeoutMs: t.timeoutMs,
     });
   }
-  icmpEngines.loop.prepare(loop, kind);
+  // Every loop hears the kind's whole share, empty too: targets that moved leave the other.
+  for (const [loop, list] of perLoop) loop.prepare(list, kind);
 }
 
 /**
@@ -238,8 +277,9 @@ export async function runEcho(
   }
   const dontFragment = plan.dontFragment === true;
   // Out of schedule, the loop's next round may be a whole interval away: probe at once.
-  if (plan.engine !== 'ping' && ctx.now !== true) {
-    const looped = await icmpEngines.loop.round({
+  const loop = ctx.now === true ? undefined : loopFor(plan.engine, dontFragment);
+  if (loop !== undefined) {
+    const looped = await loop.round({
       name: target.name,
       host: target.host,
       family: plan.family,
@@ -278,7 +318,10 @@ export async function runEcho(
     signal: ctx.signal,
   });
   // What the loop buffered for this path's next round is older than this answer.
-  if (ctx.now === true) icmpEngines.loop.discard(target.name);
+  if (ctx.now === true) {
+    icmpEngines.loop.discard(target.name);
+    socketLoop?.loop.discard(target.name);
+  }
   return outcomeOf(report, ip, clock);
 }
 

@@ -86,8 +86,11 @@ export interface SendError {
 
 /** What an engine saw for one echo run. */
 export interface EchoReport {
-  /** `fping-loop`: a round of a scheduled target, answered by its long-lived fping. */
-  readonly engine: IcmpEngineName | 'fping-loop';
+  /**
+   * `fping-loop`, `socket-loop`: a round of a scheduled target, answered by its long-lived
+   * fping or by the loop on the agent's own socket.
+   */
+  readonly engine: IcmpEngineName | 'fping-loop' | 'socket-loop';
   /** The address the echoes went to, where the engine chose it (the loop keeps a name's address). */
   readonly ip?: string;
   /** Per echo request, in send order: round-trip in milliseconds, or null when none came back. */

@@ -47,6 +47,19 @@ export interface LoopRound {
   readonly signal: AbortSignal;
 }
 
+/**
+ * A loop engine: what `prepareEchoLoop` and `runEcho` (echo.ts) ask of the one that serves
+ * the scheduled targets (fping-loop.ts, socket-loop.ts).
+ */
+export interface EchoLoop {
+  prepare(targets: readonly LoopTarget[], source?: string): void;
+  /** A round's report, or undefined when the loop declines it (the caller probes another way). */
+  round(req: LoopRound): Promise<EchoReport | undefined>;
+  discard(name: string): void;
+  buffered(name: string): number;
+  close(): Promise<void>;
+}
+
 /** Settings of the loop engine; the defaults suit an agent. */
 export interface FpingLoopOptions {
   /** The fping binary: a name searched in PATH and sbin, or an absolute path. */

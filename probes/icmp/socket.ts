@@ -142,14 +142,32 @@ function errnoName(errno: number): string {
  */
 const maxSendsPerTurn = 128;
 
+/**
+ * Who a packet's fate goes to: a one-shot run (here), or a scheduled target of the socket
+ * loop (socket-loop.ts).
+ */
+export interface PacketSink {
+  /** The address its packets go to. */
+  readonly ip: string;
+  /** Nothing more is wanted: its packets still waiting for their turn are not sent. */
+  readonly closed: boolean;
+  /** Packet `index` left with sequence number `seq`. */
+  sent(index: number, seq: number): void;
+  /** Packet `index` came back after `rttMs`. */
+  reply(index: number, rttMs: number): void;
+  /** An ICMP error about packet `index`; `decides`: it ends the packet (no reply will follow). */
+  error(index: number, error: IcmpError, decides: boolean): void;
+  /** Our own stack refused packet `index`. */
+  refused(index: number, error: SendError): void;
+}
+
 /** One echo run in flight: its packets' fates, in send order. */
-class Run {
+class Run implements PacketSink {
   readonly rttsMs: (number | null)[] = [];
   readonly icmpErrors: IcmpError[] = [];
   readonly sendErrors: SendError[] = [];
   /** Packets whose fate is known: a reply, an error that decides, or a refused send. */
   settled = 0;
-  /** The run has answered: packets of it still waiting for their turn are not sent. */
   closed = false;
   constructor(
     readonly req: EchoRequest,
@@ -157,21 +175,47 @@ class Run {
     readonly done: (aborted: boolean) => void,
   ) {}
 
+  get ip(): string {
+    return this.req.ip;
+  }
+
   /** Every packet is sent and settled: nothing more to wait for. */
   get complete(): boolean {
     return this.rttsMs.length === this.count && this.settled === this.rttsMs.length;
   }
+
+  sent(): void {}
+
+  reply(index: number, rttMs: number): void {
+    this.rttsMs[index] = rttMs;
+    this.settle();
+  }
+
+  error(_index: number, error: IcmpError, decides: boolean): void {
+    this.icmpErrors.push(error);
+    if (decides) this.settle();
+  }
+
+  refused(_index: number, error: SendError): void {
+    this.sendErrors.push(error);
+    this.settle();
+  }
+
+  private settle(): void {
+    this.settled++;
+    if (this.complete) this.done(false);
+  }
 }
 
 interface Pending {
-  readonly run: Run;
+  readonly sink: PacketSink;
   readonly index: number;
   readonly sentAtMs: number;
 }
 
-/** One open socket: a family, Don't Fragment or not, and the probes waiting on it. */
-class EchoSocket {
-  readonly pending = new Map<number, Pending>();
+/** One open socket: a family, Don't Fragment or not, and the packets in flight on it. */
+export class EchoSocket {
+  private readonly pending = new Map<number, Pending>();
   private nextSeq: number;
   readonly socket: NativeSocket;
 
@@ -182,6 +226,11 @@ class EchoSocket {
   ) {
     this.socket = addon.open(family, dontFragment, (events) => this.onEvents(events));
     this.nextSeq = Math.floor(Math.random() * 0x10000);
+  }
+
+  /** Packets sent and not yet answered. */
+  get inFlight(): number {
+    return this.pending.size;
   }
 
   /** A sequence number no packet in flight carries, or undefined when all 65,536 are. */
@@ -195,22 +244,21 @@ class EchoSocket {
   }
 
   /**
-   * Sends packet `index` of `run`, in this turn of the loop or a later one (`maxSendsPerTurn`);
-   * a refusal of our own stack settles it at once.
+   * Sends packet `index` of `sink`, in this turn of the loop or a later one
+   * (`maxSendsPerTurn`); a refusal of our own stack goes to the sink at once.
    */
-  send(run: Run, index: number, payloadBytes: number): void {
-    run.rttsMs.push(null);
+  send(sink: PacketSink, index: number, payloadBytes: number): void {
     if (this.queue.length === 0 && this.turnSends < maxSendsPerTurn) {
       this.turnSends++;
       this.nextTurn();
-      this.transmit(run, index, payloadBytes);
+      this.transmit(sink, index, payloadBytes);
     } else {
-      this.queue.push({ run, index, payloadBytes });
+      this.queue.push({ sink, index, payloadBytes });
       this.nextTurn();
     }
   }
 
-  private readonly queue: { run: Run; index: number; payloadBytes: number }[] = [];
+  private readonly queue: { sink: PacketSink; index: number; payloadBytes: number }[] = [];
   private turnSends = 0;
   private turnArmed = false;
 
@@ -222,86 +270,88 @@ class EchoSocket {
       this.turnArmed = false;
       this.turnSends = 0;
       while (this.queue.length > 0 && this.turnSends < maxSendsPerTurn) {
-        const { run, index, payloadBytes } = this.queue.shift()!;
-        if (run.closed) continue;
+        const { sink, index, payloadBytes } = this.queue.shift()!;
+        if (sink.closed) continue;
         this.turnSends++;
-        this.transmit(run, index, payloadBytes);
+        this.transmit(sink, index, payloadBytes);
       }
       if (this.queue.length > 0 || this.turnSends > 0) this.nextTurn();
     }).unref();
   }
 
-  private transmit(run: Run, index: number, payloadBytes: number): void {
+  private transmit(sink: PacketSink, index: number, payloadBytes: number): void {
     const seq = this.takeSeq();
     if (seq === undefined) {
-      this.refused(run, { code: 'ENOBUFS', text: 'every ICMP sequence number is in flight' });
+      sink.refused(index, { code: 'ENOBUFS', text: 'every ICMP sequence number is in flight' });
       return;
     }
     try {
-      const sentAtMs = this.addon.send(this.socket.handle, run.req.ip, seq, payloadBytes);
-      this.pending.set(seq, { run, index, sentAtMs });
+      const sentAtMs = this.addon.send(this.socket.handle, sink.ip, seq, payloadBytes);
+      this.pending.set(seq, { sink, index, sentAtMs });
+      sink.sent(index, seq);
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      this.refused(run, {
+      sink.refused(index, {
         code: typeof code === 'string' ? code : 'EIO',
         text: err instanceof Error ? err.message : String(err),
       });
     }
   }
 
-  private refused(run: Run, error: SendError): void {
-    run.sendErrors.push(error);
-    run.settled++;
-    if (run.complete) run.done(false);
+  /** Forgets one packet: its answer, if one comes, is too late. */
+  drop(seq: number): void {
+    this.pending.delete(seq);
   }
 
-  /** Forgets a run's packets still in flight: their answers, if any come, are too late. */
-  forget(run: Run): void {
-    for (const [seq, p] of this.pending) if (p.run === run) this.pending.delete(seq);
+  /** Forgets a sink's packets still in flight. */
+  forget(sink: PacketSink): void {
+    for (const [seq, p] of this.pending) if (p.sink === sink) this.pending.delete(seq);
   }
 
   private onEvents(events: readonly NativeEvent[]): void {
-    const finished = new Set<Run>();
     for (const e of events) {
       const p = this.pending.get(e.seq);
       if (p === undefined) continue;
-      const { run } = p;
+      const { sink } = p;
       if (e.kind === 'reply') {
         this.pending.delete(e.seq);
-        run.rttsMs[p.index] = Math.max(0, Math.round((e.atMs - p.sentAtMs) * 1000) / 1000);
-        run.settled++;
+        sink.reply(p.index, Math.max(0, Math.round((e.atMs - p.sentAtMs) * 1000) / 1000));
       } else if (e.kind === 'error') {
         const name = icmpErrorName(this.family, e.type, e.code);
-        run.icmpErrors.push({
-          family: this.family,
-          type: e.type,
-          code: e.code,
-          name,
-          from: e.from,
-          ...(e.info > 0 ? { mtu: e.info } : {}),
-          text: `${name} from ${e.from} for echo request ${e.seq} to ${run.req.ip}`,
-        });
         // A redirect or source quench is no verdict: the packet may still be answered.
-        if (classifyIcmpError(this.family, e.type, e.code) !== undefined) {
-          this.pending.delete(e.seq);
-          run.settled++;
-        }
+        const decides = classifyIcmpError(this.family, e.type, e.code) !== undefined;
+        if (decides) this.pending.delete(e.seq);
+        sink.error(
+          p.index,
+          {
+            family: this.family,
+            type: e.type,
+            code: e.code,
+            name,
+            from: e.from,
+            ...(e.info > 0 ? { mtu: e.info } : {}),
+            text: `${name} from ${e.from} for echo request ${e.seq} to ${sink.ip}`,
+          },
+          decides,
+        );
       } else {
         this.pending.delete(e.seq);
         const code = errnoName(e.code);
-        run.sendErrors.push({
+        sink.refused(p.index, {
           code,
           ...(e.info > 0 ? { mtu: e.info } : {}),
-          text: `${code} for echo request ${e.seq} to ${run.req.ip}`,
+          text: `${code} for echo request ${e.seq} to ${sink.ip}`,
         });
-        run.settled++;
       }
-      if (run.complete) finished.add(run);
     }
-    for (const run of finished) run.done(false);
   }
 
+  /** Closed: sends are refused; whoever holds it asks the engine for a new one. */
+  closed = false;
+
   close(): void {
+    this.closed = true;
+    this.pending.clear();
     this.addon.close(this.socket.handle);
   }
 }
@@ -313,7 +363,7 @@ class EchoSocket {
 export class SocketEngine implements IcmpEngine {
   readonly name = 'socket' as const;
   private addon: IcmpAddon | undefined;
-  private usable: Promise<boolean> | undefined;
+  private usable: boolean | undefined;
   private readonly sockets = new Map<string, EchoSocket>();
   private readonly runs = new Set<Run>();
   /** Why the engine is not usable, once `available()` said so. */
@@ -323,22 +373,27 @@ export class SocketEngine implements IcmpEngine {
   constructor(private readonly addonPath: string | undefined = defaultAddonPath()) {}
 
   available(): Promise<boolean> {
-    this.usable ??= Promise.resolve().then(() => {
+    return Promise.resolve(this.usableNow());
+  }
+
+  /** `available()`, answered at once: the addon loads and an IPv4 socket opens (checked once). */
+  usableNow(): boolean {
+    if (this.usable === undefined) {
       try {
         this.socketFor(4, false);
-        return true;
+        this.usable = true;
       } catch (err) {
         this.unusableReason = err instanceof Error ? err.message : String(err);
-        return false;
+        this.usable = false;
       }
-    });
+    }
     return this.usable;
   }
 
   /** Echo requests sent and not yet answered, over every socket (what a test checks for leaks). */
   get inFlight(): number {
     let n = 0;
-    for (const socket of this.sockets.values()) n += socket.pending.size;
+    for (const socket of this.sockets.values()) n += socket.inFlight;
     return n;
   }
 
@@ -357,7 +412,8 @@ export class SocketEngine implements IcmpEngine {
     return this.addon;
   }
 
-  private socketFor(family: 4 | 6, dontFragment: boolean): EchoSocket {
+  /** The open socket for a family and Don't Fragment (opened now if need be); throws when it cannot open. */
+  socketFor(family: 4 | 6, dontFragment: boolean): EchoSocket {
     const key = `${family}/${dontFragment ? 'df' : ''}`;
     let socket = this.sockets.get(key);
     if (socket === undefined) {
@@ -416,7 +472,8 @@ export class SocketEngine implements IcmpEngine {
       req.signal.addEventListener('abort', onAbort, { once: true });
       deadline = setTimeout(() => finish(false), Math.max(0, req.timeoutMs));
       const sendNext = (): void => {
-        socket.send(run, run.rttsMs.length, payloadBytes);
+        run.rttsMs.push(null);
+        socket.send(run, run.rttsMs.length - 1, payloadBytes);
         if (!run.closed && run.rttsMs.length < count) next = setTimeout(sendNext, req.intervalMs);
       };
       sendNext();
