@@ -28,21 +28,34 @@ describe('faultline probe', () => {
     expect(r.stdout).toMatch(/latency min\/avg\/max = [\d.]+\/[\d.]+\/[\d.]+ ms/);
   });
 
-  it('icmp -c N: one long-lived fping answers the run, not a process per attempt', async () => {
-    const r = await runCli(['probe', 'icmp', '127.0.0.1', '-c', '4', '-i', '200ms', '--json']);
-    expect(r.code).toBe(0);
-    const results = r.stdout
-      .trim()
-      .split('\n')
-      .map((l) => ProbeResultSchema.parse(JSON.parse(l)));
-    expect(results.map((x) => x.class)).toEqual(['ok', 'ok', 'ok', 'ok']);
-    // The first attempt may come before the loop's first packet (one-shot); the rest are its rounds.
-    expect(results.slice(1).map((x) => x.detail?.engine)).toEqual([
-      'fping-loop',
-      'fping-loop',
-      'fping-loop',
-    ]);
-  });
+  it.each([
+    { engine: 'auto', loop: 'socket-loop' },
+    { engine: 'fping', loop: 'fping-loop' },
+  ])(
+    'icmp -c N (engine $engine): one loop answers the run ($loop), not a run per attempt',
+    async ({ engine, loop }) => {
+      const r = await runCli([
+        'probe',
+        'icmp',
+        '127.0.0.1',
+        '-c',
+        '4',
+        '-i',
+        '200ms',
+        '-o',
+        `engine=${engine}`,
+        '--json',
+      ]);
+      expect(r.code).toBe(0);
+      const results = r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => ProbeResultSchema.parse(JSON.parse(l)));
+      expect(results.map((x) => x.class)).toEqual(['ok', 'ok', 'ok', 'ok']);
+      // The first attempt may come before the loop's first packet (one-shot); the rest are its rounds.
+      expect(results.slice(1).map((x) => x.detail?.engine)).toEqual([loop, loop, loop]);
+    },
+  );
 
   it('mtu: the size is an option, the effective options are printed, the size is in each line', async () => {
     const r = await runCli(['probe', 'mtu', '127.0.0.1', '-o', 'size=9000', '-o', 'count=1']);
