@@ -224,6 +224,27 @@ export class TestNet {
     });
   }
 
+  /**
+   * What a host does with the ICMP it receives, by an nftables table of its own (`table`,
+   * to delete it later): drop it all (silent), reject it with "host unreachable", or drop
+   * half of it at random.
+   */
+  async icmpFilter(
+    host: TestHost,
+    mode: 'drop' | 'reject' | 'lose-half',
+    table = 'fltest',
+  ): Promise<void> {
+    const verdict = {
+      drop: 'drop',
+      reject: 'reject with icmp type host-unreachable',
+      'lose-half': 'numgen random mod 2 == 0 drop',
+    }[mode];
+    await this.nft(
+      host,
+      `table inet ${table} { chain input { type filter hook input priority 0; ip protocol icmp ${verdict}; }; }`,
+    );
+  }
+
   /** Takes a host's interface down (inside its namespace): the host drops off the network. */
   async linkDown(host: TestHost): Promise<void> {
     await sh('ip', ['-n', host.ns, 'link', 'set', host.ifname, 'down']);

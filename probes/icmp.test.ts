@@ -456,18 +456,9 @@ describe.runIf(canUseNetns)('icmp probe across a network', () => {
       net.addHost('down'),
     ]);
     await Promise.all([
-      net.nft(
-        silent,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp drop; }; }',
-      ),
-      net.nft(
-        rejecting,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp reject with icmp type host-unreachable; }; }',
-      ),
-      net.nft(
-        lossy,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp numgen random mod 2 == 0 drop; }; }',
-      ),
+      net.icmpFilter(silent, 'drop'),
+      net.icmpFilter(rejecting, 'reject'),
+      net.icmpFilter(lossy, 'lose-half'),
       net.linkDown(down),
     ]);
   });

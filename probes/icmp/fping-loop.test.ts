@@ -422,18 +422,9 @@ describe.runIf(canUseNetns)('icmp loop engine across a network', () => {
       net.addHost('slow'),
     ]);
     await Promise.all([
-      net.nft(
-        silent,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp drop; }; }',
-      ),
-      net.nft(
-        rejecting,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp reject with icmp type host-unreachable; }; }',
-      ),
-      net.nft(
-        lossy,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp numgen random mod 2 == 0 drop; }; }',
-      ),
+      net.icmpFilter(silent, 'drop'),
+      net.icmpFilter(rejecting, 'reject'),
+      net.icmpFilter(lossy, 'lose-half'),
     ]);
   });
   afterAll(async () => {

@@ -203,16 +203,7 @@ describe.runIf(canUseNetns)('the socket loop across a network', () => {
       net.addHost('silent'),
       net.addHost('reject'),
     ]);
-    await Promise.all([
-      net.nft(
-        silent,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp drop; }; }',
-      ),
-      net.nft(
-        rejecting,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp reject with icmp type host-unreachable; }; }',
-      ),
-    ]);
+    await Promise.all([net.icmpFilter(silent, 'drop'), net.icmpFilter(rejecting, 'reject')]);
   });
   afterAll(async () => {
     icmp.prepare?.([]);
@@ -254,10 +245,7 @@ describe.runIf(canUseNetns)('the socket loop across a network', () => {
       const r = await round(target);
       return r.detail?.engine === 'socket-loop' && r.class === 'ok' ? r : undefined;
     });
-    await net.nft(
-      healthy,
-      'table inet flsilent { chain input { type filter hook input priority 0; ip protocol icmp drop; }; }',
-    );
+    await net.icmpFilter(healthy, 'drop', 'flsilent');
     try {
       const cutAt = Date.now();
       const failed = await pollUntil(

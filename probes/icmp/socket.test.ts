@@ -154,6 +154,29 @@ describe('the socket engine', () => {
   });
 });
 
+/** Runs an ES module `script` with node in `host`'s namespace as nobody, without any capability. */
+function asNobody(host: TestHost, script: string) {
+  return spawnSync(
+    'ip',
+    [
+      'netns',
+      'exec',
+      host.ns,
+      'setpriv',
+      '--reuid=65534',
+      '--regid=65534',
+      '--clear-groups',
+      '--bounding-set=-all',
+      '--inh-caps=-all',
+      process.execPath,
+      '--input-type=module',
+      '-e',
+      script,
+    ],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
+}
+
 describe.runIf(canUseNetns)('the socket engine across a network', () => {
   let net: TestNet;
   let silent: TestHost;
@@ -171,18 +194,9 @@ describe.runIf(canUseNetns)('the socket engine across a network', () => {
       net.addHost('prober'),
     ]);
     await Promise.all([
-      net.nft(
-        silent,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp drop; }; }',
-      ),
-      net.nft(
-        rejecting,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp reject with icmp type host-unreachable; }; }',
-      ),
-      net.nft(
-        lossy,
-        'table inet fltest { chain input { type filter hook input priority 0; ip protocol icmp numgen random mod 2 == 0 drop; }; }',
-      ),
+      net.icmpFilter(silent, 'drop'),
+      net.icmpFilter(rejecting, 'reject'),
+      net.icmpFilter(lossy, 'lose-half'),
       net.linkDown(down),
     ]);
   });
@@ -266,25 +280,7 @@ describe.runIf(canUseNetns)('the socket engine across a network', () => {
       const [gateway, rejecting, silent] = ok ? await Promise.all(${JSON.stringify([net.gateway, rejecting.ip, silent.ip])}.map(echo)) : [];
       console.log(JSON.stringify({ ok, reason: engine.unusableReason, raw: engine.raw, uid: process.getuid(), gateway, rejecting, silent }));
       await engine.close();`;
-    const run = spawnSync(
-      'ip',
-      [
-        'netns',
-        'exec',
-        prober.ns,
-        'setpriv',
-        '--reuid=65534',
-        '--regid=65534',
-        '--clear-groups',
-        '--bounding-set=-all',
-        '--inh-caps=-all',
-        process.execPath,
-        '--input-type=module',
-        '-e',
-        script,
-      ],
-      { encoding: 'utf8', timeout: 20_000 },
-    );
+    const run = asNobody(prober, script);
     expect(run.status, run.stderr).toBe(0);
     const out = JSON.parse(run.stdout) as Record<string, unknown>;
     expect(out).toMatchObject({ ok: true, raw: false, uid: 65534 });
@@ -311,25 +307,7 @@ describe.runIf(canUseNetns)('the socket engine across a network', () => {
       '-w',
       'net.ipv4.ping_group_range=1 0',
     ]);
-    const denied = spawnSync(
-      'ip',
-      [
-        'netns',
-        'exec',
-        prober.ns,
-        'setpriv',
-        '--reuid=65534',
-        '--regid=65534',
-        '--clear-groups',
-        '--bounding-set=-all',
-        '--inh-caps=-all',
-        process.execPath,
-        '--input-type=module',
-        '-e',
-        script,
-      ],
-      { encoding: 'utf8', timeout: 20_000 },
-    );
+    const denied = asNobody(prober, script);
     expect(denied.status, denied.stderr).toBe(0);
     const deniedOut = JSON.parse(denied.stdout) as { ok: boolean; reason: string };
     expect(deniedOut.ok).toBe(false);
