@@ -489,7 +489,7 @@ describe.runIf(canUseNetns)('Agent: scheduled mtu targets', () => {
     await net?.destroy();
   });
 
-  it('run on the long-lived fping beside icmp (on the socket loop), with results and metrics like every kind', async () => {
+  it('run on the socket loop beside icmp, with results and metrics like every kind', async () => {
     // The bridge, the agent's own interface toward the host, is 1500 bytes: a 9000-byte
     // packet with Don't Fragment cannot leave.
     const config = parseAgentConfig(
@@ -504,9 +504,9 @@ describe.runIf(canUseNetns)('Agent: scheduled mtu targets', () => {
     agent.onResult((r) => results.push(r));
     const last = (target: string) => results.filter((r) => r.target === target).at(-1);
     await pollUntil(
-      'mtu rounds answered by the fping loop, icmp ones by the socket loop, and the jumbo refused',
+      'mtu and icmp rounds answered by the socket loop, and the jumbo refused',
       () =>
-        last('h-mtu')?.detail?.engine === 'fping-loop' &&
+        last('h-mtu')?.detail?.engine === 'socket-loop' &&
         last('h-icmp')?.detail?.engine === 'socket-loop' &&
         last('h-jumbo')?.class === 'mtu_exceeded',
       { timeoutMs: 8000, intervalMs: 100 },

@@ -28,7 +28,8 @@ export const icmpOptions = z
      * `socket` (the agent's own ICMP socket: no process per probe; needs the built addon and
      * CAP_NET_RAW or net.ipv4.ping_group_range), `fping` (one process for many concurrent
      * probes), `ping` (iputils, one process per probe), or `auto`: the first of these that
-     * works (ping first for Don't Fragment echoes: it names the MTU). Scheduled targets are
+     * works (of the programs, ping first for Don't Fragment echoes: it names the MTU a
+     * refused packet needed, as the socket does). Scheduled targets are
      * pinged continuously, `count` packets per interval: by a loop on the socket (`socket`,
      * and `auto` where it opens) or by one long-lived fping (`fping`, and `auto` otherwise);
      * with `ping` each round is its own echo run.

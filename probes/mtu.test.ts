@@ -76,13 +76,13 @@ describe('mtu options', () => {
 });
 
 describe('mtu probe on loopback', () => {
-  it('a 1500-byte echo with Don’t Fragment answers: ok, on ping first, with the size in detail', async () => {
+  it('a 1500-byte echo with Don’t Fragment answers: ok, on the agent’s socket first, with the size in detail', async () => {
     const r = await probe('127.0.0.1', { count: 2, intervalMs: 50 });
     expect(r.class).toBe('ok');
     expect(r.kind).toBe('mtu');
     expect(r.timings.rttMs).toBeGreaterThan(0);
     expect(r.detail).toMatchObject({
-      engine: 'ping',
+      engine: 'socket',
       ip: '127.0.0.1',
       sent: 2,
       received: 2,
@@ -91,13 +91,18 @@ describe('mtu probe on loopback', () => {
     expect(r.detail).not.toHaveProperty('nextHopMtu');
   });
 
-  it('on fping too, and up to the largest IP packet (loopback carries 64 KiB)', async () => {
+  it('on ping and fping too, and up to the largest IP packet (loopback carries 64 KiB)', async () => {
+    const viaPing = await probe('127.0.0.1', { engine: 'ping', count: 1 });
+    expect(viaPing.class).toBe('ok');
+    expect(viaPing.detail).toMatchObject({ engine: 'ping', received: 1, sizeBytes: 1500 });
     const viaFping = await probe('127.0.0.1', { engine: 'fping', count: 1 });
     expect(viaFping.class).toBe('ok');
     expect(viaFping.detail).toMatchObject({ engine: 'fping', received: 1, sizeBytes: 1500 });
-    const largest = await probe('127.0.0.1', { size: 65_535, count: 1 });
-    expect(largest.class).toBe('ok');
-    expect(largest.detail).toMatchObject({ received: 1, sizeBytes: 65_535 });
+    for (const engine of ['socket', 'ping']) {
+      const largest = await probe('127.0.0.1', { size: 65_535, count: 1, engine });
+      expect(largest.class).toBe('ok');
+      expect(largest.detail).toMatchObject({ engine, received: 1, sizeBytes: 65_535 });
+    }
   });
 
   it.runIf(hasV6Loopback)(

@@ -67,9 +67,11 @@ function echoPlan(options: MtuOptions): EchoPlan {
  *   `mtu_exceeded`, with `detail.nextHopMtu` where the engine names it;
  * - any other unreachable: `icmp_unreachable`.
  *
- * It runs on the icmp probe's engines: scheduled targets on the long-lived fping (one per
- * distinct size and timing), rounds it cannot answer on iputils ping first, which reports
- * the packets the local stack refused and the MTU (fping stays silent about them).
+ * It runs on the icmp probe's engines: the agent's own ICMP socket where it opens (scheduled
+ * targets on its loop), which names the MTU of a packet our own stack refused; else
+ * scheduled targets on the long-lived fping (one per distinct size and timing) and rounds it
+ * cannot answer on iputils ping first, which reports those packets and the MTU too (fping
+ * stays silent about them).
  * `detail.sizeBytes` is the packet size sent.
  *
  * After a "fragmentation needed" the sending host's kernel remembers the path MTU for that

@@ -20,7 +20,8 @@
  *
  * API (all synchronous; errors are thrown as Error with `code` an errno name):
  *   open(family 4|6, dontFragment bool, onEvents(events[])) -> { handle, raw, ident }
- *   send(handle, ip, seq, payloadBytes) -> the send time in ms (the receive timestamps' clock)
+ *   send(handle, ip, seq, payloadBytes) -> the send time in ms (the receive timestamps' clock);
+ *     EMSGSIZE (Don't Fragment, larger than the path's MTU) carries `mtu`, that MTU
  *   close(handle)
  * An event is { kind: 'reply'|'error'|'local', seq, from, atMs, type, code, info }:
  *   reply: an echo reply to our request `seq`, received at `atMs` (kernel timestamp).
@@ -55,9 +56,12 @@ struct fl_icmp_filter {
 
 /* Datagrams read per wake-up before yielding to the loop: a flood cannot starve it. */
 #define MAX_PER_WAKEUP 512
+/* The largest echo payload: an IPv6 packet's 65,535 bytes less the ICMPv6 header (IPv4's
+ * limit is 20 bytes less; the kernel refuses what exceeds it, EMSGSIZE). */
+#define MAX_PAYLOAD 65527
 /* The receive queue asked for. */
 #define RECV_QUEUE_BYTES (4 << 20)
-/* Largest datagram read: an echo reply carries the payload we sent (at most 65,000 bytes). */
+/* Largest datagram read: an echo reply carries the payload we sent (up to a whole IP packet). */
 #define RECV_BYTES 65536
 
 typedef struct {
@@ -103,6 +107,32 @@ static napi_value throw_errno(napi_env env, int err, const char *what) {
   snprintf(message, sizeof message, "%s: %s (%s)", what, strerror(err), name);
   napi_throw_error(env, name, message);
   return NULL;
+}
+
+/*
+ * The MTU of the path to `to` as our own stack knows it (the route's, or a smaller one learnt
+ * from a "fragmentation needed" / "packet too big"): what a Don't Fragment packet larger than
+ * it was refused for. Read from a connected UDP socket, which is the one place Linux gives it
+ * out; 0 when that fails.
+ */
+static int path_mtu(int family, const struct sockaddr_in6 *to, socklen_t to_len) {
+  struct sockaddr_in6 peer;
+  memcpy(&peer, to, sizeof peer);
+  /* Any port: connect() only picks the route. */
+  if (family == 4)
+    ((struct sockaddr_in *)&peer)->sin_port = htons(9);
+  else
+    peer.sin6_port = htons(9);
+  int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  int mtu = 0;
+  socklen_t len = sizeof mtu;
+  if (connect(fd, (struct sockaddr *)&peer, to_len) < 0 ||
+      getsockopt(fd, family == 4 ? IPPROTO_IP : IPPROTO_IPV6, family == 4 ? IP_MTU : IPV6_MTU,
+                 &mtu, &len) < 0)
+    mtu = 0;
+  close(fd);
+  return mtu;
 }
 
 static uint16_t checksum(const unsigned char *p, size_t n) {
@@ -488,9 +518,9 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   if (box == NULL ||
       napi_get_value_string_utf8(env, argv[1], ip, sizeof ip, &ip_len) != napi_ok ||
       napi_get_value_uint32(env, argv[2], &seq) != napi_ok || seq > 0xffff ||
-      napi_get_value_uint32(env, argv[3], &payload) != napi_ok || payload > 65000) {
+      napi_get_value_uint32(env, argv[3], &payload) != napi_ok || payload > MAX_PAYLOAD) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
-                          "send(handle, ip: string, seq: 0..65535, payloadBytes: 0..65000)");
+                          "send(handle, ip: string, seq: 0..65535, payloadBytes: 0..65527)");
     return NULL;
   }
   icmp_sock *s = box->s;
@@ -533,7 +563,22 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   }
   double at = now_ms();
   ssize_t sent = sendto(s->fd, packet, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len);
-  if (sent < 0) return throw_errno(env, errno, "sendto");
+  if (sent < 0) {
+    int err = errno;
+    if (err != EMSGSIZE) return throw_errno(env, err, "sendto");
+    /* Too big for the path with Don't Fragment: name the MTU it would have needed. */
+    int mtu = path_mtu(s->family, &to, to_len);
+    char message[256];
+    snprintf(message, sizeof message, "sendto: %s (EMSGSIZE), mtu=%d", strerror(err), mtu);
+    napi_value code, text, error, value;
+    CHECK(napi_create_string_utf8(env, "EMSGSIZE", NAPI_AUTO_LENGTH, &code));
+    CHECK(napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text));
+    CHECK(napi_create_error(env, code, text, &error));
+    if (mtu > 0 && napi_create_int32(env, mtu, &value) == napi_ok)
+      napi_set_named_property(env, error, "mtu", value);
+    napi_throw(env, error);
+    return NULL;
+  }
   napi_value result;
   CHECK(napi_create_double(env, at, &result));
   return result;

@@ -81,13 +81,11 @@ function currentSocketLoop(): SocketLoopEngine | undefined {
 /**
  * The loop that serves scheduled targets of an engine choice: the one on the agent's own
  * socket for `socket` and `auto` where the socket opens, fping's for `fping` and for `auto`
- * otherwise, none for `ping` (each of its rounds is a one-shot echo). Don't Fragment
- * echoes (path MTU) stay with fping under `auto`, as one-shot ones prefer ping: the socket
- * cannot name the MTU of a packet our own stack refuses.
+ * otherwise, none for `ping` (each of its rounds is a one-shot echo).
  */
-function loopFor(choice: 'auto' | IcmpEngineName, dontFragment: boolean): EchoLoop | undefined {
+function loopFor(choice: 'auto' | IcmpEngineName): EchoLoop | undefined {
   if (choice === 'ping') return undefined;
-  if (choice === 'socket' || (choice === 'auto' && !dontFragment)) {
+  if (choice !== 'fping') {
     const loop = currentSocketLoop();
     if (loop !== undefined || choice === 'socket') return loop;
   }
@@ -115,12 +113,13 @@ async function pickEngine(
     const engine = icmpEngines[choice];
     return (await engine.available()) ? engine : undefined;
   }
-  // The agent's own socket first: no process per probe. For Don't Fragment echoes (path
-  // MTU probes) ping goes first: it names the MTU a refused packet would have needed, which
-  // the socket cannot learn, and fping prints nothing for such a packet (EMSGSIZE: the local
-  // interface, or a path MTU learnt from a "fragmentation needed").
+  // The agent's own socket first: no process per probe, and for Don't Fragment echoes (path
+  // MTU probes) it names the MTU a packet our own stack refused would have needed. Of the
+  // programs, ping goes first for those: it names that MTU too, where fping prints nothing
+  // for such a packet (EMSGSIZE: the local interface, or a path MTU learnt from a
+  // "fragmentation needed").
   const order = dontFragment
-    ? [icmpEngines.ping, icmpEngines.socket, icmpEngines.fping]
+    ? [icmpEngines.socket, icmpEngines.ping, icmpEngines.fping]
     : [icmpEngines.socket, icmpEngines.fping, icmpEngines.ping];
   for (const engine of order) if (await engine.available()) return engine;
   return undefined;
@@ -233,7 +232,7 @@ export function prepareEchoLoop<O>(
   if (onSocket !== undefined) perLoop.set(onSocket, []);
   for (const t of targets) {
     const plan = planOf(t.options);
-    const loop = loopFor(plan.engine, plan.dontFragment === true);
+    const loop = loopFor(plan.engine);
     if (loop === undefined) continue;
     perLoop.get(loop)?.push({
       name: t.target.name,
@@ -277,7 +276,7 @@ export async function runEcho(
   }
   const dontFragment = plan.dontFragment === true;
   // Out of schedule, the loop's next round may be a whole interval away: probe at once.
-  const loop = ctx.now === true ? undefined : loopFor(plan.engine, dontFragment);
+  const loop = ctx.now === true ? undefined : loopFor(plan.engine);
   if (loop !== undefined) {
     const looped = await loop.round({
       name: target.name,

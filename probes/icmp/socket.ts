@@ -290,9 +290,10 @@ export class EchoSocket {
       this.pending.set(seq, { sink, index, sentAtMs });
       sink.sent(index, seq);
     } catch (err) {
-      const code = (err as { code?: unknown }).code;
+      const { code, mtu } = err as { code?: unknown; mtu?: unknown };
       sink.refused(index, {
         code: typeof code === 'string' ? code : 'EIO',
+        ...(typeof mtu === 'number' && mtu > 0 ? { mtu } : {}),
         text: err instanceof Error ? err.message : String(err),
       });
     }
