@@ -8,7 +8,7 @@
 // failed build warns and exits 0, unless FAULTLINE_NATIVE=required (CI, the Docker image),
 // where it fails: there the tests and the image expect the socket engine.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -63,9 +63,16 @@ function fail(message) {
   process.exit(0);
 }
 
+/**
+ * Copies the addon into dist/native/ under a new name, then renames it over the old one: a
+ * running agent keeps its mapping of the old file. Writing into that file instead (a plain
+ * copy onto it) changes the code under the running agent, which then crashes.
+ */
 function ship() {
   mkdirSync(dirname(shipped), { recursive: true });
-  copyFileSync(addon, shipped);
+  const fresh = `${shipped}.${process.pid}.tmp`;
+  copyFileSync(addon, fresh);
+  renameSync(fresh, shipped);
 }
 
 if (mtime(addon) > Math.max(...sources.map(mtime))) {
