@@ -499,7 +499,12 @@ describe.runIf(canUseNetns)('Agent: scheduled mtu targets', () => {
         `  - { name: h-jumbo, kind: mtu, address: "${host.ip}", options: { count: 2, size: 9000 } }\n`,
       'test.yaml',
     );
-    agent = await Agent.start(config, memoryLog().log);
+    const { log, lines } = memoryLog();
+    agent = await Agent.start(config, log);
+    // The start says how echoes go out: here (root) on the agent's own raw socket.
+    expect(lines().find((l) => l.msg === 'agent started')).toMatchObject({
+      icmp: 'own raw ICMP socket',
+    });
     const results: ProbeResult[] = [];
     agent.onResult((r) => results.push(r));
     const last = (target: string) => results.filter((r) => r.target === target).at(-1);

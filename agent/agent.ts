@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { listenError } from '../lib/listen-error.js';
 import { echoKinds, probeDefinition, probeKinds, probeRegistry } from '../probes/registry.js';
 import type { ProbeContext, ProbeDefinition, ScheduledTarget } from '../probes/types.js';
-import { nowEchoSpacingMs } from '../probes/icmp/echo.js';
+import { icmpEngineSummary, nowEchoSpacingMs } from '../probes/icmp/echo.js';
 import { runProbe } from '../probes/run.js';
 import type { FailureClass, ProbeResult } from '../wire/result.js';
 import type { AgentConfig, ResolvedTarget } from './config.js';
@@ -142,8 +142,14 @@ export class Agent {
     agent.prepareKinds(config);
     agent.scheduler.setJobs(agent.jobs(config));
     agent.scheduler.start();
+    // How echoes go out (the own socket, or fping and why): what to look at first when they fail.
+    const echoes = config.targets.some((t) => echoKinds.has(t.kind));
     log.info(
-      { targets: config.targets.length, metrics: agent.metricsUrl() ?? null },
+      {
+        targets: config.targets.length,
+        metrics: agent.metricsUrl() ?? null,
+        ...(echoes ? { icmp: icmpEngineSummary() } : {}),
+      },
       'agent started',
     );
     return agent;

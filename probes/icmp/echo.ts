@@ -92,6 +92,18 @@ function loopFor(choice: 'auto' | IcmpEngineName): EchoLoop | undefined {
   return icmpEngines.loop;
 }
 
+/**
+ * How echoes go out in this process, for the agent's start log: on its own ICMP socket (a
+ * raw one, or a ping socket), or on fping and ping, and why not on the socket.
+ */
+export function icmpEngineSummary(): string {
+  const engine = icmpEngines.socket;
+  if (!(engine instanceof SocketEngine)) return 'fping or ping';
+  if (engine.usableNow())
+    return engine.raw === true ? 'own raw ICMP socket' : 'own ICMP ping socket';
+  return `fping or ping (no own ICMP socket: ${engine.unusableReason ?? 'unknown'})`;
+}
+
 /** Ends every ICMP child process and socket (agent shutdown, end of a test file). */
 export async function closeIcmpEngines(): Promise<void> {
   const loop = socketLoop?.loop;
