@@ -117,13 +117,14 @@ export async function closeIcmpEngines(): Promise<void> {
   ]);
 }
 
-async function pickEngine(
+/** The usable engines for a choice, in the order they are tried: one for a named engine. */
+async function pickEngines(
   choice: 'auto' | IcmpEngineName,
   dontFragment: boolean,
-): Promise<IcmpEngine | undefined> {
+): Promise<IcmpEngine[]> {
   if (choice !== 'auto') {
     const engine = icmpEngines[choice];
-    return (await engine.available()) ? engine : undefined;
+    return (await engine.available()) ? [engine] : [];
   }
   // The agent's own socket first: no process per probe, and for Don't Fragment echoes (path
   // MTU probes) it names the MTU a packet our own stack refused would have needed. Of the
@@ -133,8 +134,9 @@ async function pickEngine(
   const order = dontFragment
     ? [icmpEngines.socket, icmpEngines.ping, icmpEngines.fping]
     : [icmpEngines.socket, icmpEngines.fping, icmpEngines.ping];
-  for (const engine of order) if (await engine.available()) return engine;
-  return undefined;
+  const usable: IcmpEngine[] = [];
+  for (const engine of order) if (await engine.available()) usable.push(engine);
+  return usable;
 }
 
 /** The probe's outcome from an engine's report: decided from replies, ICMP types and send errnos only. */
@@ -302,8 +304,8 @@ export async function runEcho(
     });
     if (looped !== undefined) return outcomeOf(looped, looped.ip ?? ip, clock);
   }
-  const engine = await pickEngine(plan.engine, dontFragment);
-  if (engine === undefined) {
+  const engines = await pickEngines(plan.engine, dontFragment);
+  if (engines.length === 0) {
     const wanted = plan.engine === 'auto' ? 'an ICMP socket, fping or ping' : plan.engine;
     return clock.outcome('internal_error', {
       error: {
@@ -314,26 +316,32 @@ export async function runEcho(
   }
   const packetSize =
     plan.sizeBytes !== undefined ? echoPayloadBytes(plan.sizeBytes, family) : plan.packetSize;
-  const report = await engine.echo({
-    ip,
-    family,
-    count: plan.count,
-    // Out of schedule (a confirmation, an echo check) the packets ask one question — does
-    // the host answer now — so they leave close together, not spread like a measurement.
-    intervalMs: ctx.now === true ? Math.min(plan.intervalMs, nowEchoSpacingMs) : plan.intervalMs,
-    ...(packetSize === undefined ? {} : { packetSize }),
-    ...(dontFragment ? { dontFragment } : {}),
-    timeoutMs: clock.remainingMs(),
-    ...(ctx.now === true ? { holdMs: nowEchoHoldMs } : {}),
-    ...(ctx.now === true && ctx.burst !== undefined ? { burst: ctx.burst } : {}),
-    signal: ctx.signal,
-  });
+  let report: EchoReport | undefined;
+  for (const engine of engines) {
+    report = await engine.echo({
+      ip,
+      family,
+      count: plan.count,
+      // Out of schedule (a confirmation, an echo check) the packets ask one question — does
+      // the host answer now — so they leave close together, not spread like a measurement.
+      intervalMs: ctx.now === true ? Math.min(plan.intervalMs, nowEchoSpacingMs) : plan.intervalMs,
+      ...(packetSize === undefined ? {} : { packetSize }),
+      ...(dontFragment ? { dontFragment } : {}),
+      timeoutMs: clock.remainingMs(),
+      ...(ctx.now === true ? { holdMs: nowEchoHoldMs } : {}),
+      ...(ctx.now === true && ctx.burst !== undefined ? { burst: ctx.burst } : {}),
+      signal: ctx.signal,
+    });
+    // An engine that failed before sending anything (e.g. the socket of this address family
+    // does not open) says nothing about the target: under auto the next one probes it.
+    if (report.failure === undefined || report.rttsMs.length > 0) break;
+  }
   // What the loop buffered for this path's next round is older than this answer.
   if (ctx.now === true) {
     icmpEngines.loop.discard(target.name);
     socketLoop?.loop.discard(target.name);
   }
-  return outcomeOf(report, ip, clock);
+  return outcomeOf(report!, ip, clock);
 }
 
 /** An echo result's loss for its period summary, weighted by the packets sent. */

@@ -123,6 +123,35 @@ describe('the socket engine', () => {
     }
   });
 
+  it('a socket that fails for an address family (nothing sent): auto probes on fping instead', async () => {
+    const saved = icmpEngines.socket;
+    // The socket engine as it answers when, say, its IPv6 socket may not open.
+    icmpEngines.socket = {
+      name: 'socket',
+      available: () => Promise.resolve(true),
+      echo: () =>
+        Promise.resolve({
+          engine: 'socket',
+          rttsMs: [],
+          icmpErrors: [],
+          aborted: false,
+          failure: { code: 'EACCES', message: 'cannot open an ICMP socket' },
+        }),
+      close: () => Promise.resolve(),
+    };
+    try {
+      const r = await probe('127.0.0.1', { count: 1 });
+      expect(r.class).toBe('ok');
+      expect(r.detail?.engine).toBe('fping');
+      // Named, it is what it is: the failure is the engine's, not the target's.
+      const forced = await probe('127.0.0.1', { count: 1, engine: 'socket' });
+      expect(forced.class).toBe('internal_error');
+      expect(forced.error?.code).toBe('EACCES');
+    } finally {
+      icmpEngines.socket = saved;
+    }
+  });
+
   it('close(): a probe in flight answers as aborted, and the engine opens a new socket after', async () => {
     const engine = new SocketEngine();
     const saved = icmpEngines.socket;
