@@ -77,9 +77,17 @@ export class NatsCluster {
   }
 
   /** Waits until the node on `host` answers its JetStream health check. */
-  async untilHealthy(host: string, timeoutMs = 30_000): Promise<void> {
+  async untilHealthy(
+    host: string,
+    timeoutMs = 30_000,
+    opts: { readonly current?: boolean } = {},
+  ): Promise<void> {
     const proc = this.node(host);
-    const url = `http://${this.lab.host(host).ip}:${natsPorts.monitor}/healthz?js-enabled-only=true`;
+    // `js-enabled-only`: JetStream is on. Without it (`current`), the server also reports
+    // JetStream current: the meta group and its streams caught up. A restarted node answers
+    // publishes with "jetstream is not enabled" until then.
+    const query = opts.current === true ? '' : '?js-enabled-only=true';
+    const url = `http://${this.lab.host(host).ip}:${natsPorts.monitor}/healthz${query}`;
     await pollUntil(
       `NATS on ${host} healthy`,
       async () => {

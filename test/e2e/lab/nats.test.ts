@@ -242,7 +242,10 @@ describe.runIf(canRunLab)('lab: NATS JetStream transport', () => {
     const healMs = Date.now();
     await cut.heal();
     cluster.startNode('nats-1');
-    await cluster.untilHealthy('nats-1');
+    // Healed: the restarted node's JetStream caught up too. Until then it may answer an
+    // agent's publish with "jetstream is not enabled", and that agent backs off for seconds:
+    // it would stop with batches in its spool (kept for its next start, but not delivered).
+    await Promise.all(natsHosts.map((h) => cluster.untilHealthy(h, 45_000, { current: true })));
     await untilGrown(dataA(), await storedSeqs(dataA()), 'reports flowing after the heal');
 
     // The agents stop: each spools its last batch and delivers it, and says what it made.
