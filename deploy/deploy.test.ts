@@ -458,8 +458,8 @@ describe.runIf(canDropPrivileges && onPath('fping') && onPath('ping'))(
       };
       expect(sc.capabilities.drop).toEqual(['ALL']);
       // The agent process itself holds no capability: its own ICMP socket is a ping socket
-      // where net.ipv4.ping_group_range allows it (container runtimes' default), else refused
-      // (then fping serves it).
+      // where net.ipv4.ping_group_range allows it (the node's sysctl, with hostNetwork), else
+      // refused (then fping serves it).
       const pinged = pingUnder(fromPod);
       expect(pinged).toMatchObject({ fping: 0, ping: 0 });
       expect(['ping', 'EPERM', 'EACCES']).toContain(pinged.socket);
