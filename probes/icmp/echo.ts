@@ -117,26 +117,21 @@ export async function closeIcmpEngines(): Promise<void> {
   ]);
 }
 
-/** The usable engines for a choice, in the order they are tried: one for a named engine. */
-async function pickEngines(
-  choice: 'auto' | IcmpEngineName,
-  dontFragment: boolean,
-): Promise<IcmpEngine[]> {
-  if (choice !== 'auto') {
-    const engine = icmpEngines[choice];
-    return (await engine.available()) ? [engine] : [];
-  }
+/**
+ * The engines for a choice, in the order they are tried: one for a named engine. Whether
+ * each is usable is asked only when its turn comes (runEcho), so a probe the first engine
+ * answers checks no other.
+ */
+function engineOrder(choice: 'auto' | IcmpEngineName, dontFragment: boolean): IcmpEngine[] {
+  if (choice !== 'auto') return [icmpEngines[choice]];
   // The agent's own socket first: no process per probe, and for Don't Fragment echoes (path
   // MTU probes) it names the MTU a packet our own stack refused would have needed. Of the
   // programs, ping goes first for those: it names that MTU too, where fping prints nothing
   // for such a packet (EMSGSIZE: the local interface, or a path MTU learnt from a
   // "fragmentation needed").
-  const order = dontFragment
+  return dontFragment
     ? [icmpEngines.socket, icmpEngines.ping, icmpEngines.fping]
     : [icmpEngines.socket, icmpEngines.fping, icmpEngines.ping];
-  const usable: IcmpEngine[] = [];
-  for (const engine of order) if (await engine.available()) usable.push(engine);
-  return usable;
 }
 
 /** The probe's outcome from an engine's report: decided from replies, ICMP types and send errnos only. */
@@ -304,20 +299,11 @@ export async function runEcho(
     });
     if (looped !== undefined) return outcomeOf(looped, looped.ip ?? ip, clock);
   }
-  const engines = await pickEngines(plan.engine, dontFragment);
-  if (engines.length === 0) {
-    const wanted = plan.engine === 'auto' ? 'an ICMP socket, fping or ping' : plan.engine;
-    return clock.outcome('internal_error', {
-      error: {
-        code: 'FL_ERR_ENGINE',
-        message: `no usable ICMP engine: ${wanted} is not built or installed, or may not open an ICMP socket (CAP_NET_RAW, or net.ipv4.ping_group_range)`,
-      },
-    });
-  }
   const packetSize =
     plan.sizeBytes !== undefined ? echoPayloadBytes(plan.sizeBytes, family) : plan.packetSize;
   let report: EchoReport | undefined;
-  for (const engine of engines) {
+  for (const engine of engineOrder(plan.engine, dontFragment)) {
+    if (!(await engine.available())) continue;
     report = await engine.echo({
       ip,
       family,
@@ -336,12 +322,21 @@ export async function runEcho(
     // does not open) says nothing about the target: under auto the next one probes it.
     if (report.failure === undefined || report.rttsMs.length > 0) break;
   }
+  if (report === undefined) {
+    const wanted = plan.engine === 'auto' ? 'an ICMP socket, fping or ping' : plan.engine;
+    return clock.outcome('internal_error', {
+      error: {
+        code: 'FL_ERR_ENGINE',
+        message: `no usable ICMP engine: ${wanted} is not built or installed, or may not open an ICMP socket (CAP_NET_RAW, or net.ipv4.ping_group_range)`,
+      },
+    });
+  }
   // What the loop buffered for this path's next round is older than this answer.
   if (ctx.now === true) {
     icmpEngines.loop.discard(target.name);
     socketLoop?.loop.discard(target.name);
   }
-  return outcomeOf(report!, ip, clock);
+  return outcomeOf(report, ip, clock);
 }
 
 /** An echo result's loss for its period summary, weighted by the packets sent. */
