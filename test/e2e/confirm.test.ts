@@ -1,7 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type Server as HttpServer,
+  type ServerResponse,
+} from 'node:http';
 import {
   createConnection,
   createServer as createTcpServer,
@@ -163,6 +167,13 @@ class Pair {
 
 const sorted = (xs: readonly number[]): number[] => [...xs].sort((a, b) => a - b);
 const median = (xs: readonly number[]): number => sorted(xs)[Math.floor(xs.length / 2)]!;
+/** The slow service of the confirmation tests, once turned slow. */
+interface SlowService {
+  holding: boolean;
+  heldMs?: number;
+  cutShort: boolean;
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('fast confirmation on loopback, agent and collector processes', () => {
@@ -170,14 +181,47 @@ describe('fast confirmation on loopback, agent and collector processes', () => {
   const httpTarget = 'app/status/http';
   const slowTarget = 'app/slow/http';
   let pair: Pair | undefined;
-  /** The slow HTTP service answers after this long. */
-  let slowMs = 0;
+  /**
+   * The slow HTTP service, once turned slow: it holds the first request until the agent
+   * gives up on it — the path's timeout as the service sees it, `heldMs` — or for
+   * `slowHoldCapMs` at most, and answers every later one `heldMs + 100` ms late (past the
+   * timeout that cut the first one short, inside the configured one and the burst's).
+   */
+  let slow: SlowService | undefined;
+  /** Below the configured timeout (800 ms), and `+ 100` too: the answers after fail nothing. */
+  const slowHoldCapMs = 650;
   let tcpPort = 0;
   let tcpServer: TcpServer | undefined;
   let httpServer: HttpServer | undefined;
   /** The HTTP service answers 500 to this many more requests, then 200 again. */
   let http500s = 0;
   let http500At = 0;
+
+  function answerSlow(res: ServerResponse): void {
+    const state = slow;
+    const answer = (): void => void res.writeHead(200).end('ok');
+    if (state === undefined) return answer();
+    if (state.heldMs !== undefined) {
+      // Uncut, the first request was answered at the cap: the round tested nothing, and the
+      // ones after answer at once (so that it fails nothing either).
+      if (state.cutShort) setTimeout(answer, state.heldMs + 100);
+      else answer();
+      return;
+    }
+    if (state.holding) return answer();
+    state.holding = true;
+    const start = Date.now();
+    const cap = setTimeout(() => {
+      state.heldMs = Date.now() - start;
+      answer();
+    }, slowHoldCapMs);
+    res.on('close', () => {
+      if (res.writableEnded) return;
+      clearTimeout(cap);
+      state.heldMs = Date.now() - start;
+      state.cutShort = true;
+    });
+  }
 
   async function closeTcp(): Promise<void> {
     const server = tcpServer;
@@ -190,7 +234,7 @@ describe('fast confirmation on loopback, agent and collector processes', () => {
     tcpServer = await listenTcp(tcpPort);
     httpServer = createHttpServer((req, res) => {
       if (req.url === '/slow') {
-        setTimeout(() => res.writeHead(200).end('ok'), slowMs);
+        answerSlow(res);
         return;
       }
       if (http500s > 0) {
@@ -290,16 +334,13 @@ describe('fast confirmation on loopback, agent and collector processes', () => {
   it('a path that turns slow but stays healthy is never failing for the shortened timeout', async () => {
     const p = pair!;
     // A loopback answer takes ~1 ms: after 5 successes the path's timeout is down to the
-    // 100 ms floor. Under load (CI runs many files at once) the answers can take long enough
-    // that the timeout stays above 300 ms: then the slow answers below never meet a
-    // shortened timeout, nothing is tested, and the round is tried again (5 at most: on a
-    // slow day three untested rounds in a row were seen in two full runs of three, and five
-    // in one more). From the third round the answers take 450 ms instead: past a timeout
-    // that load kept up to 450 ms, still inside the configured 800 ms and below the burst's
-    // 600 ms at least.
+    // 300 ms floor of a probe riding TCP. The service then holds its first slow answer until
+    // the agent gives up on it, so the test needs no guess at the timeout load left it at;
+    // only when load kept it above the hold's cap (650 ms, below the configured 800) does a
+    // round test nothing, and it is tried again (5 rounds at most).
     let tested = false;
     for (let attempt = 1; attempt <= 5 && !tested; attempt++) {
-      slowMs = 0;
+      slow = undefined;
       // Seven rounds of fast answers (three targets a round): the estimate is down again.
       const resultsBefore = await p.metric('faultline_probe_results_total');
       await pollUntil(
@@ -311,12 +352,12 @@ describe('fast confirmation on loopback, agent and collector processes', () => {
       );
       expect((await p.path(slowTarget))?.state).toBe('ok');
       const bursts = await p.metric('faultline_agent_confirm_bursts_total');
-      // The service turns slow: 300 ms an answer (450 from the third round), past the
-      // shortened 100 ms timeout and well inside the configured 800 ms. The first probe after
-      // it times out; its burst, with twice the path's timeout (at least 600 ms for a path
-      // riding TCP), comes back ok; the rounds after wait longer until the estimate has grown.
-      const slowAnswerMs = attempt <= 2 ? 300 : 450;
-      slowMs = slowAnswerMs;
+      // The service turns slow. The first probe after it times out at the shortened timeout;
+      // its burst, with twice the path's timeout (at least 600 ms for a path riding TCP),
+      // comes back ok, as do the rounds after (the configured timeout until the estimate
+      // has grown past the new answers).
+      const state: SlowService = { holding: false, cutShort: false };
+      slow = state;
       const since = Date.now();
       const seen = new Set<string>();
       while (Date.now() - since < 5000) {
@@ -326,16 +367,22 @@ describe('fast confirmation on loopback, agent and collector processes', () => {
       const path = await p.path(slowTarget);
       const burstsAfter = await p.metric('faultline_agent_confirm_bursts_total');
       console.log(
-        `confirm e2e, slow path (attempt ${attempt}, answers ${slowAnswerMs} ms): states seen ${JSON.stringify([...seen])}, failures in the window ${JSON.stringify(path?.failures)}, bursts ${burstsAfter - bursts}`,
+        `confirm e2e, slow path (attempt ${attempt}): first answer held ${state.heldMs} ms, ${state.cutShort ? 'cut short by the agent' : 'answered at the cap'}; states seen ${JSON.stringify([...seen])}, failures in the window ${JSON.stringify(path?.failures)}, bursts ${burstsAfter - bursts}`,
       );
-      // Never failing. `degraded` is right, though: answers went from ~1 ms to 300 ms, and
+      // Never failing. `degraded` is right, though: answers went from ~1 ms to ~400 ms, and
       // that latency (not the one timeout) is what the collector reports.
       expect(seen.has('failing')).toBe(false);
       if (seen.has('degraded'))
         expect(path!.latencyMs!.p50).toBeGreaterThan(10 * path!.latencyMs!.baseline);
       expect(path?.lastClass).toBe('ok');
-      if (path?.failures.http_timeout === undefined && burstsAfter === bursts) continue;
-      // The one shortened-timeout failure, contradicted by its burst: at most one per change.
+      expect(state.heldMs, 'the first slow request came and ended').toBeDefined();
+      if (!state.cutShort) {
+        expect(path?.failures.http_timeout).toBeUndefined();
+        continue;
+      }
+      // The agent cut it short below the configured 800 ms: its timeout had shrunk. The one
+      // shortened-timeout failure, contradicted by its burst: at most one per change.
+      expect(state.heldMs).toBeLessThanOrEqual(slowHoldCapMs);
       expect(path?.failures.http_timeout).toBe(1);
       expect(burstsAfter - bursts).toBe(1);
       tested = true;
@@ -343,7 +390,7 @@ describe('fast confirmation on loopback, agent and collector processes', () => {
     expect(tested, 'a round in which the path’s timeout was shortened below the slow answers').toBe(
       true,
     );
-    slowMs = 0;
+    slow = undefined;
   }, 120_000);
 });
 
