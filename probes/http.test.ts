@@ -238,6 +238,61 @@ describe('http probe on loopback', () => {
     expect(notHttp.error?.code).toMatch(/^HPE_/);
   });
 
+  it('reads the answers HTTP allows: interim 1xx first, a body to the close, repeated headers', async () => {
+    // A 103 Early Hints before the real answer, whose body runs to the close (no length).
+    const early = await serveRaw((s) =>
+      s.once('data', () => {
+        s.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n');
+        s.end(
+          'HTTP/1.0 200 OK\r\nX-Part: a\r\nX-Part: b\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nto the close',
+        );
+      }),
+    );
+    const r = await probe(`http://127.0.0.1:${early}/`, {
+      expectBody: '^to the close$',
+      expectHeaders: { 'x-part': '^a, b$', 'set-cookie': '^a=1, b=2$' },
+    });
+    expect(r.class, JSON.stringify(r.error)).toBe('ok');
+    expect(r.detail).toMatchObject({
+      status: 200,
+      httpVersion: '1.0',
+      contentLength: -1,
+      bodyBytes: 12,
+    });
+    // A chunked body split across segments, and a HEAD answer whose length has no body after it.
+    const chunked = await serveRaw((s) =>
+      s.once('data', (d: Buffer) => {
+        if (d.toString('latin1').startsWith('HEAD')) {
+          s.write('HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n');
+          return;
+        }
+        s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel');
+        setTimeout(() => s.write('lo\r\n6\r\n world\r\n0\r\n\r\n'), 20);
+      }),
+    );
+    const body = await probe(`http://127.0.0.1:${chunked}/`, { expectBody: '^hello world$' });
+    expect(body.class, JSON.stringify(body.error)).toBe('ok');
+    expect(body.detail).toMatchObject({ bodyBytes: 11, contentLength: -1 });
+    const head = await probe(`http://127.0.0.1:${chunked}/`, { method: 'HEAD' }, 500);
+    expect(head.class, JSON.stringify(head.error)).toBe('ok');
+    expect(head.detail).toMatchObject({ contentLength: 1000, bodyBytes: 0 });
+  });
+
+  it('a Content-Length that is not a number, or headers without end, is protocol_error', async () => {
+    const badLength = await serveRaw((s) =>
+      s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello')),
+    );
+    const r = await probe(`http://127.0.0.1:${badLength}/`);
+    expect(r.class).toBe('protocol_error');
+    expect(r.error?.code).toBe('HPE_INVALID_CONTENT_LENGTH');
+    const endless = await serveRaw((s) =>
+      s.once('data', () => s.write(`HTTP/1.1 200 OK\r\n${'X-Pad: y\r\n'.repeat(10_000)}`)),
+    );
+    const overflow = await probe(`http://127.0.0.1:${endless}/`);
+    expect(overflow.class).toBe('protocol_error');
+    expect(overflow.error?.code).toBe('HPE_HEADER_OVERFLOW');
+  });
+
   it('redirects: reported and judged by status when not followed; followed when asked', async () => {
     const other = await serve((req, res) => res.end(req.headers.authorization ?? 'no-auth'));
     const port = await serve((req, res) => {
