@@ -343,7 +343,6 @@ function parseError(code: string, message: string): Error {
 function exchangeHttp(sock: Socket, req: HopRequest, settings: HopSettings): Promise<HopResponse> {
   const { clock, signal, options } = settings;
   return new Promise<HopResponse>((resolve, reject) => {
-    let sockErr: Error | undefined;
     let settled = false;
     let head: { status: number; httpVersion: string; headers: IncomingHttpHeaders } | undefined;
     /** The response whose headers came last is a 1xx: an interim one, before the real one. */
@@ -437,8 +436,7 @@ function exchangeHttp(sock: Socket, req: HopRequest, settings: HopSettings): Pro
       );
     };
     const onError = (err: Error): void => {
-      sockErr ??= err;
-      finish(new ProbeFailure(classifyConnectionError(sockErr), rawError(sockErr)));
+      finish(new ProbeFailure(classifyConnectionError(err), rawError(err)));
     };
     const onAbort = (): void =>
       finish(
