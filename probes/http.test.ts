@@ -278,7 +278,7 @@ describe('http probe on loopback', () => {
     expect(head.detail).toMatchObject({ contentLength: 1000, bodyBytes: 0 });
   });
 
-  it('a Content-Length that is not a number, or headers without end, is protocol_error', async () => {
+  it('a Content-Length that is not a number, headers without end or a line that is no header is protocol_error', async () => {
     const badLength = await serveRaw((s) =>
       s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello')),
     );
@@ -291,6 +291,12 @@ describe('http probe on loopback', () => {
     const overflow = await probe(`http://127.0.0.1:${endless}/`);
     expect(overflow.class).toBe('protocol_error');
     expect(overflow.error?.code).toBe('HPE_HEADER_OVERFLOW');
+    const noColon = await serveRaw((s) =>
+      s.once('data', () => s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nnot a header\r\n\r\nok')),
+    );
+    const malformed = await probe(`http://127.0.0.1:${noColon}/`);
+    expect(malformed.class).toBe('protocol_error');
+    expect(malformed.error?.code).toBe('HPE_INVALID_HEADER_TOKEN');
   });
 
   it('redirects: reported and judged by status when not followed; followed when asked', async () => {

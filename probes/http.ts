@@ -26,6 +26,14 @@ import {
 } from './socket.js';
 import { isValidHost } from '../lib/host.js';
 import { httpSeries } from './http-series.js';
+import {
+  contentLengthValue,
+  parseError,
+  requestHead,
+  ResponseParser,
+  responseHeaders,
+  type WireRequest,
+} from './http-wire.js';
 import type { ProbeDefinition } from './types.js';
 
 const regex = userRegexField();
@@ -138,12 +146,7 @@ const phases = ['dnsMs', 'connectMs', 'tlsMs', 'firstByteMs'] as const;
 // Credentials are for the origin they were configured for, never for where it redirects.
 const originBoundHeaders = ['authorization', 'proxy-authorization', 'cookie'];
 
-interface HopRequest {
-  readonly url: URL;
-  readonly method: string;
-  readonly headers: Record<string, string>;
-  readonly body: string | undefined;
-}
+type HopRequest = WireRequest;
 
 interface HopResponse {
   readonly status: number;
@@ -271,67 +274,6 @@ function secured(sock: TLSSocket, { clock, signal }: HopSettings): Promise<void>
 }
 
 /**
- * Response headers that Node's `IncomingMessage.headers` keeps only the first of when a
- * server repeats them; other repeated headers are joined with ", " (`set-cookie` is a list).
- * The probe reads headers the way a Node client would.
- */
-const firstOnlyHeaders = new Set([
-  'age',
-  'authorization',
-  'content-length',
-  'content-type',
-  'etag',
-  'expires',
-  'from',
-  'host',
-  'if-modified-since',
-  'if-unmodified-since',
-  'last-modified',
-  'location',
-  'max-forwards',
-  'proxy-authorization',
-  'referer',
-  'retry-after',
-  'server',
-  'user-agent',
-]);
-
-/** The parser's flat [name, value, …] list as a header object keyed by lowercased name. */
-function responseHeaders(raw: readonly string[]): IncomingHttpHeaders {
-  const headers: Record<string, string | string[]> = {};
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase();
-    const value = raw[i + 1]!;
-    const prev = headers[name];
-    if (prev === undefined) headers[name] = name === 'set-cookie' ? [value] : value;
-    else if (Array.isArray(prev)) prev.push(value);
-    else if (!firstOnlyHeaders.has(name)) headers[name] = `${prev}, ${value}`;
-  }
-  return headers;
-}
-
-/**
- * The request line and headers, as Node's client would write them for these headers: the
- * probe's own (host, user-agent, connection) and the user's, in that order, and a
- * Content-Length for a body (and for a POST without one).
- */
-function requestHead(req: HopRequest): string {
-  let head = `${req.method} ${req.url.pathname}${req.url.search} HTTP/1.1\r\n`;
-  for (const name in req.headers) head += `${name}: ${req.headers[name]}\r\n`;
-  if (req.body !== undefined) head += `content-length: ${Buffer.byteLength(req.body)}\r\n`;
-  else if (req.method === 'POST') head += 'content-length: 0\r\n';
-  return `${head}\r\n`;
-}
-
-/** A Content-Length the response may carry: digits only (llhttp's rule; a sign or a space is not HTTP). */
-const contentLengthValue = /^\d{1,15}$/;
-
-/** A parse error of ours, coded as llhttp codes its own (`HPE_*`): what came back is not HTTP. */
-function parseError(code: string, message: string): Error {
-  return Object.assign(new Error(message), { code });
-}
-
-/**
  * Sends one request on a connected socket and reads the answer up to maxBodyBytes.
  *
  * The request is written straight to the socket and the answer parsed with http-parser-js,
@@ -350,7 +292,7 @@ function exchangeHttp(sock: Socket, req: HopRequest, settings: HopSettings): Pro
     let answered = false;
     const chunks: Buffer[] = [];
     let size = 0;
-    const parser = new HTTPParser(HTTPParser.RESPONSE);
+    const parser = new ResponseParser();
     const finish = (err: ProbeFailure | undefined, truncated = false): void => {
       if (settled) return;
       settled = true;
