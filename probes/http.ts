@@ -278,9 +278,9 @@ function secured(sock: TLSSocket, { clock, signal }: HopSettings): Promise<void>
  *
  * The request is written straight to the socket and the answer parsed with http-parser-js,
  * not through `node:http`'s ClientRequest and IncomingMessage: a probe sends one request
- * and reads one response on a connection of its own, and the streams, agents and events
- * around them cost ~90 µs of CPU a request (twice the parse, measured: the README's agent
- * benchmark), at 1,000 targets a tenth of a core.
+ * and reads one response on a connection of its own, and the streams and events around
+ * them cost 65–90 µs of CPU a request more than the parse (a loop of requests: the README's
+ * agent benchmark, seventh pass) — at 1,000 http probes a second, a tenth of a core.
  */
 function exchangeHttp(sock: Socket, req: HopRequest, settings: HopSettings): Promise<HopResponse> {
   const { clock, signal, options } = settings;
