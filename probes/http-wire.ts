@@ -73,6 +73,36 @@ export function parseError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
+/** What each parse error says of the server's answer (http-parser-js says only "Parse Error"). */
+const parseFailures: Readonly<Record<string, string>> = {
+  HPE_INVALID_CONSTANT:
+    'it does not start with an HTTP/1.x status line: another protocol answers on this port (TLS? then the URL wants https://)',
+  HPE_LF_EXPECTED: 'a line of its headers holds a bare CR',
+  HPE_INVALID_CONTENT_LENGTH: 'its Content-Length is not a number',
+  HPE_UNEXPECTED_CONTENT_LENGTH: 'it declares two different Content-Lengths',
+  HPE_INVALID_HEADER_TOKEN: 'a line of its headers has no name and colon',
+  HPE_HEADER_OVERFLOW: 'its status line and headers run past 80 kB',
+};
+
+/**
+ * A parse error — the library's, returned or thrown, or one of ours — as the probe reports it:
+ * llhttp's code (the library leaves the header limit and its own faults uncoded) and what the
+ * answer got wrong, for whoever reads the failed probe.
+ */
+export function parseFailure(err: Error): { code: string; message: string } {
+  const given = (err as { code?: unknown }).code;
+  const code =
+    typeof given === 'string'
+      ? given
+      : err.message.includes('max header size')
+        ? 'HPE_HEADER_OVERFLOW'
+        : 'HPE_INTERNAL';
+  return {
+    code,
+    message: `the server's answer is not valid HTTP: ${parseFailures[code] ?? err.message}`,
+  };
+}
+
 /** A header line as llhttp takes one: a token and a colon, or an obs-fold continuation. */
 const headerLine = /^(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:|[ \t])/;
 

@@ -236,6 +236,10 @@ describe('http probe on loopback', () => {
     const notHttp = await probe(`http://127.0.0.1:${garbage}/`);
     expect(notHttp.class).toBe('protocol_error');
     expect(notHttp.error?.code).toMatch(/^HPE_/);
+    // Said so that the reader knows what to check, not the parser's "Parse Error".
+    expect(notHttp.error?.message).toMatch(
+      /not valid HTTP: .*another protocol answers on this port/,
+    );
   });
 
   it('reads the answers HTTP allows: interim 1xx first, a body to the close, repeated headers', async () => {

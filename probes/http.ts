@@ -29,6 +29,7 @@ import { httpSeries } from './http-series.js';
 import {
   contentLengthValue,
   parseError,
+  parseFailure,
   requestHead,
   ResponseParser,
   responseHeaders,
@@ -303,8 +304,10 @@ function exchangeHttp(sock: Socket, req: WireRequest, settings: HopSettings): Pr
       else if (head === undefined) reject(new Error('finished without a response'));
       else resolve({ ...head, body: Buffer.concat(chunks, size), truncated });
     };
-    const notHttp = (err: Error): void =>
-      finish(new ProbeFailure(classifyError(err, 'exchange'), rawError(err)));
+    const notHttp = (err: Error): void => {
+      const failure = parseFailure(err);
+      finish(new ProbeFailure(classifyCode(failure.code, 'exchange'), failure));
+    };
     parser[HTTPParser.kOnHeadersComplete] = (info: HeaderInfo): number => {
       const status = info.statusCode;
       // 1xx (100 Continue, 103 Early Hints): the real response follows on the connection.
@@ -348,13 +351,7 @@ function exchangeHttp(sock: Socket, req: WireRequest, settings: HopSettings): Pr
         notHttp(err instanceof Error ? err : new Error(String(err)));
         return;
       }
-      if (parsed instanceof Error) {
-        notHttp(
-          'code' in parsed
-            ? parsed
-            : parseError('HPE_HEADER_OVERFLOW', `response headers: ${parsed.message}`),
-        );
-      }
+      if (parsed instanceof Error) notHttp(parsed);
     };
     // The peer's FIN: the end of a body read to the close, or of an answer cut short.
     const onEnd = (): void => {
