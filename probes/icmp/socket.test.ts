@@ -8,7 +8,9 @@ import { ensureBuilt, repoRoot } from '../../test/helpers/cli.js';
 import { icmp, icmpOptions } from '../icmp.js';
 import { runProbe } from '../run.js';
 import { parseTarget } from '../target.js';
+import type { ProbeResult } from '../../wire/result.js';
 import { closeIcmpEngines, icmpEngines } from './echo.js';
+import type { IcmpEngine } from './engine.js';
 import { FpingEngine } from './fping.js';
 import { defaultAddonPath, icmpErrorName, SocketEngine } from './socket.js';
 
@@ -28,6 +30,17 @@ function probe(
     timeoutMs,
     ...(signal === undefined ? {} : { signal }),
   });
+}
+
+/** Runs `fn` with `engine` as the icmp probes' socket engine, and puts the real one back. */
+async function withSocketEngine<T>(engine: IcmpEngine, fn: () => Promise<T>): Promise<T> {
+  const saved = icmpEngines.socket;
+  icmpEngines.socket = engine;
+  try {
+    return await fn();
+  } finally {
+    icmpEngines.socket = saved;
+  }
 }
 
 const hasV6Loopback = Object.values(networkInterfaces())
@@ -105,28 +118,30 @@ describe('the socket engine', () => {
     expect(r.detail).toMatchObject({ engine: 'socket', received: 1 });
   });
 
+  /** Probes on loopback under auto and with the socket named, `engine` standing in for the socket. */
+  async function autoAndNamed(
+    engine: IcmpEngine,
+  ): Promise<{ auto: ProbeResult; named: ProbeResult }> {
+    return withSocketEngine(engine, async () => ({
+      auto: await probe('127.0.0.1', { count: 1 }),
+      named: await probe('127.0.0.1', { count: 1, engine: 'socket' }),
+    }));
+  }
+
   it('without the addon, auto falls back to fping, and the reason names the build step', async () => {
     const missing = new SocketEngine('/nonexistent/faultline_icmp.node');
-    const saved = icmpEngines.socket;
-    icmpEngines.socket = missing;
-    try {
-      expect(await missing.available()).toBe(false);
-      expect(missing.unusableReason).toContain('node scripts/build-native.mjs');
-      const r = await probe('127.0.0.1', { count: 1 });
-      expect(r.class).toBe('ok');
-      expect(r.detail?.engine).toBe('fping');
-      const forced = await probe('127.0.0.1', { count: 1, engine: 'socket' });
-      expect(forced.class).toBe('internal_error');
-      expect(forced.error?.code).toBe('FL_ERR_ENGINE');
-    } finally {
-      icmpEngines.socket = saved;
-    }
+    expect(await missing.available()).toBe(false);
+    expect(missing.unusableReason).toContain('node scripts/build-native.mjs');
+    const { auto, named } = await autoAndNamed(missing);
+    expect(auto.class).toBe('ok');
+    expect(auto.detail?.engine).toBe('fping');
+    expect(named.class).toBe('internal_error');
+    expect(named.error?.code).toBe('FL_ERR_ENGINE');
   });
 
   it('a socket that fails for an address family (nothing sent): auto probes on fping instead', async () => {
-    const saved = icmpEngines.socket;
     // The socket engine as it answers when, say, its IPv6 socket may not open.
-    icmpEngines.socket = {
+    const { auto, named } = await autoAndNamed({
       name: 'socket',
       available: () => Promise.resolve(true),
       echo: () =>
@@ -138,25 +153,17 @@ describe('the socket engine', () => {
           failure: { code: 'EACCES', message: 'cannot open an ICMP socket' },
         }),
       close: () => Promise.resolve(),
-    };
-    try {
-      const r = await probe('127.0.0.1', { count: 1 });
-      expect(r.class).toBe('ok');
-      expect(r.detail?.engine).toBe('fping');
-      // Named, it is what it is: the failure is the engine's, not the target's.
-      const forced = await probe('127.0.0.1', { count: 1, engine: 'socket' });
-      expect(forced.class).toBe('internal_error');
-      expect(forced.error?.code).toBe('EACCES');
-    } finally {
-      icmpEngines.socket = saved;
-    }
+    });
+    expect(auto.class).toBe('ok');
+    expect(auto.detail?.engine).toBe('fping');
+    // Named, it is what it is: the failure is the engine's, not the target's.
+    expect(named.class).toBe('internal_error');
+    expect(named.error?.code).toBe('EACCES');
   });
 
   it('close(): a probe in flight answers as aborted, and the engine opens a new socket after', async () => {
     const engine = new SocketEngine();
-    const saved = icmpEngines.socket;
-    icmpEngines.socket = engine;
-    try {
+    await withSocketEngine(engine, async () => {
       // 127.0.0.1 answers at once; 20 packets 100 ms apart keep the probe in flight.
       const pending = probe('127.0.0.1', { count: 20, intervalMs: 100 }, 5000);
       await new Promise((r) => setTimeout(r, 150));
@@ -167,10 +174,7 @@ describe('the socket engine', () => {
       expect(engine.inFlight).toBe(0);
       const again = await probe('127.0.0.1', { count: 1 });
       expect(again.detail).toMatchObject({ engine: 'socket', received: 1 });
-    } finally {
-      icmpEngines.socket = saved;
-      await engine.close();
-    }
+    }).finally(() => engine.close());
   });
 
   it('names ICMP errors as the other engines do', () => {
